@@ -1,0 +1,29 @@
+"""kmock: a mock of the Linux KVM, guest_memfd and iommufd APIs for testing VMMs.
+
+The public face::
+
+    k = kmock.Kernel(profile="linux-6.18")   # the mock kernel, a syscall API
+    h = kmock.HostKernel()                   # the same API over the real OS
+    kmock.SigBus, kmock.DmaFault             # what would have been a signal / a device fault
+"""
+
+from .errors import DmaFault, SigBus
+
+__all__ = ["Kernel", "HostKernel", "SigBus", "DmaFault", "profiles"]
+
+
+def __getattr__(name):
+    # Imported lazily so that ``import kmock.uapi`` stays free of the rest of kmock.
+    if name == "Kernel":
+        from .kernel import Kernel
+
+        return Kernel
+    if name == "HostKernel":
+        from .host import HostKernel
+
+        return HostKernel
+    if name == "profiles":
+        from . import profiles
+
+        return profiles
+    raise AttributeError(f"module 'kmock' has no attribute {name!r}")

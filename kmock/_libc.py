@@ -1,0 +1,145 @@
+"""The few libc calls the standard library does not wrap, through ctypes.
+
+mmap/munmap/mprotect give kmock real addresses it can hand out (a mapping's
+``address``); fallocate takes a mode, which ``os.posix_fallocate`` cannot;
+process_vm_readv/writev on our own pid read and write user memory the way the
+kernel's copy_from_user/copy_to_user do: an invalid address, or a page whose
+fault handler would raise SIGBUS, returns EFAULT instead of a signal.
+"""
+
+import ctypes
+import errno
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+PROT_NONE = 0
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_SHARED_VALIDATE = 0x03
+MAP_TYPE = 0x0F
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_NORESERVE = 0x4000
+MAP_POPULATE = 0x8000
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_NO_HIDE_STALE = 0x04
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+FALLOC_FL_ZERO_RANGE = 0x10
+FALLOC_FL_INSERT_RANGE = 0x20
+FALLOC_FL_UNSHARE_RANGE = 0x40
+FALLOC_FL_WRITE_ZEROES = 0x80
+
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64]
+_munmap = _libc.munmap
+_munmap.restype = ctypes.c_int
+_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_mprotect = _libc.mprotect
+_mprotect.restype = ctypes.c_int
+_mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_fallocate = _libc.fallocate64
+_fallocate.restype = ctypes.c_int
+_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+class _iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+_readv = _libc.process_vm_readv
+_readv.restype = ctypes.c_ssize_t
+_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_iovec), ctypes.c_ulong, ctypes.POINTER(_iovec), ctypes.c_ulong, ctypes.c_ulong]
+_writev = _libc.process_vm_writev
+_writev.restype = ctypes.c_ssize_t
+_writev.argtypes = _readv.argtypes
+
+_PID = os.getpid()
+
+
+def _raise():
+    e = ctypes.get_errno()
+    raise OSError(e, os.strerror(e))
+
+
+def mmap(addr, length, prot, flags, fd, offset):
+    """libc mmap; returns the address or raises OSError."""
+    r = _mmap(addr, length, prot, flags, fd, offset)
+    if r is None or r == MAP_FAILED:
+        _raise()
+    return r
+
+
+def munmap(addr, length):
+    if _munmap(addr, length) != 0:
+        _raise()
+
+
+def mprotect(addr, length, prot):
+    if _mprotect(addr, length, prot) != 0:
+        _raise()
+
+
+def fallocate(fd, mode, offset, length):
+    """fallocate(2); returns None or raises OSError like the os module."""
+    if _fallocate(fd, mode, offset, length) != 0:
+        _raise()
+
+
+def reserve(length):
+    """Reserve ``length`` bytes of address space that faults (SIGSEGV) until remapped."""
+    return mmap(None, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+
+
+def _pid():
+    # After fork the child has a new pid; process_vm_* must name ourselves.
+    return os.getpid()
+
+
+def read_user(addr, length):
+    """Copy ``length`` bytes from user address ``addr``, as copy_from_user would.
+
+    Returns ``(data, copied)``; ``copied < length`` means the copy faulted at
+    ``addr + copied`` (EFAULT in the kernel).
+    """
+    if length == 0:
+        return b"", 0
+    buf = ctypes.create_string_buffer(length)
+    local = _iovec(ctypes.addressof(buf), length)
+    remote = _iovec(addr, length)
+    n = _readv(_pid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    if n < 0:
+        n = 0
+    return buf.raw[:n], n
+
+
+def write_user(addr, data):
+    """Copy ``data`` to user address ``addr``; returns the number of bytes copied."""
+    length = len(data)
+    if length == 0:
+        return 0
+    buf = ctypes.create_string_buffer(bytes(data), length)
+    local = _iovec(ctypes.addressof(buf), length)
+    remote = _iovec(addr, length)
+    n = _writev(_pid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    return n if n > 0 else 0
+
+
+def copy_from_user(addr, length):
+    """Like read_user, but raise OSError(EFAULT) unless every byte was copied."""
+    data, n = read_user(addr, length)
+    if n != length:
+        raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+    return data
+
+
+def copy_to_user(addr, data):
+    if write_user(addr, data) != len(data):
+        raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))

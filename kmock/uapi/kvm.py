@@ -1,0 +1,263 @@
+"""include/uapi/linux/kvm.h and arch/x86/include/uapi/asm/kvm.h, as of Linux 6.18 (x86-64).
+
+Numbers and layouts: reference/kvm-guest-memfd-6.18.md sections 1-3. tests/uapi checks
+every size, offset and ioctl number against the reference tables.
+"""
+
+import ctypes
+
+from .ioctl import _IO, _IOR, _IOW, _IOWR
+
+u8 = ctypes.c_uint8
+u16 = ctypes.c_uint16
+u32 = ctypes.c_uint32
+u64 = ctypes.c_uint64
+s32 = ctypes.c_int32
+
+KVMIO = 0xAE
+KVM_API_VERSION = 12
+
+# --- structs ---------------------------------------------------------------------------
+
+
+class kvm_create_guest_memfd(ctypes.Structure):
+    _fields_ = [("size", u64), ("flags", u64), ("reserved", u64 * 6)]
+
+
+class kvm_userspace_memory_region(ctypes.Structure):
+    _fields_ = [
+        ("slot", u32),
+        ("flags", u32),
+        ("guest_phys_addr", u64),
+        ("memory_size", u64),
+        ("userspace_addr", u64),
+    ]
+
+
+class kvm_userspace_memory_region2(ctypes.Structure):
+    _fields_ = [
+        ("slot", u32),
+        ("flags", u32),
+        ("guest_phys_addr", u64),
+        ("memory_size", u64),
+        ("userspace_addr", u64),
+        ("guest_memfd_offset", u64),
+        ("guest_memfd", u32),
+        ("pad1", u32),
+        ("pad2", u64 * 14),
+    ]
+
+
+class kvm_memory_attributes(ctypes.Structure):
+    _fields_ = [("address", u64), ("size", u64), ("attributes", u64), ("flags", u64)]
+
+
+class kvm_pre_fault_memory(ctypes.Structure):
+    _fields_ = [("gpa", u64), ("size", u64), ("flags", u64), ("padding", u64 * 5)]
+
+
+class kvm_enable_cap(ctypes.Structure):
+    _fields_ = [("cap", u32), ("flags", u32), ("args", u64 * 4), ("pad", u8 * 64)]
+
+
+class kvm_cpuid_entry2(ctypes.Structure):
+    _fields_ = [
+        ("function", u32),
+        ("index", u32),
+        ("flags", u32),
+        ("eax", u32),
+        ("ebx", u32),
+        ("ecx", u32),
+        ("edx", u32),
+        ("padding", u32 * 3),
+    ]
+
+
+class kvm_cpuid2(ctypes.Structure):
+    """Header of struct kvm_cpuid2; ``nent`` entries of kvm_cpuid_entry2 follow it."""
+
+    _fields_ = [("nent", u32), ("padding", u32)]
+
+
+class kvm_regs(ctypes.Structure):
+    _fields_ = [
+        (n, u64)
+        for n in (
+            "rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags".split()
+        )
+    ]
+
+
+# kvm_run and its exit union -------------------------------------------------------------
+
+
+class kvm_run_memory_fault(ctypes.Structure):
+    _fields_ = [("flags", u64), ("gpa", u64), ("size", u64)]
+
+
+class _kvm_run_hypercall_u(ctypes.Union):
+    _fields_ = [("longmode", u32), ("flags", u64)]
+
+
+class kvm_run_hypercall(ctypes.Structure):
+    _anonymous_ = ("_u",)
+    _fields_ = [("nr", u64), ("args", u64 * 6), ("ret", u64), ("_u", _kvm_run_hypercall_u)]
+
+
+class kvm_run_io(ctypes.Structure):
+    _fields_ = [("direction", u8), ("size", u8), ("port", u16), ("count", u32), ("data_offset", u64)]
+
+
+class kvm_run_mmio(ctypes.Structure):
+    _fields_ = [("phys_addr", u64), ("data", u8 * 8), ("len", u32), ("is_write", u8)]
+
+
+class kvm_run_internal(ctypes.Structure):
+    _fields_ = [("suberror", u32), ("ndata", u32), ("data", u64 * 16)]
+
+
+class kvm_run_system_event(ctypes.Structure):
+    _fields_ = [("type", u32), ("ndata", u32), ("data", u64 * 16)]
+
+
+class kvm_run_exit(ctypes.Union):
+    _fields_ = [
+        ("memory_fault", kvm_run_memory_fault),
+        ("hypercall", kvm_run_hypercall),
+        ("io", kvm_run_io),
+        ("mmio", kvm_run_mmio),
+        ("internal", kvm_run_internal),
+        ("system_event", kvm_run_system_event),
+        ("padding", ctypes.c_char * 256),
+    ]
+
+
+class kvm_run(ctypes.Structure):
+    _anonymous_ = ("exit",)
+    _fields_ = [
+        ("request_interrupt_window", u8),
+        ("immediate_exit", u8),
+        ("padding1", u8 * 6),
+        ("exit_reason", u32),
+        ("ready_for_interrupt_injection", u8),
+        ("if_flag", u8),
+        ("flags", u16),
+        ("cr8", u64),
+        ("apic_base", u64),
+        ("exit", kvm_run_exit),
+        ("kvm_valid_regs", u64),
+        ("kvm_dirty_regs", u64),
+        ("s", ctypes.c_char * 2048),
+    ]
+
+
+# --- ioctls ----------------------------------------------------------------------------
+
+KVM_GET_API_VERSION = _IO(KVMIO, 0x00)
+KVM_CREATE_VM = _IO(KVMIO, 0x01)
+KVM_CHECK_EXTENSION = _IO(KVMIO, 0x03)
+KVM_GET_VCPU_MMAP_SIZE = _IO(KVMIO, 0x04)
+KVM_GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, kvm_cpuid2)
+KVM_CREATE_VCPU = _IO(KVMIO, 0x41)
+KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, kvm_userspace_memory_region)
+KVM_SET_USER_MEMORY_REGION2 = _IOW(KVMIO, 0x49, kvm_userspace_memory_region2)
+KVM_CREATE_IRQCHIP = _IO(KVMIO, 0x60)
+KVM_RUN = _IO(KVMIO, 0x80)
+KVM_GET_REGS = _IOR(KVMIO, 0x81, kvm_regs)
+KVM_SET_REGS = _IOW(KVMIO, 0x82, kvm_regs)
+KVM_GET_SREGS = _IOR(KVMIO, 0x83, 312)
+KVM_SET_SREGS = _IOW(KVMIO, 0x84, 312)
+KVM_ENABLE_CAP = _IOW(KVMIO, 0xA3, kvm_enable_cap)
+KVM_MEMORY_ENCRYPT_OP = _IOWR(KVMIO, 0xBA, ctypes.c_ulong)
+KVM_SET_MEMORY_ATTRIBUTES = _IOW(KVMIO, 0xD2, kvm_memory_attributes)
+KVM_CREATE_GUEST_MEMFD = _IOWR(KVMIO, 0xD4, kvm_create_guest_memfd)
+KVM_PRE_FAULT_MEMORY = _IOWR(KVMIO, 0xD5, kvm_pre_fault_memory)
+
+# --- memslot flags -----------------------------------------------------------------------
+
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
+KVM_MEM_READONLY = 1 << 1
+KVM_MEM_GUEST_MEMFD = 1 << 2
+KVM_SET_USER_MEMORY_REGION_V1_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY
+KVM_USER_MEM_SLOTS = 32764  # x86
+KVM_MEMSLOT_INVALID = 1 << 16  # kernel-internal
+KVM_MEMSLOT_GMEM_ONLY = 1 << 17  # kernel-internal
+
+# --- guest_memfd and memory attributes -----------------------------------------------------
+
+GUEST_MEMFD_FLAG_MMAP = 1 << 0
+GUEST_MEMFD_FLAG_INIT_SHARED = 1 << 1
+KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3
+KVM_MEMORY_EXIT_FLAG_PRIVATE = 1 << 3
+
+# --- capabilities --------------------------------------------------------------------------
+
+KVM_CAP_IRQCHIP = 0
+KVM_CAP_HLT = 1
+KVM_CAP_USER_MEMORY = 3
+KVM_CAP_SET_TSS_ADDR = 4
+KVM_CAP_VAPIC = 6
+KVM_CAP_EXT_CPUID = 7
+KVM_CAP_CLOCKSOURCE = 8
+KVM_CAP_NR_VCPUS = 9
+KVM_CAP_NR_MEMSLOTS = 10
+KVM_CAP_MAX_VCPUS = 66
+KVM_CAP_IMMEDIATE_EXIT = 136
+KVM_CAP_MAX_VCPU_ID = 128
+KVM_CAP_EXIT_HYPERCALL = 201
+KVM_CAP_BINARY_STATS_FD = 203
+KVM_CAP_USER_MEMORY2 = 231
+KVM_CAP_MEMORY_FAULT_INFO = 232
+KVM_CAP_MEMORY_ATTRIBUTES = 233
+KVM_CAP_GUEST_MEMFD = 234
+KVM_CAP_VM_TYPES = 235
+KVM_CAP_PRE_FAULT_MEMORY = 236
+KVM_CAP_GUEST_MEMFD_FLAGS = 244
+
+# --- VM types (x86) ------------------------------------------------------------------------
+
+KVM_X86_DEFAULT_VM = 0
+KVM_X86_SW_PROTECTED_VM = 1
+KVM_X86_SEV_VM = 2
+KVM_X86_SEV_ES_VM = 3
+KVM_X86_SNP_VM = 4
+KVM_X86_TDX_VM = 5
+
+# --- exit reasons --------------------------------------------------------------------------
+
+KVM_EXIT_UNKNOWN = 0
+KVM_EXIT_EXCEPTION = 1
+KVM_EXIT_IO = 2
+KVM_EXIT_HYPERCALL = 3
+KVM_EXIT_DEBUG = 4
+KVM_EXIT_HLT = 5
+KVM_EXIT_MMIO = 6
+KVM_EXIT_SHUTDOWN = 8
+KVM_EXIT_FAIL_ENTRY = 9
+KVM_EXIT_INTR = 10
+KVM_EXIT_INTERNAL_ERROR = 17
+KVM_EXIT_SYSTEM_EVENT = 24
+KVM_EXIT_MEMORY_FAULT = 39
+KVM_EXIT_TDX = 40
+
+KVM_EXIT_IO_IN = 0
+KVM_EXIT_IO_OUT = 1
+
+KVM_EXIT_HYPERCALL_LONG_MODE = 1 << 0
+
+# --- hypercalls (include/uapi/linux/kvm_para.h, arch/x86/include/uapi/asm/kvm_para.h) ----
+
+KVM_HC_MAP_GPA_RANGE = 12
+KVM_ENOSYS = 1000
+KVM_EINVAL = 22
+KVM_EPERM = 1
+KVM_EXIT_HYPERCALL_VALID_MASK = 1 << KVM_HC_MAP_GPA_RANGE
+KVM_MAP_GPA_RANGE_PAGE_SZ_4K = 0
+KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1 << 0
+KVM_MAP_GPA_RANGE_PAGE_SZ_1G = 1 << 1
+KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4
+KVM_MAP_GPA_RANGE_DECRYPTED = 0
+
+# kvm_run page layout on x86: run struct, PIO data page, coalesced MMIO ring
+KVM_PIO_PAGE_OFFSET = 1
+KVM_COALESCED_MMIO_PAGE_OFFSET = 2
