@@ -8,3 +8,4 @@ real kernel too::
 """
 
 from . import ioctl, kvm  # noqa: F401
+from . import gmem, iommufd, vfio  # noqa: F401
