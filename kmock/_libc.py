@@ -87,8 +87,24 @@ def mprotect(addr, length, prot):
         _raise()
 
 
+_I64 = (-(1 << 63), (1 << 63) - 1)
+_I32 = (-(1 << 31), (1 << 31) - 1)
+
+
+def check_fallocate_args(fd, mode, offset, length):
+    """Reject arguments a C caller could not pass (fallocate takes int, int, off_t, off_t)."""
+    for v in (fd, mode, offset, length):
+        if type(v) is not int and not isinstance(v, int):
+            raise TypeError("fallocate arguments must be integers")
+    if not (_I32[0] <= fd <= _I32[1] and _I32[0] <= mode <= _I32[1]):
+        raise OverflowError("fd or mode out of range for a C int")
+    if not (_I64[0] <= offset <= _I64[1] and _I64[0] <= length <= _I64[1]):
+        raise OverflowError("offset or length out of range for off_t")
+
+
 def fallocate(fd, mode, offset, length):
     """fallocate(2); returns None or raises OSError like the os module."""
+    check_fallocate_args(fd, mode, offset, length)
     if _fallocate(fd, mode, offset, length) != 0:
         _raise()
 
