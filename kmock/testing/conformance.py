@@ -1129,23 +1129,29 @@ def fact_data_persistence(sys, rec):
     g = create_gmem(sys, rec, vm, 4 * P, MMAP | INIT_SHARED)
     m = rec.call("mmap 4P", sys.mmap, g, 4 * P, PROT_RW, MAP_SHARED)
     rec.access("read fresh pages (zero)", m, slice(0, 4 * P))
-    data = bytes(range(256)) * 16
-    rec.access("write pattern to page 1", m, slice(P, 2 * P), data)
+    pattern = bytes(range(256)) * 16
+    expected = bytes(P) + pattern + b"\x11" * P + bytes(P)
+    rec.access("write pattern to page 1", m, slice(P, 2 * P), pattern)
     rec.access("write 0x11 to page 2", m, slice(2 * P, 3 * P), b"\x11" * P)
     set_region2(sys, rec, vm, "bind slot 1 [0,4P)", 1, 0, 4 * P, g, 0)
     delete_slot(sys, rec, vm, 1)
-    rec.access("read after memslot deletion", m, slice(0, 4 * P))
-    rec.call("munmap", m.close) if m is not None else None
+    v = rec.access("read after memslot deletion", m, slice(0, 4 * P))
+    rec.record("contents as written after memslot deletion", v == expected)
+    if m is not None:
+        rec.call("munmap", m.close)
     rec.access("access after munmap", m, 0)
     m = rec.call("mmap again", sys.mmap, g, 4 * P, PROT_RW, MAP_SHARED)
-    rec.access("read after munmap/mmap", m, slice(0, 4 * P))
-    rec.access("page 1 is the pattern", m, slice(P, P + 16))
+    v = rec.access("read after munmap/mmap", m, slice(0, 4 * P))
+    rec.record("contents as written after munmap/mmap", v == expected)
     rec.call("fallocate KEEP_SIZE 0..4P (re-allocate keeps data)", sys.fallocate, g, KEEP, 0, 4 * P)
-    rec.access("read after re-allocate", m, slice(0, 4 * P))
+    v = rec.access("read after re-allocate", m, slice(0, 4 * P))
+    rec.record("contents as written after re-allocate", v == expected)
     rec.close("close VM fd", vm)
-    rec.access("read after VM close", m, slice(0, 4 * P))
+    v = rec.access("read after VM close", m, slice(0, 4 * P))
+    rec.record("contents as written after VM close", v == expected)
     m3 = rec.call("mmap after VM close", sys.mmap, g, 4 * P, PROT_RW, MAP_SHARED, 0)
-    rec.access("read new mapping after VM close", m3, slice(P, 3 * P))
+    v = rec.access("read new mapping after VM close", m3, slice(0, 4 * P))
+    rec.record("contents as written through a new mapping after VM close", v == expected)
 
 
 @scenario("fact_two_mappings_share", "two MAP_SHARED mappings of one gmem share contents (one page cache)")

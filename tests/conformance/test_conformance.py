@@ -1,0 +1,418 @@
+"""Conformance: every scenario on the real kernel and on kmock.Kernel(profile="host").
+
+``test_mock_matches_host[...]`` is the proof a VMM developer relies on: the recorded
+steps (normalized outcomes) of the mock must equal those of the real kernel.
+``test_host_agrees_with_reference[...]`` pins the scenarios to the reference
+(kvm-guest-memfd-6.18.md): the real kernel must give the documented key outcomes, so a
+scenario can never pass vacuously (e.g. by failing the same setup step on both sides).
+"""
+
+import os
+
+import pytest
+
+import kmock
+from kmock.testing.conformance import (
+    SCENARIOS,
+    compare,
+    in_child,
+    kvm_available,
+    outcome_of,
+    run_scenario,
+)
+from kmock.uapi import kvm as K
+
+SKIP_REASON = "no /dev/kvm on this machine: conformance against the real kernel skipped"
+
+pytestmark = [
+    pytest.mark.conformance,
+    pytest.mark.skipif(not kvm_available(), reason=SKIP_REASON),
+]
+
+P = 4096
+# The reference was probed on this kernel; host-specific rows are checked only there.
+PROBE_HOST_RELEASE = "6.18.44-fc-v657"
+RELEASE = os.uname().release
+
+E = lambda name: ("errno", name)  # noqa: E731
+OK = ("ok", None)
+ENOTSUP = ("errno", "ENOTSUP")  # EOPNOTSUPP == ENOTSUP == 95; Python names it ENOTSUP
+
+
+def _diff_text(name, host, mock):
+    diffs = compare(host, mock)
+    lines = [f"scenario {name}: {len(diffs)} step(s) differ between the real kernel and the mock"]
+    lines += ["  " + d for d in diffs[:40]]
+    if len(diffs) > 40:
+        lines.append(f"  ... {len(diffs) - 40} more")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_mock_matches_host(name):
+    with kmock.HostKernel() as h:
+        host = run_scenario(name, h)
+    with kmock.Kernel(profile="host") as m:
+        mock = run_scenario(name, m)
+    assert not compare(host, mock), _diff_text(name, host, mock)
+
+
+# --- the host against the reference ---------------------------------------------------------
+
+REFERENCE = {
+    "probe_01_create_gmem_bad_sizes": [
+        ("KVM_CREATE_GUEST_MEMFD size=0x0 flags=0x0", E("EINVAL")),
+        ("KVM_CREATE_GUEST_MEMFD size=0x1 flags=0x0", E("EINVAL")),
+        ("KVM_CREATE_GUEST_MEMFD size=0xfff flags=0x0", E("EINVAL")),
+        ("KVM_CREATE_GUEST_MEMFD size=0x1001 flags=0x0", E("EINVAL")),
+    ],
+    "probe_02_create_gmem_negative_sizes": [
+        ("KVM_CREATE_GUEST_MEMFD size=0x8000000000000000 flags=0x0", E("EINVAL")),
+        ("KVM_CREATE_GUEST_MEMFD size=0xfffffffffffff000 flags=0x0", E("EINVAL")),
+    ],
+    "probe_03_create_gmem_huge_sizes": [
+        ("fstat gmem size 0x7ffffffffffff000", ("ok", ("stat", 0o100600, 0x7FFFFFFFFFFFF000, P, 0, 1))),
+        ("fstat gmem size 0x4000000000000000", ("ok", ("stat", 0o100600, 2**62, P, 0, 1))),
+        ("fstat gmem size 0x10000000000", ("ok", ("stat", 0o100600, 2**40, P, 0, 1))),
+    ],
+    "probe_04_create_gmem_flag_bits": [("flags=1<<0", ("ok", "fd3")), ("flags=1<<1", ("ok", "fd4"))]
+    + [(f"flags=1<<{b}", E("EINVAL")) for b in range(2, 64)],
+    "probe_05_create_gmem_init_shared_without_mmap": [
+        ("KVM_CREATE_GUEST_MEMFD size=0x4000 flags=0x2", ("ok", "fd3")),
+    ],
+    "probe_06_create_gmem_reserved_unchecked": [
+        ("reserved[0]=1", ("ok", "fd3")),
+        ("reserved[5]=~0", ("ok", "fd4")),
+    ],
+    "probe_07_null_argument": [
+        ("KVM_CREATE_GUEST_MEMFD(NULL)", E("EFAULT")),
+        ("KVM_SET_USER_MEMORY_REGION2(NULL)", E("EFAULT")),
+    ],
+    "probe_08_create_gmem_on_dev_kvm": [("KVM_CREATE_GUEST_MEMFD on /dev/kvm", E("EINVAL"))],
+    "probe_09_eio_from_forked_child": [
+        ("child: KVM_CREATE_GUEST_MEMFD on the VM fd", E("EIO")),
+        ("child: KVM_CHECK_EXTENSION(GUEST_MEMFD) on the VM fd", E("EIO")),
+        ("child: KVM_SET_USER_MEMORY_REGION2 on the VM fd", E("EIO")),
+        ("child: KVM_GET_API_VERSION on /dev/kvm", ("ok", 12)),
+        ("child: fallocate KEEP_SIZE 0..4P on gmem", OK),
+    ],
+    "probe_10_fallocate_mode0": [("fallocate mode 0, 0..4P", ENOTSUP)],
+    "probe_11_fallocate_punch_without_keep_size": [("fallocate PUNCH_HOLE 0..P", ENOTSUP)],
+    "probe_12_fallocate_punch_unaligned": [
+        ("punch off=P-1 len=P", E("EINVAL")),
+        ("punch off=P len=P-1", E("EINVAL")),
+    ],
+    "probe_13_fallocate_past_eof": [
+        ("KEEP_SIZE 0..T+P", E("EINVAL")),
+        ("KEEP_SIZE off=T len=P", E("EINVAL")),
+        ("KEEP_SIZE off=T+P len=P", E("EINVAL")),
+        ("KEEP_SIZE 0..T", OK),
+    ],
+    "probe_14_fallocate_punch_at_or_after_eof": [
+        ("punch off=T len=P", OK),
+        ("punch off=T+P len=P", OK),
+    ],
+    "probe_15_fallocate_efbig": [("KEEP_SIZE off=2^62 len=2^62", E("EFBIG"))],
+    "probe_16_mmap_without_mmap_flag": [
+        ("flags 0: mmap MAP_SHARED RW", E("ENODEV")),
+        ("flags 0: mmap MAP_SHARED R", E("ENODEV")),
+        ("flags 0: mmap MAP_PRIVATE RW", E("ENODEV")),
+        ("INIT_SHARED only: mmap MAP_SHARED RW", E("ENODEV")),
+    ],
+    "probe_17_mmap_private": [
+        ("flags 0x1: mmap MAP_PRIVATE RW", E("EINVAL")),
+        ("flags 0x3: mmap MAP_PRIVATE RW", E("EINVAL")),
+    ],
+    "probe_18_sigbus_private": [
+        ("mmap 4P MAP_SHARED RW", ("ok", ("mapping", 4 * P))),
+        ("read m[0]", ("sigbus", 0)),
+        ("write m[0]=0xaa", ("sigbus", 0)),
+        ("read m[0] after fallocate", ("sigbus", 0)),
+    ],
+    "probe_19_sigbus_beyond_eof": [
+        ("read size-1", ("ok", 0)),
+        ("read size", ("sigbus", P)),
+        ("read 4*size-1", ("sigbus", 4 * P - 1)),
+        ("mmap P at file offset = size", ("ok", ("mapping", P))),
+        ("read m2[0]", ("sigbus", 0)),
+        ("mmap at unaligned file offset 100", E("EINVAL")),
+    ],
+    "probe_20_read_write": [
+        ("read 64", E("EINVAL")),
+        ("read 0", E("EINVAL")),
+        ("write 64", E("EINVAL")),
+    ],
+    "probe_21_pread_pwrite_lseek": [
+        ("pread 64 @0", E("ESPIPE")),
+        ("pwrite 64 @0", E("ESPIPE")),
+    ]
+    + [(f"lseek 0 SEEK_{n}", E("ESPIPE")) for n in ("SET", "CUR", "END", "DATA", "HOLE")],
+    "probe_22_ftruncate_fchmod_fsync": [
+        ("ftruncate 0x4000", E("EINVAL")),
+        ("ftruncate 0x8000", E("EINVAL")),
+        ("fchmod 0o644", E("EINVAL")),
+        ("fsync", E("EINVAL")),
+        ("fstat (size unchanged)", ("ok", ("stat", 0o100600, 4 * P, P, 0, 1))),
+    ],
+    "probe_23_ioctl_on_gmem": [
+        ("KVM_GET_API_VERSION on gmem", E("ENOTTY")),
+        ("KVM_CREATE_GUEST_MEMFD on gmem", E("ENOTTY")),
+    ],
+    "probe_24_bind_same_range_twice": [
+        ("slot 1 gpa 0 [0,4P)", ("ok", 0)),
+        ("slot 2 gpa 1G [0,4P)", E("EINVAL")),
+    ],
+    "probe_25_bind_partial_overlap": [
+        ("slot 2 [2P,6P)", E("EINVAL")),
+        ("slot 2 [3P,5P) (last page overlaps)", E("EINVAL")),
+        ("slot 2 [4P,8P) (adjacent)", ("ok", 0)),
+    ],
+    "probe_26_bind_misaligned_offset": [("offset 1", E("EINVAL")), ("offset 2048", E("EINVAL"))],
+    "probe_27_bind_gpa_overlap": [
+        ("slot 2 gpa 0x101000 [4P,6P) (gpa overlap)", E("EEXIST")),
+        ("slot 2 gpa 0x101000 [0,2P) (gpa and gmem overlap)", E("EEXIST")),
+    ],
+    "probe_28_bind_non_gmem_fd": [
+        ("guest_memfd=/dev/null", E("EINVAL")),
+        ("guest_memfd=VM fd", E("EINVAL")),
+        ("guest_memfd=/dev/kvm fd", E("EINVAL")),
+        ("guest_memfd=regular file", E("EINVAL")),
+    ],
+    "probe_29_bind_bad_fd": [("guest_memfd=9999", E("EBADF")), ("guest_memfd=0xffffffff", E("EBADF"))],
+    "probe_30_bind_other_vms_gmem": [
+        ("bind VM A's gmem into VM B", E("EINVAL")),
+        ("bind VM A's gmem into VM B after VM A closed", E("EINVAL")),
+    ],
+    "probe_31_bind_beyond_file": [
+        ("offset 3P size 2P", E("EINVAL")),
+        ("offset == size (4P), size P", E("EINVAL")),
+        ("offset 2^62", E("EINVAL")),
+        ("offset 2^64-P (u64 overflow)", E("EINVAL")),
+        ("offset 2^63 (negative loff_t)", E("EINVAL")),
+    ],
+    "probe_32_bind_loff_overflow_bug": [("offset 0x7ffffffffffff000 size P", ("ok", 0))],
+    "probe_33_gmem_flag_combinations": [
+        ("GUEST_MEMFD|READONLY", E("EINVAL")),
+        ("GUEST_MEMFD|LOG_DIRTY_PAGES", E("EINVAL")),
+    ],
+    "probe_34_v1_with_gmem_flag": [("v1 flags=GUEST_MEMFD", E("EINVAL"))],
+    "probe_35_gmem_slot_immutable": [
+        ("identical parameters", E("EINVAL")),
+        ("move to gpa 1G", E("EINVAL")),
+        ("drop GUEST_MEMFD flag", E("EINVAL")),
+    ],
+    "probe_36_padding_unchecked": [("pad1=1", ("ok", 0)), ("pad2[0]=~0", ("ok", 0))],
+    "probe_38_set_memory_attributes_dev_kvm": [("attrs=PRIVATE on /dev/kvm", E("EINVAL"))],
+    "probe_40_memory_encrypt_op": [("KVM_MEMORY_ENCRYPT_OP(NULL)", E("ENOTTY"))],
+    "probe_42_enable_cap_exit_hypercall": [
+        ("EXIT_HYPERCALL args[0]=1<<12", ("ok", 0)),
+        ("EXIT_HYPERCALL args[0]=1<<11", E("EINVAL")),
+        ("GUEST_MEMFD_FLAGS args[0]=1", E("EINVAL")),
+    ],
+    "probe_43_check_extension": [
+        (f"KVM_CHECK_EXTENSION({c}) on {w}", ("ok", v))
+        for c, v in zip((231, 232, 233, 234, 235, 236, 244, 201), (1, 1, 0, 1, 1, 0, 3, 4096))
+        for w in ("/dev/kvm", "VM")
+    ],
+    "fact_dev_kvm_basics": [
+        ("KVM_GET_API_VERSION", ("ok", 12)),
+        ("KVM_GET_VCPU_MMAP_SIZE", ("ok", 12288)),
+        ("KVM_CHECK_EXTENSION(10) on VM", ("ok", 32764)),
+        ("unknown ioctl _IO(0xAE,0xff) on VM", E("ENOTTY")),
+        ("CREATE_GUEST_MEMFD with wrong size _IOWR(0xAE,0xd4,32)", E("ENOTTY")),
+        ("SET_USER_MEMORY_REGION2 with wrong size _IOW(0xAE,0x49,32)", E("ENOTTY")),
+    ],
+    "fact_gmem_fstat": [
+        ("fstat flags 0x0", ("ok", ("stat", 0o100600, 4 * P, P, 0, 1))),
+        ("fstat after fallocate flags 0x1", ("ok", ("stat", 0o100600, 4 * P, P, 0, 1))),
+        ("fstat after faulting through mmap", ("ok", ("stat", 0o100600, 4 * P, P, 0, 1))),
+        ("all inodes distinct", ("ok", True)),
+        ("dup has the same inode", ("ok", True)),
+    ],
+    "fact_dup_gmem_binding": [
+        ("bind [0,4P) via dup", ("ok", 0)),
+        ("bind [2P,6P) via original (overlap)", E("EINVAL")),
+        ("rebind [0,4P) via dup after delete", ("ok", 0)),
+    ],
+    "fact_gmem_after_vm_close": [
+        ("fallocate KEEP_SIZE 0..4P", OK),
+        ("read all through the old mapping", ("ok", ("bytes", 4 * P, ((0, 4 * P, 0xAA),)))),
+        ("punch [P,2P)", OK),
+        ("new mmap 4P", ("ok", ("mapping", 4 * P))),
+        ("read all through the new mapping",
+         ("ok", ("bytes", 4 * P, ((0, P, 0xAA), (P, 2 * P, 0), (2 * P, 4 * P, 0xAA))))),
+        ("bind the orphaned gmem to the other VM", E("EINVAL")),
+    ],
+    "fact_data_persistence": [
+        (f"contents as written {when}", ("ok", True))
+        for when in ("after memslot deletion", "after munmap/mmap", "after re-allocate", "after VM close",
+                     "through a new mapping after VM close")
+    ] + [("access after munmap", ("exc", "ValueError"))],
+    "fact_delete_after_gmem_close": [("delete slot 1", ("ok", 0))],
+    "fact_unbind_frees_range": [("bind slot 2 [0,4P) after delete", ("ok", 0))],
+    "fact_two_mappings_share": [("read m1[2P+10]", ("ok", 0x42))],
+    "fact_punch_zeroes_mapping": [
+        ("read all", ("ok", ("bytes", 4 * P, ((0, P, 0xAA), (P, 2 * P, 0), (2 * P, 4 * P, 0xAA))))),
+        ("read() while mapped", E("EINVAL")),
+    ],
+    "fact_fallocate_modes": [
+        ("KEEP_SIZE len=0", E("EINVAL")),
+        ("KEEP_SIZE off=-P", E("EINVAL")),
+        ("mode ZERO_RANGE 0..P", ENOTSUP),
+        ("mode COLLAPSE 0..P", ENOTSUP),
+        ("mode WRITE_ZEROES 0..P", ENOTSUP),
+        ("mode KEEP|PUNCH|ZERO 0..P", ENOTSUP),
+    ],
+    "fact_mmap_variants": [
+        ("mmap PROT_READ MAP_SHARED", ("ok", ("mapping", 4 * P))),
+        ("mmap MAP_SHARED_VALIDATE", ("ok", ("mapping", 4 * P))),
+        ("mmap MAP_SHARED|MAP_POPULATE", ("ok", ("mapping", 4 * P))),
+    ],
+    "fact_memslot_rules": [
+        ("slot 32764 -> EINVAL", E("EINVAL")),
+        ("slot 32763", ("ok", 0)),
+        ("flags 1<<16", E("EINVAL")),
+        ("uaddr 0xffff800000000000", E("EINVAL")),
+        ("plain LOG_DIRTY|READONLY", ("ok", 0)),
+        ("plain flags 0 with garbage guest_memfd/offset", ("ok", 0)),
+        ("plain slot 3 add GUEST_MEMFD", E("EINVAL")),
+        ("delete never-created slot 9", E("EINVAL")),
+        ("delete slot 3 twice", E("EINVAL")),
+    ],
+    "selftest_file_read_write": [("[type 0 flags 0x0] read 64", E("EINVAL"))],
+    "selftest_mmap_supported": [
+        ("[type 0 flags 0x3] read all after punch",
+         ("ok", ("bytes", 4 * P, ((0, P, 0), (P, 4 * P, 0xAA))))),
+        ("[type 0 flags 0x3] read all again", ("ok", ("bytes", 4 * P, ((0, 4 * P, 0xAA),)))),
+    ],
+    "selftest_fault_overflow": [
+        ("[type 0 flags 0x3] memset 0xaa whole mapping (expect SIGBUS)", ("sigbus", 4 * P)),
+        ("[type 0 flags 0x3] READ_ONCE(mem[0x4000]) (expect SIGBUS)", ("sigbus", 4 * P)),
+        ("[type 0 flags 0x3] [0,0x4000) reads 0xaa", ("ok", ("bytes", 4 * P, ((0, 4 * P, 0xAA),)))),
+    ],
+    "selftest_fault_private": [
+        ("[type 0 flags 0x1] memset 0xaa whole mapping (expect SIGBUS)", ("sigbus", 0)),
+        ("[type 0 flags 0x1] READ_ONCE(mem[0x0]) (expect SIGBUS)", ("sigbus", 0)),
+    ],
+    "selftest_mmap_cow": [
+        ("[type 0 flags 0x1] mmap 4P MAP_PRIVATE", E("EINVAL")),
+        ("[type 0 flags 0x3] mmap 4P MAP_PRIVATE", E("EINVAL")),
+    ],
+    "selftest_mmap_not_supported": [("[type 0 flags 0x0] mmap 4P MAP_SHARED", E("ENODEV"))],
+    "selftest_file_size": [
+        (f"[type 0 flags {f:#x}] st_size == 4P, st_blksize == P", ("ok", (True, True))) for f in (0, 1, 3)
+    ],
+    "selftest_fallocate": [
+        (f"[type 0 flags {f:#x}] {lbl}", o)
+        for f in (0, 1, 3)
+        for lbl, o in (
+            ("KEEP_SIZE 0..4P", OK),
+            ("KEEP|PUNCH (P-1, P)", E("EINVAL")),
+            ("KEEP (4P, P)", E("EINVAL")),
+            ("KEEP (5P, P)", E("EINVAL")),
+            ("KEEP|PUNCH (4P, P)", OK),
+            ("KEEP|PUNCH (5P, P)", OK),
+            ("KEEP|PUNCH (P, P-1)", E("EINVAL")),
+            ("KEEP|PUNCH (P, P)", OK),
+            ("KEEP (P, P)", OK),
+        )
+    ],
+    "selftest_invalid_punch_hole": [
+        (f"[type 0 flags {f:#x}] KEEP|PUNCH ({o:#x}, {n:#x})", E("EINVAL"))
+        for f in (0, 1, 3)
+        for o, n in ((0, 1), (0, P - 1), (0, P + 1), (1, 1), (1, P - 1), (1, P), (1, P + 1),
+                     (P, 1), (P, P - 1), (P, P + 1))
+    ],
+    "selftest_invalid_sizes": [(f"[type 0 flags {f:#x}] all EINVAL", ("ok", True)) for f in (0, 1, 3)],
+    "selftest_create_guest_memfd_multiple": [
+        ("[type 0 flags 0x0] st_size P, 2P, P", ("ok", (True, True, True))),
+        ("[type 0 flags 0x0] st_ino differ", ("ok", True)),
+    ],
+    "selftest_guest_memfd_flags": [
+        (f"[type 0] flag 1<<{b} as the selftest expects", ("ok", True)) for b in range(64)
+    ],
+}
+
+# Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.
+HOST_SPECIFIC = {
+    "probe_37_set_memory_attributes_default_vm": [
+        ("attrs=PRIVATE [0,P)", E("ENOTTY")),
+        ("attrs=0 [0,P)", E("ENOTTY")),
+        ("size 0", E("ENOTTY")),
+    ],
+    "probe_39_pre_fault_memory": [
+        ("valid gpa 0 size P", ENOTSUP),
+        ("struct after valid call (gpa, size)", ("ok", (0, P))),
+        ("flags=1", E("EINVAL")),
+        ("size=0", E("EINVAL")),
+        ("on the VM fd", E("ENOTTY")),
+    ],
+    "probe_41_create_vm_types": [(f"KVM_CREATE_VM type {t}", E("EINVAL")) for t in range(1, 7)]
+    + [("KVM_CHECK_EXTENSION(235) on /dev/kvm", ("ok", 1))],
+    "fact_memslot_rules": [("as_id 1 (slot 1|1<<16)", E("EINVAL"))],
+}
+
+
+def test_reference_covers_every_scenario():
+    missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
+    assert not missing, f"scenarios without reference expectations: {sorted(missing)}"
+    unknown = (set(REFERENCE) | set(HOST_SPECIFIC)) - set(SCENARIOS)
+    assert not unknown
+
+
+def _check(name, expected):
+    with kmock.HostKernel() as h:
+        steps = run_scenario(name, h)
+    got = {}
+    for label, outcome in steps:
+        got.setdefault(label, outcome)
+    crashes = [s for s in steps if s[1][0] == "crash"]
+    assert not crashes, f"{name} crashed on the real kernel: {crashes}"
+    bad = [(label, want, got.get(label, "<no such step>")) for label, want in expected if got.get(label) != want]
+    assert not bad, f"{name}: the real kernel disagrees with the reference:\n" + "\n".join(
+        f"  {label!r}: reference {want!r}, host {have!r}" for label, want, have in bad
+    )
+
+
+@pytest.mark.skipif(not RELEASE.startswith("6.18"), reason=f"reference is for Linux 6.18; this is {RELEASE}")
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_host_agrees_with_reference(name):
+    _check(name, REFERENCE[name])
+
+
+@pytest.mark.skipif(RELEASE != PROBE_HOST_RELEASE, reason=f"host-specific rows hold on {PROBE_HOST_RELEASE} only")
+@pytest.mark.parametrize("name", sorted(HOST_SPECIFIC))
+def test_host_agrees_with_reference_host_specific(name):
+    _check(name, HOST_SPECIFIC[name])
+
+
+# --- the framework itself ---------------------------------------------------------------------
+
+
+def test_in_child_on_host_sees_eio_for_vm_ioctls():
+    with kmock.HostKernel() as h:
+        kvm = h.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+        vm = h.ioctl(kvm, K.KVM_CREATE_VM, 0)
+        assert in_child(h, lambda s: s.ioctl(vm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_GUEST_MEMFD)) == ("errno", "EIO")
+        assert in_child(h, lambda s: s.ioctl(kvm, K.KVM_GET_API_VERSION, 0)) == ("ok", 12)
+        assert in_child(h, lambda s: (outcome_of(s.ioctl, kvm, K.KVM_CREATE_VM, 0),)) == (
+            "ok", (("ok", "fd"),))
+        out = in_child(h, lambda s: 1 / 0)
+        assert out[0] == "crash" and "ZeroDivisionError" in out[1]
+        # the parent is unaffected
+        assert h.ioctl(vm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_GUEST_MEMFD) == 1
+
+
+def test_compare_reports_differences():
+    a = [("x", ("ok", 1)), ("y", ("errno", "EINVAL"))]
+    b = [("x", ("ok", 1)), ("y", ("errno", "ENOTTY")), ("z", ("ok", None))]
+    d = compare(a, b)
+    assert len(d) == 2 and "EINVAL" in d[0] and "ENOTTY" in d[0] and "<missing>" in d[1]
+    assert compare(a, list(a)) == []
+
+
+def test_conform_prints_table_and_summary_line():
+    lines = []
+    matched, total = kmock.testing.conformance.conform(out=lines.append, names=["probe_01_create_gmem_bad_sizes"])
+    assert total == 1 and lines[-1] == f"conformance: {matched}/1 scenarios match"
+    assert lines[0].split()[:4] == ["scenario", "host", "mock", "match"]
