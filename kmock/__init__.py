@@ -23,7 +23,7 @@ def __getattr__(name):
 
         return HostKernel
     if name == "profiles":
-        from . import profiles
+        import importlib
 
-        return profiles
+        return importlib.import_module(".profiles", __name__)
     raise AttributeError(f"module 'kmock' has no attribute {name!r}")

@@ -1,0 +1,91 @@
+"""/dev/kvm: the system-level ioctls (kvm_dev_ioctl and x86 kvm_arch_dev_ioctl)."""
+
+import ctypes
+import errno
+import stat
+
+from ..errors import oserror
+from ..file import File, make_stat
+from ..kernel_util import copy_from_user, copy_to_user, write_user_at
+from ..uapi import kvm as K
+from .vm import VM, VmFile
+
+KVM_MAX_CPUID_ENTRIES = 256
+
+
+class KvmDevice(File):
+    """An open /dev/kvm (misc character device 10:232)."""
+
+    file_type = "kvm"
+    i_mode = stat.S_IFCHR | 0o600
+    has_llseek = True  # kvm_chardev_ops.llseek = noop_llseek
+
+    def unknown_ioctl(self, request, arg):
+        raise oserror(errno.EINVAL)  # kvm_arch_dev_ioctl default
+
+    def read(self, n):
+        raise oserror(errno.EINVAL)
+
+    def pread(self, n, offset):
+        raise oserror(errno.EINVAL)  # character devices may pread; there is no ->read
+
+    def pwrite(self, data, offset):
+        raise oserror(errno.EINVAL)
+
+    def fstat(self):
+        return make_stat(self.i_mode, size=0, ino=0x1A0, dev=5, rdev=(10 << 8) | 232)
+
+
+def dev_get_api_version(f, arg):
+    if arg != 0:
+        raise oserror(errno.EINVAL)
+    return f.kernel.profile.api_version
+
+
+def dev_create_vm(f, arg):
+    """kvm_dev_ioctl_create_vm: an unsupported type is EINVAL (kvm_arch_init_vm)."""
+    kernel = f.kernel
+    vmtype = kernel.vm_types.get(arg) if type(arg) is int else None
+    if vmtype is None:
+        raise oserror(errno.EINVAL)
+    vm = VM(kernel, vmtype)
+    kernel._hook_vm_init(vm)
+    return kernel._install(VmFile(kernel, vm))
+
+
+def dev_check_extension(f, arg):
+    if type(arg) is int:
+        return f.kernel.caps.get(arg, 0)
+    return 0
+
+
+def dev_get_vcpu_mmap_size(f, arg):
+    if arg != 0:
+        raise oserror(errno.EINVAL)
+    return f.kernel.profile.vcpu_mmap_size
+
+
+def dev_get_supported_cpuid(f, arg):
+    """KVM_GET_SUPPORTED_CPUID: E2BIG when ``nent`` is too small (nothing written)."""
+    head = copy_from_user(arg, K.kvm_cpuid2)
+    entries = f.kernel.profile.cpuid
+    nent = min(head.nent, KVM_MAX_CPUID_ENTRIES)
+    if nent < 1 or nent < len(entries):
+        raise oserror(errno.E2BIG)
+    table = (K.kvm_cpuid_entry2 * len(entries))()
+    for e, (fn, idx, flags, eax, ebx, ecx, edx) in zip(table, entries):
+        e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx = fn, idx, flags, eax, ebx, ecx, edx
+    write_user_at(arg, ctypes.sizeof(K.kvm_cpuid2), bytes(table))
+    head.nent = len(entries)
+    copy_to_user(arg, head)
+    return 0
+
+
+def dev_ioctls(kernel):
+    return {
+        K.KVM_GET_API_VERSION: dev_get_api_version,
+        K.KVM_CREATE_VM: dev_create_vm,
+        K.KVM_CHECK_EXTENSION: dev_check_extension,
+        K.KVM_GET_VCPU_MMAP_SIZE: dev_get_vcpu_mmap_size,
+        K.KVM_GET_SUPPORTED_CPUID: dev_get_supported_cpuid,
+    }

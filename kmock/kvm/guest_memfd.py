@@ -1,0 +1,255 @@
+"""guest_memfd: the memory provider (virt/kvm/guest_memfd.c, Linux 6.18).
+
+A guest_memfd inode holds its size and flags, the shared/private state of every
+page, which pages are allocated, its memslot bindings and its host mappings. Its
+bytes live in a real memfd (the *backing*), so fstat, mapped bytes and PUNCH_HOLE
+zeroing are real. The fd handed to the VMM is a duplicate of the backing memfd.
+
+Page state is kept per range in kmock.mm RangeMaps: ``attrs`` (PRIVATE bit = the
+host may not fault the page), ``allocated`` (1 = a folio is present) and
+``bindings`` (page index -> memslot token).
+"""
+
+import errno
+import os
+import stat
+
+from .. import _libc
+from ..errors import oserror
+from ..file import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, File, check_mmap_args, make_stat
+from ..mm import RangeMap
+from ..mapping import FileMapping
+from ..uapi import kvm as K
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PRIVATE = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+#: page indexes a binding may reach: offset + size may exceed the file (6.18 loff_t bug)
+BINDING_SPACE = 1 << 52
+
+
+class BackingPool:
+    """Recycled memfds: memfd_create costs more than a whole real KVM_CREATE_GUEST_MEMFD.
+
+    A released guest_memfd's memfd is truncated to 0 (its pages are freed) and kept
+    for the next guest_memfd, so creation costs an ftruncate and a dup.
+    """
+
+    def __init__(self, limit=64):
+        self.free = []
+        self.limit = limit
+
+    def take(self, size):
+        fd = self.free.pop() if self.free else os.memfd_create("kmock-gmem", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def give(self, fd):
+        if len(self.free) < self.limit:
+            os.ftruncate(fd, 0)
+            self.free.append(fd)
+        else:
+            os.close(fd)
+
+    def close(self):
+        while self.free:
+            os.close(self.free.pop())
+
+
+class GmemInode:
+    """The guest_memfd inode: size, flags, page state, users."""
+
+    def __init__(self, kernel, size, flags, backing):
+        self.kernel = kernel
+        self.size = size
+        self.flags = flags
+        self.npages = size >> PAGE_SHIFT
+        self.backing = backing
+        # 6.18: INIT_SHARED makes every page host-faultable; otherwise all are private.
+        default = 0 if flags & K.GUEST_MEMFD_FLAG_INIT_SHARED else PRIVATE
+        self.attrs = RangeMap(self.npages, default)
+        self.allocated = RangeMap(self.npages)
+        self.bindings = None  # RangeMap(BINDING_SPACE), created on first bind
+        self.slots = {}  # binding token -> Memslot
+        self._next_token = 1
+        self.mappings = set()
+        #: some page may hold non-zero bytes (a host mapping or a guest write touched
+        #: it), so PUNCH_HOLE must really punch the backing memfd
+        self.maybe_dirty = False
+        st = os.fstat(backing)
+        self.ino = st.st_ino
+        self.dev = st.st_dev
+
+    # --- bindings (kvm_gmem_bind / kvm_gmem_unbind) -------------------------------------
+
+    def range_bound(self, start, end):
+        return self.bindings is not None and self.bindings.find_not(start, end, 0) != -1
+
+    def bind(self, slot, start, end):
+        if self.bindings is None:
+            self.bindings = RangeMap(BINDING_SPACE)
+        token = self._next_token
+        self._next_token += 1
+        self.bindings.set(start, end, token)
+        self.slots[token] = slot
+        return token
+
+    def unbind(self, token, start, end):
+        if self.slots.pop(token, None) is not None:
+            self.bindings.set(start, end, 0)
+
+    # --- contents -------------------------------------------------------------------------
+
+    def punch_hole(self, start, end):
+        """kvm_gmem_punch_hole over page indexes [start, end) (already clipped to the file)."""
+        for slot in self._bound_slots(start, end):
+            slot.vm.gmem_invalidate(slot, start, end)
+        self.kernel._hook_invalidate(self, start, end, "punch_hole")
+        self.allocated.set(start, end, 0)
+        if self.maybe_dirty or self.mappings:
+            _libc.fallocate(self.backing, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                            start << PAGE_SHIFT, (end - start) << PAGE_SHIFT)
+
+    def _bound_slots(self, start, end):
+        if self.bindings is None or not self.slots:
+            return ()
+        tokens = {v for _, _, v in self.bindings.ranges(start, end) if v}
+        return [self.slots[t] for t in tokens if t in self.slots]
+
+    def host_fault_offset(self, lo, hi):
+        """First file offset in [lo, hi) whose host fault would SIGBUS, or None."""
+        fault = None
+        if hi > self.size:
+            fault = max(lo, self.size)
+        top = min(hi, self.size)
+        if lo < top:
+            p = self.attrs.find(lo >> PAGE_SHIFT, (top + PAGE_SIZE - 1) >> PAGE_SHIFT, PRIVATE)
+            if p != -1:
+                fault = max(lo, p << PAGE_SHIFT)
+        return fault
+
+
+class GmemFile(File):
+    """The guest_memfd file (anon_inode "[kvm-gmem]"); holds a reference on its VM."""
+
+    file_type = "gmem"
+    i_mode = stat.S_IFREG | stat.S_IRUSR | stat.S_IWUSR
+    cloexec = False  # created with get_unused_fd_flags(0)
+
+    def __init__(self, kernel, vm, inode):
+        super().__init__(kernel)
+        self.vm = vm
+        self.inode = inode
+        vm.get()
+
+    def placeholder_fd(self):
+        return self.inode.backing
+
+    def release(self):
+        """kvm_gmem_release: unbind every slot (they stay, pointing at nothing), drop the VM."""
+        inode = self.inode
+        for token, slot in list(inode.slots.items()):
+            slot.vm.gmem_invalidate(slot, slot.gmem_pgoff, slot.gmem_pgoff + slot.npages)
+            slot.gmem_file = None
+            slot.gmem_token = 0
+        inode.slots.clear()
+        inode.bindings = None
+        self.kernel._hook_invalidate(inode, 0, inode.npages, "release")
+        self.kernel._gmem_pool.give(inode.backing)
+        inode.backing = -1
+        self.vm.put()
+
+    # --- file operations (kvm_gmem_fops: mmap, open, release, fallocate; setattr EINVAL) ---
+
+    def fstat(self):
+        i = self.inode
+        return make_stat(self.i_mode, size=i.size, ino=i.ino, dev=i.dev)
+
+    def ftruncate(self, length):
+        raise oserror(errno.EINVAL)  # kvm_gmem_setattr: the size is immutable
+
+    def fchmod(self, mode):
+        raise oserror(errno.EINVAL)  # kvm_gmem_setattr
+
+    def do_fallocate(self, mode, offset, length):
+        """kvm_gmem_fallocate."""
+        if not mode & FALLOC_FL_KEEP_SIZE:
+            raise oserror(errno.EOPNOTSUPP)
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+            raise oserror(errno.EOPNOTSUPP)
+        if offset & (PAGE_SIZE - 1) or length & (PAGE_SIZE - 1):
+            raise oserror(errno.EINVAL)
+        inode = self.inode
+        start = offset >> PAGE_SHIFT
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            end = min((offset + length) >> PAGE_SHIFT, inode.npages)
+            if start < end:
+                inode.punch_hole(start, end)
+            return None
+        if offset + length > inode.size:
+            raise oserror(errno.EINVAL)  # "Dedicated guest is immutable by default"
+        inode.allocated.set(start, (offset + length) >> PAGE_SHIFT, 1)
+        return None
+
+    def mmap(self, length, prot, flags, offset):
+        """kvm_gmem_mmap: ENODEV without GUEST_MEMFD_FLAG_MMAP, EINVAL unless MAP_SHARED."""
+        check_mmap_args(length, prot, flags, offset)
+        inode = self.inode
+        if not inode.flags & K.GUEST_MEMFD_FLAG_MMAP:
+            raise oserror(errno.ENODEV)
+        if flags & _libc.MAP_TYPE == _libc.MAP_PRIVATE:
+            raise oserror(errno.EINVAL)
+        return GmemMapping(self, length, prot, offset)
+
+
+class GmemMapping(FileMapping):
+    """A host mapping of a guest_memfd (one VMA). Its address is real memory.
+
+    Where every page is shared the memfd itself is mapped; where pages are private
+    a zero-length memfd is mapped instead, so even native code in the VMM process
+    gets a real SIGBUS there, as it would from kvm_gmem_fault_user_mapping.
+    """
+
+    def __init__(self, file, length, prot, offset):
+        inode = file.inode
+        self.inode = inode
+        if inode.attrs.find(0, inode.npages, PRIVATE) == -1:
+            src, src_off = inode.backing, offset
+        else:
+            src, src_off = file.kernel._sigbus_memfd, 0
+        super().__init__(file, length, prot, offset, src, src_off)
+        inode.mappings.add(self)
+        if prot & _libc.PROT_WRITE:
+            inode.maybe_dirty = True
+
+    def _on_close(self):
+        self.inode.mappings.discard(self)
+
+    def _fault(self, start, stop):
+        f = self.inode.host_fault_offset(self.offset + start, self.offset + stop)
+        return None if f is None else f - self.offset
+
+    def _touch(self, start, stop, write):
+        inode = self.inode
+        lo = (self.offset + start) >> PAGE_SHIFT
+        hi = (self.offset + stop + PAGE_SIZE - 1) >> PAGE_SHIFT
+        if inode.allocated.find(lo, hi, 0) != -1:
+            inode.allocated.set(lo, hi, 1)  # a host fault allocates the folio
+        if write:
+            inode.maybe_dirty = True
+
+
+def create_guest_memfd(vm, size, flags):
+    """kvm_gmem_create: flags, then size; both EINVAL. Returns the new GmemFile."""
+    kernel = vm.kernel
+    if flags & ~vm.vmtype.supported_gmem_flags(vm):
+        raise oserror(errno.EINVAL)
+    if size >= (1 << 63) or size <= 0 or size & (PAGE_SIZE - 1):
+        raise oserror(errno.EINVAL)  # size is a loff_t
+    kernel._hook_gmem_create(vm, size, flags)
+    backing = kernel._gmem_pool.take(size)
+    return GmemFile(kernel, vm, GmemInode(kernel, size, flags, backing))

@@ -1,0 +1,159 @@
+"""vCPUs: KVM_CREATE_VCPU, the mmap-able kvm_run area, and vCPU ioctls.
+
+The kvm_run area is a real memfd of KVM_GET_VCPU_MMAP_SIZE bytes: page 0 is
+struct kvm_run (reference §3 layout), page 1 the PIO data page, page 2 the
+coalesced-MMIO ring. A VMM maps it through Kernel.mmap(vcpu_fd, ...) and reads it
+with ctypes at the real offsets; kmock writes exits into the same memory.
+"""
+
+import errno
+import os
+
+from .. import _libc
+from ..errors import oserror
+from ..file import File, check_mmap_args
+from ..kernel_util import copy_from_user, copy_to_user
+from ..mapping import FileMapping
+from ..uapi import kvm as K
+from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
+
+U64 = (1 << 64) - 1
+
+
+class Vcpu:
+    """struct kvm_vcpu. Holds a reference on its VM."""
+
+    def __init__(self, vm, vcpu_id):
+        self.vm = vm
+        self.id = vcpu_id
+        kernel = vm.kernel
+        self.mmap_size = kernel.profile.vcpu_mmap_size
+        self.run_fd = os.memfd_create("kmock-kvm-run", os.MFD_CLOEXEC)
+        os.ftruncate(self.run_fd, self.mmap_size)
+        self.run_addr = _libc.mmap(None, self.mmap_size, _libc.PROT_READ | _libc.PROT_WRITE,
+                                   _libc.MAP_SHARED, self.run_fd, 0)
+        #: the kvm_run struct, living in the shared page
+        self.run = K.kvm_run.from_address(self.run_addr)
+        self.refs = 0
+        vm.get()
+
+    def release(self):
+        _libc.munmap(self.run_addr, self.mmap_size)
+        os.close(self.run_fd)
+        self.run = None
+        self.vm.put()
+
+
+class VcpuFile(File):
+    file_type = "vcpu"
+    has_llseek = True  # kvm_vcpu_fops.llseek = noop_llseek
+
+    def __init__(self, kernel, vcpu):
+        super().__init__(kernel)
+        self.vcpu = vcpu
+        self.vm = vcpu.vm
+
+    def release(self):
+        self.vcpu.release()
+
+    def unknown_ioctl(self, request, arg):
+        _check(self)
+        raise oserror(errno.EINVAL)  # kvm_arch_vcpu_ioctl default (x86)
+
+    def mmap(self, length, prot, flags, offset):
+        check_mmap_args(length, prot, flags, offset)
+        return VcpuMapping(self, length, prot, offset)
+
+
+class VcpuMapping(FileMapping):
+    """A mapping of the kvm_run area; pages past KVM_GET_VCPU_MMAP_SIZE give SIGBUS."""
+
+    def __init__(self, file, length, prot, offset):
+        vcpu = file.vcpu
+        self.limit = vcpu.mmap_size
+        super().__init__(file, length, prot, offset, vcpu.run_fd, offset)
+
+    def _fault(self, start, stop):
+        if self.offset + stop > self.limit:
+            return max(start, self.limit - self.offset)
+        return None
+
+
+def _check(f):
+    vm = f.vm
+    if vm.owner_pid != os.getpid() or vm.dead:
+        raise oserror(errno.EIO)
+    return f.vcpu
+
+
+def create_vcpu(vm, vcpu_id):
+    """kvm_vm_ioctl_create_vcpu."""
+    profile = vm.kernel.profile
+    if vcpu_id >= profile.max_vcpu_ids:
+        raise oserror(errno.EINVAL)
+    if len(vm.vcpus) >= profile.max_vcpus:
+        raise oserror(errno.EINVAL)
+    if vcpu_id in vm.vcpus:
+        raise oserror(errno.EEXIST)
+    vcpu = Vcpu(vm, vcpu_id)
+    vm.vcpus[vcpu_id] = vcpu
+    return vm.kernel._install(VcpuFile(vm.kernel, vcpu))
+
+
+# --- vCPU ioctl handlers -----------------------------------------------------------------
+
+
+def vcpu_run(f, arg):
+    """KVM_RUN. Without a guest script the guest halts at once (KVM_EXIT_HLT)."""
+    vcpu = _check(f)
+    run = vcpu.run
+    if run.immediate_exit:
+        run.exit_reason = K.KVM_EXIT_INTR
+        raise oserror(errno.EINTR)
+    run.exit_reason = K.KVM_EXIT_HLT
+    return 0
+
+
+def vcpu_pre_fault_memory(f, arg):
+    """kvm_vcpu_pre_fault_memory: checks, then map the range; the leftover is copied back."""
+    vcpu = _check(f)
+    r = copy_from_user(arg, K.kvm_pre_fault_memory)
+    if r.flags:
+        raise oserror(errno.EINVAL)
+    if r.gpa & (PAGE_SIZE - 1) or r.size & (PAGE_SIZE - 1) or r.gpa + r.size <= r.gpa or \
+            r.gpa + r.size > U64:
+        raise oserror(errno.EINVAL)
+    vm = vcpu.vm
+    full = r.size
+    err = 0
+    if not vm.kernel.profile.tdp or not vm.vmtype.pre_fault_allowed(vm):
+        err = errno.EOPNOTSUPP
+    else:
+        while r.size:
+            gfn = r.gpa >> PAGE_SHIFT
+            slot = vm.lookup_memslot(gfn)
+            if slot is None:
+                err = errno.ENOENT  # no memslot: RET_PF_EMULATE
+                break
+            done = min(r.size, (slot.end_gfn - gfn) << PAGE_SHIFT)
+            vm.pre_fault(slot, gfn, done >> PAGE_SHIFT)
+            r.gpa += done
+            r.size -= done
+    copy_to_user(arg, r)
+    if err and r.size == full:
+        raise oserror(err)
+    return 0
+
+
+def vcpu_enable_cap(f, arg):
+    _check(f)
+    copy_from_user(arg, K.kvm_enable_cap)
+    raise oserror(errno.EINVAL)
+
+
+def vcpu_ioctls(kernel):
+    return {
+        K.KVM_RUN: vcpu_run,
+        K.KVM_PRE_FAULT_MEMORY: vcpu_pre_fault_memory,
+        K.KVM_ENABLE_CAP: vcpu_enable_cap,
+    }

@@ -1,0 +1,221 @@
+"""A KVM VM: its fd, memslots, memory attributes, vCPUs, and its ioctls.
+
+Every VM-fd ioctl first checks that it comes from the process that created the VM
+(``kvm->mm != current->mm`` -> EIO), then dispatches (kvm_vm_ioctl).
+"""
+
+import errno
+import os
+
+from ..errors import oserror
+from ..file import File
+from ..kernel_util import copy_from_user, int_arg
+from ..mm import RangeMap
+from ..uapi import kvm as K
+from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
+from .memslot import Memslots, set_memory_region
+
+GFN_SPACE = 1 << 52  # GPAs are 64-bit: gfns up to 2**52
+U64 = (1 << 64) - 1
+
+EIO = errno.EIO
+
+
+class VM:
+    """struct kvm. Kept alive by its fds, its vCPUs and its guest_memfds."""
+
+    def __init__(self, kernel, vmtype):
+        self.kernel = kernel
+        self.vmtype = vmtype
+        self.type = vmtype.type
+        self.owner_pid = os.getpid()
+        self.dead = False
+        self.refs = 0
+        self.destroyed = False
+        self._as = [Memslots() for _ in range(kernel.profile.nr_memslot_as_ids)]
+        self.mem_attrs = RangeMap(GFN_SPACE)
+        #: gfns mapped in stage-2 ahead of guest access (KVM_PRE_FAULT_MEMORY)
+        self.prefaulted = RangeMap(GFN_SPACE)
+        self.vcpus = {}
+        self.hypercall_exit_enabled = 0
+        self.arch = None  # owned by the architecture plugin
+        self.caps = kernel.vm_caps(vmtype)
+
+    # --- lifetime --------------------------------------------------------------------
+
+    def get(self):
+        self.refs += 1
+
+    def put(self):
+        self.refs -= 1
+        if self.refs == 0:
+            self.destroy()
+
+    def destroy(self):
+        """kvm_destroy_vm: free the memslots (unbinding guest_memfd ranges)."""
+        self.destroyed = True
+        for slots in self._as:
+            for slot in list(slots):
+                self.delete_memslot(slot)
+
+    # --- memslots ------------------------------------------------------------------------
+
+    def address_space(self, as_id):
+        return self._as[as_id]
+
+    def memslots(self, as_id=0):
+        return list(self._as[as_id])
+
+    def insert_memslot(self, slot):
+        self._as[slot.as_id].insert(slot)
+
+    def delete_memslot(self, slot):
+        self._as[slot.as_id].remove(slot)
+        self.zap_gfn_range(slot.base_gfn, slot.end_gfn)
+        if slot.gmem_file is not None:
+            slot.gmem_file.inode.unbind(slot.gmem_token, slot.gmem_pgoff,
+                                        slot.gmem_pgoff + slot.npages)
+            slot.gmem_file = None
+
+    def lookup_memslot(self, gfn, as_id=0):
+        return self._as[as_id].lookup(gfn)
+
+    def gmem_invalidate(self, slot, start, end):
+        """guest_memfd pages [start, end) bound to ``slot`` are going away: zap stage-2."""
+        lo = max(start, slot.gmem_pgoff)
+        hi = min(end, slot.gmem_pgoff + slot.npages)
+        if lo < hi:
+            base = slot.base_gfn - slot.gmem_pgoff
+            self.zap_gfn_range(base + lo, base + hi)
+
+    def zap_gfn_range(self, start, end):
+        """Drop stage-2 mappings of gfns [start, end)."""
+        self.prefaulted.set(start, end, 0)
+
+    def pre_fault(self, slot, gfn, npages):
+        """KVM_PRE_FAULT_MEMORY mapped gfns [gfn, gfn + npages) of ``slot``."""
+        self.prefaulted.set(gfn, gfn + npages, 1)
+
+    # --- memory attributes -----------------------------------------------------------------
+
+    def gfn_is_private(self, gfn):
+        return bool(self.mem_attrs.get(gfn) & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+
+    def supported_mem_attributes(self):
+        if self.kernel.profile.memory_attributes and self.vmtype.has_private_mem:
+            return K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+        return 0
+
+    def __repr__(self):
+        return f"<VM {self.vmtype.name} pid {self.owner_pid}>"
+
+
+class VmFile(File):
+    file_type = "vm"
+    has_llseek = True  # kvm_vm_fops.llseek = noop_llseek
+
+    def __init__(self, kernel, vm):
+        super().__init__(kernel)
+        self.vm = vm
+        vm.get()
+
+    def release(self):
+        self.vm.put()
+
+    def unknown_ioctl(self, request, arg):
+        if self.vm.owner_pid != os.getpid() or self.vm.dead:
+            raise oserror(EIO)
+        raise oserror(errno.ENOTTY)  # kvm_arch_vm_ioctl default
+
+
+def _check_vm(f):
+    vm = f.vm
+    if vm.owner_pid != os.getpid() or vm.dead:
+        raise oserror(EIO)
+    return vm
+
+
+# --- VM ioctl handlers: handler(file, arg) -> int ------------------------------------------
+
+
+def vm_check_extension(f, arg):
+    vm = f.vm
+    if vm.owner_pid != os.getpid() or vm.dead:
+        raise oserror(EIO)
+    if type(arg) is int:
+        return vm.caps.get(arg, 0)
+    return 0  # a buffer argument is a pointer value: no capability has that number
+
+
+def vm_create_vcpu(f, arg):
+    vm = _check_vm(f)
+    from .vcpu import create_vcpu
+
+    return create_vcpu(vm, int_arg(arg))
+
+
+def vm_create_guest_memfd(f, arg):
+    vm = _check_vm(f)
+    args = copy_from_user(arg, K.kvm_create_guest_memfd)
+    gmem = create_guest_memfd(vm, args.size, args.flags)
+    return vm.kernel._install(gmem)
+
+
+def vm_set_user_memory_region(f, arg):
+    vm = _check_vm(f)
+    return set_memory_region(vm, copy_from_user(arg, K.kvm_userspace_memory_region), v2=False)
+
+
+def vm_set_user_memory_region2(f, arg):
+    vm = _check_vm(f)
+    return set_memory_region(vm, copy_from_user(arg, K.kvm_userspace_memory_region2), v2=True)
+
+
+def vm_enable_cap(f, arg):
+    """kvm_vm_ioctl_enable_cap (x86): only KVM_CAP_EXIT_HYPERCALL is enable-able here."""
+    vm = _check_vm(f)
+    cap = copy_from_user(arg, K.kvm_enable_cap)
+    if cap.flags:
+        raise oserror(errno.EINVAL)
+    if cap.cap == K.KVM_CAP_EXIT_HYPERCALL:
+        if cap.args[0] & ~K.KVM_EXIT_HYPERCALL_VALID_MASK:
+            raise oserror(errno.EINVAL)
+        vm.hypercall_exit_enabled = cap.args[0]
+        return 0
+    raise oserror(errno.EINVAL)
+
+
+def vm_set_memory_attributes(f, arg):
+    """kvm_vm_ioctl_set_mem_attributes: flags, attributes, size/overflow, alignment."""
+    vm = _check_vm(f)
+    attrs = copy_from_user(arg, K.kvm_memory_attributes)
+    if attrs.flags:
+        raise oserror(errno.EINVAL)
+    if attrs.attributes & ~vm.supported_mem_attributes():
+        raise oserror(errno.EINVAL)
+    address, size = attrs.address, attrs.size
+    if size == 0 or address + size > U64:
+        raise oserror(errno.EINVAL)
+    if address & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1):
+        raise oserror(errno.EINVAL)
+    start, end = address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT
+    if vm.mem_attrs.find_not(start, end, attrs.attributes) == -1:
+        return 0  # the whole range already has these attributes
+    vm.zap_gfn_range(start, end)
+    vm.mem_attrs.set(start, end, attrs.attributes)
+    return 0
+
+
+def vm_ioctls(kernel):
+    table = {
+        K.KVM_CHECK_EXTENSION: vm_check_extension,
+        K.KVM_CREATE_VCPU: vm_create_vcpu,
+        K.KVM_CREATE_GUEST_MEMFD: vm_create_guest_memfd,
+        K.KVM_SET_USER_MEMORY_REGION: vm_set_user_memory_region,
+        K.KVM_SET_USER_MEMORY_REGION2: vm_set_user_memory_region2,
+        K.KVM_ENABLE_CAP: vm_enable_cap,
+    }
+    if kernel.profile.memory_attributes:
+        table[K.KVM_SET_MEMORY_ATTRIBUTES] = vm_set_memory_attributes
+    return table
+

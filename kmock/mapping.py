@@ -1,0 +1,118 @@
+"""FileMapping: what Kernel.mmap returns, a real mapping with a fault model.
+
+The address is real memory in this process (a memfd mapped MAP_SHARED), so other
+calls may name it (a memslot's userspace_addr, an IOAS_MAP user_va) and native
+code may touch it. Accesses through the object are checked first against the
+file's fault model: where the kernel would send SIGBUS, kmock raises
+``kmock.SigBus`` and records it instead of touching the memory.
+"""
+
+import ctypes
+
+from . import _libc
+from .errors import SigBus
+from .syscall_api import Mapping
+
+PAGE_SIZE = 4096
+
+
+class FileMapping(Mapping):
+    """A mapping of a mock file. Subclasses define ``_fault`` (and ``_touch``)."""
+
+    def __init__(self, file, length, prot, offset, src_fd, src_offset):
+        self.file = file
+        self.length = length
+        self.offset = offset
+        self.prot = prot
+        self.closed = False
+        self._maplen = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        self.address = _libc.mmap(None, self._maplen, prot, _libc.MAP_SHARED, src_fd, src_offset)
+        file.get()
+        file.kernel._mappings.add(self)
+
+    def __len__(self):
+        return self.length
+
+    def close(self):
+        """munmap; the file loses the reference this mapping held."""
+        if self.closed:
+            return
+        self.closed = True
+        _libc.munmap(self.address, self._maplen)
+        self.file.kernel._mappings.discard(self)
+        self._on_close()
+        self.file.put()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # --- the fault model (subclasses) ----------------------------------------------
+
+    def _fault(self, start, stop):
+        """Mapping offset of the first byte in [start, stop) whose page would SIGBUS."""
+        return None
+
+    def _touch(self, start, stop, write):
+        """Pages [start, stop) were faulted in by the host."""
+
+    def _on_close(self):
+        pass
+
+    # --- access ----------------------------------------------------------------------
+
+    def _window(self, index):
+        if self.closed:
+            raise ValueError("mmap closed or invalid")
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.length)
+            if step != 1:
+                raise ValueError("kmock mappings support only contiguous slices")
+            return start, max(start, stop), False
+        if not isinstance(index, int):
+            raise TypeError("mmap indices must be integers or slices")
+        if index < 0:
+            index += self.length
+        if not 0 <= index < self.length:
+            raise IndexError("mmap index out of range")
+        return index, index + 1, True
+
+    def _sigbus(self, at):
+        self.file.kernel.sigbus_log.append((self, at))
+        raise SigBus(at, f"{self.file.file_type} host fault")
+
+    def __getitem__(self, index):
+        start, stop, single = self._window(index)
+        if start == stop:
+            return b""
+        fault = self._fault(start, stop)
+        if fault is not None:
+            self._sigbus(fault)
+        self._touch(start, stop, False)
+        data = ctypes.string_at(self.address + start, stop - start)
+        return data[0] if single else data
+
+    def __setitem__(self, index, data):
+        start, stop, single = self._window(index)
+        if single:
+            data = bytes([data])
+        elif len(data) != stop - start:
+            raise IndexError("mmap slice assignment is wrong size")
+        if not self.prot & _libc.PROT_WRITE:
+            raise TypeError("mmap can't modify a readonly memory map.")
+        if start == stop:
+            return
+        fault = self._fault(start, stop)
+        end = stop if fault is None else fault
+        if end > start:
+            self._touch(start, end, True)
+            ctypes.memmove(self.address + start, bytes(data[: end - start]), end - start)
+        if fault is not None:
+            self._sigbus(fault)
+
+    def __repr__(self):
+        return (f"<{type(self).__name__} {self.length:#x} bytes at {self.address:#x} "
+                f"offset {self.offset:#x}>")

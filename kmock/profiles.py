@@ -1,0 +1,243 @@
+"""Kernel profiles: which kernel generation and configuration kmock emulates.
+
+A profile fixes capability values, the VM types the platform offers, which ioctls
+exist, and the known version quirks of reference/kvm-guest-memfd-6.18.md §7. VMMs
+must probe capabilities and fall back; profiles let them test that.
+
+Profiles:
+
+``linux-6.18``
+    Upstream 6.18.y on an x86-64 host with TDP and CONFIG_KVM_SW_PROTECTED_VM (so
+    CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES): guest_memfd with MMAP and INIT_SHARED,
+    VM-level KVM_SET_MEMORY_ATTRIBUTES, KVM_PRE_FAULT_MEMORY.
+``host``
+    Capabilities, VM types and quirks probed from the real /dev/kvm of this machine,
+    so that conformance tests compare like with like.
+
+The in-place conversion profiles (``gmem-convert-rfc-v2``, ``gmem-attributes-v8``)
+come with the conversion work; ``conversion`` names the UAPI a profile offers.
+"""
+
+import dataclasses
+import errno
+import os
+from types import MappingProxyType
+
+from .uapi import kvm as K
+
+PAGE_SIZE = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    api_version: int = K.KVM_API_VERSION
+    vcpu_mmap_size: int = 3 * PAGE_SIZE
+    #: KVM_CHECK_EXTENSION values shared by /dev/kvm and every VM, for caps that do not
+    #: depend on the VM (the VM-dependent ones are computed in kvm/caps.py).
+    caps: MappingProxyType = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    #: per-VM-type overrides of VM-level capability values (probed on the host profile)
+    vm_caps: MappingProxyType = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    #: VM types the platform offers; None = every type a plugin declares
+    vm_types: frozenset | None = None
+    #: CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES: KVM_SET_MEMORY_ATTRIBUTES exists
+    memory_attributes: bool = True
+    #: TDP MMU enabled: KVM_PRE_FAULT_MEMORY works (else EOPNOTSUPP), max GPA bits
+    tdp: bool = True
+    max_gpa_bits: int = 52
+    #: number of memslot address spaces (2 with CONFIG_KVM_SMM)
+    nr_memslot_as_ids: int = 2
+    max_vcpus: int = 4096
+    max_vcpu_ids: int = 4096
+    #: §7.1: 6.18.y (PAT-TOGGLE) rejects dropping KVM_MEM_GUEST_MEMFD with EINVAL;
+    #: v6.18.0 accepted it as a FLAGS_ONLY change.
+    gmem_flag_toggle_rejected: bool = True
+    #: §7.2: 6.18 accepts a binding whose offset + size overflows loff_t (later: EINVAL)
+    gmem_bind_offset_overflow_accepted: bool = True
+    #: which in-place conversion UAPI exists: "none", "rfc-v2", "attributes-v8"
+    conversion: str = "none"
+    #: KVM_GET_SUPPORTED_CPUID entries: tuples (function, index, flags, eax, ebx, ecx, edx)
+    cpuid: tuple = ()
+
+
+# Capabilities of an upstream 6.18 x86-64 KVM (reference §2.2, §5.1 row 43, §6.3).
+_CAPS_618 = {
+    K.KVM_CAP_IRQCHIP: 1,
+    K.KVM_CAP_HLT: 1,
+    K.KVM_CAP_USER_MEMORY: 1,
+    K.KVM_CAP_SET_TSS_ADDR: 1,
+    K.KVM_CAP_EXT_CPUID: 1,
+    K.KVM_CAP_NR_VCPUS: 2048,
+    K.KVM_CAP_NR_MEMSLOTS: K.KVM_USER_MEM_SLOTS,
+    K.KVM_CAP_MAX_VCPUS: 4096,
+    K.KVM_CAP_MAX_VCPU_ID: 4096,
+    K.KVM_CAP_IMMEDIATE_EXIT: 1,
+    K.KVM_CAP_EXIT_HYPERCALL: K.KVM_EXIT_HYPERCALL_VALID_MASK,
+    K.KVM_CAP_BINARY_STATS_FD: 1,
+    K.KVM_CAP_USER_MEMORY2: 1,
+    K.KVM_CAP_MEMORY_FAULT_INFO: 1,
+    K.KVM_CAP_GUEST_MEMFD: 1,
+}
+
+# A minimal CPUID table for VMM probing: max leaves, vendor, and the address widths
+# (leaf 0x80000008: 52 physical / 48 virtual bits) that selftest-style VMMs read.
+_CPUID_618 = (
+    (0x0, 0, 0, 0xD, 0x756E6547, 0x6C65746E, 0x49656E69),  # "GenuineIntel"
+    (0x1, 0, 0, 0x000806F8, 0x00000800, 0xF6FA3223, 0x0F8BFBFF),
+    (0x7, 0, 1, 0, 0x00000000, 0, 0),
+    (0xD, 0, 1, 0x7, 0x340, 0x340, 0),
+    (0x80000000, 0, 0, 0x80000008, 0, 0, 0),
+    (0x80000001, 0, 0, 0, 0, 0x121, 0x2C100800),
+    (0x80000008, 0, 0, 0x3034, 0, 0, 0),
+)
+
+LINUX_6_18 = Profile(
+    name="linux-6.18",
+    description="upstream Linux 6.18.y, x86-64 with TDP, SW_PROTECTED VMs and memory attributes",
+    caps=MappingProxyType(_CAPS_618),
+    cpuid=_CPUID_618,
+)
+
+_BUILTIN = {LINUX_6_18.name: LINUX_6_18}
+_host_cache = None
+
+
+def names():
+    return sorted([*_BUILTIN, "host"])
+
+
+def get(name):
+    """The profile called ``name`` (a Profile passes through unchanged)."""
+    if isinstance(name, Profile):
+        return name
+    if name == "host":
+        return host_profile()
+    try:
+        return _BUILTIN[name]
+    except KeyError:
+        raise ValueError(f"unknown kmock profile {name!r}; known: {', '.join(names())}") from None
+
+
+# --- the host profile ---------------------------------------------------------------
+
+
+def host_profile():
+    """Probe the real /dev/kvm once per process and describe it as a Profile.
+
+    Raises OSError (ENOENT) when the machine has no /dev/kvm.
+    """
+    global _host_cache
+    if _host_cache is None:
+        _host_cache = _probe_host()
+    return _host_cache
+
+
+def _probe_host():
+    import ctypes
+    import fcntl
+
+    from . import _libc
+
+    kvm = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    fds = [kvm]
+    try:
+        def cap(fd, c):
+            return fcntl.ioctl(fd, K.KVM_CHECK_EXTENSION, c)
+
+        api = fcntl.ioctl(kvm, K.KVM_GET_API_VERSION, 0)
+        mmap_size = fcntl.ioctl(kvm, K.KVM_GET_VCPU_MMAP_SIZE, 0)
+        caps = {c: v for c in range(512) if (v := cap(kvm, c))}
+        vm = fcntl.ioctl(kvm, K.KVM_CREATE_VM, K.KVM_X86_DEFAULT_VM)
+        fds.append(vm)
+        vm_caps = {c: cap(vm, c) for c in range(512)}
+        vm_caps = {c: v for c, v in vm_caps.items() if v != caps.get(c, 0)}
+        types = caps.get(K.KVM_CAP_VM_TYPES, 1)
+        vm_types = frozenset(t for t in range(32) if types & (1 << t))
+
+        attrs = K.kvm_memory_attributes(0, PAGE_SIZE, 0, 0)
+        try:
+            fcntl.ioctl(vm, K.KVM_SET_MEMORY_ATTRIBUTES, attrs)
+            memory_attributes = True
+        except OSError as e:
+            memory_attributes = e.errno != errno.ENOTTY
+
+        # 6.18.y vs 6.18.0 quirks (§7): try them on a scratch guest_memfd.
+        args = K.kvm_create_guest_memfd(16 * PAGE_SIZE, 0)
+        gmem = fcntl.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, args)
+        fds.append(gmem)
+        region = K.kvm_userspace_memory_region2(
+            slot=1, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=1 << 32,
+            memory_size=PAGE_SIZE, guest_memfd=gmem)
+        fcntl.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, region)
+        region.flags = 0
+        try:
+            fcntl.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, region)
+            toggle_rejected = False
+        except OSError:
+            toggle_rejected = True
+        region = K.kvm_userspace_memory_region2(
+            slot=2, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=1 << 33,
+            memory_size=PAGE_SIZE, guest_memfd=gmem, guest_memfd_offset=0x7FFFFFFFFFFFF000)
+        try:
+            fcntl.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, region)
+            overflow_accepted = True
+        except OSError:
+            overflow_accepted = False
+
+        # Number of memslot address spaces: KVM_CAP_MULTI_ADDRESS_SPACE (118), else 1.
+        nr_as = caps.get(118, 1) or 1
+        cpuid = _probe_cpuid(kvm)
+        max_gpa_bits = 52
+        tdp = bool(caps.get(K.KVM_CAP_PRE_FAULT_MEMORY, 0))
+        if tdp:
+            max_gpa_bits = _host_phys_bits() or 52
+        del _libc, ctypes
+        return Profile(
+            name="host",
+            description=f"probed from the real /dev/kvm ({os.uname().release})",
+            api_version=api,
+            vcpu_mmap_size=mmap_size,
+            caps=MappingProxyType(caps),
+            vm_caps=MappingProxyType({K.KVM_X86_DEFAULT_VM: MappingProxyType(vm_caps)}),
+            vm_types=vm_types,
+            memory_attributes=memory_attributes,
+            tdp=tdp,
+            max_gpa_bits=max_gpa_bits,
+            nr_memslot_as_ids=nr_as,
+            max_vcpus=caps.get(K.KVM_CAP_MAX_VCPUS, 4096),
+            max_vcpu_ids=caps.get(K.KVM_CAP_MAX_VCPU_ID, 4096),
+            gmem_flag_toggle_rejected=toggle_rejected,
+            gmem_bind_offset_overflow_accepted=overflow_accepted,
+            cpuid=cpuid,
+        )
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+
+
+def _probe_cpuid(kvm):
+    import ctypes
+    import fcntl
+
+    n = 256
+    buf = bytearray(8 + n * ctypes.sizeof(K.kvm_cpuid_entry2))
+    buf[0:4] = n.to_bytes(4, "little")
+    fcntl.ioctl(kvm, K.KVM_GET_SUPPORTED_CPUID, buf)
+    nent = int.from_bytes(buf[0:4], "little")
+    out = []
+    for i in range(nent):
+        e = K.kvm_cpuid_entry2.from_buffer_copy(buf, 8 + i * ctypes.sizeof(K.kvm_cpuid_entry2))
+        out.append((e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx))
+    return tuple(out)
+
+
+def _host_phys_bits():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("address sizes"):
+                    return int(line.split(":")[1].split()[0])
+    except OSError:
+        pass
+    return None
