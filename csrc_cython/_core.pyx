@@ -19,6 +19,7 @@ from operator import index as _index
 
 cdef extern from "Python.h":
     bint PyLong_Check(object)
+    bint PyLong_CheckExact(object)
     unsigned long long _as_ull "PyLong_AsUnsignedLongLong"(object)
 
 __all__ = ["RangeMap", "PageTable", "FrameAllocator"]
@@ -37,8 +38,10 @@ cdef object _MAX_NPAGES = 1 << 63
 
 cdef object _int(object x, str what):
     """Return x as a Python int, or raise TypeError (accepts int subclasses and __index__)."""
-    if PyLong_Check(x):
+    if PyLong_CheckExact(x):
         return x
+    if PyLong_Check(x):
+        return int(x)  # bool and other int subclasses: a plain int
     if isinstance(x, float) or x is None:
         raise TypeError(f"{what} must be an int, not {type(x).__name__}")
     try:

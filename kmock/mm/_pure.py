@@ -23,6 +23,8 @@ def _int(x, what):
     """Return x as a Python int, or raise TypeError (accepts int subclasses and __index__)."""
     if type(x) is int:
         return x
+    if isinstance(x, int):
+        return int(x)  # bool and other int subclasses: a plain int
     if isinstance(x, float) or x is None:
         raise TypeError(f"{what} must be an int, not {type(x).__name__}")
     try:
