@@ -23,6 +23,7 @@ offers and each flag combination the selftest uses.
 """
 
 import ctypes
+import difflib
 import errno
 import hashlib
 import os
@@ -337,23 +338,27 @@ def _fmt(outcome):
 
 
 def compare(a, b, names=("host", "mock")):
-    """Differences between two step lists, as readable strings ([] if equal)."""
+    """Differences between two step lists, as readable strings ([] if equal).
+
+    Steps are aligned by label (difflib), so a step present on one side only is
+    reported as missing on the other instead of shifting every later step.
+    """
+    if a == b:
+        return []
     diffs = []
-    for i in range(max(len(a), len(b))):
-        sa = a[i] if i < len(a) else None
-        sb = b[i] if i < len(b) else None
-        if sa == sb:
+    la = [s[0] for s in a]
+    lb = [s[0] for s in b]
+    n0, n1 = names
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, la, lb, autojunk=False).get_opcodes():
+        if tag == "equal":
+            for i, j in zip(range(i1, i2), range(j1, j2)):
+                if a[i][1] != b[j][1]:
+                    diffs.append(f"step {i} {a[i][0]!r}: {n0}={_fmt(a[i][1])} {n1}={_fmt(b[j][1])}")
             continue
-        if sa is None:
-            diffs.append(f"step {i} {sb[0]!r}: {names[0]}=<missing> {names[1]}={_fmt(sb[1])}")
-        elif sb is None:
-            diffs.append(f"step {i} {sa[0]!r}: {names[0]}={_fmt(sa[1])} {names[1]}=<missing>")
-        elif sa[0] != sb[0]:
-            diffs.append(
-                f"step {i}: {names[0]} {sa[0]!r}={_fmt(sa[1])} / {names[1]} {sb[0]!r}={_fmt(sb[1])}"
-            )
-        else:
-            diffs.append(f"step {i} {sa[0]!r}: {names[0]}={_fmt(sa[1])} {names[1]}={_fmt(sb[1])}")
+        for i in range(i1, i2):
+            diffs.append(f"step {i} {a[i][0]!r}: {n0}={_fmt(a[i][1])} {n1}=<missing>")
+        for j in range(j1, j2):
+            diffs.append(f"{n1} step {j} {b[j][0]!r}: {n0}=<missing> {n1}={_fmt(b[j][1])}")
     return diffs
 
 
@@ -829,10 +834,11 @@ def probe_27(sys, rec):
 @scenario("probe_28_bind_non_gmem_fd", "guest_memfd = /dev/null, a regular file, the VM fd, the /dev/kvm fd -> EINVAL")
 def probe_28(sys, rec):
     kvm, vm, g = vm_with_gmem(sys, rec, 4 * P)
-    null = rec.call("open /dev/null", sys.open, "/dev/null", os.O_RDWR)
-    set_region2(sys, rec, vm, "guest_memfd=/dev/null", 1, 0, P, null, 0)
     set_region2(sys, rec, vm, "guest_memfd=VM fd", 1, 0, P, vm, 0)
     set_region2(sys, rec, vm, "guest_memfd=/dev/kvm fd", 1, 0, P, kvm, 0)
+    null = rec.call("open /dev/null", sys.open, "/dev/null", os.O_RDWR)
+    if null is not None:
+        set_region2(sys, rec, vm, "guest_memfd=/dev/null", 1, 0, P, null, 0)
     tmp = rec.call("open O_TMPFILE regular file", sys.open, "/tmp", os.O_TMPFILE | os.O_RDWR, 0o600)
     if tmp is not None:
         rec.call("ftruncate regular file 4P", sys.ftruncate, tmp, 4 * P)
