@@ -14,10 +14,12 @@ only taken when some plugin implements it.
 import errno
 import fcntl
 import os
+from ctypes import Structure as _Structure
 
 import pluggy
 
 from . import hookspecs, profiles
+from ._libc import check_fallocate_args
 from .errors import oserror
 from .file import File
 from .kvm.device import KvmDevice, dev_ioctls
@@ -236,7 +238,7 @@ class Kernel(SyscallAPI):
             h = f.ioctls.get(request) or f.unknown_ioctl
             if h is f.unknown_ioctl:
                 return self._ioctl_arg(lambda a: f.unknown_ioctl(request, a), arg, mutate_flag)
-        if type(arg) is int:
+        if type(arg) is int or (mutate_flag and isinstance(arg, _Structure)):
             return h(f, arg)
         return self._ioctl_arg(lambda a: h(f, a), arg, mutate_flag)
 
@@ -270,8 +272,6 @@ class Kernel(SyscallAPI):
         if self._traced:
             return self._call_traced("fallocate", (fd, mode, offset, length))
         f = self._file(fd)
-        from ._libc import check_fallocate_args
-
         check_fallocate_args(fd, mode, offset, length)
         return f.fallocate(mode, offset, length)
 

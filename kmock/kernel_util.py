@@ -23,8 +23,9 @@ def copy_from_user(arg, ctype):
         return ctype.from_buffer_copy(_libc.copy_from_user(arg & U64, n))
     if type(arg) is bytearray:
         if len(arg) >= n:
-            return ctype.from_buffer_copy(arg, 0) if len(arg) == n else ctype.from_buffer_copy(arg[:n])
-        return ctype.from_buffer_copy(bytes(arg).ljust(n, b"\0"))
+            return ctype.from_buffer_copy(arg)
+    elif isinstance(arg, ctypes.Structure) and ctypes.sizeof(arg) >= n:
+        return ctype.from_buffer_copy(arg)
     return ctype.from_buffer_copy(_buffer_bytes(arg, n))
 
 

@@ -29,46 +29,67 @@ BINDING_SPACE = 1 << 52
 
 
 class BackingPool:
-    """Recycled memfds: memfd_create costs more than a whole real KVM_CREATE_GUEST_MEMFD.
+    """Recycled memfds: memfd_create alone costs as much as a real KVM_CREATE_GUEST_MEMFD.
 
-    A released guest_memfd's memfd is truncated to 0 (its pages are freed) and kept
-    for the next guest_memfd, so creation costs an ftruncate and a dup.
+    A released guest_memfd's memfd is kept for the next one: as it is when no page
+    was ever written (it holds nothing), truncated to 0 otherwise (its pages are
+    freed). Entries are (fd, size, st_ino, st_dev).
     """
 
     def __init__(self, limit=64):
-        self.free = []
+        self.by_size = {}
+        self.count = 0
         self.limit = limit
 
     def take(self, size):
-        fd = self.free.pop() if self.free else os.memfd_create("kmock-gmem", os.MFD_CLOEXEC)
+        entries = self.by_size.get(size)
+        if entries:
+            self.count -= 1
+            return entries.pop()
+        entries = self.by_size.get(0)
+        if entries:
+            self.count -= 1
+            fd = entries.pop()[0]
+        else:
+            fd = os.memfd_create("kmock-gmem", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)
         except OSError:
             os.close(fd)
             raise
-        return fd
+        st = os.fstat(fd)
+        return fd, size, st.st_ino, st.st_dev
 
-    def give(self, fd):
-        if len(self.free) < self.limit:
-            os.ftruncate(fd, 0)
-            self.free.append(fd)
-        else:
+    def give(self, entry, dirty):
+        fd, size, ino, dev = entry
+        if self.count >= self.limit:
             os.close(fd)
+            return
+        if dirty:
+            os.ftruncate(fd, 0)
+            size = 0
+        self.by_size.setdefault(size, []).append((fd, size, ino, dev))
+        self.count += 1
 
     def close(self):
-        while self.free:
-            os.close(self.free.pop())
+        for entries in self.by_size.values():
+            for e in entries:
+                os.close(e[0])
+        self.by_size.clear()
+        self.count = 0
 
 
 class GmemInode:
     """The guest_memfd inode: size, flags, page state, users."""
 
     def __init__(self, kernel, size, flags, backing):
+        """``backing`` is a BackingPool entry (fd, size, st_ino, st_dev)."""
         self.kernel = kernel
         self.size = size
         self.flags = flags
         self.npages = size >> PAGE_SHIFT
-        self.backing = backing
+        self._backing_entry = backing
+        self.backing = backing[0]
         # 6.18: INIT_SHARED makes every page host-faultable; otherwise all are private.
         default = 0 if flags & K.GUEST_MEMFD_FLAG_INIT_SHARED else PRIVATE
         self.attrs = RangeMap(self.npages, default)
@@ -80,9 +101,8 @@ class GmemInode:
         #: some page may hold non-zero bytes (a host mapping or a guest write touched
         #: it), so PUNCH_HOLE must really punch the backing memfd
         self.maybe_dirty = False
-        st = os.fstat(backing)
-        self.ino = st.st_ino
-        self.dev = st.st_dev
+        self.ino = backing[2]
+        self.dev = backing[3]
 
     # --- bindings (kvm_gmem_bind / kvm_gmem_unbind) -------------------------------------
 
@@ -159,7 +179,7 @@ class GmemFile(File):
         inode.slots.clear()
         inode.bindings = None
         self.kernel._hook_invalidate(inode, 0, inode.npages, "release")
-        self.kernel._gmem_pool.give(inode.backing)
+        self.kernel._gmem_pool.give(inode._backing_entry, inode.maybe_dirty)
         inode.backing = -1
         self.vm.put()
 
