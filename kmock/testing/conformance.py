@@ -1188,6 +1188,60 @@ def fact_punch_zeroes_mapping(sys, rec):
     rec.call("read() while mapped", sys.read, g, 16)
 
 
+@scenario("fact_punch_and_allocate_while_bound", "fallocate and PUNCH_HOLE on a bound range -> 0; binding unchanged")
+def fact_punch_and_allocate_while_bound(sys, rec):
+    _, vm, g = vm_with_gmem(sys, rec, 8 * P, MMAP | INIT_SHARED)
+    set_region2(sys, rec, vm, "bind slot 1 [0,4P)", 1, 0, 4 * P, g, 0)
+    m = rec.call("mmap 8P", sys.mmap, g, 8 * P, PROT_RW, MAP_SHARED)
+    rec.access("write 0x5a all", m, slice(0, 8 * P), b"\x5a" * (8 * P))
+    rec.call("fallocate KEEP_SIZE over the bound range", sys.fallocate, g, KEEP, 0, 8 * P)
+    rec.call("punch [2P,6P) across the bound range", sys.fallocate, g, KEEP | PUNCH, 2 * P, 4 * P)
+    rec.access("read all", m, slice(0, 8 * P))
+    set_region2(sys, rec, vm, "bind slot 2 [0,P) (still bound by slot 1)", 2, 1 << 30, P, g, 0)
+    set_region2(sys, rec, vm, "bind slot 2 [4P,8P)", 2, 1 << 30, 4 * P, g, 4 * P)
+    delete_slot(sys, rec, vm, 1)
+    delete_slot(sys, rec, vm, 2)
+
+
+@scenario("fact_mapping_outlives_fd", "a mapping keeps the gmem file alive after its only fd is closed")
+def fact_mapping_outlives_fd(sys, rec):
+    _, vm, g = vm_with_gmem(sys, rec, 4 * P, MMAP | INIT_SHARED)
+    set_region2(sys, rec, vm, "bind slot 1 [0,4P)", 1, 0, 4 * P, g, 0)
+    m = rec.call("mmap 4P", sys.mmap, g, 4 * P, PROT_RW, MAP_SHARED)
+    rec.access("write 0x66 to page 2", m, slice(2 * P, 3 * P), b"\x66" * P)
+    rec.close("close the gmem fd", g)
+    rec.access("read all through the mapping", m, slice(0, 4 * P))
+    rec.access("write page 0 through the mapping", m, slice(0, 4), b"live")
+    rec.access("read back", m, slice(0, 4))
+    rec.call("fallocate on the closed fd", sys.fallocate, g, KEEP, 0, P)
+    delete_slot(sys, rec, vm, 1)
+    rec.call("munmap", m.close)
+
+
+@scenario("fact_fork_shared_mapping", "a forked child shares MAP_SHARED gmem mappings; private pages SIGBUS there too")
+def fact_fork_shared_mapping(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    g = create_gmem(sys, rec, vm, 4 * P, MMAP | INIT_SHARED)
+    gp = create_gmem(sys, rec, vm, 4 * P, MMAP)
+    m = rec.call("mmap shared gmem 4P", sys.mmap, g, 4 * P, PROT_RW, MAP_SHARED)
+    mp = rec.call("mmap private gmem 4P", sys.mmap, gp, 4 * P, PROT_RW, MAP_SHARED)
+    rec.access("parent writes 0x10 to page 0", m, slice(0, P), b"\x10" * P)
+    if m is None or mp is None:
+        return
+
+    def child(s):
+        out = [outcome_of(m.__getitem__, slice(0, 8))]
+        out.append(outcome_of(m.__setitem__, slice(P, P + 8), b"fromkid!"))
+        out.append(outcome_of(mp.__getitem__, 0))
+        out.append(outcome_of(s.fallocate, g, KEEP | PUNCH, 3 * P, P))
+        return tuple(out)
+
+    rec.child("child: read, write, private read, punch", child)
+    rec.access("parent reads page 1 (written by the child)", m, slice(P, P + 8))
+    rec.access("parent reads page 0", m, slice(0, 8))
+
+
 @scenario("fact_fallocate_modes", "the §4.3 fallocate table: len 0, negative offset, unaligned, unsupported modes")
 def fact_fallocate_modes(sys, rec):
     T = 4 * P

@@ -248,6 +248,24 @@ REFERENCE = {
         for when in ("after memslot deletion", "after munmap/mmap", "after re-allocate", "after VM close",
                      "through a new mapping after VM close")
     ] + [("access after munmap", ("exc", "ValueError"))],
+    "fact_punch_and_allocate_while_bound": [
+        ("fallocate KEEP_SIZE over the bound range", OK),
+        ("punch [2P,6P) across the bound range", OK),
+        ("read all", ("ok", ("bytes", 8 * P, ((0, 2 * P, 0x5A), (2 * P, 6 * P, 0), (6 * P, 8 * P, 0x5A))))),
+        ("bind slot 2 [0,P) (still bound by slot 1)", E("EINVAL")),
+        ("bind slot 2 [4P,8P)", ("ok", 0)),
+    ],
+    "fact_mapping_outlives_fd": [
+        ("read all through the mapping", ("ok", ("bytes", 4 * P, ((0, 2 * P, 0), (2 * P, 3 * P, 0x66), (3 * P, 4 * P, 0))))),
+        ("read back", ("ok", b"live")),
+        ("fallocate on the closed fd", E("EBADF")),
+        ("delete slot 1", ("ok", 0)),
+    ],
+    "fact_fork_shared_mapping": [
+        ("child: read, write, private read, punch",
+         ("ok", (("ok", b"\x10" * 8), ("ok", None), ("sigbus", 0), ("ok", None)))),
+        ("parent reads page 1 (written by the child)", ("ok", b"fromkid!")),
+    ],
     "fact_delete_after_gmem_close": [("delete slot 1", ("ok", 0))],
     "fact_unbind_frees_range": [("bind slot 2 [0,4P) after delete", ("ok", 0))],
     "fact_two_mappings_share": [("read m1[2P+10]", ("ok", 0x42))],
