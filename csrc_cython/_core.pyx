@@ -310,8 +310,42 @@ cdef class RangeMap:
         cdef bint has_e = e < self.n
         cdef uint64_t ve = 0
         cdef bint need_s
+        cdef Py_ssize_t ci
+        cdef Chunk* c
+        cdef int a, b, k, newn
+        cdef uint64_t vp = 0
         if s >= e:
             return 0
+        # Fast path: the breakpoints at s-1 .. e all live in one chunk -> one memmove.
+        ci = self._chunk_for(s)
+        c = self.ch[ci]
+        if (c.n > 0 and (c.keys[0] <= s - 1 if s > 0 else ci == 0)
+                and (ci + 1 == self.nch or self.firsts[ci + 1] > e)):
+            if s > 0:
+                a = _upper(c.keys, c.n, s - 1)
+                vp = c.vals[a - 1]
+            else:
+                a = 0
+            b = _upper(c.keys, c.n, e)
+            if has_e:
+                ve = c.vals[b - 1] if b - 1 >= a else vp
+            need_s = s == 0 or vp != v
+            k = need_s + (has_e and ve != v)
+            newn = c.n - (b - a) + k
+            if newn <= CAP and (newn >= CAP // 4 or self.nch == 1):
+                memmove(&c.keys[a + k], &c.keys[b], (c.n - b) * sizeof(uint64_t))
+                memmove(&c.vals[a + k], &c.vals[b], (c.n - b) * sizeof(uint64_t))
+                if need_s:
+                    c.keys[a] = s
+                    c.vals[a] = v
+                    a += 1
+                if has_e and ve != v:
+                    c.keys[a] = e
+                    c.vals[a] = ve
+                c.n = newn
+                self.firsts[ci] = c.keys[0]
+                self.version += 1
+                return 0
         if has_e:
             ve = self._get(e)
         need_s = s == 0 or self._get(s - 1) != v
