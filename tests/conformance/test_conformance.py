@@ -434,3 +434,12 @@ def test_conform_prints_table_and_summary_line():
     matched, total = kmock.testing.conformance.conform(out=lines.append, names=["probe_01_create_gmem_bad_sizes"])
     assert total == 1 and lines[-1] == f"conformance: {matched}/1 scenarios match"
     assert lines[0].split()[:4] == ["scenario", "host", "mock", "match"]
+
+
+def test_conform_without_kvm_cannot_run(monkeypatch):
+    from kmock.testing import conformance
+
+    monkeypatch.setattr(conformance, "kvm_available", lambda: False)
+    lines = []
+    assert conformance.conform(out=lines.append) == (0, 0)
+    assert len(lines) == 1 and "cannot run" in lines[0] and "/dev/kvm" in lines[0]

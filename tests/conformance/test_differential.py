@@ -76,6 +76,9 @@ OPS = weighted(
     (1, st.tuples(st.just("close"), idx)),
     (1, st.tuples(st.just("munmap"), idx)),
     (1, st.tuples(st.just("fstat"), idx)),
+    (1, st.tuples(st.just("dup"), idx)),
+    (1, st.tuples(st.just("bind_vm2"), idx, r_offset)),
+    (1, st.tuples(st.just("child"), idx, st.sampled_from(["fallocate", "punch", "vm_ioctl", "read_map"]))),
 )
 #: every sequence starts with a valid guest_memfd, so the later operations have a target
 FIRST = st.tuples(st.just("create"), pages(1, 16), st.sampled_from([0, MMAP, MMAP | INIT, MMAP | INIT]))
@@ -90,6 +93,7 @@ class Side:
         self.rec = Recorder(sys)
         self.kvm = self.rec.call("open /dev/kvm", sys.open, "/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
         self.vm = self.rec.call("KVM_CREATE_VM", sys.ioctl, self.kvm, K.KVM_CREATE_VM, 0)
+        self.vm2 = None
         self.gmems = []
         self.maps = []
 
@@ -164,6 +168,39 @@ class Side:
             label = f"bind slot={sl:#x} gpa={g:#x} size={size:#x} off={off:#x} flags={flags:#x}"
             rec.call(label, sys.ioctl, self.vm, K.KVM_SET_USER_MEMORY_REGION2, region2(sl, g, size, fdv, off, flags))
             return label
+        if kind == "dup":
+            fd = self.gmem(op[1])
+            if fd is None:
+                return None
+            new = rec.call("dup gmem", sys.dup, fd)
+            if new is not None:
+                self.gmems.append(new)
+            return "dup gmem"
+        if kind == "bind_vm2":
+            fd = self.gmem(op[1])
+            if fd is None:
+                return None
+            if self.vm2 is None:
+                self.vm2 = rec.call("KVM_CREATE_VM (second VM)", sys.ioctl, self.kvm, K.KVM_CREATE_VM, 0)
+            label = f"bind into the second VM off={op[2]:#x}"
+            rec.call(label, sys.ioctl, self.vm2, K.KVM_SET_USER_MEMORY_REGION2, region2(1, 0, P, fd, op[2]))
+            return label
+        if kind == "child":
+            _, i, what = op
+            fd, m = self.gmem(i), self.mapping(i)
+            if what == "fallocate" and fd is not None:
+                fn = lambda s: s.fallocate(fd, 1, 0, P)  # noqa: E731
+            elif what == "punch" and fd is not None:
+                fn = lambda s: s.fallocate(fd, 3, 0, 2 * P)  # noqa: E731
+            elif what == "read_map" and m is not None:
+                fn = lambda s: m[0:16]  # noqa: E731
+            elif what == "vm_ioctl":
+                fn = lambda s: s.ioctl(self.vm, K.KVM_CREATE_GUEST_MEMFD, gmem_args(P))  # noqa: E731
+            else:
+                return None
+            label = f"in a forked child: {what}"
+            rec.child(label, fn)
+            return label
         if kind == "unbind":
             label = f"unbind slot={op[1]:#x}"
             rec.call(label, sys.ioctl, self.vm, K.KVM_SET_USER_MEMORY_REGION2, region2(op[1], 0, 0, 0, 0, 0))
@@ -193,7 +230,11 @@ def _history(host, mock):
     return "\n".join(lines)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+# 40 examples keep this well under a minute; KMOCK_HYPOTHESIS_PROFILE=thorough asks for more.
+EXAMPLES = max(40, settings().max_examples) if os.environ.get("KMOCK_HYPOTHESIS_PROFILE") == "thorough" else 40
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(SEQUENCES)
 def test_random_sequences_agree(ops):
     host = Side(kmock.HostKernel())
