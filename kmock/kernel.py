@@ -80,6 +80,7 @@ class Kernel(SyscallAPI):
         self._placeholder = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         self._sigbus_memfd = os.memfd_create("kmock-sigbus", os.MFD_CLOEXEC)  # size 0
         self._gmem_pool = BackingPool()
+        self._next_pfn = 1 << 18  # pseudo frames handed to guest_memfd inodes (1G-aligned)
         self._build_tables()
 
     # --- tables built once from the plugins -------------------------------------------
@@ -151,6 +152,12 @@ class Kernel(SyscallAPI):
         if self._has["kmock_gmem_invalidate"]:
             self.pm.hook.kmock_gmem_invalidate(kernel=self, gmem=inode, start=start, end=end,
                                                reason=reason)
+
+    def _alloc_pfn_range(self, npages):
+        """A range of pseudo frame numbers for a guest_memfd of ``npages`` pages."""
+        base = self._next_pfn
+        self._next_pfn += (npages + (1 << 18) - 1) & ~((1 << 18) - 1)
+        return base
 
     # --- the fd table -----------------------------------------------------------------------
 

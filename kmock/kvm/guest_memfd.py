@@ -101,6 +101,14 @@ class GmemInode:
         #: some page may hold non-zero bytes (a host mapping or a guest write touched
         #: it), so PUNCH_HOLE must really punch the backing memfd
         self.maybe_dirty = False
+        #: whether this guest_memfd decides shared/private itself (in-place conversion);
+        #: set by the conversion model of the profile
+        self.in_place = False
+        #: pages hit by memory failure (kernel memory_failure -> later get_pfn EHWPOISON)
+        self.poisoned = None
+        #: pseudo physical frame number of page 0 (unique per inode, 1G-aligned), so
+        #: stage-2 and IOMMU page tables have frames to point at
+        self.pfn_base = kernel._alloc_pfn_range(self.npages)
         self.ino = backing[2]
         self.dev = backing[3]
 
@@ -139,6 +147,29 @@ class GmemInode:
             return ()
         tokens = {v for _, _, v in self.bindings.ranges(start, end) if v}
         return [self.slots[t] for t in tokens if t in self.slots]
+
+    # --- the guest's side: kvm_gmem_get_pfn and the page contents ---------------------------
+
+    def get_pfn(self, index):
+        """kvm_gmem_get_pfn: the frame of page ``index``, allocating it.
+
+        Raises OSError: EFAULT once the file is released, EHWPOISON for a poisoned page.
+        """
+        if self.backing < 0:
+            raise oserror(errno.EFAULT)
+        if self.poisoned is not None and self.poisoned.get(index):
+            raise oserror(errno.EHWPOISON)
+        if not self.allocated.get(index):
+            self.allocated.set(index, index + 1, 1)
+        return self.pfn_base + index
+
+    def read(self, offset, n):
+        """Bytes of the file as the guest (or the kernel's direct map) sees them."""
+        return os.pread(self.backing, n, offset)
+
+    def write(self, offset, data):
+        self.maybe_dirty = True
+        os.pwrite(self.backing, data, offset)
 
     def host_fault_offset(self, lo, hi):
         """First file offset in [lo, hi) whose host fault would SIGBUS, or None."""

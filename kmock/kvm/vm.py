@@ -80,16 +80,20 @@ class VM:
     def lookup_memslot(self, gfn, as_id=0):
         return self._as[as_id].lookup(gfn)
 
-    def gmem_invalidate(self, slot, start, end):
-        """guest_memfd pages [start, end) bound to ``slot`` are going away: zap stage-2."""
+    def gmem_invalidate(self, slot, start, end, kind=None):
+        """guest_memfd pages [start, end) bound to ``slot`` are going away: zap stage-2.
+
+        ``kind`` filters which stage-2 mappings go: ``"shared"``, ``"private"`` or
+        None for both (the kernel's KVM_FILTER_SHARED / KVM_FILTER_PRIVATE).
+        """
         lo = max(start, slot.gmem_pgoff)
         hi = min(end, slot.gmem_pgoff + slot.npages)
         if lo < hi:
             base = slot.base_gfn - slot.gmem_pgoff
-            self.zap_gfn_range(base + lo, base + hi)
+            self.zap_gfn_range(base + lo, base + hi, kind)
 
-    def zap_gfn_range(self, start, end):
-        """Drop stage-2 mappings of gfns [start, end)."""
+    def zap_gfn_range(self, start, end, kind=None):
+        """Drop stage-2 mappings of gfns [start, end) (of one kind, or both)."""
         self.prefaulted.set(start, end, 0)
 
     def pre_fault(self, slot, gfn, npages):
@@ -98,7 +102,21 @@ class VM:
 
     # --- memory attributes -----------------------------------------------------------------
 
-    def gfn_is_private(self, gfn):
+    def gfn_is_private(self, gfn, slot=None):
+        """kvm_mem_is_private(): is ``gfn`` private memory?
+
+        With in-place conversion (profiles gmem-convert-rfc-v2 and gmem-attributes-v8)
+        a gfn backed by a guest_memfd that supports shared memory follows the
+        guest_memfd's own attribute; everything else follows the VM attribute array.
+        """
+        if self.kernel.profile.conversion != "none":
+            if slot is None:
+                slot = self.lookup_memslot(gfn)
+            if slot is not None and slot.gmem_file is not None:
+                inode = slot.gmem_file.inode
+                if inode.in_place:
+                    return bool(inode.attrs.get(slot.gmem_pgoff + gfn - slot.base_gfn)
+                                & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
         return bool(self.mem_attrs.get(gfn) & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
 
     def supported_mem_attributes(self):
