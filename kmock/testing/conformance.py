@@ -79,8 +79,6 @@ def norm_bytes(b):
     n = len(b)
     while start < n:
         v = b[start]
-        # find the end of the run quickly
-        end = start + 1
         stripped = b[start:].lstrip(bytes((v,)))
         end = n - len(stripped)
         runs.append((start, end, v))
