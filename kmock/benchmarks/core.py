@@ -10,9 +10,11 @@ W2  random find()/count() over windows of 1..2**20 pages on the fragmented map f
 W3  PageTable: map 64 GiB in 2M leaves, then random 4K unmaps (each splits a 2M leaf),
     then random lookups.
 
-The pure twin runs 1/10 of the operations (it is slow) and reports ops/s over those.
-Memory per stored segment: the compiled map's own malloc accounting (memory_bytes()), the
-process RSS growth while W1 built it, and tracemalloc for the pure twin.
+Both implementations run exactly the same operations (``pure_share=10`` makes the twin run
+1/10 of them instead and report ops/s over those). Memory per stored segment: the compiled
+map's own malloc accounting (memory_bytes()) cross-checked with the process RSS growth
+while W1 built it; for the pure twin, tracemalloc over a separate untimed W1 run of 1/10
+of the operations (tracemalloc would slow the timed run down).
 """
 
 import gc
@@ -28,7 +30,6 @@ try:
 except ImportError:  # pragma: no cover - reported in the table
     _core = None
 
-PURE_SHARE = 10  # the pure twin runs 1/PURE_SHARE of the operations
 W1_PAGES = 2**28
 
 
@@ -49,8 +50,8 @@ def _w1_inputs(n, seed=1):
     return starts, ends, vals, gets
 
 
-def _w1(mod, n):
-    starts, ends, vals, gets = _w1_inputs(n)
+def _w1(mod, n, inputs=None):
+    starts, ends, vals, gets = inputs if inputs is not None else _w1_inputs(n)
     gc.collect()
     rss0 = _rss()
     rm = mod.RangeMap(W1_PAGES)
@@ -134,15 +135,18 @@ def _row(workload, impl, ops, secs, note="", **extra):
     return row
 
 
-def run(quick=False, out=print):
-    """Run W1-W3 on the compiled core and the pure twin; print a table, return the rows."""
+def run(quick=False, out=print, pure_share=1):
+    """Run W1-W3 on the compiled core and the pure twin; print a table, return the rows.
+
+    pure_share=N makes the pure twin run 1/N of the operations (noted in the table).
+    """
     shrink = 50 if quick else 1
     n1 = 1_000_000 // shrink
     n2 = 100_000 // shrink
     n3 = 100_000 // shrink
     gib = 64 if not quick else 2
     rows = []
-    impls = [("compiled", _core, 1), ("pure", _pure, PURE_SHARE)]
+    impls = [("compiled", _core, 1), ("pure", _pure, max(1, int(pure_share)))]
     compiled_maps = {}
     for name, mod, share in impls:
         if mod is None:
@@ -150,16 +154,26 @@ def run(quick=False, out=print):
             continue
         note = f"1/{share} of the ops" if share > 1 else ""
         # W1
-        if name == "pure":
-            tracemalloc.start()
         rm, ops, dt, rss = _w1(mod, n1 // share)
         segs = rm.segments()
         if name == "pure":
+            # untimed: tracemalloc slows allocation-heavy code down
+            nm = max(1, n1 // 10)
+            inputs = _w1_inputs(nm)
+            tracemalloc.start()
+            mrm, _o, _d, _r = _w1(mod, nm, inputs)
             traced, _peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-            mem = rm.memory_bytes()
-            bps = traced / segs
-            how = "tracemalloc"
+            # The map shares the int objects of the input lists (allocated before
+            # tracemalloc started), so tracemalloc alone undercounts; memory_bytes()
+            # adds sys.getsizeof of the lists and of every key/value int object.
+            est = mrm.memory_bytes() / mrm.segments()
+            bps = max(traced / mrm.segments(), est)
+            how = (f"max(tracemalloc {traced / mrm.segments():.1f}, memory_bytes() "
+                   f"{est:.1f}) B/seg over an untimed W1 run of {nm} sets "
+                   f"({mrm.segments()} segments)")
+            del inputs
+            del mrm
         else:
             mem = rm.memory_bytes()
             bps = mem / segs
