@@ -22,6 +22,7 @@ from . import hookspecs, profiles
 from ._libc import check_fallocate_args
 from .errors import oserror
 from .file import File
+from .kvm import conversion
 from .kvm.device import KvmDevice, dev_ioctls
 from .kvm.guest_memfd import BackingPool
 from .kvm.vcpu import vcpu_ioctls
@@ -72,6 +73,7 @@ class Kernel(SyscallAPI):
         self.profile = profiles.get(profile)
         self.pm = plugin_manager(plugins)
         self._fds = {}
+        self._host = None
         self._mappings = set()
         #: (mapping, offset) of every host access that got SIGBUS
         self.sigbus_log = []
@@ -100,11 +102,14 @@ class Kernel(SyscallAPI):
             for part in reversed(hook.kmock_ioctls(kernel=self, file_type=ft)):
                 table.update(part or {})
             self._tables[ft] = table
+        self.gmem_model = conversion.model_for(self.profile)
+        self._tables["gmem"].update(self.gmem_model.gmem_ioctls(self.profile))
         self.caps = self._system_caps()
         self._vm_caps = {}
         self._traced = bool(hook.kmock_syscall.get_hookimpls())
         self._has = {name: bool(getattr(hook, name).get_hookimpls()) for name in (
-            "kmock_vm_init", "kmock_gmem_create", "kmock_gmem_invalidate", "kmock_snapshot")}
+            "kmock_vm_init", "kmock_gmem_create", "kmock_gmem_invalidate", "kmock_snapshot",
+            "kmock_gmem_convert_veto", "kmock_gmem_make_shared", "kmock_gmem_make_private")}
 
     def ioctl_table(self, file_type):
         return self._tables.get(file_type, {})
@@ -120,6 +125,7 @@ class Kernel(SyscallAPI):
             K.KVM_CAP_GUEST_MEMFD_FLAGS: K.GUEST_MEMFD_FLAG_MMAP | K.GUEST_MEMFD_FLAG_INIT_SHARED,
         }
         caps.update(p.caps)
+        caps.update(self.gmem_model.system_caps(p))
         return {c: v for c, v in caps.items() if v}
 
     def vm_caps(self, vmtype):
@@ -132,6 +138,7 @@ class Kernel(SyscallAPI):
             mem_attrs = self.profile.memory_attributes and vmtype.has_private_mem
             caps[K.KVM_CAP_MEMORY_ATTRIBUTES] = K.KVM_MEMORY_ATTRIBUTE_PRIVATE if mem_attrs else 0
             caps[K.KVM_CAP_GUEST_MEMFD_FLAGS] = vmtype.supported_gmem_flags(None)
+            caps.update(self.gmem_model.vm_caps(self.profile, vmtype))
             caps.update(self.profile.vm_caps.get(vmtype.type, {}))
             caps.update(vmtype.capabilities())
             caps = {c: v for c, v in caps.items() if v}
@@ -158,6 +165,18 @@ class Kernel(SyscallAPI):
         base = self._next_pfn
         self._next_pfn += (npages + (1 << 18) - 1) & ~((1 << 18) - 1)
         return base
+
+    def _hook_convert_veto(self, inode, start, end, to_private):
+        if self._has["kmock_gmem_convert_veto"]:
+            return self.pm.hook.kmock_gmem_convert_veto(kernel=self, gmem=inode, start=start,
+                                                        end=end, to_private=to_private)
+        return None
+
+    def _hook_make_shared(self, inode, start, end):
+        if self._has["kmock_gmem_make_shared"]:
+            for s, e, v in inode.allocated.ranges(start, end):
+                if v:
+                    self.pm.hook.kmock_gmem_make_shared(kernel=self, gmem=inode, start=s, end=e)
 
     # --- the fd table -----------------------------------------------------------------------
 
@@ -212,12 +231,28 @@ class Kernel(SyscallAPI):
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         if path != "/dev/kvm":
-            raise oserror(errno.ENOENT)
+            # Not a device kmock emulates: the real OS serves it (as umockdev passes
+            # host devices through), so a VMM may open /dev/null or a file as usual.
+            return self.host.open(path, flags, mode)
         return self._install(KvmDevice(self), cloexec=bool(flags & os.O_CLOEXEC))
+
+    @property
+    def host(self):
+        """The HostKernel that serves the fds of files kmock does not emulate."""
+        if self._host is None:
+            from .host import HostKernel
+
+            self._host = HostKernel()
+        return self._host
+
+    def _host_fd(self, fd):
+        return self._host is not None and fd in self._host._fds
 
     def close(self, fd):
         if self._traced:
             return self._call_traced("close", (fd,))
+        if self._host_fd(fd):
+            return self._host.close(fd)
         f = self._file(fd)
         del self._fds[fd]
         os.close(fd)
@@ -226,6 +261,8 @@ class Kernel(SyscallAPI):
     def dup(self, fd):
         if self._traced:
             return self._call_traced("dup", (fd,))
+        if self._host_fd(fd):
+            return self._host.dup(fd)
         f = self._file(fd)
         new = fcntl.fcntl(fd, fcntl.F_DUPFD, 0)  # dup(2) never sets FD_CLOEXEC
         self._fds[new] = f
@@ -238,6 +275,8 @@ class Kernel(SyscallAPI):
         try:
             f = self._fds[fd]
         except (KeyError, TypeError):
+            if self._host_fd(fd):
+                return self._host.ioctl(fd, request, arg, mutate_flag)
             f = self._file(fd)
         h = f.ioctls.get(request)
         if h is None:
@@ -273,11 +312,15 @@ class Kernel(SyscallAPI):
     def mmap(self, fd, length, prot, flags, offset=0):
         if self._traced:
             return self._call_traced("mmap", (fd, length, prot, flags, offset))
+        if self._host_fd(fd):
+            return self._host.mmap(fd, length, prot, flags, offset)
         return self._file(fd).mmap(length, prot, flags, offset)
 
     def fallocate(self, fd, mode, offset, length):
         if self._traced:
             return self._call_traced("fallocate", (fd, mode, offset, length))
+        if self._host_fd(fd):
+            return self._host.fallocate(fd, mode, offset, length)
         f = self._file(fd)
         check_fallocate_args(fd, mode, offset, length)
         return f.fallocate(mode, offset, length)
@@ -312,6 +355,8 @@ class Kernel(SyscallAPI):
     def _simple(self, name, fd, *args):
         if self._traced:
             return self._call_traced(name, (fd, *args))
+        if self._host_fd(fd):
+            return getattr(self._host, name)(fd, *args)
         return getattr(self._file(fd), name)(*args)
 
     def _call_traced(self, name, args):
@@ -363,6 +408,8 @@ class Kernel(SyscallAPI):
             m.close()
         for fd in list(self._fds):
             self.close(fd)
+        if self._host is not None:
+            self._host.close_all()
         if self._placeholder >= 0:
             self._gmem_pool.close()
 

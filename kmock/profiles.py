@@ -57,6 +57,12 @@ class Profile:
     gmem_bind_offset_overflow_accepted: bool = True
     #: which in-place conversion UAPI exists: "none", "rfc-v2", "attributes-v8"
     conversion: str = "none"
+    #: v8's module parameter kvm.gmem_in_place_conversion (0444)
+    gmem_in_place_conversion: bool = True
+    #: the KVM_SET_MEMORY_ATTRIBUTES2 ioctl number (it moved between revisions)
+    set_memory_attributes2: int = 0xC080AED2
+    #: capability numbers that drifted between revisions, by name
+    caps_named: MappingProxyType = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     #: KVM_GET_SUPPORTED_CPUID entries: tuples (function, index, flags, eax, ebx, ecx, edx)
     cpuid: tuple = ()
 
@@ -99,7 +105,24 @@ LINUX_6_18 = Profile(
     cpuid=_CPUID_618,
 )
 
-_BUILTIN = {LINUX_6_18.name: LINUX_6_18}
+GMEM_CONVERT_RFC_V2 = dataclasses.replace(
+    LINUX_6_18,
+    name="gmem-convert-rfc-v2",
+    description="guest_memfd 1G/in-place conversion RFC v2 (May 2025): KVM_GMEM_CONVERT_SHARED/"
+                "PRIVATE on the guest_memfd fd, flags SUPPORT_SHARED/INIT_PRIVATE/HUGETLB",
+    conversion="rfc-v2",
+)
+
+GMEM_ATTRIBUTES_V8 = dataclasses.replace(
+    LINUX_6_18,
+    name="gmem-attributes-v8",
+    description="in-place conversion v8 (June 2026): KVM_SET_MEMORY_ATTRIBUTES2 on the "
+                "guest_memfd fd, kvm.gmem_in_place_conversion=1, cap 250",
+    conversion="attributes-v8",
+    caps_named=MappingProxyType({"KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES": 250}),
+)
+
+_BUILTIN = {p.name: p for p in (LINUX_6_18, GMEM_CONVERT_RFC_V2, GMEM_ATTRIBUTES_V8)}
 _host_cache = None
 
 

@@ -90,9 +90,10 @@ class GmemInode:
         self.npages = size >> PAGE_SHIFT
         self._backing_entry = backing
         self.backing = backing[0]
-        # 6.18: INIT_SHARED makes every page host-faultable; otherwise all are private.
-        default = 0 if flags & K.GUEST_MEMFD_FLAG_INIT_SHARED else PRIVATE
-        self.attrs = RangeMap(self.npages, default)
+        self.ino = backing[2]
+        self.dev = backing[3]
+        #: PRIVATE = the host may not fault the page (the profile's model sets the start)
+        self.attrs = RangeMap(self.npages, PRIVATE)
         self.allocated = RangeMap(self.npages)
         self.bindings = None  # RangeMap(BINDING_SPACE), created on first bind
         self.slots = {}  # binding token -> Memslot
@@ -109,8 +110,26 @@ class GmemInode:
         #: pseudo physical frame number of page 0 (unique per inode, 1G-aligned), so
         #: stage-2 and IOMMU page tables have frames to point at
         self.pfn_base = kernel._alloc_pfn_range(self.npages)
-        self.ino = backing[2]
-        self.dev = backing[3]
+        #: long-term pins and extra references per page (Kernel.gup_pin, IOMMU pins)
+        self.pins = None
+        #: pages per folio (1, or 512 / 262144 for hugetlb-backed guest_memfd) and, per
+        #: huge folio, whether it is split into 4K folios
+        self.folio_pages = 1
+        self.split = None
+
+    def set_folio_pages(self, n):
+        self.folio_pages = n
+        self.split = RangeMap((self.npages + n - 1) // n)
+
+    def folio_split(self, folio):
+        return self.split is None or bool(self.split.get(folio))
+
+    def pin(self, start, end, delta):
+        """Add ``delta`` to the pin count of pages [start, end) (a loop over runs, not pages)."""
+        if self.pins is None:
+            self.pins = RangeMap(self.npages)
+        for s, e, v in list(self.pins.ranges(start, end)):
+            self.pins.set(s, e, v + delta)
 
     # --- bindings (kvm_gmem_bind / kvm_gmem_unbind) -------------------------------------
 
@@ -134,7 +153,7 @@ class GmemInode:
 
     def punch_hole(self, start, end):
         """kvm_gmem_punch_hole over page indexes [start, end) (already clipped to the file)."""
-        for slot in self._bound_slots(start, end):
+        for slot in self.bound_slots(start, end):
             slot.vm.gmem_invalidate(slot, start, end)
         self.kernel._hook_invalidate(self, start, end, "punch_hole")
         self.allocated.set(start, end, 0)
@@ -142,7 +161,8 @@ class GmemInode:
             _libc.fallocate(self.backing, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                             start << PAGE_SHIFT, (end - start) << PAGE_SHIFT)
 
-    def _bound_slots(self, start, end):
+    def bound_slots(self, start, end):
+        """The memslots (of any VM) bound to some page of [start, end)."""
         if self.bindings is None or not self.slots:
             return ()
         tokens = {v for _, _, v in self.bindings.ranges(start, end) if v}
@@ -178,10 +198,29 @@ class GmemInode:
             fault = max(lo, self.size)
         top = min(hi, self.size)
         if lo < top:
-            p = self.attrs.find(lo >> PAGE_SHIFT, (top + PAGE_SIZE - 1) >> PAGE_SHIFT, PRIVATE)
-            if p != -1:
+            plo, phi = lo >> PAGE_SHIFT, (top + PAGE_SIZE - 1) >> PAGE_SHIFT
+            p = self.attrs.find(plo, phi, PRIVATE)
+            if self.poisoned is not None:
+                q = self.poisoned.find(plo, phi, 1)
+                if q != -1 and (p == -1 or q < p):
+                    p = q
+            if p != -1 and (fault is None or (p << PAGE_SHIFT) < fault):
                 fault = max(lo, p << PAGE_SHIFT)
         return fault
+
+    def memory_failure(self, index):
+        """memory_failure() on page ``index``: guest use gets EHWPOISON, host use SIGBUS.
+
+        guest_memfd's error_remove_folio invalidates the page but does not truncate it.
+        """
+        if self.poisoned is None:
+            self.poisoned = RangeMap(self.npages)
+        self.poisoned.set(index, index + 1, 1)
+        for slot in self.bound_slots(index, index + 1):
+            slot.vm.gmem_invalidate(slot, index, index + 1)
+        self.kernel._hook_invalidate(self, index, index + 1, "memory_failure")
+        for m in list(self.mappings):
+            m.remap(index, index + 1, True)
 
 
 class GmemFile(File):
@@ -250,7 +289,7 @@ class GmemFile(File):
         """kvm_gmem_mmap: ENODEV without GUEST_MEMFD_FLAG_MMAP, EINVAL unless MAP_SHARED."""
         check_mmap_args(length, prot, flags, offset)
         inode = self.inode
-        if not inode.flags & K.GUEST_MEMFD_FLAG_MMAP:
+        if not self.kernel.gmem_model.mmap_allowed(inode):
             raise oserror(errno.ENODEV)
         if flags & _libc.MAP_TYPE == _libc.MAP_PRIVATE:
             raise oserror(errno.EINVAL)
@@ -268,14 +307,39 @@ class GmemMapping(FileMapping):
     def __init__(self, file, length, prot, offset):
         inode = file.inode
         self.inode = inode
-        if inode.attrs.find(0, inode.npages, PRIVATE) == -1:
-            src, src_off = inode.backing, offset
-        else:
-            src, src_off = file.kernel._sigbus_memfd, 0
-        super().__init__(file, length, prot, offset, src, src_off)
+        super().__init__(file, length, prot, offset, inode.backing, offset)
+        lo = offset >> PAGE_SHIFT
+        hi = min(inode.npages, (offset + self._maplen) >> PAGE_SHIFT)
+        if lo < hi:
+            for s, e, v in inode.attrs.ranges(lo, hi):
+                if v & PRIVATE:
+                    self.remap(s, e, True)
+            if inode.poisoned is not None:
+                for s, e, v in inode.poisoned.ranges(lo, hi):
+                    if v:
+                        self.remap(s, e, True)
         inode.mappings.add(self)
         if prot & _libc.PROT_WRITE:
             inode.maybe_dirty = True
+
+    def remap(self, start, end, fault):
+        """Make file pages [start, end) fault (``fault``) or map them again, in place.
+
+        This is the real counterpart of unmap_mapping_pages(): native code touching
+        the address of a faulting page gets SIGBUS from a zero-length memfd.
+        """
+        first = self.offset >> PAGE_SHIFT
+        lo = max(start, first)
+        hi = min(end, first + (self._maplen >> PAGE_SHIFT), self.inode.npages)
+        if lo >= hi or self.closed:
+            return
+        addr = self.address + ((lo - first) << PAGE_SHIFT)
+        length = (hi - lo) << PAGE_SHIFT
+        flags = _libc.MAP_SHARED | _libc.MAP_FIXED
+        if fault:
+            _libc.mmap(addr, length, self.prot, flags, self.file.kernel._sigbus_memfd, 0)
+        else:
+            _libc.mmap(addr, length, self.prot, flags, self.inode.backing, lo << PAGE_SHIFT)
 
     def _on_close(self):
         self.inode.mappings.discard(self)
@@ -295,12 +359,12 @@ class GmemMapping(FileMapping):
 
 
 def create_guest_memfd(vm, size, flags):
-    """kvm_gmem_create: flags, then size; both EINVAL. Returns the new GmemFile."""
+    """kvm_gmem_create: the profile's flag and size checks (EINVAL), then a new file."""
     kernel = vm.kernel
-    if flags & ~vm.vmtype.supported_gmem_flags(vm):
-        raise oserror(errno.EINVAL)
-    if size >= (1 << 63) or size <= 0 or size & (PAGE_SIZE - 1):
-        raise oserror(errno.EINVAL)  # size is a loff_t
+    model = kernel.gmem_model
+    model.check_create(vm, size, flags)
     kernel._hook_gmem_create(vm, size, flags)
     backing = kernel._gmem_pool.take(size)
-    return GmemFile(kernel, vm, GmemInode(kernel, size, flags, backing))
+    inode = GmemInode(kernel, size, flags, backing)
+    model.init_inode(inode)
+    return GmemFile(kernel, vm, inode)
