@@ -75,6 +75,7 @@ class Kernel(SyscallAPI):
         self._fds = {}
         self._host = None
         self._mappings = set()
+        self._pins = set()
         #: (mapping, offset) of every host access that got SIGBUS
         self.sigbus_log = []
         #: hardware consequences recorded instead of crashing anything
@@ -400,10 +401,57 @@ class Kernel(SyscallAPI):
             raise exc
         return result
 
+    # --- what a test does to the kernel from outside the VMM --------------------------------
+
+    def gup_pin(self, mapping, offset, length, longterm=True):
+        """Pin pages of ``mapping`` as get_user_pages would (the selftests use gup_test).
+
+        Returns a handle with ``unpin()``. Pins survive munmap; they go with ``unpin()``
+        or ``close_all()``. Pinning a page that would fault fails with EFAULT. A pinned
+        guest_memfd page blocks its conversion to private (EAGAIN), as a long-term pin
+        or an extra reference does in the kernel; ``longterm`` is recorded only.
+        """
+        if mapping.closed or offset < 0 or length <= 0 or offset + length > len(mapping):
+            raise oserror(errno.EINVAL)
+        if mapping._fault(offset, offset + length) is not None:
+            raise oserror(errno.EFAULT)
+        mapping._touch(offset, offset + length, False)
+        pin = _Pin(self, mapping, offset, length, longterm)
+        self._pins.add(pin)
+        return pin
+
+    def memory_failure(self, gmem_fd, offset):
+        """Inject a memory failure into the guest_memfd page at ``offset``.
+
+        Later guest use of the page fails with EHWPOISON (KVM_RUN), host use with SIGBUS.
+        """
+        f = self._file(gmem_fd)
+        if f.file_type != "gmem" or not 0 <= offset < f.inode.size:
+            raise oserror(errno.EINVAL)
+        f.inode.memory_failure(offset >> 12)
+
+    def snapshot(self):
+        """The mock's state as plain data: guest_memfds, VMs and what was recorded."""
+        files = {id(f): f for f in self._fds.values()}
+        gmems = [f for f in files.values() if f.file_type == "gmem"]
+        vms = {id(f.vm): f.vm for f in files.values() if hasattr(f, "vm")}
+        snap = {
+            "profile": self.profile.name,
+            "guest_memfds": [f.inode.snapshot() for f in gmems],
+            "vms": [vm.snapshot() for vm in vms.values()],
+            "sigbus": len(self.sigbus_log),
+            "violations": list(self.violations),
+        }
+        if self._has["kmock_snapshot"]:
+            self.pm.hook.kmock_snapshot(kernel=self, snapshot=snap)
+        return snap
+
     # --- teardown --------------------------------------------------------------------------
 
     def close_all(self):
         """Close every mapping and fd this kernel handed out, and its own descriptors."""
+        for pin in list(self._pins):
+            pin.unpin()
         for m in list(self._mappings):
             m.close()
         for fd in list(self._fds):
@@ -422,6 +470,24 @@ class Kernel(SyscallAPI):
                 self._placeholder = -1
         except Exception:
             pass
+
+
+class _Pin:
+    """A gup pin on pages of a mapping (see Kernel.gup_pin)."""
+
+    def __init__(self, kernel, mapping, offset, length, longterm):
+        self.kernel = kernel
+        self.mapping = mapping
+        self.offset = offset
+        self.length = length
+        self.longterm = longterm
+        self.pages = mapping.pin_pages(offset, offset + length, +1)
+
+    def unpin(self):
+        if self.pages is not None:
+            self.mapping.unpin_pages(self.pages)
+            self.pages = None
+            self.kernel._pins.discard(self)
 
 
 __all__ = ["Kernel", "File", "plugin_manager"]

@@ -62,6 +62,13 @@ class FileMapping(Mapping):
     def _on_close(self):
         pass
 
+    def pin_pages(self, start, stop, delta):
+        """Take pins on the pages under [start, stop); returns what ``unpin_pages`` needs."""
+        return ()
+
+    def unpin_pages(self, pages):
+        pass
+
     # --- access ----------------------------------------------------------------------
 
     def _window(self, index):

@@ -208,6 +208,27 @@ class GmemInode:
                 fault = max(lo, p << PAGE_SHIFT)
         return fault
 
+    def snapshot(self):
+        """Plain-data state of this guest_memfd (for Kernel.snapshot)."""
+        snap = {
+            "size": self.size,
+            "flags": self.flags,
+            "in_place": self.in_place,
+            "allocated_pages": self.allocated.count(1),
+            "private_pages": self.attrs.count(PRIVATE),
+            "pinned_pages": 0 if self.pins is None else self.npages - self.pins.count(0),
+            "poisoned_pages": 0 if self.poisoned is None else self.poisoned.count(1),
+            "host_mappings": len(self.mappings),
+            "bindings": len(self.slots),
+            "folio_pages": self.folio_pages,
+        }
+        if self.split is not None:
+            n = len(self.split)
+            split = self.split.count(1)
+            snap["huge_folios"] = n - split
+            snap["split_folios"] = split
+        return snap
+
     def memory_failure(self, index):
         """memory_failure() on page ``index``: guest use gets EHWPOISON, host use SIGBUS.
 
@@ -343,6 +364,16 @@ class GmemMapping(FileMapping):
 
     def _on_close(self):
         self.inode.mappings.discard(self)
+
+    def pin_pages(self, start, stop, delta):
+        lo = (self.offset + start) >> PAGE_SHIFT
+        hi = (self.offset + stop + PAGE_SIZE - 1) >> PAGE_SHIFT
+        self.inode.pin(lo, hi, 1)
+        return (self.inode, lo, hi)
+
+    def unpin_pages(self, pages):
+        inode, lo, hi = pages
+        inode.pin(lo, hi, -1)
 
     def _fault(self, start, stop):
         f = self.inode.host_fault_offset(self.offset + start, self.offset + stop)

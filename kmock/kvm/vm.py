@@ -124,6 +124,23 @@ class VM:
             return K.KVM_MEMORY_ATTRIBUTE_PRIVATE
         return 0
 
+    def snapshot(self):
+        snap = {
+            "type": self.type,
+            "vcpus": sorted(self.vcpus),
+            "memslots": [
+                {"as_id": s.as_id, "slot": s.id, "gpa": s.base_gfn << PAGE_SHIFT,
+                 "size": s.npages << PAGE_SHIFT, "flags": s.flags,
+                 "guest_memfd_offset": s.gmem_pgoff << PAGE_SHIFT if s.gmem_file else None}
+                for slots in self._as for s in slots
+            ],
+            "private_gfns": self.mem_attrs.count(K.KVM_MEMORY_ATTRIBUTE_PRIVATE),
+        }
+        stage2 = getattr(self, "stage2", None)
+        if stage2 is not None and hasattr(stage2, "counts"):
+            snap["stage2"] = stage2.counts()
+        return snap
+
     def __repr__(self):
         return f"<VM {self.vmtype.name} pid {self.owner_pid}>"
 
