@@ -357,10 +357,12 @@ class GmemMapping(FileMapping):
         addr = self.address + ((lo - first) << PAGE_SHIFT)
         length = (hi - lo) << PAGE_SHIFT
         flags = _libc.MAP_SHARED | _libc.MAP_FIXED
-        if fault:
-            _libc.mmap(addr, length, self.prot, flags, self.file.kernel._sigbus_memfd, 0)
-        else:
-            _libc.mmap(addr, length, self.prot, flags, self.inode.backing, lo << PAGE_SHIFT)
+        # Both files are mapped at the page's own file offset, so that neighbouring
+        # pages of the same kind stay one VMA (the kernel zaps PTEs and makes no VMA;
+        # here every remap at offset 0 would leave a VMA behind until mmap fails with
+        # ENOMEM at vm.max_map_count). A zero-length memfd faults at any offset.
+        fd = self.file.kernel._sigbus_memfd if fault else self.inode.backing
+        _libc.mmap(addr, length, self.prot, flags, fd, lo << PAGE_SHIFT)
 
     def _on_close(self):
         self.inode.mappings.discard(self)
