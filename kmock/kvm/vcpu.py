@@ -4,6 +4,9 @@ The kvm_run area is a real memfd of KVM_GET_VCPU_MMAP_SIZE bytes: page 0 is
 struct kvm_run (reference §3 layout), page 1 the PIO data page, page 2 the
 coalesced-MMIO ring. A VMM maps it through Kernel.mmap(vcpu_fd, ...) and reads it
 with ctypes at the real offsets; kmock writes exits into the same memory.
+
+What the vCPU runs is ``vcpu.guest``, a kmock.kvm.guest.GuestScript that tests fill;
+KVM_RUN executes its pending actions and exits as KVM does (reference §4.10).
 """
 
 import errno
@@ -15,7 +18,9 @@ from ..file import File, check_mmap_args
 from ..kernel_util import copy_from_user, copy_to_user
 from ..mapping import FileMapping
 from ..uapi import kvm as K
+from . import guest as _guest
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
+from .stage2 import MemoryFault
 
 U64 = (1 << 64) - 1
 
@@ -34,6 +39,10 @@ class Vcpu:
                                    _libc.MAP_SHARED, self.run_fd, 0)
         #: the kvm_run struct, living in the shared page
         self.run = K.kvm_run.from_address(self.run_addr)
+        #: the guest code this vCPU runs (filled by tests)
+        self.guest = _guest.GuestScript()
+        #: the action whose exit awaits userspace (vcpu->arch.complete_userspace_io)
+        self.pending = None
         self.refs = 0
         vm.get()
 
@@ -104,14 +113,26 @@ def create_vcpu(vm, vcpu_id):
 
 
 def vcpu_run(f, arg):
-    """KVM_RUN. Without a guest script the guest halts at once (KVM_EXIT_HLT)."""
+    """kvm_arch_vcpu_ioctl_run: complete the last exit, honour immediate_exit, run the guest.
+
+    Order: EIO (another process, dead VM); the pending userspace completion (the
+    hypercall's ret, the IO or MMIO read data), which KVM performs before looking at
+    immediate_exit so that a VMM can complete an exit without re-entering the guest;
+    immediate_exit -> KVM_EXIT_INTR and EINTR; then the guest script runs until an
+    exit. A memory fault exit raises OSError(EFAULT / EHWPOISON ...).
+    """
     vcpu = _check(f)
     run = vcpu.run
+    pending = vcpu.pending
+    if pending is not None:
+        vcpu.pending = None
+        pending.complete(vcpu)
+        if pending.done and vcpu.guest.current is pending:
+            vcpu.guest.pc += 1
     if run.immediate_exit:
         run.exit_reason = K.KVM_EXIT_INTR
         raise oserror(errno.EINTR)
-    run.exit_reason = K.KVM_EXIT_HLT
-    return 0
+    return _guest.run(vcpu)
 
 
 def vcpu_pre_fault_memory(f, arg):
@@ -135,10 +156,17 @@ def vcpu_pre_fault_memory(f, arg):
             if slot is None:
                 err = errno.ENOENT  # no memslot: RET_PF_EMULATE
                 break
-            done = min(r.size, (slot.end_gfn - gfn) << PAGE_SHIFT)
-            vm.pre_fault(slot, gfn, done >> PAGE_SHIFT)
-            r.gpa += done
-            r.size -= done
+            n = min(r.size >> PAGE_SHIFT, slot.end_gfn - gfn)
+            try:
+                done = vm.pre_fault(slot, gfn, n)
+            except MemoryFault as mf:
+                # kvm_mmu_prepare_memory_fault_exit writes kvm_run even here
+                mf.fill(vcpu.run)
+                done, err = mf.done, mf.errno
+            r.gpa += done << PAGE_SHIFT
+            r.size -= done << PAGE_SHIFT
+            if err:
+                break
     copy_to_user(arg, r)
     if err and r.size == full:
         raise oserror(err)

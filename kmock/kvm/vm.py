@@ -14,6 +14,7 @@ from ..mm import RangeMap
 from ..uapi import kvm as K
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
 from .memslot import Memslots, set_memory_region
+from .stage2 import Stage2, faultin
 
 GFN_SPACE = 1 << 52  # GPAs are 64-bit: gfns up to 2**52
 U64 = (1 << 64) - 1
@@ -34,8 +35,8 @@ class VM:
         self.destroyed = False
         self._as = [Memslots() for _ in range(kernel.profile.nr_memslot_as_ids)]
         self.mem_attrs = RangeMap(GFN_SPACE)
-        #: gfns mapped in stage-2 ahead of guest access (KVM_PRE_FAULT_MEMORY)
-        self.prefaulted = RangeMap(GFN_SPACE)
+        #: the TDP page table (kmock.kvm.stage2): gfn -> frame, R/W, private
+        self.stage2 = Stage2()
         self.vcpus = {}
         self.hypercall_exit_enabled = 0
         self.arch = None  # owned by the architecture plugin
@@ -93,12 +94,29 @@ class VM:
             self.zap_gfn_range(base + lo, base + hi, kind)
 
     def zap_gfn_range(self, start, end, kind=None):
-        """Drop stage-2 mappings of gfns [start, end) (of one kind, or both)."""
-        self.prefaulted.set(start, end, 0)
+        """kvm_unmap_gfn_range: drop stage-2 mappings of gfns [start, end).
+
+        ``kind``: "shared", "private" or None for both (KVM_FILTER_SHARED/PRIVATE).
+        Returns the removed (gfn, pfn, npages, private, writable) runs.
+        """
+        return self.stage2.zap(start, end, kind)
 
     def pre_fault(self, slot, gfn, npages):
-        """KVM_PRE_FAULT_MEMORY mapped gfns [gfn, gfn + npages) of ``slot``."""
-        self.prefaulted.set(gfn, gfn + npages, 1)
+        """kvm_arch_vcpu_pre_fault_memory over gfns [gfn, gfn + npages) of ``slot``.
+
+        Maps the pages without a guest access: private ones (per the attribute) from
+        guest_memfd, shared ones from guest_memfd for a gmem-only slot, else from the
+        slot's userspace memory (which must be readable). Returns the number of pages
+        mapped (npages); raises kmock.kvm.stage2.MemoryFault (an OSError with the
+        errno KVM returns, ``done`` = pages mapped before it) where KVM's fault fails.
+        """
+        end = gfn + npages
+        faultin(self, gfn << PAGE_SHIFT, end << PAGE_SHIFT, None, False, want_data=False)
+        return npages
+
+    def stage2_lookup(self, gfn):
+        """(pfn, private, writable) of gfn's stage-2 mapping, or None."""
+        return self.stage2.lookup(gfn)
 
     # --- memory attributes -----------------------------------------------------------------
 

@@ -1,0 +1,412 @@
+"""Scripted guests: what a vCPU "executes" when the VMM calls KVM_RUN.
+
+A test fills ``vm.vcpus[i].guest`` (a ``GuestScript``) before KVM_RUN::
+
+    g = kernel.vm(vm_fd).vcpus[0].guest
+    r = g.read(0x1000, 8)                       # private=None: the VM type decides
+    w = g.write(0x2000, b"hi", private=True)    # an explicitly private access
+    h = g.map_gpa_range(0x2000, 512, private=False, page_size=2 << 20)
+    g.outb(0xE7, 1)
+    g.hlt()
+
+Each call appends an action and returns it; ``action.done`` and ``action.result`` are
+set when it completes: the bytes read (``Read``), the hypercall's return value as
+the guest sees it in RAX, a u64 (``Hypercall``: 0, or ``-KVM_ENOSYS`` as
+``(1 << 64) - 1000``), the byte read (``Inb``), None otherwise.
+``action.exits`` lists the exit reasons the action caused.
+
+KVM_RUN runs pending actions in order until one exits (kmock.kvm.vcpu):
+
+* Memory accesses fault pages in through kmock.kvm.stage2.faultin. Where KVM would
+  exit with KVM_EXIT_MEMORY_FAULT the action stops before copying anything and is
+  retried, as a whole, by the next KVM_RUN (a faulting instruction does not retire).
+  An access may span pages and memslots: each page is served by its own kind, and
+  the exit happens at the first page that needs one.
+* A shared access where no memslot is (or a write to a read-only memslot) is
+  emulated MMIO: KVM_EXIT_MMIO fragments of at most 8 bytes that do not cross a page.
+  A write fragment carries its bytes in ``mmio.data``. A read fragment completes on
+  the next KVM_RUN with ``mmio.data[:len]`` as kvm_run holds it then: what the VMM
+  wrote there, else whatever was left in those bytes (KVM does not clear them).
+  Bytes before an MMIO fragment are copied when the fragment exits and are not
+  redone; a later memory fault retries from the fragment's end (the emulator's
+  progress), not from the action's start.
+* ``outb``/``inb``: KVM_EXIT_IO (size 1, count 1, data at kvm_run + 4096); the action
+  completes on the next KVM_RUN (``inb`` reads the byte the VMM put there).
+* ``hypercall``/``map_gpa_range``: KVM_HC_MAP_GPA_RANGE exits with
+  KVM_EXIT_HYPERCALL if the VM enabled it with KVM_CAP_EXIT_HYPERCALL; the action
+  completes on the next KVM_RUN with ``run.hypercall.ret``. Otherwise, and for
+  every other nr, the result is immediate (-KVM_ENOSYS / -KVM_EINVAL) with no exit.
+* ``hlt`` exits with KVM_EXIT_HLT and is done at once; a script with nothing pending
+  exits with KVM_EXIT_HLT on every KVM_RUN.
+"""
+
+import ctypes
+import errno
+
+from .. import _libc
+from ..uapi import kvm as K
+from .stage2 import PAGE_SHIFT, PAGE_SIZE, MemoryFault, faultin
+
+U64 = (1 << 64) - 1
+MMIO_MAX = 8  # bytes per KVM_EXIT_MMIO (kvm_run.mmio.data)
+
+#: action.step() outcomes
+CONTINUE = None  # the action completed, run the next one
+EXIT = "exit"  # KVM_RUN returns 0 with the exit written into kvm_run
+
+_PAGE_SZ_ATTRS = {
+    PAGE_SIZE: K.KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
+    2 << 20: K.KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
+    1 << 30: K.KVM_MAP_GPA_RANGE_PAGE_SZ_1G,
+}
+
+
+class Action:
+    """One guest operation. ``done``/``result`` are set when it completes."""
+
+    kind = "action"
+
+    def __init__(self):
+        self.done = False
+        self.result = None
+        #: exit reasons this action caused, in order
+        self.exits = []
+
+    def step(self, vcpu):
+        """Run (or resume) the action. Return CONTINUE when done, EXIT after writing an
+        exit into vcpu.run; raise MemoryFault for KVM_EXIT_MEMORY_FAULT."""
+        raise NotImplementedError
+
+    def complete(self, vcpu):
+        """complete_userspace_io: the VMM re-entered KVM_RUN after this action's exit."""
+
+    def _finish(self, result=None):
+        self.result = result
+        self.done = True
+        return CONTINUE
+
+    def __repr__(self):
+        state = f"done result={self.result!r}" if self.done else "pending"
+        return f"<{type(self).__name__} {self._describe()} {state}>"
+
+    def _describe(self):
+        return ""
+
+
+class _Access(Action):
+    """A guest memory access of bytes [gpa, gpa + size)."""
+
+    write = False
+
+    def __init__(self, gpa, size, private):
+        super().__init__()
+        if gpa < 0 or size < 0 or gpa + size > (1 << 64):
+            raise ValueError("access outside the 64-bit guest physical address space")
+        self.gpa = gpa
+        self.size = size
+        self.private = None if private is None else bool(private)
+        #: bytes completed so far (advances only past emulated MMIO fragments)
+        self.progress = 0
+        self._mmio = None  # (gpa, len) of the MMIO fragment awaiting completion
+
+    def _describe(self):
+        p = {None: "", True: " private", False: " shared"}[self.private]
+        return f"gpa {self.gpa:#x}+{self.size:#x}{p}"
+
+    def step(self, vcpu):
+        vm = vcpu.vm
+        start = self.gpa + self.progress
+        end = self.gpa + self.size
+        if start >= end:
+            return self._complete_access()
+        segs = faultin(vm, start, end, self.private, self.write, want_data=not self.write)
+        for seg in segs:
+            if seg.kind == "mmio":
+                return self._mmio_exit(vcpu, seg)
+            self._ram(vcpu, seg)
+            self.progress += seg.length
+        return self._complete_access()
+
+    def _mmio_exit(self, vcpu, seg):
+        gpa = seg.gpa
+        page_end = ((gpa >> PAGE_SHIFT) + 1) << PAGE_SHIFT
+        n = min(MMIO_MAX, seg.length, page_end - gpa)
+        run = vcpu.run
+        run.exit_reason = K.KVM_EXIT_MMIO
+        mmio = run.mmio
+        mmio.phys_addr = gpa
+        mmio.len = n
+        mmio.is_write = int(self.write)
+        if self.write:
+            off = gpa - self.gpa
+            ctypes.memmove(ctypes.addressof(mmio.data), bytes(self.data[off:off + n]), n)
+        self._mmio = (gpa, n)
+        self.exits.append(K.KVM_EXIT_MMIO)
+        return EXIT
+
+    def complete(self, vcpu):
+        if self._mmio is None:
+            return
+        gpa, n = self._mmio
+        self._mmio = None
+        if not self.write:
+            self._buf += bytes(vcpu.run.mmio.data[:n])
+        self.progress = gpa + n - self.gpa
+
+
+class Read(_Access):
+    kind = "read"
+
+    def __init__(self, gpa, size, private=None):
+        super().__init__(gpa, size, private)
+        self._buf = bytearray()
+
+    def _ram(self, vcpu, seg):
+        if seg.kind == "gmem":
+            data = seg.inode.read(seg.offset, seg.length)
+        else:
+            data = seg.data
+        self._buf += data
+
+    def _complete_access(self):
+        return self._finish(bytes(self._buf))
+
+    def step(self, vcpu):
+        del self._buf[self.progress:]  # a retried access redoes what followed ``progress``
+        return super().step(vcpu)
+
+
+class Write(_Access):
+    kind = "write"
+    write = True
+
+    def __init__(self, gpa, data, private=None):
+        data = bytes(data)
+        super().__init__(gpa, len(data), private)
+        self.data = data
+
+    def _ram(self, vcpu, seg):
+        off = seg.gpa - self.gpa
+        chunk = self.data[off:off + seg.length]
+        if seg.kind == "gmem":
+            seg.inode.write(seg.offset, chunk)
+            return
+        n = _libc.write_user(seg.hva, chunk)
+        if n < len(chunk):
+            # hva_to_pfn(FOLL_WRITE) failed: the page is not writable after all
+            bad = (seg.gpa + n) >> PAGE_SHIFT
+            vcpu.vm.stage2.zap(bad, seg.gfn + seg.npages)
+            raise MemoryFault(errno.EFAULT, bad, False)
+
+    def _complete_access(self):
+        return self._finish(None)
+
+
+class Hypercall(Action):
+    """VMCALL/VMMCALL with nr in RAX and a0..a3 in RBX, RCX, RDX, RSI (64-bit guest)."""
+
+    kind = "hypercall"
+
+    def __init__(self, nr, *args):
+        super().__init__()
+        if len(args) > 4:
+            raise ValueError("x86 KVM hypercalls take at most 4 arguments")
+        self.nr = nr & U64
+        self.args = tuple(a & U64 for a in args) + (0,) * (4 - len(args))
+        self._waiting = False
+
+    def _describe(self):
+        return f"nr {self.nr} args {tuple(hex(a) for a in self.args)}"
+
+    def step(self, vcpu):
+        """____kvm_emulate_hypercall (x86, CPL 0, long mode)."""
+        vm = vcpu.vm
+        if self.nr != K.KVM_HC_MAP_GPA_RANGE:
+            return self._finish(-K.KVM_ENOSYS & U64)
+        gpa, npages, attrs = self.args[:3]
+        if not vm.hypercall_exit_enabled & (1 << K.KVM_HC_MAP_GPA_RANGE):
+            return self._finish(-K.KVM_ENOSYS & U64)
+        gfn = gpa >> PAGE_SHIFT
+        if gpa & (PAGE_SIZE - 1) or not npages or ((gfn + npages) & U64) <= gfn:
+            return self._finish(-K.KVM_EINVAL & U64)
+        run = vcpu.run
+        run.exit_reason = K.KVM_EXIT_HYPERCALL
+        hc = run.hypercall
+        hc.nr = K.KVM_HC_MAP_GPA_RANGE
+        hc.ret = 0  # QEMU <= 9.2 compatibility
+        hc.args[0] = gpa
+        hc.args[1] = npages
+        hc.args[2] = attrs
+        hc.flags = K.KVM_EXIT_HYPERCALL_LONG_MODE
+        self._waiting = True
+        self.exits.append(K.KVM_EXIT_HYPERCALL)
+        return EXIT
+
+    def complete(self, vcpu):
+        """complete_hypercall: RAX = run->hypercall.ret (64-bit guest: not truncated)."""
+        if self._waiting:
+            self._waiting = False
+            self._finish(vcpu.run.hypercall.ret)
+
+
+class _Io(Action):
+    direction = K.KVM_EXIT_IO_OUT
+
+    def __init__(self, port):
+        super().__init__()
+        if not 0 <= port <= 0xFFFF:
+            raise ValueError("I/O port must be in [0, 0xffff]")
+        self.port = port
+        self._waiting = False
+
+    def step(self, vcpu):
+        run = vcpu.run
+        run.exit_reason = K.KVM_EXIT_IO
+        io = run.io
+        io.direction = self.direction
+        io.size = 1
+        io.port = self.port
+        io.count = 1
+        io.data_offset = K.KVM_PIO_PAGE_OFFSET * PAGE_SIZE
+        if self.direction == K.KVM_EXIT_IO_OUT:
+            ctypes.c_uint8.from_address(vcpu.run_addr + io.data_offset).value = self.value
+        self._waiting = True
+        self.exits.append(K.KVM_EXIT_IO)
+        return EXIT
+
+    def complete(self, vcpu):
+        if self._waiting:
+            self._waiting = False
+            result = None
+            if self.direction == K.KVM_EXIT_IO_IN:
+                result = ctypes.c_uint8.from_address(
+                    vcpu.run_addr + K.KVM_PIO_PAGE_OFFSET * PAGE_SIZE).value
+            self._finish(result)
+
+
+class Outb(_Io):
+    kind = "outb"
+
+    def __init__(self, port, value):
+        super().__init__(port)
+        self.value = value & 0xFF
+
+    def _describe(self):
+        return f"port {self.port:#x} value {self.value:#x}"
+
+
+class Inb(_Io):
+    kind = "inb"
+    direction = K.KVM_EXIT_IO_IN
+
+    def _describe(self):
+        return f"port {self.port:#x}"
+
+
+class Hlt(Action):
+    kind = "hlt"
+
+    def step(self, vcpu):
+        vcpu.run.exit_reason = K.KVM_EXIT_HLT
+        self.exits.append(K.KVM_EXIT_HLT)
+        self._finish(None)
+        return EXIT
+
+
+class GuestScript:
+    """The guest code of one vCPU: a queue of actions run by KVM_RUN."""
+
+    def __init__(self):
+        #: every action ever added, in order
+        self.actions = []
+        #: index of the next action to run
+        self.pc = 0
+
+    # --- building the script -----------------------------------------------------------
+
+    def add(self, action):
+        self.actions.append(action)
+        return action
+
+    def read(self, gpa, size, private=None):
+        """Read ``size`` bytes at ``gpa``; ``result`` = the bytes."""
+        return self.add(Read(gpa, size, private))
+
+    def write(self, gpa, data, private=None):
+        """Write ``data`` at ``gpa``."""
+        return self.add(Write(gpa, data, private))
+
+    def hypercall(self, nr, *args):
+        """A KVM hypercall ``nr`` with up to 4 arguments; ``result`` = RAX."""
+        return self.add(Hypercall(nr, *args))
+
+    def map_gpa_range(self, gpa, npages, private, page_size=PAGE_SIZE, attrs=None):
+        """KVM_HC_MAP_GPA_RANGE(gpa, npages, attrs); ``result`` = RAX (0 on success).
+
+        attrs = ENCRYPTED if ``private`` else DECRYPTED, | PAGE_SZ_2M/1G for
+        ``page_size``; ``attrs`` overrides it (KVM passes a2 through unchecked).
+        """
+        if attrs is None:
+            try:
+                size_bits = _PAGE_SZ_ATTRS[page_size]
+            except KeyError:
+                raise ValueError("page_size must be 4K, 2M or 1G") from None
+            attrs = size_bits | (K.KVM_MAP_GPA_RANGE_ENCRYPTED if private
+                                 else K.KVM_MAP_GPA_RANGE_DECRYPTED)
+        return self.add(Hypercall(K.KVM_HC_MAP_GPA_RANGE, gpa, npages, attrs))
+
+    def outb(self, port, value):
+        return self.add(Outb(port, value))
+
+    def inb(self, port):
+        return self.add(Inb(port))
+
+    def hlt(self):
+        return self.add(Hlt())
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def pending(self):
+        """Actions not yet run or not yet complete."""
+        return self.actions[self.pc:]
+
+    @property
+    def current(self):
+        return self.actions[self.pc] if self.pc < len(self.actions) else None
+
+    def clear(self):
+        """Drop every pending action (the guest "jumps" past them)."""
+        del self.actions[self.pc:]
+
+    def __len__(self):
+        return len(self.actions)
+
+    def __repr__(self):
+        return f"<GuestScript {self.pc}/{len(self.actions)} done>"
+
+
+def run(vcpu):
+    """The guest part of KVM_RUN: run pending actions until one exits.
+
+    Returns 0 after writing an exit into vcpu.run; raises MemoryFault (an OSError)
+    after writing KVM_EXIT_MEMORY_FAULT.
+    """
+    script = vcpu.guest
+    actions = script.actions
+    while script.pc < len(actions):
+        action = actions[script.pc]
+        try:
+            r = action.step(vcpu)
+        except MemoryFault as mf:
+            mf.fill(vcpu.run)
+            action.exits.append(K.KVM_EXIT_MEMORY_FAULT)
+            raise
+        if action.done:
+            script.pc += 1
+        if r is EXIT:
+            if not action.done:
+                vcpu.pending = action
+            return 0
+    vcpu.run.exit_reason = K.KVM_EXIT_HLT
+    return 0

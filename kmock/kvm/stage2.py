@@ -1,0 +1,406 @@
+"""Stage-2 (the TDP MMU) of one VM, and the guest fault path that fills it.
+
+``Stage2`` is a ``kmock.mm.PageTable`` (leaves 4K, 2M, 1G) keyed by guest physical
+address. An entry maps a gfn run to frames with permission bits:
+
+``PERM_R`` (1), ``PERM_W`` (2)
+    readable / writable (a read-only memslot maps without W).
+``PERM_PRIVATE`` (0x10)
+    the entry was made by a private fault (its frames are guest_memfd pages, the
+    kernel's "private SPTE"); without it the entry is shared.
+
+Frames:
+
+* guest_memfd pages: ``inode.get_pfn(index)``, i.e. ``inode.pfn_base + index``.
+* userspace (``userspace_addr``) pages: the pseudo frame ``USER_PFN_BASE + (hva >> 12)``.
+  ``USER_PFN_BASE`` is 1 << 44: the PageTable's frame space is 52 bits, user
+  addresses are below 1 << 47 (so hva >> 12 < 1 << 35), and guest_memfd frames are
+  handed out from 1 << 18 upwards, far below 1 << 44. ``user_hva(pfn)`` decodes it.
+
+Leaf sizes: guest_memfd mappings are 4K leaves (6.18 guest_memfd allocates order-0
+folios, so ``kvm_gmem_get_pfn`` reports max_order 0); userspace mappings use the
+largest leaves the alignment of gpa and hva allows, as for THP-backed memory.
+
+The fault path (``faultin``) mirrors ``kvm_mmu_faultin_pfn`` for a run of gfns, on
+ranges (memslot by memslot, attribute run by attribute run), and raises
+``MemoryFault`` (an OSError carrying the ``KVM_EXIT_MEMORY_FAULT`` payload) where
+KVM would prepare a memory-fault exit. Its order, per run:
+
+1. the access kind (``vmtype.access_is_private``) differs from the gfn's attribute
+   (``vm.gfn_is_private``) -> memory fault, flags PRIVATE if the access was, EFAULT;
+2. no memslot: a private access -> memory fault (EFAULT); a shared one is emulated
+   MMIO (``kvm_handle_noslot_fault``);
+3. private, or a gmem-only slot (guest_memfd with GUEST_MEMFD_FLAG_MMAP): the slot has
+   no guest_memfd -> memory fault (EFAULT); ``get_pfn`` fails -> memory fault with
+   its errno (EFAULT closed file, EHWPOISON poisoned page; EIO for an index past
+   the end of the file, which only the 6.18 offset-overflow binding can produce);
+4. shared: the userspace address must be readable (``process_vm_readv``; a short copy
+   is the kernel's failed ``hva_to_pfn``) -> else memory fault, flags 0, EFAULT. A
+   write to a KVM_MEM_READONLY slot is emulated MMIO (KVM_PFN_ERR_RO_FAULT).
+
+Pages before the faulting one are mapped, as KVM maps each page it faulted in before
+the next fault exits. Stage-2 is never consulted to skip these checks: every guest
+access takes the slow path, whose result equals the fast one because zaps keep
+stage-2 coherent.
+
+Known limit: the mock has no MMU notifier on the VMM's own memory, so munmap of a
+memslot's userspace memory does not zap the userspace entries; guest accesses read
+the hva at access time regardless.
+"""
+
+import errno
+
+from .. import _libc
+from ..mm import PageTable
+from ..uapi import kvm as K
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+LEVELS = (PAGE_SIZE, 2 << 20, 1 << 30)
+
+PERM_R = 0x1
+PERM_W = 0x2
+PERM_PRIVATE = 0x10
+
+USER_PFN_BASE = 1 << 44
+_PROBE_CHUNK = 1 << 20
+
+
+def user_pfn(hva):
+    """The pseudo frame stage-2 uses for the userspace page at ``hva``."""
+    return USER_PFN_BASE | (hva >> PAGE_SHIFT)
+
+
+def user_hva(pfn):
+    """The userspace address of a pseudo frame made by ``user_pfn`` (None for a gmem frame)."""
+    if pfn & USER_PFN_BASE:
+        return (pfn & (USER_PFN_BASE - 1)) << PAGE_SHIFT
+    return None
+
+
+class MemoryFault(OSError):
+    """A fault KVM turns into KVM_EXIT_MEMORY_FAULT; ``errno`` is KVM_RUN's errno.
+
+    ``gpa`` is page aligned, ``flags`` is KVM_MEMORY_EXIT_FLAG_PRIVATE for a private
+    access, ``done`` the pages of the faulting range handled before this one.
+    """
+
+    def __init__(self, err, gfn, private, done=0):
+        super().__init__(err, f"KVM_EXIT_MEMORY_FAULT at gpa {gfn << PAGE_SHIFT:#x}"
+                              f"{' (private)' if private else ''}")
+        self.gfn = gfn
+        self.gpa = gfn << PAGE_SHIFT
+        self.size = PAGE_SIZE
+        self.private = private
+        self.flags = K.KVM_MEMORY_EXIT_FLAG_PRIVATE if private else 0
+        self.done = done
+
+    def fill(self, run):
+        """kvm_prepare_memory_fault_exit: write the exit into ``run`` (a kvm_run)."""
+        run.exit_reason = K.KVM_EXIT_MEMORY_FAULT
+        mf = run.memory_fault
+        mf.flags = self.flags
+        mf.gpa = self.gpa
+        mf.size = self.size
+
+
+class Stage2:
+    """One VM's stage-2 page table: gfn runs -> (frame, private, writable)."""
+
+    __slots__ = ("pt",)
+
+    def __init__(self):
+        self.pt = PageTable(LEVELS)
+
+    # --- changes -----------------------------------------------------------------------
+
+    def map(self, gfn, pfn, npages, private, writable=True, leaf_size=None):
+        """Map gfns [gfn, gfn + npages) to frames pfn.. (replacing what was there)."""
+        if npages <= 0:
+            return
+        perm = PERM_R | (PERM_W if writable else 0) | (PERM_PRIVATE if private else 0)
+        iova = gfn << PAGE_SHIFT
+        pt = self.pt
+        old = pt.runs(iova, iova + (npages << PAGE_SHIFT))
+        if old:
+            if len(old) == 1 and old[0] == (iova, pfn, npages, perm):
+                return  # already mapped exactly so (a spurious fault)
+            pt.unmap(iova, npages)
+        pt.map(iova, pfn, npages, perm, leaf_size)
+
+    def zap(self, start, end, kind=None):
+        """Unmap gfns [start, end) of ``kind`` ("shared", "private", None = both).
+
+        Returns the removed (gfn, pfn, npages, private, writable) runs.
+        """
+        if end <= start:
+            return []
+        pt = self.pt
+        lo, hi = start << PAGE_SHIFT, end << PAGE_SHIFT
+        if kind is None:
+            removed = pt.unmap(lo, end - start)
+        elif kind in ("shared", "private"):
+            want = PERM_PRIVATE if kind == "private" else 0
+            removed = []
+            for iova, pfn, n, perm in pt.runs(lo, hi):
+                if perm & PERM_PRIVATE == want:
+                    removed.extend(pt.unmap(iova, n))
+        else:
+            raise ValueError(f"zap kind must be 'shared', 'private' or None, not {kind!r}")
+        return [_entry(r) for r in removed]
+
+    def clear(self):
+        self.pt = PageTable(LEVELS)
+
+    # --- inspection ----------------------------------------------------------------------
+
+    def lookup(self, gfn):
+        """(pfn, private, writable) of ``gfn``, or None if unmapped."""
+        r = self.pt.lookup(gfn << PAGE_SHIFT)
+        if r is None:
+            return None
+        pfn, perm, _ = r
+        return pfn, bool(perm & PERM_PRIVATE), bool(perm & PERM_W)
+
+    def leaf_size(self, gfn):
+        r = self.pt.lookup(gfn << PAGE_SHIFT)
+        return None if r is None else r[2]
+
+    def entries(self, start=0, end=None):
+        """Mapped runs (gfn, pfn, npages, private, writable) in gfns [start, end)."""
+        hi = None if end is None else end << PAGE_SHIFT
+        return [_entry(r) for r in self.pt.runs(start << PAGE_SHIFT, hi)]
+
+    def mapped_pages(self):
+        return self.pt.mapped_pages()
+
+    def counts(self):
+        """Leaf size -> number of leaves."""
+        return self.pt.counts()
+
+    def __repr__(self):
+        return f"<Stage2 {self.pt.mapped_pages()} pages {self.pt.counts()}>"
+
+    # --- invariants (for tests) --------------------------------------------------------
+
+    def audit(self, vm):
+        """Every way stage-2 disagrees with the VM, as a list of strings (empty = coherent).
+
+        Checks, run by run: the gfns are in a memslot; the entry's kind is the gfns'
+        attribute (``vm.gfn_is_private``); a guest_memfd entry points at allocated pages
+        of the slot's guest_memfd at the binding's offsets; a userspace entry at the
+        slot's ``userspace_addr`` pages; a writable entry is not in a read-only slot.
+        """
+        problems = []
+        for gfn, pfn, n, private, writable in self.entries():
+            end = gfn + n
+            g = gfn
+            while g < end:
+                slot = vm.lookup_memslot(g)
+                if slot is None:
+                    problems.append(f"gfn {g:#x}: mapped outside any memslot")
+                    break
+                hi = min(end, slot.end_gfn)
+                for s, e, attr in private_runs(vm, slot, g, hi):
+                    if attr != private:
+                        problems.append(f"gfns {s:#x}-{e:#x}: {'private' if private else 'shared'}"
+                                        f" entry where the attribute is "
+                                        f"{'private' if attr else 'shared'}")
+                p = pfn + (g - gfn)
+                if private or _gmem_only(slot):
+                    f = slot.gmem_file
+                    if f is None:
+                        problems.append(f"gfn {g:#x}: gmem entry in a slot without guest_memfd")
+                    else:
+                        inode = f.inode
+                        idx = slot.gmem_pgoff + g - slot.base_gfn
+                        if p != inode.pfn_base + idx:
+                            problems.append(f"gfn {g:#x}: pfn {p:#x} is not gmem page {idx}")
+                        elif inode.allocated.find(idx, idx + hi - g, 0) != -1:
+                            problems.append(f"gfns {g:#x}-{hi:#x}: maps unallocated gmem pages")
+                else:
+                    hva = slot.userspace_addr + ((g - slot.base_gfn) << PAGE_SHIFT)
+                    if p != user_pfn(hva):
+                        problems.append(f"gfn {g:#x}: pfn {p:#x} is not hva {hva:#x}")
+                    if writable and slot.flags & K.KVM_MEM_READONLY:
+                        problems.append(f"gfn {g:#x}: writable entry in a read-only slot")
+                g = hi
+        return problems
+
+
+def _entry(r):
+    iova, pfn, n, perm = r
+    return iova >> PAGE_SHIFT, pfn, n, bool(perm & PERM_PRIVATE), bool(perm & PERM_W)
+
+
+# --- attribute runs ----------------------------------------------------------------------
+
+
+def private_runs(vm, slot, start, end):
+    """Runs (s, e, private) over gfns [start, end) of ``slot``, as vm.gfn_is_private says.
+
+    The range form of ``kvm_mem_is_private``: the guest_memfd's own attribute where an
+    in-place-conversion profile makes it authoritative, else the VM attribute array.
+    Uses ``vm.private_ranges`` if the VM offers one.
+    """
+    ranges = getattr(vm, "private_ranges", None)
+    if ranges is not None:
+        return ranges(start, end, slot)
+    priv = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+    if slot is not None and slot.gmem_file is not None and \
+            vm.kernel.profile.conversion != "none" and slot.gmem_file.inode.in_place:
+        delta = slot.gmem_pgoff - slot.base_gfn
+        rm = slot.gmem_file.inode.attrs
+        return [(s - delta, e - delta, bool(v & priv))
+                for s, e, v in rm.ranges(start + delta, end + delta)]
+    return [(s, e, bool(v & priv)) for s, e, v in vm.mem_attrs.ranges(start, end)]
+
+
+def _gmem_only(slot):
+    """kvm_memslot_is_gmem_only: the slot's guest_memfd has GUEST_MEMFD_FLAG_MMAP."""
+    f = slot.gmem_file
+    return f is not None and bool(f.inode.flags & K.GUEST_MEMFD_FLAG_MMAP)
+
+
+def gmem_get_pfns(inode, index, n):
+    """kvm_gmem_get_pfn for pages [index, index + n): the first frame (they are contiguous).
+
+    Allocates the pages. Raises OSError at the first page that cannot be had; its
+    ``index`` attribute names that page. Uses ``inode.get_pfns`` when it exists.
+    """
+    get_range = getattr(inode, "get_pfns", None)
+    if get_range is not None:
+        return get_range(index, n)
+    if index + n > inode.npages:
+        e = OSError(errno.EIO, "guest_memfd index beyond the file")
+        e.index = max(index, inode.npages)
+        raise e
+    try:
+        pfn = inode.get_pfn(index)  # file-level errors, and page ``index`` itself
+    except OSError as e:
+        e.index = index
+        raise
+    if inode.poisoned is not None:
+        bad = inode.poisoned.find_not(index, index + n, 0)
+        if bad != -1:
+            inode.allocated.set(index, bad, 1)
+            try:
+                inode.get_pfn(bad)
+            except OSError as e:
+                e.index = bad
+                raise
+    inode.allocated.set(index, index + n, 1)
+    return pfn
+
+
+def probe_user(hva, nbytes):
+    """How many bytes from ``hva`` the kernel could fault in (reads, in chunks)."""
+    done = 0
+    while done < nbytes:
+        n = min(_PROBE_CHUNK, nbytes - done)
+        _, got = _libc.read_user(hva + done, n)
+        done += got
+        if got < n:
+            break
+    return done
+
+
+# --- the fault path -------------------------------------------------------------------------
+
+
+class Segment:
+    """A run of an access resolved by ``faultin``.
+
+    ``kind``: "gmem" (``inode``, byte ``offset`` of the first byte), "user" (``hva``
+    of the first byte; ``data`` holds the bytes read for a read access) or "mmio".
+    ``gpa`` and ``length`` are bytes.
+    """
+
+    __slots__ = ("kind", "gpa", "length", "inode", "offset", "hva", "data", "gfn", "npages")
+
+    def __init__(self, kind, gpa, length, gfn, npages, inode=None, offset=0, hva=0, data=None):
+        self.kind = kind
+        self.gpa = gpa
+        self.length = length
+        self.gfn = gfn
+        self.npages = npages
+        self.inode = inode
+        self.offset = offset
+        self.hva = hva
+        self.data = data
+
+    def __repr__(self):
+        return f"<Segment {self.kind} gpa {self.gpa:#x}+{self.length:#x}>"
+
+
+def faultin(vm, gpa, end, requested, write, want_data=True):
+    """Resolve guest accesses to bytes [gpa, end), mapping what gets faulted in.
+
+    ``requested``: the guest's private/shared choice, or None to let the VM type
+    decide. ``want_data``: for a shared read of userspace memory keep the bytes read
+    by the probe (``Segment.data``). Returns the segments in address order, or raises
+    MemoryFault at the first page that needs a memory-fault exit (``done`` = pages of
+    the range before it).
+    """
+    stage2 = vm.stage2
+    vmtype = vm.vmtype
+    first = gpa >> PAGE_SHIFT
+    gfn = first
+    last = (end + PAGE_SIZE - 1) >> PAGE_SHIFT
+    segs = []
+    while gfn < last:
+        slot = vm.lookup_memslot(gfn)
+        if slot is None:
+            private = bool(vmtype.access_is_private(vm, gfn, requested))
+            if private != vm.gfn_is_private(gfn):
+                raise MemoryFault(errno.EFAULT, gfn, private, gfn - first)
+            if private:
+                raise MemoryFault(errno.EFAULT, gfn, private, gfn - first)
+            lo, hi = max(gpa, gfn << PAGE_SHIFT), min(end, (gfn + 1) << PAGE_SHIFT)
+            segs.append(Segment("mmio", lo, hi - lo, gfn, 1))
+            gfn += 1
+            continue
+        slot_end = min(last, slot.end_gfn)
+        for s, e, attr in private_runs(vm, slot, gfn, slot_end):
+            private = bool(vmtype.access_is_private(vm, s, requested))
+            if private != attr:
+                raise MemoryFault(errno.EFAULT, s, private, s - first)
+            lo, hi = max(gpa, s << PAGE_SHIFT), min(end, e << PAGE_SHIFT)
+            n = e - s
+            if private or _gmem_only(slot):
+                f = slot.gmem_file
+                if f is None:
+                    raise MemoryFault(errno.EFAULT, s, private, s - first)
+                inode = f.inode
+                index = slot.gmem_pgoff + s - slot.base_gfn
+                try:
+                    pfn = gmem_get_pfns(inode, index, n)
+                except OSError as exc:
+                    bad = s + getattr(exc, "index", index) - index
+                    if bad > s:
+                        stage2.map(s, inode.pfn_base + index, bad - s, private, True, PAGE_SIZE)
+                    raise MemoryFault(exc.errno, bad, private, bad - first) from None
+                stage2.map(s, pfn, n, private, True, PAGE_SIZE)
+                segs.append(Segment("gmem", lo, hi - lo, s, n, inode=inode,
+                                    offset=(index << PAGE_SHIFT) + (lo - (s << PAGE_SHIFT))))
+                continue
+            # shared, served from the memslot's userspace memory
+            readonly = bool(slot.flags & K.KVM_MEM_READONLY)
+            if write and readonly:
+                segs.append(Segment("mmio", lo, hi - lo, s, n))  # KVM_PFN_ERR_RO_FAULT: emulate
+                continue
+            hva0 = slot.userspace_addr + ((s - slot.base_gfn) << PAGE_SHIFT)
+            hva = hva0 + (lo - (s << PAGE_SHIFT))
+            if want_data:
+                data, got = _libc.read_user(hva, hi - lo)
+            else:
+                data, got = None, probe_user(hva, hi - lo)
+            if got < hi - lo:
+                bad = (lo + got) >> PAGE_SHIFT
+                if bad > s:
+                    stage2.map(s, user_pfn(hva0), bad - s, False, not readonly)
+                raise MemoryFault(errno.EFAULT, bad, False, bad - first)
+            stage2.map(s, user_pfn(hva0), n, False, not readonly)
+            segs.append(Segment("user", lo, hi - lo, s, n, hva=hva, data=data))
+        gfn = slot_end
+    return segs
