@@ -86,16 +86,21 @@ def first_elevated_refcount(inode, start, end):
     """kvm_gmem_has_safe_refcount: the first folio in range with extra references.
 
     A pinned page (gup, IOMMU) pins its whole folio, so the index returned is the
-    start of the folio holding the first pinned page.
+    start of the folio holding the first pinned page. Only the folios that
+    filemap_get_folios() finds for [start, end) count: an unsplit huge folio at
+    either end counts whole, but once split its 4K folios outside the range do not.
     """
     pins = inode.pins
     if pins is None:
         return None
     fp = inode.folio_pages
-    lo = start
+    lo, hi = start, end
     if fp > 1:
-        lo = start - start % fp  # a pin anywhere in the first folio counts
-    p = pins.find_not(lo, min(inode.npages, _round_up(end, fp)), 0)
+        if not inode.folio_split(start // fp):
+            lo = start - start % fp
+        if not inode.folio_split((end - 1) // fp):
+            hi = min(inode.npages, _round_up(end, fp))
+    p = pins.find_not(lo, hi, 0)
     if p == -1:
         return None
     if fp > 1 and not inode.folio_split(p // fp):
