@@ -75,9 +75,13 @@ def convert(inode, start, end, to_private, clamp_error_index):
         kernel._hook_make_shared(inode, start, end)
     changed = [(s, e) for s, e, v in attrs.ranges(start, end) if v != target]
     attrs.set(start, end, target)
+    poisoned = () if to_private or inode.poisoned is None else [
+        (ps, pe) for s, e in changed for ps, pe, v in inode.poisoned.ranges(s, e) if v]
     for m in list(inode.mappings):
         for s, e in changed:
             m.remap(s, e, to_private)
+        for s, e in poisoned:
+            m.remap(s, e, True)  # a poisoned page stays SIGBUS for the host
     if inode.folio_pages > 1:
         restructure_folios(inode, start, end, to_private)
 
