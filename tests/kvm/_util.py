@@ -75,6 +75,22 @@ def mem_attrs(address, size, attributes=0, flags=0):
     return K.kvm_memory_attributes(address=address, size=size, attributes=attributes, flags=flags)
 
 
+@pytest.fixture
+def anon():
+    """anon(size) -> the address of fresh anonymous memory (a plain memslot's backing, as the
+    selftest library's vm_userspace_mem_region_add provides); unmapped after the test."""
+    maps = []
+
+    def make(size):
+        a = _libc.mmap(None, size, RW, _libc.MAP_PRIVATE | _libc.MAP_ANONYMOUS, -1, 0)
+        maps.append((a, size))
+        return a
+
+    yield make
+    for a, size in maps:
+        _libc.munmap(a, size)
+
+
 def is_open(fd):
     try:
         os.fstat(fd)

@@ -9,15 +9,17 @@ import pytest
 from kmock import _libc
 from kmock.uapi import kvm as K
 
+from ._util import anon  # noqa: F401 (fixture)
 from ._util import GMEM, M2, P, create_gmem, create_vm, err, region2
 
 G = 1 << 32
 
 
 @pytest.fixture
-def env(k):
+def env(k, anon):
     kvm, vm = create_vm(k)
-    assert k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, region2(1, G, M2 + P)) == 0
+    slot = region2(1, G, M2 + P, uaddr=anon(M2 + P))
+    assert k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, slot) == 0
     vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
     return kvm, vm, vcpu
 

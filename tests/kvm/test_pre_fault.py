@@ -8,6 +8,7 @@ import pytest
 import kmock
 from kmock.uapi import kvm as K
 
+from ._util import anon  # noqa: F401 (fixture)
 from ._util import (DEFAULT_VM, GMEM, M2, P, PRIVATE, SW_PROTECTED_VM, create_gmem, create_vm,
                     err, mem_attrs, needs_host_kvm, set_region)
 
@@ -25,7 +26,7 @@ def snapshot(r):
 
 
 @pytest.fixture(params=[(s, g) for s in SETUPS for g in GPAS], ids=lambda p: f"{p[0]}@{p[1]}")
-def setup(request, k):
+def setup(request, k, anon):
     """A VM as pre_fault_memory_test builds it, with one 2M+4K slot at ``gpa``; its vCPU."""
     kind, gpa_name = request.param
     gpa = GPAS[gpa_name]
@@ -36,7 +37,8 @@ def setup(request, k):
         assert set_region(k, vm, 1, gpa, SLOT_SIZE, GMEM, gmem) == 0
         k.ioctl(vm, K.KVM_SET_MEMORY_ATTRIBUTES, mem_attrs(gpa, SLOT_SIZE, PRIVATE))
     else:
-        assert set_region(k, vm, 1, gpa, SLOT_SIZE) == 0
+        # a plain slot needs a real userspace_addr: faulting it in reads the host memory
+        assert set_region(k, vm, 1, gpa, SLOT_SIZE, uaddr=anon(SLOT_SIZE)) == 0
     vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
     assert k.ioctl(vm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_PRE_FAULT_MEMORY) == 1
     return vm, vcpu, gpa
