@@ -145,9 +145,9 @@ def test_access_spanning_memslots_and_kinds(sw):
     assert sw.run() == (0, K.KVM_EXIT_HLT)
     assert w.done and w2.done and r.result == b"ab" + bytes(P - 1) + b"c"
     assert mem.read(P - 1, 2) == b"a\0"  # the private byte is not in userspace memory
-    m2 = sw.k.mmap(gm2, P, 3, 1, 0)  # GUEST_MEMFD_FLAG_MMAP: shared pages are host-visible
-    assert m2[0:1] == b"c"
-    m2.close()
+    # the gmem-only page was served from guest_memfd (on SW_PROTECTED, without INIT_SHARED,
+    # the host cannot fault it in 6.18, so look at the file's contents from the kernel side)
+    assert sw.k.file(gm2).inode.read(0, 1) == b"c"
     kinds = [(e[0] - (GPA >> 12), e[3]) for e in sw.vm.stage2.entries()]
     assert kinds == [(0, False), (1, True), (2, False)]
     assert sw.audit() == []
