@@ -86,7 +86,12 @@ class Action:
         return CONTINUE
 
     def __repr__(self):
-        state = f"done result={self.result!r}" if self.done else "pending"
+        r = self.result
+        if isinstance(r, bytes) and len(r) > 16:
+            r = f"{r[:16]!r}...({len(r)} bytes)"
+        else:
+            r = repr(r)
+        state = f"done result={r}" if self.done else "pending"
         return f"<{type(self).__name__} {self._describe()} {state}>"
 
     def _describe(self):
