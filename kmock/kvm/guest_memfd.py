@@ -112,6 +112,10 @@ class GmemInode:
         self.pfn_base = kernel._alloc_pfn_range(self.npages)
         #: long-term pins and extra references per page (Kernel.gup_pin, IOMMU pins)
         self.pins = None
+        #: per page, how many times PUNCH_HOLE removed pinned folios from the file
+        #: (pins taken before that no longer hold the page at that index)
+        self.pin_gen = None
+        self._pin_gen_next = 1
         #: pages per folio (1, or 512 / 262144 for hugetlb-backed guest_memfd) and, per
         #: huge folio, whether it is split into 4K folios
         self.folio_pages = 1
@@ -130,6 +134,24 @@ class GmemInode:
             self.pins = RangeMap(self.npages)
         for s, e, v in list(self.pins.ranges(start, end)):
             self.pins.set(s, e, v + delta)
+
+    def take_pin(self, start, end):
+        """Pin pages [start, end); returns what ``drop_pin`` needs to undo exactly this pin."""
+        self.pin(start, end, 1)
+        if self.pin_gen is None:
+            return ((start, end, 0),)
+        return tuple(self.pin_gen.ranges(start, end))
+
+    def drop_pin(self, runs):
+        """Drop a pin taken by ``take_pin``, except on pages PUNCH_HOLE orphaned since:
+        the pinned folio left the file then, and the page there now is another one."""
+        for s, e, g in runs:
+            if self.pin_gen is None:
+                self.pin(s, e, -1)
+                continue
+            for cs, ce, cg in list(self.pin_gen.ranges(s, e)):
+                if cg == g:
+                    self.pin(cs, ce, -1)
 
     # --- bindings (kvm_gmem_bind / kvm_gmem_unbind) -------------------------------------
 
@@ -157,6 +179,15 @@ class GmemInode:
             slot.vm.gmem_invalidate(slot, start, end)
         self.kernel._hook_invalidate(self, start, end, "punch_hole")
         self.allocated.set(start, end, 0)
+        if self.pins is not None and self.pins.find_not(start, end, 0) != -1:
+            # truncate_inode_pages_range() removes pinned folios too: they live on,
+            # orphaned, for their pinner; the file no longer holds them, so they do not
+            # block a later conversion (filemap_get_folios cannot find them).
+            self.pins.set(start, end, 0)
+            if self.pin_gen is None:
+                self.pin_gen = RangeMap(self.npages)
+            self.pin_gen.set(start, end, self._pin_gen_next)
+            self._pin_gen_next += 1
         if self.maybe_dirty or self.mappings:
             _libc.fallocate(self.backing, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                             start << PAGE_SHIFT, (end - start) << PAGE_SHIFT)
@@ -370,12 +401,11 @@ class GmemMapping(FileMapping):
     def pin_pages(self, start, stop, delta):
         lo = (self.offset + start) >> PAGE_SHIFT
         hi = (self.offset + stop + PAGE_SIZE - 1) >> PAGE_SHIFT
-        self.inode.pin(lo, hi, 1)
-        return (self.inode, lo, hi)
+        return (self.inode, self.inode.take_pin(lo, hi))
 
     def unpin_pages(self, pages):
-        inode, lo, hi = pages
-        inode.pin(lo, hi, -1)
+        inode, runs = pages
+        inode.drop_pin(runs)
 
     def _fault(self, start, stop):
         f = self.inode.host_fault_offset(self.offset + start, self.offset + stop)
