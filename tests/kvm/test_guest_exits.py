@@ -173,9 +173,6 @@ def test_private_access_after_gmem_closed(sw):
 EHWPOISON = getattr(errno, "EHWPOISON", 133)  # Python's errno module lacks it (Linux: 133)
 
 
-@pytest.mark.xfail(not hasattr(errno, "EHWPOISON"), raises=AttributeError,
-                   reason="GmemInode.get_pfn raises oserror(errno.EHWPOISON), which Python's "
-                          "errno module does not define")
 def test_private_access_to_poisoned_page_ehwpoison(sw):
     gm = sw.gmem(2 * P)
     sw.add_slot(1, GPA, 2 * P, gmem=gm)
