@@ -9,6 +9,7 @@ import errno
 
 import pytest
 
+from kmock.errors import EHWPOISON
 from kmock.uapi import kvm as K
 
 from ._guest import M2, PRIVATE, GuestVM, P
@@ -168,9 +169,6 @@ def test_private_access_after_gmem_closed(sw):
     sw.guest().read(GPA, 1)
     assert sw.run() == (errno.EFAULT, K.KVM_EXIT_MEMORY_FAULT)
     assert_private_fault_at(sw, GPA)
-
-
-EHWPOISON = getattr(errno, "EHWPOISON", 133)  # Python's errno module lacks it (Linux: 133)
 
 
 def test_private_access_to_poisoned_page_ehwpoison(sw):
