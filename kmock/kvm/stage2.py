@@ -30,7 +30,8 @@ KVM would prepare a memory-fault exit. Its order, per run:
    (``vm.gfn_is_private``) -> memory fault, flags PRIVATE if the access was, EFAULT;
 2. no memslot: a private access -> memory fault (EFAULT); a shared one is emulated
    MMIO (``kvm_handle_noslot_fault``);
-3. private, or a gmem-only slot (guest_memfd with GUEST_MEMFD_FLAG_MMAP): the slot has
+3. private, or a gmem-only slot (6.18: guest_memfd with GUEST_MEMFD_FLAG_MMAP; with
+   in-place conversion: a guest_memfd that holds its shared pages): the slot has
    no guest_memfd -> memory fault (EFAULT); ``get_pfn`` fails -> memory fault with
    its errno (EFAULT closed file, EHWPOISON poisoned page; EIO for an index past
    the end of the file, which only the 6.18 offset-overflow binding can produce);
@@ -257,9 +258,19 @@ def private_runs(vm, slot, start, end):
 
 
 def _gmem_only(slot):
-    """kvm_memslot_is_gmem_only: the slot's guest_memfd has GUEST_MEMFD_FLAG_MMAP."""
+    """kvm_memslot_is_gmem_only: guest faults are always served from guest_memfd.
+
+    The profile's guest_memfd model decides (6.18: GUEST_MEMFD_FLAG_MMAP; in-place
+    conversion profiles: a guest_memfd that holds shared pages itself).
+    """
     f = slot.gmem_file
-    return f is not None and bool(f.inode.flags & K.GUEST_MEMFD_FLAG_MMAP)
+    if f is None:
+        return False
+    inode = f.inode
+    model = getattr(inode.kernel, "gmem_model", None)
+    if model is not None:
+        return bool(model.gmem_only(inode))
+    return bool(inode.flags & K.GUEST_MEMFD_FLAG_MMAP)
 
 
 def gmem_get_pfns(inode, index, n):

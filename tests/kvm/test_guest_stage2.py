@@ -240,3 +240,56 @@ def test_private_runs_agree_with_gfn_is_private(k):
     assert runs[0][0] == 3 and runs[-1][1] == 61
     flat = [p for s, e, p in runs for _ in range(s, e)]
     assert flat == [g.vm.gfn_is_private(i) for i in range(3, 61)]
+
+
+# --- in-place conversion profiles: stage-2 follows vm.gmem_invalidate -----------------------------
+
+
+@pytest.mark.parametrize("profile", ["gmem-attributes-v8", "gmem-convert-rfc-v2"])
+def test_in_place_conversion_zaps_and_serves_shared_from_gmem(profile):
+    """With in-place conversion a shared page is the guest_memfd page itself (gmem-only
+    slot), a conversion zaps the old kind through vm.gmem_invalidate, and a private
+    access after to-private maps the same frame private."""
+    import kmock
+    from kmock.uapi import gmem as G
+
+    with kmock.Kernel(profile=profile) as k:
+        g = GuestVM(k)
+        flags = K.GUEST_MEMFD_FLAG_MMAP | K.GUEST_MEMFD_FLAG_INIT_SHARED
+        if profile == "gmem-convert-rfc-v2":
+            flags = G.GUEST_MEMFD_FLAG_SUPPORT_SHARED
+        gm = g.gmem(4 * P, flags)
+        g.add_slot(1, 1 << 32, 4 * P, gmem=gm, mem=False)
+        base = (1 << 32) >> 12
+        pfn0 = k.file(gm).inode.pfn_base
+        w = g.guest().write(1 << 32, b"shared!" + bytes(P) + b"x")
+        assert g.run() == (0, K.KVM_EXIT_HLT) and w.done
+        assert g.vm.stage2_lookup(base) == (pfn0, False, True)
+        m = k.mmap(gm, 4 * P, _libc.PROT_READ | _libc.PROT_WRITE, _libc.MAP_SHARED, 0)
+        assert m[0:7] == b"shared!"  # the host sees the guest's shared write in place
+
+        def convert(to_private, offset, size):
+            if profile == "gmem-attributes-v8":
+                a = G.kvm_memory_attributes2(offset=offset, size=size,
+                                             attributes=PRIVATE if to_private else 0)
+                k.ioctl(gm, G.KVM_SET_MEMORY_ATTRIBUTES2, a)
+            else:
+                c = G.kvm_gmem_convert(offset=offset, size=size)
+                k.ioctl(gm, G.KVM_GMEM_CONVERT_PRIVATE if to_private
+                        else G.KVM_GMEM_CONVERT_SHARED, c)
+
+        convert(True, 0, P)
+        assert g.vm.stage2_lookup(base) is None  # the shared mapping was zapped
+        assert g.vm.stage2_lookup(base + 1) is not None
+        assert g.audit() == []
+        s = g.guest().read(1 << 32, 7, private=False)  # wrong kind now
+        assert g.run() == (errno.EFAULT, K.KVM_EXIT_MEMORY_FAULT)
+        g.guest().clear()
+        r = g.guest().read(1 << 32, 7)
+        assert g.run() == (0, K.KVM_EXIT_HLT) and not s.done
+        assert g.vm.stage2_lookup(base) == (pfn0, True, True)
+        convert(False, 0, P)
+        assert g.vm.stage2_lookup(base) is None
+        assert g.audit() == []
+        assert r.result is not None
+        m.close()
