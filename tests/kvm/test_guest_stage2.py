@@ -120,7 +120,7 @@ def test_user_memory_maps_huge_leaves_when_aligned(k):
         _libc.munmap(raw, 2 * M2)
 
 
-# --- zaps ------------------------------------------------------------------------------------------
+# --- zaps -----------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ def test_gmem_close_zaps(mixed):
     assert kinds(g, base) == [None] * 8  # kvm_gmem_release invalidates every binding
 
 
-# --- Stage2 unit -----------------------------------------------------------------------------------
+# --- Stage2 unit ----------------------------------------------------------------------------------
 
 
 def test_stage2_map_replaces_and_is_idempotent():
