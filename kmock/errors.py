@@ -39,3 +39,5 @@ def oserror(code):
 
 
 EFAULT = _errno.EFAULT
+#: Linux's "memory page has hardware error"; Python's errno module does not name it
+EHWPOISON = getattr(_errno, "EHWPOISON", 133)

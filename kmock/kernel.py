@@ -28,6 +28,7 @@ from .kvm.guest_memfd import BackingPool
 from .kvm.vcpu import vcpu_ioctls
 from .kvm.vm import vm_ioctls
 from .kvm.vmtype import DefaultVm
+from .iommufd.kernel_side import IommufdSupport
 from .syscall_api import SyscallAPI
 
 EBADF = errno.EBADF
@@ -43,8 +44,11 @@ class _Builtin:
 
     @hookspecs.hookimpl(tryfirst=True)
     def kmock_ioctls(self, kernel, file_type):
-        return {"kvm": dev_ioctls, "vm": vm_ioctls, "vcpu": vcpu_ioctls}.get(
-            file_type, lambda k: {})(kernel)
+        from .iommufd.iommufd import iommufd_ioctls
+        from .iommufd.vfio import vfio_ioctls
+
+        return {"kvm": dev_ioctls, "vm": vm_ioctls, "vcpu": vcpu_ioctls,
+                "iommufd": iommufd_ioctls, "vfio": vfio_ioctls}.get(file_type, lambda k: {})(kernel)
 
 
 def plugin_manager(plugins=None):
@@ -60,14 +64,14 @@ def plugin_manager(plugins=None):
     return pm
 
 
-class Kernel(SyscallAPI):
+class Kernel(IommufdSupport, SyscallAPI):
     """A mock Linux kernel: KVM and guest_memfd as ``profile`` behaves.
 
     ``plugins``: None registers every plugin of the ``kmock.plugins`` entry-point
     group (as installed); a list registers exactly those plugin objects/modules.
     """
 
-    FILE_TYPES = ("kvm", "vm", "vcpu", "gmem")
+    FILE_TYPES = ("kvm", "vm", "vcpu", "gmem", "iommufd", "vfio")
 
     def __init__(self, profile="linux-6.18", plugins=None):
         self.profile = profiles.get(profile)
@@ -83,6 +87,7 @@ class Kernel(SyscallAPI):
         self._placeholder = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         self._sigbus_memfd = os.memfd_create("kmock-sigbus", os.MFD_CLOEXEC)  # size 0
         self._gmem_pool = BackingPool()
+        self._init_iommufd()
         self._next_pfn = 1 << 18  # pseudo frames handed to guest_memfd inodes (1G-aligned)
         self._build_tables()
 
@@ -232,6 +237,9 @@ class Kernel(SyscallAPI):
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         if path != "/dev/kvm":
+            f = self._open_iommu_path(path)
+            if f is not None:
+                return self._install(f, cloexec=bool(flags & os.O_CLOEXEC))
             # Not a device kmock emulates: the real OS serves it (as umockdev passes
             # host devices through), so a VMM may open /dev/null or a file as usual.
             return self.host.open(path, flags, mode)

@@ -63,6 +63,12 @@ class Profile:
     set_memory_attributes2: int = 0xC080AED2
     #: capability numbers that drifted between revisions, by name
     caps_named: MappingProxyType = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    #: /dev/iommu exists (CONFIG_IOMMUFD), with IOMMU_TEST_CMD (CONFIG_IOMMUFD_TEST)
+    iommufd: bool = True
+    iommufd_test: bool = True
+    #: guest_memfd in IOMMU_IOAS_MAP_FILE: "upstream" (EINVAL), "rfc-2026-02" (accepted,
+    #: no pin, no notifier), "notifier" (revoke on truncate, arch policy on conversion)
+    iommufd_gmem_policy: str = "upstream"
     #: KVM_GET_SUPPORTED_CPUID entries: tuples (function, index, flags, eax, ebx, ecx, edx)
     cpuid: tuple = ()
 
@@ -232,6 +238,8 @@ def _probe_host():
             max_vcpu_ids=caps.get(K.KVM_CAP_MAX_VCPU_ID, 4096),
             gmem_flag_toggle_rejected=toggle_rejected,
             gmem_bind_offset_overflow_accepted=overflow_accepted,
+            iommufd=os.path.exists("/dev/iommu"),
+            iommufd_test=False,
             cpuid=cpuid,
         )
     finally:

@@ -70,7 +70,8 @@ def convert(inode, start, end, to_private, clamp_error_index):
     old_kind = "shared" if to_private else "private"
     for slot in inode.bound_slots(start, end):
         slot.vm.gmem_invalidate(slot, start, end, old_kind)
-    kernel._hook_invalidate(inode, start, end, "convert_private" if to_private else "convert_shared")
+    reason = "convert_private" if to_private else "convert_shared"
+    kernel._hook_invalidate(inode, start, end, reason)
     if not to_private:
         kernel._hook_make_shared(inode, start, end)
     changed = [(s, e) for s, e, v in attrs.ranges(start, end) if v != target]
@@ -84,6 +85,8 @@ def convert(inode, start, end, to_private, clamp_error_index):
             m.remap(s, e, True)  # a poisoned page stays SIGBUS for the host
     if inode.folio_pages > 1:
         restructure_folios(inode, start, end, to_private)
+    if inode.iommu_areas:
+        kernel.iommu_gmem_event(inode, start, end, reason)
 
 
 def first_elevated_refcount(inode, start, end):

@@ -15,7 +15,7 @@ import os
 import stat
 
 from .. import _libc
-from ..errors import oserror
+from ..errors import EHWPOISON, oserror
 from ..file import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, File, check_mmap_args, make_stat
 from ..mm import RangeMap
 from ..mapping import FileMapping
@@ -120,6 +120,9 @@ class GmemInode:
         #: huge folio, whether it is split into 4K folios
         self.folio_pages = 1
         self.split = None
+        #: IOMMU areas mapping these pages (guest_memfd's notifier list for iommufd)
+        self.iommu_areas = set()
+        self.vm = None
 
     def set_folio_pages(self, n):
         self.folio_pages = n
@@ -178,6 +181,8 @@ class GmemInode:
         for slot in self.bound_slots(start, end):
             slot.vm.gmem_invalidate(slot, start, end)
         self.kernel._hook_invalidate(self, start, end, "punch_hole")
+        if self.iommu_areas:
+            self.kernel.iommu_gmem_event(self, start, end, "punch_hole")
         self.allocated.set(start, end, 0)
         if self.pins is not None and self.pins.find_not(start, end, 0) != -1:
             # truncate_inode_pages_range() removes pinned folios too: they live on,
@@ -209,7 +214,7 @@ class GmemInode:
         if self.backing < 0:
             raise oserror(errno.EFAULT)
         if self.poisoned is not None and self.poisoned.get(index):
-            raise oserror(errno.EHWPOISON)
+            raise oserror(EHWPOISON)
         if not self.allocated.get(index):
             self.allocated.set(index, index + 1, 1)
         return self.pfn_base + index
@@ -271,6 +276,8 @@ class GmemInode:
         for slot in self.bound_slots(index, index + 1):
             slot.vm.gmem_invalidate(slot, index, index + 1)
         self.kernel._hook_invalidate(self, index, index + 1, "memory_failure")
+        if self.iommu_areas:
+            self.kernel.iommu_gmem_event(self, index, index + 1, "memory_failure")
         for m in list(self.mappings):
             m.remap(index, index + 1, True)
 
@@ -301,6 +308,8 @@ class GmemFile(File):
         inode.slots.clear()
         inode.bindings = None
         self.kernel._hook_invalidate(inode, 0, inode.npages, "release")
+        if inode.iommu_areas:
+            self.kernel.iommu_gmem_event(inode, 0, inode.npages, "release")
         self.kernel._gmem_pool.give(inode._backing_entry, inode.maybe_dirty)
         inode.backing = -1
         self.vm.put()
@@ -429,5 +438,6 @@ def create_guest_memfd(vm, size, flags):
     kernel._hook_gmem_create(vm, size, flags)
     backing = kernel._gmem_pool.take(size)
     inode = GmemInode(kernel, size, flags, backing)
+    inode.vm = vm
     model.init_inode(inode)
     return GmemFile(kernel, vm, inode)

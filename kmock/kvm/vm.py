@@ -138,7 +138,12 @@ class VM:
         return bool(self.mem_attrs.get(gfn) & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
 
     def supported_mem_attributes(self):
-        if self.kernel.profile.memory_attributes and self.vmtype.has_private_mem:
+        """kvm_supported_mem_attributes(): PRIVATE for private-memory VMs, except when
+        guest_memfd owns the attributes (v8 with kvm.gmem_in_place_conversion=1)."""
+        p = self.kernel.profile
+        if p.conversion == "attributes-v8" and p.gmem_in_place_conversion:
+            return 0
+        if p.memory_attributes and self.vmtype.has_private_mem:
             return K.KVM_MEMORY_ATTRIBUTE_PRIVATE
         return 0
 

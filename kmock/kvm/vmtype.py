@@ -47,6 +47,23 @@ class VmType:
             return requested
         return vm.gfn_is_private(gfn)
 
+    #: what the IOMMU does with entries of guest memory converted under them, when
+    #: guest_memfd notifies iommufd (profile iommufd_gmem_policy "notifier"):
+    #: "zap" (drop them: TDX must, and the software VM type does), "keep" (keep them;
+    #: the hardware checks each DMA: SNP's RMP), "split" (the entry follows the new
+    #: kind: CCA's split IPA space)
+    iommu_conversion_policy = "zap"
+
+    def judge_stale_dma(self, entry_private, page_private, write):
+        """A DMA used an IOMMU entry made when the page was of the other kind.
+
+        Returns "allow" (recorded as a violation; the DMA goes through), "fault"
+        (the IOMMU refuses: kmock.DmaFault) or "machine_check" (recorded; the DMA is
+        refused as kmock.DmaFault, standing for a host machine check). Without
+        confidential hardware nothing stops the DMA.
+        """
+        return "allow"
+
     def __repr__(self):
         return f"<VmType {self.name} ({self.type})>"
 

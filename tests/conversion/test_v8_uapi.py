@@ -59,9 +59,6 @@ def test_cap_values_parameter_off(k_off):
     assert k_off.ioctl(env.vm, K.KVM_CHECK_EXTENSION, CAP) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="kmock bug (kmock/kvm/vm.py, lead's): with "
-                   "gmem_in_place_conversion=1 kvm_supported_vm_mem_attributes() is 0 "
-                   "(§2.2), but VM-level KVM_SET_MEMORY_ATTRIBUTES still accepts PRIVATE")
 def test_vm_level_set_memory_attributes_private_einval(k8):
     """§2.2: with the module parameter on, the VM ioctl with PRIVATE -> EINVAL."""
     env = V8(k8, bind=False)

@@ -1,0 +1,244 @@
+"""iommufd objects other than the IOAS: HWPTs (domains), devices, vIOMMUs, vDEVICEs.
+
+A paging HWPT is an IOMMU domain: a kmock.mm PageTable from IOVA to frame, with
+R/W permission bits and a bit recording that the page was private guest memory
+when the entry was made (so a later conversion can be judged).
+"""
+
+import errno
+
+from ..errors import DmaFault, oserror
+from ..mm import PageTable
+from .ioas import PERM_PRIVATE, PERM_WRITE, ULONG_MAX
+from .pages import PAGE_SHIFT, PAGE_SIZE
+
+PRIVATE_ATTR = 8  # KVM_MEMORY_ATTRIBUTE_PRIVATE
+
+
+class HwptPaging:
+    """A paging domain attached to an IOAS (automatic, or from IOMMU_HWPT_ALLOC)."""
+
+    object_type = "hwpt_paging"
+
+    def __init__(self, ictx, ioas, page_size=PAGE_SIZE, aperture=None, auto=False,
+                 nest_parent=False, dirty_tracking=False):
+        self.ictx = ictx
+        self.id = 0
+        self.ioas = ioas
+        self.page_size = page_size
+        self.auto = auto
+        self.nest_parent = nest_parent
+        self.dirty_tracking = dirty_tracking
+        self.table = PageTable()
+        self.devices = set()
+        self.children = 0
+        self.reserved = []
+        if aperture is not None:
+            lo, hi = aperture
+            if lo > 0:
+                self.reserved.append((0, lo - 1, self))
+            if hi < ULONG_MAX:
+                self.reserved.append((hi + 1, ULONG_MAX, self))
+
+    @property
+    def users(self):
+        return len(self.devices) + self.children
+
+    # --- mirroring the IOAS ----------------------------------------------------------------
+
+    def _page_span(self, area):
+        first = area.iova >> PAGE_SHIFT
+        last = area.last >> PAGE_SHIFT
+        return first, last + 1 - first
+
+    def map_area(self, area, start=None, end=None):
+        """Map the area (or IOVA pages [start, end) of it) into the table, in runs of
+        equal kind for guest memory."""
+        if area.revoked:
+            return
+        first, npages = self._page_span(area)
+        lo = first if start is None else max(first, start)
+        hi = first + npages if end is None else min(first + npages, end)
+        if lo >= hi:
+            return
+        pages = area.pages
+        perm = area.perm()
+        base_off = area.offset - ((area.iova & (PAGE_SIZE - 1)))
+        inode = pages.inode
+        for s, e, private in _kinds(area, inode, lo, hi, first):
+            off = base_off + ((s - first) << PAGE_SHIFT)
+            bits = perm | (PERM_PRIVATE if private else 0)
+            self.table.unmap(s << PAGE_SHIFT, e - s)
+            for poff, pfn, n in pages.pfn_runs(off, e - s):
+                self.table.map((s + poff) << PAGE_SHIFT, pfn, n, bits)
+
+    def unmap_area(self, area, start=None, end=None):
+        first, npages = self._page_span(area)
+        lo = first if start is None else max(first, start)
+        hi = first + npages if end is None else min(first + npages, end)
+        if lo < hi:
+            self.table.unmap(lo << PAGE_SHIFT, hi - lo)
+
+    def translate(self, iova):
+        """The IOMMU walk: (pfn, perm) of the page holding ``iova``, or None."""
+        hit = self.table.lookup(iova & ~(PAGE_SIZE - 1))
+        if hit is None:
+            return None
+        return hit[0], hit[1]
+
+
+def _kinds(area, inode, lo, hi, first):
+    """Runs [s, e) of IOVA pages of ``area`` with the same private/shared kind."""
+    if inode is None:
+        return [(lo, hi, False)]
+    gfirst = area.pages.first_page() + ((area.offset - (area.iova & (PAGE_SIZE - 1))) >> PAGE_SHIFT)
+    shift = gfirst - first
+    out = []
+    for s, e, v in inode.attrs.ranges(lo + shift, min(hi + shift, inode.npages)):
+        out.append((s - shift, e - shift, bool(v & PRIVATE_ATTR)))
+    if not out:
+        out.append((lo, hi, False))
+    return out
+
+
+class IommuDevice:
+    """iommufd_device: a device bound to this iommufd (VFIO cdev bind or selftest)."""
+
+    object_type = "device"
+
+    def __init__(self, ictx, dev):
+        self.ictx = ictx
+        self.id = 0
+        self.dev = dev
+        self.hwpt = None
+        self.vdevice = None
+        self.user_destroyable = False
+
+    @property
+    def users(self):
+        return 1 if self.hwpt is not None else 0
+
+    def attach(self, pt):
+        """Attach to an IOAS (through an automatic HWPT) or a paging HWPT; returns the HWPT."""
+        ictx = self.ictx
+        if self.hwpt is not None:
+            raise oserror(errno.EBUSY)
+        if pt.object_type == "ioas":
+            hwpt = None
+            for d in pt.domains:
+                if d.auto and d.page_size == self.dev.iommu_page_size and \
+                        d.reserved_key() == self.dev.aperture:
+                    hwpt = d
+                    break
+            if hwpt is None:
+                hwpt = HwptPaging(ictx, pt, self.dev.iommu_page_size, self.dev.aperture, auto=True)
+                pt.add_domain(hwpt)
+                ictx.add(hwpt)
+                pt.users += 1
+        elif pt.object_type == "hwpt_paging":
+            hwpt = pt
+            if hwpt not in hwpt.ioas.domains:
+                hwpt.ioas.add_domain(hwpt)
+        else:
+            raise oserror(errno.EINVAL)
+        hwpt.devices.add(self)
+        self.hwpt = hwpt
+        return hwpt
+
+    def detach(self):
+        hwpt = self.hwpt
+        if hwpt is None:
+            raise oserror(errno.EINVAL)
+        hwpt.devices.discard(self)
+        self.hwpt = None
+        if not hwpt.devices:
+            hwpt.ioas.remove_domain(hwpt)
+            if hwpt.auto:
+                hwpt.ioas.users -= 1
+                self.ictx.remove(hwpt)
+
+    # --- DMA -----------------------------------------------------------------------------
+
+    def dma(self, iova, length, data=None):
+        """A DMA through the attached domain: bytes read, or ``data`` written."""
+        kernel = self.ictx.kernel
+        if self.hwpt is None:
+            kernel.dma_fault(self, iova, "device not attached to an I/O page table")
+        write = data is not None
+        out = []
+        pos = iova
+        end = iova + length
+        while pos < end:
+            n = min(end, (pos | (PAGE_SIZE - 1)) + 1) - pos
+            hit = self.hwpt.translate(pos)
+            if hit is None:
+                kernel.dma_fault(self, pos, "IOVA not mapped")
+            pfn, perm = hit
+            if write and not perm & PERM_WRITE:
+                kernel.dma_fault(self, pos, "IOVA not writable")
+            if not write and not perm & 1:
+                kernel.dma_fault(self, pos, "IOVA not readable")
+            area = self.hwpt.ioas.area_at(pos)
+            if area is None or area.revoked:
+                kernel.dma_fault(self, pos, "IOVA not mapped")
+            kernel.judge_dma(self, area, pos, bool(perm & PERM_PRIVATE), write)
+            off = area.offset + (pos - area.iova)
+            if write:
+                area.pages.write(off, data[pos - iova: pos - iova + n])
+            else:
+                out.append(area.pages.read(off, n))
+            pos += n
+        return None if write else b"".join(out)
+
+
+def _reserved_key(self):
+    if not self.reserved:
+        return None
+    lo = self.reserved[0][1] + 1 if self.reserved[0][0] == 0 else 0
+    hi = self.reserved[-1][0] - 1 if self.reserved[-1][1] == ULONG_MAX else ULONG_MAX
+    return (lo, hi)
+
+
+HwptPaging.reserved_key = _reserved_key
+
+
+class Viommu:
+    object_type = "viommu"
+
+    def __init__(self, ictx, hwpt, dev, type):
+        self.ictx = ictx
+        self.id = 0
+        self.hwpt = hwpt
+        self.dev = dev
+        self.type = type
+        self.vdevices = {}  # virt_id -> Vdevice
+        hwpt.children += 1
+
+    @property
+    def users(self):
+        return len(self.vdevices)
+
+    def on_destroy(self):
+        self.hwpt.children -= 1
+
+
+class Vdevice:
+    object_type = "vdevice"
+
+    def __init__(self, ictx, viommu, idev, virt_id):
+        self.ictx = ictx
+        self.id = 0
+        self.viommu = viommu
+        self.idev = idev
+        self.virt_id = virt_id
+        viommu.vdevices[virt_id] = self
+        idev.vdevice = self
+
+    users = 0
+
+    def on_destroy(self):
+        del self.viommu.vdevices[self.virt_id]
+        self.idev.vdevice = None
+
+
+del DmaFault

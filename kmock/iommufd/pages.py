@@ -1,0 +1,285 @@
+"""iopt_pages: the memory behind IOAS areas, its frames and its pins.
+
+A Pages object is the memory one IOMMU_IOAS_MAP / MAP_FILE named; IOMMU_IOAS_COPY
+shares it. Three kinds:
+
+``user``   a user VA range. Inside a kmock mapping of a guest_memfd it resolves to
+           the guest_memfd's frames (and pins them, so conversion sees the pins);
+           elsewhere it is process memory, read and written at the VA.
+``file``   a memfd (shmem) named by fd + offset; the Pages keeps its own reference
+           (a dup of the fd), as iopt_pages holds get_file().
+``gmem``   a guest_memfd named by fd + offset (only under a policy that allows it).
+
+Pinning is lazy (iopt: when a domain or an access needs the pages) and counted
+once per Pages object, as FOLL_PIN does per page.
+"""
+
+import errno
+import fcntl
+import os
+
+from .. import _libc
+from ..errors import oserror
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+#: pseudo frame numbers (kmock.mm page tables take frames below 2**52): guest_memfd
+#: inodes get ranges from 2**18 up, process memory is USER_PFN_BASE + (hva >> 12),
+#: shmem files mapped by MAP_FILE get spans from FILE_PFN_BASE up
+USER_PFN_BASE = 1 << 48
+FILE_PFN_BASE = 1 << 50
+F_GET_SEALS = 1034
+
+
+def user_pfn(hva):
+    return USER_PFN_BASE | (hva >> PAGE_SHIFT)
+
+
+class Pages:
+    """Memory of one map call: ``length`` bytes of a user range, a file or a guest_memfd."""
+
+    def __init__(self, kernel, kind, start, length, writable, *, fd=-1, gmem_file=None,
+                 mapping=None):
+        self.kernel = kernel
+        self.kind = kind
+        self.start = start  # user VA or byte offset in the file
+        self.length = length
+        self.writable = writable
+        self.fd = fd  # our own reference on the file ("file" kind)
+        self.gmem_file = gmem_file  # the GmemFile ("gmem" kind, or user VA in a gmem mapping)
+        self.mapping = mapping
+        self.users = 0  # areas sharing these pages
+        self.pin_users = 0  # domains/accesses that need them pinned
+        self._pin = None
+        if gmem_file is not None:
+            gmem_file.get()
+        self.file_pfn_base = kernel.iommu_memory.file_pfn_base(fd) if kind == "file" else None
+
+    # --- frames ------------------------------------------------------------------------
+
+    @property
+    def inode(self):
+        return None if self.gmem_file is None else self.gmem_file.inode
+
+    def first_page(self):
+        """Index of the first page in the backing object (file page or gmem page)."""
+        if self.kind == "user" and self.gmem_file is not None:
+            m = self.mapping
+            return (m.offset + (self.start - m.address)) >> PAGE_SHIFT
+        return self.start >> PAGE_SHIFT
+
+    def pfn_runs(self, offset, npages):
+        """[(page offset, first pfn, npages)] of contiguous frames for ``npages`` pages
+        from byte ``offset``. Process memory may change frames at each VMA."""
+        if self.gmem_file is not None:
+            return [(0, self.inode.pfn_base + self.first_page() + (offset >> PAGE_SHIFT), npages)]
+        if self.kind == "file":
+            return [(0, self.file_pfn_base + ((self.start + offset) >> PAGE_SHIFT), npages)]
+        va = (self.start + offset) & ~(PAGE_SIZE - 1)
+        return self.kernel.iommu_memory.user_pfn_runs(va, npages)
+
+    # --- pins --------------------------------------------------------------------------
+
+    def need_pins(self):
+        """A domain or an access needs the pages: pin them on first need (may fail)."""
+        if self.pin_users == 0:
+            self._pin = self._pin_pages()
+        self.pin_users += 1
+
+    def drop_pins(self):
+        self.pin_users -= 1
+        if self.pin_users == 0 and self._pin is not None:
+            pin, self._pin = self._pin, None
+            pin()
+
+    @property
+    def pinned(self):
+        return self.pin_users > 0 and self._pin is not None
+
+    def _pin_pages(self):
+        npages = self.length >> PAGE_SHIFT
+        if self.kind == "gmem":
+            return lambda: None  # rfc-2026-02 / notifier: guest_memfd pins, no refcount
+        if self.kind == "file":
+            return lambda: None  # the memfd's pages: counted in kernel.iommu_memory below
+        if self.gmem_file is not None:
+            # GUP on a guest_memfd mapping: private pages cannot be pinned
+            m = self.mapping
+            off = self.start - m.address
+            if m.closed or m._fault(off, off + self.length) is not None:
+                raise oserror(errno.EFAULT)
+            inode = self.inode
+            lo = self.first_page()
+            inode.pin(lo, lo + npages, 1)
+            return lambda: inode.pin(lo, lo + npages, -1)
+        check_user_range(self.start, self.length, self.writable)
+        return lambda: None
+
+    def release(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.gmem_file is not None:
+            self.gmem_file.put()
+            self.gmem_file = None
+
+    # --- data for DMA ---------------------------------------------------------------------
+
+    def read(self, offset, n):
+        if self.gmem_file is not None:
+            return self.inode.read((self.first_page() << PAGE_SHIFT) + offset, n)
+        if self.kind == "file":
+            return self.kernel.iommu_memory.file_read(self, self.start + offset, n)
+        data, got = _libc.read_user(self.start + offset, n)
+        if got != n:
+            raise oserror(errno.EFAULT)
+        return data
+
+    def write(self, offset, data):
+        if self.gmem_file is not None:
+            self.inode.write((self.first_page() << PAGE_SHIFT) + offset, data)
+        elif self.kind == "file":
+            self.kernel.iommu_memory.file_write(self, self.start + offset, data)
+        elif _libc.write_user(self.start + offset, data) != len(data):
+            raise oserror(errno.EFAULT)
+
+
+def check_user_range(start, length, writable):
+    """GUP: every page of [start, start+length) must be mapped (readable, and writable
+    when asked); EFAULT otherwise. Checked against /proc/self/maps, so no page is
+    touched."""
+    end = start + length
+    pos = start
+    with open("/proc/self/maps") as f:
+        for line in f:
+            rng, perms = line.split(None, 2)[:2]
+            lo, hi = (int(x, 16) for x in rng.split("-"))
+            if hi <= pos:
+                continue
+            if lo > pos:
+                break
+            if "r" not in perms or (writable and "w" not in perms):
+                raise oserror(errno.EFAULT if not writable else errno.EPERM)
+            pos = hi
+            if pos >= end:
+                return
+    raise oserror(errno.EFAULT)
+
+
+class IommuMemory:
+    """Frames of files mapped into IOMMUs, and pages orphaned by a truncate.
+
+    Each shmem inode gets a range of pseudo frames; a pinned page whose file is
+    truncated (through the Kernel's API) keeps its bytes here, as a FOLL_PIN'd
+    folio outlives truncate_inode_pages.
+    """
+
+    FILE_SPAN = 1 << 36
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self._bases = {}
+        self._next = FILE_PFN_BASE
+        self.orphans = {}  # pfn -> bytes of a pinned page the file no longer holds
+
+    def user_pfn_runs(self, va, npages):
+        """Frames of process memory [va, va + npages pages): a shared shmem mapping gives
+        the file's frames (so MAP and MAP_FILE of one memfd agree); other memory gives
+        USER_PFN_BASE + va >> 12."""
+        out = []
+        end = va + (npages << PAGE_SHIFT)
+        pos = va
+        for lo, hi, key, off, shared in self._vmas():
+            if hi <= pos or lo >= end:
+                continue
+            if lo > pos:
+                out.append((pos - va >> PAGE_SHIFT, user_pfn(pos), (lo - pos) >> PAGE_SHIFT))
+                pos = lo
+            seg_end = min(hi, end)
+            n = (seg_end - pos) >> PAGE_SHIFT
+            if key is not None and shared:
+                first = self._base_for(key) + ((off + pos - lo) >> PAGE_SHIFT)
+            else:
+                first = user_pfn(pos)
+            out.append(((pos - va) >> PAGE_SHIFT, first, n))
+            pos = seg_end
+            if pos >= end:
+                break
+        if pos < end:
+            out.append(((pos - va) >> PAGE_SHIFT, user_pfn(pos), (end - pos) >> PAGE_SHIFT))
+        return out
+
+    def user_pfn(self, va):
+        return self.user_pfn_runs(va & ~(PAGE_SIZE - 1), 1)[0][1]
+
+    def _base_for(self, key):
+        base = self._bases.get(key)
+        if base is None:
+            base = self._bases[key] = self._next
+            self._next += self.FILE_SPAN
+        return base
+
+    @staticmethod
+    def _vmas():
+        """(start, end, (dev, ino) of a shmem file or None, file offset, shared) per VMA."""
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                path = parts[5].strip() if len(parts) > 5 else ""
+                key = None
+                if path.startswith("/memfd:") or path.startswith("/dev/shm/"):
+                    major, minor = (int(x, 16) for x in parts[3].split(":"))
+                    key = (os.makedev(major, minor), int(parts[4]))
+                yield lo, hi, key, int(parts[2], 16), parts[1][3] == "s"
+
+    def file_pfn_base(self, fd):
+        st = os.fstat(fd)
+        return self._base_for((st.st_dev, st.st_ino))
+
+    @staticmethod
+    def is_shmem(fd):
+        """memfd_pin_folios accepts only shmem and hugetlbfs files."""
+        try:
+            fcntl.fcntl(fd, F_GET_SEALS)
+        except OSError:
+            return False
+        return True
+
+    def file_read(self, pages, offset, n):
+        pfn = pages.file_pfn_base + (offset >> PAGE_SHIFT)
+        orphan = self.orphans.get(pfn)
+        if orphan is not None:
+            o = offset & (PAGE_SIZE - 1)
+            return orphan[o:o + n]
+        data = os.pread(pages.fd, n, offset)
+        return data.ljust(n, b"\0")
+
+    def file_write(self, pages, offset, data):
+        pfn = pages.file_pfn_base + (offset >> PAGE_SHIFT)
+        orphan = self.orphans.get(pfn)
+        if orphan is not None:
+            o = offset & (PAGE_SIZE - 1)
+            self.orphans[pfn] = orphan[:o] + bytes(data) + orphan[o + len(data):]
+            return
+        size = os.fstat(pages.fd).st_size
+        if offset + len(data) <= size:
+            os.pwrite(pages.fd, data, offset)
+
+    def before_truncate(self, fd, start, end):
+        """The file behind ``fd`` loses bytes [start, end): keep pinned pages' contents."""
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return
+        base = self._bases.get((st.st_dev, st.st_ino))
+        if base is None:
+            return
+        lo, hi = start >> PAGE_SHIFT, (min(end, st.st_size) + PAGE_SIZE - 1) >> PAGE_SHIFT
+        for pages in self.kernel.iommu_pinned_file_pages(base):
+            plo = pages.start >> PAGE_SHIFT
+            phi = (pages.start + pages.length) >> PAGE_SHIFT
+            for i in range(max(lo, plo), min(hi, phi)):
+                pfn = base + i
+                if pfn not in self.orphans:
+                    self.orphans[pfn] = os.pread(fd, PAGE_SIZE, i << PAGE_SHIFT).ljust(PAGE_SIZE, b"\0")

@@ -1,0 +1,170 @@
+"""VFIO cdev devices (/dev/vfio/devices/vfioN) bound to iommufd, and their DMA.
+
+``Kernel.add_vfio_device()`` creates a mock PCI device; the VMM opens its cdev,
+binds it to an iommufd (VFIO_DEVICE_BIND_IOMMUFD), attaches it to an IOAS or a HWPT
+(VFIO_DEVICE_ATTACH_IOMMUFD_PT) and the test drives DMA through the returned
+device object: ``dma_read(iova, length)`` / ``dma_write(iova, data)``.
+
+The errnos of the cdev ioctls are [U] in the reference; kmock follows
+drivers/vfio/device_cdev.c as far as it is known: argsz below minsz or unknown
+flags -> EINVAL, device ioctls before a bind -> EINVAL, a second bind -> EINVAL,
+an iommufd argument that is not an iommufd -> EBADF (not open) or EINVAL.
+"""
+
+import errno
+import stat
+
+from ..errors import oserror
+from ..file import File, make_stat
+from ..kernel_util import copy_from_user, copy_to_user
+from ..uapi import iommufd as I
+from ..uapi import vfio as V
+from .objects import IommuDevice
+from .pages import PAGE_SIZE
+
+
+class MockIommu:
+    """The IOMMU instance devices sit behind (vDEVICEs need matching IOMMUs)."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+class MockPciDevice:
+    """A PCI device assigned through VFIO. Its IOMMU uses 4 KiB pages, no aperture."""
+
+    iommu_page_size = PAGE_SIZE
+    aperture = None
+
+    def __init__(self, kernel, index, iommu):
+        self.kernel = kernel
+        self.index = index
+        self.iommu = iommu
+        self.path = f"/dev/vfio/devices/vfio{index}"
+        self.viommu_types = {I.IOMMU_VIOMMU_TYPE_ARM_SMMUV3, I.IOMMU_VIOMMU_TYPE_SELFTEST}
+        self.idev = None  # the iommufd_device while bound
+        self.faults = []
+
+    def __repr__(self):
+        return f"<MockPciDevice {self.path}>"
+
+    # --- the test's side: DMA and inspection -------------------------------------------------
+
+    def dma_read(self, iova, length):
+        """Read ``length`` bytes at ``iova`` as the device would (kmock.DmaFault if refused)."""
+        return self._idev().dma(iova, length)
+
+    def dma_write(self, iova, data):
+        self._idev().dma(iova, len(data), bytes(data))
+
+    def translate(self, iova):
+        """(pfn, perm) the attached domain maps ``iova`` to, or None."""
+        idev = self.idev
+        if idev is None or idev.hwpt is None:
+            return None
+        return idev.hwpt.translate(iova)
+
+    def _idev(self):
+        if self.idev is None:
+            self.kernel.dma_fault(self, 0, "device not bound to an iommufd")
+        return self.idev
+
+    def unbind(self):
+        idev = self.idev
+        if idev is None:
+            return
+        if idev.vdevice is not None:
+            idev.ictx.remove(idev.vdevice)
+        if idev.hwpt is not None:
+            idev.detach()
+        idev.ictx.remove(idev)
+        idev.ictx.put()
+        self.idev = None
+
+
+class VfioDeviceFile(File):
+    file_type = "vfio"
+    i_mode = stat.S_IFCHR | 0o600
+
+    def __init__(self, kernel, dev):
+        super().__init__(kernel)
+        self.dev = dev
+
+    def release(self):
+        self.dev.unbind()
+
+    def fstat(self):
+        return make_stat(self.i_mode, size=0, ino=0x1C0 + self.dev.index, dev=5,
+                         rdev=(236 << 8) | self.dev.index)
+
+    def unknown_ioctl(self, request, arg):
+        raise oserror(errno.ENOTTY)
+
+
+def _argsz(arg, ctype, minsz):
+    s = copy_from_user(arg, ctype)
+    if s.argsz < minsz:
+        raise oserror(errno.EINVAL)
+    return s
+
+
+def vfio_bind_iommufd(f, arg):
+    s = _argsz(arg, V.vfio_device_bind_iommufd, V.VFIO_DEVICE_BIND_IOMMUFD_MINSZ)
+    if s.flags & ~V.VFIO_DEVICE_BIND_FLAG_TOKEN:
+        raise oserror(errno.EINVAL)
+    dev = f.dev
+    if dev.idev is not None:
+        raise oserror(errno.EINVAL)
+    kernel = f.kernel
+    ictx = kernel._fds.get(s.iommufd)
+    if ictx is None:
+        if not kernel._is_open_fd(s.iommufd & 0xFFFFFFFF):
+            raise oserror(errno.EBADF)
+        raise oserror(errno.EINVAL)
+    if ictx.file_type != "iommufd":
+        raise oserror(errno.EINVAL)
+    idev = IommuDevice(ictx, dev)
+    s.out_devid = ictx.add(idev)
+    ictx.get()  # the bound device keeps the iommufd alive
+    dev.idev = idev
+    copy_to_user(arg, s, min(s.argsz, 24))
+    return 0
+
+
+def vfio_attach_pt(f, arg):
+    s = _argsz(arg, V.vfio_device_attach_iommufd_pt, V.VFIO_DEVICE_ATTACH_IOMMUFD_PT_MINSZ)
+    if s.flags & ~V.VFIO_DEVICE_ATTACH_PASID:
+        raise oserror(errno.EINVAL)
+    idev = f.dev.idev
+    if idev is None:
+        raise oserror(errno.EINVAL)
+    if s.flags & V.VFIO_DEVICE_ATTACH_PASID:
+        raise oserror(errno.EOPNOTSUPP)  # PASID attach: not modelled
+    pt = idev.ictx.lookup(s.pt_id)
+    if pt.object_type not in ("ioas", "hwpt_paging"):
+        raise oserror(errno.EINVAL)
+    if idev.hwpt is not None:
+        idev.detach()  # attach on an attached device replaces (iommufd_device_replace)
+    hwpt = idev.attach(pt)
+    s.pt_id = hwpt.id
+    copy_to_user(arg, s, min(s.argsz, 16))
+    return 0
+
+
+def vfio_detach_pt(f, arg):
+    s = _argsz(arg, V.vfio_device_detach_iommufd_pt, V.VFIO_DEVICE_DETACH_IOMMUFD_PT_MINSZ)
+    if s.flags & ~V.VFIO_DEVICE_DETACH_PASID:
+        raise oserror(errno.EINVAL)
+    idev = f.dev.idev
+    if idev is None or idev.hwpt is None:
+        raise oserror(errno.EINVAL)
+    idev.detach()
+    return 0
+
+
+def vfio_ioctls(kernel):
+    return {
+        V.VFIO_DEVICE_BIND_IOMMUFD: vfio_bind_iommufd,
+        V.VFIO_DEVICE_ATTACH_IOMMUFD_PT: vfio_attach_pt,
+        V.VFIO_DEVICE_DETACH_IOMMUFD_PT: vfio_detach_pt,
+    }
