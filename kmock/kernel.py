@@ -69,12 +69,18 @@ class Kernel(IommufdSupport, SyscallAPI):
 
     ``plugins``: None registers every plugin of the ``kmock.plugins`` entry-point
     group (as installed); a list registers exactly those plugin objects/modules.
+    Keyword ``settings`` override fields of the profile, e.g.
+    ``Kernel("gmem-attributes-v8", iommufd_gmem_policy="notifier")``.
     """
 
     FILE_TYPES = ("kvm", "vm", "vcpu", "gmem", "iommufd", "vfio")
 
-    def __init__(self, profile="linux-6.18", plugins=None):
+    def __init__(self, profile="linux-6.18", plugins=None, **settings):
         self.profile = profiles.get(profile)
+        if settings:
+            import dataclasses
+
+            self.profile = dataclasses.replace(self.profile, **settings)
         self.pm = plugin_manager(plugins)
         self._fds = {}
         self._host = None
@@ -245,6 +251,14 @@ class Kernel(IommufdSupport, SyscallAPI):
             return self.host.open(path, flags, mode)
         return self._install(KvmDevice(self), cloexec=bool(flags & os.O_CLOEXEC))
 
+    def memfd_create(self, name, flags=0):
+        """os.memfd_create through kmock: a real memfd whose truncation kmock sees, so
+        pages pinned by an IOMMU MAP_FILE keep their bytes after a truncate (as a
+        FOLL_PIN'd folio outlives it)."""
+        fd = os.memfd_create(name, flags)
+        self.host._fds.add(fd)
+        return fd
+
     @property
     def host(self):
         """The HostKernel that serves the fds of files kmock does not emulate."""
@@ -329,6 +343,8 @@ class Kernel(IommufdSupport, SyscallAPI):
         if self._traced:
             return self._call_traced("fallocate", (fd, mode, offset, length))
         if self._host_fd(fd):
+            if mode & 0x02 and self.iommu_memory.orphans is not None:  # FALLOC_FL_PUNCH_HOLE
+                self.iommu_memory.before_truncate(fd, offset, offset + length)
             return self._host.fallocate(fd, mode, offset, length)
         f = self._file(fd)
         check_fallocate_args(fd, mode, offset, length)
@@ -365,6 +381,8 @@ class Kernel(IommufdSupport, SyscallAPI):
         if self._traced:
             return self._call_traced(name, (fd, *args))
         if self._host_fd(fd):
+            if name == "ftruncate":
+                self.iommu_memory.before_truncate(fd, args[0], 1 << 63)
             return getattr(self._host, name)(fd, *args)
         return getattr(self._file(fd), name)(*args)
 
