@@ -259,7 +259,9 @@ def vm_set_memory_attributes(f, arg):
     start, end = address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT
     if vm.mem_attrs.find_not(start, end, attrs.attributes) == -1:
         return 0  # the whole range already has these attributes
-    vm.zap_gfn_range(start, end)
+    # x86 kvm_arch_pre_set_memory_attributes: only mappings of the old kind go
+    private = attrs.attributes & K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+    vm.zap_gfn_range(start, end, "shared" if private else "private")
     vm.mem_attrs.set(start, end, attrs.attributes)
     return 0
 
