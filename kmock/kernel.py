@@ -304,8 +304,8 @@ class Kernel(IommufdSupport, SyscallAPI):
         h = f.ioctls.get(request)
         if h is None:
             request &= U32  # the kernel's cmd is an unsigned int
-            h = f.ioctls.get(request) or f.unknown_ioctl
-            if h is f.unknown_ioctl:
+            h = f.ioctls.get(request)
+            if h is None:  # (a bound method is a new object at each access: no `is` test)
                 return self._ioctl_arg(lambda a: f.unknown_ioctl(request, a), arg, mutate_flag)
         if type(arg) is int or (mutate_flag and isinstance(arg, _Structure)):
             return h(f, arg)
