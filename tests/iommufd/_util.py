@@ -38,17 +38,27 @@ def err(fn, *args, **kw):
 class Buf:
     """An anonymous MAP_SHARED mapping (a real one: the mock reads and writes it by VA)."""
 
-    def __init__(self, size=16 * P, fd=-1, offset=0):
+    def __init__(self, size=16 * P, fd=-1, offset=0, align=0):
+        """``align``: the address is a multiple of it (the selftests' buffer is
+        posix_memalign'ed to the huge page size); the mapping is over-allocated."""
         self.size = size
-        self.m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
-                           offset=offset)
-        self.addr = ctypes.addressof(ctypes.c_char.from_buffer(self.m))
+        extra = align if fd < 0 else 0
+        self.m = mmap.mmap(fd, size + extra, mmap.MAP_SHARED,
+                           mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self.m))
+        self.off = (-base % align) if extra else 0
+        self.addr = base + self.off
 
     def __getitem__(self, i):
-        return self.m[i]
+        if isinstance(i, slice):
+            return self.m[i.start + self.off:i.stop + self.off]
+        return self.m[i + self.off]
 
     def __setitem__(self, i, v):
-        self.m[i] = v
+        if isinstance(i, slice):
+            self.m[i.start + self.off:i.stop + self.off] = v
+        else:
+            self.m[i + self.off] = v
 
 
 class Iommufd:
