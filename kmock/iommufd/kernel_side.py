@@ -112,7 +112,7 @@ class IommufdSupport:
         for pages in self._iommu_pages:
             if not pages.pinned or pages.kind == "gmem":
                 continue
-            for off, first, cnt in pages.pfn_runs(0, pages.length >> PAGE_SHIFT):
+            for off, first, cnt in pages.pfn_runs(0, pages.npages):
                 if first <= pfn < first + cnt:
                     n += 1
                     break

@@ -58,6 +58,12 @@ class Pages:
     # --- frames ------------------------------------------------------------------------
 
     @property
+    def npages(self):
+        """How many pages [start, start + length) touches (a sub-page start or length
+        still pins, maps and counts whole pages)."""
+        return ((self.start + self.length + PAGE_SIZE - 1) >> PAGE_SHIFT) - (self.start >> PAGE_SHIFT)
+
+    @property
     def inode(self):
         return None if self.gmem_file is None else self.gmem_file.inode
 
@@ -97,7 +103,7 @@ class Pages:
         return self.pin_users > 0 and self._pin is not None
 
     def _pin_pages(self):
-        npages = self.length >> PAGE_SHIFT
+        npages = self.npages
         if self.kind == "gmem":
             return lambda: None  # rfc-2026-02 / notifier: guest_memfd pins, no refcount
         if self.kind == "file":
@@ -278,7 +284,7 @@ class IommuMemory:
         lo, hi = start >> PAGE_SHIFT, (min(end, st.st_size) + PAGE_SIZE - 1) >> PAGE_SHIFT
         for pages in self.kernel.iommu_pinned_file_pages(base):
             plo = pages.start >> PAGE_SHIFT
-            phi = (pages.start + pages.length) >> PAGE_SHIFT
+            phi = plo + pages.npages
             for i in range(max(lo, plo), min(hi, phi)):
                 pfn = base + i
                 if pfn not in self.orphans:
