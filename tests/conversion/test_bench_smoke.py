@@ -9,7 +9,7 @@ def test_bench_conversion_quick_runs():
     text = "\n".join(lines)
     assert "C1" in text and "C2" in text
     c1, c2 = rows
-    assert c1["ops"] == 1000 and c1["seconds"] > 0 and c1["shared_pages_after"] == 500
+    assert c1["ops"] == 1000 and c1["seconds"] > 0 and 0 <= c1["shared_pages_after"] <= 500
     assert c1["real_fallocate_us"] is None or c1["real_fallocate_us"] > 0
     assert c2["ops"] == 10000 and c2["peak_rss_mb"] > 0
     assert c2["allocated_pages"] == 40 * (1 << 30) // 4096
