@@ -80,14 +80,18 @@ class Ucmd:
         self.ictx = ictx
         self.arg = arg
         self.ctype = ctype
+        self.ksize = ctypes.sizeof(ctype)
+        if type(arg) is ctype:  # the command's own struct: its first field is the size
+            self.user_size = arg.size
+            return
         raw = read_user_at(arg, 0, 4) if type(arg) is int else bytes(_buf(arg)[:4]).ljust(4, b"\0")
         self.user_size = int.from_bytes(raw, "little")
-        ksize = ctypes.sizeof(ctype)
-        self.ksize = ksize
 
     def load(self, min_size):
         if self.user_size < min_size:
             raise oserror(errno.EINVAL)
+        if self.user_size == self.ksize and type(self.arg) is self.ctype:
+            return self.ctype.from_buffer_copy(self.arg)  # fast path: the whole struct
         n = min(self.user_size, self.ksize)
         data = _read(self.arg, 0, self.user_size if self.user_size > self.ksize else n)
         if self.user_size > self.ksize and any(data[self.ksize:]):
@@ -97,6 +101,9 @@ class Ucmd:
     def respond(self, cmd):
         """iommufd_ucmd_respond: copy back min(user size, sizeof(struct)) bytes."""
         n = min(self.user_size, self.ksize)
+        if n == self.ksize and type(self.arg) is self.ctype:
+            ctypes.memmove(ctypes.addressof(self.arg), ctypes.addressof(cmd), n)
+            return
         write_user_at(self.arg, 0, bytes(cmd)[:n])
 
 
@@ -114,10 +121,12 @@ def _read(arg, offset, n):
 
 
 def _command(ctype, nr):
+    min_size = I.MIN_SIZE[I._IO(I.IOMMUFD_TYPE, nr)]
+
     def wrap(fn):
         def handler(ictx, arg):
             ucmd = Ucmd(ictx, arg, ctype)
-            cmd = ucmd.load(I.MIN_SIZE[I._IO(I.IOMMUFD_TYPE, nr)])
+            cmd = ucmd.load(min_size)
             return fn(ictx, ucmd, cmd)
 
         handler.__name__ = fn.__name__
