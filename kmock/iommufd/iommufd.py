@@ -149,6 +149,7 @@ def iommu_destroy(ictx, ucmd, cmd):
     if obj.object_type == "ioas":
         obj.destroy()
     elif obj.object_type == "hwpt_paging":
+        obj.ioas.remove_domain(obj)  # iommufd_hw_pagetable_destroy: iopt_table_remove_domain
         obj.ioas.users -= 1
     elif obj.object_type == "selftest_device":
         obj.unbind()
@@ -372,10 +373,14 @@ def hwpt_alloc(ictx, ucmd, cmd):
             raise oserror(errno.EINVAL)
         if cmd.flags & ~HWPT_ALLOC_FLAGS:
             raise oserror(errno.EOPNOTSUPP)
+        if cmd.flags & I.IOMMU_HWPT_FAULT_ID_VALID:
+            ictx.lookup(cmd.fault_id, "fault")  # no fault queues are modelled: ENOENT
         dev = idev.dev
         hwpt = HwptPaging(ictx, pt, dev.iommu_page_size, dev.aperture,
                           nest_parent=bool(cmd.flags & I.IOMMU_HWPT_ALLOC_NEST_PARENT),
                           dirty_tracking=bool(cmd.flags & I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING))
+        # iommufd_hwpt_paging_alloc: iopt_table_add_domain() at allocation, not at attach
+        pt.add_domain(hwpt)
         pt.users += 1
         cmd.out_hwpt_id = ictx.add(hwpt)
     elif pt.object_type in ("hwpt_paging", "viommu"):
@@ -395,11 +400,11 @@ def viommu_alloc(ictx, ucmd, cmd):
     if cmd.flags or cmd.type == I.IOMMU_VIOMMU_TYPE_DEFAULT:
         raise oserror(errno.EOPNOTSUPP)
     idev = ictx.lookup(cmd.dev_id, "device")
-    hwpt = ictx.lookup(cmd.hwpt_id)
-    if hwpt.object_type != "hwpt_paging" or not hwpt.nest_parent:
-        raise oserror(errno.EINVAL)
     if cmd.type not in idev.dev.viommu_types:
-        raise oserror(errno.EOPNOTSUPP)
+        raise oserror(errno.EOPNOTSUPP)  # ops->get_viommu_size(dev, type) == 0
+    hwpt = ictx.lookup(cmd.hwpt_id, "hwpt_paging")  # iommufd_get_hwpt_paging: ENOENT
+    if not hwpt.nest_parent:
+        raise oserror(errno.EINVAL)
     v = Viommu(ictx, hwpt, idev, cmd.type)
     cmd.out_viommu_id = ictx.add(v)
     ucmd.respond(cmd)

@@ -136,9 +136,7 @@ class IommuDevice:
                 ictx.add(hwpt)
                 pt.users += 1
         elif pt.object_type == "hwpt_paging":
-            hwpt = pt
-            if hwpt not in hwpt.ioas.domains:
-                hwpt.ioas.add_domain(hwpt)
+            hwpt = pt  # a domain of its IOAS since IOMMU_HWPT_ALLOC
         else:
             raise oserror(errno.EINVAL)
         hwpt.devices.add(self)
@@ -151,11 +149,12 @@ class IommuDevice:
             raise oserror(errno.EINVAL)
         hwpt.devices.discard(self)
         self.hwpt = None
-        if not hwpt.devices:
+        if not hwpt.devices and hwpt.auto:
+            # an automatic HWPT dies with its last device; an allocated one stays a
+            # domain of its IOAS until IOMMU_DESTROY (iommufd_hw_pagetable_destroy)
             hwpt.ioas.remove_domain(hwpt)
-            if hwpt.auto:
-                hwpt.ioas.users -= 1
-                self.ictx.remove(hwpt)
+            hwpt.ioas.users -= 1
+            self.ictx.remove(hwpt)
 
     # --- DMA -----------------------------------------------------------------------------
 
