@@ -130,6 +130,20 @@ class IOAS:
             align = min(align, addr & -addr)
         if align < self.iova_alignment:
             raise oserror(errno.EINVAL)
+        if not self.reserved and not self.allowed:
+            # fast path, same answer: one range [0, ULONG_MAX], and the areas are sorted
+            pos = align
+            end = pos + length - 1
+            for a in self._areas:
+                if a.last < pos:
+                    continue
+                if a.iova > end:
+                    break
+                pos = (a.last + align) // align * align
+                end = pos + length - 1
+            if end <= ULONG_MAX:
+                return pos
+            raise oserror(errno.ENOSPC)
         used = sorted([(a.iova, a.last) for a in self._areas]
                       + [(s, l) for s, l, _ in self.reserved])
         for lo, hi in self.iova_ranges(within_allowed=True):
@@ -189,7 +203,9 @@ class IOAS:
         return iova
 
     def remove_area(self, area):
-        i = self._areas.index(area)
+        i = bisect.bisect_left(self._starts, area.iova)  # starts are unique: areas never overlap
+        if i >= len(self._areas) or self._areas[i] is not area:
+            i = self._areas.index(area)
         del self._starts[i]
         del self._areas[i]
         for d in self.domains:
@@ -211,7 +227,9 @@ class IOAS:
         if last > ULONG_MAX:
             raise oserror(errno.EOVERFLOW)
         inside = []
-        for a in self._areas:
+        areas = self._areas
+        i = max(0, bisect.bisect_right(self._starts, iova) - 1)  # the first area that may meet iova
+        for a in areas[i:bisect.bisect_right(self._starts, last)]:
             if a.last < iova or a.iova > last:
                 continue
             if a.iova < iova or a.last > last:
