@@ -90,13 +90,20 @@ class IommufdSupport:
             if start + length > f.inode.size or start & (PAGE_SIZE - 1):
                 raise oserror(errno.EINVAL)
             return Pages(self, "gmem", start, length, writable, gmem_file=f)
-        if fd < 0 or not self._is_open_fd(fd):
+        if fd < 0 or fd > 0x7FFFFFFF:
             raise oserror(errno.EBADF)
-        if not IommuMemory.is_shmem(fd):
+        try:
+            st = os.fstat(fd)  # fget(): one look-up gives the inode and the size
+        except OSError:
+            raise oserror(errno.EBADF) from None
+        key = (st.st_dev, st.st_ino)
+        mem = self.iommu_memory
+        if not mem.has_file_ref(key) and not IommuMemory.is_shmem(fd):
             raise oserror(errno.EINVAL)
-        if start + length > os.fstat(fd).st_size:
+        if start + length > st.st_size:
             raise oserror(errno.EINVAL)
-        return Pages(self, "file", start, length, writable, fd=os.dup(fd))
+        return Pages(self, "file", start, length, writable, fd=mem.file_ref(fd, key),
+                     file_key=key)
 
     def user_pfn(self, va):
         """The frame GUP would find at ``va`` (for MD_CHECK_MAP / MD_CHECK_REFS)."""

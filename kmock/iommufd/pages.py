@@ -39,13 +39,13 @@ class Pages:
     """Memory of one map call: ``length`` bytes of a user range, a file or a guest_memfd."""
 
     def __init__(self, kernel, kind, start, length, writable, *, fd=-1, gmem_file=None,
-                 mapping=None):
+                 mapping=None, file_key=None):
         self.kernel = kernel
         self.kind = kind
         self.start = start  # user VA or byte offset in the file
         self.length = length
         self.writable = writable
-        self.fd = fd  # our own reference on the file ("file" kind)
+        self.fd = fd  # our reference on the file ("file" kind; IommuMemory.file_ref)
         self.gmem_file = gmem_file  # the GmemFile ("gmem" kind, or user VA in a gmem mapping)
         self.mapping = mapping
         self.users = 0  # areas sharing these pages
@@ -53,7 +53,13 @@ class Pages:
         self._pin = None
         if gmem_file is not None:
             gmem_file.get()
-        self.file_pfn_base = kernel.iommu_memory.file_pfn_base(fd) if kind == "file" else None
+        self.file_key = file_key
+        self.file_pfn_base = None
+        if kind == "file":
+            if file_key is None:
+                st = os.fstat(fd)
+                self.file_key = (st.st_dev, st.st_ino)
+            self.file_pfn_base = kernel.iommu_memory._base_for(self.file_key)
 
     # --- frames ------------------------------------------------------------------------
 
@@ -123,7 +129,10 @@ class Pages:
 
     def release(self):
         if self.fd >= 0:
-            os.close(self.fd)
+            if self.file_key is not None:
+                self.kernel.iommu_memory.file_unref(self.file_key)
+            else:
+                os.close(self.fd)
             self.fd = -1
         if self.gmem_file is not None:
             self.gmem_file.put()
@@ -187,6 +196,29 @@ class IommuMemory:
         self._bases = {}
         self._next = FILE_PFN_BASE
         self.orphans = {}  # pfn -> bytes of a pinned page the file no longer holds
+        #: (dev, ino) -> [fd, refs]: one get_file() reference (a dup) per shmem file, shared
+        #: by the Pages objects that map it; it keeps the inode alive, so its identity and
+        #: its shmem-ness need no new look-up while Pages hold it
+        self._file_refs = {}
+
+    def file_ref(self, fd, key):
+        """A reference on the open file ``fd`` whose inode is ``key`` (already known to be
+        shmem if a reference exists): returns our fd for it."""
+        ref = self._file_refs.get(key)
+        if ref is None:
+            ref = self._file_refs[key] = [os.dup(fd), 0]
+        ref[1] += 1
+        return ref[0]
+
+    def file_unref(self, key):
+        ref = self._file_refs[key]
+        ref[1] -= 1
+        if ref[1] == 0:
+            del self._file_refs[key]
+            os.close(ref[0])
+
+    def has_file_ref(self, key):
+        return key in self._file_refs
 
     def user_pfn_runs(self, va, npages):
         """Frames of process memory [va, va + npages pages): a shared shmem mapping gives
