@@ -4,14 +4,15 @@
 Built as ``kmock.mm._core``. The pure-Python twin ``kmock/mm/_pure.py`` has the same API,
 the same algorithms and the same exceptions; tests run on both.
 
-RangeMap stores breakpoints (start page, value) of coalesced segments in a two-level
-B+tree: a sorted top array of chunk pointers (with each chunk's first key), each chunk a
-sorted C array of up to CAP breakpoints. Insert/erase cost O(log n + CAP); a chunk never
-holds fewer than CAP/4 breakpoints unless both neighbours are nearly full, so memory per
-stored segment stays around 16-40 bytes.
+RangeMap stores breakpoints (start page, value) of coalesced segments in sorted chunks of
+up to CAP breakpoints, indexed by flat sorted arrays (the chunks' first keys, and a small
+summary row per chunk): a B+tree whose upper levels are arrays, laid out so that a lookup
+costs one round trip to the chunk's memory (see "Layout" below). Insert/erase cost
+O(log n + CAP); a chunk never holds fewer than CAP/4 breakpoints unless both neighbours
+are nearly full, so memory per stored segment stays around 16-40 bytes.
 """
 
-from libc.stdint cimport uint64_t, int64_t
+from libc.stdint cimport uint64_t, int64_t, uint32_t
 from libc.stdlib cimport malloc, free, realloc
 from libc.string cimport memmove, memcpy
 from cpython.exc cimport PyErr_Occurred, PyErr_Clear
@@ -24,13 +25,44 @@ cdef extern from "Python.h":
 
 __all__ = ["RangeMap", "PageTable", "FrameAllocator"]
 
+cdef extern from *:
+    """
+    #define KM_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #define KM_PAD 0xFFFFFFFFFFFFFFFFULL
+    """
+    void KM_PREFETCH(const void*) noexcept nogil
+    const uint64_t _PAD "KM_PAD"
+
+cdef extern from "stdlib.h":
+    int posix_memalign(void** memptr, size_t alignment, size_t size) nogil
+
+# Layout of a RangeMap (a three-level B+tree whose upper levels are flat arrays):
+#
+# * chunks: up to CAP breakpoints each, sorted, in keys[0:n] / vals[0:n]; keys[n:CAP] hold
+#   _PAD (no breakpoint is that large: keys < npages <= 2**63), so searches need no n.
+#   Chunks are 64-byte aligned: a group of G keys is a whole number of cache lines.
+# * by chunk position ci: ch[ci], firsts[ci] (the chunk's first key; padded with _PAD up
+#   to a multiple of TG), slots[ci] (the chunk's row in rows); tops[i] == firsts[i * TG].
+# * rows: one 64-byte row per chunk, indexed by a slot that stays put while chunks are
+#   inserted and removed (so rows never move): row[0] is the chunk's n, row[g] (g >= 1)
+#   is keys[g * G], the first key of group g.
+#
+# A lookup binary-searches tops (small, hot), counts one block of TG firsts, counts the
+# group keys in the chunk's row (one line, in a compact array that stays cached), then
+# counts one group of G keys while the matching vals lines are prefetched: one round trip
+# to the chunk's memory instead of one per binary-search step, and no branches. A set
+# also knows from the row which lines of the chunk its memmove will touch, and prefetches
+# them all at once.
 cdef enum:
     CAP = 128
+    G = 16
+    NG = 8
+    TG = 16
 
 cdef struct Chunk:
-    int n
     uint64_t keys[CAP]
     uint64_t vals[CAP]
+
 
 cdef object _U64 = 1 << 64
 cdef object _MAX_NPAGES = 1 << 63
@@ -71,28 +103,57 @@ cdef uint64_t _u64(object x, str what) except? 0xFFFFFFFFFFFFFFFF:
     return <uint64_t>x
 
 
-cdef inline int _upper(uint64_t* a, int n, uint64_t x) noexcept nogil:
-    """First index with a[i] > x."""
-    cdef int lo = 0, hi = n, mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+cdef inline Chunk* _chunk_new() noexcept nogil:
+    """An uninitialised 64-byte aligned chunk, or NULL."""
+    cdef void* p = NULL
+    if posix_memalign(&p, 64, sizeof(Chunk)) != 0:
+        return NULL
+    return <Chunk*>p
 
 
-cdef inline int _lower(uint64_t* a, int n, uint64_t x) noexcept nogil:
-    """First index with a[i] >= x."""
-    cdef int lo = 0, hi = n, mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+cdef inline void _chunk_fix(Chunk* c, uint64_t* row, unsigned int n, int lo,
+                            unsigned int old_n) noexcept nogil:
+    """Record n and restore the padding and the row after keys[lo:] changed."""
+    cdef unsigned int u
+    cdef int i
+    row[0] = n
+    for u in range(n, old_n):
+        c.keys[u] = _PAD
+    i = lo // G
+    if i == 0:
+        i = 1
+    while i < NG:
+        row[i] = c.keys[i * G]
+        i += 1
+
+
+cdef inline int _group(uint64_t* row, uint64_t x) noexcept nogil:
+    """Index of the first key of the group holding the last key <= x (0 if none)."""
+    cdef int g = 0, i
+    for i in range(1, NG):
+        g += row[i] <= x
+    return g * G
+
+
+cdef inline int _cupper(Chunk* c, uint64_t* row, uint64_t x) noexcept nogil:
+    """Number of keys <= x (x < 2**64 - 1)."""
+    cdef int r = 0, i, base = _group(row, x)
+    for i in range(0, G, 8):
+        KM_PREFETCH(&c.vals[base + i])
+    for i in range(G):
+        r += c.keys[base + i] <= x
+    return base + r
+
+
+cdef inline int _clower(Chunk* c, uint64_t* row, uint64_t x) noexcept nogil:
+    """Number of keys < x."""
+    cdef int g = 0, r = 0, i, base
+    for i in range(1, NG):
+        g += row[i] < x
+    base = g * G
+    for i in range(G):
+        r += c.keys[base + i] < x
+    return base + r
 
 
 cdef class RangeMap:
@@ -104,15 +165,26 @@ cdef class RangeMap:
     cdef uint64_t n
     cdef Chunk** ch
     cdef uint64_t* firsts
+    cdef uint32_t* slots
     cdef Py_ssize_t nch
     cdef Py_ssize_t cap
+    cdef uint64_t* tops
+    cdef Py_ssize_t ntops
+    cdef uint64_t* rows
+    cdef uint32_t* freeslots
+    cdef Py_ssize_t nslots
+    cdef Py_ssize_t nfree
+    cdef Py_ssize_t scap
     cdef uint64_t version
 
     def __cinit__(self, *args, **kwargs):
         self.ch = NULL
         self.firsts = NULL
-        self.nch = 0
-        self.cap = 0
+        self.slots = NULL
+        self.tops = NULL
+        self.rows = NULL
+        self.freeslots = NULL
+        self._zero()
         self.n = 0
         self.version = 0
 
@@ -131,77 +203,177 @@ cdef class RangeMap:
     def __dealloc__(self):
         self._clear()
 
+    cdef void _zero(self) noexcept:
+        self.nch = 0
+        self.cap = 0
+        self.ntops = 0
+        self.nslots = 0
+        self.nfree = 0
+        self.scap = 0
+
     cdef void _clear(self) noexcept:
         cdef Py_ssize_t i
         if self.ch != NULL:
             for i in range(self.nch):
                 free(self.ch[i])
-            free(self.ch)
+        free(self.ch)
         free(self.firsts)
+        free(self.slots)
+        free(self.tops)
+        free(self.rows)
+        free(self.freeslots)
         self.ch = NULL
         self.firsts = NULL
-        self.nch = 0
-        self.cap = 0
+        self.slots = NULL
+        self.tops = NULL
+        self.rows = NULL
+        self.freeslots = NULL
+        self._zero()
 
-    # -- top array -------------------------------------------------------------------
+    # -- top arrays ------------------------------------------------------------------
     cdef int _reserve(self, Py_ssize_t need) except -1:
         cdef Py_ssize_t newcap
-        cdef Chunk** nc
-        cdef uint64_t* nf
+        cdef void* p
         if need <= self.cap:
             return 0
-        newcap = self.cap * 2 if self.cap else 16
+        newcap = self.cap * 2 if self.cap else TG
         while newcap < need:
             newcap *= 2
-        nc = <Chunk**>realloc(self.ch, newcap * sizeof(Chunk*))
-        if nc == NULL:
+        p = realloc(self.ch, newcap * sizeof(Chunk*))
+        if p == NULL:
             raise MemoryError()
-        self.ch = nc
-        nf = <uint64_t*>realloc(self.firsts, newcap * sizeof(uint64_t))
-        if nf == NULL:
+        self.ch = <Chunk**>p
+        p = realloc(self.firsts, newcap * sizeof(uint64_t))
+        if p == NULL:
             raise MemoryError()
-        self.firsts = nf
+        self.firsts = <uint64_t*>p
+        p = realloc(self.slots, newcap * sizeof(uint32_t))
+        if p == NULL:
+            raise MemoryError()
+        self.slots = <uint32_t*>p
+        p = realloc(self.tops, (newcap // TG) * sizeof(uint64_t))
+        if p == NULL:
+            raise MemoryError()
+        self.tops = <uint64_t*>p
         self.cap = newcap
         return 0
 
-    cdef int _top_insert(self, Py_ssize_t idx, Chunk* c) except -1:
+    cdef Py_ssize_t _slot_alloc(self) except -1:
+        """A free row (rows never move while in use; the array only grows as a block)."""
+        cdef Py_ssize_t newcap
+        cdef void* p = NULL
+        if self.nfree > 0:
+            self.nfree -= 1
+            return self.freeslots[self.nfree]
+        if self.nslots == self.scap:
+            newcap = self.scap * 2 if self.scap else 4
+            if newcap > 0xFFFFFFFF:
+                raise MemoryError()
+            p = realloc(self.freeslots, newcap * sizeof(uint32_t))
+            if p == NULL:
+                raise MemoryError()
+            self.freeslots = <uint32_t*>p
+            p = NULL
+            if posix_memalign(&p, 64, newcap * NG * sizeof(uint64_t)) != 0:
+                raise MemoryError()
+            if self.nslots:
+                memcpy(p, self.rows, self.nslots * NG * sizeof(uint64_t))
+            free(self.rows)
+            self.rows = <uint64_t*>p
+            self.scap = newcap
+        self.nslots += 1
+        return self.nslots - 1
+
+    cdef inline void _slot_free(self, Py_ssize_t slot) noexcept nogil:
+        self.freeslots[self.nfree] = <uint32_t>slot
+        self.nfree += 1
+
+    cdef inline uint64_t* _row(self, Py_ssize_t ci) noexcept nogil:
+        return self.rows + <Py_ssize_t>self.slots[ci] * NG
+
+    cdef inline int _cn(self, Py_ssize_t ci) noexcept nogil:
+        """Number of breakpoints in chunk ci."""
+        return <int>self.rows[<Py_ssize_t>self.slots[ci] * NG]
+
+    cdef void _tops_fix(self, Py_ssize_t lo) noexcept nogil:
+        """Restore the padding of firsts and the tops after firsts[lo:] or nch changed."""
+        cdef Py_ssize_t i, end = (self.nch + TG - 1) // TG * TG
+        for i in range(self.nch, end):
+            self.firsts[i] = _PAD
+        self.ntops = end // TG
+        for i in range(lo // TG, self.ntops):
+            self.tops[i] = self.firsts[i * TG]
+
+    cdef inline void _set_first(self, Py_ssize_t ci, uint64_t key) noexcept nogil:
+        self.firsts[ci] = key
+        if ci % TG == 0:
+            self.tops[ci // TG] = key
+
+    cdef int _top_insert(self, Py_ssize_t idx, Chunk* c, Py_ssize_t slot) except -1:
         self._reserve(self.nch + 1)
         memmove(&self.ch[idx + 1], &self.ch[idx], (self.nch - idx) * sizeof(Chunk*))
         memmove(&self.firsts[idx + 1], &self.firsts[idx], (self.nch - idx) * sizeof(uint64_t))
+        memmove(&self.slots[idx + 1], &self.slots[idx], (self.nch - idx) * sizeof(uint32_t))
         self.ch[idx] = c
         self.firsts[idx] = c.keys[0]
+        self.slots[idx] = <uint32_t>slot
         self.nch += 1
+        self._tops_fix(idx)
         return 0
 
     cdef void _top_remove(self, Py_ssize_t a, Py_ssize_t b) noexcept:
-        """Free chunks [a, b) and remove them from the top array."""
+        """Free chunks [a, b) and their rows, and remove them from the top arrays."""
         cdef Py_ssize_t i
         for i in range(a, b):
             free(self.ch[i])
+            self._slot_free(self.slots[i])
         memmove(&self.ch[a], &self.ch[b], (self.nch - b) * sizeof(Chunk*))
         memmove(&self.firsts[a], &self.firsts[b], (self.nch - b) * sizeof(uint64_t))
+        memmove(&self.slots[a], &self.slots[b], (self.nch - b) * sizeof(uint32_t))
         self.nch -= b - a
+        self._tops_fix(a)
+
+    cdef int _new_chunk(self, Chunk** out) except -1:
+        """A new chunk and a row for it (returns the slot)."""
+        cdef Chunk* c = _chunk_new()
+        cdef Py_ssize_t slot
+        if c == NULL:
+            raise MemoryError()
+        try:
+            slot = self._slot_alloc()
+        except MemoryError:
+            free(c)
+            raise
+        out[0] = c
+        return <int>slot
 
     cdef inline Py_ssize_t _chunk_for(self, uint64_t x) noexcept nogil:
-        """Index of the last chunk whose first key <= x (0 if none)."""
-        cdef Py_ssize_t lo = 0, hi = self.nch, mid
-        cdef uint64_t* f = self.firsts
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if f[mid] <= x:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo - 1 if lo > 0 else 0
+        """Index of the last chunk whose first key <= x (0 if none); branch-free: a binary
+        search of the small tops array, then a count over one block of TG firsts."""
+        cdef uint64_t* t = self.tops
+        cdef uint64_t* f
+        cdef Py_ssize_t base = 0, m = self.ntops, half
+        cdef int r = 0, i
+        while m > 1:
+            half = m >> 1
+            if t[base + half] <= x:
+                base += half
+            m -= half
+        f = self.firsts + base * TG
+        for i in range(TG):
+            r += f[i] <= x
+        base = base * TG + r - 1
+        return base if base > 0 else 0
 
     cdef inline void _locate(self, uint64_t x, Py_ssize_t* ci, int* j) noexcept nogil:
         cdef Py_ssize_t c = self._chunk_for(x)
         ci[0] = c
-        j[0] = _upper(self.ch[c].keys, self.ch[c].n, x) - 1
+        j[0] = _cupper(self.ch[c], self._row(c), x) - 1
 
     cdef inline uint64_t _get(self, uint64_t x) noexcept nogil:
-        cdef Chunk* c = self.ch[self._chunk_for(x)]
-        return c.vals[_upper(c.keys, c.n, x) - 1]
+        cdef Py_ssize_t ci = self._chunk_for(x)
+        cdef Chunk* c = self.ch[ci]
+        return c.vals[_cupper(c, self._row(ci), x) - 1]
 
     # -- mutation --------------------------------------------------------------------
     cdef int _erase(self, uint64_t lo, uint64_t hi) except -1:
@@ -210,25 +382,29 @@ cdef class RangeMap:
         cdef Py_ssize_t cj = self._chunk_for(hi)
         cdef Chunk* c = self.ch[ci]
         cdef Chunk* d
-        cdef int j = _lower(c.keys, c.n, lo)
-        cdef int k = _upper(self.ch[cj].keys, self.ch[cj].n, hi)
+        cdef uint64_t* rc = self._row(ci)
+        cdef uint64_t* rd = self._row(cj)
+        cdef int j = _clower(c, rc, lo)
+        cdef int k = _cupper(self.ch[cj], rd, hi)
         cdef Py_ssize_t touched[2]
-        cdef int nt, t
+        cdef int nt, t, cn, dn
         cdef Py_ssize_t x, a, b
         if ci == cj:
             if j >= k:
                 return 0
-            memmove(&c.keys[j], &c.keys[k], (c.n - k) * sizeof(uint64_t))
-            memmove(&c.vals[j], &c.vals[k], (c.n - k) * sizeof(uint64_t))
-            c.n -= k - j
+            cn = <int>rc[0]
+            memmove(&c.keys[j], &c.keys[k], (cn - k) * sizeof(uint64_t))
+            memmove(&c.vals[j], &c.vals[k], (cn - k) * sizeof(uint64_t))
+            _chunk_fix(c, rc, cn - (k - j), j, cn)
             touched[0] = ci
             nt = 1
         else:
-            c.n = j
+            _chunk_fix(c, rc, j, j, <int>rc[0])
             d = self.ch[cj]
-            memmove(&d.keys[0], &d.keys[k], (d.n - k) * sizeof(uint64_t))
-            memmove(&d.vals[0], &d.vals[k], (d.n - k) * sizeof(uint64_t))
-            d.n -= k
+            dn = <int>rd[0]
+            memmove(&d.keys[0], &d.keys[k], (dn - k) * sizeof(uint64_t))
+            memmove(&d.vals[0], &d.vals[k], (dn - k) * sizeof(uint64_t))
+            _chunk_fix(d, rd, dn - k, 0, dn)
             if cj > ci + 1:
                 self._top_remove(ci + 1, cj)
             touched[0] = ci + 1
@@ -236,13 +412,13 @@ cdef class RangeMap:
             nt = 2
         for t in range(nt):
             x = touched[t]
-            if self.ch[x].n == 0:
+            if self._cn(x) == 0:
                 self._top_remove(x, x + 1)
             else:
-                self.firsts[x] = self.ch[x].keys[0]
+                self._set_first(x, self.ch[x].keys[0])
         for t in range(nt):
             x = touched[t]
-            if x >= self.nch or self.nch < 2 or self.ch[x].n >= CAP // 4:
+            if x >= self.nch or self.nch < 2 or self._cn(x) >= CAP // 4:
                 continue
             if x + 1 < self.nch:
                 a = x
@@ -252,10 +428,12 @@ cdef class RangeMap:
                 b = x
             c = self.ch[a]
             d = self.ch[b]
-            if c.n + d.n <= CAP:
-                memcpy(&c.keys[c.n], &d.keys[0], d.n * sizeof(uint64_t))
-                memcpy(&c.vals[c.n], &d.vals[0], d.n * sizeof(uint64_t))
-                c.n += d.n
+            cn = self._cn(a)
+            dn = self._cn(b)
+            if cn + dn <= CAP:
+                memcpy(&c.keys[cn], &d.keys[0], dn * sizeof(uint64_t))
+                memcpy(&c.vals[cn], &d.vals[0], dn * sizeof(uint64_t))
+                _chunk_fix(c, self._row(a), cn + dn, cn, 0)
                 self._top_remove(b, b + 1)
         return 0
 
@@ -263,87 +441,104 @@ cdef class RangeMap:
         cdef Chunk* c
         cdef Chunk* d
         cdef Py_ssize_t ci
-        cdef int j, half
+        cdef int j, half, slot, cn
         if self.nch == 0:
-            c = <Chunk*>malloc(sizeof(Chunk))
-            if c == NULL:
-                raise MemoryError()
-            c.n = 1
+            slot = self._new_chunk(&c)
             c.keys[0] = key
             c.vals[0] = val
+            _chunk_fix(c, self.rows + slot * NG, 1, 0, CAP)
             try:
-                self._top_insert(0, c)
+                self._top_insert(0, c, slot)
             except MemoryError:
                 free(c)
+                self._slot_free(slot)
                 raise
             return 0
         ci = self._chunk_for(key)
         c = self.ch[ci]
-        if c.n == CAP:
-            d = <Chunk*>malloc(sizeof(Chunk))
-            if d == NULL:
-                raise MemoryError()
+        cn = self._cn(ci)
+        if cn == CAP:
+            slot = self._new_chunk(&d)
             half = CAP // 2
             memcpy(&d.keys[0], &c.keys[half], (CAP - half) * sizeof(uint64_t))
             memcpy(&d.vals[0], &c.vals[half], (CAP - half) * sizeof(uint64_t))
-            d.n = CAP - half
+            _chunk_fix(d, self.rows + slot * NG, CAP - half, 0, CAP)
             try:
-                self._top_insert(ci + 1, d)
+                self._top_insert(ci + 1, d, slot)
             except MemoryError:
                 free(d)
+                self._slot_free(slot)
                 raise
-            c.n = half
+            _chunk_fix(c, self._row(ci), half, half, CAP)
+            cn = half
             if key >= d.keys[0]:
                 ci += 1
                 c = d
-        j = _lower(c.keys, c.n, key)
-        memmove(&c.keys[j + 1], &c.keys[j], (c.n - j) * sizeof(uint64_t))
-        memmove(&c.vals[j + 1], &c.vals[j], (c.n - j) * sizeof(uint64_t))
+                cn = CAP - half
+        j = _clower(c, self._row(ci), key)
+        memmove(&c.keys[j + 1], &c.keys[j], (cn - j) * sizeof(uint64_t))
+        memmove(&c.vals[j + 1], &c.vals[j], (cn - j) * sizeof(uint64_t))
         c.keys[j] = key
         c.vals[j] = val
-        c.n += 1
+        _chunk_fix(c, self._row(ci), cn + 1, j, 0)
         if j == 0:
-            self.firsts[ci] = key
+            self._set_first(ci, key)
         return 0
 
     cdef int _set(self, uint64_t s, uint64_t e, uint64_t v) except -1:
         cdef bint has_e = e < self.n
         cdef uint64_t ve = 0
-        cdef bint need_s
-        cdef Py_ssize_t ci
+        cdef bint need_s, need_e
+        cdef Py_ssize_t ci = 0
         cdef Chunk* c
-        cdef int a, b, k, newn
+        cdef uint64_t* row
+        cdef int a, b, k, newn, old, i, hi
         cdef uint64_t vp = 0
         if s >= e:
             return 0
         # Fast path: the breakpoints at s-1 .. e all live in one chunk -> one memmove.
-        ci = self._chunk_for(s)
+        if s > 0:
+            ci = self._chunk_for(s - 1)
         c = self.ch[ci]
-        if (c.n > 0 and (c.keys[0] <= s - 1 if s > 0 else ci == 0)
-                and (ci + 1 == self.nch or self.firsts[ci + 1] > e)):
+        row = self._row(ci)
+        old = <int>row[0]
+        # prefetch every line the search, the memmove and _chunk_fix will touch
+        a = _group(row, s - 1) if s > 0 else 0
+        hi = old + 2 if old + 2 < CAP else CAP
+        i = a
+        while i < hi:
+            KM_PREFETCH(&c.keys[i])
+            KM_PREFETCH(&c.vals[i])
+            i += 8
+        if ci + 1 == self.nch or self.firsts[ci + 1] > e:
             if s > 0:
-                a = _upper(c.keys, c.n, s - 1)
+                b = 0
+                for i in range(G):
+                    b += c.keys[a + i] <= s - 1
+                a += b  # >= 1: keys[0] <= s - 1
                 vp = c.vals[a - 1]
-            else:
-                a = 0
-            b = _upper(c.keys, c.n, e)
+            b = a
+            while b < old and c.keys[b] <= e:
+                b += 1
             if has_e:
-                ve = c.vals[b - 1] if b - 1 >= a else vp
+                ve = c.vals[b - 1] if b > a else vp
             need_s = s == 0 or vp != v
-            k = need_s + (has_e and ve != v)
-            newn = c.n - (b - a) + k
+            need_e = has_e and ve != v
+            k = need_s + need_e
+            newn = old - (b - a) + k
             if newn <= CAP and (newn >= CAP // 4 or self.nch == 1):
-                memmove(&c.keys[a + k], &c.keys[b], (c.n - b) * sizeof(uint64_t))
-                memmove(&c.vals[a + k], &c.vals[b], (c.n - b) * sizeof(uint64_t))
+                if b != a + k:
+                    memmove(&c.keys[a + k], &c.keys[b], (old - b) * sizeof(uint64_t))
+                    memmove(&c.vals[a + k], &c.vals[b], (old - b) * sizeof(uint64_t))
                 if need_s:
                     c.keys[a] = s
                     c.vals[a] = v
-                    a += 1
-                if has_e and ve != v:
-                    c.keys[a] = e
-                    c.vals[a] = ve
-                c.n = newn
-                self.firsts[ci] = c.keys[0]
+                if need_e:
+                    c.keys[a + need_s] = e
+                    c.vals[a + need_s] = ve
+                _chunk_fix(c, row, newn, a, old)
+                if a == 0:
+                    self._set_first(ci, c.keys[0])
                 self.version += 1
                 return 0
         if has_e:
@@ -371,7 +566,7 @@ cdef class RangeMap:
             if (c.vals[j] == v) != negate:
                 return <int64_t>pos
             j += 1
-            if j >= c.n:
+            if j >= CAP or c.keys[j] == _PAD:
                 ci += 1
                 if ci >= self.nch:
                     return -1
@@ -393,7 +588,7 @@ cdef class RangeMap:
         while pos < e:
             cur = c.vals[j]
             j += 1
-            if j >= c.n:
+            if j >= CAP or c.keys[j] == _PAD:
                 ci += 1
                 j = 0
                 if ci < self.nch:
@@ -412,7 +607,7 @@ cdef class RangeMap:
 
     cdef inline uint64_t _seg_end(self, Py_ssize_t ci, int j) noexcept nogil:
         cdef Chunk* c = self.ch[ci]
-        if j + 1 < c.n:
+        if j + 1 < CAP and c.keys[j + 1] != _PAD:
             return c.keys[j + 1]
         if ci + 1 < self.nch:
             return self.ch[ci + 1].keys[0]
@@ -420,7 +615,7 @@ cdef class RangeMap:
 
     cdef inline void _advance(self, Py_ssize_t* ci, int* j) noexcept nogil:
         j[0] += 1
-        if j[0] >= self.ch[ci[0]].n:
+        if j[0] >= CAP or self.ch[ci[0]].keys[j[0]] == _PAD:
             ci[0] += 1
             j[0] = 0
 
@@ -535,7 +730,7 @@ cdef class RangeMap:
         if self.n == 0:
             return 0
         for i in range(self.nch):
-            total += self.ch[i].n
+            total += <uint64_t>self._cn(i)
         return total
 
     def segments(self):
@@ -543,24 +738,29 @@ cdef class RangeMap:
         return self._segments()
 
     def memory_bytes(self):
-        """Bytes allocated for the segments: chunks (with malloc's header) and the top arrays."""
+        """Bytes allocated for the segments: chunks, rows and the top arrays (with malloc's
+        headers)."""
         return (self.nch * (sizeof(Chunk) + 16)
-                + self.cap * (sizeof(Chunk*) + sizeof(uint64_t)) + 2 * 16)
+                + self.cap * (sizeof(Chunk*) + sizeof(uint64_t) + sizeof(uint32_t))
+                + (self.cap // TG) * sizeof(uint64_t)
+                + self.scap * (NG * sizeof(uint64_t) + sizeof(uint32_t)) + 6 * 16)
 
     cdef RangeMap _copy(self):
         cdef RangeMap new = RangeMap.__new__(RangeMap)
         cdef Chunk* c
         cdef Py_ssize_t i
+        cdef int slot
         new.n = self.n
         new._reserve(self.nch if self.nch > 0 else 1)
         for i in range(self.nch):
-            c = <Chunk*>malloc(sizeof(Chunk))
-            if c == NULL:
-                raise MemoryError()
+            slot = new._new_chunk(&c)
             memcpy(c, self.ch[i], sizeof(Chunk))
+            memcpy(new.rows + slot * NG, self._row(i), NG * sizeof(uint64_t))
             new.ch[i] = c
             new.firsts[i] = self.firsts[i]
+            new.slots[i] = <uint32_t>slot
             new.nch = i + 1
+        new._tops_fix(0)
         return new
 
     def copy(self):
@@ -916,7 +1116,7 @@ cdef class PageTable:
             c[i] = 0
         for ci in range(rm.nch):
             ch = rm.ch[ci]
-            for j in range(ch.n):
+            for j in range(rm._cn(ci)):
                 v = ch.vals[j]
                 if v != 0:
                     lvl = (v >> 61) & 3
@@ -1151,7 +1351,7 @@ cdef class FrameAllocator:
         cdef int j
         cdef uint64_t v, total = 0
         for ci in range(rm.nch):
-            for j in range(rm.ch[ci].n):
+            for j in range(rm._cn(ci)):
                 v = rm.ch[ci].vals[j]
                 if v != 0 and <int>((v >> 57) & 0x3F) == o:
                     total += (rm._seg_end(ci, j) - rm.ch[ci].keys[j]) >> o
