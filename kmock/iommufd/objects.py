@@ -162,7 +162,7 @@ class IommuDevice:
         """A DMA through the attached domain: bytes read, or ``data`` written."""
         kernel = self.ictx.kernel
         if self.hwpt is None:
-            kernel.dma_fault(self, iova, "device not attached to an I/O page table")
+            kernel.dma_fault(self.dev, iova, "device not attached to an I/O page table")
         write = data is not None
         out = []
         pos = iova
@@ -171,15 +171,15 @@ class IommuDevice:
             n = min(end, (pos | (PAGE_SIZE - 1)) + 1) - pos
             hit = self.hwpt.translate(pos)
             if hit is None:
-                kernel.dma_fault(self, pos, "IOVA not mapped")
+                kernel.dma_fault(self.dev, pos, "IOVA not mapped")
             pfn, perm = hit
             if write and not perm & PERM_WRITE:
-                kernel.dma_fault(self, pos, "IOVA not writable")
+                kernel.dma_fault(self.dev, pos, "IOVA not writable")
             if not write and not perm & 1:
-                kernel.dma_fault(self, pos, "IOVA not readable")
+                kernel.dma_fault(self.dev, pos, "IOVA not readable")
             area = self.hwpt.ioas.area_at(pos)
             if area is None or area.revoked:
-                kernel.dma_fault(self, pos, "IOVA not mapped")
+                kernel.dma_fault(self.dev, pos, "IOVA not mapped")
             kernel.judge_dma(self, area, pos, bool(perm & PERM_PRIVATE), write)
             off = area.offset + (pos - area.iova)
             if write:
