@@ -122,8 +122,9 @@ class Pages:
                 raise oserror(errno.EFAULT)
             inode = self.inode
             lo = self.first_page()
-            inode.pin(lo, lo + npages, 1)
-            return lambda: inode.pin(lo, lo + npages, -1)
+            runs = inode.take_pin(lo, lo + npages)
+            # drop_pin skips pages a PUNCH_HOLE orphaned meanwhile (their count was reset)
+            return lambda: inode.drop_pin(runs)
         check_user_range(self.start, self.length, self.writable)
         return lambda: None
 
