@@ -213,9 +213,11 @@ class IOAS:
         if self.domains or self.accesses:
             area.pages.drop_pins()
         area.pages.users -= 1
+        # off guest_memfd's notifier list before release() drops the file (else a stale
+        # area stays listed and a later PUNCH_HOLE revokes its IOVA range under new areas)
+        self.kernel.iommu_area_removed(area)
         if area.pages.users == 0:
             area.pages.release()
-        self.kernel.iommu_area_removed(area)
 
     def unmap(self, iova, length):
         """iopt_unmap_iova: whole areas only; returns the bytes unmapped."""
