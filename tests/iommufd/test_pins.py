@@ -207,3 +207,23 @@ def test_truncate_of_unpinned_map_file_reads_new_contents(k, ictx):
     vfio_bind(k, vfd, ictx.fd)
     vfio_attach(k, vfd, a)
     assert dev.dma_read(iova + P, 4) == bytes(4)
+
+
+@pytest.mark.xfail(strict=True, reason="kmock: a guest_memfd page punched under a GUP-pinned "
+                   "IOAS_MAP (by VA) is read back as the new zero page; the pinned folio, "
+                   "orphaned, should keep its bytes for the device (§4.1 [I], as the memfd "
+                   "MAP_FILE path does with IommuMemory.orphans)")
+def test_gmem_punch_under_pinned_va_map_dma_reads_old_bytes(k8):
+    ictx = Iommufd(k8)
+    g = GuestMem(k8)
+    m = g.mmap()
+    m[P:P + 4] = b"old!"
+    dev = k8.add_vfio_device()
+    vfd = vfio_open(k8, dev)
+    vfio_bind(k8, vfd, ictx.fd)
+    a = ictx.ioas_alloc()
+    vfio_attach(k8, vfd, a)
+    iova = ictx.map(a, m.address, 4 * P)
+    g.punch(P)
+    assert m[P:P + 4] == bytes(4)  # the file has a fresh page
+    assert dev.dma_read(iova + P, 4) == b"old!"  # the device still has the pinned one
