@@ -109,11 +109,11 @@ class Pages:
         return self.pin_users > 0 and self._pin is not None
 
     def _pin_pages(self):
-        npages = self.npages
         if self.kind == "gmem":
-            return lambda: None  # rfc-2026-02 / notifier: guest_memfd pins, no refcount
+            return _nothing  # rfc-2026-02 / notifier: guest_memfd pins, no refcount
         if self.kind == "file":
-            return lambda: None  # the memfd's pages: counted in kernel.iommu_memory below
+            return _nothing  # the memfd's pages: counted in kernel.iommu_memory below
+        npages = self.npages
         if self.gmem_file is not None:
             # GUP on a guest_memfd mapping: private pages cannot be pinned
             m = self.mapping
@@ -126,7 +126,7 @@ class Pages:
             # drop_pin skips pages a PUNCH_HOLE orphaned meanwhile (their count was reset)
             return lambda: inode.drop_pin(runs)
         check_user_range(self.start, self.length, self.writable)
-        return lambda: None
+        return _nothing
 
     def release(self):
         if self.fd >= 0:
@@ -158,6 +158,10 @@ class Pages:
             self.kernel.iommu_memory.file_write(self, self.start + offset, data)
         elif _libc.write_user(self.start + offset, data) != len(data):
             raise oserror(errno.EFAULT)
+
+
+def _nothing():
+    """The unpin of pages whose pin holds no reference kmock tracks."""
 
 
 def check_user_range(start, length, writable):
