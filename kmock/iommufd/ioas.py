@@ -121,14 +121,15 @@ class IOAS:
 
     # --- map / unmap ---------------------------------------------------------------------
 
-    def alloc_iova(self, length, addr):
-        """iopt_alloc_iova: the lowest suitably aligned hole (never IOVA 0)."""
+    def alloc_iova(self, length, addr, iova_alignment=None):
+        """iopt_alloc_iova: the lowest suitably aligned hole (never IOVA 0).
+        ``iova_alignment``: self.iova_alignment, when the caller has it already."""
         if length == 0 or length >= ULONG_MAX // 2:
             raise oserror(errno.EOVERFLOW)
         align = _roundup_pow2(length)
         if addr:
             align = min(align, addr & -addr)
-        if align < self.iova_alignment:
+        if align < (self.iova_alignment if iova_alignment is None else iova_alignment):
             raise oserror(errno.EINVAL)
         if not self.reserved and not self.allowed:
             # fast path, same answer: one range [0, ULONG_MAX], and the areas are sorted
@@ -174,12 +175,13 @@ class IOAS:
     def map(self, pages, offset, length, iova, fixed, readable, writable):
         """iopt_map_pages: returns the IOVA. The pages are pinned at once when a domain
         or an access exists (lazily otherwise)."""
-        if length == 0 or length % self.iova_alignment:
+        iova_alignment = self.iova_alignment
+        if length == 0 or length % iova_alignment:
             raise oserror(errno.EINVAL)
         if fixed:
             self.check_fixed(iova, length)
         else:
-            iova = self.alloc_iova(length, pages.start + offset)
+            iova = self.alloc_iova(length, pages.start + offset, iova_alignment)
         area = Area(self, iova, length, pages, offset, readable, writable)
         pages.users += 1
         try:

@@ -65,6 +65,12 @@ class HwptPaging:
         perm = area.perm()
         base_off = area.offset - ((area.iova & (PAGE_SIZE - 1)))
         inode = pages.inode
+        if inode is None:  # not guest memory: one run of one kind (what _kinds gives)
+            table = self.table
+            table.unmap(lo << PAGE_SHIFT, hi - lo)
+            for poff, pfn, n in pages.pfn_runs(base_off + ((lo - first) << PAGE_SHIFT), hi - lo):
+                table.map((lo + poff) << PAGE_SHIFT, pfn, n, perm)
+            return
         for s, e, private in _kinds(area, inode, lo, hi, first):
             off = base_off + ((s - first) << PAGE_SHIFT)
             bits = perm | (PERM_PRIVATE if private else 0)
