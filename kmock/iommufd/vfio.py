@@ -143,9 +143,26 @@ def vfio_attach_pt(f, arg):
     pt = idev.ictx.lookup(s.pt_id)
     if pt.object_type not in ("ioas", "hwpt_paging"):
         raise oserror(errno.EINVAL)
-    if idev.hwpt is not None:
-        idev.detach()  # attach on an attached device replaces (iommufd_device_replace)
-    hwpt = idev.attach(pt)
+    old = idev.hwpt
+    if old is None:
+        hwpt = idev.attach(pt)
+    elif pt is old or (pt.object_type == "ioas" and old.auto and old.ioas is pt):
+        hwpt = old  # iommufd_device_replace onto what it has: nothing changes
+    else:
+        # attach on an attached device replaces (iommufd_device_replace): the new
+        # attachment is made first; if it fails the device stays where it was
+        old.devices.discard(idev)
+        idev.hwpt = None
+        try:
+            hwpt = idev.attach(pt)
+        except BaseException:
+            old.devices.add(idev)
+            idev.hwpt = old
+            raise
+        if not old.devices and old.auto:
+            old.ioas.remove_domain(old)
+            old.ioas.users -= 1
+            idev.ictx.remove(old)
     s.pt_id = hwpt.id
     copy_to_user(arg, s, min(s.argsz, 16))
     return 0
