@@ -262,3 +262,36 @@ def test_map_munmapped_va_with_device_attached_is_efault(k, ictx, bound):
     addr = b.addr
     b.m.close()
     assert err(ictx.map, a, addr, 2 * P) == errno.EFAULT
+
+
+def test_attach_replaces(k, ictx, dev):
+    """ATTACH on an attached device replaces the attachment (iommufd_device_replace):
+    onto its own IOAS or HWPT nothing changes; onto another one the old automatic HWPT
+    goes; a failing replace leaves the device where it was."""
+    vfd = vfio_open(k, dev)
+    vfio_bind(k, vfd, ictx.fd)
+    a = ictx.ioas_alloc()
+    b = Buf(2 * P)
+    iova = ictx.map(a, b.addr, P)
+    hwpt = vfio_attach(k, vfd, a)
+    assert vfio_attach(k, vfd, a) == hwpt
+    assert vfio_attach(k, vfd, hwpt) == hwpt
+    dev.dma_read(iova, 1)
+    # a replace that fails (an area of the new IOAS cannot be pinned): still on the old one
+    a2 = ictx.ioas_alloc()
+    gone = Buf(P)
+    addr = gone.addr
+    gone.m.close()
+    ictx.map(a2, addr, P, iova=iova)
+    assert err(vfio_attach, k, vfd, a2) == errno.EFAULT
+    dev.dma_read(iova, 1)
+    assert err(ictx.destroy, hwpt) == errno.EBUSY
+    # a replace that works
+    ictx.unmap(a2, iova, P)
+    ictx.map(a2, b.addr + P, P, iova=iova)
+    b[P:P + 1] = b"2"
+    h2 = vfio_attach(k, vfd, a2)
+    assert h2 != hwpt
+    assert dev.dma_read(iova, 1) == b"2"
+    assert err(ictx.destroy, hwpt) == errno.ENOENT  # the old automatic HWPT is gone
+    ictx.destroy(a)
