@@ -241,9 +241,11 @@ class IOAS:
             inside.append(a)
         if not inside:
             raise oserror(errno.ENOENT)
+        total = 0
         for a in inside:
             self.remove_area(a)
-        return sum(a.length for a in inside)
+            total += a.last - a.iova + 1
+        return total
 
     def unmap_all(self):
         total = 0
