@@ -465,6 +465,9 @@ class Kernel(IommufdSupport, SyscallAPI):
             "profile": self.profile.name,
             "guest_memfds": [f.inode.snapshot() for f in gmems],
             "vms": [vm.snapshot() for vm in vms.values()],
+            "iommufd": [f.snapshot() for f in files.values() if f.file_type == "iommufd"],
+            "orphaned_pinned_pages": len(self.iommu_memory.orphans),
+            "dma_faults": len(self.dma_faults),
             "sigbus": len(self.sigbus_log),
             "violations": list(self.violations),
         }

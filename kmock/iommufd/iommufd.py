@@ -71,6 +71,23 @@ class IommufdCtx(File):
     def fstat(self):
         return make_stat(self.i_mode, size=0, ino=0x1B0, dev=5, rdev=(10 << 8) | 123)
 
+    def snapshot(self):
+        """Plain-data state: IOAS areas (with pin and revoke state), domains, devices."""
+        out = {"ioas": [], "devices": []}
+        for obj in sorted(self.objects.values(), key=lambda o: o.id):
+            if obj.object_type == "ioas":
+                out["ioas"].append({
+                    "id": obj.id,
+                    "iova_alignment": obj.iova_alignment,
+                    "domains": [d.id for d in obj.domains],
+                    "areas": [{"iova": a.iova, "length": a.length, "kind": a.pages.kind,
+                               "pinned": a.pages.pinned, "revoked": a.revoked}
+                              for a in obj.areas],
+                })
+            elif obj.object_type == "device":
+                out["devices"].append({"id": obj.id, "hwpt": obj.hwpt.id if obj.hwpt else None})
+        return out
+
 
 
 class Ucmd:
