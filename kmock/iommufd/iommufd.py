@@ -272,17 +272,20 @@ def _map(ioas, pages, offset, cmd):
 def ioas_map_file(ictx, ucmd, cmd):
     """IOAS_MAP_FILE: a memfd (shmem) by fd + start; a guest_memfd per the profile's
     policy (upstream: EINVAL)."""
-    _check_map_flags(cmd)
-    if cmd.iova >= ULONG_MAX or cmd.length >= ULONG_MAX:
+    flags, iova, length = cmd.flags, cmd.iova, cmd.length  # (ctypes fields are slow to read)
+    if flags & ~I.IOMMU_IOAS_MAP_FLAGS:
+        raise oserror(errno.EOPNOTSUPP)
+    if iova >= ULONG_MAX or length >= ULONG_MAX:
         raise oserror(errno.EOVERFLOW)
-    if not cmd.flags & (I.IOMMU_IOAS_MAP_WRITEABLE | I.IOMMU_IOAS_MAP_READABLE):
+    writable = bool(flags & I.IOMMU_IOAS_MAP_WRITEABLE)
+    readable = bool(flags & I.IOMMU_IOAS_MAP_READABLE)
+    if not (readable or writable):
         raise oserror(errno.EINVAL)
     ioas = ictx.lookup(cmd.ioas_id, "ioas")
-    kernel = ictx.kernel
-    pages = kernel.file_pages(cmd.fd, cmd.start, cmd.length,
-                              bool(cmd.flags & I.IOMMU_IOAS_MAP_WRITEABLE))
+    pages = ictx.kernel.file_pages(cmd.fd, cmd.start, length, writable)
     try:
-        cmd.iova = _map(ioas, pages, 0, cmd)
+        cmd.iova = ioas.map(pages, 0, length, iova, bool(flags & I.IOMMU_IOAS_MAP_FIXED_IOVA),
+                            readable, writable)
     except BaseException:
         if pages.users == 0:
             pages.release()
@@ -330,12 +333,13 @@ def ioas_copy(ictx, ucmd, cmd):
 @_command(I.iommu_ioas_unmap, I.IOMMUFD_CMD_IOAS_UNMAP)
 def ioas_unmap(ictx, ucmd, cmd):
     ioas = ictx.lookup(cmd.ioas_id, "ioas")
-    if cmd.iova == 0 and cmd.length == ULONG_MAX:
+    iova, length = cmd.iova, cmd.length
+    if iova == 0 and length == ULONG_MAX:
         cmd.length = ioas.unmap_all()
     else:
-        if cmd.iova >= ULONG_MAX or cmd.length >= ULONG_MAX:
+        if iova >= ULONG_MAX or length >= ULONG_MAX:
             raise oserror(errno.EOVERFLOW)
-        cmd.length = ioas.unmap(cmd.iova, cmd.length)
+        cmd.length = ioas.unmap(iova, length)
     ucmd.respond(cmd)
     return 0
 

@@ -65,16 +65,21 @@ class HwptPaging:
         perm = area.perm()
         base_off = area.offset - ((area.iova & (PAGE_SIZE - 1)))
         inode = pages.inode
+        # Entries can already be there only when re-mapping part of an area (a "split"
+        # conversion) or when two sub-page areas share a 4 KiB IOVA page.
+        replace = start is not None or (area.iova | (area.last + 1)) & (PAGE_SIZE - 1)
         if inode is None:  # not guest memory: one run of one kind (what _kinds gives)
             table = self.table
-            table.unmap(lo << PAGE_SHIFT, hi - lo)
+            if replace:
+                table.unmap(lo << PAGE_SHIFT, hi - lo)
             for poff, pfn, n in pages.pfn_runs(base_off + ((lo - first) << PAGE_SHIFT), hi - lo):
                 table.map((lo + poff) << PAGE_SHIFT, pfn, n, perm)
             return
         for s, e, private in _kinds(area, inode, lo, hi, first):
             off = base_off + ((s - first) << PAGE_SHIFT)
             bits = perm | (PERM_PRIVATE if private else 0)
-            self.table.unmap(s << PAGE_SHIFT, e - s)
+            if replace:
+                self.table.unmap(s << PAGE_SHIFT, e - s)
             for poff, pfn, n in pages.pfn_runs(off, e - s):
                 self.table.map((s + poff) << PAGE_SHIFT, pfn, n, bits)
 
