@@ -185,7 +185,7 @@ class IOAS:
         area = Area(self, iova, length, pages, offset, readable, writable)
         pages.users += 1
         try:
-            if self.domains or self.accesses:
+            if self.domains:  # iopt_fill_domains_pages: only domains pin at map time
                 pages.need_pins()
                 try:
                     for d in self.domains:
@@ -212,7 +212,7 @@ class IOAS:
         del self._areas[i]
         for d in self.domains:
             d.unmap_area(area)
-        if self.domains or self.accesses:
+        if self.domains:
             area.pages.drop_pins()
         area.pages.users -= 1
         # off guest_memfd's notifier list before release() drops the file (else a stale
@@ -284,7 +284,7 @@ class IOAS:
             for a in self._areas:
                 if a.iova <= l and s <= a.last:
                     raise oserror(errno.EADDRINUSE)
-        first = not self.domains and not self.accesses
+        first = not self.domains
         done = []
         try:
             for a in self._areas:
@@ -305,7 +305,7 @@ class IOAS:
         self.reserved = [r for r in self.reserved if r[2] is not domain]
         for a in self._areas:
             domain.unmap_area(a)
-            if not self.domains and not self.accesses:
+            if not self.domains:
                 a.pages.drop_pins()
 
     def destroy(self):

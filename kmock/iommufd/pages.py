@@ -49,7 +49,7 @@ class Pages:
         self.gmem_file = gmem_file  # the GmemFile ("gmem" kind, or user VA in a gmem mapping)
         self.mapping = mapping
         self.users = 0  # areas sharing these pages
-        self.pin_users = 0  # domains/accesses that need them pinned
+        self.pin_users = 0  # domains that need them pinned (accesses pin on demand)
         self._pin = None
         if gmem_file is not None:
             gmem_file.get()
@@ -122,7 +122,7 @@ class Pages:
                 raise oserror(errno.EFAULT)
             inode = self.inode
             lo = self.first_page()
-            runs = inode.take_pin(lo, lo + npages)
+            runs = self._pin_runs = inode.take_pin(lo, lo + npages)
             # drop_pin skips pages a PUNCH_HOLE orphaned meanwhile (their count was reset)
             return lambda: inode.drop_pin(runs)
         check_user_range(self.start, self.length, self.writable)
@@ -141,9 +141,35 @@ class Pages:
 
     # --- data for DMA ---------------------------------------------------------------------
 
+    def _orphan(self, offset):
+        """The bytes of our pinned guest_memfd page at ``offset`` if PUNCH_HOLE orphaned
+        it (the pinner keeps the old folio), else None."""
+        runs = getattr(self, "_pin_runs", None)
+        inode = self.inode
+        if runs is None or not self.pinned or inode.pin_gen is None:
+            return None
+        index = self.first_page() + (offset >> PAGE_SHIFT)
+        for s, e, g in runs:
+            if s <= index < e:
+                if inode.pin_gen.get(index) != g:
+                    return inode.orphans.get((g, index))
+                return None
+        return None
+
     def read(self, offset, n):
         if self.gmem_file is not None:
-            return self.inode.read((self.first_page() << PAGE_SHIFT) + offset, n)
+            out = []
+            while n > 0:
+                k = min(n, PAGE_SIZE - (offset & (PAGE_SIZE - 1)))
+                orphan = self._orphan(offset)
+                if orphan is not None:
+                    o = offset & (PAGE_SIZE - 1)
+                    out.append(orphan[o:o + k])
+                else:
+                    out.append(self.inode.read((self.first_page() << PAGE_SHIFT) + offset, k))
+                offset += k
+                n -= k
+            return b"".join(out)
         if self.kind == "file":
             return self.kernel.iommu_memory.file_read(self, self.start + offset, n)
         data, got = _libc.read_user(self.start + offset, n)

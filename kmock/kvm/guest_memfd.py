@@ -120,6 +120,8 @@ class GmemInode:
         #: huge folio, whether it is split into 4K folios
         self.folio_pages = 1
         self.split = None
+        #: bytes of pinned pages a PUNCH_HOLE orphaned, by (pin generation, index)
+        self.orphans = {}
         #: IOMMU areas mapping these pages (guest_memfd's notifier list for iommufd)
         self.iommu_areas = set()
         self.vm = None
@@ -186,8 +188,14 @@ class GmemInode:
         self.allocated.set(start, end, 0)
         if self.pins is not None and self.pins.find_not(start, end, 0) != -1:
             # truncate_inode_pages_range() removes pinned folios too: they live on,
-            # orphaned, for their pinner; the file no longer holds them, so they do not
-            # block a later conversion (filemap_get_folios cannot find them).
+            # orphaned, for their pinner (who still reads their old bytes); the file no
+            # longer holds them, so they do not block a later conversion
+            # (filemap_get_folios cannot find them).
+            for s, e, v in list(self.pins.ranges(start, end)):
+                if v:
+                    for i in range(s, e):  # pinned pages only: few
+                        g = 0 if self.pin_gen is None else self.pin_gen.get(i)
+                        self.orphans[(g, i)] = os.pread(self.backing, PAGE_SIZE, i << PAGE_SHIFT)
             self.pins.set(start, end, 0)
             if self.pin_gen is None:
                 self.pin_gen = RangeMap(self.npages)
@@ -307,6 +315,7 @@ class GmemFile(File):
             slot.gmem_token = 0
         inode.slots.clear()
         inode.bindings = None
+        inode.orphans.clear()
         self.kernel._hook_invalidate(inode, 0, inode.npages, "release")
         if inode.iommu_areas:
             self.kernel.iommu_gmem_event(inode, 0, inode.npages, "release")

@@ -209,10 +209,6 @@ def test_truncate_of_unpinned_map_file_reads_new_contents(k, ictx):
     assert dev.dma_read(iova + P, 4) == bytes(4)
 
 
-@pytest.mark.xfail(strict=True, reason="kmock: a guest_memfd page punched under a GUP-pinned "
-                   "IOAS_MAP (by VA) is read back as the new zero page; the pinned folio, "
-                   "orphaned, should keep its bytes for the device (§4.1 [I], as the memfd "
-                   "MAP_FILE path does with IommuMemory.orphans)")
 def test_gmem_punch_under_pinned_va_map_dma_reads_old_bytes(k8):
     ictx = Iommufd(k8)
     g = GuestMem(k8)
