@@ -41,23 +41,28 @@ cdef extern from "stdlib.h":
 # * chunks: up to CAP breakpoints each, sorted, in keys[0:n] / vals[0:n]; keys[n:CAP] hold
 #   _PAD (no breakpoint is that large: keys < npages <= 2**63), so searches need no n.
 #   Chunks are 64-byte aligned: a group of G keys is a whole number of cache lines.
-# * by chunk position ci: ch[ci], firsts[ci] (the chunk's first key; padded with _PAD up
-#   to a multiple of TG), slots[ci] (the chunk's row in rows); tops[i] == firsts[i * TG].
+# * by chunk position ci: ch[ci], firsts[ci] (the chunk's first key) and slots[ci] (the
+#   chunk's row in rows).
 # * rows: one 64-byte row per chunk, indexed by a slot that stays put while chunks are
 #   inserted and removed (so rows never move): row[0] is the chunk's n, row[g] (g >= 1)
 #   is keys[g * G], the first key of group g.
+# * dir: a directory over the page space, nbk (a power of two, at least nch / 2)
+#   buckets of 2**dshift pages: dir[b] is the chunk holding page b << dshift, and
+#   dir[nbk] == nch - 1. The chunk holding x lies in [dir[b], dir[b + 1]] for
+#   b = x >> dshift: a few chunks when keys are spread out, and a branch-free binary
+#   search of that range of firsts however the keys are distributed. (More buckets made
+#   W1 slower: the directory must be patched on every chunk split.)
 #
-# A lookup binary-searches tops (small, hot), counts one block of TG firsts, counts the
-# group keys in the chunk's row (one line, in a compact array that stays cached), then
-# counts one group of G keys while the matching vals lines are prefetched: one round trip
-# to the chunk's memory instead of one per binary-search step, and no branches. A set
-# also knows from the row which lines of the chunk its memmove will touch, and prefetches
-# them all at once.
+# A lookup reads two directory entries, binary-searches the (usually short) range of
+# firsts, counts the group keys in the chunk's row (one line, in a compact array that
+# stays cached), then counts one group of G keys while the matching vals lines are
+# prefetched: one round trip to the chunk's memory instead of one per binary-search step,
+# and no branches. A set also knows from the row which lines of the chunk its memmove
+# will touch, and prefetches them all at once.
 cdef enum:
     CAP = 128
     G = 16
     NG = 8
-    TG = 16
 
 cdef struct Chunk:
     uint64_t keys[CAP]
@@ -113,8 +118,9 @@ cdef inline Chunk* _chunk_new() noexcept nogil:
 
 cdef inline void _chunk_fix(Chunk* c, uint64_t* row, unsigned int n, int lo,
                             unsigned int old_n) noexcept nogil:
-    """Record n and restore the padding and the row after keys[lo:] changed."""
-    cdef unsigned int u
+    """Record n and restore the padding and the row after keys[lo:] changed. Groups that
+    start at or after both n and old_n were and stay padding (their lines are not read)."""
+    cdef unsigned int u, hi = n if n > old_n else old_n
     cdef int i
     row[0] = n
     for u in range(n, old_n):
@@ -122,7 +128,7 @@ cdef inline void _chunk_fix(Chunk* c, uint64_t* row, unsigned int n, int lo,
     i = lo // G
     if i == 0:
         i = 1
-    while i < NG:
+    while i < NG and <unsigned int>(i * G) < hi:
         row[i] = c.keys[i * G]
         i += 1
 
@@ -168,8 +174,10 @@ cdef class RangeMap:
     cdef uint32_t* slots
     cdef Py_ssize_t nch
     cdef Py_ssize_t cap
-    cdef uint64_t* tops
-    cdef Py_ssize_t ntops
+    cdef uint32_t* dir
+    cdef Py_ssize_t nbk
+    cdef Py_ssize_t dcap
+    cdef int dshift
     cdef uint64_t* rows
     cdef uint32_t* freeslots
     cdef Py_ssize_t nslots
@@ -181,7 +189,7 @@ cdef class RangeMap:
         self.ch = NULL
         self.firsts = NULL
         self.slots = NULL
-        self.tops = NULL
+        self.dir = NULL
         self.rows = NULL
         self.freeslots = NULL
         self._zero()
@@ -206,7 +214,9 @@ cdef class RangeMap:
     cdef void _zero(self) noexcept:
         self.nch = 0
         self.cap = 0
-        self.ntops = 0
+        self.nbk = 0
+        self.dcap = 0
+        self.dshift = 0
         self.nslots = 0
         self.nfree = 0
         self.scap = 0
@@ -219,13 +229,13 @@ cdef class RangeMap:
         free(self.ch)
         free(self.firsts)
         free(self.slots)
-        free(self.tops)
+        free(self.dir)
         free(self.rows)
         free(self.freeslots)
         self.ch = NULL
         self.firsts = NULL
         self.slots = NULL
-        self.tops = NULL
+        self.dir = NULL
         self.rows = NULL
         self.freeslots = NULL
         self._zero()
@@ -236,7 +246,7 @@ cdef class RangeMap:
         cdef void* p
         if need <= self.cap:
             return 0
-        newcap = self.cap * 2 if self.cap else TG
+        newcap = self.cap * 2 if self.cap else 16
         while newcap < need:
             newcap *= 2
         p = realloc(self.ch, newcap * sizeof(Chunk*))
@@ -251,10 +261,6 @@ cdef class RangeMap:
         if p == NULL:
             raise MemoryError()
         self.slots = <uint32_t*>p
-        p = realloc(self.tops, (newcap // TG) * sizeof(uint64_t))
-        if p == NULL:
-            raise MemoryError()
-        self.tops = <uint64_t*>p
         self.cap = newcap
         return 0
 
@@ -295,22 +301,75 @@ cdef class RangeMap:
         """Number of breakpoints in chunk ci."""
         return <int>self.rows[<Py_ssize_t>self.slots[ci] * NG]
 
-    cdef void _tops_fix(self, Py_ssize_t lo) noexcept nogil:
-        """Restore the padding of firsts and the tops after firsts[lo:] or nch changed."""
-        cdef Py_ssize_t i, end = (self.nch + TG - 1) // TG * TG
-        for i in range(self.nch, end):
-            self.firsts[i] = _PAD
-        self.ntops = end // TG
-        for i in range(lo // TG, self.ntops):
-            self.tops[i] = self.firsts[i * TG]
+    # -- directory -------------------------------------------------------------------
+    cdef int _dir_reserve(self, Py_ssize_t nch) except -1:
+        """Make room for a directory sized for nch chunks; True if it must be refilled."""
+        cdef Py_ssize_t nb = 1
+        cdef int k = 0, bits = 0
+        cdef uint64_t n = self.n
+        cdef void* p
+        if nch <= 2 * self.nbk:
+            return 0
+        while 2 * nb < nch:
+            nb *= 2
+            k += 1
+        if nb + 1 > self.dcap:
+            p = realloc(self.dir, (nb + 1) * sizeof(uint32_t))
+            if p == NULL:
+                raise MemoryError()
+            self.dir = <uint32_t*>p
+            self.dcap = nb + 1
+        while n:
+            bits += 1
+            n >>= 1
+        self.nbk = nb
+        self.dshift = bits - k if bits > k else 0  # nb << dshift > npages
+        if self.dshift > 63:
+            self.dshift = 63
+        return 1
 
-    cdef inline void _set_first(self, Py_ssize_t ci, uint64_t key) noexcept nogil:
+    cdef void _dir_fill(self) noexcept nogil:
+        """Recompute the whole directory from firsts."""
+        cdef Py_ssize_t b, ci = 0, last = self.nch - 1 if self.nch > 0 else 0
+        cdef uint64_t p
+        for b in range(self.nbk):
+            p = (<uint64_t>b) << self.dshift
+            while ci < last and self.firsts[ci + 1] <= p:
+                ci += 1
+            self.dir[b] = <uint32_t>ci
+        self.dir[self.nbk] = <uint32_t>last
+
+    cdef inline Py_ssize_t _bucket_at(self, uint64_t k) noexcept nogil:
+        """The first bucket whose first page is >= k (nbk if none)."""
+        cdef uint64_t b = k >> self.dshift
+        if (b << self.dshift) != k:
+            b += 1
+        return <Py_ssize_t>b if b < <uint64_t>self.nbk else self.nbk
+
+    cdef void _set_first(self, Py_ssize_t ci, uint64_t key) noexcept nogil:
+        """firsts[ci] = key, keeping the directory right."""
+        cdef uint64_t old = self.firsts[ci]
+        cdef Py_ssize_t b, b1
+        cdef uint32_t v
+        if key == old:
+            return
         self.firsts[ci] = key
-        if ci % TG == 0:
-            self.tops[ci // TG] = key
+        if key < old:
+            b = self._bucket_at(key)
+            b1 = self._bucket_at(old)
+            v = <uint32_t>ci
+        else:
+            b = self._bucket_at(old)
+            b1 = self._bucket_at(key)
+            v = <uint32_t>(ci - 1 if ci > 0 else 0)
+        while b < b1:
+            self.dir[b] = v
+            b += 1
 
     cdef int _top_insert(self, Py_ssize_t idx, Chunk* c, Py_ssize_t slot) except -1:
+        cdef Py_ssize_t b
         self._reserve(self.nch + 1)
+        cdef bint refill = self._dir_reserve(self.nch + 1)
         memmove(&self.ch[idx + 1], &self.ch[idx], (self.nch - idx) * sizeof(Chunk*))
         memmove(&self.firsts[idx + 1], &self.firsts[idx], (self.nch - idx) * sizeof(uint64_t))
         memmove(&self.slots[idx + 1], &self.slots[idx], (self.nch - idx) * sizeof(uint32_t))
@@ -318,7 +377,12 @@ cdef class RangeMap:
         self.firsts[idx] = c.keys[0]
         self.slots[idx] = <uint32_t>slot
         self.nch += 1
-        self._tops_fix(idx)
+        if refill:
+            self._dir_fill()
+        else:
+            # every bucket at or after the new chunk's first key moves one chunk on
+            for b in range(self._bucket_at(c.keys[0]), self.nbk + 1):
+                self.dir[b] += 1
         return 0
 
     cdef void _top_remove(self, Py_ssize_t a, Py_ssize_t b) noexcept:
@@ -331,7 +395,7 @@ cdef class RangeMap:
         memmove(&self.firsts[a], &self.firsts[b], (self.nch - b) * sizeof(uint64_t))
         memmove(&self.slots[a], &self.slots[b], (self.nch - b) * sizeof(uint32_t))
         self.nch -= b - a
-        self._tops_fix(a)
+        self._dir_fill()
 
     cdef int _new_chunk(self, Chunk** out) except -1:
         """A new chunk and a row for it (returns the slot)."""
@@ -348,22 +412,21 @@ cdef class RangeMap:
         return <int>slot
 
     cdef inline Py_ssize_t _chunk_for(self, uint64_t x) noexcept nogil:
-        """Index of the last chunk whose first key <= x (0 if none); branch-free: a binary
-        search of the small tops array, then a count over one block of TG firsts."""
-        cdef uint64_t* t = self.tops
-        cdef uint64_t* f
-        cdef Py_ssize_t base = 0, m = self.ntops, half
-        cdef int r = 0, i
+        """Index of the last chunk whose first key <= x (0 if none): the directory bounds
+        it to [dir[b], dir[b + 1]], then a branch-free binary search of that range."""
+        cdef uint64_t b = x >> self.dshift
+        cdef uint64_t* f = self.firsts
+        cdef Py_ssize_t base, m, half
+        if b >= <uint64_t>self.nbk:
+            b = self.nbk - 1
+        base = self.dir[b]
+        m = <Py_ssize_t>self.dir[b + 1] - base + 1
         while m > 1:
             half = m >> 1
-            if t[base + half] <= x:
+            if f[base + half] <= x:
                 base += half
             m -= half
-        f = self.firsts + base * TG
-        for i in range(TG):
-            r += f[i] <= x
-        base = base * TG + r - 1
-        return base if base > 0 else 0
+        return base
 
     cdef inline void _locate(self, uint64_t x, Py_ssize_t* ci, int* j) noexcept nogil:
         cdef Py_ssize_t c = self._chunk_for(x)
@@ -742,7 +805,7 @@ cdef class RangeMap:
         headers)."""
         return (self.nch * (sizeof(Chunk) + 16)
                 + self.cap * (sizeof(Chunk*) + sizeof(uint64_t) + sizeof(uint32_t))
-                + (self.cap // TG) * sizeof(uint64_t)
+                + self.dcap * sizeof(uint32_t)
                 + self.scap * (NG * sizeof(uint64_t) + sizeof(uint32_t)) + 6 * 16)
 
     cdef RangeMap _copy(self):
@@ -760,7 +823,8 @@ cdef class RangeMap:
             new.firsts[i] = self.firsts[i]
             new.slots[i] = <uint32_t>slot
             new.nch = i + 1
-        new._tops_fix(0)
+        new._dir_reserve(new.nch)
+        new._dir_fill()
         return new
 
     def copy(self):
