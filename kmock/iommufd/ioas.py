@@ -12,7 +12,7 @@ import bisect
 import errno
 
 from ..errors import oserror
-from .pages import PAGE_SHIFT, PAGE_SIZE
+from .pages import PAGE_SIZE
 
 ULONG_MAX = (1 << 64) - 1
 PERM_READ = 1

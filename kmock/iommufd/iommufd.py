@@ -14,14 +14,12 @@ import errno
 import os
 import stat
 
-from .. import _libc
 from ..errors import oserror
 from ..file import File, make_stat
 from ..kernel_util import read_user_at, write_user_at
 from ..uapi import iommufd as I
 from .ioas import IOAS, ULONG_MAX
 from .objects import HwptPaging, Vdevice, Viommu
-from .pages import PAGE_SIZE, Pages
 
 U32 = 0xFFFFFFFF
 

@@ -7,7 +7,7 @@ when the entry was made (so a later conversion can be judged).
 
 import errno
 
-from ..errors import DmaFault, oserror
+from ..errors import oserror
 from ..mm import PageTable
 from .ioas import PERM_PRIVATE, PERM_WRITE, ULONG_MAX
 from .pages import PAGE_SHIFT, PAGE_SIZE
@@ -250,5 +250,3 @@ class Vdevice:
         del self.viommu.vdevices[self.virt_id]
         self.idev.vdevice = None
 
-
-del DmaFault

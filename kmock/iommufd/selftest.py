@@ -8,7 +8,6 @@ MD_CHECK_REFS, CREATE_ACCESS, ACCESS_RW. Other ops answer EOPNOTSUPP.
 
 import ctypes
 import errno
-import os
 
 from .. import _libc
 from ..errors import oserror
@@ -16,7 +15,7 @@ from ..uapi import iommufd as I
 from .ioas import ULONG_MAX
 from .iommufd import Ucmd
 from .objects import IommuDevice
-from .pages import PAGE_SHIFT, PAGE_SIZE
+from .pages import PAGE_SIZE
 
 
 class SelftestDevice:
@@ -204,5 +203,3 @@ def iommu_test_cmd(ictx, arg):
     ucmd.respond(cmd)
     return 0
 
-
-del os, PAGE_SHIFT

@@ -14,7 +14,7 @@ import kmock
 from kmock.uapi import gmem as G
 from kmock.uapi import kvm as K
 
-from ._util import (DEFAULT_VM, INIT_SHARED, MMAP, PRIVATE, SW_PROTECTED_VM, U64, P, V8, err,
+from ._util import (DEFAULT_VM, INIT_SHARED, MMAP, PRIVATE, U64, P, V8, err,
                     errno)
 
 CAP = G.KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES  # 250 in v8
