@@ -29,9 +29,38 @@ cdef extern from *:
     """
     #define KM_PREFETCH(p) __builtin_prefetch((const void *)(p))
     #define KM_PAD 0xFFFFFFFFFFFFFFFFULL
+
+    /* Fast path of the argument checks: an exact, non-negative int that fits in 64 bits
+       with at most two digits (compact), read without a call into the interpreter. 0 for
+       anything else (the caller then takes the general path with its exceptions). */
+    static inline int km_u64_fast(PyObject *o, uint64_t *out) {
+        if (!PyLong_CheckExact(o))
+            return 0;
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {
+            Py_ssize_t v = PyUnstable_Long_CompactValue((PyLongObject *)o);
+            if (v < 0)
+                return 0;
+            *out = (uint64_t)v;
+            return 1;
+        }
+        return 0;
+    #else
+        {
+            const digit *d = ((PyLongObject *)o)->ob_digit;
+            switch (Py_SIZE(o)) {
+            case 0: *out = 0; return 1;
+            case 1: *out = (uint64_t)d[0]; return 1;
+            case 2: *out = (uint64_t)d[0] | ((uint64_t)d[1] << PyLong_SHIFT); return 1;
+            default: return 0;
+            }
+        }
+    #endif
+    }
     """
     void KM_PREFETCH(const void*) noexcept nogil
     const uint64_t _PAD "KM_PAD"
+    bint km_u64_fast(object o, uint64_t* out) noexcept
 
 cdef extern from "stdlib.h":
     int posix_memalign(void** memptr, size_t alignment, size_t size) nogil
@@ -548,7 +577,7 @@ cdef class RangeMap:
             self._set_first(ci, key)
         return 0
 
-    cdef int _set(self, uint64_t s, uint64_t e, uint64_t v) except -1:
+    cdef inline int _set(self, uint64_t s, uint64_t e, uint64_t v) except -1:
         cdef bint has_e = e < self.n
         cdef uint64_t ve = 0
         cdef bint need_s, need_e
@@ -720,13 +749,20 @@ cdef class RangeMap:
     # -- public API ------------------------------------------------------------------
     def set(self, start, end, value):
         """Set every page in [start, end) to value (end exclusive). Returns None."""
-        cdef uint64_t s, e
+        cdef uint64_t s, e, v
+        if (km_u64_fast(start, &s) and km_u64_fast(end, &e) and km_u64_fast(value, &v)
+                and s <= e and e <= self.n):
+            self._set(s, e, v)
+            return
         self._window(start, end, &s, &e)
-        cdef uint64_t v = _u64(value, "value")
+        v = _u64(value, "value")
         self._set(s, e, v)
 
     def get(self, index):
         """Return the value of page index."""
+        cdef uint64_t i
+        if km_u64_fast(index, &i) and i < self.n:
+            return self._get(i)
         return self._get(self._page(index))
 
     def ranges(self, start=0, end=None):
