@@ -406,7 +406,7 @@ cdef class RangeMap:
         self.firsts[idx] = c.keys[0]
         self.slots[idx] = <uint32_t>slot
         self.nch += 1
-        if refill:
+        if refill or self.nch == 1:  # (with no chunks, every bucket said "chunk 0")
             self._dir_fill()
         else:
             # every bucket at or after the new chunk's first key moves one chunk on
