@@ -74,6 +74,7 @@ def convert(inode, start, end, to_private, clamp_error_index):
     kernel._hook_invalidate(inode, start, end, reason)
     if not to_private:
         kernel._hook_make_shared(inode, start, end)
+        inode.unprepare(start, end)
     changed = [(s, e) for s, e, v in attrs.ranges(start, end) if v != target]
     attrs.set(start, end, target)
     poisoned = () if to_private or inode.poisoned is None else [

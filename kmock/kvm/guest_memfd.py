@@ -120,6 +120,8 @@ class GmemInode:
         #: huge folio, whether it is split into 4K folios
         self.folio_pages = 1
         self.split = None
+        #: pages whose make_private arch callback ran (see prepare_private)
+        self.prepared = None
         #: bytes of pinned pages a PUNCH_HOLE orphaned, by (pin generation, index)
         self.orphans = {}
         #: IOMMU areas mapping these pages (guest_memfd's notifier list for iommufd)
@@ -186,6 +188,7 @@ class GmemInode:
         if self.iommu_areas:
             self.kernel.iommu_gmem_event(self, start, end, "punch_hole")
         self.allocated.set(start, end, 0)
+        self.unprepare(start, end)
         if self.pins is not None and self.pins.find_not(start, end, 0) != -1:
             # truncate_inode_pages_range() removes pinned folios too: they live on,
             # orphaned, for their pinner (who still reads their old bytes); the file no
@@ -226,6 +229,24 @@ class GmemInode:
         if not self.allocated.get(index):
             self.allocated.set(index, index + 1, 1)
         return self.pfn_base + index
+
+    def prepare_private(self, start, end):
+        """The guest uses pages [start, end) as private memory: on first use the
+        architecture's make_private runs (lazily, as kvm_gmem_get_pfn calls
+        kvm_arch_gmem_make_private). Forgotten on PUNCH_HOLE and to-shared conversion."""
+        kernel = self.kernel
+        if not kernel._has["kmock_gmem_make_private"]:
+            return
+        if self.prepared is None:
+            self.prepared = RangeMap(self.npages)
+        for s, e, v in list(self.prepared.ranges(start, end)):
+            if not v:
+                kernel.pm.hook.kmock_gmem_make_private(kernel=kernel, gmem=self, start=s, end=e)
+        self.prepared.set(start, end, 1)
+
+    def unprepare(self, start, end):
+        if self.prepared is not None:
+            self.prepared.set(start, end, 0)
 
     def read(self, offset, n):
         """Bytes of the file as the guest (or the kernel's direct map) sees them."""

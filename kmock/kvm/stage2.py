@@ -421,6 +421,8 @@ def faultin(vm, gpa, end, requested, write, want_data=True):
                     if bad > s:
                         stage2.map(s, inode.pfn_base + index, bad - s, private, True, PAGE_SIZE)
                     raise MemoryFault(exc.errno, bad, private, bad - first) from None
+                if private:
+                    inode.prepare_private(index, index + n)
                 stage2.map(s, pfn, n, private, True, PAGE_SIZE)
                 segs.append(Segment("gmem", lo, hi - lo, s, n, inode=inode,
                                     offset=(index << PAGE_SHIFT) + (lo - (s << PAGE_SHIFT))))
