@@ -33,6 +33,8 @@ from .syscall_api import SyscallAPI
 
 EBADF = errno.EBADF
 U32 = 0xFFFFFFFF
+#: fcntl.ioctl copies an immutable buffer argument into a buffer of this size
+IOCTL_BUFSZ = 1024
 
 
 class _Builtin:
@@ -320,6 +322,8 @@ class Kernel(IommufdSupport, SyscallAPI):
             return call(arg)
         if isinstance(arg, (bytes, str)):
             buf = bytearray(arg.encode() if isinstance(arg, str) else arg)
+            if len(buf) > IOCTL_BUFSZ:
+                raise ValueError("ioctl string arg too long")
             call(buf)
             return bytes(buf)
         try:
@@ -328,6 +332,8 @@ class Kernel(IommufdSupport, SyscallAPI):
             raise TypeError("ioctl requires an integer or a buffer argument") from None
         if mv.readonly or not mutate_flag:
             buf = bytearray(mv.cast("B")) if mv.ndim else bytearray(mv.tobytes())
+            if len(buf) > IOCTL_BUFSZ:
+                raise ValueError("ioctl string arg too long")
             call(buf)
             return bytes(buf)
         return call(arg)
