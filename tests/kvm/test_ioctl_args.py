@@ -120,3 +120,14 @@ def test_short_buffer_is_zero_extended_not_a_crash(k, env):
     _, vm, _ = env
     fd = k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, bytearray((4 * P).to_bytes(8, "little")))
     assert k.fstat(fd).st_size == 4 * P
+
+
+def test_immutable_buffer_over_1024_bytes_is_valueerror_like_fcntl(k):
+    """fcntl.ioctl copies bytes (and buffers with mutate_flag=False) into a 1024-byte
+    buffer and refuses longer ones with ValueError; kmock does the same."""
+    kvm = k.open("/dev/kvm", 2)
+    with pytest.raises(ValueError):
+        k.ioctl(kvm, K.KVM_CHECK_EXTENSION, bytes(1025))
+    with pytest.raises(ValueError):
+        k.ioctl(kvm, K.KVM_CHECK_EXTENSION, bytearray(1025), False)
+    assert k.ioctl(kvm, K.KVM_CHECK_EXTENSION, bytes(1024)) == bytes(1024)
