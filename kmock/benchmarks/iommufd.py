@@ -14,41 +14,16 @@ left empty and only the mock's times are reported.
 
 import ctypes
 import os
-import time
+
+from ._timing import per_call, real_fallocate_4k, scattered_offsets
 
 PAGE = 4096
 BIG = 1 << 30
 TARGET_RATIO = 5.0
 
 
-def _time(fn, n, rounds):
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
-
-
 def _offsets(n=4096, span=BIG):
-    return [(i * 7919 % (span // PAGE)) * PAGE for i in range(n)]
-
-
-def _host_fallocate(host):
-    """The real kernel's 4K fallocate of a 1 GiB guest_memfd (random offsets)."""
-    from .syscalls import _setup
-
-    _, _, gmem = _setup(host, BIG)
-    offsets = _offsets()
-    fallocate = host.fallocate
-    it = [0]
-
-    def falloc():
-        i = it[0] = (it[0] + 1) & 4095
-        fallocate(gmem, 0x01, offsets[i], PAGE)
-
-    return falloc
+    return scattered_offsets(span, n)
 
 
 def _mock_ops(mock):
@@ -121,7 +96,7 @@ def run(quick=False, out=print, rounds=5):
     mock = Kernel()
     rows = []
     try:
-        hfn = _host_fallocate(host) if have_kvm else None
+        hfn = real_fallocate_4k(host, BIG) if have_kvm else None
         for name, mfn, n in _mock_ops(mock):
             if quick:
                 n = max(50, n // 50)
@@ -129,8 +104,8 @@ def run(quick=False, out=print, rounds=5):
             # interleave host and mock rounds so machine noise hits both alike
             for _ in range(1 if quick else rounds):
                 if hfn is not None:
-                    h = min(h, _time(hfn, n, 1))
-                m = min(m, _time(mfn, n, 1))
+                    h = min(h, per_call(hfn, n))
+                m = min(m, per_call(mfn, n))
             row = {"op": name, "mock_us": m * 1e6, "fallocate_us": None, "ratio": None}
             if hfn is not None:
                 row["fallocate_us"] = h * 1e6

@@ -8,9 +8,9 @@ real kernel on every row.
 """
 
 import os
-import time
 
 from ..uapi import kvm as K
+from ._timing import per_call, scattered_offsets
 
 PAGE = 4096
 TARGET_RATIO = 1.5
@@ -24,7 +24,7 @@ def _ops(sys, kvm, vm, gmem, big):
         slot=7, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=1 << 32,
         memory_size=1 << 20, guest_memfd=gmem)
     delete = K.kvm_userspace_memory_region2(slot=7, memory_size=0)
-    offsets = [(i * 7919 % (big // PAGE)) * PAGE for i in range(4096)]
+    offsets = scattered_offsets(big)
 
     def check_extension():
         ioctl(kvm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_GUEST_MEMFD)
@@ -62,16 +62,6 @@ def _setup(sys, big):
     return kvm, vm, gmem
 
 
-def _time(fn, n, rounds):
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
-
-
 def run(quick=False, out=print, rounds=5):
     """Run the mix on both kernels; return rows and print the table."""
     from .. import HostKernel, Kernel
@@ -91,8 +81,8 @@ def run(quick=False, out=print, rounds=5):
             # interleave host and mock rounds so machine noise hits both alike
             h = m = float("inf")
             for _ in range(1 if quick else rounds):
-                h = min(h, _time(hfn, n, 1))
-                m = min(m, _time(mfn, n, 1))
+                h = min(h, per_call(hfn, n))
+                m = min(m, per_call(mfn, n))
             rows.append({"op": name, "host_us": h * 1e6, "mock_us": m * 1e6, "ratio": m / h})
     finally:
         host.close_all()

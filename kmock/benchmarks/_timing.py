@@ -1,0 +1,43 @@
+"""What every ``kmock bench`` suite measures the same way: time per call, and the real
+kernel's 4K guest_memfd fallocate that the mock's rows are compared against."""
+
+import os
+import time
+
+PAGE = 4096
+
+
+def per_call(fn, n, rounds=1):
+    """Best seconds per call of ``fn`` over ``rounds`` rounds of ``n`` calls."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
+def scattered_offsets(span, n=4096):
+    """``n`` page-aligned offsets spread over ``span`` bytes (a fixed stride, no repeats
+    within one round)."""
+    return [(i * 7919 % (span // PAGE)) * PAGE for i in range(n)]
+
+
+def real_fallocate_4k(host, size=1 << 30):
+    """A callable doing one 4K KEEP_SIZE fallocate of a real guest_memfd per call, at
+    scattered offsets, through ``host`` (a kmock.HostKernel on /dev/kvm)."""
+    from ..uapi import kvm as K
+
+    kvm = host.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    vm = host.ioctl(kvm, K.KVM_CREATE_VM, K.KVM_X86_DEFAULT_VM)
+    gmem = host.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, K.kvm_create_guest_memfd(size=size))
+    offsets = scattered_offsets(size)
+    fallocate = host.fallocate
+    it = [0]
+
+    def falloc():
+        i = it[0] = (it[0] + 1) & 4095
+        fallocate(gmem, 0x01, offsets[i], PAGE)  # FALLOC_FL_KEEP_SIZE
+
+    return falloc
