@@ -330,13 +330,15 @@ class GmemFile(File):
     def release(self):
         """kvm_gmem_release: unbind every slot (they stay, pointing at nothing), drop the VM."""
         inode = self.inode
-        for token, slot in list(inode.slots.items()):
-            slot.vm.gmem_invalidate(slot, slot.gmem_pgoff, slot.gmem_pgoff + slot.npages)
-            slot.gmem_file = None
-            slot.gmem_token = 0
-        inode.slots.clear()
-        inode.bindings = None
-        inode.orphans.clear()
+        if inode.slots:
+            for slot in list(inode.slots.values()):
+                slot.vm.gmem_invalidate(slot, slot.gmem_pgoff, slot.gmem_pgoff + slot.npages)
+                slot.gmem_file = None
+                slot.gmem_token = 0
+            inode.slots.clear()
+            inode.bindings = None
+        if inode.orphans:
+            inode.orphans.clear()
         self.kernel._hook_invalidate(inode, 0, inode.npages, "release")
         if inode.iommu_areas:
             self.kernel.iommu_gmem_event(inode, 0, inode.npages, "release")
