@@ -90,9 +90,8 @@ class File:
         return make_stat(self.i_mode, size=0, ino=id(self) & 0xFFFFFFFF)
 
     def ftruncate(self, length):
-        # do_sys_ftruncate: only regular files opened for writing
-        if length < 0:
-            raise oserror(errno.EINVAL)
+        # do_sys_ftruncate: EINVAL for a negative length and for anything but a
+        # regular file opened for writing
         raise oserror(errno.EINVAL)
 
     def fchmod(self, mode):

@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 import pytest
 
 import kmock
+from kmock.testing.errnos import err
 import kmock_sw_protected
 from kmock.hookspecs import hookimpl
 from kmock.kvm.vmtype import VmType
@@ -22,14 +23,6 @@ FAKE_CAP = 250  # a capability number 6.18 does not define
 
 def open_kvm(k):
     return k.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-
-
-def err(fn, *args):
-    try:
-        r = fn(*args)
-    except OSError as e:
-        return e.errno
-    raise AssertionError(f"succeeded with {r!r}")
 
 
 # --- discovery -----------------------------------------------------------------------------

@@ -89,9 +89,7 @@ class VcpuMapping(FileMapping):
 
 
 def _check(f):
-    vm = f.vm
-    if vm.owner_pid != os.getpid() or vm.dead:
-        raise oserror(errno.EIO)
+    f.vm.check_caller()
     return f.vcpu
 
 

@@ -42,6 +42,12 @@ class VM:
         self.arch = None  # owned by the architecture plugin
         self.caps = kernel.vm_caps(vmtype)
 
+    def check_caller(self):
+        """Every VM and vCPU ioctl starts here: ``kvm->mm != current->mm || vm_dead``
+        is EIO (a forked child, or a VM KVM_BUG_ON killed)."""
+        if self.owner_pid != os.getpid() or self.dead:
+            raise oserror(EIO)
+
     # --- lifetime --------------------------------------------------------------------
 
     def get(self):
@@ -181,16 +187,13 @@ class VmFile(File):
         self.vm.put()
 
     def unknown_ioctl(self, request, arg):
-        if self.vm.owner_pid != os.getpid() or self.vm.dead:
-            raise oserror(EIO)
+        self.vm.check_caller()
         raise oserror(errno.ENOTTY)  # kvm_arch_vm_ioctl default
 
 
 def _check_vm(f):
-    vm = f.vm
-    if vm.owner_pid != os.getpid() or vm.dead:
-        raise oserror(EIO)
-    return vm
+    f.vm.check_caller()
+    return f.vm
 
 
 # --- VM ioctl handlers: handler(file, arg) -> int ------------------------------------------
@@ -198,8 +201,7 @@ def _check_vm(f):
 
 def vm_check_extension(f, arg):
     vm = f.vm
-    if vm.owner_pid != os.getpid() or vm.dead:
-        raise oserror(EIO)
+    vm.check_caller()
     if type(arg) is int:
         return vm.caps.get(arg, 0)
     return 0  # a buffer argument is a pointer value: no capability has that number

@@ -10,6 +10,7 @@ import errno
 import os
 
 import kmock
+from kmock.testing.errnos import err, errno_or_0  # noqa: F401 (re-exported)
 from kmock import _libc
 from kmock.uapi import gmem as G
 from kmock.uapi import kvm as K
@@ -33,23 +34,6 @@ U64 = (1 << 64) - 1
 #: the selftests' gmem GPA (v8: SZ_4G, memslot 1)
 GPA = 1 << 32
 SLOT = 1
-
-
-def err(fn, *args, **kw):
-    """The errno ``fn(*args)`` fails with; fails the test if it succeeds."""
-    try:
-        r = fn(*args, **kw)
-    except OSError as e:
-        return e.errno
-    raise AssertionError(f"{getattr(fn, '__name__', fn)}{args} succeeded with {r!r}")
-
-
-def errno_or_0(fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def sigbus_at(m, start, stop=None):

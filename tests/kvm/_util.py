@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-import kmock
+from kmock.testing.errnos import err, errno_or_0  # noqa: F401 (re-exported)
 from kmock import _libc
 from kmock.uapi import kvm as K
 
@@ -32,24 +32,6 @@ def kvm_ok():
 
 needs_host_kvm = pytest.mark.skipif(
     not kvm_ok(), reason="profile 'host' probes the real /dev/kvm, which this machine lacks")
-
-
-def err(fn, *args, **kw):
-    """The errno ``fn(*args)`` fails with; fails the test if it succeeds."""
-    try:
-        r = fn(*args, **kw)
-    except OSError as e:
-        return e.errno
-    raise AssertionError(f"{getattr(fn, '__name__', fn)}{args} succeeded with {r!r}")
-
-
-def errno_or_0(fn, *args, **kw):
-    """0 if ``fn(*args)`` succeeds (any return value), else its errno."""
-    try:
-        fn(*args, **kw)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def create_vm(k, vm_type=DEFAULT_VM):
