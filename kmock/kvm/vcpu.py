@@ -116,7 +116,8 @@ def vcpu_run(f, arg):
     Order: EIO (another process, dead VM); the pending userspace completion (the
     hypercall's ret, the IO or MMIO read data), which KVM performs before looking at
     immediate_exit so that a VMM can complete an exit without re-entering the guest;
-    immediate_exit -> KVM_EXIT_INTR and EINTR; then the guest script runs until an
+    immediate_exit -> EINTR with exit_reason left as it was (conformance scenario
+    fact_vcpu_ioctls: the real kernel does not write it); then the guest script runs until an
     exit. A memory fault exit raises OSError(EFAULT / EHWPOISON ...).
     """
     vcpu = _check(f)
@@ -128,7 +129,6 @@ def vcpu_run(f, arg):
         if pending.done and vcpu.guest.current is pending:
             vcpu.guest.pc += 1
     if run.immediate_exit:
-        run.exit_reason = K.KVM_EXIT_INTR
         raise oserror(errno.EINTR)
     return _guest.run(vcpu)
 

@@ -1481,3 +1481,74 @@ def _invalid_punch_hole(sys, rec, fd, size, tag):
 @scenario("selftest_invalid_punch_hole", "test_invalid_punch_hole: ten unaligned (offset, len) -> EINVAL")
 def selftest_invalid_punch_hole(sys, rec):
     gmem_test(sys, rec, lambda f: True, _invalid_punch_hole)
+
+
+# --- /dev/kvm, VM and vCPU file behaviour the mock took from kernel source ----------------------
+
+
+@scenario("fact_dev_ioctl_args", "/dev/kvm: GET_API_VERSION and GET_VCPU_MMAP_SIZE take no argument; "
+          "KVM_GET_SUPPORTED_CPUID's E2BIG protocol; an unknown /dev/kvm ioctl is EINVAL")
+def fact_dev_ioctl_args(sys, rec):
+    kvm = open_kvm(sys, rec)
+    rec.call("KVM_GET_API_VERSION 0", sys.ioctl, kvm, K.KVM_GET_API_VERSION, 0)
+    rec.call("KVM_GET_API_VERSION 1", sys.ioctl, kvm, K.KVM_GET_API_VERSION, 1)
+    rec.call("KVM_GET_VCPU_MMAP_SIZE 0", sys.ioctl, kvm, K.KVM_GET_VCPU_MMAP_SIZE, 0)
+    rec.call("KVM_GET_VCPU_MMAP_SIZE 1", sys.ioctl, kvm, K.KVM_GET_VCPU_MMAP_SIZE, 1)
+    esize = ctypes.sizeof(K.kvm_cpuid_entry2)
+    for nent in (0, 1):
+        buf = bytearray(8 + max(nent, 1) * esize)
+        buf[0:4] = nent.to_bytes(4, "little")
+        rec.call(f"KVM_GET_SUPPORTED_CPUID nent={nent}", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, buf)
+        rec.record(f"nent after nent={nent}", int.from_bytes(buf[0:4], "little"))
+    buf = bytearray(8 + 256 * esize)
+    buf[0:4] = (256).to_bytes(4, "little")
+    rec.call("KVM_GET_SUPPORTED_CPUID nent=256", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, buf)
+    nent = int.from_bytes(buf[0:4], "little")
+    rec.record("entries returned", buf[: 8 + nent * esize])
+    rec.call("KVM_GET_SUPPORTED_CPUID(NULL)", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, 0)
+    rec.call("unknown _IO(0xAE, 0x3f)", sys.ioctl, kvm, 0xAE3F, 0)
+
+
+@scenario("fact_vcpu_ioctls", "KVM_CREATE_VCPU ids, the kvm_run mapping, immediate_exit, "
+          "unknown and ENABLE_CAP ioctls on a vCPU fd")
+def fact_vcpu_ioctls(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    max_id = sys.ioctl(kvm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_MAX_VCPU_ID)
+    vcpu = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    rec.call("KVM_CREATE_VCPU 0 again", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    rec.call("KVM_CREATE_VCPU max_vcpu_id", sys.ioctl, vm, K.KVM_CREATE_VCPU, max_id)
+    rec.call("KVM_CREATE_VCPU max_vcpu_id-1", sys.ioctl, vm, K.KVM_CREATE_VCPU, max_id - 1)
+    m = rec.call("mmap vcpu 4 pages", sys.mmap, vcpu, 4 * P, 3, 1, 0)
+    if m is not None:
+        rec.access("kvm_run[0:8] (request_interrupt_window, immediate_exit)", m, slice(0, 8))
+        rec.access("page 3 (past KVM_GET_VCPU_MMAP_SIZE)", m, 3 * P)
+        m[1] = 1  # immediate_exit
+        rec.call("KVM_RUN with immediate_exit", sys.ioctl, vcpu, K.KVM_RUN, 0)
+        rec.access("exit_reason", m, slice(8, 12))
+    rec.call("mmap vcpu at page offset 1", sys.mmap, vcpu, P, 3, 1, P)
+    rec.call("unknown _IO(0xAE, 0x3f) on vCPU", sys.ioctl, vcpu, 0xAE3F, 0)
+    rec.call("KVM_ENABLE_CAP(EXIT_HYPERCALL) on vCPU", sys.ioctl, vcpu, K.KVM_ENABLE_CAP,
+             K.kvm_enable_cap(cap=K.KVM_CAP_EXIT_HYPERCALL, args=(1 << 12,)))
+    rec.call("KVM_ENABLE_CAP(EXIT_HYPERCALL) flags=1 on VM", sys.ioctl, vm, K.KVM_ENABLE_CAP,
+             K.kvm_enable_cap(cap=K.KVM_CAP_EXIT_HYPERCALL, flags=1, args=(1 << 12,)))
+    rec.call("KVM_ENABLE_CAP(GUEST_MEMFD_FLAGS) on VM", sys.ioctl, vm, K.KVM_ENABLE_CAP,
+             K.kvm_enable_cap(cap=K.KVM_CAP_GUEST_MEMFD_FLAGS))
+
+
+@scenario("fact_kvm_file_ops", "read/write/pread/lseek/ftruncate/fsync/fallocate/fstat on /dev/kvm, "
+          "VM and vCPU fds")
+def fact_kvm_file_ops(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    vcpu = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    for name, fd in (("/dev/kvm", kvm), ("VM", vm), ("vCPU", vcpu)):
+        rec.call(f"read {name}", sys.read, fd, 16)
+        rec.call(f"write {name}", sys.write, fd, b"x")
+        rec.call(f"pread {name}", sys.pread, fd, 16, 0)
+        rec.call(f"lseek {name} SEEK_SET 5", sys.lseek, fd, 5, os.SEEK_SET)
+        rec.call(f"lseek {name} SEEK_CUR 0", sys.lseek, fd, 0, os.SEEK_CUR)
+        rec.call(f"ftruncate {name}", sys.ftruncate, fd, 0)
+        rec.call(f"fsync {name}", sys.fsync, fd)
+        rec.call(f"fallocate {name}", sys.fallocate, fd, 0, 0, P)
+        rec.call(f"fstat {name}", sys.fstat, fd)

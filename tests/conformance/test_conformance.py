@@ -349,6 +349,20 @@ REFERENCE = {
     "selftest_guest_memfd_flags": [
         (f"[type 0] flag 1<<{b} as the selftest expects", ("ok", True)) for b in range(64)
     ],
+    # facts the mock took from kernel source; the reference states these rows, the rest of
+    # each scenario is checked against the real kernel only (test_mock_matches_host)
+    "fact_dev_ioctl_args": [
+        ("KVM_GET_API_VERSION 0", ("ok", 12)),  # §5.2
+        ("KVM_GET_VCPU_MMAP_SIZE 0", ("ok", 12288)),  # §1, §5.2
+    ],
+    "fact_vcpu_ioctls": [
+        ("KVM_ENABLE_CAP(GUEST_MEMFD_FLAGS) on VM", E("EINVAL")),  # §4.9
+    ],
+    "fact_kvm_file_ops": [
+        # not a reference row: vfs_read without ->read (kvm_vm_fops has none) is EINVAL,
+        # the same rule §4.2 gives for guest_memfd; observed on the 6.18.44 probe host
+        ("read VM", E("EINVAL")),
+    ],
 }
 
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.
