@@ -1504,7 +1504,13 @@ def fact_dev_ioctl_args(sys, rec):
     buf[0:4] = (256).to_bytes(4, "little")
     rec.call("KVM_GET_SUPPORTED_CPUID nent=256", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, buf)
     nent = int.from_bytes(buf[0:4], "little")
-    rec.record("entries returned", buf[: 8 + nent * esize])
+    entries = [K.kvm_cpuid_entry2.from_buffer_copy(buf, 8 + i * esize) for i in range(nent)]
+    # Per-CPU fields (APIC ids) change with the CPU that answers, even on the real kernel:
+    # compare which leaves exist and the ones VMMs probe (max leaves, address widths).
+    rec.record("leaves returned", [(e.function, e.index, e.flags) for e in entries])
+    rec.record("leaves 0, 0x80000000, 0x80000008",
+               [(e.eax, e.ebx, e.ecx, e.edx) for e in entries
+                if e.function in (0, 0x80000000, 0x80000008)])
     rec.call("KVM_GET_SUPPORTED_CPUID(NULL)", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, 0)
     rec.call("unknown _IO(0xAE, 0x3f)", sys.ioctl, kvm, 0xAE3F, 0)
 
