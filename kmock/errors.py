@@ -41,3 +41,14 @@ def oserror(code):
 EFAULT = _errno.EFAULT
 #: Linux's "memory page has hardware error"; Python's errno module does not name it
 EHWPOISON = getattr(_errno, "EHWPOISON", 133)
+
+
+class PluginError(Exception):
+    """A plugin broke the contract (kmock/hookspecs.py): an unknown hook, a duplicate VM
+    type, a non-int ioctl key, a veto that returns something other than an errno, an
+    entry point that fails to load. The message names the plugin."""
+
+
+class KmockUsageError(ValueError):
+    """A kmock Python API was called with an argument it does not accept; the message
+    names the argument."""

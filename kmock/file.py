@@ -39,11 +39,12 @@ class File:
     has_llseek = False
     cloexec = True
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, vmtype=None):
         self.kernel = kernel
         self.refs = 0
-        #: the dispatch table {request: handler} of this file type (set by the Kernel)
-        self.ioctls = kernel.ioctl_table(self.file_type)
+        #: the dispatch table {request: handler} of this file type, for the VM type of
+        #: the VM the file belongs to (built once per Kernel)
+        self.ioctls = kernel.ioctl_table(self.file_type, vmtype)
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -57,10 +58,6 @@ class File:
 
     def release(self):
         """The last reference went away (the kernel's ->release)."""
-
-    def placeholder_fd(self):
-        """The real descriptor a new fd for this file duplicates."""
-        return self.kernel._placeholder
 
     # --- file operations ---------------------------------------------------------------
 

@@ -1,23 +1,35 @@
-"""The plugin contract: every hook an architecture (or tracing) plugin may implement.
+"""The plugin contract: the hooks a plugin may implement, and where the rest lives.
 
-Plugins are found through the ``kmock.plugins`` entry-point group and registered
-on the ``kmock`` PluginManager of each Kernel (``Kernel(plugins=[...])`` registers
-an explicit list instead, as tests do). ``plugins/kmock_sw_protected`` is the
-template.
+Plugins are found through the ``kmock.plugins`` entry-point group and registered on
+the ``kmock`` PluginManager of each Kernel. ``Kernel(plugins=[...])`` adds plugins
+to the installed ones; ``Kernel(only_plugins=[...])`` registers exactly the listed
+ones (tests of a plugin in isolation). ``plugins/kmock_sw_protected`` is the
+smallest plugin; docs/writing-a-plugin.md walks through a whole architecture.
 
-Rules for every hook:
+The hooks here declare what a plugin offers. They run once, when a Kernel is
+created (or, for ``kmock_snapshot`` / ``kmock_syscall``, once per call of that
+Kernel API). Everything an architecture does *per VM* lives on its VM type
+(kmock.kvm.vmtype.VmType): its own ioctl tables and KVM_MEMORY_ENCRYPT_OP
+sub-commands, lifecycle callbacks (VM init and destroy, vCPU create, memslot
+prepare and commit, KVM_RUN entry and exit), guest_memfd callbacks (veto, the
+arch step of an invalidation, make_shared / make_private, stage-2 map and zap),
+GPA aliases, capability overrides and guest script actions. The core calls those
+only for VMs of that type, so no plugin filters by VM type.
 
-* Hooks run when tables are built (a Kernel is created) or once per *operation*
-  (an ioctl, a conversion, a VM creation), never once per page: per-page work
-  belongs in the compiled core.
-* A hook refuses an operation by raising ``OSError(errno)``; the caller has not
-  changed any state yet when a ``validate``/``veto`` hook runs, so nothing is left
-  half-done.
+Rules for every hook and VmType method:
+
+* Called when tables are built or once per *operation*, never once per page:
+  per-page work belongs in the compiled core (kmock.mm).
+* A callback refuses an operation by raising ``OSError(errno)`` (or, for a veto,
+  returning the errno) before the caller changed anything.
 * Hooks must not call back into the Kernel's syscall API (``Kernel.ioctl`` etc.):
-  they receive the objects they need.
+  they receive the objects they need. Consequences are recorded with
+  ``kernel.violations.record(...)`` (kmock.consequences).
 
-The hooks that dispatch ioctls return *tables*; the Kernel merges them once into
-per-file-type dispatch dicts, so no hook chain is walked per call.
+The contract is checked when the Kernel is created (kmock.pluginmanager): an
+unknown hook name, a ``kmock_*`` function without ``@hookimpl``, a VM type number
+declared twice, a non-int ioctl key and an entry point that fails to load are a
+``kmock.errors.PluginError`` naming the plugin.
 """
 
 import pluggy
@@ -26,98 +38,57 @@ hookspec = pluggy.HookspecMarker("kmock")
 hookimpl = pluggy.HookimplMarker("kmock")
 
 
-# --- declaring what the architecture offers (called once per Kernel) ----------------
+# --- what the architecture offers (called once per Kernel) --------------------------------
 
 
 @hookspec
 def kmock_vm_types(kernel):
-    """Return a list of :class:`kmock.kvm.vmtype.VmType` objects this plugin implements.
+    """Return a list of :class:`kmock.kvm.vmtype.VmType` instances this plugin implements.
 
-    A VmType names the ``KVM_CREATE_VM`` type number and answers the per-VM-type
-    questions (private memory, INIT_SHARED support, pre-fault, which guest accesses
-    are private, capability overrides, make_shared/make_private, hardware tables).
-    The profile decides which declared types the platform actually offers.
-    Called once when the Kernel is created.
+    The profile's ``platform`` (and, for the host profile, the probed type list)
+    decides which declared types KVM_CREATE_VM offers. Two plugins declaring the
+    same (arch, type number) is a PluginError.
     """
+
+
+@hookspec
+def kmock_platforms(kernel):
+    """Return a list of :class:`kmock.platforms.Platform`: confidential hardware this
+    plugin models ("tdx", "snp", "cca", ...), each for one architecture."""
+
+
+@hookspec
+def kmock_profiles():
+    """Return a list of :class:`kmock.profiles.Profile` this plugin names, e.g.
+    ``linux-6.18-tdx`` or an arm64 profile (``arch="arm64"``: KVM_CREATE_VM's argument
+    then carries the IPA size in bits 7:0). Called when a profile name is looked up."""
 
 
 @hookspec
 def kmock_ioctls(kernel, file_type):
-    """Return ``{request_number: handler}`` to add ioctls to a file type.
+    """Return ``{request_number: handler}`` added to ``file_type`` for every VM type.
 
-    ``file_type`` is one of ``"kvm"`` (/dev/kvm), ``"vm"``, ``"vcpu"``, ``"gmem"``.
+    ``file_type`` is ``"kvm"`` (/dev/kvm), ``"vm"``, ``"vcpu"``, ``"gmem"``,
+    ``"iommufd"``, ``"vfio"``, or a type a plugin's device declares.
     ``handler(file, arg)`` receives the open file object and the raw ioctl argument
-    (use ``kmock.kernel.copy_from_user``/``copy_to_user`` for structs) and returns
-    the ioctl's int result or raises OSError. A plugin adding KVM_MEMORY_ENCRYPT_OP
-    sub-commands registers one handler for that request on ``"vm"`` (and
-    ``"vcpu"``) and dispatches on the sub-command id itself. Called once per file
-    type when the Kernel is created; later plugins override earlier ones for the
-    same request.
-    """
-
-
-# --- validation of object creation (once per operation) ---------------------------
-
-
-@hookspec
-def kmock_vm_init(kernel, vm):
-    """Called after a VM object is built for KVM_CREATE_VM and before its fd exists.
-
-    Set up architecture state on ``vm.arch`` (the plugin owns it: RMP, S-EPT, RTT
-    tables usually as kmock.mm RangeMaps/PageTables), or raise OSError to make
-    KVM_CREATE_VM fail with that errno.
+    (use ``kmock.kernel_util.copy_from_user``/``copy_to_user`` for structs) and
+    returns the ioctl's int result or raises OSError. Per-VM-type ioctls belong in
+    ``VmType.ioctls`` instead (they override these for that type's VMs). Keys must
+    be ints. Called once per file type when the Kernel is created.
     """
 
 
 @hookspec
-def kmock_gmem_create(kernel, vm, size, flags):
-    """Validate KVM_CREATE_GUEST_MEMFD after the generic flag and size checks.
+def kmock_devices(kernel):
+    """Return ``{path: opener}``: device nodes this plugin adds (e.g. "/dev/sev").
 
-    Raise OSError to refuse; return nothing. (The generic checks use
-    ``VmType.supported_gmem_flags``, so most plugins need not implement this.)
+    ``opener(kernel, flags)`` returns a kmock.file.File (or raises OSError); the
+    Kernel installs it as a new fd. Called once when the Kernel is created; the
+    platform decides (the plugin returns nothing when its platform is not active).
     """
 
 
-# --- memory: invalidation and conversion (once per operation) -----------------------
-
-
-@hookspec
-def kmock_gmem_invalidate(kernel, gmem, start, end, reason):
-    """guest_memfd is taking pages [start, end) (page indexes) away from its users.
-
-    ``reason`` is ``"punch_hole"``, ``"convert_private"``, ``"convert_shared"``,
-    ``"release"`` or ``"memory_failure"``. Called between invalidate_begin and
-    invalidate_end, after the core zapped stage-2 and host mappings of the range.
-    Architecture plugins drop their hardware-table entries here (S-EPT remove,
-    RMPUPDATE to shared, RTT data destroy). Must not fail.
-    """
-
-
-@hookspec(firstresult=True)
-def kmock_gmem_convert_veto(kernel, gmem, start, end, to_private):
-    """Ask the architecture whether a conversion of [start, end) may proceed.
-
-    Return an errno (int) to refuse the whole conversion (nothing has changed yet),
-    or None to allow it. Example: TDX Connect refuses to block a TD-DMA-pinned page.
-    """
-
-
-@hookspec
-def kmock_gmem_make_shared(kernel, gmem, start, end):
-    """The arch callback for a to-shared conversion of allocated pages [start, end).
-
-    Runs after the refcount checks passed and before the new attributes are stored
-    (the kernel's kvm_arch_gmem_make_shared). Must not fail.
-    """
-
-
-@hookspec
-def kmock_gmem_make_private(kernel, gmem, start, end):
-    """The arch callback when private pages [start, end) are first used by the guest
-    (the kernel's lazy kvm_arch_gmem_make_private from kvm_gmem_get_pfn)."""
-
-
-# --- state ---------------------------------------------------------------------------
+# --- state --------------------------------------------------------------------------------
 
 
 @hookspec
@@ -125,7 +96,7 @@ def kmock_snapshot(kernel, snapshot):
     """Add architecture state to ``snapshot`` (a dict) under the plugin's own key."""
 
 
-# --- the syscall wrapper (tracing and fault injection) --------------------------------
+# --- the syscall wrapper (tracing and fault injection) ------------------------------------
 
 
 @hookspec

@@ -218,6 +218,15 @@ class HostKernel(SyscallAPI):
 
     # --- teardown --------------------------------------------------------------------
 
+    def owns_fd(self, fd):
+        """Whether ``fd`` was opened (or adopted) through this HostKernel."""
+        return fd in self._fds
+
+    def adopt(self, fd):
+        """Track ``fd`` (opened elsewhere) as one of this HostKernel's; returns it."""
+        self._fds.add(fd)
+        return fd
+
     def close_all(self):
         """munmap every mapping and close every fd this object handed out."""
         for m in list(self._maps):

@@ -1,48 +1,70 @@
-"""Kernel: the mock kernel's fd table and syscall entry points.
+"""Kernel: the mock kernel's syscall entry points, and the rooms they reach.
 
-``Kernel(profile="linux-6.18")`` owns the plugin manager, the active profile, the
-fd table, the mappings it handed out, and the logs of what would have been
-signals. Its methods have the signatures and errors of the os/fcntl/mmap
-functions of the same name (see kmock.syscall_api).
+``Kernel(profile="linux-6.18")`` owns the plugin manager, the active profile and
+small rooms with public internal APIs that every package uses:
+
+``fdtable``     fd -> open file (kmock.fdtable): ``install``, ``lookup``, ``get``
+``physmem``     the one frame space (kmock.physmem): ``alloc_range``
+``devices``     device nodes kmock emulates, by path (/dev/kvm, /dev/iommu, VFIO
+                cdevs, plugin devices such as /dev/sev): ``path -> opener``
+``violations``  the consequences API (kmock.consequences): ``record``
+``iommu_lock``  the iommufd object lock (kmock.iommufd.kernel_side)
+
+Its methods have the signatures and errors of the os/fcntl/mmap functions of the
+same name (see kmock.syscall_api).
 
 The flow of one ioctl: look the fd up, take the open file's dispatch table (built
-once from the core handlers and the plugins' ``kmock_ioctls`` tables), call the
-handler. No hook chain is walked per call; the ``kmock_syscall`` wrapper hook is
-only taken when some plugin implements it.
+once from the core handlers, the plugins' ``kmock_ioctls`` tables and, for VM,
+vCPU and guest_memfd files, the VM type's own table), call the handler. No hook
+chain is walked per call; the ``kmock_syscall`` wrapper hook is only taken when
+some plugin implements it.
 """
 
+import dataclasses
 import errno
-import fcntl
 import os
+import threading
 from ctypes import Structure as _Structure
-
-import pluggy
+from types import MappingProxyType
 
 from . import hookspecs, profiles
 from ._libc import check_fallocate_args
-from .errors import oserror
+from .consequences import ViolationLog
+from .errors import KmockUsageError, PluginError, oserror
+from .fdtable import FdTable
 from .file import File
+from .iommufd.kernel_side import IommufdSupport
 from .kvm import conversion
 from .kvm.device import KvmDevice, dev_ioctls
 from .kvm.guest_memfd import BackingPool
+from .kvm.mem_enc import mem_enc_ioctl
 from .kvm.vcpu import vcpu_ioctls
 from .kvm.vm import vm_ioctls
-from .kvm.vmtype import DefaultVm
-from .iommufd.kernel_side import IommufdSupport
+from .kvm.vmtype import Arm64DefaultVm, DefaultVm
+from .physmem import PhysMem
+from .platforms import NONE_ARM64, NONE_X86
+from .pluginmanager import checked_table, collect_vm_types, plugin_manager, plugin_name
 from .syscall_api import SyscallAPI
+from .uapi import kvm as K
 
 EBADF = errno.EBADF
 U32 = 0xFFFFFFFF
 #: fcntl.ioctl copies an immutable buffer argument into a buffer of this size
 IOCTL_BUFSZ = 1024
+#: the file types whose tables a VM type may override
+VM_FILE_TYPES = ("vm", "vcpu", "gmem")
 
 
 class _Builtin:
-    """The core's own plugin: the default VM type and the generic ioctl tables."""
+    """The core's own plugin: the default VM types, "none" platforms, generic ioctl tables."""
 
     @hookspecs.hookimpl(tryfirst=True)
     def kmock_vm_types(self, kernel):
-        return [DefaultVm()]
+        return [DefaultVm(), Arm64DefaultVm()]
+
+    @hookspecs.hookimpl(tryfirst=True)
+    def kmock_platforms(self, kernel):
+        return [NONE_X86, NONE_ARM64]
 
     @hookspecs.hookimpl(tryfirst=True)
     def kmock_ioctls(self, kernel, file_type):
@@ -52,85 +74,153 @@ class _Builtin:
         return {"kvm": dev_ioctls, "vm": vm_ioctls, "vcpu": vcpu_ioctls,
                 "iommufd": iommufd_ioctls, "vfio": vfio_ioctls}.get(file_type, lambda k: {})(kernel)
 
-
-def plugin_manager(plugins=None):
-    """A ``kmock`` PluginManager with the core, and ``plugins`` or the entry points."""
-    pm = pluggy.PluginManager("kmock")
-    pm.add_hookspecs(hookspecs)
-    pm.register(_Builtin(), name="kmock.core")
-    if plugins is None:
-        pm.load_setuptools_entrypoints("kmock.plugins")
-    else:
-        for p in plugins:
-            pm.register(p)
-    return pm
+    @hookspecs.hookimpl(tryfirst=True)
+    def kmock_devices(self, kernel):
+        return {"/dev/kvm": lambda k, flags: KvmDevice(k)}
 
 
 class Kernel(IommufdSupport, SyscallAPI):
     """A mock Linux kernel: KVM and guest_memfd as ``profile`` behaves.
 
-    ``plugins``: None registers every plugin of the ``kmock.plugins`` entry-point
-    group (as installed); a list registers exactly those plugin objects/modules.
-    Keyword ``settings`` override fields of the profile, e.g.
-    ``Kernel("gmem-attributes-v8", iommufd_gmem_policy="notifier")``.
+    ``profile``: a profile name (kmock.profiles.names(), plus those plugins declare)
+    or a Profile. ``plugins``: plugin objects/modules registered in addition to the
+    installed ones (the ``kmock.plugins`` entry points); ``only_plugins``: register
+    exactly these instead. Keyword ``settings`` override fields of the profile, e.g.
+    ``Kernel("gmem-attributes-v8", platform="tdx", iommufd_gmem_policy="notifier")``.
+    Raises kmock.errors.PluginError for a broken plugin and KmockUsageError (a
+    ValueError) for an unknown profile, setting or platform.
     """
 
     FILE_TYPES = ("kvm", "vm", "vcpu", "gmem", "iommufd", "vfio")
 
-    def __init__(self, profile="linux-6.18", plugins=None, **settings):
-        self.profile = profiles.get(profile)
-        if settings:
-            import dataclasses
-
-            self.profile = dataclasses.replace(self.profile, **settings)
-        self.pm = plugin_manager(plugins)
-        self._fds = {}
-        self._host = None
-        self._mappings = set()
-        self._pins = set()
+    def __init__(self, profile="linux-6.18", plugins=None, only_plugins=None, **settings):
+        if plugins is not None and not isinstance(plugins, (list, tuple)):
+            raise KmockUsageError("plugins must be a list of plugin objects or modules")
+        if only_plugins is not None and not isinstance(only_plugins, (list, tuple)):
+            raise KmockUsageError("only_plugins must be a list of plugin objects or modules")
+        self.pm = plugin_manager(_Builtin(), plugins, only_plugins)
+        self.profile = self._resolve_profile(profile, settings)
+        self.fdtable = FdTable()
+        self.physmem = PhysMem()
+        self.violations = ViolationLog()
+        #: host mappings this kernel handed out (kmock.mapping.FileMapping)
+        self.mappings = set()
         #: (mapping, offset) of every host access that got SIGBUS
         self.sigbus_log = []
-        #: hardware consequences recorded instead of crashing anything
-        self.violations = []
-        self._placeholder = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        self._sigbus_memfd = os.memfd_create("kmock-sigbus", os.MFD_CLOEXEC)  # size 0
+        #: a zero-length memfd: mapped where a host access must SIGBUS
+        self.sigbus_memfd = os.memfd_create("kmock-sigbus", os.MFD_CLOEXEC)
+        self.iommu_lock = threading.RLock()
+        self._host = None
+        self._pins = set()
         self._gmem_pool = BackingPool()
+        self._closed = False
         self._init_iommufd()
-        self._next_pfn = 1 << 18  # pseudo frames handed to guest_memfd inodes (1G-aligned)
         self._build_tables()
+
+    def _resolve_profile(self, profile, settings):
+        extra = []
+        for part in self.pm.hook.kmock_profiles():
+            extra.extend(part or ())
+        prof = profiles.get(profile, extra)
+        #: settings the platforms of installed plugins declare, with their defaults
+        declared = {}
+        for impl in self.pm.hook.kmock_platforms.get_hookimpls():
+            for plat in impl.function(kernel=self) or ():
+                declared.update(dict(plat.settings))
+        known = {f.name for f in dataclasses.fields(prof)} - {"name", "description", "arch_settings"}
+        fields, arch = {}, dict(declared)
+        arch.update(prof.arch_settings)
+        for key, value in settings.items():
+            if key in known:
+                fields[key] = value
+            elif key in declared:
+                arch[key] = value
+            else:
+                raise KmockUsageError(
+                    f"Kernel() got an unknown profile setting {key!r}; the settings are: "
+                    f"{', '.join(sorted(known | set(declared)))}")
+        return dataclasses.replace(prof, arch_settings=MappingProxyType(arch), **fields)
+
+    def setting(self, name):
+        """A profile setting by name: a Profile field, or one a platform declares."""
+        p = self.profile
+        if name in p.arch_settings:
+            return p.arch_settings[name]
+        if name in {f.name for f in dataclasses.fields(p)}:
+            return getattr(p, name)
+        raise KmockUsageError(f"no profile setting {name!r}")
 
     # --- tables built once from the plugins -------------------------------------------
 
     def _build_tables(self):
         hook = self.pm.hook
-        declared = {}
-        for types in reversed(hook.kmock_vm_types(kernel=self)):
-            for t in types or ():
-                declared[t.type] = t
-        offered = self.profile.vm_types
+        p = self.profile
+        platforms = {}
+        for impl in hook.kmock_platforms.get_hookimpls():
+            for plat in impl.function(kernel=self) or ():
+                platforms[(plat.arch, plat.name)] = plat
+        if (p.arch, p.platform) not in platforms:
+            known = sorted(n for a, n in platforms if a == p.arch)
+            raise KmockUsageError(
+                f"platform {p.platform!r} is not known for {p.arch} profiles (profile "
+                f"{p.name!r}); known: {', '.join(known)}. A platform is declared by the plugin "
+                f"that models it (kmock_platforms).")
+        #: the Platform the profile names
+        self.platform = platforms[(p.arch, p.platform)]
+        declared = collect_vm_types(self.pm, self)
+        offered = p.vm_types
         #: KVM_CREATE_VM type number -> VmType, for the types this platform offers
-        self.vm_types = {n: t for n, t in declared.items() if offered is None or n in offered}
+        self.vm_types = {
+            t.type: t for (arch, n), t in declared.items()
+            if arch == p.arch and (t.platforms is None or p.platform in t.platforms)
+            and (offered is None or n in offered)}
         self._tables = {}
         for ft in self.FILE_TYPES:
             table = {}
-            for part in reversed(hook.kmock_ioctls(kernel=self, file_type=ft)):
-                table.update(part or {})
+            for impl in reversed(hook.kmock_ioctls.get_hookimpls()):
+                part = impl.function(kernel=self, file_type=ft)
+                table.update(checked_table(f"plugin {plugin_name(self.pm, impl.plugin)}", part))
             self._tables[ft] = table
         self.gmem_model = conversion.model_for(self.profile)
         self._tables["gmem"].update(self.gmem_model.gmem_ioctls(self.profile))
+        self._vmtype_tables = {}
+        for t in self.vm_types.values():
+            self._vmtype_tables[id(t)] = self._tables_for(t)
+        self.devices = {}
+        self.devices.update(self._iommu_devices())
+        for impl in reversed(hook.kmock_devices.get_hookimpls()):
+            self.devices.update(impl.function(kernel=self) or {})
         self.caps = self._system_caps()
         self._vm_caps = {}
         self._traced = bool(hook.kmock_syscall.get_hookimpls())
-        self._has = {name: bool(getattr(hook, name).get_hookimpls()) for name in (
-            "kmock_vm_init", "kmock_gmem_create", "kmock_gmem_invalidate", "kmock_snapshot",
-            "kmock_gmem_convert_veto", "kmock_gmem_make_shared", "kmock_gmem_make_private")}
+        self._has_snapshot = bool(hook.kmock_snapshot.get_hookimpls())
 
-    def ioctl_table(self, file_type):
+    def _tables_for(self, vmtype):
+        """The vm, vcpu and gmem tables of VMs of ``vmtype``: the core's, overridden by
+        the VM type's own, with KVM_MEMORY_ENCRYPT_OP dispatching its sub-commands."""
+        who = f"VM type {vmtype.name}"
+        out = {}
+        for ft in VM_FILE_TYPES:
+            table = dict(self._tables[ft])
+            if vmtype.mem_enc_cmd is not None and ft in ("vm", "vcpu"):
+                ops = checked_table(who, vmtype.mem_enc_ops(self, ft))
+                table[K.KVM_MEMORY_ENCRYPT_OP] = mem_enc_ioctl(vmtype, ops)
+            table.update(checked_table(who, vmtype.ioctls(self, ft)))
+            out[ft] = table
+        return out
+
+    def ioctl_table(self, file_type, vmtype=None):
+        """The dispatch table of ``file_type`` (for VMs of ``vmtype`` where it matters)."""
+        if vmtype is not None:
+            tables = self._vmtype_tables.get(id(vmtype))
+            if tables is not None and file_type in tables:
+                return tables[file_type]
         return self._tables.get(file_type, {})
 
-    def _system_caps(self):
-        from .uapi import kvm as K
+    def vmtype_tables(self, vmtype):
+        return self._vmtype_tables.get(id(vmtype), {})
 
+    def _system_caps(self):
         p = self.profile
         caps = {
             K.KVM_CAP_VM_TYPES: sum(1 << t for t in self.vm_types if t < 32),
@@ -138,6 +228,8 @@ class Kernel(IommufdSupport, SyscallAPI):
             K.KVM_CAP_PRE_FAULT_MEMORY: int(p.tdp),
             K.KVM_CAP_GUEST_MEMFD_FLAGS: K.GUEST_MEMFD_FLAG_MMAP | K.GUEST_MEMFD_FLAG_INIT_SHARED,
         }
+        if p.arch != "x86":
+            caps[K.KVM_CAP_VM_TYPES] = 0  # an x86 capability
         caps.update(p.caps)
         caps.update(self.gmem_model.system_caps(p))
         return {c: v for c, v in caps.items() if v}
@@ -146,8 +238,6 @@ class Kernel(IommufdSupport, SyscallAPI):
         """VM-level KVM_CHECK_EXTENSION values for a VM of ``vmtype`` (cached per type)."""
         caps = self._vm_caps.get(vmtype.type)
         if caps is None:
-            from .uapi import kvm as K
-
             caps = dict(self.caps)
             mem_attrs = self.profile.memory_attributes and vmtype.has_private_mem
             caps[K.KVM_CAP_MEMORY_ATTRIBUTES] = K.KVM_MEMORY_ATTRIBUTE_PRIVATE if mem_attrs else 0
@@ -159,79 +249,31 @@ class Kernel(IommufdSupport, SyscallAPI):
             self._vm_caps[vmtype.type] = caps
         return caps
 
-    # --- hooks called once per operation (only when implemented) --------------------------
+    # --- guest_memfd backing memory ------------------------------------------------------------
 
-    def _hook_vm_init(self, vm):
-        if self._has["kmock_vm_init"]:
-            self.pm.hook.kmock_vm_init(kernel=self, vm=vm)
+    def take_gmem_backing(self, size):
+        """A backing memfd entry of ``size`` bytes for a new guest_memfd (kmock.kvm.guest_memfd)."""
+        return self._gmem_pool.take(size)
 
-    def _hook_gmem_create(self, vm, size, flags):
-        if self._has["kmock_gmem_create"]:
-            self.pm.hook.kmock_gmem_create(kernel=self, vm=vm, size=size, flags=flags)
-
-    def _hook_invalidate(self, inode, start, end, reason):
-        if self._has["kmock_gmem_invalidate"]:
-            self.pm.hook.kmock_gmem_invalidate(kernel=self, gmem=inode, start=start, end=end,
-                                               reason=reason)
-
-    def _alloc_pfn_range(self, npages):
-        """A range of pseudo frame numbers for a guest_memfd of ``npages`` pages."""
-        base = self._next_pfn
-        self._next_pfn += (npages + (1 << 18) - 1) & ~((1 << 18) - 1)
-        return base
-
-    def _hook_convert_veto(self, inode, start, end, to_private):
-        if self._has["kmock_gmem_convert_veto"]:
-            return self.pm.hook.kmock_gmem_convert_veto(kernel=self, gmem=inode, start=start,
-                                                        end=end, to_private=to_private)
-        return None
-
-    def _hook_make_shared(self, inode, start, end):
-        if self._has["kmock_gmem_make_shared"]:
-            for s, e, v in inode.allocated.ranges(start, end):
-                if v:
-                    self.pm.hook.kmock_gmem_make_shared(kernel=self, gmem=inode, start=s, end=e)
+    def release_gmem_backing(self, entry, dirty):
+        self._gmem_pool.give(entry, dirty)
 
     # --- the fd table -----------------------------------------------------------------------
 
-    def _install(self, file, cloexec=None):
-        """Give ``file`` a new real, unique fd and return it."""
-        if cloexec is None:
-            cloexec = file.cloexec
-        cmd = fcntl.F_DUPFD_CLOEXEC if cloexec else fcntl.F_DUPFD
-        fd = fcntl.fcntl(file.placeholder_fd(), cmd, 0)
-        self._fds[fd] = file
-        file.get()
-        return fd
-
-    def _file(self, fd):
-        try:
-            return self._fds[fd]
-        except (KeyError, TypeError):
-            if not isinstance(fd, int):
-                raise TypeError("an integer file descriptor is required") from None
-            raise oserror(EBADF) from None
-
-    @staticmethod
-    def _is_open_fd(fd):
-        """Is ``fd`` (a u32 from a struct) an open descriptor of this process at all?"""
-        if fd > 0x7FFFFFFF:
-            return False
-        try:
-            os.fstat(fd)
-        except OSError:
-            return False
-        return True
-
     def file(self, fd):
-        """The open file object behind a kmock fd (for inspection in tests)."""
-        return self._file(fd)
+        """The open file object behind a kmock fd (OSError EBADF if it is not one)."""
+        return self.fdtable.lookup(fd)
+
+    def owns_fd(self, fd):
+        """Whether ``fd`` is a descriptor of a file kmock emulates (/dev/kvm, VM, vCPU,
+        guest_memfd, iommufd, VFIO, plugin devices)."""
+        return fd in self.fdtable
 
     def vm(self, vm_fd):
-        """The VM object behind a VM fd."""
-        f = self._file(vm_fd)
+        """The VM object behind a VM fd (KmockUsageError if ``vm_fd`` is not one)."""
+        f = self.fdtable.get(vm_fd) if isinstance(vm_fd, int) else None
         if getattr(f, "file_type", None) != "vm":
-            raise ValueError(f"fd {vm_fd} is not a VM fd")
+            raise KmockUsageError(f"vm_fd {vm_fd!r} is not a VM fd of this kernel")
         return f.vm
 
     # --- syscalls ---------------------------------------------------------------------------
@@ -244,22 +286,18 @@ class Kernel(IommufdSupport, SyscallAPI):
     def _open(self, path, flags, mode):
         if isinstance(path, bytes):
             path = os.fsdecode(path)
-        if path != "/dev/kvm":
-            f = self._open_iommu_path(path)
-            if f is not None:
-                return self._install(f, cloexec=bool(flags & os.O_CLOEXEC))
+        opener = self.devices.get(path)
+        if opener is None:
             # Not a device kmock emulates: the real OS serves it (as umockdev passes
             # host devices through), so a VMM may open /dev/null or a file as usual.
             return self.host.open(path, flags, mode)
-        return self._install(KvmDevice(self), cloexec=bool(flags & os.O_CLOEXEC))
+        return self.fdtable.install(opener(self, flags), cloexec=bool(flags & os.O_CLOEXEC))
 
     def memfd_create(self, name, flags=0):
         """os.memfd_create through kmock: a real memfd whose truncation kmock sees, so
         pages pinned by an IOMMU MAP_FILE keep their bytes after a truncate (as a
         FOLL_PIN'd folio outlives it)."""
-        fd = os.memfd_create(name, flags)
-        self.host._fds.add(fd)
-        return fd
+        return self.host.adopt(os.memfd_create(name, flags))
 
     @property
     def host(self):
@@ -271,38 +309,30 @@ class Kernel(IommufdSupport, SyscallAPI):
         return self._host
 
     def _host_fd(self, fd):
-        return self._host is not None and fd in self._host._fds
+        return self._host is not None and self._host.owns_fd(fd)
 
     def close(self, fd):
         if self._traced:
             return self._call_traced("close", (fd,))
         if self._host_fd(fd):
             return self._host.close(fd)
-        f = self._file(fd)
-        del self._fds[fd]
-        os.close(fd)
-        f.put()
+        self.fdtable.remove(fd).put()
 
     def dup(self, fd):
         if self._traced:
             return self._call_traced("dup", (fd,))
         if self._host_fd(fd):
             return self._host.dup(fd)
-        f = self._file(fd)
-        new = fcntl.fcntl(fd, fcntl.F_DUPFD, 0)  # dup(2) never sets FD_CLOEXEC
-        self._fds[new] = f
-        f.get()
-        return new
+        return self.fdtable.dup(fd)
 
     def ioctl(self, fd, request, arg=0, mutate_flag=True):
         if self._traced:
             return self._call_traced("ioctl", (fd, request, arg, mutate_flag))
-        try:
-            f = self._fds[fd]
-        except (KeyError, TypeError):
+        f = self.fdtable.get(fd) if type(fd) is int else None
+        if f is None:
             if self._host_fd(fd):
                 return self._host.ioctl(fd, request, arg, mutate_flag)
-            f = self._file(fd)
+            f = self.fdtable.lookup(fd)
         h = f.ioctls.get(request)
         if h is None:
             request &= U32  # the kernel's cmd is an unsigned int
@@ -343,7 +373,7 @@ class Kernel(IommufdSupport, SyscallAPI):
             return self._call_traced("mmap", (fd, length, prot, flags, offset))
         if self._host_fd(fd):
             return self._host.mmap(fd, length, prot, flags, offset)
-        return self._file(fd).mmap(length, prot, flags, offset)
+        return self.fdtable.lookup(fd).mmap(length, prot, flags, offset)
 
     def fallocate(self, fd, mode, offset, length):
         if self._traced:
@@ -352,7 +382,7 @@ class Kernel(IommufdSupport, SyscallAPI):
             if mode & 0x02 and self.iommu_memory.orphans is not None:  # FALLOC_FL_PUNCH_HOLE
                 self.iommu_memory.before_truncate(fd, offset, offset + length)
             return self._host.fallocate(fd, mode, offset, length)
-        f = self._file(fd)
+        f = self.fdtable.lookup(fd)
         check_fallocate_args(fd, mode, offset, length)
         return f.fallocate(mode, offset, length)
 
@@ -390,7 +420,7 @@ class Kernel(IommufdSupport, SyscallAPI):
             if name == "ftruncate":
                 self.iommu_memory.before_truncate(fd, args[0], 1 << 63)
             return getattr(self._host, name)(fd, *args)
-        return getattr(self._file(fd), name)(*args)
+        return getattr(self.fdtable.lookup(fd), name)(*args)
 
     def _call_traced(self, name, args):
         """The kmock_syscall path: run the wrapper implementations around the syscall.
@@ -442,12 +472,18 @@ class Kernel(IommufdSupport, SyscallAPI):
         or ``close_all()``. Pinning a page that would fault fails with EFAULT. A pinned
         guest_memfd page blocks its conversion to private (EAGAIN), as a long-term pin
         or an extra reference does in the kernel; ``longterm`` is recorded only.
+        Raises KmockUsageError when ``mapping`` is not a mapping of this kernel.
         """
+        from .mapping import FileMapping
+
+        if not isinstance(mapping, FileMapping) or mapping.file.kernel is not self:
+            raise KmockUsageError(f"mapping must be a mapping returned by this kernel's mmap(), "
+                                  f"not {mapping!r}")
+        for name, v in (("offset", offset), ("length", length)):
+            if type(v) is not int:
+                raise KmockUsageError(f"{name} must be an int, not {v!r}")
         if mapping.closed or offset < 0 or length <= 0 or offset + length > len(mapping):
             raise oserror(errno.EINVAL)
-        if mapping._fault(offset, offset + length) is not None:
-            raise oserror(errno.EFAULT)
-        mapping._touch(offset, offset + length, False)
         pin = _Pin(self, mapping, offset, length, longterm)
         self._pins.add(pin)
         return pin
@@ -457,27 +493,28 @@ class Kernel(IommufdSupport, SyscallAPI):
 
         Later guest use of the page fails with EHWPOISON (KVM_RUN), host use with SIGBUS.
         """
-        f = self._file(gmem_fd)
+        f = self.fdtable.lookup(gmem_fd)
         if f.file_type != "gmem" or not 0 <= offset < f.inode.size:
             raise oserror(errno.EINVAL)
         f.inode.memory_failure(offset >> 12)
 
     def snapshot(self):
         """The mock's state as plain data: guest_memfds, VMs and what was recorded."""
-        files = {id(f): f for f in self._fds.values()}
-        gmems = [f for f in files.values() if f.file_type == "gmem"]
-        vms = {id(f.vm): f.vm for f in files.values() if hasattr(f, "vm")}
+        files = self.fdtable.files()
+        gmems = {id(f.inode): f.inode for f in files if f.file_type == "gmem"}
+        vms = {id(f.vm): f.vm for f in files if getattr(f, "vm", None) is not None}
         snap = {
             "profile": self.profile.name,
-            "guest_memfds": [f.inode.snapshot() for f in gmems],
+            "platform": self.profile.platform,
+            "guest_memfds": [i.snapshot() for i in gmems.values()],
             "vms": [vm.snapshot() for vm in vms.values()],
-            "iommufd": [f.snapshot() for f in files.values() if f.file_type == "iommufd"],
+            "iommufd": [f.snapshot() for f in files if f.file_type == "iommufd"],
             "orphaned_pinned_pages": len(self.iommu_memory.orphans),
             "dma_faults": len(self.dma_faults),
             "sigbus": len(self.sigbus_log),
             "violations": list(self.violations),
         }
-        if self._has["kmock_snapshot"]:
+        if self._has_snapshot:
             self.pm.hook.kmock_snapshot(kernel=self, snapshot=snap)
         return snap
 
@@ -487,22 +524,24 @@ class Kernel(IommufdSupport, SyscallAPI):
         """Close every mapping and fd this kernel handed out, and its own descriptors."""
         for pin in list(self._pins):
             pin.unpin()
-        for m in list(self._mappings):
+        for m in list(self.mappings):
             m.close()
-        for fd in list(self._fds):
-            self.close(fd)
+        for fd in self.fdtable.fds():
+            try:
+                self.close(fd)
+            except OSError:
+                pass  # closed by another thread meanwhile
         if self._host is not None:
             self._host.close_all()
-        if self._placeholder >= 0:
-            self._gmem_pool.close()
+        self._gmem_pool.close()
 
     def __del__(self):
         try:
             self.close_all()
-            if self._placeholder >= 0:
-                os.close(self._placeholder)
-                os.close(self._sigbus_memfd)
-                self._placeholder = -1
+            if not self._closed:
+                self._closed = True
+                self.fdtable.close()
+                os.close(self.sigbus_memfd)
         except Exception:
             pass
 
@@ -516,7 +555,7 @@ class _Pin:
         self.offset = offset
         self.length = length
         self.longterm = longterm
-        self.pages = mapping.pin_pages(offset, offset + length, +1)
+        self.pages = mapping.gup(offset, offset + length)
 
     def unpin(self):
         if self.pages is not None:
@@ -525,4 +564,4 @@ class _Pin:
             self.kernel._pins.discard(self)
 
 
-__all__ = ["Kernel", "File", "plugin_manager"]
+__all__ = ["Kernel", "File"]

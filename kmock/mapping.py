@@ -28,7 +28,7 @@ class FileMapping(Mapping):
         self._maplen = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         self.address = _libc.mmap(None, self._maplen, prot, _libc.MAP_SHARED, src_fd, src_offset)
         file.get()
-        file.kernel._mappings.add(self)
+        file.kernel.mappings.add(self)
 
     def __len__(self):
         return self.length
@@ -39,7 +39,7 @@ class FileMapping(Mapping):
             return
         self.closed = True
         _libc.munmap(self.address, self._maplen)
-        self.file.kernel._mappings.discard(self)
+        self.file.kernel.mappings.discard(self)
         self._on_close()
         self.file.put()
 
@@ -61,6 +61,18 @@ class FileMapping(Mapping):
 
     def _on_close(self):
         pass
+
+    def gup(self, start, stop):
+        """get_user_pages over [start, stop): EFAULT where a host fault would fail, else
+        fault the pages in and pin them; returns what ``unpin_pages`` needs."""
+        import errno
+
+        from .errors import oserror
+
+        if self._fault(start, stop) is not None:
+            raise oserror(errno.EFAULT)
+        self._touch(start, stop, False)
+        return self.pin_pages(start, stop, +1)
 
     def pin_pages(self, start, stop, delta):
         """Take pins on the pages under [start, stop); returns what ``unpin_pages`` needs."""
@@ -89,7 +101,10 @@ class FileMapping(Mapping):
 
     def _sigbus(self, at):
         self.file.kernel.sigbus_log.append((self, at))
-        raise SigBus(at, f"{self.file.file_type} host fault")
+        raise SigBus(at, self._sigbus_reason(at))
+
+    def _sigbus_reason(self, at):
+        return f"{self.file.file_type} host fault"
 
     def __getitem__(self, index):
         start, stop, single = self._window(index)

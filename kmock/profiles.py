@@ -32,6 +32,14 @@ PAGE_SIZE = 4096
 class Profile:
     name: str
     description: str
+    #: "x86" or "arm64" (arm64: KVM_CREATE_VM's argument carries the IPA size in bits 7:0)
+    arch: str = "x86"
+    #: the machine's confidential hardware: "none", "tdx", "snp", "cca", or a plugin's
+    #: (kmock.platforms); any kernel generation combines with any platform of its arch
+    platform: str = "none"
+    #: settings an architecture plugin reads (e.g. {"tdx_connect": True}); a Kernel
+    #: keyword that is not a Profile field lands here only if a plugin declared it
+    arch_settings: MappingProxyType = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     api_version: int = K.KVM_API_VERSION
     vcpu_mmap_size: int = 3 * PAGE_SIZE
     #: KVM_CHECK_EXTENSION values shared by /dev/kvm and every VM, for caps that do not
@@ -132,20 +140,28 @@ _BUILTIN = {p.name: p for p in (LINUX_6_18, GMEM_CONVERT_RFC_V2, GMEM_ATTRIBUTES
 _host_cache = None
 
 
-def names():
-    return sorted([*_BUILTIN, "host"])
+def names(extra=()):
+    """Names of the built-in profiles, the host profile and ``extra`` (plugins' profiles)."""
+    return sorted({*_BUILTIN, "host", *(p.name for p in extra)})
 
 
-def get(name):
-    """The profile called ``name`` (a Profile passes through unchanged)."""
+def get(name, extra=()):
+    """The profile called ``name`` (a Profile passes through unchanged); ``extra`` are the
+    profiles plugins declare (kmock_profiles)."""
     if isinstance(name, Profile):
         return name
     if name == "host":
         return host_profile()
+    for p in extra:
+        if p.name == name:
+            return p
     try:
         return _BUILTIN[name]
-    except KeyError:
-        raise ValueError(f"unknown kmock profile {name!r}; known: {', '.join(names())}") from None
+    except (KeyError, TypeError):
+        from .errors import KmockUsageError
+
+        raise KmockUsageError(f"unknown kmock profile {name!r}; known: "
+                              f"{', '.join(names(extra))}") from None
 
 
 # --- the host profile ---------------------------------------------------------------

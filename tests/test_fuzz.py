@@ -241,18 +241,20 @@ FILE_TYPE_OF = {K.KVM_CREATE_VCPU: "vm", K.KVM_CREATE_VM: "kvm", K.KVM_CHECK_EXT
 
 
 def _fd_of_type(k, handed, file_type, pick, default):
-    fds = [fd for fd in handed if getattr(k._fds.get(fd), "file_type", None) == file_type]
+    fds = [fd for fd in handed if getattr(k.fdtable.get(fd), "file_type", None) == file_type]
     return fds[pick % len(fds)] if fds else default
 
 
 def check_invariants(k):
     files = {}
-    for fd, f in k._fds.items():
-        st_ = os.fstat(fd)  # every fd in the table is a real open fd
+    for fd, f in k.fdtable.items():
+        os.fstat(fd)  # every fd in the table is a real open fd
         if isinstance(f, GmemFile):
+            st_ = k.fstat(fd)
             assert st_.st_ino == f.inode.ino and st_.st_size == f.inode.size
+            assert f.inode.backing >= 0 and fd != f.inode.backing
         files.setdefault(id(f), [f, 0])[1] += 1
-    for m in k._mappings:
+    for m in k.mappings:
         assert not m.closed
         files.setdefault(id(m.file), [m.file, 0])[1] += 1
     for f, refs in files.values():
@@ -322,7 +324,7 @@ def run(ops_list, fd_picks):
                 arg = {"struct": struct, "bytes": bytes(struct), "bytearray": bytearray(struct),
                        "address": ctypes.addressof(struct)}[how]
                 r = _call(k, "ioctl", fd, req, arg, True)
-                if type(r) is int and r in k._fds and r not in handed:
+                if type(r) is int and r in k.fdtable and r not in handed:
                     handed.append(r)
                 continue
             if name == "munmap":
@@ -333,11 +335,11 @@ def run(ops_list, fd_picks):
             if name == "mmap" and isinstance(r, FileMapping):
                 assert r.length == op[1] and r.address
                 mappings.append(r)
-            elif name in ("ioctl", "dup") and type(r) is int and r in k._fds and r not in handed:
+            elif name in ("ioctl", "dup") and type(r) is int and r in k.fdtable and r not in handed:
                 handed.append(r)
         check_invariants(k)
         k.close_all()
-        assert not k._fds and not k._mappings
+        assert not k.fdtable and not k.mappings
         assert all(m.closed for m in mappings)
         for fd in handed:
             if str(fd) not in before:

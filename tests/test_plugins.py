@@ -45,7 +45,7 @@ def test_default_kernel_loads_sw_protected():
 
 
 def test_no_plugins_offers_only_default():
-    with kmock.Kernel(plugins=[]) as k:
+    with kmock.Kernel(only_plugins=[]) as k:
         kvm = open_kvm(k)
         assert k.ioctl(kvm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_VM_TYPES) == 0b1
         assert err(k.ioctl, kvm, K.KVM_CREATE_VM, K.KVM_X86_SW_PROTECTED_VM) == errno.EINVAL
@@ -55,8 +55,19 @@ def test_no_plugins_offers_only_default():
 
 
 def test_explicit_plugin_list():
-    with kmock.Kernel(plugins=[kmock_sw_protected]) as k:
+    with kmock.Kernel(only_plugins=[kmock_sw_protected]) as k:
         assert k.ioctl(open_kvm(k), K.KVM_CHECK_EXTENSION, K.KVM_CAP_VM_TYPES) == 0b11
+
+
+def test_plugins_add_to_the_installed_ones():
+    """Kernel(plugins=[...]) keeps the entry-point plugins (sw_protected) and adds."""
+    arch = FakeArch()
+    with kmock.Kernel(plugins=[arch]) as k:
+        caps = k.ioctl(open_kvm(k), K.KVM_CHECK_EXTENSION, K.KVM_CAP_VM_TYPES)
+        assert caps == 0b11 | (1 << FAKE_TYPE)
+    with kmock.Kernel(only_plugins=[arch]) as k:
+        caps = k.ioctl(open_kvm(k), K.KVM_CHECK_EXTENSION, K.KVM_CAP_VM_TYPES)
+        assert caps == 0b1 | (1 << FAKE_TYPE)
 
 
 # --- a test architecture -------------------------------------------------------------------
@@ -72,61 +83,73 @@ CMD_INIT, CMD_MEASURE = 0, 1
 
 
 class FakeVm(VmType):
+    """A VM type with KVM_MEMORY_ENCRYPT_OP sub-commands (the registry) and a vm_init veto."""
+
     type = FAKE_TYPE
     name = "FAKE_CC_VM"
     has_private_mem = True
-
-    def capabilities(self):
-        return {FAKE_CAP: 42}
-
-
-class FakeArch:
-    """A plugin object: a VM type, a VM ioctl with sub-commands, a vm_init veto."""
+    mem_enc_cmd = FakeCmd
 
     def __init__(self):
         self.refuse = None
         self.inits = []
 
-    @hookimpl
-    def kmock_vm_types(self, kernel):
-        return [FakeVm()]
+    def capabilities(self):
+        return {FAKE_CAP: 42}
 
-    @hookimpl
-    def kmock_ioctls(self, kernel, file_type):
-        if file_type == "vm":
-            return {K.KVM_MEMORY_ENCRYPT_OP: self.encrypt_op}
-        return {}
-
-    @hookimpl
-    def kmock_vm_init(self, kernel, vm):
-        if self.refuse is not None and vm.type == FAKE_TYPE:
+    def vm_init(self, vm):
+        if self.refuse is not None:
             raise OSError(self.refuse, os.strerror(self.refuse))
-        if vm.type == FAKE_TYPE:
-            vm.arch = {"initialised": False, "measure": 0}
+        vm.arch = {"initialised": False, "measure": 0}
         self.inits.append(vm.type)
 
+    def mem_enc_ops(self, kernel, file_type):
+        return {CMD_INIT: self.cmd_init, CMD_MEASURE: self.cmd_measure} if file_type == "vm" else {}
+
     @staticmethod
-    def encrypt_op(f, arg):
-        from kmock.kernel_util import copy_from_user, copy_to_user
+    def cmd_init(f, cmd, arg):
+        from kmock.kernel_util import copy_to_user
 
         vm = f.vm
-        if vm.type != FAKE_TYPE:
-            raise OSError(errno.ENOTTY, "no mem_enc_ioctl")
-        cmd = copy_from_user(arg, FakeCmd)
-        if cmd.id == CMD_INIT:
-            if vm.arch["initialised"]:
-                cmd.error = 5
-                copy_to_user(arg, cmd)
-                raise OSError(errno.EINVAL, "already initialised")
-            vm.arch["initialised"] = True
-        elif cmd.id == CMD_MEASURE:
-            if not vm.arch["initialised"]:
-                raise OSError(errno.EPERM, "not initialised")
-            cmd.data = 0xC0FFEE
-        else:
-            raise OSError(errno.EINVAL, "unknown sub-command")
+        if vm.arch["initialised"]:
+            cmd.error = 5
+            copy_to_user(arg, cmd)
+            raise OSError(errno.EINVAL, "already initialised")
+        vm.arch["initialised"] = True
+        return 0
+
+    @staticmethod
+    def cmd_measure(f, cmd, arg):
+        from kmock.kernel_util import copy_to_user
+
+        if not f.vm.arch["initialised"]:
+            raise OSError(errno.EPERM, "not initialised")
+        cmd.data = 0xC0FFEE
         copy_to_user(arg, cmd)
         return 0
+
+
+class FakeArch:
+    """A plugin object declaring the fake VM type."""
+
+    def __init__(self):
+        self.vmtype = FakeVm()
+
+    @property
+    def inits(self):
+        return self.vmtype.inits
+
+    @property
+    def refuse(self):
+        return self.vmtype.refuse
+
+    @refuse.setter
+    def refuse(self, v):
+        self.vmtype.refuse = v
+
+    @hookimpl
+    def kmock_vm_types(self, kernel):
+        return [self.vmtype]
 
 
 @pytest.fixture
@@ -136,7 +159,7 @@ def arch():
 
 @pytest.fixture
 def fk(arch):
-    with kmock.Kernel(plugins=[kmock_sw_protected, arch]) as k:
+    with kmock.Kernel(only_plugins=[kmock_sw_protected, arch]) as k:
         yield k
 
 
@@ -151,7 +174,7 @@ def test_plugin_adds_vm_type_with_capabilities(fk, arch):
     assert fk.ioctl(kvm, K.KVM_CHECK_EXTENSION, FAKE_CAP) == 0  # a VM-level cap only
     vm0 = fk.ioctl(kvm, K.KVM_CREATE_VM, 0)
     assert fk.ioctl(vm0, K.KVM_CHECK_EXTENSION, FAKE_CAP) == 0
-    assert arch.inits == [FAKE_TYPE, 0]
+    assert arch.inits == [FAKE_TYPE]  # vm_init is the VM type's: only its own VMs
 
 
 def test_plugin_vm_ioctl_dispatch(fk):
@@ -185,12 +208,12 @@ def test_encrypt_op_without_plugin_enotty():
 
 def test_vm_init_refuses(fk, arch):
     kvm = open_kvm(fk)
-    fds_before = set(fk._fds)
+    fds_before = set(fk.fdtable.fds())
     gc.collect()  # unreferenced kernels of earlier tests close their fds when collected
     proc_before = set(os.listdir("/proc/self/fd"))
     arch.refuse = errno.ENOSPC
     assert err(fk.ioctl, kvm, K.KVM_CREATE_VM, FAKE_TYPE) == errno.ENOSPC
-    assert set(fk._fds) == fds_before  # no fd was installed
+    assert set(fk.fdtable.fds()) == fds_before  # no fd was installed
     assert set(os.listdir("/proc/self/fd")) == proc_before
     vm0 = fk.ioctl(kvm, K.KVM_CREATE_VM, 0)  # other types are unaffected
     arch.refuse = None
@@ -281,7 +304,7 @@ def test_injected_failure_on_fd_creating_calls():
         gc.collect()
         before = set(os.listdir("/proc/self/fd"))
         assert err(k.open, "/dev/kvm", os.O_RDWR) == errno.EMFILE
-        assert k._fds == {} and set(os.listdir("/proc/self/fd")) == before
+        assert not k.fdtable and set(os.listdir("/proc/self/fd")) == before
         inj.match = lambda n, a: False
         kvm = open_kvm(k)
         vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
@@ -317,7 +340,7 @@ def test_wrapper_can_replace_result_and_order():
 
 
 def test_untraced_when_no_wrapper():
-    with kmock.Kernel(plugins=[]) as k:
+    with kmock.Kernel(only_plugins=[]) as k:
         assert not k._traced
     with kmock.Kernel(plugins=[Tracer()]) as k:
         assert k._traced

@@ -1,10 +1,13 @@
 """What the Kernel does for iommufd: devices, the memory behind maps, DMA verdicts,
 and guest_memfd's notifications to the IOMMU side.
 
-guest_memfd and iommufd meet only here, through guest_memfd's notifier list
-(``inode.iommu_areas``): guest_memfd announces that pages are converted, punched,
-poisoned or released; what the IOMMU does about it is the profile's policy
-(``Profile.iommufd_gmem_policy``, reference/conversion-and-iommufd.md §4):
+guest_memfd and iommufd meet only here, through guest_memfd's notifier interface
+(kmock.notifier): an area that maps guest_memfd pages registers an ``AreaNotifier``
+on the inode; guest_memfd runs it when pages are converted, punched, poisoned or
+released, and iommufd reads the inode only through its public queries
+(``is_private``, ``is_poisoned``, ``private_runs``, ``vmtype``). What the IOMMU does
+is the profile's policy (``Profile.iommufd_gmem_policy``,
+reference/conversion-and-iommufd.md §4):
 
 ``upstream``      a guest_memfd fd in IOAS_MAP_FILE is EINVAL. guest_memfd memory
                   reaches the IOMMU only through a host mapping (IOAS_MAP of its VA),
@@ -25,6 +28,8 @@ import errno
 import os
 
 from ..errors import DmaFault, oserror
+from ..fdtable import is_open_fd  # noqa: F401 (used by vfio/selftest through this module)
+from ..notifier import GmemNotifier
 from .pages import PAGE_SHIFT, PAGE_SIZE, IommuMemory, Pages
 
 POLICIES = ("upstream", "rfc-2026-02", "notifier")
@@ -42,6 +47,15 @@ class IommufdSupport:
         self.vfio_devices = {}
         self.dma_faults = []
         self._iommu_pages = set()
+        self._area_notifiers = {}
+
+    def _iommu_devices(self):
+        """Device nodes for the device registry: /dev/iommu when the profile has it."""
+        if not self.profile.iommufd:
+            return {}
+        from .iommufd import IommufdCtx
+
+        return {"/dev/iommu": lambda k, flags: IommufdCtx(k)}
 
     # --- devices ------------------------------------------------------------------------
 
@@ -50,27 +64,18 @@ class IommufdSupport:
         (dma_read, dma_write, translate)."""
         from .vfio import MockPciDevice
 
+        from .vfio import VfioDeviceFile
+
         index = len(self.vfio_devices)
         dev = MockPciDevice(self, index, self.pci_iommu)
         self.vfio_devices[dev.path] = dev
+        self.devices[dev.path] = lambda k, flags: VfioDeviceFile(k, dev)
         return dev
-
-    def _open_iommu_path(self, path):
-        if path == "/dev/iommu" and self.profile.iommufd:
-            from .iommufd import IommufdCtx
-
-            return IommufdCtx(self)
-        dev = self.vfio_devices.get(path)
-        if dev is not None:
-            from .vfio import VfioDeviceFile
-
-            return VfioDeviceFile(self, dev)
-        return None
 
     # --- memory behind maps ------------------------------------------------------------------
 
     def _mapping_at(self, va, length):
-        for m in self._mappings:
+        for m in list(self.mappings):
             if m.address <= va and va + length <= m.address + m._maplen and not m.closed:
                 return m
         return None
@@ -83,7 +88,7 @@ class IommufdSupport:
 
     def file_pages(self, fd, start, length, writable):
         """MAP_FILE's file: a shmem memfd, or a guest_memfd under a policy that allows it."""
-        f = self._fds.get(fd)
+        f = self.fdtable.get(fd)
         if f is not None:
             if f.file_type != "gmem" or self.profile.iommufd_gmem_policy == "upstream":
                 raise oserror(errno.EINVAL)  # neither shmem nor hugetlbfs
@@ -133,49 +138,15 @@ class IommufdSupport:
         self._iommu_pages.add(area.pages)
         inode = area.pages.inode
         if inode is not None:
-            inode.iommu_areas.add(area)
+            n = self._area_notifiers[id(area)] = AreaNotifier(self, area)
+            inode.register_notifier(n)
 
     def iommu_area_removed(self, area):
         if area.pages.users == 0:
             self._iommu_pages.discard(area.pages)
-        inode = area.pages.inode
-        if inode is not None:
-            inode.iommu_areas.discard(area)
-
-    # --- guest_memfd's notifications ------------------------------------------------------
-
-    def iommu_gmem_event(self, inode, start, end, reason):
-        """guest_memfd pages [start, end) are converted/punched/poisoned/released."""
-        policy = self.profile.iommufd_gmem_policy
-        for area in list(inode.iommu_areas):
-            span = _iova_pages(area, start, end)
-            if span is None:
-                continue
-            lo, hi = span
-            if area.pages.kind == "user":
-                if reason == "punch_hole" and area.pages.pinned:
-                    self.violations.append({
-                        "kind": "orphaned_pinned_pages", "iova": lo << PAGE_SHIFT,
-                        "length": (hi - lo) << PAGE_SHIFT,
-                        "detail": "PUNCH_HOLE under a GUP-pinned IOMMU mapping: the pages stay "
-                                  "pinned and mapped, the file no longer contains them"})
-                continue
-            if policy == "rfc-2026-02":
-                self.violations.append({
-                    "kind": "stale_iommu_entry", "reason": reason, "iova": lo << PAGE_SHIFT,
-                    "length": (hi - lo) << PAGE_SHIFT,
-                    "detail": "no notifier: the IOMMU still maps guest_memfd pages whose "
-                              f"state changed ({reason})"})
-            elif policy == "notifier":
-                if reason in ("punch_hole", "release", "memory_failure"):
-                    self.revoke_area(area)
-                else:
-                    how = inode_vmtype(inode).iommu_conversion_policy
-                    for d in area.ioas.domains:
-                        if how == "zap":
-                            d.unmap_area(area, lo, hi)
-                        elif how == "split":
-                            d.map_area(area, lo, hi)
+        n = self._area_notifiers.pop(id(area), None)
+        if n is not None:
+            area.pages.inode.unregister_notifier(n)
 
     def revoke_area(self, area):
         """The notifier policy's answer to a truncate: the whole area stops translating."""
@@ -195,27 +166,91 @@ class IommufdSupport:
         if inode is None:
             return
         index = area.pages.first_page() + ((area.offset + iova - area.iova) >> PAGE_SHIFT)
-        if inode.poisoned is not None and inode.poisoned.get(index):
-            self.violations.append({"kind": "dma_to_poisoned_page", "iova": iova})
+        if inode.is_poisoned(index):
+            self.violations.record("dma_to_poisoned_page",
+                                   "a device DMA reached a guest_memfd page hit by memory failure",
+                                   iova=iova, index=index)
             self.dma_fault(idev.dev, iova, "page is poisoned (memory failure)")
-        page_private = bool(inode.attrs.get(index) & 8)
+        page_private = inode.is_private(index)
         if page_private == entry_private:
             return
-        verdict = inode_vmtype(inode).judge_stale_dma(entry_private, page_private, write)
-        record = {"kind": "stale_iommu_dma", "verdict": verdict, "iova": iova, "write": write,
-                  "entry": "private" if entry_private else "shared",
-                  "page": "private" if page_private else "shared"}
-        self.violations.append(record)
+        vm = inode.vm
+        verdict = vm.vmtype.judge_stale_dma(entry_private, page_private, write)
+        entry = "private" if entry_private else "shared"
+        page = "private" if page_private else "shared"
+        self.violations.record(
+            "stale_iommu_dma",
+            f"a device {'wrote' if write else 'read'} through an IOMMU entry made when the page "
+            f"was {entry}; the page is now {page} (verdict: {verdict})",
+            vm=vm, iova=iova, verdict=verdict, write=write, entry=entry, page=page)
         if verdict in ("fault", "machine_check"):
-            self.dma_fault(idev.dev, iova, f"{verdict}: IOMMU entry ({record['entry']}) no longer "
-                                           f"matches the page ({record['page']})")
+            self.dma_fault(idev.dev, iova, f"{verdict}: IOMMU entry ({entry}) no longer "
+                                           f"matches the page ({page})")
 
 
-def inode_vmtype(inode):
-    from ..kvm.vmtype import DefaultVm
+class AreaNotifier(GmemNotifier):
+    """An IOAS area over guest_memfd pages, as one of guest_memfd's users.
 
-    vm = getattr(inode, "vm", None)
-    return vm.vmtype if vm is not None else DefaultVm()
+    ``invalidate_begin``: the notifier policy revokes the area when pages go away
+    (punch, release, memory failure) and zaps the range's entries on a conversion
+    when the architecture's policy is "zap"; a GUP-pinned area under a PUNCH_HOLE
+    keeps its (orphaned) pages, recorded. ``invalidate_end`` (after the store): the
+    "split" policy maps the entries to the new kind; the no-notifier RFC policy
+    records the stale entries it leaves.
+    """
+
+    def __init__(self, kernel, area):
+        self.kernel = kernel
+        self.area = area
+
+    def _span(self, event):
+        return _iova_pages(self.area, event.start, event.end)
+
+    def invalidate_begin(self, event):
+        span = self._span(event)
+        if span is None or event.reason == "vm_attributes":
+            return
+        lo, hi = span
+        area, kernel = self.area, self.kernel
+        if area.pages.kind == "user":
+            if event.reason == "punch_hole" and area.pages.pinned:
+                kernel.violations.record(
+                    "orphaned_pinned_pages",
+                    "PUNCH_HOLE under a GUP-pinned IOMMU mapping: the pages stay pinned and "
+                    "mapped, the file no longer contains them",
+                    iova=lo << PAGE_SHIFT, length=(hi - lo) << PAGE_SHIFT)
+            return
+        if kernel.profile.iommufd_gmem_policy != "notifier":
+            return
+        if event.to_private is None:
+            kernel.revoke_area(area)
+        elif event.inode.vmtype.iommu_conversion_policy == "zap":
+            for d in area.ioas.domains:
+                d.unmap_area(area, lo, hi)
+
+    def invalidate_end(self, event):
+        span = self._span(event)
+        if span is None or event.failed or event.reason == "vm_attributes":
+            return
+        lo, hi = span
+        area, kernel = self.area, self.kernel
+        if area.pages.kind == "user":
+            return
+        policy = kernel.profile.iommufd_gmem_policy
+        if policy == "rfc-2026-02":
+            kernel.violations.record(
+                "stale_iommu_entry",
+                f"no notifier: the IOMMU still maps guest_memfd pages whose state changed "
+                f"({event.reason})",
+                vm=event.inode.vm, iova=lo << PAGE_SHIFT, length=(hi - lo) << PAGE_SHIFT,
+                reason=event.reason)
+        elif policy == "notifier" and event.to_private is not None and \
+                event.inode.vmtype.iommu_conversion_policy == "split" and not area.revoked:
+            for d in area.ioas.domains:
+                d.map_area(area, lo, hi)
+
+    def __repr__(self):
+        return f"<AreaNotifier iova {self.area.iova:#x}>"
 
 
 def _iova_pages(area, start, end):

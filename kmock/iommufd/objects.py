@@ -12,7 +12,6 @@ from ..mm import PageTable
 from .ioas import PERM_PRIVATE, PERM_WRITE, ULONG_MAX
 from .pages import PAGE_SHIFT, PAGE_SIZE
 
-PRIVATE_ATTR = 8  # KVM_MEMORY_ATTRIBUTE_PRIVATE
 
 
 class HwptPaging:
@@ -105,8 +104,8 @@ def _kinds(area, inode, lo, hi, first):
     gfirst = area.pages.first_page() + ((area.offset - (area.iova & (PAGE_SIZE - 1))) >> PAGE_SHIFT)
     shift = gfirst - first
     out = []
-    for s, e, v in inode.attrs.ranges(lo + shift, min(hi + shift, inode.npages)):
-        out.append((s - shift, e - shift, bool(v & PRIVATE_ATTR)))
+    for s, e, private in inode.private_runs(lo + shift, min(hi + shift, inode.npages)):
+        out.append((s - shift, e - shift, private))
     if not out:
         out.append((lo, hi, False))
     return out

@@ -145,16 +145,9 @@ class Pages:
         """The bytes of our pinned guest_memfd page at ``offset`` if PUNCH_HOLE orphaned
         it (the pinner keeps the old folio), else None."""
         runs = getattr(self, "_pin_runs", None)
-        inode = self.inode
-        if runs is None or not self.pinned or inode.pin_gen is None:
+        if runs is None or not self.pinned:
             return None
-        index = self.first_page() + (offset >> PAGE_SHIFT)
-        for s, e, g in runs:
-            if s <= index < e:
-                if inode.pin_gen.get(index) != g:
-                    return inode.orphans.get((g, index))
-                return None
-        return None
+        return self.inode.pinned_page_bytes(runs, self.first_page() + (offset >> PAGE_SHIFT))
 
     def read(self, offset, n):
         if self.gmem_file is not None:

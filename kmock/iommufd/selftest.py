@@ -120,7 +120,7 @@ def _check_refs(ictx, cmd):
 
 def _access_rw(ictx, cmd):
     """ACCESS_RW: the access reads/writes IOAS memory at iova from/to the user buffer."""
-    access = ictx.kernel._fds.get(cmd.id)
+    access = ictx.kernel.fdtable.get(cmd.id)
     access = getattr(access, "access", None)
     if access is None:
         raise oserror(errno.EBADF)
@@ -167,7 +167,7 @@ def _create_access(ictx, cmd):
 
     f = _AccessFile(ictx.kernel)
     f.access = access
-    cmd.create_access.out_access_fd = ictx.kernel._install(f)
+    cmd.create_access.out_access_fd = ictx.kernel.fdtable.install(f)
 
 
 def _add_reserved(ictx, cmd):

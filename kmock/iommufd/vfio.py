@@ -15,6 +15,7 @@ import errno
 import stat
 
 from ..errors import oserror
+from ..fdtable import is_open_fd
 from ..file import File, make_stat
 from ..kernel_util import copy_from_user, copy_to_user
 from ..uapi import iommufd as I
@@ -116,9 +117,9 @@ def vfio_bind_iommufd(f, arg):
     if dev.idev is not None:
         raise oserror(errno.EINVAL)
     kernel = f.kernel
-    ictx = kernel._fds.get(s.iommufd)
+    ictx = kernel.fdtable.get(s.iommufd)
     if ictx is None:
-        if not kernel._is_open_fd(s.iommufd & 0xFFFFFFFF):
+        if not is_open_fd(s.iommufd & 0xFFFFFFFF):
             raise oserror(errno.EBADF)
         raise oserror(errno.EINVAL)
     if ictx.file_type != "iommufd":

@@ -12,13 +12,12 @@ Three generations of the UAPI (reference/conversion-and-iommufd.md §1-2):
     KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd behind the module parameter
     ``kvm.gmem_in_place_conversion``; cap KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES.
 
-Every conversion runs guest_memfd's sequence (DESIGN.md "guest_memfd is the memory
-provider"): invalidate_begin; on to-private the safe-refcount check (EAGAIN with
-the profile's error offset); the architecture veto; zap the stage-2 mappings of the
-old kind in every bound VM; zap host mappings on to-private (remap them to fault);
-the arch make_shared callback on to-shared; store; split or merge huge folios;
-invalidate_end. All checks run before the first change, so a failed conversion
-leaves every page and mapping as it was.
+Every conversion runs guest_memfd's one sequence (``GmemInode.convert`` ->
+``GmemInode.invalidate``, see kmock.notifier): vetoes; invalidate_begin (every
+user zaps its mappings of the old kind); on to-private the safe-refcount check
+(EAGAIN with the profile's error offset); the architecture's callback; store
+(attributes, split or merge of huge folios); invalidate_end. A failed conversion
+leaves every page, pin and attribute as it was.
 """
 
 import errno
@@ -27,111 +26,13 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user
 from ..uapi import gmem as G
 from ..uapi import kvm as K
+from .guest_memfd import ConversionError
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PRIVATE = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
 U64 = (1 << 64) - 1
 LOFF_MAX = (1 << 63) - 1
-
-
-class ConversionError(OSError):
-    """A conversion refused by the core: errno plus the page index to report."""
-
-    def __init__(self, code, index):
-        super().__init__(code, errno.errorcode.get(code, str(code)))
-        self.index = index
-
-
-# --- the conversion core -------------------------------------------------------------------
-
-
-def convert(inode, start, end, to_private, clamp_error_index):
-    """Convert pages [start, end) of ``inode``; raises ConversionError, changes nothing then.
-
-    ``clamp_error_index``: v8 reports max(start, folio start) for a refused folio; the
-    RFC v2 code reports the folio start unclamped.
-    """
-    kernel = inode.kernel
-    target = PRIVATE if to_private else 0
-    attrs = inode.attrs
-    if attrs.find_not(start, end, target) == -1:
-        return  # the range already has these attributes: nothing is invalidated
-
-    if to_private:
-        index = first_elevated_refcount(inode, start, end)
-        if index is not None:
-            raise ConversionError(errno.EAGAIN, max(start, index) if clamp_error_index else index)
-    veto = kernel._hook_convert_veto(inode, start, end, to_private)
-    if veto:
-        raise ConversionError(veto, start)
-
-    # From here on nothing fails: invalidate, zap, arch callback, store.
-    old_kind = "shared" if to_private else "private"
-    for slot in inode.bound_slots(start, end):
-        slot.vm.gmem_invalidate(slot, start, end, old_kind)
-    reason = "convert_private" if to_private else "convert_shared"
-    kernel._hook_invalidate(inode, start, end, reason)
-    if not to_private:
-        kernel._hook_make_shared(inode, start, end)
-        inode.unprepare(start, end)
-    changed = [(s, e) for s, e, v in attrs.ranges(start, end) if v != target]
-    attrs.set(start, end, target)
-    poisoned = () if to_private or inode.poisoned is None else [
-        (ps, pe) for s, e in changed for ps, pe, v in inode.poisoned.ranges(s, e) if v]
-    for m in list(inode.mappings):
-        for s, e in changed:
-            m.remap(s, e, to_private)
-        for s, e in poisoned:
-            m.remap(s, e, True)  # a poisoned page stays SIGBUS for the host
-    if inode.folio_pages > 1:
-        restructure_folios(inode, start, end, to_private)
-    if inode.iommu_areas:
-        kernel.iommu_gmem_event(inode, start, end, reason)
-
-
-def first_elevated_refcount(inode, start, end):
-    """kvm_gmem_has_safe_refcount: the first folio in range with extra references.
-
-    A pinned page (gup, IOMMU) pins its whole folio, so the index returned is the
-    start of the folio holding the first pinned page. Only the folios that
-    filemap_get_folios() finds for [start, end) count: an unsplit huge folio at
-    either end counts whole, but once split its 4K folios outside the range do not.
-    """
-    pins = inode.pins
-    if pins is None:
-        return None
-    fp = inode.folio_pages
-    lo, hi = start, end
-    if fp > 1:
-        if not inode.folio_split(start // fp):
-            lo = start - start % fp
-        if not inode.folio_split((end - 1) // fp):
-            hi = min(inode.npages, _round_up(end, fp))
-    p = pins.find_not(lo, hi, 0)
-    if p == -1:
-        return None
-    if fp > 1 and not inode.folio_split(p // fp):
-        return p - p % fp
-    return p
-
-
-def restructure_folios(inode, start, end, to_private):
-    """RFC v2 patch 38: split huge folios that now hold a shared page; merge back those
-    whose pages are all private again."""
-    fp = inode.folio_pages
-    first, last = start // fp, (end + fp - 1) // fp
-    if not to_private:
-        inode.split.set(first, last, 1)
-        return
-    attrs = inode.attrs
-    for f in range(first, last):
-        if inode.split.get(f) and attrs.find(f * fp, min((f + 1) * fp, inode.npages), 0) == -1:
-            inode.split.set(f, f + 1, 0)
-
-
-def _round_up(x, a):
-    return (x + a - 1) // a * a
 
 
 # --- guest_memfd models per profile ----------------------------------------------------------
@@ -302,8 +203,8 @@ def _rfcv2_convert(f, arg, to_private):
             raise ConversionError(errno.EINVAL, 0)
         if not inode.in_place:
             raise ConversionError(errno.EINVAL, 0)  # no SUPPORT_SHARED: nothing to convert
-        convert(inode, c.offset >> PAGE_SHIFT, end >> PAGE_SHIFT, to_private,
-                clamp_error_index=False)
+        inode.convert(c.offset >> PAGE_SHIFT, end >> PAGE_SHIFT, to_private,
+                      clamp_error_index=False)
         return 0
     except ConversionError as e:
         c.error_offset = e.index << PAGE_SHIFT
@@ -340,8 +241,8 @@ def v8_set_memory_attributes2(f, arg):
     if a.offset >= inode.size or end > inode.size:
         raise oserror(errno.EINVAL)
     try:
-        convert(inode, a.offset >> PAGE_SHIFT, end >> PAGE_SHIFT, bool(a.attributes & PRIVATE),
-                clamp_error_index=True)
+        inode.convert(a.offset >> PAGE_SHIFT, end >> PAGE_SHIFT, bool(a.attributes & PRIVATE),
+                      clamp_error_index=True)
     except ConversionError as e:
         a.error_offset = e.index << PAGE_SHIFT
         copy_to_user(arg, a)

@@ -42,15 +42,25 @@ def dev_get_api_version(f, arg):
     return f.kernel.profile.api_version
 
 
+#: arm64: KVM_CREATE_VM's argument carries the IPA size in bits 7:0
+KVM_VM_TYPE_ARM_IPA_SIZE_MASK = 0xFF
+
+
 def dev_create_vm(f, arg):
-    """kvm_dev_ioctl_create_vm: an unsupported type is EINVAL (kvm_arch_init_vm)."""
+    """kvm_dev_ioctl_create_vm: an unsupported type is EINVAL (kvm_arch_init_vm).
+
+    On arm64 profiles bits 7:0 of the argument are the IPA size, not the type; the
+    VM type's ``vm_init`` checks them (``vm.type_arg``)."""
     kernel = f.kernel
-    vmtype = kernel.vm_types.get(arg) if type(arg) is int else None
+    vmtype = None
+    if type(arg) is int:
+        key = arg & ~KVM_VM_TYPE_ARM_IPA_SIZE_MASK if kernel.profile.arch == "arm64" else arg
+        vmtype = kernel.vm_types.get(key)
     if vmtype is None:
         raise oserror(errno.EINVAL)
-    vm = VM(kernel, vmtype)
-    kernel._hook_vm_init(vm)
-    return kernel._install(VmFile(kernel, vm))
+    vm = VM(kernel, vmtype, type_arg=arg)
+    vmtype.vm_init(vm)
+    return kernel.fdtable.install(VmFile(kernel, vm))
 
 
 def dev_check_extension(f, arg):

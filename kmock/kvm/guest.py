@@ -124,15 +124,30 @@ class _Access(Action):
         end = self.gpa + self.size
         if start >= end:
             return self._complete_access()
-        segs = faultin(vm, start, end, self.private, self.write, want_data=not self.write)
-        for seg in segs:
-            if seg.kind == "mmio":
-                return self._mmio_exit(vcpu, seg)
-            self._ram(vcpu, seg)
-            self.progress += seg.length
+        private = self.private
+        vmtype = vm.vmtype
+        shift = 0  # canonical gpa minus the gpa the guest used
+        if vmtype.has_gpa_alias:
+            # the alias bit (TDX's shared bit, CCA's unprotected half) names the kind
+            canon, alias_private = vmtype.gpa_alias(vm, start)
+            if private is None:
+                private = alias_private
+            end = canon + (end - start)
+            shift = canon - start
+            start = canon
+        # Under mmu_lock, after any invalidation in progress: the fault, the mapping and
+        # the copy happen as one access, as the hardware's access through stage-2 does.
+        with vm.guest_access():
+            segs = faultin(vm, start, end, private, self.write, want_data=not self.write)
+            for seg in segs:
+                if seg.kind == "mmio":
+                    return self._mmio_exit(vcpu, seg, shift)
+                self._ram(vcpu, seg, shift)
+                self.progress += seg.length
         return self._complete_access()
 
-    def _mmio_exit(self, vcpu, seg):
+    def _mmio_exit(self, vcpu, seg, shift=0):
+        """``shift``: canonical gpa minus the gpa the guest used (an alias)."""
         gpa = seg.gpa
         page_end = ((gpa >> PAGE_SHIFT) + 1) << PAGE_SHIFT
         n = min(MMIO_MAX, seg.length, page_end - gpa)
@@ -143,9 +158,9 @@ class _Access(Action):
         mmio.len = n
         mmio.is_write = int(self.write)
         if self.write:
-            off = gpa - self.gpa
+            off = gpa - shift - self.gpa
             ctypes.memmove(ctypes.addressof(mmio.data), bytes(self.data[off:off + n]), n)
-        self._mmio = (gpa, n)
+        self._mmio = (gpa - shift, n)
         self.exits.append(K.KVM_EXIT_MMIO)
         return EXIT
 
@@ -166,7 +181,7 @@ class Read(_Access):
         super().__init__(gpa, size, private)
         self._buf = bytearray()
 
-    def _ram(self, vcpu, seg):
+    def _ram(self, vcpu, seg, shift=0):
         if seg.kind == "gmem":
             data = seg.inode.read(seg.offset, seg.length)
         else:
@@ -190,8 +205,8 @@ class Write(_Access):
         super().__init__(gpa, len(data), private)
         self.data = data
 
-    def _ram(self, vcpu, seg):
-        off = seg.gpa - self.gpa
+    def _ram(self, vcpu, seg, shift=0):
+        off = seg.gpa - shift - self.gpa
         chunk = self.data[off:off + seg.length]
         if seg.kind == "gmem":
             seg.inode.write(seg.offset, chunk)
@@ -319,13 +334,20 @@ class Hlt(Action):
 
 
 class GuestScript:
-    """The guest code of one vCPU: a queue of actions run by KVM_RUN."""
+    """The guest code of one vCPU: a queue of actions run by KVM_RUN.
 
-    def __init__(self):
+    ``namespaces``: ``{name: factory}`` from the VM type (``VmType.guest_actions``);
+    each ``factory(script)`` becomes the attribute ``script.<name>`` holding that
+    architecture's actions, e.g. ``vcpu.guest.tdx.accept(gpa)``.
+    """
+
+    def __init__(self, namespaces=None):
         #: every action ever added, in order
         self.actions = []
         #: index of the next action to run
         self.pc = 0
+        for name, factory in (namespaces or {}).items():
+            setattr(self, name, factory(self))
 
     # --- building the script -----------------------------------------------------------
 

@@ -3,7 +3,8 @@
 A guest_memfd inode holds its size and flags, the shared/private state of every
 page, which pages are allocated, its memslot bindings and its host mappings. Its
 bytes live in a real memfd (the *backing*), so fstat, mapped bytes and PUNCH_HOLE
-zeroing are real. The fd handed to the VMM is a duplicate of the backing memfd.
+zeroing are real. The fd handed to the VMM is a placeholder (kmock.fdtable), never
+the backing memfd, so nothing reaches the memory behind kmock's back.
 
 Page state is kept per range in kmock.mm RangeMaps: ``attrs`` (PRIVATE bit = the
 host may not fault the page), ``allocated`` (1 = a folio is present) and
@@ -13,19 +14,29 @@ host may not fault the page), ``allocated`` (1 = a folio is present) and
 import errno
 import os
 import stat
+import threading
 
 from .. import _libc
 from ..errors import EHWPOISON, oserror
 from ..file import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, File, check_mmap_args, make_stat
 from ..mm import RangeMap
-from ..mapping import FileMapping
+from ..notifier import GmemNotifier, InvalidateEvent, check_veto
 from ..uapi import kvm as K
+from .folios import first_elevated_refcount, restructure_folios
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PRIVATE = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
 #: page indexes a binding may reach: offset + size may exceed the file (6.18 loff_t bug)
 BINDING_SPACE = 1 << 52
+
+
+class ConversionError(OSError):
+    """A refused invalidation: errno plus the page index to report (error_offset)."""
+
+    def __init__(self, code, index):
+        super().__init__(code, errno.errorcode.get(code, str(code)))
+        self.index = index
 
 
 class BackingPool:
@@ -80,7 +91,18 @@ class BackingPool:
 
 
 class GmemInode:
-    """The guest_memfd inode: size, flags, page state, users."""
+    """The guest_memfd inode: size, flags, page state, users.
+
+    Users (memslot bindings, host mappings, iommufd areas, the architecture, tests)
+    register a ``kmock.notifier.GmemNotifier``; ``invalidate`` runs the one sequence
+    that takes memory away from them. Locks, as the kernel's:
+
+    ``invalidate_lock``  the filemap invalidate lock: held by every invalidation, by
+                         bindings, by host accesses through a mapping and by pins, so
+                         a host access never sees a page change kind under it.
+    ``lock``             a leaf lock for the page-state RangeMaps touched from the
+                         guest fault path (allocation, lazy make_private).
+    """
 
     def __init__(self, kernel, size, flags, backing):
         """``backing`` is a BackingPool entry (fd, size, st_ino, st_dev)."""
@@ -92,6 +114,10 @@ class GmemInode:
         self.backing = backing[0]
         self.ino = backing[2]
         self.dev = backing[3]
+        self.invalidate_lock = threading.RLock()
+        self.lock = threading.RLock()
+        #: registered users (kmock.notifier.GmemNotifier), in registration order
+        self.notifiers = []
         #: PRIVATE = the host may not fault the page (the profile's model sets the start)
         self.attrs = RangeMap(self.npages, PRIVATE)
         self.allocated = RangeMap(self.npages)
@@ -107,9 +133,8 @@ class GmemInode:
         self.in_place = False
         #: pages hit by memory failure (kernel memory_failure -> later get_pfn EHWPOISON)
         self.poisoned = None
-        #: pseudo physical frame number of page 0 (unique per inode, 1G-aligned), so
-        #: stage-2 and IOMMU page tables have frames to point at
-        self.pfn_base = kernel._alloc_pfn_range(self.npages)
+        #: physical frame of page 0 (kmock.physmem: one frame space for every table)
+        self.pfn_base = kernel.physmem.alloc_range(self.npages)
         #: long-term pins and extra references per page (Kernel.gup_pin, IOMMU pins)
         self.pins = None
         #: per page, how many times PUNCH_HOLE removed pinned folios from the file
@@ -124,9 +149,106 @@ class GmemInode:
         self.prepared = None
         #: bytes of pinned pages a PUNCH_HOLE orphaned, by (pin generation, index)
         self.orphans = {}
-        #: IOMMU areas mapping these pages (guest_memfd's notifier list for iommufd)
-        self.iommu_areas = set()
         self.vm = None
+
+    # --- users ------------------------------------------------------------------------------
+
+    def register_notifier(self, notifier):
+        """Register a user of this guest_memfd's pages (a kmock.notifier.GmemNotifier)."""
+        with self.invalidate_lock:
+            if notifier not in self.notifiers:
+                self.notifiers = self.notifiers + [notifier]
+
+    def unregister_notifier(self, notifier):
+        with self.invalidate_lock:
+            if notifier in self.notifiers:
+                self.notifiers = [n for n in self.notifiers if n is not notifier]
+
+    def veto_check(self, event):
+        """Ask every notifier's veto; raise ConversionError (index = start) on a refusal."""
+        for n in self.notifiers:
+            code = check_veto(n, n.veto(event))
+            if code:
+                raise ConversionError(code, event.start)
+
+    def invalidate(self, event, store=None, check_refcount=False, clamp_error_index=True,
+                   vetoed=False):
+        """Run guest_memfd's invalidation sequence for ``event`` (a kmock.notifier
+        InvalidateEvent); ``store()`` makes the change. See kmock.notifier for the order.
+
+        Raises ConversionError (an OSError with ``index``) when a notifier vetoes
+        (index = start) or, with ``check_refcount`` on a to-private event, when a page
+        is pinned (EAGAIN; index = the folio start, clamped to ``start`` when
+        ``clamp_error_index``). Nothing has changed then. ``vetoed``: the caller already
+        asked the vetoes (``veto_check``) for this event.
+        """
+        with self.kernel.iommu_lock, self.invalidate_lock:
+            notifiers = self.notifiers
+            if not vetoed:
+                self.veto_check(event)
+            for n in notifiers:
+                n.invalidate_begin(event)
+            try:
+                if check_refcount and event.to_private:
+                    index = first_elevated_refcount(self, event.start, event.end)
+                    if index is not None:
+                        raise ConversionError(
+                            errno.EAGAIN, max(event.start, index) if clamp_error_index else index)
+                for n in notifiers:
+                    n.invalidate_commit(event)
+                if store is not None:
+                    with self.lock:
+                        store()
+            except BaseException as e:
+                event.failed = getattr(e, "errno", None) or errno.EIO
+                for n in notifiers:
+                    n.invalidate_end(event)
+                raise
+            for n in notifiers:
+                n.invalidate_end(event)
+
+    # --- public queries (what other rooms may read) ---------------------------------------------
+
+    @property
+    def vmtype(self):
+        """The VM type of the VM that created this guest_memfd."""
+        return self.vm.vmtype
+
+    def is_private(self, index):
+        """Is page ``index`` private (the host may not fault it)?"""
+        return bool(self.attrs.get(index) & PRIVATE)
+
+    def is_poisoned(self, index):
+        return self.poisoned is not None and bool(self.poisoned.get(index))
+
+    def private_runs(self, start, end):
+        """(s, e, private) runs of pages [start, end)."""
+        return [(s, e, bool(v & PRIVATE)) for s, e, v in self.attrs.ranges(start, end)]
+
+    def pfn(self, index):
+        """The physical frame of page ``index`` (allocated or not)."""
+        return self.pfn_base + index
+
+    def convert(self, start, end, to_private, clamp_error_index=True):
+        """Convert pages [start, end) (the in-place conversion UAPIs); raises
+        ConversionError and changes nothing when refused."""
+        target = PRIVATE if to_private else 0
+        attrs = self.attrs
+        if attrs.find_not(start, end, target) == -1:
+            return  # the range already has these attributes: nothing is invalidated
+        ev = InvalidateEvent(self, start, end, "convert_private" if to_private else "convert_shared",
+                             to_private)
+
+        def store():
+            attrs.set(start, end, target)
+            if not to_private:
+                self.unprepare(start, end)
+            if self.folio_pages > 1:
+                restructure_folios(self, start, end, to_private)
+
+        self.invalidate(ev, store, check_refcount=True, clamp_error_index=clamp_error_index)
+
+    # --- pins -----------------------------------------------------------------------------------
 
     def set_folio_pages(self, n):
         self.folio_pages = n
@@ -137,56 +259,90 @@ class GmemInode:
 
     def pin(self, start, end, delta):
         """Add ``delta`` to the pin count of pages [start, end) (a loop over runs, not pages)."""
-        if self.pins is None:
-            self.pins = RangeMap(self.npages)
-        for s, e, v in list(self.pins.ranges(start, end)):
-            self.pins.set(s, e, v + delta)
+        with self.lock:
+            if self.pins is None:
+                self.pins = RangeMap(self.npages)
+            for s, e, v in list(self.pins.ranges(start, end)):
+                self.pins.set(s, e, v + delta)
 
     def take_pin(self, start, end):
         """Pin pages [start, end); returns what ``drop_pin`` needs to undo exactly this pin."""
-        self.pin(start, end, 1)
-        if self.pin_gen is None:
-            return ((start, end, 0),)
-        return tuple(self.pin_gen.ranges(start, end))
+        with self.invalidate_lock:
+            self.pin(start, end, 1)
+            if self.pin_gen is None:
+                return ((start, end, 0),)
+            return tuple(self.pin_gen.ranges(start, end))
 
     def drop_pin(self, runs):
         """Drop a pin taken by ``take_pin``, except on pages PUNCH_HOLE orphaned since:
         the pinned folio left the file then, and the page there now is another one."""
+        with self.invalidate_lock:
+            for s, e, g in runs:
+                if self.pin_gen is None:
+                    self.pin(s, e, -1)
+                    continue
+                for cs, ce, cg in list(self.pin_gen.ranges(s, e)):
+                    if cg == g:
+                        self.pin(cs, ce, -1)
+
+    def pinned_page_bytes(self, runs, index):
+        """For a pin taken by ``take_pin``: the bytes page ``index`` held when PUNCH_HOLE
+        orphaned it, or None while the file still holds the pinned page."""
+        if self.pin_gen is None:
+            return None
         for s, e, g in runs:
-            if self.pin_gen is None:
-                self.pin(s, e, -1)
-                continue
-            for cs, ce, cg in list(self.pin_gen.ranges(s, e)):
-                if cg == g:
-                    self.pin(cs, ce, -1)
+            if s <= index < e:
+                if self.pin_gen.get(index) != g:
+                    return self.orphans.get((g, index))
+                return None
+        return None
 
     # --- bindings (kvm_gmem_bind / kvm_gmem_unbind) -------------------------------------
 
     def range_bound(self, start, end):
         return self.bindings is not None and self.bindings.find_not(start, end, 0) != -1
 
-    def bind(self, slot, start, end):
-        if self.bindings is None:
-            self.bindings = RangeMap(BINDING_SPACE)
-        token = self._next_token
-        self._next_token += 1
-        self.bindings.set(start, end, token)
-        self.slots[token] = slot
-        return token
+    def bind(self, slot, start, end, notifier):
+        """Bind pages [start, end) to ``slot``; ``notifier`` is the binding's user."""
+        with self.invalidate_lock:
+            if self.bindings is None:
+                self.bindings = RangeMap(BINDING_SPACE)
+            token = self._next_token
+            self._next_token += 1
+            self.bindings.set(start, end, token)
+            self.slots[token] = slot
+            self.register_notifier(notifier)
+            return token
 
-    def unbind(self, token, start, end):
-        if self.slots.pop(token, None) is not None:
-            self.bindings.set(start, end, 0)
+    def unbind(self, token, start, end, notifier):
+        with self.invalidate_lock:
+            if self.slots.pop(token, None) is not None:
+                self.bindings.set(start, end, 0)
+            self.unregister_notifier(notifier)
+
+    def bound_slots(self, start, end):
+        """The memslots (of any VM) bound to some page of [start, end)."""
+        if self.bindings is None or not self.slots:
+            return ()
+        tokens = {v for _, _, v in self.bindings.ranges(start, end) if v}
+        return [self.slots[t] for t in tokens if t in self.slots]
+
+    def slot_at(self, index):
+        """The memslot bound to page ``index``, or None."""
+        if self.bindings is None:
+            return None
+        return self.slots.get(self.bindings.get(index))
 
     # --- contents -------------------------------------------------------------------------
 
     def punch_hole(self, start, end):
-        """kvm_gmem_punch_hole over page indexes [start, end) (already clipped to the file)."""
-        for slot in self.bound_slots(start, end):
-            slot.vm.gmem_invalidate(slot, start, end)
-        self.kernel._hook_invalidate(self, start, end, "punch_hole")
-        if self.iommu_areas:
-            self.kernel.iommu_gmem_event(self, start, end, "punch_hole")
+        """kvm_gmem_punch_hole over page indexes [start, end) (already clipped to the file).
+
+        guest_memfd cannot change size (setattr is EINVAL), so this is also its truncate."""
+        self.invalidate(InvalidateEvent(self, start, end, "punch_hole"),
+                        lambda: self._remove_pages(start, end))
+
+    def _remove_pages(self, start, end):
         self.allocated.set(start, end, 0)
         self.unprepare(start, end)
         if self.pins is not None and self.pins.find_not(start, end, 0) != -1:
@@ -208,12 +364,22 @@ class GmemInode:
             _libc.fallocate(self.backing, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                             start << PAGE_SHIFT, (end - start) << PAGE_SHIFT)
 
-    def bound_slots(self, start, end):
-        """The memslots (of any VM) bound to some page of [start, end)."""
-        if self.bindings is None or not self.slots:
-            return ()
-        tokens = {v for _, _, v in self.bindings.ranges(start, end) if v}
-        return [self.slots[t] for t in tokens if t in self.slots]
+    def memory_failure(self, index):
+        """memory_failure() on page ``index``: guest use gets EHWPOISON, host use SIGBUS.
+
+        guest_memfd's error_remove_folio invalidates the page but does not truncate it.
+        """
+        def store():
+            if self.poisoned is None:
+                self.poisoned = RangeMap(self.npages)
+            self.poisoned.set(index, index + 1, 1)
+
+        self.invalidate(InvalidateEvent(self, index, index + 1, "memory_failure"), store)
+
+    def allocate(self, start, end):
+        """fallocate without PUNCH_HOLE: pages [start, end) get folios."""
+        with self.lock:
+            self.allocated.set(start, end, 1)
 
     # --- the guest's side: kvm_gmem_get_pfn and the page contents ---------------------------
 
@@ -227,22 +393,25 @@ class GmemInode:
         if self.poisoned is not None and self.poisoned.get(index):
             raise oserror(EHWPOISON)
         if not self.allocated.get(index):
-            self.allocated.set(index, index + 1, 1)
+            with self.lock:
+                self.allocated.set(index, index + 1, 1)
         return self.pfn_base + index
 
     def prepare_private(self, start, end):
         """The guest uses pages [start, end) as private memory: on first use the
         architecture's make_private runs (lazily, as kvm_gmem_get_pfn calls
-        kvm_arch_gmem_make_private). Forgotten on PUNCH_HOLE and to-shared conversion."""
-        kernel = self.kernel
-        if not kernel._has["kmock_gmem_make_private"]:
+        kvm_arch_gmem_make_private), once per run of not-yet-prepared pages.
+        Forgotten on PUNCH_HOLE and to-shared conversion."""
+        vm = self.vm
+        if vm is None or not vm.vmtype.has_make_private:
             return
-        if self.prepared is None:
-            self.prepared = RangeMap(self.npages)
-        for s, e, v in list(self.prepared.ranges(start, end)):
-            if not v:
-                kernel.pm.hook.kmock_gmem_make_private(kernel=kernel, gmem=self, start=s, end=e)
-        self.prepared.set(start, end, 1)
+        with self.lock:
+            if self.prepared is None:
+                self.prepared = RangeMap(self.npages)
+            todo = [(s, e) for s, e, v in self.prepared.ranges(start, end) if not v]
+            self.prepared.set(start, end, 1)
+        for s, e in todo:
+            vm.vmtype.gmem_make_private(vm, self, s, e, self.pfn_base + s)
 
     def unprepare(self, start, end):
         if self.prepared is not None:
@@ -273,6 +442,21 @@ class GmemInode:
                 fault = max(lo, p << PAGE_SHIFT)
         return fault
 
+    def host_faulting_runs(self, start, end):
+        """(s, e, fault) runs over pages [start, end): where a host fault would SIGBUS
+        (private or poisoned pages)."""
+        runs = [(s, e, bool(v & PRIVATE)) for s, e, v in self.attrs.ranges(start, end)]
+        if self.poisoned is None or self.poisoned.find_not(start, end, 0) == -1:
+            return runs
+        out = []
+        for s, e, f in runs:
+            if f:
+                out.append((s, e, True))
+                continue
+            for ps, pe, pv in self.poisoned.ranges(s, e):
+                out.append((ps, pe, bool(pv)))
+        return out
+
     def snapshot(self):
         """Plain-data state of this guest_memfd (for Kernel.snapshot)."""
         snap = {
@@ -294,22 +478,6 @@ class GmemInode:
             snap["split_folios"] = split
         return snap
 
-    def memory_failure(self, index):
-        """memory_failure() on page ``index``: guest use gets EHWPOISON, host use SIGBUS.
-
-        guest_memfd's error_remove_folio invalidates the page but does not truncate it.
-        """
-        if self.poisoned is None:
-            self.poisoned = RangeMap(self.npages)
-        self.poisoned.set(index, index + 1, 1)
-        for slot in self.bound_slots(index, index + 1):
-            slot.vm.gmem_invalidate(slot, index, index + 1)
-        self.kernel._hook_invalidate(self, index, index + 1, "memory_failure")
-        if self.iommu_areas:
-            self.kernel.iommu_gmem_event(self, index, index + 1, "memory_failure")
-        for m in list(self.mappings):
-            m.remap(index, index + 1, True)
-
 
 class GmemFile(File):
     """The guest_memfd file (anon_inode "[kvm-gmem]"); holds a reference on its VM."""
@@ -319,30 +487,30 @@ class GmemFile(File):
     cloexec = False  # created with get_unused_fd_flags(0)
 
     def __init__(self, kernel, vm, inode):
-        super().__init__(kernel)
+        super().__init__(kernel, vm.vmtype)
         self.vm = vm
         self.inode = inode
         vm.get()
 
-    def placeholder_fd(self):
-        return self.inode.backing
-
     def release(self):
-        """kvm_gmem_release: unbind every slot (they stay, pointing at nothing), drop the VM."""
+        """kvm_gmem_release: invalidate everything, unbind every slot (the slots stay,
+        pointing at nothing), give the memory back, drop the VM."""
         inode = self.inode
-        if inode.slots:
-            for slot in list(inode.slots.values()):
-                slot.vm.gmem_invalidate(slot, slot.gmem_pgoff, slot.gmem_pgoff + slot.npages)
+
+        def store():
+            for token, slot in list(inode.slots.items()):
                 slot.gmem_file = None
                 slot.gmem_token = 0
+                inode.unregister_notifier(slot.gmem_notifier)
+                slot.gmem_notifier = None
             inode.slots.clear()
             inode.bindings = None
-        if inode.orphans:
             inode.orphans.clear()
-        self.kernel._hook_invalidate(inode, 0, inode.npages, "release")
-        if inode.iommu_areas:
-            self.kernel.iommu_gmem_event(inode, 0, inode.npages, "release")
-        self.kernel._gmem_pool.give(inode._backing_entry, inode.maybe_dirty)
+
+        inode.invalidate(InvalidateEvent(inode, 0, inode.npages, "release"), store)
+        for n in list(inode.notifiers):
+            inode.unregister_notifier(n)
+        self.kernel.release_gmem_backing(inode._backing_entry, inode.maybe_dirty)
         inode.backing = -1
         self.vm.put()
 
@@ -375,7 +543,7 @@ class GmemFile(File):
             return None
         if offset + length > inode.size:
             raise oserror(errno.EINVAL)  # "Dedicated guest is immutable by default"
-        inode.allocated.set(start, (offset + length) >> PAGE_SHIFT, 1)
+        inode.allocate(start, (offset + length) >> PAGE_SHIFT)
         return None
 
     def mmap(self, length, prot, flags, offset):
@@ -386,80 +554,39 @@ class GmemFile(File):
             raise oserror(errno.ENODEV)
         if flags & _libc.MAP_TYPE == _libc.MAP_PRIVATE:
             raise oserror(errno.EINVAL)
+        from .gmem_mapping import GmemMapping
+
         return GmemMapping(self, length, prot, offset)
 
 
-class GmemMapping(FileMapping):
-    """A host mapping of a guest_memfd (one VMA). Its address is real memory.
+class ArchNotifier(GmemNotifier):
+    """The architecture of the VM that created a guest_memfd, as one of its users.
 
-    Where every page is shared the memfd itself is mapped; where pages are private
-    a zero-length memfd is mapped instead, so even native code in the VMM process
-    gets a real SIGBUS there, as it would from kvm_gmem_fault_user_mapping.
+    Registered only when the VM type implements a guest_memfd callback, so the
+    software-only VM types cost nothing here. Calls the VM type's methods (see
+    kmock.kvm.vmtype.VmType): ``gmem_veto``, ``gmem_invalidate`` (the arch step of
+    every event) and, on to-shared conversion, ``gmem_make_shared`` per run of
+    allocated pages.
     """
 
-    def __init__(self, file, length, prot, offset):
-        inode = file.inode
-        self.inode = inode
-        super().__init__(file, length, prot, offset, inode.backing, offset)
-        lo = offset >> PAGE_SHIFT
-        hi = min(inode.npages, (offset + self._maplen) >> PAGE_SHIFT)
-        if lo < hi:
-            for s, e, v in inode.attrs.ranges(lo, hi):
-                if v & PRIVATE:
-                    self.remap(s, e, True)
-            if inode.poisoned is not None:
-                for s, e, v in inode.poisoned.ranges(lo, hi):
-                    if v:
-                        self.remap(s, e, True)
-        inode.mappings.add(self)
-        if prot & _libc.PROT_WRITE:
-            inode.maybe_dirty = True
+    def __init__(self, vm):
+        self.vm = vm
 
-    def remap(self, start, end, fault):
-        """Make file pages [start, end) fault (``fault``) or map them again, in place.
+    def veto(self, event):
+        return self.vm.vmtype.gmem_veto(self.vm, event)
 
-        This is the real counterpart of unmap_mapping_pages(): native code touching
-        the address of a faulting page gets SIGBUS from a zero-length memfd.
-        """
-        first = self.offset >> PAGE_SHIFT
-        lo = max(start, first)
-        hi = min(end, first + (self._maplen >> PAGE_SHIFT), self.inode.npages)
-        if lo >= hi or self.closed:
-            return
-        addr = self.address + ((lo - first) << PAGE_SHIFT)
-        length = (hi - lo) << PAGE_SHIFT
-        flags = _libc.MAP_SHARED | _libc.MAP_FIXED
-        # Both files are mapped at the page's own file offset, so that neighbouring
-        # pages of the same kind stay one VMA (the kernel zaps PTEs and makes no VMA;
-        # here every remap at offset 0 would leave a VMA behind until mmap fails with
-        # ENOMEM at vm.max_map_count). A zero-length memfd faults at any offset.
-        fd = self.file.kernel._sigbus_memfd if fault else self.inode.backing
-        _libc.mmap(addr, length, self.prot, flags, fd, lo << PAGE_SHIFT)
+    def invalidate_commit(self, event):
+        vm = self.vm
+        vmtype = vm.vmtype
+        vmtype.gmem_invalidate(vm, event)
+        if event.to_private is False and event.reason != "vm_attributes":
+            inode = event.inode
+            for s, e, v in list(inode.allocated.ranges(event.start, event.end)):
+                if v:
+                    vmtype.gmem_make_shared(vm, inode, s, e, inode.pfn_base + s)
 
-    def _on_close(self):
-        self.inode.mappings.discard(self)
-
-    def pin_pages(self, start, stop, delta):
-        lo = (self.offset + start) >> PAGE_SHIFT
-        hi = (self.offset + stop + PAGE_SIZE - 1) >> PAGE_SHIFT
-        return (self.inode, self.inode.take_pin(lo, hi))
-
-    def unpin_pages(self, pages):
-        inode, runs = pages
-        inode.drop_pin(runs)
-
-    def _fault(self, start, stop):
-        f = self.inode.host_fault_offset(self.offset + start, self.offset + stop)
-        return None if f is None else f - self.offset
-
-    def _touch(self, start, stop, write):
-        inode = self.inode
-        lo = (self.offset + start) >> PAGE_SHIFT
-        hi = (self.offset + stop + PAGE_SIZE - 1) >> PAGE_SHIFT
-        if inode.allocated.find(lo, hi, 0) != -1:
-            inode.allocated.set(lo, hi, 1)  # a host fault allocates the folio
-        if write:
-            inode.maybe_dirty = True
+    def __repr__(self):
+        return f"<ArchNotifier {self.vm.vmtype.name}>"
 
 
 def create_guest_memfd(vm, size, flags):
@@ -467,9 +594,11 @@ def create_guest_memfd(vm, size, flags):
     kernel = vm.kernel
     model = kernel.gmem_model
     model.check_create(vm, size, flags)
-    kernel._hook_gmem_create(vm, size, flags)
-    backing = kernel._gmem_pool.take(size)
+    vm.vmtype.gmem_create(vm, size, flags)
+    backing = kernel.take_gmem_backing(size)
     inode = GmemInode(kernel, size, flags, backing)
     inode.vm = vm
     model.init_inode(inode)
+    if vm.vmtype.has_gmem_callbacks:
+        inode.register_notifier(ArchNotifier(vm))
     return GmemFile(kernel, vm, inode)

@@ -8,6 +8,8 @@ import bisect
 import errno
 
 from ..errors import oserror
+from ..fdtable import is_open_fd
+from ..notifier import GmemNotifier
 from ..uapi import kvm as K
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, GmemFile
 
@@ -20,7 +22,7 @@ LOFF_MAX = (1 << 63) - 1
 
 class Memslot:
     __slots__ = ("vm", "as_id", "id", "base_gfn", "npages", "flags", "userspace_addr",
-                 "gmem_file", "gmem_pgoff", "gmem_token")
+                 "gmem_file", "gmem_pgoff", "gmem_token", "gmem_notifier")
 
     def __init__(self, vm, as_id, id, base_gfn, npages, flags, userspace_addr):
         self.vm = vm
@@ -33,6 +35,7 @@ class Memslot:
         self.gmem_file = None
         self.gmem_pgoff = 0
         self.gmem_token = 0
+        self.gmem_notifier = None
 
     @property
     def end_gfn(self):
@@ -44,15 +47,19 @@ class Memslot:
 
 
 class Memslots:
-    """One address space's memslots: by id, and sorted by base gfn for overlap checks."""
+    """One address space's memslots: by id, and sorted by base gfn for overlap checks.
+
+    Changes replace the sorted lists instead of editing them (as KVM swaps in a new
+    memslot set under SRCU), so a vCPU thread looking a gfn up never sees a list
+    half-changed by another thread.
+    """
 
     def __init__(self):
         self.by_id = {}
-        self._starts = []  # sorted base gfns
-        self._slots = []  # slots in the same order
+        self._sorted = ((), ())  # (base gfns, slots), replaced as one value
 
     def __iter__(self):
-        return iter(self._slots)
+        return iter(self._sorted[1])
 
     def overlaps(self, base, end, skip_id):
         """kvm_check_memslot_overlap: does [base, end) meet a slot other than ``skip_id``?
@@ -60,34 +67,67 @@ class Memslots:
         Slots are disjoint and sorted, so only the nearest slot starting before ``end``
         (or the one before it, when that is the slot being moved) can overlap.
         """
-        i = bisect.bisect_left(self._starts, end)
+        starts, slots = self._sorted
+        i = bisect.bisect_left(starts, end)
         for j in (i - 1, i - 2):
             if j < 0:
                 return False
-            s = self._slots[j]
+            s = slots[j]
             if s.id != skip_id:
                 return s.end_gfn > base
         return False
 
     def lookup(self, gfn):
-        i = bisect.bisect_right(self._starts, gfn) - 1
+        starts, slots = self._sorted
+        i = bisect.bisect_right(starts, gfn) - 1
         if i >= 0:
-            s = self._slots[i]
+            s = slots[i]
             if gfn < s.end_gfn:
                 return s
         return None
 
     def insert(self, slot):
         self.by_id[slot.id] = slot
-        i = bisect.bisect_left(self._starts, slot.base_gfn)
-        self._starts.insert(i, slot.base_gfn)
-        self._slots.insert(i, slot)
+        starts, slots = self._sorted
+        i = bisect.bisect_left(starts, slot.base_gfn)
+        self._sorted = (starts[:i] + (slot.base_gfn,) + starts[i:], slots[:i] + (slot,) + slots[i:])
 
     def remove(self, slot):
         del self.by_id[slot.id]
-        i = self._slots.index(slot)
-        del self._starts[i]
-        del self._slots[i]
+        starts, slots = self._sorted
+        i = slots.index(slot)
+        self._sorted = (starts[:i] + starts[i + 1:], slots[:i] + slots[i + 1:])
+
+
+class GmemBinding(GmemNotifier):
+    """A memslot's binding to guest_memfd pages: KVM stage-2 as a guest_memfd user.
+
+    ``invalidate_begin`` is kvm_gmem_invalidate_begin for this slot:
+    mmu_invalidate_begin on the VM, then the stage-2 zap of the old kind
+    (KVM_FILTER_SHARED / _PRIVATE; both when the pages go away). ``invalidate_end``
+    ends the VM's invalidation (faults in flight retry until then).
+    """
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot):
+        self.slot = slot
+
+    def _mine(self, event):
+        return event.vm is None or event.vm is self.slot.vm
+
+    def invalidate_begin(self, event):
+        if self._mine(event):
+            vm = self.slot.vm
+            vm.mmu_invalidate_begin()
+            vm.gmem_invalidate(self.slot, event.start, event.end, event.zap_kind)
+
+    def invalidate_end(self, event):
+        if self._mine(event):
+            self.slot.vm.mmu_invalidate_end()
+
+    def __repr__(self):
+        return f"<GmemBinding {self.slot!r}>"
 
 
 def check_memory_region_flags(vm, flags):
@@ -101,7 +141,17 @@ def check_memory_region_flags(vm, flags):
 
 
 def set_memory_region(vm, mem, v2):
-    """kvm_vm_ioctl_set_memory_region + kvm_set_memory_region, for struct ``mem``."""
+    """kvm_vm_ioctl_set_memory_region + kvm_set_memory_region, for struct ``mem``.
+
+    Runs under the VM's slots_lock. The VM type's ``memslot_prepare`` may refuse
+    (kvm_arch_prepare_memory_region) after the generic checks; ``memslot_commit``
+    follows the change (kvm_arch_commit_memory_region).
+    """
+    with vm.slots_lock:
+        return _set_memory_region(vm, mem, v2)
+
+
+def _set_memory_region(vm, mem, v2):
     if not v2 and mem.flags & ~K.KVM_SET_USER_MEMORY_REGION_V1_FLAGS:
         raise oserror(errno.EINVAL)
     slot_field = mem.slot
@@ -133,7 +183,9 @@ def set_memory_region(vm, mem, v2):
     if size == 0:
         if old is None:
             raise oserror(errno.EINVAL)
+        vm.vmtype.memslot_prepare(vm, old, None, "delete")
         vm.delete_memslot(old)
+        vm.vmtype.memslot_commit(vm, old, None, "delete")
         return 0
 
     base_gfn, npages = gpa >> PAGE_SHIFT, size >> PAGE_SHIFT
@@ -156,32 +208,39 @@ def set_memory_region(vm, mem, v2):
     if change in ("create", "move") and slots.overlaps(base_gfn, base_gfn + npages, id):
         raise oserror(errno.EEXIST)
 
+    vmtype = vm.vmtype
     if change == "flags":
         # KVM_MR_FLAGS_ONLY (dirty logging on/off; on v6.18.0 also dropping
         # GUEST_MEMFD, which upstream later made EINVAL because it was a use-after-free)
+        vmtype.memslot_prepare(vm, old, old, change)
         old.flags = flags
+        vmtype.memslot_commit(vm, old, old, change)
         return 0
 
     new = Memslot(vm, as_id, id, base_gfn, npages, flags, uaddr)
     if flags & K.KVM_MEM_GUEST_MEMFD:
         gmem_bind(vm, new, mem.guest_memfd, gmem_offset)
-    # kvm_arch_prepare_memory_region (x86): the last gfn must fit the MMU.
-    if base_gfn + npages - 1 > (1 << (vm.kernel.profile.max_gpa_bits - PAGE_SHIFT)) - 1:
-        if new.gmem_file is not None:
-            new.gmem_file.inode.unbind(new.gmem_token, new.gmem_pgoff, new.gmem_pgoff + npages)
-        raise oserror(errno.EINVAL)
+    try:
+        # kvm_arch_prepare_memory_region (x86): the last gfn must fit the MMU.
+        if base_gfn + npages - 1 > (1 << (vm.kernel.profile.max_gpa_bits - PAGE_SHIFT)) - 1:
+            raise oserror(errno.EINVAL)
+        vmtype.memslot_prepare(vm, old, new, change)
+    except BaseException:
+        gmem_unbind(new)
+        raise
     if old is not None:
         vm.delete_memslot(old)  # KVM_MR_MOVE
     vm.insert_memslot(new)
+    vmtype.memslot_commit(vm, old, new, change)
     return 0
 
 
 def gmem_bind(vm, slot, fd, offset):
     """kvm_gmem_bind: EBADF for a closed fd, EINVAL for anything else that is wrong."""
     kernel = vm.kernel
-    f = kernel._fds.get(fd)
+    f = kernel.fdtable.get(fd)
     if f is None:
-        if not kernel._is_open_fd(fd):
+        if not is_open_fd(fd):
             raise oserror(errno.EBADF)
         raise oserror(errno.EINVAL)
     if not isinstance(f, GmemFile):
@@ -201,4 +260,15 @@ def gmem_bind(vm, slot, fd, offset):
         raise oserror(errno.EINVAL)
     slot.gmem_file = f
     slot.gmem_pgoff = start
-    slot.gmem_token = inode.bind(slot, start, end)
+    slot.gmem_notifier = GmemBinding(slot)
+    slot.gmem_token = inode.bind(slot, start, end, slot.gmem_notifier)
+
+
+def gmem_unbind(slot):
+    """kvm_gmem_unbind: the slot's guest_memfd pages are free for another binding."""
+    f = slot.gmem_file
+    if f is not None:
+        f.inode.unbind(slot.gmem_token, slot.gmem_pgoff, slot.gmem_pgoff + slot.npages,
+                       slot.gmem_notifier)
+        slot.gmem_file = None
+        slot.gmem_notifier = None

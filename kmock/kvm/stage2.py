@@ -12,10 +12,9 @@ address. An entry maps a gfn run to frames with permission bits:
 Frames:
 
 * guest_memfd pages: ``inode.get_pfn(index)``, i.e. ``inode.pfn_base + index``.
-* userspace (``userspace_addr``) pages: the pseudo frame ``USER_PFN_BASE + (hva >> 12)``.
-  ``USER_PFN_BASE`` is 1 << 44: the PageTable's frame space is 52 bits, user
-  addresses are below 1 << 47 (so hva >> 12 < 1 << 35), and guest_memfd frames are
-  handed out from 1 << 18 upwards, far below 1 << 44. ``user_hva(pfn)`` decodes it.
+* userspace (``userspace_addr``) pages: ``kmock.physmem.user_pfn(hva)``, i.e.
+  ``USER_PFN_BASE | (hva >> 12)``; ``user_hva(pfn)`` decodes it. Every page table
+  of the Kernel uses this one frame space (kmock.physmem).
 
 Leaf sizes: guest_memfd mappings are 4K leaves (6.18 guest_memfd allocates order-0
 folios, so ``kvm_gmem_get_pfn`` reports max_order 0); userspace mappings use the
@@ -56,6 +55,7 @@ import os
 
 from .. import _libc
 from ..mm import PageTable
+from ..physmem import USER_PFN_BASE, user_hva, user_pfn  # noqa: F401 (re-exported)
 from ..uapi import kvm as K
 
 PAGE_SHIFT = 12
@@ -66,20 +66,7 @@ PERM_R = 0x1
 PERM_W = 0x2
 PERM_PRIVATE = 0x10
 
-USER_PFN_BASE = 1 << 44
 _PROBE_CHUNK = 1 << 20
-
-
-def user_pfn(hva):
-    """The pseudo frame stage-2 uses for the userspace page at ``hva``."""
-    return USER_PFN_BASE | (hva >> PAGE_SHIFT)
-
-
-def user_hva(pfn):
-    """The userspace address of a pseudo frame made by ``user_pfn`` (None for a gmem frame)."""
-    if pfn & USER_PFN_BASE:
-        return (pfn & (USER_PFN_BASE - 1)) << PAGE_SHIFT
-    return None
 
 
 class MemoryFault(OSError):
@@ -109,12 +96,18 @@ class MemoryFault(OSError):
 
 
 class Stage2:
-    """One VM's stage-2 page table: gfn runs -> (frame, private, writable)."""
+    """One VM's stage-2 page table: gfn runs -> (frame, private, writable).
 
-    __slots__ = ("pt",)
+    When the VM's type implements ``stage2_map`` / ``stage2_zap`` (S-EPT AUG and
+    removal, RMP, RTT), each map and each zap calls it once with the runs, never per
+    page. Changes are made under the VM's mmu_lock.
+    """
 
-    def __init__(self):
+    __slots__ = ("pt", "vm")
+
+    def __init__(self, vm=None):
         self.pt = PageTable(LEVELS)
+        self.vm = vm
 
     # --- changes -----------------------------------------------------------------------
 
@@ -129,8 +122,17 @@ class Stage2:
         if old:
             if len(old) == 1 and old[0] == (iova, pfn, npages, perm):
                 return  # already mapped exactly so (a spurious fault)
-            pt.unmap(iova, npages)
+            removed = pt.unmap(iova, npages)
+            self._zapped(removed)
         pt.map(iova, pfn, npages, perm, leaf_size)
+        vm = self.vm
+        if vm is not None and vm.vmtype.has_stage2_hooks:
+            vm.vmtype.stage2_map(vm, gfn, pfn, npages, bool(private))
+
+    def _zapped(self, removed):
+        vm = self.vm
+        if removed and vm is not None and vm.vmtype.has_stage2_hooks:
+            vm.vmtype.stage2_zap(vm, [_entry(r) for r in removed])
 
     def zap(self, start, end, kind=None):
         """Unmap gfns [start, end) of ``kind`` ("shared", "private", None = both).
@@ -151,6 +153,7 @@ class Stage2:
                     removed.extend(pt.unmap(iova, n))
         else:
             raise ValueError(f"zap kind must be 'shared', 'private' or None, not {kind!r}")
+        self._zapped(removed)
         return [_entry(r) for r in removed]
 
     def clear(self):

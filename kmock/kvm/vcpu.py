@@ -11,6 +11,7 @@ KVM_RUN executes its pending actions and exits as KVM does (reference §4.10).
 
 import errno
 import os
+import threading
 
 from .. import _libc
 from ..errors import oserror
@@ -40,11 +41,24 @@ class Vcpu:
         #: the kvm_run struct, living in the shared page
         self.run = K.kvm_run.from_address(self.run_addr)
         #: the guest code this vCPU runs (filled by tests)
-        self.guest = _guest.GuestScript()
+        self.guest = _guest.GuestScript(vm.vmtype.guest_actions)
         #: the action whose exit awaits userspace (vcpu->arch.complete_userspace_io)
         self.pending = None
+        #: vcpu->mutex: one KVM_RUN (or vCPU ioctl) at a time
+        self.mutex = threading.RLock()
+        self.arch = None  # owned by the architecture plugin
         self.refs = 0
         vm.get()
+
+    def system_event_exit(self, event_type, *data):
+        """Write a KVM_EXIT_SYSTEM_EVENT of ``event_type`` with up to 16 data words."""
+        run = self.run
+        run.exit_reason = K.KVM_EXIT_SYSTEM_EVENT
+        se = run.system_event
+        se.type = event_type
+        se.ndata = len(data)
+        for i, d in enumerate(data):
+            se.data[i] = d & U64
 
     def release(self):
         _libc.munmap(self.run_addr, self.mmap_size)
@@ -58,7 +72,7 @@ class VcpuFile(File):
     has_llseek = True  # kvm_vcpu_fops.llseek = noop_llseek
 
     def __init__(self, kernel, vcpu):
-        super().__init__(kernel)
+        super().__init__(kernel, vcpu.vm.vmtype)
         self.vcpu = vcpu
         self.vm = vcpu.vm
 
@@ -103,8 +117,13 @@ def create_vcpu(vm, vcpu_id):
     if vcpu_id in vm.vcpus:
         raise oserror(errno.EEXIST)
     vcpu = Vcpu(vm, vcpu_id)
+    try:
+        vm.vmtype.vcpu_create(vcpu)  # kvm_arch_vcpu_create
+    except BaseException:
+        vcpu.release()
+        raise
     vm.vcpus[vcpu_id] = vcpu
-    return vm.kernel._install(VcpuFile(vm.kernel, vcpu))
+    return vm.kernel.fdtable.install(VcpuFile(vm.kernel, vcpu))
 
 
 # --- vCPU ioctl handlers -----------------------------------------------------------------
@@ -121,16 +140,30 @@ def vcpu_run(f, arg):
     exit. A memory fault exit raises OSError(EFAULT / EHWPOISON ...).
     """
     vcpu = _check(f)
-    run = vcpu.run
-    pending = vcpu.pending
-    if pending is not None:
-        vcpu.pending = None
-        pending.complete(vcpu)
-        if pending.done and vcpu.guest.current is pending:
-            vcpu.guest.pc += 1
-    if run.immediate_exit:
-        raise oserror(errno.EINTR)
-    return _guest.run(vcpu)
+    with vcpu.mutex:
+        run = vcpu.run
+        pending = vcpu.pending
+        if pending is not None:
+            vcpu.pending = None
+            pending.complete(vcpu)
+            if pending.done and vcpu.guest.current is pending:
+                vcpu.guest.pc += 1
+        if run.immediate_exit:
+            raise oserror(errno.EINTR)
+        vmtype = vcpu.vm.vmtype
+        if vmtype.has_run_hooks:
+            r = vmtype.run_enter(vcpu)
+            if r is not None:
+                return r  # the VM type wrote an exit (or raised) before the guest ran
+            try:
+                r = _guest.run(vcpu)
+            except OSError as e:
+                vmtype.run_exit(vcpu, e)
+                raise
+            vmtype.run_exit(vcpu, r)
+            vcpu.vm.check_caller()  # the VM type may have killed the VM: EIO
+            return r
+        return _guest.run(vcpu)
 
 
 def vcpu_pre_fault_memory(f, arg):
@@ -156,7 +189,8 @@ def vcpu_pre_fault_memory(f, arg):
                 break
             n = min(r.size >> PAGE_SHIFT, slot.end_gfn - gfn)
             try:
-                done = vm.pre_fault(slot, gfn, n)
+                with vm.guest_access():
+                    done = vm.pre_fault(slot, gfn, n)
             except MemoryFault as mf:
                 # kvm_mmu_prepare_memory_fault_exit writes kvm_run even here
                 mf.fill(vcpu.run)

@@ -6,14 +6,16 @@ Every VM-fd ioctl first checks that it comes from the process that created the V
 
 import errno
 import os
+import threading
 
 from ..errors import oserror
 from ..file import File
 from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
+from ..notifier import InvalidateEvent
 from ..uapi import kvm as K
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
-from .memslot import Memslots, set_memory_region
+from .memslot import Memslots, gmem_unbind, set_memory_region
 from .stage2 import Stage2, faultin
 
 GFN_SPACE = 1 << 52  # GPAs are 64-bit: gfns up to 2**52
@@ -23,30 +25,72 @@ EIO = errno.EIO
 
 
 class VM:
-    """struct kvm. Kept alive by its fds, its vCPUs and its guest_memfds."""
+    """struct kvm. Kept alive by its fds, its vCPUs and its guest_memfds.
 
-    def __init__(self, kernel, vmtype):
+    Locks, as the kernel's: ``slots_lock`` serialises memslot changes and VM-level
+    attribute changes; ``mmu_lock`` (a Condition) guards stage-2, with
+    ``mmu_invalidate_in_progress`` / ``mmu_invalidate_seq``: a guest access waits
+    while an invalidation is in progress and runs whole under mmu_lock, so it never
+    maps or touches a page whose invalidation has begun (the retry of faults in
+    flight, mmu_invalidate_retry).
+    """
+
+    def __init__(self, kernel, vmtype, type_arg=None):
         self.kernel = kernel
         self.vmtype = vmtype
         self.type = vmtype.type
+        #: the whole KVM_CREATE_VM argument (arm64 encodes the IPA size in bits 7:0)
+        self.type_arg = vmtype.type if type_arg is None else type_arg
         self.owner_pid = os.getpid()
         self.dead = False
+        #: why the VM is dead (a Violation or a string), when ``dead``
+        self.dead_reason = None
         self.refs = 0
         self.destroyed = False
+        self.slots_lock = threading.RLock()
+        self.mmu_lock = threading.Condition(threading.RLock())
+        self.mmu_invalidate_in_progress = 0
+        self.mmu_invalidate_seq = 0
         self._as = [Memslots() for _ in range(kernel.profile.nr_memslot_as_ids)]
         self.mem_attrs = RangeMap(GFN_SPACE)
         #: the TDP page table (kmock.kvm.stage2): gfn -> frame, R/W, private
-        self.stage2 = Stage2()
+        self.stage2 = Stage2(self)
         self.vcpus = {}
         self.hypercall_exit_enabled = 0
         self.arch = None  # owned by the architecture plugin
         self.caps = kernel.vm_caps(vmtype)
+        #: this VM type's dispatch tables, by file type ("vm", "vcpu", "gmem")
+        self.ioctl_tables = kernel.vmtype_tables(vmtype)
 
     def check_caller(self):
         """Every VM and vCPU ioctl starts here: ``kvm->mm != current->mm || vm_dead``
         is EIO (a forked child, or a VM KVM_BUG_ON killed)."""
         if self.owner_pid != os.getpid() or self.dead:
             raise oserror(EIO)
+
+    def kill(self, reason):
+        """kvm_vm_dead: every later VM and vCPU ioctl fails with EIO. ``reason`` (a
+        kmock Violation or a string) says why; record the violation first."""
+        self.dead = True
+        if self.dead_reason is None:
+            self.dead_reason = reason
+
+    # --- mmu_invalidate_begin / end (under mmu_lock) ------------------------------------
+
+    def mmu_invalidate_begin(self):
+        with self.mmu_lock:
+            self.mmu_invalidate_in_progress += 1
+
+    def mmu_invalidate_end(self):
+        with self.mmu_lock:
+            self.mmu_invalidate_in_progress -= 1
+            self.mmu_invalidate_seq += 1
+            self.mmu_lock.notify_all()
+
+    def guest_access(self):
+        """The mmu_lock as a guest access takes it: waits while an invalidation is in
+        progress (the fault would retry), then holds the lock for the whole access."""
+        return _GuestAccess(self.mmu_lock, self)
 
     # --- lifetime --------------------------------------------------------------------
 
@@ -59,11 +103,14 @@ class VM:
             self.destroy()
 
     def destroy(self):
-        """kvm_destroy_vm: free the memslots (unbinding guest_memfd ranges)."""
+        """kvm_destroy_vm: free the memslots (unbinding guest_memfd ranges), then the
+        VM type's destroy callback."""
         self.destroyed = True
-        for slots in self._as:
-            for slot in list(slots):
-                self.delete_memslot(slot)
+        with self.slots_lock:
+            for slots in self._as:
+                for slot in list(slots):
+                    self.delete_memslot(slot)
+        self.vmtype.vm_destroy(self)
 
     # --- memslots ------------------------------------------------------------------------
 
@@ -78,11 +125,9 @@ class VM:
 
     def delete_memslot(self, slot):
         self._as[slot.as_id].remove(slot)
-        self.zap_gfn_range(slot.base_gfn, slot.end_gfn)
-        if slot.gmem_file is not None:
-            slot.gmem_file.inode.unbind(slot.gmem_token, slot.gmem_pgoff,
-                                        slot.gmem_pgoff + slot.npages)
-            slot.gmem_file = None
+        with self.mmu_lock:
+            self.zap_gfn_range(slot.base_gfn, slot.end_gfn)
+        gmem_unbind(slot)
 
     def lookup_memslot(self, gfn, as_id=0):
         return self._as[as_id].lookup(gfn)
@@ -143,6 +188,44 @@ class VM:
                                 & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
         return bool(self.mem_attrs.get(gfn) & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
 
+    def set_memory_attributes(self, start, end, attributes):
+        """The VM-level attribute change of gfns [start, end) (kvm_vm_set_mem_attributes).
+
+        Each part bound to a guest_memfd goes through that guest_memfd's invalidation
+        sequence (reason "vm_attributes": this VM's stage-2 zaps the old kind, the
+        architecture's callbacks run, the attribute is stored); gfns bound to no
+        guest_memfd are zapped and stored under this VM's own mmu_invalidate. Vetoes of
+        every part are asked first, so a refused change changes nothing.
+        """
+        with self.slots_lock:
+            if self.mem_attrs.find_not(start, end, attributes) == -1:
+                return  # the whole range already has these attributes
+            to_private = bool(attributes & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+            parts = []  # (inode, first index, last index, first gfn)
+            for slots in self._as:
+                for slot in slots:
+                    lo, hi = max(start, slot.base_gfn), min(end, slot.end_gfn)
+                    if lo < hi and slot.gmem_file is not None:
+                        off = slot.gmem_pgoff - slot.base_gfn
+                        parts.append((slot.gmem_file.inode, lo + off, hi + off, lo))
+            events = [(inode, InvalidateEvent(inode, s, e, "vm_attributes", to_private, self), g)
+                      for inode, s, e, g in parts]
+            for inode, ev, _ in events:
+                inode.veto_check(ev)
+            mem_attrs = self.mem_attrs
+            for inode, ev, g in events:
+                inode.invalidate(ev, lambda g=g, n=ev.end - ev.start: mem_attrs.set(g, g + n, attributes),
+                                 vetoed=True)
+            # what no guest_memfd holds: x86 kvm_arch_pre_set_memory_attributes zaps the
+            # old kind, then the attribute array is stored
+            self.mmu_invalidate_begin()
+            try:
+                with self.mmu_lock:
+                    self.zap_gfn_range(start, end, "shared" if to_private else "private")
+                    mem_attrs.set(start, end, attributes)
+            finally:
+                self.mmu_invalidate_end()
+
     def supported_mem_attributes(self):
         """kvm_supported_mem_attributes(): PRIVATE for private-memory VMs, except when
         guest_memfd owns the attributes (v8 with kvm.gmem_in_place_conversion=1)."""
@@ -174,12 +257,33 @@ class VM:
         return f"<VM {self.vmtype.name} pid {self.owner_pid}>"
 
 
+class _GuestAccess:
+    """``with vm.guest_access():`` wait for invalidations in progress, hold mmu_lock."""
+
+    __slots__ = ("cond", "vm")
+
+    def __init__(self, cond, vm):
+        self.cond = cond
+        self.vm = vm
+
+    def __enter__(self):
+        cond = self.cond
+        cond.acquire()
+        while self.vm.mmu_invalidate_in_progress:
+            cond.wait(0.05)
+        return self.vm
+
+    def __exit__(self, *exc):
+        self.cond.release()
+        return False
+
+
 class VmFile(File):
     file_type = "vm"
     has_llseek = True  # kvm_vm_fops.llseek = noop_llseek
 
     def __init__(self, kernel, vm):
-        super().__init__(kernel)
+        super().__init__(kernel, vm.vmtype)
         self.vm = vm
         vm.get()
 
@@ -218,7 +322,7 @@ def vm_create_guest_memfd(f, arg):
     vm = _check_vm(f)
     args = copy_from_user(arg, K.kvm_create_guest_memfd)
     gmem = create_guest_memfd(vm, args.size, args.flags)
-    return vm.kernel._install(gmem)
+    return vm.kernel.fdtable.install(gmem)
 
 
 def vm_set_user_memory_region(f, arg):
@@ -258,13 +362,8 @@ def vm_set_memory_attributes(f, arg):
         raise oserror(errno.EINVAL)
     if address & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1):
         raise oserror(errno.EINVAL)
-    start, end = address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT
-    if vm.mem_attrs.find_not(start, end, attrs.attributes) == -1:
-        return 0  # the whole range already has these attributes
-    # x86 kvm_arch_pre_set_memory_attributes: only mappings of the old kind go
-    private = attrs.attributes & K.KVM_MEMORY_ATTRIBUTE_PRIVATE
-    vm.zap_gfn_range(start, end, "shared" if private else "private")
-    vm.mem_attrs.set(start, end, attrs.attributes)
+    vm.set_memory_attributes(address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT,
+                             attrs.attributes)
     return 0
 
 

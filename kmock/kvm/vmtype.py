@@ -1,21 +1,90 @@
 """VmType: what one KVM_CREATE_VM type number means. Plugins declare them.
 
-The core asks a VmType the per-VM-type questions the kernel answers in arch code
-(``kvm_arch_has_private_mem``, ``kvm_arch_supports_gmem_init_shared``,
-``pre_fault_allowed``, which guest accesses are private). Plugins subclass it and
-return instances from the ``kmock_vm_types`` hook; its methods are called directly
-(they are part of the dispatch tables built at registration, not a hook chain).
+Per-VM-type behaviour lives here, and the core calls it only for VMs of the type
+(never a global hook every plugin must filter). The core asks a VmType the
+questions the kernel answers in arch code; a plugin subclasses it, overrides what
+its architecture does, and returns instances from the ``kmock_vm_types`` hook.
+
+Dispatch stays precomputed: ``ioctls`` and ``mem_enc_ops`` are read once per
+Kernel into per-file-type tables; the ``has_*`` flags below are computed once per
+class from which methods it overrides, so a VM type that does not implement a
+callback costs nothing on the paths that would call it.
+
+What a VM type may override (every method is called once per operation, never per
+page; the ones that may refuse raise ``OSError(errno)`` before anything changed):
+
+dispatch     ``ioctls(kernel, file_type)``: {request: handler(file, arg)} for "vm",
+             "vcpu", "gmem"; they override the core's handlers for this type.
+             ``mem_enc_cmd`` (ctypes struct of KVM_MEMORY_ENCRYPT_OP's argument,
+             starting with ``u32 id``), ``mem_enc_ops(kernel, file_type)``:
+             {id: handler(file, cmd, arg)}, ``mem_enc_check(file, cmd)``: the checks
+             before the sub-command is looked up, ``mem_enc_unknown``: the errno of
+             an unknown id.
+lifecycle    ``vm_init(vm)`` (may refuse KVM_CREATE_VM), ``vm_destroy(vm)``,
+             ``vcpu_create(vcpu)`` (may refuse), ``memslot_prepare(vm, old, new,
+             change)`` (may refuse), ``memslot_commit(vm, old, new, change)``,
+             ``run_enter(vcpu)`` (return an int to end KVM_RUN before the guest runs,
+             after writing an exit), ``run_exit(vcpu, result)``.
+memory       ``gmem_create(vm, size, flags)`` (may refuse), ``gmem_veto(vm, event)``
+             (an errno refuses the whole invalidation), ``gmem_invalidate(vm,
+             event)`` (the arch step of every invalidation: S-EPT removal, RMPUPDATE,
+             RIPAS), ``gmem_make_shared(vm, inode, start, end, pfn)`` (to-shared,
+             per run of allocated pages), ``gmem_make_private(vm, inode, start, end,
+             pfn)`` (lazily, on the guest's first private use), ``stage2_map(vm,
+             gfn, pfn, npages, private)`` and ``stage2_zap(vm, runs)``.
+gpa          ``gpa_alias(vm, gpa)`` -> (canonical gpa, private or None): TDX's shared
+             bit, CCA's unprotected half. ``access_is_private``.
+host, DMA    ``explain_host_fault(vm, inode, index)``, ``judge_stale_dma``,
+             ``iommu_conversion_policy``.
+caps         ``capabilities()``: VM-level KVM_CHECK_EXTENSION overrides.
+guest        ``guest_actions``: {name: factory(script)}; ``vcpu.guest.<name>`` is the
+             architecture's script actions (``vcpu.guest.tdx.accept(gpa)``).
 """
+
+import errno
 
 from ..uapi import kvm as K
 
+#: VmType methods whose override turns on a path of the core (see VmType.__init_subclass__)
+_FLAGS = {
+    "has_gmem_callbacks": ("gmem_veto", "gmem_invalidate", "gmem_make_shared"),
+    "has_make_private": ("gmem_make_private",),
+    "has_stage2_hooks": ("stage2_map", "stage2_zap"),
+    "has_gpa_alias": ("gpa_alias",),
+    "has_run_hooks": ("run_enter", "run_exit"),
+}
+
 
 class VmType:
-    #: the KVM_CREATE_VM argument
+    #: the KVM_CREATE_VM argument (without arm64's IPA-size bits 7:0)
     type = K.KVM_X86_DEFAULT_VM
     name = "KVM_X86_DEFAULT_VM"
+    #: "x86" or "arm64": the architecture of the profiles that may offer this type
+    arch = "x86"
+    #: the platforms ("none", "tdx", "snp", "cca", or a plugin's own) that offer this
+    #: type; None = every platform of ``arch``
+    platforms = None
     #: kvm_arch_has_private_mem(): the VM has private (guest_memfd-only) memory
     has_private_mem = False
+    #: guest script namespaces: {name: factory(script)} (see kmock.kvm.guest)
+    guest_actions = {}
+    #: KVM_MEMORY_ENCRYPT_OP's argument struct (None: the ioctl is ENOTTY for this type)
+    mem_enc_cmd = None
+    #: errno of an unknown KVM_MEMORY_ENCRYPT_OP sub-command id
+    mem_enc_unknown = errno.EINVAL
+
+    has_gmem_callbacks = False
+    has_make_private = False
+    has_stage2_hooks = False
+    has_gpa_alias = False
+    has_run_hooks = False
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        for flag, methods in _FLAGS.items():
+            setattr(cls, flag, any(getattr(cls, m) is not getattr(VmType, m) for m in methods))
+
+    # --- questions the core asks ----------------------------------------------------------
 
     def supports_gmem_init_shared(self, vm):
         """x86 kvm_arch_supports_gmem_init_shared(): only VMs without private memory."""
@@ -39,13 +108,97 @@ class VmType:
     def access_is_private(self, vm, gfn, requested):
         """Whether a guest access to ``gfn`` is a private access (fault->is_private).
 
-        ``requested`` is what the guest script asked for (True/False), or None to let
-        the VM type decide. The default (and SW_PROTECTED) follows the page's
-        memory attribute; TDX would look at the shared GPA bit, SNP at the C-bit.
+        ``requested`` is what the guest script asked for (True/False, or what
+        ``gpa_alias`` said), or None to let the VM type decide. The default (and
+        SW_PROTECTED) follows the page's memory attribute.
         """
         if requested is not None:
             return requested
         return vm.gfn_is_private(gfn)
+
+    # --- dispatch (read once per Kernel) ----------------------------------------------------
+
+    def ioctls(self, kernel, file_type):
+        """{request: handler(file, arg)} for ``file_type`` ("vm", "vcpu", "gmem")."""
+        return {}
+
+    def mem_enc_ops(self, kernel, file_type):
+        """KVM_MEMORY_ENCRYPT_OP sub-commands: {id: handler(file, cmd, arg)} for "vm"
+        or "vcpu". ``cmd`` is the decoded ``mem_enc_cmd``; the handler writes back with
+        kmock.kernel_util.copy_to_user(arg, cmd) as the kernel does."""
+        return {}
+
+    def mem_enc_check(self, file, cmd):
+        """Checks before the sub-command is looked up (raise OSError to refuse)."""
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def vm_init(self, vm):
+        """KVM_CREATE_VM, before the fd exists: set ``vm.arch``; raise OSError to refuse."""
+
+    def vm_destroy(self, vm):
+        """The VM's last reference went (kvm_destroy_vm), after its memslots were freed."""
+
+    def vcpu_create(self, vcpu):
+        """KVM_CREATE_VCPU, before the fd exists: set ``vcpu.arch``; raise OSError to refuse."""
+
+    def memslot_prepare(self, vm, old, new, change):
+        """kvm_arch_prepare_memory_region: ``change`` is "create", "move", "flags" or
+        "delete" (``new`` is None); raise OSError to refuse. Runs under slots_lock."""
+
+    def memslot_commit(self, vm, old, new, change):
+        """kvm_arch_commit_memory_region, after the change is visible."""
+
+    def run_enter(self, vcpu):
+        """KVM_RUN, after the pending exit was completed, before the guest runs. Return
+        an int to end KVM_RUN there (after writing an exit into ``vcpu.run``)."""
+        return None
+
+    def run_exit(self, vcpu, result):
+        """KVM_RUN is returning ``result`` (0, or the OSError about to be raised)."""
+
+    # --- memory ------------------------------------------------------------------------------
+
+    def gmem_create(self, vm, size, flags):
+        """KVM_CREATE_GUEST_MEMFD after the generic checks; raise OSError to refuse."""
+
+    def gmem_veto(self, vm, event):
+        """Refuse an invalidation of this VM's guest_memfd (a kmock.notifier event):
+        return an errno, or None. Nothing has changed yet."""
+        return None
+
+    def gmem_invalidate(self, vm, event):
+        """The architecture's step of an invalidation (after the checks, before the store).
+        ``event.reason`` says why; must not fail."""
+
+    def gmem_make_shared(self, vm, inode, start, end, pfn):
+        """kvm_arch_gmem_make_shared: allocated pages [start, end) (frames from ``pfn``)
+        become shared."""
+
+    def gmem_make_private(self, vm, inode, start, end, pfn):
+        """kvm_arch_gmem_make_private: the guest's first private use of pages
+        [start, end) (frames from ``pfn``), from the fault path (under mmu_lock)."""
+
+    def stage2_map(self, vm, gfn, pfn, npages, private):
+        """Stage-2 now maps gfns [gfn, gfn + npages) to frames from ``pfn``."""
+
+    def stage2_zap(self, vm, runs):
+        """Stage-2 dropped ``runs``: (gfn, pfn, npages, private, writable) tuples."""
+
+    # --- addresses -----------------------------------------------------------------------------
+
+    def gpa_alias(self, vm, gpa):
+        """(canonical gpa, private) for a guest access at ``gpa``: private is True/False
+        when an alias bit decides the kind (TDX's shared bit, CCA's top IPA bit), else
+        None."""
+        return gpa, None
+
+    # --- host and devices ------------------------------------------------------------------------
+
+    def explain_host_fault(self, vm, inode, index):
+        """A host access to guest_memfd page ``index`` faulted: return an explanation to
+        record as a violation (an RMP #PF, a granule protection fault ...), or None."""
+        return None
 
     #: what the IOMMU does with entries of guest memory converted under them, when
     #: guest_memfd notifies iommufd (profile iommufd_gmem_policy "notifier"):
@@ -70,3 +223,11 @@ class VmType:
 
 class DefaultVm(VmType):
     """KVM_X86_DEFAULT_VM: no private memory."""
+
+
+class Arm64DefaultVm(VmType):
+    """arm64's default VM type (0; the IPA size in bits 7:0 of KVM_CREATE_VM's argument)."""
+
+    type = 0
+    name = "KVM_VM_TYPE_ARM_NORMAL"
+    arch = "arm64"

@@ -401,7 +401,7 @@ def step(w, op):
 
 
 def check_invariants(k, pins=True):
-    ictxs = {id(f): f for f in k._fds.values() if f.file_type == "iommufd"}
+    ictxs = {id(f): f for f in k.fdtable.files() if f.file_type == "iommufd"}
     for dev in k.vfio_devices.values():
         if dev.idev is not None:
             ictxs[id(dev.idev.ictx)] = dev.idev.ictx
@@ -476,7 +476,7 @@ def run(ops_list, attach=False):
             step(w, op)
         check_invariants(k)
         k.close_all()
-        assert not k._fds and not k._mappings
+        assert not k.fdtable and not k.mappings
         for dev in k.vfio_devices.values():
             assert dev.idev is None
     finally:

@@ -1,0 +1,144 @@
+"""A host mapping of a guest_memfd: real memory, and one of guest_memfd's users.
+
+Where pages are shared the backing memfd is mapped; where they are private (or
+poisoned) a zero-length memfd is mapped instead, so even native code in the VMM
+process gets a real SIGBUS there, as it would from kvm_gmem_fault_user_mapping.
+
+As a guest_memfd notifier the mapping zaps (remaps to fault) the pages the host
+loses at ``invalidate_begin`` (to private, memory failure: the kernel's
+unmap_mapping_pages, which runs before the refcount check) and re-syncs with the
+page state at ``invalidate_end`` (the pages that became shared fault in again; a
+failed conversion is restored). Accesses through the object hold the inode's
+invalidate lock, so a page never changes kind between the check and the copy: a
+page that turns private under a host access gives ``kmock.SigBus``, never a signal.
+"""
+
+from .. import _libc
+from ..mapping import FileMapping
+from ..mm import RangeMap
+from ..notifier import GmemNotifier
+from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
+
+_ZAPPING = ("convert_private", "memory_failure")
+_SYNCING = ("convert_private", "convert_shared", "memory_failure")
+
+
+class GmemMapping(FileMapping, GmemNotifier):
+    """One VMA over a guest_memfd."""
+
+    def __init__(self, file, length, prot, offset):
+        inode = file.inode
+        self.inode = inode
+        super().__init__(file, length, prot, offset, inode.backing, offset)
+        #: file pages currently mapped onto the zero-length memfd (1) or the backing (0)
+        self._faulting = RangeMap(max(inode.npages, 1))
+        with inode.invalidate_lock:
+            self._sync(*self._window_pages())
+            inode.mappings.add(self)
+            inode.register_notifier(self)
+        if prot & _libc.PROT_WRITE:
+            inode.maybe_dirty = True
+
+    # --- the notifier ---------------------------------------------------------------------
+
+    def invalidate_begin(self, event):
+        if event.reason in _ZAPPING:
+            self._remap(event.start, event.end, True)
+
+    def invalidate_end(self, event):
+        if event.reason in _SYNCING:
+            self._sync(event.start, event.end)
+
+    # --- keeping the real mapping in step with the page state -----------------------------------
+
+    def _window_pages(self):
+        first = self.offset >> PAGE_SHIFT
+        return first, min(first + (self._maplen >> PAGE_SHIFT), self.inode.npages)
+
+    def _sync(self, start, end):
+        """Remap the pages of [start, end) whose mapping differs from the page state."""
+        lo, hi = self._window_pages()
+        lo, hi = max(lo, start), min(hi, end)
+        if lo >= hi or self.closed:
+            return
+        for s, e, fault in self.inode.host_faulting_runs(lo, hi):
+            for cs, ce, cur in list(self._faulting.ranges(s, e)):
+                if bool(cur) != fault:
+                    self._remap(cs, ce, fault)
+
+    def remap(self, start, end, fault):
+        """Make file pages [start, end) fault (``fault``) or map them again, in place."""
+        with self.inode.invalidate_lock:
+            self._remap(start, end, fault)
+
+    def _remap(self, start, end, fault):
+        first = self.offset >> PAGE_SHIFT
+        lo = max(start, first)
+        hi = min(end, first + (self._maplen >> PAGE_SHIFT), self.inode.npages)
+        if lo >= hi or self.closed:
+            return
+        addr = self.address + ((lo - first) << PAGE_SHIFT)
+        length = (hi - lo) << PAGE_SHIFT
+        flags = _libc.MAP_SHARED | _libc.MAP_FIXED
+        # Both files are mapped at the page's own file offset, so that neighbouring
+        # pages of the same kind stay one VMA (the kernel zaps PTEs and makes no VMA;
+        # here every remap at offset 0 would leave a VMA behind until mmap fails with
+        # ENOMEM at vm.max_map_count). A zero-length memfd faults at any offset.
+        fd = self.file.kernel.sigbus_memfd if fault else self.inode.backing
+        _libc.mmap(addr, length, self.prot, flags, fd, lo << PAGE_SHIFT)
+        self._faulting.set(lo, hi, 1 if fault else 0)
+
+    def _on_close(self):
+        inode = self.inode
+        with inode.invalidate_lock:
+            inode.mappings.discard(self)
+            inode.unregister_notifier(self)
+
+    # --- host accesses: check and copy under the invalidate lock ---------------------------------
+
+    def __getitem__(self, index):
+        with self.inode.invalidate_lock:
+            return super().__getitem__(index)
+
+    def __setitem__(self, index, data):
+        with self.inode.invalidate_lock:
+            return super().__setitem__(index, data)
+
+    def _sigbus_reason(self, at):
+        inode = self.inode
+        index = (self.offset + at) >> PAGE_SHIFT
+        vm = inode.vm
+        why = None
+        if vm is not None and index < inode.npages:
+            why = vm.vmtype.explain_host_fault(vm, inode, index)
+        if why is None:
+            return "guest_memfd host fault"
+        self.file.kernel.violations.record("host_access_fault", why, vm=vm,
+                                           index=index, offset=at)
+        return why
+
+    def gup(self, start, stop):
+        with self.inode.invalidate_lock:
+            return super().gup(start, stop)
+
+    def pin_pages(self, start, stop, delta):
+        lo = (self.offset + start) >> PAGE_SHIFT
+        hi = (self.offset + stop + PAGE_SIZE - 1) >> PAGE_SHIFT
+        return (self.inode, self.inode.take_pin(lo, hi))
+
+    def unpin_pages(self, pages):
+        inode, runs = pages
+        inode.drop_pin(runs)
+
+    def _fault(self, start, stop):
+        f = self.inode.host_fault_offset(self.offset + start, self.offset + stop)
+        return None if f is None else f - self.offset
+
+    def _touch(self, start, stop, write):
+        inode = self.inode
+        lo = (self.offset + start) >> PAGE_SHIFT
+        hi = (self.offset + stop + PAGE_SIZE - 1) >> PAGE_SHIFT
+        if inode.allocated.find(lo, hi, 0) != -1:
+            inode.allocate(lo, min(hi, inode.npages))  # a host fault allocates the folio
+        if write:
+            inode.maybe_dirty = True
