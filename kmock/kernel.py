@@ -40,7 +40,7 @@ from .kvm.guest_memfd import BackingPool
 from .kvm.mem_enc import mem_enc_ioctl
 from .kvm.vcpu import vcpu_ioctls
 from .kvm.vm import vm_ioctls
-from .kvm.vmtype import Arm64DefaultVm, DefaultVm
+from .kvm.vmtype import DefaultVm
 from .physmem import PhysMem
 from .platforms import NONE_ARM64, NONE_X86
 from .pluginmanager import checked_table, collect_vm_types, plugin_manager, plugin_name
@@ -60,7 +60,7 @@ class _Builtin:
 
     @hookspecs.hookimpl(tryfirst=True)
     def kmock_vm_types(self, kernel):
-        return [DefaultVm(), Arm64DefaultVm()]
+        return [DefaultVm()]
 
     @hookspecs.hookimpl(tryfirst=True)
     def kmock_platforms(self, kernel):

@@ -83,7 +83,8 @@ class GmemNotifier:
     """
 
     def veto(self, event):
-        """Refuse the whole operation before anything changes: return an errno, or None."""
+        """Refuse the whole operation before anything changes: return an errno, or
+        ``(errno, page index)`` to name the page reported as error_offset, or None."""
         return None
 
     def invalidate_begin(self, event):
@@ -97,12 +98,18 @@ class GmemNotifier:
 
 
 def check_veto(notifier, result):
-    """A veto must be None or a positive errno; anything else is the notifier's bug."""
-    if result is None or result == 0:
-        return 0
-    if type(result) is int and 0 < result < 4096:
-        return result
+    """(errno, index or None) of a veto's answer; 0 when it allows. A veto must return
+    None, a positive errno or (errno, index); anything else is the notifier's bug."""
+    if result is None or result is False or (type(result) is int and result == 0):
+        return 0, None
+    code, index = result, None
+    if type(result) is tuple and len(result) == 2:
+        code, index = result
+        if type(index) is not int or index < 0:
+            code = None
+    if type(code) is int and 0 < code < 4096:
+        return code, index
     from .errors import PluginError
 
     raise PluginError(f"{notifier!r}: veto returned {result!r}; a veto returns an errno "
-                      f"(a positive int) or None")
+                      f"(a positive int), (errno, page index) or None")

@@ -171,10 +171,16 @@ class IommufdSupport:
                                    "a device DMA reached a guest_memfd page hit by memory failure",
                                    iova=iova, index=index)
             self.dma_fault(idev.dev, iova, "page is poisoned (memory failure)")
+        vm = inode.vm
+        if vm.vmtype.has_dma_access:
+            why = vm.vmtype.dma_access(vm, inode, index, index + 1, write)
+            if why is not None:
+                self.violations.record("dma_blocked", why, vm=vm, iova=iova, index=index,
+                                       write=write, device=getattr(idev.dev, "path", None))
+                self.dma_fault(idev.dev, iova, why)
         page_private = inode.is_private(index)
         if page_private == entry_private:
             return
-        vm = inode.vm
         verdict = vm.vmtype.judge_stale_dma(entry_private, page_private, write)
         entry = "private" if entry_private else "shared"
         page = "private" if page_private else "shared"

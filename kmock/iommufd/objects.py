@@ -169,7 +169,14 @@ class IommuDevice:
     # --- DMA -----------------------------------------------------------------------------
 
     def dma(self, iova, length, data=None):
-        """A DMA through the attached domain: bytes read, or ``data`` written."""
+        """A DMA through the attached domain: bytes read, or ``data`` written.
+
+        Runs under the kernel's iommu lock, so a guest_memfd invalidation (which takes
+        it first) never changes a page between the translation and the copy."""
+        with self.ictx.kernel.iommu_lock:
+            return self._dma(iova, length, data)
+
+    def _dma(self, iova, length, data):
         kernel = self.ictx.kernel
         if self.hwpt is None:
             kernel.dma_fault(self.dev, iova, "device not attached to an I/O page table")

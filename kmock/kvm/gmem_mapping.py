@@ -98,13 +98,21 @@ class GmemMapping(FileMapping, GmemNotifier):
 
     def __getitem__(self, index):
         with self.inode.invalidate_lock:
+            self._writing = False
             return super().__getitem__(index)
 
     def __setitem__(self, index, data):
         with self.inode.invalidate_lock:
+            self._writing = True
             return super().__setitem__(index, data)
 
+    _writing = False
+    _arch_why = None
+
     def _sigbus_reason(self, at):
+        why, self._arch_why = self._arch_why, None
+        if why is not None:
+            return why  # recorded by _fault already
         inode = self.inode
         index = (self.offset + at) >> PAGE_SHIFT
         vm = inode.vm
@@ -131,8 +139,23 @@ class GmemMapping(FileMapping, GmemNotifier):
         inode.drop_pin(runs)
 
     def _fault(self, start, stop):
-        f = self.inode.host_fault_offset(self.offset + start, self.offset + stop)
-        return None if f is None else f - self.offset
+        inode = self.inode
+        f = inode.host_fault_offset(self.offset + start, self.offset + stop)
+        f = None if f is None else f - self.offset
+        vm = inode.vm
+        if vm is not None and vm.vmtype.has_host_access:
+            # pages the page state allows: the architecture may still refuse (RMP #PF ...)
+            hi = stop if f is None else f
+            lo_page = (self.offset + start) >> PAGE_SHIFT
+            hi_page = min(inode.npages, (self.offset + hi + PAGE_SIZE - 1) >> PAGE_SHIFT)
+            if lo_page < hi_page:
+                why = vm.vmtype.host_access(vm, inode, lo_page, hi_page, self._writing)
+                if why is not None:
+                    self._arch_why = why
+                    self.file.kernel.violations.record("host_access_fault", why, vm=vm,
+                                                       index=lo_page, offset=start)
+                    return start
+        return f
 
     def _touch(self, start, stop, write):
         inode = self.inode

@@ -165,11 +165,12 @@ class GmemInode:
                 self.notifiers = [n for n in self.notifiers if n is not notifier]
 
     def veto_check(self, event):
-        """Ask every notifier's veto; raise ConversionError (index = start) on a refusal."""
+        """Ask every notifier's veto; raise ConversionError on a refusal (its index is the
+        page the veto names, else the start of the range)."""
         for n in self.notifiers:
-            code = check_veto(n, n.veto(event))
+            code, index = check_veto(n, n.veto(event))
             if code:
-                raise ConversionError(code, event.start)
+                raise ConversionError(code, event.start if index is None else index)
 
     def invalidate(self, event, store=None, check_refcount=False, clamp_error_index=True,
                    vetoed=False):
@@ -403,15 +404,26 @@ class GmemInode:
         kvm_arch_gmem_make_private), once per run of not-yet-prepared pages.
         Forgotten on PUNCH_HOLE and to-shared conversion."""
         vm = self.vm
+        with self.lock:
+            if self.prepared is None:
+                self.prepared = RangeMap(self.npages)
+            elif self.prepared.find(start, end, 0) == -1:
+                return  # every page is prepared already
+            todo = [(s, e) for s, e, v in self.prepared.ranges(start, end) if not v]
+            self.prepared.set(start, end, 1)
         if vm is None or not vm.vmtype.has_make_private:
+            return
+        for s, e in todo:
+            vm.vmtype.gmem_make_private(vm, self, s, e, self.pfn_base + s)
+
+    def mark_prepared(self, start, end):
+        """Pages [start, end) hold their private contents (kvm_gmem_mark_prepared)."""
+        if start >= end:
             return
         with self.lock:
             if self.prepared is None:
                 self.prepared = RangeMap(self.npages)
-            todo = [(s, e) for s, e, v in self.prepared.ranges(start, end) if not v]
             self.prepared.set(start, end, 1)
-        for s, e in todo:
-            vm.vmtype.gmem_make_private(vm, self, s, e, self.pfn_base + s)
 
     def unprepare(self, start, end):
         if self.prepared is not None:

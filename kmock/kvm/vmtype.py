@@ -52,6 +52,8 @@ _FLAGS = {
     "has_stage2_hooks": ("stage2_map", "stage2_zap"),
     "has_gpa_alias": ("gpa_alias",),
     "has_run_hooks": ("run_enter", "run_exit"),
+    "has_host_access": ("host_access",),
+    "has_dma_access": ("dma_access",),
 }
 
 
@@ -78,6 +80,8 @@ class VmType:
     has_stage2_hooks = False
     has_gpa_alias = False
     has_run_hooks = False
+    has_host_access = False
+    has_dma_access = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -195,6 +199,20 @@ class VmType:
 
     # --- host and devices ------------------------------------------------------------------------
 
+    def host_access(self, vm, inode, start, end, write):
+        """A host access through a mapping to guest_memfd pages [start, end) that the
+        page state allows: return an explanation to refuse it as kmock.SigBus (recorded
+        as a violation; e.g. an RMP #PF on a guest-owned page), or None. Called only
+        when a VM type overrides it."""
+        return None
+
+    def dma_access(self, vm, inode, start, end, write):
+        """A device DMA through an IOMMU entry reaches guest_memfd pages [start, end):
+        return an explanation to refuse it as kmock.DmaFault (recorded; e.g. the RMP
+        blocks DMA to an assigned page, an SMMU granule protection fault), or None.
+        Called only when a VM type overrides it."""
+        return None
+
     def explain_host_fault(self, vm, inode, index):
         """A host access to guest_memfd page ``index`` faulted: return an explanation to
         record as a violation (an RMP #PF, a granule protection fault ...), or None."""
@@ -224,10 +242,3 @@ class VmType:
 class DefaultVm(VmType):
     """KVM_X86_DEFAULT_VM: no private memory."""
 
-
-class Arm64DefaultVm(VmType):
-    """arm64's default VM type (0; the IPA size in bits 7:0 of KVM_CREATE_VM's argument)."""
-
-    type = 0
-    name = "KVM_VM_TYPE_ARM_NORMAL"
-    arch = "arm64"
