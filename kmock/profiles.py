@@ -43,8 +43,13 @@ class Profile:
     vm_types: frozenset | None = None
     #: CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES: KVM_SET_MEMORY_ATTRIBUTES exists
     memory_attributes: bool = True
-    #: TDP MMU enabled: KVM_PRE_FAULT_MEMORY works (else EOPNOTSUPP), max GPA bits
+    #: TDP enabled (EPT/NPT): KVM_PRE_FAULT_MEMORY works (else EOPNOTSUPP), max GPA bits
     tdp: bool = True
+    #: the TDP MMU allocates the vCPUs' MMU roots (kvm.tdp_mmu=1 on a TDP host). When it
+    #: does not (shadow paging, or kvm.tdp_mmu=0), kvm_mmu_reload() takes the root from
+    #: the VM's shadow page pool, which is empty until the first memslot: the first
+    #: KVM_PRE_FAULT_MEMORY or KVM_RUN of such a VM fails with ENOSPC (kvm/vcpu.py)
+    tdp_mmu: bool = True
     max_gpa_bits: int = 52
     #: number of memslot address spaces (2 with CONFIG_KVM_SMM)
     nr_memslot_as_ids: int = 2
@@ -179,6 +184,10 @@ def _probe_host():
         caps = {c: v for c in range(512) if (v := cap(kvm, c))}
         vm = fcntl.ioctl(kvm, K.KVM_CREATE_VM, K.KVM_X86_DEFAULT_VM)
         fds.append(vm)
+        # Before the VM has a memslot: does a vCPU's MMU root come from the page pool?
+        vcpu = fcntl.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+        fds.append(vcpu)
+        tdp_mmu = _probe_tdp_mmu(vcpu)
         vm_caps = {c: cap(vm, c) for c in range(512)}
         vm_caps = {c: v for c, v in vm_caps.items() if v != caps.get(c, 0)}
         types = caps.get(K.KVM_CAP_VM_TYPES, 1)
@@ -232,6 +241,7 @@ def _probe_host():
             vm_types=vm_types,
             memory_attributes=memory_attributes,
             tdp=tdp,
+            tdp_mmu=tdp and tdp_mmu,
             max_gpa_bits=max_gpa_bits,
             nr_memslot_as_ids=nr_as,
             max_vcpus=caps.get(K.KVM_CAP_MAX_VCPUS, 4096),
@@ -245,6 +255,24 @@ def _probe_host():
     finally:
         for fd in reversed(fds):
             os.close(fd)
+
+
+def _probe_tdp_mmu(vcpu):
+    """False when the MMU root of a vCPU comes from the shadow page pool.
+
+    KVM_PRE_FAULT_MEMORY on a VM that never had a memslot: kvm_arch_vcpu_pre_fault_memory
+    calls kvm_mmu_reload() before it checks for TDP; without the TDP MMU the root
+    allocation (mmu_alloc_direct_roots -> make_mmu_pages_available) finds
+    n_max_mmu_pages == 0 and fails with ENOSPC. The TDP MMU allocates its root
+    outside the pool and goes on to the fault (ENOENT: no memslot).
+    """
+    import fcntl
+
+    try:
+        fcntl.ioctl(vcpu, K.KVM_PRE_FAULT_MEMORY, K.kvm_pre_fault_memory(gpa=0, size=PAGE_SIZE))
+    except OSError as e:
+        return e.errno != errno.ENOSPC
+    return True
 
 
 def _probe_cpuid(kvm):
