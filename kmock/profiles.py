@@ -14,8 +14,9 @@ Profiles:
     Capabilities, VM types and quirks probed from the real /dev/kvm of this machine,
     so that conformance tests compare like with like.
 
-The in-place conversion profiles (``gmem-convert-rfc-v2``, ``gmem-attributes-v8``)
-come with the conversion work; ``conversion`` names the UAPI a profile offers.
+The in-place conversion profiles (``gmem-convert-rfc-v2``, ``gmem-attributes-v8``,
+``gmem-attributes-v12``) come with the conversion work; ``conversion`` names the UAPI a
+profile offers.
 """
 
 import dataclasses
@@ -60,7 +61,8 @@ class Profile:
     gmem_flag_toggle_rejected: bool = True
     #: §7.2: 6.18 accepts a binding whose offset + size overflows loff_t (later: EINVAL)
     gmem_bind_offset_overflow_accepted: bool = True
-    #: which in-place conversion UAPI exists: "none", "rfc-v2", "attributes-v8"
+    #: which in-place conversion UAPI exists: "none", "rfc-v2", "attributes-v8",
+    #: "attributes-v12"
     conversion: str = "none"
     #: v8's module parameter kvm.gmem_in_place_conversion (0444)
     gmem_in_place_conversion: bool = True
@@ -133,7 +135,24 @@ GMEM_ATTRIBUTES_V8 = dataclasses.replace(
     caps_named=MappingProxyType({"KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES": 250}),
 )
 
-_BUILTIN = {p.name: p for p in (LINUX_6_18, GMEM_CONVERT_RFC_V2, GMEM_ATTRIBUTES_V8)}
+# v12 (Aug 2026) / as applied to kvm-x86 (Sep 2026); docs/reference/gmem-attributes-v12.md.
+# Unconfirmed there and so settings here: the capability number (caps_named; 251 is the
+# post-v8 series' number, 250 was v8's, the applied series may differ again).
+GMEM_ATTRIBUTES_V12 = dataclasses.replace(
+    LINUX_6_18,
+    name="gmem-attributes-v12",
+    description="in-place conversion v12 (Aug 2026, applied to kvm-x86 Sep 2026): "
+                "KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd, "
+                "kvm.gmem_in_place_conversion=1, cap 251 [unconfirmed]",
+    conversion="attributes-v12",
+    caps_named=MappingProxyType({"KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES": 251}),
+    # kvm_gmem_bind()/kvm_gmem_prepare_memory_region() take the offset as uoff_t: an
+    # offset + size past i_size is EINVAL even where loff_t arithmetic wrapped (§7.2)
+    gmem_bind_offset_overflow_accepted=False,
+)
+
+_BUILTIN = {p.name: p for p in (LINUX_6_18, GMEM_CONVERT_RFC_V2, GMEM_ATTRIBUTES_V8,
+                                GMEM_ATTRIBUTES_V12)}
 _host_cache = None
 
 
