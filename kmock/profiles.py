@@ -61,9 +61,12 @@ class Profile:
     gmem_flag_toggle_rejected: bool = True
     #: §7.2: 6.18 accepts a binding whose offset + size overflows loff_t (later: EINVAL)
     gmem_bind_offset_overflow_accepted: bool = True
-    #: which in-place conversion UAPI exists: "none", "rfc-v2", "attributes-v8",
-    #: "attributes-v12"
+    #: which in-place conversion UAPI exists: "none", "rfc-v2", "attributes-v8"
+    #: (KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd, v8 and every later revision)
     conversion: str = "none"
+    #: the revision of that series emulated: 8 (June 2026) or 12 (Aug 2026, applied as
+    #: v13); docs/reference/gmem-attributes-v12.md lists what changed
+    conversion_revision: int = 8
     #: v8's module parameter kvm.gmem_in_place_conversion (0444)
     gmem_in_place_conversion: bool = True
     #: the KVM_SET_MEMORY_ATTRIBUTES2 ioctl number (it moved between revisions)
@@ -144,7 +147,8 @@ GMEM_ATTRIBUTES_V12 = dataclasses.replace(
     description="in-place conversion v12 (Aug 2026, applied to kvm-x86 Sep 2026): "
                 "KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd, "
                 "kvm.gmem_in_place_conversion=1, cap 251 [unconfirmed]",
-    conversion="attributes-v12",
+    conversion="attributes-v8",  # the same UAPI: what the core keys on holds for v12 too
+    conversion_revision=12,
     caps_named=MappingProxyType({"KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES": 251}),
     # kvm_gmem_bind()/kvm_gmem_prepare_memory_region() take the offset as uoff_t: an
     # offset + size past i_size is EINVAL even where loff_t arithmetic wrapped (§7.2)

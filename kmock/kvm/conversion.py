@@ -299,9 +299,9 @@ def model_for(profile):
     if profile.conversion == "rfc-v2":
         return RfcV2()
     if profile.conversion == "attributes-v8":
+        if profile.conversion_revision >= 12:
+            return AttributesV12(in_place=profile.gmem_in_place_conversion)
         return AttributesV8(in_place=profile.gmem_in_place_conversion)
-    if profile.conversion == "attributes-v12":
-        return AttributesV12(in_place=profile.gmem_in_place_conversion)
     raise ValueError(f"unknown conversion UAPI {profile.conversion!r}")
 
 

@@ -49,7 +49,8 @@ def test_numbers():
 
 def test_profile_and_model():
     assert "gmem-attributes-v12" in kmock.profiles.names()
-    assert V12.conversion == "attributes-v12" and V12.gmem_in_place_conversion
+    assert V12.conversion == "attributes-v8" and V12.conversion_revision == 12
+    assert V12.gmem_in_place_conversion
     assert isinstance(conversion.model_for(V12), conversion.AttributesV12)
 
 
