@@ -110,7 +110,11 @@ def mmu_reload(vcpu):
 
     Modelled from the memslots the VM has now; a VM whose memslots were all deleted
     before any vCPU loaded its MMU, and KVM_SET_NR_MMU_PAGES, are not (the pool size
-    is VM state the core does not keep yet).
+    is VM state the core does not keep yet). Internal memslots size the pool too: on
+    VMX, KVM_SET_TSS_ADDR, the EPT identity map and the APIC-access page that vCPU
+    creation allocates with an in-kernel LAPIC; a kvm_pvm (PVM) 6.18 host creates none
+    (probed: KVM_CREATE_IRQCHIP, KVM_SET_TSS_ADDR or KVM_SET_IDENTITY_MAP_ADDR before
+    KVM_CREATE_VCPU leave the pre-fault at ENOSPC), and the mock has none of those ioctls.
     """
     if vcpu.mmu_root_loaded:
         return
