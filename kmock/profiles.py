@@ -14,8 +14,9 @@ Profiles:
     Capabilities, VM types and quirks probed from the real /dev/kvm of this machine,
     so that conformance tests compare like with like.
 
-The in-place conversion profiles (``gmem-convert-rfc-v2``, ``gmem-attributes-v8``)
-come with the conversion work; ``conversion`` names the UAPI a profile offers.
+The in-place conversion profiles (``gmem-convert-rfc-v2``, ``gmem-attributes-v8``,
+``gmem-attributes-v12``) come with the conversion work; ``conversion`` names the UAPI a
+profile offers.
 """
 
 import dataclasses
@@ -51,8 +52,13 @@ class Profile:
     vm_types: frozenset | None = None
     #: CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES: KVM_SET_MEMORY_ATTRIBUTES exists
     memory_attributes: bool = True
-    #: TDP MMU enabled: KVM_PRE_FAULT_MEMORY works (else EOPNOTSUPP), max GPA bits
+    #: TDP enabled (EPT/NPT): KVM_PRE_FAULT_MEMORY works (else EOPNOTSUPP), max GPA bits
     tdp: bool = True
+    #: the TDP MMU allocates the vCPUs' MMU roots (kvm.tdp_mmu=1 on a TDP host). When it
+    #: does not (shadow paging, or kvm.tdp_mmu=0), kvm_mmu_reload() takes the root from
+    #: the VM's shadow page pool, which is empty until the first memslot: the first
+    #: KVM_PRE_FAULT_MEMORY or KVM_RUN of such a VM fails with ENOSPC (kvm/vcpu.py)
+    tdp_mmu: bool = True
     max_gpa_bits: int = 52
     #: number of memslot address spaces (2 with CONFIG_KVM_SMM)
     nr_memslot_as_ids: int = 2
@@ -64,7 +70,11 @@ class Profile:
     #: §7.2: 6.18 accepts a binding whose offset + size overflows loff_t (later: EINVAL)
     gmem_bind_offset_overflow_accepted: bool = True
     #: which in-place conversion UAPI exists: "none", "rfc-v2", "attributes-v8"
+    #: (KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd, v8 and every later revision)
     conversion: str = "none"
+    #: the revision of that series emulated: 8 (June 2026) or 12 (Aug 2026, applied as
+    #: v13); docs/reference/gmem-attributes-v12.md lists what changed
+    conversion_revision: int = 8
     #: v8's module parameter kvm.gmem_in_place_conversion (0444)
     gmem_in_place_conversion: bool = True
     #: the KVM_SET_MEMORY_ATTRIBUTES2 ioctl number (it moved between revisions)
@@ -136,7 +146,25 @@ GMEM_ATTRIBUTES_V8 = dataclasses.replace(
     caps_named=MappingProxyType({"KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES": 250}),
 )
 
-_BUILTIN = {p.name: p for p in (LINUX_6_18, GMEM_CONVERT_RFC_V2, GMEM_ATTRIBUTES_V8)}
+# v12 (Aug 2026) / as applied to kvm-x86 (Sep 2026); docs/reference/gmem-attributes-v12.md.
+# Unconfirmed there and so settings here: the capability number (caps_named; 251 is the
+# post-v8 series' number, 250 was v8's, the applied series may differ again).
+GMEM_ATTRIBUTES_V12 = dataclasses.replace(
+    LINUX_6_18,
+    name="gmem-attributes-v12",
+    description="in-place conversion v12 (Aug 2026, applied to kvm-x86 Sep 2026): "
+                "KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd, "
+                "kvm.gmem_in_place_conversion=1, cap 251 [unconfirmed]",
+    conversion="attributes-v8",  # the same UAPI: what the core keys on holds for v12 too
+    conversion_revision=12,
+    caps_named=MappingProxyType({"KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES": 251}),
+    # kvm_gmem_bind()/kvm_gmem_prepare_memory_region() take the offset as uoff_t: an
+    # offset + size past i_size is EINVAL even where loff_t arithmetic wrapped (§7.2)
+    gmem_bind_offset_overflow_accepted=False,
+)
+
+_BUILTIN = {p.name: p for p in (LINUX_6_18, GMEM_CONVERT_RFC_V2, GMEM_ATTRIBUTES_V8,
+                                GMEM_ATTRIBUTES_V12)}
 _host_cache = None
 
 
@@ -195,6 +223,10 @@ def _probe_host():
         caps = {c: v for c in range(512) if (v := cap(kvm, c))}
         vm = fcntl.ioctl(kvm, K.KVM_CREATE_VM, K.KVM_X86_DEFAULT_VM)
         fds.append(vm)
+        # Before the VM has a memslot: does a vCPU's MMU root come from the page pool?
+        vcpu = fcntl.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+        fds.append(vcpu)
+        tdp_mmu = _probe_tdp_mmu(vcpu)
         vm_caps = {c: cap(vm, c) for c in range(512)}
         vm_caps = {c: v for c, v in vm_caps.items() if v != caps.get(c, 0)}
         types = caps.get(K.KVM_CAP_VM_TYPES, 1)
@@ -248,6 +280,7 @@ def _probe_host():
             vm_types=vm_types,
             memory_attributes=memory_attributes,
             tdp=tdp,
+            tdp_mmu=tdp and tdp_mmu,
             max_gpa_bits=max_gpa_bits,
             nr_memslot_as_ids=nr_as,
             max_vcpus=caps.get(K.KVM_CAP_MAX_VCPUS, 4096),
@@ -261,6 +294,24 @@ def _probe_host():
     finally:
         for fd in reversed(fds):
             os.close(fd)
+
+
+def _probe_tdp_mmu(vcpu):
+    """False when the MMU root of a vCPU comes from the shadow page pool.
+
+    KVM_PRE_FAULT_MEMORY on a VM that never had a memslot: kvm_arch_vcpu_pre_fault_memory
+    calls kvm_mmu_reload() before it checks for TDP; without the TDP MMU the root
+    allocation (mmu_alloc_direct_roots -> make_mmu_pages_available) finds
+    n_max_mmu_pages == 0 and fails with ENOSPC. The TDP MMU allocates its root
+    outside the pool and goes on to the fault (ENOENT: no memslot).
+    """
+    import fcntl
+
+    try:
+        fcntl.ioctl(vcpu, K.KVM_PRE_FAULT_MEMORY, K.kvm_pre_fault_memory(gpa=0, size=PAGE_SIZE))
+    except OSError as e:
+        return e.errno != errno.ENOSPC
+    return True
 
 
 def _probe_cpuid(kvm):

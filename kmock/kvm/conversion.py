@@ -11,6 +11,10 @@ Three generations of the UAPI (reference/conversion-and-iommufd.md §1-2):
 ``gmem-attributes-v8`` (:class:`AttributesV8`)
     KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd behind the module parameter
     ``kvm.gmem_in_place_conversion``; cap KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES.
+``gmem-attributes-v12`` (:class:`AttributesV12`)
+    v12 (Aug 2026) as applied to kvm-x86 (v13, Sep 2026): the v8 UAPI, another cap
+    number, and every guest_memfd memslot served from guest_memfd while the parameter
+    is on (docs/reference/gmem-attributes-v12.md).
 
 Every conversion runs guest_memfd's one sequence (``GmemInode.convert`` ->
 ``GmemInode.invalidate``, see kmock.notifier): vetoes; invalidate_begin (every
@@ -173,12 +177,31 @@ class AttributesV8(Upstream618):
         return {profile.set_memory_attributes2: v8_set_memory_attributes2}
 
 
+class AttributesV12(AttributesV8):
+    """KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd (v12, Aug 2026; as applied, v13).
+
+    The ioctl, its struct, its validation order and its write-back are v8's
+    (kvm_gmem_set_attributes in the applied virt/kvm/guest_memfd.c), so the handler is
+    shared; the capability number comes from the profile (``caps_named``).
+    """
+
+    name = "gmem-attributes-v12"
+
+    def gmem_only(self, inode):
+        """2e646bcfcf90 "Always fault from guest_memfd if in-place conversion is enabled":
+        kvm_gmem_prepare_memory_region() sets KVM_MEMSLOT_GMEM_ONLY when the parameter is
+        on, with or without GUEST_MEMFD_FLAG_MMAP."""
+        return self.param or super().gmem_only(inode)
+
+
 def model_for(profile):
     if profile.conversion == "none":
         return Upstream618()
     if profile.conversion == "rfc-v2":
         return RfcV2()
     if profile.conversion == "attributes-v8":
+        if profile.conversion_revision >= 12:
+            return AttributesV12(in_place=profile.gmem_in_place_conversion)
         return AttributesV8(in_place=profile.gmem_in_place_conversion)
     raise ValueError(f"unknown conversion UAPI {profile.conversion!r}")
 

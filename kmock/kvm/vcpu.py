@@ -47,6 +47,8 @@ class Vcpu:
         #: vcpu->mutex: one KVM_RUN (or vCPU ioctl) at a time
         self.mutex = threading.RLock()
         self.arch = None  # owned by the architecture plugin
+        #: vcpu->arch.mmu->root is valid (kvm_mmu_load succeeded once)
+        self.mmu_root_loaded = False
         self.refs = 0
         vm.get()
 
@@ -107,6 +109,36 @@ def _check(f):
     return f.vcpu
 
 
+def mmu_reload(vcpu):
+    """kvm_mmu_reload (arch/x86/kvm/mmu.h): load the vCPU's MMU root if it has none.
+
+    vCPU creation does not load the MMU (kvm_arch_vcpu_create -> kvm_mmu_create only
+    allocates); KVM_RUN (vcpu_enter_guest) and KVM_PRE_FAULT_MEMORY do, each before
+    anything paging-specific. The TDP MMU allocates its root outside any pool. The
+    shadow MMU (no TDP, or kvm.tdp_mmu=0: profile ``tdp_mmu`` False) takes it from the
+    VM's page pool: mmu_alloc_direct_roots -> make_mmu_pages_available() is ENOSPC
+    while kvm_mmu_available_pages() is 0, and n_max_mmu_pages stays 0 until
+    kvm_arch_commit_memory_region() sizes the pool (at least 64 pages,
+    kvm_mmu_calculate_default_mmu_pages) on the first memslot. A loaded root keeps
+    the pool non-empty for good.
+
+    Modelled from the memslots the VM has now; a VM whose memslots were all deleted
+    before any vCPU loaded its MMU, and KVM_SET_NR_MMU_PAGES, are not (the pool size
+    is VM state the core does not keep yet). Internal memslots size the pool too: on
+    VMX, KVM_SET_TSS_ADDR, the EPT identity map and the APIC-access page that vCPU
+    creation allocates with an in-kernel LAPIC; a kvm_pvm (PVM) 6.18 host creates none
+    (probed: KVM_CREATE_IRQCHIP, KVM_SET_TSS_ADDR or KVM_SET_IDENTITY_MAP_ADDR before
+    KVM_CREATE_VCPU leave the pre-fault at ENOSPC), and the mock has none of those ioctls.
+    """
+    if vcpu.mmu_root_loaded:
+        return
+    vm = vcpu.vm
+    if not vm.kernel.profile.tdp_mmu and not any(
+            vm.memslots(as_id) for as_id in range(vm.kernel.profile.nr_memslot_as_ids)):
+        raise oserror(errno.ENOSPC)
+    vcpu.mmu_root_loaded = True
+
+
 def create_vcpu(vm, vcpu_id):
     """kvm_vm_ioctl_create_vcpu."""
     profile = vm.kernel.profile
@@ -150,6 +182,7 @@ def vcpu_run(f, arg):
                 vcpu.guest.pc += 1
         if run.immediate_exit:
             raise oserror(errno.EINTR)
+        mmu_reload(vcpu)  # vcpu_enter_guest, before the guest runs
         vmtype = vcpu.vm.vmtype
         if vmtype.has_run_hooks:
             r = vmtype.run_enter(vcpu)
@@ -167,7 +200,14 @@ def vcpu_run(f, arg):
 
 
 def vcpu_pre_fault_memory(f, arg):
-    """kvm_vcpu_pre_fault_memory: checks, then map the range; the leftover is copied back."""
+    """kvm_vcpu_pre_fault_memory: checks, then map the range; the leftover is copied back.
+
+    Order (virt/kvm/kvm_main.c, then kvm_arch_vcpu_pre_fault_memory in
+    arch/x86/kvm/mmu/mmu.c): flags, alignment and wrap (EINVAL); pre_fault_allowed
+    (EOPNOTSUPP); kvm_mmu_reload (ENOSPC from the shadow MMU's empty page pool,
+    :func:`mmu_reload`); kvm_tdp_map_page's TDP check (EOPNOTSUPP on shadow paging);
+    then the fault itself (ENOENT without a memslot).
+    """
     vcpu = _check(f)
     r = copy_from_user(arg, K.kvm_pre_fault_memory)
     if r.flags:
@@ -178,9 +218,16 @@ def vcpu_pre_fault_memory(f, arg):
     vm = vcpu.vm
     full = r.size
     err = 0
-    if not vm.kernel.profile.tdp or not vm.vmtype.pre_fault_allowed(vm):
+    if not vm.vmtype.pre_fault_allowed(vm):
         err = errno.EOPNOTSUPP
     else:
+        try:
+            mmu_reload(vcpu)
+        except OSError as e:
+            err = e.errno
+        if not err and not vm.kernel.profile.tdp:
+            err = errno.EOPNOTSUPP
+    if not err:
         while r.size:
             gfn = r.gpa >> PAGE_SHIFT
             slot = vm.lookup_memslot(gfn)

@@ -1558,3 +1558,64 @@ def fact_kvm_file_ops(sys, rec):
         rec.call(f"fsync {name}", sys.fsync, fd)
         rec.call(f"fallocate {name}", sys.fallocate, fd, 0, 0, P)
         rec.call(f"fstat {name}", sys.fstat, fd)
+
+
+# --- the MMU root and the host's paging mode ---------------------------------------------
+
+
+def _pre_fault(sys, rec, vcpu, label, gpa=0, size=P, flags=0):
+    r = K.kvm_pre_fault_memory(gpa=gpa, size=size, flags=flags)
+    rec.call(label, sys.ioctl, vcpu, K.KVM_PRE_FAULT_MEMORY, r)
+    return r
+
+
+@scenario("fact_pre_fault_mmu_root",
+          "KVM_PRE_FAULT_MEMORY before and after the VM's first memslot: the generic checks "
+          "(EINVAL) come first, then kvm_mmu_reload (ENOSPC while a shadow-MMU VM has no "
+          "memslot), then the TDP check (EOPNOTSUPP on shadow paging) or the fault (ENOENT)")
+def fact_pre_fault_mmu_root(sys, rec):
+    kvm = open_kvm(sys, rec)
+    check_ext(sys, rec, kvm, K.KVM_CAP_PRE_FAULT_MEMORY, "/dev/kvm")
+    vm = create_vm(sys, rec, kvm)
+    vcpu = rec.call("KVM_CREATE_VCPU 0 (no memslot yet)", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    r = _pre_fault(sys, rec, vcpu, "no memslot: gpa 0 size P")
+    rec.record("struct after (gpa, size)", (r.gpa, r.size))
+    _pre_fault(sys, rec, vcpu, "no memslot: flags=1", flags=1)
+    _pre_fault(sys, rec, vcpu, "no memslot: size 0", size=0)
+    _pre_fault(sys, rec, vcpu, "no memslot: unaligned size", size=P + 1)
+    _pre_fault(sys, rec, vcpu, "no memslot: gpa + size wraps", gpa=(1 << 64) - P, size=2 * P)
+    _pre_fault(sys, rec, vcpu, "no memslot: size 1 TiB", size=1 << 40)
+    rec.call("on the VM fd", sys.ioctl, vm, K.KVM_PRE_FAULT_MEMORY, K.kvm_pre_fault_memory(gpa=0, size=P))
+    set_region2(sys, rec, vm, "plain slot 0 gpa 1M size 16P", 0, 1 << 20, 16 * P, 0, 0, 0)
+    r = _pre_fault(sys, rec, vcpu, "vCPU 0, inside slot 0", gpa=1 << 20)
+    rec.record("struct after (gpa, size)", (r.gpa, r.size))
+    _pre_fault(sys, rec, vcpu, "vCPU 0, outside any memslot", gpa=1 << 30)
+    vcpu1 = rec.call("KVM_CREATE_VCPU 1 (after the memslot)", sys.ioctl, vm, K.KVM_CREATE_VCPU, 1)
+    _pre_fault(sys, rec, vcpu1, "vCPU 1, inside slot 0", gpa=1 << 20)
+    delete_slot(sys, rec, vm, 0)
+    _pre_fault(sys, rec, vcpu, "vCPU 0 after the memslot is deleted", gpa=1 << 20)
+    _pre_fault(sys, rec, vcpu1, "vCPU 1 after the memslot is deleted", gpa=1 << 20)
+
+
+@scenario("fact_run_mmu_root",
+          "KVM_RUN of a vCPU whose VM has no memslot: immediate_exit (EINTR) is checked "
+          "before the MMU is loaded; on a shadow-MMU host the load fails with ENOSPC")
+def fact_run_mmu_root(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    vcpu = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    m = rec.call("mmap vcpu 1 page", sys.mmap, vcpu, P, 3, 1, 0)
+    if m is None:
+        return
+    m[1] = 1  # immediate_exit
+    rec.call("KVM_RUN with immediate_exit", sys.ioctl, vcpu, K.KVM_RUN, 0)
+    rec.access("exit_reason", m, slice(8, 12))
+    _pre_fault(sys, rec, vcpu, "KVM_PRE_FAULT_MEMORY gpa 0 size P")
+    if rec.steps[-1][1] != ("errno", "ENOSPC"):
+        # A TDP-MMU host would enter the guest here, with no memory: not a conformance step.
+        rec.record("the MMU root comes from the TDP MMU: KVM_RUN not tried", True)
+        return
+    m[1] = 0
+    rec.call("KVM_RUN", sys.ioctl, vcpu, K.KVM_RUN, 0)
+    rec.call("KVM_RUN again", sys.ioctl, vcpu, K.KVM_RUN, 0)
+    rec.access("exit_reason", m, slice(8, 12))

@@ -6,9 +6,10 @@ Numbers and layouts: reference/conversion-and-iommufd.md sections 0, 1 and 2.
    KVM_GMEM_CONVERT_SHARED / KVM_GMEM_CONVERT_PRIVATE on the guest_memfd fd, with their own
    creation flags and capability numbers (240-242, since taken upstream by other caps). Every
    RFC v2 name that would clash with upstream or with v8 is prefixed ``RFCV2_``.
-2. v8 (Jun 2026) and the rework queued after it: KVM_SET_MEMORY_ATTRIBUTES2 on the
-   guest_memfd fd, gated by KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES (250 in v8). Creation flags
-   are the upstream GUEST_MEMFD_FLAG_MMAP / INIT_SHARED (kvm.py).
+2. v8 (Jun 2026) and v12 (Aug 2026, applied as v13 in Sep 2026): KVM_SET_MEMORY_ATTRIBUTES2
+   on the guest_memfd fd, gated by KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES (250 in v8, 251
+   in the post-v8 series [U]). Creation flags are the upstream GUEST_MEMFD_FLAG_MMAP /
+   INIT_SHARED (kvm.py).
 
 Capability numbers drifted from revision to revision: ``CAPS_BY_REVISION`` lets a profile
 pick the set it emulates. The upstream 6.18 constants (KVM_MEMORY_ATTRIBUTE_PRIVATE, the
@@ -115,6 +116,12 @@ KVM_SET_MEMORY_ATTRIBUTES2 = _IOWR(KVMIO, 0xD2, kvm_memory_attributes2)
 RFCV1_KVM_SET_MEMORY_ATTRIBUTES2 = _IOWR(KVMIO, 0xD6, 64)
 
 KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES = 250  # the v8 value; see CAPS_BY_REVISION
+# After v8 the number moved: a post-v8 snapshot of the series (googleprodkernel/linux-cc,
+# include/uapi/linux/kvm.h at 0ab685b29ab6) has it at 251, after KVM_CAP_ARM_PMU_V3_STRICT
+# 250; mainline 7.3 then gave 250 to KVM_CAP_PPC_COMPAT_CAPS and 251 to
+# KVM_CAP_ARM_PMU_V3_STRICT, so the number the applied series ends up with is not
+# confirmed (docs/reference/gmem-attributes-v12.md, "Capability number").
+V12_KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES = 251
 
 # RFC v4/v5 content modes for KVM_SET_MEMORY_ATTRIBUTES2.flags (removed in v6): an optional
 # mock extension only.
@@ -168,6 +175,11 @@ CAPS_BY_REVISION = {
         "KVM_CAP_GUEST_MEMFD_FLAGS": 244,
         "KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES": KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,  # 250
     },
+    # v12, Aug 2026 (profile gmem-attributes-v12) [U: 251, see above]
+    "gmem-attributes-v12": {
+        "KVM_CAP_GUEST_MEMFD_FLAGS": 244,
+        "KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES": V12_KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
+    },
 }
 
 # KVM_SET_MEMORY_ATTRIBUTES2 ioctl number per revision, for profiles.
@@ -176,4 +188,5 @@ SET_MEMORY_ATTRIBUTES2_BY_REVISION = {
     "gmem-attributes-rfc-v2": KVM_SET_MEMORY_ATTRIBUTES2,
     "gmem-attributes-rfc-v4": KVM_SET_MEMORY_ATTRIBUTES2,
     "gmem-attributes-v8": KVM_SET_MEMORY_ATTRIBUTES2,
+    "gmem-attributes-v12": KVM_SET_MEMORY_ATTRIBUTES2,  # same nr, same 128-byte struct
 }

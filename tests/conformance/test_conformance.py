@@ -358,6 +358,16 @@ REFERENCE = {
     "fact_vcpu_ioctls": [
         ("KVM_ENABLE_CAP(GUEST_MEMFD_FLAGS) on VM", E("EINVAL")),  # §4.9
     ],
+    # kvm_vcpu_pre_fault_memory's own checks precede the arch code (kvm_main.c), and
+    # kvm_arch_vcpu_ioctl_run checks immediate_exit before vcpu_enter_guest loads the MMU
+    "fact_pre_fault_mmu_root": [
+        ("no memslot: flags=1", E("EINVAL")),
+        ("no memslot: size 0", E("EINVAL")),
+        ("no memslot: unaligned size", E("EINVAL")),
+        ("no memslot: gpa + size wraps", E("EINVAL")),
+        ("on the VM fd", E("ENOTTY")),
+    ],
+    "fact_run_mmu_root": [("KVM_RUN with immediate_exit", E("EINTR"))],
     "fact_kvm_file_ops": [
         # not a reference row: vfs_read without ->read (kvm_vm_fops has none) is EINVAL,
         # the same rule §4.2 gives for guest_memfd; observed on the 6.18.44 probe host
@@ -379,6 +389,17 @@ HOST_SPECIFIC = {
         ("size=0", E("EINVAL")),
         ("on the VM fd", E("ENOTTY")),
     ],
+    # shadow paging (kvm.tdp_mmu=N, no TDP): the MMU root needs the page pool that the
+    # first memslot sizes (kvm_mmu_reload before kvm_tdp_map_page's TDP check)
+    "fact_pre_fault_mmu_root": [
+        ("KVM_CHECK_EXTENSION(236) on /dev/kvm", ("ok", 0)),
+        ("no memslot: gpa 0 size P", E("ENOSPC")),
+        ("no memslot: size 1 TiB", E("ENOSPC")),
+        ("vCPU 0, inside slot 0", ENOTSUP),
+        ("vCPU 1, inside slot 0", ENOTSUP),
+        ("vCPU 1 after the memslot is deleted", ENOTSUP),
+    ],
+    "fact_run_mmu_root": [("KVM_RUN", E("ENOSPC")), ("KVM_RUN again", E("ENOSPC"))],
     "probe_41_create_vm_types": [(f"KVM_CREATE_VM type {t}", E("EINVAL")) for t in range(1, 7)]
     + [("KVM_CHECK_EXTENSION(235) on /dev/kvm", ("ok", 1))],
     "fact_memslot_rules": [("as_id 1 (slot 1|1<<16)", E("EINVAL"))],
