@@ -71,8 +71,11 @@ def _check_functions(obj, name):
 
 
 def plugin_name(pm, plugin):
+    """The entry point's name, or the plugin's repr (pluggy names others by id())."""
     name = pm.get_name(plugin)
-    return name if name else repr(plugin)
+    if not name or name == str(id(plugin)):
+        return repr(plugin)
+    return name
 
 
 def collect_vm_types(pm, kernel):
