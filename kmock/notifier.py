@@ -97,6 +97,21 @@ class GmemNotifier:
         """The operation finished (or failed: ``event.failed``); re-sync with the state."""
 
 
+_STEPS = ("veto", "invalidate_begin", "invalidate_commit", "invalidate_end")
+
+
+def step_lists(notifiers):
+    """For each step, the bound methods of the notifiers that implement it (the base
+    class's no-ops are skipped), in registration order: computed when a notifier is
+    registered, so the sequence calls nothing that does nothing."""
+    out = []
+    for step in _STEPS:
+        base = getattr(GmemNotifier, step)
+        out.append(tuple(getattr(n, step) for n in notifiers
+                         if getattr(type(n), step, base) is not base))
+    return tuple(out)
+
+
 def check_veto(notifier, result):
     """(errno, index or None) of a veto's answer; 0 when it allows. A veto must return
     None, a positive errno or (errno, index); anything else is the notifier's bug."""

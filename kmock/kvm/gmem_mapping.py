@@ -43,10 +43,18 @@ class GmemMapping(FileMapping, GmemNotifier):
 
     def invalidate_begin(self, event):
         if event.reason in _ZAPPING:
-            self._remap(event.start, event.end, True)
+            # unmap_mapping_pages: the pages still mapped shared now fault
+            lo, hi = self._window_pages()
+            lo, hi = max(lo, event.start), min(hi, event.end)
+            if lo < hi and not self.closed:
+                for s, e, cur in list(self._faulting.ranges(lo, hi)):
+                    if not cur:
+                        self._remap(s, e, True)
 
     def invalidate_end(self, event):
-        if event.reason in _SYNCING:
+        if event.reason in _SYNCING and (event.failed or event.reason == "convert_shared"):
+            # pages that are host-accessible again fault in (a to-private conversion
+            # that succeeded left nothing to do: begin already zapped its pages)
             self._sync(event.start, event.end)
 
     # --- keeping the real mapping in step with the page state -----------------------------------

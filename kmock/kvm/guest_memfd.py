@@ -20,7 +20,7 @@ from .. import _libc
 from ..errors import EHWPOISON, oserror
 from ..file import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, File, check_mmap_args, make_stat
 from ..mm import RangeMap
-from ..notifier import GmemNotifier, InvalidateEvent, check_veto
+from ..notifier import GmemNotifier, InvalidateEvent, check_veto, step_lists
 from ..uapi import kvm as K
 from .folios import first_elevated_refcount, restructure_folios
 
@@ -118,6 +118,8 @@ class GmemInode:
         self.lock = threading.RLock()
         #: registered users (kmock.notifier.GmemNotifier), in registration order
         self.notifiers = []
+        #: (vetoes, begins, commits, ends): the steps the users implement
+        self._steps = step_lists(())
         #: PRIVATE = the host may not fault the page (the profile's model sets the start)
         self.attrs = RangeMap(self.npages, PRIVATE)
         self.allocated = RangeMap(self.npages)
@@ -158,17 +160,19 @@ class GmemInode:
         with self.invalidate_lock:
             if notifier not in self.notifiers:
                 self.notifiers = self.notifiers + [notifier]
+                self._steps = step_lists(self.notifiers)
 
     def unregister_notifier(self, notifier):
         with self.invalidate_lock:
             if notifier in self.notifiers:
                 self.notifiers = [n for n in self.notifiers if n is not notifier]
+                self._steps = step_lists(self.notifiers)
 
     def veto_check(self, event):
         """Ask every notifier's veto; raise ConversionError on a refusal (its index is the
         page the veto names, else the start of the range)."""
-        for n in self.notifiers:
-            code, index = check_veto(n, n.veto(event))
+        for veto in self._steps[0]:
+            code, index = check_veto(veto.__self__, veto(event))
             if code:
                 raise ConversionError(code, event.start if index is None else index)
 
@@ -183,30 +187,45 @@ class GmemInode:
         ``clamp_error_index``). Nothing has changed then. ``vetoed``: the caller already
         asked the vetoes (``veto_check``) for this event.
         """
+        if not self.notifiers:
+            # no user to tell (nothing bound, mapped or pinned by a device, no arch):
+            # the sequence reduces to the checks and the store
+            with self.invalidate_lock:
+                if not self.notifiers:
+                    if check_refcount and event.to_private:
+                        index = first_elevated_refcount(self, event.start, event.end)
+                        if index is not None:
+                            raise ConversionError(
+                                errno.EAGAIN,
+                                max(event.start, index) if clamp_error_index else index)
+                    if store is not None:
+                        with self.lock:
+                            store()
+                    return
         with self.kernel.iommu_lock, self.invalidate_lock:
-            notifiers = self.notifiers
+            _, begins, commits, ends = self._steps
             if not vetoed:
                 self.veto_check(event)
-            for n in notifiers:
-                n.invalidate_begin(event)
+            for begin in begins:
+                begin(event)
             try:
                 if check_refcount and event.to_private:
                     index = first_elevated_refcount(self, event.start, event.end)
                     if index is not None:
                         raise ConversionError(
                             errno.EAGAIN, max(event.start, index) if clamp_error_index else index)
-                for n in notifiers:
-                    n.invalidate_commit(event)
+                for commit in commits:
+                    commit(event)
                 if store is not None:
                     with self.lock:
                         store()
             except BaseException as e:
                 event.failed = getattr(e, "errno", None) or errno.EIO
-                for n in notifiers:
-                    n.invalidate_end(event)
+                for end in ends:
+                    end(event)
                 raise
-            for n in notifiers:
-                n.invalidate_end(event)
+            for end in ends:
+                end(event)
 
     # --- public queries (what other rooms may read) ---------------------------------------------
 
@@ -340,6 +359,11 @@ class GmemInode:
         """kvm_gmem_punch_hole over page indexes [start, end) (already clipped to the file).
 
         guest_memfd cannot change size (setattr is EINVAL), so this is also its truncate."""
+        if not self.notifiers:
+            with self.lock:
+                if not self.notifiers:  # no user to tell: just the store
+                    self._remove_pages(start, end)
+                    return
         self.invalidate(InvalidateEvent(self, start, end, "punch_hole"),
                         lambda: self._remove_pages(start, end))
 
@@ -508,6 +532,12 @@ class GmemFile(File):
         """kvm_gmem_release: invalidate everything, unbind every slot (the slots stay,
         pointing at nothing), give the memory back, drop the VM."""
         inode = self.inode
+        if not inode.notifiers:  # nothing bound, mapped or watching: nothing to invalidate
+            inode.orphans.clear()
+            self.kernel.release_gmem_backing(inode._backing_entry, inode.maybe_dirty)
+            inode.backing = -1
+            self.vm.put()
+            return
 
         def store():
             for token, slot in list(inode.slots.items()):
