@@ -223,6 +223,11 @@ class Kernel(IommufdSupport, SyscallAPI):
             return False
         return True
 
+    def owns_fd(self, fd):
+        """Whether ``fd`` is a descriptor of a file kmock emulates (/dev/kvm, VM, vCPU,
+        guest_memfd, iommufd, VFIO), as opposed to a real file it passed through."""
+        return fd in self._fds
+
     def file(self, fd):
         """The open file object behind a kmock fd (for inspection in tests)."""
         return self._file(fd)
