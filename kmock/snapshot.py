@@ -54,7 +54,7 @@ def _bit_runs(rangemap, npages, bit):
     return out
 
 
-def _kernel_fds(kernel):
+def kernel_fds(kernel):
     """The open fds of files kmock emulates (cost: the process's open fds)."""
     try:
         names = os.listdir("/proc/self/fd")
@@ -96,7 +96,7 @@ def capture(kernel, trace=()):
     ``trace``: the last syscalls, as (name, args, result) triples already made
     printable by the caller (the pytest plugin passes the patcher's tail).
     """
-    fds = _kernel_fds(kernel)
+    fds = kernel_fds(kernel)
     files = {}  # id(file) -> (file, [fds])
     for fd in fds:
         f = kernel.file(fd)

@@ -11,10 +11,12 @@ As pyfakefs does, the patcher works on the loaded modules (``sys.modules``), not
 the os module itself: a module's global ``os``/``fcntl``/``mmap`` becomes a copy of
 the module with the replacements, and names bound to the real functions
 (``from os import open``, ``from mmap import mmap``, ``_ioctl = libc.ioctl``) are
-rebound, while active. kmock's own modules and those in ``skip`` (pytest, pluggy,
-hypothesis, the standard library) keep the real modules, so the mock's own use of
-the OS is never intercepted. Limits: a module imported while patching is active,
-and an ``import os`` inside a function, get the real modules until ``rescan()``.
+rebound, while active; ``sys.modules["os"]`` (and fcntl, mmap) is the copy too, so an
+``import os`` inside a function gets it. kmock's own modules and those in ``skip``
+(pytest, pluggy, hypothesis, the standard library) keep the real modules, so the
+mock's own use of the OS is never intercepted. A module imported while patching is
+active keeps the copy after ``stop()``, which then passes every call to the OS; its
+``from os import open`` names are real unless ``rescan()`` runs.
 The result of a scan is cached per module while its namespace keeps its size.
 
 ``pause()``/``resume()`` undo and redo the patching without losing state (the pytest
@@ -134,6 +136,9 @@ class Patcher:
             return
         self.pause()
         self.started = False
+        # a module imported while active keeps our proxy: make it pass everything on
+        self.fds.clear()
+        self.memfds.clear()
         if self in _stack:
             was_top = _stack[-1] is self
             _stack.remove(self)
@@ -145,7 +150,9 @@ class Patcher:
         if not self.active:
             return
         for obj, attr, old, had in reversed(self._saved):
-            if had:
+            if obj is sys.modules:
+                sys.modules[attr] = old
+            elif had:
                 setattr(obj, attr, old)
             else:
                 try:
@@ -160,6 +167,8 @@ class Patcher:
             return
         self.sync()
         self._patch_modules()
+        for (_, name), proxy in self._proxies.items():
+            self._set_item(sys.modules, name, proxy)
         self.active = True
 
     def rescan(self):
@@ -167,6 +176,10 @@ class Patcher:
         if self.active:
             self.pause()
             self.resume()
+
+    def _set_item(self, modules, name, value):
+        self._saved.append((modules, name, modules[name], True))
+        modules[name] = value
 
     def _set(self, obj, attr, value):
         d = getattr(obj, "__dict__", None)
