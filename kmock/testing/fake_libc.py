@@ -33,6 +33,10 @@ ADDRESSES = {ctypes.cast(getattr(_LIBC, n), ctypes.c_void_p).value: n for n in N
              if hasattr(_LIBC, n)}
 
 
+def _ignore(call):
+    pass
+
+
 def is_libc(obj):
     """A CDLL instance of libc (``CDLL(None)`` resolves libc's symbols too)."""
     if not isinstance(obj, ctypes.CDLL):
@@ -102,7 +106,7 @@ class LibcFunc:
         k = p.kernel
         try:
             if name == "ioctl":
-                p.note(("ioctl", fd, _value(args[1])))
+                (p.note or _ignore)(("ioctl", fd, _value(args[1])))
                 arg = args[2] if len(args) > 2 else 0
                 if not isinstance(arg, (ctypes.Structure, ctypes.Union, ctypes.Array)):
                     arg = _value(arg)
@@ -114,7 +118,7 @@ class LibcFunc:
                 addr, length, prot, flags, _, offset = (_value(a) for a in args[:6])
                 if addr and flags & MAP_FIXED:
                     raise OSError(errno.EINVAL, "MAP_FIXED over a kmock mapping")
-                p.note(("mmap", fd, length))
+                (p.note or _ignore)(("mmap", fd, length))
                 m = k.mmap(fd, length, prot, flags, offset)
                 p.c_maps[m.address] = m
                 return m.address
@@ -125,7 +129,7 @@ class LibcFunc:
                     return e.errno  # posix_fallocate returns the error number
                 return 0
             mode, offset, length = (_value(a) for a in args[1:4])
-            p.note(("fallocate", fd, mode, offset, length))
+            (p.note or _ignore)(("fallocate", fd, mode, offset, length))
             k.fallocate(fd, mode, offset, length)
             return 0
         except OSError as e:

@@ -216,7 +216,8 @@ def make_mmap_class(patcher):
             if fd not in fds and not patcher.adopt(fd):
                 return REAL_MMAP(fileno, length, flags, prot, access, offset, **kw)
             length, prot, flags = mmap_args(kernel, fd, length, flags, prot, access, offset)
-            patcher.note(("mmap", fd, length))
+            if patcher.note is not None:
+                patcher.note(("mmap", fd, length))
             m = kernel.mmap(fd, length, prot, flags, offset)
             return MockMmap(m, length, prot, kernel.fstat(fd).st_size)
 

@@ -12,6 +12,11 @@ kmock fd was closed behind the patcher's back (C code, ``io.open(fd).close()``) 
 the number reused: the fd is dropped from the set, so the new file reaches the real
 OS, and recorded in ``patcher.stale_fds`` (the pytest fixture fails the test).
 
+The hot calls (read, write, pread, pwrite, lseek, fstat, fcntl.ioctl) have a compiled
+twin, kmock.testing._patch (csrc_cython/_patch.pyx), used when it is built and
+``KMOCK_PURE_PYTHON`` is not set: the Python wrapper's own call overhead is more than
+the cost target allows.
+
 ``os.posix_fallocate`` on a kmock fd follows glibc: fallocate(fd, 0, ...), and on
 EOPNOTSUPP glibc's emulation (sysdeps/posix/posix_fallocate.c: fstat, ENODEV unless
 a regular file, then writes to each block), whose first access fails on every file
@@ -45,11 +50,31 @@ def is_kmock_path(path):
     return path in KMOCK_PATHS or path.startswith(KMOCK_PREFIXES)
 
 
-def make_fakes(patcher):
+def _ignore(call):
+    pass
+
+
+def compiled():
+    """The compiled twin of the hot fakes, or None (not built, or KMOCK_PURE_PYTHON=1)."""
+    if os.environ.get("KMOCK_PURE_PYTHON"):
+        return None
+    try:
+        from . import _patch
+    except ImportError:
+        return None
+    return _patch
+
+
+HOT = ("read", "write", "pread", "pwrite", "lseek", "fstat")
+
+
+def make_fakes(patcher, compiled=None):
+    """The replacements for ``patcher``; with ``compiled`` (the _patch module), the hot
+    ones are its functions (which route through whichever patcher it activated)."""
     k = patcher.kernel
     fds = patcher.fds  # kmock fds
     memfds = patcher.memfds  # memfds made through the Kernel (it sees their truncation)
-    note = patcher.note
+    note = patcher.note or _ignore
     stale = patcher.stale
     owns = k.owns_fd
     real_open, real_close, real_closerange = os.open, os.close, os.closerange
@@ -193,7 +218,7 @@ def make_fakes(patcher):
                 return ioctl(fd, request, arg, mutate_flag)
             raise
 
-    return {
+    fakes = {
         ("os", "open"): open, ("os", "close"): close, ("os", "closerange"): closerange,
         ("os", "read"): read, ("os", "write"): write, ("os", "pread"): pread,
         ("os", "pwrite"): pwrite, ("os", "lseek"): lseek, ("os", "fstat"): fstat,
@@ -201,3 +226,8 @@ def make_fakes(patcher):
         ("os", "posix_fallocate"): posix_fallocate, ("os", "memfd_create"): memfd_create,
         ("fcntl", "ioctl"): ioctl,
     }
+    if compiled is not None:
+        for name in HOT:
+            fakes[("os", name)] = getattr(compiled, name)
+        fakes[("fcntl", "ioctl")] = compiled.ioctl
+    return fakes

@@ -76,8 +76,10 @@ class Patcher:
         #: (fd, why) of kmock fds found closed behind the patcher's back
         self.stale_fds = []
         self.trace = collections.deque(maxlen=trace or 1)
-        self.note = self.trace.append if trace else (lambda t: None)
-        self._fakes = fake_os.make_fakes(self)
+        #: records a routed call (None when ``trace=0``: nothing is recorded)
+        self.note = self.trace.append if trace else None
+        self._compiled = fake_os.compiled()
+        self._fakes = fake_os.make_fakes(self, self._compiled)
         self._fakes[("mmap", "mmap")] = fake_mmap.make_mmap_class(self)
         self._proxies = {}
         for name, mod in _MODULES.items():
@@ -160,12 +162,16 @@ class Patcher:
                 except AttributeError:
                     pass
         self._saved.clear()
+        if self._compiled is not None:
+            self._compiled.activate(None)
         self.active = False
 
     def resume(self):
         if self.active or not self.started:
             return
         self.sync()
+        if self._compiled is not None:
+            self._compiled.activate(self)
         self._patch_modules()
         for (_, name), proxy in self._proxies.items():
             self._set_item(sys.modules, name, proxy)
