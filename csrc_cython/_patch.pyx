@@ -22,7 +22,16 @@ cdef object _real_ioctl = _fcntl.ioctl
 cdef int _ENOTTY = _errno.ENOTTY
 
 cdef set _fds = set()
-cdef object _note = None
+cdef bint _tracing = False
+# The trace: a ring of the last RING calls routed to the Kernel, kept as parallel lists
+# (no tuple per call). kind None = an entry tuple given to note().
+cdef enum:
+    DEF_RING = 64
+cdef list _rk = [None] * DEF_RING
+cdef list _rf = [None] * DEF_RING
+cdef list _ra = [None] * DEF_RING
+cdef list _rb = [None] * DEF_RING
+cdef Py_ssize_t _pos = 0
 cdef object _owns = None
 cdef object _adopt = None
 cdef object _k_read = None
@@ -34,15 +43,51 @@ cdef object _k_fstat = None
 cdef object _k_ioctl = None
 
 
+cdef inline void _rec(str kind, fd, a, b):
+    global _pos
+    cdef Py_ssize_t i = _pos % DEF_RING
+    _rk[i] = kind
+    _rf[i] = fd
+    _ra[i] = a
+    _rb[i] = b
+    _pos += 1
+
+
+def note(entry):
+    """Record a call made by the Python fakes (``entry``: a tuple, name first)."""
+    if _tracing:
+        _rec(None, entry, None, None)
+
+
+def tail():
+    """The recorded calls, oldest first, as tuples (name, fd, args...)."""
+    out = []
+    cdef Py_ssize_t n = min(_pos, DEF_RING)
+    cdef Py_ssize_t j, i
+    for j in range(_pos - n, _pos):
+        i = j % DEF_RING
+        if _rk[i] is None:
+            out.append(_rf[i])
+        elif _rb[i] is None:
+            out.append((_rk[i], _rf[i], _ra[i]))
+        else:
+            out.append((_rk[i], _rf[i], _ra[i], _rb[i]))
+    return out
+
+
 def activate(patcher):
-    """Route through ``patcher`` (a kmock.testing.patcher.Patcher), or nothing (None)."""
-    global _fds, _note, _owns, _adopt, _k_read, _k_write, _k_pread, _k_pwrite
+    """Route through ``patcher`` (a kmock.testing.patcher.Patcher), or nothing (None).
+    Activation starts a new trace (recorded only if the patcher traces)."""
+    global _fds, _tracing, _pos, _owns, _adopt, _k_read, _k_write, _k_pread, _k_pwrite
     global _k_lseek, _k_fstat, _k_ioctl
+    _pos = 0
     if patcher is None:
         _fds = set()
+        _tracing = False
         return
     k = patcher.kernel
-    _note, _owns, _adopt = patcher.note, k.owns_fd, patcher.adopt
+    _tracing = bool(patcher.tracing)
+    _owns, _adopt = k.owns_fd, patcher.adopt
     _k_read, _k_write, _k_pread, _k_pwrite = k.read, k.write, k.pread, k.pwrite
     _k_lseek, _k_fstat, _k_ioctl = k.lseek, k.fstat, k.ioctl
     _fds = patcher.fds
@@ -50,40 +95,40 @@ def activate(patcher):
 
 def read(fd, n):
     if fd in _fds:
-        if _note is not None:
-            _note(("read", fd, n))
+        if _tracing:
+            _rec("read", fd, n, None)
         return _k_read(fd, n)
     return _real_read(fd, n)
 
 
 def write(fd, data):
     if fd in _fds:
-        if _note is not None:
-            _note(("write", fd, len(data)))
+        if _tracing:
+            _rec("write", fd, len(data), None)
         return _k_write(fd, data)
     return _real_write(fd, data)
 
 
 def pread(fd, n, offset):
     if fd in _fds:
-        if _note is not None:
-            _note(("pread", fd, n, offset))
+        if _tracing:
+            _rec("pread", fd, n, offset)
         return _k_pread(fd, n, offset)
     return _real_pread(fd, n, offset)
 
 
 def pwrite(fd, data, offset):
     if fd in _fds:
-        if _note is not None:
-            _note(("pwrite", fd, len(data), offset))
+        if _tracing:
+            _rec("pwrite", fd, len(data), offset)
         return _k_pwrite(fd, data, offset)
     return _real_pwrite(fd, data, offset)
 
 
 def lseek(fd, pos, how):
     if fd in _fds:
-        if _note is not None:
-            _note(("lseek", fd, pos, how))
+        if _tracing:
+            _rec("lseek", fd, pos, how)
         return _k_lseek(fd, pos, how)
     return _real_lseek(fd, pos, how)
 
@@ -96,8 +141,8 @@ def fstat(fd):
 
 def ioctl(fd, request, arg=0, mutate_flag=True):
     if fd in _fds:
-        if _note is not None:
-            _note(("ioctl", fd, request))
+        if _tracing:
+            _rec("ioctl", fd, request, None)
         r = _k_ioctl(fd, request, arg, mutate_flag)
         if type(r) is int and r > 2 and r not in _fds and _owns(r):
             _fds.add(r)  # KVM_CREATE_VM, _VCPU, _GUEST_MEMFD, ...

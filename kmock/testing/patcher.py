@@ -75,10 +75,13 @@ class Patcher:
         self.c_maps = {}
         #: (fd, why) of kmock fds found closed behind the patcher's back
         self.stale_fds = []
-        self.trace = collections.deque(maxlen=trace or 1)
-        #: records a routed call (None when ``trace=0``: nothing is recorded)
-        self.note = self.trace.append if trace else None
+        self.tracing = bool(trace)
+        self._trace = collections.deque(maxlen=trace or 1)
         self._compiled = fake_os.compiled()
+        #: records a routed call (None when ``trace=0``: nothing is recorded)
+        self.note = None
+        if trace:
+            self.note = self._compiled.note if self._compiled else self._trace.append
         self._fakes = fake_os.make_fakes(self, self._compiled)
         self._fakes[("mmap", "mmap")] = fake_mmap.make_mmap_class(self)
         self._proxies = {}
@@ -94,6 +97,14 @@ class Patcher:
         self.started = False
 
     # --- state -------------------------------------------------------------------------
+
+    @property
+    def trace(self):
+        """The last calls routed to the Kernel, oldest first: tuples (name, fd, args...)."""
+        calls = list(self._trace)
+        if self.active and self._compiled is not None and self.tracing:
+            calls += self._compiled.tail()
+        return calls[-self._trace.maxlen:] if self.tracing else []
 
     def fake(self, module, name):
         return self._fakes[(module, name)]
@@ -163,6 +174,8 @@ class Patcher:
                     pass
         self._saved.clear()
         if self._compiled is not None:
+            if self.tracing:
+                self._trace.extend(self._compiled.tail())
             self._compiled.activate(None)
         self.active = False
 
