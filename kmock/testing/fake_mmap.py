@@ -219,6 +219,8 @@ def make_mmap_class(patcher):
             if patcher.note is not None:
                 patcher.note(("mmap", fd, length))
             m = kernel.mmap(fd, length, prot, flags, offset)
-            return MockMmap(m, length, prot, kernel.fstat(fd).st_size)
+            mm = MockMmap(m, length, prot, kernel.fstat(fd).st_size)
+            patcher.maps.add(mm)
+            return mm
 
     return mmap

@@ -31,6 +31,7 @@ import mmap as _mmap
 import os
 import sys
 import types
+import weakref
 
 from . import fake_libc, fake_mmap, fake_os
 
@@ -73,6 +74,8 @@ class Patcher:
         self.memfds = set()
         #: address -> mapping, of kmock mappings made through ctypes mmap
         self.c_maps = {}
+        #: the MockMmap objects handed out (weakly held)
+        self.maps = weakref.WeakSet()
         #: (fd, why) of kmock fds found closed behind the patcher's back
         self.stale_fds = []
         self.tracing = bool(trace)
@@ -118,9 +121,25 @@ class Patcher:
 
     def stale(self, fd):
         """A real call returned ``fd``, still a kmock fd for us: its file was closed behind
-        our back and the number reused. Forget it; the new file belongs to the OS."""
+        our back and the number reused. The new file keeps the number; the Kernel drops
+        its stale entry (Kernel.close, with the new file parked on another number while
+        it closes the number, then put back with its close-on-exec flag)."""
         self.fds.discard(fd)
         self.stale_fds.append((fd, "closed outside the patched os.close, number reused"))
+        if not self.kernel.owns_fd(fd):
+            return
+        cloexec = fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        parked = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+        try:
+            self.kernel.close(fd)
+            os.dup2(parked, fd, inheritable=not cloexec)
+        finally:
+            os.close(parked)
+
+    def open_mappings(self):
+        """kmock mappings made through mmap.mmap or ctypes mmap and not closed yet."""
+        return [m for m in list(self.maps) if not m.closed] + [
+            m for m in self.c_maps.values() if not m.closed]
 
     def sync(self):
         """Re-read the kmock fds from the Kernel (cost: the process's open fds)."""

@@ -117,9 +117,13 @@ def _leak_check(request, kernel, patcher):
     fds = kernel_fds(kernel)
     if patcher is not None and patcher.stale_fds:
         fds = fds + [fd for fd, _ in patcher.stale_fds]
-    if fds:
+    maps = patcher.open_mappings() if patcher is not None else []
+    if fds or maps:
+        what = [f"fds {fds}"] if fds else []
+        what += [f"mappings {maps}"] if maps else []
         warnings.warn(KmockLeakWarning(
-            f"{request.node.nodeid}: kmock fds left open at teardown: {fds}"), stacklevel=1)
+            f"{request.node.nodeid}: kmock left open at teardown: {', '.join(what)}"),
+            stacklevel=1)
 
 
 @pytest.fixture
