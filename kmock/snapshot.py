@@ -19,7 +19,7 @@
      "arch": {...},                                              # the kmock_snapshot hook
      "violations": ["...", ...],                                 # str() of each record
      "dma_faults": ["...", ...], "sigbus": ["...", ...],
-     "trace": [[name, args, result], ...]}                       # the caller's tail, if any
+     "trace": [[name, args, result or None], ...]}               # the caller's tail, if any
 
 Page runs are half-open ``[start, end)`` page indexes (4 KiB pages) of the file; only
 runs with a non-zero value are listed (shared, unallocated, unpinned, healthy pages are
@@ -158,6 +158,11 @@ def capture(kernel, trace=()):
     return out
 
 
+def _show(a):
+    return f"{a:#x}" if isinstance(a, int) and a > 255 else repr(a) if isinstance(a, str) \
+        else str(a)
+
+
 def format_text(snap, max_runs=16):
     """A short human-readable rendering of a snapshot (for the pytest failure report)."""
     lines = [f"kmock {snap['profile']} (platform {snap.get('platform', 'none')}), "
@@ -209,5 +214,7 @@ def format_text(snap, max_runs=16):
             lines.extend(f"  {v}" for v in snap[key])
     if snap["trace"]:
         lines.append("last syscalls:")
-        lines.extend(f"  {name}{tuple(args)!r} -> {res}" for name, args, res in snap["trace"])
+        lines.extend(f"  {name}({', '.join(map(_show, args))})" + ("" if res is None else
+                                                                   f" -> {res}")
+                     for name, args, res in snap["trace"])
     return "\n".join(lines)

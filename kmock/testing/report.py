@@ -25,7 +25,8 @@ def ioctl_names():
 
 
 def trace_tail(patcher):
-    """The patcher's last calls as (name, args, result) triples, ioctls named."""
+    """The patcher's last calls as (name, args, None) triples, ioctls named (the patcher
+    records calls, not results: the result slot is for the kernel trace of issue 13)."""
     if patcher is None:
         return []
     names = ioctl_names()
@@ -34,7 +35,7 @@ def trace_tail(patcher):
         name, args = t[0], list(t[1:])
         if name == "ioctl" and len(args) > 1:
             args[1] = names.get(args[1], hex(args[1]))
-        out.append((name, [a if isinstance(a, (int, str)) else repr(a) for a in args], ""))
+        out.append((name, [a if isinstance(a, (int, str)) else repr(a) for a in args], None))
     return out
 
 
