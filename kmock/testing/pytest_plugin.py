@@ -17,8 +17,7 @@ import pytest
 
 from . import report
 from .patcher import Patcher
-
-PLATFORMS = ("none", "tdx", "snp", "cca")
+from .platforms import PLATFORMS, kernel_for
 FIXTURES = ("kmock", "kmock_class", "kmock_module", "kmock_session")
 DEFAULT_PROFILE = "linux-6.18"
 
@@ -48,26 +47,11 @@ def pytest_configure(config):
 
 
 def make_kernel(profile, platform=None, **settings):
-    """``kmock.Kernel(profile, platform=..., **settings)``, with a clear error for a
-    platform that is unknown or whose architecture plugin is not installed."""
-    import kmock
-
-    if platform is None or platform == "none":
-        if platform is None:
-            return kmock.Kernel(profile, **settings)
-        try:
-            return kmock.Kernel(profile, platform=platform, **settings)
-        except TypeError:
-            return kmock.Kernel(profile, **settings)  # a kmock without platforms
-    if platform not in PLATFORMS:
-        raise pytest.UsageError(f"unknown kmock platform {platform!r}; "
-                                f"known: {', '.join(PLATFORMS)}")
+    """kernel_for() with its errors as pytest usage errors (no traceback)."""
     try:
-        return kmock.Kernel(profile, platform=platform, **settings)
-    except (TypeError, ValueError, LookupError) as e:
-        raise pytest.UsageError(
-            f"kmock platform {platform!r} is not available ({e}); it needs the "
-            f"architecture plugin kmock_{platform} registered under 'kmock.plugins'") from None
+        return kernel_for(profile, platform, **settings)
+    except ValueError as e:  # PlatformError, or an unknown profile
+        raise pytest.UsageError(str(e)) from None
 
 
 def _settings(request):

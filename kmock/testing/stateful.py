@@ -26,10 +26,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from . import strategies
 from .patcher import Patcher
+from .platforms import kernel_for
 
 
 class VmmMachine(RuleBasedStateMachine):
     profile = "linux-6.18"
+    platform = None
     settings = {}
     vcpu_id = 0
     max_script = 6
@@ -37,9 +39,7 @@ class VmmMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        import kmock
-
-        self.kernel = kmock.Kernel(self.profile, **self.settings)
+        self.kernel = kernel_for(self.profile, self.platform, **self.settings)
         self.patcher = Patcher(self.kernel).start()
         self.vm_fd, self.ram_gpa, self.ram_size = self.setup_vmm()
         self._scripts = strategies.guest_scripts(self.ram_gpa, self.ram_size,

@@ -165,3 +165,20 @@ def test_trace_records_routed_calls_only(k):
     with kmock.patched(k, trace=0) as p:
         fcntl.ioctl(os.open("/dev/kvm", os.O_RDWR), K.KVM_GET_API_VERSION, 0)
         assert p.trace == []
+
+
+def test_mmap_object_faults_like_the_kernel_on_private_pages():
+    k = kmock.Kernel("gmem-attributes-v8")
+    try:
+        with kmock.patched(k):
+            kvm = os.open("/dev/kvm", os.O_RDWR)
+            vm = fcntl.ioctl(kvm, K.KVM_CREATE_VM, K.KVM_X86_SW_PROTECTED_VM)
+            g = _gmem(vm, K.GUEST_MEMFD_FLAG_MMAP)  # in place: pages start private
+            m = mmap.mmap(g, 0)
+            with pytest.raises(kmock.SigBus) as e:
+                m[4096:4100]
+            assert e.value.offset == 4096
+            assert len(k.sigbus_log) == 1
+            m.close()
+    finally:
+        k.close_all()

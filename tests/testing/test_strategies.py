@@ -102,3 +102,13 @@ def test_machine_finds_a_failing_guest_script():
         run_state_machine_as_test(BrokenVmm, settings=settings(
             max_examples=50, stateful_step_count=5, deadline=None, database=None,
             phases=[Phase.generate]))  # found, not shrunk (shrinking is slow)
+
+
+def test_machine_with_a_missing_platform_is_a_clear_error():
+    from kmock.testing.platforms import PlatformError
+
+    class TdxVmm(ExampleVmm):
+        platform = "tdx"
+
+    with pytest.raises(PlatformError, match="kmock_tdx"):
+        TdxVmm()
