@@ -75,3 +75,20 @@ def test_ioctl_on_closed_and_reused_fd_reaches_the_real_file(kmock, tmp_path):
         fcntl.ioctl(fd, K.KVM_GET_API_VERSION, 0)
     assert e.value.errno == 25  # ENOTTY from the real file, not 12 from kmock
     os.close(fd)
+
+
+def test_the_example_is_plain_os_code_that_the_real_kernel_accepts():
+    """Without the fixture the example talks to the real /dev/kvm (where there is one)."""
+    import os
+
+    if not os.path.exists("/dev/kvm"):
+        pytest.skip("no /dev/kvm")
+    try:
+        vmm = vmm_os.Vmm(vm_type=K.KVM_X86_DEFAULT_VM)  # SW_PROTECTED is often disabled
+    except OSError as e:
+        pytest.skip(f"the host kernel refused the set-up: {e}")
+    try:
+        st = os.fstat(vmm.gmem)
+        assert st.st_size == vmm.ram_size  # a real guest_memfd
+    finally:
+        vmm.close()
