@@ -5,11 +5,12 @@ The public face::
     k = kmock.Kernel(profile="linux-6.18")   # the mock kernel, a syscall API
     h = kmock.HostKernel()                   # the same API over the real OS
     kmock.SigBus, kmock.DmaFault             # what would have been a signal / a device fault
+    with kmock.patched(k): ...               # os/fcntl/mmap/ctypes calls reach k for its fds
 """
 
 from .errors import DmaFault, SigBus
 
-__all__ = ["Kernel", "HostKernel", "SigBus", "DmaFault", "profiles"]
+__all__ = ["Kernel", "HostKernel", "SigBus", "DmaFault", "profiles", "patched"]
 
 
 def __getattr__(name):
@@ -22,6 +23,10 @@ def __getattr__(name):
         from .host import HostKernel
 
         return HostKernel
+    if name == "patched":
+        from .testing.patcher import patched
+
+        return patched
     if name == "profiles":
         import importlib
 

@@ -52,6 +52,13 @@ class FdTable:
         os.close(fd)
         return f
 
+    def forget(self, fd):
+        """``fd``'s number was closed behind kmock's back and now names another file:
+        drop our entry without closing the number; returns the file (the caller drops
+        the reference), or None."""
+        with self._lock:
+            return self._files.pop(fd, None)
+
     # --- look-ups --------------------------------------------------------------------------
 
     def lookup(self, fd):

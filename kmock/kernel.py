@@ -30,7 +30,7 @@ from types import MappingProxyType
 from . import hookspecs, profiles
 from ._libc import check_fallocate_args
 from .consequences import ViolationLog
-from .errors import KmockUsageError, PluginError, oserror
+from .errors import KmockUsageError, oserror
 from .fdtable import FdTable
 from .file import File
 from .iommufd.kernel_side import IommufdSupport

@@ -2,7 +2,6 @@
 
 import ctypes
 import errno
-import fcntl
 import os
 import struct
 

@@ -6,7 +6,7 @@ import errno
 
 from kmock.hookspecs import hookimpl
 from kmock.kernel_util import copy_to_user
-from kmock.kvm.guest import Action, CONTINUE
+from kmock.kvm.guest import Action
 from kmock.kvm.vmtype import VmType
 from kmock.platforms import Platform
 

@@ -1,8 +1,6 @@
 """Plugin mistakes are caught at Kernel() creation with a message naming the plugin
 (kmock.pluginmanager), and Kernel() misuse names the argument."""
 
-import sys
-import types
 
 import pytest
 

@@ -27,7 +27,6 @@ import mmap
 import os
 
 import hypothesis.strategies as st
-import pytest
 from hypothesis import HealthCheck, given, settings
 
 import kmock

@@ -3,7 +3,6 @@ MD_CHECK_REFS (§3.6), after iommufd_mock_domain basic / all_aligns with and wit
 ``file`` variant (Steve Sistare's MAP_FILE selftests).
 """
 
-import mmap
 
 import pytest
 

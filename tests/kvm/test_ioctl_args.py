@@ -10,7 +10,7 @@ from kmock import _libc
 from kmock.uapi import kvm as K
 
 from ._util import anon  # noqa: F401 (fixture)
-from ._util import GMEM, M2, P, create_gmem, create_vm, err, region2
+from ._util import M2, P, create_gmem, create_vm, err, region2
 
 G = 1 << 32
 

@@ -1,7 +1,6 @@
 """Lifetimes of VMs, guest_memfds and memslots (reference §4.6, §5.2)."""
 
 import errno
-import os
 
 import pytest
 
