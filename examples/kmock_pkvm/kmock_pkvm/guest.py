@@ -27,7 +27,7 @@ The results are X0 as a signed 64-bit value (SMCCC_RET_* are negative).
 
 import ctypes
 
-from kmock.kvm.guest import EXIT, Action
+from kmock.kvm.guest import CONTINUE, EXIT, Action
 from kmock.uapi import kvm as K
 
 from . import ownership as O
@@ -41,6 +41,7 @@ def _signed(v):
     return ctypes.c_int64(v & U64).value
 
 
+# [guide:action]
 class _SmcccCall(Action):
     """An HVC from the protected guest: X0 = function ID, X1..X3 = arguments."""
 
@@ -48,20 +49,23 @@ class _SmcccCall(Action):
 
     def __init__(self, *args):
         super().__init__()
+        if len(args) > 3:
+            raise ValueError("an SMCCC call takes at most 3 arguments here (X1..X3)")
         self.args = tuple(a & U64 for a in args) + (0,) * (3 - len(args))
-        self._waiting = False
+        self.waiting = False
 
-    def _describe(self):
-        return f"{self.func_id:#x} {tuple(hex(a) for a in self.args)}"
+    def finish(self, result):
+        self.result, self.done = result, True
+        return CONTINUE
 
     def step(self, vcpu):
         regs = vcpu.arch
         regs.x[0] = self.func_id
         regs.x[1:4] = self.args
         ret = self.hypervisor(vcpu)
-        if ret is not None:  # answered at EL2
+        if ret is not None:  # answered at EL2: the guest continues, no exit
             regs.x[0] = ret & U64
-            return self._finish(_signed(regs.x[0]))
+            return self.finish(_signed(regs.x[0]))
         regs.x[0] = A.SMCCC_RET_SUCCESS
         run = vcpu.run
         run.exit_reason = K.KVM_EXIT_HYPERCALL
@@ -70,14 +74,16 @@ class _SmcccCall(Action):
         hc.args[0] = self.args[0]
         hc.ret = 0
         hc.flags = 0  # HVC, not SMC
-        self._waiting = True
+        self.waiting = True
         self.exits.append(K.KVM_EXIT_HYPERCALL)
-        return EXIT
+        return EXIT  # KVM_RUN returns 0; the action completes on the next KVM_RUN
 
     def complete(self, vcpu):
-        if self._waiting:
-            self._waiting = False
-            self._finish(_signed(vcpu.arch.x[0]))
+        """The VMM re-entered KVM_RUN: the guest sees X0 as the VMM left it."""
+        if self.waiting:
+            self.waiting = False
+            self.finish(_signed(vcpu.arch.x[0]))
+# [/guide:action]
 
     def hypervisor(self, vcpu):
         """What EL2 does: an SMCCC return value (no exit), or None to exit to the VMM."""
@@ -129,6 +135,7 @@ class MemUnshare(_MemShareCall):
     after = O.GUEST
 
 
+# [guide:system_event]
 class _Psci(Action):
     kind = "psci"
     func_id = 0
@@ -138,8 +145,9 @@ class _Psci(Action):
         # kvm_prepare_system_event(vcpu, KVM_SYSTEM_EVENT_SHUTDOWN, 0): ndata 1, flags 0
         vcpu.system_event_exit(A.KVM_SYSTEM_EVENT_SHUTDOWN, 0)
         self.exits.append(K.KVM_EXIT_SYSTEM_EVENT)
-        self._finish(None)
+        self.result, self.done = None, True
         return EXIT
+# [/guide:system_event]
 
 
 class SystemOff(_Psci):
@@ -154,6 +162,7 @@ class SystemReset(_Psci):
     func_id = A.PSCI_0_2_FN_SYSTEM_RESET
 
 
+# [guide:namespace]
 class PkvmGuest:
     """The ``vcpu.guest.pkvm`` namespace (VmType.guest_actions)."""
 
@@ -165,6 +174,7 @@ class PkvmGuest:
 
     def mem_share(self, ipa, *more):
         return self.script.add(MemShare(ipa, *more))
+# [/guide:namespace]
 
     def mem_unshare(self, ipa, *more):
         return self.script.add(MemUnshare(ipa, *more))

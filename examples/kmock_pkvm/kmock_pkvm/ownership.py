@@ -27,31 +27,33 @@ NAMES = {HOST: "host", GUEST: "guest", SHARED: "shared"}
 FRAME_SPACE = 1 << 52
 
 
+# [guide:table]
 class Ownership:
     def __init__(self):
-        self.frames = RangeMap(FRAME_SPACE, HOST)
+        self.frames = RangeMap(FRAME_SPACE, HOST)  # one run per state change, not a page each
         self.lock = threading.RLock()
-
-    def state(self, pfn):
-        return self.frames.get(pfn)
-
-    def donate(self, pfn, npages):
-        """The guest's first access maps frames [pfn, pfn + npages): host -> guest
-        (frames the guest already shared stay shared)."""
-        with self.lock:
-            for s, e, v in list(self.frames.ranges(pfn, pfn + npages)):
-                if v == HOST:
-                    self.frames.set(s, e, GUEST)
 
     def set(self, pfn, npages, state):
         with self.lock:
             self.frames.set(pfn, pfn + npages, state)
+
+    def donate(self, pfn, npages):
+        """The guest's first access maps frames [pfn, pfn + npages): host -> guest
+        (frames the guest already shared stay shared). One set per run."""
+        with self.lock:
+            for s, e, v in list(self.frames.ranges(pfn, pfn + npages)):
+                if v == HOST:
+                    self.frames.set(s, e, GUEST)
 
     def first_guest_owned(self, pfn, npages):
         """The first frame of [pfn, pfn + npages) the host may not touch, or None."""
         with self.lock:
             f = self.frames.find(pfn, pfn + npages, GUEST)
         return None if f == -1 else f
+    # [/guide:table]
+
+    def state(self, pfn):
+        return self.frames.get(pfn)
 
     def count(self, state):
         return self.frames.count(state)
