@@ -10,7 +10,7 @@ import kmock_pkvm
 from kmock.testing.errnos import err
 from kmock.uapi import kvm as K
 from kmock_pkvm import uapi as A
-from pvm import GPA, P, Pvm
+from pvm import GPA, P
 
 PROTECTED = A.KVM_VM_TYPE_ARM_PROTECTED
 SHARE = A.ARM_SMCCC_VENDOR_HYP_KVM_MEM_SHARE_FUNC_ID
