@@ -8,6 +8,7 @@ in a subprocess against that installed copy. The guide's code blocks are checked
 be literal excerpts of the example's files.
 """
 
+import importlib.util
 import os
 import re
 import shutil
@@ -90,8 +91,11 @@ def test_the_examples_own_tests_pass_installed(site, tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not the example's pythonpath = .
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]))
     env.pop("PYTEST_XDIST_WORKER", None)
+    opts = ["-p", "no:cacheprovider", "-p", "no:xdist"]
+    if importlib.util.find_spec("kmock.testing.pytest_plugin") is None:
+        opts += ["-p", "no:kmock"]  # an installed kmock's pytest11 entry point, absent here
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+        [sys.executable, "-m", "pytest", "-q", *opts,
          "-c", str(tmp_path / "pytest.ini"), str(EXAMPLE / "tests")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
