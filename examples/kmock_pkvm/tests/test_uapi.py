@@ -25,3 +25,12 @@ def test_arm64_vcpu_abi():
     assert A.KVM_ARM_VCPU_INIT == 0x4020AEAE and A.KVM_ARM_PREFERRED_TARGET == 0x8020AEAF
     # the pKVM teardown selftest: REG_X(n) = 0x6030000000100000 + n * 2, REG_PC ...40
     assert A.core_reg(3) == 0x6030000000100006 and A.KVM_REG_ARM_CORE_PC == 0x6030000000100040
+
+
+def test_capabilities_and_exits():
+    # include/uapi/linux/kvm.h
+    assert (A.KVM_CAP_ARM_PSCI_0_2, A.KVM_CAP_ARM_VM_IPA_SIZE) == (102, 165)
+    assert (A.KVM_SYSTEM_EVENT_SHUTDOWN, A.KVM_SYSTEM_EVENT_RESET) == (1, 2)
+    assert (A.KVM_HYPERCALL_EXIT_SMC, A.KVM_HYPERCALL_EXIT_16BIT) == (1, 2)
+    # include/uapi/linux/psci.h: PSCI_0_2_FN_BASE 0x84000000 + 8 / + 9
+    assert (A.PSCI_0_2_FN_SYSTEM_OFF, A.PSCI_0_2_FN_SYSTEM_RESET) == (0x84000008, 0x84000009)
