@@ -80,7 +80,7 @@ class Action:
     def complete(self, vcpu):
         """complete_userspace_io: the VMM re-entered KVM_RUN after this action's exit."""
 
-    def _finish(self, result=None):
+    def finish(self, result=None):
         self.result = result
         self.done = True
         return CONTINUE
@@ -189,7 +189,7 @@ class Read(_Access):
         self._buf += data
 
     def _complete_access(self):
-        return self._finish(bytes(self._buf))
+        return self.finish(bytes(self._buf))
 
     def step(self, vcpu):
         del self._buf[self.progress:]  # a retried access redoes what followed ``progress``
@@ -219,7 +219,7 @@ class Write(_Access):
             raise MemoryFault(errno.EFAULT, bad, False)
 
     def _complete_access(self):
-        return self._finish(None)
+        return self.finish(None)
 
 
 class Hypercall(Action):
@@ -242,13 +242,13 @@ class Hypercall(Action):
         """____kvm_emulate_hypercall (x86, CPL 0, long mode)."""
         vm = vcpu.vm
         if self.nr != K.KVM_HC_MAP_GPA_RANGE:
-            return self._finish(-K.KVM_ENOSYS & U64)
+            return self.finish(-K.KVM_ENOSYS & U64)
         gpa, npages, attrs = self.args[:3]
         if not vm.hypercall_exit_enabled & (1 << K.KVM_HC_MAP_GPA_RANGE):
-            return self._finish(-K.KVM_ENOSYS & U64)
+            return self.finish(-K.KVM_ENOSYS & U64)
         gfn = gpa >> PAGE_SHIFT
         if gpa & (PAGE_SIZE - 1) or not npages or ((gfn + npages) & U64) <= gfn:
-            return self._finish(-K.KVM_EINVAL & U64)
+            return self.finish(-K.KVM_EINVAL & U64)
         run = vcpu.run
         run.exit_reason = K.KVM_EXIT_HYPERCALL
         hc = run.hypercall
@@ -266,7 +266,7 @@ class Hypercall(Action):
         """complete_hypercall: RAX = run->hypercall.ret (64-bit guest: not truncated)."""
         if self._waiting:
             self._waiting = False
-            self._finish(vcpu.run.hypercall.ret)
+            self.finish(vcpu.run.hypercall.ret)
 
 
 class _Io(Action):
@@ -301,7 +301,7 @@ class _Io(Action):
             if self.direction == K.KVM_EXIT_IO_IN:
                 result = ctypes.c_uint8.from_address(
                     vcpu.run_addr + K.KVM_PIO_PAGE_OFFSET * PAGE_SIZE).value
-            self._finish(result)
+            self.finish(result)
 
 
 class Outb(_Io):
@@ -329,7 +329,7 @@ class Hlt(Action):
     def step(self, vcpu):
         vcpu.run.exit_reason = K.KVM_EXIT_HLT
         self.exits.append(K.KVM_EXIT_HLT)
-        self._finish(None)
+        self.finish(None)
         return EXIT
 
 

@@ -33,9 +33,12 @@ memory       ``gmem_create(vm, size, flags)`` (may refuse), ``gmem_veto(vm, even
              pfn)`` (lazily, on the guest's first private use), ``stage2_map(vm,
              gfn, pfn, npages, private)`` and ``stage2_zap(vm, runs)``.
 gpa          ``gpa_alias(vm, gpa)`` -> (canonical gpa, private or None): TDX's shared
-             bit, CCA's unprotected half. ``access_is_private``.
-host, DMA    ``explain_host_fault(vm, inode, index)``, ``judge_stale_dma``,
-             ``iommu_conversion_policy``.
+             bit, CCA's unprotected half (called before the access takes mmu_lock).
+             ``access_is_private``.
+host, DMA    ``host_access(vm, inode, start, end, write)`` (an explanation refuses a host
+             access as kmock.SigBus), ``dma_access(vm, inode, start, end, write)`` (an
+             explanation refuses a DMA as kmock.DmaFault), ``explain_host_fault(vm,
+             inode, index)``, ``judge_stale_dma``, ``iommu_conversion_policy``.
 caps         ``capabilities()``: VM-level KVM_CHECK_EXTENSION overrides.
 guest        ``guest_actions``: {name: factory(script)}; ``vcpu.guest.<name>`` is the
              architecture's script actions (``vcpu.guest.tdx.accept(gpa)``).

@@ -27,7 +27,7 @@ class Ping(Action):
     kind = "ping"
 
     def step(self, vcpu):
-        return self._finish(("pong", vcpu.id))
+        return self.finish(("pong", vcpu.id))
 
 
 class RecGuest:
