@@ -35,12 +35,13 @@ BENCH_SUITES = {
     "syscalls": "mock (profile host) vs real kernel",
     "conversion": "guest_memfd conversions vs real 4K fallocate; 4 TiB scale",
     "iommufd": "MAP_FILE/UNMAP and DMA vs real 4K fallocate",
+    "patching": "os/fcntl calls while kmock.patched is active vs unpatched; patched ioctl vs Kernel.ioctl",
 }
 
 
 @app.command()
 def bench(
-    suite: str = typer.Argument("all", help="core | syscalls | conversion | iommufd | all"),
+    suite: str = typer.Argument("all", help="core | syscalls | conversion | iommufd | patching | all"),
     quick: bool = typer.Option(False, "--quick", help="small workloads (a smoke run)"),
 ):
     """Benchmarks: the compiled core against its pure twin, and the mock against the real
