@@ -77,7 +77,7 @@ class GmemMapping(FileMapping, GmemNotifier):
 
     def _window_pages(self):
         first = self.offset >> PAGE_SHIFT
-        return first, min(first + (self._maplen >> PAGE_SHIFT), self.inode.npages)
+        return first, min(first + (self.maplen >> PAGE_SHIFT), self.inode.npages)
 
     def _sync(self, start, end):
         """Remap the pages of [start, end) whose mapping differs from the page state."""
@@ -98,7 +98,7 @@ class GmemMapping(FileMapping, GmemNotifier):
     def _remap(self, start, end, fault):
         first = self.offset >> PAGE_SHIFT
         lo = max(start, first)
-        hi = min(end, first + (self._maplen >> PAGE_SHIFT), self.inode.npages)
+        hi = min(end, first + (self.maplen >> PAGE_SHIFT), self.inode.npages)
         if lo >= hi or self.closed:
             return
         addr = self.address + ((lo - first) << PAGE_SHIFT)
@@ -162,7 +162,7 @@ class GmemMapping(FileMapping, GmemNotifier):
         inode, runs = pages
         inode.drop_pin(runs)
 
-    def _fault(self, start, stop):
+    def fault_at(self, start, stop):
         inode = self.inode
         f = inode.host_fault_offset(self.offset + start, self.offset + stop)
         f = None if f is None else f - self.offset
