@@ -371,9 +371,8 @@ class Rmp:
             raise IndexError(f"frames [{pfn:#x}, {pfn + npages:#x}) outside the RMP")
         end = pfn + npages
         failed = []
-        if self._inject.get("rmpupdate") and self._map.get(pfn) & _ASSIGNED:
-            self._injected("rmpupdate")
-            failed.append((pfn, pfn + 1))
+        if self._injected("rmpupdate"):
+            failed.append((pfn, pfn + 1))  # the first RMPUPDATE of the loop fails
         for s, e, v in list(self._map.ranges(pfn, end)):
             if v & (_IMMUTABLE | _PAGESIZE):
                 failed.append((s, e))

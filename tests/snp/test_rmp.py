@@ -403,6 +403,14 @@ def test_kvm_rmp_make_shared_success():
     assert assigned_runs(r) == [] and r.leaked_count() == 0
 
 
+def test_kvm_rmp_make_shared_injected_failure_leaks_that_frame_only():
+    r = rmp()
+    r.make_private_range(10, 4, 0, ASID, False)
+    r.fail_next("rmpupdate", S.RMPUPDATE_FAIL_INUSE)
+    assert r.kvm_rmp_make_shared(10, 4) == (-errno.EIO, [(10, 11)])
+    assert assigned_runs(r) == [(10, 11)] and r.entry(10).leaked and r.leaked_count() == 1
+
+
 def test_make_private_range_stops_at_first_refused_frame():
     r = rmp()
     r.rmpupdate(20, assigned=True, immutable=True, gpa=0, asid=0)
@@ -562,6 +570,12 @@ class Model:
                 self.rmpupdate(pfn, False, use_2m, False, 0, 0)
             pfn += 512 if use_2m else 1
 
+    def make_private_range(self, pfn, n, gfn, asid, immutable):
+        for i in range(n):
+            if self.rmpupdate(pfn + i, True, False, immutable, gfn + i, asid):
+                return i, -errno.EFAULT
+        return n, 0
+
     def kvm_rmp_make_shared(self, pfn, n):
         failed = False
         for p in range(pfn, pfn + n):
@@ -624,6 +638,20 @@ class RmpMachine(RuleBasedStateMachine):
         n = min(length, SM_FRAMES - start)
         rc, _ = self.rmp.kvm_rmp_make_shared(start, n)
         assert rc == self.model.kvm_rmp_make_shared(start, n)
+
+    @rule(start=pfns, length=st.integers(1, 600), gfn=gfns, asid=asids, immutable=st.booleans())
+    def make_private_range(self, start, length, gfn, asid, immutable):
+        n = min(length, SM_FRAMES - start)
+        got = self.rmp.make_private_range(start, n, gfn, asid, immutable)
+        assert got == self.model.make_private_range(start, n, gfn, asid, immutable)
+
+    @rule(pfn=pfns)
+    def page_reclaim(self, pfn):
+        e = self.model.m[pfn]
+        want = S.SEV_RET_INVALID_PAGE_STATE
+        if e and e[1]:
+            e[1], e[4], want = False, False, 0
+        assert self.rmp.fw_page_reclaim(pfn) == want
 
     @rule(pfn=pfns)
     def launch_update(self, pfn):
