@@ -169,7 +169,8 @@ class NaePsc:
                 npages += 512 if huge else 1
                 nxt += 1
             if op in (S.VMGEXIT_PSC_OP_PRIVATE, S.VMGEXIT_PSC_OP_SHARED):
-                attrs = K.KVM_MAP_GPA_RANGE_ENCRYPTED if op == S.VMGEXIT_PSC_OP_PRIVATE else K.KVM_MAP_GPA_RANGE_DECRYPTED
+                private = op == S.VMGEXIT_PSC_OP_PRIVATE
+                attrs = K.KVM_MAP_GPA_RANGE_ENCRYPTED if private else K.KVM_MAP_GPA_RANGE_DECRYPTED
                 # the size flag follows the first entry's pagesize, even when partly done
                 attrs |= K.KVM_MAP_GPA_RANGE_PAGE_SZ_2M if start_2m else K.KVM_MAP_GPA_RANGE_PAGE_SZ_4K
                 self.exit = HypercallExit(K.KVM_HC_MAP_GPA_RANGE, gfn << 12, npages, attrs)

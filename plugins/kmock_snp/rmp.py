@@ -101,8 +101,12 @@ class RmpEntry(NamedTuple):
                 flags.append("immutable")
             if self.vmsa:
                 flags.append("vmsa")
-            text = f"RMP[pfn {self.pfn:#x}]: {self.owner}-owned asid {self.asid} gpa {self.gpa:#x} " + " ".join(flags)
+            owner = f"{self.owner}-owned asid {self.asid} gpa {self.gpa:#x}"
+            text = f"RMP[pfn {self.pfn:#x}]: {owner} " + " ".join(flags)
         return text + (" (leaked)" if self.leaked else "")
+
+    def __repr__(self):
+        return f"<{self}>"
 
 
 class RmpRun(NamedTuple):
@@ -286,7 +290,8 @@ class Rmp:
         value = self._map.get(pfn)
         reason = self._guest_owns(pfn, value, gpa, asid)
         if reason:
-            return self._npf(pfn, value, S.PFERR_GUEST_RMP_MASK | S.PFERR_GUEST_ENC_MASK, "PVALIDATE: " + reason)
+            code = S.PFERR_GUEST_RMP_MASK | S.PFERR_GUEST_ENC_MASK
+            return self._npf(pfn, value, code, "PVALIDATE: " + reason)
         if npages > 1 and not value & _PAGESIZE:
             return S.PVALIDATE_FAIL_SIZEMISMATCH
         if npages == 1 and value & _PAGESIZE:
@@ -348,7 +353,8 @@ class Rmp:
         Returns (frames done, 0 or -EFAULT)."""
         if npages <= 0:
             return 0, 0
-        if not self._in_table(pfn, npages) or not 0 <= asid <= MAX_ASID or not 0 <= gfn <= MAX_GFN - npages + 1:
+        valid_gfns = 0 <= gfn <= MAX_GFN - npages + 1
+        if not self._in_table(pfn, npages) or not 0 <= asid <= MAX_ASID or not valid_gfns:
             return 0, -errno.EFAULT
         end = pfn + npages
         if self._inject.get("rmpupdate"):
@@ -472,7 +478,8 @@ class Rmp:
         if bad == -1:
             return None
         entry = self.entry(bad)
-        return Fault("rmp_pf", S.X86_PF_RMP | X86_PF_WRITE, bad, entry, f"host write to a {entry.owner}-owned page")
+        reason = f"host write to a {entry.owner}-owned page"
+        return Fault("rmp_pf", S.X86_PF_RMP | X86_PF_WRITE, bad, entry, reason)
 
     def dma(self, pfn, npages=1, write=True):
         """A device DMA to frames [pfn, pfn + npages): the IOMMU blocks it on the first
@@ -496,7 +503,8 @@ class Rmp:
             return self._npf(pfn, value, code, "private access: " + reason)
         if not value & _VALIDATED:
             entry = self._entry(pfn, value)
-            return Fault("vc", S.VC_PAGE_NOT_VALIDATED, pfn, entry, f"private access to gpa {gpa:#x}: page not validated")
+            reason = f"private access to gpa {gpa:#x}: page not validated"
+            return Fault("vc", S.VC_PAGE_NOT_VALIDATED, pfn, entry, reason)
         return None
 
     def guest_shared_access(self, pfn, gpa, write=True):
@@ -509,4 +517,5 @@ class Rmp:
             return None
         code = S.PFERR_GUEST_RMP_MASK | (X86_PF_WRITE if write else 0)
         entry = self._entry(pfn, value)
-        return self._npf(pfn, value, code, f"shared (C=0) access to gpa {gpa:#x} of a {entry.owner}-owned page")
+        reason = f"shared (C=0) access to gpa {gpa:#x} of a {entry.owner}-owned page"
+        return self._npf(pfn, value, code, reason)

@@ -4,6 +4,7 @@ until the plugin is wired into the contract (phase 2)."""
 import os
 import sys
 
-_PLUGINS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "plugins")
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_PLUGINS = os.path.join(_ROOT, "plugins")
 if _PLUGINS not in sys.path:
     sys.path.insert(0, _PLUGINS)

@@ -68,6 +68,7 @@ def test_entry_text_names_the_fields():
     for word in ("pfn 0x9", "guest-owned", "asid 7", "gpa 0x40000", "4K", "validated"):
         assert word in text
     assert "hypervisor-owned" in str(r.entry(10))
+    assert repr(r.entry(9)) == f"<{text}>"
 
 
 # --- RMPUPDATE -------------------------------------------------------------------------------
@@ -76,7 +77,8 @@ def test_entry_text_names_the_fields():
 def test_rmpupdate_assign_sets_fields_and_never_validated():
     r = rmp()
     e = guest4k(r, 5, 0x123)
-    assert (e.assigned, e.pagesize, e.gpa, e.asid, e.validated, e.vmsa) == (True, K4, 0x123000, ASID, False, False)
+    got = (e.assigned, e.pagesize, e.gpa, e.asid, e.validated, e.vmsa)
+    assert got == (True, K4, 0x123000, ASID, False, False)
 
 
 def test_rmpupdate_on_validated_guest_page_clears_validated():
@@ -271,7 +273,9 @@ def test_pvalidate_on_entry_not_owned_is_npf(setup, gpa, asid, why):
     assert r.snapshot() == before
 
 
-@pytest.mark.parametrize("pfn,gpa,size", [(5, 0x10800, K4), (512, 0x1000, M2), (513, 0, M2), (NFRAMES, 0, K4)])
+@pytest.mark.parametrize(
+    "pfn,gpa,size", [(5, 0x10800, K4), (512, 0x1000, M2), (513, 0, M2), (NFRAMES, 0, K4)]
+)
 def test_pvalidate_bad_input(pfn, gpa, size):
     r = rmp()
     assert r.pvalidate(pfn, gpa, ASID, True, size) == S.PVALIDATE_FAIL_INPUT
@@ -415,7 +419,8 @@ def test_make_private_range_stops_at_first_refused_frame():
     r = rmp()
     r.rmpupdate(20, assigned=True, immutable=True, gpa=0, asid=0)
     assert r.make_private_range(10, 20, 100, ASID, False) == (10, -errno.EFAULT)
-    assert assigned_runs(r) == [(10, 20), (20, 21)] and r.entry(19).owner == GUEST and r.entry(21).owner == HYPERVISOR
+    assert assigned_runs(r) == [(10, 20), (20, 21)]
+    assert r.entry(19).owner == GUEST and r.entry(21).owner == HYPERVISOR
 
 
 # --- access checks ---------------------------------------------------------------------------
@@ -591,7 +596,9 @@ gfns = st.integers(0, 4096)
 asids = st.sampled_from(SM_ASIDS)
 
 
-@settings(max_examples=60, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 class RmpMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()

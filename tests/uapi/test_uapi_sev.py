@@ -128,7 +128,13 @@ LAYOUTS = [
         "§2.1 kvm_sev_init",
         "kvm_sev_init",
         48,
-        {"vmsa_features": (0, 8), "flags": (8, 4), "ghcb_version": (12, 2), "pad1": (14, 2), "pad2": (16, 32)},
+        {
+            "vmsa_features": (0, 8),
+            "flags": (8, 4),
+            "ghcb_version": (12, 2),
+            "pad1": (14, 2),
+            "pad2": (16, 32),
+        },
     ),
     (
         "§2.1 kvm_sev_snp_launch_start",
@@ -167,7 +173,12 @@ LAYOUTS = [
             "pad1": (56, 32),
         },
     ),
-    ("psp-sev.h sev_issue_cmd (__packed)", "sev_issue_cmd", 16, {"cmd": (0, 4), "data": (4, 8), "error": (12, 4)}),
+    (
+        "psp-sev.h sev_issue_cmd (__packed)",
+        "sev_issue_cmd",
+        16,
+        {"cmd": (0, 4), "data": (4, 8), "error": (12, 4)},
+    ),
     (
         "§2.2 psc_hdr",
         "psc_hdr",
@@ -196,7 +207,8 @@ def test_psc_entry_bit_layout():
     assert (raw >> 52) & 0xF == 2
     assert (raw >> 56) & 1 == 1
     assert raw >> 57 == 0
-    back = sev.psc_entry.from_buffer_copy((0x5 | (0x1234 << 12) | (1 << 52) | (1 << 56)).to_bytes(8, "little"))
+    raw = 0x5 | (0x1234 << 12) | (1 << 52) | (1 << 56)
+    back = sev.psc_entry.from_buffer_copy(raw.to_bytes(8, "little"))
     assert (back.cur_page, back.gfn, back.operation, back.pagesize) == (5, 0x1234, 1, 1)
 
 
