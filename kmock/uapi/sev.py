@@ -142,6 +142,15 @@ SNP_POLICY_MASK_VALID = (
     | SNP_POLICY_MASK_SINGLE_SOCKET
 )
 
+# arch/x86/include/asm/svm.h: VMSA SEV features KVM_SEV_INIT2 may ask for (vmsa_features);
+# SNP_ACTIVE is set by KVM itself for SNP VMs and is never accepted from userspace.
+SVM_SEV_FEAT_SNP_ACTIVE = 1 << 0
+SVM_SEV_FEAT_DEBUG_SWAP = 1 << 5
+# arch/x86/kvm/svm/sev.c: the highest GHCB protocol version KVM speaks (GHCB_VERSION_MAX).
+GHCB_VERSION_MAX = 2
+# arch/x86/kvm/svm/sev.c: the GPA firmware records for every initial VMSA (INITIAL_VMSA_GPA).
+INITIAL_VMSA_GPA = 0xFFFFFFFFF000
+
 # include/uapi/linux/kvm.h: kvm_run->system_event.type for a guest termination request.
 KVM_SYSTEM_EVENT_SEV_TERM = 6
 
@@ -195,6 +204,11 @@ class sev_issue_cmd(ctypes.Structure):
     _pack_ = 1
     _fields_ = [("cmd", u32), ("data", u64), ("error", u32)]
 
+
+# /dev/sev commands (psp-sev.h anonymous enum: SEV_FACTORY_RESET 0 ... SNP_VLEK_LOAD 12).
+SEV_PLATFORM_STATUS = 1
+SNP_PLATFORM_STATUS = 9
+SEV_MAX = 13
 
 SEV_IOC_TYPE = ord("S")
 SEV_ISSUE_CMD = _IOWR(SEV_IOC_TYPE, 0x0, sev_issue_cmd)
