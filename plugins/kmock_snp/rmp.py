@@ -306,9 +306,10 @@ class Rmp:
         return Fault("npf", code, pfn, self._entry(pfn, value), reason)
 
     # -- firmware (SNP firmware ABI commands, as far as they touch the RMP) -----------------
-    def fw_launch_update(self, pfn):
+    def fw_launch_update(self, pfn, vmsa=False):
         """SNP_LAUNCH_UPDATE on a pre-guest page: firmware measures it, sets Validated and
-        clears immutable [U: reference §2.1 step 4]. SEV_RET_INVALID_PAGE_STATE otherwise."""
+        clears immutable [U: reference §2.1 step 4]; a VMSA page also gets the VMSA bit.
+        SEV_RET_INVALID_PAGE_STATE otherwise."""
         if not self._in_table(pfn):
             return S.SEV_RET_INVALID_ADDRESS
         value = self._map.get(pfn)
@@ -317,7 +318,7 @@ class Rmp:
         injected = self._injected("fw")
         if injected:
             return injected
-        self._map.set(pfn, pfn + 1, (value | _VALIDATED) & ~_IMMUTABLE)
+        self._map.set(pfn, pfn + 1, (value | _VALIDATED | (_VMSA if vmsa else 0)) & ~_IMMUTABLE)
         return S.SEV_RET_SUCCESS
 
     def fw_page_reclaim(self, pfn):
@@ -417,6 +418,42 @@ class Rmp:
             rc = self.rmp_make_private(pfn, gfn << PAGE_SHIFT, S.RMP_PG_SIZE_4K, asid, False)
         return -errno.EINVAL if rc else 0
 
+    def gmem_prepare_range(self, pfn, npages, gfn, asid, max_order=0):
+        """sev_gmem_prepare() over frames [pfn, pfn + npages) mapping gfns from ``gfn``, run
+        by run: assigned frames are left alone; unassigned ones become guest-owned, not
+        validated, not immutable: 2M entries where ``max_order >= 9``, the frame and gfn
+        agree modulo 2M and the whole aligned block is unassigned, else 4K. Returns 0
+        (RMPUPDATE cannot fail on unassigned, non-immutable frames here) or -ENOENT
+        outside the table."""
+        if npages <= 0:
+            return 0
+        if not self._in_table(pfn, npages):
+            return -errno.ENOENT
+        end = pfn + npages
+        huge_ok = max_order >= 9 and (gfn - pfn) % PAGES_PER_2M == 0
+        for s, e, v in list(self._map.ranges(pfn, end)):
+            if v:
+                continue
+            g = gfn + (s - pfn)
+            if huge_ok:
+                lo = -(-s // PAGES_PER_2M) * PAGES_PER_2M
+                hi = e - e % PAGES_PER_2M
+                # a block reaching outside [s, e) may still be wholly unassigned
+                if s % PAGES_PER_2M and self._map.find_not(s - s % PAGES_PER_2M, s, 0) == -1:
+                    lo = s - s % PAGES_PER_2M
+                if e % PAGES_PER_2M and e + PAGES_PER_2M - e % PAGES_PER_2M <= self._n and \
+                        self._map.find_not(e, e + PAGES_PER_2M - e % PAGES_PER_2M, 0) == -1:
+                    hi = e + PAGES_PER_2M - e % PAGES_PER_2M
+                if lo < hi:
+                    self._map.set(lo, hi, _pack(True, True, False, False, False, asid, g + lo - s, lo))
+                    if s < lo:
+                        self._map.set(s, lo, _pack(True, False, False, False, False, asid, g, s))
+                    if hi < e:
+                        self._map.set(hi, e, _pack(True, False, False, False, False, asid, g + hi - s, hi))
+                    continue
+            self._map.set(s, e, _pack(True, False, False, False, False, asid, g, s))
+        return 0
+
     def gmem_invalidate(self, start, end):
         """sev_gmem_invalidate(): frames [start, end) leave guest_memfd. A 2M entry wholly
         inside the range is made shared at 2M; a 2M entry only partly inside is PSMASHed
@@ -469,6 +506,26 @@ class Rmp:
             return injected
         self._map.set(start, stop, 0)
         return 0
+
+    def find_assigned(self, pfn, npages):
+        """The first assigned frame of [pfn, pfn + npages), or -1."""
+        return self._map.find_not(pfn, pfn + npages, 0)
+
+    def launch_pages(self, pfn, npages, gfn, asid):
+        """rmp_make_private(immutable) then a successful firmware SNP_LAUNCH_UPDATE on each
+        unassigned frame of [pfn, pfn + npages): guest-owned 4K entries, validated, gpas
+        from ``gfn`` (one range update). The caller checked the frames are unassigned."""
+        if npages > 0:
+            self._map.set(pfn, pfn + npages, _pack(True, False, False, False, True, asid, gfn, pfn))
+
+    def guest_private_range(self, pfn, npages, gfn, asid, write=False):
+        """guest_private_access() over frames [pfn, pfn + npages) mapping gfns from ``gfn``,
+        run by run: the first Fault, or None."""
+        for s, _e, _v in list(self._map.ranges(pfn, pfn + npages)):
+            fault = self.guest_private_access(s, (gfn + s - pfn) << PAGE_SHIFT, asid, write)
+            if fault is not None:
+                return fault
+        return None
 
     # -- access checks -------------------------------------------------------------------
     def host_write(self, pfn, npages=1):
