@@ -189,13 +189,19 @@ class Rmp:
     def restore(self, snap):
         self._map, self._leaked = snap[0].copy(), snap[1].copy()
 
-    def fail_next(self, op, code):
-        """Make the next ``op`` ("rmpupdate", "psmash", "fw") fail with ``code`` (fail-nth)."""
-        self._inject.setdefault(op, []).append(code)
+    def fail_next(self, op, code, after=0):
+        """Make the ``after``-th next ``op`` ("rmpupdate", "psmash", "fw") fail with
+        ``code`` (fail-nth; 0 = the next one)."""
+        self._inject.setdefault(op, []).append([code, after])
 
     def _injected(self, op):
         codes = self._inject.get(op)
-        return codes.pop(0) if codes else 0
+        if not codes:
+            return 0
+        if codes[0][1]:
+            codes[0][1] -= 1
+            return 0
+        return codes.pop(0)[0]
 
     def _in_table(self, pfn, npages=1):
         return 0 <= pfn and npages >= 0 and pfn + npages <= self._n
@@ -358,8 +364,7 @@ class Rmp:
         if not self._in_table(pfn, npages) or not 0 <= asid <= MAX_ASID or not valid_gfns:
             return 0, -errno.EFAULT
         end = pfn + npages
-        if self._inject.get("rmpupdate"):
-            self._injected("rmpupdate")
+        if self._injected("rmpupdate"):
             return 0, -errno.EFAULT
         bad = self._first_with(pfn, end, _IMMUTABLE | _PAGESIZE)
         done = npages if bad == -1 else bad - pfn

@@ -51,7 +51,7 @@ class Machine:
         if command == "SNP_LAUNCH_UPDATE":
             self.fw_update_fail.append([code, after])
         elif command == "RMPUPDATE":
-            self.rmp.fail_next("rmpupdate", code)
+            self.rmp.fail_next("rmpupdate", code, after)
         else:
             self.fw_fail.setdefault(command, []).append(code)
 
