@@ -83,9 +83,9 @@ class Pvalidate(Action):
         size = S.RMP_PG_SIZE_2M if self.page_size == HUGE else S.RMP_PG_SIZE_4K
         if self.gpa % self.page_size:
             return self._finish(S.PVALIDATE_FAIL_INPUT)
-        end = self.gpa + self.page_size
         with vm.guest_access():
-            segs = faultin(vm, self.gpa, end, True, False, want_data=False)
+            # the NPF on the gpa: KVM maps its page (the RMP entry decides the size check)
+            segs = faultin(vm, self.gpa, self.gpa + PAGE_SIZE, True, False, want_data=False)
             mapped = vm.stage2_lookup(self.gpa >> PAGE_SHIFT)
             if not segs or segs[0].kind != "gmem" or mapped is None:
                 raise MemoryFault(errno.EFAULT, self.gpa >> PAGE_SHIFT, True)

@@ -97,7 +97,8 @@ class Snp:
         assert self.init2()[1] == 0
         self.create_vcpus()
         assert self.start()[1] == 0
-        self.set_private(0, private)
+        if private:
+            self.set_private(0, private)
         if measured:
             u, cmd, e = self.update(0, measured)
             assert e == 0 and u.len == 0, (e, cmd.error)
