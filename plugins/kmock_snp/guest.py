@@ -83,12 +83,15 @@ class Pvalidate(Action):
         size = S.RMP_PG_SIZE_2M if self.page_size == HUGE else S.RMP_PG_SIZE_4K
         if self.gpa % self.page_size:
             return self._finish(S.PVALIDATE_FAIL_INPUT)
+        gfn = self.gpa >> PAGE_SHIFT
         with vm.guest_access():
-            # the NPF on the gpa: KVM maps its page (the RMP entry decides the size check)
-            segs = faultin(vm, self.gpa, self.gpa + PAGE_SIZE, True, False, want_data=False)
-            mapped = vm.stage2_lookup(self.gpa >> PAGE_SHIFT)
-            if not segs or segs[0].kind != "gmem" or mapped is None:
-                raise MemoryFault(errno.EFAULT, self.gpa >> PAGE_SHIFT, True)
+            mapped = vm.stage2_lookup(gfn)
+            if mapped is None or not mapped[1]:
+                # the NPF on the gpa: KVM maps its page (the RMP entry decides the size)
+                segs = faultin(vm, self.gpa, self.gpa + PAGE_SIZE, True, False, want_data=False)
+                mapped = vm.stage2_lookup(gfn)
+                if not segs or segs[0].kind != "gmem" or mapped is None:
+                    raise MemoryFault(errno.EFAULT, gfn, True)
             pfn = mapped[0]
             with m.lock:
                 for _ in range(2):
