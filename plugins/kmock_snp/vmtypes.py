@@ -173,6 +173,10 @@ class SnpVm(SevFamilyVm):
         return f"guest_memfd page {index:#x} is private; {entry}"
 
     def guest_access(self, vcpu, action, segments):
+        with vcpu.vm.arch.machine.lock:
+            return self._guest_access(vcpu, action, segments)
+
+    def _guest_access(self, vcpu, action, segments):
         vm = vcpu.vm
         sev = vm.arch
         rmp = sev.machine.rmp

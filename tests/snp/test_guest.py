@@ -195,3 +195,12 @@ def test_dma_to_assigned_page_is_blocked(s):
     why = vm.vmtype.dma_access(vm, inode, 1, 2, True)
     assert why.startswith("IOMMU event RMP_FAULT (0xd)") and "guest-owned" in why
     assert vm.vmtype.dma_access(vm, inode, 10, 11, True) is None  # never assigned
+
+
+def test_host_fault_on_a_private_page_names_the_rmp_entry():
+    s = Snp(npages=4, gmem_flags=K.GUEST_MEMFD_FLAG_MMAP).launch(private=2, measured=1)
+    m = s.k.mmap(s.gmem, P, 3, 1)
+    with pytest.raises(kmock.SigBus):
+        m[0:1]
+    v = s.k.violations.of_kind("host_access_fault")[-1]
+    assert "RMP[pfn" in v.explanation and "guest-owned" in v.explanation

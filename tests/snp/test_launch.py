@@ -287,3 +287,41 @@ def test_failed_rmpupdate_in_cleanup_leaks_and_bugs_the_vm():
         s.k.ioctl(s.vm, K.KVM_CHECK_EXTENSION, 0)
     assert ex.value.errno == errno.EIO
 
+
+
+def test_pre_fault_memory_only_after_finish_and_prepares_the_rmp():
+    s = Snp()
+    s.init2()
+    s.create_vcpus()
+    s.start()
+    s.set_private(0, 4)
+    pf = K.kvm_pre_fault_memory(gpa=GPA + 2 * P, size=P)
+    with pytest.raises(OSError) as e:
+        s.k.ioctl(s.vcpu_fds[0], K.KVM_PRE_FAULT_MEMORY, pf)
+    assert e.value.errno == errno.EOPNOTSUPP  # pre_fault_allowed only after FINISH
+    assert s.finish()[1] == 0
+    s.k.ioctl(s.vcpu_fds[0], K.KVM_PRE_FAULT_MEMORY, pf)
+    e2 = s.rmp.entry(s.inode.pfn(2))
+    assert e2.assigned and not e2.validated and e2.gpa == GPA + 2 * P  # sev_gmem_prepare
+
+
+def test_asid_and_vmsa_go_back_when_the_vm_is_destroyed():
+    k = kernel(snp_asids=1)
+    a = Snp(k=k, npages=4).launch(private=2, measured=1)
+    pfn = a.kvm_vm.arch.vmsa_pfn[0]
+    gmem_pfn = a.inode.pfn(0)
+    assert kmock_snp.machine(k).rmp.entry(pfn).vmsa
+    b = Snp(k=k, npages=4)
+    assert b.init2()[1] == errno.EBUSY
+    for fd in a.vcpu_fds + [a.gmem, a.vm]:
+        k.close(fd)
+    assert not kmock_snp.machine(k).rmp.entry(pfn).assigned
+    assert not kmock_snp.machine(k).rmp.entry(gmem_pfn).assigned  # release: shared
+    assert b.init2()[1] == 0
+
+
+def test_snapshot_lists_assigned_rmp_runs():
+    s = Snp(npages=4).launch(private=2, measured=2)
+    snap = s.k.snapshot()["snp"]
+    assert snap["leaked_frames"] == 0
+    assert any("gpa 0x100000000" in text for _, _, text in snap["rmp"])
