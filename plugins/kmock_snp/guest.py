@@ -46,15 +46,15 @@ def terminate_exit(vcpu, reason_set, reason_code):
 
 
 def _hypercall_exit(vcpu, hc):
+    """snp_begin_psc_msr / snp_begin_psc write exit_reason, nr and args[0..2] only:
+    ``hypercall.ret`` and ``hypercall.flags`` keep whatever kvm_run held (sev.c)."""
     run = vcpu.run
     run.exit_reason = K.KVM_EXIT_HYPERCALL
     h = run.hypercall
     h.nr = hc.nr
-    h.ret = 0
     h.args[0] = hc.gpa
     h.args[1] = hc.npages
     h.args[2] = hc.attrs
-    h.flags = K.KVM_EXIT_HYPERCALL_LONG_MODE
 
 
 def _hypercall_enabled(vm):

@@ -204,3 +204,13 @@ def test_host_fault_on_a_private_page_names_the_rmp_entry():
         m[0:1]
     v = s.k.violations.of_kind("host_access_fault")[-1]
     assert "RMP[pfn" in v.explanation and "guest-owned" in v.explanation
+
+
+def test_psc_exits_leave_ret_and_flags_as_kvm_run_held_them(s):
+    run = s.vcpu().run
+    run.hypercall.ret = 0x77
+    run.hypercall.flags = 0x55
+    s.vcpu().guest.snp.psc_msr(GPA + 6 * P, False)
+    s.run()
+    assert run.exit_reason == K.KVM_EXIT_HYPERCALL
+    assert (run.hypercall.ret, run.hypercall.flags) == (0x77, 0x55)  # sev.c writes neither
