@@ -1,6 +1,7 @@
 """The guest side (vcpu.guest.snp: PVALIDATE codes, PSC MSR/NAE with coalescing and errors,
 terminate) and what breaks (section 2.4) through the consequences API."""
 
+import ctypes
 import errno
 import os
 
@@ -8,7 +9,8 @@ import pytest
 
 import kmock
 import kmock_snp
-from kmock.uapi import iommufd as I  # noqa: F401
+from kmock.uapi import iommufd as I
+from kmock.uapi import vfio as V
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
@@ -195,6 +197,44 @@ def test_dma_to_assigned_page_is_blocked(s):
     why = vm.vmtype.dma_access(vm, inode, 1, 2, True)
     assert why.startswith("IOMMU event RMP_FAULT (0xd)") and "guest-owned" in why
     assert vm.vmtype.dma_access(vm, inode, 10, 11, True) is None  # never assigned
+
+
+def _iommufd_device(k, gmem, size):
+    """A VFIO device attached to an IOAS that maps the guest_memfd at IOVA 1G."""
+    ictx = k.open("/dev/iommu", os.O_RDWR)
+    alloc = I.iommu_ioas_alloc(size=ctypes.sizeof(I.iommu_ioas_alloc))
+    k.ioctl(ictx, I.IOMMU_IOAS_ALLOC, alloc)
+    dev = k.add_vfio_device()
+    vfd = k.open(dev.path, os.O_RDWR)
+    k.ioctl(vfd, V.VFIO_DEVICE_BIND_IOMMUFD, V.vfio_device_bind_iommufd(argsz=24, iommufd=ictx))
+    k.ioctl(vfd, V.VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+            V.vfio_device_attach_iommufd_pt(argsz=16, pt_id=alloc.out_ioas_id))
+    rw = I.IOMMU_IOAS_MAP_READABLE | I.IOMMU_IOAS_MAP_WRITEABLE | I.IOMMU_IOAS_MAP_FIXED_IOVA
+    k.ioctl(ictx, I.IOMMU_IOAS_MAP_FILE, I.iommu_ioas_map_file(
+        size=40, flags=rw, ioas_id=alloc.out_ioas_id, fd=gmem, start=0, length=size,
+        iova=1 << 30))
+    return dev
+
+
+def test_device_dma_into_a_page_the_guest_made_private_is_an_rmp_fault():
+    """Shared gmem mapped into the IOMMU (notifier policy); the guest converts page 1 to
+    private in place: SNP keeps the IOMMU entry, the RMP blocks the DMA."""
+    k = kmock.Kernel("gmem-attributes-v8", plugins=[kmock_snp], platform="snp",
+                     iommufd_gmem_policy="notifier")
+    s = Snp(k=k, npages=4, gmem_flags=K.GUEST_MEMFD_FLAG_MMAP).launch(private=0, measured=0)
+    dev = _iommufd_device(k, s.gmem, 4 * P)
+    dev.dma_write((1 << 30) + P, b"ok")  # shared, hypervisor-owned: allowed
+    s.inode.convert(1, 2, True)
+    s.vcpu().guest.snp.pvalidate(GPA + P)
+    s.run()
+    assert s.rmp.entry(s.inode.pfn(1)).validated
+    with pytest.raises(kmock.DmaFault) as e:
+        dev.dma_write((1 << 30) + P, b"evil")
+    assert "RMP_FAULT (0xd)" in str(e.value)
+    v = k.violations.of_kind("dma_blocked")[-1]
+    assert v.detail["device"] == dev.path and "guest-owned" in v.explanation
+    assert any(f[0] is dev and "RMP_FAULT" in f[2] for f in k.dma_faults)
+    assert dev.dma_read((1 << 30) + 2 * P, 2) is not None  # other pages still reachable
 
 
 def test_host_fault_on_a_private_page_names_the_rmp_entry():

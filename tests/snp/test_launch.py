@@ -325,3 +325,29 @@ def test_snapshot_lists_assigned_rmp_runs():
     snap = s.k.snapshot()["snp"]
     assert snap["leaked_frames"] == 0
     assert any("gpa 0x100000000" in text for _, _, text in snap["rmp"])
+
+
+def test_finish_uses_the_sev_fd_saved_by_start():
+    s = Snp()
+    s.init2()  # no vCPUs: argp->sev_fd is never looked at by FINISH
+    s.start()
+    s.k.close(s.sev)
+    cmd, e = s.op(S.KVM_SEV_SNP_LAUNCH_FINISH, S.kvm_sev_snp_launch_finish(), sev_fd=s.kvm)
+    assert e == errno.EBADF  # SNP_LAUNCH_FINISH goes through sev->fd, now closed
+    s.sev = s.k.open("/dev/sev", os.O_RDWR)  # the lowest free fd: the same number again
+    assert s.finish()[1] == 0
+
+
+def test_punch_inside_a_2m_entry_psmashes_and_keeps_the_rest_validated():
+    s = Snp(npages=1024)
+    s.inode.set_folio_pages(512)
+    s.launch(private=1024, measured=0)
+    g = s.vcpu().guest
+    g.snp.pvalidate(GPA, page_size=2 << 20)
+    s.run()
+    assert s.rmp.entry(s.inode.pfn(5)).pagesize == S.RMP_PG_SIZE_2M
+    s.k.fallocate(s.gmem, kmock.file.FALLOC_FL_PUNCH_HOLE | kmock.file.FALLOC_FL_KEEP_SIZE,
+                  3 * P, P)
+    e3, e4 = s.rmp.entry(s.inode.pfn(3)), s.rmp.entry(s.inode.pfn(4))
+    assert not e3.assigned  # made shared after the PSMASH
+    assert e4.assigned and e4.validated and e4.pagesize == S.RMP_PG_SIZE_4K
