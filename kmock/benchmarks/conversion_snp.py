@@ -22,6 +22,7 @@ conversion, on the same kind of VM.
 (median and best over rounds), real 4K fallocate seconds, ratio.
 """
 
+import io
 import os
 import statistics
 import time
@@ -117,7 +118,7 @@ def _core_share(size, n):
     one 4K KVM_SET_MEMORY_ATTRIBUTES per conversion plus one 4K PUNCH_HOLE per two."""
     from kmock.uapi import kvm as K
 
-    k, vm, vcpu, gmem, gpa = _snp_vm(size)
+    k, vm, _vcpu, gmem, gpa = _snp_vm(size)
     try:
         offsets = scattered_offsets(size, max(1, n // 2))
         attrs = K.kvm_memory_attributes(size=P)
@@ -189,6 +190,6 @@ def _print(rows, out):
         met = "-" if r["met"] is None else ("met" if r["met"] else "MISSED")
         table.add_row(r["name"], f"{r['mock_s_median'] * 1e6:.2f}", f"{r['mock_s_best'] * 1e6:.2f}",
                       f"{r['core_ioctls_s'] * 1e6:.2f}", real, ratio, f"{r['target']}: {met}")
-    console = Console(width=140, record=True, file=open(os.devnull, "w"))
+    console = Console(width=140, record=True, file=io.StringIO())
     console.print(table)
     out(console.export_text().rstrip())

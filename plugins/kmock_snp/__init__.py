@@ -17,7 +17,7 @@ from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
 from .sevdev import open_sev
-from .state import machine  # noqa: F401 (the plugin's public face for tests)
+from .state import machine  # the plugin's public face for tests
 from .vmtypes import vm_types
 
 PLATFORM = Platform(

@@ -242,7 +242,7 @@ class _Populate:
             leak(vm, pfn, 1, f"SNP_PAGE_RECLAIM failed with status {reclaim:#x}", kill=False)
         else:
             rmp.fw_page_reclaim(pfn)
-            rc, leaked = rmp.kvm_rmp_make_shared(pfn, 1)
+            rc, _ = rmp.kvm_rmp_make_shared(pfn, 1)
             if rc:
                 leak(vm, pfn, 1, "RMPUPDATE refused to make a launch page shared", kill=True)
         if self.params.type == S.KVM_SEV_SNP_PAGE_TYPE_CPUID and \

@@ -1,7 +1,6 @@
 """The SNP launch UAPI through ioctls only: the order of amd-memory-encryption.rst and every
 errno of reference section 2.1 / docs/arch/snp.md section 2 (sev.c 6.18)."""
 
-import ctypes
 import errno
 import os
 
