@@ -101,11 +101,9 @@ class Pvalidate(Action):
                     self.npfs.append(rc)
                     if not rc.code & S.PFERR_GUEST_SIZEM_MASK:
                         break
-                    # sev_handle_rmp_fault: PSMASH the 2M entry, zap the 2M range; retry
-                    block = pfn - pfn % 512
-                    m.rmp.psmash(block)
-                    gfn = (self.gpa >> PAGE_SHIFT) & ~511
-                    vm.zap_gfn_range(gfn, gfn + 512)
+                    # sev_handle_rmp_fault: PSMASH the 2M entry and zap the 2M range; the
+                    # retry faults the page back in at 4K (kmock's stage-2 leaf already)
+                    m.rmp.psmash(pfn - pfn % 512)
         vm.kernel.violations.record(
             "rmp_npf", f"PVALIDATE: nested page fault (error code {rc.code:#x}): {rc.reason}; "
             f"{rc.entry}", vm=vm, vcpu=vcpu.id, gpa=self.gpa, entry=str(rc.entry),

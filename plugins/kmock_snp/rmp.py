@@ -523,6 +523,18 @@ class Rmp:
         if npages > 0:
             self._map.set(pfn, pfn + npages, _pack(True, False, False, False, True, asid, gfn, pfn))
 
+    def smash_range(self, pfn, npages):
+        """PSMASH every 2M entry that frames [pfn, pfn + npages) fall in (a loop over 2M
+        blocks, never pages); returns the blocks split."""
+        blocks = []
+        for s, e, v in list(self._map.ranges(pfn, pfn + npages)):
+            if v & _PAGESIZE:
+                first = s - s % PAGES_PER_2M
+                for block in range(first, e, PAGES_PER_2M):
+                    if self.psmash(block) == S.PSMASH_SUCCESS:
+                        blocks.append(block)
+        return blocks
+
     def guest_private_range(self, pfn, npages, gfn, asid, write=False):
         """guest_private_access() over frames [pfn, pfn + npages) mapping gfns from ``gfn``,
         run by run: the first Fault, or None."""

@@ -188,6 +188,11 @@ class SnpVm(SevFamilyVm):
                 continue
             pfn, private, _ = mapped
             if private:
+                # stage-2 maps guest_memfd at 4K: an access under a 2M RMP entry takes
+                # NPF(SIZEM), which sev_handle_rmp_fault resolves by PSMASH + zap of the 2M
+                # range; the guest's retry faults the same 4K mappings back, so the zap
+                # leaves nothing to see here
+                rmp.smash_range(pfn, seg.npages)
                 fault = rmp.guest_private_range(pfn, seg.npages, seg.gfn, sev.asid, action.write)
             elif action.write:
                 fault = _first_shared_write_fault(rmp, pfn, seg)

@@ -254,3 +254,18 @@ def test_psc_exits_leave_ret_and_flags_as_kvm_run_held_them(s):
     s.run()
     assert run.exit_reason == K.KVM_EXIT_HYPERCALL
     assert (run.hypercall.ret, run.hypercall.flags) == (0x77, 0x55)  # sev.c writes neither
+
+
+def test_c_bit_access_under_a_2m_rmp_entry_psmashes_first():
+    """stage-2 maps guest_memfd at 4K: the access takes NPF(SIZEM), KVM PSMASHes (the size
+    check outranks the Validated one), then the 4K entry's Validated bit decides."""
+    s = Snp(npages=1024)
+    s.inode.set_folio_pages(512)
+    s.launch(private=1024, measured=0)
+    g = s.vcpu().guest
+    g.snp.pvalidate(GPA, page_size=2 << 20)  # 2M entry, validated
+    w = g.write(GPA + 7 * P, b"ok", private=True)
+    s.run()
+    assert w.done
+    e = s.rmp.entry(s.inode.pfn(7))
+    assert e.pagesize == S.RMP_PG_SIZE_4K and e.validated
