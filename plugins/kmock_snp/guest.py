@@ -82,7 +82,7 @@ class Pvalidate(Action):
         m = sev.machine
         size = S.RMP_PG_SIZE_2M if self.page_size == HUGE else S.RMP_PG_SIZE_4K
         if self.gpa % self.page_size:
-            return self._finish(S.PVALIDATE_FAIL_INPUT)
+            return self.finish(S.PVALIDATE_FAIL_INPUT)
         gfn = self.gpa >> PAGE_SHIFT
         with vm.guest_access():
             mapped = vm.stage2_lookup(gfn)
@@ -97,7 +97,7 @@ class Pvalidate(Action):
                 for _ in range(2):
                     rc = m.rmp.pvalidate(pfn, self.gpa, sev.asid, self.validate, size)
                     if not isinstance(rc, tuple):
-                        return self._finish(rc)
+                        return self.finish(rc)
                     self.npfs.append(rc)
                     if not rc.code & S.PFERR_GUEST_SIZEM_MASK:
                         break
@@ -128,7 +128,7 @@ class PscMsr(Action):
     def step(self, vcpu):
         out = P.psc_msr(self.msr, hypercall_exit_enabled=_hypercall_enabled(vcpu.vm))
         if out.exit is None:
-            return self._finish(out.response)
+            return self.finish(out.response)
         _hypercall_exit(vcpu, out.exit)
         self._waiting = True
         self.exits.append(K.KVM_EXIT_HYPERCALL)
@@ -137,7 +137,7 @@ class PscMsr(Action):
     def complete(self, vcpu):
         if self._waiting:
             self._waiting = False
-            self._finish(P.psc_msr_complete(vcpu.run.hypercall.ret))
+            self.finish(P.psc_msr_complete(vcpu.run.hypercall.ret))
 
 
 class Psc(Action):
@@ -163,7 +163,7 @@ class Psc(Action):
             self._psc = P.NaePsc(self.desc, hypercall_exit_enabled=_hypercall_enabled(vcpu.vm))
         psc = self._psc
         if psc.done:
-            return self._finish(psc.result)
+            return self.finish(psc.result)
         _hypercall_exit(vcpu, psc.exit)
         self.exits.append(K.KVM_EXIT_HYPERCALL)
         return EXIT
@@ -174,7 +174,7 @@ class Psc(Action):
         if psc is not None and not psc.done:
             psc.complete(vcpu.run.hypercall.ret)
             if psc.done:
-                self._finish(psc.result)
+                self.finish(psc.result)
 
 
 class Terminate(Action):
@@ -187,7 +187,7 @@ class Terminate(Action):
 
     def step(self, vcpu):
         self.exits.append(K.KVM_EXIT_SYSTEM_EVENT)
-        self._finish(terminate_exit(vcpu, self.reason_set, self.reason_code))
+        self.finish(terminate_exit(vcpu, self.reason_set, self.reason_code))
         return EXIT
 
 
