@@ -32,7 +32,7 @@ memory       ``gmem_create(vm, size, flags)`` (may refuse), ``gmem_veto(vm, even
              per run of allocated pages), ``gmem_make_private(vm, inode, start, end,
              pfn)`` (lazily, on the guest's first private use), ``stage2_map(vm,
              gfn, pfn, npages, private)`` and ``stage2_zap(vm, runs)``.
-guest        ``guest_access(vcpu, action, segments)``: the hardware's own check of a
+access       ``guest_access(vcpu, action, segments)``: the hardware's own check of a
              guest memory access, after KVM resolved it (SNP's RMP, TDX's PENDING).
 gpa          ``gpa_alias(vm, gpa)`` -> (canonical gpa, private or None): TDX's shared
              bit, CCA's unprotected half (called before the access takes mmu_lock).
