@@ -478,7 +478,12 @@ class Realm:
     Protected Address Range (PAR).
     """
 
-    def __init__(self, granules, rd_pa, ipa_bits):
+    def __init__(self, granules, rd_pa, ipa_bits, init_ripas_skips_assigned_ram=False):
+        """``init_ripas_skips_assigned_ram``: RTT_INIT_RIPAS passes over ASSIGNED RAM entries
+        (populated pages) instead of stopping there as RMM 1.0 does (TF-RMM
+        smc_rtt_init_ripas). KVM calls INIT_RIPAS over whole memslots after POPULATE, which
+        only terminates if the RMM skips them; what RMM v2.0 does is [U], so it is a setting."""
+        self.init_ripas_skips_assigned_ram = init_ripas_skips_assigned_ram
         if not MIN_IPA_BITS <= ipa_bits <= MAX_IPA_BITS:
             raise ValueError(f"ipa_bits must be in [{MIN_IPA_BITS}, {MAX_IPA_BITS}]")
         self.granules = granules
@@ -495,13 +500,13 @@ class Realm:
         self.rim = []  # (command, ipa_start, ipa_end, measured): one record per call
 
     @classmethod
-    def create(cls, granules, rd_pa, ipa_bits):
+    def create(cls, granules, rd_pa, ipa_bits, **settings):
         """RMI_REALM_CREATE, reduced to the RD granule: returns (RmiResult, Realm or None)."""
         i = granules.index(rd_pa)
         if i is None or granules.in_state(i, 1, GranuleState.DELEGATED) != 1:
             return _INPUT, None
         granules.set_state(i, 1, GranuleState.RD)
-        return _OK, cls(granules, rd_pa, ipa_bits)
+        return _OK, cls(granules, rd_pa, ipa_bits, **settings)
 
     # -- queries ---------------------------------------------------------------------------
     def is_protected(self, ipa):
@@ -809,16 +814,19 @@ class Realm:
             return _rtt(level)
         page, n = base >> GRANULE_SHIFT, _map_pages(level)
         end = page
-        while end < stop:  # one iteration per run of entries, not per page
-            v = self._entries.get(end)
-            if v not in (_U_EMPTY, _U_RAM):
+        empty_runs = []
+        for s, e, v in self._entries.ranges(page, stop) if stop > page else ():
+            if v == _U_EMPTY:
+                empty_runs.append((s, e))
+            elif v != _U_RAM and not (
+                self.init_ripas_skips_assigned_ram and _hipas(v) == Hipas.ASSIGNED and _ripas(v) == Ripas.RAM
+            ):
                 break
-            j = self._entries.find_not(end, stop, v)
-            end = stop if j < 0 else j
-        end -= (end - page) % n  # whole entries only
+            end = e
         if end == page:
             return _rtt(level)
-        self._entries.set(page, end, _U_RAM)
+        for s, e in empty_runs:
+            self._entries.set(s, e, _U_RAM)
         self.rim.append(("RTT_INIT_RIPAS", base, end << GRANULE_SHIFT, True))
         return RmiResult(_OK.ret, end << GRANULE_SHIFT)
 
@@ -838,7 +846,7 @@ class Realm:
 
     def rtt_set_ripas(self, rec, base, top):
         """RMI_RTT_SET_RIPAS: progress on the REC's pending RSI_IPA_STATE_SET request."""
-        if top <= base:
+        if top <= base or top % GRANULE_SIZE:
             return _INPUT
         if rec.running or rec.realm is not self:
             return _REC

@@ -410,6 +410,20 @@ def test_init_ripas_stops_at_the_end_of_the_rtt_and_at_assigned(realm, g):
     assert realm.rtt_init_ripas(MB2 + 3 * K, 2 * MB2).ret == RTT(3)  # no progress
 
 
+def test_init_ripas_over_populated_pages_is_a_setting(g):
+    for skip, x1 in ((False, 2 * K), (True, 4 * K)):
+        gt = GranuleTable(NGRAN, base=BASE)
+        gt.delegate(gpa(NGRAN - 1))
+        r = Realm.create(gt, gpa(NGRAN - 1), 32, init_ripas_skips_assigned_ram=skip)[1]
+        r.alloc = Alloc(gt, NGRAN - 2)
+        tables(r, 0)
+        delegate(gt, 0)
+        assert r.data_create(gpa(0), 2 * K, gpa(600)).ret == OK
+        assert r.rtt_init_ripas(0, 4 * K).x1 == x1
+        assert ent(r, 3 * K) == (Hipas.UNASSIGNED, Ripas.RAM if skip else Ripas.EMPTY)
+        assert ent(r, 2 * K) == (Hipas.ASSIGNED, Ripas.RAM)
+
+
 def test_init_ripas_stops_at_destroyed(realm):
     tables(realm, 0)
     _make_unassigned(realm, 2 * K, Ripas.DESTROYED)
@@ -465,6 +479,7 @@ def test_set_ripas_checks_the_rec_and_the_range(realm):
     rec = Rec(realm)
     rec.ipa_state_set(0, 4 * K, Ripas.RAM)
     assert realm.rtt_set_ripas(rec, 2 * K, 2 * K).ret == INPUT  # top <= base
+    assert realm.rtt_set_ripas(rec, 0, K + 1).ret == INPUT  # top not granule aligned
     other = Rec(Realm(realm.granules, 0, 32))
     assert realm.rtt_set_ripas(other, 0, K).ret == REC
     rec.running = True
