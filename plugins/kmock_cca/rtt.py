@@ -483,9 +483,9 @@ class Realm:
         (populated pages) instead of stopping there as RMM 1.0 does (TF-RMM
         smc_rtt_init_ripas). KVM calls INIT_RIPAS over whole memslots after POPULATE, which
         only terminates if the RMM skips them; what RMM v2.0 does is [U], so it is a setting."""
-        self.init_ripas_skips_assigned_ram = init_ripas_skips_assigned_ram
         if not MIN_IPA_BITS <= ipa_bits <= MAX_IPA_BITS:
             raise ValueError(f"ipa_bits must be in [{MIN_IPA_BITS}, {MAX_IPA_BITS}]")
+        self.init_ripas_skips_assigned_ram = init_ripas_skips_assigned_ram
         self.granules = granules
         self.rd_pa = rd_pa
         self.ipa_bits = ipa_bits
@@ -574,22 +574,15 @@ class Realm:
         j = m.find_not(lo, hi, 0)
         return page_hi if j < 0 else max(j << sh, page_lo)
 
-    def _live_refs(self, level, page_lo):
-        """TF-RMM's refcount of the RTT of ``level`` at page_lo: child tables and ASSIGNED
-        protected entries (NS mappings hold no reference, map_unmap_ns)."""
+    def _is_live(self, level, page_lo):
+        """Whether the RTT of ``level`` at page_lo has a non-zero TF-RMM refcount: a child RTT
+        or an ASSIGNED protected entry (NS mappings hold no reference, map_unmap_ns)."""
         n = _map_pages(level - 1)
-        refs = 0
-        if level == 2:
-            sh = _L2_PAGES_SHIFT
-            refs += (n >> sh) - self._l3.count(0, page_lo >> sh, (page_lo + n) >> sh)
-        if page_lo << GRANULE_SHIFT < self.par_size:
-            for s, e, v in self._entries.ranges(page_lo, page_lo + n):
-                if _hipas(v) == Hipas.ASSIGNED:
-                    refs += 1 if level == 3 else 0
-                    if level == 2:
-                        refs += 1
-                        break
-        return refs
+        if self._first_table(level + 1, page_lo, page_lo + n) != page_lo + n:
+            return True
+        if page_lo << GRANULE_SHIFT >= self.par_size:
+            return False
+        return any(_hipas(v) == Hipas.ASSIGNED for _s, _e, v in self._entries.ranges(page_lo, page_lo + n))
 
     def _validate_structure(self, ipa, level):
         return level in (2, 3) and ipa < self.ipa_size and self._aligned(ipa, level - 1)
@@ -653,7 +646,7 @@ class Realm:
         rtt = m.get(page >> sh) if last == level - 1 else 0
         if not rtt:
             return _rtt(last, 0, nxt)
-        if self._live_refs(level, page):
+        if self._is_live(level, page):
             return _rtt(level, 0, ipa)
         m.set(page >> sh, (page >> sh) + 1, 0)
         fill = _U_DESTROYED if self.is_protected(ipa) else _UNASSIGNED_NS
@@ -662,33 +655,34 @@ class Realm:
         return RmiResult(_OK.ret, self.granules.pa(rtt - 1), nxt)
 
     # -- DATA commands (one granule; *_range is the batch form) ---------------------------
-    def _data_check(self, data_pfn, page, src_pfn, flags, known):
-        """The error RMI_DATA_CREATE[_UNKNOWN] returns for one granule, in TF-RMM's order."""
+    def _data_check(self, data_idx, ipa, src_idx, flags, known):
+        """The error RMI_DATA_CREATE[_UNKNOWN] returns for one granule, in TF-RMM's order
+        (smc_data_create, data_create, validate_data_create[_unknown]); None if it succeeds."""
+        g = self.granules
         if known:
             if flags not in (0, 1):
                 return _INPUT
-            if src_pfn is None or self.granules.in_state(src_pfn, 1, GranuleState.UNDELEGATED) != 1:
+            if g.in_state(src_idx, 1, GranuleState.UNDELEGATED) != 1:
                 return _INPUT
-        if data_pfn is None or self.granules.in_state(data_pfn, 1, GranuleState.DELEGATED) != 1:
+        if g.in_state(data_idx, 1, GranuleState.DELEGATED) != 1:
             return _INPUT
         if known and self.rmm_state != RmmRealmState.NEW:
             return _REALM
-        ipa = page << GRANULE_SHIFT
-        if not self.is_protected(ipa):
+        if not self.is_protected(ipa) or ipa % GRANULE_SIZE:
             return _INPUT
         last = self._walk(ipa, 3)
         if last != 3:
             return _rtt(last)
-        if _hipas(self._entries.get(page)) != Hipas.UNASSIGNED:
+        if _hipas(self._entries.get(ipa >> GRANULE_SHIFT)) != Hipas.UNASSIGNED:
             return _rtt(3)
         return None
 
-    def _data_prefix(self, data_pfn, page, n, src_pfn, known):
+    def _data_prefix(self, data_idx, page, n, src_idx, known):
         """How many granules from the first would pass _data_check (range operations only)."""
         g = self.granules
-        k = min(n, g.in_state(data_pfn, n, GranuleState.DELEGATED))
+        k = min(n, g.in_state(data_idx, n, GranuleState.DELEGATED))
         if known:
-            k = min(k, g.in_state(src_pfn, k, GranuleState.UNDELEGATED))
+            k = min(k, g.in_state(src_idx, k, GranuleState.UNDELEGATED))
             if self.rmm_state != RmmRealmState.NEW:
                 return 0
         k = min(k, max((self.par_size >> GRANULE_SHIFT) - page, 0))
@@ -720,16 +714,17 @@ class Realm:
         consecutive granules, stopping at the first failure: (RmiResult, bytes done)."""
         known = src_pa is not None
         g = self.granules
-        data_pfn = g.index(data_pa)
-        frame = None if data_pa is None else data_pa >> GRANULE_SHIFT
-        src_pfn = g.index(src_pa) if known else None
-        page = ipa >> GRANULE_SHIFT
-        n = size >> GRANULE_SHIFT
-        bad_args = ipa % GRANULE_SIZE or ipa >= self.ipa_size or size <= 0 or size % GRANULE_SIZE
-        first = _INPUT if bad_args else self._data_check(data_pfn, page, src_pfn, flags, known)
+        if size <= 0 or size % GRANULE_SIZE:
+            return _INPUT, 0
+        data_idx = g.index(data_pa)
+        src_idx = g.index(src_pa) if known else None
+        first = self._data_check(data_idx, ipa, src_idx, flags, known)
         if first is not None:
             return first, 0
-        k = self._data_prefix(data_pfn, page, n, src_pfn, known)
+        page = ipa >> GRANULE_SHIFT
+        n = size >> GRANULE_SHIFT
+        frame = data_pa >> GRANULE_SHIFT
+        k = self._data_prefix(data_idx, page, n, src_idx, known)
         if known:
             self._entries.set(page, page + k, _pack(Hipas.ASSIGNED, Ripas.RAM, frame, page))
             self.rim.append(("DATA_CREATE", ipa, ipa + (k << GRANULE_SHIFT), bool(flags)))
@@ -737,11 +732,11 @@ class Realm:
             runs = list(self._entries.ranges(page, page + k))
             for s, e, v in runs:
                 self._entries.set(s, e, _pack(Hipas.ASSIGNED, _ripas(v), frame, page))
-        g.set_state(data_pfn, k, GranuleState.DATA)
+        g.set_state(data_idx, k, GranuleState.DATA)
         if k == n:
             return _OK, k << GRANULE_SHIFT
-        stop = self._data_check(data_pfn + k, page + k, None if src_pfn is None else src_pfn + k, flags, known)
-        return stop, k << GRANULE_SHIFT
+        nxt_src = None if src_idx is None else src_idx + k
+        return self._data_check(data_idx + k, ipa + (k << GRANULE_SHIFT), nxt_src, flags, known), k << GRANULE_SHIFT
 
     def data_destroy(self, ipa):
         """RMI_DATA_DESTROY: RAM becomes DESTROYED, EMPTY stays EMPTY; the granule goes back

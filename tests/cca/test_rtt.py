@@ -294,8 +294,11 @@ def test_data_create_error_order(realm, g):
     assert realm.data_create(gpa(0), 1 * GB, gpa(600)).ret == RTT(1)
     tables(realm, GB, 2)
     assert realm.data_create(gpa(0), GB, gpa(600)).ret == RTT(2)
+    assert realm.data_create(gpa(0), K + 1, gpa(600)).ret == INPUT  # unaligned IPA
     realm.activate()
     assert realm.data_create(gpa(0), 0, gpa(600)).ret == REALM  # before the walk
+    assert realm.data_create(gpa(0), K + 1, gpa(600)).ret == REALM  # and before the IPA checks
+    assert realm.data_create_unknown(gpa(0), K + 1).ret == INPUT  # UNKNOWN: any realm state
     assert g.state(gpa(0)) == GranuleState.DELEGATED  # nothing half-done
 
 
