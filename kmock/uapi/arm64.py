@@ -38,7 +38,22 @@ def KVM_VM_TYPE_ARM_IPA_SIZE(x):
     return x & KVM_VM_TYPE_ARM_IPA_SIZE_MASK
 
 
+# KVM_CHECK_EXTENSION numbers an arm64 VMM probes (include/uapi/linux/kvm.h)
+KVM_CAP_MP_STATE = 14
+KVM_CAP_ONE_REG = 70
+KVM_CAP_READONLY_MEM = 81
+KVM_CAP_ARM_PSCI = 87
+KVM_CAP_ARM_SET_DEVICE_ADDR = 88
+KVM_CAP_DEVICE_CTRL = 89
+KVM_CAP_ARM_EL1_32BIT = 93
+KVM_CAP_VM_ATTRIBUTES = 101
+KVM_CAP_ARM_PSCI_0_2 = 102
+KVM_CAP_ARM_PMU_V3 = 126
+KVM_CAP_VCPU_ATTRIBUTES = 127
 KVM_CAP_ARM_VM_IPA_SIZE = 165
+KVM_CAP_ARM_SVE = 170
+KVM_CAP_ARM_PTRAUTH_ADDRESS = 171
+KVM_CAP_ARM_PTRAUTH_GENERIC = 172
 
 # --- vCPU init (asm/kvm.h) ----------------------------------------------------------------
 
@@ -64,6 +79,37 @@ KVM_ARM_VCPU_SVE = 4
 KVM_ARM_VCPU_PTRAUTH_ADDRESS = 5
 KVM_ARM_VCPU_PTRAUTH_GENERIC = 6
 KVM_ARM_VCPU_HAS_EL2 = 7
+KVM_ARM_VCPU_HAS_EL2_E2H0 = 8
+#: KVM_VCPU_MAX_FEATURES (arch/arm64/include/asm/kvm_host.h): bits 0-8 exist
+KVM_VCPU_MAX_FEATURES = 9
+
+
+class kvm_one_reg(ctypes.Structure):
+    _fields_ = [("id", u64), ("addr", u64)]
+
+
+# register ids (asm/kvm.h): KVM_REG_ARM64 | size | KVM_REG_ARM_CORE | offset / 4 into
+# struct kvm_regs { struct user_pt_regs { u64 regs[31], sp, pc, pstate } regs; ... }
+KVM_REG_ARM64 = 0x6000000000000000
+KVM_REG_SIZE_MASK = 0x00F0000000000000
+KVM_REG_SIZE_SHIFT = 52
+KVM_REG_SIZE_U64 = 0x0030000000000000
+KVM_REG_ARM_CORE = 0x0010 << 16
+
+
+def KVM_REG_ARM_CORE_REG(offset_bytes):
+    """The id of the 64-bit core register at byte ``offset_bytes`` of struct kvm_regs."""
+    return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset_bytes // 4)
+
+
+def KVM_REG_ARM64_X(n):
+    return KVM_REG_ARM_CORE_REG(8 * n)
+
+
+KVM_REG_ARM64_PC = KVM_REG_ARM_CORE_REG(8 * 32)
+
+KVM_GET_ONE_REG = _IOW(KVMIO, 0xAB, kvm_one_reg)
+KVM_SET_ONE_REG = _IOW(KVMIO, 0xAC, kvm_one_reg)
 
 KVM_ARM_VCPU_INIT = _IOW(KVMIO, 0xAE, kvm_vcpu_init)
 KVM_ARM_PREFERRED_TARGET = _IOR(KVMIO, 0xAF, kvm_vcpu_init)
