@@ -87,7 +87,15 @@ class Arm64Vm(VmType):
     def vm_init(self, vm):
         if vm.type_arg & ~(A.KVM_VM_TYPE_ARM_IPA_SIZE_MASK | self.type_bits):
             raise oserror(errno.EINVAL)
-        vm.arch = Arm64VmState(ipa_bits_of(vm.type_arg, self.ipa_limit))
+        vm.arch = self.vm_state(ipa_bits_of(vm.type_arg, self.ipa_limit))
+
+    def vm_state(self, ipa_bits):
+        """The ``vm.arch`` object of a new VM (a subclass extends Arm64VmState)."""
+        return Arm64VmState(ipa_bits)
+
+    def vcpu_state(self, vcpu):
+        """The ``vcpu.arch`` object of a new vCPU."""
+        return arm64_vcpu.Arm64VcpuState()
 
     def vcpu_create(self, vcpu):
         arch = vcpu.vm.arch
@@ -96,7 +104,7 @@ class Arm64Vm(VmType):
             raise oserror(errno.EBUSY)
         if vcpu.id >= self.max_vcpus(vcpu.vm):
             raise oserror(errno.EINVAL)
-        vcpu.arch = arm64_vcpu.Arm64VcpuState()
+        vcpu.arch = self.vcpu_state(vcpu)
 
     def max_vcpus(self, vm):
         """kvm->max_vcpus: the vGIC model's limit (512 before a vGIC exists: GICv3 host)."""

@@ -900,6 +900,70 @@ class Realm:
         self._entries.set(page, page + n, _UNASSIGNED_NS)
         return RmiResult(_OK.ret, (page + n) << GRANULE_SHIFT)
 
+    # -- batch forms KVM's side uses (one call per range, never per page) ------------------------
+    def missing_tables(self, level, ipa, end):
+        """IPAs of the ``level`` (2 or 3) RTTs that [ipa, end) needs and that are missing,
+        in order (KVM creates them on RMI_ERROR_RTT)."""
+        m, sh = self._tables_of(level), self._table_shift(level)
+        lo = (ipa >> GRANULE_SHIFT) >> sh
+        hi = (((end >> GRANULE_SHIFT) - 1) >> sh) + 1
+        out = []
+        for s, e, v in m.ranges(lo, hi):
+            if not v:
+                out.extend(t << (sh + GRANULE_SHIFT) for t in range(s, e))
+        return out
+
+    def map_unprotected_range(self, ipa, size, ns_pa):
+        """RTT_UNPROT_MAP / RTT_MAP_UNPROTECTED at level 3 over [ipa, ipa + size) (an
+        unprotected IPA) to NS memory from ``ns_pa``: entries already mapped there are
+        left alone. Needs level-3 RTTs. Returns the RmiResult."""
+        if ipa % GRANULE_SIZE or size <= 0 or size % GRANULE_SIZE or ns_pa % GRANULE_SIZE:
+            return _INPUT
+        if self.is_protected(ipa) or ipa + size > self.ipa_size:
+            return _INPUT
+        page, n = ipa >> GRANULE_SHIFT, size >> GRANULE_SHIFT
+        if self._pages_at_level3(page, n) != n:
+            return _rtt(self.level(ipa))
+        frame = ns_pa >> GRANULE_SHIFT
+        self._entries.set(page, page + n, _pack(Hipas.ASSIGNED, Ripas.EMPTY, frame, page))
+        return _OK
+
+    def unmap_unprotected_range(self, ipa, size):
+        """RTT_UNPROT_UNMAP over [ipa, ipa + size): ASSIGNED_NS entries become UNASSIGNED_NS."""
+        if ipa % GRANULE_SIZE or size <= 0 or size % GRANULE_SIZE or self.is_protected(ipa):
+            return _INPUT
+        page, n = ipa >> GRANULE_SHIFT, size >> GRANULE_SHIFT
+        self._entries.set(page, min(page + n, self.ipa_size >> GRANULE_SHIFT), _UNASSIGNED_NS)
+        return _OK
+
+    def assigned_runs(self, ipa, end):
+        """(ipa_start, ipa_end, ripas, pa_start) of the protected ASSIGNED runs in [ipa, end)."""
+        return [(s, e, rp, pa) for s, e, h, rp, pa in self.runs(ipa, min(end, self.par_size))
+                if h == Hipas.ASSIGNED]
+
+    def teardown(self):
+        """What REALM_DESTROY leaves once KVM destroyed every DATA granule and RTT (the
+        realm is DYING): those granules go back to DELEGATED; returns their runs as
+        (pa, npages) for KVM to undelegate. The RD is not included."""
+        g = self.granules
+        runs = []
+        for s, e, _rp, pa in self.assigned_runs(0, self.par_size):
+            n = (e - s) >> GRANULE_SHIFT
+            g.set_state(g.index(pa), n, GranuleState.DELEGATED)
+            runs.append((pa, n))
+        for m in (self._l3, self._l2):
+            for s, e, v in m.ranges(0, len(m)):
+                if v:
+                    for t in range(s, e):
+                        idx = m.get(t) - 1
+                        g.set_state(idx, 1, GranuleState.DELEGATED)
+                        runs.append((g.pa(idx), 1))
+        npages = self.ipa_size >> GRANULE_SHIFT
+        self._entries.set(0, npages, _U_EMPTY)
+        self._l3.set(0, len(self._l3), 0)
+        self._l2.set(0, len(self._l2), 0)
+        return runs
+
     # -- realm state -----------------------------------------------------------------------------
     def activate(self):
         """RMI_REALM_ACTIVATE (realm.c): REALM_NEW -> REALM_ACTIVE, else ERROR_REALM."""
