@@ -1,9 +1,19 @@
-"""Make the in-tree plugin importable as ``kmock_cca`` before it is registered as an entry
-point (phase 2 adds it to pyproject.toml)."""
+"""Fixtures of the CCA tests: a kernel with the arm64 and CCA plugins passed explicitly
+(so the tests pass before and after the package is reinstalled)."""
 
-import os
-import sys
+import pytest
 
-_PLUGINS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "plugins")
-if _PLUGINS not in sys.path:
-    sys.path.insert(0, _PLUGINS)
+import kmock
+import kmock_arm64
+import kmock_cca
+
+
+def cca_kernel(**settings):
+    return kmock.Kernel("linux-arm64-cca", plugins=[kmock_arm64, kmock_cca], **settings)
+
+
+@pytest.fixture
+def k():
+    kernel = cca_kernel()
+    yield kernel
+    kernel.close_all()
