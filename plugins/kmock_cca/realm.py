@@ -234,7 +234,9 @@ class RealmVm(Arm64Vm):
         with vm.mmu_lock, arch.lock:
             reached = kvm_rmi.set_ripas(realm, rec, self.pool, base, limit) if limit > base else base
             if ripas == Ripas.EMPTY and reached > base:
+                # realm_unmap_private_range: the RTT's data and KVM's own stage-2 view
                 kvm_rmi.unmap_protected(realm, base, reached)
+                vm.zap_gfn_range(base >> PAGE_SHIFT, reached >> PAGE_SHIFT, "private")
             vcpu.arch.rsi_result = rec.enter(flags)
 
     def vm_destroy(self, vm):
