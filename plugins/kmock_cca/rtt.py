@@ -287,12 +287,16 @@ def _pack(hipas, ripas=Ripas.EMPTY, frame=None, page=0):
     return v
 
 
+_HIPAS = (Hipas.UNASSIGNED, Hipas.ASSIGNED, Hipas.TABLE, None)
+_RIPAS = (Ripas.EMPTY, Ripas.RAM, Ripas.DESTROYED, Ripas.DEV)
+
+
 def _hipas(v):
-    return Hipas(v & 3)
+    return _HIPAS[v & 3]  # a table lookup: constructing the enum costs more than the rest
 
 
 def _ripas(v):
-    return Ripas((v >> _RIPAS_SHIFT) & 3)
+    return _RIPAS[(v >> _RIPAS_SHIFT) & 3]
 
 
 def _frame(v, page):
