@@ -186,7 +186,9 @@ def _print(rows, out):
     if out is None:
         Console().print(t)
     else:
-        c = Console(record=True, width=140)
+        import io
+
+        c = Console(record=True, width=140, file=io.StringIO())
         c.print(t)
         out(c.export_text())
 
