@@ -83,7 +83,7 @@ class RmiResult(NamedTuple):
 
     @property
     def status(self):
-        return RmiStatus(rmi_status(self.ret))
+        return _STATUS[self.ret & 0xFF]
 
     @property
     def index(self):
@@ -94,6 +94,7 @@ class RmiResult(NamedTuple):
         return f"RmiResult({self.status.name}{tail}, x1={self.x1:#x}, x2={self.x2:#x})"
 
 
+_STATUS = tuple({m.value: m for m in RmiStatus}.get(i, i) for i in range(256))
 _OK = RmiResult(rmi_return(RmiStatus.SUCCESS))
 _INPUT = RmiResult(rmi_return(RmiStatus.ERROR_INPUT))
 _REALM = RmiResult(rmi_return(RmiStatus.ERROR_REALM))
