@@ -42,6 +42,12 @@ from .series import series_of
 NR_GRANULES = 1 << 52
 RSI_CHANGE_DESTROYED = rtt.RSI_CHANGE_DESTROYED
 
+#: the host call behind each guest_memfd invalidation reason, for violation messages
+HOST_CALLS = {"punch_hole": "fallocate(PUNCH_HOLE) on the guest_memfd",
+              "release": "close of the guest_memfd", "memory_failure": "memory failure",
+              "vm_attributes": "KVM_SET_MEMORY_ATTRIBUTES(shared)",
+              "convert_shared": "guest_memfd conversion to shared"}
+
 #: VM-level capabilities a realm reads as 0: arm64 ones outside kvm_realm_ext_allowed
 #: (v14 15/44; v12 also allowed PMU_V3)
 REALM_DISALLOWED = (A.KVM_CAP_MP_STATE, A.KVM_CAP_ONE_REG, A.KVM_CAP_READONLY_MEM,
@@ -344,24 +350,19 @@ class RealmVm(Arm64Vm):
         protected data is destroyed (realm_unmap_private_range)."""
         if event.to_private or vm.arch.realm is None:
             return
-        inode = event.inode
-        calls = {"punch_hole": "fallocate(PUNCH_HOLE) on the guest_memfd",
-                 "release": "close of the guest_memfd", "memory_failure": "memory failure",
-                 "vm_attributes": "KVM_SET_MEMORY_ATTRIBUTES(shared)",
-                 "convert_shared": "guest_memfd conversion to shared"}
-        for slot in inode.bound_slots(event.start, event.end):
+        for slot in event.inode.bound_slots(event.start, event.end):
             if slot.vm is not vm:
                 continue
             lo = max(event.start, slot.gmem_pgoff)
             hi = min(event.end, slot.gmem_pgoff + slot.npages)
             if lo < hi:
                 delta = slot.base_gfn - slot.gmem_pgoff
-                what = f"{calls.get(event.reason, event.reason)}, guest_memfd offset {lo << PAGE_SHIFT:#x}"
-                self.destroy_protected(vm, lo + delta, hi + delta, what)
+                self.destroy_protected(vm, lo + delta, hi + delta, (event.reason, lo))
 
     def destroy_protected(self, vm, start_gfn, end_gfn, what):
         """RTT_DATA_UNMAP of gfns [start, end); RAM the realm did not release becomes
-        DESTROYED and is recorded (kind "realm_data_destroyed")."""
+        DESTROYED and is recorded (kind "realm_data_destroyed"). ``what`` names the host
+        call: a string, or (invalidation reason, guest_memfd page)."""
         arch = vm.arch
         realm = arch.realm
         if realm is None:
@@ -374,14 +375,20 @@ class RealmVm(Arm64Vm):
             for s, e, ripas in gone:
                 if ripas != Ripas.RAM or _released(vm, s, e):
                     continue
-                arch.destroyed.append((s, e, what))
+                call = what
+                if isinstance(what, tuple):
+                    reason, page = what
+                    page += (s >> PAGE_SHIFT) - start_gfn
+                    call = (f"{HOST_CALLS.get(reason, reason)}, guest_memfd offset "
+                            f"{page << PAGE_SHIFT:#x}")
+                arch.destroyed.append((s, e, call))
                 vm.kernel.violations.record(
                     "realm_data_destroyed",
-                    f"{what} removed realm RAM at IPA {s:#x}-{e:#x} that the realm did not "
+                    f"{call} removed realm RAM at IPA {s:#x}-{e:#x} that the realm did not "
                     "release: RTT_DATA_UNMAP made its RIPAS DESTROYED; later realm accesses "
                     "abort without progress unless the realm asks for RAM with "
                     "RSI_CHANGE_DESTROYED",
-                    vm=vm, gpa=s, size=e - s, host_call=what)
+                    vm=vm, gpa=s, size=e - s, host_call=call)
 
     # --- host and devices ------------------------------------------------------------------------
 

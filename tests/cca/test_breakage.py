@@ -28,7 +28,8 @@ def test_punch_of_unreleased_ram_destroys_it(vmm):
     assert vmm.run() == 0
     vmm.k.fallocate(vmm.gmem, 3, 3 * P, P)  # the host punches a page the realm uses
     (v,) = vmm.k.violations.of_kind("realm_data_destroyed")
-    assert v.gpa == RAM + 3 * P and "PUNCH_HOLE" in v.explanation and v["host_call"]
+    assert v.gpa == RAM + 3 * P and "PUNCH_HOLE" in v.explanation
+    assert v["host_call"] == "fallocate(PUNCH_HOLE) on the guest_memfd, guest_memfd offset 0x3000"
     assert vmm.realm.entry(RAM + 3 * P).ripas == Ripas.DESTROYED
     # every later access aborts with no progress; KVM_RUN returns -EINTR / KVM_EXIT_INTR
     r = g.read(RAM + 3 * P, 6)

@@ -152,6 +152,10 @@ def test_destroy_returns_every_granule(k):
     assert vmm.run() == 0
     granules = vmm.vm_obj.vmtype.granules
     assert granules.count(GranuleState.DATA) == 2 and granules.count(GranuleState.RTT) > 0
+    snap = k.snapshot()["cca"]
+    assert snap["revision"] == "v14" and snap["granules"]["DATA"] == 2
+    assert snap["realms"] == [{"state": "ACTIVE", "ipa_bits": 40, "assigned_pages": 2,
+                               "destroyed": []}]
     arch = vmm.vm_obj.arch
     k.close_all()
     assert arch.state == RealmState.DEAD
