@@ -5,8 +5,8 @@ v15 numbers are settings: ``kmock_cca.series``).
 Declares the platform ``cca`` (arm64) with its settings, the profile
 ``linux-arm64-cca``, and the VM type ``KVM_VM_TYPE_ARM_REALM`` (``realm.RealmVm``, a
 subclass of kmock_arm64's normal VM type). On a ``cca`` kernel every VM gets
-KVM_ARM_RMI_POPULATE (a normal VM gets the series' non-realm errno) and /dev/kvm answers
-KVM_CHECK_EXTENSION(KVM_CAP_ARM_RMI).
+KVM_ARM_RMI_POPULATE (a normal VM gets the series' non-realm errno), and /dev/kvm and
+every VM answer KVM_CHECK_EXTENSION(KVM_CAP_ARM_RMI).
 
 Modules: ``rtt`` (the RMM's tables and commands), ``kvm_rmi`` (KVM's calls into them),
 ``realm`` (the VM type: lifecycle, memory callbacks, breakage), ``populate``
@@ -17,9 +17,7 @@ Modules: ``rtt`` (the RMM's tables and commands), ``kvm_rmi`` (KVM's calls into 
 import dataclasses
 
 from kmock.hookspecs import hookimpl
-from kmock.kvm.device import dev_check_extension
 from kmock.platforms import Platform
-from kmock.uapi import kvm as K
 from kmock_arm64 import LINUX_ARM64
 
 from .populate import rmi_populate_ioctl
@@ -63,23 +61,23 @@ def kmock_vm_types(kernel):
 
 
 @hookimpl
-def kmock_ioctls(kernel, file_type):
+def kmock_capabilities(kernel):
+    """KVM_CAP_ARM_RMI on /dev/kvm and every VM of a cca kernel:
+    static_key_enabled(&kvm_rmi_is_available) (v14 14/44)."""
     if not _on_cca(kernel):
         return {}
     series = series_of(kernel)
-    if file_type == "vm":
-        return {series.populate: rmi_populate_ioctl(series)}
-    if file_type == "kvm":
-        cap = series.cap_arm_rmi
-        avail = int(series.rmi_available)
+    return {series.cap_arm_rmi: int(series.rmi_available)}
 
-        def check_extension(f, arg):
-            if type(arg) is int and arg == cap:
-                return avail  # static_key_enabled(&kvm_rmi_is_available)
-            return dev_check_extension(f, arg)
 
-        return {K.KVM_CHECK_EXTENSION: check_extension}
-    return {}
+@hookimpl
+def kmock_ioctls(kernel, file_type):
+    """KVM_ARM_RMI_POPULATE on every VM of a cca kernel (a normal VM gets the series'
+    non-realm errno)."""
+    if not _on_cca(kernel) or file_type != "vm":
+        return {}
+    series = series_of(kernel)
+    return {series.populate: rmi_populate_ioctl(series)}
 
 
 @hookimpl

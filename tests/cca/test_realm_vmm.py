@@ -46,6 +46,7 @@ def test_rmi_capability_and_realm_caps(k):
     realm = k.ioctl(kvm, K.KVM_CREATE_VM, C.KVM_VM_TYPE_ARM_REALM)
     normal = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
     assert k.ioctl(realm, K.KVM_CHECK_EXTENSION, C.KVM_CAP_ARM_RMI) == 1
+    assert k.ioctl(normal, K.KVM_CHECK_EXTENSION, C.KVM_CAP_ARM_RMI) == 1  # any VM
     # outside kvm_realm_ext_allowed: 0 on a realm, 1 on a normal VM
     assert k.ioctl(realm, K.KVM_CHECK_EXTENSION, A.KVM_CAP_ONE_REG) == 0
     assert k.ioctl(normal, K.KVM_CHECK_EXTENSION, A.KVM_CAP_ONE_REG) == 1
