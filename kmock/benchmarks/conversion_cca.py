@@ -81,7 +81,7 @@ def _conversions(size, pages, rounds):
     from kmock.uapi import kvm as K
     from kmock_cca.rtt import RSI_CHANGE_DESTROYED, Ripas
 
-    k, vm, vcpu, gmem, g, shared = _realm(size)
+    k, vm, vcpu, gmem, g, _shared = _realm(size)
     try:
         ioctl, fallocate = k.ioctl, k.fallocate
         run, set_attrs = K.KVM_RUN, K.KVM_SET_MEMORY_ATTRIBUTES

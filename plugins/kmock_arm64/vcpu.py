@@ -73,9 +73,8 @@ def vcpu_init(f, arg):
     vmtype.vcpu_init_check(vcpu, features)
     arch = vm.arch
     with arch.lock:
-        if vcpu.arch.initialized or arch.vcpu_features is not None:
-            if arch.vcpu_features != features:
-                raise oserror(errno.EINVAL)
+        if arch.vcpu_features is not None and arch.vcpu_features != features:
+            raise oserror(errno.EINVAL)  # every vCPU of a VM has the same features
         arch.vcpu_features = features
         vcpu.arch.features = features
         vcpu.arch.initialized = True

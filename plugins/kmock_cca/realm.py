@@ -224,7 +224,6 @@ class RealmVm(Arm64Vm):
         rec = vcpu.arch.rec
         if rec is not None and rec.ripas_pending:
             self.complete_ripas_change(vcpu, rec)
-        return None
 
     def complete_ripas_change(self, vcpu, rec):
         vm = vcpu.vm

@@ -812,7 +812,7 @@ class Realm:
         level, stop = self._entry_window(base, top)
         if stop is None:
             return _rtt(level)
-        page, n = base >> GRANULE_SHIFT, _map_pages(level)
+        page = base >> GRANULE_SHIFT
         end = page
         empty_runs = []
         for s, e, v in self._entries.ranges(page, stop) if stop > page else ():
