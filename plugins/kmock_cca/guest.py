@@ -41,12 +41,12 @@ class IpaStateSet(Action):
             res, va.rsi_result = va.rsi_result, None
             self._exited = False
             if res is not None:
-                return self._finish((int(res.status), res.x1, res.x2))
+                return self.finish((int(res.status), res.x1, res.x2))
             # KVM_RUN re-entered without a completion (cannot happen: run_enter runs first)
         rec = va.rec
         r = rec.ipa_state_set(self.base, self.top, self.ripas, self.flags)
         if isinstance(r, RsiResult):
-            return self._finish((int(r.status), r.x1, r.x2))
+            return self.finish((int(r.status), r.x1, r.x2))
         self._exited = True
         mf = MemoryFault(errno.EFAULT, r.base >> 12, r.ripas == Ripas.RAM)
         mf.size = r.top - r.base
@@ -62,7 +62,7 @@ class IpaStateGet(Action):
 
     def step(self, vcpu):
         r = vcpu.arch.rec.ipa_state_get(self.base, self.end)
-        return self._finish((int(r.status), r.x1, r.x2))
+        return self.finish((int(r.status), r.x1, r.x2))
 
 
 class CcaGuest:

@@ -14,7 +14,7 @@ Memory (the contract's callbacks, one call per run):
   pages KVM never mapped in its own stage-2.
 * ``gmem_invalidate``: pages going away or becoming shared: RTT_DATA_UNMAP + undelegate;
   a RAM page the realm did not release becomes RIPAS DESTROYED (a violation).
-* ``guest_access``: the RTT's verdict first: RIPAS EMPTY -> SEA in the realm (recorded);
+* ``guest_access_early``: the RTT's verdict first: RIPAS EMPTY -> SEA in the realm (recorded);
   DESTROYED -> no progress: KVM_RUN returns -EINTR / KVM_EXIT_INTR (recorded; kmock
   stands for the signal that would end KVM's endless abort loop, docs/arch/cca.md §6).
 * ``host_access`` / ``explain_host_fault``: a host access to a Realm-PAS granule is a
@@ -284,7 +284,7 @@ class RealmVm(Arm64Vm):
             return gpa & ~bit, False
         return gpa, True
 
-    def guest_access(self, vcpu, start, end, private, write):
+    def guest_access_early(self, vcpu, start, end, private, write):
         if not private:
             return None
         vm = vcpu.vm
