@@ -10,6 +10,7 @@ def test_conversion_cca_quick():
         "CCA 4K conversion to private", "CCA 4K conversion to shared"]
     for r in rows:
         assert 0 < r["mock_s_best"] <= r["mock_s_median"]
+        assert 0 < r["core_ioctls_s"]
         if r["real_fallocate_s"] is not None:
             assert r["ratio"] == r["mock_s_median"] / r["real_fallocate_s"]
     assert "Arm CCA 4K conversion" in lines[0]
