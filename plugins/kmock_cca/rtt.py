@@ -912,6 +912,8 @@ class Realm:
         m, sh = self._tables_of(level), self._table_shift(level)
         lo = (ipa >> GRANULE_SHIFT) >> sh
         hi = (((end >> GRANULE_SHIFT) - 1) >> sh) + 1
+        if m.find(lo, hi, 0) == -1:
+            return []  # every table is there (the common case)
         out = []
         for s, e, v in m.ranges(lo, hi):
             if not v:
@@ -943,8 +945,11 @@ class Realm:
 
     def assigned_runs(self, ipa, end):
         """(ipa_start, ipa_end, ripas, pa_start) of the protected ASSIGNED runs in [ipa, end)."""
-        return [(s, e, rp, pa) for s, e, h, rp, pa in self.runs(ipa, min(end, self.par_size))
-                if h == Hipas.ASSIGNED]
+        lo, hi = ipa >> GRANULE_SHIFT, min(end, self.par_size) >> GRANULE_SHIFT
+        if lo >= hi:
+            return []
+        return [(s << GRANULE_SHIFT, e << GRANULE_SHIFT, _ripas(v), _frame(v, s) << GRANULE_SHIFT)
+                for s, e, v in self._entries.ranges(lo, hi) if v & 3 == Hipas.ASSIGNED]
 
     def teardown(self):
         """What REALM_DESTROY leaves once KVM destroyed every DATA granule and RTT (the
