@@ -338,8 +338,11 @@ def demo(
     run = _demo_runner(platform)
     console = _console()
     console.rule(f"kmock demo (platform {platform})")
+    import io
+
+    # always traced: the dump then shows the VMM's last syscalls
     kernel, _ = run(out=console.print, platform=platform,
-                    trace=str(trace) if trace else None)
+                    trace=str(trace) if trace else io.StringIO())
     try:
         snap = snapmod.capture(kernel)
         console.rule("the dump")
@@ -348,7 +351,7 @@ def demo(
             console.print(f"written: {path}")
     finally:
         kernel.close_all()
-        if kernel.trace is not None:
+        if trace is not None:
             kernel.trace.close()
             console.print(f"trace written: {trace} (replay it: kmock replay {trace})")
 
