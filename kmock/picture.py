@@ -239,7 +239,8 @@ def save(snap, path, fmt=None):
     fmt = fmt or str(path).rsplit(".", 1)[-1].lower()
     if fmt not in ("svg", "png"):
         raise ValueError(f"picture format must be svg or png, not {fmt!r}")
-    fig.savefig(path, format=fmt, dpi=110)
+    # no creation date in the SVG: the same snapshot gives the same file
+    fig.savefig(path, format=fmt, dpi=110, metadata={"Date": None} if fmt == "svg" else None)
     return path
 
 
