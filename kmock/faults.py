@@ -169,7 +169,7 @@ class Faults:
     def check_syscall(self, name, args):
         """Called by the Kernel's kmock_syscall path while an ioctl./syscall. rule is armed."""
         if name == "ioctl":
-            from .testing.report import ioctl_names
+            from .trace import ioctl_names
 
             req = args[1] if len(args) > 1 else None
             point = "ioctl." + ioctl_names().get(req, hex(req) if type(req) is int else "?")
