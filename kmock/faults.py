@@ -32,6 +32,9 @@ points reached (with ``record=True``) and ``injected`` the failures made.
 
 The core's points (``CORE_POINTS``) are the kernel's allocation points, the safe
 refcount check of a to-private conversion and the copy_to_user write-back.
+kmock.kernel_util's copy_to_user has no kernel at hand: while a Faults is armed it
+is asked by every kmock Kernel of the process, so arm one kernel at a time (the
+sweep does; ``Kernel.close_all`` disarms).
 """
 
 import errno as _errno

@@ -544,6 +544,7 @@ class Kernel(IommufdSupport, SyscallAPI):
 
     def close_all(self):
         """Close every mapping and fd this kernel handed out, and its own descriptors."""
+        self.faults.clear()  # an armed copy_to_user rule is process-wide (kmock.faults)
         for pin in list(self._pins):
             pin.unpin()
         for m in list(self.mappings):

@@ -43,7 +43,7 @@ def test_nth_hit_and_custom_errno():
 
 def test_ioctl_rule_takes_the_syscall_path_only_while_armed():
     with kmock.Kernel() as k:
-        kvm, vm = _vm(k)
+        kvm, _ = _vm(k)
         assert not k._traced  # nothing wraps syscalls: the fast path
         k.faults.fail("ioctl.KVM_CHECK_EXTENSION", nth=2, errno=errno.EINTR)
         assert k._traced
