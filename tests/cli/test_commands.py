@@ -83,6 +83,22 @@ def test_demo_platform_without_its_plugin_is_a_clear_message(platform):
     assert "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("platform", ["tdx", "snp", "cca"])
+def test_demo_platform_whose_plugin_offers_no_demo_says_so(platform):
+    from importlib.metadata import entry_points
+
+    from kmock.testing.platforms import PlatformError, kernel_for
+
+    try:
+        kernel_for("linux-6.18", platform).close_all()
+    except PlatformError:
+        pytest.skip(f"the {platform} plugin is not installed")
+    if any(ep.name == platform for ep in entry_points(group="kmock.demos")):
+        pytest.skip(f"the {platform} plugin offers a demo")
+    r = invoke("demo", "--platform", platform)
+    assert r.exit_code == 2 and "offers no demo" in r.output and "kmock.demos" in r.output
+
+
 def test_demo_unknown_platform():
     r = invoke("demo", "--platform", "z80")
     assert r.exit_code == 2 and "unknown platform" in r.output
