@@ -22,7 +22,9 @@ it hits, then once per hit with ``kernel.faults.fail_nth(n)``. For every run it 
 It returns a ``SweepResult`` with one ``Run`` per failure point; ``problems`` lists
 every check that failed (empty: the sweep passed). ``register(platform, name,
 scenario, make_kernel)`` adds a scenario to ``SCENARIOS`` (kmock's own are in
-kmock.testing.vmm_scenarios; an architecture adds its launch scenarios the same way).
+kmock.testing.vmm_scenarios); an architecture plugin offers its own (launch with its
+firmware calls, conversion, ...) through the ``kmock.fail_nth`` entry-point group, so
+that ``kmock sweep --platform tdx`` finds them.
 """
 
 import os
@@ -39,9 +41,30 @@ def register(platform, name, scenario, make_kernel):
     SCENARIOS.setdefault(platform, {})[name] = (scenario, make_kernel)
 
 
+#: the entry-point group through which a plugin offers its scenarios: name = the
+#: platform, value = a function returning {scenario name: (scenario, make_kernel)}
+SCENARIO_GROUP = "kmock.fail_nth"
+_loaded = set()
+
+
+def _load_entry_points():
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=SCENARIO_GROUP):
+        if (ep.name, ep.value) in _loaded:
+            continue
+        _loaded.add((ep.name, ep.value))
+        for name, (fn, make) in ep.load()().items():
+            register(ep.name, name, fn, make)
+
+
 def scenarios(platform=None):
+    """{name: (scenario, make_kernel)} of ``platform`` (all, as "platform/name", if None):
+    kmock's own (kmock.testing.vmm_scenarios) and those plugins offer under the
+    ``kmock.fail_nth`` entry-point group."""
     from . import vmm_scenarios  # noqa: F401  (registers kmock's own)
 
+    _load_entry_points()
     if platform is None:
         return {f"{p}/{n}": v for p, d in SCENARIOS.items() for n, v in d.items()}
     return dict(SCENARIOS.get(platform, {}))

@@ -76,3 +76,31 @@ def test_a_failed_call_that_changed_something_is_reported():
 
     result = fail_nth.sweep(scenario, make)
     assert result.problems and "changed the state" in result.problems[0]
+
+
+def test_plugin_scenarios_come_through_their_entry_point(monkeypatch):
+    import importlib.metadata as md
+
+    import kmock
+
+    def offered():
+        def launch(k):
+            k.close(k.open("/dev/kvm", 2))
+
+        return {"launch": (launch, kmock.Kernel)}
+
+    class EP:
+        name, value = "zz-test", "tests.cli:offered"
+
+        def load(self):
+            return offered
+
+    real = md.entry_points
+    monkeypatch.setattr(md, "entry_points", lambda group=None, **kw: (
+        [EP()] if group == fail_nth.SCENARIO_GROUP else real(group=group, **kw)))
+    try:
+        found = fail_nth.scenarios("zz-test")
+        assert set(found) == {"launch"}
+        assert fail_nth.sweep(*found["launch"]).runs == []  # no failure point reached
+    finally:
+        fail_nth.SCENARIOS.pop("zz-test", None)
