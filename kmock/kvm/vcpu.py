@@ -148,6 +148,7 @@ def create_vcpu(vm, vcpu_id):
         raise oserror(errno.EINVAL)
     if vcpu_id in vm.vcpus:
         raise oserror(errno.EEXIST)
+    vm.kernel.faults.check("kvm.vcpu.alloc", errno.ENOMEM)  # kmem_cache_zalloc(kvm_vcpu_cache)
     vcpu = Vcpu(vm, vcpu_id)
     try:
         vm.vmtype.vcpu_create(vcpu)  # kvm_arch_vcpu_create
