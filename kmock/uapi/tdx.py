@@ -38,14 +38,13 @@ KVM_TDX_INIT_VCPU = 2
 KVM_TDX_INIT_MEM_REGION = 3
 KVM_TDX_FINALIZE_VM = 4
 KVM_TDX_GET_CPUID = 5
-KVM_TDX_TERMINATE_VM = 6  # Sean Christopherson, "KVM: TDX: Add sub-ioctl KVM_TDX_TERMINATE_VM" (2025)
-KVM_TDX_CMD_NR_MAX = 7
+KVM_TDX_CMD_NR_MAX = 6
+#: Proposed (Sean Christopherson, "KVM: TDX: Add sub-ioctl KVM_TDX_TERMINATE_VM", Jul 2025)
+#: but absent from upstream asm/kvm.h (kvm-x86 @3cfc1a8e): upstream answers id 6 with -EINVAL.
+KVM_TDX_TERMINATE_VM = 6
 
 #: kvm_tdx_cmd.flags of KVM_TDX_INIT_MEM_REGION: extend the TD measurement (TDH.MR.EXTEND).
 KVM_TDX_MEASURE_MEMORY_REGION = 1 << 0
-
-#: kvm_tdx_capabilities.supported_caps bit (same patch as KVM_TDX_TERMINATE_VM).
-KVM_TDX_CAP_TERMINATE_VM = 1 << 0
 
 # TD attributes (kvm_tdx_init_vm.attributes; asm/shared/tdx.h TDX_TD_ATTR_*_BIT).
 TDX_TD_ATTR_DEBUG = 1 << 0
@@ -66,8 +65,8 @@ class kvm_tdx_cmd(ctypes.Structure):
 class kvm_tdx_capabilities(ctypes.Structure):
     """Header of struct kvm_tdx_capabilities; ``cpuid.nent`` kvm_cpuid_entry2 follow it.
 
-    ``supported_caps`` is the first u64 of the former ``reserved[250]`` (KVM_TDX_TERMINATE_VM
-    patch); size and the offset of ``cpuid`` (2048) are the same either way.
+    ``reserved`` is u64[250] (reference §1.1 correction), so ``cpuid`` is at 2048. The
+    unmerged TERMINATE_VM patch would take reserved[0] as ``supported_caps``.
     """
 
     _fields_ = [
@@ -77,8 +76,7 @@ class kvm_tdx_capabilities(ctypes.Structure):
         ("user_tdvmcallinfo_1_r11", u64),
         ("kernel_tdvmcallinfo_1_r12", u64),
         ("user_tdvmcallinfo_1_r12", u64),
-        ("supported_caps", u64),
-        ("reserved", u64 * 249),
+        ("reserved", u64 * 250),
         ("cpuid", kvm_cpuid2),
     ]
 

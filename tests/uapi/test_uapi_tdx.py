@@ -4,7 +4,7 @@ Every expected value is a literal; the first element of each row names where it 
 "§1.x" is the reference (its tables), "kvm.h" is include/uapi/linux/kvm.h's kvm_run ``tdx``
 member (tools/ header sync, Aug 2025), "asm/kvm.h" arch/x86/include/uapi/asm/kvm.h,
 "errno.h" arch/x86/kvm/vmx/tdx_errno.h, "shared/tdx.h" arch/x86/include/asm/shared/tdx.h,
-"tdx.c" arch/x86/kvm/vmx/tdx.c, "TERMINATE" the KVM_TDX_TERMINATE_VM patch (2025).
+"tdx.c" arch/x86/kvm/vmx/tdx.c, "TERMINATE" the unmerged KVM_TDX_TERMINATE_VM patch (2025).
 """
 
 import ctypes
@@ -30,10 +30,9 @@ NUMBERS = [
     ("§1.1", "KVM_TDX_INIT_MEM_REGION", 3),
     ("§1.1", "KVM_TDX_FINALIZE_VM", 4),
     ("§1.1", "KVM_TDX_GET_CPUID", 5),
-    ("§1.1", "KVM_TDX_TERMINATE_VM", 6),
-    ("TERMINATE", "KVM_TDX_CMD_NR_MAX", 7),
+    ("§1.1 [U] / TERMINATE (not upstream)", "KVM_TDX_TERMINATE_VM", 6),
+    ("asm/kvm.h @3cfc1a8e enum kvm_tdx_cmd_id", "KVM_TDX_CMD_NR_MAX", 6),
     ("§1.1", "KVM_TDX_MEASURE_MEMORY_REGION", 1 << 0),
-    ("TERMINATE", "KVM_TDX_CAP_TERMINATE_VM", 1 << 0),
     ("shared/tdx.h", "TDX_TD_ATTR_DEBUG", 1 << 0),
     ("shared/tdx.h", "TDX_TD_ATTR_SEPT_VE_DISABLE", 1 << 28),
     # §1.2 MapGPA: status codes and sub-function
@@ -154,8 +153,7 @@ OFFSETS = [
     ("asm/kvm.h", tdx.kvm_tdx_capabilities, "user_tdvmcallinfo_1_r11", 24, 8),
     ("asm/kvm.h", tdx.kvm_tdx_capabilities, "kernel_tdvmcallinfo_1_r12", 32, 8),
     ("asm/kvm.h", tdx.kvm_tdx_capabilities, "user_tdvmcallinfo_1_r12", 40, 8),
-    ("TERMINATE", tdx.kvm_tdx_capabilities, "supported_caps", 48, 8),
-    ("TERMINATE", tdx.kvm_tdx_capabilities, "reserved", 56, 249 * 8),
+    ("§1.1 correction (u64 reserved[250])", tdx.kvm_tdx_capabilities, "reserved", 48, 250 * 8),
     ("§1.1 correction", tdx.kvm_tdx_capabilities, "cpuid", 2048, 8),
     ("asm/kvm.h", tdx.kvm_tdx_init_vm, "attributes", 0, 8),
     ("asm/kvm.h", tdx.kvm_tdx_init_vm, "xfam", 8, 8),
