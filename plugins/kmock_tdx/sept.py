@@ -76,7 +76,6 @@ _REMOVE_FROM = frozenset(
 _DEMOTE_FROM = frozenset((S.MAPPED, S.BLOCKED, S.PENDING, S.PENDING_BLOCKED))
 _PROMOTE_FROM = frozenset((S.NL_MAPPED, S.NL_BLOCKED))
 _ACCESSIBLE = frozenset((S.MAPPED, S.BLOCKEDW))  # guest_accessible_leaf
-_LEAF = frozenset((S.MAPPED, S.BLOCKED, S.BLOCKEDW, S.PENDING, S.PENDING_BLOCKED, S.PENDING_BLOCKEDW))
 _BLOCK_TO = {
     S.NL_MAPPED: S.NL_BLOCKED,
     S.MAPPED: S.BLOCKED,
@@ -90,6 +89,7 @@ _WALK = -1  # _entry(): the walk does not reach the level
 _NL_NONE, _NL_MAPPED, _NL_BLOCKED = 0, 1, 2
 _NL_STATE = {_NL_MAPPED: S.NL_MAPPED, _NL_BLOCKED: S.NL_BLOCKED}
 _NL_CODE = {S.NL_MAPPED: _NL_MAPPED, S.NL_BLOCKED: _NL_BLOCKED}
+_STATE_MEMBERS = {int(x): x for x in S}
 _DBITS = 48
 _DMASK = (1 << _DBITS) - 1
 
@@ -123,7 +123,7 @@ def _pfn(v, gfn):
     return (gfn + _delta(v)) & _DMASK
 
 
-def _entry(v, level):
+def _entry_of(v, level):
     """The state of the entry at ``level`` over a gfn whose value is v, or _WALK."""
     st, lv = _state(v), _level(v)
     for upper in (2, 1):
@@ -134,10 +134,19 @@ def _entry(v, level):
         if _nl(v, upper) == _NL_NONE:
             return _WALK  # no S-EPT page below that entry
     if st != S.FREE and lv == level:
-        return S(st)
+        return _STATE_MEMBERS.get(st, st)
     if level and _nl(v, level) != _NL_NONE:
-        return _NL_STATE[_nl(v, level)]
+        return _NL_STATE.get(_nl(v, level), _WALK)  # code 3 is never stored
     return S.FREE
+
+
+# _entry_of() depends only on the low 10 bits of a value: precomputed per level
+_ENTRY_TABLE = tuple(tuple(_entry_of(low, level) for low in range(1 << 10)) for level in range(3))
+
+
+def _entry(v, level):
+    """The state of the entry at ``level`` over a gfn whose value is v, or _WALK."""
+    return _ENTRY_TABLE[level][v & 0x3FF]
 
 
 class SeptResult(NamedTuple):
@@ -209,7 +218,9 @@ class Sept:
         if gfn % lp:
             return SeptResult(OPERAND_INVALID, gfn)
         if npages <= 0 or npages % lp or gfn < 0 or gfn + npages > self.npages:
-            raise ValueError(f"range [{gfn:#x}, +{npages:#x}) is not whole level-{level} entries of the S-EPT")
+            raise ValueError(
+                f"range [{gfn:#x}, +{npages:#x}) is not whole level-{level} entries of the S-EPT"
+            )
         return None
 
     def _segments(self, gfn, npages):

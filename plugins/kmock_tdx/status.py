@@ -16,7 +16,9 @@ _NAMES = {
     if n.startswith("TDX_")
     and isinstance(getattr(T, n), int)
     and n not in ("TDX_SEAMCALL_STATUS_MASK", "TDX_SUCCESS")
-    and not n.startswith(("TDX_OPERAND_ID_", "TDX_PS_", "TDX_TD_ATTR", "TDX_MAP_GPA", "TDX_EXTENDMR", "TDX_HYPERCALL"))
+    and not n.startswith(
+        ("TDX_OPERAND_ID_", "TDX_PS_", "TDX_TD_ATTR", "TDX_MAP_GPA", "TDX_EXTENDMR", "TDX_HYPERCALL")
+    )
 }
 _NAMES[T.TDX_SUCCESS] = "TDX_SUCCESS"
 
