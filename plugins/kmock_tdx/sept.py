@@ -54,8 +54,10 @@ ALREADY_BLOCKED = T.TDX_GPA_RANGE_ALREADY_BLOCKED | _RCX
 NOT_BLOCKED = T.TDX_GPA_RANGE_NOT_BLOCKED | _RCX
 TRACKING_NOT_DONE = T.TDX_TLB_TRACKING_NOT_DONE | _RCX
 OPERAND_INVALID = T.TDX_OPERAND_INVALID | _RCX
-ALREADY_ACCEPTED = T.TDX_PAGE_ALREADY_ACCEPTED | _RCX
-SIZE_MISMATCH = T.TDX_PAGE_SIZE_MISMATCH | _RCX
+# TDG.MEM.PAGE.ACCEPT puts the S-EPT level where the walk ended in bits 31:0, not an operand
+# id (tdg_mem_page_accept.c: api_error_with_operand_id(TDX_PAGE_ALREADY_ACCEPTED, ept_level)).
+ALREADY_ACCEPTED = T.TDX_PAGE_ALREADY_ACCEPTED  # | level
+SIZE_MISMATCH = T.TDX_PAGE_SIZE_MISMATCH  # | level
 PROMOTE_CONDITIONS = T.TDX_EPT_INVALID_PROMOTE_CONDITIONS | _RCX
 #: TDX Connect: what BLOCK returns for an accepted page the guest did not release. The
 #: module source does not show it (reference §1.4, §5 item 1); kmock's choice, documented
@@ -476,19 +478,19 @@ class Sept:
             for s, _e, v in segs:
                 where = self._entry_gfn(s, level, gfn)
                 st = _entry(v, level)
-                if st == _WALK:
-                    leaf = S(_state(v))
-                    if leaf != S.FREE and _level(v) > level and leaf in _ACCESSIBLE:
-                        raise _Fail(ALREADY_ACCEPTED, where)
-                    raise _Fail(None, where, td_exit=True)  # missing S-EPT page, larger leaf
-                if st in _PROMOTE_FROM:
-                    raise _Fail(SIZE_MISMATCH, where)
-                if st in _ACCESSIBLE:
-                    raise _Fail(ALREADY_ACCEPTED, where)
-                if st != S.PENDING:
-                    raise _Fail(None, where, td_exit=True)  # FREE, blocked
-                if (level == 0 and _nl(v, 1) == _NL_BLOCKED) or _nl(v, 2) == _NL_BLOCKED:
+                # check_tdaccept_failure(): a walk that stops above the level (missing or
+                # blocked S-EPT page, larger leaf) is ALREADY_ACCEPTED for a guest-accessible
+                # larger leaf, else a TD exit (EPT violation, "accept" qualification)
+                if st == _WALK or any(_nl(v, up) == _NL_BLOCKED for up in (1, 2) if up > level):
+                    if st == _WALK and _state(v) in _ACCESSIBLE and _level(v) > level:
+                        raise _Fail(ALREADY_ACCEPTED | _level(v), where)
                     raise _Fail(None, where, td_exit=True)
+                if st in _PROMOTE_FROM:
+                    raise _Fail(SIZE_MISMATCH | level, where)  # non-free non-leaf at the level
+                if st in _ACCESSIBLE:
+                    raise _Fail(ALREADY_ACCEPTED | level, where)
+                if st != S.PENDING:
+                    raise _Fail(None, where, td_exit=True)  # FREE, BLOCKED, PENDING_BLOCKED
         except _Fail as f:
             return f.result
         for s, e, v in segs:
@@ -509,9 +511,9 @@ class Sept:
                 st = _entry(v, level)
                 if st == _WALK:
                     larger = _state(v) != S.FREE and _level(v) > level
-                    raise _Fail(SIZE_MISMATCH if larger else WALK_FAILED, where)
+                    raise _Fail(SIZE_MISMATCH | _level(v) if larger else WALK_FAILED, where)
                 if st in _PROMOTE_FROM:
-                    raise _Fail(SIZE_MISMATCH, where)
+                    raise _Fail(SIZE_MISMATCH | level, where)
                 if st != S.MAPPED:
                     raise _Fail(STATE_INCORRECT, where)
         except _Fail as f:

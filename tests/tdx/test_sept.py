@@ -305,12 +305,24 @@ def test_accept_levels():
     r = s.accept(5, 1, 0)
     assert r.td_exit and r.gfn == 5  # 4K accept in a 2M pending leaf: the host must demote
     assert s.accept(0, M2, 1).ok
-    assert s.accept(5, 1, 0).status == SE.ALREADY_ACCEPTED  # inside an accepted 2M leaf
+    # inside an accepted 2M leaf: bits 31:0 carry the level where the walk ended (1)
+    assert s.accept(5, 1, 0).status == 0x00000B0A00000001
     assert s.accept(0, G1, 2).status == SE.OPERAND_INVALID  # 4K and 2M only
     t = new()
     pending(t, 0, M2)
-    assert t.accept(0, M2, 1).status == SE.SIZE_MISMATCH  # 4K leaves under the 2M entry
-    assert SE.SIZE_MISMATCH == 0xC0000B0B00000001 and SE.ALREADY_ACCEPTED == 0x00000B0A00000001
+    assert t.accept(0, M2, 1).status == 0xC0000B0B00000001  # 4K leaves under the 2M entry
+    mapped(t, M2)
+    assert t.accept(M2, 1, 0).status == 0x00000B0A00000000  # 4K: level 0, as Linux's old define
+
+
+def test_accept_under_a_blocked_non_leaf_exits_even_if_accepted():
+    # tdg_mem_page_accept.c case 2: an inaccessible intermediate entry ends the walk -> TD exit
+    s = new()
+    mapped(s, 0)
+    pending(s, 1)
+    assert s.block(0, M2, 1).ok
+    assert s.accept(0, 1).td_exit and s.accept(1, 1).td_exit
+    assert state_of(s, 1) == S.PENDING
 
 
 def test_accept_of_a_missing_sept_page_exits():
