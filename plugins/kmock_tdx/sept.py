@@ -291,7 +291,10 @@ class Sept:
         return OK
 
     def aug(self, gfn, npages, level, pfn):
-        """TDH.MEM.PAGE.AUG: FREE -> PENDING at ``level``, mapping frames pfn.. (TD any state)."""
+        """TDH.MEM.PAGE.AUG: FREE -> PENDING at ``level`` (4K or 2M: tdh_mem_page_aug.c checks
+        the level against LVL_PD), mapping frames pfn.."""
+        if level == 2:
+            return SeptResult(OPERAND_INVALID, gfn)
         bad = self._range(gfn, npages, level)
         if bad:
             return bad

@@ -378,10 +378,20 @@ def test_tdx_connect_pins_only_once_the_td_runs():
 # --- DEMOTE / PROMOTE ------------------------------------------------------------------------------
 
 
-def test_demote_2m_and_1g():
+def test_aug_at_1g_is_operand_invalid():
+    # tdh_mem_page_aug.c: verify_page_info_input(gpa, LVL_PT, LVL_PD) -> 4K and 2M only
     s = new(walk=False)
     assert s.ensure_walk(0, 4 * G1, level=2).ok
-    assert s.aug(0, G1, 2, PFN).ok
+    assert s.aug(0, G1, 2, PFN).status == T.TDX_OPERAND_INVALID | RCX
+    assert s.counts() == {S.FREE: 4 * G1}
+
+
+def test_promote_to_1g_and_demote_2m_and_1g():
+    s = new(walk=False)
+    assert s.ensure_walk(0, 4 * G1, level=1).ok
+    assert s.aug(0, G1, 1, PFN).ok  # 512 2M leaves over contiguous frames
+    assert s.promote(0, G1, 2).ok
+    assert s.lookup(M2 + 3) == (S.PENDING, 2, PFN + M2 + 3)
     assert s.demote(0, G1, 2).ok
     assert s.lookup(M2 + 3) == (S.PENDING, 1, PFN + M2 + 3)
     assert s.entry_state(0, 2) == S.NL_MAPPED and s.entry_state(0, 1) == S.PENDING
