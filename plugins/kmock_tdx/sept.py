@@ -233,7 +233,8 @@ class Sept:
         return max(s - s % LEVEL_PAGES[level], gfn)
 
     def _tracked(self, bepoch):
-        # TDH.MEM.TRACK after the block, and KVM kicked every vCPU (tdx_track()) [U exact rule]
+        # is_tlb_tracked(): bepoch < td_epoch - 1, or == td_epoch - 1 with no vCPU left in
+        # that epoch, which KVM's kick after TDH.MEM.TRACK guarantees (tdx_track())
         return bepoch < self.epoch
 
     def _leaf_tracked_fail(self, s, e):
