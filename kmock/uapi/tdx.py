@@ -16,6 +16,7 @@ are re-exported here.
 
 import ctypes
 
+from .ioctl import _IO, _IOW
 from .kvm import (  # noqa: F401  (re-exported for TDX users)
     KVM_EXIT_TDX,
     KVM_HC_MAP_GPA_RANGE,
@@ -29,6 +30,17 @@ from .kvm import (  # noqa: F401  (re-exported for TDX users)
 
 u32 = ctypes.c_uint32
 u64 = ctypes.c_uint64
+
+# --- generic x86 KVM numbers the TDX launch uses (include/uapi/linux/kvm.h) -----------------
+
+KVM_NMI = _IO(0xAE, 0x9A)
+KVM_SET_CPUID2 = _IOW(0xAE, 0x90, kvm_cpuid2)
+KVM_CAP_SPLIT_IRQCHIP = 121
+#: arch/x86/include/asm/kvm_host.h KVM_MAX_CPUID_ENTRIES (INIT_VM's nent bound)
+KVM_MAX_CPUID_ENTRIES = 256
+#: VMX basic exit reason of a TDCALL (TDG.VP.VMCALL): what tdx->vp_enter_ret holds for a
+#: TDVMCALL exit, so ReportFatalError's data[0] (arch/x86/include/uapi/asm/vmx.h)
+EXIT_REASON_TDCALL = 77
 
 # --- KVM_MEMORY_ENCRYPT_OP sub-commands (enum kvm_tdx_cmd_id) ------------------------------
 

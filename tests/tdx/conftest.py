@@ -1,9 +1,21 @@
-"""tests/tdx: make plugins/kmock_tdx importable before the package is registered in
-pyproject.toml (phase 2 adds it there, next to kmock_sw_protected)."""
+"""Fixtures of the TDX tests: a Kernel with the kmock_tdx plugin passed explicitly (the
+tests pass whether or not the package's entry point is installed)."""
 
-import importlib.util
-import os
-import sys
+import pytest
 
-if importlib.util.find_spec("kmock_tdx") is None:
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "plugins"))
+import kmock
+import kmock_tdx
+
+
+@pytest.fixture
+def tdx_kernel():
+    made = []
+
+    def make(profile="linux-6.18-tdx", **settings):
+        k = kmock.Kernel(profile, plugins=[kmock_tdx], **settings)
+        made.append(k)
+        return k
+
+    yield make
+    for k in made:
+        k.close_all()
