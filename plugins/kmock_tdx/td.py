@@ -212,8 +212,6 @@ class Td:
             r = sept.aug(gfn, npages, level, pfn)
         if not r.ok:
             self.bug("TDH.MEM.PAGE.AUG", r.status, r.gfn)
-            return
-        self.pulled.set(gfn, gfn + npages, 0)
 
     # --- the mirror: zap ----------------------------------------------------------------------
 
