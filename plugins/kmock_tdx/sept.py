@@ -267,28 +267,24 @@ class Sept:
     def ensure_walk(self, gfn, npages, level=0):
         """What KVM's TDP MMU does before AUG/ADD: SEPT.ADD every missing entry above ``level``.
 
-        Fails (WALK_FAILED) without change if a larger leaf is in the way.
+        Fails (WALK_FAILED) without change if a larger leaf is in the way. Only the range's
+        own runs are read: every gfn under an upper-level entry shows that entry's state,
+        and a FREE upper entry covers a uniform region (no leaf can be below it), which one
+        RangeMap.set turns into NL_MAPPED.
         """
         if level not in (0, 1, 2):
             return SeptResult(OPERAND_INVALID, gfn)
+        for s, _e, v in self._segments(gfn, npages):
+            if _state(v) != S.FREE and _level(v) > level:
+                return SeptResult(WALK_FAILED, max(s, gfn))
         for upper in (2, 1):
             if upper <= level:
                 continue
             lp = LEVEL_PAGES[upper]
-            s0 = gfn - gfn % lp
-            e0 = min(-(-(gfn + npages) // lp) * lp, self.npages)
-            for s, _e, v in self._segments(s0, e0 - s0):
-                if _state(v) != S.FREE and _level(v) >= upper:
-                    return SeptResult(WALK_FAILED, max(s, gfn))
-        for upper in (2, 1):
-            if upper <= level:
-                continue
-            lp = LEVEL_PAGES[upper]
-            s0 = gfn - gfn % lp
-            e0 = min(-(-(gfn + npages) // lp) * lp, self.npages)
-            for s, e, v in self._segments(s0, e0 - s0):
+            for s, e, v in self._segments(gfn, npages):
                 if _entry(v, upper) == S.FREE:
-                    self._map.set(s, e, _with_nl(v, upper, _NL_MAPPED))
+                    rs, re = s - s % lp, min(-(-e // lp) * lp, self.npages)
+                    self._map.set(rs, re, _with_nl(v, upper, _NL_MAPPED))
         return OK
 
     def aug(self, gfn, npages, level, pfn):
