@@ -89,6 +89,8 @@ _UNBLOCKED = {S.BLOCKED: S.MAPPED, S.PENDING_BLOCKED: S.PENDING, S.MAPPED: S.MAP
 
 _WALK = -1  # _entry(): the walk does not reach the level
 _NL_NONE, _NL_MAPPED, _NL_BLOCKED = 0, 1, 2
+#: bits of a value saying an entry above ``level`` is NL_BLOCKED (code 2 at bits 6-7 / 8-9)
+_NL_BLOCKED_ABOVE = (0x80 | 0x200, 0x200, 0)
 _NL_STATE = {_NL_MAPPED: S.NL_MAPPED, _NL_BLOCKED: S.NL_BLOCKED}
 _NL_CODE = {S.NL_MAPPED: _NL_MAPPED, S.NL_BLOCKED: _NL_BLOCKED}
 _STATE_MEMBERS = {int(x): x for x in S}
@@ -481,7 +483,7 @@ class Sept:
                 # check_tdaccept_failure(): a walk that stops above the level (missing or
                 # blocked S-EPT page, larger leaf) is ALREADY_ACCEPTED for a guest-accessible
                 # larger leaf, else a TD exit (EPT violation, "accept" qualification)
-                if st == _WALK or any(_nl(v, up) == _NL_BLOCKED for up in (1, 2) if up > level):
+                if st == _WALK or v & _NL_BLOCKED_ABOVE[level]:
                     if st == _WALK and _state(v) in _ACCESSIBLE and _level(v) > level:
                         raise _Fail(ALREADY_ACCEPTED | _level(v), where)
                     raise _Fail(None, where, td_exit=True)
@@ -530,6 +532,12 @@ class Sept:
         if st == S.FREE:
             return S.FREE, 0, None
         return st, _level(v), _pfn(v, gfn)
+
+    def leaves(self, gfn, npages):
+        """(start, end, state, level) of the runs of [gfn, gfn + npages) a leaf maps (state
+        and level as ints), in order; the raw runs, for the callers' fast paths."""
+        return [(s, e, v & 0xF, (v >> 4) & 3)
+                for s, e, v in self._map.ranges(gfn, gfn + npages) if v & 0xF]
 
     def entry_state(self, gfn, level):
         """The state of the entry at ``level`` covering gfn, or None if the walk stops above."""

@@ -47,6 +47,7 @@ PULLED_BY = {
     5: "a memory failure of the page",
     6: "the deletion of the memslot",
 }
+_ACCEPTED = (int(S.MAPPED), int(S.BLOCKED), int(S.BLOCKEDW))
 _REASON_CODE = {"punch_hole": 1, "convert_shared": 2, "vm_attributes": 3, "release": 4,
                 "memory_failure": 5, "memslot": 6}
 
@@ -116,6 +117,9 @@ class Td:
         self.quiet = False
         #: pages AUGed outside a guest run (pre-fault) are in the mirror
         self.pending_mirrored = False
+        #: some S-EPT leaf may be missing from the mirror (unmirror ran): invalidations
+        #: must look at the S-EPT itself, not only at the mirror's zaps
+        self.unmirrored = False
 
     # --- state ---------------------------------------------------------------------------
 
@@ -170,9 +174,12 @@ class Td:
         mode = getattr(self.local, "mode", None)
         with self.lock:
             if self.state == RUNNABLE:
-                for r in list(sept.runs(gfn, npages)):
-                    if r.state == S.FREE:
-                        self._aug(r.gfn, r.npages, pfn + (r.gfn - gfn))
+                pos = gfn
+                end = gfn + npages
+                for s, e, _st, _lv in sept.leaves(gfn, npages) + [(end, end, 0, 0)]:
+                    if pos < s:  # a FREE gap: AUG it
+                        self._aug(pos, s - pos, pfn + (pos - gfn))
+                    pos = e
                 if mode is None:
                     self.pending_mirrored = True
             if mode != "guest":
@@ -188,7 +195,8 @@ class Td:
             if code:
                 why += (f". The TD had accepted this page; {PULLED_BY[code]} removed it from "
                         f"the S-EPT while the guest still used it")
-            v = self.kill("td_killed", why, gpa=bad << PAGE_SHIFT, vcpu=getattr(self.local, "vcpu", None),
+            v = self.kill("td_killed", why, gpa=bad << PAGE_SHIFT,
+                          vcpu=getattr(self.local, "vcpu", None),
                           sept_state=state.name, pulled_by=PULLED_BY.get(code))
             raise TdKilled(v)
 
@@ -225,52 +233,55 @@ class Td:
         if gfn >= end:
             return
         with self.lock:
-            leaves = [r for r in sept.runs(gfn, end - gfn) if r.state != S.FREE]
+            leaves = sept.leaves(gfn, end - gfn)
             if not leaves:
-                self._unpremap(gfn, end)
+                if self.nr_premapped:
+                    self._unpremap(gfn, end)
                 return
-            code = _REASON_CODE.get(reason or self.reason or "memslot", 0)
-            leaves = self._split_huge(leaves, gfn, end)
-            if leaves is None:
-                return
-            for r in leaves:
-                lv = r.level
-                res = sept.block(r.gfn, r.npages, lv)
+            if self.huge_pages:
+                leaves = self._split_huge(leaves, gfn, end)
+                if leaves is None:
+                    return
+            for s, e, _st, lv in leaves:
+                res = sept.block(s, e - s, lv)
                 if not res.ok:
                     self.bug("TDH.MEM.RANGE.BLOCK", res.status, res.gfn)
                     return
-            if self.state == RUNNABLE:
+            runnable = self.state == RUNNABLE
+            if runnable:
                 sept.track()  # then KVM kicks every vCPU (KVM_REQ_OUTSIDE_GUEST_MODE)
-            for r in leaves:
-                res = sept.remove(r.gfn, r.npages, r.level)
+            code = _REASON_CODE.get(reason or self.reason or "memslot", 0)
+            for s, e, st, lv in leaves:
+                res = sept.remove(s, e - s, lv)
                 if not res.ok:
                     self.bug("TDH.MEM.PAGE.REMOVE", res.status, res.gfn)
                     return
-                if r.state in (S.MAPPED, S.BLOCKED, S.BLOCKEDW) and self.state == RUNNABLE:
-                    self.pulled.set(r.gfn, r.gfn + r.npages, code)
-            self._unpremap(gfn, end)
+                if runnable and st in _ACCEPTED:
+                    self.pulled.set(s, e, code)
+            if self.nr_premapped:
+                self._unpremap(gfn, end)
 
     def _split_huge(self, leaves, gfn, end):
         """Leaves at 2M that the range covers only in part are demoted first (BLOCK,
         TRACK, DEMOTE, as the huge-page series does); returns the leaves to remove."""
         sept = self.sept
-        partial = [r for r in leaves if r.level and
-                   (r.gfn % LEVEL_PAGES[r.level] or r.npages % LEVEL_PAGES[r.level])]
+        partial = [(s, e, lv) for s, e, _st, lv in leaves
+                   if lv and (s % LEVEL_PAGES[lv] or e % LEVEL_PAGES[lv])]
         if not partial:
             return leaves
-        for r in partial:
-            lp = LEVEL_PAGES[r.level]
-            s = r.gfn - r.gfn % lp
-            e = -(-(r.gfn + r.npages) // lp) * lp
-            res = sept.block(s, e - s, r.level)
+        for s, e, lv in partial:
+            lp = LEVEL_PAGES[lv]
+            rs = s - s % lp
+            re = -(-e // lp) * lp
+            res = sept.block(rs, re - rs, lv)
             if res.ok and self.state == RUNNABLE:
                 sept.track()
             if res.ok:
-                res = sept.demote(s, e - s, r.level)
+                res = sept.demote(rs, re - rs, lv)
             if not res.ok:
                 self.bug("TDH.MEM.PAGE.DEMOTE", res.status, res.gfn)
                 return None
-        return [r for r in sept.runs(gfn, end - gfn) if r.state != S.FREE]
+        return sept.leaves(gfn, end - gfn)
 
     def _unpremap(self, gfn, end):
         """TDX-A: zapping a premapped page (SPTE without PAGE.ADD) decrements nr_premapped
@@ -285,6 +296,7 @@ class Td:
     def unmirror(self, gfn, end):
         """Drop gfns [gfn, end) from the core stage-2 without touching the S-EPT."""
         vm = self.vm
+        self.unmirrored = True
         with vm.mmu_lock:
             self.quiet = True
             try:

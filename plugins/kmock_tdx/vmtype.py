@@ -72,7 +72,7 @@ class TdxVm(VmType):
 
     def memslot_commit(self, vm, old, new, change):
         td = vm.arch
-        if change in ("delete", "move") and old is not None:
+        if change in ("delete", "move") and old is not None and td.unmirrored:
             with vm.mmu_lock:
                 td.sept_remove(old.base_gfn, old.end_gfn, "memslot")
             td.reason = None
@@ -113,11 +113,12 @@ class TdxVm(VmType):
 
     def gmem_invalidate(self, vm, event):
         """Private memory goes away (conversion to shared, attribute cleared, punch, release,
-        memory failure): every S-EPT leaf of the range is removed (the mirror's zap did most;
-        this catches PENDING leaves the mirror did not hold)."""
+        memory failure): every S-EPT leaf of the range is removed. The mirror's zap
+        (stage2_zap) removed the leaves it holds; this catches the PENDING leaves it does not
+        hold (RELEASEd or pre-faulted pages), only when there can be any."""
         td = vm.arch
-        if event.to_private is not True and not (event.reason == "vm_attributes"
-                                                 and event.vm is not vm):
+        if td.unmirrored and event.to_private is not True and not (
+                event.reason == "vm_attributes" and event.vm is not vm):
             with vm.mmu_lock:
                 for gs, ge, _ in td.gfn_ranges(event.inode, event.start, event.end):
                     td.sept_remove(gs, ge, event.reason)
