@@ -47,6 +47,7 @@ PULLED_BY = {
     5: "a memory failure of the page",
     6: "the deletion of the memslot",
 }
+_UNREFUSABLE = ("release", "memory_failure")
 _ACCEPTED = (int(S.MAPPED), int(S.BLOCKED), int(S.BLOCKEDW))
 _REASON_CODE = {"punch_hole": 1, "convert_shared": 2, "vm_attributes": 3, "release": 4,
                 "memory_failure": 5, "memslot": 6}
@@ -238,6 +239,14 @@ class Td:
                 if self.nr_premapped:
                     self._unpremap(gfn, end)
                 return
+            why = reason or self.reason or "memslot"
+            if why in _UNREFUSABLE and sept.connect:
+                # teardown / memory failure: the pages go whatever TDX Connect says [U]
+                sept.connect = False
+                try:
+                    return self.sept_remove(gfn, end, why)
+                finally:
+                    sept.connect = True
             if self.huge_pages:
                 leaves = self._split_huge(leaves, gfn, end)
                 if leaves is None:
@@ -250,7 +259,7 @@ class Td:
             runnable = self.state == RUNNABLE
             if runnable:
                 sept.track()  # then KVM kicks every vCPU (KVM_REQ_OUTSIDE_GUEST_MODE)
-            code = _REASON_CODE.get(reason or self.reason or "memslot", 0)
+            code = _REASON_CODE.get(why, 0)
             for s, e, st, lv in leaves:
                 res = sept.remove(s, e - s, lv)
                 if not res.ok:

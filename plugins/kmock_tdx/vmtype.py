@@ -13,6 +13,11 @@ from .sept import S
 from .td import INITIALIZED, PAGE_SHIFT, RUNNABLE, Td, TdxVcpu, zero_pages
 
 
+#: invalidations a TDX Connect TD refuses while a page is pinned: the host's own requests.
+#: The release of the guest_memfd (TD teardown) and memory failure cannot be refused.
+_VETOABLE = ("convert_shared", "vm_attributes", "punch_hole")
+
+
 class TdxVm(VmType):
     type = K.KVM_X86_TDX_VM
     name = "KVM_X86_TDX_VM"
@@ -102,7 +107,8 @@ class TdxVm(VmType):
         if event.reason == "vm_attributes" and event.vm is not vm:
             return None
         td.reason = event.reason
-        if not td.connect or td.state != RUNNABLE or event.to_private is True:
+        if not td.connect or td.state != RUNNABLE or event.to_private is True or \
+                event.reason not in _VETOABLE:
             return None
         for gs, ge, index in td.gfn_ranges(event.inode, event.start, event.end):
             with td.lock:

@@ -249,3 +249,14 @@ def test_map_gpa_conversion_loop_as_qemu_does_it(tdx_kernel):
     c = g.tdx.accept(GPA + 8 * P)
     t.run()
     assert b.result[0] == 0 and c.result == T.TDX_SUCCESS and not t.k.violations
+
+
+def test_tdx_connect_does_not_stop_teardown_or_memory_failure(tdx_kernel):
+    t = Td(tdx_kernel(tdx_connect=True)).launch()
+    accepted(t, 4)
+    inode = t.k.file(t.gmem).inode
+    inode.memory_failure(4)  # cannot be refused: the page goes, the guest's next use dies
+    assert t.state(4) == "FREE" and not t.vmobj.dead
+    accepted(t, 5)
+    t.k.close(t.gmem)  # the release of the guest_memfd removes every page
+    assert t.td.sept.leaves(0, t.td.sept.npages) == [] and not t.vmobj.dead
