@@ -232,8 +232,13 @@ def init_mem_region(vcpu, td, cmd):
         region = copy_from_user(cmd.data, T.kvm_tdx_init_mem_region)
         src, gpa, n = region.source_addr, region.gpa, region.nr_pages
         last = (gpa + (n << PAGE_SHIFT)) & U64
+        # in-place conversion (v8, kvm.gmem_in_place_conversion=1): no source means the
+        # pages' own contents, written while they were shared [reference 2.2]
+        p = vm.kernel.profile
+        in_place = not src and p.conversion == "attributes-v8" and p.gmem_in_place_conversion
         if (src | gpa) & (PAGE_SIZE - 1) or n == 0 or n > U64 >> PAGE_SHIFT or last <= gpa or \
-                gpa & td.shared_bit or (last - 1) & td.shared_bit or (td.cleanups and not src):
+                gpa & td.shared_bit or (last - 1) & td.shared_bit or \
+                (td.cleanups and not src and not in_place):
             raise oserror(errno.EINVAL)
         measure = bool(cmd.flags & T.KVM_TDX_MEASURE_MEMORY_REGION)
         err = 0
@@ -245,12 +250,14 @@ def init_mem_region(vcpu, td, cmd):
                 break
             want = region.nr_pages if budget is None else min(budget, region.nr_pages)
             try:
-                done = gmem_populate(vm, region.gpa >> PAGE_SHIFT, region.source_addr, want,
+                done = gmem_populate(vm, region.gpa >> PAGE_SHIFT,
+                                     None if in_place else region.source_addr, want,
                                      lambda g, p, s, k: _post_populate(td, g, p, s, k, measure))
             except OSError as e:
                 err = e.errno
                 break
-            region.source_addr += done << PAGE_SHIFT
+            if not in_place:
+                region.source_addr += done << PAGE_SHIFT  # in place: stays 0 [U]
             region.gpa += done << PAGE_SHIFT
             region.nr_pages -= done
             if budget is not None:
@@ -266,10 +273,11 @@ def init_mem_region(vcpu, td, cmd):
 
 def _post_populate(td, gfn, pfn, src, npages, measure):
     """tdx_gmem_post_populate for a run: the source pages (get_user_pages_fast: EFAULT at
-    the first unreadable one), the private mirror SPTE, TDH.MEM.PAGE.ADD (copying the
-    source), TDH.MR.EXTEND when measured."""
+    the first unreadable one; ``src`` None: in place, the pages keep their contents), the
+    private mirror SPTE, TDH.MEM.PAGE.ADD (copying the source), TDH.MR.EXTEND when
+    measured."""
     vm = td.vm
-    good = probe_user(src, npages << PAGE_SHIFT) >> PAGE_SHIFT
+    good = npages if src is None else probe_user(src, npages << PAGE_SHIFT) >> PAGE_SHIFT
     if good == 0:
         raise oserror(errno.EFAULT)
     st = td.fault("TDH.MEM.PAGE.ADD")
@@ -290,9 +298,12 @@ def _post_populate(td, gfn, pfn, src, npages, measure):
         if not r.ok:
             raise oserror(errno.EIO)
         vm.stage2.map(gfn, pfn, good, True)
-    data = read_user_at(src, 0, good << PAGE_SHIFT)
     inode, index = gmem_page_of(vm, gfn)
-    inode.write(index << PAGE_SHIFT, data)
+    if src is None:
+        data = inode.read(index << PAGE_SHIFT, good << PAGE_SHIFT) if measure else b""
+    else:
+        data = read_user_at(src, 0, good << PAGE_SHIFT)
+        inode.write(index << PAGE_SHIFT, data)
     if measure:
         td.mrtd.update((gfn << PAGE_SHIFT).to_bytes(8, "little") + data)
     if good < npages:

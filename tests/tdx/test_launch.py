@@ -378,3 +378,41 @@ def test_kvm_run_before_finalize_is_einval(tdx_kernel):
     k = tdx_kernel()
     t = _td_for_region(k)
     assert err(t.run) == errno.EINVAL
+
+
+def test_init_mem_region_in_place_source_under_v8(tdx_kernel):
+    """v8 with kvm.gmem_in_place_conversion=1: source_addr 0 adds the pages' own contents,
+    written by the VMM while they were shared (reference conversion §2.2)."""
+    from kmock.uapi import gmem as G
+
+    k = tdx_kernel("gmem-attributes-v8", platform="tdx")
+    t = Td(k, gmem_flags=K.GUEST_MEMFD_FLAG_MMAP | K.GUEST_MEMFD_FLAG_INIT_SHARED)
+    t.split_irqchip()
+    t.init_vm()
+    t.create_vcpus()
+    t.memslot()
+    m = k.mmap(t.gmem, NPAGES * P, 3, 1)
+    m[0:8] = b"firmware"
+    m.close()
+    k.ioctl(t.gmem, k.profile.set_memory_attributes2, G.kvm_memory_attributes2(
+        offset=0, size=2 * P, attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE))
+    r = t.init_mem_region(GPA, 0, 2)
+    assert (r.source_addr, r.gpa, r.nr_pages) == (0, GPA + 2 * P, 0)
+    assert t.state(0) == t.state(1) == "MAPPED"
+    t.finalize()
+    rd = t.guest().read(GPA, 8)
+    t.run()
+    assert rd.result == b"firmware"
+    # without in-place conversion a NULL source is a bad user address (TDX-A) or refused
+    # up front (TDX-B)
+    for cleanups, expect in ((False, errno.EFAULT), (True, errno.EINVAL)):
+        t2 = _td_for_region(tdx_kernel(tdx_post_populate_cleanups=cleanups))
+        assert err(t2.init_mem_region, GPA, 0, 1) == expect
+
+
+def test_snapshot_names_each_td(tdx_kernel):
+    k = tdx_kernel()
+    t = Td(k).launch()
+    snap = k.snapshot()["tdx"]
+    assert snap == [{"state": "RUNNABLE", "gpaw": 48, "connect": False,
+                     "sept": {"MAPPED": 2, "FREE": t.td.sept.npages - 2}}]
