@@ -7,6 +7,10 @@ offers KVM_X86_TDX_VM (5). Platform settings (Kernel keywords):
 ``tdx_connect``                 the TDs have TDX Connect with PAGE_RELEASE: a page the TD
                                 accepted stays TD-DMA pinned until TDG.MEM.PAGE.RELEASE
                                 (default False)
+``tdx_connect_precheck``        guest_memfd refuses (EAGAIN) to unmap a TD-DMA-pinned page
+                                before anything changes, as the TDX Connect threads ask
+                                (default True); False: KVM unmaps, the module's RANGE.BLOCK
+                                fails and KVM_BUG_ON kills the VM
 ``tdx_post_populate_cleanups``  tdx.c after the 6.19 "TDX post-populate cleanups" series
                                 (no nr_premapped, the vCPU cmd read before the TD checks,
                                 CAPABILITIES not copied back, source_addr 0 refused);
@@ -31,8 +35,8 @@ from .vmtype import TdxVm
 
 TDX = Platform(
     "tdx", "x86", "Intel TDX: TDX module 1.5 with KVM's TDX support",
-    settings=(("tdx_connect", False), ("tdx_post_populate_cleanups", False),
-              ("tdx_huge_pages", False)))
+    settings=(("tdx_connect", False), ("tdx_connect_precheck", True),
+              ("tdx_post_populate_cleanups", False), ("tdx_huge_pages", False)))
 
 LINUX_6_18_TDX = dataclasses.replace(
     profiles.LINUX_6_18, name="linux-6.18-tdx",

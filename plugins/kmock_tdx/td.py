@@ -89,6 +89,8 @@ class Td:
         self.state = UNINITIALIZED
         #: TDX Connect with PAGE_RELEASE (profile setting tdx_connect)
         self.connect = bool(kernel.setting("tdx_connect"))
+        #: guest_memfd refuses to unmap pinned pages up front (setting tdx_connect_precheck)
+        self.connect_precheck = bool(kernel.setting("tdx_connect_precheck"))
         #: the 6.19 "TDX post-populate cleanups" behaviour (setting tdx_post_populate_cleanups)
         self.cleanups = bool(kernel.setting("tdx_post_populate_cleanups"))
         #: private pages may be mapped at 2M (the unmerged huge-page series; setting)

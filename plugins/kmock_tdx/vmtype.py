@@ -107,7 +107,8 @@ class TdxVm(VmType):
         if event.reason == "vm_attributes" and event.vm is not vm:
             return None
         td.reason = event.reason
-        if not td.connect or td.state != RUNNABLE or event.to_private is True or \
+        if not td.connect or not td.connect_precheck or td.state != RUNNABLE or \
+                event.to_private is True or \
                 event.reason not in _VETOABLE:
             return None
         for gs, ge, index in td.gfn_ranges(event.inode, event.start, event.end):

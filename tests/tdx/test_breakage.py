@@ -260,3 +260,16 @@ def test_tdx_connect_does_not_stop_teardown_or_memory_failure(tdx_kernel):
     accepted(t, 5)
     t.k.close(t.gmem)  # the release of the guest_memfd removes every page
     assert t.td.sept.leaves(0, t.td.sept.npages) == [] and not t.vmobj.dead
+
+
+def test_tdx_connect_without_precheck_kvm_bug_on(tdx_kernel):
+    """tdx_connect_precheck=False: KVM unmaps, the module refuses RANGE.BLOCK of the pinned
+    page, KVM_BUG_ON: the VM is bugged and the next ioctl fails with EIO."""
+    t = Td(tdx_kernel(tdx_connect=True, tdx_connect_precheck=False)).launch()
+    accepted(t, 4)
+    t.set_private(GPA + 4 * P, P, private=False)  # this call itself returns
+    v = t.k.violations[-1]
+    assert v.kind == "td_bugged" and "TDH.MEM.RANGE.BLOCK" in v.explanation
+    assert v["status"] == T.TDX_EPT_ENTRY_STATE_INCORRECT | T.TDX_OPERAND_ID_RCX
+    assert t.state(4) == "MAPPED"  # the module kept the page
+    assert err(t.run) == errno.EIO
