@@ -83,8 +83,8 @@ class TdxVm(VmType):
             td.reason = None
 
     def run_enter(self, vcpu):
-        """tdx_vcpu_pre_run: the TD must be RUNNABLE and the vCPU initialised (-EINVAL) [U
-        order]. Pending events are injected as the guest enters."""
+        """tdx_vcpu_pre_run: the vCPU must be initialised (KVM_TDX_INIT_VCPU) and the TD
+        RUNNABLE, else -EINVAL. Pending events are injected as the guest enters."""
         td = vcpu.vm.arch
         if td.state != RUNNABLE or not vcpu.arch.initialized:
             raise oserror(errno.EINVAL)

@@ -416,3 +416,12 @@ def test_snapshot_names_each_td(tdx_kernel):
     snap = k.snapshot()["tdx"]
     assert snap == [{"state": "RUNNABLE", "gpaw": 48, "connect": False,
                      "sept": {"MAPPED": 2, "FREE": t.td.sept.npages - 2}}]
+
+
+def test_kvm_run_of_a_vcpu_without_init_vcpu_is_einval(tdx_kernel):
+    k = tdx_kernel()
+    t = _td_for_region(k)
+    v2 = k.ioctl(t.vm, K.KVM_CREATE_VCPU, 1)  # never KVM_TDX_INIT_VCPU'd
+    t.finalize()
+    assert err(k.ioctl, v2, K.KVM_RUN, 0) == errno.EINVAL
+    assert t.run() == 0
