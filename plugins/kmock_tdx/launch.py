@@ -352,13 +352,14 @@ def set_cpuid2(f, arg):
     return 0
 
 
-#: MAX_NR_RESERVED_IOAPIC_PINS (arch/x86/kvm/ioapic.h)
-MAX_NR_RESERVED_IOAPIC_PINS = 48
+#: MAX_NR_RESERVED_IOAPIC_PINS (arch/x86/kvm/ioapic.h) = KVM_MAX_IRQ_ROUTES (x86: 4096)
+MAX_NR_RESERVED_IOAPIC_PINS = 4096
 
 
 def vm_enable_cap(f, arg):
     """KVM_ENABLE_CAP on a TD: KVM_CAP_SPLIT_IRQCHIP (TDs need it: tdx_vcpu_create), the rest
-    as the core (kvm_vm_ioctl_enable_cap)."""
+    as the core. kvm_vm_ioctl_enable_cap: flags -> EINVAL, args[0] > the reserved IOAPIC
+    pins -> EINVAL, an irqchip already or a vCPU created -> EEXIST."""
     from kmock.kvm.vm import vm_enable_cap as core_enable_cap
 
     vm = f.vm

@@ -168,9 +168,20 @@ def test_init_vm_state_and_vcpu_order(tdx_kernel):
     assert err(t.init_vm) == errno.EINVAL  # TD state != UNINITIALIZED
     # split irqchip is checked at KVM_CREATE_VCPU
     assert err(k.ioctl, t.vm, K.KVM_CREATE_VCPU, 0) == errno.EINVAL
+    cap = K.kvm_enable_cap(cap=T.KVM_CAP_SPLIT_IRQCHIP, flags=1)
+    assert err(k.ioctl, t.vm, K.KVM_ENABLE_CAP, cap) == errno.EINVAL
+    cap = K.kvm_enable_cap(cap=T.KVM_CAP_SPLIT_IRQCHIP)
+    cap.args[0] = 4097  # > MAX_NR_RESERVED_IOAPIC_PINS
+    assert err(k.ioctl, t.vm, K.KVM_ENABLE_CAP, cap) == errno.EINVAL
     t.split_irqchip()
     assert err(t.split_irqchip) == errno.EEXIST
     k.ioctl(t.vm, K.KVM_CREATE_VCPU, 0)
+    t2 = Td(k)
+    t2.td.state = "INITIALIZED"  # (as after INIT_VM) a vCPU created, then the cap: EEXIST
+    t2.td.split_irqchip = True
+    k.ioctl(t2.vm, K.KVM_CREATE_VCPU, 0)
+    t2.td.split_irqchip = False
+    assert err(t2.split_irqchip) == errno.EEXIST
 
 
 def test_init_vm_busy_with_vcpus_and_gpaw52(tdx_kernel):
