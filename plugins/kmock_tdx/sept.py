@@ -274,6 +274,9 @@ class Sept:
         and a FREE upper entry covers a uniform region (no leaf can be below it), which one
         RangeMap.set turns into NL_MAPPED.
         """
+        if npages == 1 and level == 0 and 0 <= gfn < self.npages and \
+                _ENTRY_TABLE[0][self._map.get(gfn) & 0x3FF] != _WALK:
+            return OK  # the single-page fast path: the walk is there
         if level not in (0, 1, 2):
             return SeptResult(OPERAND_INVALID, gfn)
         for s, _e, v in self._segments(gfn, npages):
@@ -292,6 +295,11 @@ class Sept:
     def aug(self, gfn, npages, level, pfn):
         """TDH.MEM.PAGE.AUG: FREE -> PENDING at ``level`` (4K or 2M: tdh_mem_page_aug.c checks
         the level against LVL_PD), mapping frames pfn.."""
+        if npages == 1 and level == 0 and 0 <= gfn < self.npages:
+            v = self._map.get(gfn)
+            if _ENTRY_TABLE[0][v & 0x3FF] in _AUG_FROM:  # single-page fast path
+                self._map.set(gfn, gfn + 1, _pack(S.PENDING, 0, _nl(v, 1), _nl(v, 2), pfn - gfn))
+                return OK
         if level == 2:
             return SeptResult(OPERAND_INVALID, gfn)
         bad = self._range(gfn, npages, level)
@@ -337,6 +345,13 @@ class Sept:
     def block(self, gfn, npages, level=0):
         """TDH.MEM.RANGE.BLOCK: MAPPED/BLOCKEDW -> BLOCKED, PENDING* -> PENDING_BLOCKED,
         NL_MAPPED -> NL_BLOCKED; records the block epoch (PAMT.BEPOCH)."""
+        if npages == 1 and level == 0 and 0 <= gfn < self.npages:
+            v = self._map.get(gfn)
+            st = _ENTRY_TABLE[0][v & 0x3FF]
+            if st in _BLOCK_FROM and not (self.connect and self.runnable and st in _ACCESSIBLE):
+                self._map.set(gfn, gfn + 1, (v & ~0xF) | _BLOCK_TO[st])  # fast path
+                self._bepoch.set(gfn, gfn + 1, self.epoch)
+                return OK
         bad = self._range(gfn, npages, level)
         if bad:
             return bad
@@ -371,6 +386,14 @@ class Sept:
     def remove(self, gfn, npages, level=0):
         """TDH.MEM.PAGE.REMOVE: a leaf -> FREE. While the TD is RUNNABLE the leaf must be
         blocked (GPA_RANGE_NOT_BLOCKED) in an epoch that was tracked (TLB_TRACKING_NOT_DONE)."""
+        if npages == 1 and level == 0 and 0 <= gfn < self.npages:
+            v = self._map.get(gfn)
+            st = _ENTRY_TABLE[0][v & 0x3FF]
+            if st in _REMOVE_FROM and (not self.runnable or (
+                    st in _ANY_BLOCKED and self._tracked(self._bepoch.get(gfn)))):
+                self._map.set(gfn, gfn + 1, _pack(S.FREE, 0, _nl(v, 1), _nl(v, 2), 0))  # fast
+                self._bepoch.set(gfn, gfn + 1, 0)
+                return OK
         bad = self._range(gfn, npages, level)
         if bad:
             return bad
@@ -470,6 +493,15 @@ class Sept:
     def accept(self, gfn, npages, level=0):
         """TDG.MEM.PAGE.ACCEPT (4K or 2M): PENDING -> MAPPED; the module zeroes the page
         (the caller clears the frames of the returned range)."""
+        if npages == 1 and level == 0 and 0 <= gfn < self.npages:
+            v = self._map.get(gfn)
+            st = _ENTRY_TABLE[0][v & 0x3FF]
+            if not v & _NL_BLOCKED_ABOVE[0]:  # single-page fast paths
+                if st == S.PENDING:
+                    self._map.set(gfn, gfn + 1, (v & ~0xF) | S.MAPPED)
+                    return OK
+                if st == S.FREE:
+                    return SeptResult(None, gfn, td_exit=True)
         if level not in (0, 1):
             return SeptResult(OPERAND_INVALID, gfn)
         bad = self._range(gfn, npages, level)
