@@ -273,3 +273,31 @@ def test_tdx_connect_without_precheck_kvm_bug_on(tdx_kernel):
     assert v["status"] == T.TDX_EPT_ENTRY_STATE_INCORRECT | T.TDX_OPERAND_ID_RCX
     assert t.state(4) == "MAPPED"  # the module kept the page
     assert err(t.run) == errno.EIO
+
+
+def delete_slot(t):
+    t.k.ioctl(t.vm, K.KVM_SET_USER_MEMORY_REGION2, K.kvm_userspace_memory_region2(
+        slot=1, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=GPA, memory_size=0,
+        guest_memfd=t.gmem))
+
+
+def test_memslot_deletion_removes_the_slots_s_ept_leaves(tdx_kernel):
+    t = Td(tdx_kernel()).launch()
+    accepted(t, 4)
+    # a pre-faulted page is PENDING and leaves the mirror at the next KVM_RUN
+    t.k.ioctl(t.vcpu, K.KVM_PRE_FAULT_MEMORY, K.kvm_pre_fault_memory(gpa=GPA + 5 * P, size=P))
+    t.guest().hlt()
+    t.run()
+    assert [t.state(i) for i in (0, 4, 5)] == ["MAPPED", "MAPPED", "PENDING"]
+    delete_slot(t)
+    assert t.td.sept.leaves(0, t.td.sept.npages) == [] and not t.k.violations
+
+
+def test_memslot_deletion_of_pinned_pages_is_kvm_bug_on(tdx_kernel):
+    """Deleting a memslot is not a guest_memfd request that can be refused: the zap of a
+    TD-DMA-pinned page fails in the module (RANGE.BLOCK) and KVM_BUG_ON kills the VM."""
+    t = Td(tdx_kernel(tdx_connect=True)).launch()
+    accepted(t, 4)
+    delete_slot(t)
+    assert t.k.violations[-1].kind == "td_bugged" and t.vmobj.dead
+    assert err(t.run) == errno.EIO
