@@ -167,6 +167,26 @@ class TdxVm(VmType):
                 "parts with the partial-write erratum the host takes it, "
                 "Documentation/arch/x86/tdx.rst)")
 
+    def host_access(self, vm, inode, start, end, write):
+        """A host access through a mapping to guest_memfd pages the attributes call shared,
+        but that the TD's S-EPT still maps (a zap the module refused, KVM_BUG_ON): the
+        host's KeyID would hit TD-private memory. kmock refuses it (SigBus) and records the
+        machine-check hazard."""
+        td = vm.arch
+        if td.sept is None:
+            return None
+        with td.lock:
+            for gs, ge, index in td.gfn_ranges(inode, start, end):
+                leaves = td.sept.leaves(gs, min(ge, td.sept.npages) - gs) if gs < td.sept.npages \
+                    else []
+                if leaves:
+                    page = index + leaves[0][0] - gs
+                    return (f"host {'write' if write else 'read'} of guest_memfd page {page}, "
+                            f"which the TD's S-EPT still maps privately: with the host's KeyID "
+                            f"a write breaks the line's TDX integrity (machine-check hazard: the "
+                            f"TD's next read of it takes a #MC) and a read gets no plaintext")
+        return None
+
     def dma_access(self, vm, inode, start, end, write):
         """A device DMA into TD-private memory: without a TDISP-bound (trusted) device the
         IOMMU uses a shared KeyID, so a write poisons the line (machine-check hazard) and a

@@ -301,3 +301,20 @@ def test_memslot_deletion_of_pinned_pages_is_kvm_bug_on(tdx_kernel):
     delete_slot(t)
     assert t.k.violations[-1].kind == "td_bugged" and t.vmobj.dead
     assert err(t.run) == errno.EIO
+
+
+def test_host_access_to_a_page_the_s_ept_still_maps_is_sigbus(tdx_kernel):
+    """Without the precheck the module refuses the zap (KVM_BUG_ON) yet the attribute says
+    shared: the host may map the page while the TD's S-EPT still holds it."""
+    t = v8_td(tdx_kernel, tdx_connect=True, tdx_connect_precheck=False)
+    gmem_attrs(t, 3 * P, P, True)
+    accepted(t, 3)
+    assert gmem_attrs(t, 3 * P, P, False) == (0, 0)
+    assert t.k.violations[-1].kind == "td_bugged" and t.state(3) == "MAPPED"
+    m = t.k.mmap(t.gmem, 8 * P, 3, 1)
+    m[2 * P:2 * P + 2] = b"ok"  # a shared page the S-EPT does not map
+    with pytest.raises(kmock.SigBus):
+        m[3 * P:3 * P + 4] = b"evil"
+    v = t.k.violations[-1]
+    assert v.kind == "host_access_fault" and "machine-check hazard" in v.explanation
+    m.close()
