@@ -204,7 +204,6 @@ class Td:
             raise TdKilled(v)
 
     def _aug(self, gfn, npages, pfn):
-        sept = self.sept
         level = 0
         if self.huge_pages and npages >= 512 and not gfn % 512 and not pfn % 512:
             level = 1  # whole aligned 2M blocks of the run: AUG at 2M

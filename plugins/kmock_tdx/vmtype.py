@@ -10,7 +10,7 @@ from kmock.uapi import tdx as T
 from . import launch
 from .guest import TdxGuest
 from .sept import S
-from .td import INITIALIZED, PAGE_SHIFT, RUNNABLE, Td, TdxVcpu, zero_pages
+from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
 
 
 #: invalidations a TDX Connect TD refuses while a page is pinned: the host's own requests.

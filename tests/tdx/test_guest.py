@@ -12,7 +12,7 @@ from kmock.uapi import tdx as T
 
 from kmock_tdx import sept as SE
 
-from ._td import GPA, NPAGES, P, Td
+from ._td import GPA, P, Td
 
 MB2 = 2 << 20
 
