@@ -25,7 +25,6 @@ import hashlib
 import threading
 
 from kmock.mm import RangeMap
-from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 
 from .sept import LEVEL_PAGES, S, Sept
@@ -47,6 +46,7 @@ PULLED_BY = {
     5: "a memory failure of the page",
     6: "the deletion of the memslot",
 }
+_GUEST_ACCESSIBLE = (int(S.MAPPED), int(S.BLOCKEDW))
 _UNREFUSABLE = ("release", "memory_failure")
 _ACCEPTED = (int(S.MAPPED), int(S.BLOCKED), int(S.BLOCKEDW))
 _REASON_CODE = {"punch_hole": 1, "convert_shared": 2, "vm_attributes": 3, "release": 4,
@@ -145,9 +145,6 @@ class Td:
     def finalize(self):
         self.state = RUNNABLE
         self.sept.runnable = True
-
-    def private_gfn_limit(self):
-        return self.sept.npages if self.sept is not None else 0
 
     # --- consequences ------------------------------------------------------------------------
 
@@ -346,9 +343,9 @@ class Td:
         sept = self.sept
         for s, e in ranges:
             e = min(e, sept.npages)
-            for r in sept.runs(s, e - s) if s < e else ():
-                if r.state in (S.MAPPED, S.BLOCKEDW):
-                    return r.gfn
+            for ls, _le, st, _lv in sept.leaves(s, e - s) if s < e else ():
+                if st in _GUEST_ACCESSIBLE:
+                    return ls
         return None
 
 
@@ -360,16 +357,13 @@ def gmem_page_of(vm, gfn):
     return slot.gmem_file.inode, slot.gmem_pgoff + gfn - slot.base_gfn
 
 
+_ZEROS = bytes(512 << PAGE_SHIFT)
+
+
 def zero_pages(inode, index, npages):
     """Clear guest_memfd pages (the module zeroes an accepted page; KVM clears a removed one
-    with MOVDIR64B). Written in chunks of at most 2 MB."""
-    chunk = 512
-    zeros = bytes(min(npages, chunk) << PAGE_SHIFT)
-    i = 0
-    while i < npages:
-        n = min(chunk, npages - i)
-        inode.write((index + i) << PAGE_SHIFT, zeros if n == chunk or n == npages else bytes(n << PAGE_SHIFT))
-        i += n
-
-
-PRIVATE = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+    with MOVDIR64B), one write per 2 MB."""
+    for i in range(0, npages, 512):
+        n = min(512, npages - i)
+        inode.write((index + i) << PAGE_SHIFT,
+                    _ZEROS if n == 512 else memoryview(_ZEROS)[:n << PAGE_SHIFT])
