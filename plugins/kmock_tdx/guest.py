@@ -54,7 +54,7 @@ class Accept(Action):
         gpa, level = self.gpa, self.level
         if level not in (0, 1) or gpa & td.shared_bit or gpa >> td.gpaw or \
                 (gpa >> PAGE_SHIFT) % LEVEL_PAGES[level] or gpa & 0xFFF:
-            return self._finish(OPERAND_INVALID)
+            return self.finish(OPERAND_INVALID)
         gfn = gpa >> PAGE_SHIFT
         npages = LEVEL_PAGES[level]
         sept = td.sept
@@ -81,7 +81,7 @@ class Accept(Action):
                 if page is not None:
                     zero_pages(page[0], page[1], npages)
                 td.pulled.set(gfn, gfn + npages, 0)
-        return self._finish(r.status)
+        return self.finish(r.status)
 
 
 class Release(Action):
@@ -100,16 +100,16 @@ class Release(Action):
         td = vm.arch
         gpa, level = self.gpa, self.level
         if level not in (0, 1, 2) or gpa & td.shared_bit or gpa >> td.gpaw or gpa & 0xFFF:
-            return self._finish(OPERAND_INVALID)
+            return self.finish(OPERAND_INVALID)
         gfn = gpa >> PAGE_SHIFT
         if gfn % LEVEL_PAGES[level]:
-            return self._finish(OPERAND_INVALID)
+            return self.finish(OPERAND_INVALID)
         with vm.guest_access():
             with td.lock:
                 r = td.sept.release(gfn, LEVEL_PAGES[level], level)
             if r.ok:
                 td.unmirror(gfn, gfn + LEVEL_PAGES[level])
-        return self._finish(r.status)
+        return self.finish(r.status)
 
 
 class MapGpaCall(Action):
@@ -146,7 +146,7 @@ class MapGpaCall(Action):
         self.call = MapGpa(self.gpa, self.size, gpaw=td.gpaw, exit_enabled=enabled)
         ex = self.call.start()
         if ex is None:
-            return self._finish(self.call.result)
+            return self.finish(self.call.result)
         return self._exit(vcpu, ex)
 
     def complete(self, vcpu):
@@ -155,7 +155,7 @@ class MapGpaCall(Action):
             return CONTINUE
         ex = self.call.complete(vcpu.run.hypercall.ret, vcpu.arch.pending_event)
         if ex is None:
-            self._finish(self.call.result)
+            self.finish(self.call.result)
             return CONTINUE
         return self._exit(vcpu, ex)
 
@@ -183,7 +183,7 @@ class ReportFatalError(Action):
     def step(self, vcpu):
         vcpu.system_event_exit(T.KVM_SYSTEM_EVENT_TDX_FATAL, *self.regs)
         self.exits.append(K.KVM_EXIT_SYSTEM_EVENT)
-        self._finish(None)
+        self.finish(None)
         return EXIT
 
 
@@ -203,7 +203,7 @@ class GetQuote(Action):
     def step(self, vcpu):
         td = vcpu.vm.arch
         if not self.gpa & td.shared_bit:
-            return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND)
+            return self.finish(T.TDVMCALL_STATUS_INVALID_OPERAND)
         run = vcpu.run
         run.exit_reason = K.KVM_EXIT_TDX
         x = _tdx_exit(vcpu)
@@ -219,7 +219,7 @@ class GetQuote(Action):
     def complete(self, vcpu):
         if self._waiting:
             self._waiting = False
-            self._finish(_tdx_exit(vcpu).unknown.ret)
+            self.finish(_tdx_exit(vcpu).unknown.ret)
 
 
 class TdxGuest:
