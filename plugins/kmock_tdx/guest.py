@@ -67,13 +67,8 @@ class Accept(Action):
                 # EPT violation at the faulting gfn: KVM's private fault maps (AUGs) it
                 at = r.gfn
                 size = LEVEL_PAGES[1] if td.huge_pages and level == 1 else 1
-                prev = getattr(td.local, "mode", None)
-                td.local.mode = "accept"
-                try:
-                    faultin(vm, at << PAGE_SHIFT, (at + size) << PAGE_SHIFT, True, False,
-                            want_data=False)
-                finally:
-                    td.local.mode = prev
+                faultin(vm, at << PAGE_SHIFT, (at + size) << PAGE_SHIFT, True, False,
+                        want_data=False)
             if r.td_exit:
                 raise RuntimeError(f"TDX accept at gpa {r.gfn << PAGE_SHIFT:#x} keeps exiting")
             if r.ok:
@@ -107,8 +102,6 @@ class Release(Action):
         with vm.guest_access():
             with td.lock:
                 r = td.sept.release(gfn, LEVEL_PAGES[level], level)
-            if r.ok:
-                td.unmirror(gfn, gfn + LEVEL_PAGES[level])
         return self.finish(r.status)
 
 

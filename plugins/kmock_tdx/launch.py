@@ -382,17 +382,3 @@ def vcpu_nmi(f, arg):
     f.vm.check_caller()
     f.vcpu.arch.pending_event = True
     return 0
-
-
-def vcpu_pre_fault(f, arg):
-    """KVM_PRE_FAULT_MEMORY on a TD vCPU: the core's, outside any guest run (its AUGs do not
-    count as guest accesses)."""
-    from kmock.kvm.vcpu import vcpu_pre_fault_memory
-
-    td = f.vm.arch
-    mode = getattr(td.local, "mode", None)
-    td.local.mode = None
-    try:
-        return vcpu_pre_fault_memory(f, arg)
-    finally:
-        td.local.mode = mode

@@ -6,15 +6,13 @@ TDH.MEM.SEPT.ADD for missing S-EPT pages and TDH.MEM.PAGE.AUG (after FINALIZE), 
 runs TDH.MEM.RANGE.BLOCK, TDH.MEM.TRACK (+ kick of every vCPU), TDH.MEM.PAGE.REMOVE
 (arch/x86/kvm/vmx/tdx.c: tdx_sept_set_private_spte / tdx_sept_remove_private_spte, 6.16-6.18).
 Here the core's stage-2 is that mirror: ``sept_map`` runs on its private maps and
-``sept_remove`` on its private zaps, once per run, never per page. Two more entry points
-remove S-EPT leaves the mirror no longer shows (a PENDING page the guest has not touched
-yet): the guest_memfd invalidation (``gmem_invalidate``) and memslot deletion.
+``sept_remove`` on its private zaps, once per run, never per page, so every S-EPT leaf has
+its mirror entry, as in KVM.
 
 A guest access (not ACCEPT) to a page that is not accepted yet is a pending EPT violation:
 with SEPT_VE_DISABLE, KVM warns "Guest access before accepting", calls kvm_vm_dead() and
-KVM_RUN returns -EIO (tdx_is_sept_violation_unexpected_pending). ``sept_map`` sees that
-case because the mirror never holds PENDING pages while a vCPU runs its guest (the
-pages pre-fault AUGs are dropped from the mirror at the next KVM_RUN, ``unmirror_pending``).
+KVM_RUN returns -EIO (tdx_is_sept_violation_unexpected_pending). ``guest_access`` checks
+each access once KVM resolved it (a FREE page has just been AUGed: PENDING).
 
 Locks: S-EPT changes happen under the VM's mmu_lock (the core calls the stage-2 hooks with
 it held) and under ``Td.lock``; a conversion runs under the guest_memfd invalidate lock.
@@ -114,15 +112,6 @@ class Td:
         self.seamcall_faults = {}
         #: the host call whose invalidation is running (to name it in violations)
         self.reason = None
-        #: per thread: "guest" while a vCPU runs its guest, "accept" during an accept's fault
-        self.local = threading.local()
-        #: core stage-2 changes that must not touch the S-EPT (mirror bookkeeping)
-        self.quiet = False
-        #: pages AUGed outside a guest run (pre-fault) are in the mirror
-        self.pending_mirrored = False
-        #: some S-EPT leaf may be missing from the mirror (unmirror ran): invalidations
-        #: must look at the S-EPT itself, not only at the mirror's zaps
-        self.unmirrored = False
 
     # --- state ---------------------------------------------------------------------------
 
@@ -166,39 +155,39 @@ class Td:
     # --- the mirror: map --------------------------------------------------------------------
 
     def sept_map(self, gfn, pfn, npages):
-        """A private mirror SPTE run was installed: SEPT.ADD + AUG the FREE part (after
-        FINALIZE), and kill the TD if a running guest touches a page it did not accept."""
+        """A private mirror SPTE run was installed: after FINALIZE, SEPT.ADD + AUG its FREE
+        part (PENDING until the guest accepts it)."""
         sept = self.sept
-        if sept is None or self.quiet or gfn + npages > sept.npages:
+        if sept is None or self.state != RUNNABLE or gfn + npages > sept.npages:
             return
-        mode = getattr(self.local, "mode", None)
         with self.lock:
-            if self.state == RUNNABLE:
-                pos = gfn
-                end = gfn + npages
-                for s, e, _st, _lv in sept.leaves(gfn, npages) + [(end, end, 0, 0)]:
-                    if pos < s:  # a FREE gap: AUG it
-                        self._aug(pos, s - pos, pfn + (pos - gfn))
-                    pos = e
-                if mode is None:
-                    self.pending_mirrored = True
-            if mode != "guest":
-                return
+            pos = gfn
+            end = gfn + npages
+            for s, e, _st, _lv in sept.leaves(gfn, npages) + [(end, end, 0, 0)]:
+                if pos < s:  # a FREE gap: AUG it
+                    self._aug(pos, s - pos, pfn + (pos - gfn))
+                pos = e
+
+    def guest_access(self, vcpu_id, gfn, npages):
+        """A guest's private access reached gfns [gfn, gfn + npages): a page it did not
+        accept (PENDING, blocked) is a pending EPT violation, the TD dies (TdKilled)."""
+        sept = self.sept
+        with self.lock:
             hit = sept.first_inaccessible(gfn, npages)
-        if hit is not None:
-            bad, state = hit
-            code = self.pulled.get(bad)
-            why = (f"guest access to gpa {bad << PAGE_SHIFT:#x} before accepting it: the S-EPT "
-                   f"entry is {state.name}, a pending EPT violation (SEPT_VE_DISABLE); KVM "
-                   f"logs 'Guest access before accepting', calls kvm_vm_dead() and KVM_RUN "
-                   f"returns EIO")
-            if code:
-                why += (f". The TD had accepted this page; {PULLED_BY[code]} removed it from "
-                        f"the S-EPT while the guest still used it")
-            v = self.kill("td_killed", why, gpa=bad << PAGE_SHIFT,
-                          vcpu=getattr(self.local, "vcpu", None),
-                          sept_state=state.name, pulled_by=PULLED_BY.get(code))
-            raise TdKilled(v)
+        if hit is None:
+            return
+        bad, state = hit
+        code = self.pulled.get(bad)
+        why = (f"guest access to gpa {bad << PAGE_SHIFT:#x} before accepting it: the S-EPT "
+               f"entry is {state.name}, a pending EPT violation (SEPT_VE_DISABLE); KVM "
+               f"logs 'Guest access before accepting', calls kvm_vm_dead() and KVM_RUN "
+               f"returns EIO")
+        if code:
+            why += (f". The TD had accepted this page; {PULLED_BY[code]} removed it from "
+                    f"the S-EPT while the guest still used it")
+        v = self.kill("td_killed", why, gpa=bad << PAGE_SHIFT, vcpu=vcpu_id,
+                      sept_state=state.name, pulled_by=PULLED_BY.get(code))
+        raise TdKilled(v)
 
     def _aug(self, gfn, npages, pfn):
         level = 0
@@ -299,28 +288,6 @@ class Td:
         if n:
             self.premapped.set(gfn, end, 0)
             self.nr_premapped -= n
-
-    def unmirror(self, gfn, end):
-        """Drop gfns [gfn, end) from the core stage-2 without touching the S-EPT."""
-        vm = self.vm
-        self.unmirrored = True
-        with vm.mmu_lock:
-            self.quiet = True
-            try:
-                vm.stage2.zap(gfn, end, "private")
-            finally:
-                self.quiet = False
-
-    def unmirror_pending(self):
-        """Before the guest runs: PENDING pages (AUGed by a pre-fault) leave the mirror, so
-        that the guest's first access to one is seen (and kills the TD) as on hardware."""
-        if not self.pending_mirrored:
-            return
-        with self.lock:
-            runs = [(r.gfn, r.gfn + r.npages) for r in self.sept.runs() if r.state == S.PENDING]
-            self.pending_mirrored = False
-        for s, e in runs:
-            self.unmirror(s, e)
 
     # --- gmem index <-> gfn -------------------------------------------------------------------
 

@@ -45,8 +45,7 @@ class TdxVm(VmType):
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: launch.vcpu_mem_enc_op,
                     T.KVM_NMI: launch.vcpu_nmi,
-                    T.KVM_SET_CPUID2: launch.set_cpuid2,
-                    K.KVM_PRE_FAULT_MEMORY: launch.vcpu_pre_fault}
+                    T.KVM_SET_CPUID2: launch.set_cpuid2}
         return {}
 
     def pre_fault_allowed(self, vm):
@@ -76,11 +75,7 @@ class TdxVm(VmType):
             td.reason = "memslot"
 
     def memslot_commit(self, vm, old, new, change):
-        td = vm.arch
-        if change in ("delete", "move") and old is not None and td.unmirrored:
-            with vm.mmu_lock:
-                td.sept_remove(old.base_gfn, old.end_gfn, "memslot")
-            td.reason = None
+        vm.arch.reason = None
 
     def run_enter(self, vcpu):
         """tdx_vcpu_pre_run: the vCPU must be initialised (KVM_TDX_INIT_VCPU) and the TD
@@ -88,14 +83,21 @@ class TdxVm(VmType):
         td = vcpu.vm.arch
         if td.state != RUNNABLE or not vcpu.arch.initialized:
             raise oserror(errno.EINVAL)
-        td.unmirror_pending()
         vcpu.arch.pending_event = False
-        td.local.mode = "guest"
-        td.local.vcpu = vcpu.id
         return None
 
-    def run_exit(self, vcpu, result):
-        vcpu.vm.arch.local.mode = None
+    def guest_access(self, vcpu, action, segments):
+        """The TDX module's check of a guest access KVM resolved: a private access to a page
+        the TD did not accept kills the TD (raises TdKilled: KVM_RUN fails with EIO)."""
+        td = vcpu.vm.arch
+        private = action.private
+        if private is None:
+            private = not action.gpa & td.shared_bit
+        if private:
+            for seg in segments:
+                if seg.kind == "gmem":
+                    td.guest_access(vcpu.id, seg.gfn, seg.npages)
+        return None
 
     # --- memory -------------------------------------------------------------------------------
 
@@ -119,17 +121,9 @@ class TdxVm(VmType):
         return None
 
     def gmem_invalidate(self, vm, event):
-        """Private memory goes away (conversion to shared, attribute cleared, punch, release,
-        memory failure): every S-EPT leaf of the range is removed. The mirror's zap
-        (stage2_zap) removed the leaves it holds; this catches the PENDING leaves it does not
-        hold (RELEASEd or pre-faulted pages), only when there can be any."""
-        td = vm.arch
-        if td.unmirrored and event.to_private is not True and not (
-                event.reason == "vm_attributes" and event.vm is not vm):
-            with vm.mmu_lock:
-                for gs, ge, _ in td.gfn_ranges(event.inode, event.start, event.end):
-                    td.sept_remove(gs, ge, event.reason)
-        td.reason = None
+        """The arch step of an invalidation: the S-EPT leaves of the range went with the
+        mirror's zap (stage2_zap, in invalidate_begin); the host call is over."""
+        vm.arch.reason = None
 
     def gmem_make_shared(self, vm, inode, start, end, pfn):
         """KVM cleared each removed private page (tdx_clear_page, MOVDIR64B): the host sees
@@ -142,7 +136,7 @@ class TdxVm(VmType):
 
     def stage2_zap(self, vm, runs):
         td = vm.arch
-        if td.quiet or td.sept is None:
+        if td.sept is None:
             return
         for gfn, _pfn, n, private, _w in runs:
             if private:
