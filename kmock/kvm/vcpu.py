@@ -178,7 +178,9 @@ def vcpu_run(f, arg):
         pending = vcpu.pending
         if pending is not None:
             vcpu.pending = None
-            pending.complete(vcpu)
+            if pending.complete(vcpu) is _guest.EXIT:
+                vcpu.pending = pending  # complete_userspace_io wrote the next exit (cui 0)
+                return 0
             if pending.done and vcpu.guest.current is pending:
                 vcpu.guest.pc += 1
         if run.immediate_exit:
