@@ -217,7 +217,8 @@ class VmType:
         yet), under mmu_lock. Return None to let it copy, or kmock.kvm.guest.EXIT
         after writing an exit into ``vcpu.run``: the hardware refused the access (an
         RMP #VC, a #VE ...); the action does not retire. May raise
-        kmock.kvm.stage2.MemoryFault. Called once per access (segments are runs), only
+        kmock.kvm.stage2.MemoryFault, or OSError(EIO) after ``vm.kill(...)`` (the
+        hardware killed the guest). Called once per access (segments are runs), only
         when a VM type overrides it."""
         return None
 
