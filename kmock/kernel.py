@@ -314,8 +314,9 @@ class Kernel(IommufdSupport, SyscallAPI):
     def close(self, fd):
         if self._traced:
             return self._call_traced("close", (fd,))
-        if self._host_fd(fd):
-            return self._host.close(fd)
+        host = self._host
+        if host is not None and host.owns_fd(fd):
+            return host.close(fd)
         self.fdtable.remove(fd).put()
 
     def dup(self, fd):

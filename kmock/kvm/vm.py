@@ -318,11 +318,18 @@ def vm_create_vcpu(f, arg):
     return create_vcpu(vm, int_arg(arg))
 
 
+_CREATE_GMEM = K.kvm_create_guest_memfd
+
+
 def vm_create_guest_memfd(f, arg):
-    vm = _check_vm(f)
-    args = copy_from_user(arg, K.kvm_create_guest_memfd)
-    gmem = create_guest_memfd(vm, args.size, args.flags)
-    return vm.kernel.fdtable.install(gmem)
+    vm = f.vm
+    vm.check_caller()
+    if type(arg) is _CREATE_GMEM:  # the struct itself: read it in place (no copy)
+        size, flags = arg.size, arg.flags
+    else:
+        args = copy_from_user(arg, _CREATE_GMEM)
+        size, flags = args.size, args.flags
+    return vm.kernel.fdtable.install(create_guest_memfd(vm, size, flags))
 
 
 def vm_set_user_memory_region(f, arg):

@@ -57,6 +57,7 @@ _FLAGS = {
     "has_run_hooks": ("run_enter", "run_exit"),
     "has_host_access": ("host_access",),
     "has_dma_access": ("dma_access",),
+    "has_gmem_create": ("gmem_create",),
 }
 
 
@@ -85,6 +86,7 @@ class VmType:
     has_run_hooks = False
     has_host_access = False
     has_dma_access = False
+    has_gmem_create = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
