@@ -29,8 +29,8 @@ from types import MappingProxyType
 
 from . import hookspecs, profiles
 from ._libc import check_fallocate_args
-from .consequences import ViolationLog
-from .errors import KmockUsageError, oserror
+from .consequences import BoundedLog, ViolationLog
+from .errors import KmockUsageError, check_int, oserror
 from .fdtable import FdTable
 from .file import File
 from .iommufd.kernel_side import IommufdSupport
@@ -100,13 +100,17 @@ class Kernel(IommufdSupport, SyscallAPI):
             raise KmockUsageError("only_plugins must be a list of plugin objects or modules")
         self.pm = plugin_manager(_Builtin(), plugins, only_plugins)
         self.profile = self._resolve_profile(profile, settings)
+        check_int("guest_history", self.profile.guest_history, 0)
         self.fdtable = FdTable()
         self.physmem = PhysMem()
-        self.violations = ViolationLog()
+        limit = self.profile.log_limit
+        #: the recorded consequences (a ViolationLog of at most ``log_limit`` entries)
+        self.violations = ViolationLog(limit)
         #: host mappings this kernel handed out (kmock.mapping.FileMapping)
         self.mappings = set()
-        #: (mapping, offset) of every host access that got SIGBUS
-        self.sigbus_log = []
+        #: (mapping, offset) of the host accesses that got SIGBUS (the newest
+        #: ``log_limit``; a kmock.consequences.BoundedLog)
+        self.sigbus_log = BoundedLog(limit)
         #: a zero-length memfd: mapped where a host access must SIGBUS
         self.sigbus_memfd = os.memfd_create("kmock-sigbus", os.MFD_CLOEXEC)
         self.iommu_lock = threading.RLock()
@@ -115,6 +119,8 @@ class Kernel(IommufdSupport, SyscallAPI):
         self._gmem_pool = BackingPool()
         self._closed = False
         self._init_iommufd()
+        #: (device, iova, reason) of the refused DMAs (the newest ``log_limit``)
+        self.dma_faults = BoundedLog(limit)
         self._build_tables()
 
     def _resolve_profile(self, profile, settings):
@@ -130,9 +136,10 @@ class Kernel(IommufdSupport, SyscallAPI):
         known = {f.name for f in dataclasses.fields(prof)} - {"name", "description", "arch_settings"}
         fields, arch = {}, dict(declared)
         arch.update(prof.arch_settings)
+        types = {f.name: f.type for f in dataclasses.fields(prof)}
         for key, value in settings.items():
             if key in known:
-                fields[key] = value
+                fields[key] = _checked_setting(key, value, types[key])
             elif key in declared:
                 arch[key] = value
             else:
@@ -493,7 +500,11 @@ class Kernel(IommufdSupport, SyscallAPI):
         """Inject a memory failure into the guest_memfd page at ``offset``.
 
         Later guest use of the page fails with EHWPOISON (KVM_RUN), host use with SIGBUS.
+        OSError EINVAL when ``gmem_fd`` is not a guest_memfd or ``offset`` is outside
+        it (EBADF: not a kmock fd); KmockUsageError when either is not an int.
         """
+        check_int("gmem_fd", gmem_fd)
+        check_int("offset", offset)
         f = self.fdtable.lookup(gmem_fd)
         if f.file_type != "gmem" or not 0 <= offset < f.inode.size:
             raise oserror(errno.EINVAL)
@@ -545,6 +556,33 @@ class Kernel(IommufdSupport, SyscallAPI):
                 os.close(self.sigbus_memfd)
         except Exception:
             pass
+
+
+def _checked_setting(name, value, annotation):
+    """A Profile field given as a Kernel keyword, checked against its annotation:
+    KmockUsageError naming the setting for a value of the wrong type."""
+    import collections.abc as abc
+    import types
+
+    allowed = annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
+    for t in allowed:
+        if t is type(None) and value is None:
+            return value
+        if t is bool and (type(value) is bool or (type(value) is int and value in (0, 1))):
+            return bool(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is str and isinstance(value, str):
+            return value
+        if t is MappingProxyType and isinstance(value, abc.Mapping):
+            return MappingProxyType(dict(value))
+        if t is frozenset and isinstance(value, (set, frozenset, list, tuple)):
+            return frozenset(value)
+        if t is tuple and isinstance(value, (tuple, list)):
+            return tuple(value)
+    names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+    raise KmockUsageError(f"Kernel() setting {name} must be {names}, not "
+                          f"{type(value).__name__} {value!r}")
 
 
 class _Pin:

@@ -10,14 +10,19 @@ file's fault model: where the kernel would send SIGBUS, kmock raises
 import ctypes
 
 from . import _libc
-from .errors import SigBus
+from .errors import KmockUsageError, SigBus
 from .syscall_api import Mapping
 
 PAGE_SIZE = 4096
 
 
 class FileMapping(Mapping):
-    """A mapping of a mock file. Subclasses define ``_fault`` (and ``_touch``)."""
+    """A mapping of a mock file. Subclasses define ``_fault`` (and ``_touch``).
+
+    Indexing and slicing behave as mmap.mmap's: TypeError for an index that is not an
+    int or a slice, IndexError out of range or for a slice assignment of the wrong
+    size, TypeError writing a read-only mapping, ValueError (KmockUsageError) once
+    closed, kmock.SigBus where the kernel would send SIGBUS."""
 
     def __init__(self, file, length, prot, offset, src_fd, src_offset):
         self.file = file
@@ -34,7 +39,9 @@ class FileMapping(Mapping):
         return self.length
 
     def close(self):
-        """munmap; the file loses the reference this mapping held."""
+        """munmap; the file loses the reference this mapping held. Closing twice is a
+        no-op; any later access raises KmockUsageError (a ValueError, as a closed
+        mmap.mmap's does)."""
         if self.closed:
             return
         self.closed = True
@@ -85,7 +92,9 @@ class FileMapping(Mapping):
 
     def _window(self, index):
         if self.closed:
-            raise ValueError("mmap closed or invalid")
+            raise KmockUsageError(
+                f"{self!r} is closed (by its close(), munmap, or Kernel.close_all()): "
+                f"mmap closed or invalid")
         if isinstance(index, slice):
             start, stop, step = index.indices(self.length)
             if step != 1:

@@ -14,7 +14,7 @@ an iommufd argument that is not an iommufd -> EBADF (not open) or EINVAL.
 import errno
 import stat
 
-from ..errors import oserror
+from ..errors import KmockUsageError, check_bytes, check_int, check_length, oserror
 from ..fdtable import is_open_fd
 from ..file import File, make_stat
 from ..kernel_util import copy_from_user, copy_to_user
@@ -22,6 +22,17 @@ from ..uapi import iommufd as I
 from ..uapi import vfio as V
 from .objects import IommuDevice
 from .pages import PAGE_SIZE
+
+
+U64 = (1 << 64) - 1
+
+
+def _check_dma(iova, length, length_name="length"):
+    check_int("iova", iova, 0, U64)
+    check_length(length_name, length)
+    if iova + length > U64 + 1:
+        raise KmockUsageError(f"iova + {length_name} ({iova:#x} + {length:#x}) passes the "
+                              f"64-bit IOVA space")
 
 
 class MockIommu:
@@ -52,14 +63,23 @@ class MockPciDevice:
     # --- the test's side: DMA and inspection -------------------------------------------------
 
     def dma_read(self, iova, length):
-        """Read ``length`` bytes at ``iova`` as the device would (kmock.DmaFault if refused)."""
+        """Read ``length`` bytes at ``iova`` as the device would (kmock.DmaFault if refused).
+
+        KmockUsageError for an ``iova`` outside [0, 2**64) or a ``length`` outside
+        [0, kmock.errors.MAX_ACCESS_BYTES], or when iova + length passes 2**64."""
+        _check_dma(iova, length)
         return self._idev().dma(iova, length)
 
     def dma_write(self, iova, data):
-        self._idev().dma(iova, len(data), bytes(data))
+        """Write ``data`` (bytes-like) at ``iova`` as the device would (kmock.DmaFault
+        if refused); KmockUsageError as for dma_read."""
+        data = check_bytes("data", data)
+        _check_dma(iova, len(data), "len(data)")
+        self._idev().dma(iova, len(data), data)
 
     def translate(self, iova):
         """(pfn, perm) the attached domain maps ``iova`` to, or None."""
+        check_int("iova", iova, 0, U64)
         idev = self.idev
         if idev is None or idev.hwpt is None:
             return None

@@ -479,11 +479,26 @@ class GmemInode:
 
     def read(self, offset, n):
         """Bytes of the file as the guest (or the kernel's direct map) sees them."""
-        return os.pread(self.backing, n, offset)
+        data = os.pread(self.backing, n, offset)
+        if len(data) < n:  # one read(2) returns at most 0x7ffff000 bytes: go on
+            parts = [data]
+            got = len(data)
+            while got < n:
+                chunk = os.pread(self.backing, n - got, offset + got)
+                if not chunk:
+                    break  # end of file
+                parts.append(chunk)
+                got += len(chunk)
+            data = b"".join(parts)
+        return data
 
     def write(self, offset, data):
         self.maybe_dirty = True
-        os.pwrite(self.backing, data, offset)
+        done = os.pwrite(self.backing, data, offset)
+        if done < len(data):  # at most 0x7ffff000 bytes per write(2)
+            view = memoryview(data)
+            while done < len(data):
+                done += os.pwrite(self.backing, view[done:], offset + done)
 
     def host_fault_offset(self, lo, hi):
         """First file offset in [lo, hi) whose host fault would SIGBUS, or None."""

@@ -41,7 +41,8 @@ class Vcpu:
         #: the kvm_run struct, living in the shared page
         self.run = K.kvm_run.from_address(self.run_addr)
         #: the guest code this vCPU runs (filled by tests)
-        self.guest = _guest.GuestScript(vm.vmtype.guest_actions)
+        self.guest = _guest.GuestScript(vm.vmtype.guest_actions,
+                                        history=vm.kernel.profile.guest_history)
         #: the action whose exit awaits userspace (vcpu->arch.complete_userspace_io)
         self.pending = None
         #: vcpu->mutex: one KVM_RUN (or vCPU ioctl) at a time

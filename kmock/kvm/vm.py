@@ -8,7 +8,7 @@ import errno
 import os
 import threading
 
-from ..errors import oserror
+from ..errors import KmockUsageError, oserror
 from ..file import File
 from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
@@ -22,6 +22,22 @@ GFN_SPACE = 1 << 52  # GPAs are 64-bit: gfns up to 2**52
 U64 = (1 << 64) - 1
 
 EIO = errno.EIO
+
+
+class NoSuchVcpu(KmockUsageError, KeyError):
+    """``vm.vcpus[i]`` for an id no vCPU has: a KmockUsageError (a ValueError) naming
+    the id and the ids that exist; also a KeyError, for code that caught that."""
+
+    __str__ = ValueError.__str__
+
+
+class VcpuTable(dict):
+    """``vm.vcpus``: vCPU id -> vCPU, a dict whose missing keys are named clearly."""
+
+    def __missing__(self, vcpu_id):
+        ids = ", ".join(str(i) for i in sorted(self)) or "none (KVM_CREATE_VCPU makes one)"
+        raise NoSuchVcpu(f"vcpus[{vcpu_id!r}]: this VM has no vCPU with id {vcpu_id!r}; "
+                         f"its vCPU ids: {ids}")
 
 
 class VM:
@@ -55,7 +71,8 @@ class VM:
         self.mem_attrs = RangeMap(GFN_SPACE)
         #: the TDP page table (kmock.kvm.stage2): gfn -> frame, R/W, private
         self.stage2 = Stage2(self)
-        self.vcpus = {}
+        #: vCPU id -> vCPU (a dict; a missing id raises NoSuchVcpu)
+        self.vcpus = VcpuTable()
         self.hypercall_exit_enabled = 0
         self.arch = None  # owned by the architecture plugin
         self.caps = kernel.vm_caps(vmtype)
