@@ -149,7 +149,10 @@ class Kernel(IommufdSupport, SyscallAPI):
         return dataclasses.replace(prof, arch_settings=MappingProxyType(arch), **fields)
 
     def setting(self, name):
-        """A profile setting by name: a Profile field, or one a platform declares."""
+        """A profile setting by name: a Profile field, or one a platform declares
+        (KmockUsageError naming the setting otherwise)."""
+        if not isinstance(name, str):
+            raise KmockUsageError(f"setting name must be a str, not {name!r}")
         p = self.profile
         if name in p.arch_settings:
             return p.arch_settings[name]

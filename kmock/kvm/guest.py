@@ -400,6 +400,10 @@ class GuestScript:
         ``page_size``; ``attrs`` overrides it (KVM passes a2 through unchecked).
         Raises KmockUsageError for a page_size other than 4K, 2M, 1G.
         """
+        check_int("gpa", gpa)
+        check_int("npages", npages)
+        if attrs is not None:
+            check_int("attrs", attrs)
         if attrs is None:
             try:
                 size_bits = _PAGE_SZ_ATTRS[page_size]
