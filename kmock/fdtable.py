@@ -13,6 +13,7 @@ import os
 import threading
 
 from .errors import oserror
+from .file import REFS_LOCK
 
 
 class FdTable:
@@ -40,11 +41,24 @@ class FdTable:
 
     def dup(self, fd):
         """dup(2): a new fd for the same open file (FD_CLOEXEC never set)."""
-        f = self.lookup(fd)
-        new = fcntl.fcntl(fd, fcntl.F_DUPFD, 0)
-        f.get()
-        self._files[new] = f
+        f = self.fdget(fd)
+        try:
+            new = fcntl.fcntl(fd, fcntl.F_DUPFD, 0)
+        except BaseException:
+            f.put()
+            raise
+        self._files[new] = f  # the reference fdget took is the new fd's
         return new
+
+    def fdget(self, fd):
+        """The file behind ``fd`` with a reference taken (the caller puts it): a close
+        of ``fd`` by another thread meanwhile does not release the file under the
+        caller (the kernel's fdget when the fd table is shared). OSError EBADF if
+        ``fd`` is not one of ours."""
+        with REFS_LOCK:  # no close can drop the last reference between look-up and get
+            f = self.lookup(fd)
+            f.refs += 1
+        return f
 
     def remove(self, fd):
         """Close ``fd``; returns its file (the caller drops the reference)."""

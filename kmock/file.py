@@ -10,6 +10,7 @@ file_operations provide.
 import errno
 import os
 import stat
+import threading
 
 from . import _libc
 from .errors import oserror
@@ -27,6 +28,9 @@ FALLOC_FL_MODE_MASK = (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_
 MAX_LFS_FILESIZE = (1 << 63) - 1
 
 EBADF = oserror(errno.EBADF)
+#: makes reference counts (File.refs, VM.refs) atomic: two threads that drop the last
+#: two references at once must not both see 0 and release twice (a double munmap)
+REFS_LOCK = threading.Lock()
 
 
 class File:
@@ -49,12 +53,15 @@ class File:
     # --- lifetime ------------------------------------------------------------------
 
     def get(self):
-        self.refs += 1
+        with REFS_LOCK:
+            self.refs += 1
 
     def put(self):
-        self.refs -= 1
-        if self.refs == 0:
-            self.release()
+        with REFS_LOCK:
+            self.refs -= 1
+            if self.refs:
+                return
+        self.release()  # once: only the put that took the count to 0 gets here
 
     def release(self):
         """The last reference went away (the kernel's ->release)."""

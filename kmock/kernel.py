@@ -384,7 +384,11 @@ class Kernel(IommufdSupport, SyscallAPI):
             return self._call_traced("mmap", (fd, length, prot, flags, offset))
         if self._host_fd(fd):
             return self._host.mmap(fd, length, prot, flags, offset)
-        return self.fdtable.lookup(fd).mmap(length, prot, flags, offset)
+        f = self.fdtable.fdget(fd)  # a concurrent close must not release the file mid-mmap
+        try:
+            return f.mmap(length, prot, flags, offset)
+        finally:
+            f.put()
 
     def fallocate(self, fd, mode, offset, length):
         if self._traced:

@@ -8,6 +8,7 @@ file's fault model: where the kernel would send SIGBUS, kmock raises
 """
 
 import ctypes
+import threading
 
 from . import _libc
 from .errors import KmockUsageError, SigBus
@@ -22,7 +23,8 @@ class FileMapping(Mapping):
     Indexing and slicing behave as mmap.mmap's: TypeError for an index that is not an
     int or a slice, IndexError out of range or for a slice assignment of the wrong
     size, TypeError writing a read-only mapping, ValueError (KmockUsageError) once
-    closed, kmock.SigBus where the kernel would send SIGBUS."""
+    closed or reading a mapping without PROT_READ (a SIGSEGV in C), kmock.SigBus where
+    the kernel would send SIGBUS."""
 
     def __init__(self, file, length, prot, offset, src_fd, src_offset):
         self.file = file
@@ -31,6 +33,11 @@ class FileMapping(Mapping):
         self.prot = prot
         self.closed = False
         self._maplen = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        if not hasattr(self, "_access_lock"):
+            #: held by every access through the object and by close(), so a close from
+            #: another thread never munmaps memory an access is copying (a real SIGSEGV
+            #: or SIGBUS); GmemMapping uses its inode's invalidate lock
+            self._access_lock = threading.RLock()
         self.address = _libc.mmap(None, self._maplen, prot, _libc.MAP_SHARED, src_fd, src_offset)
         file.get()
         file.kernel.mappings.add(self)
@@ -42,13 +49,14 @@ class FileMapping(Mapping):
         """munmap; the file loses the reference this mapping held. Closing twice is a
         no-op; any later access raises KmockUsageError (a ValueError, as a closed
         mmap.mmap's does)."""
-        if self.closed:
-            return
-        self.closed = True
-        _libc.munmap(self.address, self._maplen)
-        self.file.kernel.mappings.discard(self)
-        self._on_close()
-        self.file.put()
+        with self._access_lock:
+            if self.closed:
+                return
+            self.closed = True
+            _libc.munmap(self.address, self._maplen)
+            self.file.kernel.mappings.discard(self)
+            self._on_close()
+        self.file.put()  # (outside the lock: a release may take locks ordered before it)
 
     def __enter__(self):
         return self
@@ -116,9 +124,17 @@ class FileMapping(Mapping):
         return f"{self.file.file_type} host fault"
 
     def __getitem__(self, index):
+        with self._access_lock:
+            return self._get(index)
+
+    def _get(self, index):
         start, stop, single = self._window(index)
         if start == stop:
             return b""
+        if not self.prot & _libc.PROT_READ:
+            # C would take a SIGSEGV here (and mmap.mmap crashes the interpreter)
+            raise KmockUsageError(f"{self!r} was mapped without PROT_READ: reading it would "
+                                  f"be a SIGSEGV")
         fault = self._fault(start, stop)
         if fault is not None:
             self._sigbus(fault)
@@ -127,6 +143,10 @@ class FileMapping(Mapping):
         return data[0] if single else data
 
     def __setitem__(self, index, data):
+        with self._access_lock:
+            return self._set(index, data)
+
+    def _set(self, index, data):
         start, stop, single = self._window(index)
         if single:
             data = bytes([data])

@@ -112,7 +112,8 @@ class VfioDeviceFile(File):
         self.dev = dev
 
     def release(self):
-        self.dev.unbind()
+        with self.kernel.iommu_lock:
+            self.dev.unbind()
 
     def fstat(self):
         return make_stat(self.i_mode, size=0, ino=0x1C0 + self.dev.index, dev=5,
@@ -200,9 +201,19 @@ def vfio_detach_pt(f, arg):
     return 0
 
 
+def _iommu_locked(handler):
+    def locked(f, arg):
+        with f.kernel.iommu_lock:  # binds and attaches change iommufd objects
+            return handler(f, arg)
+
+    locked.__name__ = handler.__name__
+    locked.__doc__ = handler.__doc__
+    return locked
+
+
 def vfio_ioctls(kernel):
     return {
-        V.VFIO_DEVICE_BIND_IOMMUFD: vfio_bind_iommufd,
-        V.VFIO_DEVICE_ATTACH_IOMMUFD_PT: vfio_attach_pt,
-        V.VFIO_DEVICE_DETACH_IOMMUFD_PT: vfio_detach_pt,
+        V.VFIO_DEVICE_BIND_IOMMUFD: _iommu_locked(vfio_bind_iommufd),
+        V.VFIO_DEVICE_ATTACH_IOMMUFD_PT: _iommu_locked(vfio_attach_pt),
+        V.VFIO_DEVICE_DETACH_IOMMUFD_PT: _iommu_locked(vfio_detach_pt),
     }

@@ -567,7 +567,7 @@ class GmemFile(File):
         self.ioctls = kernel.ioctl_table("gmem", vm.vmtype)  # (File.__init__, inlined)
         self.vm = vm
         self.inode = inode
-        vm.refs += 1  # vm.get()
+        vm.get()
 
     def release(self):
         """kvm_gmem_release: invalidate everything, unbind every slot (the slots stay,

@@ -64,9 +64,10 @@ class Vcpu:
             se.data[i] = d & U64
 
     def release(self):
-        _libc.munmap(self.run_addr, self.mmap_size)
-        os.close(self.run_fd)
-        self.run = None
+        with self.mutex:  # a KVM_RUN still running in another thread finishes first
+            self.run = None
+            _libc.munmap(self.run_addr, self.mmap_size)
+            os.close(self.run_fd)
         self.vm.put()
 
 
@@ -175,6 +176,11 @@ def vcpu_run(f, arg):
     vcpu = _check(f)
     with vcpu.mutex:
         run = vcpu.run
+        if run is None:
+            # the fd was closed by another thread while this call waited for the
+            # vCPU (kmock's calls hold no file reference, as fdget does): as if the
+            # call had come after the close
+            raise oserror(errno.EBADF)
         pending = vcpu.pending
         if pending is not None:
             vcpu.pending = None

@@ -9,7 +9,7 @@ import os
 import threading
 
 from ..errors import KmockUsageError, oserror
-from ..file import File
+from ..file import REFS_LOCK, File
 from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
 from ..notifier import InvalidateEvent
@@ -112,12 +112,15 @@ class VM:
     # --- lifetime --------------------------------------------------------------------
 
     def get(self):
-        self.refs += 1
+        with REFS_LOCK:
+            self.refs += 1
 
     def put(self):
-        self.refs -= 1
-        if self.refs == 0:
-            self.destroy()
+        with REFS_LOCK:
+            self.refs -= 1
+            if self.refs:
+                return
+        self.destroy()
 
     def destroy(self):
         """kvm_destroy_vm: free the memslots (unbinding guest_memfd ranges), then the
