@@ -18,7 +18,7 @@ PAGE_SIZE = 4096
 
 
 class FileMapping(Mapping):
-    """A mapping of a mock file. Subclasses define ``_fault`` (and ``_touch``).
+    """A mapping of a mock file. Subclasses define ``fault_at`` (and ``_touch``).
 
     Indexing and slicing behave as mmap.mmap's: TypeError for an index that is not an
     int or a slice, IndexError out of range or for a slice assignment of the wrong
@@ -32,13 +32,13 @@ class FileMapping(Mapping):
         self.offset = offset
         self.prot = prot
         self.closed = False
-        self._maplen = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        self.maplen = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         if not hasattr(self, "_access_lock"):
             #: held by every access through the object and by close(), so a close from
             #: another thread never munmaps memory an access is copying (a real SIGSEGV
             #: or SIGBUS); GmemMapping uses its inode's invalidate lock
             self._access_lock = threading.RLock()
-        self.address = _libc.mmap(None, self._maplen, prot, _libc.MAP_SHARED, src_fd, src_offset)
+        self.address = _libc.mmap(None, self.maplen, prot, _libc.MAP_SHARED, src_fd, src_offset)
         file.get()
         file.kernel.mappings.add(self)
 
@@ -53,7 +53,7 @@ class FileMapping(Mapping):
             if self.closed:
                 return
             self.closed = True
-            _libc.munmap(self.address, self._maplen)
+            _libc.munmap(self.address, self.maplen)
             self.file.kernel.mappings.discard(self)
             self._on_close()
         self.file.put()  # (outside the lock: a release may take locks ordered before it)
@@ -67,7 +67,7 @@ class FileMapping(Mapping):
 
     # --- the fault model (subclasses) ----------------------------------------------
 
-    def _fault(self, start, stop):
+    def fault_at(self, start, stop):
         """Mapping offset of the first byte in [start, stop) whose page would SIGBUS."""
         return None
 
@@ -84,7 +84,7 @@ class FileMapping(Mapping):
 
         from .errors import oserror
 
-        if self._fault(start, stop) is not None:
+        if self.fault_at(start, stop) is not None:
             raise oserror(errno.EFAULT)
         self._touch(start, stop, False)
         return self.pin_pages(start, stop, +1)
@@ -135,7 +135,7 @@ class FileMapping(Mapping):
             # C would take a SIGSEGV here (and mmap.mmap crashes the interpreter)
             raise KmockUsageError(f"{self!r} was mapped without PROT_READ: reading it would "
                                   f"be a SIGSEGV")
-        fault = self._fault(start, stop)
+        fault = self.fault_at(start, stop)
         if fault is not None:
             self._sigbus(fault)
         self._touch(start, stop, False)
@@ -156,7 +156,7 @@ class FileMapping(Mapping):
             raise TypeError("mmap can't modify a readonly memory map.")
         if start == stop:
             return
-        fault = self._fault(start, stop)
+        fault = self.fault_at(start, stop)
         end = stop if fault is None else fault
         if end > start:
             self._touch(start, end, True)
