@@ -95,6 +95,14 @@ class Fuzzer:
 
     # --- values ------------------------------------------------------------------------------
 
+    def pick(self, items, pop=False):
+        """A random element of a list the other threads change too (None if empty)."""
+        try:
+            i = self.rng.randrange(len(items))
+            return items.pop(i) if pop else items[i]
+        except (IndexError, ValueError):
+            return None
+
     def int_(self):
         r = self.rng.random()
         if r < 0.5:
@@ -234,7 +242,9 @@ class Fuzzer:
 
         rng = self.rng
         r = rng.random()
-        fd = rng.choice(fds) if fds and rng.random() < 0.9 else rng.choice([-1, 0, 1, 2, 1 << 20])
+        fd = self.pick(fds) if rng.random() < 0.9 else None
+        if fd is None:
+            fd = rng.choice([-1, 0, 1, 2, 1 << 20])
         if r < 0.45:
             req = rng.choice(self.requests) if rng.random() < 0.7 else rng.randrange(0, 1 << 32)
             arg = self.arg()
@@ -251,7 +261,9 @@ class Fuzzer:
             if m is not None:
                 maps.append(m)
         elif r < 0.72 and maps:
-            m = rng.choice(maps)
+            m = self.pick(maps)
+            if m is None:
+                return
             off = rng.randrange(0, 20 * P)
             from .. import SigBus
             from ..errors import KmockUsageError
@@ -287,11 +299,13 @@ class Fuzzer:
                                            size=rng.choice([P, 4 * P]))
             self.call("well_formed", k.ioctl, fd, req, a)
         elif r < 0.95:
-            if fds and rng.random() < 0.5:
-                victim = fds.pop(rng.randrange(len(fds)))
+            victim = self.pick(fds, pop=True) if rng.random() < 0.5 else None
+            if victim is not None:
                 self.call("close", k.close, victim)
         elif r < 0.97 and maps:
-            self.call("munmap", maps.pop(rng.randrange(len(maps))).close)
+            m = self.pick(maps, pop=True)
+            if m is not None:
+                self.call("munmap", m.close)
         else:
             self.call("punch", k.fallocate, fd, 3, rng.randrange(0, 16) * P, P,
                       allowed=(OverflowError,))
@@ -303,7 +317,7 @@ class Fuzzer:
         vcpus = [f for f in fds if getattr(k.fdtable.get(f), "file_type", None) == "vcpu"]
         if not vcpus:
             return
-        fd = rng.choice(vcpus)
+        fd = self.pick(vcpus)
         f = k.fdtable.get(fd)
         if f is None:
             return
@@ -345,13 +359,15 @@ class Fuzzer:
             if self.call("map_file", k.ioctl, self.ictx, I.IOMMU_IOAS_MAP_FILE, m) is not None:
                 self.iovas = getattr(self, "iovas", [])[-16:] + [m.iova]
         elif getattr(self, "iovas", None):
-            iova = rng.choice(self.iovas)
+            iova = self.pick(self.iovas)
+            if iova is None:
+                return
             if rng.random() < 0.3:
                 u = I.iommu_ioas_unmap(size=ctypes.sizeof(I.iommu_ioas_unmap), ioas_id=self.ioas,
                                        iova=iova, length=P)
                 self.call("unmap", k.ioctl, self.ictx, I.IOMMU_IOAS_UNMAP, u)
             elif devs:
-                dev = rng.choice(devs)
+                dev = self.pick(devs)
                 self.call("dma", dev.dma_read, iova + rng.randrange(0, 2) * P, rng.randrange(0, 64),
                           allowed=(DmaFault,))
 
@@ -379,7 +395,7 @@ def _kernels():
 def _new_stats():
     return {"calls": 0, "ok": 0, "oserror": 0, "unexpected": 0, "errnos": {}, "allowed": {},
             "unexpected_kinds": {}, "tracebacks": {}, "leaked_fds": 0, "leaks": [],
-            "rss_first": None, "rss_last": None, "kernels": 0}
+            "rss_first": None, "rss_last": None, "kernels": 0, "fuzzer_errors": {}}
 
 
 def _chunk(seed, calls, threads, combos):
@@ -410,7 +426,11 @@ def _chunk(seed, calls, threads, combos):
 
         def work(f, count):
             for _ in range(count):
-                f.one(k, fds, maps, devs)
+                try:
+                    f.one(k, fds, maps, devs)
+                except Exception as e:  # outside any syscall: the fuzzer's own bug
+                    key = f"fuzzer: {type(e).__name__}: {e}"[:160]
+                    stats["fuzzer_errors"][key] = stats["fuzzer_errors"].get(key, 0) + 1
 
         per = n // len(fuzzers)
         ts = [threading.Thread(target=work, args=(f, per)) for f in fuzzers[1:]]
@@ -448,7 +468,7 @@ def _chunk(seed, calls, threads, combos):
 def _merge(total, part):
     for key in ("calls", "ok", "oserror", "unexpected", "leaked_fds", "kernels"):
         total[key] += part[key]
-    for key in ("errnos", "allowed", "unexpected_kinds"):
+    for key in ("errnos", "allowed", "unexpected_kinds", "fuzzer_errors"):
         for k, v in part[key].items():
             total[key][k] = total[key].get(k, 0) + v
     for k, v in part["tracebacks"].items():
@@ -549,7 +569,8 @@ def run(quick=False, out=print, calls=None, workers=2, threads=2, seed=None):
     for k, v in sorted(total["unexpected_kinds"].items(), key=lambda kv: -kv[1])[:10]:
         out(f"    {v:6d}  {k}")
     out(f"  real signals: {sum(total['signals'].values())} (target 0) {total['signals'] or ''}")
-    out(f"  crashed chunks: {len(total['crashes'])}")
+    out(f"  crashed chunks: {len(total['crashes'])}; fuzzer errors (its own bugs): "
+        f"{total['fuzzer_errors'] or 0}")
     for c in total["crashes"][:3]:
         out("    " + c.strip().splitlines()[-1])
     out(f"  fds leaked after close_all: {total['leaked_fds']} (target 0)")
