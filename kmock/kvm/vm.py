@@ -325,7 +325,7 @@ class VmFile(File):
 
     def unknown_ioctl(self, request, arg):
         self.vm.check_caller()
-        raise oserror(errno.ENOTTY)  # kvm_arch_vm_ioctl default
+        raise oserror(self.vm.vmtype.unknown_vm_ioctl_errno)  # kvm_arch_vm_ioctl default
 
 
 def _check_vm(f):
