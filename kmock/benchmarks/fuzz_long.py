@@ -377,8 +377,13 @@ def _kernels():
     from .. import profiles
     from ..testing.platforms import PLATFORMS, PlatformError, kernel_for
 
+    from .. import Kernel
+
+    base = Kernel()
+    extra = [p for part in base.pm.hook.kmock_profiles() for p in (part or ())]
+    base.close_all()
     out, missing = [], []
-    for name in profiles.names():
+    for name in profiles.names(extra):
         if name == "host" and not os.path.exists("/dev/kvm"):
             continue
         for plat in PLATFORMS:
@@ -560,7 +565,7 @@ def run(quick=False, out=print, calls=None, workers=2, threads=2, seed=None):
         f"threads each), {total['kernels']} kernels")
     out(f"  kernels: {', '.join(total['platforms'])}")
     if missing:
-        out(f"  not available here (no plugin): {', '.join(missing)}")
+        out(f"  not built (no plugin here, or another architecture): {', '.join(missing)}")
     out(f"  outcomes: {total['ok']} ok, {total['oserror']} OSError, allowed "
         f"{dict(sorted(total['allowed'].items()))}")
     top = sorted(total["errnos"].items(), key=lambda kv: -kv[1])[:8]
