@@ -446,7 +446,7 @@ def _chunk(seed, calls, threads, combos):
             t.join()
         stats["calls"] += n
         done += n
-        k.close_all()
+        fuzzers[0].call("close_all", k.close_all)  # an exception here counts, too
         leaked = _open_fds() - before - own
         # an fd the round opened that close_all left open
         leaked = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}")}
@@ -493,7 +493,7 @@ def _fork_child(seed, calls, threads, combos, path):
         try:
             data = json.dumps(_chunk(seed, calls, threads, combos))
         except BaseException:
-            data = json.dumps({"crash": traceback.format_exc()[-3000:]})
+            data = json.dumps({"crash": f"seed {seed}: " + traceback.format_exc()[-3000:]})
             code = 1
         with open(path, "w") as f:
             f.write(data)
@@ -601,6 +601,8 @@ def main(argv=None):
     if a.tracebacks:
         for k, tb in total["tracebacks"].items():
             print(f"--- {k}\n{tb}")
+        for c in total["crashes"]:
+            print(f"--- crashed chunk\n{c}")
     bad = total["unexpected"] or total["signals"] or total["leaked_fds"] or total["crashes"]
     return 1 if bad else 0
 
