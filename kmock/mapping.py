@@ -22,9 +22,9 @@ class FileMapping(Mapping):
 
     Indexing and slicing behave as mmap.mmap's: TypeError for an index that is not an
     int or a slice, IndexError out of range or for a slice assignment of the wrong
-    size, TypeError writing a read-only mapping, ValueError (KmockUsageError) once
-    closed or reading a mapping without PROT_READ (a SIGSEGV in C), kmock.SigBus where
-    the kernel would send SIGBUS."""
+    size, TypeError writing a read-only mapping, ValueError once closed (as mmap.mmap),
+    KmockUsageError (a ValueError) reading a mapping without PROT_READ (a SIGSEGV in
+    C), kmock.SigBus where the kernel would send SIGBUS."""
 
     def __init__(self, file, length, prot, offset, src_fd, src_offset):
         self.file = file
@@ -47,8 +47,8 @@ class FileMapping(Mapping):
 
     def close(self):
         """munmap; the file loses the reference this mapping held. Closing twice is a
-        no-op; any later access raises KmockUsageError (a ValueError, as a closed
-        mmap.mmap's does)."""
+        no-op; any later access raises ValueError (as a closed mmap.mmap's does) saying
+        the mapping was closed."""
         with self._access_lock:
             if self.closed:
                 return
@@ -100,9 +100,10 @@ class FileMapping(Mapping):
 
     def _window(self, index):
         if self.closed:
-            raise KmockUsageError(
-                f"{self!r} is closed (by its close(), munmap, or Kernel.close_all()): "
-                f"mmap closed or invalid")
+            # a ValueError as a closed mmap.mmap's (and kmock.HostKernel's mappings')
+            raise ValueError(
+                f"mmap closed or invalid: {self!r} was closed (by its close(), munmap, or "
+                f"Kernel.close_all())")
         if isinstance(index, slice):
             start, stop, step = index.indices(self.length)
             if step != 1:

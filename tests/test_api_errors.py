@@ -152,9 +152,8 @@ def test_mapping_after_close_all(env):
     m = env.map
     env.k.close_all()
     for op in (lambda: m[0], lambda: m[0:4], lambda: m.__setitem__(0, 1)):
-        with pytest.raises(ValueError) as info:  # KmockUsageError, as mmap.mmap's ValueError
+        with pytest.raises(ValueError) as info:  # as mmap.mmap's (and the host's) ValueError
             op()
-        assert isinstance(info.value, KmockUsageError)
         assert "closed" in str(info.value) and "close_all" in str(info.value)
     m.close()  # closing again is a no-op
 

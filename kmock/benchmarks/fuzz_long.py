@@ -266,15 +266,14 @@ class Fuzzer:
                 return
             off = rng.randrange(0, 20 * P)
             from .. import SigBus
-            from ..errors import KmockUsageError
 
             if rng.random() < 0.5:
                 self.call("map_read", m.__getitem__, slice(off, off + rng.randrange(1, 2 * P)),
-                          allowed=(SigBus, IndexError, KmockUsageError))
+                          allowed=(SigBus, IndexError, ValueError))  # closed: ValueError
             else:
                 n = rng.randrange(1, 64)
                 self.call("map_write", m.__setitem__, slice(off, off + n), b"\xA5" * n,
-                          allowed=(SigBus, IndexError, KmockUsageError, TypeError))
+                          allowed=(SigBus, IndexError, ValueError, TypeError))
         elif r < 0.78:
             self._guest(k, fds)
         elif r < 0.84 and getattr(self, "ictx", None) is not None:
