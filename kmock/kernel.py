@@ -88,7 +88,10 @@ class Kernel(IommufdSupport, SyscallAPI):
     exactly these instead. Keyword ``settings`` override fields of the profile, e.g.
     ``Kernel("gmem-attributes-v8", platform="tdx", iommufd_gmem_policy="notifier")``.
     Raises kmock.errors.PluginError for a broken plugin and KmockUsageError (a
-    ValueError) for an unknown profile, setting or platform.
+    ValueError) for an unknown profile, setting or platform, or a setting of the wrong
+    type. Settings of kmock itself: ``guest_history`` (completed guest-script actions
+    kept per vCPU, 1000) and ``log_limit`` (entries kept in ``sigbus_log``,
+    ``violations``, ``dma_faults``; 10000, None = all). See docs/api-errors.md.
     """
 
     FILE_TYPES = ("kvm", "vm", "vcpu", "gmem", "iommufd", "vfio")

@@ -361,6 +361,10 @@ class GuestScript:
     ``namespaces``: ``{name: factory}`` from the VM type (``VmType.guest_actions``);
     each ``factory(script)`` becomes the attribute ``script.<name>`` holding that
     architecture's actions, e.g. ``vcpu.guest.tdx.accept(gpa)``.
+
+    ``history``: how many completed actions to keep (the ``guest_history`` profile
+    setting); pending actions are always kept. Arguments of the wrong type or range
+    raise kmock.errors.KmockUsageError naming the argument (docs/api-errors.md).
     """
 
     #: completed actions kept by default (the ``guest_history`` profile setting)
@@ -396,11 +400,14 @@ class GuestScript:
         return action
 
     def read(self, gpa, size, private=None):
-        """Read ``size`` bytes at ``gpa``; ``result`` = the bytes."""
+        """Read ``size`` bytes at ``gpa``; ``result`` = the bytes. KmockUsageError for a
+        gpa outside [0, 2**64), a size over kmock.errors.MAX_ACCESS_BYTES, or a range
+        that passes 2**64 (nothing is queued then)."""
         return self.add(Read(gpa, size, private))
 
     def write(self, gpa, data, private=None):
-        """Write ``data`` at ``gpa``."""
+        """Write ``data`` (bytes-like) at ``gpa``; KmockUsageError as for ``read``, and for
+        data that is not bytes-like (an int is refused: ``bytes(5)`` is five zeros)."""
         return self.add(Write(gpa, data, private))
 
     def hypercall(self, nr, *args):
