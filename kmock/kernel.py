@@ -398,10 +398,11 @@ class Kernel(IommufdSupport, SyscallAPI):
     def fallocate(self, fd, mode, offset, length):
         if self._traced:
             return self._call_traced("fallocate", (fd, mode, offset, length))
-        if self._host_fd(fd):
+        host = self._host
+        if host is not None and host.owns_fd(fd):
             if mode & 0x02 and self.iommu_memory.orphans is not None:  # FALLOC_FL_PUNCH_HOLE
                 self.iommu_memory.before_truncate(fd, offset, offset + length)
-            return self._host.fallocate(fd, mode, offset, length)
+            return host.fallocate(fd, mode, offset, length)
         f = self.fdtable.lookup(fd)
         check_fallocate_args(fd, mode, offset, length)
         return f.fallocate(mode, offset, length)
