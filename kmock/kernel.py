@@ -574,16 +574,21 @@ class Kernel(IommufdSupport, SyscallAPI):
             pin.unpin()
         for m in list(self.mappings):
             m.close()
+        first = None  # a release that raised (a plugin's bug): the rest still close
         for fd in self.fdtable.fds():
             try:
                 self.close(fd)
             except OSError:
                 pass  # closed by another thread meanwhile
+            except Exception as e:
+                first = first or e
         if self._host is not None:
             self._host.close_all()
         self._gmem_pool.close()
         if self.trace is not None:
             self.trace.flush()
+        if first is not None:
+            raise first
 
     def __del__(self):
         try:

@@ -128,3 +128,33 @@ def test_longrun_bench_quick():
     for r in rows:
         assert r["best_us"] > 0 and r["median_us"] >= r["best_us"]
         assert r["rss_after"] > 0
+
+
+def test_close_all_closes_every_fd_when_a_release_raises():
+    """A release that raises (a plugin's bug) does not leave the other fds open."""
+    from kmock.kvm.vmtype import DefaultVm
+
+    class Broken(DefaultVm):
+        type = 7
+        name = "BROKEN_TEST_VM"
+
+        def gmem_invalidate(self, vm, event):
+            if event.reason == "release":
+                raise RuntimeError("plugin bug")
+
+    class Plugin:
+        @kmock.hookspecs.hookimpl
+        def kmock_vm_types(self, kernel):
+            return [Broken()]
+
+    k = kmock.Kernel(only_plugins=[Plugin()])
+    kvm = k.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    vm = k.ioctl(kvm, K.KVM_CREATE_VM, 7)
+    g = k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, K.kvm_create_guest_memfd(size=1 << 16))
+    fds = [kvm, vm, g]
+    with pytest.raises(RuntimeError, match="plugin bug"):
+        k.close_all()
+    assert len(k.fdtable) == 0
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
