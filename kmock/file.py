@@ -119,13 +119,14 @@ class File:
                 raise oserror(errno.EOPNOTSUPP)
         elif m not in (0, FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_ZERO_RANGE):
             raise oserror(errno.EOPNOTSUPP)
-        fmt = stat.S_IFMT(self.i_mode)
-        if fmt == stat.S_IFIFO:
-            raise oserror(errno.ESPIPE)
-        if fmt == stat.S_IFDIR:
-            raise oserror(errno.EISDIR)
-        if fmt not in (stat.S_IFREG, stat.S_IFBLK):
-            raise oserror(errno.ENODEV)
+        fmt = self.i_mode & 0o170000  # S_IFMT
+        if fmt != stat.S_IFREG:  # (a regular file: the common case, one test)
+            if fmt == stat.S_IFIFO:
+                raise oserror(errno.ESPIPE)
+            if fmt == stat.S_IFDIR:
+                raise oserror(errno.EISDIR)
+            if fmt != stat.S_IFBLK:
+                raise oserror(errno.ENODEV)
         if offset + length > MAX_LFS_FILESIZE:
             raise oserror(errno.EFBIG)
         return self.do_fallocate(mode, offset, length)

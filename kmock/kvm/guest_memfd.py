@@ -394,6 +394,10 @@ class GmemInode:
         if not self.notifiers:
             with self.lock:
                 if not self.notifiers:  # no user to tell: just the store
+                    if (self.prepared is None and self.pins is None and not self.maybe_dirty
+                            and not self.mappings):
+                        self.allocated.set(start, end, 0)  # (_remove_pages, nothing else to do)
+                        return
                     self._remove_pages(start, end)
                     return
         self.invalidate(InvalidateEvent(self, start, end, "punch_hole"),
