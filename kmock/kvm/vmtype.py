@@ -63,6 +63,7 @@ _FLAGS = {
     "has_dma_access": ("dma_access",),
     "has_guest_access": ("guest_access",),
     "has_guest_access_early": ("guest_access_early",),
+    "has_gmem_create": ("gmem_create",),
 }
 
 
@@ -96,6 +97,7 @@ class VmType:
     has_dma_access = False
     has_guest_access = False
     has_guest_access_early = False
+    has_gmem_create = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
