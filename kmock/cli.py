@@ -111,12 +111,13 @@ BENCH_SUITES = {
     "conversion": "guest_memfd conversions vs real 4K fallocate; 4 TiB scale",
     "iommufd": "MAP_FILE/UNMAP and DMA vs real 4K fallocate",
     "patching": "os/fcntl calls while kmock.patched is active vs unpatched; patched ioctl vs Kernel.ioctl",
+    "longrun": "RSS after 10^6 guest exits and 10^5 logged SIGBUS (bounded history and logs)",
 }
 
 
 @app.command()
 def bench(
-    suite: str = typer.Argument("all", help="core | syscalls | conversion | iommufd | patching | all"),
+    suite: str = typer.Argument("all", help="core | syscalls | conversion | iommufd | patching | longrun | all"),
     quick: bool = typer.Option(False, "--quick", help="Small workloads (a smoke run)."),
 ):
     """Benchmarks: the compiled core against its pure twin, and the mock against the real

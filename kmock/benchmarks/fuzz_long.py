@@ -374,18 +374,20 @@ class Fuzzer:
 def _kernels():
     """(label, factory) for every profile x platform this kmock can build."""
     from .. import profiles
-    from ..testing.platforms import PLATFORMS, PlatformError, kernel_for
+    from ..testing.platforms import PlatformError, kernel_for
 
     from .. import Kernel
 
     base = Kernel()
     extra = [p for part in base.pm.hook.kmock_profiles() for p in (part or ())]
+    platforms = sorted({p.name for part in base.pm.hook.kmock_platforms(kernel=base)
+                        for p in (part or ())})
     base.close_all()
     out, missing = [], []
     for name in profiles.names(extra):
         if name == "host" and not os.path.exists("/dev/kvm"):
             continue
-        for plat in PLATFORMS:
+        for plat in platforms:
             try:
                 k = kernel_for(name, plat)
             except (PlatformError, ValueError):
