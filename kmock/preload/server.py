@@ -17,9 +17,11 @@ import errno
 import fcntl
 import itertools
 import os
+import select
 import socket
 import struct
 import threading
+import time
 
 from .. import _libc
 from ..notifier import GmemNotifier
@@ -97,6 +99,7 @@ class Client:
         self.pending = []
         self.lock = threading.Lock()
         self.conns = 0
+        self.watched = False
         try:
             self.pidfd = _syscall(ctypes.c_long(SYS_pidfd_open), ctypes.c_int(pid), ctypes.c_uint(0))
         except OSError:
@@ -141,7 +144,7 @@ class Server:
         self._map_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._trace_lock = threading.Lock()
-        self._conns = 0
+        self._live = 0
         self._idle = threading.Condition(self._lock)
         self._devices = "\0".join(sorted(kernel.devices)).encode() + b"\0"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -149,6 +152,8 @@ class Server:
         self.sock.listen(128)
         self._thread = None
         self._stopping = False
+        self._installed = threading.local()
+        self._watch_installs()
         self._handlers = {
             P.OPEN: self._open, P.CLOSE: self._close, P.DUP: self._dup, P.IOCTL: self._ioctl,
             P.BIND: self._bind, P.MMAP: self._mmap, P.MUNMAP: self._munmap,
@@ -187,9 +192,9 @@ class Server:
             pass
 
     def wait_idle(self, timeout=10.0):
-        """Wait until no client connection is open (the clients exited); True if so."""
+        """Wait until every client process exited and its files were released; True if so."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._conns == 0, timeout)
+            return self._idle.wait_for(lambda: self._live == 0, timeout)
 
     def env(self, library=None):
         """The environment entries a client process needs (LD_PRELOAD, KMOCK_SOCKET)."""
@@ -201,19 +206,19 @@ class Server:
 
     # --- one connection --------------------------------------------------------------------
 
-    def _client(self, pid, parent):
+    def _client(self, pid):
         with self._lock:
             c = self.clients.get(pid)
             if c is None:
                 c = self.clients[pid] = Client(pid)
+                self._live += 1
             c.conns += 1
-            self._conns += 1
         return c
 
     def _serve_conn(self, conn):
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid = struct.unpack("3i", creds)[0]
-        client = self._client(pid, None)
+        client = self._client(pid)
         buf = bytearray(P.REQ.size + P.MAXPAY)
         view = memoryview(buf)
         handlers = self._handlers
@@ -277,16 +282,32 @@ class Server:
         del kernel
 
     def _disconnect(self, client):
-        with self._lock:
-            client.conns -= 1
-            last = client.conns == 0 and not client.alive()
-            if last:
-                self.clients.pop(client.pid, None)
-        if last:
-            self._release(client)
         with self._idle:
-            self._conns -= 1
+            client.conns -= 1
+            watch = client.conns == 0 and not client.watched
+            client.watched = client.watched or watch
             self._idle.notify_all()
+        if watch:
+            # Threads close their connections as they exit, the process may open new
+            # ones: its files are released when the process itself is gone.
+            threading.Thread(target=self._watch_exit, args=(client,), daemon=True,
+                             name="kmock-serve-exit").start()
+
+    def _watch_exit(self, client):
+        if client.pidfd >= 0:
+            select.select([client.pidfd], [], [])
+        else:
+            while client.alive():
+                time.sleep(0.01)
+        with self._idle:
+            self._idle.wait_for(lambda: client.conns == 0)
+            self.clients.pop(client.pid, None)
+        try:
+            self._release(client)
+        finally:
+            with self._idle:
+                self._live -= 1
+                self._idle.notify_all()
 
     def _release(self, client):
         """The client process is gone: record the state, then close what it held."""
@@ -370,16 +391,31 @@ class Server:
             return 0, 0, b"", None
         raise OSError(errno.EBADF, "no such new fd")
 
+    def _watch_installs(self):
+        """Know exactly which fds a call installed (an ioctl's int result is a new fd only
+        if this thread's call installed it, whatever other threads do meanwhile)."""
+        table = self.kernel.fdtable
+        install = table.install
+        local = self._installed
+
+        def watched(file, cloexec=None):
+            fd = install(file, cloexec)
+            seen = getattr(local, "fds", None)
+            if seen is not None:
+                seen.append(fd)
+            return fd
+
+        table.install = watched
+
     def _ioctl(self, client, sfd, request, arg):
         kernel = self.kernel
-        before = len(kernel.fdtable)
+        installed = self._installed.fds = []
         rule = self.rules.get(request & U32)
         if rule is None:
             r = kernel.ioctl(sfd, request, arg)
         else:
             r = self._ioctl_rule(client, sfd, request, arg, rule)
-        if (type(r) is int and r >= 0 and len(kernel.fdtable) > before and r != sfd
-                and r not in self._server_fds and kernel.owns_fd(r)):
+        if installed and type(r) is int and r in installed:
             cloexec = fcntl.fcntl(r, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
             return 0, P.NEWFD, r, cloexec
         return (r if type(r) is int else 0), 0, 0, 0

@@ -1,0 +1,159 @@
+"""The native tier end to end: gmem_native.c, built here with the system compiler, runs
+unmodified on the real /dev/kvm and under the preload library against kmock."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kmock
+from kmock import preload
+from kmock.preload import argrules
+from kmock.preload.library import LibraryMissing, library_path
+
+HERE = Path(__file__).parent
+CC = shutil.which("cc")
+pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc)")
+REAL_KVM = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    out = tmp_path_factory.mktemp("native") / "gmem_native"
+    subprocess.run([CC, "-O1", "-o", str(out), str(HERE / "gmem_native.c"), "-lpthread"],
+                   check=True)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def lib():
+    try:
+        return library_path()
+    except LibraryMissing as e:
+        pytest.skip(str(e))
+
+
+def lines(text, prefix):
+    return [ln for ln in text.splitlines() if ln.startswith(prefix)]
+
+
+def run_mock(program, kernel, **kw):
+    res = preload.run([program], kernel=kernel, timeout=120, **kw)
+    assert res.server.errors == []
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith("done")
+    return res
+
+
+@pytest.mark.skipif(not REAL_KVM, reason="no usable /dev/kvm")
+def test_upstream_lines_match_the_real_kernel(program, lib):
+    real = subprocess.run([program], capture_output=True, text=True, timeout=120)
+    assert real.returncode == 0, real.stderr
+    res = run_mock(program, kmock.Kernel("host"))
+    assert lines(res.stdout, "up ") == lines(real.stdout, "up ")
+    assert len(lines(real.stdout, "up ")) > 40
+
+
+def test_in_place_conversion_sigbus_and_iommufd_under_kmock(program, lib):
+    k = kmock.Kernel("gmem-attributes-v8")
+    k.add_vfio_device()
+    res = run_mock(program, k)
+    ext = lines(res.stdout, "ext ")
+    assert "ext to private: ok" in ext
+    # the converted page SIGBUSes in the VMM's own process, its neighbour does not
+    assert "ext sigbus on private: 1 neighbour 0" in ext
+    assert "ext sigbus after shared: 0" in ext
+    assert "ext unaligned: -1 EINVAL" in ext
+    assert "ext map_file memfd: ok" in ext  # an fd field of the VMM's own memfd
+    assert "ext map_file gmem: -1 EINVAL" in ext  # upstream iommufd policy
+    assert "ext vfio bind: ok" in ext and "ext vfio attach: ok" in ext
+    assert "up threads: 200/200" in res.stdout
+    assert "up sigbus beyond eof: 1" in res.stdout
+    assert "up mmap kvm_run: ok sigbus past size 1" in res.stdout
+    # the state when the program exited: what it left open (a vCPU keeps its VM; a
+    # guest_memfd it never closed keeps the sw_protected VM), then everything released
+    snap = res.snapshot
+    assert sorted(vm["type"] for vm in snap["vms"]) == [0, 1]
+    assert [g["flags"] for g in snap["guest_memfds"]] == [1]
+    assert len(k.fdtable) == 0
+    assert res.violations == []
+
+
+def test_default_profile_without_real_kvm(program, lib):
+    res = run_mock(program, kmock.Kernel("linux-6.18"))
+    assert "up open /dev/kvm: ok" in res.stdout
+    assert "ext inplace: skip" in res.stdout
+    assert "ext iommufd: skip" not in res.stdout  # the mock has /dev/iommu
+
+
+def test_runs_under_the_pytest_fixture(program, lib, kmock):
+    """The kmock fixture's kernel (patching active) serves a native child."""
+    kmock.add_vfio_device()
+    res = preload.run([program], kernel=kmock, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "ext vfio attach: ok" in res.stdout
+    assert res.server.errors == []
+
+
+def test_subprocess_env(program, lib):
+    k = kmock.Kernel("linux-6.18")
+    env = preload.subprocess_env(k)
+    assert env["LD_PRELOAD"].split(":")[0] == lib
+    p = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "up create vm: ok" in p.stdout
+
+
+def test_trace_file(program, lib, tmp_path):
+    trace = tmp_path / "trace.txt"
+    with open(trace, "w") as f:
+        run_mock(program, kmock.Kernel("linux-6.18"), trace=f)
+    text = trace.read_text()
+    assert " ioctl(" in text and "= -1 EINVAL" in text and " mmap(" in text
+
+
+def test_programs_that_never_touch_kmock_pass_through(lib, tmp_path):
+    src = tmp_path / "plain.c"
+    src.write_text(
+        '#include <fcntl.h>\n#include <stdio.h>\n#include <unistd.h>\n#include <sys/mman.h>\n'
+        "int main(void){int fd=open(\"/dev/null\",O_RDWR);char b[4];\n"
+        "void*p=mmap(0,4096,3,MAP_PRIVATE|MAP_ANONYMOUS,-1,0);munmap(p,4096);\n"
+        'printf("%d %zd %zd\\n", fd>=0, write(fd,"abc",3), read(fd,b,4));return 0;}\n')
+    exe = tmp_path / "plain"
+    subprocess.run([CC, "-o", str(exe), str(src)], check=True)
+    res = preload.run([str(exe)], kernel=kmock.Kernel("linux-6.18"), timeout=60)
+    assert res.returncode == 0 and res.stdout == "1 3 0\n"
+    assert res.server.exit_snapshots == {}  # it never connected
+
+
+def test_kmock_run_cli(program, lib, tmp_path):
+    dump = tmp_path / "state.json"
+    p = subprocess.run([sys.executable, "-m", "kmock.preload.cli", "run", "--profile",
+                        "linux-6.18", "--dump", str(dump), "--", program],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(HERE.parent.parent)))
+    assert p.returncode == 0, p.stderr
+    assert "up create vm: ok" in p.stdout
+    import json
+
+    state = json.loads(dump.read_text())
+    assert state["profile"] == "linux-6.18" and state["server_errors"] == []
+
+
+def test_plugins_extend_the_argument_rules():
+    class Plugin:
+        KMOCK_PRELOAD_RULES = {0xC018AEBA: argrules.ArgRule(24, fd_fields=(20,))}
+
+    k = kmock.Kernel("linux-6.18", plugins=[Plugin()])
+    table = argrules.rules_for(k)
+    assert table[0xC018AEBA].fd_fields == (20,)
+    assert kmock.uapi.kvm.KVM_SET_USER_MEMORY_REGION2 in table
+
+    class Broken:
+        KMOCK_PRELOAD_RULES = {1: "not a rule"}
+
+    with pytest.raises(TypeError):
+        argrules.rules_for(kmock.Kernel("linux-6.18", plugins=[Broken()]))
