@@ -224,6 +224,8 @@ class Server:
         handlers = self._handlers
         kernel = self.kernel
         rep = P.REP
+        # this thread serves one process: its copies reach that process's memory
+        task = _libc.user_task(pid).__enter__()
         try:
             while True:
                 try:
@@ -239,8 +241,7 @@ class Server:
                 passfd = None
                 try:
                     if op == P.IOCTL and fd in fds:  # the hot path
-                        with _libc.user_task(pid):
-                            ret, flags, x, y = self._ioctl(client, fds[fd], a, b)
+                        ret, flags, x, y = self._ioctl(client, fds[fd], a, b)
                     elif op == P.HELLO:
                         ret, payload = self._hello(client, a)
                     else:
@@ -250,9 +251,8 @@ class Server:
                         if op not in (P.OPEN, P.BIND, P.DUP, P.MUNMAP, P.MADVISE):
                             if fd not in fds:
                                 raise OSError(errno.EBADF, "not a kmock fd of this process")
-                        with _libc.user_task(pid):
-                            ret, flags, payload, passfd = h(client, fd, a, b, c, d,
-                                                            view[P.REQ.size:P.REQ.size + ln])
+                        ret, flags, payload, passfd = h(client, fd, a, b, c, d,
+                                                        view[P.REQ.size:P.REQ.size + ln])
                     err = 0
                 except OSError as e:
                     ret, err = -1, e.errno or errno.EIO
@@ -277,6 +277,7 @@ class Server:
                 except OSError:
                     break
         finally:
+            task.__exit__(None, None, None)
             conn.close()
             self._disconnect(client)
         del kernel
