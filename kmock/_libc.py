@@ -129,10 +129,17 @@ def _pid():
     return os.getpid() if pid is None else pid
 
 
+def current_pid():
+    """The process whose syscall this thread runs ("current"): this one, or the client
+    process a ``kmock serve`` thread serves (user_task)."""
+    return _pid()
+
+
 class user_task:
     """``with user_task(pid):`` copy_from_user/copy_to_user of this thread read and
     write the memory of process ``pid`` (the VMM a ``kmock serve`` thread serves),
-    as the kernel's copies reach the calling task's mm."""
+    as the kernel's copies reach the calling task's mm, and current_pid() is ``pid``
+    (the VM's ``kvm->mm != current->mm`` check)."""
 
     def __init__(self, pid):
         self.pid = pid
