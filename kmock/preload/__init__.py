@@ -12,7 +12,7 @@ import tempfile
 
 from .server import Server
 
-__all__ = ["Server", "serve", "run", "subprocess_env", "RunResult"]
+__all__ = ["RunResult", "Server", "run", "serve", "subprocess_env"]
 
 
 def serve(kernel, path=None, trace=None, keep_files=False):

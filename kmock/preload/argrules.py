@@ -43,7 +43,7 @@ class ArgRule:
     offsets of 32-bit fd fields.
     """
 
-    __slots__ = ("size", "fd_fields", "min_size")
+    __slots__ = ("fd_fields", "min_size", "size")
 
     def __init__(self, size="ioc", fd_fields=(), min_size=0):
         self.size = size

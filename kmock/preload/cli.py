@@ -4,7 +4,6 @@ kmock/cli.py registers them with ``register(app)``.
 """
 
 import json
-import os
 import sys
 import threading
 

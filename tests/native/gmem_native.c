@@ -21,6 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
 #define KVMIO 0xAE
 #define KVM_GET_API_VERSION _IO(KVMIO, 0x00)
 #define KVM_CREATE_VM _IO(KVMIO, 0x01)
@@ -124,6 +128,86 @@ static void *thread_body(void *arg)
     return (void *)(intptr_t)ok;
 }
 
+
+/* The file-level cases of the kernel's guest_memfd selftest (guest_memfd_test.c), written
+ * here independently: what an unmodified build of it exercises on a barebones VM. */
+static void selftest_cases(int vm)
+{
+    struct stat s1, s2;
+    int bad = 0, ok_flags = 0;
+    for (size_t size = 1; size < PG; size++)
+        bad += create_gmem(vm, size, 0) < 0 && errno == EINVAL;
+    printf("sel invalid sizes EINVAL: %d/%d\n", bad, PG - 1);
+    for (int bit = 0; bit < 64; bit++) {
+        int fd = create_gmem(vm, PG, 1ull << bit);
+        if (fd >= 0) {
+            ok_flags |= 1 << bit;
+            close(fd);
+        } else if (errno != EINVAL) {
+            printf("sel flag bit %d: %s\n", bit, res(-1));
+        }
+    }
+    printf("sel valid flag bits: %#x\n", ok_flags);
+    int a = create_gmem(vm, PG, 0), b = create_gmem(vm, 2 * PG, 0);
+    fstat(a, &s1);
+    fstat(b, &s2);
+    printf("sel multiple: sizes %lld %lld distinct inodes %d blksize %ld\n", (long long)s1.st_size,
+           (long long)s2.st_size, s1.st_ino != s2.st_ino, (long)s1.st_blksize);
+    void *nm = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, a, 0);
+    printf("sel mmap without MMAP flag: %s\n", nm == MAP_FAILED ? res(-1) : "ok");
+    close(a);
+    close(b);
+
+    int total = 4 * PG;
+    int g = create_gmem(vm, total, 0);
+    struct { long off, len; int mode; } fa[] = {
+        {0, total, FALLOC_FL_KEEP_SIZE},
+        {PG - 1, PG, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE},
+        {total, PG, FALLOC_FL_KEEP_SIZE},
+        {total + PG, PG, FALLOC_FL_KEEP_SIZE},
+        {total, PG, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE},
+        {total + PG, PG, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE},
+        {PG, PG - 1, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE},
+        {PG, PG, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE},
+        {PG, PG, FALLOC_FL_KEEP_SIZE},
+    };
+    for (unsigned i = 0; i < sizeof fa / sizeof fa[0]; i++)
+        printf("sel fallocate mode %d off %ld len %ld: %s\n", fa[i].mode, fa[i].off, fa[i].len,
+               res(fallocate(g, fa[i].mode, fa[i].off, fa[i].len)));
+    long offs[] = {0, 1, PG}, lens[] = {1, PG - 1, PG, PG + 1};
+    bad = 0;
+    int n = 0;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++) {
+            if (offs[i] % PG == 0 && lens[j] % PG == 0)
+                continue;
+            n++;
+            bad += fallocate(g, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, offs[i], lens[j]) < 0 && errno == EINVAL;
+        }
+    printf("sel invalid punch EINVAL: %d/%d\n", bad, n);
+    close(g);
+
+    /* host faults: private pages without INIT_SHARED, and past the end of the file */
+    g = create_gmem(vm, total, GUEST_MEMFD_FLAG_MMAP);
+    char *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, g, 0);
+    printf("sel fault_private: mmap %s sigbus %d %d\n", m == MAP_FAILED ? res(-1) : "ok",
+           m != MAP_FAILED && sigbus_read(m), m != MAP_FAILED && sigbus_read(m + total - PG));
+    if (m != MAP_FAILED)
+        munmap(m, total);
+    close(g);
+    g = create_gmem(vm, total, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED);
+    m = mmap(NULL, 4 * total, PROT_READ | PROT_WRITE, MAP_SHARED, g, 0);
+    memset(m, 0xaa, total);
+    printf("sel fault_overflow: last page %d past end %d value %d\n", sigbus_read(m + total - PG),
+           sigbus_read(m + total), (unsigned char)m[total - 1]);
+    printf("sel madvise hugepage: %s collapse: %s\n", res(madvise(m, total, MADV_HUGEPAGE)),
+           res(madvise(m, total, MADV_COLLAPSE)));
+    printf("sel madvise dontneed: %s value %d\n", res(madvise(m, total, MADV_DONTNEED)),
+           (unsigned char)m[0]);
+    munmap(m, 4 * total);
+    close(g);
+}
+
 int main(void)
 {
     struct sigaction sa = {.sa_handler = on_sigbus};
@@ -149,6 +233,8 @@ int main(void)
     int d = dup(vm);
     printf("up dup vm: %s cap via dup %d\n", res(d), ioctl(d, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD));
     close(d);
+
+    selftest_cases(vm);
 
     /* guest_memfd: creation and bad arguments */
     printf("up gmem size 0: %s\n", res(create_gmem(vm, 0, 0)));

@@ -55,6 +55,9 @@ def test_upstream_lines_match_the_real_kernel(program, lib):
     res = run_mock(program, kmock.Kernel("host"))
     assert lines(res.stdout, "up ") == lines(real.stdout, "up ")
     assert len(lines(real.stdout, "up ")) > 40
+    # the file-level cases of the kernel's guest_memfd selftest, written independently
+    assert lines(res.stdout, "sel ") == lines(real.stdout, "sel ")
+    assert len(lines(real.stdout, "sel ")) > 15
 
 
 def test_in_place_conversion_sigbus_and_iommufd_under_kmock(program, lib):
@@ -73,6 +76,8 @@ def test_in_place_conversion_sigbus_and_iommufd_under_kmock(program, lib):
     assert "up threads: 200/200" in res.stdout
     assert "up sigbus beyond eof: 1" in res.stdout
     assert "up mmap kvm_run: ok sigbus past size 1" in res.stdout
+    assert "sel fault_private: mmap ok sigbus 1 1" in res.stdout
+    assert "sel fault_overflow: last page 0 past end 1 value 170" in res.stdout
     # the state when the program exited: what it left open (a vCPU keeps its VM; a
     # guest_memfd it never closed keeps the sw_protected VM), then everything released
     snap = res.snapshot
