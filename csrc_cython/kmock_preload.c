@@ -162,6 +162,9 @@ static void after_fork_child(void)
         syscall(SYS_close, conn);
     conn = -1;
     forked_from = getppid();
+    hello_done = 0;
+    pthread_mutex_init(&init_lock, NULL);
+    pthread_mutex_init(&maps_lock, NULL);
 }
 
 __attribute__((constructor)) static void kmock_preload_init(void)

@@ -19,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef MADV_COLLAPSE
@@ -397,6 +398,20 @@ int main(void)
         total += (intptr_t)rv;
     }
     printf("up threads: %ld/200\n", total);
+
+    /* fork: the child inherits the fds; VM ioctls from another mm fail with EIO */
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0) {
+        printf("up fork child kvm ioctl: %d\n", ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD));
+        printf("up fork child vm ioctl: %s\n", res(ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_GUEST_MEMFD)));
+        printf("up fork child gmem punch: %s\n", res(fallocate(g, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, PG)));
+        fflush(stdout);
+        _exit(0);
+    }
+    int status;
+    waitpid(child, &status, 0);
+    printf("up fork child exit: %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 
     printf("up still mapped: %s\n", strcmp(m + 3 * PG, "again") == 0 ? "ok" : "lost");
     munmap(m, 2 * GSIZE);
