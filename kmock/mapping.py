@@ -25,8 +25,8 @@ class FileMapping(Mapping):
         self.offset = offset
         self.prot = prot
         self.closed = False
-        self._maplen = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-        self.address = _libc.mmap(None, self._maplen, prot, _libc.MAP_SHARED, src_fd, src_offset)
+        self.maplen = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        self.address = _libc.mmap(None, self.maplen, prot, _libc.MAP_SHARED, src_fd, src_offset)
         file.get()
         file.kernel.mappings.add(self)
 
@@ -38,7 +38,7 @@ class FileMapping(Mapping):
         if self.closed:
             return
         self.closed = True
-        _libc.munmap(self.address, self._maplen)
+        _libc.munmap(self.address, self.maplen)
         self.file.kernel.mappings.discard(self)
         self._on_close()
         self.file.put()
@@ -52,7 +52,7 @@ class FileMapping(Mapping):
 
     # --- the fault model (subclasses) ----------------------------------------------
 
-    def _fault(self, start, stop):
+    def fault_at(self, start, stop):
         """Mapping offset of the first byte in [start, stop) whose page would SIGBUS."""
         return None
 
@@ -69,7 +69,7 @@ class FileMapping(Mapping):
 
         from .errors import oserror
 
-        if self._fault(start, stop) is not None:
+        if self.fault_at(start, stop) is not None:
             raise oserror(errno.EFAULT)
         self._touch(start, stop, False)
         return self.pin_pages(start, stop, +1)
@@ -110,7 +110,7 @@ class FileMapping(Mapping):
         start, stop, single = self._window(index)
         if start == stop:
             return b""
-        fault = self._fault(start, stop)
+        fault = self.fault_at(start, stop)
         if fault is not None:
             self._sigbus(fault)
         self._touch(start, stop, False)
@@ -127,7 +127,7 @@ class FileMapping(Mapping):
             raise TypeError("mmap can't modify a readonly memory map.")
         if start == stop:
             return
-        fault = self._fault(start, stop)
+        fault = self.fault_at(start, stop)
         end = stop if fault is None else fault
         if end > start:
             self._touch(start, end, True)

@@ -76,7 +76,7 @@ class IommufdSupport:
 
     def _mapping_at(self, va, length):
         for m in list(self.mappings):
-            if m.address <= va and va + length <= m.address + m._maplen and not m.closed:
+            if m.address <= va and va + length <= m.address + m.maplen and not m.closed:
                 return m
         return None
 

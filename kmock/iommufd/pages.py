@@ -118,7 +118,7 @@ class Pages:
             # GUP on a guest_memfd mapping: private pages cannot be pinned
             m = self.mapping
             off = self.start - m.address
-            if m.closed or m._fault(off, off + self.length) is not None:
+            if m.closed or m.fault_at(off, off + self.length) is not None:
                 raise oserror(errno.EFAULT)
             inode = self.inode
             lo = self.first_page()

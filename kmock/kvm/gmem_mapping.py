@@ -52,16 +52,32 @@ class GmemMapping(FileMapping, GmemNotifier):
                         self._remap(s, e, True)
 
     def invalidate_end(self, event):
-        if event.reason in _SYNCING and (event.failed or event.reason == "convert_shared"):
-            # pages that are host-accessible again fault in (a to-private conversion
-            # that succeeded left nothing to do: begin already zapped its pages)
-            self._sync(event.start, event.end)
+        reason = event.reason
+        if reason not in _SYNCING:
+            return
+        if event.failed:
+            self._sync(event.start, event.end)  # restore what begin zapped
+        elif reason == "convert_shared":
+            # the pages are shared now: those mapped to fault come back, unless poisoned
+            inode = self.inode
+            lo, hi = self._window_pages()
+            lo, hi = max(lo, event.start), min(hi, event.end)
+            if lo >= hi or self.closed:
+                return
+            if inode.poisoned is not None and inode.poisoned.find_not(lo, hi, 0) != -1:
+                self._sync(lo, hi)
+                return
+            for s, e, cur in list(self._faulting.ranges(lo, hi)):
+                if cur:
+                    self._remap(s, e, False)
+        # a to-private conversion or a memory failure that succeeded: begin already
+        # zapped every page of the range
 
     # --- keeping the real mapping in step with the page state -----------------------------------
 
     def _window_pages(self):
         first = self.offset >> PAGE_SHIFT
-        return first, min(first + (self._maplen >> PAGE_SHIFT), self.inode.npages)
+        return first, min(first + (self.maplen >> PAGE_SHIFT), self.inode.npages)
 
     def _sync(self, start, end):
         """Remap the pages of [start, end) whose mapping differs from the page state."""
@@ -82,7 +98,7 @@ class GmemMapping(FileMapping, GmemNotifier):
     def _remap(self, start, end, fault):
         first = self.offset >> PAGE_SHIFT
         lo = max(start, first)
-        hi = min(end, first + (self._maplen >> PAGE_SHIFT), self.inode.npages)
+        hi = min(end, first + (self.maplen >> PAGE_SHIFT), self.inode.npages)
         if lo >= hi or self.closed:
             return
         addr = self.address + ((lo - first) << PAGE_SHIFT)
@@ -146,7 +162,7 @@ class GmemMapping(FileMapping, GmemNotifier):
         inode, runs = pages
         inode.drop_pin(runs)
 
-    def _fault(self, start, stop):
+    def fault_at(self, start, stop):
         inode = self.inode
         f = inode.host_fault_offset(self.offset + start, self.offset + stop)
         f = None if f is None else f - self.offset

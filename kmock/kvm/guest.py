@@ -139,6 +139,10 @@ class _Access(Action):
         # the copy happen as one access, as the hardware's access through stage-2 does.
         with vm.guest_access():
             segs = faultin(vm, start, end, private, self.write, want_data=not self.write)
+            if vmtype.has_guest_access:
+                refused = vmtype.guest_access(vcpu, self, segs)
+                if refused is not None:
+                    return refused
             for seg in segs:
                 if seg.kind == "mmio":
                     return self._mmio_exit(vcpu, seg, shift)

@@ -98,7 +98,7 @@ class VcpuMapping(FileMapping):
         self.limit = vcpu.mmap_size
         super().__init__(file, length, prot, offset, vcpu.run_fd, offset)
 
-    def _fault(self, start, stop):
+    def fault_at(self, start, stop):
         if self.offset + stop > self.limit:
             return max(start, self.limit - self.offset)
         return None

@@ -51,6 +51,8 @@ class VM:
         self.mmu_lock = threading.Condition(threading.RLock())
         self.mmu_invalidate_in_progress = 0
         self.mmu_invalidate_seq = 0
+        #: guest accesses waiting for an invalidation to end
+        self.mmu_waiters = 0
         self._as = [Memslots() for _ in range(kernel.profile.nr_memslot_as_ids)]
         self.mem_attrs = RangeMap(GFN_SPACE)
         #: the TDP page table (kmock.kvm.stage2): gfn -> frame, R/W, private
@@ -85,7 +87,8 @@ class VM:
         with self.mmu_lock:
             self.mmu_invalidate_in_progress -= 1
             self.mmu_invalidate_seq += 1
-            self.mmu_lock.notify_all()
+            if self.mmu_waiters:
+                self.mmu_lock.notify_all()
 
     def guest_access(self):
         """The mmu_lock as a guest access takes it: waits while an invalidation is in
@@ -269,9 +272,14 @@ class _GuestAccess:
     def __enter__(self):
         cond = self.cond
         cond.acquire()
-        while self.vm.mmu_invalidate_in_progress:
-            cond.wait(0.05)
-        return self.vm
+        vm = self.vm
+        while vm.mmu_invalidate_in_progress:
+            vm.mmu_waiters += 1
+            try:
+                cond.wait(0.05)
+            finally:
+                vm.mmu_waiters -= 1
+        return vm
 
     def __exit__(self, *exc):
         self.cond.release()

@@ -32,6 +32,8 @@ memory       ``gmem_create(vm, size, flags)`` (may refuse), ``gmem_veto(vm, even
              per run of allocated pages), ``gmem_make_private(vm, inode, start, end,
              pfn)`` (lazily, on the guest's first private use), ``stage2_map(vm,
              gfn, pfn, npages, private)`` and ``stage2_zap(vm, runs)``.
+access       ``guest_access(vcpu, action, segments)``: the hardware's own check of a
+             guest memory access, after KVM resolved it (SNP's RMP, TDX's PENDING).
 gpa          ``gpa_alias(vm, gpa)`` -> (canonical gpa, private or None): TDX's shared
              bit, CCA's unprotected half (called before the access takes mmu_lock).
              ``access_is_private``.
@@ -57,6 +59,7 @@ _FLAGS = {
     "has_run_hooks": ("run_enter", "run_exit"),
     "has_host_access": ("host_access",),
     "has_dma_access": ("dma_access",),
+    "has_guest_access": ("guest_access",),
 }
 
 
@@ -85,6 +88,7 @@ class VmType:
     has_run_hooks = False
     has_host_access = False
     has_dma_access = False
+    has_guest_access = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -199,6 +203,16 @@ class VmType:
         when an alias bit decides the kind (TDX's shared bit, CCA's top IPA bit), else
         None."""
         return gpa, None
+
+    def guest_access(self, vcpu, action, segments):
+        """A guest memory access (``action``: a kmock.kvm.guest Read or Write) resolved
+        to ``segments`` (kmock.kvm.stage2.Segment, mapped in stage-2, nothing copied
+        yet), under mmu_lock. Return None to let it copy, or kmock.kvm.guest.EXIT
+        after writing an exit into ``vcpu.run``: the hardware refused the access (an
+        RMP #VC, a #VE ...); the action does not retire. May raise
+        kmock.kvm.stage2.MemoryFault. Called once per access (segments are runs), only
+        when a VM type overrides it."""
+        return None
 
     # --- host and devices ------------------------------------------------------------------------
 

@@ -1,0 +1,78 @@
+"""AMD SEV-SNP for kmock: the ``snp`` platform, the ``linux-6.18-snp`` profile, /dev/sev,
+the SEV-family VM types with the SNP launch UAPI, the RMP, the guest's PVALIDATE and
+page-state changes, and what the RMP refuses (docs/arch/snp.md).
+
+Modules: ``rmp`` (the RMP keyed by host frame), ``psc`` (GHCB page-state changes as KVM
+turns them into exits), ``launch`` (KVM_MEMORY_ENCRYPT_OP sub-commands), ``vmtypes`` (the
+VM types and their memory/access callbacks), ``guest`` (``vcpu.guest.snp``), ``sevdev``
+(/dev/sev), ``state`` (per-machine, per-VM and per-vCPU state). ``machine(kernel)`` gives
+a test the machine's RMP and firmware failure injection (``fail_next``).
+"""
+
+import dataclasses
+
+from kmock.hookspecs import hookimpl
+from kmock.platforms import Platform
+from kmock.uapi import kvm as K
+from kmock.uapi import sev as S
+
+from .sevdev import open_sev
+from .state import machine  # the plugin's public face for tests
+from .vmtypes import vm_types
+
+PLATFORM = Platform(
+    "snp", "x86", "AMD EPYC with SEV-SNP: the RMP, the PSP firmware, /dev/sev",
+    settings=(
+        # SEV (2) and SEV-ES (3) exist as the host reports them (ASIDs configured, the
+        # firmware's SEV support): both by default, as on a default EPYC host
+        ("sev_vm_types", (K.KVM_X86_SEV_VM, K.KVM_X86_SEV_ES_VM)),
+        # ASIDs: SEV-ES/SNP ones are [1, min_sev_asid), SEV ones above (sev_hardware_setup)
+        ("snp_asids", 99),
+        ("sev_asids", 410),
+        # the host has DEBUG_SWAP (valid_vmsa_features for SEV-ES/SNP)
+        ("snp_debug_swap", True),
+        # policy bits SNP_LAUNCH_START accepts: 6.18's SNP_POLICY_MASK_VALID; newer kernels
+        # ask the firmware (snp_supported_policy_bits)
+        ("snp_supported_policy", S.SNP_POLICY_MASK_VALID),
+        # gmem in-place conversion (v8): SNP_LAUNCH_UPDATE with uaddr 0 takes the bytes the
+        # page already holds [U: series behaviour]
+        ("snp_populate_in_place", True),
+        # whether a guest C=0 *read* of an assigned page is an NPF (writes always are) [U]
+        ("snp_shared_read_checked", False),
+    ))
+
+
+@hookimpl
+def kmock_platforms(kernel):
+    return [PLATFORM]
+
+
+@hookimpl
+def kmock_profiles():
+    from kmock import profiles
+
+    return [dataclasses.replace(profiles.LINUX_6_18, name="linux-6.18-snp", platform="snp",
+                                description="upstream Linux 6.18.y on an AMD EPYC host with SEV-SNP")]
+
+
+@hookimpl
+def kmock_vm_types(kernel):
+    return vm_types(kernel)
+
+
+@hookimpl
+def kmock_devices(kernel):
+    if kernel.profile.platform != "snp":
+        return {}
+    return {"/dev/sev": open_sev}
+
+
+@hookimpl
+def kmock_snapshot(kernel, snapshot):
+    if kernel.profile.platform != "snp":
+        return
+    m = machine(kernel)
+    snapshot["snp"] = {
+        "rmp": [(r.start, r.end, str(r.entry)) for r in m.rmp.runs() if r.entry.assigned],
+        "leaked_frames": m.rmp.leaked_count(),
+    }

@@ -1,0 +1,210 @@
+"""``vcpu.guest.snp``: what an SNP guest does that KVM or the RMP sees.
+
+* ``pvalidate(gpa, validate=True, page_size=4096)``: PVALIDATE; ``result`` is its return
+  code (0, 255 no update, 6 FAIL_SIZEMISMATCH, 1 FAIL_INPUT). The page is first faulted
+  in as a private access (an NPF KVM resolves, or a KVM_EXIT_MEMORY_FAULT); a 4K request
+  on a 2M entry takes the NPF(SIZEM) path: KVM PSMASHes the entry (sev_handle_rmp_fault)
+  and the guest retries. ``action.npfs`` lists the NPFs taken.
+* ``psc_msr(gpa, private)``: the GHCB MSR page-state change: one KVM_EXIT_HYPERCALL
+  (KVM_HC_MAP_GPA_RANGE, one page); ``result`` is the GHCB MSR response.
+* ``psc(entries)``: the GHCB NAE page-state change of up to 253 ``(gfn, op, page_size)``
+  entries (op: True = private, False = shared, "psmash", "unsmash" or an int); adjacent
+  entries coalesce into one exit (kmock_snp.psc); ``result`` is sw_exit_info_2 and
+  ``action.desc`` the guest's buffer (hdr.cur_entry).
+* ``terminate(reason_set=0, reason_code=0)``: the GHCB MSR termination request:
+  KVM_EXIT_SYSTEM_EVENT type SEV_TERM, data[0] = the MSR. The guest runs nothing after.
+
+C-bit accesses are the core's ``vcpu.guest.read/write(gpa, ..., private=True)``.
+"""
+
+import errno
+
+from kmock.kvm.guest import EXIT, Action
+from kmock.kvm.stage2 import MemoryFault, faultin
+from kmock.uapi import kvm as K
+from kmock.uapi import sev as S
+
+from . import psc as P
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+HUGE = 2 << 20
+_OPS = {True: S.VMGEXIT_PSC_OP_PRIVATE, False: S.VMGEXIT_PSC_OP_SHARED,
+        "psmash": S.VMGEXIT_PSC_OP_PSMASH, "unsmash": S.VMGEXIT_PSC_OP_UNSMASH}
+
+
+def terminate_exit(vcpu, reason_set, reason_code):
+    """The guest's termination request: SEV_TERM with the GHCB MSR; nothing runs after."""
+    msr = S.ghcb_sev_term_reason(reason_set, reason_code)
+    vcpu.system_event_exit(S.KVM_SYSTEM_EVENT_SEV_TERM, msr)
+    vcpu.arch.terminated = True
+    script = vcpu.guest
+    script.pc += 1  # the current action stays in the history; what follows never runs
+    script.clear()
+    script.pc -= 1
+    return msr
+
+
+def _hypercall_exit(vcpu, hc):
+    """snp_begin_psc_msr / snp_begin_psc write exit_reason, nr and args[0..2] only:
+    ``hypercall.ret`` and ``hypercall.flags`` keep whatever kvm_run held (sev.c)."""
+    run = vcpu.run
+    run.exit_reason = K.KVM_EXIT_HYPERCALL
+    h = run.hypercall
+    h.nr = hc.nr
+    h.args[0] = hc.gpa
+    h.args[1] = hc.npages
+    h.args[2] = hc.attrs
+
+
+def _hypercall_enabled(vm):
+    return bool(vm.hypercall_exit_enabled & (1 << K.KVM_HC_MAP_GPA_RANGE))
+
+
+class Pvalidate(Action):
+    kind = "pvalidate"
+
+    def __init__(self, gpa, validate, page_size):
+        super().__init__()
+        if page_size not in (PAGE_SIZE, HUGE):
+            raise ValueError("page_size must be 4096 or 2M")
+        self.gpa = gpa
+        self.validate = bool(validate)
+        self.page_size = page_size
+        self.npfs = []
+
+    def _describe(self):
+        return f"gpa {self.gpa:#x} {'validate' if self.validate else 'rescind'} {self.page_size >> 10}K"
+
+    def step(self, vcpu):
+        vm = vcpu.vm
+        sev = vm.arch
+        m = sev.machine
+        size = S.RMP_PG_SIZE_2M if self.page_size == HUGE else S.RMP_PG_SIZE_4K
+        if self.gpa % self.page_size:
+            return self.finish(S.PVALIDATE_FAIL_INPUT)
+        gfn = self.gpa >> PAGE_SHIFT
+        with vm.guest_access():
+            mapped = vm.stage2_lookup(gfn)
+            if mapped is None or not mapped[1]:
+                # the NPF on the gpa: KVM maps its page (the RMP entry decides the size)
+                segs = faultin(vm, self.gpa, self.gpa + PAGE_SIZE, True, False, want_data=False)
+                mapped = vm.stage2_lookup(gfn)
+                if not segs or segs[0].kind != "gmem" or mapped is None:
+                    raise MemoryFault(errno.EFAULT, gfn, True)
+            pfn = mapped[0]
+            with m.lock:
+                for _ in range(2):
+                    rc = m.rmp.pvalidate(pfn, self.gpa, sev.asid, self.validate, size)
+                    if not isinstance(rc, tuple):
+                        return self.finish(rc)
+                    self.npfs.append(rc)
+                    if not rc.code & S.PFERR_GUEST_SIZEM_MASK:
+                        break
+                    # sev_handle_rmp_fault: PSMASH the 2M entry and zap the 2M range; the
+                    # retry faults the page back in at 4K (kmock's stage-2 leaf already)
+                    m.rmp.psmash(pfn - pfn % 512)
+        vm.kernel.violations.record(
+            "rmp_npf", f"PVALIDATE: nested page fault (error code {rc.code:#x}): {rc.reason}; "
+            f"{rc.entry}", vm=vm, vcpu=vcpu.id, gpa=self.gpa, entry=str(rc.entry),
+            error_code=rc.code)
+        raise MemoryFault(errno.EFAULT, self.gpa >> PAGE_SHIFT, True)
+
+
+class PscMsr(Action):
+    kind = "psc_msr"
+
+    def __init__(self, gpa, private):
+        super().__init__()
+        self.gpa = gpa
+        self.private = bool(private)
+        self.msr = S.ghcb_msr_psc_req(gpa >> PAGE_SHIFT, S.SNP_PAGE_STATE_PRIVATE if private
+                                      else S.SNP_PAGE_STATE_SHARED)
+        self._waiting = False
+
+    def _describe(self):
+        return f"gpa {self.gpa:#x} {'private' if self.private else 'shared'}"
+
+    def step(self, vcpu):
+        out = P.psc_msr(self.msr, hypercall_exit_enabled=_hypercall_enabled(vcpu.vm))
+        if out.exit is None:
+            return self.finish(out.response)
+        _hypercall_exit(vcpu, out.exit)
+        self._waiting = True
+        self.exits.append(K.KVM_EXIT_HYPERCALL)
+        return EXIT
+
+    def complete(self, vcpu):
+        if self._waiting:
+            self._waiting = False
+            self.finish(P.psc_msr_complete(vcpu.run.hypercall.ret))
+
+
+class Psc(Action):
+    kind = "psc"
+
+    def __init__(self, entries=None, desc=None):
+        super().__init__()
+        if desc is None:
+            items = []
+            for e in entries:
+                gfn, op, size = e[0], e[1], e[2] if len(e) > 2 else PAGE_SIZE
+                op = _OPS.get(op, op) if not isinstance(op, int) or isinstance(op, bool) else op
+                items.append((gfn, op, int(size == HUGE or size == 1)) + tuple(e[3:]))
+            desc = P.psc_desc(items)
+        self.desc = desc
+        self._psc = None
+
+    def _describe(self):
+        return f"entries {self.desc.hdr.cur_entry}..{self.desc.hdr.end_entry}"
+
+    def step(self, vcpu):
+        if self._psc is None:
+            self._psc = P.NaePsc(self.desc, hypercall_exit_enabled=_hypercall_enabled(vcpu.vm))
+        psc = self._psc
+        if psc.done:
+            return self.finish(psc.result)
+        _hypercall_exit(vcpu, psc.exit)
+        self.exits.append(K.KVM_EXIT_HYPERCALL)
+        return EXIT
+
+    def complete(self, vcpu):
+        """The VMM answered the exit; the next range (if any) exits on this KVM_RUN."""
+        psc = self._psc
+        if psc is not None and not psc.done:
+            psc.complete(vcpu.run.hypercall.ret)
+            if psc.done:
+                self.finish(psc.result)
+
+
+class Terminate(Action):
+    kind = "terminate"
+
+    def __init__(self, reason_set=0, reason_code=0):
+        super().__init__()
+        self.reason_set = reason_set
+        self.reason_code = reason_code
+
+    def step(self, vcpu):
+        self.exits.append(K.KVM_EXIT_SYSTEM_EVENT)
+        self.finish(terminate_exit(vcpu, self.reason_set, self.reason_code))
+        return EXIT
+
+
+class SnpGuest:
+    """``vcpu.guest.snp``."""
+
+    def __init__(self, script):
+        self.script = script
+
+    def pvalidate(self, gpa, validate=True, page_size=PAGE_SIZE):
+        return self.script.add(Pvalidate(gpa, validate, page_size))
+
+    def psc_msr(self, gpa, private):
+        return self.script.add(PscMsr(gpa, private))
+
+    def psc(self, entries=None, desc=None):
+        return self.script.add(Psc(entries, desc))
+
+    def terminate(self, reason_set=0, reason_code=0):
+        return self.script.add(Terminate(reason_set, reason_code))

@@ -1,0 +1,362 @@
+"""KVM_MEMORY_ENCRYPT_OP on SEV-family VMs: KVM_SEV_INIT2 and the SNP launch commands.
+
+arch/x86/kvm/svm/sev.c (6.18): sev_mem_enc_ioctl, sev_guest_init2 / __sev_guest_init,
+snp_launch_start, snp_launch_update + sev_gmem_post_populate, snp_launch_finish. The check
+order of each, and the sources, are in docs/arch/snp.md §2. Sub-commands are registered
+through the VM type's KVM_MEMORY_ENCRYPT_OP registry (kmock.kvm.mem_enc); each handler
+copies the whole kvm_sev_cmd back whatever its result, as sev_mem_enc_ioctl does.
+"""
+
+import errno
+
+from kmock.errors import oserror
+from kmock.kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
+from kmock.kvm.populate import gmem_populate
+from kmock.kvm.stage2 import probe_user
+from kmock.uapi import sev as S
+
+from .sevdev import is_sev_file
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+SNP_FIRST_ID = S.KVM_SEV_SNP_LAUNCH_START  # ids below are the legacy SEV commands
+PAGE_TYPES = (S.KVM_SEV_SNP_PAGE_TYPE_NORMAL, S.KVM_SEV_SNP_PAGE_TYPE_ZERO,
+              S.KVM_SEV_SNP_PAGE_TYPE_UNMEASURED, S.KVM_SEV_SNP_PAGE_TYPE_SECRETS,
+              S.KVM_SEV_SNP_PAGE_TYPE_CPUID)
+
+
+class FwError(OSError):
+    """A failed PSP command: EIO (or the errno of the fd check) plus the firmware status."""
+
+    def __init__(self, code, status=0):
+        super().__init__(code, errno.errorcode.get(code, str(code)))
+        self.status = status
+
+
+def _copy_back(handler):
+    """sev_mem_enc_ioctl: the whole kvm_sev_cmd goes back to the caller, result or not."""
+
+    def op(f, cmd, arg):
+        try:
+            return handler(f, cmd, arg)
+        finally:
+            copy_to_user(arg, cmd)
+
+    return op
+
+
+def _fw(sev, kernel, fd, command):
+    """A firmware command issued through ``fd`` (the PSP's errors: EBADF, EIO + status)."""
+    if not is_sev_file(kernel, fd):
+        raise FwError(errno.EBADF)
+    code = sev.machine.fw_injected(command)
+    if code:
+        raise FwError(errno.EIO, code)
+
+
+def _data(cmd, ctype):
+    return copy_from_user(cmd.data, ctype)
+
+
+# --- KVM_SEV_INIT2 ---------------------------------------------------------------------
+
+
+def sev_init2(f, cmd, arg):
+    vm = f.vm
+    sev = vm.arch
+    kernel = vm.kernel
+    if not sev.need_init:
+        raise oserror(errno.EINVAL)
+    data = _data(cmd, S.kvm_sev_init)
+    with vm.slots_lock:
+        if vm.vcpus:
+            raise oserror(errno.EINVAL)  # kvm->created_vcpus
+        if data.flags:
+            raise oserror(errno.EINVAL)
+        supported = 0
+        if sev.es and kernel.setting("snp_debug_swap"):
+            supported |= S.SVM_SEV_FEAT_DEBUG_SWAP
+        if data.vmsa_features & ~supported:
+            raise oserror(errno.EINVAL)
+        if data.ghcb_version > S.GHCB_VERSION_MAX or (not sev.es and data.ghcb_version):
+            raise oserror(errno.EINVAL)
+        if sev.active:
+            raise oserror(errno.EINVAL)
+        size = kernel.setting("snp_asids" if sev.es else "sev_asids")
+        asid = sev.machine.take_asid(sev.es)
+        if not asid:
+            raise oserror(errno.ENOTTY if not size else errno.EBUSY)
+        sev.asid = asid
+        sev.active = True
+        sev.need_init = False
+        sev.vmsa_features = data.vmsa_features | (S.SVM_SEV_FEAT_SNP_ACTIVE if sev.snp else 0)
+        sev.ghcb_version = data.ghcb_version or (S.GHCB_VERSION_MAX if sev.es else 0)
+    return 0
+
+
+# --- KVM_SEV_SNP_LAUNCH_START ------------------------------------------------------------------
+
+
+def snp_launch_start(f, cmd, arg):
+    vm = f.vm
+    sev = vm.arch
+    kernel = vm.kernel
+    if not sev.snp_active:
+        raise oserror(errno.ENOTTY)
+    params = _data(cmd, S.kvm_sev_snp_launch_start)
+    with sev.machine.lock:
+        if sev.snp_context:
+            raise oserror(errno.EINVAL)
+        if params.flags:
+            raise oserror(errno.EINVAL)
+        policy = params.policy
+        if policy & ~kernel.setting("snp_supported_policy"):
+            raise oserror(errno.EINVAL)
+        if not policy & S.SNP_POLICY_MASK_RSVD_MBO or not policy & S.SNP_POLICY_MASK_SMT:
+            raise oserror(errno.EINVAL)
+        if policy & S.SNP_POLICY_MASK_SINGLE_SOCKET:
+            raise oserror(errno.EINVAL)
+        # snp_context_create: SNP_GCTX_CREATE through argp->sev_fd; any failure -> ENOTTY
+        try:
+            _fw(sev, kernel, cmd.sev_fd, "SNP_GCTX_CREATE")
+        except FwError:
+            raise oserror(errno.ENOTTY) from None
+        try:
+            _fw(sev, kernel, cmd.sev_fd, "SNP_LAUNCH_START")
+            sev.fd = cmd.sev_fd
+            _fw(sev, kernel, sev.fd, "SNP_ACTIVATE")  # snp_bind_asid
+        except FwError as e:
+            cmd.error = e.status  # the context is decommissioned: START may be retried
+            raise oserror(e.errno) from None
+        sev.snp_context = True
+        sev.policy = policy
+        sev.state = "launch"
+    return 0
+
+
+# --- KVM_SEV_SNP_LAUNCH_UPDATE ---------------------------------------------------------------
+
+
+def snp_launch_update(f, cmd, arg):
+    vm = f.vm
+    sev = vm.arch
+    kernel = vm.kernel
+    if not sev.snp_active or not sev.snp_context:
+        raise oserror(errno.EINVAL)
+    params = _data(cmd, S.kvm_sev_snp_launch_update)
+    if params.len & (PAGE_SIZE - 1) or params.flags or params.type not in PAGE_TYPES:
+        raise oserror(errno.EINVAL)
+    npages = params.len >> PAGE_SHIFT
+    zero = params.type == S.KVM_SEV_SNP_PAGE_TYPE_ZERO
+    with vm.slots_lock:
+        slot = vm.lookup_memslot(params.gfn_start)
+        if slot is None or slot.gmem_file is None:
+            raise oserror(errno.EINVAL)  # !kvm_slot_has_gmem
+        inode = slot.gmem_file.inode
+        # gmem in-place conversion (v8): no source means the page already holds its bytes
+        in_place = bool(inode.in_place) and params.uaddr == 0 and \
+            kernel.setting("snp_populate_in_place")
+        src = None if zero or in_place else params.uaddr
+        populate = _Populate(vm, sev, inode, slot, params, cmd.sev_fd, zero)
+        try:
+            count = gmem_populate(vm, params.gfn_start, src, npages, populate)
+        except OSError:
+            count = -1
+    if count < 0:
+        cmd.error = populate.fw_error
+        raise oserror(errno.EIO)
+    params.gfn_start += count
+    params.len -= count << PAGE_SHIFT
+    if not zero:
+        params.uaddr += count << PAGE_SHIFT
+    copy_to_user(cmd.data, params)
+    return 0
+
+
+class _Populate:
+    """sev_gmem_post_populate for one LAUNCH_UPDATE: called once per run of pages."""
+
+    def __init__(self, vm, sev, inode, slot, params, sev_fd, zero):
+        self.vm = vm
+        self.sev = sev
+        self.inode = inode
+        self.delta = slot.gmem_pgoff - slot.base_gfn
+        self.params = params
+        self.sev_fd = sev_fd
+        self.zero = zero
+        self.fw_error = 0
+
+    def __call__(self, gfn, pfn, src, n):
+        with self.sev.machine.lock:  # under the inode's invalidate lock
+            self._run(gfn, pfn, src, n)
+
+    def _run(self, gfn, pfn, src, n):
+        sev, rmp = self.sev, self.sev.machine.rmp
+        kernel = self.vm.kernel
+        stop, err = n, 0
+        # RMP entries already assigned: EEXIST
+        bad = rmp.find_assigned(pfn, n)
+        if bad != -1:
+            stop, err = bad - pfn, errno.EEXIST
+        data = b""
+        if src is not None and stop:
+            got = probe_user(src, stop << PAGE_SHIFT) >> PAGE_SHIFT
+            if got < stop:
+                stop, err = got, errno.EFAULT
+            if stop:
+                data = read_user_at(src, 0, stop << PAGE_SHIFT)
+        # the firmware, page by page with argp->sev_fd
+        fw_at, fw_code, fw_errno = None, 0, errno.EIO
+        if stop:
+            if not is_sev_file(kernel, self.sev_fd):
+                fw_at, fw_errno = 0, errno.EBADF
+            elif sev.state != "launch":
+                fw_at, fw_code = 0, S.SEV_RET_INVALID_GUEST_STATE  # guest is RUNNING
+            else:
+                fw_at, fw_code = sev.machine.fw_update_failure(stop)
+        done = stop if fw_at is None else fw_at
+        index = gfn + self.delta
+        if done:
+            rmp.launch_pages(pfn, done, gfn, sev.asid)
+            if self.zero:
+                self.inode.write(index << PAGE_SHIFT, bytes(done << PAGE_SHIFT))
+            elif src is not None:
+                self.inode.write(index << PAGE_SHIFT, data[:done << PAGE_SHIFT])
+        if fw_at is not None:
+            self._fw_failed(pfn + done, gfn + done, fw_code, fw_errno, src, done, data)
+            err = fw_errno
+        if err:
+            e = OSError(err, errno.errorcode.get(err, str(err)))
+            e.done = done
+            raise e
+
+    def _fw_failed(self, pfn, gfn, code, code_errno, src, i, data):
+        """The page's firmware command failed: it had been made private (immutable); it is
+        reclaimed and made shared again (leaked if that fails); a refused CPUID page is
+        copied back to the VMM with the firmware's corrections."""
+        sev, rmp, vm = self.sev, self.sev.machine.rmp, self.vm
+        self.fw_error = code
+        rmp.rmp_make_private(pfn, gfn << PAGE_SHIFT, S.RMP_PG_SIZE_4K, sev.asid, True)
+        reclaim = sev.machine.fw_injected("SNP_PAGE_RECLAIM")
+        if reclaim:
+            leak(vm, pfn, 1, f"SNP_PAGE_RECLAIM failed with status {reclaim:#x}", kill=False)
+        else:
+            rmp.fw_page_reclaim(pfn)
+            rc, _ = rmp.kvm_rmp_make_shared(pfn, 1)
+            if rc:
+                leak(vm, pfn, 1, "RMPUPDATE refused to make a launch page shared", kill=True)
+        if self.params.type == S.KVM_SEV_SNP_PAGE_TYPE_CPUID and \
+                code == S.SEV_RET_INVALID_PARAM and src is not None:
+            page = sev.machine.cpuid_correction
+            if page is None:
+                page = data[i << PAGE_SHIFT:(i + 1) << PAGE_SHIFT] or \
+                    read_user_at(src, i << PAGE_SHIFT, PAGE_SIZE)
+            try:
+                write_user_at(src, i << PAGE_SHIFT, bytes(page)[:PAGE_SIZE])
+            except OSError:
+                pass  # the kernel only logs a failed copy-back
+
+
+def leak(vm, pfn, npages, why, kill):
+    """snp_leak_pages (+ KVM_BUG_ON when ``kill``): record it; a bugged VM is dead."""
+    kernel = vm.kernel
+    v = kernel.violations.record(
+        "rmp_leak", f"{why}: {npages} frame(s) from pfn {pfn:#x} leaked (never reused)"
+        + ("; KVM_BUG_ON marks the VM bugged" if kill else ""),
+        vm=vm, pfn=pfn, npages=npages)
+    if kill:
+        vm.kill(v)
+    return v
+
+
+# --- KVM_SEV_SNP_LAUNCH_FINISH -------------------------------------------------------------
+
+
+def snp_launch_finish(f, cmd, arg):
+    vm = f.vm
+    sev = vm.arch
+    kernel = vm.kernel
+    if not sev.snp_active:
+        raise oserror(errno.ENOTTY)
+    if not sev.snp_context:
+        raise oserror(errno.EINVAL)
+    params = _data(cmd, S.kvm_sev_snp_launch_finish)
+    if params.flags:
+        raise oserror(errno.EINVAL)
+    machine = sev.machine
+    with vm.slots_lock, machine.lock:
+        for vcpu_id in sorted(vm.vcpus):
+            vcpu = vm.vcpus[vcpu_id]
+            if vcpu.arch.guest_state_protected:
+                continue
+            pfn = sev.vmsa_pfn.get(vcpu_id)
+            if pfn is None:
+                pfn = sev.vmsa_pfn[vcpu_id] = kernel.physmem.alloc_range(1)
+            rmp = machine.rmp
+            if rmp.rmp_make_private(pfn, S.INITIAL_VMSA_GPA, S.RMP_PG_SIZE_4K, sev.asid, True):
+                raise oserror(errno.EFAULT)
+            try:
+                _fw(sev, kernel, cmd.sev_fd, "SNP_LAUNCH_UPDATE_VMSA")
+                if sev.state != "launch":
+                    raise FwError(errno.EIO, S.SEV_RET_INVALID_GUEST_STATE)
+            except FwError as e:
+                rmp.fw_page_reclaim(pfn)
+                rmp.kvm_rmp_make_shared(pfn, 1)
+                cmd.error = e.status
+                raise oserror(e.errno) from None
+            rmp.fw_launch_update(pfn, vmsa=True)
+            vcpu.arch.guest_state_protected = True
+        if params.id_block_en:
+            read_user_at(params.id_block_uaddr, 0, S.KVM_SEV_SNP_ID_BLOCK_SIZE)
+            read_user_at(params.id_auth_uaddr, 0, S.KVM_SEV_SNP_ID_AUTH_SIZE)
+        try:
+            _fw(sev, kernel, sev.fd, "SNP_LAUNCH_FINISH")
+            if sev.state != "launch":
+                raise FwError(errno.EIO, S.SEV_RET_INVALID_GUEST_STATE)
+        except FwError as e:
+            cmd.error = e.status
+            raise oserror(e.errno) from None
+        sev.state = "running"
+        sev.pre_fault_allowed = True
+    return 0
+
+
+# --- legacy SEV ids --------------------------------------------------------------------------
+
+
+def sev_legacy(f, cmd, arg):
+    """Ids 0..21 on a VM whose INIT2 has not made it an SNP guest (after INIT2 an SNP VM
+    answers EPERM before this). KVM_SEV_INIT / KVM_SEV_ES_INIT refuse every VM type but
+    DEFAULT (EINVAL); the other handlers start with ``!sev_guest(kvm)`` -> ENOTTY. The
+    legacy SEV launch flow itself is not modelled (ENOTTY after INIT2 as well)."""
+    if cmd.id in (S.KVM_SEV_INIT, S.KVM_SEV_ES_INIT):
+        raise oserror(errno.EINVAL)
+    raise oserror(errno.ENOTTY)
+
+
+def mem_enc_ops():
+    ops = {i: _copy_back(sev_legacy) for i in range(S.KVM_SEV_SEND_CANCEL + 1)}
+    ops[S.KVM_SEV_INIT2] = _copy_back(sev_init2)
+    ops[S.KVM_SEV_SNP_LAUNCH_START] = _copy_back(snp_launch_start)
+    ops[S.KVM_SEV_SNP_LAUNCH_UPDATE] = _copy_back(snp_launch_update)
+    ops[S.KVM_SEV_SNP_LAUNCH_FINISH] = _copy_back(snp_launch_finish)
+    return ops
+
+
+def mem_enc_check(f, cmd):
+    """sev_mem_enc_ioctl before the switch: legacy ids on an SNP guest are EPERM."""
+    if f.vm.arch.snp_active and cmd.id < SNP_FIRST_ID:
+        raise oserror(errno.EPERM)
+
+
+def null_arg_wrapper(handler):
+    """sev_mem_enc_ioctl: ``if (!argp) return 0;`` before anything is read."""
+
+    def ioctl(f, arg):
+        if type(arg) is int and arg == 0:
+            f.vm.check_caller()
+            return 0
+        return handler(f, arg)
+
+    return ioctl
+

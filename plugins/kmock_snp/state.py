@@ -1,0 +1,144 @@
+"""SNP state: the machine's (one RMP, the ASID pools, firmware failure injection) and each
+VM's (KVM's struct kvm_sev_info) and vCPU's.
+
+The machine state lives per Kernel (one emulated host), reached with ``machine(kernel)``;
+a VM's lives in ``vm.arch`` and a vCPU's in ``vcpu.arch``. Every change of the RMP and of
+the launch state is made under ``Machine.lock`` (an RLock), which the VM type's callbacks
+take inside the locks the core holds (the inode's invalidate lock, the VM's mmu_lock).
+"""
+
+import threading
+import weakref
+
+from kmock.mm import RangeMap
+
+from .rmp import Rmp
+
+#: frames the RMP covers: every frame of kmock.physmem below its high file range (file
+#: frames and process memory); a frame above it is never assigned
+RMP_FRAMES = 1 << 45
+
+_machines = weakref.WeakKeyDictionary()
+_machines_lock = threading.Lock()
+
+
+class Machine:
+    """One SNP host: its RMP, ASIDs and PSP firmware."""
+
+    def __init__(self, kernel):
+        self.lock = threading.RLock()
+        self.rmp = Rmp(RMP_FRAMES, shared_read_checked=kernel.setting("snp_shared_read_checked"))
+        # SEV ASIDs are [min_sev_asid, max_sev_asid]; SEV-ES/SNP ones are [1, min_sev_asid)
+        # (sev_hardware_setup). Sizes are settings: the host reports them.
+        self.es_asids = set(range(1, kernel.setting("snp_asids") + 1))
+        first = kernel.setting("snp_asids") + 1
+        self.sev_asids = set(range(first, first + kernel.setting("sev_asids")))
+        #: firmware commands made to fail next: {"SNP_LAUNCH_START": [code, ...], ...}
+        self.fw_fail = {}
+        self.fw_update_fail = []
+        #: the page the firmware writes back for a refused CPUID page (None: the source
+        #: page as it was; kmock does not model which CPUID bits the firmware corrects)
+        self.cpuid_correction = None
+        #: why frames lost their Validated bit: pfn -> index into ``invalidations``
+        self.lost = RangeMap(RMP_FRAMES, 0)
+        self.invalidations = [None]
+
+    def fail_next(self, command, code, after=0):
+        """Make the next firmware ``command`` fail with PSP status ``code`` (fail-nth):
+        "SNP_GCTX_CREATE", "SNP_LAUNCH_START", "SNP_ACTIVATE", "SNP_LAUNCH_UPDATE" (the
+        page ``after`` pages from now), "SNP_LAUNCH_UPDATE_VMSA", "SNP_LAUNCH_FINISH",
+        "SNP_PAGE_RECLAIM", or "RMPUPDATE" (the next RMPUPDATE instruction)."""
+        if command == "SNP_LAUNCH_UPDATE":
+            self.fw_update_fail.append([code, after])
+        elif command == "RMPUPDATE":
+            self.rmp.fail_next("rmpupdate", code, after)
+        else:
+            self.fw_fail.setdefault(command, []).append(code)
+
+    def fw_update_failure(self, npages):
+        """(page index, status) of an injected SNP_LAUNCH_UPDATE failure among the next
+        ``npages`` pages, or (None, 0); consumes the pages it passes."""
+        if not self.fw_update_fail:
+            return None, 0
+        entry = self.fw_update_fail[0]
+        if entry[1] < npages:
+            self.fw_update_fail.pop(0)
+            return entry[1], entry[0]
+        entry[1] -= npages
+        return None, 0
+
+    def fw_injected(self, command):
+        codes = self.fw_fail.get(command)
+        return codes.pop(0) if codes else 0
+
+    def take_asid(self, es):
+        pool = self.es_asids if es else self.sev_asids
+        with self.lock:
+            if not pool:
+                return 0
+            asid = min(pool)
+            pool.discard(asid)
+            return asid
+
+    def put_asid(self, asid, es):
+        with self.lock:
+            (self.es_asids if es else self.sev_asids).add(asid)
+
+    def note_lost(self, start, end, what):
+        """Remember that frames [start, end) lost Validated because of host call ``what``."""
+        self.invalidations.append(what)
+        self.lost.set(start, end, len(self.invalidations) - 1)
+
+    def lost_by(self, pfn):
+        """The host call that last made frame ``pfn`` shared, or None."""
+        return self.invalidations[self.lost.get(pfn)]
+
+
+def machine(kernel):
+    """The SNP machine of ``kernel`` (created on first use)."""
+    m = _machines.get(kernel)
+    if m is None:
+        with _machines_lock:
+            m = _machines.get(kernel)
+            if m is None:
+                m = _machines[kernel] = Machine(kernel)
+    return m
+
+
+class SevInfo:
+    """KVM's struct kvm_sev_info of one SEV / SEV-ES / SNP VM (``vm.arch``)."""
+
+    def __init__(self, vm, es, snp):
+        self.machine = machine(vm.kernel)
+        self.es = es  # SEV-ES or SNP: encrypted register state
+        self.snp = snp  # the VM type is KVM_X86_SNP_VM
+        self.need_init = True
+        self.active = False
+        self.asid = 0
+        self.vmsa_features = 0
+        self.ghcb_version = 0
+        #: the firmware's guest context exists (SNP_LAUNCH_START succeeded)
+        self.snp_context = False
+        #: sev->fd, saved by SNP_LAUNCH_START (looked up again at each use)
+        self.fd = -1
+        self.policy = 0
+        #: "launch" after START, "running" after FINISH (the firmware's guest state)
+        self.state = None
+        #: kvm->arch.pre_fault_allowed
+        self.pre_fault_allowed = False
+        #: frames of the initial VMSAs (allocated at LAUNCH_FINISH), by vCPU id
+        self.vmsa_pfn = {}
+
+    @property
+    def snp_active(self):
+        """sev_snp_guest(): an SNP VM whose KVM_SEV_INIT2 succeeded."""
+        return self.snp and self.active
+
+
+class VcpuInfo:
+    """Per-vCPU SNP state (``vcpu.arch``)."""
+
+    def __init__(self):
+        self.guest_state_protected = False
+        #: the guest requested termination (its script runs no further)
+        self.terminated = False
