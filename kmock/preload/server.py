@@ -100,6 +100,7 @@ class Client:
         self.lock = threading.Lock()
         self.conns = 0
         self.watched = False
+        self.released = False
         try:
             self.pidfd = _syscall(ctypes.c_long(SYS_pidfd_open), ctypes.c_int(pid), ctypes.c_uint(0))
         except OSError:
@@ -115,6 +116,12 @@ class Client:
         with self.lock:
             ops, self.pending = self.pending, []
         return b"".join(ops), len(ops)
+
+    def exited(self):
+        """Whether the process is gone (its pidfd is readable), without waiting."""
+        if self.pidfd < 0:
+            return not self.alive()
+        return bool(select.select([self.pidfd], [], [], 0)[0])
 
     def alive(self):
         try:
@@ -144,6 +151,7 @@ class Server:
         self._map_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._trace_lock = threading.Lock()
+        self._reap_lock = threading.Lock()
         self._live = 0
         self._idle = threading.Condition(self._lock)
         self._devices = "\0".join(sorted(kernel.devices)).encode() + b"\0"
@@ -300,8 +308,21 @@ class Server:
         else:
             while client.alive():
                 time.sleep(0.01)
+        with self._reap_lock:
+            # processes that exited before this one (a forked child the parent waited
+            # for) are released first: their files were closed before this exit
+            with self._lock:
+                others = [c for c in self.clients.values() if c is not client and c.exited()]
+            for c in others:
+                self._reap(c)
+            self._reap(client)
+
+    def _reap(self, client):
         with self._idle:
-            self._idle.wait_for(lambda: client.conns == 0)
+            if client.released:
+                return
+            self._idle.wait_for(lambda: client.conns == 0, 5.0)
+            client.released = True
             self.clients.pop(client.pid, None)
         try:
             self._release(client)
