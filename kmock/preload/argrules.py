@@ -18,7 +18,8 @@ writes the result back with the VMM's numbers restored.
 
 Plugins extend the table with a module or object attribute ``KMOCK_PRELOAD_RULES``
 (``{request: ArgRule}``), or with ``register(request, rule)``; for example an SNP
-plugin gives KVM_MEMORY_ENCRYPT_OP's ``kvm_sev_cmd.sev_fd`` (offset 20) as an fd field.
+plugin could give a device-specific struct's fd field. The SEV family's ``kvm_sev_cmd.sev_fd``
+is upstream UAPI and is in the table already (for SEV, SEV-ES and SNP VMs only).
 """
 
 import ctypes
@@ -26,6 +27,7 @@ import struct
 
 from ..uapi import iommufd as I
 from ..uapi import kvm as K
+from ..uapi import sev as S
 from ..uapi import vfio as V
 from ..uapi.ioctl import _IOC_SIZE
 
@@ -40,15 +42,18 @@ class ArgRule:
     ``size``: bytes of the struct: an int, ``"ioc"`` (the request's _IOC size) or
     ``"u32@0"`` (a leading u32 size field, as iommufd's ``size`` and VFIO's ``argsz``;
     at least ``min_size`` bytes are read, at most MAX_STRUCT). ``fd_fields``: byte
-    offsets of 32-bit fd fields.
+    offsets of 32-bit fd fields. ``when``: a predicate on the File (see below).
     """
 
-    __slots__ = ("fd_fields", "min_size", "size")
+    __slots__ = ("fd_fields", "min_size", "size", "when")
 
-    def __init__(self, size="ioc", fd_fields=(), min_size=0):
+    def __init__(self, size="ioc", fd_fields=(), min_size=0, when=None):
         self.size = size
         self.fd_fields = tuple(fd_fields)
         self.min_size = min_size
+        #: None, or a predicate on the open file the ioctl is issued on: the rule holds
+        #: only where it is true (KVM_MEMORY_ENCRYPT_OP's struct depends on the VM type)
+        self.when = when
 
     def struct_size(self, request, read):
         """The bytes to read for ``request``; ``read(n)`` reads the first n bytes."""
@@ -75,8 +80,19 @@ RULES = {
     V.VFIO_DEVICE_BIND_IOMMUFD: ArgRule("u32@0", (_off(V.vfio_device_bind_iommufd, "iommufd"),),
                                         min_size=12),
 }
-if hasattr(K, "KVM_IRQFD") and hasattr(K, "kvm_irqfd"):
-    RULES[K.KVM_IRQFD] = ArgRule("ioc", (0, 12))
+
+
+def _sev_family(file):
+    vm = getattr(file, "vm", None)
+    return vm is not None and vm.vmtype.type in _SEV_TYPES
+
+
+# KVM_MEMORY_ENCRYPT_OP is _IOWR(KVMIO, 0xba, unsigned long) (its _IOC size is 8): on an
+# SEV-family VM the argument is struct kvm_sev_cmd, whose sev_fd names /dev/sev
+# (include/uapi/linux/kvm.h; arch/x86/kvm/svm/sev.c sev_mem_enc_ioctl -> __sev_issue_cmd).
+_SEV_TYPES = (K.KVM_X86_SEV_VM, K.KVM_X86_SEV_ES_VM, K.KVM_X86_SNP_VM)
+RULES[K.KVM_MEMORY_ENCRYPT_OP] = ArgRule(ctypes.sizeof(S.kvm_sev_cmd),
+                                         (_off(S.kvm_sev_cmd, "sev_fd"),), when=_sev_family)
 
 
 def register(request, rule):

@@ -433,6 +433,8 @@ class Server:
         kernel = self.kernel
         installed = self._installed.fds = []
         rule = self.rules.get(request & U32)
+        if rule is not None and rule.when is not None and not rule.when(kernel.file(sfd)):
+            rule = None
         if rule is None:
             r = kernel.ioctl(sfd, request, arg)
         else:
