@@ -162,3 +162,20 @@ def test_plugins_extend_the_argument_rules():
 
     with pytest.raises(TypeError):
         argrules.rules_for(kmock.Kernel("linux-6.18", plugins=[Broken()]))
+
+
+def test_snp_launch_from_native_code(lib, tmp_path):
+    """sev_fd inside kvm_sev_cmd (an fd rule), the launch struct behind cmd.data and the
+    source pages behind launch_update.uaddr (read from the VMM by process_vm_readv)."""
+    snp = pytest.importorskip("kmock_snp")
+    exe = tmp_path / "snp_native"
+    subprocess.run([CC, "-O1", "-o", str(exe), str(HERE / "snp_native.c")], check=True)
+    k = kmock.Kernel("linux-6.18-snp", plugins=[snp])
+    res = run_mock(str(exe), k)
+    out = res.stdout.splitlines()
+    assert "launch start, kvm fd as sev_fd: -1 ENOTTY" in out  # sev_fd names /dev/kvm
+    assert "launch start: ok" in out
+    assert "launch update: ok len left 0" in out  # written back into the VMM's struct
+    assert "launch finish: ok" in out
+    rmp = res.snapshot["snp"]["rmp"]
+    assert any(s == 0x40000 and e == 0x40004 and "validated" in what for s, e, what in rmp)
