@@ -12,7 +12,7 @@ import tempfile
 
 from .server import Server
 
-__all__ = ["RunResult", "Server", "run", "serve", "subprocess_env"]
+__all__ = ["RunResult", "Server", "dump_live", "run", "serve", "subprocess_env"]
 
 
 def serve(kernel, path=None, trace=None, keep_files=False):
@@ -21,6 +21,25 @@ def serve(kernel, path=None, trace=None, keep_files=False):
         d = tempfile.mkdtemp(prefix="kmock-")
         path = os.path.join(d, "socket")
     return Server(kernel, path, trace=trace, keep_files=keep_files).start()
+
+
+def dump_live(path, timeout=10.0):
+    """The snapshot of the Kernel a running ``kmock serve`` at socket ``path`` serves
+    (``kmock dump --live``). OSError when nothing listens there."""
+    import json
+    import socket
+
+    from . import protocol as P
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.send(P.REQ.pack(P.DUMP, -1, 0, 0, 0, 0, 0, 0))
+        msg = s.recv(P.REP.size + P.MAXDUMP)
+    ret, err, nops, n, flags, x, y = P.REP.unpack_from(msg)
+    if err:
+        raise OSError(err, os.strerror(err))
+    return json.loads(msg[P.REP.size:P.REP.size + n])
 
 
 _servers = {}

@@ -41,18 +41,20 @@ FSTAT      fd                                   payload = 13 i64 (see STAT_FIELD
 FTRUNCATE  a = length                           err
 MADVISE    a = map id, b = offset in mapping,   err (MADV_REMOVE: the file's PUNCH_HOLE)
            c = length, d = advice
+DUMP       (first request of an observer        payload = Kernel.snapshot() as JSON; the
+           connection, kmock dump --live)       connection is then closed
 ========== ==================================== ===============================================
 """
 
 import struct
 
 (HELLO, OPEN, CLOSE, DUP, IOCTL, BIND, MMAP, MUNMAP, FALLOCATE, READ, WRITE, LSEEK, FSTAT,
- FTRUNCATE, MADVISE) = range(1, 16)
+ FTRUNCATE, MADVISE, DUMP) = range(1, 17)
 
 NAMES = {v: k for k, v in dict(
     HELLO=HELLO, OPEN=OPEN, CLOSE=CLOSE, DUP=DUP, IOCTL=IOCTL, BIND=BIND, MMAP=MMAP,
     MUNMAP=MUNMAP, FALLOCATE=FALLOCATE, READ=READ, WRITE=WRITE, LSEEK=LSEEK, FSTAT=FSTAT,
-    FTRUNCATE=FTRUNCATE, MADVISE=MADVISE).items()}
+    FTRUNCATE=FTRUNCATE, MADVISE=MADVISE, DUMP=DUMP).items()}
 
 REQ = struct.Struct("<Iiqqqq II")
 REP = struct.Struct("<qiIIIqq")
@@ -64,8 +66,10 @@ assert REQ.size == 48 and REP.size == 40 and OP.size == 32
 NEWFD = 1
 PASS = 2
 
-#: the largest payload either side sends (read/write are cut to it, as a short count)
+#: the largest payload a client sends or receives (read/write are cut to it, a short count)
 MAXPAY = 1 << 20
+#: the largest DUMP reply an observer accepts
+MAXDUMP = 1 << 26
 
 STAT_FIELDS = ("st_dev", "st_ino", "st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev",
                "st_size", "st_blksize", "st_blocks", "st_atime_ns", "st_mtime_ns", "st_ctime_ns")

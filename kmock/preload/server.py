@@ -16,6 +16,7 @@ import ctypes
 import errno
 import fcntl
 import itertools
+import json
 import os
 import select
 import socket
@@ -226,20 +227,23 @@ class Server:
     def _serve_conn(self, conn):
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid = struct.unpack("3i", creds)[0]
-        client = self._client(pid)
         buf = bytearray(P.REQ.size + P.MAXPAY)
+        try:
+            n = conn.recv_into(buf)
+        except OSError:
+            n = 0
+        if n >= P.REQ.size and P.REQ.unpack_from(buf)[0] == P.DUMP:
+            self._dump(conn)  # an observer (kmock dump --live), not a client process
+            return
         view = memoryview(buf)
         handlers = self._handlers
         kernel = self.kernel
         rep = P.REP
+        client = self._client(pid)
         # this thread serves one process: its copies reach that process's memory
         task = _libc.user_task(pid).__enter__()
         try:
             while True:
-                try:
-                    n = conn.recv_into(buf)
-                except OSError:
-                    break
                 if n < P.REQ.size:
                     break
                 op, fd, a, b, c, d, ln, _ = P.REQ.unpack_from(buf)
@@ -282,6 +286,7 @@ class Server:
                         conn.send(msg)
                     else:
                         socket.send_fds(conn, [msg], [passfd])
+                    n = conn.recv_into(buf)
                 except OSError:
                     break
         finally:
@@ -289,6 +294,20 @@ class Server:
             conn.close()
             self._disconnect(client)
         del kernel
+
+    def _dump(self, conn):
+        try:
+            try:
+                data = json.dumps(self.kernel.snapshot(), default=repr, sort_keys=True).encode()
+                msg = P.REP.pack(0, 0, 0, len(data), 0, 0, 0) + data
+            except Exception as e:
+                self.errors.append(("dump", repr(e)))
+                msg = P.REP.pack(-1, errno.EIO, 0, 0, 0, 0, 0)
+            conn.send(msg)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def _disconnect(self, client):
         with self._idle:

@@ -179,3 +179,29 @@ def test_snp_launch_from_native_code(lib, tmp_path):
     assert "launch finish: ok" in out
     rmp = res.snapshot["snp"]["rmp"]
     assert any(s == 0x40000 and e == 0x40004 and "validated" in what for s, e, what in rmp)
+
+
+def test_dump_live_reads_a_running_server(lib, tmp_path):
+    src = tmp_path / "hold.c"
+    src.write_text(
+        "#include <fcntl.h>\n#include <stdio.h>\n#include <unistd.h>\n#include <sys/ioctl.h>\n"
+        "int main(void){int kvm=open(\"/dev/kvm\",O_RDWR);int vm=ioctl(kvm,0xae01,0);\n"
+        "printf(\"%d\\n\", vm>=0);fflush(stdout);char c;read(0,&c,1);return 0;}\n")
+    exe = tmp_path / "hold"
+    subprocess.run([CC, "-o", str(exe), str(src)], check=True)
+    k = kmock.Kernel("linux-6.18")
+    srv = preload.serve(k)
+    try:
+        env = dict(os.environ, **srv.env())
+        p = subprocess.Popen([str(exe)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+        assert p.stdout.readline() == "1\n"
+        live = preload.dump_live(srv.path)
+        assert len(live["vms"]) == 1 and live["profile"] == "linux-6.18"
+        p.communicate("x", timeout=30)
+        assert srv.wait_idle()
+        assert preload.dump_live(srv.path)["vms"] == []  # released at the program's exit
+    finally:
+        srv.stop()
+    with pytest.raises(OSError):
+        preload.dump_live(srv.path)
