@@ -205,3 +205,14 @@ def test_dump_live_reads_a_running_server(lib, tmp_path):
         srv.stop()
     with pytest.raises(OSError):
         preload.dump_live(srv.path)
+
+
+def test_bench_preload_smoke(lib):
+    from kmock.benchmarks import preload as bench
+
+    lines_out = []
+    rows = bench.run(quick=True, out=lines_out.append, rounds=1)
+    names = [r[0] for r in rows]
+    assert "read(/dev/null, 0)" in names and "mmap+munmap anonymous 4K" in names
+    assert all(r[1] > 0 and r[2] > 0 for r in rows)
+    assert lines_out[0].startswith("call")
