@@ -105,7 +105,7 @@ def test_runs_under_the_pytest_fixture(program, lib, kmock):
 
 def test_subprocess_env(program, lib):
     k = kmock.Kernel("linux-6.18")
-    env = preload.subprocess_env(k)
+    env = kmock.subprocess_env(k)
     assert env["LD_PRELOAD"].split(":")[0] == lib
     p = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
