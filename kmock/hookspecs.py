@@ -65,6 +65,14 @@ def kmock_profiles():
 
 
 @hookspec
+def kmock_capabilities(kernel):
+    """Return ``{capability: value}`` added to the system-level KVM_CHECK_EXTENSION
+    values (/dev/kvm and every VM, before each VM type's ``capabilities()``): what the
+    platform adds whatever the VM type, e.g. KVM_CAP_ARM_RMI, whose number is a setting.
+    A value of 0 removes the capability. Called once when the Kernel is created."""
+
+
+@hookspec
 def kmock_ioctls(kernel, file_type):
     """Return ``{request_number: handler}`` added to ``file_type`` for every VM type.
 

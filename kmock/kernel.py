@@ -232,6 +232,8 @@ class Kernel(IommufdSupport, SyscallAPI):
             caps[K.KVM_CAP_VM_TYPES] = 0  # an x86 capability
         caps.update(p.caps)
         caps.update(self.gmem_model.system_caps(p))
+        for part in self.pm.hook.kmock_capabilities(kernel=self):
+            caps.update(part or {})
         return {c: v for c, v in caps.items() if v}
 
     def vm_caps(self, vmtype):

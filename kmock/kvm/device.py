@@ -92,10 +92,14 @@ def dev_get_supported_cpuid(f, arg):
 
 
 def dev_ioctls(kernel):
-    return {
+    """The generic kvm_dev_ioctl table, and kvm_arch_dev_ioctl's for the profile's arch
+    (arm64's kvm_arch_dev_ioctl has no ioctl: every other request is EINVAL)."""
+    table = {
         K.KVM_GET_API_VERSION: dev_get_api_version,
         K.KVM_CREATE_VM: dev_create_vm,
         K.KVM_CHECK_EXTENSION: dev_check_extension,
         K.KVM_GET_VCPU_MMAP_SIZE: dev_get_vcpu_mmap_size,
-        K.KVM_GET_SUPPORTED_CPUID: dev_get_supported_cpuid,
     }
+    if kernel.profile.arch == "x86":
+        table[K.KVM_GET_SUPPORTED_CPUID] = dev_get_supported_cpuid
+    return table

@@ -112,6 +112,9 @@ class _Access(Action):
         self.private = None if private is None else bool(private)
         #: bytes completed so far (advances only past emulated MMIO fragments)
         self.progress = 0
+        #: why the hardware aborted the access in the guest (VmType.guest_access_early),
+        #: or None
+        self.aborted = None
         self._mmio = None  # (gpa, len) of the MMIO fragment awaiting completion
 
     def _describe(self):
@@ -135,6 +138,13 @@ class _Access(Action):
             end = canon + (end - start)
             shift = canon - start
             start = canon
+        if vmtype.has_guest_access_early:
+            # a stage-2 the hardware owns decides first (CCA's RTT): an abort injected
+            # into the guest completes the access; an OSError ends KVM_RUN
+            aborted = vmtype.guest_access_early(vcpu, start, end, private, self.write)
+            if aborted is not None:
+                self.aborted = aborted
+                return self.finish(None)
         # Under mmu_lock, after any invalidation in progress: the fault, the mapping and
         # the copy happen as one access, as the hardware's access through stage-2 does.
         with vm.guest_access():

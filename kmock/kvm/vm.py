@@ -204,21 +204,26 @@ class VM:
             if self.mem_attrs.find_not(start, end, attributes) == -1:
                 return  # the whole range already has these attributes
             to_private = bool(attributes & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
-            parts = []  # (inode, first index, last index, first gfn)
+            events = []  # (inode, event, first gfn) per part bound to a guest_memfd
+            covered = 0
             for slots in self._as:
                 for slot in slots:
                     lo, hi = max(start, slot.base_gfn), min(end, slot.end_gfn)
                     if lo < hi and slot.gmem_file is not None:
                         off = slot.gmem_pgoff - slot.base_gfn
-                        parts.append((slot.gmem_file.inode, lo + off, hi + off, lo))
-            events = [(inode, InvalidateEvent(inode, s, e, "vm_attributes", to_private, self), g)
-                      for inode, s, e, g in parts]
+                        inode = slot.gmem_file.inode
+                        events.append((inode, InvalidateEvent(inode, lo + off, hi + off,
+                                                              "vm_attributes", to_private, self), lo))
+                        if slot.as_id == 0:
+                            covered += hi - lo
             for inode, ev, _ in events:
                 inode.veto_check(ev)
             mem_attrs = self.mem_attrs
             for inode, ev, g in events:
                 inode.invalidate(ev, lambda g=g, n=ev.end - ev.start: mem_attrs.set(g, g + n, attributes),
                                  vetoed=True)
+            if covered == end - start:
+                return  # every gfn was a guest_memfd part: zapped and stored above
             # what no guest_memfd holds: x86 kvm_arch_pre_set_memory_attributes zaps the
             # old kind, then the attribute array is stored
             self.mmu_invalidate_begin()
@@ -300,7 +305,7 @@ class VmFile(File):
 
     def unknown_ioctl(self, request, arg):
         self.vm.check_caller()
-        raise oserror(errno.ENOTTY)  # kvm_arch_vm_ioctl default
+        raise oserror(self.vm.vmtype.unknown_vm_ioctl_errno)  # kvm_arch_vm_ioctl default
 
 
 def _check_vm(f):

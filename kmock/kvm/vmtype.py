@@ -34,6 +34,8 @@ memory       ``gmem_create(vm, size, flags)`` (may refuse), ``gmem_veto(vm, even
              gfn, pfn, npages, private)`` and ``stage2_zap(vm, runs)``.
 access       ``guest_access(vcpu, action, segments)``: the hardware's own check of a
              guest memory access, after KVM resolved it (SNP's RMP, TDX's PENDING).
+             ``guest_access_early(vcpu, start, end, private, write)``: the verdict of
+             a stage-2 the hardware owns, before KVM's fault path (CCA's RTT).
 gpa          ``gpa_alias(vm, gpa)`` -> (canonical gpa, private or None): TDX's shared
              bit, CCA's unprotected half (called before the access takes mmu_lock).
              ``access_is_private``.
@@ -60,6 +62,7 @@ _FLAGS = {
     "has_host_access": ("host_access",),
     "has_dma_access": ("dma_access",),
     "has_guest_access": ("guest_access",),
+    "has_guest_access_early": ("guest_access_early",),
 }
 
 
@@ -80,6 +83,9 @@ class VmType:
     mem_enc_cmd = None
     #: errno of an unknown KVM_MEMORY_ENCRYPT_OP sub-command id
     mem_enc_unknown = errno.EINVAL
+    #: errno of a VM ioctl nobody handles: kvm_arch_vm_ioctl's default (x86 ENOTTY,
+    #: arm64 EINVAL)
+    unknown_vm_ioctl_errno = errno.ENOTTY
 
     has_gmem_callbacks = False
     has_make_private = False
@@ -89,6 +95,7 @@ class VmType:
     has_host_access = False
     has_dma_access = False
     has_guest_access = False
+    has_guest_access_early = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -212,6 +219,20 @@ class VmType:
         RMP #VC, a #VE ...); the action does not retire. May raise
         kmock.kvm.stage2.MemoryFault. Called once per access (segments are runs), only
         when a VM type overrides it."""
+        return None
+
+    def guest_access_early(self, vcpu, start, end, private, write):
+        """A guest access to canonical gpas [start, end) of kind ``private`` (after
+        ``gpa_alias``), before KVM's fault path: what a stage-2 the hardware owns does
+        with it first, before KVM ever sees a fault (CCA's RTT, walked by the RMM: an
+        SEA for RIPAS EMPTY, an abort for DESTROYED). ``guest_access`` is the check
+        after KVM resolved the access.
+
+        Return None to let the access go on, or a string: the hardware injected an
+        abort into the guest and the action completes without touching memory
+        (``action.aborted`` is the string). Raise OSError to end KVM_RUN (after
+        writing an exit into ``vcpu.run``); the action is retried on the next KVM_RUN.
+        Called once per access, only when a VM type overrides it."""
         return None
 
     # --- host and devices ------------------------------------------------------------------------

@@ -35,7 +35,9 @@ class Vmm:
     """The scenario's VMM: guest memory, an iommufd, one VFIO device attached to an IOAS."""
 
     def __init__(self, policy, vm_type=K.KVM_X86_SW_PROTECTED_VM, plugins=None):
-        self.k = kmock.Kernel("gmem-attributes-v8", plugins=plugins, iommufd_gmem_policy=policy)
+        # the stand-in architectures (types 4, 5) must not meet the installed plugins
+        self.k = kmock.Kernel("gmem-attributes-v8", only_plugins=plugins,
+                              iommufd_gmem_policy=policy)
         self.g = GuestMem(self.k, SIZE, vm_type=vm_type)
         self.m = self.g.mmap()
         for i in range(8):

@@ -1,0 +1,217 @@
+"""Benchmark of an Arm CCA 4K conversion (``kmock bench conversion``, CCA rows).
+
+One conversion is what a realm and its VMM do for one page, end to end, through the
+syscall API (plugins kmock_arm64 and kmock_cca, profile linux-arm64-cca, v14):
+
+to private  the realm calls RSI_IPA_STATE_SET(page, RAM) -> KVM_RUN returns EFAULT with
+            KVM_EXIT_MEMORY_FAULT (the RSI exit) -> the VMM sets the page PRIVATE with
+            KVM_SET_MEMORY_ATTRIBUTES (the attribute change) -> KVM_RUN: RTT_SET_RIPAS
+            (the RIPAS change), the RSI call returns, the realm writes the page and KVM
+            maps it (delegate + RTT_DATA_MAP: the lazy mapping), then KVM_EXIT_HLT.
+to shared   RSI_IPA_STATE_SET(page, EMPTY, RSI_CHANGE_DESTROYED) -> EFAULT -> the VMM
+            sets the page shared (KVM's unmap destroys the data) and punches it from the
+            guest_memfd (as QEMU) -> KVM_RUN: RTT_SET_RIPAS, then KVM_EXIT_HLT.
+
+The pages are scattered over a 1 GiB guest_memfd memslot. The real kernel's 4K
+guest_memfd fallocate is timed in the same run (kmock.HostKernel on /dev/kvm); the
+target is a conversion at most 10x that. Each row also reports the share of the
+attribute change and the punch alone (the same ioctls on the same realm, no RSI exit,
+no KVM_RUN), as the SNP rows do.
+
+``run(quick=False, out=print)`` returns rows (dicts: name, mock_s_median, mock_s_best,
+core_ioctls_s, real_fallocate_s, ratio) and prints them with rich.
+"""
+
+import errno
+import os
+import statistics
+import time
+
+from ._timing import per_call, real_fallocate_4k, scattered_offsets
+
+P = 4096
+GIB = 1 << 30
+RAM = 1 << 32
+
+
+def _realm(size):
+    import ctypes
+    import mmap
+
+    import kmock
+    import kmock_arm64
+    import kmock_cca
+    from kmock.uapi import arm64 as A
+    from kmock.uapi import cca as C
+    from kmock.uapi import kvm as K
+
+    k = kmock.Kernel("linux-arm64-cca", plugins=[kmock_arm64, kmock_cca])
+    kvm = k.open("/dev/kvm", os.O_RDWR)
+    vm = k.ioctl(kvm, K.KVM_CREATE_VM, C.KVM_VM_TYPE_ARM_REALM | 40)
+    cd = A.kvm_create_device(type=A.KVM_DEV_TYPE_ARM_VGIC_V3)
+    k.ioctl(vm, A.KVM_CREATE_DEVICE, cd)
+    for attr, val in ((A.KVM_VGIC_V3_ADDR_TYPE_DIST, 0x08000000),
+                      (A.KVM_VGIC_V3_ADDR_TYPE_REDIST, 0x080A0000)):
+        v = ctypes.c_uint64(val)
+        k.ioctl(cd.fd, A.KVM_SET_DEVICE_ATTR, A.kvm_device_attr(
+            group=A.KVM_DEV_ARM_VGIC_GRP_ADDR, attr=attr, addr=ctypes.addressof(v)))
+    gmem = k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, K.kvm_create_guest_memfd(size=size))
+    shared = mmap.mmap(-1, size)
+    k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, K.kvm_userspace_memory_region2(
+        slot=0, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=RAM, memory_size=size,
+        userspace_addr=ctypes.addressof(ctypes.c_char.from_buffer(shared)), guest_memfd=gmem))
+    attrs = K.kvm_memory_attributes(address=RAM, size=size,
+                                    attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    k.ioctl(vm, K.KVM_SET_MEMORY_ATTRIBUTES, attrs)
+    vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    init = A.kvm_vcpu_init()
+    k.ioctl(vm, A.KVM_ARM_PREFERRED_TARGET, init)
+    init.features[0] |= 1 << A.KVM_ARM_VCPU_PSCI_0_2
+    k.ioctl(vcpu, A.KVM_ARM_VCPU_INIT, init)
+    v = ctypes.c_uint64(0)
+    k.ioctl(cd.fd, A.KVM_SET_DEVICE_ATTR, A.kvm_device_attr(
+        group=A.KVM_DEV_ARM_VGIC_GRP_CTRL, attr=A.KVM_DEV_ARM_VGIC_CTRL_INIT,
+        addr=ctypes.addressof(v)))
+    g = k.vm(vm).vcpus[0].guest
+    g.hlt()
+    k.ioctl(vcpu, K.KVM_RUN, 0)  # activates the realm
+    return k, vm, vcpu, gmem, g, shared
+
+
+def _conversions(size, pages, rounds):
+    """(to-private seconds per op for each round, to-shared seconds per op for each round)."""
+    from kmock.uapi import kvm as K
+    from kmock_cca.rtt import RSI_CHANGE_DESTROYED, Ripas
+
+    k, vm, vcpu, gmem, g, _shared = _realm(size)
+    try:
+        ioctl, fallocate = k.ioctl, k.fallocate
+        run, set_attrs = K.KVM_RUN, K.KVM_SET_MEMORY_ATTRIBUTES
+        a = K.kvm_memory_attributes(size=P)
+        PRIV = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+        EMPTY, RAM_ = int(Ripas.EMPTY), int(Ripas.RAM)
+        cca = g.cca
+        to_shared_t, to_private_t = [], []
+
+        def kvm_run():
+            try:
+                ioctl(vcpu, run, 0)
+            except OSError as e:
+                if e.errno != errno.EFAULT:
+                    raise
+                return True
+            return False
+
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for off in pages:  # to shared
+                gpa = RAM + off
+                cca.ipa_state_set(gpa, gpa + P, EMPTY, RSI_CHANGE_DESTROYED)
+                g.hlt()
+                assert kvm_run()  # the RSI exit
+                a.address, a.attributes = gpa, 0
+                ioctl(vm, set_attrs, a)
+                fallocate(gmem, 3, off, P)
+                kvm_run()
+            to_shared_t.append((time.perf_counter() - t0) / len(pages))
+            t0 = time.perf_counter()
+            for off in pages:  # to private, then the realm touches the page
+                gpa = RAM + off
+                cca.ipa_state_set(gpa, gpa + P, RAM_)
+                g.write(gpa, b"x")
+                g.hlt()
+                assert kvm_run()  # the RSI exit
+                a.address, a.attributes = gpa, PRIV
+                ioctl(vm, set_attrs, a)
+                kvm_run()  # RIPAS change, lazy mapping, HLT
+            to_private_t.append((time.perf_counter() - t0) / len(pages))
+            g.clear()
+            del g.actions[:]
+            g.pc = 0
+        assert not k.violations.of_kind("realm_data_destroyed")
+        return to_private_t, to_shared_t
+    finally:
+        k.close_all()
+
+
+def _core_share(size, pages):
+    """Seconds per conversion of the attribute changes and punches alone on a realm:
+    one 4K KVM_SET_MEMORY_ATTRIBUTES per conversion plus one 4K PUNCH_HOLE per two."""
+    from kmock.uapi import kvm as K
+
+    k, vm, _vcpu, gmem, _g, _shared = _realm(size)
+    try:
+        attrs = K.kvm_memory_attributes(size=P)
+        ioctl, fallocate, SET = k.ioctl, k.fallocate, K.KVM_SET_MEMORY_ATTRIBUTES
+        t0 = time.perf_counter()
+        for off in pages:
+            attrs.address = RAM + off
+            attrs.attributes = 0
+            ioctl(vm, SET, attrs)
+            fallocate(gmem, 3, off, P)
+            attrs.attributes = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+            ioctl(vm, SET, attrs)
+        return (time.perf_counter() - t0) / (2 * len(pages))
+    finally:
+        k.close_all()
+
+
+def _real(n):
+    import kmock
+
+    h = kmock.HostKernel()
+    try:
+        return per_call(real_fallocate_4k(h, GIB), n, rounds=3), "DEFAULT VM"
+    except OSError as e:
+        return None, f"/dev/kvm: {os.strerror(e.errno)}"
+    finally:
+        h.close_all()
+
+
+def run(quick=False, out=print, rounds=5):
+    n = 200 if quick else 2000
+    rounds = 2 if quick else rounds
+    pages = scattered_offsets(GIB, n)
+    to_private, to_shared = _conversions(GIB, pages, rounds)
+    core = min(_core_share(GIB, pages) for _ in range(rounds))
+    real, note = _real(2000 if quick else 20000) if os.path.exists("/dev/kvm") else \
+        (None, "no /dev/kvm")
+    rows = []
+    for name, times in (("CCA 4K conversion to private (RSI exit, attributes, RIPAS, lazy map)",
+                         to_private),
+                        ("CCA 4K conversion to shared (RSI exit, attributes + punch, RIPAS)",
+                         to_shared)):
+        med, best = statistics.median(times), min(times)
+        rows.append({"name": name, "conversions": n, "mock_s_median": med, "mock_s_best": best,
+                     "core_ioctls_s": core, "real_fallocate_s": real, "real_note": note,
+                     "ratio": None if real is None else med / real,
+                     "target": "<= 10x real 4K fallocate",
+                     "met": None if real is None else med / real <= 10})
+    _print(rows, out)
+    return rows
+
+
+def _print(rows, out):
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="Arm CCA 4K conversion (profile linux-arm64-cca, v14)")
+    for col in ("workload", "mock us/op (median)", "best", "of which attributes + punch",
+                "real 4K fallocate us", "ratio", "target"):
+        t.add_column(col)
+    for r in rows:
+        real = "skipped (" + r["real_note"] + ")" if r["real_fallocate_s"] is None else \
+            f"{r['real_fallocate_s'] * 1e6:.2f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
+        met = "-" if r["met"] is None else ("met" if r["met"] else "MISSED")
+        t.add_row(r["name"], f"{r['mock_s_median'] * 1e6:.1f}", f"{r['mock_s_best'] * 1e6:.1f}",
+                  f"{r['core_ioctls_s'] * 1e6:.1f}", real, ratio, f"{r['target']}: {met}")
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(t)
+    out(console.export_text().rstrip())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,178 @@
+"""arch/arm64/include/uapi/asm/kvm.h and the arm64 parts of include/uapi/linux/kvm.h.
+
+What a VMM needs to create an arm64 VM (upstream, no CCA series): the IPA size in the
+KVM_CREATE_VM type, the vCPU init struct and feature bits, and the device-control
+ioctls it uses to create the in-kernel vGIC before the first KVM_RUN.
+
+Sources (read, not copied; tests/uapi/test_uapi_arm64_cca.py checks every value):
+- asm/kvm.h: kernelorg-mirror/linux_kernel_git_oupton_linux @7de94509
+  arch/arm64/include/uapi/asm/kvm.h (targets, vCPU features, vGIC groups and address types).
+- linux/kvm.h: KVM_ARM_VCPU_INIT 0xae, KVM_ARM_PREFERRED_TARGET 0xaf, KVM_ARM_VCPU_FINALIZE
+  0xc2, KVM_CREATE_DEVICE 0xe0 and KVM_{SET,GET,HAS}_DEVICE_ATTR 0xe1-0xe3,
+  struct kvm_create_device / kvm_device_attr, enum kvm_device_type, KVM_CAP_ARM_VM_IPA_SIZE
+  165; KVM_VM_TYPE_ARM_IPA_SIZE_MASK and KVM_VM_TYPE_ARM_PROTECTED as they stand in the
+  v7.1-rc1 base of the CCA v14 series (patch 16/44 context lines).
+
+KVM_CREATE_DEVICE and the device-attribute ioctls are generic kvm.h; they live here until
+kmock.uapi.kvm grows them (it has none today), and kvm.py may re-export them then.
+"""
+
+import ctypes
+
+from .ioctl import _IOR, _IOW, _IOWR
+from .kvm import KVMIO
+
+u32 = ctypes.c_uint32
+u64 = ctypes.c_uint64
+
+# --- KVM_CREATE_VM machine type (linux/kvm.h) ---------------------------------------------
+
+KVM_VM_TYPE_ARM_IPA_SIZE_MASK = 0xFF
+KVM_VM_TYPE_ARM_PROTECTED = 1 << 31  # pKVM, upstream since 6.x; bit 31
+KVM_VM_TYPE_ARM_MASK = KVM_VM_TYPE_ARM_IPA_SIZE_MASK | KVM_VM_TYPE_ARM_PROTECTED
+KVM_ARM_DEFAULT_IPA_BITS = 40  # an IPA size of 0 means 40 bits (api.rst, "ARM64")
+
+
+def KVM_VM_TYPE_ARM_IPA_SIZE(x):
+    """Bits 7:0 of the KVM_CREATE_VM type: log2 of the IPA space (0 = 40 bits)."""
+    return x & KVM_VM_TYPE_ARM_IPA_SIZE_MASK
+
+
+# KVM_CHECK_EXTENSION numbers an arm64 VMM probes (include/uapi/linux/kvm.h)
+KVM_CAP_MP_STATE = 14
+KVM_CAP_ONE_REG = 70
+KVM_CAP_READONLY_MEM = 81
+KVM_CAP_ARM_PSCI = 87
+KVM_CAP_ARM_SET_DEVICE_ADDR = 88
+KVM_CAP_DEVICE_CTRL = 89
+KVM_CAP_ARM_EL1_32BIT = 93
+KVM_CAP_VM_ATTRIBUTES = 101
+KVM_CAP_ARM_PSCI_0_2 = 102
+KVM_CAP_ARM_PMU_V3 = 126
+KVM_CAP_VCPU_ATTRIBUTES = 127
+KVM_CAP_ARM_VM_IPA_SIZE = 165
+KVM_CAP_ARM_SVE = 170
+KVM_CAP_ARM_PTRAUTH_ADDRESS = 171
+KVM_CAP_ARM_PTRAUTH_GENERIC = 172
+
+# --- vCPU init (asm/kvm.h) ----------------------------------------------------------------
+
+
+class kvm_vcpu_init(ctypes.Structure):
+    _fields_ = [("target", u32), ("features", u32 * 7)]
+
+
+KVM_ARM_TARGET_AEM_V8 = 0
+KVM_ARM_TARGET_FOUNDATION_V8 = 1
+KVM_ARM_TARGET_CORTEX_A57 = 2
+KVM_ARM_TARGET_XGENE_POTENZA = 3
+KVM_ARM_TARGET_CORTEX_A53 = 4
+KVM_ARM_TARGET_GENERIC_V8 = 5
+KVM_ARM_NUM_TARGETS = 6
+
+# bit numbers within kvm_vcpu_init.features[]
+KVM_ARM_VCPU_POWER_OFF = 0
+KVM_ARM_VCPU_EL1_32BIT = 1
+KVM_ARM_VCPU_PSCI_0_2 = 2
+KVM_ARM_VCPU_PMU_V3 = 3
+KVM_ARM_VCPU_SVE = 4
+KVM_ARM_VCPU_PTRAUTH_ADDRESS = 5
+KVM_ARM_VCPU_PTRAUTH_GENERIC = 6
+KVM_ARM_VCPU_HAS_EL2 = 7
+KVM_ARM_VCPU_HAS_EL2_E2H0 = 8
+#: KVM_VCPU_MAX_FEATURES (arch/arm64/include/asm/kvm_host.h): bits 0-8 exist
+KVM_VCPU_MAX_FEATURES = 9
+
+
+class kvm_one_reg(ctypes.Structure):
+    _fields_ = [("id", u64), ("addr", u64)]
+
+
+# register ids (asm/kvm.h): KVM_REG_ARM64 | size | KVM_REG_ARM_CORE | offset / 4 into
+# struct kvm_regs { struct user_pt_regs { u64 regs[31], sp, pc, pstate } regs; ... }
+KVM_REG_ARM64 = 0x6000000000000000
+KVM_REG_SIZE_MASK = 0x00F0000000000000
+KVM_REG_SIZE_SHIFT = 52
+KVM_REG_SIZE_U64 = 0x0030000000000000
+KVM_REG_ARM_CORE = 0x0010 << 16
+
+
+def KVM_REG_ARM_CORE_REG(offset_bytes):
+    """The id of the 64-bit core register at byte ``offset_bytes`` of struct kvm_regs."""
+    return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_CORE | (offset_bytes // 4)
+
+
+def KVM_REG_ARM64_X(n):
+    return KVM_REG_ARM_CORE_REG(8 * n)
+
+
+KVM_REG_ARM64_PC = KVM_REG_ARM_CORE_REG(8 * 32)
+
+KVM_GET_ONE_REG = _IOW(KVMIO, 0xAB, kvm_one_reg)
+KVM_SET_ONE_REG = _IOW(KVMIO, 0xAC, kvm_one_reg)
+
+KVM_ARM_VCPU_INIT = _IOW(KVMIO, 0xAE, kvm_vcpu_init)
+KVM_ARM_PREFERRED_TARGET = _IOR(KVMIO, 0xAF, kvm_vcpu_init)
+KVM_ARM_VCPU_FINALIZE = _IOW(KVMIO, 0xC2, ctypes.c_int)  # arg: a feature (KVM_ARM_VCPU_SVE)
+
+# --- device control (linux/kvm.h) ---------------------------------------------------------
+
+
+class kvm_create_device(ctypes.Structure):
+    _fields_ = [("type", u32), ("fd", u32), ("flags", u32)]
+
+
+class kvm_device_attr(ctypes.Structure):
+    _fields_ = [("flags", u32), ("group", u32), ("attr", u64), ("addr", u64)]
+
+
+KVM_CREATE_DEVICE_TEST = 1
+
+KVM_CREATE_DEVICE = _IOWR(KVMIO, 0xE0, kvm_create_device)
+KVM_SET_DEVICE_ATTR = _IOW(KVMIO, 0xE1, kvm_device_attr)
+KVM_GET_DEVICE_ATTR = _IOW(KVMIO, 0xE2, kvm_device_attr)
+KVM_HAS_DEVICE_ATTR = _IOW(KVMIO, 0xE3, kvm_device_attr)
+
+# enum kvm_device_type (only the values whose order was read)
+KVM_DEV_TYPE_FSL_MPIC_20 = 1
+KVM_DEV_TYPE_FSL_MPIC_42 = 2
+KVM_DEV_TYPE_XICS = 3
+KVM_DEV_TYPE_VFIO = 4
+KVM_DEV_TYPE_ARM_VGIC_V2 = 5
+KVM_DEV_TYPE_FLIC = 6
+KVM_DEV_TYPE_ARM_VGIC_V3 = 7
+KVM_DEV_TYPE_ARM_VGIC_ITS = 8
+KVM_DEV_TYPE_XIVE = 9
+KVM_DEV_TYPE_ARM_PV_TIME = 10
+
+# --- vGIC device attributes (asm/kvm.h) -----------------------------------------------------
+
+KVM_DEV_ARM_VGIC_GRP_ADDR = 0
+KVM_DEV_ARM_VGIC_GRP_DIST_REGS = 1
+KVM_DEV_ARM_VGIC_GRP_CPU_REGS = 2
+KVM_DEV_ARM_VGIC_GRP_NR_IRQS = 3
+KVM_DEV_ARM_VGIC_GRP_CTRL = 4
+KVM_DEV_ARM_VGIC_GRP_REDIST_REGS = 5
+KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS = 6
+KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO = 7
+KVM_DEV_ARM_VGIC_GRP_ITS_REGS = 8
+KVM_DEV_ARM_VGIC_GRP_MAINT_IRQ = 9
+
+KVM_DEV_ARM_VGIC_CTRL_INIT = 0
+KVM_DEV_ARM_ITS_SAVE_TABLES = 1
+KVM_DEV_ARM_ITS_RESTORE_TABLES = 2
+KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES = 3
+KVM_DEV_ARM_ITS_CTRL_RESET = 4
+
+KVM_VGIC_V2_ADDR_TYPE_DIST = 0
+KVM_VGIC_V2_ADDR_TYPE_CPU = 1
+KVM_VGIC_V2_DIST_SIZE = 0x1000
+KVM_VGIC_V2_CPU_SIZE = 0x2000
+
+KVM_VGIC_V3_ADDR_TYPE_DIST = 2
+KVM_VGIC_V3_ADDR_TYPE_REDIST = 3
+KVM_VGIC_ITS_ADDR_TYPE = 4
+KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION = 5
+KVM_VGIC_V3_DIST_SIZE = 0x10000
+KVM_VGIC_V3_REDIST_SIZE = 2 * 0x10000
+KVM_VGIC_V3_ITS_SIZE = 2 * 0x10000

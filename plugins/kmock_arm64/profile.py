@@ -1,0 +1,65 @@
+"""``linux-arm64``: upstream 6.18 KVM on an arm64 host with a GICv3 and a 48-bit IPA limit.
+
+Capabilities: what ``kvm_vm_ioctl_check_extension`` (arch/arm64/kvm/arm.c, read)
+answers on /dev/kvm of such a host (PSCI, ONE_REG, READONLY_MEM, MP_STATE,
+IMMEDIATE_EXIT, VCPU_ATTRIBUTES, SET_DEVICE_ADDR = 1; MAX_VCPUS / MAX_VCPU_ID = 512, the
+GICv3 limit; KVM_CAP_ARM_VM_IPA_SIZE = the IPA limit; PMU v3, SVE, pointer
+authentication present; no AArch32 EL1), plus the generic ones (USER_MEMORY2,
+MEMORY_FAULT_INFO, GUEST_MEMFD, BINARY_STATS_FD, DEVICE_CTRL).
+
+Choices: one memslot address space (no SMM on arm64); upstream arm64 does not select
+CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES (no KVM_SET_MEMORY_ATTRIBUTES: EINVAL, the arm64
+default); KVM_PRE_FAULT_MEMORY is left out (``tdp=False``: EOPNOTSUPP) [U: whether
+6.18 arm64 has it was not checked]. KVM_CAP_NR_VCPUS is min(online CPUs, 512): 8 here.
+"""
+
+import dataclasses
+from types import MappingProxyType
+
+from kmock import profiles
+from kmock.uapi import arm64 as A
+from kmock.uapi import kvm as K
+
+IPA_LIMIT = 48
+
+CAPS = {
+    K.KVM_CAP_IRQCHIP: 1,
+    K.KVM_CAP_USER_MEMORY: 1,
+    K.KVM_CAP_NR_VCPUS: 8,
+    K.KVM_CAP_NR_MEMSLOTS: K.KVM_USER_MEM_SLOTS,
+    K.KVM_CAP_MAX_VCPUS: 512,
+    K.KVM_CAP_MAX_VCPU_ID: 512,
+    K.KVM_CAP_IMMEDIATE_EXIT: 1,
+    K.KVM_CAP_BINARY_STATS_FD: 1,
+    K.KVM_CAP_USER_MEMORY2: 1,
+    K.KVM_CAP_MEMORY_FAULT_INFO: 1,
+    K.KVM_CAP_GUEST_MEMFD: 1,
+    A.KVM_CAP_MP_STATE: 1,
+    A.KVM_CAP_ONE_REG: 1,
+    A.KVM_CAP_READONLY_MEM: 1,
+    A.KVM_CAP_ARM_PSCI: 1,
+    A.KVM_CAP_ARM_SET_DEVICE_ADDR: 1,
+    A.KVM_CAP_DEVICE_CTRL: 1,
+    A.KVM_CAP_ARM_PSCI_0_2: 1,
+    A.KVM_CAP_ARM_PMU_V3: 1,
+    A.KVM_CAP_VCPU_ATTRIBUTES: 1,
+    A.KVM_CAP_ARM_VM_IPA_SIZE: IPA_LIMIT,
+    A.KVM_CAP_ARM_SVE: 1,
+    A.KVM_CAP_ARM_PTRAUTH_ADDRESS: 1,
+    A.KVM_CAP_ARM_PTRAUTH_GENERIC: 1,
+}
+
+LINUX_ARM64 = dataclasses.replace(
+    profiles.LINUX_6_18,
+    name="linux-arm64",
+    description="upstream Linux 6.18.y, arm64 host with GICv3, 48-bit IPA, guest_memfd",
+    arch="arm64",
+    platform="none",
+    caps=MappingProxyType(CAPS),
+    cpuid=(),
+    memory_attributes=False,
+    tdp=False,
+    nr_memslot_as_ids=1,
+    max_vcpus=512,
+    max_vcpu_ids=512,
+)

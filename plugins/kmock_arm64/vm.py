@@ -1,0 +1,196 @@
+"""The arm64 normal VM type (KVM_VM_TYPE_ARM_NORMAL, 0) and its VM ioctls.
+
+Sources (kernelorg-mirror/linux_kernel_git_oupton_linux, arch/arm64/kvm/arm.c and
+mmu.c, read for this model):
+
+* KVM_CREATE_VM: bits 7:0 are the IPA size (``kvm_init_stage2_mmu``, formerly
+  ``kvm_arm_setup_stage2``): other bits -> EINVAL; a size above the host's IPA limit
+  or below 32 -> EINVAL; 0 means 40 bits, EINVAL when the limit is below 40.
+* ``kvm_vm_ioctl_check_extension``: the capabilities below; KVM_CAP_ARM_VM_IPA_SIZE is
+  the host's IPA limit; MAX_VCPUS follows the vGIC model once one exists.
+* ``kvm_arch_vm_ioctl``: KVM_ARM_PREFERRED_TARGET writes ``{target =
+  KVM_ARM_TARGET_GENERIC_V8}`` with no feature bit; an unknown ioctl is EINVAL.
+* ``kvm_vm_ioctl_enable_cap``: flags -> EINVAL; unknown capabilities -> EINVAL.
+* ``kvm_arch_vcpu_precreate``: an initialised vGIC -> EBUSY; id >= max_vcpus -> EINVAL.
+* ``kvm_arch_prepare_memory_region`` (6.18): a guest_memfd slot must be gmem-only
+  (GUEST_MEMFD_FLAG_MMAP) -> else EINVAL [U: not re-read]; a slot past the IPA space
+  -> EFAULT [U: not re-read].
+"""
+
+import errno
+import threading
+
+from kmock.errors import oserror
+from kmock.kernel_util import copy_from_user, copy_to_user
+from kmock.kvm import vm as core_vm
+from kmock.kvm.vmtype import VmType
+from kmock.uapi import arm64 as A
+from kmock.uapi import kvm as K
+
+from . import vcpu as arm64_vcpu
+from .vgic import VgicDevice, create_vgic
+
+KVM_PHYS_SHIFT = 40  # the IPA size of a type with bits 7:0 == 0
+ARM64_MIN_PARANGE_BITS = 32
+PAGE_SHIFT = 12
+
+
+class Arm64VmState:
+    """vm.arch of an arm64 VM: the IPA size, the vGIC, the VM-wide vCPU features."""
+
+    def __init__(self, ipa_bits):
+        self.ipa_bits = ipa_bits
+        self.vgic = None
+        #: kvm->arch.vcpu_features once the first KVM_ARM_VCPU_INIT set them
+        self.vcpu_features = None
+        self.has_ran_once = False
+        self.lock = threading.RLock()
+
+
+def ipa_bits_of(type_arg, limit):
+    """kvm_init_stage2_mmu's IPA size of a KVM_CREATE_VM argument (EINVAL if refused)."""
+    phys_shift = type_arg & A.KVM_VM_TYPE_ARM_IPA_SIZE_MASK
+    if phys_shift:
+        if phys_shift > limit or phys_shift < ARM64_MIN_PARANGE_BITS:
+            raise oserror(errno.EINVAL)
+        return phys_shift
+    if KVM_PHYS_SHIFT > limit:
+        raise oserror(errno.EINVAL)  # "using unsupported default IPA limit, upgrade your VMM"
+    return KVM_PHYS_SHIFT
+
+
+class Arm64Vm(VmType):
+    """KVM_VM_TYPE_ARM_NORMAL: an arm64 VM without private memory."""
+
+    type = 0
+    name = "KVM_VM_TYPE_ARM_NORMAL"
+    arch = "arm64"
+    platforms = None
+    unknown_vm_ioctl_errno = errno.EINVAL
+    #: the vGIC models KVM_CREATE_DEVICE accepts for VMs of this type
+    vgic_models = (A.KVM_DEV_TYPE_ARM_VGIC_V2, A.KVM_DEV_TYPE_ARM_VGIC_V3)
+    #: the KVM_CREATE_VM bits this type accepts besides the IPA size
+    type_bits = 0
+
+    def __init__(self, kernel):
+        #: the host's IPA limit: KVM_CAP_ARM_VM_IPA_SIZE of the profile
+        self.ipa_limit = kernel.profile.caps.get(A.KVM_CAP_ARM_VM_IPA_SIZE, KVM_PHYS_SHIFT)
+
+    def supports_gmem_init_shared(self, vm):
+        return not self.has_private_mem
+
+    def capabilities(self):
+        return {}
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def vm_init(self, vm):
+        if vm.type_arg & ~(A.KVM_VM_TYPE_ARM_IPA_SIZE_MASK | self.type_bits):
+            raise oserror(errno.EINVAL)
+        vm.arch = self.vm_state(ipa_bits_of(vm.type_arg, self.ipa_limit))
+
+    def vm_state(self, ipa_bits):
+        """The ``vm.arch`` object of a new VM (a subclass extends Arm64VmState)."""
+        return Arm64VmState(ipa_bits)
+
+    def vcpu_state(self, vcpu):
+        """The ``vcpu.arch`` object of a new vCPU."""
+        return arm64_vcpu.Arm64VcpuState()
+
+    def vcpu_create(self, vcpu):
+        arch = vcpu.vm.arch
+        vgic = arch.vgic
+        if vgic is not None and vgic.initialized:
+            raise oserror(errno.EBUSY)
+        if vcpu.id >= self.max_vcpus(vcpu.vm):
+            raise oserror(errno.EINVAL)
+        vcpu.arch = self.vcpu_state(vcpu)
+
+    def max_vcpus(self, vm):
+        """kvm->max_vcpus: the vGIC model's limit (512 before a vGIC exists: GICv3 host)."""
+        vgic = vm.arch.vgic
+        return vgic.max_vcpus if vgic is not None else 512
+
+    def memslot_prepare(self, vm, old, new, change):
+        if new is None or change not in ("create", "move"):
+            return
+        if new.gmem_file is not None and not self.gmem_slot_ok(vm, new):
+            raise oserror(errno.EINVAL)
+        if new.base_gfn + new.npages > (1 << (vm.arch.ipa_bits - PAGE_SHIFT)):
+            raise oserror(errno.EFAULT)
+
+    def gmem_slot_ok(self, vm, slot):
+        """A guest_memfd slot of a normal arm64 VM must be gmem-only (MMAP)."""
+        return bool(slot.gmem_file.inode.flags & K.GUEST_MEMFD_FLAG_MMAP)
+
+    def vcpu_init_check(self, vcpu, features):
+        """The VM type's own KVM_ARM_VCPU_INIT checks (after the generic ones)."""
+
+    def one_reg_check(self, vcpu, reg_id):
+        """May KVM_SET_ONE_REG write ``reg_id``? Raise OSError to refuse."""
+
+    def first_run(self, vcpu):
+        """kvm_arch_vcpu_run_pid_change after the vCPU checks: map the vGIC's resources.
+        A subclass adds its own step (a realm's activation)."""
+        vgic = vcpu.vm.arch.vgic
+        if vgic is not None:
+            vgic.map_resources()
+
+    # --- dispatch ---------------------------------------------------------------------------
+
+    def ioctls(self, kernel, file_type):
+        if file_type == "vm":
+            return {
+                A.KVM_ARM_PREFERRED_TARGET: vm_preferred_target,
+                A.KVM_CREATE_DEVICE: vm_create_device,
+                K.KVM_ENABLE_CAP: vm_enable_cap,
+                K.KVM_CHECK_EXTENSION: vm_check_extension,
+            }
+        if file_type == "vcpu":
+            return arm64_vcpu.vcpu_ioctls()
+        return {}
+
+
+def _vm(f):
+    f.vm.check_caller()
+    return f.vm
+
+
+def vm_preferred_target(f, arg):
+    _vm(f)
+    init = A.kvm_vcpu_init(target=A.KVM_ARM_TARGET_GENERIC_V8)
+    copy_to_user(arg, init)
+    return 0
+
+
+def vm_create_device(f, arg):
+    """kvm_ioctl_create_device for the vGIC models (other types: ENODEV)."""
+    vm = _vm(f)
+    cd = copy_from_user(arg, A.kvm_create_device)
+    if cd.type not in (A.KVM_DEV_TYPE_ARM_VGIC_V2, A.KVM_DEV_TYPE_ARM_VGIC_V3):
+        raise oserror(errno.ENODEV)
+    if cd.flags & A.KVM_CREATE_DEVICE_TEST:
+        if cd.type not in vm.vmtype.vgic_models:
+            raise oserror(errno.ENODEV)
+        return 0
+    vgic = create_vgic(vm, cd.type, vm.vmtype.vgic_models)
+    fd = vm.kernel.fdtable.install(VgicDevice(vm.kernel, vm, vgic))
+    cd.fd = fd
+    copy_to_user(arg, cd)
+    return 0
+
+
+def vm_enable_cap(f, arg):
+    """kvm_vm_ioctl_enable_cap (arm64): flags or a capability not modelled -> EINVAL."""
+    _vm(f)
+    copy_from_user(arg, K.kvm_enable_cap)  # EFAULT first
+    raise oserror(errno.EINVAL)
+
+
+def vm_check_extension(f, arg):
+    vm = f.vm
+    r = core_vm.vm_check_extension(f, arg)
+    if type(arg) is int and arg in (K.KVM_CAP_MAX_VCPUS, K.KVM_CAP_MAX_VCPU_ID):
+        return vm.vmtype.max_vcpus(vm)
+    return r
+
