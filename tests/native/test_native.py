@@ -216,3 +216,26 @@ def test_bench_preload_smoke(lib):
     assert "read(/dev/null, 0)" in names and "mmap+munmap anonymous 4K" in names
     assert all(r[1] > 0 and r[2] > 0 for r in rows)
     assert lines_out[0].startswith("call")
+
+
+def test_kmock_serve_cli(program, lib, tmp_path):
+    import signal
+
+    sock = str(tmp_path / "kmock.sock")
+    srv = subprocess.Popen([sys.executable, "-m", "kmock.preload.cli", "serve", "--socket", sock,
+                            "--profile", "linux-6.18"], stdout=subprocess.PIPE, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(HERE.parent.parent)))
+    try:
+        env = dict(os.environ)
+        for _ in range(2):
+            key, _, value = srv.stdout.readline().strip().removeprefix("export ").partition("=")
+            env[key] = value
+        assert env["KMOCK_SOCKET"] == sock
+        p = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120,
+                           check=False)
+        assert p.returncode == 0 and "up create vm: ok" in p.stdout
+        assert preload.dump_live(sock)["profile"] == "linux-6.18"
+    finally:
+        srv.send_signal(signal.SIGINT)
+        out, _ = srv.communicate(timeout=30)
+    assert '"profile": "linux-6.18"' in out  # the state printed at the end
