@@ -122,6 +122,7 @@ static void resolve(void)
 
 static unsigned char kfd[MAXFD];  /* 1: a kmock fd */
 static int nmaps;                 /* live entries of maps[] (fast path of munmap) */
+/* the VMM's mappings of kmock files; a slot is in use while id != 0 (server ids start at 1) */
 static struct cmap { int64_t id; uintptr_t base, lo, hi; int prot, src; int64_t off; } maps[MAXMAPS];
 static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -181,7 +182,7 @@ static void apply_ops(const struct remap_op *ops, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         for (int j = 0; j < MAXMAPS; j++) {
             struct cmap *m = &maps[j];
-            if (m->id != ops[i].map_id || !m->base)
+            if (m->id != ops[i].map_id || !m->id)
                 continue;
             uintptr_t s = m->base + (uintptr_t)ops[i].page * PG;
             uintptr_t e = s + (uintptr_t)ops[i].npages * PG;
@@ -295,16 +296,32 @@ static int connect_server(void)
     return 0;
 }
 
+/* kmock's well-known device nodes: with KMOCK_SOCKET set and no server to reach, opening
+ * one fails (ENOENT) rather than silently reaching the real device */
+static int well_known(const char *p)
+{
+    return !strcmp(p, "/dev/kvm") || !strcmp(p, "/dev/iommu") || !strcmp(p, "/dev/sev") ||
+           !strncmp(p, "/dev/vfio/devices/", 18);
+}
+
+/* 1: a path kmock serves; 0: not kmock's; -1: kmock's, but the server is unreachable */
 static int kmock_path(const char *p)
 {
     if (!p || p[0] != '/' || p[1] != 'd' || strncmp(p, "/dev/", 5) != 0)
         return 0;
     if (!getenv("KMOCK_SOCKET"))
         return 0;
+    if ((!hello_done || conn < 0) && connect_server() < 0) {
+        if (!well_known(p))
+            return 0;
+        static int warned;
+        if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+            fprintf(stderr, "kmock_preload: no kmock server at KMOCK_SOCKET=%s: %s fails\n",
+                    getenv("KMOCK_SOCKET"), p);
+        return -1;
+    }
     if (strncmp(p, "/dev/vfio/devices/", 18) == 0)
         return 1;
-    if (!hello_done && connect_server() < 0)
-        return 0;
     for (const char *d = devices; *d; d += strlen(d) + 1)
         if (strcmp(d, p) == 0)
             return 1;
@@ -348,10 +365,13 @@ static int bind_new(int64_t sfd, int cloexec, int minfd)
 static int kopen(const char *path, int flags, mode_t mode, int *handled)
 {
     *handled = 0;
-    if (!kmock_path(path))
+    int mine = kmock_path(path);
+    if (mine == 0)
         return -1;
-    if (conn < 0 && connect_server() < 0)
-        return -1;
+    if (mine < 0) {
+        *handled = 1;
+        return fail(ENOENT);
+    }
     int n = REAL(fcntl)(placeholder, (flags & O_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
     if (n < 0) {
         *handled = 1;
@@ -535,7 +555,7 @@ static void *kmmap(void *addr, size_t len, int prot, int flags, int fd, int64_t 
     int f = flags;
     if (nruns)
         f &= ~MAP_POPULATE; /* no host fault on the pages that must fault */
-    if (!addr && !(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))) {
+    if (!addr && hint && !(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))) {
         /* the server's mapping address: IOAS_MAP user_va look-ups then agree */
         p = REAL(mmap)((void *)hint, len, prot, f | MAP_FIXED_NOREPLACE, src, off);
         if (p == MAP_FAILED)
@@ -559,7 +579,7 @@ static void *kmmap(void *addr, size_t len, int prot, int flags, int fd, int64_t 
                    MAP_SHARED | MAP_FIXED, sigbus_fd, off + runs[2 * i] * PG);
     int slot = -1;
     for (int j = 0; j < MAXMAPS; j++)
-        if (!maps[j].base) {
+        if (!maps[j].id) {
             slot = j;
             break;
         }
@@ -598,12 +618,12 @@ int munmap(void *addr, size_t len)
     pthread_mutex_lock(&maps_lock);
     for (int j = 0; j < MAXMAPS && ngone < 64; j++) {
         struct cmap *m = &maps[j];
-        if (!m->base || e <= m->lo || s >= m->hi)
+        if (!m->id || e <= m->lo || s >= m->hi)
             continue;
         if (s <= m->lo && e >= m->hi) {
             gone[ngone] = m->id;
             srcs[ngone++] = m->src;
-            m->base = 0;
+            m->id = 0;
             __atomic_sub_fetch(&nmaps, 1, __ATOMIC_RELEASE);
         } else if (s <= m->lo) {
             m->lo = e;  /* head unmapped */
@@ -628,7 +648,7 @@ int madvise(void *addr, size_t len, int advice)
         pthread_mutex_lock(&maps_lock);
         for (int j = 0; j < MAXMAPS; j++) {
             struct cmap *m = &maps[j];
-            if (m->base && s >= m->lo && s + len <= m->hi) {
+            if (m->id && s >= m->lo && s + len <= m->hi) {
                 int64_t id = m->id, at = (int64_t)(s - m->base);
                 pthread_mutex_unlock(&maps_lock);
                 struct req q = {.op = OP_MADVISE, .a = id, .b = at, .c = (int64_t)len, .d = advice};

@@ -119,10 +119,8 @@ class Client:
         return b"".join(ops), len(ops)
 
     def exited(self):
-        """Whether the process is gone (its pidfd is readable), without waiting."""
-        if self.pidfd < 0:
-            return not self.alive()
-        return bool(select.select([self.pidfd], [], [], 0)[0])
+        """Whether the process is gone, without waiting."""
+        return not self.alive()
 
     def alive(self):
         try:
@@ -153,6 +151,7 @@ class Server:
         self._lock = threading.Lock()
         self._trace_lock = threading.Lock()
         self._reap_lock = threading.Lock()
+        self._parents = {}  # pid -> the pid it was forked from (HELLO)
         self._live = 0
         self._idle = threading.Condition(self._lock)
         self._devices = "\0".join(sorted(kernel.devices)).encode() + b"\0"
@@ -263,8 +262,10 @@ class Server:
                         if op not in (P.OPEN, P.BIND, P.DUP, P.MUNMAP, P.MADVISE):
                             if fd not in fds:
                                 raise OSError(errno.EBADF, "not a kmock fd of this process")
-                        ret, flags, payload, passfd = h(client, fd, a, b, c, d,
-                                                        view[P.REQ.size:P.REQ.size + ln])
+                        ret, flags, payload, passfd, *more = h(
+                            client, fd, a, b, c, d, view[P.REQ.size:P.REQ.size + ln])
+                        if more:
+                            x = more[0]
                     err = 0
                 except OSError as e:
                     ret, err = -1, e.errno or errno.EIO
@@ -322,19 +323,33 @@ class Server:
                              name="kmock-serve-exit").start()
 
     def _watch_exit(self, client):
-        if client.pidfd >= 0:
-            select.select([client.pidfd], [], [])
-        else:
-            while client.alive():
-                time.sleep(0.01)
+        """Runs once per client process; the only user of its pidfd after the start."""
+        try:
+            if client.pidfd >= 0:
+                select.select([client.pidfd], [], [])
+            else:
+                while client.alive():
+                    time.sleep(0.01)
+        finally:
+            if client.pidfd >= 0:
+                os.close(client.pidfd)
+                client.pidfd = -1
         with self._reap_lock:
-            # processes that exited before this one (a forked child the parent waited
-            # for) are released first: their files were closed before this exit
+            # every process found gone is released here, descendants before ancestors: a
+            # forked child the parent waited for closed its files before the parent exited
             with self._lock:
-                others = [c for c in self.clients.values() if c is not client and c.exited()]
-            for c in others:
+                dead = [c for c in self.clients.values() if c is client or c.exited()]
+            for c in sorted(dead, key=self._depth, reverse=True):
                 self._reap(c)
-            self._reap(client)
+
+    def _depth(self, client):
+        """How many forks separate ``client`` from a process that was not forked from a client."""
+        n, pid, seen = 0, self._parents.get(client.pid), set()
+        while pid and pid not in seen:
+            seen.add(pid)
+            n += 1
+            pid = self._parents.get(pid)
+        return n
 
     def _reap(self, client):
         with self._idle:
@@ -368,9 +383,6 @@ class Server:
             except OSError:
                 pass
         client.fds.clear()
-        if client.pidfd >= 0:
-            os.close(client.pidfd)
-            client.pidfd = -1
 
     def _log(self, pid, op, fd, a, b, c, d, ret, err):
         name = P.NAMES.get(op, str(op))
@@ -387,6 +399,7 @@ class Server:
 
     def _hello(self, client, parent):
         if parent:
+            self._parents[client.pid] = parent
             with self._lock:
                 p = self.clients.get(parent)
             if p is not None and not client.fds:
@@ -514,7 +527,7 @@ class Server:
                 runs = b"".join(P.RUN.pack(s, n) for s, n in remote.faulting_runs())
                 inode.register_notifier(remote)
         client.maps[mid] = (m, remote)
-        return mid, 0, runs, src
+        return mid, 0, runs, src, m.address
 
     def _drop_map(self, client, mid):
         m, remote = client.maps.pop(mid)

@@ -239,3 +239,12 @@ def test_kmock_serve_cli(program, lib, tmp_path):
         srv.send_signal(signal.SIGINT)
         out, _ = srv.communicate(timeout=30)
     assert '"profile": "linux-6.18"' in out  # the state printed at the end
+
+
+def test_no_server_fails_the_open_instead_of_reaching_the_real_device(program, lib, tmp_path):
+    env = dict(os.environ, LD_PRELOAD=lib, KMOCK_SOCKET=str(tmp_path / "nobody"))
+    p = subprocess.run([program], env=env, capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert p.returncode == 1
+    assert p.stdout.splitlines() == ["up open /dev/kvm: -1 ENOENT"]
+    assert "no kmock server" in p.stderr
