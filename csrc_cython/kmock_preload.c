@@ -199,6 +199,7 @@ static void apply_ops(const struct remap_op *ops, uint32_t n)
 }
 
 static int connect_server(void);
+static void forget_range(uintptr_t s, size_t len, int64_t keep_id);
 
 /* Send one request, wait for its reply. Returns the reply (in the thread's buffer) or
  * NULL with errno set. ``fd_out`` receives a passed fd (or -1). */
@@ -588,37 +589,44 @@ static void *kmmap(void *addr, size_t len, int prot, int flags, int fd, int64_t 
         __atomic_add_fetch(&nmaps, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&maps_lock);
+    if (flags & MAP_FIXED)
+        forget_range(base, maplen, id);
+    return p;
+}
+
+static void *fixed_over(void *p, size_t len, int flags)
+{
+    /* a MAP_FIXED mapping replaced whatever kmock mapping was there */
+    if (p != MAP_FAILED && (flags & MAP_FIXED) && __atomic_load_n(&nmaps, __ATOMIC_ACQUIRE))
+        forget_range((uintptr_t)p, len, 0);
     return p;
 }
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     if (!is_kfd(fd))
-        return REAL(mmap)(addr, len, prot, flags, fd, off);
+        return fixed_over(REAL(mmap)(addr, len, prot, flags, fd, off), len, flags);
     return kmmap(addr, len, prot, flags, fd, off);
 }
 
 void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
 {
     if (!is_kfd(fd))
-        return REAL(mmap64)(addr, len, prot, flags, fd, off);
+        return fixed_over(REAL(mmap64)(addr, len, prot, flags, fd, off), len, flags);
     return kmmap(addr, len, prot, flags, fd, off);
 }
 
-int munmap(void *addr, size_t len)
+/* [addr, addr + len) no longer maps what it mapped: drop or clip the records there, and
+ * close the server's side of the mappings wholly gone (munmap, or a MAP_FIXED over them) */
+static void forget_range(uintptr_t s, size_t len, int64_t keep_id)
 {
-    if (!__atomic_load_n(&nmaps, __ATOMIC_ACQUIRE))
-        return REAL(munmap)(addr, len);
-    int rc = REAL(munmap)(addr, len);
-    if (rc < 0)
-        return rc;
-    uintptr_t s = (uintptr_t)addr, e = s + ((len + PG - 1) & ~(size_t)(PG - 1));
+    uintptr_t e = s + ((len + PG - 1) & ~(size_t)(PG - 1));
     int64_t gone[64];
     int srcs[64], ngone = 0;
     pthread_mutex_lock(&maps_lock);
     for (int j = 0; j < MAXMAPS && ngone < 64; j++) {
         struct cmap *m = &maps[j];
-        if (!m->id || e <= m->lo || s >= m->hi)
+        if (!m->id || m->id == keep_id || e <= m->lo || s >= m->hi)
             continue;
         if (s <= m->lo && e >= m->hi) {
             gone[ngone] = m->id;
@@ -637,6 +645,15 @@ int munmap(void *addr, size_t len)
         call(&q, NULL, 0, NULL);
         syscall(SYS_close, srcs[i]);
     }
+}
+
+int munmap(void *addr, size_t len)
+{
+    if (!__atomic_load_n(&nmaps, __ATOMIC_ACQUIRE))
+        return REAL(munmap)(addr, len);
+    int rc = REAL(munmap)(addr, len);
+    if (rc == 0)
+        forget_range((uintptr_t)addr, len, 0);
     return rc;
 }
 

@@ -350,6 +350,14 @@ int main(void)
         printf("ext sigbus after shared: %d\n", sigbus_read(c + PG));
         a2.offset = 3;
         printf("ext unaligned: %s\n", res(ioctl(cg, KVM_SET_MEMORY_ATTRIBUTES2, &a2)));
+        /* anonymous memory MAP_FIXED over the converted page: a later conversion of
+         * that page must leave the new mapping alone */
+        char *anon = mmap(c + PG, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        anon[0] = 'a';
+        a2.offset = PG;
+        a2.attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE;
+        printf("ext to private under map_fixed: %s", res(ioctl(cg, KVM_SET_MEMORY_ATTRIBUTES2, &a2)));
+        printf(" sigbus %d kept %d\n", sigbus_read(c + PG), c[PG] == 'a');
         munmap(c, GSIZE);
         close(cg);
         close(cvm);
