@@ -101,7 +101,13 @@ def kmock_devices(kernel):
 
 @hookspec
 def kmock_snapshot(kernel, snapshot):
-    """Add architecture state to ``snapshot`` (a dict) under the plugin's own key."""
+    """Add architecture state to ``snapshot`` (a dict) under the plugin's own key.
+
+    Under ``kmock.snapshot.capture`` the dict is a ``kmock.snapshot.ArchSection``:
+    ``snapshot.add_table(key, name, runs, space="pfn"|"gpa"|"gfn"|"gmem_page", vm=...)``
+    adds a table (runs ``[[start, end, state], ...]``) that ``kmock dump`` lists and
+    draws; docs/snapshot-format.md describes the shape. Pass runs, never pages.
+    """
 
 
 # --- the syscall wrapper (tracing and fault injection) ------------------------------------

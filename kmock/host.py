@@ -146,10 +146,16 @@ class HostKernel(SyscallAPI):
 
     name = "host"
 
-    def __init__(self):
+    def __init__(self, trace=None):
         self._fds = set()
         self._maps = set()
         self.sigbus_log = []
+        #: the syscall trace (kmock.trace) when ``trace`` names a path or a file
+        self.trace = None
+        if trace is not None:
+            from .trace import instrument
+
+            self.trace = instrument(self, trace)
 
     def __repr__(self):
         return f"<HostKernel fds={len(self._fds)} maps={len(self._maps)}>"
@@ -241,3 +247,5 @@ class HostKernel(SyscallAPI):
             except OSError:
                 pass
         self._fds.clear()
+        if self.trace is not None:
+            self.trace.flush()

@@ -9,6 +9,9 @@ small rooms with public internal APIs that every package uses:
                 cdevs, plugin devices such as /dev/sev): ``path -> opener``
 ``violations``  the consequences API (kmock.consequences): ``record``
 ``iommu_lock``  the iommufd object lock (kmock.iommufd.kernel_side)
+``faults``      fault injection (kmock.faults): ``check(point, errno)``, ``fail``,
+                ``fail_nth``
+``trace``       the syscall trace (kmock.trace.Trace) when ``Kernel(trace=...)``
 
 Its methods have the signatures and errors of the os/fcntl/mmap functions of the
 same name (see kmock.syscall_api).
@@ -31,6 +34,7 @@ from . import hookspecs, profiles
 from ._libc import check_fallocate_args
 from .consequences import ViolationLog
 from .errors import KmockUsageError, oserror
+from .faults import Faults
 from .fdtable import FdTable
 from .file import File
 from .iommufd.kernel_side import IommufdSupport
@@ -87,18 +91,28 @@ class Kernel(IommufdSupport, SyscallAPI):
     installed ones (the ``kmock.plugins`` entry points); ``only_plugins``: register
     exactly these instead. Keyword ``settings`` override fields of the profile, e.g.
     ``Kernel("gmem-attributes-v8", platform="tdx", iommufd_gmem_policy="notifier")``.
+    ``trace``: a path or a writable text file: every syscall is written to it as JSON
+    lines (kmock.trace); off by default, and then it costs nothing.
     Raises kmock.errors.PluginError for a broken plugin and KmockUsageError (a
     ValueError) for an unknown profile, setting or platform.
     """
 
     FILE_TYPES = ("kvm", "vm", "vcpu", "gmem", "iommufd", "vfio")
 
-    def __init__(self, profile="linux-6.18", plugins=None, only_plugins=None, **settings):
+    def __init__(self, profile="linux-6.18", plugins=None, only_plugins=None, trace=None,
+                 **settings):
         if plugins is not None and not isinstance(plugins, (list, tuple)):
             raise KmockUsageError("plugins must be a list of plugin objects or modules")
         if only_plugins is not None and not isinstance(only_plugins, (list, tuple)):
             raise KmockUsageError("only_plugins must be a list of plugin objects or modules")
         self.pm = plugin_manager(_Builtin(), plugins, only_plugins)
+        self.faults = Faults(self)
+        self.trace = None
+        if trace is not None:
+            from .trace import Trace
+
+            self.trace = Trace(trace)
+            self.pm.register(self.trace, name="kmock-trace")
         self.profile = self._resolve_profile(profile, settings)
         self.fdtable = FdTable()
         self.physmem = PhysMem()
@@ -192,8 +206,14 @@ class Kernel(IommufdSupport, SyscallAPI):
             self.devices.update(impl.function(kernel=self) or {})
         self.caps = self._system_caps()
         self._vm_caps = {}
-        self._traced = bool(hook.kmock_syscall.get_hookimpls())
+        self.refresh_syscall_path()
         self._has_snapshot = bool(hook.kmock_snapshot.get_hookimpls())
+
+    def refresh_syscall_path(self):
+        """Take the kmock_syscall path iff a plugin wraps syscalls or a fault rule on
+        whole syscalls is armed (kmock.faults); called when either changes."""
+        self._traced = bool(self.pm.hook.kmock_syscall.get_hookimpls()) or \
+            self.faults.wraps_syscalls
 
     def _tables_for(self, vmtype):
         """The vm, vcpu and gmem tables of VMs of ``vmtype``: the core's, overridden by
@@ -444,6 +464,8 @@ class Kernel(IommufdSupport, SyscallAPI):
             raise
         self._traced = False
         try:
+            if self.faults.wraps_syscalls:
+                self.faults.check_syscall(name, args)
             result = getattr(self, "_" + name if name == "open" else name)(*args)
             exc = None
         except BaseException as e:
@@ -524,6 +546,7 @@ class Kernel(IommufdSupport, SyscallAPI):
 
     def close_all(self):
         """Close every mapping and fd this kernel handed out, and its own descriptors."""
+        self.faults.clear()  # an armed copy_to_user rule is process-wide (kmock.faults)
         for pin in list(self._pins):
             pin.unpin()
         for m in list(self.mappings):
@@ -536,6 +559,8 @@ class Kernel(IommufdSupport, SyscallAPI):
         if self._host is not None:
             self._host.close_all()
         self._gmem_pool.close()
+        if self.trace is not None:
+            self.trace.flush()
 
     def __del__(self):
         try:

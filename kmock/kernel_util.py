@@ -12,6 +12,7 @@ import errno
 
 from . import _libc
 from .errors import oserror
+from .faults import USERCOPY, check_usercopy
 
 U64 = (1 << 64) - 1
 
@@ -31,6 +32,8 @@ def copy_from_user(arg, ctype):
 
 def copy_to_user(arg, obj, size=None):
     """Write struct ``obj`` (or its first ``size`` bytes) back to the ioctl argument."""
+    if USERCOPY:
+        check_usercopy()  # the "copy_to_user" failure point (kmock.faults)
     data = bytes(obj) if size is None else bytes(obj)[:size]
     if type(arg) is int:
         _libc.copy_to_user(arg & U64, data)
@@ -44,6 +47,8 @@ def copy_to_user(arg, obj, size=None):
 
 def write_user_at(arg, offset, data):
     """Write ``data`` at byte ``offset`` of the argument (variable-length structs)."""
+    if USERCOPY:
+        check_usercopy()
     if type(arg) is int:
         _libc.copy_to_user((arg + offset) & U64, data)
     elif type(arg) is bytearray:

@@ -16,7 +16,7 @@ def test_readme_opens_with_the_two_setup_commands():
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```\n(.*?)```", text, re.S).group(1).strip().splitlines()
     assert block == [
-        "python3 -m pip install -e '.[test]' && kmock conform",
+        "python3 -m pip install -e '.[test]' && kmock demo",
         "python3 -m pip install -e '.[test]' && python3 -m pytest -n 2",
     ]
 

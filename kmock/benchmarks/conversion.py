@@ -205,6 +205,27 @@ def run(quick=False, out=print):
                    f"{'met' if r['met'] else 'MISSED'}); setup {r['setup_seconds']:.2f} s")
         out(f"{r['workload']:<52} {r['ops']:>9} {r['seconds']:>7.2f} {r['ops_per_s']:>9.0f} "
             f"{r['us_per_op']:>7.2f}  {res}")
+    rows.extend(run_architectures(quick, out))
+    return rows
+
+
+#: the architecture rows: benchmark module, and the plugin it needs
+ARCH_BENCHES = (("conversion_tdx", "kmock_tdx"), ("conversion_snp", "kmock_snp"),
+                ("conversion_cca", "kmock_cca"))
+
+
+def run_architectures(quick=False, out=print):
+    """The TDX, SNP and CCA 4K conversion rows, for each plugin that is installed."""
+    import importlib
+    import importlib.util
+
+    rows = []
+    for module, plugin in ARCH_BENCHES:
+        if importlib.util.find_spec(plugin) is None or \
+                importlib.util.find_spec(f"kmock.benchmarks.{module}") is None:
+            out(f"{module}: skipped ({plugin} is not installed)")
+            continue
+        rows.extend(importlib.import_module(f"kmock.benchmarks.{module}").run(quick=quick, out=out))
     return rows
 
 

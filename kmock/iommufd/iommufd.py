@@ -15,6 +15,7 @@ import os
 import stat
 
 from ..errors import oserror
+from ..faults import USERCOPY, check_usercopy
 from ..file import File, make_stat
 from ..kernel_util import read_user_at, write_user_at
 from ..uapi import iommufd as I
@@ -116,6 +117,8 @@ class Ucmd:
     def respond(self, cmd):
         """iommufd_ucmd_respond: copy back min(user size, sizeof(struct)) bytes."""
         n = min(self.user_size, self.ksize)
+        if USERCOPY:
+            check_usercopy()
         if n == self.ksize and type(self.arg) is self.ctype:
             ctypes.memmove(ctypes.addressof(self.arg), ctypes.addressof(cmd), n)
             return
@@ -197,9 +200,14 @@ def iommu_destroy(ictx, ucmd, cmd):
 def ioas_alloc(ictx, ucmd, cmd):
     if cmd.flags:
         raise oserror(errno.EOPNOTSUPP)
+    ictx.kernel.faults.check("iommufd.object.alloc", errno.ENOMEM)
     ioas = IOAS(ictx)
     cmd.out_ioas_id = ictx.add(ioas)
-    ucmd.respond(cmd)
+    try:
+        ucmd.respond(cmd)
+    except OSError:
+        ictx.remove(ioas)  # iommufd_object_abort_and_destroy
+        raise
     return 0
 
 
@@ -415,6 +423,7 @@ def hwpt_alloc(ictx, ucmd, cmd):
         if cmd.flags & I.IOMMU_HWPT_FAULT_ID_VALID:
             ictx.lookup(cmd.fault_id, "fault")  # no fault queues are modelled: ENOENT
         dev = idev.dev
+        ictx.kernel.faults.check("iommufd.object.alloc", errno.ENOMEM)
         hwpt = HwptPaging(ictx, pt, dev.iommu_page_size, dev.aperture,
                           nest_parent=bool(cmd.flags & I.IOMMU_HWPT_ALLOC_NEST_PARENT),
                           dirty_tracking=bool(cmd.flags & I.IOMMU_HWPT_ALLOC_DIRTY_TRACKING))

@@ -128,7 +128,11 @@ def vfio_bind_iommufd(f, arg):
     s.out_devid = ictx.add(idev)
     ictx.get()  # the bound device keeps the iommufd alive
     dev.idev = idev
-    copy_to_user(arg, s, min(s.argsz, 24))
+    try:
+        copy_to_user(arg, s, min(s.argsz, 24))
+    except OSError:
+        dev.unbind()  # vfio_df_ioctl_bind_iommufd: out_close_device
+        raise
     return 0
 
 
@@ -165,7 +169,11 @@ def vfio_attach_pt(f, arg):
             old.ioas.users -= 1
             idev.ictx.remove(old)
     s.pt_id = hwpt.id
-    copy_to_user(arg, s, min(s.argsz, 16))
+    try:
+        copy_to_user(arg, s, min(s.argsz, 16))
+    except OSError:
+        idev.detach()  # vfio_df_ioctl_attach_pt: out_detach (a replaced attachment is lost)
+        raise
     return 0
 
 

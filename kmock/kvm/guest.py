@@ -78,7 +78,13 @@ class Action:
         raise NotImplementedError
 
     def complete(self, vcpu):
-        """complete_userspace_io: the VMM re-entered KVM_RUN after this action's exit."""
+        """complete_userspace_io: the VMM re-entered KVM_RUN after this action's exit.
+
+        Return EXIT after writing a new exit into vcpu.run to end KVM_RUN there, before
+        immediate_exit is looked at and without entering the guest (the kernel's
+        complete_userspace_io returning 0: e.g. TDX MapGPA's next 2 MB chunk); the
+        action stays pending. Anything else: KVM_RUN goes on.
+        """
 
     def finish(self, result=None):
         self.result = result

@@ -193,7 +193,7 @@ class GmemInode:
             with self.invalidate_lock:
                 if not self.notifiers:
                     if check_refcount and event.to_private:
-                        index = first_elevated_refcount(self, event.start, event.end)
+                        index = self._elevated_refcount(event)
                         if index is not None:
                             raise ConversionError(
                                 errno.EAGAIN,
@@ -210,7 +210,7 @@ class GmemInode:
                 begin(event)
             try:
                 if check_refcount and event.to_private:
-                    index = first_elevated_refcount(self, event.start, event.end)
+                    index = self._elevated_refcount(event)
                     if index is not None:
                         raise ConversionError(
                             errno.EAGAIN, max(event.start, index) if clamp_error_index else index)
@@ -226,6 +226,14 @@ class GmemInode:
                 raise
             for end in ends:
                 end(event)
+
+    def _elevated_refcount(self, event):
+        """The first page of ``event`` with an elevated refcount, or None; the
+        "gmem.refcount" failure point (kmock.faults) stands for a transient reference."""
+        index = first_elevated_refcount(self, event.start, event.end)
+        if index is None and self.kernel.faults.should_fail("gmem.refcount", errno.EAGAIN):
+            return event.start
+        return index
 
     # --- public queries (what other rooms may read) ---------------------------------------------
 
@@ -637,6 +645,7 @@ def create_guest_memfd(vm, size, flags):
     model = kernel.gmem_model
     model.check_create(vm, size, flags)
     vm.vmtype.gmem_create(vm, size, flags)
+    kernel.faults.check("gmem.create", errno.ENOMEM)  # __kvm_gmem_create: kzalloc, inode
     backing = kernel.take_gmem_backing(size)
     inode = GmemInode(kernel, size, flags, backing)
     inode.vm = vm

@@ -217,6 +217,7 @@ def _set_memory_region(vm, mem, v2):
         vmtype.memslot_commit(vm, old, old, change)
         return 0
 
+    vm.kernel.faults.check("kvm.memslot.alloc", errno.ENOMEM)  # kzalloc of the new slot
     new = Memslot(vm, as_id, id, base_gfn, npages, flags, uaddr)
     if flags & K.KVM_MEM_GUEST_MEMFD:
         gmem_bind(vm, new, mem.guest_memfd, gmem_offset)

@@ -148,6 +148,7 @@ def create_vcpu(vm, vcpu_id):
         raise oserror(errno.EINVAL)
     if vcpu_id in vm.vcpus:
         raise oserror(errno.EEXIST)
+    vm.kernel.faults.check("kvm.vcpu.alloc", errno.ENOMEM)  # kmem_cache_zalloc(kvm_vcpu_cache)
     vcpu = Vcpu(vm, vcpu_id)
     try:
         vm.vmtype.vcpu_create(vcpu)  # kvm_arch_vcpu_create
@@ -177,7 +178,9 @@ def vcpu_run(f, arg):
         pending = vcpu.pending
         if pending is not None:
             vcpu.pending = None
-            pending.complete(vcpu)
+            if pending.complete(vcpu) is _guest.EXIT:
+                vcpu.pending = pending  # complete_userspace_io wrote the next exit (cui 0)
+                return 0
             if pending.done and vcpu.guest.current is pending:
                 vcpu.guest.pc += 1
         if run.immediate_exit:

@@ -154,7 +154,7 @@ def test_fails(kmock):
     files = list(dump.iterdir())
     assert len(files) == 1
     snap = json.loads(files[0].read_text())
-    assert snap["version"] == 1 and snap["guest_memfds"][0]["allocated"] == [[3, 5]]
+    assert snap["version"] == 2 and snap["guest_memfds"][0]["allocated"] == [[3, 5]]
     assert snap["vms"][0]["memslots"][0]["guest_memfd"] == 0
 
 

@@ -80,6 +80,8 @@ def test_vm_attributes_stage2_vcpus_and_violations():
         assert v["private_gfns"] == [[(1 << 20) + 1, (1 << 20) + 4]]
         assert v["vcpus"] == [0]
         assert [s[0] for s in v["stage2"]] == [(1 << 32) + 0x1000]  # one private leaf
-        assert snap["violations"] == [str({"kind": "example", "gpa": 0x1000})]
+        (viol,) = snap["violations"]  # format 2: a record, its text and where it hit
+        assert viol["kind"] == "example" and viol["gpa"] == 0x1000
+        assert viol["text"] == str({"kind": "example", "gpa": 0x1000}) and viol["at"] == []
     finally:
         k.close_all()

@@ -1,0 +1,260 @@
+"""Benchmark of a TDX 4K conversion (``kmock bench conversion``, TDX rows).
+
+One op is what a TD and its VMM do to lend a page to the host and take it back, all
+through the syscall API:
+
+* to shared: the guest's TDG.VP.VMCALL<MapGPA> (shared bit set) -> KVM_RUN returns
+  KVM_EXIT_HYPERCALL; the VMM's KVM_SET_MEMORY_ATTRIBUTES (PRIVATE cleared), which zaps
+  the private mapping: S-EPT BLOCK, TRACK, REMOVE; ``hypercall.ret = 0``;
+* to private: MapGPA (shared bit clear) -> exit; KVM_SET_MEMORY_ATTRIBUTES (PRIVATE);
+  ``hypercall.ret = 0``; the guest's TDG.MEM.PAGE.ACCEPT: an EPT violation, KVM's fault
+  AUGs the page (PENDING), the accept completes (MAPPED, zeroed); the guest halts.
+
+Setup: profile linux-6.18-tdx, a TD with 1 GiB of private memory, 4,096 scattered pages
+accepted; ops cycle over them. Timed in the same run: 4K fallocates of a real guest_memfd
+(kmock.HostKernel on /dev/kvm); the column is empty when /dev/kvm cannot be used. Target:
+an op costs at most 10x a real 4K fallocate. A last row runs the same exchange on a
+SW_PROTECTED VM (hypercall exits, attribute changes, a private write instead of the
+accept): the cost of the core's path, without the S-EPT.
+
+``run(quick=False)`` returns the rows (dicts: name, ops, mock seconds per op median and
+best over the rounds, real fallocate seconds, ratio) and prints them with rich.
+"""
+
+import ctypes
+import statistics
+import sys
+import time
+
+from ._timing import per_call, real_fallocate_4k, scattered_offsets
+
+P = 4096
+GIB = 1 << 30
+RAM = 1 << 32
+
+
+def _td(size, naccept):
+    import kmock
+    import kmock_tdx
+    from kmock.uapi import kvm as K
+    from kmock.uapi import tdx as T
+
+    k = kmock.Kernel("linux-6.18-tdx", plugins=[kmock_tdx])
+    import os
+
+    kvm = k.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    vm = k.ioctl(kvm, K.KVM_CREATE_VM, K.KVM_X86_TDX_VM)
+    cap = K.kvm_enable_cap(cap=T.KVM_CAP_SPLIT_IRQCHIP)
+    cap.args[0] = 24
+    k.ioctl(vm, K.KVM_ENABLE_CAP, cap)
+    cap = K.kvm_enable_cap(cap=K.KVM_CAP_EXIT_HYPERCALL)
+    cap.args[0] = 1 << K.KVM_HC_MAP_GPA_RANGE
+    k.ioctl(vm, K.KVM_ENABLE_CAP, cap)
+    init = T.with_cpuid_entries(T.kvm_tdx_init_vm, 1)()
+    init.hdr.cpuid.nent = 1
+    init.entries[0] = K.kvm_cpuid_entry2(function=0x80000008, eax=48 << 16)
+    k.ioctl(vm, K.KVM_MEMORY_ENCRYPT_OP,
+            T.kvm_tdx_cmd(id=T.KVM_TDX_INIT_VM, data=ctypes.addressof(init)))
+    vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    k.ioctl(vcpu, K.KVM_MEMORY_ENCRYPT_OP, T.kvm_tdx_cmd(id=T.KVM_TDX_INIT_VCPU))
+    gmem = k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, K.kvm_create_guest_memfd(size=size))
+    k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, K.kvm_userspace_memory_region2(
+        slot=0, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=RAM, memory_size=size,
+        guest_memfd=gmem))
+    k.ioctl(vm, K.KVM_SET_MEMORY_ATTRIBUTES, K.kvm_memory_attributes(
+        address=RAM, size=size, attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE))
+    k.ioctl(vm, K.KVM_MEMORY_ENCRYPT_OP, T.kvm_tdx_cmd(id=T.KVM_TDX_FINALIZE_VM))
+    offsets = scattered_offsets(size, naccept)
+    g = k.vm(vm).vcpus[0].guest
+    for off in offsets:
+        g.tdx.accept(RAM + off)
+    g.hlt()
+    k.ioctl(vcpu, K.KVM_RUN, 0)
+    return k, vm, vcpu, g, offsets
+
+
+def _mock(size, naccept, n, rounds):
+    from kmock.uapi import kvm as K
+
+    k, vm, vcpu, g, offsets = _td(size, naccept)
+    try:
+        run = k.vm(vm).vcpus[0].run
+        hc = run.hypercall
+        shared_bit = k.vm(vm).arch.shared_bit
+        ioctl = k.ioctl
+        RUN, SET = K.KVM_RUN, K.KVM_SET_MEMORY_ATTRIBUTES
+        to_shared = K.kvm_memory_attributes(size=P)
+        to_private = K.kvm_memory_attributes(size=P, attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        tdx = g.tdx
+        clock = time.perf_counter
+        it = 0
+        per_round = []
+        for _ in range(rounds):
+            t_sh = t_pr = 0.0
+            for _ in range(n):
+                gpa = RAM + offsets[it % len(offsets)]
+                it += 1
+                t0 = clock()
+                tdx.map_gpa(gpa | shared_bit, P)
+                ioctl(vcpu, RUN, 0)  # KVM_EXIT_HYPERCALL
+                to_shared.address = hc.args[0]
+                ioctl(vm, SET, to_shared)  # S-EPT BLOCK, TRACK, REMOVE
+                hc.ret = 0
+                tdx.map_gpa(gpa, P)
+                ioctl(vcpu, RUN, 0)  # completes the first, exits for the second
+                t1 = clock()
+                to_private.address = hc.args[0]
+                ioctl(vm, SET, to_private)
+                hc.ret = 0
+                a = tdx.accept(gpa)
+                g.hlt()
+                ioctl(vcpu, RUN, 0)  # completes MapGPA, ACCEPT (AUG + accept), HLT
+                t2 = clock()
+                t_sh += t1 - t0
+                t_pr += t2 - t1
+                if a.result != 0:
+                    raise RuntimeError(f"accept failed: {a.result:#x}")
+            per_round.append((t_sh / n, t_pr / n))
+        violations = len(k.violations)
+    finally:
+        k.close_all()
+    return per_round, violations
+
+
+def _baseline(size, naccept, n, rounds):
+    """The same op on a SW_PROTECTED VM (no S-EPT, no accept): KVM_HC_MAP_GPA_RANGE exits,
+    the attribute changes, and the guest's private write that faults the page in."""
+    import os
+
+    import kmock
+    from kmock.uapi import kvm as K
+
+    k = kmock.Kernel("linux-6.18")
+    try:
+        kvm = k.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+        vm = k.ioctl(kvm, K.KVM_CREATE_VM, K.KVM_X86_SW_PROTECTED_VM)
+        cap = K.kvm_enable_cap(cap=K.KVM_CAP_EXIT_HYPERCALL)
+        cap.args[0] = 1 << K.KVM_HC_MAP_GPA_RANGE
+        k.ioctl(vm, K.KVM_ENABLE_CAP, cap)
+        gmem = k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, K.kvm_create_guest_memfd(size=size))
+        k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, K.kvm_userspace_memory_region2(
+            slot=0, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=RAM, memory_size=size,
+            guest_memfd=gmem))
+        k.ioctl(vm, K.KVM_SET_MEMORY_ATTRIBUTES, K.kvm_memory_attributes(
+            address=RAM, size=size, attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE))
+        vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+        offsets = scattered_offsets(size, naccept)
+        g = k.vm(vm).vcpus[0].guest
+        for off in offsets:
+            g.write(RAM + off, b"\0", private=True)
+        g.hlt()
+        k.ioctl(vcpu, K.KVM_RUN, 0)
+        hc = k.vm(vm).vcpus[0].run.hypercall
+        ioctl = k.ioctl
+        RUN, SET = K.KVM_RUN, K.KVM_SET_MEMORY_ATTRIBUTES
+        to_shared = K.kvm_memory_attributes(size=P)
+        to_private = K.kvm_memory_attributes(size=P, attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        it = 0
+        per_round = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                gpa = RAM + offsets[it % len(offsets)]
+                it += 1
+                g.map_gpa_range(gpa, 1, private=False)
+                ioctl(vcpu, RUN, 0)
+                to_shared.address = hc.args[0]
+                ioctl(vm, SET, to_shared)
+                hc.ret = 0
+                g.map_gpa_range(gpa, 1, private=True)
+                ioctl(vcpu, RUN, 0)
+                to_private.address = hc.args[0]
+                ioctl(vm, SET, to_private)
+                hc.ret = 0
+                g.write(gpa, b"\0", private=True)
+                g.hlt()
+                ioctl(vcpu, RUN, 0)
+            per_round.append((time.perf_counter() - t0) / n)
+        return per_round
+    finally:
+        k.close_all()
+
+
+def _real(n):
+    import kmock
+
+    h = kmock.HostKernel()
+    try:
+        falloc = real_fallocate_4k(h, GIB)
+        return per_call(falloc, n, rounds=3), "DEFAULT VM"
+    except OSError as e:
+        import os
+
+        return None, f"/dev/kvm: {os.strerror(e.errno)}"
+    finally:
+        h.close_all()
+
+
+def run(quick=False, out=None):
+    scale = 20 if quick else 1
+    n = 2000 // scale
+    rounds = 5 if not quick else 2
+    per_round, violations = _mock(GIB if not quick else 64 << 20, 4096 // scale, n, rounds)
+    real, note = _real(max(200, 20_000 // scale))
+    base = _baseline(GIB if not quick else 64 << 20, 4096 // scale, n, rounds)
+    rows = []
+    parts = (("TDX 4K to shared: MapGPA exit + attributes + S-EPT zap", 0),
+             ("TDX 4K to private: MapGPA exit + attributes + AUG + accept", 1),
+             ("TDX 4K conversion round trip (the target)", None))
+    for name, i in parts:
+        vals = [sum(r) if i is None else r[i] for r in per_round]
+        med, best = statistics.median(vals), min(vals)
+        ratio = None if real is None else med / real
+        rows.append({"name": name, "ops": n * rounds, "mock_median_s": med, "mock_best_s": best,
+                     "real_fallocate_s": real, "real_note": note, "ratio": ratio,
+                     "target": "<= 10x real 4K fallocate" if i is None else None,
+                     "met": None if ratio is None or i is not None else ratio <= 10,
+                     "violations": violations})
+    med, best = statistics.median(base), min(base)
+    rows.append({"name": "same round trip on a SW_PROTECTED VM (no S-EPT, no accept)",
+                 "ops": n * rounds, "mock_median_s": med, "mock_best_s": best,
+                 "real_fallocate_s": real, "real_note": note,
+                 "ratio": None if real is None else med / real, "target": None, "met": None,
+                 "violations": 0})
+    _print(rows, out)
+    return rows
+
+
+def _print(rows, out):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="TDX 4K conversion (kmock vs a real 4K guest_memfd fallocate)")
+    for col in ("workload", "ops", "mock us/op (median)", "best", "real 4K fallocate us",
+                "ratio", "target"):
+        table.add_column(col)
+    for r in rows:
+        real = "skipped: " + r["real_note"] if r["real_fallocate_s"] is None else \
+            f"{r['real_fallocate_s'] * 1e6:.2f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
+        target = "" if r["target"] is None else \
+            f"{r['target']}: {'n/a' if r['met'] is None else 'met' if r['met'] else 'MISSED'}"
+        table.add_row(r["name"], str(r["ops"]), f"{r['mock_median_s'] * 1e6:.1f}",
+                      f"{r['mock_best_s'] * 1e6:.1f}", real, ratio, target)
+    console = Console(record=out is not None, width=160, file=None if out is None else _Null())
+    console.print(table)
+    if out is not None:
+        for line in console.export_text().splitlines():
+            out(line)
+
+
+class _Null:
+    def write(self, s):
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run(quick="--quick" in sys.argv)

@@ -1,0 +1,73 @@
+"""Intel TDX for kmock: the ``tdx`` platform, the KVM_X86_TDX_VM type and the
+``linux-6.18-tdx`` profile.
+
+``kmock.Kernel("linux-6.18-tdx")`` or ``kmock.Kernel(<any x86 profile>, platform="tdx")``
+offers KVM_X86_TDX_VM (5). Platform settings (Kernel keywords):
+
+``tdx_connect``                 the TDs have TDX Connect with PAGE_RELEASE: a page the TD
+                                accepted stays TD-DMA pinned until TDG.MEM.PAGE.RELEASE
+                                (default False)
+``tdx_connect_precheck``        guest_memfd refuses (EAGAIN) to unmap a TD-DMA-pinned page
+                                before anything changes, as the TDX Connect threads ask
+                                (default True); False: KVM unmaps, the module's RANGE.BLOCK
+                                fails and KVM_BUG_ON kills the VM
+``tdx_post_populate_cleanups``  tdx.c after the 6.19 "TDX post-populate cleanups" series
+                                (no nr_premapped, the vCPU cmd read before the TD checks,
+                                CAPABILITIES not copied back, source_addr 0 refused);
+                                default False = 6.16-6.18
+``tdx_huge_pages``              private memory may be AUGed at 2M and DEMOTEd on a partial
+                                zap (the unmerged huge-page series); upstream maps 4K only
+                                (tdx_gmem_private_max_mapping_level), the default False
+
+Modules: ``vmtype`` (what a TD is to the core), ``td`` (per-TD state, the S-EPT kept in step
+with KVM's mirror), ``launch`` (KVM_TDX_* sub-commands), ``guest`` (``vcpu.guest.tdx``
+actions), ``sept`` (the Secure-EPT over RangeMaps), ``mapgpa`` (MapGPA as KVM runs it),
+``status`` (TDX status decoder). Facts and choices: docs/arch/tdx.md.
+"""
+
+import dataclasses
+
+from kmock import profiles
+from kmock.hookspecs import hookimpl
+from kmock.platforms import Platform
+
+from .vmtype import TdxVm
+
+TDX = Platform(
+    "tdx", "x86", "Intel TDX: TDX module 1.5 with KVM's TDX support",
+    settings=(("tdx_connect", False), ("tdx_connect_precheck", True),
+              ("tdx_post_populate_cleanups", False), ("tdx_huge_pages", False)))
+
+LINUX_6_18_TDX = dataclasses.replace(
+    profiles.LINUX_6_18, name="linux-6.18-tdx",
+    description="upstream Linux 6.18.y on an Intel TDX host (KVM_X86_TDX_VM)",
+    platform="tdx")
+
+
+@hookimpl
+def kmock_platforms(kernel):
+    return [TDX]
+
+
+@hookimpl
+def kmock_profiles():
+    return [LINUX_6_18_TDX]
+
+
+@hookimpl
+def kmock_vm_types(kernel):
+    return [TdxVm()]
+
+
+@hookimpl
+def kmock_snapshot(kernel, snapshot):
+    tds = []
+    for f in kernel.fdtable.files():
+        vm = getattr(f, "vm", None)
+        if getattr(f, "file_type", None) == "vm" and vm.type == TdxVm.type and vm.arch:
+            td = vm.arch
+            tds.append({"state": td.state, "gpaw": td.gpaw, "connect": td.connect,
+                        "sept": {} if td.sept is None else
+                        {st.name: n for st, n in td.sept.counts().items()}})
+    if tds:
+        snapshot["tdx"] = tds

@@ -1,0 +1,129 @@
+"""TDG.VP.VMCALL<MapGPA> as KVM runs it, without a Kernel: checks, 2 MB chunks, completion.
+
+Mirrors arch/x86/kvm/vmx/tdx.c (6.16-6.18): tdx_map_gpa() checks the guest's R12 (GPA) and
+R13 (size) and starts the first chunk; __tdx_map_gpa() fills KVM_EXIT_HYPERCALL for one
+chunk; tdx_complete_vmcall_map_gpa() runs when userspace re-enters KVM_RUN. The guest's
+answer is R10 (TDVMCALL status) and R11:
+
+- KVM_HC_MAP_GPA_RANGE exits not enabled (KVM_CAP_EXIT_HYPERCALL) -> SUBFUNC_UNSUPPORTED;
+- size 0 or gpa + size wraps, either end beyond MAXPHYADDR, or the range straddles the
+  shared bit -> INVALID_OPERAND;
+- gpa or size not 4K-aligned -> ALIGN_ERROR; each of these with R11 = the guest's gpa;
+- else one exit per chunk of at most TDX_MAP_GPA_MAX_LEN bytes starting at the guest's gpa
+  (chunks are not 2M-aligned): nr 12, args[0] = chunk gpa without the shared bit, args[1] =
+  4K pages, args[2] = ENCRYPTED for a private gpa else DECRYPTED, ret = 0, flags = LONG_MODE;
+  KVM leaves args[3..5] as they were;
+- completion: ret != 0 -> INVALID_OPERAND, R11 = that chunk's gpa (shared bit included);
+  then next += 2 MB; past the end -> done; else an event pending for the vCPU
+  (kvm_vcpu_has_events) -> RETRY, R11 = the next gpa; else the next chunk's exit.
+On success KVM writes neither R10 nor R11: R10 keeps TDX_HYPERCALL_STANDARD (0 = SUCCESS)
+and R11 the leaf number TDVMCALL_MAP_GPA, which is what ``result`` reports.
+"""
+
+from typing import NamedTuple, Optional, Tuple
+
+from kmock.uapi import kvm as K
+from kmock.uapi import tdx as T
+
+_U64 = (1 << 64) - 1
+PAGE_SIZE = 4096
+
+
+class HypercallExit(NamedTuple):
+    """What KVM writes into run->hypercall for one chunk (args[3..5] are not written)."""
+
+    nr: int
+    args: Tuple[int, int, int]
+    ret: int
+    flags: int
+
+
+class MapGpa:
+    """One MapGPA TDVMCALL in flight on one vCPU.
+
+    ``start()`` returns the first exit (or None when the call fails its checks); after the
+    VMM's answer, ``complete(ret, has_events)`` returns the next exit or None. ``result`` is
+    then ``(r10, r11)``. ``run(vmm)`` drives the whole exchange with a callback.
+    ``maxphyaddr`` defaults to the GPAW: KVM reports the GPAW as the TD's guest physical
+    address width (tdx_read_cpuid(), CPUID 0x80000008 EAX[23:16]).
+    """
+
+    def __init__(self, gpa, size, *, gpaw, exit_enabled=True, maxphyaddr=None):
+        if gpaw not in (48, 52):
+            raise ValueError(f"GPAW must be 48 or 52, got {gpaw}")
+        for name, x in (("gpa", gpa), ("size", size)):
+            if not 0 <= x <= _U64:
+                raise ValueError(f"{name} {x:#x} is not a u64 register value")
+        self.gpa = gpa
+        self.size = size
+        self.shared_bit = 1 << (gpaw - 1)
+        self.maxphyaddr = gpaw if maxphyaddr is None else maxphyaddr
+        self.exit_enabled = exit_enabled
+        self.next = gpa
+        self.end = None
+        self.result: Optional[Tuple[int, int]] = None
+        self.exit: Optional[HypercallExit] = None
+
+    def is_private(self, gpa):
+        """vt_is_tdx_private_gpa(): the shared bit is clear."""
+        return not gpa & self.shared_bit
+
+    def _legal(self, gpa):
+        return gpa >> self.maxphyaddr == 0  # kvm_vcpu_is_legal_gpa()
+
+    def _finish(self, r10, r11):
+        self.result = (r10, r11)
+        self.exit = None
+        return None
+
+    def start(self):
+        """tdx_map_gpa(): the checks, then the first chunk's exit (None if it failed)."""
+        if self.result is not None or self.exit is not None:
+            raise RuntimeError("MapGPA already started")
+        gpa, size = self.gpa, self.size
+        if not self.exit_enabled:
+            return self._finish(T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED, gpa)
+        last = (gpa + size - 1) & _U64
+        if (
+            (gpa + size) & _U64 <= gpa
+            or not self._legal(gpa)
+            or not self._legal(last)
+            or self.is_private(gpa) != self.is_private(last)
+        ):
+            return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, gpa)
+        if gpa % PAGE_SIZE or size % PAGE_SIZE:
+            return self._finish(T.TDVMCALL_STATUS_ALIGN_ERROR, gpa)
+        self.end = gpa + size
+        return self._chunk()
+
+    def _chunk(self):
+        """__tdx_map_gpa(): the exit for [next, next + min(end - next, 2 MB))."""
+        size = min(self.end - self.next, T.TDX_MAP_GPA_MAX_LEN)
+        attrs = K.KVM_MAP_GPA_RANGE_ENCRYPTED if self.is_private(self.next) else K.KVM_MAP_GPA_RANGE_DECRYPTED
+        self.exit = HypercallExit(
+            K.KVM_HC_MAP_GPA_RANGE,
+            (self.next & ~self.shared_bit, size // PAGE_SIZE, attrs),
+            0,
+            K.KVM_EXIT_HYPERCALL_LONG_MODE,
+        )
+        return self.exit
+
+    def complete(self, ret, has_events=False):
+        """tdx_complete_vmcall_map_gpa(): the VMM answered ``ret`` for the pending exit."""
+        if self.exit is None:
+            raise RuntimeError("no MapGPA exit is pending")
+        if ret & _U64:
+            return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, self.next)
+        self.next += T.TDX_MAP_GPA_MAX_LEN
+        if self.next >= self.end:
+            return self._finish(T.TDVMCALL_STATUS_SUCCESS, T.TDVMCALL_MAP_GPA)
+        if has_events:
+            return self._finish(T.TDVMCALL_STATUS_RETRY, self.next)
+        return self._chunk()
+
+    def run(self, vmm, has_events=lambda: False):
+        """Drive the call: ``vmm(exit) -> ret`` per chunk; returns ``(r10, r11)``."""
+        ex = self.start()
+        while ex is not None:
+            ex = self.complete(vmm(ex), has_events())
+        return self.result

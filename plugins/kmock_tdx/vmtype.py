@@ -1,0 +1,207 @@
+"""KVM_X86_TDX_VM (type 5): what a TD is to the core (kmock.kvm.vmtype.VmType)."""
+
+import errno
+
+from kmock.errors import oserror
+from kmock.kvm.vmtype import VmType
+from kmock.uapi import kvm as K
+from kmock.uapi import tdx as T
+
+from . import launch
+from .guest import TdxGuest
+from .sept import S
+from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
+
+
+#: invalidations a TDX Connect TD refuses while a page is pinned: the host's own requests.
+#: The release of the guest_memfd (TD teardown) and memory failure cannot be refused.
+_VETOABLE = ("convert_shared", "vm_attributes", "punch_hole")
+
+
+class TdxVm(VmType):
+    type = K.KVM_X86_TDX_VM
+    name = "KVM_X86_TDX_VM"
+    arch = "x86"
+    platforms = ("tdx",)
+    has_private_mem = True
+    mem_enc_cmd = T.kvm_tdx_cmd
+    mem_enc_unknown = errno.EINVAL  # tdx_vm_ioctl's default (TERMINATE_VM is not upstream)
+    guest_actions = {"tdx": TdxGuest}
+    #: the IOMMU must not keep translating a page that changed kind (shared KeyID DMA into
+    #: private memory poisons it): zap on conversion
+    iommu_conversion_policy = "zap"
+
+    # --- dispatch -----------------------------------------------------------------------------
+
+    def mem_enc_ops(self, kernel, file_type):
+        return launch.vm_ops() if file_type == "vm" else {}
+
+    def mem_enc_check(self, file, cmd):
+        launch.check_cmd(file, cmd)
+
+    def ioctls(self, kernel, file_type):
+        if file_type == "vm":
+            return {K.KVM_ENABLE_CAP: launch.vm_enable_cap}
+        if file_type == "vcpu":
+            return {K.KVM_MEMORY_ENCRYPT_OP: launch.vcpu_mem_enc_op,
+                    T.KVM_NMI: launch.vcpu_nmi,
+                    T.KVM_SET_CPUID2: launch.set_cpuid2}
+        return {}
+
+    def pre_fault_allowed(self, vm):
+        """kvm->arch.pre_fault_allowed: set by a successful KVM_TDX_FINALIZE_VM."""
+        return vm.arch.state == RUNNABLE
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def vm_init(self, vm):
+        vm.arch = Td(vm)
+
+    def vcpu_create(self, vcpu):
+        """tdx_vcpu_create: after INIT_VM and before FINALIZE (-EIO), split irqchip (-EINVAL)."""
+        td = vcpu.vm.arch
+        if td.state != INITIALIZED:
+            raise oserror(errno.EIO)
+        if not td.split_irqchip:
+            raise oserror(errno.EINVAL)
+        vcpu.arch = TdxVcpu()
+
+    def memslot_prepare(self, vm, old, new, change):
+        """A memslot must lie below the shared bit (kvm_mmu_max_gfn() of a TD) [U]."""
+        td = vm.arch
+        if change in ("create", "move") and td.sept is not None and new.end_gfn > td.sept.npages:
+            raise oserror(errno.EINVAL)
+        if change in ("delete", "move"):
+            td.reason = "memslot"
+
+    def memslot_commit(self, vm, old, new, change):
+        vm.arch.reason = None
+
+    def run_enter(self, vcpu):
+        """tdx_vcpu_pre_run: the vCPU must be initialised (KVM_TDX_INIT_VCPU) and the TD
+        RUNNABLE, else -EINVAL. Pending events are injected as the guest enters."""
+        td = vcpu.vm.arch
+        if td.state != RUNNABLE or not vcpu.arch.initialized:
+            raise oserror(errno.EINVAL)
+        vcpu.arch.pending_event = False
+        return None
+
+    def guest_access(self, vcpu, action, segments):
+        """The TDX module's check of a guest access KVM resolved: a private access to a page
+        the TD did not accept kills the TD (raises TdKilled: KVM_RUN fails with EIO)."""
+        td = vcpu.vm.arch
+        private = action.private
+        if private is None:
+            private = not action.gpa & td.shared_bit
+        if private:
+            for seg in segments:
+                if seg.kind == "gmem":
+                    td.guest_access(vcpu.id, seg.gfn, seg.npages)
+        return None
+
+    # --- memory -------------------------------------------------------------------------------
+
+    def gmem_veto(self, vm, event):
+        """TDX Connect: a page the TD accepted and did not release is TD-DMA pinned; the
+        module would refuse its RANGE.BLOCK, so the unmap is refused before anything is
+        unmapped: (EAGAIN, that page). kmock's choice, see docs/arch/tdx.md."""
+        td = vm.arch
+        if event.reason == "vm_attributes" and event.vm is not vm:
+            return None
+        td.reason = event.reason
+        if not td.connect or not td.connect_precheck or td.state != RUNNABLE or \
+                event.to_private is True or \
+                event.reason not in _VETOABLE:
+            return None
+        for gs, ge, index in td.gfn_ranges(event.inode, event.start, event.end):
+            with td.lock:
+                g = td.first_pinned([(gs, ge)])
+            if g is not None:
+                return errno.EAGAIN, index + (g - gs)
+        return None
+
+    def gmem_invalidate(self, vm, event):
+        """The arch step of an invalidation: the S-EPT leaves of the range went with the
+        mirror's zap (stage2_zap, in invalidate_begin); the host call is over."""
+        vm.arch.reason = None
+
+    def gmem_make_shared(self, vm, inode, start, end, pfn):
+        """KVM cleared each removed private page (tdx_clear_page, MOVDIR64B): the host sees
+        zeros in pages converted to shared."""
+        zero_pages(inode, start, end - start)
+
+    def stage2_map(self, vm, gfn, pfn, npages, private):
+        if private:
+            vm.arch.sept_map(gfn, pfn, npages)
+
+    def stage2_zap(self, vm, runs):
+        td = vm.arch
+        if td.sept is None:
+            return
+        for gfn, _pfn, n, private, _w in runs:
+            if private:
+                td.sept_remove(gfn, gfn + n)
+
+    # --- addresses ----------------------------------------------------------------------------
+
+    def gpa_alias(self, vm, gpa):
+        """The shared bit (47 or 51) names the kind of a guest access, and is not part of the
+        memslot address (gfn_direct_bits)."""
+        bit = vm.arch.shared_bit
+        if not bit:
+            return gpa, None
+        return gpa & ~bit, not gpa & bit
+
+    # --- host and devices ---------------------------------------------------------------------
+
+    def explain_host_fault(self, vm, inode, index):
+        return ("the page is TD-private memory: guest_memfd refuses the host fault (SIGBUS). "
+                "A host write there with the host's KeyID would break the TDX memory integrity "
+                "of the line (machine-check hazard: the TD's next read of it takes a #MC; on "
+                "parts with the partial-write erratum the host takes it, "
+                "Documentation/arch/x86/tdx.rst)")
+
+    def host_access(self, vm, inode, start, end, write):
+        """A host access through a mapping to guest_memfd pages the attributes call shared,
+        but that the TD's S-EPT still maps (a zap the module refused, KVM_BUG_ON): the
+        host's KeyID would hit TD-private memory. kmock refuses it (SigBus) and records the
+        machine-check hazard."""
+        td = vm.arch
+        if td.sept is None:
+            return None
+        with td.lock:
+            for gs, ge, index in td.gfn_ranges(inode, start, end):
+                leaves = td.sept.leaves(gs, min(ge, td.sept.npages) - gs) if gs < td.sept.npages \
+                    else []
+                if leaves:
+                    page = index + leaves[0][0] - gs
+                    return (f"host {'write' if write else 'read'} of guest_memfd page {page}, "
+                            f"which the TD's S-EPT still maps privately: with the host's KeyID "
+                            f"a write breaks the line's TDX integrity (machine-check hazard: the "
+                            f"TD's next read of it takes a #MC) and a read gets no plaintext")
+        return None
+
+    def dma_access(self, vm, inode, start, end, write):
+        """A device DMA into TD-private memory: without a TDISP-bound (trusted) device the
+        IOMMU uses a shared KeyID, so a write poisons the line (machine-check hazard) and a
+        read returns no plaintext; kmock refuses it (DmaFault) and records it."""
+        td = vm.arch
+        private = inode.is_private(start) if not inode.in_place else False
+        slot = inode.slot_at(start)
+        if slot is not None and slot.vm is vm:
+            gfn = slot.base_gfn + start - slot.gmem_pgoff
+            private = vm.gfn_is_private(gfn)
+            if td.sept is not None and gfn < td.sept.npages:
+                private = private or td.sept.lookup(gfn)[0] != S.FREE
+        elif inode.in_place:
+            private = inode.is_private(start)
+        if not private:
+            return None
+        return (f"device DMA {'write' if write else 'read'} into TD-private memory (guest_memfd "
+                f"page {start}): an untrusted device uses a shared KeyID, so a write poisons "
+                f"the cacheline's integrity (machine-check hazard when the TD reads it) and a "
+                f"read returns no plaintext")
+
+    def judge_stale_dma(self, entry_private, page_private, write):
+        return "machine_check" if page_private else "allow"
+
