@@ -36,7 +36,7 @@ def dump_live(path, timeout=10.0):
         s.connect(path)
         s.send(P.REQ.pack(P.DUMP, -1, 0, 0, 0, 0, 0, 0))
         msg = s.recv(P.REP.size + P.MAXDUMP)
-    ret, err, nops, n, flags, x, y = P.REP.unpack_from(msg)
+    _, err, _, n, _, _, _ = P.REP.unpack_from(msg)
     if err:
         raise OSError(err, os.strerror(err))
     return json.loads(msg[P.REP.size:P.REP.size + n])

@@ -102,10 +102,9 @@ class Client:
         self.conns = 0
         self.watched = False
         self.released = False
-        try:
-            self.pidfd = _syscall(ctypes.c_long(SYS_pidfd_open), ctypes.c_int(pid), ctypes.c_uint(0))
-        except OSError:
-            self.pidfd = -1
+        #: a pidfd (pidfd_open(2), Linux 5.3), or -1: the exit watch then polls /proc
+        self.pidfd = int(_syscall(ctypes.c_long(SYS_pidfd_open), ctypes.c_int(pid),
+                                  ctypes.c_uint(0)))
 
     def order(self, map_id, page, npages, fault):
         with self.lock:
