@@ -36,6 +36,7 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
@@ -54,7 +55,7 @@ enum {
 
 struct req { uint32_t op; int32_t fd; int64_t a, b, c, d; uint32_t len, pad; };
 struct rep { int64_t ret; int32_t err; uint32_t nops; uint32_t len; uint32_t flags; int64_t x, y; };
-struct remap_op { int64_t map_id, page, npages; int32_t fault; uint32_t pad; };
+struct remap_op { int64_t map_id, page, npages; int32_t fault; uint32_t seq; };
 _Static_assert(sizeof(struct req) == 48, "req");
 _Static_assert(sizeof(struct rep) == 40, "rep");
 _Static_assert(sizeof(struct remap_op) == 32, "op");
@@ -125,6 +126,8 @@ static int nmaps;                 /* live entries of maps[] (fast path of munmap
 /* the VMM's mappings of kmock files; a slot is in use while id != 0 (server ids start at 1) */
 static struct cmap { int64_t id; uintptr_t base, lo, hi; int prot, src; int64_t off; } maps[MAXMAPS];
 static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ops_cond = PTHREAD_COND_INITIALIZER;
+static uint32_t ops_applied;      /* seq of the last remap order applied */
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static char devices[8192];        /* NUL-separated device paths, from HELLO */
 static int hello_done, placeholder = -1, sigbus_fd = -1;
@@ -164,8 +167,10 @@ static void after_fork_child(void)
     conn = -1;
     forked_from = getppid();
     hello_done = 0;
+    ops_applied = 0; /* the server numbers the child's orders afresh */
     pthread_mutex_init(&init_lock, NULL);
     pthread_mutex_init(&maps_lock, NULL);
+    pthread_cond_init(&ops_cond, NULL);
 }
 
 __attribute__((constructor)) static void kmock_preload_init(void)
@@ -180,6 +185,18 @@ static void apply_ops(const struct remap_op *ops, uint32_t n)
 {
     pthread_mutex_lock(&maps_lock);
     for (uint32_t i = 0; i < n; i++) {
+        /* orders of one process arrive on any of its threads' connections: apply them in
+         * the server's order (the thread holding the previous ones applies them at once) */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2; /* an order lost with a dying thread's reply must not hang us */
+        while (ops[i].seq != (uint32_t)(ops_applied + 1) &&
+               (int32_t)(ops[i].seq - ops_applied) > 0)
+            if (pthread_cond_timedwait(&ops_cond, &maps_lock, &until) == ETIMEDOUT)
+                break;
+        if ((int32_t)(ops[i].seq - ops_applied) > 0)
+            ops_applied = ops[i].seq;
+        pthread_cond_broadcast(&ops_cond);
         for (int j = 0; j < MAXMAPS; j++) {
             struct cmap *m = &maps[j];
             if (m->id != ops[i].map_id || !m->id)

@@ -11,11 +11,12 @@ at most one fd passed with SCM_RIGHTS)::
 
     i64 ret, i32 err (an errno, 0 on success), u32 nops, u32 len, u32 flags, i64 x, y
 
-A remap order ``(i64 map_id, i64 page, i64 npages, i32 fault, u32 pad)`` tells the
+A remap order ``(i64 map_id, i64 page, i64 npages, i32 fault, u32 seq)`` tells the
 client to map pages [page, page + npages) of its mapping ``map_id`` onto the
 zero-length memfd (``fault``) or back onto the file: the server's guest_memfd
 notifier zapping or restoring the VMM's host mapping, which only the VMM's own
-process can do. The client applies the orders before the call returns.
+process can do. The client applies the orders before the call returns, in ``seq`` order
+(1, 2, ... per process, wrapping at 2**32) whichever of its threads received them.
 
 Requests (fields not listed are 0):
 

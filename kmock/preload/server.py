@@ -98,6 +98,9 @@ class Client:
         self.fds = {}  # client fd -> server fd
         self.maps = {}  # map id -> (FileMapping, RemoteMapping or None)
         self.pending = []
+        #: the sequence number of the last remap order (the client applies them in order,
+        #: whichever of its threads receives them)
+        self.seq = 0
         self.lock = threading.Lock()
         self.conns = 0
         self.watched = False
@@ -108,7 +111,8 @@ class Client:
 
     def order(self, map_id, page, npages, fault):
         with self.lock:
-            self.pending.append(P.OP.pack(map_id, page, npages, 1 if fault else 0, 0))
+            self.seq = (self.seq + 1) & 0xFFFFFFFF
+            self.pending.append(P.OP.pack(map_id, page, npages, 1 if fault else 0, self.seq))
 
     def drain(self):
         if not self.pending:
