@@ -646,14 +646,31 @@ static void forget_range(uintptr_t s, size_t len, int64_t keep_id)
         if (!m->id || m->id == keep_id || e <= m->lo || s >= m->hi)
             continue;
         if (s <= m->lo && e >= m->hi) {
-            gone[ngone] = m->id;
-            srcs[ngone++] = m->src;
+            int64_t id = m->id;
             m->id = 0;
             __atomic_sub_fetch(&nmaps, 1, __ATOMIC_RELEASE);
+            int rest = 0; /* another piece of the same mapping (a hole was punched in it) */
+            for (int k = 0; k < MAXMAPS; k++)
+                rest |= maps[k].id == id;
+            if (!rest) {
+                gone[ngone] = id;
+                srcs[ngone++] = m->src;
+            }
         } else if (s <= m->lo) {
-            m->lo = e;  /* head unmapped */
+            m->lo = e;  /* head */
+        } else if (e >= m->hi) {
+            m->hi = s;  /* tail */
         } else {
-            m->hi = s;  /* tail (or a middle hole: the part above is no longer remapped) */
+            /* a hole in the middle: two pieces of one mapping (same id, memfd, base) */
+            int k = 0;
+            while (k < MAXMAPS && maps[k].id)
+                k++;
+            if (k < MAXMAPS) {
+                maps[k] = *m;
+                maps[k].lo = e;
+                __atomic_add_fetch(&nmaps, 1, __ATOMIC_RELEASE);
+            }
+            m->hi = s;
         }
     }
     pthread_mutex_unlock(&maps_lock);

@@ -110,6 +110,25 @@ static int create_gmem(int vm, uint64_t size, uint64_t flags)
     return ioctl(vm, KVM_CREATE_GUEST_MEMFD, &g);
 }
 
+
+struct conv_arg { int gmem, idx; };
+
+/* flip one page between private and shared; leave it private for even idx */
+static void *convert_body(void *p)
+{
+    struct conv_arg *a = p;
+    long ok = 0;
+    for (int i = 0; i < 40; i++) {
+        int priv = (i & 1) == 0;
+        if (i == 39)
+            priv = (a->idx & 1) == 0;
+        struct kvm_memory_attributes2 m = {.offset = (uint64_t)(8 + a->idx) * PG, .size = PG,
+                                           .attributes = priv ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0};
+        ok += ioctl(a->gmem, KVM_SET_MEMORY_ATTRIBUTES2, &m) == 0;
+    }
+    return (void *)ok;
+}
+
 static void *thread_body(void *arg)
 {
     int vm = *(int *)arg;
@@ -358,6 +377,22 @@ int main(void)
         a2.attributes = KVM_MEMORY_ATTRIBUTE_PRIVATE;
         printf("ext to private under map_fixed: %s", res(ioctl(cg, KVM_SET_MEMORY_ATTRIBUTES2, &a2)));
         printf(" sigbus %d kept %d\n", sigbus_read(c + PG), c[PG] == 'a');
+        /* four threads convert their own page concurrently; the VMM's mapping ends up in
+         * the final state of each page, whichever thread's reply carried the orders */
+        pthread_t ct[4];
+        struct conv_arg ca[4];
+        for (int i = 0; i < 4; i++) {
+            ca[i] = (struct conv_arg){cg, i};
+            pthread_create(&ct[i], NULL, convert_body, &ca[i]);
+        }
+        long conv_ok = 0;
+        for (int i = 0; i < 4; i++) {
+            void *rv;
+            pthread_join(ct[i], &rv);
+            conv_ok += (long)rv;
+        }
+        printf("ext threaded conversions: %ld/160 sigbus %d%d%d%d\n", conv_ok, sigbus_read(c + 8 * PG),
+               sigbus_read(c + 9 * PG), sigbus_read(c + 10 * PG), sigbus_read(c + 11 * PG));
         munmap(c, GSIZE);
         close(cg);
         close(cvm);

@@ -72,6 +72,7 @@ def test_in_place_conversion_sigbus_and_iommufd_under_kmock(program, lib):
     assert "ext unaligned: -1 EINVAL" in ext
     # a MAP_FIXED mapping over part of a guest_memfd mapping is not remapped by conversions
     assert "ext to private under map_fixed: ok sigbus 0 kept 1" in ext
+    assert "ext threaded conversions: 160/160 sigbus 1010" in ext
     assert "ext map_file memfd: ok" in ext  # an fd field of the VMM's own memfd
     assert "ext map_file gmem: -1 EINVAL" in ext  # upstream iommufd policy
     assert "ext vfio bind: ok" in ext and "ext vfio attach: ok" in ext
