@@ -251,3 +251,21 @@ def test_no_server_fails_the_open_instead_of_reaching_the_real_device(program, l
     assert p.returncode == 1
     assert p.stdout.splitlines() == ["up open /dev/kvm: -1 ENOENT"]
     assert "no kmock server" in p.stderr
+
+
+def test_tdx_launch_from_native_code(lib, tmp_path):
+    """cpuid arrays behind kvm_tdx_cmd.data (sized by nent) and INIT_MEM_REGION's source
+    buffer are read from, and written back to, the VMM by the server; no rule needed."""
+    tdx = pytest.importorskip("kmock_tdx")
+    exe = tmp_path / "tdx_native"
+    subprocess.run([CC, "-O1", "-o", str(exe), str(HERE / "tdx_native.c")], check=True)
+    res = run_mock(str(exe), kmock.Kernel("linux-6.18-tdx", plugins=[tdx]))
+    out = res.stdout.splitlines()
+    assert "capabilities: ok sept_ve_disable 1 cpuid entries filled" in out
+    assert "capabilities nent 0: -1 E2BIG" in out
+    assert "init vm: ok" in out and "get cpuid: ok set cpuid2: ok" in out
+    assert "init mem region: ok nr_pages left 0" in out
+    assert "init mem region unaligned source: -1 EINVAL" in out
+    # the source page is not mapped in the VMM: process_vm_readv faults, EFAULT
+    assert "init mem region unmapped source: -1 EFAULT nr_pages left 1" in out
+    assert "finalize: ok" in out
