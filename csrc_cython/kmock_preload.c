@@ -52,6 +52,7 @@ enum {
 };
 #define RF_NEWFD 1u /* reply: x = a new server fd, y = its FD_CLOEXEC */
 #define RF_PASS 2u  /* reply to OPEN: not a kmock device, open it for real */
+#define RF_FILE 4u  /* reply to OPEN: a file served by content (payload) */
 
 struct req { uint32_t op; int32_t fd; int64_t a, b, c, d; uint32_t len, pad; };
 struct rep { int64_t ret; int32_t err; uint32_t nops; uint32_t len; uint32_t flags; int64_t x, y; };
@@ -325,7 +326,7 @@ static int well_known(const char *p)
 /* 1: a path kmock serves; 0: not kmock's; -1: kmock's, but the server is unreachable */
 static int kmock_path(const char *p)
 {
-    if (!p || p[0] != '/' || p[1] != 'd' || strncmp(p, "/dev/", 5) != 0)
+    if (!p || p[0] != '/' || (strncmp(p, "/dev/", 5) != 0 && strncmp(p, "/sys/module/kvm", 15) != 0))
         return 0;
     if (!getenv("KMOCK_SOCKET"))
         return 0;
@@ -401,6 +402,19 @@ static int kopen(const char *path, int flags, mode_t mode, int *handled)
         REAL(close)(n);
         return -1;
     }
+    if (r && !r->err && (r->flags & RF_FILE)) {
+        /* contents the mock kernel defines (a module parameter): a memfd holding them */
+        REAL(close)(n);
+        *handled = 1;
+        int m = (int)syscall(SYS_memfd_create, "kmock-file", (flags & O_CLOEXEC) ? MFD_CLOEXEC : 0);
+        if (m < 0)
+            return -1;
+        if (REAL(write)(m, payload(r), r->len) != (ssize_t)r->len || REAL(lseek)(m, 0, SEEK_SET) < 0) {
+            REAL(close)(m);
+            return fail(EIO);
+        }
+        return m;
+    }
     *handled = 1;
     if (!r || r->err) {
         int e = r ? r->err : EIO;
@@ -419,7 +433,7 @@ static int kopen(const char *path, int flags, mode_t mode, int *handled)
         mode = va_arg(ap, mode_t);                               \
         va_end(ap);                                              \
     }                                                            \
-    if (path[0] == '/' && path[1] == 'd') {                      \
+    if (path[0] == '/' && (path[1] == 'd' || path[1] == 's')) {  \
         int handled, fd = kopen(path, flags, mode, &handled);    \
         if (handled)                                             \
             return fd;                                           \

@@ -15,12 +15,13 @@ from .server import Server
 __all__ = ["RunResult", "Server", "dump_live", "run", "serve", "subprocess_env"]
 
 
-def serve(kernel, path=None, trace=None, keep_files=False):
-    """Start serving ``kernel`` at Unix socket ``path`` (a fresh temporary path by default)."""
+def serve(kernel, path=None, trace=None, keep_files=False, files=None):
+    """Start serving ``kernel`` at Unix socket ``path`` (a fresh temporary path by default).
+    ``files``: path -> bytes served as file contents instead of server.default_files."""
     if path is None:
         d = tempfile.mkdtemp(prefix="kmock-")
         path = os.path.join(d, "socket")
-    return Server(kernel, path, trace=trace, keep_files=keep_files).start()
+    return Server(kernel, path, trace=trace, keep_files=keep_files, files=files).start()
 
 
 def dump_live(path, timeout=10.0):
@@ -89,7 +90,7 @@ class _Done:
 
 
 def run(argv, kernel=None, profile="linux-6.18", capture=True, timeout=None, trace=None,
-        env=None, **settings):
+        env=None, files=None, **settings):
     """Run ``argv`` under the preload library against ``kernel`` (or a new Kernel of
     ``profile`` and ``settings``); returns a RunResult once it exited and its files
     were released. ``trace``: a text file the server logs every request to."""
@@ -97,7 +98,7 @@ def run(argv, kernel=None, profile="linux-6.18", capture=True, timeout=None, tra
         from ..kernel import Kernel
 
         kernel = Kernel(profile, **settings)
-    srv = serve(kernel, trace=trace)
+    srv = serve(kernel, trace=trace, files=files)
     try:
         e = dict(os.environ if env is None else env)
         e.update(srv.env())

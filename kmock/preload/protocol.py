@@ -24,8 +24,10 @@ Requests (fields not listed are 0):
 op         request                              reply
 ========== ==================================== ===============================================
 HELLO      a = parent pid after a fork (or 0)   ret = server pid; payload = device paths, NUL-separated
-OPEN       fd = the client's new fd, a = flags, err, or flags PASS (not a kmock device)
-           b = mode, payload = path + NUL
+OPEN       fd = the client's new fd, a = flags, err, or flags PASS (not a kmock device),
+           b = mode, payload = path + NUL       or FILE: payload = the contents of a file
+                                                kmock serves (a module parameter); the
+                                                client opens a memfd holding them
 CLOSE      fd                                   err
 DUP        fd = old, a = the client's new fd    err
 IOCTL      a = request, b = arg (as passed)     ret/err; flags NEWFD: x = server fd, y = cloexec
@@ -65,6 +67,7 @@ assert REQ.size == 48 and REP.size == 40 and OP.size == 32
 #: reply flags
 NEWFD = 1
 PASS = 2
+FILE = 4
 
 #: the largest payload a client sends or receives (read/write are cut to it, a short count)
 MAXPAY = 1 << 20

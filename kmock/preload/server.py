@@ -54,6 +54,18 @@ def pidfd_getfd(pidfd, fd):
     return r
 
 
+def default_files(kernel):
+    """Module parameters of the mock kernel that VMMs and the KVM selftests read.
+
+    ``force_emulation_prefix`` (arch/x86/kvm/x86.c, an int parameter, 0 by default) is read
+    by the selftests' x86 library constructor (kvm_selftest_arch_init ->
+    kvm_is_forced_emulation_enabled), which skips the test when the file is missing.
+    """
+    if kernel.profile.arch == "x86":
+        return {"/sys/module/kvm/parameters/force_emulation_prefix": b"0\n"}
+    return {}
+
+
 class RemoteMapping(GmemNotifier):
     """The client's mapping of a guest_memfd: queues remap orders for the client when
     the page state changes (the same steps as GmemMapping, for another address space)."""
@@ -137,9 +149,10 @@ class Client:
 class Server:
     """Serve ``kernel`` at the Unix socket ``path``. ``trace``: a text file to log every
     request to. ``keep_files``: do not close a client's files at its exit (a test may
-    then inspect the live objects)."""
+    then inspect the live objects). ``files``: path -> bytes served as read-only file
+    contents (default: default_files(kernel))."""
 
-    def __init__(self, kernel, path, trace=None, keep_files=False):
+    def __init__(self, kernel, path, trace=None, keep_files=False, files=None):
         self.kernel = kernel
         self.path = path
         self.trace = trace
@@ -157,7 +170,9 @@ class Server:
         self._parents = {}  # pid -> the pid it was forked from (HELLO)
         self._live = 0
         self._idle = threading.Condition(self._lock)
-        self._devices = "\0".join(sorted(kernel.devices)).encode() + b"\0"
+        #: files served by content (module parameters a VMM or kvm_util reads): path -> bytes
+        self.files = dict(default_files(kernel) if files is None else files)
+        self._devices = "\0".join(sorted(set(kernel.devices) | set(self.files))).encode() + b"\0"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self.sock.bind(path)
         self.sock.listen(128)
@@ -423,6 +438,9 @@ class Server:
 
     def _open(self, client, fd, flags, mode, c, d, payload):
         path = os.fsdecode(bytes(payload).split(b"\0", 1)[0])
+        content = self.files.get(path)
+        if content is not None:
+            return 0, P.FILE, content, None
         if path not in self.kernel.devices:
             return 0, P.PASS, b"", None
         sfd = self.kernel.open(path, flags & U32, mode)

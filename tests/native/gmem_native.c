@@ -256,6 +256,14 @@ int main(void)
 
     selftest_cases(vm);
 
+    /* a module parameter the selftests' x86 library constructor reads */
+    int pfd = open("/sys/module/kvm/parameters/force_emulation_prefix", O_RDONLY);
+    char pbuf[16] = "";
+    ssize_t pn = pfd < 0 ? -1 : read(pfd, pbuf, sizeof pbuf - 1);
+    if (pfd >= 0)
+        close(pfd);
+    printf("up force_emulation_prefix: %s %s", res(pn), pn > 0 ? pbuf : "\n");
+
     /* guest_memfd: creation and bad arguments */
     printf("up gmem size 0: %s\n", res(create_gmem(vm, 0, 0)));
     printf("up gmem unaligned: %s\n", res(create_gmem(vm, PG + 1, 0)));

@@ -269,3 +269,13 @@ def test_tdx_launch_from_native_code(lib, tmp_path):
     # the source page is not mapped in the VMM: process_vm_readv faults, EFAULT
     assert "init mem region unmapped source: -1 EFAULT nr_pages left 1" in out
     assert "finalize: ok" in out
+
+
+def test_module_parameters_are_the_mock_kernels(program, lib):
+    """/sys/module/kvm/parameters/* that the selftests' library reads come from the server
+    (a memfd holding the contents), not from the host's kvm module, which may be absent."""
+    res = run_mock(program, kmock.Kernel("linux-6.18"))
+    assert "up force_emulation_prefix: ok 0" in res.stdout
+    path = "/sys/module/kvm/parameters/force_emulation_prefix"
+    res = run_mock(program, kmock.Kernel("linux-6.18"), files={path: b"7\n"})
+    assert "up force_emulation_prefix: ok 7" in res.stdout
