@@ -94,6 +94,11 @@ _I32 = (-(1 << 31), (1 << 31) - 1)
 
 def check_fallocate_args(fd, mode, offset, length):
     """Reject arguments a C caller could not pass (fallocate takes int, int, off_t, off_t)."""
+    if (type(fd) is int and type(mode) is int and type(offset) is int and type(length) is int
+            and -0x80000000 <= fd <= 0x7FFFFFFF and -0x80000000 <= mode <= 0x7FFFFFFF
+            and -0x8000000000000000 <= offset <= 0x7FFFFFFFFFFFFFFF
+            and -0x8000000000000000 <= length <= 0x7FFFFFFFFFFFFFFF):
+        return  # the common case, in one expression
     for v in (fd, mode, offset, length):
         if type(v) is not int and not isinstance(v, int):
             raise TypeError("fallocate arguments must be integers")

@@ -79,11 +79,40 @@ class Violation:
         return d
 
 
-class ViolationLog(list):
-    """``kernel.violations``: the recorded consequences, in order."""
+class BoundedLog(list):
+    """A list that keeps its newest ``limit`` entries (``limit`` None: every entry).
 
-    def __init__(self):
+    The kernel's logs (``sigbus_log``, ``violations``, ``dma_faults``) are BoundedLogs
+    sized by the ``log_limit`` profile setting, so a long run does not grow without
+    bound. ``dropped`` counts the entries let go; ``limit`` may be changed at any time.
+    Only ``append`` (how kmock adds entries) enforces the limit.
+    """
+
+    def __init__(self, limit=None):
         super().__init__()
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                  or limit < 0):
+            from .errors import KmockUsageError
+
+            raise KmockUsageError(f"log_limit must be None or an int >= 0, not {limit!r}")
+        self.limit = limit
+        self.dropped = 0
+
+    def append(self, entry):
+        super().append(entry)
+        limit = self.limit
+        if limit is not None and len(self) > limit:
+            n = len(self) - limit
+            del self[:n]
+            self.dropped += n
+
+
+class ViolationLog(BoundedLog):
+    """``kernel.violations``: the recorded consequences, in order (the newest
+    ``limit`` of them)."""
+
+    def __init__(self, limit=None):
+        super().__init__(limit)
         self._lock = threading.Lock()
 
     def record(self, kind, explanation="", *, vm=None, vcpu=None, gpa=None, iova=None, **detail):

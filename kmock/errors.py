@@ -52,3 +52,43 @@ class PluginError(Exception):
 class KmockUsageError(ValueError):
     """A kmock Python API was called with an argument it does not accept; the message
     names the argument."""
+
+
+#: the most bytes one Python-level access returns or takes (a guest script read or
+#: write, a device DMA): larger accesses are refused with KmockUsageError rather than
+#: building a multi-GiB bytes object (split them)
+MAX_ACCESS_BYTES = 1 << 30
+
+
+def check_int(name, value, lo=None, hi=None):
+    """``value`` as an int in [lo, hi]; KmockUsageError naming ``name`` otherwise.
+
+    bool is refused (``True`` is almost always a mistake for a number); int
+    subclasses such as IntEnum members are accepted."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise KmockUsageError(f"{name} must be an int, not {type(value).__name__} {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else hex(lo) if lo > 4096 else str(lo)
+        hi_s = "inf" if hi is None else hex(hi) if hi > 4096 else str(hi)
+        raise KmockUsageError(f"{name} must be in [{lo_s}, {hi_s}], not {value!r}")
+    return int(value)
+
+
+def check_bytes(name, value):
+    """``value`` (bytes, bytearray, memoryview or another buffer) as bytes; an int or a
+    str is refused (``bytes(5)`` would silently be five zero bytes)."""
+    if isinstance(value, (int, str)) or value is None:
+        raise KmockUsageError(f"{name} must be bytes-like, not {type(value).__name__} {value!r}")
+    try:
+        return bytes(memoryview(value).cast("B"))
+    except TypeError:
+        raise KmockUsageError(f"{name} must be bytes-like, not {type(value).__name__}") from None
+
+
+def check_length(name, value):
+    """A byte count for one Python-level access: an int in [0, MAX_ACCESS_BYTES]."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_ACCESS_BYTES:
+        raise KmockUsageError(
+            f"{name} is {value:#x} bytes; one access is limited to MAX_ACCESS_BYTES "
+            f"({MAX_ACCESS_BYTES:#x}, kmock.errors): split it")
+    return check_int(name, value, 0, MAX_ACCESS_BYTES)

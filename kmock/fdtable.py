@@ -13,6 +13,7 @@ import os
 import threading
 
 from .errors import oserror
+from .file import REFS_LOCK
 
 
 class FdTable:
@@ -22,6 +23,9 @@ class FdTable:
         self._files = {}
         self.placeholder = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         self._lock = threading.Lock()
+        #: ``get(fd, default=None)``: the file behind ``fd`` or ``default`` (the dict's
+        #: own method: the ioctl fast path makes no Python call for it)
+        self.get = self._files.get
 
     # --- installing and removing ----------------------------------------------------------
 
@@ -37,16 +41,28 @@ class FdTable:
 
     def dup(self, fd):
         """dup(2): a new fd for the same open file (FD_CLOEXEC never set)."""
-        f = self.lookup(fd)
-        new = fcntl.fcntl(fd, fcntl.F_DUPFD, 0)
-        f.get()
-        self._files[new] = f
+        f = self.fdget(fd)
+        try:
+            new = fcntl.fcntl(fd, fcntl.F_DUPFD, 0)
+        except BaseException:
+            f.put()
+            raise
+        self._files[new] = f  # the reference fdget took is the new fd's
         return new
+
+    def fdget(self, fd):
+        """The file behind ``fd`` with a reference taken (the caller puts it): a close
+        of ``fd`` by another thread meanwhile does not release the file under the
+        caller (the kernel's fdget when the fd table is shared). OSError EBADF if
+        ``fd`` is not one of ours."""
+        with REFS_LOCK:  # no close can drop the last reference between look-up and get
+            f = self.lookup(fd)
+            f.refs += 1
+        return f
 
     def remove(self, fd):
         """Close ``fd``; returns its file (the caller drops the reference)."""
-        with self._lock:
-            f = self._files.pop(fd, None)
+        f = self._files.pop(fd, None)  # atomic: one thread of two closing an fd wins
         if f is None:
             raise oserror(errno.EBADF)
         os.close(fd)
@@ -69,9 +85,6 @@ class FdTable:
             if not isinstance(fd, int):
                 raise TypeError("an integer file descriptor is required") from None
             raise oserror(errno.EBADF) from None
-
-    def get(self, fd, default=None):
-        return self._files.get(fd, default)
 
     def __contains__(self, fd):
         return fd in self._files

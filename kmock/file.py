@@ -10,6 +10,7 @@ file_operations provide.
 import errno
 import os
 import stat
+import threading
 
 from . import _libc
 from .errors import oserror
@@ -27,6 +28,9 @@ FALLOC_FL_MODE_MASK = (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_
 MAX_LFS_FILESIZE = (1 << 63) - 1
 
 EBADF = oserror(errno.EBADF)
+#: makes reference counts (File.refs, VM.refs) atomic: two threads that drop the last
+#: two references at once must not both see 0 and release twice (a double munmap)
+REFS_LOCK = threading.Lock()
 
 
 class File:
@@ -49,12 +53,15 @@ class File:
     # --- lifetime ------------------------------------------------------------------
 
     def get(self):
-        self.refs += 1
+        with REFS_LOCK:
+            self.refs += 1
 
     def put(self):
-        self.refs -= 1
-        if self.refs == 0:
-            self.release()
+        with REFS_LOCK:
+            self.refs -= 1
+            if self.refs:
+                return
+        self.release()  # once: only the put that took the count to 0 gets here
 
     def release(self):
         """The last reference went away (the kernel's ->release)."""
@@ -112,13 +119,14 @@ class File:
                 raise oserror(errno.EOPNOTSUPP)
         elif m not in (0, FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_ZERO_RANGE):
             raise oserror(errno.EOPNOTSUPP)
-        fmt = stat.S_IFMT(self.i_mode)
-        if fmt == stat.S_IFIFO:
-            raise oserror(errno.ESPIPE)
-        if fmt == stat.S_IFDIR:
-            raise oserror(errno.EISDIR)
-        if fmt not in (stat.S_IFREG, stat.S_IFBLK):
-            raise oserror(errno.ENODEV)
+        fmt = self.i_mode & 0o170000  # S_IFMT
+        if fmt != stat.S_IFREG:  # (a regular file: the common case, one test)
+            if fmt == stat.S_IFIFO:
+                raise oserror(errno.ESPIPE)
+            if fmt == stat.S_IFDIR:
+                raise oserror(errno.EISDIR)
+            if fmt != stat.S_IFBLK:
+                raise oserror(errno.ENODEV)
         if offset + length > MAX_LFS_FILESIZE:
             raise oserror(errno.EFBIG)
         return self.do_fallocate(mode, offset, length)

@@ -32,8 +32,8 @@ from types import MappingProxyType
 
 from . import hookspecs, profiles
 from ._libc import check_fallocate_args
-from .consequences import ViolationLog
-from .errors import KmockUsageError, oserror
+from .consequences import BoundedLog, ViolationLog
+from .errors import KmockUsageError, check_int, oserror
 from .faults import Faults
 from .fdtable import FdTable
 from .file import File
@@ -94,7 +94,10 @@ class Kernel(IommufdSupport, SyscallAPI):
     ``trace``: a path or a writable text file: every syscall is written to it as JSON
     lines (kmock.trace); off by default, and then it costs nothing.
     Raises kmock.errors.PluginError for a broken plugin and KmockUsageError (a
-    ValueError) for an unknown profile, setting or platform.
+    ValueError) for an unknown profile, setting or platform, or a setting of the wrong
+    type. Settings of kmock itself: ``guest_history`` (completed guest-script actions
+    kept per vCPU, 1000) and ``log_limit`` (entries kept in ``sigbus_log``,
+    ``violations``, ``dma_faults``; 10000, None = all). See docs/api-errors.md.
     """
 
     FILE_TYPES = ("kvm", "vm", "vcpu", "gmem", "iommufd", "vfio")
@@ -114,13 +117,17 @@ class Kernel(IommufdSupport, SyscallAPI):
             self.trace = Trace(trace)
             self.pm.register(self.trace, name="kmock-trace")
         self.profile = self._resolve_profile(profile, settings)
+        check_int("guest_history", self.profile.guest_history, 0)
         self.fdtable = FdTable()
         self.physmem = PhysMem()
-        self.violations = ViolationLog()
+        limit = self.profile.log_limit
+        #: the recorded consequences (a ViolationLog of at most ``log_limit`` entries)
+        self.violations = ViolationLog(limit)
         #: host mappings this kernel handed out (kmock.mapping.FileMapping)
         self.mappings = set()
-        #: (mapping, offset) of every host access that got SIGBUS
-        self.sigbus_log = []
+        #: (mapping, offset) of the host accesses that got SIGBUS (the newest
+        #: ``log_limit``; a kmock.consequences.BoundedLog)
+        self.sigbus_log = BoundedLog(limit)
         #: a zero-length memfd: mapped where a host access must SIGBUS
         self.sigbus_memfd = os.memfd_create("kmock-sigbus", os.MFD_CLOEXEC)
         self.iommu_lock = threading.RLock()
@@ -129,6 +136,8 @@ class Kernel(IommufdSupport, SyscallAPI):
         self._gmem_pool = BackingPool()
         self._closed = False
         self._init_iommufd()
+        #: (device, iova, reason) of the refused DMAs (the newest ``log_limit``)
+        self.dma_faults = BoundedLog(limit)
         self._build_tables()
 
     def _resolve_profile(self, profile, settings):
@@ -144,9 +153,10 @@ class Kernel(IommufdSupport, SyscallAPI):
         known = {f.name for f in dataclasses.fields(prof)} - {"name", "description", "arch_settings"}
         fields, arch = {}, dict(declared)
         arch.update(prof.arch_settings)
+        types = {f.name: f.type for f in dataclasses.fields(prof)}
         for key, value in settings.items():
             if key in known:
-                fields[key] = value
+                fields[key] = _checked_setting(key, value, types[key])
             elif key in declared:
                 arch[key] = value
             else:
@@ -156,7 +166,10 @@ class Kernel(IommufdSupport, SyscallAPI):
         return dataclasses.replace(prof, arch_settings=MappingProxyType(arch), **fields)
 
     def setting(self, name):
-        """A profile setting by name: a Profile field, or one a platform declares."""
+        """A profile setting by name: a Profile field, or one a platform declares
+        (KmockUsageError naming the setting otherwise)."""
+        if not isinstance(name, str):
+            raise KmockUsageError(f"setting name must be a str, not {name!r}")
         p = self.profile
         if name in p.arch_settings:
             return p.arch_settings[name]
@@ -336,8 +349,9 @@ class Kernel(IommufdSupport, SyscallAPI):
     def close(self, fd):
         if self._traced:
             return self._call_traced("close", (fd,))
-        if self._host_fd(fd):
-            return self._host.close(fd)
+        host = self._host
+        if host is not None and host.owns_fd(fd):
+            return host.close(fd)
         self.fdtable.remove(fd).put()
 
     def dup(self, fd):
@@ -395,15 +409,20 @@ class Kernel(IommufdSupport, SyscallAPI):
             return self._call_traced("mmap", (fd, length, prot, flags, offset))
         if self._host_fd(fd):
             return self._host.mmap(fd, length, prot, flags, offset)
-        return self.fdtable.lookup(fd).mmap(length, prot, flags, offset)
+        f = self.fdtable.fdget(fd)  # a concurrent close must not release the file mid-mmap
+        try:
+            return f.mmap(length, prot, flags, offset)
+        finally:
+            f.put()
 
     def fallocate(self, fd, mode, offset, length):
         if self._traced:
             return self._call_traced("fallocate", (fd, mode, offset, length))
-        if self._host_fd(fd):
+        host = self._host
+        if host is not None and host.owns_fd(fd):
             if mode & 0x02 and self.iommu_memory.orphans is not None:  # FALLOC_FL_PUNCH_HOLE
                 self.iommu_memory.before_truncate(fd, offset, offset + length)
-            return self._host.fallocate(fd, mode, offset, length)
+            return host.fallocate(fd, mode, offset, length)
         f = self.fdtable.lookup(fd)
         check_fallocate_args(fd, mode, offset, length)
         return f.fallocate(mode, offset, length)
@@ -516,7 +535,11 @@ class Kernel(IommufdSupport, SyscallAPI):
         """Inject a memory failure into the guest_memfd page at ``offset``.
 
         Later guest use of the page fails with EHWPOISON (KVM_RUN), host use with SIGBUS.
+        OSError EINVAL when ``gmem_fd`` is not a guest_memfd or ``offset`` is outside
+        it (EBADF: not a kmock fd); KmockUsageError when either is not an int.
         """
+        check_int("gmem_fd", gmem_fd)
+        check_int("offset", offset)
         f = self.fdtable.lookup(gmem_fd)
         if f.file_type != "gmem" or not 0 <= offset < f.inode.size:
             raise oserror(errno.EINVAL)
@@ -551,16 +574,21 @@ class Kernel(IommufdSupport, SyscallAPI):
             pin.unpin()
         for m in list(self.mappings):
             m.close()
+        first = None  # a release that raised (a plugin's bug): the rest still close
         for fd in self.fdtable.fds():
             try:
                 self.close(fd)
             except OSError:
                 pass  # closed by another thread meanwhile
+            except Exception as e:
+                first = first or e
         if self._host is not None:
             self._host.close_all()
         self._gmem_pool.close()
         if self.trace is not None:
             self.trace.flush()
+        if first is not None:
+            raise first
 
     def __del__(self):
         try:
@@ -571,6 +599,33 @@ class Kernel(IommufdSupport, SyscallAPI):
                 os.close(self.sigbus_memfd)
         except Exception:
             pass
+
+
+def _checked_setting(name, value, annotation):
+    """A Profile field given as a Kernel keyword, checked against its annotation:
+    KmockUsageError naming the setting for a value of the wrong type."""
+    import collections.abc as abc
+    import types
+
+    allowed = annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
+    for t in allowed:
+        if t is type(None) and value is None:
+            return value
+        if t is bool and (type(value) is bool or (type(value) is int and value in (0, 1))):
+            return bool(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is str and isinstance(value, str):
+            return value
+        if t is MappingProxyType and isinstance(value, abc.Mapping):
+            return MappingProxyType(dict(value))
+        if t is frozenset and isinstance(value, (set, frozenset, list, tuple)):
+            return frozenset(value)
+        if t is tuple and isinstance(value, (tuple, list)):
+            return tuple(value)
+    names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+    raise KmockUsageError(f"Kernel() setting {name} must be {names}, not "
+                          f"{type(value).__name__} {value!r}")
 
 
 class _Pin:

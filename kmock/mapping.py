@@ -8,16 +8,23 @@ file's fault model: where the kernel would send SIGBUS, kmock raises
 """
 
 import ctypes
+import threading
 
 from . import _libc
-from .errors import SigBus
+from .errors import KmockUsageError, SigBus
 from .syscall_api import Mapping
 
 PAGE_SIZE = 4096
 
 
 class FileMapping(Mapping):
-    """A mapping of a mock file. Subclasses define ``_fault`` (and ``_touch``)."""
+    """A mapping of a mock file. Subclasses define ``fault_at`` (and ``_touch``).
+
+    Indexing and slicing behave as mmap.mmap's: TypeError for an index that is not an
+    int or a slice, IndexError out of range or for a slice assignment of the wrong
+    size, TypeError writing a read-only mapping, ValueError once closed (as mmap.mmap),
+    KmockUsageError (a ValueError) reading a mapping without PROT_READ (a SIGSEGV in
+    C), kmock.SigBus where the kernel would send SIGBUS."""
 
     def __init__(self, file, length, prot, offset, src_fd, src_offset):
         self.file = file
@@ -26,6 +33,11 @@ class FileMapping(Mapping):
         self.prot = prot
         self.closed = False
         self.maplen = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        if not hasattr(self, "_access_lock"):
+            #: held by every access through the object and by close(), so a close from
+            #: another thread never munmaps memory an access is copying (a real SIGSEGV
+            #: or SIGBUS); GmemMapping uses its inode's invalidate lock
+            self._access_lock = threading.RLock()
         self.address = _libc.mmap(None, self.maplen, prot, _libc.MAP_SHARED, src_fd, src_offset)
         file.get()
         file.kernel.mappings.add(self)
@@ -34,14 +46,17 @@ class FileMapping(Mapping):
         return self.length
 
     def close(self):
-        """munmap; the file loses the reference this mapping held."""
-        if self.closed:
-            return
-        self.closed = True
-        _libc.munmap(self.address, self.maplen)
-        self.file.kernel.mappings.discard(self)
-        self._on_close()
-        self.file.put()
+        """munmap; the file loses the reference this mapping held. Closing twice is a
+        no-op; any later access raises ValueError (as a closed mmap.mmap's does) saying
+        the mapping was closed."""
+        with self._access_lock:
+            if self.closed:
+                return
+            self.closed = True
+            _libc.munmap(self.address, self.maplen)
+            self.file.kernel.mappings.discard(self)
+            self._on_close()
+        self.file.put()  # (outside the lock: a release may take locks ordered before it)
 
     def __enter__(self):
         return self
@@ -85,7 +100,10 @@ class FileMapping(Mapping):
 
     def _window(self, index):
         if self.closed:
-            raise ValueError("mmap closed or invalid")
+            # a ValueError as a closed mmap.mmap's (and kmock.HostKernel's mappings')
+            raise ValueError(
+                f"mmap closed or invalid: {self!r} was closed (by its close(), munmap, or "
+                f"Kernel.close_all())")
         if isinstance(index, slice):
             start, stop, step = index.indices(self.length)
             if step != 1:
@@ -107,9 +125,17 @@ class FileMapping(Mapping):
         return f"{self.file.file_type} host fault"
 
     def __getitem__(self, index):
+        with self._access_lock:
+            return self._get(index)
+
+    def _get(self, index):
         start, stop, single = self._window(index)
         if start == stop:
             return b""
+        if not self.prot & _libc.PROT_READ:
+            # C would take a SIGSEGV here (and mmap.mmap crashes the interpreter)
+            raise KmockUsageError(f"{self!r} was mapped without PROT_READ: reading it would "
+                                  f"be a SIGSEGV")
         fault = self.fault_at(start, stop)
         if fault is not None:
             self._sigbus(fault)
@@ -118,6 +144,10 @@ class FileMapping(Mapping):
         return data[0] if single else data
 
     def __setitem__(self, index, data):
+        with self._access_lock:
+            return self._set(index, data)
+
+    def _set(self, index, data):
         start, stop, single = self._window(index)
         if single:
             data = bytes([data])

@@ -44,12 +44,15 @@ class PhysMem:
 
     def alloc_range(self, npages):
         """A 1 GiB-aligned range of ``npages`` frames for a file; returns its first frame."""
-        if npages < 0:
-            raise ValueError("npages must be >= 0")
-        span = max(_ALIGN, (npages + _ALIGN - 1) & ~(_ALIGN - 1))
+        if npages <= _ALIGN:
+            if npages < 0:
+                raise ValueError("npages must be >= 0")
+            span = _ALIGN
+        else:
+            span = (npages + _ALIGN - 1) & ~(_ALIGN - 1)
         with self._lock:
-            if self._next < USER_PFN_BASE and self._next + span > USER_PFN_BASE:
-                self._next = HIGH_PFN_BASE
             base = self._next
-            self._next += span
+            if base < USER_PFN_BASE and base + span > USER_PFN_BASE:
+                base = HIGH_PFN_BASE
+            self._next = base + span
             return base

@@ -89,6 +89,12 @@ class Profile:
     iommufd_gmem_policy: str = "upstream"
     #: KVM_GET_SUPPORTED_CPUID entries: tuples (function, index, flags, eax, ebx, ecx, edx)
     cpuid: tuple = ()
+    #: kmock's own bounds for long runs (not kernel behaviour): completed guest-script
+    #: actions kept per vCPU (GuestScript.history), and entries kept in each of the
+    #: kernel's logs (sigbus_log, violations, dma_faults, a device's faults); the
+    #: oldest go first and ``log.dropped`` counts them. None: keep every entry.
+    guest_history: int = 1000
+    log_limit: int | None = 10000
 
 
 # Capabilities of an upstream 6.18 x86-64 KVM (reference §2.2, §5.1 row 43, §6.3).

@@ -2,6 +2,7 @@
 kernel's 4K guest_memfd fallocate that the mock's rows are compared against."""
 
 import os
+import statistics
 import time
 
 PAGE = 4096
@@ -16,6 +17,18 @@ def per_call(fn, n, rounds=1):
             fn()
         best = min(best, (time.perf_counter() - t0) / n)
     return best
+
+
+def side_by_side(fns, n, rounds):
+    """Time each callable of ``fns`` for ``rounds`` rounds of ``n`` calls, the rounds
+    interleaved (round 1 of each, then round 2 ...) so that the noise of a shared
+    machine hits every column alike. Returns, per callable, (best, median) seconds per
+    call: the best is what the code can do, the median what a user will see."""
+    samples = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, out in zip(fns, samples):
+            out.append(per_call(fn, n))
+    return [(min(s), statistics.median(s)) for s in samples]
 
 
 def scattered_offsets(span, n=4096):

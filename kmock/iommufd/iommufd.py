@@ -59,6 +59,10 @@ class IommufdCtx(File):
         return obj
 
     def release(self):
+        with self.kernel.iommu_lock:
+            self._release()
+
+    def _release(self):
         for obj in sorted(self.objects.values(), key=lambda o: -o.id):
             if obj.object_type == "device":
                 obj.dev.unbind()
@@ -161,11 +165,14 @@ def _command(ctype, nr, in_place=False):
 
     def wrap(fn):
         def handler(ictx, arg):
-            if in_place and type(arg) is ctype and arg.size == ksize:
-                return fn(ictx, _IN_PLACE, arg)
-            ucmd = Ucmd(ictx, arg, ctype)
-            cmd = ucmd.load(min_size)
-            return fn(ictx, ucmd, cmd)
+            # every command under the kernel's iommu lock: the kernel's per-object locks,
+            # coarser (two threads mapping one file must not both take its reference)
+            with ictx.kernel.iommu_lock:
+                if in_place and type(arg) is ctype and arg.size == ksize:
+                    return fn(ictx, _IN_PLACE, arg)
+                ucmd = Ucmd(ictx, arg, ctype)
+                cmd = ucmd.load(min_size)
+                return fn(ictx, ucmd, cmd)
 
         handler.__name__ = fn.__name__
         handler.__doc__ = fn.__doc__
@@ -491,7 +498,11 @@ def iommufd_ioctls(kernel):
     if kernel.profile.iommufd_test:
         from .selftest import iommu_test_cmd
 
-        table[I.IOMMU_TEST_CMD] = iommu_test_cmd
+        def test_cmd(ictx, arg):
+            with ictx.kernel.iommu_lock:
+                return iommu_test_cmd(ictx, arg)
+
+        table[I.IOMMU_TEST_CMD] = test_cmd
     return table
 
 

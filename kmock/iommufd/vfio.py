@@ -14,7 +14,7 @@ an iommufd argument that is not an iommufd -> EBADF (not open) or EINVAL.
 import errno
 import stat
 
-from ..errors import oserror
+from ..errors import check_bytes, check_int, check_length, oserror
 from ..fdtable import is_open_fd
 from ..file import File, make_stat
 from ..kernel_util import copy_from_user, copy_to_user
@@ -22,6 +22,14 @@ from ..uapi import iommufd as I
 from ..uapi import vfio as V
 from .objects import IommuDevice
 from .pages import PAGE_SIZE
+
+
+U64 = (1 << 64) - 1
+
+
+def _check_dma(iova, length, length_name="length"):
+    check_int("iova", iova, 0, U64)
+    check_length(length_name, length)  # (a DMA past 2**64 faults where the IOVA is unmapped)
 
 
 class MockIommu:
@@ -52,14 +60,23 @@ class MockPciDevice:
     # --- the test's side: DMA and inspection -------------------------------------------------
 
     def dma_read(self, iova, length):
-        """Read ``length`` bytes at ``iova`` as the device would (kmock.DmaFault if refused)."""
+        """Read ``length`` bytes at ``iova`` as the device would (kmock.DmaFault if refused).
+
+        KmockUsageError for an ``iova`` outside [0, 2**64) or a ``length`` outside
+        [0, kmock.errors.MAX_ACCESS_BYTES]."""
+        _check_dma(iova, length)
         return self._idev().dma(iova, length)
 
     def dma_write(self, iova, data):
-        self._idev().dma(iova, len(data), bytes(data))
+        """Write ``data`` (bytes-like) at ``iova`` as the device would (kmock.DmaFault
+        if refused); KmockUsageError as for dma_read."""
+        data = check_bytes("data", data)
+        _check_dma(iova, len(data), "len(data)")
+        self._idev().dma(iova, len(data), data)
 
     def translate(self, iova):
         """(pfn, perm) the attached domain maps ``iova`` to, or None."""
+        check_int("iova", iova, 0, U64)
         idev = self.idev
         if idev is None or idev.hwpt is None:
             return None
@@ -92,7 +109,8 @@ class VfioDeviceFile(File):
         self.dev = dev
 
     def release(self):
-        self.dev.unbind()
+        with self.kernel.iommu_lock:
+            self.dev.unbind()
 
     def fstat(self):
         return make_stat(self.i_mode, size=0, ino=0x1C0 + self.dev.index, dev=5,
@@ -188,9 +206,19 @@ def vfio_detach_pt(f, arg):
     return 0
 
 
+def _iommu_locked(handler):
+    def locked(f, arg):
+        with f.kernel.iommu_lock:  # binds and attaches change iommufd objects
+            return handler(f, arg)
+
+    locked.__name__ = handler.__name__
+    locked.__doc__ = handler.__doc__
+    return locked
+
+
 def vfio_ioctls(kernel):
     return {
-        V.VFIO_DEVICE_BIND_IOMMUFD: vfio_bind_iommufd,
-        V.VFIO_DEVICE_ATTACH_IOMMUFD_PT: vfio_attach_pt,
-        V.VFIO_DEVICE_DETACH_IOMMUFD_PT: vfio_detach_pt,
+        V.VFIO_DEVICE_BIND_IOMMUFD: _iommu_locked(vfio_bind_iommufd),
+        V.VFIO_DEVICE_ATTACH_IOMMUFD_PT: _iommu_locked(vfio_attach_pt),
+        V.VFIO_DEVICE_DETACH_IOMMUFD_PT: _iommu_locked(vfio_detach_pt),
     }

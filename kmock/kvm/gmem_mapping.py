@@ -29,6 +29,7 @@ class GmemMapping(FileMapping, GmemNotifier):
     def __init__(self, file, length, prot, offset):
         inode = file.inode
         self.inode = inode
+        self._access_lock = inode.invalidate_lock  # (see FileMapping)
         super().__init__(file, length, prot, offset, inode.backing, offset)
         #: file pages currently mapped onto the zero-length memfd (1) or the backing (0)
         self._faulting = RangeMap(max(inode.npages, 1))
@@ -123,12 +124,12 @@ class GmemMapping(FileMapping, GmemNotifier):
     def __getitem__(self, index):
         with self.inode.invalidate_lock:
             self._writing = False
-            return super().__getitem__(index)
+            return self._get(index)
 
     def __setitem__(self, index, data):
         with self.inode.invalidate_lock:
             self._writing = True
-            return super().__setitem__(index, data)
+            return self._set(index, data)
 
     _writing = False
     _arch_why = None

@@ -44,6 +44,7 @@ import ctypes
 import errno
 
 from .. import _libc
+from ..errors import KmockUsageError, check_bytes, check_int, check_length
 from ..uapi import kvm as K
 from .stage2 import PAGE_SHIFT, PAGE_SIZE, MemoryFault, faultin
 
@@ -111,8 +112,11 @@ class _Access(Action):
 
     def __init__(self, gpa, size, private):
         super().__init__()
-        if gpa < 0 or size < 0 or gpa + size > (1 << 64):
-            raise ValueError("access outside the 64-bit guest physical address space")
+        check_int("gpa", gpa, 0, U64)
+        check_length("size", size)
+        if gpa + size > (1 << 64):
+            raise KmockUsageError(f"gpa + size ({gpa:#x} + {size:#x}) is outside the 64-bit "
+                                  f"guest physical address space")
         self.gpa = gpa
         self.size = size
         self.private = None if private is None else bool(private)
@@ -221,7 +225,8 @@ class Write(_Access):
     write = True
 
     def __init__(self, gpa, data, private=None):
-        data = bytes(data)
+        data = check_bytes("data", data)
+        check_length("data length", len(data))
         super().__init__(gpa, len(data), private)
         self.data = data
 
@@ -250,7 +255,11 @@ class Hypercall(Action):
     def __init__(self, nr, *args):
         super().__init__()
         if len(args) > 4:
-            raise ValueError("x86 KVM hypercalls take at most 4 arguments")
+            raise KmockUsageError(f"args: x86 KVM hypercalls take at most 4 arguments, "
+                                  f"not {len(args)}")
+        check_int("nr", nr)
+        for i, a in enumerate(args):
+            check_int(f"args[{i}]", a)
         self.nr = nr & U64
         self.args = tuple(a & U64 for a in args) + (0,) * (4 - len(args))
         self._waiting = False
@@ -294,8 +303,7 @@ class _Io(Action):
 
     def __init__(self, port):
         super().__init__()
-        if not 0 <= port <= 0xFFFF:
-            raise ValueError("I/O port must be in [0, 0xffff]")
+        check_int("port", port, 0, 0xFFFF)
         self.port = port
         self._waiting = False
 
@@ -329,7 +337,7 @@ class Outb(_Io):
 
     def __init__(self, port, value):
         super().__init__(port)
-        self.value = value & 0xFF
+        self.value = check_int("value", value) & 0xFF
 
     def _describe(self):
         return f"port {self.port:#x} value {self.value:#x}"
@@ -359,28 +367,53 @@ class GuestScript:
     ``namespaces``: ``{name: factory}`` from the VM type (``VmType.guest_actions``);
     each ``factory(script)`` becomes the attribute ``script.<name>`` holding that
     architecture's actions, e.g. ``vcpu.guest.tdx.accept(gpa)``.
+
+    ``history``: how many completed actions to keep (the ``guest_history`` profile
+    setting); pending actions are always kept. Arguments of the wrong type or range
+    raise kmock.errors.KmockUsageError naming the argument (docs/api-errors.md).
     """
 
-    def __init__(self, namespaces=None):
-        #: every action ever added, in order
+    #: completed actions kept by default (the ``guest_history`` profile setting)
+    DEFAULT_HISTORY = 1000
+
+    def __init__(self, namespaces=None, history=DEFAULT_HISTORY):
+        #: the completed actions still kept (at most ``history`` of them, the newest),
+        #: then the pending ones, in order
         self.actions = []
-        #: index of the next action to run
+        #: index in ``actions`` of the next action to run
         self.pc = 0
+        #: how many completed actions were dropped from ``actions`` (bounded memory: a
+        #: VMM loop of 10**6 KVM_RUNs keeps ``history`` actions, not 10**6)
+        self.retired = 0
+        self.history = check_int("history", history, 0)
         for name, factory in (namespaces or {}).items():
             setattr(self, name, factory(self))
 
     # --- building the script -----------------------------------------------------------
 
     def add(self, action):
-        self.actions.append(action)
+        """Append ``action`` (an Action) to the script; returns it."""
+        if not isinstance(action, Action):
+            raise KmockUsageError(f"action must be a kmock.kvm.guest.Action, not {action!r}")
+        actions = self.actions
+        extra = self.pc - self.history
+        if extra > 0 and extra >= max(64, self.history >> 2):
+            # drop the oldest completed actions (in batches: amortised O(1) per add)
+            del actions[:extra]
+            self.pc -= extra
+            self.retired += extra
+        actions.append(action)
         return action
 
     def read(self, gpa, size, private=None):
-        """Read ``size`` bytes at ``gpa``; ``result`` = the bytes."""
+        """Read ``size`` bytes at ``gpa``; ``result`` = the bytes. KmockUsageError for a
+        gpa outside [0, 2**64), a size over kmock.errors.MAX_ACCESS_BYTES, or a range
+        that passes 2**64 (nothing is queued then)."""
         return self.add(Read(gpa, size, private))
 
     def write(self, gpa, data, private=None):
-        """Write ``data`` at ``gpa``."""
+        """Write ``data`` (bytes-like) at ``gpa``; KmockUsageError as for ``read``, and for
+        data that is not bytes-like (an int is refused: ``bytes(5)`` is five zeros)."""
         return self.add(Write(gpa, data, private))
 
     def hypercall(self, nr, *args):
@@ -392,12 +425,19 @@ class GuestScript:
 
         attrs = ENCRYPTED if ``private`` else DECRYPTED, | PAGE_SZ_2M/1G for
         ``page_size``; ``attrs`` overrides it (KVM passes a2 through unchecked).
+        Raises KmockUsageError for a page_size other than 4K, 2M, 1G.
         """
+        check_int("gpa", gpa)
+        check_int("npages", npages)
+        if attrs is not None:
+            check_int("attrs", attrs)
         if attrs is None:
             try:
                 size_bits = _PAGE_SZ_ATTRS[page_size]
-            except KeyError:
-                raise ValueError("page_size must be 4K, 2M or 1G") from None
+            except (KeyError, TypeError):
+                raise KmockUsageError(
+                    f"page_size must be 4K, 2M or 1G (4096, 2 << 20, 1 << 30), "
+                    f"not {page_size!r}") from None
             attrs = size_bits | (K.KVM_MAP_GPA_RANGE_ENCRYPTED if private
                                  else K.KVM_MAP_GPA_RANGE_DECRYPTED)
         return self.add(Hypercall(K.KVM_HC_MAP_GPA_RANGE, gpa, npages, attrs))
@@ -422,15 +462,21 @@ class GuestScript:
     def current(self):
         return self.actions[self.pc] if self.pc < len(self.actions) else None
 
+    @property
+    def completed(self):
+        """The completed actions still kept (the newest ``history`` ones, or a few more)."""
+        return self.actions[:self.pc]
+
     def clear(self):
         """Drop every pending action (the guest "jumps" past them)."""
         del self.actions[self.pc:]
 
     def __len__(self):
-        return len(self.actions)
+        """How many actions were ever added (completed, dropped from history, pending)."""
+        return self.retired + len(self.actions)
 
     def __repr__(self):
-        return f"<GuestScript {self.pc}/{len(self.actions)} done>"
+        return f"<GuestScript {self.retired + self.pc}/{len(self)} done>"
 
 
 def run(vcpu):

@@ -14,7 +14,7 @@ host may not fault the page), ``allocated`` (1 = a folio is present) and
 import errno
 import os
 import stat
-import threading
+from _thread import RLock as _RLock
 
 from .. import _libc
 from ..errors import EHWPOISON, oserror
@@ -29,6 +29,8 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 PRIVATE = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
 #: page indexes a binding may reach: offset + size may exceed the file (6.18 loff_t bug)
 BINDING_SPACE = 1 << 52
+#: the step lists of an inode with no users
+_NO_STEPS = step_lists(())
 
 
 class ConversionError(OSError):
@@ -44,7 +46,10 @@ class BackingPool:
 
     A released guest_memfd's memfd is kept for the next one: as it is when no page
     was ever written (it holds nothing), truncated to 0 otherwise (its pages are
-    freed). Entries are (fd, size, st_ino, st_dev).
+    freed). A memfd of the size asked for is taken as it is (no ftruncate, no fstat).
+    Entries are (fd, size, st_ino, st_dev, maps): ``maps`` is None or the
+    (attrs, allocated) RangeMaps of a released inode that nothing else can reach
+    (no user was registered), reset by the next inode of the same size.
     """
 
     def __init__(self, limit=64):
@@ -69,17 +74,19 @@ class BackingPool:
             os.close(fd)
             raise
         st = os.fstat(fd)
-        return fd, size, st.st_ino, st.st_dev
+        return fd, size, st.st_ino, st.st_dev, None
 
     def give(self, entry, dirty):
-        fd, size, ino, dev = entry
         if self.count >= self.limit:
-            os.close(fd)
+            os.close(entry[0])
             return
         if dirty:
-            os.ftruncate(fd, 0)
-            size = 0
-        self.by_size.setdefault(size, []).append((fd, size, ino, dev))
+            os.ftruncate(entry[0], 0)
+            entry = (entry[0], 0, entry[2], entry[3], None)
+        entries = self.by_size.get(entry[1])
+        if entries is None:
+            entries = self.by_size[entry[1]] = []
+        entries.append(entry)
         self.count += 1
 
     def close(self):
@@ -104,54 +111,71 @@ class GmemInode:
                          guest fault path (allocation, lazy make_private).
     """
 
+    # Attributes that start as None/False/1 are class defaults, set on the instance
+    # when first used: creating an inode is on the KVM_CREATE_GUEST_MEMFD fast path.
+    bindings = None  # RangeMap(BINDING_SPACE), created on first bind
+    _next_token = 1
+    #: some page may hold non-zero bytes (a host mapping or a guest write touched
+    #: it), so PUNCH_HOLE must really punch the backing memfd
+    maybe_dirty = False
+    #: whether this guest_memfd decides shared/private itself (in-place conversion);
+    #: set by the conversion model of the profile
+    in_place = False
+    #: pages hit by memory failure (kernel memory_failure -> later get_pfn EHWPOISON)
+    poisoned = None
+    #: long-term pins and extra references per page (Kernel.gup_pin, IOMMU pins)
+    pins = None
+    #: per page, how many times PUNCH_HOLE removed pinned folios from the file
+    #: (pins taken before that no longer hold the page at that index)
+    pin_gen = None
+    _pin_gen_next = 1
+    #: pages per folio (1, or 512 / 262144 for hugetlb-backed guest_memfd) and, per
+    #: huge folio, whether it is split into 4K folios
+    folio_pages = 1
+    split = None
+    #: pages whose make_private arch callback ran (see prepare_private)
+    prepared = None
+    vm = None
+    #: registered users (kmock.notifier.GmemNotifier), in registration order; a new
+    #: list replaces it at each (un)registration, never changed in place
+    notifiers = ()
+    #: (vetoes, begins, commits, ends): the steps the users implement
+    _steps = _NO_STEPS
+
     def __init__(self, kernel, size, flags, backing):
-        """``backing`` is a BackingPool entry (fd, size, st_ino, st_dev)."""
+        """``backing`` is a BackingPool entry (fd, size, st_ino, st_dev, maps)."""
         self.kernel = kernel
         self.size = size
         self.flags = flags
-        self.npages = size >> PAGE_SHIFT
+        self.npages = npages = size >> PAGE_SHIFT
         self._backing_entry = backing
         self.backing = backing[0]
-        self.ino = backing[2]
-        self.dev = backing[3]
-        self.invalidate_lock = threading.RLock()
-        self.lock = threading.RLock()
-        #: registered users (kmock.notifier.GmemNotifier), in registration order
-        self.notifiers = []
-        #: (vetoes, begins, commits, ends): the steps the users implement
-        self._steps = step_lists(())
-        #: PRIVATE = the host may not fault the page (the profile's model sets the start)
-        self.attrs = RangeMap(self.npages, PRIVATE)
-        self.allocated = RangeMap(self.npages)
-        self.bindings = None  # RangeMap(BINDING_SPACE), created on first bind
+        self.invalidate_lock = _RLock()
+        self.lock = _RLock()
+        maps = backing[4]
+        if maps is None:
+            #: PRIVATE = the host may not fault the page (the profile's model sets the start)
+            self.attrs = RangeMap(npages, PRIVATE)
+            self.allocated = RangeMap(npages)
+        else:  # the maps of a released inode of this size that no one could reach
+            self.attrs, self.allocated = maps
+            self.attrs.set(0, npages, PRIVATE)
+            self.allocated.set(0, npages, 0)
         self.slots = {}  # binding token -> Memslot
-        self._next_token = 1
         self.mappings = set()
-        #: some page may hold non-zero bytes (a host mapping or a guest write touched
-        #: it), so PUNCH_HOLE must really punch the backing memfd
-        self.maybe_dirty = False
-        #: whether this guest_memfd decides shared/private itself (in-place conversion);
-        #: set by the conversion model of the profile
-        self.in_place = False
-        #: pages hit by memory failure (kernel memory_failure -> later get_pfn EHWPOISON)
-        self.poisoned = None
-        #: physical frame of page 0 (kmock.physmem: one frame space for every table)
-        self.pfn_base = kernel.physmem.alloc_range(self.npages)
-        #: long-term pins and extra references per page (Kernel.gup_pin, IOMMU pins)
-        self.pins = None
-        #: per page, how many times PUNCH_HOLE removed pinned folios from the file
-        #: (pins taken before that no longer hold the page at that index)
-        self.pin_gen = None
-        self._pin_gen_next = 1
-        #: pages per folio (1, or 512 / 262144 for hugetlb-backed guest_memfd) and, per
-        #: huge folio, whether it is split into 4K folios
-        self.folio_pages = 1
-        self.split = None
-        #: pages whose make_private arch callback ran (see prepare_private)
-        self.prepared = None
         #: bytes of pinned pages a PUNCH_HOLE orphaned, by (pin generation, index)
         self.orphans = {}
-        self.vm = None
+        #: physical frame of page 0 (kmock.physmem: one frame space for every table)
+        self.pfn_base = kernel.physmem.alloc_range(npages)
+
+    @property
+    def ino(self):
+        """st_ino of the backing memfd (fstat of the guest_memfd answers with it)."""
+        return self._backing_entry[2]
+
+    @property
+    def dev(self):
+        return self._backing_entry[3]
 
     # --- users ------------------------------------------------------------------------------
 
@@ -159,7 +183,7 @@ class GmemInode:
         """Register a user of this guest_memfd's pages (a kmock.notifier.GmemNotifier)."""
         with self.invalidate_lock:
             if notifier not in self.notifiers:
-                self.notifiers = self.notifiers + [notifier]
+                self.notifiers = [*self.notifiers, notifier]
                 self._steps = step_lists(self.notifiers)
 
     def unregister_notifier(self, notifier):
@@ -370,6 +394,10 @@ class GmemInode:
         if not self.notifiers:
             with self.lock:
                 if not self.notifiers:  # no user to tell: just the store
+                    if (self.prepared is None and self.pins is None and not self.maybe_dirty
+                            and not self.mappings):
+                        self.allocated.set(start, end, 0)  # (_remove_pages, nothing else to do)
+                        return
                     self._remove_pages(start, end)
                     return
         self.invalidate(InvalidateEvent(self, start, end, "punch_hole"),
@@ -463,11 +491,26 @@ class GmemInode:
 
     def read(self, offset, n):
         """Bytes of the file as the guest (or the kernel's direct map) sees them."""
-        return os.pread(self.backing, n, offset)
+        data = os.pread(self.backing, n, offset)
+        if len(data) < n:  # one read(2) returns at most 0x7ffff000 bytes: go on
+            parts = [data]
+            got = len(data)
+            while got < n:
+                chunk = os.pread(self.backing, n - got, offset + got)
+                if not chunk:
+                    break  # end of file
+                parts.append(chunk)
+                got += len(chunk)
+            data = b"".join(parts)
+        return data
 
     def write(self, offset, data):
         self.maybe_dirty = True
-        os.pwrite(self.backing, data, offset)
+        done = os.pwrite(self.backing, data, offset)
+        if done < len(data):  # at most 0x7ffff000 bytes per write(2)
+            view = memoryview(data)
+            while done < len(data):
+                done += os.pwrite(self.backing, view[done:], offset + done)
 
     def host_fault_offset(self, lo, hi):
         """First file offset in [lo, hi) whose host fault would SIGBUS, or None."""
@@ -531,7 +574,9 @@ class GmemFile(File):
     cloexec = False  # created with get_unused_fd_flags(0)
 
     def __init__(self, kernel, vm, inode):
-        super().__init__(kernel, vm.vmtype)
+        self.kernel = kernel
+        self.refs = 0
+        self.ioctls = kernel.ioctl_table("gmem", vm.vmtype)  # (File.__init__, inlined)
         self.vm = vm
         self.inode = inode
         vm.get()
@@ -541,8 +586,13 @@ class GmemFile(File):
         pointing at nothing), give the memory back, drop the VM."""
         inode = self.inode
         if not inode.notifiers:  # nothing bound, mapped or watching: nothing to invalidate
-            inode.orphans.clear()
-            self.kernel.release_gmem_backing(inode._backing_entry, inode.maybe_dirty)
+            if inode.orphans:
+                inode.orphans.clear()
+            e = inode._backing_entry
+            # no user is registered (none holds a page state): the next inode of
+            # this size reuses its maps
+            self.kernel.release_gmem_backing((e[0], e[1], e[2], e[3], (inode.attrs, inode.allocated)),
+                                             inode.maybe_dirty)
             inode.backing = -1
             self.vm.put()
             return
@@ -644,12 +694,13 @@ def create_guest_memfd(vm, size, flags):
     kernel = vm.kernel
     model = kernel.gmem_model
     model.check_create(vm, size, flags)
-    vm.vmtype.gmem_create(vm, size, flags)
+    vmtype = vm.vmtype
+    if vmtype.has_gmem_create:
+        vmtype.gmem_create(vm, size, flags)
     kernel.faults.check("gmem.create", errno.ENOMEM)  # __kvm_gmem_create: kzalloc, inode
-    backing = kernel.take_gmem_backing(size)
-    inode = GmemInode(kernel, size, flags, backing)
+    inode = GmemInode(kernel, size, flags, kernel.take_gmem_backing(size))
     inode.vm = vm
     model.init_inode(inode)
-    if vm.vmtype.has_gmem_callbacks:
+    if vmtype.has_gmem_callbacks:
         inode.register_notifier(ArchNotifier(vm))
     return GmemFile(kernel, vm, inode)

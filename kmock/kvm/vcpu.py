@@ -41,7 +41,8 @@ class Vcpu:
         #: the kvm_run struct, living in the shared page
         self.run = K.kvm_run.from_address(self.run_addr)
         #: the guest code this vCPU runs (filled by tests)
-        self.guest = _guest.GuestScript(vm.vmtype.guest_actions)
+        self.guest = _guest.GuestScript(vm.vmtype.guest_actions,
+                                        history=vm.kernel.profile.guest_history)
         #: the action whose exit awaits userspace (vcpu->arch.complete_userspace_io)
         self.pending = None
         #: vcpu->mutex: one KVM_RUN (or vCPU ioctl) at a time
@@ -63,9 +64,10 @@ class Vcpu:
             se.data[i] = d & U64
 
     def release(self):
-        _libc.munmap(self.run_addr, self.mmap_size)
-        os.close(self.run_fd)
-        self.run = None
+        with self.mutex:  # a KVM_RUN still running in another thread finishes first
+            self.run = None
+            _libc.munmap(self.run_addr, self.mmap_size)
+            os.close(self.run_fd)
         self.vm.put()
 
 
@@ -175,6 +177,11 @@ def vcpu_run(f, arg):
     vcpu = _check(f)
     with vcpu.mutex:
         run = vcpu.run
+        if run is None:
+            # the fd was closed by another thread while this call waited for the
+            # vCPU (kmock's calls hold no file reference, as fdget does): as if the
+            # call had come after the close
+            raise oserror(errno.EBADF)
         pending = vcpu.pending
         if pending is not None:
             vcpu.pending = None

@@ -8,8 +8,8 @@ import errno
 import threading
 
 from .. import _libc
-from ..errors import oserror
-from ..file import File
+from ..errors import KmockUsageError, oserror
+from ..file import REFS_LOCK, File
 from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
 from ..notifier import InvalidateEvent
@@ -22,6 +22,22 @@ GFN_SPACE = 1 << 52  # GPAs are 64-bit: gfns up to 2**52
 U64 = (1 << 64) - 1
 
 EIO = errno.EIO
+
+
+class NoSuchVcpu(KmockUsageError, KeyError):
+    """``vm.vcpus[i]`` for an id no vCPU has: a KmockUsageError (a ValueError) naming
+    the id and the ids that exist; also a KeyError, for code that caught that."""
+
+    __str__ = ValueError.__str__
+
+
+class VcpuTable(dict):
+    """``vm.vcpus``: vCPU id -> vCPU, a dict whose missing keys are named clearly."""
+
+    def __missing__(self, vcpu_id):
+        ids = ", ".join(str(i) for i in sorted(self)) or "none (KVM_CREATE_VCPU makes one)"
+        raise NoSuchVcpu(f"vcpus[{vcpu_id!r}]: this VM has no vCPU with id {vcpu_id!r}; "
+                         f"its vCPU ids: {ids}")
 
 
 class VM:
@@ -57,7 +73,8 @@ class VM:
         self.mem_attrs = RangeMap(GFN_SPACE)
         #: the TDP page table (kmock.kvm.stage2): gfn -> frame, R/W, private
         self.stage2 = Stage2(self)
-        self.vcpus = {}
+        #: vCPU id -> vCPU (a dict; a missing id raises NoSuchVcpu)
+        self.vcpus = VcpuTable()
         self.hypercall_exit_enabled = 0
         self.arch = None  # owned by the architecture plugin
         self.caps = kernel.vm_caps(vmtype)
@@ -98,12 +115,15 @@ class VM:
     # --- lifetime --------------------------------------------------------------------
 
     def get(self):
-        self.refs += 1
+        with REFS_LOCK:
+            self.refs += 1
 
     def put(self):
-        self.refs -= 1
-        if self.refs == 0:
-            self.destroy()
+        with REFS_LOCK:
+            self.refs -= 1
+            if self.refs:
+                return
+        self.destroy()
 
     def destroy(self):
         """kvm_destroy_vm: free the memslots (unbinding guest_memfd ranges), then the
@@ -331,11 +351,18 @@ def vm_create_vcpu(f, arg):
     return create_vcpu(vm, int_arg(arg))
 
 
+_CREATE_GMEM = K.kvm_create_guest_memfd
+
+
 def vm_create_guest_memfd(f, arg):
-    vm = _check_vm(f)
-    args = copy_from_user(arg, K.kvm_create_guest_memfd)
-    gmem = create_guest_memfd(vm, args.size, args.flags)
-    return vm.kernel.fdtable.install(gmem)
+    vm = f.vm
+    vm.check_caller()
+    if type(arg) is _CREATE_GMEM:  # the struct itself: read it in place (no copy)
+        size, flags = arg.size, arg.flags
+    else:
+        args = copy_from_user(arg, _CREATE_GMEM)
+        size, flags = args.size, args.flags
+    return vm.kernel.fdtable.install(create_guest_memfd(vm, size, flags))
 
 
 def vm_set_user_memory_region(f, arg):

@@ -63,6 +63,7 @@ _FLAGS = {
     "has_dma_access": ("dma_access",),
     "has_guest_access": ("guest_access",),
     "has_guest_access_early": ("guest_access_early",),
+    "has_gmem_create": ("gmem_create",),
 }
 
 
@@ -96,6 +97,7 @@ class VmType:
     has_dma_access = False
     has_guest_access = False
     has_guest_access_early = False
+    has_gmem_create = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -217,7 +219,8 @@ class VmType:
         yet), under mmu_lock. Return None to let it copy, or kmock.kvm.guest.EXIT
         after writing an exit into ``vcpu.run``: the hardware refused the access (an
         RMP #VC, a #VE ...); the action does not retire. May raise
-        kmock.kvm.stage2.MemoryFault. Called once per access (segments are runs), only
+        kmock.kvm.stage2.MemoryFault, or OSError(EIO) after ``vm.kill(...)`` (the
+        hardware killed the guest). Called once per access (segments are runs), only
         when a VM type overrides it."""
         return None
 

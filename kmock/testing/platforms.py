@@ -1,34 +1,30 @@
 """A Kernel for a profile and a platform, with a clear error when the platform is missing.
 
-Platforms are provided by architecture plugins (``kmock_tdx``, ``kmock_snp``,
-``kmock_cca`` under the ``kmock.plugins`` entry-point group); ``platform=`` is passed
-to ``kmock.Kernel`` only when one is asked for, so a kmock without platforms works.
+Platforms are declared by architecture plugins (``kmock_tdx``, ``kmock_snp``,
+``kmock_cca`` under the ``kmock.plugins`` entry-point group, or a third party's);
+``kmock.Kernel`` refuses a platform no installed plugin declares for the profile's
+architecture, and this module turns that into a PlatformError for the pytest plugin.
 """
 
-PLATFORMS = ("none", "tdx", "snp", "cca")
+from ..errors import KmockUsageError
 
 
 class PlatformError(ValueError):
-    """The platform is unknown, or its architecture plugin is not installed."""
+    """The profile or platform is unknown, or its architecture plugin is not installed."""
 
 
 def kernel_for(profile, platform=None, **settings):
     """``kmock.Kernel(profile, platform=platform, **settings)``; PlatformError otherwise."""
     import kmock
 
-    if platform is None:
-        return kmock.Kernel(profile, **settings)
-    if platform not in PLATFORMS:
-        raise PlatformError(f"unknown kmock platform {platform!r}; "
-                            f"known: {', '.join(PLATFORMS)}")
+    if platform is not None:
+        settings["platform"] = platform
     try:
-        return kmock.Kernel(profile, platform=platform, **settings)
-    except TypeError:
-        if platform == "none":  # a kmock without platforms: "none" is what it emulates
-            return kmock.Kernel(profile, **settings)
-        error = "this kmock has no platforms yet"
-    except (ValueError, LookupError) as e:
-        error = str(e)
-    raise PlatformError(
-        f"kmock platform {platform!r} is not available ({error}); it needs the "
-        f"architecture plugin kmock_{platform} registered under 'kmock.plugins'")
+        return kmock.Kernel(profile, **settings)
+    except KmockUsageError as e:
+        hint = ""
+        if platform is not None and "platform" in str(e):
+            hint = (f" (a platform comes from the architecture plugin that declares it, e.g. "
+                    f"kmock_{platform}, registered under 'kmock.plugins'; arm64 platforms "
+                    f"need an arm64 profile such as linux-arm64-cca)")
+        raise PlatformError(f"{e}{hint}") from None

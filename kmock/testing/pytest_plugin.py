@@ -17,7 +17,7 @@ import pytest
 
 from . import report
 from .patcher import Patcher
-from .platforms import PLATFORMS, kernel_for
+from .platforms import kernel_for
 FIXTURES = ("kmock", "kmock_class", "kmock_module", "kmock_session")
 DEFAULT_PROFILE = "linux-6.18"
 
@@ -30,8 +30,9 @@ def pytest_addoption(parser):
     group = parser.getgroup("kmock", "kmock (mock KVM / guest_memfd / iommufd)")
     group.addoption("--kmock-profile", default=None,
                     help="kernel profile of the kmock fixtures (default: ini kmock_profile)")
-    group.addoption("--kmock-platform", default=None, choices=PLATFORMS,
-                    help="confidential platform of the kmock fixtures")
+    group.addoption("--kmock-platform", default=None,
+                    help="confidential platform of the kmock fixtures (none, or one an "
+                         "installed plugin declares: tdx, snp, cca ...)")
     group.addoption("--kmock-dump", default=None, metavar="DIR",
                     help="write the kmock snapshot of each failing test to DIR as JSON")
     parser.addini("kmock_profile", "default kernel profile of the kmock fixtures",

@@ -107,8 +107,8 @@ def test_machine_finds_a_failing_guest_script():
 def test_machine_with_a_missing_platform_is_a_clear_error():
     from kmock.testing.platforms import PlatformError
 
-    class TdxVmm(ExampleVmm):
-        platform = "tdx"
+    class Z80Vmm(ExampleVmm):
+        platform = "z80"
 
-    with pytest.raises(PlatformError, match="kmock_tdx"):
-        TdxVmm()
+    with pytest.raises(PlatformError, match="kmock_z80"):
+        Z80Vmm()
