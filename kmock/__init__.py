@@ -6,11 +6,12 @@ The public face::
     h = kmock.HostKernel()                   # the same API over the real OS
     kmock.SigBus, kmock.DmaFault             # what would have been a signal / a device fault
     with kmock.patched(k): ...               # os/fcntl/mmap/ctypes calls reach k for its fds
+    env = kmock.subprocess_env(k)            # a native child (LD_PRELOAD) reaches k
 """
 
 from .errors import DmaFault, SigBus
 
-__all__ = ["Kernel", "HostKernel", "SigBus", "DmaFault", "profiles", "patched"]
+__all__ = ["Kernel", "HostKernel", "SigBus", "DmaFault", "profiles", "patched", "subprocess_env"]
 
 
 def __getattr__(name):
@@ -27,6 +28,10 @@ def __getattr__(name):
         from .testing.patcher import patched
 
         return patched
+    if name == "subprocess_env":
+        from .preload import subprocess_env
+
+        return subprocess_env
     if name == "profiles":
         import importlib
 

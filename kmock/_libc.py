@@ -10,6 +10,7 @@ fault handler would raise SIGBUS, returns EFAULT instead of a signal.
 import ctypes
 import errno
 import os
+import threading
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -119,9 +120,42 @@ def reserve(length):
     return mmap(None, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
 
 
+class _Task(threading.local):
+    pid = None
+
+
+_task = _Task()
+
+
 def _pid():
-    # After fork the child has a new pid; process_vm_* must name ourselves.
-    return os.getpid()
+    # After fork the child has a new pid; process_vm_* must name ourselves, or the
+    # process whose syscall this thread serves (kmock serve, see user_task).
+    pid = _task.pid
+    return os.getpid() if pid is None else pid
+
+
+def current_pid():
+    """The process whose syscall this thread runs ("current"): this one, or the client
+    process a ``kmock serve`` thread serves (user_task)."""
+    return _pid()
+
+
+class user_task:
+    """``with user_task(pid):`` copy_from_user/copy_to_user of this thread read and
+    write the memory of process ``pid`` (the VMM a ``kmock serve`` thread serves),
+    as the kernel's copies reach the calling task's mm, and current_pid() is ``pid``
+    (the VM's ``kvm->mm != current->mm`` check)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __enter__(self):
+        self.saved, _task.pid = _task.pid, self.pid
+        return self
+
+    def __exit__(self, *exc):
+        _task.pid = self.saved
+        return False
 
 
 def read_user(addr, length):

@@ -51,7 +51,6 @@ the hva at access time regardless.
 import array
 import ctypes
 import errno
-import os
 
 from .. import _libc
 from ..mm import PageTable
@@ -330,7 +329,7 @@ def probe_user(hva, nbytes):
     end = hva + nbytes
     first = hva & ~(PAGE_SIZE - 1)
     npages = (end - first + PAGE_SIZE - 1) >> PAGE_SHIFT
-    pid = os.getpid()
+    pid = _libc.current_pid()
     local = ctypes.create_string_buffer(_IOV_MAX)
     liov = array.array("Q", (ctypes.addressof(local), _IOV_MAX))
     done_pages = 0

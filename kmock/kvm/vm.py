@@ -5,9 +5,9 @@ Every VM-fd ioctl first checks that it comes from the process that created the V
 """
 
 import errno
-import os
 import threading
 
+from .. import _libc
 from ..errors import KmockUsageError, oserror
 from ..file import REFS_LOCK, File
 from ..kernel_util import copy_from_user, int_arg
@@ -57,7 +57,7 @@ class VM:
         self.type = vmtype.type
         #: the whole KVM_CREATE_VM argument (arm64 encodes the IPA size in bits 7:0)
         self.type_arg = vmtype.type if type_arg is None else type_arg
-        self.owner_pid = os.getpid()
+        self.owner_pid = _libc.current_pid()
         self.dead = False
         #: why the VM is dead (a Violation or a string), when ``dead``
         self.dead_reason = None
@@ -84,7 +84,7 @@ class VM:
     def check_caller(self):
         """Every VM and vCPU ioctl starts here: ``kvm->mm != current->mm || vm_dead``
         is EIO (a forked child, or a VM KVM_BUG_ON killed)."""
-        if self.owner_pid != os.getpid() or self.dead:
+        if self.owner_pid != _libc.current_pid() or self.dead:
             raise oserror(EIO)
 
     def kill(self, reason):
