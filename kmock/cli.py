@@ -112,12 +112,13 @@ BENCH_SUITES = {
     "iommufd": "MAP_FILE/UNMAP and DMA vs real 4K fallocate",
     "patching": "os/fcntl calls while kmock.patched is active vs unpatched; patched ioctl vs Kernel.ioctl",
     "longrun": "RSS after 10^6 guest exits and 10^5 logged SIGBUS (bounded history and logs)",
+    "preload": "native tier: forwarded and pass-through calls vs the real kernel",
 }
 
 
 @app.command()
 def bench(
-    suite: str = typer.Argument("all", help="core | syscalls | conversion | iommufd | patching | longrun | all"),
+    suite: str = typer.Argument("all", help="core | syscalls | conversion | iommufd | patching | longrun | preload | all"),
     quick: bool = typer.Option(False, "--quick", help="Small workloads (a smoke run)."),
 ):
     """Benchmarks: the compiled core against its pure twin, and the mock against the real
@@ -355,6 +356,11 @@ def demo(
         if trace is not None:
             kernel.trace.close()
             console.print(f"trace written: {trace} (replay it: kmock replay {trace})")
+
+
+from .preload.cli import register as _register_preload  # noqa: E402 (kmock serve, kmock run)
+
+_register_preload(app)
 
 
 def main():

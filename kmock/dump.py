@@ -44,15 +44,15 @@ def load(path):
 
 
 def fetch_live(socket_path):
-    """A snapshot from a running kmock server at ``socket_path``."""
+    """A snapshot from a running ``kmock serve`` / ``kmock run`` at ``socket_path``."""
+    from .preload import dump_live
+
     try:
-        from .preload import client  # the preload work (kmock serve)
-    except ImportError:
+        return dump_live(socket_path)
+    except OSError as e:
         raise LiveUnavailable(
-            f"no kmock server support in this kmock, so {socket_path} cannot be asked for "
-            "its state (kmock serve comes with the preload work). From inside a test, call "
-            "kmock.dump.live(kernel) instead.") from None
-    return client.snapshot(socket_path)
+            f"no kmock server answers at {socket_path} ({e.strerror or e}). Start one with "
+            "kmock serve or kmock run; from inside a test, call kmock.dump.live(kernel).") from None
 
 
 def _runs(rs, limit=MAX_RUNS):

@@ -317,7 +317,9 @@ class Server:
     def _dump(self, conn):
         try:
             try:
-                data = json.dumps(self.kernel.snapshot(), default=repr, sort_keys=True).encode()
+                from ..snapshot import capture
+
+                data = json.dumps(capture(self.kernel), default=repr, sort_keys=True).encode()
                 msg = P.REP.pack(0, 0, 0, len(data), 0, 0, 0) + data
             except Exception as e:
                 self.errors.append(("dump", repr(e)))

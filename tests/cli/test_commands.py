@@ -194,3 +194,25 @@ def test_bench_still_runs_with_a_progress_bar():
     r = invoke("bench", "core", "--quick")
     assert r.exit_code == 0, r.output
     assert "W1" in r.output
+
+
+def test_dump_live_reads_a_running_server(tmp_path):
+    """kmock dump --live SOCKET asks a kmock server (kmock serve / kmock run) for its state."""
+    import os
+
+    import kmock
+    from kmock import preload
+    from kmock.uapi import kvm as K
+
+    k = kmock.Kernel("gmem-attributes-v8")
+    vm = k.ioctl(k.open("/dev/kvm", os.O_RDWR), K.KVM_CREATE_VM, K.KVM_X86_SW_PROTECTED_VM)
+    k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, K.kvm_create_guest_memfd(size=1 << 20))
+    server = preload.serve(k, str(tmp_path / "sock"))
+    try:
+        result = runner.invoke(app, ["dump", "--live", server.path, "--json"])
+        assert result.exit_code == 0, result.output
+        snap = json.loads(result.output)
+        assert snap["version"] == 2 and len(snap["guest_memfds"]) == 1
+    finally:
+        server.stop()
+        k.close_all()
