@@ -14,9 +14,10 @@ from kmock.mm import RangeMap
 
 from .rmp import Rmp
 
-#: frames the RMP covers: every frame of kmock.physmem below its high file range (file
-#: frames and process memory); a frame above it is never assigned
-RMP_FRAMES = 1 << 45
+#: frames the RMP covers: the whole 52-bit frame space of kmock.physmem (file ranges, process
+#: memory and the high file range a huge guest_memfd gets; the long fuzz run found frames
+#: past 2**45 refused when the table stopped there)
+RMP_FRAMES = 1 << 52
 
 _machines = weakref.WeakKeyDictionary()
 _machines_lock = threading.Lock()
