@@ -48,7 +48,13 @@ class GmemMapping(FileMapping, GmemNotifier):
             lo, hi = self._window_pages()
             lo, hi = max(lo, event.start), min(hi, event.end)
             if lo < hi and not self.closed:
-                for s, e, cur in list(self._faulting.ranges(lo, hi)):
+                faulting = self._faulting
+                if faulting.find(lo, hi, 0) == -1:
+                    return  # nothing of the range is mapped any more
+                if faulting.find(lo, hi, 1) == -1:
+                    self._remap(lo, hi, True)  # one run: all mapped
+                    return
+                for s, e, cur in list(faulting.ranges(lo, hi)):
                     if not cur:
                         self._remap(s, e, True)
 
@@ -68,7 +74,13 @@ class GmemMapping(FileMapping, GmemNotifier):
             if inode.poisoned is not None and inode.poisoned.find_not(lo, hi, 0) != -1:
                 self._sync(lo, hi)
                 return
-            for s, e, cur in list(self._faulting.ranges(lo, hi)):
+            faulting = self._faulting
+            if faulting.find(lo, hi, 1) == -1:
+                return  # every page is mapped already
+            if faulting.find(lo, hi, 0) == -1:
+                self._remap(lo, hi, False)  # one run: all faulting
+                return
+            for s, e, cur in list(faulting.ranges(lo, hi)):
                 if cur:
                     self._remap(s, e, False)
         # a to-private conversion or a memory failure that succeeded: begin already
@@ -77,8 +89,15 @@ class GmemMapping(FileMapping, GmemNotifier):
     # --- keeping the real mapping in step with the page state -----------------------------------
 
     def _window_pages(self):
-        first = self.offset >> PAGE_SHIFT
-        return first, min(first + (self.maplen >> PAGE_SHIFT), self.inode.npages)
+        """File pages [first, last) this mapping covers (fixed for its lifetime)."""
+        w = self._window_cache
+        if w is None:
+            first = self.offset >> PAGE_SHIFT
+            w = self._window_cache = (first, min(first + (self.maplen >> PAGE_SHIFT),
+                                                 self.inode.npages))
+        return w
+
+    _window_cache = None
 
     def _sync(self, start, end):
         """Remap the pages of [start, end) whose mapping differs from the page state."""
@@ -97,9 +116,9 @@ class GmemMapping(FileMapping, GmemNotifier):
             self._remap(start, end, fault)
 
     def _remap(self, start, end, fault):
-        first = self.offset >> PAGE_SHIFT
-        lo = max(start, first)
-        hi = min(end, first + (self.maplen >> PAGE_SHIFT), self.inode.npages)
+        first, last = self._window_pages()
+        lo = start if start > first else first
+        hi = end if end < last else last
         if lo >= hi or self.closed:
             return
         addr = self.address + ((lo - first) << PAGE_SHIFT)

@@ -117,10 +117,17 @@ class GmemBinding(GmemNotifier):
         return event.vm is None or event.vm is self.slot.vm
 
     def invalidate_begin(self, event):
-        if self._mine(event):
-            vm = self.slot.vm
-            vm.mmu_invalidate_begin()
-            vm.gmem_invalidate(self.slot, event.start, event.end, event.zap_kind)
+        slot = self.slot
+        vm = slot.vm
+        if event.vm is not None and event.vm is not vm:
+            return
+        with vm.mmu_lock:
+            vm.mmu_invalidate_in_progress += 1  # mmu_invalidate_begin
+            lo = max(event.start, slot.gmem_pgoff)
+            hi = min(event.end, slot.gmem_pgoff + slot.npages)
+            if lo < hi:
+                base = slot.base_gfn - slot.gmem_pgoff
+                vm.stage2.zap(base + lo, base + hi, event.zap_kind)
 
     def invalidate_end(self, event):
         if self._mine(event):
