@@ -247,6 +247,24 @@ class Sept:
         return None
 
     # -- host side: SEAMCALLs ----------------------------------------------------------------
+    def _check_blocked_leaves(self, segs, level, gfn, allowed):
+        """REMOVE's and DEMOTE's checks on each entry of ``segs``, in the module's order:
+        the walk reaches it, its state is one of ``allowed``, and once the TD runs it is
+        blocked in an epoch TRACK has completed. Raises _Fail at the first entry that fails."""
+        for s, e, v in segs:
+            st = _entry(v, level)
+            where = self._entry_gfn(s, level, gfn)
+            if st == _WALK:
+                raise _Fail(WALK_FAILED, where)
+            if st not in allowed:
+                raise _Fail(STATE_INCORRECT, where)
+            if self.runnable:
+                if st not in _ANY_BLOCKED:
+                    raise _Fail(NOT_BLOCKED, where)
+                hit = self._leaf_tracked_fail(s, e)
+                if hit is not None:
+                    raise _Fail(TRACKING_NOT_DONE, self._entry_gfn(hit, level, gfn))
+
     def sept_add(self, gfn, npages, level):
         """TDH.MEM.SEPT.ADD on each level-``level`` entry (1 or 2): FREE -> NL_MAPPED."""
         bad = self._range(gfn, npages, level)
@@ -399,19 +417,7 @@ class Sept:
             return bad
         try:
             segs = self._segments(gfn, npages)
-            for s, e, v in segs:
-                st = _entry(v, level)
-                where = self._entry_gfn(s, level, gfn)
-                if st == _WALK:
-                    raise _Fail(WALK_FAILED, where)
-                if st not in _REMOVE_FROM:
-                    raise _Fail(STATE_INCORRECT, where)
-                if self.runnable:
-                    if st not in _ANY_BLOCKED:
-                        raise _Fail(NOT_BLOCKED, where)
-                    hit = self._leaf_tracked_fail(s, e)
-                    if hit is not None:
-                        raise _Fail(TRACKING_NOT_DONE, self._entry_gfn(hit, level, gfn))
+            self._check_blocked_leaves(segs, level, gfn, _REMOVE_FROM)
         except _Fail as f:
             return f.result
         for s, e, v in segs:
@@ -427,19 +433,7 @@ class Sept:
             return bad or SeptResult(OPERAND_INVALID, gfn)
         try:
             segs = self._segments(gfn, npages)
-            for s, e, v in segs:
-                st = _entry(v, level)
-                where = self._entry_gfn(s, level, gfn)
-                if st == _WALK:
-                    raise _Fail(WALK_FAILED, where)
-                if st not in _DEMOTE_FROM:
-                    raise _Fail(STATE_INCORRECT, where)
-                if self.runnable:
-                    if st not in _ANY_BLOCKED:
-                        raise _Fail(NOT_BLOCKED, where)
-                    hit = self._leaf_tracked_fail(s, e)
-                    if hit is not None:
-                        raise _Fail(TRACKING_NOT_DONE, self._entry_gfn(hit, level, gfn))
+            self._check_blocked_leaves(segs, level, gfn, _DEMOTE_FROM)
         except _Fail as f:
             return f.result
         for s, e, v in segs:
