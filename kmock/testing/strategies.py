@@ -96,8 +96,12 @@ class GuestAccess:
     args: tuple
 
     def apply(self, guest):
-        """Queue this action on a kmock guest (``kernel.vm(fd).vcpus[i].guest``)."""
-        getattr(guest, self.kind)(*self.args)
+        """Queue this action on a kmock guest (``kernel.vm(fd).vcpus[i].guest``); a dotted
+        kind names an architecture's action (``"tdx.map_gpa"`` -> ``guest.tdx.map_gpa``)."""
+        target = guest
+        for part in self.kind.split("."):
+            target = getattr(target, part)
+        return target(*self.args)
 
 
 def guest_scripts(gpa_base, size, max_len=8, ports=(0xE9,)):
@@ -119,22 +123,46 @@ def guest_scripts(gpa_base, size, max_len=8, ports=(0xE9,)):
     return st.lists(access, max_size=max_len)
 
 
-def platform_requests(platform, gpa_base, size):
-    """The guest's own conversion requests on a confidential platform (MapGPA, PSC, RSI).
+def platform_requests(platform, gpa_base, size, max_len=8, shared_bit=1 << 47):
+    """The guest's own conversion requests on a confidential platform, as GuestAccess lists
+    inside guest RAM [gpa_base, gpa_base + size):
 
-    Provided by the architecture plugins; until they exist this raises
-    NotImplementedError naming the plugin. On platform "none" the x86 request is
-    KVM_HC_MAP_GPA_RANGE, drawn by ``guest_scripts``.
+    ``none``  KVM_HC_MAP_GPA_RANGE (``map_gpa_range``);
+    ``tdx``   TDG.VP.VMCALL<MapGPA> (``tdx.map_gpa``): the range's GPA carries ``shared_bit``
+              (the TD's GPAW - 1; 47 for GPAW 48) for a conversion to shared;
+    ``snp``   GHCB page-state changes: the MSR protocol for one page (``snp.psc_msr``) and
+              the NAE event for up to 16 entries ``(gfn, private, page_size)`` (``snp.psc``);
+    ``cca``   RSI_IPA_STATE_SET (``cca.ipa_state_set``) of a range to RIPAS RAM (1) or
+              EMPTY (0).
+
+    Applying them needs the platform's plugin (its guest namespace); an unknown platform
+    is a ValueError naming the known ones.
     """
+    ranges = gmem_ranges(size, max_pages=64)
+    npages = size // PAGE
     if platform == "none":
-        return guest_scripts(gpa_base, size).map(
+        return guest_scripts(gpa_base, size, max_len).map(
             lambda s: [a for a in s if a.kind == "map_gpa_range"])
-    if platform not in PLATFORM_REQUESTS:
+    if platform == "tdx":
+        req = st.builds(lambda r, private: GuestAccess(
+            "tdx.map_gpa", ((gpa_base + r[0]) | (0 if private else shared_bit), r[1])),
+            ranges, st.booleans())
+    elif platform == "snp":
+        entry = st.tuples(st.integers(0, npages - 1).map(lambda p: (gpa_base >> 12) + p),
+                          st.booleans(), st.just(PAGE))
+        req = st.one_of(
+            st.builds(lambda p, private: GuestAccess("snp.psc_msr", (gpa_base + p * PAGE, private)),
+                      st.integers(0, npages - 1), st.booleans()),
+            st.builds(lambda es: GuestAccess("snp.psc", (es,)),
+                      st.lists(entry, min_size=1, max_size=16)))
+    elif platform == "cca":
+        req = st.builds(lambda r, ram: GuestAccess(
+            "cca.ipa_state_set", (gpa_base + r[0], gpa_base + r[0] + r[1], int(ram))),
+            ranges, st.booleans())
+    else:
         raise ValueError(f"unknown platform {platform!r}; known: none, "
                          f"{', '.join(PLATFORM_REQUESTS)}")
-    what, plugin = PLATFORM_REQUESTS[platform]
-    raise NotImplementedError(f"{what} requests for platform {platform!r} come with the "
-                              f"architecture plugin {plugin}, which is not there yet")
+    return st.lists(req, max_size=max_len)
 
 
 # --- DMA -----------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """The public hypothesis strategies and the VmmMachine base, against the example VMM."""
 
 import errno
+import os
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmock.testing import strategies as S
+from kmock.kvm.guest import GuestScript
 from kmock.uapi import gmem as G
+from kmock.uapi import kvm as K
 from kmock.testing.stateful import VmmMachine
 
 from .test_example_vmm_os import vmm_os
@@ -55,11 +58,47 @@ def test_conversion_requests_are_accepted_by_their_profile(uapi, profile, data):
 def test_unknown_uapi_and_platform_requests_are_clear_errors():
     with pytest.raises(ValueError, match="unknown conversion UAPI"):
         S.conversion_requests("v99", SIZE)
-    for platform, plugin in (("tdx", "kmock_tdx"), ("snp", "kmock_snp"), ("cca", "kmock_cca")):
-        with pytest.raises(NotImplementedError, match=plugin):
-            S.platform_requests(platform, 0, SIZE)
     with pytest.raises(ValueError, match="unknown platform"):
         S.platform_requests("z80", 0, SIZE)
+
+
+PLATFORM_VMS = {  # profile, VM type (KVM_CREATE_VM argument), the action class's module
+    "tdx": ("linux-6.18-tdx", 5, "kmock_tdx"),
+    "snp": ("linux-6.18-snp", 4, "kmock_snp"),
+    "cca": ("linux-arm64-cca", None, "kmock_cca"),
+}
+
+
+@pytest.mark.parametrize("platform", ["tdx", "snp", "cca"])
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_platform_requests_queue_the_architectures_actions(platform, data):
+    """Each drawn request is accepted by the platform's guest namespace and queues one of
+    that plugin's actions with the drawn arguments."""
+    import kmock
+
+    profile, vmtype, module = PLATFORM_VMS[platform]
+    gpa = 1 << 32
+    reqs = data.draw(S.platform_requests(platform, gpa, SIZE))
+    k = kmock.Kernel(profile)
+    try:
+        if vmtype is None:
+            from kmock.uapi import cca as C
+
+            vmtype = C.KVM_VM_TYPE_ARM_REALM | 40  # the realm type (v14), 40-bit IPA
+        vm = k.ioctl(k.open("/dev/kvm", os.O_RDWR), K.KVM_CREATE_VM, vmtype)
+        script = GuestScript(k.vm(vm).vmtype.guest_actions)
+        for r in reqs:
+            action = r.apply(script)
+            assert type(action).__module__.startswith(module), action
+            name = r.kind.split(".")[1]
+            if name == "map_gpa":
+                assert (action.gpa, action.size) == r.args
+            elif name == "ipa_state_set":
+                assert (action.base, action.top, action.ripas) == r.args
+        assert len(script) == len(reqs)
+    finally:
+        k.close_all()
 
 
 @given(S.dma_requests(0x10000, 0x4000))
