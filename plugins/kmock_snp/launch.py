@@ -239,7 +239,9 @@ class _Populate:
         rmp.rmp_make_private(pfn, gfn << PAGE_SHIFT, S.RMP_PG_SIZE_4K, sev.asid, True)
         reclaim = sev.machine.fw_injected("SNP_PAGE_RECLAIM")
         if reclaim:
-            leak(vm, pfn, 1, f"SNP_PAGE_RECLAIM failed with status {reclaim:#x}", kill=False)
+            # snp_page_reclaim: KVM_BUG (VM bugged) + snp_leak_pages + -EIO [C sev.c]
+            rmp.snp_leak_pages(pfn, 1)
+            leak(vm, pfn, 1, f"SNP_PAGE_RECLAIM failed with status {reclaim:#x}", kill=True)
         else:
             rmp.fw_page_reclaim(pfn)
             rc, _ = rmp.kvm_rmp_make_shared(pfn, 1)

@@ -131,11 +131,20 @@ class Fault(NamedTuple):
         return f"{self.kind} {self.code:#x} at pfn {self.pfn:#x}: {self.reason}; {self.entry}"
 
 
+#: op -> (kernel.faults point, errno, the instruction's failure code when it fires)
+_FAULT_POINTS = {
+    "rmpupdate": ("snp.rmpupdate", errno.EFAULT, S.RMPUPDATE_FAIL_PERMISSION),
+    "psmash": ("snp.psmash", errno.EFAULT, S.PSMASH_FAIL_INUSE),
+}
+
+
 class Rmp:
     """The RMP of ``nframes`` host frames, all hypervisor-owned at start."""
 
-    def __init__(self, nframes, *, shared_read_checked=False, dma_read_checked=True):
+    def __init__(self, nframes, *, shared_read_checked=False, dma_read_checked=True, faults=None):
         self._map = RangeMap(nframes, 0)
+        #: kernel.faults (points "snp.rmpupdate", "snp.psmash"), or None
+        self.faults = faults
         self._leaked = RangeMap(nframes, 0)
         self._n = nframes
         self._inject = {}
@@ -179,6 +188,10 @@ class Rmp:
         value = self._map.get(pfn)
         return bool(value & _ASSIGNED), S.RMP_PG_SIZE_2M if value & _PAGESIZE else S.RMP_PG_SIZE_4K
 
+    def snp_leak_pages(self, pfn, npages):
+        """snp_leak_pages(): frames the host can never use again (kept in their state)."""
+        self._leaked.set(pfn, pfn + npages, 1)
+
     def leaked_count(self):
         return self._leaked.count(1)
 
@@ -197,6 +210,10 @@ class Rmp:
     def _injected(self, op):
         codes = self._inject.get(op)
         if not codes:
+            if self.faults is not None and op in _FAULT_POINTS:
+                point, err, code = _FAULT_POINTS[op]
+                if self.faults.should_fail(point, err):
+                    return code
             return 0
         if codes[0][1]:
             codes[0][1] -= 1

@@ -7,10 +7,12 @@ the launch state is made under ``Machine.lock`` (an RLock), which the VM type's 
 take inside the locks the core holds (the inode's invalidate lock, the VM's mmu_lock).
 """
 
+import errno
 import threading
 import weakref
 
 from kmock.mm import RangeMap
+from kmock.uapi import sev as S
 
 from .rmp import Rmp
 
@@ -18,6 +20,35 @@ from .rmp import Rmp
 #: memory and the high file range a huge guest_memfd gets; the long fuzz run found frames
 #: past 2**45 refused when the table stopped there)
 RMP_FRAMES = 1 << 52
+
+#: kernel.faults points of the SNP plugin (docs/cli.md "Fault injection"): point -> (errno
+#: the ioctl returns when that step fails, the step). A firmware command that fails answers
+#: a PSP status (``FW_FAULT_STATUS``) and sev_issue_cmd returns -EIO with it in ``error``
+#: (drivers/crypto/ccp/sev-dev.c __sev_do_cmd_locked); SNP_GCTX_CREATE's failure makes
+#: snp_context_create() return NULL and snp_launch_start() -ENOTTY (arch/x86/kvm/svm/sev.c).
+#: SNP_LAUNCH_UPDATE's errno is EIO whatever failed (snp_launch_update turns any negative
+#: populate count into -EIO). RMPUPDATE/PSMASH are instructions: their point returns
+#: ``RMP_FAULT_STATUS`` and the caller fails as the kernel's wrapper does.
+POINTS = {
+    "snp.fw.gctx_create": (errno.ENOTTY, "SNP_GCTX_CREATE in snp_context_create (LAUNCH_START)"),
+    "snp.fw.launch_start": (errno.EIO, "firmware SNP_LAUNCH_START (snp_launch_start)"),
+    "snp.fw.activate": (errno.EIO, "firmware SNP_ACTIVATE (snp_bind_asid)"),
+    "snp.fw.launch_update": (errno.EIO, "firmware SNP_LAUNCH_UPDATE of a page "
+                                        "(sev_gmem_post_populate; one check per populate run)"),
+    "snp.fw.launch_update_vmsa": (errno.EIO, "firmware SNP_LAUNCH_UPDATE of a VMSA "
+                                             "(snp_launch_update_vmsa)"),
+    "snp.fw.launch_finish": (errno.EIO, "firmware SNP_LAUNCH_FINISH (snp_launch_finish)"),
+    "snp.fw.page_reclaim": (errno.EIO, "firmware SNP_PAGE_RECLAIM (snp_page_reclaim): the "
+                                       "page is leaked"),
+    "snp.rmpupdate": (errno.EFAULT, "RMPUPDATE (rmp_make_private/rmp_make_shared: -EFAULT; "
+                                    "sev_gmem_prepare: -EINVAL; kvm_rmp_make_shared: leak "
+                                    "and KVM_BUG_ON)"),
+    "snp.psmash": (errno.EFAULT, "PSMASH (snp_rmptable_psmash; sev_gmem_invalidate only WARNs)"),
+}
+
+#: the PSP status an injected firmware failure answers (a resource the firmware lacks:
+#: not a status that changes KVM's path, as INVALID_PARAM does for CPUID pages)
+FW_FAULT_STATUS = S.SEV_RET_RESOURCE_LIMIT
 
 _machines = weakref.WeakKeyDictionary()
 _machines_lock = threading.Lock()
@@ -28,7 +59,10 @@ class Machine:
 
     def __init__(self, kernel):
         self.lock = threading.RLock()
-        self.rmp = Rmp(RMP_FRAMES, shared_read_checked=kernel.setting("snp_shared_read_checked"))
+        #: kernel.faults: the failure points of POINTS are asked there
+        self.faults = kernel.faults
+        self.rmp = Rmp(RMP_FRAMES, shared_read_checked=kernel.setting("snp_shared_read_checked"),
+                       faults=kernel.faults)
         # SEV ASIDs are [min_sev_asid, max_sev_asid]; SEV-ES/SNP ones are [1, min_sev_asid)
         # (sev_hardware_setup). Sizes are settings: the host reports them.
         self.es_asids = set(range(1, kernel.setting("snp_asids") + 1))
@@ -45,7 +79,9 @@ class Machine:
         self.invalidations = [None]
 
     def fail_next(self, command, code, after=0):
-        """Make the next firmware ``command`` fail with PSP status ``code`` (fail-nth):
+        """Make the next firmware ``command`` fail with PSP status ``code``: a thin alias
+        kept for the tests that choose the status (kernel.faults' ``snp.fw.*`` points
+        choose the hit and answer FW_FAULT_STATUS):
         "SNP_GCTX_CREATE", "SNP_LAUNCH_START", "SNP_ACTIVATE", "SNP_LAUNCH_UPDATE" (the
         page ``after`` pages from now), "SNP_LAUNCH_UPDATE_VMSA", "SNP_LAUNCH_FINISH",
         "SNP_PAGE_RECLAIM", or "RMPUPDATE" (the next RMPUPDATE instruction)."""
@@ -60,6 +96,8 @@ class Machine:
         """(page index, status) of an injected SNP_LAUNCH_UPDATE failure among the next
         ``npages`` pages, or (None, 0); consumes the pages it passes."""
         if not self.fw_update_fail:
+            if self.faults.should_fail("snp.fw.launch_update", errno.EIO):
+                return 0, FW_FAULT_STATUS
             return None, 0
         entry = self.fw_update_fail[0]
         if entry[1] < npages:
@@ -69,8 +107,14 @@ class Machine:
         return None, 0
 
     def fw_injected(self, command):
+        """The PSP status an injected failure of firmware ``command`` answers, or 0."""
         codes = self.fw_fail.get(command)
-        return codes.pop(0) if codes else 0
+        if codes:
+            return codes.pop(0)
+        point = "snp.fw." + command.lower().removeprefix("snp_")
+        if self.faults.should_fail(point, POINTS[point][0]):
+            return FW_FAULT_STATUS
+        return 0
 
     def take_asid(self, es):
         pool = self.es_asids if es else self.sev_asids

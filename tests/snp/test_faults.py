@@ -1,0 +1,114 @@
+"""kernel.faults points of the SNP plugin: each firmware step fails as the kernel surfaces it."""
+
+import errno
+
+import kmock_snp
+from kmock.uapi import sev as S
+from kmock_snp.state import FW_FAULT_STATUS, POINTS
+
+from .snpenv import Snp
+
+
+def _started():
+    s = Snp()
+    assert s.init2()[1] == 0
+    s.create_vcpus()
+    return s
+
+
+def test_gctx_create_failure_is_enotty():
+    """snp_context_create() returns NULL on any failure: snp_launch_start -> ENOTTY."""
+    s = _started()
+    s.k.faults.fail("snp.fw.gctx_create")
+    cmd, e = s.start()
+    assert e == errno.ENOTTY
+    assert not s.kvm_vm.arch.snp_context
+    assert s.start()[1] == 0  # nothing was kept: START may be retried
+
+
+def test_launch_start_failure_is_eio_with_the_status():
+    s = _started()
+    s.k.faults.fail("snp.fw.launch_start")
+    cmd, e = s.start()
+    assert (e, cmd.error) == (errno.EIO, FW_FAULT_STATUS)
+    assert not s.kvm_vm.arch.snp_context
+    assert s.start()[1] == 0
+
+
+def test_activate_failure_is_eio():
+    s = _started()
+    s.k.faults.fail("snp.fw.activate")
+    cmd, e = s.start()
+    assert (e, cmd.error) == (errno.EIO, FW_FAULT_STATUS)
+
+
+def test_launch_update_failure_is_eio_and_reclaims_the_page():
+    s = _started()
+    assert s.start()[1] == 0
+    s.set_private(0, 4)
+    s.k.faults.fail("snp.fw.launch_update")
+    u, cmd, e = s.update(0, 4)
+    assert (e, cmd.error) == (errno.EIO, FW_FAULT_STATUS)
+    assert u.len == 4 * 4096  # nothing done: the caller's struct unchanged
+    assert s.rmp.find_assigned(s.inode.pfn(0), 4) == -1  # made shared again
+    assert not list(s.k.violations)
+    u, cmd, e = s.update(0, 4)
+    assert e == 0 and u.len == 0
+
+
+def test_page_reclaim_failure_leaks_the_page():
+    """snp_page_reclaim: a failed SNP_PAGE_RECLAIM is KVM_BUG (VM bugged) + snp_leak_pages
+    + -EIO (arch/x86/kvm/svm/sev.c snp_page_reclaim)."""
+    s = _started()
+    assert s.start()[1] == 0
+    s.set_private(0, 1)
+    s.k.faults.fail("snp.fw.launch_update")
+    s.k.faults.fail("snp.fw.page_reclaim")
+    u, cmd, e = s.update(0, 1)
+    assert e == errno.EIO
+    assert s.rmp.leaked_count() == 1
+    assert [v.kind for v in s.k.violations] == ["rmp_leak"]
+    assert s.finish()[1] == errno.EIO  # KVM_BUG: the VM is bugged
+
+
+def test_launch_finish_failures():
+    s = _started()
+    assert s.start()[1] == 0
+    s.k.faults.fail("snp.fw.launch_update_vmsa")
+    cmd, e = s.finish()
+    assert (e, cmd.error) == (errno.EIO, FW_FAULT_STATUS)
+    s.k.faults.fail("snp.fw.launch_finish")
+    cmd, e = s.finish()
+    assert (e, cmd.error) == (errno.EIO, FW_FAULT_STATUS)
+    assert not s.kvm_vm.arch.pre_fault_allowed
+    assert s.finish()[1] == 0 and s.kvm_vm.arch.pre_fault_allowed
+
+
+def test_rmpupdate_point_fails_the_vmsa_make_private_with_efault():
+    """snp_launch_update_vmsa: rmp_make_private failing -> -EFAULT."""
+    s = _started()
+    assert s.start()[1] == 0
+    s.k.faults.fail("snp.rmpupdate")
+    assert s.finish()[1] == errno.EFAULT
+    assert s.finish()[1] == 0
+
+
+def test_points_are_recorded_and_documented():
+    s = _started()
+    s.k.faults.start_recording()
+    s.start()
+    s.set_private(0, 2)
+    s.update(0, 2)
+    s.finish()
+    hits = set(s.k.faults.hits)
+    assert {"snp.fw.gctx_create", "snp.fw.launch_start", "snp.fw.activate",
+            "snp.fw.launch_update", "snp.fw.launch_update_vmsa", "snp.fw.launch_finish",
+            "snp.rmpupdate"} <= hits
+    assert {h for h in hits if h.startswith("snp.")} <= set(POINTS)
+
+
+def test_old_knob_is_an_alias_with_its_own_status():
+    s = _started()
+    kmock_snp.machine(s.k).fail_next("SNP_LAUNCH_START", S.SEV_RET_INVALID_PARAM)
+    cmd, e = s.start()
+    assert (e, cmd.error) == (errno.EIO, S.SEV_RET_INVALID_PARAM)
