@@ -205,6 +205,10 @@ class _Populate:
                 stop, err = got, errno.EFAULT
             if stop:
                 data = read_user_at(src, 0, stop << PAGE_SHIFT)
+        # rmp_make_private(immutable) of the run's first page (kernel.faults, one check
+        # per run): -EFAULT, which snp_launch_update reports as EIO with error 0
+        if stop and sev.machine.faults.should_fail("snp.rmpupdate", errno.EIO):
+            stop, err = 0, errno.EFAULT
         # the firmware, page by page with argp->sev_fd
         fw_at, fw_code, fw_errno = None, 0, errno.EIO
         if stop:

@@ -112,3 +112,17 @@ def test_old_knob_is_an_alias_with_its_own_status():
     kmock_snp.machine(s.k).fail_next("SNP_LAUNCH_START", S.SEV_RET_INVALID_PARAM)
     cmd, e = s.start()
     assert (e, cmd.error) == (errno.EIO, S.SEV_RET_INVALID_PARAM)
+
+
+def test_rmpupdate_point_in_populate_is_eio_with_error_zero():
+    """sev_gmem_post_populate: rmp_make_private failing -> -EFAULT, which
+    snp_launch_update reports as EIO with error 0; nothing measured."""
+    s = _started()
+    assert s.start()[1] == 0
+    s.set_private(0, 2)
+    s.k.faults.fail("snp.rmpupdate")
+    u, cmd, e = s.update(0, 2, error=0x55)
+    assert (e, cmd.error, u.len) == (errno.EIO, 0, 2 * 4096)
+    assert s.rmp.find_assigned(s.inode.pfn(0), 2) == -1
+    u, cmd, e = s.update(0, 2)
+    assert e == 0 and u.len == 0
