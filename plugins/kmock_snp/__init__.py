@@ -72,7 +72,37 @@ def kmock_snapshot(kernel, snapshot):
     if kernel.profile.platform != "snp":
         return
     m = machine(kernel)
+    runs = [r for r in m.rmp.runs() if r.entry.assigned or r.entry.leaked]
     snapshot["snp"] = {
-        "rmp": [(r.start, r.end, str(r.entry)) for r in m.rmp.runs() if r.entry.assigned],
+        "rmp": [(r.start, r.end, str(r.entry)) for r in runs if r.entry.assigned],
         "leaked_frames": m.rmp.leaked_count(),
     }
+    if hasattr(snapshot, "add_table"):
+        # the RMP by host frame (the frame space of kernel.physmem), one run per equal state
+        snapshot.add_table("snp", "RMP", [(r.start, r.end, rmp_state(r.entry)) for r in runs],
+                           space="pfn", legend=RMP_LEGEND)
+
+
+#: the RMP table's states in ``kmock dump`` (owner, then the flags that matter)
+RMP_LEGEND = {
+    "guest": "guest-owned, not validated",
+    "guest+v": "guest-owned, validated",
+    "pre-guest": "pre-guest (launch, immutable)",
+    "vmsa": "guest VMSA",
+    "firmware": "firmware-owned",
+    "leaked": "leaked (snp_leak_pages: never reused)",
+}
+
+
+def rmp_state(entry):
+    """The short state of an RMP entry in the snapshot's RMP table."""
+    if entry.leaked:
+        return "leaked"
+    if not entry.assigned:
+        return ""
+    if entry.vmsa:
+        return "vmsa"
+    owner = entry.owner
+    if owner == "guest":
+        return "guest+v" if entry.validated else "guest"
+    return owner
