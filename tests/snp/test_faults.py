@@ -6,7 +6,7 @@ import kmock_snp
 from kmock.uapi import sev as S
 from kmock_snp.state import FW_FAULT_STATUS, POINTS
 
-from .snpenv import Snp
+from .snpenv import GPA, Snp
 
 
 def _started():
@@ -126,3 +126,23 @@ def test_rmpupdate_point_in_populate_is_eio_with_error_zero():
     assert s.rmp.find_assigned(s.inode.pfn(0), 2) == -1
     u, cmd, e = s.update(0, 2)
     assert e == 0 and u.len == 0
+
+
+def test_psmash_point_in_invalidate_only_warns():
+    """sev_gmem_invalidate: a failed PSMASH only WARNs; the 4K RMPUPDATE then fails on
+    the 2M entry and the frames go back to the host still assigned (recorded)."""
+    import kmock
+
+    s = Snp(npages=1024)
+    s.inode.set_folio_pages(512)
+    s.launch(private=1024, measured=0)
+    s.vcpu().guest.snp.pvalidate(GPA, page_size=2 << 20)
+    s.run()
+    s.k.faults.fail("snp.psmash")
+    s.k.fallocate(s.gmem, kmock.file.FALLOC_FL_PUNCH_HOLE | kmock.file.FALLOC_FL_KEEP_SIZE,
+                  3 * 4096, 4096)  # the syscall succeeds: the kernel only WARNs
+    assert s.k.faults.injected == [("snp.psmash", errno.EFAULT)]
+    e3 = s.rmp.entry(s.inode.pfn(3))
+    assert e3.assigned and e3.pagesize == S.RMP_PG_SIZE_2M
+    ops = {v.detail["code"] for v in s.k.violations.of_kind("rmp_invalidate_failed")}
+    assert ops == {S.PSMASH_FAIL_INUSE, S.RMPUPDATE_FAIL_OVERLAP}
