@@ -11,6 +11,10 @@ what it opened even when a call fails, as kmock.testing.vmm_scenarios' are:
 ``conversion``  a launched guest whose private write makes the VMM convert (memory-fault
                 exit, sev_gmem_prepare), then the VMM converts back to shared and punches
                 the pages (sev_gmem_invalidate)
+``dma``         an in-place guest_memfd (profile gmem-attributes-v8, iommufd policy
+                "notifier") launched, mapped for a VFIO device with IOMMU_IOAS_MAP_FILE;
+                the device DMAs into a shared page (the IOMMU checks the RMP), then the
+                VMM unmaps
 
 The failure points reached are the core's and ``snp.*`` (kmock_snp.state.POINTS).
 """
@@ -20,8 +24,11 @@ import errno
 import mmap
 import os
 
+from kmock.uapi import gmem as G
+from kmock.uapi import iommufd as I
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
+from kmock.uapi import vfio as V
 
 P = 4096
 GPA = 1 << 32
@@ -37,11 +44,21 @@ def make_kernel():
     return kmock.Kernel("linux-6.18-snp", plugins=[kmock_snp])
 
 
+def make_kernel_in_place():
+    import kmock
+
+    import kmock_snp
+
+    return kmock.Kernel("gmem-attributes-v8", plugins=[kmock_snp], platform="snp",
+                        iommufd_gmem_policy="notifier")
+
+
 class SnpVm:
     """A small SNP VMM: its fds and mappings are closed by ``close`` whatever failed."""
 
-    def __init__(self, k):
+    def __init__(self, k, in_place=False):
         self.k = k
+        self.in_place = in_place
         self.fds = []
         self.maps = []
         self.src = None
@@ -56,6 +73,11 @@ class SnpVm:
         return cmd
 
     def attrs(self, first, n, private):
+        if self.in_place:  # the guest_memfd holds the attributes
+            self.k.ioctl(self.gmem, G.KVM_SET_MEMORY_ATTRIBUTES2, G.kvm_memory_attributes2(
+                offset=first * P, size=n * P,
+                attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0))
+            return
         self.k.ioctl(self.vm, K.KVM_SET_MEMORY_ATTRIBUTES, K.kvm_memory_attributes(
             address=GPA + first * P, size=n * P,
             attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE if private else 0))
@@ -66,7 +88,9 @@ class SnpVm:
         self.sev = self.fd(k.open("/dev/sev", os.O_RDWR | os.O_CLOEXEC))
         self.vm = self.fd(k.ioctl(self.kvm, K.KVM_CREATE_VM, K.KVM_X86_SNP_VM))
         self.gmem = self.fd(k.ioctl(self.vm, K.KVM_CREATE_GUEST_MEMFD,
-                                    K.kvm_create_guest_memfd(size=NPAGES * P)))
+                                    K.kvm_create_guest_memfd(size=NPAGES * P, flags=(
+                                        K.GUEST_MEMFD_FLAG_MMAP | K.GUEST_MEMFD_FLAG_INIT_SHARED
+                                        if self.in_place else 0))))
         self.src = mmap.mmap(-1, NPAGES * P)
         src = ctypes.addressof(ctypes.c_char.from_buffer(self.src))
         k.ioctl(self.vm, K.KVM_SET_USER_MEMORY_REGION2, K.kvm_userspace_memory_region2(
@@ -140,6 +164,35 @@ def conversion(k):
         v.close()
 
 
+def dma(k):
+    v = SnpVm(k, in_place=True)
+    try:
+        v.boot()
+        ictx = v.fd(k.open("/dev/iommu", os.O_RDWR))
+        dev = k.add_vfio_device()
+        vfd = v.fd(k.open(dev.path, os.O_RDWR))
+        k.ioctl(vfd, V.VFIO_DEVICE_BIND_IOMMUFD,
+                V.vfio_device_bind_iommufd(argsz=24, iommufd=ictx))
+        alloc = I.iommu_ioas_alloc(size=ctypes.sizeof(I.iommu_ioas_alloc))
+        k.ioctl(ictx, I.IOMMU_IOAS_ALLOC, alloc)
+        k.ioctl(vfd, V.VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+                V.vfio_device_attach_iommufd_pt(argsz=16, pt_id=alloc.out_ioas_id))
+        iova = 1 << 30
+        k.ioctl(ictx, I.IOMMU_IOAS_MAP_FILE, I.iommu_ioas_map_file(
+            size=ctypes.sizeof(I.iommu_ioas_map_file),
+            flags=I.IOMMU_IOAS_MAP_FIXED_IOVA | I.IOMMU_IOAS_MAP_READABLE
+            | I.IOMMU_IOAS_MAP_WRITEABLE,
+            ioas_id=alloc.out_ioas_id, fd=v.gmem, start=8 * P, length=4 * P, iova=iova))
+        dev.dma_write(iova, b"from the device")
+        assert dev.dma_read(iova, 15) == b"from the device"
+        k.ioctl(ictx, I.IOMMU_IOAS_UNMAP, I.iommu_ioas_unmap(
+            size=ctypes.sizeof(I.iommu_ioas_unmap), ioas_id=alloc.out_ioas_id, iova=iova,
+            length=4 * P))
+    finally:
+        v.close()
+
+
 def scenarios():
     """{name: (scenario, make_kernel)} of the snp platform (the kmock.fail_nth group)."""
-    return {"launch": (launch, make_kernel), "conversion": (conversion, make_kernel)}
+    return {"launch": (launch, make_kernel), "conversion": (conversion, make_kernel),
+            "dma": (dma, make_kernel_in_place)}

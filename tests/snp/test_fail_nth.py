@@ -80,11 +80,11 @@ def test_allowlists_are_needed():
 def test_registered_through_register():
     for name, (fn, make) in snp_scenarios.scenarios().items():
         fail_nth.register("snp", name, fn, make)
-    assert {"launch", "conversion"} <= set(fail_nth.scenarios("snp"))
+    assert {"launch", "conversion", "dma"} <= set(fail_nth.scenarios("snp"))
 
 
 @pytest.mark.skipif(not any(ep.name == "snp" for ep in
                             importlib.metadata.entry_points(group="kmock.fail_nth")),
                     reason="the kmock.fail_nth entry point is not installed yet")
 def test_entry_point_offers_the_scenarios():
-    assert {"launch", "conversion"} <= set(fail_nth.scenarios("snp"))
+    assert {"launch", "conversion", "dma"} <= set(fail_nth.scenarios("snp"))
