@@ -162,6 +162,9 @@ class RealmVm(Arm64Vm):
             if st != RealmState.NONE:
                 raise oserror(errno.EBUSY)
             rd = self.pool.take()
+            if kvm_rmi.rmi_failed(self.kernel, "realm_create"):
+                self.pool.give(rd)
+                raise oserror(errno.ENXIO)
             ok, realm = rtt.Realm.create(
                 self.granules, rd, arch.ipa_bits,
                 init_ripas_skips_assigned_ram=self.series.init_ripas_skips_assigned_ram)
@@ -197,7 +200,8 @@ class RealmVm(Arm64Vm):
                 top = min(top, realm.par_size)
                 if base < top and kvm_rmi.init_ripas(realm, self.pool, base, top) != top:
                     raise oserror(errno.ENXIO)  # RMM 1.0 stops at populated pages [U]
-            if realm.activate().status != RmiStatus.SUCCESS:
+            if kvm_rmi.rmi_failed(self.kernel, "realm_activate") \
+                    or realm.activate().status != RmiStatus.SUCCESS:
                 raise oserror(errno.ENXIO)
             arch.state = RealmState.ACTIVE
 
@@ -209,6 +213,9 @@ class RealmVm(Arm64Vm):
         if not va.features & 1 << A.KVM_ARM_VCPU_PSCI_0_2:
             raise oserror(errno.EINVAL)
         pa = self.pool.take()
+        if kvm_rmi.rmi_failed(self.kernel, "rec_create"):
+            self.pool.give(pa)
+            raise oserror(errno.ENXIO)
         ok, rec = rtt.Rec.create(realm, pa)
         if ok.status != RmiStatus.SUCCESS:
             self.pool.give(pa)
