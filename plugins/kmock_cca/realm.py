@@ -332,6 +332,15 @@ class RealmVm(Arm64Vm):
         if realm is None:
             return
         ipa, size = gfn << PAGE_SHIFT, npages << PAGE_SHIFT
+        try:
+            self._rtt_map(realm, arch, ipa, pfn, size, private)
+        except OSError:
+            # the fault fails (KVM_RUN returns the error) and KVM's stage-2 keeps nothing
+            # of it: realm_map_protected / realm_map_non_secure fail before the mapping
+            vm.zap_gfn_range(gfn, gfn + npages, "private" if private else "shared")
+            raise
+
+    def _rtt_map(self, realm, arch, ipa, pfn, size, private):
         with arch.lock:
             if private:
                 if ipa + size <= realm.par_size:
