@@ -444,6 +444,32 @@ class RealmVm(Arm64Vm):
         return out
 
 
+def rtt_table_runs(realm):
+    """[ipa_start, ipa_end, "HIPAS/RIPAS"] runs of a realm's RTT leaves for
+    kmock.snapshot's tables: protected entries by HIPAS/RIPAS (UNASSIGNED/EMPTY, the
+    initial state, is a gap), unprotected ones "ASSIGNED_NS" where mapped."""
+    out = []
+    for s, e, h, ripas, _pa in realm.runs(0, realm.ipa_size):
+        if ripas is None:
+            state = "ASSIGNED_NS" if h == rtt.Hipas.ASSIGNED else 0
+        elif h == rtt.Hipas.UNASSIGNED and ripas == Ripas.EMPTY:
+            state = 0
+        else:
+            state = f"{h.name}/{ripas.name}"
+        if state:
+            if out and out[-1][1] == s and out[-1][2] == state:
+                out[-1][1] = e
+            else:
+                out.append([s, e, state])
+    return out
+
+
+def granule_table_runs(granules):
+    """[pfn_start, pfn_end, state] runs of the Realm-PAS granules (UNDELEGATED is a gap)."""
+    return [[s >> PAGE_SHIFT, e >> PAGE_SHIFT, st.name] for s, e, st in granules.runs()
+            if st != rtt.GranuleState.UNDELEGATED]
+
+
 def _first_shared(vm, start, end):
     """The first gfn of [start, end) the VMM left shared, or None."""
     for s, e, v in vm.mem_attrs.ranges(start, end):

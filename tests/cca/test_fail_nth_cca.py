@@ -120,3 +120,25 @@ def test_fault_mapping_failure_leaves_no_stage2_mapping():
     assert vmm.run() == 0  # the retry maps it and the guest halts
     assert vmm.vm_obj.stage2_lookup((RAM >> 12) + 9) is not None
     k.close_all()
+
+
+def test_snapshot_tables_granules_and_rtt():
+    """kmock_snapshot adds the granule table (host frames) and the realm's RTT (IPA)."""
+    from kmock import snapshot as snapmod
+
+    k = cca_kernel()
+    vmm = _booted(k)
+    snap = snapmod.capture(k)
+    tables = {t["name"]: t for t in snap["arch"]["cca"]["tables"]}
+    g, r = tables["granules (Realm PAS)"], tables["RTT"]
+    assert g["space"] == "pfn" and r["space"] == "gpa" and r["vm"] is not None
+    data_pfn = k.file(vmm.gmem).inode.pfn(0)
+    assert [data_pfn, data_pfn + 1, "DATA"] in g["runs"]
+    assert {st for _s, _e, st in g["runs"]} == {"DATA", "RD", "RTT"}
+    assert r["runs"] == [[RAM, RAM + P, "ASSIGNED/RAM"]]  # before activation's INIT_RIPAS
+    vmm.guest().hlt()
+    assert vmm.run() == 0
+    tables = {t["name"]: t for t in snapmod.capture(k)["arch"]["cca"]["tables"]}
+    assert "REC" in {st for _s, _e, st in tables["granules (Realm PAS)"]["runs"]}
+    assert tables["RTT"]["runs"][1] == [RAM + P, RAM + 16 * P, "UNASSIGNED/RAM"]
+    k.close_all()
