@@ -69,3 +69,19 @@ def test_sweep_scenarios_found_through_the_entry_point():
     from kmock.testing import fail_nth
 
     assert {"launch", "conversion", "map_file", "dma"} <= set(fail_nth.scenarios("cca"))
+
+
+def test_cli_sweep_platform_cca(monkeypatch):
+    """``kmock sweep --platform cca map_file`` with the scenarios registered as the entry
+    point would: exit 0, the cca failure points listed, the kept progress shown."""
+    from kmock.testing import fail_nth
+    from kmock_cca import scenarios
+
+    monkeypatch.setattr(fail_nth, "SCENARIOS", dict(fail_nth.SCENARIOS))
+    for name, (fn, make) in scenarios.scenarios().items():
+        fail_nth.register("cca", name, fn, make)
+    r = runner.invoke(cli.app, ["sweep", "--platform", "cca", "map_file"],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "cca.rmi.data_create" in r.output and "partial" in r.output
+    assert "fail-nth: 0 problem(s)" in r.output
