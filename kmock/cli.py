@@ -24,7 +24,6 @@ app = typer.Typer(
     help="kmock: a mock of the Linux KVM, guest_memfd and iommufd APIs for testing VMMs.",
 )
 
-PLATFORMS = ("none", "tdx", "snp", "cca")
 #: the entry-point group through which an architecture plugin offers its demo
 DEMO_GROUP = "kmock.demos"
 
@@ -301,17 +300,18 @@ def _demo_runner(platform):
         return mod.run
     from importlib.metadata import entry_points
 
-    from .testing.platforms import PlatformError, kernel_for
-
-    try:
-        kernel_for("linux-6.18", platform).close_all()
-    except PlatformError:
-        _fail(f"platform {platform!r} needs the kmock_{platform} architecture plugin, which "
-              f"is not installed here. Install it (it registers under the 'kmock.plugins' "
-              f"entry points), or run kmock demo --platform none.")
     for ep in entry_points(group=DEMO_GROUP):
         if ep.name == platform:
             return ep.load()
+    from .kernel import Kernel
+
+    k = Kernel()
+    declared = {p.name for part in k.pm.hook.kmock_platforms(kernel=k) for p in (part or ())}
+    k.close_all()
+    if platform not in declared:  # of any architecture
+        _fail(f"platform {platform!r} needs the kmock_{platform} architecture plugin, which "
+              f"is not installed here. Install it (it registers under the 'kmock.plugins' "
+              f"entry points), or run kmock demo --platform none.")
     _fail(f"the kmock_{platform} plugin is installed but offers no demo (an entry point "
           f"'{platform}' in the '{DEMO_GROUP}' group, a function like examples/vmm_demo.py's "
           f"run)")
@@ -335,8 +335,6 @@ def demo(
     from . import dump as d
     from . import snapshot as snapmod
 
-    if platform not in PLATFORMS:
-        _fail(f"unknown platform {platform!r}; known: {', '.join(PLATFORMS)}")
     run = _demo_runner(platform)
     console = _console()
     console.rule(f"kmock demo (platform {platform})")

@@ -41,6 +41,19 @@ def register(platform, name, scenario, make_kernel):
     SCENARIOS.setdefault(platform, {})[name] = (scenario, make_kernel)
 
 
+#: (point, call or None) -> why the kernel keeps what the failed call did before it
+KEEPS_PROGRESS = {}
+
+
+def keeps_progress(point, reason, call=None):
+    """Declare that a failure at ``point`` (inside ``call``, as the sweep names it:
+    "ioctl KVM_RUN", "ioctl 0x..."; None: any call) leaves the state the call changed
+    before it, as the kernel does (``reason``: the kernel source saying so). The sweep
+    then reports such a run's outcome as "partial: <reason>" instead of a problem;
+    errno, invariants, violations and leaks are still checked."""
+    KEEPS_PROGRESS[(point, call)] = reason
+
+
 #: the entry-point group through which a plugin offers its scenarios: name = the
 #: platform, value = a function returning {scenario name: (scenario, make_kernel)}
 SCENARIO_GROUP = "kmock.fail_nth"
@@ -225,7 +238,11 @@ def _run_once(scenario, make_kernel, n=None):
         if err != run.errno:
             run.problems.append(f"{call} failed with errno {err}, the point gives {run.errno}")
         if changed:
-            run.problems.append(f"the failed {call} changed the state ({detail})")
+            why = KEEPS_PROGRESS.get((run.point, call), KEEPS_PROGRESS.get((run.point, None)))
+            if why is None:
+                run.problems.append(f"the failed {call} changed the state ({detail})")
+            else:
+                run.outcome = f"partial: {why}"
     if error is not None and watcher.failed is not None and error.errno != watcher.failed[1]:
         run.problems.append(f"the scenario saw errno {error.errno}, the call failed with "
                             f"{watcher.failed[1]}")

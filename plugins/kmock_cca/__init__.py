@@ -21,7 +21,7 @@ from kmock.platforms import Platform
 from kmock_arm64 import LINUX_ARM64
 
 from .populate import rmi_populate_ioctl
-from .realm import RealmVm
+from .realm import RealmVm, granule_table_runs, rtt_table_runs
 from .series import SETTINGS, series_of
 
 CCA = Platform("cca", "arm64", "Arm CCA: an RMM at R-EL2 (RME), realms through the KVM CCA "
@@ -82,6 +82,17 @@ def kmock_ioctls(kernel, file_type):
 
 @hookimpl
 def kmock_snapshot(kernel, snapshot):
+    """The summary under "cca", and the tables ``kmock dump`` lists and draws: the
+    granule protection states (host frames, Realm PAS) and each realm's RTT
+    (HIPAS/RIPAS by IPA). Runs only, never pages."""
     for t in kernel.vm_types.values():
         if isinstance(t, RealmVm):
             snapshot["cca"] = t.snapshot()
+            if not hasattr(snapshot, "add_table"):
+                continue  # Kernel.snapshot()'s plain dict: the summary only
+            snapshot.add_table("cca", "granules (Realm PAS)", granule_table_runs(t.granules),
+                               space="pfn")
+            for vm in list(t.vms):
+                realm = vm.arch.realm
+                if realm is not None and snapshot.vm_id(vm) is not None:
+                    snapshot.add_table("cca", "RTT", rtt_table_runs(realm), space="gpa", vm=vm)

@@ -28,6 +28,18 @@ from .rtt import GRANULE_SHIFT, GRANULE_SIZE, RmiStatus
 POOL_PAGES = 1 << 18
 
 
+#: the RMI commands KVM issues that kmock can fail (``cca.rmi.<name>``), all -> ENXIO
+POINTS = ("granule_delegate", "realm_create", "rec_create", "rtt_create", "data_create",
+          "rtt_init_ripas", "realm_activate")
+
+
+def rmi_failed(kernel, command):
+    """Whether fault injection makes this RMI ``command`` fail (before it changes the
+    RMM's state: a failed RMI command has no effect)."""
+    return kernel.faults.armed and bool(
+        kernel.faults.should_fail("cca.rmi." + command, errno.ENXIO))
+
+
 class HostPool:
     """Host pages KVM allocates for RMM objects (RD, REC, RTT), from one frame range."""
 
@@ -50,7 +62,10 @@ class HostPool:
                 i = self.base + self.next
                 self.next += 1
         pa = i << GRANULE_SHIFT
-        if self.granules.delegate(pa).status != RmiStatus.SUCCESS:
+        if rmi_failed(self.kernel, "granule_delegate") \
+                or self.granules.delegate(pa).status != RmiStatus.SUCCESS:
+            with self.lock:
+                self.free.append(i)
             raise oserror(errno.ENXIO)
         return pa
 
@@ -66,7 +81,8 @@ def ensure_tables(realm, pool, ipa, end):
     for level in (2, 3):
         for t in realm.missing_tables(level, ipa, end):
             pa = pool.take()
-            if realm.rtt_create(pa, t, level).status != RmiStatus.SUCCESS:
+            if rmi_failed(pool.kernel, "rtt_create") \
+                    or realm.rtt_create(pa, t, level).status != RmiStatus.SUCCESS:
                 pool.give(pa)
                 raise oserror(errno.ENXIO)
 
@@ -86,6 +102,9 @@ def populate(realm, pool, ipa, pa, src_pa, size, measure):
     g = realm.granules
     ensure_tables(realm, pool, ipa, ipa + size)
     if not _delegate(g, pa, size):
+        raise oserror(errno.ENXIO)
+    if rmi_failed(pool.kernel, "data_create"):
+        g.undelegate_range(pa, size)
         raise oserror(errno.ENXIO)
     _r, done = realm.data_create_range(pa, ipa, src_pa, size, 1 if measure else 0)
     if done != size:
@@ -151,6 +170,8 @@ def _walk_ripas(realm, pool, base, top, call):
 
 def init_ripas(realm, pool, base, top):
     """RTT_INIT_RIPAS over [base, top); returns the address reached."""
+    if rmi_failed(pool.kernel, "rtt_init_ripas"):
+        return base
     return _walk_ripas(realm, pool, base, top, realm.rtt_init_ripas)
 
 

@@ -162,6 +162,9 @@ class RealmVm(Arm64Vm):
             if st != RealmState.NONE:
                 raise oserror(errno.EBUSY)
             rd = self.pool.take()
+            if kvm_rmi.rmi_failed(self.kernel, "realm_create"):
+                self.pool.give(rd)
+                raise oserror(errno.ENXIO)
             ok, realm = rtt.Realm.create(
                 self.granules, rd, arch.ipa_bits,
                 init_ripas_skips_assigned_ram=self.series.init_ripas_skips_assigned_ram)
@@ -197,7 +200,8 @@ class RealmVm(Arm64Vm):
                 top = min(top, realm.par_size)
                 if base < top and kvm_rmi.init_ripas(realm, self.pool, base, top) != top:
                     raise oserror(errno.ENXIO)  # RMM 1.0 stops at populated pages [U]
-            if realm.activate().status != RmiStatus.SUCCESS:
+            if kvm_rmi.rmi_failed(self.kernel, "realm_activate") \
+                    or realm.activate().status != RmiStatus.SUCCESS:
                 raise oserror(errno.ENXIO)
             arch.state = RealmState.ACTIVE
 
@@ -209,6 +213,9 @@ class RealmVm(Arm64Vm):
         if not va.features & 1 << A.KVM_ARM_VCPU_PSCI_0_2:
             raise oserror(errno.EINVAL)
         pa = self.pool.take()
+        if kvm_rmi.rmi_failed(self.kernel, "rec_create"):
+            self.pool.give(pa)
+            raise oserror(errno.ENXIO)
         ok, rec = rtt.Rec.create(realm, pa)
         if ok.status != RmiStatus.SUCCESS:
             self.pool.give(pa)
@@ -325,6 +332,15 @@ class RealmVm(Arm64Vm):
         if realm is None:
             return
         ipa, size = gfn << PAGE_SHIFT, npages << PAGE_SHIFT
+        try:
+            self._rtt_map(realm, arch, ipa, pfn, size, private)
+        except OSError:
+            # the fault fails (KVM_RUN returns the error) and KVM's stage-2 keeps nothing
+            # of it: realm_map_protected / realm_map_non_secure fail before the mapping
+            vm.zap_gfn_range(gfn, gfn + npages, "private" if private else "shared")
+            raise
+
+    def _rtt_map(self, realm, arch, ipa, pfn, size, private):
         with arch.lock:
             if private:
                 if ipa + size <= realm.par_size:
@@ -426,6 +442,32 @@ class RealmVm(Arm64Vm):
                 r["destroyed"] = [(s, e, w) for s, e, w in arch.destroyed]
             out["realms"].append(r)
         return out
+
+
+def rtt_table_runs(realm):
+    """[ipa_start, ipa_end, "HIPAS/RIPAS"] runs of a realm's RTT leaves for
+    kmock.snapshot's tables: protected entries by HIPAS/RIPAS (UNASSIGNED/EMPTY, the
+    initial state, is a gap), unprotected ones "ASSIGNED_NS" where mapped."""
+    out = []
+    for s, e, h, ripas, _pa in realm.runs(0, realm.ipa_size):
+        if ripas is None:
+            state = "ASSIGNED_NS" if h == rtt.Hipas.ASSIGNED else 0
+        elif h == rtt.Hipas.UNASSIGNED and ripas == Ripas.EMPTY:
+            state = 0
+        else:
+            state = f"{h.name}/{ripas.name}"
+        if state:
+            if out and out[-1][1] == s and out[-1][2] == state:
+                out[-1][1] = e
+            else:
+                out.append([s, e, state])
+    return out
+
+
+def granule_table_runs(granules):
+    """[pfn_start, pfn_end, state] runs of the Realm-PAS granules (UNDELEGATED is a gap)."""
+    return [[s >> PAGE_SHIFT, e >> PAGE_SHIFT, st.name] for s, e, st in granules.runs()
+            if st != rtt.GranuleState.UNDELEGATED]
 
 
 def _first_shared(vm, start, end):

@@ -68,15 +68,9 @@ def test_demo_default_picture_path(tmp_path, monkeypatch):
     assert (tmp_path / "kmock-demo.svg").exists()
 
 
-@pytest.mark.parametrize("platform", ["tdx", "snp", "cca"])
-def test_demo_platform_without_its_plugin_is_a_clear_message(platform):
-    from kmock.testing.platforms import PlatformError, kernel_for
-
-    try:
-        kernel_for("linux-6.18", platform).close_all()
-        pytest.skip(f"the {platform} plugin is installed")
-    except PlatformError:
-        pass
+def test_demo_platform_without_its_plugin_is_a_clear_message():
+    """A platform no installed plugin declares (the tdx, snp and cca plugins ship with kmock)."""
+    platform = "z80"
     r = invoke("demo", "--platform", platform)
     assert r.exit_code == 2
     assert f"kmock_{platform}" in r.output and "--platform none" in r.output
@@ -97,11 +91,6 @@ def test_demo_platform_whose_plugin_offers_no_demo_says_so(platform):
         pytest.skip(f"the {platform} plugin offers a demo")
     r = invoke("demo", "--platform", platform)
     assert r.exit_code == 2 and "offers no demo" in r.output and "kmock.demos" in r.output
-
-
-def test_demo_unknown_platform():
-    r = invoke("demo", "--platform", "z80")
-    assert r.exit_code == 2 and "unknown platform" in r.output
 
 
 def _snapshot_file(tmp_path):

@@ -1,0 +1,116 @@
+"""The fail-nth sweep's scenarios for platform ``cca`` (kmock.testing.fail_nth; offered
+through the ``kmock.fail_nth`` entry-point group by ``scenarios()``).
+
+``launch``      a realm VMM's boot: RD (REALM_CREATE at the first POPULATE), RTT_CREATE,
+                DATA_CREATE of the image, the first KVM_RUN (REC_CREATE, RTT_INIT_RIPAS,
+                REALM_ACTIVATE) and a guest that writes private memory and halts
+``conversion``  a booted realm whose guest asks RSI_IPA_STATE_SET(EMPTY) then RAM: the VMM
+                converts on each memory-fault exit
+``map_file``    a realm's guest_memfd mapped for a VFIO device (IOMMU_IOAS_MAP_FILE,
+                policy "notifier" as the CCA tests use), then UNMAP
+``dma``         map_file of the realm's memory plus device DMA to a shared page, then the
+                SMMU's granule protection check refusing DMA to a DATA granule
+"""
+
+import kmock
+
+from . import rtt
+from .vmm import IOVA, RAM, P, RealmVmm
+
+SIZE = 16 * P
+IMAGE = b"realm image".ljust(P, b"\0")
+
+
+def make_kernel():
+    import kmock_arm64
+
+    import kmock_cca
+
+    return kmock.Kernel("linux-arm64-cca", plugins=[kmock_arm64, kmock_cca],
+                        iommufd_gmem_policy="notifier")
+
+
+def launch(k):
+    v = RealmVmm(k)
+    try:
+        v.create(SIZE)
+        v.populate(RAM, IMAGE)
+        v.guest.write(RAM + 4 * P, b"private", private=True)
+        v.guest.hlt()
+        v.run()
+    finally:
+        v.close()
+
+
+def conversion(k):
+    v = RealmVmm(k)
+    try:
+        v.create(SIZE)
+        v.populate(RAM, IMAGE)
+        g = v.guest
+        g.cca.ipa_state_set(RAM + 8 * P, RAM + 12 * P, rtt.Ripas.EMPTY)
+        g.write(RAM + 8 * P, b"shared", private=False)
+        g.cca.ipa_state_set(RAM + 8 * P, RAM + 10 * P, rtt.Ripas.RAM)
+        g.hlt()
+        v.run()
+    finally:
+        v.close()
+
+
+def map_file(k):
+    v = RealmVmm(k)
+    try:
+        v.create(SIZE)
+        v.populate(RAM, IMAGE)
+        v.attach_device(0, SIZE)
+        v.unmap(SIZE)
+    finally:
+        v.close()
+
+
+def dma(k):
+    v = RealmVmm(k)
+    try:
+        v.create(SIZE)
+        v.populate(RAM, IMAGE)
+        v.set_private(RAM + 8 * P, 4 * P, False)
+        dev = v.attach_device(0, SIZE)
+        dev.dma_write(IOVA + 8 * P, b"from the device")
+        assert dev.dma_read(IOVA + 8 * P, 15) == b"from the device"
+        try:
+            dev.dma_write(IOVA, b"into the realm")  # page 0 holds the image: a DATA granule
+        except kmock.DmaFault:
+            pass
+    finally:
+        v.close()
+
+
+SCENARIOS = {"launch": launch, "conversion": conversion, "map_file": map_file, "dma": dma}
+
+
+#: failures after which KVM keeps what the call did before (kmock.testing.fail_nth)
+PARTIAL = {
+    ("cca.rmi.granule_delegate", None): "the RD and RTTs created before stay the realm's "
+    "until kvm_destroy_realm (realm_ensure_created, realm_create_rtt_levels, v14 27/44, 28/44)",
+    ("cca.rmi.rtt_create", None): "realm_create_rtt_levels keeps the tables it created "
+    "(v14 27/44)",
+    ("cca.rmi.data_create", None): "the RD and RTTs stay, and kvm_gmem_populate leaves the "
+    "allocated folio in the guest_memfd (v14 26/44, virt/kvm/guest_memfd.c)",
+    ("cca.rmi.rec_create", "ioctl KVM_RUN"): "kvm_activate_realm marks the realm DEAD "
+    "before it starts (\"in case we fail\", v14 18/44)",
+    ("cca.rmi.rtt_init_ripas", "ioctl KVM_RUN"): "kvm_activate_realm: realm DEAD (v14 18/44)",
+    ("cca.rmi.realm_activate", "ioctl KVM_RUN"): "kvm_activate_realm: realm DEAD (v14 18/44)",
+}
+
+
+def scenarios():
+    """The ``kmock.fail_nth`` entry point: {name: (scenario, make_kernel)}."""
+    from kmock.testing import fail_nth
+    from kmock.uapi import cca as C
+
+    for (point, call), why in PARTIAL.items():
+        fail_nth.keeps_progress(point, why, call)
+    fail_nth.keeps_progress("copy_to_user", "KVM_ARM_RMI_POPULATE's pages stay populated when "
+                            "the write-back of its progress fails (v14 26/44)",
+                            f"ioctl {hex(C.KVM_ARM_RMI_POPULATE)}")
+    return {name: (fn, make_kernel) for name, fn in SCENARIOS.items()}
