@@ -61,7 +61,10 @@ def kmock_vm_types(kernel):
 
 @hookimpl
 def kmock_snapshot(kernel, snapshot):
+    """Each TD's state and S-EPT counts; under kmock.snapshot.capture (an ArchSection) also
+    its S-EPT as a gfn-space table (one row per run of equal leaves) for ``kmock dump``."""
     tds = []
+    section = hasattr(snapshot, "add_table")
     for f in kernel.fdtable.files():
         vm = getattr(f, "vm", None)
         if getattr(f, "file_type", None) == "vm" and vm.type == TdxVm.type and vm.arch:
@@ -69,5 +72,26 @@ def kmock_snapshot(kernel, snapshot):
             tds.append({"state": td.state, "gpaw": td.gpaw, "connect": td.connect,
                         "sept": {} if td.sept is None else
                         {st.name: n for st, n in td.sept.counts().items()}})
-    if tds:
+            if section:
+                tds[-1]["vm"] = snapshot.vm_id(vm)
+                runs = [] if td.sept is None else \
+                    [(r.gfn, r.gfn + r.npages, _sept_label(r)) for r in td.sept.runs()]
+                snapshot.add_table("tdx", "S-EPT", runs, space="gfn", vm=vm,
+                                   legend=SEPT_LEGEND)
+    if tds and section:
+        snapshot["tdx"]["tds"] = tds
+    elif tds:
         snapshot["tdx"] = tds
+
+#: the S-EPT table's states (the module's leaf states; "@2M": a 2M leaf)
+SEPT_LEGEND = {
+    "MAPPED": "accepted by the TD", "PENDING": "AUGed, not accepted yet",
+    "BLOCKED": "blocked (zap in progress)", "PENDING_BLOCKED": "pending and blocked",
+    "BLOCKEDW": "write-blocked", "PENDING_BLOCKEDW": "pending, write-blocked",
+    "REMOVED": "removed"}
+
+
+def _sept_label(run):
+    if run.state == run.state.FREE:
+        return 0  # a gap
+    return run.state.name + ("@2M" if run.level == 1 else "@1G" if run.level == 2 else "")

@@ -429,6 +429,23 @@ def test_snapshot_names_each_td(tdx_kernel):
                      "sept": {"MAPPED": 2, "FREE": t.td.sept.npages - 2}}]
 
 
+def test_capture_has_the_sept_table(tdx_kernel):
+    from kmock import snapshot as snapmod
+
+    k = tdx_kernel()
+    t = Td(k).launch()
+    full = snapmod.capture(k)
+    tdx = full["arch"]["tdx"]
+    vm_id = tdx["tds"][0]["vm"]
+    assert vm_id is not None and vm_id in [v["id"] for v in full["vms"]]
+    gfn = GPA >> 12
+    (table,) = tdx["tables"]
+    assert (table["name"], table["space"], table["vm"]) == ("S-EPT", "gfn", vm_id)
+    assert table["runs"] == [[gfn, gfn + 2, "MAPPED"]]  # the two ADDed image pages
+    assert table["legend"]["MAPPED"] == "accepted by the TD"
+    assert tdx["tds"][0]["sept"] == {"MAPPED": 2, "FREE": t.td.sept.npages - 2}
+
+
 def test_kvm_run_of_a_vcpu_without_init_vcpu_is_einval(tdx_kernel):
     k = tdx_kernel()
     t = _td_for_region(k)
