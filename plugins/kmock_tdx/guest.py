@@ -20,7 +20,7 @@ from kmock.uapi import tdx as T
 
 from .mapgpa import MapGpa
 from .sept import LEVEL_PAGES, OPERAND_INVALID
-from .td import PAGE_SHIFT, gmem_page_of, zero_pages
+from .td import PAGE_SHIFT, TdKilled, gmem_page_of, zero_pages
 
 U64 = (1 << 64) - 1
 
@@ -69,6 +69,8 @@ class Accept(Action):
                 size = LEVEL_PAGES[1] if td.huge_pages and level == 1 else 1
                 faultin(vm, at << PAGE_SHIFT, (at + size) << PAGE_SHIFT, True, False,
                         want_data=False)
+                if vm.dead:  # the fault's SEAMCALL failed: KVM_BUG_ON, KVM_RUN -EIO
+                    raise TdKilled(vm.dead_reason)
             if r.td_exit:
                 raise RuntimeError(f"TDX accept at gpa {r.gfn << PAGE_SHIFT:#x} keeps exiting")
             if r.ok:

@@ -51,6 +51,41 @@ _REASON_CODE = {"punch_hole": 1, "convert_shared": 2, "vm_attributes": 3, "relea
                 "memory_failure": 5, "memslot": 6}
 
 
+#: SEAMCALL leaf -> (kernel.faults point, the errno KVM returns when it fails), tdx.c 6.18:
+#: TDH.MNG.CREATE  __tdx_td_init: TDX_RND_NO_ENTROPY -EAGAIN, any other status WARN, -EIO
+#: TDH.MNG.INIT    __tdx_td_init: TDX_OPERAND_INVALID -EINVAL (hw_error set), else -EIO
+#: TDH.MEM.PAGE.ADD tdx_mem_page_add via tdx_gmem_post_populate: busy -EBUSY, else
+#:                  KVM_BUG_ON -EIO (the premapped SPTE stays before the 6.19 cleanups)
+#: TDH.MR.FINALIZE tdx_td_finalize: TDX_OPERAND_BUSY -EBUSY, else KVM_BUG_ON -EIO
+#: TDH.MEM.PAGE.AUG / RANGE.BLOCK / PAGE.REMOVE / PAGE.DEMOTE: tdx_mem_page_aug,
+#:                  tdx_sept_zap_private_spte, tdx_sept_remove_private_spte: an error that
+#:                  is not busy (busy is retried inside KVM) is KVM_BUG_ON: the VM is bugged,
+#:                  the running ioctl and every later one fail with -EIO
+FAILURE_POINTS = {
+    "TDH.MNG.CREATE": ("tdx.seamcall.mng_create", errno.EIO),
+    "TDH.MNG.INIT": ("tdx.seamcall.mng_init", errno.EIO),
+    "TDH.MEM.PAGE.ADD": ("tdx.seamcall.mem_page_add", errno.EIO),
+    "TDH.MR.FINALIZE": ("tdx.seamcall.mr_finalize", errno.EBUSY),
+    "TDH.MEM.PAGE.AUG": ("tdx.seamcall.mem_page_aug", errno.EIO),
+    "TDH.MEM.RANGE.BLOCK": ("tdx.seamcall.mem_range_block", errno.EIO),
+    "TDH.MEM.PAGE.REMOVE": ("tdx.seamcall.mem_page_remove", errno.EIO),
+    "TDH.MEM.PAGE.DEMOTE": ("tdx.seamcall.mem_page_demote", errno.EIO),
+}
+
+
+def status_for(leaf, err):
+    """The status a failing SEAMCALL returns so that KVM answers ``err``: EAGAIN is
+    TDX_RND_NO_ENTROPY (MNG.CREATE), EBUSY TDX_OPERAND_BUSY, EINVAL TDX_OPERAND_INVALID,
+    anything else TDX_OP_STATE_INCORRECT (an error KVM does not expect)."""
+    if err == errno.EAGAIN and leaf == "TDH.MNG.CREATE":
+        return T.TDX_RND_NO_ENTROPY
+    if err == errno.EBUSY:
+        return T.TDX_OPERAND_BUSY
+    if err == errno.EINVAL:
+        return T.TDX_OPERAND_INVALID
+    return T.TDX_OP_STATE_INCORRECT
+
+
 class TdKilled(OSError):
     """KVM_RUN's -EIO after kvm_vm_dead(): raised from the guest's access path."""
 
@@ -120,8 +155,15 @@ class Td:
         return self.state != UNINITIALIZED
 
     def fault(self, leaf):
-        """The injected status of SEAMCALL ``leaf`` (consumed), or TDX_SUCCESS."""
-        return self.seamcall_faults.pop(leaf, T.TDX_SUCCESS)
+        """The injected status of SEAMCALL ``leaf``, or TDX_SUCCESS: the test knob
+        ``seamcall_faults`` (consumed) first, then the failure point of kernel.faults
+        (FAILURE_POINTS: the errno chosen selects the status that gives it)."""
+        st = self.seamcall_faults.pop(leaf, T.TDX_SUCCESS)
+        if st or not self.kernel.faults.armed:
+            return st
+        point, err = FAILURE_POINTS[leaf]
+        e = self.kernel.faults.should_fail(point, err)
+        return status_for(leaf, e) if e else T.TDX_SUCCESS
 
     def init_sept(self, gpaw):
         self.gpaw = gpaw
@@ -152,6 +194,19 @@ class Td:
             f"and every later ioctl fails with EIO",
             gpa=gfn << PAGE_SHIFT, status=status)
 
+    def seamcall_failed(self, leaf, gfn):
+        """A failure point of a SEAMCALL whose failure is KVM_BUG_ON: when kernel.faults
+        chooses it (a busy status is retried inside KVM and never seen), the VM is bugged
+        before the module changed anything. Returns True when it failed."""
+        if not self.kernel.faults.armed:
+            return False
+        point, err = FAILURE_POINTS[leaf]
+        e = self.kernel.faults.should_fail(point, err)
+        if not e:
+            return False
+        self.bug(leaf, status_for(leaf, e), gfn)
+        return True
+
     # --- the mirror: map --------------------------------------------------------------------
 
     def sept_map(self, gfn, pfn, npages):
@@ -172,6 +227,8 @@ class Td:
         """A guest's private access reached gfns [gfn, gfn + npages): a page it did not
         accept (PENDING, blocked) is a pending EPT violation, the TD dies (TdKilled)."""
         sept = self.sept
+        if self.vm.dead:  # a SEAMCALL of the fault failed (KVM_BUG_ON): KVM_RUN -EIO
+            raise TdKilled(self.vm.dead_reason)
         with self.lock:
             hit = sept.first_inaccessible(gfn, npages)
         if hit is None:
@@ -203,6 +260,8 @@ class Td:
 
     def _aug_level(self, gfn, npages, pfn, level):
         sept = self.sept
+        if self.seamcall_failed("TDH.MEM.PAGE.AUG", gfn):
+            return
         r = sept.ensure_walk(gfn, npages, level)
         if r.ok:
             r = sept.aug(gfn, npages, level, pfn)
@@ -238,6 +297,8 @@ class Td:
                 leaves = self._split_huge(leaves, gfn, end)
                 if leaves is None:
                     return
+            if self.seamcall_failed("TDH.MEM.RANGE.BLOCK", leaves[0][0]):
+                return
             for s, e, _st, lv in leaves:
                 res = sept.block(s, e - s, lv)
                 if not res.ok:
@@ -247,6 +308,8 @@ class Td:
             if runnable:
                 sept.track()  # then KVM kicks every vCPU (KVM_REQ_OUTSIDE_GUEST_MODE)
             code = _REASON_CODE.get(why, 0)
+            if self.seamcall_failed("TDH.MEM.PAGE.REMOVE", leaves[0][0]):
+                return
             for s, e, st, lv in leaves:
                 res = sept.remove(s, e - s, lv)
                 if not res.ok:
@@ -269,6 +332,8 @@ class Td:
             lp = LEVEL_PAGES[lv]
             rs = s - s % lp
             re = -(-e // lp) * lp
+            if self.seamcall_failed("TDH.MEM.PAGE.DEMOTE", rs):
+                return None
             res = sept.block(rs, re - rs, lv)
             if res.ok and self.state == RUNNABLE:
                 sept.track()
