@@ -45,11 +45,12 @@ def _cmd(id, data=0, flags=0):
     return T.kvm_tdx_cmd(id=id, flags=flags, data=data)
 
 
-class _Vmm:
+class TdVmm:
     def __init__(self, k):
         self.k = k
         self.fds = []
         self.mem = []
+        self.maps = []
 
     def fd(self, fd):
         self.fds.append(fd)
@@ -98,13 +99,16 @@ class _Vmm:
         self.k.ioctl(self.vcpu, K.KVM_RUN, 0)
 
     def close(self):
+        for m in self.maps:
+            m.close()
+        self.maps = []
         for fd in reversed(self.fds):
             self.k.close(fd)
         self.fds = []
 
 
 def launch(k):
-    v = _Vmm(k)
+    v = TdVmm(k)
     try:
         v.launch()
         v.guest.hlt()
@@ -114,7 +118,7 @@ def launch(k):
 
 
 def conversion(k):
-    v = _Vmm(k)
+    v = TdVmm(k)
     try:
         v.launch()
         v.guest.tdx.accept(GPA + 6 * P)  # EPT violation: KVM AUGs the page
