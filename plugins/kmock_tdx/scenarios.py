@@ -140,11 +140,12 @@ kernel_keeps("tdx", "copy_to_user", _ENC_OP, why=(
 kernel_keeps("tdx", "tdx.seamcall.mem_page_add", _ENC_OP, why=(
     "kvm_gmem_populate: the guest_memfd folio stays allocated (not uptodate) when "
     "tdx_gmem_post_populate fails"))
-for _leaf in ("TDH.MEM.PAGE.AUG", "TDH.MEM.RANGE.BLOCK", "TDH.MEM.PAGE.REMOVE",
-              "TDH.MEM.PAGE.DEMOTE"):
+for _leaf in ("TDH.MEM.PAGE.AUG", "TDH.MEM.SEPT.ADD", "TDH.MEM.RANGE.BLOCK", "TDH.MEM.TRACK",
+              "TDH.MEM.PAGE.REMOVE", "TDH.MEM.PAGE.DEMOTE"):
     kernel_keeps("tdx", FAILURE_POINTS[_leaf][0], violation="td_bugged", why=(
         f"{_leaf} failing with a status that is not busy is KVM_BUG_ON: the VM is bugged "
-        f"(tdx_mem_page_aug, tdx_sept_zap_private_spte, tdx_sept_remove_private_spte)"))
+        f"(tdx_mem_page_aug, tdx_sept_link_private_spt, tdx_sept_zap_private_spte, "
+        f"tdx_track, tdx_sept_drop_private_spte)"))
 
 
 def scenarios():

@@ -284,6 +284,15 @@ class Sept:
             self._map.set(s, e, _with_nl(v, level, _NL_MAPPED))
         return OK
 
+    def walk_missing(self, gfn, npages, level=0):
+        """True when ensure_walk would run TDH.MEM.SEPT.ADD (an entry above ``level`` over
+        the range is FREE); read per run."""
+        if npages == 1 and level == 0 and 0 <= gfn < self.npages and \
+                _ENTRY_TABLE[0][self._map.get(gfn) & 0x3FF] != _WALK:
+            return False
+        return any(_entry(v, upper) == S.FREE for s, _e, v in self._segments(gfn, npages)
+                   for upper in (2, 1) if upper > level)
+
     def ensure_walk(self, gfn, npages, level=0):
         """What KVM's TDP MMU does before AUG/ADD: SEPT.ADD every missing entry above ``level``.
 

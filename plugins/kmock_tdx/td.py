@@ -57,10 +57,11 @@ _REASON_CODE = {"punch_hole": 1, "convert_shared": 2, "vm_attributes": 3, "relea
 #: TDH.MEM.PAGE.ADD tdx_mem_page_add via tdx_gmem_post_populate: busy -EBUSY, else
 #:                  KVM_BUG_ON -EIO (the premapped SPTE stays before the 6.19 cleanups)
 #: TDH.MR.FINALIZE tdx_td_finalize: TDX_OPERAND_BUSY -EBUSY, else KVM_BUG_ON -EIO
-#: TDH.MEM.PAGE.AUG / RANGE.BLOCK / PAGE.REMOVE / PAGE.DEMOTE: tdx_mem_page_aug,
-#:                  tdx_sept_zap_private_spte, tdx_sept_remove_private_spte: an error that
-#:                  is not busy (busy is retried inside KVM) is KVM_BUG_ON: the VM is bugged,
-#:                  the running ioctl and every later one fail with -EIO
+#: TDH.MEM.PAGE.AUG / SEPT.ADD / RANGE.BLOCK / TRACK / PAGE.REMOVE / PAGE.DEMOTE:
+#:                  tdx_mem_page_aug, tdx_sept_link_private_spt, tdx_sept_zap_private_spte,
+#:                  tdx_track, tdx_sept_drop_private_spte (the huge-page series for DEMOTE):
+#:                  an error that is not busy (busy is retried inside KVM) is KVM_BUG_ON:
+#:                  the VM is bugged, the faulting KVM_RUN and every later ioctl fail -EIO
 FAILURE_POINTS = {
     "TDH.MNG.CREATE": ("tdx.seamcall.mng_create", errno.EIO),
     "TDH.MNG.INIT": ("tdx.seamcall.mng_init", errno.EIO),
@@ -70,6 +71,8 @@ FAILURE_POINTS = {
     "TDH.MEM.RANGE.BLOCK": ("tdx.seamcall.mem_range_block", errno.EIO),
     "TDH.MEM.PAGE.REMOVE": ("tdx.seamcall.mem_page_remove", errno.EIO),
     "TDH.MEM.PAGE.DEMOTE": ("tdx.seamcall.mem_page_demote", errno.EIO),
+    "TDH.MEM.SEPT.ADD": ("tdx.seamcall.mem_sept_add", errno.EIO),
+    "TDH.MEM.TRACK": ("tdx.seamcall.mem_track", errno.EIO),
 }
 
 
@@ -262,6 +265,9 @@ class Td:
         sept = self.sept
         if self.seamcall_failed("TDH.MEM.PAGE.AUG", gfn):
             return
+        if sept.walk_missing(gfn, npages, level) and \
+                self.seamcall_failed("TDH.MEM.SEPT.ADD", gfn):
+            return
         r = sept.ensure_walk(gfn, npages, level)
         if r.ok:
             r = sept.aug(gfn, npages, level, pfn)
@@ -306,6 +312,8 @@ class Td:
                     return
             runnable = self.state == RUNNABLE
             if runnable:
+                if self.seamcall_failed("TDH.MEM.TRACK", leaves[0][0]):
+                    return  # tdx_track: KVM_BUG_ON (the REMOVEs that follow fail too)
                 sept.track()  # then KVM kicks every vCPU (KVM_REQ_OUTSIDE_GUEST_MODE)
             code = _REASON_CODE.get(why, 0)
             if self.seamcall_failed("TDH.MEM.PAGE.REMOVE", leaves[0][0]):

@@ -20,7 +20,7 @@ def test_sweep_has_no_problem(name):
     tdx_points = {p for p in result.points if p.startswith("tdx.")}
     want = {"tdx.seamcall.mng_create", "tdx.seamcall.mng_init", "tdx.seamcall.mem_page_add",
             "tdx.seamcall.mr_finalize", "tdx.seamcall.mem_range_block",
-            "tdx.seamcall.mem_page_remove"}
+            "tdx.seamcall.mem_track", "tdx.seamcall.mem_page_remove"}
     if name == "conversion":
         want.add("tdx.seamcall.mem_page_aug")
     assert tdx_points == want

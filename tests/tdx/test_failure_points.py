@@ -103,3 +103,22 @@ def test_remove_or_block_failure_bugs_the_td(tdx_kernel):
         assert t.vmobj.dead and k.violations[-1].kind == "td_bugged"
         assert t.state(0) == left  # the failed SEAMCALL changed nothing (BLOCK did run)
         assert err(t.run) == errno.EIO
+
+
+def test_sept_add_failure_bugs_the_td_on_a_new_2m_region(tdx_kernel):
+    k = tdx_kernel()
+    t = Td(k, npages=1024).launch()  # the image is in the first 2M; 2M..4M has no S-EPT page
+    t.guest().tdx.accept(GPA + 600 * P)
+    assert t.td.sept.walk_missing((GPA >> 12) + 600, 1)
+    assert not t.td.sept.walk_missing(GPA >> 12, 1)
+    k.faults.fail("tdx.seamcall.mem_sept_add")
+    assert err(t.run) == errno.EIO
+    assert "TDH.MEM.SEPT.ADD" in str(k.violations[-1]) and t.vmobj.dead
+
+
+def test_track_failure_bugs_the_td_and_nothing_is_removed(tdx_kernel):
+    t = Td(tdx_kernel()).launch()
+    t.k.faults.fail("tdx.seamcall.mem_track")
+    t.set_private(GPA, P, private=False)
+    assert t.vmobj.dead and "TDH.MEM.TRACK" in str(t.k.violations[-1])
+    assert t.state(0) == "BLOCKED"
