@@ -81,7 +81,6 @@ def _run_until_halt(v, say):
 def run(out=print, platform="tdx", trace=None):
     """Run the demo; returns (kernel, story lines). The caller closes the kernel."""
     import kmock
-
     import kmock_tdx
 
     story = []
@@ -122,8 +121,8 @@ def run(out=print, platform="tdx", trace=None):
     data = dev.dma_read(IOVA + 8 * P, 12)
     say(f"device: DMA read at iova {IOVA + 8 * P:#x}: {data!r}")
 
-    say(f"VMM: a balloon bug: fallocate(PUNCH_HOLE) on the guest_memfd over page 6, which "
-        f"the TD accepted (KVM: TDH.MEM.RANGE.BLOCK, TDH.MEM.TRACK, TDH.MEM.PAGE.REMOVE)")
+    say("VMM: a balloon bug: fallocate(PUNCH_HOLE) on the guest_memfd over page 6, which "
+        "the TD accepted (KVM: TDH.MEM.RANGE.BLOCK, TDH.MEM.TRACK, TDH.MEM.PAGE.REMOVE)")
     k.fallocate(v.gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 6 * P, P)
     g.read(secret, 9)
     g.hlt()

@@ -35,7 +35,6 @@ NPAGES = 16
 
 def make_kernel():
     import kmock
-
     import kmock_tdx
 
     return kmock.Kernel("linux-6.18-tdx", plugins=[kmock_tdx], tdx_post_populate_cleanups=True)

@@ -6,12 +6,11 @@ import importlib.metadata
 import xml.etree.ElementTree as ET
 
 import pytest
+from kmock_tdx import demo
 from typer.testing import CliRunner
 
 from kmock import cli
 from kmock import snapshot as snapmod
-
-from kmock_tdx import demo
 
 
 def test_demo_story_and_the_td_is_killed():

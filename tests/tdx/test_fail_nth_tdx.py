@@ -4,11 +4,10 @@ each scenario, the SEAMCALLs included, fails as tdx.c fails and leaves no proble
 import importlib.metadata
 
 import pytest
-
-from kmock.testing import fail_nth
-
 from kmock_tdx import scenarios as S
 from kmock_tdx.td import FAILURE_POINTS
+
+from kmock.testing import fail_nth
 
 
 @pytest.mark.parametrize("name", ["launch", "conversion"])

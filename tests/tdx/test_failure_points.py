@@ -3,10 +3,9 @@ answers that SEAMCALL's failure (td.FAILURE_POINTS)."""
 
 import errno
 
-from kmock.testing.errnos import err
-from kmock.uapi import kvm as K
-
 from kmock_tdx.td import FAILURE_POINTS
+
+from kmock.testing.errnos import err
 
 from ._td import GPA, P, Td
 
