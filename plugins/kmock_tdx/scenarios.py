@@ -14,19 +14,17 @@ a call fails, as a VMM's error path should:
 The sweep runs on ``tdx_post_populate_cleanups=True`` (6.19): before it, a failed
 TDH.MEM.PAGE.ADD leaves a premapped SPTE behind (the kernel's own state change, tested in
 tests/tdx/test_failure_points.py), which the sweep's "a failed call changed nothing"
-check would report. The failures after which tdx.c itself keeps a change are declared
-with ``kernel_keeps`` below.
+check would report. What the sweep reports that tdx.c itself does (a change kept after a
+failed step, the VM bugged by KVM_BUG_ON) is listed, with its source, in
+tests/tdx/test_fail_nth_tdx.py.
 """
 
 import ctypes
 import mmap
 import os
 
-from kmock.testing.fail_nth import kernel_keeps
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
-
-from .td import FAILURE_POINTS
 
 P = 4096
 GPA = 1 << 32
@@ -128,23 +126,6 @@ def conversion(k):
         v.attrs(GPA, P, True)
     finally:
         v.close()
-
-
-_ENC_OP = "ioctl KVM_MEMORY_ENCRYPT_OP"
-# failures after which tdx.c keeps what the call did (the sweep does not report them)
-kernel_keeps("tdx", "copy_to_user", _ENC_OP, why=(
-    "tdx_vm_ioctl copies the kvm_tdx_cmd back after INIT_VM / FINALIZE_VM did their work, "
-    "tdx_vcpu_init_mem_region copies the region back after the pages were added: -EFAULT, "
-    "nothing undone"))
-kernel_keeps("tdx", "tdx.seamcall.mem_page_add", _ENC_OP, why=(
-    "kvm_gmem_populate: the guest_memfd folio stays allocated (not uptodate) when "
-    "tdx_gmem_post_populate fails"))
-for _leaf in ("TDH.MEM.PAGE.AUG", "TDH.MEM.SEPT.ADD", "TDH.MEM.RANGE.BLOCK", "TDH.MEM.TRACK",
-              "TDH.MEM.PAGE.REMOVE", "TDH.MEM.PAGE.DEMOTE"):
-    kernel_keeps("tdx", FAILURE_POINTS[_leaf][0], violation="td_bugged", why=(
-        f"{_leaf} failing with a status that is not busy is KVM_BUG_ON: the VM is bugged "
-        f"(tdx_mem_page_aug, tdx_sept_link_private_spt, tdx_sept_zap_private_spte, "
-        f"tdx_track, tdx_sept_drop_private_spte)"))
 
 
 def scenarios():
