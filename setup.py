@@ -1,6 +1,6 @@
 """Build the compiled memory core (csrc_cython/) as kmock.mm._core, and the patcher's
 hot fd calls as kmock.testing._patch, and the native tier's preload library
-(csrc_cython/kmock_preload.c, plain C) as kmock/preload/_kmock_preload<EXT_SUFFIX>: an
+(csrc_preload/kmock_preload.c, plain C) as kmock/preload/_kmock_preload<EXT_SUFFIX>: an
 LD_PRELOAD library, built as an extension only so that ``pip install -e .`` compiles it
 (it has no PyInit and is never imported).
 
@@ -15,7 +15,7 @@ extensions = [
     Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"]),
 ]
 
-preload = Extension("kmock.preload._kmock_preload", ["csrc_cython/kmock_preload.c"],
+preload = Extension("kmock.preload._kmock_preload", ["csrc_preload/kmock_preload.c"],
                     libraries=["dl", "pthread"], extra_compile_args=["-O2"])
 
 setup(

@@ -1,5 +1,5 @@
 """Where the preload library is: built by the package's build (setup.py compiles
-csrc_cython/kmock_preload.c as ``kmock/preload/_kmock_preload<EXT_SUFFIX>``), or, in a
+csrc_preload/kmock_preload.c as ``kmock/preload/_kmock_preload<EXT_SUFFIX>``), or, in a
 source checkout that was not built, compiled on first use with the system compiler
 into the user's cache directory."""
 
@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE.parent.parent / "csrc_cython" / "kmock_preload.c"
+SOURCE = HERE.parent.parent / "csrc_preload" / "kmock_preload.c"
 
 
 class LibraryMissing(RuntimeError):

@@ -1,4 +1,4 @@
-"""The wire format between the preload library (csrc_cython/kmock_preload.c) and ``kmock serve``.
+"""The wire format between the preload library (csrc_preload/kmock_preload.c) and ``kmock serve``.
 
 One SOCK_SEQPACKET connection per client thread; every request gets one reply.
 

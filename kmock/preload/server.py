@@ -1,6 +1,6 @@
 """``kmock serve``: a Kernel served to native processes over a Unix socket.
 
-The preload library (csrc_cython/kmock_preload.c) connects once per thread; one
+The preload library (csrc_preload/kmock_preload.c) connects once per thread; one
 server thread answers each connection (kmock.preload.protocol). A client process
 is known by its pid (SO_PEERCRED gives the thread group id): its fd numbers map to
 the server's own descriptors, its mappings are mirrored by server-side mappings,
