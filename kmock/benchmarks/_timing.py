@@ -69,3 +69,28 @@ def real_fallocate_per_call(n, size=1 << 30, rounds=3):
         return None, f"/dev/kvm: {os.strerror(e.errno)}"
     finally:
         h.close_all()
+
+
+def print_arch_rows(title, rows, out):
+    """The architecture conversion rows (kmock.benchmarks.conversion_snp / _cca) as one
+    rich table: name, mock median and best, the core's attributes + punch share, the real
+    4K fallocate, the ratio and the target's verdict."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("workload", "mock us/op (median)", "best", "of which attributes + punch",
+                "real 4K fallocate us", "ratio", "target"):
+        table.add_column(col)
+    for r in rows:
+        real = "skipped (" + r["real_note"] + ")" if r["real_fallocate_s"] is None else \
+            f"{r['real_fallocate_s'] * 1e6:.2f}"
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
+        met = "-" if r["met"] is None else ("met" if r["met"] else "MISSED")
+        table.add_row(r["name"], f"{r['mock_s_median'] * 1e6:.2f}", f"{r['mock_s_best'] * 1e6:.2f}",
+                      f"{r['core_ioctls_s'] * 1e6:.2f}", real, ratio, f"{r['target']}: {met}")
+    console = Console(width=150, record=True, file=io.StringIO())
+    console.print(table)
+    out(console.export_text().rstrip())

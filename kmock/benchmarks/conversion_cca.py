@@ -27,7 +27,7 @@ import os
 import statistics
 import time
 
-from ._timing import scattered_offsets, real_fallocate_per_call
+from ._timing import scattered_offsets, real_fallocate_per_call, print_arch_rows
 
 P = 4096
 GIB = 1 << 30
@@ -179,30 +179,10 @@ def run(quick=False, out=print, rounds=5):
                      "ratio": None if real is None else med / real,
                      "target": "<= 10x real 4K fallocate",
                      "met": None if real is None else med / real <= 10})
-    _print(rows, out)
+    print_arch_rows('Arm CCA 4K conversion (profile linux-arm64-cca, v14)', rows, out)
     return rows
 
 
-def _print(rows, out):
-    import io
-
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="Arm CCA 4K conversion (profile linux-arm64-cca, v14)")
-    for col in ("workload", "mock us/op (median)", "best", "of which attributes + punch",
-                "real 4K fallocate us", "ratio", "target"):
-        t.add_column(col)
-    for r in rows:
-        real = "skipped (" + r["real_note"] + ")" if r["real_fallocate_s"] is None else \
-            f"{r['real_fallocate_s'] * 1e6:.2f}"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
-        met = "-" if r["met"] is None else ("met" if r["met"] else "MISSED")
-        t.add_row(r["name"], f"{r['mock_s_median'] * 1e6:.1f}", f"{r['mock_s_best'] * 1e6:.1f}",
-                  f"{r['core_ioctls_s'] * 1e6:.1f}", real, ratio, f"{r['target']}: {met}")
-    console = Console(width=160, record=True, file=io.StringIO())
-    console.print(t)
-    out(console.export_text().rstrip())
 
 
 if __name__ == "__main__":

@@ -22,12 +22,11 @@ conversion, on the same kind of VM.
 (median and best over rounds), real 4K fallocate seconds, ratio.
 """
 
-import io
 import os
 import statistics
 import time
 
-from ._timing import scattered_offsets, real_fallocate_per_call
+from ._timing import scattered_offsets, real_fallocate_per_call, print_arch_rows
 
 P = 4096
 GIB = 1 << 30
@@ -156,25 +155,8 @@ def run(quick=False, out=print, rounds=5):
         "core_ioctls_s": core,
         "target": "<= 10x real 4K fallocate", "met": None if ratio is None else ratio <= 10,
     }
-    _print([row], out)
+    print_arch_rows('SNP conversion', [row], out)
     return [row]
 
 
-def _print(rows, out):
-    from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title="SNP conversion")
-    for col in ("workload", "mock us/op (median)", "best", "of which attributes + punch",
-                "real 4K fallocate us", "ratio", "target"):
-        table.add_column(col)
-    for r in rows:
-        real = "skipped (" + r["real_note"] + ")" if r["real_fallocate_s"] is None else \
-            f"{r['real_fallocate_s'] * 1e6:.2f}"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
-        met = "-" if r["met"] is None else ("met" if r["met"] else "MISSED")
-        table.add_row(r["name"], f"{r['mock_s_median'] * 1e6:.2f}", f"{r['mock_s_best'] * 1e6:.2f}",
-                      f"{r['core_ioctls_s'] * 1e6:.2f}", real, ratio, f"{r['target']}: {met}")
-    console = Console(width=140, record=True, file=io.StringIO())
-    console.print(table)
-    out(console.export_text().rstrip())

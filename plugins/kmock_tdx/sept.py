@@ -247,6 +247,16 @@ class Sept:
         return None
 
     # -- host side: SEAMCALLs ----------------------------------------------------------------
+    def _check_states(self, segs, level, gfn, allowed):
+        """The entry checks every SEAMCALL starts with, on each entry of ``segs``: the walk
+        reaches it, and its state is one of ``allowed``. Raises _Fail at the first failure."""
+        for s, _e, v in segs:
+            st = _entry(v, level)
+            if st == _WALK:
+                raise _Fail(WALK_FAILED, self._entry_gfn(s, level, gfn))
+            if st not in allowed:
+                raise _Fail(STATE_INCORRECT, self._entry_gfn(s, level, gfn))
+
     def _check_blocked_leaves(self, segs, level, gfn, allowed):
         """REMOVE's and DEMOTE's checks on each entry of ``segs``, in the module's order:
         the walk reaches it, its state is one of ``allowed``, and once the TD runs it is
@@ -272,12 +282,7 @@ class Sept:
             return bad or SeptResult(OPERAND_INVALID, gfn)
         try:
             segs = self._segments(gfn, npages)
-            for s, _e, v in segs:
-                st = _entry(v, level)
-                if st == _WALK:
-                    raise _Fail(WALK_FAILED, self._entry_gfn(s, level, gfn))
-                if st not in _SEPT_ADD_FROM:
-                    raise _Fail(STATE_INCORRECT, self._entry_gfn(s, level, gfn))
+            self._check_states(segs, level, gfn, _SEPT_ADD_FROM)
         except _Fail as f:
             return f.result
         for s, e, v in segs:
@@ -348,12 +353,7 @@ class Sept:
     def _map_new(self, gfn, npages, level, pfn, new_state, allowed):
         try:
             segs = self._segments(gfn, npages)
-            for s, _e, v in segs:
-                st = _entry(v, level)
-                if st == _WALK:
-                    raise _Fail(WALK_FAILED, self._entry_gfn(s, level, gfn))
-                if st not in allowed:
-                    raise _Fail(STATE_INCORRECT, self._entry_gfn(s, level, gfn))
+            self._check_states(segs, level, gfn, allowed)
         except _Fail as f:
             return f.result
         # the walk reached `level` everywhere: the entries above are NL, none at `level`
