@@ -62,9 +62,6 @@ _writev = _libc.process_vm_writev
 _writev.restype = ctypes.c_ssize_t
 _writev.argtypes = _readv.argtypes
 
-_PID = os.getpid()
-
-
 def _raise():
     e = ctypes.get_errno()
     raise OSError(e, os.strerror(e))
@@ -125,13 +122,17 @@ class _Task(threading.local):
 
 
 _task = _Task()
+#: this process's pid, kept current across os.fork (getpid(2) is a syscall, and every
+#: VM and vCPU ioctl asks for it)
+_self = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _self.__setitem__(0, os.getpid()))
 
 
 def _pid():
     # After fork the child has a new pid; process_vm_* must name ourselves, or the
     # process whose syscall this thread serves (kmock serve, see user_task).
     pid = _task.pid
-    return os.getpid() if pid is None else pid
+    return _self[0] if pid is None else pid
 
 
 def current_pid():

@@ -423,7 +423,9 @@ class Kernel(IommufdSupport, SyscallAPI):
             if mode & 0x02 and self.iommu_memory.orphans is not None:  # FALLOC_FL_PUNCH_HOLE
                 self.iommu_memory.before_truncate(fd, offset, offset + length)
             return host.fallocate(fd, mode, offset, length)
-        f = self.fdtable.lookup(fd)
+        f = self.fdtable.get(fd) if type(fd) is int else None
+        if f is None:
+            f = self.fdtable.lookup(fd)  # EBADF, or TypeError for a non-integer
         check_fallocate_args(fd, mode, offset, length)
         return f.fallocate(mode, offset, length)
 
