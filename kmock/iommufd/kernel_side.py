@@ -160,38 +160,83 @@ class IommufdSupport:
         self.dma_faults.append((dev, iova, reason))
         raise DmaFault(iova, reason)
 
-    def judge_dma(self, idev, area, iova, entry_private, write):
-        """A DMA reached guest memory: is the IOMMU entry still of the page's kind?"""
+    def judge_dma(self, idev, area, iova, end, entry_private, write):
+        """A DMA through ``area`` reaches bytes [iova, end) (one IOMMU run: one entry
+        kind, ``entry_private``). For guest memory, each page is judged as the hardware
+        would, in page order: poisoned (fault), refused by the architecture
+        (VmType.dma_access: fault), or reached through an entry of the other kind than
+        the page now is (VmType.judge_stale_dma: recorded, and a fault when the verdict
+        says so). Returns ``(ok_end, fault)``: the bytes [iova, ok_end) may be
+        transferred, then ``fault`` (None, or (iova, reason) for kmock.DmaFault) stops
+        the DMA. Works on runs of pages (RangeMap queries; the architecture is asked
+        about whole ranges, bisected to find its first refused page)."""
         inode = area.pages.inode
         if inode is None:
-            return
-        index = area.pages.first_page() + ((area.offset + iova - area.iova) >> PAGE_SHIFT)
-        if inode.is_poisoned(index):
+            return end, None
+        fp = area.pages.first_page()
+        base = area.iova - area.offset  # the IOVA of byte 0 of page fp
+        lo = fp + ((iova - base) >> PAGE_SHIFT)
+        hi = fp + ((end - 1 - base) >> PAGE_SHIFT) + 1
+
+        def iova_of(index):  # the first byte of the DMA in page ``index``
+            return max(iova, base + ((index - fp) << PAGE_SHIFT))
+
+        stop = hi  # the first page that faults (hi: none)
+        why = None
+        kind = None
+        p = inode.first_poisoned(lo, stop)
+        if p is not None:
+            stop, kind = p, "poisoned"
+        vm = inode.vm
+        if vm.vmtype.has_dma_access and lo < stop:
+            b = _first_refused(vm, inode, lo, stop, write)
+            if b is not None:
+                stop, why = b
+                kind = "blocked"
+        # stale entries, in page order, up to the first page that faults
+        for s, e, page_private in inode.private_runs(lo, stop):
+            if page_private == entry_private:
+                continue
+            verdict = vm.vmtype.judge_stale_dma(entry_private, page_private, write)
+            entry = "private" if entry_private else "shared"
+            page = "private" if page_private else "shared"
+            self.violations.record(
+                "stale_iommu_dma",
+                f"a device {'wrote' if write else 'read'} through an IOMMU entry made when "
+                f"the page was {entry}; the page is now {page} (verdict: {verdict})",
+                vm=vm, iova=iova_of(s), verdict=verdict, write=write, entry=entry, page=page,
+                npages=e - s)
+            if verdict in ("fault", "machine_check"):
+                return iova_of(s), (iova_of(s), f"{verdict}: IOMMU entry ({entry}) no longer "
+                                                f"matches the page ({page})")
+        if kind is None:
+            return end, None
+        at = iova_of(stop)
+        if kind == "poisoned":
             self.violations.record("dma_to_poisoned_page",
                                    "a device DMA reached a guest_memfd page hit by memory failure",
-                                   iova=iova, index=index)
-            self.dma_fault(idev.dev, iova, "page is poisoned (memory failure)")
-        vm = inode.vm
-        if vm.vmtype.has_dma_access:
-            why = vm.vmtype.dma_access(vm, inode, index, index + 1, write)
-            if why is not None:
-                self.violations.record("dma_blocked", why, vm=vm, iova=iova, index=index,
-                                       write=write, device=getattr(idev.dev, "path", None))
-                self.dma_fault(idev.dev, iova, why)
-        page_private = inode.is_private(index)
-        if page_private == entry_private:
-            return
-        verdict = vm.vmtype.judge_stale_dma(entry_private, page_private, write)
-        entry = "private" if entry_private else "shared"
-        page = "private" if page_private else "shared"
-        self.violations.record(
-            "stale_iommu_dma",
-            f"a device {'wrote' if write else 'read'} through an IOMMU entry made when the page "
-            f"was {entry}; the page is now {page} (verdict: {verdict})",
-            vm=vm, iova=iova, verdict=verdict, write=write, entry=entry, page=page)
-        if verdict in ("fault", "machine_check"):
-            self.dma_fault(idev.dev, iova, f"{verdict}: IOMMU entry ({entry}) no longer "
-                                           f"matches the page ({page})")
+                                   iova=at, index=stop)
+            return at, (at, "page is poisoned (memory failure)")
+        self.violations.record("dma_blocked", why, vm=vm, iova=at, index=stop, write=write,
+                               device=getattr(idev.dev, "path", None))
+        return at, (at, why)
+
+
+def _first_refused(vm, inode, lo, hi, write):
+    """(page, explanation) of the first page of [lo, hi) the architecture refuses a DMA
+    to (VmType.dma_access answers for a range: any page refused), or None. A bisection:
+    O(log n) questions, never one per page."""
+    why = vm.vmtype.dma_access(vm, inode, lo, hi, write)
+    if why is None:
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        w = vm.vmtype.dma_access(vm, inode, lo, mid, write)
+        if w is not None:
+            hi, why = mid, w
+        else:
+            lo = mid
+    return lo, why
 
 
 class AreaNotifier(GmemNotifier):

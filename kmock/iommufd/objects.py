@@ -177,33 +177,48 @@ class IommuDevice:
             return self._dma(iova, length, data)
 
     def _dma(self, iova, length, data):
+        """The transfer, one run of the domain's table and one area at a time (never a
+        page at a time): the bytes before the first page that faults are transferred,
+        as a device's writes before an IOMMU fault land."""
         kernel = self.ictx.kernel
-        if self.hwpt is None:
+        hwpt = self.hwpt
+        if hwpt is None:
             kernel.dma_fault(self.dev, iova, "device not attached to an I/O page table")
         write = data is not None
         out = []
         pos = iova
         end = iova + length
-        while pos < end:
-            n = min(end, (pos | (PAGE_SIZE - 1)) + 1) - pos
-            hit = self.hwpt.translate(pos)
-            if hit is None:
+        if pos < end:
+            mask = PAGE_SIZE - 1
+            top = min((end + mask) & ~mask, 1 << 64)  # (2**64: the end of the IOVA space)
+            for riova, _pfn, npages, perm in hwpt.table.runs(iova & ~mask, top):
+                if riova > pos:
+                    break  # a hole before this run: pos is not mapped
+                if write and not perm & PERM_WRITE:
+                    kernel.dma_fault(self.dev, pos, "IOVA not writable")
+                if not write and not perm & 1:
+                    kernel.dma_fault(self.dev, pos, "IOVA not readable")
+                run_end = min(end, riova + (npages << PAGE_SHIFT))
+                while pos < run_end:
+                    area = hwpt.ioas.area_at(pos)
+                    if area is None or area.revoked:
+                        kernel.dma_fault(self.dev, pos, "IOVA not mapped")
+                    seg_end = min(run_end, area.last + 1)
+                    ok_end, fault = kernel.judge_dma(self, area, pos, seg_end,
+                                                     bool(perm & PERM_PRIVATE), write)
+                    if pos < ok_end:
+                        off = area.offset + (pos - area.iova)
+                        if write:
+                            area.pages.write(off, data[pos - iova:ok_end - iova])
+                        else:
+                            out.append(area.pages.read(off, ok_end - pos))
+                    if fault is not None:
+                        kernel.dma_fault(self.dev, *fault)
+                    pos = seg_end
+                if pos >= end:
+                    break
+            if pos < end:
                 kernel.dma_fault(self.dev, pos, "IOVA not mapped")
-            pfn, perm = hit
-            if write and not perm & PERM_WRITE:
-                kernel.dma_fault(self.dev, pos, "IOVA not writable")
-            if not write and not perm & 1:
-                kernel.dma_fault(self.dev, pos, "IOVA not readable")
-            area = self.hwpt.ioas.area_at(pos)
-            if area is None or area.revoked:
-                kernel.dma_fault(self.dev, pos, "IOVA not mapped")
-            kernel.judge_dma(self, area, pos, bool(perm & PERM_PRIVATE), write)
-            off = area.offset + (pos - area.iova)
-            if write:
-                area.pages.write(off, data[pos - iova: pos - iova + n])
-            else:
-                out.append(area.pages.read(off, n))
-            pos += n
         return None if write else b"".join(out)
 
 

@@ -151,7 +151,10 @@ class Pages:
 
     def read(self, offset, n):
         if self.gmem_file is not None:
-            out = []
+            inode = self.inode
+            if not inode.orphans or not self.pinned:  # the common case: one read
+                return inode.read((self.first_page() << PAGE_SHIFT) + offset, n)
+            out = []  # after a PUNCH_HOLE of pinned pages: the orphans' old bytes
             while n > 0:
                 k = min(n, PAGE_SIZE - (offset & (PAGE_SIZE - 1)))
                 orphan = self._orphan(offset)
@@ -159,7 +162,7 @@ class Pages:
                     o = offset & (PAGE_SIZE - 1)
                     out.append(orphan[o:o + k])
                 else:
-                    out.append(self.inode.read((self.first_page() << PAGE_SHIFT) + offset, k))
+                    out.append(inode.read((self.first_page() << PAGE_SHIFT) + offset, k))
                 offset += k
                 n -= k
             return b"".join(out)
@@ -309,24 +312,59 @@ class IommuMemory:
         return True
 
     def file_read(self, pages, offset, n):
-        pfn = pages.file_pfn_base + (offset >> PAGE_SHIFT)
-        orphan = self.orphans.get(pfn)
-        if orphan is not None:
-            o = offset & (PAGE_SIZE - 1)
-            return orphan[o:o + n]
-        data = os.pread(pages.fd, n, offset)
-        return data.ljust(n, b"\0")
+        """Bytes [offset, offset + n) of a MAP_FILE'd file as its pinned pages hold them:
+        a page a truncate orphaned keeps its old bytes; beyond the end of the file,
+        zeros."""
+        if not self.orphans:
+            return os.pread(pages.fd, n, offset).ljust(n, b"\0")
+        out = []
+        for lo, hi, orphan in self._split_orphans(pages, offset, offset + n):
+            if orphan is None:
+                out.append(os.pread(pages.fd, hi - lo, lo).ljust(hi - lo, b"\0"))
+            else:
+                o = lo & (PAGE_SIZE - 1)
+                out.append(orphan[o:o + hi - lo])
+        return b"".join(out)
 
     def file_write(self, pages, offset, data):
-        pfn = pages.file_pfn_base + (offset >> PAGE_SHIFT)
-        orphan = self.orphans.get(pfn)
-        if orphan is not None:
-            o = offset & (PAGE_SIZE - 1)
-            self.orphans[pfn] = orphan[:o] + bytes(data) + orphan[o + len(data):]
-            return
-        size = os.fstat(pages.fd).st_size
-        if offset + len(data) <= size:
-            os.pwrite(pages.fd, data, offset)
+        """A write of ``data`` at ``offset`` through pinned pages: an orphaned page takes it;
+        a page past the end of the file (truncated under the pin) drops it."""
+        end = offset + len(data)
+        view = memoryview(data)
+        size = None
+        for lo, hi, orphan in self._split_orphans(pages, offset, end):
+            part = view[lo - offset:hi - offset]
+            if orphan is not None:
+                pfn = pages.file_pfn_base + (lo >> PAGE_SHIFT)
+                o = lo & (PAGE_SIZE - 1)
+                self.orphans[pfn] = orphan[:o] + bytes(part) + orphan[o + len(part):]
+                continue
+            if size is None:
+                size = os.fstat(pages.fd).st_size
+            # the pages that end within the file are written, page by page in order
+            top = hi if hi <= size else max(lo, size & ~(PAGE_SIZE - 1))
+            if lo < top:
+                os.pwrite(pages.fd, part[:top - lo], lo)
+
+    def _split_orphans(self, pages, lo, hi):
+        """[lo, hi) in pieces (start, end, orphan bytes or None): orphaned pages apart
+        (there are few: pinned pages a truncate removed)."""
+        if not self.orphans:
+            return [(lo, hi, None)]
+        out = []
+        pos = lo
+        base = pages.file_pfn_base
+        first, last = base + (lo >> PAGE_SHIFT), base + ((hi - 1) >> PAGE_SHIFT)
+        for pfn in sorted(p for p in self.orphans if first <= p <= last):
+            plo = max(lo, (pfn - base) << PAGE_SHIFT)
+            phi = min(hi, (pfn - base + 1) << PAGE_SHIFT)
+            if pos < plo:
+                out.append((pos, plo, None))
+            out.append((plo, phi, self.orphans[pfn]))
+            pos = phi
+        if pos < hi:
+            out.append((pos, hi, None))
+        return out
 
     def before_truncate(self, fd, start, end):
         """The file behind ``fd`` loses bytes [start, end): keep pinned pages' contents."""

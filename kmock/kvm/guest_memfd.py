@@ -273,6 +273,13 @@ class GmemInode:
     def is_poisoned(self, index):
         return self.poisoned is not None and bool(self.poisoned.get(index))
 
+    def first_poisoned(self, start, end):
+        """The first poisoned page of [start, end), or None."""
+        if self.poisoned is None:
+            return None
+        i = self.poisoned.find_not(start, end, 0)
+        return None if i == -1 else i
+
     def private_runs(self, start, end):
         """(s, e, private) runs of pages [start, end)."""
         return [(s, e, bool(v & PRIVATE)) for s, e, v in self.attrs.ranges(start, end)]

@@ -201,15 +201,28 @@ class VM:
         a gfn backed by a guest_memfd that supports shared memory follows the
         guest_memfd's own attribute; everything else follows the VM attribute array.
         """
+        attrs, shift = self._attributes_of(gfn, slot)
+        return bool(attrs.get(gfn + shift) & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+
+    def first_private_gfn(self, start, end):
+        """gfn_is_private over gfns [start, end) (all in one memslot, or in none): the
+        first private gfn, or None."""
+        attrs, shift = self._attributes_of(start)
+        for s, _e, v in attrs.ranges(start + shift, end + shift):
+            if v & K.KVM_MEMORY_ATTRIBUTE_PRIVATE:
+                return s - shift
+        return None
+
+    def _attributes_of(self, gfn, slot=None):
+        """(RangeMap, shift): where ``gfn``'s attributes live (at index gfn + shift)."""
         if self.kernel.profile.conversion != "none":
             if slot is None:
                 slot = self.lookup_memslot(gfn)
             if slot is not None and slot.gmem_file is not None:
                 inode = slot.gmem_file.inode
                 if inode.in_place:
-                    return bool(inode.attrs.get(slot.gmem_pgoff + gfn - slot.base_gfn)
-                                & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
-        return bool(self.mem_attrs.get(gfn) & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+                    return inode.attrs, slot.gmem_pgoff - slot.base_gfn
+        return self.mem_attrs, 0
 
     def set_memory_attributes(self, start, end, attributes):
         """The VM-level attribute change of gfns [start, end) (kvm_vm_set_mem_attributes).

@@ -185,23 +185,47 @@ class TdxVm(VmType):
         """A device DMA into TD-private memory: without a TDISP-bound (trusted) device the
         IOMMU uses a shared KeyID, so a write poisons the line (machine-check hazard) and a
         read returns no plaintext; kmock refuses it (DmaFault) and records it."""
-        td = vm.arch
-        private = inode.is_private(start) if not inode.in_place else False
-        slot = inode.slot_at(start)
-        if slot is not None and slot.vm is vm:
-            gfn = slot.base_gfn + start - slot.gmem_pgoff
-            private = vm.gfn_is_private(gfn)
-            if td.sept is not None and gfn < td.sept.npages:
-                private = private or td.sept.lookup(gfn)[0] != S.FREE
-        elif inode.in_place:
-            private = inode.is_private(start)
-        if not private:
+        page = _first_td_private(vm, inode, start, end)
+        if page is None:
             return None
         return (f"device DMA {'write' if write else 'read'} into TD-private memory (guest_memfd "
-                f"page {start}): an untrusted device uses a shared KeyID, so a write poisons "
+                f"page {page}): an untrusted device uses a shared KeyID, so a write poisons "
                 f"the cacheline's integrity (machine-check hazard when the TD reads it) and a "
                 f"read returns no plaintext")
 
     def judge_stale_dma(self, entry_private, page_private, write):
         return "machine_check" if page_private else "allow"
 
+
+
+def _first_private_page(inode, start, end):
+    for s, _e, private in inode.private_runs(start, end):
+        if private:
+            return s
+    return None
+
+
+def _first_td_private(vm, inode, start, end):
+    """The first guest_memfd page of [start, end) that is TD-private memory, or None:
+    where this TD's memslot binds it, private by the attributes or mapped by the S-EPT;
+    elsewhere, by the guest_memfd's attribute. By runs, in page order."""
+    td = vm.arch
+    sept = td.sept
+    pos = start
+    for gs, ge, index in sorted(td.gfn_ranges(inode, start, end), key=lambda r: r[2]):
+        if pos < index:
+            p = _first_private_page(inode, pos, index)
+            if p is not None:
+                return p
+        hits = []
+        g = vm.first_private_gfn(gs, ge)
+        if g is not None:
+            hits.append(g)
+        if sept is not None and gs < sept.npages:
+            leaves = sept.leaves(gs, min(ge, sept.npages) - gs)
+            if leaves:
+                hits.append(leaves[0][0])
+        if hits:
+            return index + min(hits) - gs
+        pos = index + ge - gs
+    return _first_private_page(inode, pos, end) if pos < end else None

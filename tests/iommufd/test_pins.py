@@ -223,3 +223,24 @@ def test_gmem_punch_under_pinned_va_map_dma_reads_old_bytes(k8):
     g.punch(P)
     assert m[P:P + 4] == bytes(4)  # the file has a fresh page
     assert dev.dma_read(iova + P, 4) == b"old!"  # the device still has the pinned one
+
+
+def test_one_dma_across_file_pages_and_orphaned_pages(k, ictx):
+    """A DMA spanning the file's page and orphaned pages reads and writes each where its
+    page lives (one transfer per piece, not per page)."""
+    fd = k.memfd_create("trunc2")
+    k.ftruncate(fd, 4 * P)
+    k.pwrite(fd, b"A" * P + b"B" * P + b"C" * P + b"D" * P, 0)
+    dev = k.add_vfio_device()
+    vfd = vfio_open(k, dev)
+    vfio_bind(k, vfd, ictx.fd)
+    a = ictx.ioas_alloc()
+    vfio_attach(k, vfd, a)
+    iova = ictx.map_file(a, fd, 0, 4 * P)
+    k.ftruncate(fd, 2 * P)  # pages 2-3 orphaned
+    assert dev.dma_read(iova + P - 1, 2 * P + 2) == b"A" + b"B" * P + b"C" * P + b"D"
+    dev.dma_write(iova + P, b"x" * (2 * P + 1))
+    assert k.pread(fd, P, P) == b"x" * P  # page 1: the file's
+    assert dev.dma_read(iova + 2 * P, P + 2) == b"x" * (P + 1) + b"D"  # the orphans took the rest
+    k.ftruncate(fd, 4 * P)
+    assert k.pread(fd, 2, 2 * P) == bytes(2)

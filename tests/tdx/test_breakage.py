@@ -318,3 +318,24 @@ def test_host_access_to_a_page_the_s_ept_still_maps_is_sigbus(tdx_kernel):
     v = t.k.violations[-1]
     assert v.kind == "host_access_fault" and "machine-check hazard" in v.explanation
     m.close()
+
+
+def test_dma_over_several_pages_stops_at_the_first_td_private_page(tdx_kernel):
+    """dma_access answers for a range: a DMA of pages 0-7 with page 5 private transfers
+    pages 0-4 and faults at page 5 (the explanation names page 5)."""
+    t = v8_td(tdx_kernel, iommufd_gmem_policy="notifier")
+    gmem_attrs(t, 5 * P, P, True)
+    d = Dev(t, "notifier")
+    with pytest.raises(kmock.DmaFault) as e:
+        d.dev.dma_write(d.iova, b"\xab" * (8 * P))
+    assert e.value.iova == d.iova + 5 * P
+    v = [v for v in t.k.violations if v.kind == "dma_blocked"][-1]
+    assert "page 5" in v.explanation
+    m = t.k.mmap(t.gmem, 8 * P, 3, 1)
+    assert m[0:5 * P] == b"\xab" * (5 * P)  # the pages before the fault were written
+    assert m[6 * P:8 * P] == bytes(2 * P)  # the pages after it were not
+    m.close()
+    vm = t.vmobj
+    inode = t.k.file(t.gmem).inode
+    assert vm.vmtype.dma_access(vm, inode, 0, 5, True) is None
+    assert "page 5" in vm.vmtype.dma_access(vm, inode, 0, 8, True)
