@@ -34,11 +34,16 @@ import os
 
 from . import _libc
 from .hookspecs import hookimpl
-from .uapi import gmem, iommufd, kvm, vfio
+from .uapi import arm64, cca, gmem, iommufd, kvm, sev, tdx, vfio
 from .uapi.ioctl import _IOC_DIR, _IOC_SIZE, _IOC_TYPE
 
 VERSION = 1
 _UAPI = (kvm, gmem, iommufd, vfio)
+#: the architectures' UAPI (kmock.uapi.<arch>): their names and structs are used for
+#: requests the generic modules above do not know
+_ARCH_UAPI = (tdx, sev, arm64, cca)
+#: ioctl types: KVMIO, IOMMUFD_TYPE / VFIO_TYPE (';'), SEV_IOC_TYPE ('S')
+_IOC_TYPES = (0xAE, 0x3B, 0x53)
 _NAMES = None
 _STRUCTS = None
 _EXITS = None
@@ -65,16 +70,31 @@ def ioctl_names():
     global _NAMES
     if _NAMES is None:
         names = {}
-        for mod in _UAPI:
+        for mod in _UAPI + _ARCH_UAPI:
             for n, v in vars(mod).items():
-                if n.isupper() and type(v) is int and _IOC_TYPE(v) in (0xAE, 0x3B) and v > 0xFF:
+                if _is_request(n, v):
+                    names.setdefault(v, n)
+        for rev in cca.REVISIONS.values():  # the CCA series renumbered its ioctls
+            for n, v in rev.items():
+                if _is_request(n, v):
                     names.setdefault(v, n)
         _NAMES = names
     return _NAMES
 
 
+def _is_request(name, value):
+    return (name.isupper() and not name.startswith("_") and type(value) is int
+            and _IOC_TYPE(value) in _IOC_TYPES and value > 0xFF)
+
+
+#: words that say nothing about which struct an ioctl takes
+_NOISE = {"kvm", "iommu", "vfio", "device", "get", "set", "has", "arm"}
+#: ioctls whose struct is not found by name (Documentation/virt/kvm/api.rst)
+_STRUCT_OF = {"KVM_ARM_PREFERRED_TARGET": "kvm_vcpu_init", "KVM_GET_SUPPORTED_CPUID": "kvm_cpuid2"}
+
+
 def _tokens(name):
-    return set(name.lower().split("_")) - {"kvm", "iommu", "vfio", "device"}
+    return set(name.lower().split("_")) - _NOISE
 
 
 def struct_for(request):
@@ -85,24 +105,32 @@ def struct_for(request):
     (iommufd ioctls are _IO: their struct is found by name alone)."""
     global _STRUCTS
     if _STRUCTS is None:
-        structs = {}
-        for mod in _UAPI:
-            for n, v in vars(mod).items():
-                if isinstance(v, type) and issubclass(v, ctypes.Structure) and not n.startswith("_"):
-                    structs.setdefault(n, v)
         table = {}
-        for nr, name in ioctl_names().items():
-            t = structs.get(name.lower())
-            size = _IOC_SIZE(nr)
-            if t is None or (size and ctypes.sizeof(t) != size):
-                best = [(len(_tokens(name) & _tokens(sn)), sn) for sn, st in structs.items()
-                        if size and ctypes.sizeof(st) == size]
-                best = [b for b in best if b[0] > 0]
-                t = structs[max(best)[1]] if best else None
-            if t is not None:
-                table[nr] = t
+        # the generic modules first: an architecture's struct never displaces theirs
+        for mods in (_UAPI, _UAPI + _ARCH_UAPI):
+            structs = {}
+            for mod in mods:
+                for n, v in vars(mod).items():
+                    if isinstance(v, type) and issubclass(v, ctypes.Structure) and \
+                            not n.startswith("_"):
+                        structs.setdefault(n, v)
+            for nr, name in ioctl_names().items():
+                if nr not in table:
+                    t = _struct_named(name, _IOC_SIZE(nr), structs)
+                    if t is not None:
+                        table[nr] = t
         _STRUCTS = table
     return _STRUCTS.get(request)
+
+
+def _struct_named(name, size, structs):
+    t = structs.get(_STRUCT_OF.get(name, name.lower()))
+    if t is None or (size and ctypes.sizeof(t) != size):
+        best = [(len(_tokens(name) & _tokens(sn)), sn) for sn, st in structs.items()
+                if size and ctypes.sizeof(st) == size]
+        best = [b for b in best if b[0] > 0]
+        t = structs[max(best)[1]] if best else None
+    return t
 
 
 def exit_names():

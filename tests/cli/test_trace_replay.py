@@ -134,3 +134,22 @@ def test_host_trace_replays_on_the_mock_without_divergence(tmp_path):
     n, div = replay.replay(path)  # profile host: probed from this /dev/kvm
     assert div is None, str(div)
     assert n == len(recs)
+
+
+def test_trace_names_and_decodes_the_architectures_ioctls():
+    """The architectures' UAPI (kmock.uapi.tdx/sev/arm64/cca) names their ioctls in a
+    trace, every CCA revision's number included; a struct is matched by its name, never by
+    a shared word such as "set" or "get"."""
+    from kmock import trace
+    from kmock.uapi import arm64, cca, kvm, sev
+
+    names = trace.ioctl_names()
+    for rev in cca.REVISIONS.values():
+        assert names[rev["KVM_ARM_RMI_POPULATE"]] == "KVM_ARM_RMI_POPULATE"
+        assert trace.struct_for(rev["KVM_ARM_RMI_POPULATE"]) is cca.kvm_arm_rmi_populate
+    assert names[sev.SEV_ISSUE_CMD] == "SEV_ISSUE_CMD"
+    assert trace.struct_for(arm64.KVM_SET_ONE_REG).__name__ == "kvm_one_reg"
+    assert trace.struct_for(arm64.KVM_ARM_PREFERRED_TARGET).__name__ == "kvm_vcpu_init"
+    assert trace.struct_for(kvm.KVM_GET_SUPPORTED_CPUID).__name__ == "kvm_cpuid2"
+    # the generic modules keep their own: the architecture modules never displace them
+    assert names[kvm.KVM_MEMORY_ENCRYPT_OP] == "KVM_MEMORY_ENCRYPT_OP"
