@@ -23,7 +23,6 @@ ioctl numbers and structs of ``kmock.uapi``; it needs no /dev/kvm. It:
 """
 
 import ctypes
-import errno
 import os
 
 import kmock
@@ -31,6 +30,7 @@ from kmock.uapi import gmem as G
 from kmock.uapi import iommufd as I
 from kmock.uapi import kvm as K
 from kmock.uapi import vfio as V
+from kmock.testing.demo_vmm import Story, run_until_halt
 
 PAGE = 4096
 MiB = 1 << 20
@@ -91,50 +91,12 @@ class DemoVmm:
                                      else 0)
         self.k.ioctl(self.gmem, G.KVM_SET_MEMORY_ATTRIBUTES2, a)
 
-    def run_until_halt(self, out):
-        run = self.run
-        while True:
-            try:
-                self.k.ioctl(self.vcpu, K.KVM_RUN, 0)
-            except OSError as e:
-                if e.errno == errno.EFAULT and run.exit_reason == K.KVM_EXIT_MEMORY_FAULT:
-                    mf = run.memory_fault
-                    private = bool(mf.flags & K.KVM_MEMORY_EXIT_FLAG_PRIVATE)
-                    out(f"  exit MEMORY_FAULT gpa {mf.gpa:#x}: convert to "
-                        f"{'private' if private else 'shared'}")
-                    self.convert(mf.gpa, mf.size, private)
-                    continue
-                raise
-            reason = run.exit_reason
-            if reason == K.KVM_EXIT_HLT:
-                out("  exit HLT: the guest is done")
-                return
-            if reason == K.KVM_EXIT_HYPERCALL and run.hypercall.nr == K.KVM_HC_MAP_GPA_RANGE:
-                hc = run.hypercall
-                gpa, npages, attrs = hc.args[0], hc.args[1], hc.args[2]
-                private = bool(attrs & K.KVM_MAP_GPA_RANGE_ENCRYPTED)
-                out(f"  exit HYPERCALL MAP_GPA_RANGE gpa {gpa:#x} + {npages} pages -> "
-                    f"{'private' if private else 'shared'}")
-                try:
-                    self.convert(gpa, npages * PAGE, private)
-                    hc.ret = 0
-                except OSError as e:
-                    out(f"    conversion failed: {os.strerror(e.errno)}")
-                    hc.ret = -K.KVM_EINVAL & ((1 << 64) - 1)
-            elif reason == K.KVM_EXIT_IO:
-                continue
-            else:
-                raise RuntimeError(f"unexpected exit {reason}")
-
+    def run_until_halt(self, say):
+        run_until_halt(self.k, self.vcpu, self.run, self.convert, say)
 
 def run(out=print, platform="none", trace=None):
     """Run the demo; returns (kernel, story lines). The caller closes the kernel."""
-    story = []
-
-    def say(line):
-        story.append(line)
-        out(line)
-
+    say = Story(out)
     settings = {"iommufd_gmem_policy": "rfc-2026-02"}
     if platform != "none":
         settings["platform"] = platform
@@ -161,10 +123,8 @@ def run(out=print, platform="none", trace=None):
         say(f"  the device read {data!r}: the IOMMU still maps private memory")
     except kmock.DmaFault as e:
         say(f"  DMA fault: {e}")
-    say(f"what went wrong: {len(kernel.violations)} violation(s) recorded")
-    for v in kernel.violations:
-        say(f"  {v}")
-    return kernel, story
+    say.violations(kernel)
+    return kernel, say.lines
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ works and its DMA into the realm's image (a DATA granule, Realm PAS) is refused 
 SMMU's granule protection check: the platform's way of going wrong."""
 
 import kmock
+from kmock.testing.demo_vmm import Story
 
 from .rtt import Ripas
 from .vmm import IOVA, RAM, P, RealmVmm
@@ -20,11 +21,7 @@ def run(out=print, platform="cca", trace=None):
 
     import kmock_cca
 
-    story = []
-
-    def say(line):
-        story.append(line)
-        out(line)
+    say = Story(out)
 
     kernel = kmock.Kernel("linux-arm64-cca", plugins=[kmock_arm64, kmock_cca], trace=trace,
                           iommufd_gmem_policy="notifier")
@@ -57,8 +54,6 @@ def run(out=print, platform="cca", trace=None):
         say("  the write went through: the realm's memory is not protected")
     except kmock.DmaFault as e:
         say(f"  DMA fault: {e}")
-    say(f"what went wrong: {len(kernel.violations)} violation(s) recorded")
-    for v in kernel.violations:
-        say(f"  {v}")
+    say.violations(kernel)
     # the VMM's own mappings and fds stay open: the caller dumps the state, then closes
-    return kernel, story
+    return kernel, say.lines

@@ -31,6 +31,7 @@ from kmock.uapi import iommufd as I
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 from kmock.uapi import vfio as V
+from kmock.testing.demo_vmm import Story, run_until_halt
 
 P = 4096
 GPA = 1 << 32
@@ -102,52 +103,14 @@ class SnpDemoVmm:
             iova=IOVA))
 
     def run_until_halt(self, say):
-        run = self.run
-        for _ in range(32):
-            try:
-                self.k.ioctl(self.vcpu, K.KVM_RUN, 0)
-            except OSError as e:
-                if e.errno == errno.EFAULT and run.exit_reason == K.KVM_EXIT_MEMORY_FAULT:
-                    mf = run.memory_fault
-                    private = bool(mf.flags & K.KVM_MEMORY_EXIT_FLAG_PRIVATE)
-                    say(f"  exit MEMORY_FAULT gpa {mf.gpa:#x}: convert to "
-                        f"{'private' if private else 'shared'}")
-                    self.convert(mf.gpa, mf.size, private)
-                    continue
-                raise
-            if run.exit_reason == K.KVM_EXIT_HLT:
-                say("  exit HLT: the guest is done")
-                return
-            if run.exit_reason == K.KVM_EXIT_HYPERCALL and \
-                    run.hypercall.nr == K.KVM_HC_MAP_GPA_RANGE:
-                hc = run.hypercall
-                private = bool(hc.args[2] & K.KVM_MAP_GPA_RANGE_ENCRYPTED)
-                say(f"  exit HYPERCALL MAP_GPA_RANGE (GHCB page-state change) gpa "
-                    f"{hc.args[0]:#x} + {hc.args[1]} page(s) -> "
-                    f"{'private' if private else 'shared'}")
-                try:
-                    self.convert(hc.args[0], hc.args[1] * P, private)
-                    hc.ret = 0
-                except OSError as e:
-                    say(f"    conversion failed: {os.strerror(e.errno)}")
-                    hc.ret = -K.KVM_EINVAL & ((1 << 64) - 1)
-                continue
-            if run.exit_reason == K.KVM_EXIT_SYSTEM_EVENT:
-                say(f"  exit SYSTEM_EVENT type {run.system_event.type}: the guest asked "
-                    f"to be terminated")
-                return
-            raise RuntimeError(f"unexpected exit {run.exit_reason}")
-
+        run_until_halt(self.k, self.vcpu, self.run, self.convert, say,
+                       hypercall="MAP_GPA_RANGE (GHCB page-state change)", max_exits=32)
 
 def run(out=print, platform="snp", trace=None):
     """Run the SNP demo; returns (kernel, story lines). The caller closes the kernel."""
     import kmock_snp
 
-    story = []
-
-    def say(line):
-        story.append(line)
-        out(line)
+    say = Story(out)
 
     kernel = kmock.Kernel("gmem-attributes-v8", plugins=[kmock_snp], platform="snp",
                           iommufd_gmem_policy="notifier", trace=trace)
@@ -179,10 +142,8 @@ def run(out=print, platform="snp", trace=None):
         say("  the write went through")
     except kmock.DmaFault as e:
         say(f"  the AMD IOMMU blocks it: {e}")
-    say(f"what went wrong: {len(kernel.violations)} violation(s) recorded")
-    for v in kernel.violations:
-        say(f"  {v}")
-    return kernel, story
+    say.violations(kernel)
+    return kernel, say.lines
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import os
 from kmock.uapi import iommufd as I
 from kmock.uapi import kvm as K
 from kmock.uapi import vfio as V
+from kmock.testing.demo_vmm import Story, run_until_halt
 
 from .scenarios import GPA, NPAGES, P, TdVmm
 
@@ -59,35 +60,18 @@ def _convert(v, gpa, size, private):
 
 
 def _run_until_halt(v, say):
-    k = v.k
-    run = v.run_struct
-    while True:
-        k.ioctl(v.vcpu, K.KVM_RUN, 0)
-        if run.exit_reason == K.KVM_EXIT_HLT:
-            say("  exit HLT")
-            return
-        if run.exit_reason == K.KVM_EXIT_HYPERCALL and run.hypercall.nr == K.KVM_HC_MAP_GPA_RANGE:
-            hc = run.hypercall
-            private = bool(hc.args[2] & K.KVM_MAP_GPA_RANGE_ENCRYPTED)
-            say(f"  exit HYPERCALL MapGPA gpa {hc.args[0]:#x} + {hc.args[1]} pages -> "
-                f"{'private' if private else 'shared'}: KVM_SET_MEMORY_ATTRIBUTES, "
-                f"{'madvise' if private else 'fallocate(PUNCH_HOLE)'}")
-            _convert(v, hc.args[0], hc.args[1] * P, private)
-            hc.ret = 0
-            continue
-        raise RuntimeError(f"unexpected exit {run.exit_reason}")
+    def convert(gpa, size, private):
+        say(f"    KVM_SET_MEMORY_ATTRIBUTES, then {'madvise' if private else 'fallocate(PUNCH_HOLE)'}")
+        _convert(v, gpa, size, private)
 
+    run_until_halt(v.k, v.vcpu, v.run_struct, convert, say, hypercall="MapGPA")
 
 def run(out=print, platform="tdx", trace=None):
     """Run the demo; returns (kernel, story lines). The caller closes the kernel."""
     import kmock
     import kmock_tdx
 
-    story = []
-
-    def say(line):
-        story.append(line)
-        out(line)
+    say = Story(out)
 
     kernel = kmock.Kernel("linux-6.18-tdx", plugins=[kmock_tdx], trace=trace)
     k = kernel
@@ -134,8 +118,6 @@ def run(out=print, platform="tdx", trace=None):
         if e.errno != errno.EIO:
             raise
         say("  KVM_RUN: EIO, the TD is dead (every later VM/vCPU ioctl fails with EIO)")
-    say(f"what went wrong: {len(kernel.violations)} violation(s) recorded")
-    for viol in kernel.violations:
-        say(f"  {viol}")
+    say.violations(kernel)
     v.maps = []
-    return kernel, story
+    return kernel, say.lines
