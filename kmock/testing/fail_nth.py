@@ -79,7 +79,8 @@ class Expected:
 
     @property
     def kind(self):
-        """"expected" (the kernel records a consequence) or "partial" (it keeps progress)."""
+        """The run outcome it gives: "expected" (the kernel records a consequence) or
+        "partial" (the kernel keeps the call's progress)."""
         return "expected" if self.violations else "partial"
 
 
@@ -316,7 +317,9 @@ def _run_once(scenario, make_kernel, n=None):
         return hits, run, violations, platform
     run.point, run.errno = injected[0]
     if watcher.failed is None:
-        run.outcome = "internal"  # consumed outside a syscall (e.g. a test-side call)
+        # consumed where no syscall failed: a test-side call, or a step whose failure
+        # the kernel does not return (a TDX zap during a conversion or a close)
+        run.outcome = "internal"
     else:
         call, err, run.changed = watcher.failed
         run.call = call
