@@ -13,6 +13,8 @@ through the ``kmock.fail_nth`` entry-point group by ``scenarios()``).
 """
 
 import kmock
+from kmock.testing import fail_nth
+from kmock.uapi import cca as C
 
 from . import rtt
 from .vmm import IOVA, RAM, P, RealmVmm
@@ -88,29 +90,38 @@ def dma(k):
 SCENARIOS = {"launch": launch, "conversion": conversion, "map_file": map_file, "dma": dma}
 
 
-#: failures after which KVM keeps what the call did before (kmock.testing.fail_nth)
-PARTIAL = {
-    ("cca.rmi.granule_delegate", None): "the RD and RTTs created before stay the realm's "
-    "until kvm_destroy_realm (realm_ensure_created, realm_create_rtt_levels, v14 27/44, 28/44)",
-    ("cca.rmi.rtt_create", None): "realm_create_rtt_levels keeps the tables it created "
-    "(v14 27/44)",
-    ("cca.rmi.data_create", None): "the RD and RTTs stay, and kvm_gmem_populate leaves the "
-    "allocated folio in the guest_memfd (v14 26/44, virt/kvm/guest_memfd.c)",
-    ("cca.rmi.rec_create", "ioctl KVM_RUN"): "kvm_activate_realm marks the realm DEAD "
-    "before it starts (\"in case we fail\", v14 18/44)",
-    ("cca.rmi.rtt_init_ripas", "ioctl KVM_RUN"): "kvm_activate_realm: realm DEAD (v14 18/44)",
-    ("cca.rmi.realm_activate", "ioctl KVM_RUN"): "kvm_activate_realm: realm DEAD (v14 18/44)",
-}
+# What KVM itself keeps when these steps fail (kmock.testing.fail_nth): declared here,
+# where the scenarios are, so that any sweep on platform cca knows them.
+POPULATE = f"ioctl {hex(C.KVM_ARM_RMI_POPULATE)}"
+RUN = "ioctl KVM_RUN"
+GMEM_ARCH = ("guest_memfds", "arch")
+fail_nth.keeps_progress(
+    "cca", "cca.rmi.granule_delegate", "the RD and RTTs created before stay the realm's "
+    "until kvm_destroy_realm, and kvm_gmem_populate leaves the page's folio in the "
+    "guest_memfd (realm_ensure_created, realm_create_rtt_levels, v14 27/44, 28/44; "
+    "virt/kvm/guest_memfd.c)", POPULATE, GMEM_ARCH)
+fail_nth.keeps_progress(
+    "cca", "cca.rmi.rtt_create", "realm_create_rtt_levels keeps the tables it created, "
+    "kvm_gmem_populate the page's folio (v14 27/44; virt/kvm/guest_memfd.c)",
+    POPULATE, GMEM_ARCH)
+fail_nth.keeps_progress(
+    "cca", "cca.rmi.data_create", "the RD and RTTs stay, and kvm_gmem_populate leaves the "
+    "failing page's folio in the guest_memfd (v14 26/44, virt/kvm/guest_memfd.c)",
+    POPULATE, GMEM_ARCH)
+fail_nth.keeps_progress(
+    "cca", "copy_to_user", "KVM_ARM_RMI_POPULATE's pages stay populated when the "
+    "write-back of its progress fails (v14 26/44)", POPULATE, GMEM_ARCH)
+for _point in ("granule_delegate", "rtt_create"):
+    fail_nth.keeps_progress(
+        "cca", f"cca.rmi.{_point}", "a realm fault keeps the RTTs realm_create_rtt_levels "
+        "created (v14 27/44); at activation kvm_activate_realm has marked the realm DEAD "
+        "first (v14 18/44)", RUN, ("arch",))
+for _point in ("rec_create", "rtt_init_ripas", "realm_activate"):
+    fail_nth.keeps_progress(
+        "cca", f"cca.rmi.{_point}", "kvm_activate_realm marks the realm DEAD before it "
+        "starts (\"in case we fail\", v14 18/44)", RUN, ("arch",))
 
 
 def scenarios():
     """The ``kmock.fail_nth`` entry point: {name: (scenario, make_kernel)}."""
-    from kmock.testing import fail_nth
-    from kmock.uapi import cca as C
-
-    for (point, call), why in PARTIAL.items():
-        fail_nth.keeps_progress(point, why, call)
-    fail_nth.keeps_progress("copy_to_user", "KVM_ARM_RMI_POPULATE's pages stay populated when "
-                            "the write-back of its progress fails (v14 26/44)",
-                            f"ioctl {hex(C.KVM_ARM_RMI_POPULATE)}")
     return {name: (fn, make_kernel) for name, fn in SCENARIOS.items()}

@@ -16,7 +16,11 @@ what it opened even when a call fails, as kmock.testing.vmm_scenarios' are:
                 the device DMAs into a shared page (the IOMMU checks the RMP), then the
                 VMM unmaps
 
-The failure points reached are the core's and ``snp.*`` (kmock_snp.state.POINTS).
+The failure points reached are the core's and ``snp.*`` (kmock_snp.state.POINTS). What
+the kernel itself does when one of them fails (work kept after a later step failed, the
+WARN / KVM_BUG a refused RMPUPDATE leads to) is declared below with its source
+(``fail_nth.keeps_progress`` / ``expects_violations``, platform ``snp``): the sweep
+reports those runs as "partial: ..." / "expected: ...", not as problems.
 """
 
 import ctypes
@@ -24,6 +28,7 @@ import errno
 import mmap
 import os
 
+from kmock.testing import fail_nth
 from kmock.uapi import gmem as G
 from kmock.uapi import iommufd as I
 from kmock.uapi import kvm as K
@@ -34,6 +39,30 @@ P = 4096
 GPA = 1 << 32
 NPAGES = 16
 POLICY = S.SNP_POLICY_MASK_RSVD_MBO | S.SNP_POLICY_MASK_SMT
+
+
+ENCRYPT_OP = "ioctl KVM_MEMORY_ENCRYPT_OP"
+
+for _point, _step in (("snp.fw.launch_update", "the firmware's SNP_LAUNCH_UPDATE"),
+                      ("snp.rmpupdate", "rmp_make_private")):
+    fail_nth.keeps_progress(
+        "snp", _point, "kvm_gmem_populate got the page's folio (filemap_grab_folio) before "
+        f"sev_gmem_post_populate's {_step} failed: it stays in the guest_memfd, not prepared "
+        "(virt/kvm/guest_memfd.c kvm_gmem_populate, arch/x86/kvm/svm/sev.c)",
+        ENCRYPT_OP, ("guest_memfds",))
+fail_nth.keeps_progress(
+    "snp", "copy_to_user", "snp_launch_update copies the params back (sev_mem_enc_ioctl the "
+    "kvm_sev_cmd) after the pages were made private and measured, snp_launch_finish after "
+    "the VMSAs were: -EFAULT, the work stays done (arch/x86/kvm/svm/sev.c)",
+    ENCRYPT_OP, ("guest_memfds", "arch"))
+fail_nth.keeps_progress(
+    "snp", "snp.fw.launch_finish", "snp_launch_finish made every VMSA private and measured "
+    "it before the firmware's SNP_LAUNCH_FINISH failed; guest_state_protected stays set "
+    "(arch/x86/kvm/svm/sev.c)", ENCRYPT_OP, ("arch",))
+fail_nth.expects_violations(
+    "snp", "snp.rmpupdate", ("rmp_invalidate_failed", "rmp_leak"), "sev_gmem_invalidate "
+    "only WARNs when RMPUPDATE refuses (the page is freed still assigned); sev_free_vcpu's "
+    "kvm_rmp_make_shared leaks the VMSA and KVM_BUG_ONs (arch/x86/kvm/svm/sev.c)")
 
 
 def make_kernel():

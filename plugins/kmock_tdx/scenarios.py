@@ -14,21 +14,55 @@ a call fails, as a VMM's error path should:
 The sweep runs on ``tdx_post_populate_cleanups=True`` (6.19): before it, a failed
 TDH.MEM.PAGE.ADD leaves a premapped SPTE behind (the kernel's own state change, tested in
 tests/tdx/test_failure_points.py), which the sweep's "a failed call changed nothing"
-check would report. What the sweep reports that tdx.c itself does (a change kept after a
-failed step, the VM bugged by KVM_BUG_ON) is listed, with its source, in
-tests/tdx/test_fail_nth_tdx.py.
+check would report. What tdx.c itself does when a step fails (a change kept after a
+failed step, the TD bugged by KVM_BUG_ON) is declared below with its source
+(``fail_nth.keeps_progress`` / ``expects_violations``, platform ``tdx``): the sweep
+reports those runs as "partial: ..." / "expected: ...", not as problems.
+TDH.MEM.SEPT.ADD and TDH.MEM.PAGE.DEMOTE failures are KVM_BUG_ON too, but no scenario
+reaches them yet, so they are not declared (a declaration no run uses would hide a
+regression; tests/tdx/test_fail_nth_tdx.py checks each is used).
 """
 
 import ctypes
 import mmap
 import os
 
+from kmock.testing import fail_nth
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
+
+from .td import FAILURE_POINTS
 
 P = 4096
 GPA = 1 << 32
 NPAGES = 16
+
+
+ENCRYPT_OP = "ioctl KVM_MEMORY_ENCRYPT_OP"
+
+fail_nth.keeps_progress(
+    "tdx", "copy_to_user", "tdx_vm_ioctl copies the kvm_tdx_cmd back after tdx_td_init or "
+    "tdx_td_finalize did their work, tdx_vcpu_init_mem_region copies the region back after "
+    "its pages were added: -EFAULT, nothing undone (arch/x86/kvm/vmx/tdx.c)",
+    ENCRYPT_OP, ("vms", "guest_memfds", "arch"))
+fail_nth.keeps_progress(
+    "tdx", FAILURE_POINTS["TDH.MEM.PAGE.ADD"][0], "kvm_gmem_populate got the page's folio "
+    "before tdx_gmem_post_populate's TDH.MEM.PAGE.ADD failed: it stays in the guest_memfd, "
+    "not prepared (virt/kvm/guest_memfd.c kvm_gmem_populate, arch/x86/kvm/vmx/tdx.c)",
+    ENCRYPT_OP, ("guest_memfds",))
+fail_nth.expects_violations(
+    "tdx", FAILURE_POINTS["TDH.MEM.PAGE.AUG"][0], "td_bugged", "tdx_mem_page_aug: a status "
+    "that is not busy is KVM_BUG_ON, the TD is bugged and the faulting KVM_RUN fails with "
+    "EIO, the page's folio got by kvm_gmem_get_pfn before (arch/x86/kvm/vmx/tdx.c)",
+    "ioctl KVM_RUN", ("vms", "guest_memfds", "violations"))
+for _leaf, _fn in (("TDH.MEM.RANGE.BLOCK", "tdx_sept_zap_private_spte"),
+                   ("TDH.MEM.TRACK", "tdx_track"),
+                   ("TDH.MEM.PAGE.REMOVE", "tdx_sept_drop_private_spte")):
+    # consumed while a conversion or the teardown zaps the S-EPT: the zapping call itself
+    # succeeds (the zap cannot fail), the TD is bugged and later ioctls fail with EIO
+    fail_nth.expects_violations(
+        "tdx", FAILURE_POINTS[_leaf][0], "td_bugged", f"{_fn}: {_leaf} failing with a "
+        "status that is not busy is KVM_BUG_ON, the TD is bugged (arch/x86/kvm/vmx/tdx.c)")
 
 
 def make_kernel():

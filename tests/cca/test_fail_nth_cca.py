@@ -35,10 +35,20 @@ def test_sweep(name):
 def test_sweep_reports_kept_progress_only_where_declared(monkeypatch):
     """Without the declarations the sweep sees POPULATE and activation change the state."""
     fn, make = SCENARIOS["launch"]
-    monkeypatch.setattr(fail_nth, "KEEPS_PROGRESS", {})
+    monkeypatch.setitem(fail_nth.EXPECTED, "cca", [])
     problems = fail_nth.sweep(fn, make).problems
     assert any("cca.rmi.data_create" in p and "changed the state" in p for p in problems)
     assert any("cca.rmi.realm_activate" in p and "KVM_RUN changed" in p for p in problems)
+
+
+def test_every_declaration_is_used():
+    """A declaration no run needs would hide a regression."""
+    used = set()
+    for fn, make in SCENARIOS.values():
+        result = fail_nth.sweep(fn, make)
+        assert result.platform == "cca"
+        used |= result.used
+    assert used == set(fail_nth.declarations("cca"))
 
 
 def _booted(k, image=True):

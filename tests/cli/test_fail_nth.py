@@ -47,35 +47,93 @@ def test_a_vmm_without_an_error_path_still_sweeps_clean():
     assert result.problems == []
 
 
-def test_a_failed_call_that_changed_something_is_reported():
+def _scenario(k):
     import os
 
-    import kmock
     from kmock.uapi import kvm as K
 
-    def scenario(k):
-        kvm = k.open("/dev/kvm", os.O_RDWR)
-        vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+    kvm = k.open("/dev/kvm", os.O_RDWR)
+    vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+    try:
+        k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    finally:
+        k.close(vm)
+        k.close(kvm)
+
+
+def _make_bogus():
+    """A platform-none kernel whose failing kvm.vcpu.alloc records a violation."""
+    import kmock
+
+    k = kmock.Kernel()
+    real = k.faults.check
+
+    def late_check(point, errno=12):
         try:
-            k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
-        finally:
-            k.close(vm)
-            k.close(kvm)
-
-    def make():
-        k = kmock.Kernel()
-        real = k.faults.check
-
-        def late_check(point, errno=12):
-            if point == "kvm.vcpu.alloc":
-                k.violations.record("bogus", "recorded before failing")  # a change
             return real(point, errno)
+        except OSError:
+            if point == "kvm.vcpu.alloc":
+                k.violations.record("bogus", "recorded as it fails")  # a change
+            raise
 
-        k.faults.check = late_check
-        return k
+    k.faults.check = late_check
+    return k
 
-    result = fail_nth.sweep(scenario, make)
-    assert result.problems and "changed the state" in result.problems[0]
+
+def test_a_failed_call_that_changed_something_is_reported():
+    result = fail_nth.sweep(_scenario, _make_bogus)
+    assert result.platform == "none"
+    assert sorted(p.split(": ", 1)[1] for p in result.problems) == [
+        "the failed ioctl KVM_CREATE_VCPU changed the state (violations)",
+        "violations a clean run does not record: ['bogus']"]
+
+
+@pytest.fixture
+def declared(monkeypatch):
+    """Declarations made in a test stay in it (the plugins' are loaded first)."""
+    fail_nth.declarations("none")
+    for platform in ("none", "tdx"):
+        monkeypatch.setitem(fail_nth.EXPECTED, platform,
+                            list(fail_nth.EXPECTED.get(platform, ())))
+
+
+def test_a_declaration_does_not_excuse_another_platform(declared):
+    fail_nth.keeps_progress("tdx", "kvm.vcpu.alloc", "a tdx-only reason")
+    fail_nth.expects_violations("tdx", "kvm.vcpu.alloc", "bogus", "a tdx-only reason",
+                                sections=None)
+    result = fail_nth.sweep(_scenario, _make_bogus)
+    assert len(result.problems) == 2 and result.used == set()
+    # the same declaration for the kernel's own platform accounts for the run
+    d = fail_nth.expects_violations("none", "kvm.vcpu.alloc", ["bogus"], "the reason",
+                                    call="ioctl KVM_CREATE_VCPU", sections=["violations"])
+    result = fail_nth.sweep(_scenario, _make_bogus)
+    assert result.problems == [] and result.used == {d}
+    assert result.runs[0].outcome == "expected: the reason (records bogus)"
+
+
+def test_keeps_progress_excuses_only_the_change_it_names(declared):
+    fail_nth.keeps_progress("none", "kvm.vcpu.alloc", "r", sections=["guest_memfds"])
+    fail_nth.keeps_progress("none", "kvm.vcpu.alloc", "r", call="ioctl KVM_RUN")
+    problems = fail_nth.sweep(_scenario, _make_bogus).problems
+    # not the section, not the call
+    assert any("changed the state (violations)" in p for p in problems)
+    d = fail_nth.keeps_progress("none", "kvm.vcpu.alloc", "kept", "ioctl KVM_CREATE_VCPU")
+    result = fail_nth.sweep(_scenario, _make_bogus)
+    # the change is kept progress; the violation is still a problem: keeping progress
+    # does not excuse a recorded violation
+    assert result.used == {d} and result.runs[0].outcome == "partial: kept"
+    assert result.problems == [
+        "fail-nth 1 (kvm.vcpu.alloc): violations a clean run does not record: ['bogus']"]
+
+
+def test_an_expected_violation_excuses_no_change_without_it(declared):
+    """A change is excused by an expects_violations declaration only in a run that records
+    one of its violations."""
+    fail_nth.expects_violations("none", "kvm.vcpu.alloc", "other", "r", sections=None)
+    problems = fail_nth.sweep(_scenario, _make_bogus).problems
+    assert len(problems) == 2
+    with pytest.raises(ValueError):
+        fail_nth.expects_violations("none", "kvm.vcpu.alloc", (), "no kind")
 
 
 def test_plugin_scenarios_come_through_their_entry_point(monkeypatch):

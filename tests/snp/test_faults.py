@@ -56,6 +56,21 @@ def test_launch_update_failure_is_eio_and_reclaims_the_page():
     assert e == 0 and u.len == 0
 
 
+def test_launch_update_failing_at_page_i_leaves_its_folio_only():
+    """kvm_gmem_populate (6.18) gets each page's folio before sev_gmem_post_populate runs
+    for it: the firmware failing at the 3rd page leaves pages 0-1 launched, page 2's folio
+    allocated but not prepared, page 3 never reached (virt/kvm/guest_memfd.c)."""
+    s = _started()
+    assert s.start()[1] == 0
+    s.set_private(0, 4)
+    kmock_snp.machine(s.k).fail_next("SNP_LAUNCH_UPDATE", S.SEV_RET_INVALID_PAGE_STATE,
+                                     after=2)
+    u, cmd, e = s.update(0, 4)
+    assert e == 0 and u.len == 2 * 4096  # partial progress, the rest written back
+    assert list(s.inode.allocated.ranges(0, 4)) == [(0, 3, 1), (3, 4, 0)]
+    assert [r for r in s.inode.prepared.ranges(0, 4) if r[2]] == [(0, 2, 1)]
+
+
 def test_page_reclaim_failure_leaks_the_page():
     """snp_page_reclaim: a failed SNP_PAGE_RECLAIM is KVM_BUG (VM bugged) + snp_leak_pages
     + -EIO (arch/x86/kvm/svm/sev.c snp_page_reclaim)."""
