@@ -14,7 +14,6 @@ through the ``kmock.fail_nth`` entry-point group by ``scenarios()``).
 
 import kmock
 from kmock.testing import fail_nth
-from kmock.uapi import cca as C
 
 from . import rtt
 from .vmm import IOVA, RAM, P, RealmVmm
@@ -92,7 +91,7 @@ SCENARIOS = {"launch": launch, "conversion": conversion, "map_file": map_file, "
 
 # What KVM itself keeps when these steps fail (kmock.testing.fail_nth): declared here,
 # where the scenarios are, so that any sweep on platform cca knows them.
-POPULATE = f"ioctl {hex(C.KVM_ARM_RMI_POPULATE)}"
+POPULATE = "ioctl KVM_ARM_RMI_POPULATE"  # (as kmock.trace names it: every revision)
 RUN = "ioctl KVM_RUN"
 GMEM_ARCH = ("guest_memfds", "arch")
 fail_nth.keeps_progress(

@@ -22,7 +22,6 @@ on the syscall API only:
 """
 
 import ctypes
-import errno
 import os
 
 import kmock

@@ -9,7 +9,6 @@ from kmock.uapi import tdx as T
 
 from . import launch
 from .guest import TdxGuest
-from .sept import S
 from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
 
 
