@@ -480,8 +480,20 @@ class GmemInode:
             self.prepared.set(start, end, 1)
         if vm is None or not vm.vmtype.has_make_private:
             return
-        for s, e in todo:
-            vm.vmtype.gmem_make_private(vm, self, s, e, self.pfn_base + s)
+        for i, (s, e) in enumerate(todo):
+            try:
+                vm.vmtype.gmem_make_private(vm, self, s, e, self.pfn_base + s)
+            except OSError as exc:
+                # kvm_gmem_get_pfn: a folio whose prepare failed is not marked prepared
+                # (and is prepared again at its next use); the fault fails with the error
+                bad = getattr(exc, "index", None)
+                if bad is None or not s <= bad < e:
+                    bad = exc.index = s
+                with self.lock:
+                    self.prepared.set(bad, e, 0)
+                    for s2, e2 in todo[i + 1:]:
+                        self.prepared.set(s2, e2, 0)
+                raise
 
     def mark_prepared(self, start, end):
         """Pages [start, end) hold their private contents (kvm_gmem_mark_prepared)."""

@@ -418,13 +418,15 @@ def faultin(vm, gpa, end, requested, write, want_data=True):
                 index = slot.gmem_pgoff + s - slot.base_gfn
                 try:
                     pfn = gmem_get_pfns(inode, index, n)
+                    if private:
+                        inode.prepare_private(index, index + n)
                 except OSError as exc:
+                    # the pages before the one that failed are faulted in; KVM_RUN fails
+                    # with the error and a KVM_EXIT_MEMORY_FAULT at that page
                     bad = s + getattr(exc, "index", index) - index
                     if bad > s:
                         stage2.map(s, inode.pfn_base + index, bad - s, private, True, PAGE_SIZE)
                     raise MemoryFault(exc.errno, bad, private, bad - first) from None
-                if private:
-                    inode.prepare_private(index, index + n)
                 stage2.map(s, pfn, n, private, True, PAGE_SIZE)
                 segs.append(Segment("gmem", lo, hi - lo, s, n, inode=inode,
                                     offset=(index << PAGE_SHIFT) + (lo - (s << PAGE_SHIFT))))

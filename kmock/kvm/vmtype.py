@@ -197,7 +197,10 @@ class VmType:
 
     def gmem_make_private(self, vm, inode, start, end, pfn):
         """kvm_arch_gmem_make_private: the guest's first private use of pages
-        [start, end) (frames from ``pfn``), from the fault path (under mmu_lock)."""
+        [start, end) (frames from ``pfn``), from the fault path (under mmu_lock). May
+        raise OSError (``index``: the page that failed, else ``start``): the pages from
+        there stay unprepared and the guest's fault fails, KVM_RUN returning that errno
+        with a KVM_EXIT_MEMORY_FAULT (kvm_mmu_faultin_pfn_private)."""
 
     def stage2_map(self, vm, gfn, pfn, npages, private):
         """Stage-2 now maps gfns [gfn, gfn + npages) to frames from ``pfn``."""

@@ -59,6 +59,11 @@ fail_nth.keeps_progress(
     "snp", "snp.fw.launch_finish", "snp_launch_finish made every VMSA private and measured "
     "it before the firmware's SNP_LAUNCH_FINISH failed; guest_state_protected stays set "
     "(arch/x86/kvm/svm/sev.c)", ENCRYPT_OP, ("arch",))
+fail_nth.keeps_progress(
+    "snp", "snp.rmpupdate", "kvm_gmem_get_pfn got the faulting page's folio before "
+    "sev_gmem_prepare's RMPUPDATE failed: it stays in the guest_memfd, not prepared, and "
+    "KVM_RUN fails with EINVAL (virt/kvm/guest_memfd.c, arch/x86/kvm/svm/sev.c)",
+    "ioctl KVM_RUN", ("guest_memfds",))
 fail_nth.expects_violations(
     "snp", "snp.rmpupdate", ("rmp_invalidate_failed", "rmp_leak"), "sev_gmem_invalidate "
     "only WARNs when RMPUPDATE refuses (the page is freed still assigned); sev_free_vcpu's "

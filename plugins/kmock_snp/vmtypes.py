@@ -119,6 +119,10 @@ class SnpVm(SevFamilyVm):
         max_order = 9 if inode.folio_pages >= 512 else 0
         m = vm.arch.machine
         with m.lock:
+            # sev_gmem_prepare: an RMPUPDATE that fails is -EINVAL whatever the instruction
+            # returned (arch/x86/kvm/svm/sev.c, 6.11-6.18); one failure point per call
+            if m.faults.should_fail("snp.rmpupdate", errno.EINVAL):
+                raise oserror(errno.EINVAL)
             m.rmp.gmem_prepare_range(pfn, end - start, gfn, vm.arch.asid, max_order)
 
     def gmem_invalidate(self, vm, event):

@@ -3,10 +3,11 @@
 import errno
 
 import kmock_snp
+from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 from kmock_snp.state import FW_FAULT_STATUS, POINTS
 
-from .snpenv import GPA, Snp
+from .snpenv import GPA, P, Snp
 
 
 def _started():
@@ -161,3 +162,22 @@ def test_psmash_point_in_invalidate_only_warns():
     assert e3.assigned and e3.pagesize == S.RMP_PG_SIZE_2M
     ops = {v.detail["code"] for v in s.k.violations.of_kind("rmp_invalidate_failed")}
     assert ops == {S.PSMASH_FAIL_INUSE, S.RMPUPDATE_FAIL_OVERLAP}
+
+
+def test_gmem_prepare_rmpupdate_failure_fails_the_fault_with_einval():
+    """sev_gmem_prepare: a failed RMPUPDATE is -EINVAL (arch/x86/kvm/svm/sev.c); the folio
+    is not marked prepared, and kvm_mmu_faultin_pfn_private turns the error into KVM_RUN's
+    errno with a KVM_EXIT_MEMORY_FAULT at the page. The next fault prepares it."""
+    s = Snp(npages=16).launch(private=8, measured=4)
+    pfn = s.inode.pfn(5)
+    assert not s.rmp.entry(pfn).assigned  # never used by the guest yet
+    g = s.vcpu().guest
+    g.read(GPA + 5 * P, 4, private=True)
+    s.k.faults.fail("snp.rmpupdate")
+    err, run = s.run()
+    assert err == errno.EINVAL and run.exit_reason == K.KVM_EXIT_MEMORY_FAULT
+    assert (run.memory_fault.gpa, run.memory_fault.flags) == (
+        GPA + 5 * P, K.KVM_MEMORY_EXIT_FLAG_PRIVATE)
+    assert not s.rmp.entry(pfn).assigned and not s.inode.prepared.get(5)
+    assert s.run()[0] == 0  # the guest retries the access: prepared now
+    assert s.rmp.entry(pfn).assigned and s.inode.prepared.get(5)
