@@ -797,10 +797,14 @@ static ssize_t kwrite(int fd, const void *buf, size_t n, int64_t off)
 
 ssize_t read(int fd, void *b, size_t n) { return is_kfd(fd) ? kread(fd, b, n, -1) : REAL(read)(fd, b, n); }
 ssize_t write(int fd, const void *b, size_t n) { return is_kfd(fd) ? kwrite(fd, b, n, -1) : REAL(write)(fd, b, n); }
-ssize_t pread(int fd, void *b, size_t n, off_t o) { return is_kfd(fd) ? kread(fd, b, n, o) : REAL(pread)(fd, b, n, o); }
-ssize_t pread64(int fd, void *b, size_t n, off64_t o) { return is_kfd(fd) ? kread(fd, b, n, o) : REAL(pread64)(fd, b, n, o); }
-ssize_t pwrite(int fd, const void *b, size_t n, off_t o) { return is_kfd(fd) ? kwrite(fd, b, n, o) : REAL(pwrite)(fd, b, n, o); }
-ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o) { return is_kfd(fd) ? kwrite(fd, b, n, o) : REAL(pwrite64)(fd, b, n, o); }
+/* ksys_pread64/ksys_pwrite64 refuse a negative position (EINVAL) before they look at the
+ * fd; on the wire offset -1 means read/write at the file position, so it never goes there */
+static ssize_t kpread(int fd, void *b, size_t n, int64_t o) { return o < 0 ? fail(EINVAL) : kread(fd, b, n, o); }
+static ssize_t kpwrite(int fd, const void *b, size_t n, int64_t o) { return o < 0 ? fail(EINVAL) : kwrite(fd, b, n, o); }
+ssize_t pread(int fd, void *b, size_t n, off_t o) { return is_kfd(fd) ? kpread(fd, b, n, o) : REAL(pread)(fd, b, n, o); }
+ssize_t pread64(int fd, void *b, size_t n, off64_t o) { return is_kfd(fd) ? kpread(fd, b, n, o) : REAL(pread64)(fd, b, n, o); }
+ssize_t pwrite(int fd, const void *b, size_t n, off_t o) { return is_kfd(fd) ? kpwrite(fd, b, n, o) : REAL(pwrite)(fd, b, n, o); }
+ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o) { return is_kfd(fd) ? kpwrite(fd, b, n, o) : REAL(pwrite64)(fd, b, n, o); }
 
 static int64_t klseek(int fd, int64_t pos, int whence)
 {
