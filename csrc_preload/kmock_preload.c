@@ -705,8 +705,36 @@ int munmap(void *addr, size_t len)
     return rc;
 }
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#define PMD_SZ ((uintptr_t)2 << 20)
+
+/* MADV_COLLAPSE on a guest_memfd mapping that can hold a PMD-aligned block: guest_memfd
+ * folios are never collapsed (selftests guest_memfd_test.c test_collapse: EINVAL). Probed
+ * on 6.18.44: EINVAL for any range of such a mapping; the VMM's mapping under the library
+ * is the backing shmem memfd, which would collapse, so it is refused here. Smaller
+ * mappings pass through (shmem answers as the kernel did there). */
+static int collapse_refused(uintptr_t s, size_t len)
+{
+    int refused = 0;
+    pthread_mutex_lock(&maps_lock);
+    for (int j = 0; j < MAXMAPS && !refused; j++) {
+        struct cmap *m = &maps[j];
+        if (!m->id || s >= m->hi || s + len <= m->lo)
+            continue;
+        uintptr_t lo = (m->lo + PMD_SZ - 1) & ~(PMD_SZ - 1);
+        refused = lo + PMD_SZ <= m->hi;
+    }
+    pthread_mutex_unlock(&maps_lock);
+    return refused;
+}
+
 int madvise(void *addr, size_t len, int advice)
 {
+    if (advice == MADV_COLLAPSE && __atomic_load_n(&nmaps, __ATOMIC_ACQUIRE) &&
+        collapse_refused((uintptr_t)addr, len))
+        return fail(EINVAL);
     if (advice == MADV_REMOVE && __atomic_load_n(&nmaps, __ATOMIC_ACQUIRE)) {
         /* MADV_REMOVE is the file's fallocate(PUNCH_HOLE): the server's file must see it */
         uintptr_t s = (uintptr_t)addr;
