@@ -188,19 +188,21 @@ class VcpuStat:
         self.counts = collections.Counter()
 
 
-def count_run(run):
+def count_run(run, arch="x86"):
     """Wrap the KVM_RUN handler ``run``: count the returns to userspace by exit reason
-    (``exits`` and the arch's per-reason counter), as vcpu_enter_guest and the exit
+    (``exits`` and ``arch``'s per-reason counter), as vcpu_enter_guest and the exit
     handlers (handle_io, __kvm_emulate_halt, ...) do for the exits that reach userspace."""
+    per_reason = _EXIT_COUNTERS.get(arch, {})
 
     def counted(f, arg):
         r = run(f, arg)
         vcpu = f.vcpu
         counts = vcpu.stat.counts
         counts["exits"] += 1
-        reason = vcpu.run.exit_reason if vcpu.run is not None else None
-        for name in _EXIT_COUNTERS.get(vcpu.vm.kernel.profile.arch, {}).get(reason, ()):
-            counts[name] += 1
+        kvm_run = vcpu.run
+        if kvm_run is not None:
+            for name in per_reason.get(kvm_run.exit_reason, ()):
+                counts[name] += 1
         return r
 
     counted.__doc__ = run.__doc__

@@ -274,7 +274,7 @@ def vcpu_enable_cap(f, arg):
 
 def vcpu_ioctls(kernel):
     return {
-        K.KVM_RUN: count_run(vcpu_run),
+        K.KVM_RUN: count_run(vcpu_run, kernel.profile.arch),
         K.KVM_PRE_FAULT_MEMORY: vcpu_pre_fault_memory,
         K.KVM_ENABLE_CAP: vcpu_enable_cap,
         K.KVM_GET_STATS_FD: vcpu_get_stats_fd,
