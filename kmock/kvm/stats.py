@@ -77,10 +77,11 @@ _KINDS = {  # kvm_host.h STATS_DESC_* macros: (flags, exponent, size)
 
 def _table(descs, struct_order):
     """Descriptors in table order; offsets from the stat struct's field order."""
+    kind_of = {name: kind for kind, name in descs}
     offsets, off = {}, 0
     for name in struct_order:
         offsets[name] = off
-        off += 8 * _KINDS[dict((n, k) for k, n in descs)[name]][2]
+        off += 8 * _KINDS[kind_of[name]][2]
     return tuple(Desc(name, *_KINDS[kind][:2], _KINDS[kind][2], offsets[name], 0)
                  for kind, name in descs)
 

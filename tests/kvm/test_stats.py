@@ -27,12 +27,12 @@ def whole(k, fd):
 
 @pytest.fixture
 def vm_stats(k):
-    kvm, vm = create_vm(k)
+    _, vm = create_vm(k)
     return vm, k.ioctl(vm, K.KVM_GET_STATS_FD, 0)
 
 
 def test_vm_header_and_layout(k, vm_stats):
-    vm, fd = vm_stats
+    _, fd = vm_stats
     data = whole(k, fd)
     (flags, name_size, num, id_off, desc_off, data_off), ident, descs = stats.parse(data)
     # binary_stats.c: header, id string (KVM_STATS_NAME_SIZE), num_desc * (16 + 48), data
@@ -49,7 +49,7 @@ def test_vm_header_and_layout(k, vm_stats):
 
 
 def test_vcpu_header_descriptors_and_id(k):
-    kvm, vm = create_vm(k)
+    _, vm = create_vm(k)
     vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 7)
     fd = k.ioctl(vcpu, K.KVM_GET_STATS_FD, 0)
     head, ident, descs = stats.parse(whole(k, fd))
@@ -67,7 +67,7 @@ def test_vcpu_header_descriptors_and_id(k):
 
 def test_id_is_the_creating_thread(k):
     """task_pid_nr(current) is the thread's id: a vCPU created in a thread says so."""
-    kvm, vm = create_vm(k)
+    _, vm = create_vm(k)
     out = {}
 
     def make():
@@ -82,7 +82,7 @@ def test_id_is_the_creating_thread(k):
 
 
 def test_read_moves_the_position_lseek_does_not(k, vm_stats):
-    vm, fd = vm_stats
+    _, fd = vm_stats
     data = whole(k, fd)
     assert k.read(fd, 24) == data[:24]
     assert k.lseek(fd, 0, os.SEEK_SET) == 24  # noop_llseek answers f_pos
@@ -95,7 +95,7 @@ def test_read_moves_the_position_lseek_does_not(k, vm_stats):
 
 
 def test_reads_past_the_end_and_bad_calls(k, vm_stats):
-    vm, fd = vm_stats
+    _, fd = vm_stats
     size = len(whole(k, fd))
     assert k.pread(fd, 100, size - 4) == bytes(4)
     assert k.pread(fd, 100, size) == b"" and k.pread(fd, 10, 1 << 40) == b""
@@ -116,7 +116,7 @@ def test_reads_past_the_end_and_bad_calls(k, vm_stats):
 
 
 def test_argument_ignored_and_other_process(k):
-    kvm, vm = create_vm(k)
+    _, vm = create_vm(k)
     fd = k.ioctl(vm, K.KVM_GET_STATS_FD, 12345)
     assert fd >= 0
     # _IOR-encoded variants are other request numbers: the VM's default, ENOTTY
@@ -127,7 +127,7 @@ def test_argument_ignored_and_other_process(k):
 
 
 def test_stats_fd_keeps_the_vm(k):
-    kvm, vm = create_vm(k)
+    _, vm = create_vm(k)
     vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
     vfd = k.ioctl(vcpu, K.KVM_GET_STATS_FD, 0)
     obj = k.vm(vm)
@@ -140,7 +140,7 @@ def test_stats_fd_keeps_the_vm(k):
 
 
 def test_counters_follow_exits_and_stage2(k):
-    kvm, vm = create_vm(k)
+    _, vm = create_vm(k)
     vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
     g = k.vm(vm).vcpus[0].guest
     g.outb(0x80, 1)
@@ -161,7 +161,7 @@ def test_counters_follow_exits_and_stage2(k):
 
 
 def test_pages_4k_counts_stage2_leaves(k):
-    kvm, vm = create_vm(k)
+    _, vm = create_vm(k)
     mem = kmock._libc.mmap(None, 4 * P, kmock._libc.PROT_READ | kmock._libc.PROT_WRITE,
                            kmock._libc.MAP_SHARED | kmock._libc.MAP_ANONYMOUS, -1, 0)
     try:
@@ -187,13 +187,13 @@ def test_profile_replaces_the_table():
     extra = stats.descriptors(base, "vm") + (stats.Desc("mmu_kicks_spared", 0, 0, 1, 120, 0),)
     prof = dataclasses.replace(base, stats_vm_desc=tuple(tuple(d) for d in extra))
     with kmock.Kernel(prof) as k:
-        kvm, vm = create_vm(k)
+        _, vm = create_vm(k)
         data = whole(k, k.ioctl(vm, K.KVM_GET_STATS_FD, 0))
         head, _, descs = stats.parse(data)
         assert head[2] == 16 and descs[-1].name == "mmu_kicks_spared"
         assert len(data) == head[5] + 128
     with kmock.Kernel("linux-6.18", stats_vcpu_desc=(("x", 0),)) as k:
-        kvm, vm = create_vm(k)
+        _, vm = create_vm(k)
         vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
         with pytest.raises(kmock.errors.KmockUsageError, match="stats_vcpu_desc"):
             k.ioctl(vcpu, K.KVM_GET_STATS_FD, 0)
