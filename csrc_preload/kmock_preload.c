@@ -54,7 +54,7 @@ enum {
 #define RF_PASS 2u  /* reply to OPEN: not a kmock device, open it for real */
 #define RF_FILE 4u  /* reply to OPEN: a file served by content (payload) */
 
-struct req { uint32_t op; int32_t fd; int64_t a, b, c, d; uint32_t len, pad; };
+struct req { uint32_t op; int32_t fd; int64_t a, b, c, d; uint32_t len, pad; }; /* pad: the thread's id */
 struct rep { int64_t ret; int32_t err; uint32_t nops; uint32_t len; uint32_t flags; int64_t x, y; };
 struct remap_op { int64_t map_id, page, npages; int32_t fault; uint32_t seq; };
 _Static_assert(sizeof(struct req) == 48, "req");
@@ -136,6 +136,7 @@ static pid_t server_pid, forked_from;
 static pthread_key_t conn_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static __thread int conn = -1;
+static __thread uint32_t conn_tid; /* this thread's id (gettid), sent in every request */
 static __thread char *rbuf;
 
 static inline int is_kfd(int fd)
@@ -228,6 +229,7 @@ static struct rep *call(struct req *q, const void *pay, uint32_t len, int *fd_ou
     if (conn < 0 && connect_server() < 0)
         return NULL;
     q->len = len;
+    q->pad = conn_tid;
     struct iovec iov[2] = {{q, sizeof *q}, {(void *)pay, len}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
     ssize_t n;
@@ -289,6 +291,7 @@ static int connect_server(void)
     }
     pthread_once(&key_once, make_key);
     conn = s;
+    conn_tid = (uint32_t)syscall(SYS_gettid);
     pthread_setspecific(conn_key, (void *)1);
     pthread_mutex_lock(&init_lock);
     if (!hello_done) {

@@ -170,11 +170,22 @@ def parse(data):
     return (flags, name_size, num_desc, id_off, desc_off, data_off), ident, descs
 
 
+_serving = threading.local()
+
+
+def serve_task(tid):
+    """A ``kmock serve`` thread names the client thread it serves (the preload library
+    sends its gettid() with each request; one connection serves one thread)."""
+    _serving.tid = tid or None
+
+
 def task_pid_nr():
-    """task_pid_nr(current): the calling thread's id in this process; under ``kmock
-    serve`` the client process's id (the server does not know the client's thread)."""
+    """task_pid_nr(current): the calling thread's id, or under ``kmock serve`` the id of
+    the client thread served (the client process's id if the library did not send one)."""
     pid = _libc.current_pid()
-    return threading.get_native_id() if pid == os.getpid() else pid
+    if pid == os.getpid():
+        return threading.get_native_id()
+    return getattr(_serving, "tid", None) or pid
 
 
 # --- the values -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define KVMIO 0xAE
@@ -75,6 +77,17 @@ static void dump(const char *what, int fd, const char *id_format, int vcpu_id)
     free(id);
 }
 
+/* a vCPU created by another thread: its id string names that thread (task_pid_nr(current)
+ * in kvm_vcpu_init), not the process */
+struct thread_vcpu { int vm, fd; pid_t tid; };
+static void *create_in_thread(void *p)
+{
+    struct thread_vcpu *t = p;
+    t->tid = (pid_t)syscall(SYS_gettid);
+    t->fd = ioctl(t->vm, KVM_CREATE_VCPU, 5);
+    return NULL;
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -93,6 +106,19 @@ int main(void)
     int cs = ioctl(vcpu, KVM_GET_STATS_FD, 0);
     printf("up vcpu stats fd: %s\n", res(cs < 0 ? -1 : 0));
     dump("vcpu", cs, "kvm-%d/vcpu-%d", 2);
+
+    struct thread_vcpu tv = {.vm = vm};
+    pthread_t th;
+    pthread_create(&th, NULL, create_in_thread, &tv);
+    pthread_join(th, NULL);
+    int ts = ioctl(tv.fd, KVM_GET_STATS_FD, 0);
+    char tid_id[64] = "", want_tid[64];
+    pread(ts, tid_id, 48, 24);
+    snprintf(want_tid, sizeof want_tid, "kvm-%d/vcpu-5", (int)tv.tid);
+    printf("up vcpu created by another thread: id names that thread %d, not the process %d\n",
+           strcmp(tid_id, want_tid) == 0, tv.tid != getpid());
+    close(ts);
+    close(tv.fd);
 
     /* read moves f_pos; noop_llseek answers it and moves nothing */
     char buf[64];

@@ -23,7 +23,8 @@ REAL_KVM = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_O
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
     out = tmp_path_factory.mktemp("native") / "stats_native"
-    subprocess.run([CC, "-O1", "-o", str(out), str(HERE / "stats_native.c")], check=True)
+    subprocess.run([CC, "-O1", "-o", str(out), str(HERE / "stats_native.c"), "-lpthread"],
+                   check=True)
     return str(out)
 
 
@@ -62,6 +63,8 @@ def test_upstream_table_under_kmock(program, lib):
     assert "up vm header: flags 0 name_size 48 num_desc 15 id 24 desc 72 data 1032" in out
     assert "up vcpu header: flags 0 name_size 48 num_desc 45 id 24 desc 72 data 2952" in out
     assert "up vcpu id: read 48 is-format 1" in out
+    # the library sends each thread's id: the vCPU a thread created is named after it
+    assert "up vcpu created by another thread: id names that thread 1, not the process 1" in out
     assert "up vcpu desc 7: halt_poll_success_hist flags 0x24 exp -9 size 32 offset 56 bucket 0" in out
     # read moves the position, lseek answers it (noop_llseek), pread < 0 is EINVAL
     # (the library refuses it: on the wire offset -1 means "at the file position")
