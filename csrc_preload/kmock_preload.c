@@ -54,7 +54,7 @@ enum {
 #define RF_PASS 2u  /* reply to OPEN: not a kmock device, open it for real */
 #define RF_FILE 4u  /* reply to OPEN: a file served by content (payload) */
 
-struct req { uint32_t op; int32_t fd; int64_t a, b, c, d; uint32_t len, pad; };
+struct req { uint32_t op; int32_t fd; int64_t a, b, c, d; uint32_t len, pad; }; /* pad: the thread's id */
 struct rep { int64_t ret; int32_t err; uint32_t nops; uint32_t len; uint32_t flags; int64_t x, y; };
 struct remap_op { int64_t map_id, page, npages; int32_t fault; uint32_t seq; };
 _Static_assert(sizeof(struct req) == 48, "req");
@@ -136,6 +136,7 @@ static pid_t server_pid, forked_from;
 static pthread_key_t conn_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static __thread int conn = -1;
+static __thread uint32_t conn_tid; /* this thread's id (gettid), sent in every request */
 static __thread char *rbuf;
 
 static inline int is_kfd(int fd)
@@ -228,6 +229,7 @@ static struct rep *call(struct req *q, const void *pay, uint32_t len, int *fd_ou
     if (conn < 0 && connect_server() < 0)
         return NULL;
     q->len = len;
+    q->pad = conn_tid;
     struct iovec iov[2] = {{q, sizeof *q}, {(void *)pay, len}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
     ssize_t n;
@@ -289,6 +291,7 @@ static int connect_server(void)
     }
     pthread_once(&key_once, make_key);
     conn = s;
+    conn_tid = (uint32_t)syscall(SYS_gettid);
     pthread_setspecific(conn_key, (void *)1);
     pthread_mutex_lock(&init_lock);
     if (!hello_done) {
@@ -705,8 +708,36 @@ int munmap(void *addr, size_t len)
     return rc;
 }
 
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#define PMD_SZ ((uintptr_t)2 << 20)
+
+/* MADV_COLLAPSE on a guest_memfd mapping that can hold a PMD-aligned block: guest_memfd
+ * folios are never collapsed (selftests guest_memfd_test.c test_collapse: EINVAL). Probed
+ * on 6.18.44: EINVAL for any range of such a mapping; the VMM's mapping under the library
+ * is the backing shmem memfd, which would collapse, so it is refused here. Smaller
+ * mappings pass through (shmem answers as the kernel did there). */
+static int collapse_refused(uintptr_t s, size_t len)
+{
+    int refused = 0;
+    pthread_mutex_lock(&maps_lock);
+    for (int j = 0; j < MAXMAPS && !refused; j++) {
+        struct cmap *m = &maps[j];
+        if (!m->id || s >= m->hi || s + len <= m->lo)
+            continue;
+        uintptr_t lo = (m->lo + PMD_SZ - 1) & ~(PMD_SZ - 1);
+        refused = lo + PMD_SZ <= m->hi;
+    }
+    pthread_mutex_unlock(&maps_lock);
+    return refused;
+}
+
 int madvise(void *addr, size_t len, int advice)
 {
+    if (advice == MADV_COLLAPSE && __atomic_load_n(&nmaps, __ATOMIC_ACQUIRE) &&
+        collapse_refused((uintptr_t)addr, len))
+        return fail(EINVAL);
     if (advice == MADV_REMOVE && __atomic_load_n(&nmaps, __ATOMIC_ACQUIRE)) {
         /* MADV_REMOVE is the file's fallocate(PUNCH_HOLE): the server's file must see it */
         uintptr_t s = (uintptr_t)addr;
@@ -797,10 +828,14 @@ static ssize_t kwrite(int fd, const void *buf, size_t n, int64_t off)
 
 ssize_t read(int fd, void *b, size_t n) { return is_kfd(fd) ? kread(fd, b, n, -1) : REAL(read)(fd, b, n); }
 ssize_t write(int fd, const void *b, size_t n) { return is_kfd(fd) ? kwrite(fd, b, n, -1) : REAL(write)(fd, b, n); }
-ssize_t pread(int fd, void *b, size_t n, off_t o) { return is_kfd(fd) ? kread(fd, b, n, o) : REAL(pread)(fd, b, n, o); }
-ssize_t pread64(int fd, void *b, size_t n, off64_t o) { return is_kfd(fd) ? kread(fd, b, n, o) : REAL(pread64)(fd, b, n, o); }
-ssize_t pwrite(int fd, const void *b, size_t n, off_t o) { return is_kfd(fd) ? kwrite(fd, b, n, o) : REAL(pwrite)(fd, b, n, o); }
-ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o) { return is_kfd(fd) ? kwrite(fd, b, n, o) : REAL(pwrite64)(fd, b, n, o); }
+/* ksys_pread64/ksys_pwrite64 refuse a negative position (EINVAL) before they look at the
+ * fd; on the wire offset -1 means read/write at the file position, so it never goes there */
+static ssize_t kpread(int fd, void *b, size_t n, int64_t o) { return o < 0 ? fail(EINVAL) : kread(fd, b, n, o); }
+static ssize_t kpwrite(int fd, const void *b, size_t n, int64_t o) { return o < 0 ? fail(EINVAL) : kwrite(fd, b, n, o); }
+ssize_t pread(int fd, void *b, size_t n, off_t o) { return is_kfd(fd) ? kpread(fd, b, n, o) : REAL(pread)(fd, b, n, o); }
+ssize_t pread64(int fd, void *b, size_t n, off64_t o) { return is_kfd(fd) ? kpread(fd, b, n, o) : REAL(pread64)(fd, b, n, o); }
+ssize_t pwrite(int fd, const void *b, size_t n, off_t o) { return is_kfd(fd) ? kpwrite(fd, b, n, o) : REAL(pwrite)(fd, b, n, o); }
+ssize_t pwrite64(int fd, const void *b, size_t n, off64_t o) { return is_kfd(fd) ? kpwrite(fd, b, n, o) : REAL(pwrite64)(fd, b, n, o); }
 
 static int64_t klseek(int fd, int64_t pos, int whence)
 {

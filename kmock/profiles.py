@@ -87,6 +87,12 @@ class Profile:
     #: guest_memfd in IOMMU_IOAS_MAP_FILE: "upstream" (EINVAL), "rfc-2026-02" (accepted,
     #: no pin, no notifier), "notifier" (revoke on truncate, arch policy on conversion)
     iommufd_gmem_policy: str = "upstream"
+    #: the binary stats descriptors of VM and vCPU stats fds (KVM_GET_STATS_FD), as tuples
+    #: (name, flags, exponent, size, offset, bucket_size); None = the arch's upstream
+    #: 6.18 table (kmock.kvm.stats). A vendor kernel adds its own (the host profile
+    #: probes them)
+    stats_vm_desc: tuple | None = None
+    stats_vcpu_desc: tuple | None = None
     #: KVM_GET_SUPPORTED_CPUID entries: tuples (function, index, flags, eax, ebx, ecx, edx)
     cpuid: tuple = ()
     #: kmock's own bounds for long runs (not kernel behaviour): completed guest-script
@@ -233,6 +239,8 @@ def _probe_host():
         vcpu = fcntl.ioctl(vm, K.KVM_CREATE_VCPU, 0)
         fds.append(vcpu)
         tdp_mmu = _probe_tdp_mmu(vcpu)
+        stats_vm_desc = _probe_stats(vm)
+        stats_vcpu_desc = _probe_stats(vcpu)
         vm_caps = {c: cap(vm, c) for c in range(512)}
         vm_caps = {c: v for c, v in vm_caps.items() if v != caps.get(c, 0)}
         types = caps.get(K.KVM_CAP_VM_TYPES, 1)
@@ -296,6 +304,8 @@ def _probe_host():
             iommufd=os.path.exists("/dev/iommu"),
             iommufd_test=False,
             cpuid=cpuid,
+            stats_vm_desc=stats_vm_desc,
+            stats_vcpu_desc=stats_vcpu_desc,
         )
     finally:
         for fd in reversed(fds):
@@ -318,6 +328,25 @@ def _probe_tdp_mmu(vcpu):
     except OSError as e:
         return e.errno != errno.ENOSPC
     return True
+
+
+def _probe_stats(fd):
+    """The descriptors of the VM's or vCPU's binary stats fd, or None without one."""
+    import fcntl
+
+    from .kvm.stats import parse
+
+    try:
+        sfd = fcntl.ioctl(fd, K.KVM_GET_STATS_FD, 0)
+    except OSError:
+        return None
+    try:
+        data = b""
+        while chunk := os.pread(sfd, 1 << 16, len(data)):
+            data += chunk
+    finally:
+        os.close(sfd)
+    return tuple(tuple(d) for d in parse(data)[2])
 
 
 def _probe_cpuid(kvm):

@@ -22,6 +22,7 @@ from ..uapi import kvm as K
 from . import guest as _guest
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
 from .stage2 import MemoryFault
+from .stats import VcpuStat, count_run, task_pid_nr, vcpu_get_stats_fd
 
 U64 = (1 << 64) - 1
 
@@ -51,6 +52,9 @@ class Vcpu:
         #: vcpu->arch.mmu->root is valid (kvm_mmu_load succeeded once)
         self.mmu_root_loaded = False
         self.refs = 0
+        #: vcpu->stats_id and the counters kmock tracks (kmock.kvm.stats)
+        self.stats_id = f"kvm-{task_pid_nr()}/vcpu-{vcpu_id}"
+        self.stat = VcpuStat()
         vm.get()
 
     def system_event_exit(self, event_type, *data):
@@ -270,7 +274,8 @@ def vcpu_enable_cap(f, arg):
 
 def vcpu_ioctls(kernel):
     return {
-        K.KVM_RUN: vcpu_run,
+        K.KVM_RUN: count_run(vcpu_run, kernel.profile.arch),
         K.KVM_PRE_FAULT_MEMORY: vcpu_pre_fault_memory,
         K.KVM_ENABLE_CAP: vcpu_enable_cap,
+        K.KVM_GET_STATS_FD: vcpu_get_stats_fd,
     }

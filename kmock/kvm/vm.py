@@ -17,6 +17,7 @@ from ..uapi import kvm as K
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
 from .memslot import Memslots, gmem_unbind, set_memory_region
 from .stage2 import Stage2, faultin
+from .stats import task_pid_nr, vm_get_stats_fd
 
 GFN_SPACE = 1 << 52  # GPAs are 64-bit: gfns up to 2**52
 U64 = (1 << 64) - 1
@@ -58,6 +59,8 @@ class VM:
         #: the whole KVM_CREATE_VM argument (arm64 encodes the IPA size in bits 7:0)
         self.type_arg = vmtype.type if type_arg is None else type_arg
         self.owner_pid = _libc.current_pid()
+        #: kvm->stats_id, the id string of the VM's stats fd (kmock.kvm.stats)
+        self.stats_id = f"kvm-{task_pid_nr()}"
         self.dead = False
         #: why the VM is dead (a Violation or a string), when ``dead``
         self.dead_reason = None
@@ -428,6 +431,7 @@ def vm_ioctls(kernel):
         K.KVM_SET_USER_MEMORY_REGION: vm_set_user_memory_region,
         K.KVM_SET_USER_MEMORY_REGION2: vm_set_user_memory_region2,
         K.KVM_ENABLE_CAP: vm_enable_cap,
+        K.KVM_GET_STATS_FD: vm_get_stats_fd,
     }
     if kernel.profile.memory_attributes:
         table[K.KVM_SET_MEMORY_ATTRIBUTES] = vm_set_memory_attributes

@@ -4,7 +4,11 @@ One SOCK_SEQPACKET connection per client thread; every request gets one reply.
 
 Request (48 bytes, then ``len`` payload bytes)::
 
-    u32 op, i32 fd (the client's fd number), i64 a, b, c, d, u32 len, u32 pad
+    u32 op, i32 fd (the client's fd number), i64 a, b, c, d, u32 len, u32 tid
+
+``tid`` is the client thread's id (gettid): one connection serves one thread, and the
+server takes it as the task of the calls it runs (task_pid_nr(current), e.g. the id
+string of a stats fd).
 
 Reply (40 bytes, then ``nops`` remap orders of 32 bytes, then ``len`` payload bytes;
 at most one fd passed with SCM_RIGHTS)::

@@ -58,7 +58,8 @@ MMAP = K.GUEST_MEMFD_FLAG_MMAP
 INIT_SHARED = K.GUEST_MEMFD_FLAG_INIT_SHARED
 
 #: ioctls whose non-negative return value is a new fd
-FD_IOCTLS = frozenset({K.KVM_CREATE_VM, K.KVM_CREATE_VCPU, K.KVM_CREATE_GUEST_MEMFD})
+FD_IOCTLS = frozenset({K.KVM_CREATE_VM, K.KVM_CREATE_VCPU, K.KVM_CREATE_GUEST_MEMFD,
+                       K.KVM_GET_STATS_FD})
 
 _NOVALUE = object()
 
@@ -1619,3 +1620,7 @@ def fact_run_mmu_root(sys, rec):
     rec.call("KVM_RUN", sys.ioctl, vcpu, K.KVM_RUN, 0)
     rec.call("KVM_RUN again", sys.ioctl, vcpu, K.KVM_RUN, 0)
     rec.access("exit_reason", m, slice(8, 12))
+
+
+# the scenarios of other modules register themselves here
+from . import conformance_stats  # noqa: E402,F401

@@ -151,6 +151,31 @@ class kvm_run(ctypes.Structure):
     ]
 
 
+class kvm_stats_header(ctypes.Structure):
+    """The header at offset 0 of a VM or vCPU binary stats fd."""
+
+    _fields_ = [
+        ("flags", u32),
+        ("name_size", u32),
+        ("num_desc", u32),
+        ("id_offset", u32),
+        ("desc_offset", u32),
+        ("data_offset", u32),
+    ]
+
+
+class kvm_stats_desc(ctypes.Structure):
+    """One stats descriptor; ``name`` (a flexible array of header.name_size bytes) follows."""
+
+    _fields_ = [
+        ("flags", u32),
+        ("exponent", ctypes.c_int16),
+        ("size", u16),
+        ("offset", u32),
+        ("bucket_size", u32),
+    ]
+
+
 # --- ioctls ----------------------------------------------------------------------------
 
 KVM_GET_API_VERSION = _IO(KVMIO, 0x00)
@@ -172,6 +197,7 @@ KVM_MEMORY_ENCRYPT_OP = _IOWR(KVMIO, 0xBA, ctypes.c_ulong)
 KVM_SET_MEMORY_ATTRIBUTES = _IOW(KVMIO, 0xD2, kvm_memory_attributes)
 KVM_CREATE_GUEST_MEMFD = _IOWR(KVMIO, 0xD4, kvm_create_guest_memfd)
 KVM_PRE_FAULT_MEMORY = _IOWR(KVMIO, 0xD5, kvm_pre_fault_memory)
+KVM_GET_STATS_FD = _IO(KVMIO, 0xCE)
 
 # --- memslot flags -----------------------------------------------------------------------
 
@@ -257,6 +283,32 @@ KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1 << 0
 KVM_MAP_GPA_RANGE_PAGE_SZ_1G = 1 << 1
 KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4
 KVM_MAP_GPA_RANGE_DECRYPTED = 0
+
+# --- binary stats descriptor flags (struct kvm_stats_desc.flags) ---------------------------
+
+KVM_STATS_TYPE_SHIFT = 0
+KVM_STATS_TYPE_MASK = 0xF << KVM_STATS_TYPE_SHIFT
+KVM_STATS_TYPE_CUMULATIVE = 0x0 << KVM_STATS_TYPE_SHIFT
+KVM_STATS_TYPE_INSTANT = 0x1 << KVM_STATS_TYPE_SHIFT
+KVM_STATS_TYPE_PEAK = 0x2 << KVM_STATS_TYPE_SHIFT
+KVM_STATS_TYPE_LINEAR_HIST = 0x3 << KVM_STATS_TYPE_SHIFT
+KVM_STATS_TYPE_LOG_HIST = 0x4 << KVM_STATS_TYPE_SHIFT
+KVM_STATS_TYPE_MAX = KVM_STATS_TYPE_LOG_HIST
+
+KVM_STATS_UNIT_SHIFT = 4
+KVM_STATS_UNIT_MASK = 0xF << KVM_STATS_UNIT_SHIFT
+KVM_STATS_UNIT_NONE = 0x0 << KVM_STATS_UNIT_SHIFT
+KVM_STATS_UNIT_BYTES = 0x1 << KVM_STATS_UNIT_SHIFT
+KVM_STATS_UNIT_SECONDS = 0x2 << KVM_STATS_UNIT_SHIFT
+KVM_STATS_UNIT_CYCLES = 0x3 << KVM_STATS_UNIT_SHIFT
+KVM_STATS_UNIT_BOOLEAN = 0x4 << KVM_STATS_UNIT_SHIFT
+KVM_STATS_UNIT_MAX = KVM_STATS_UNIT_BOOLEAN
+
+KVM_STATS_BASE_SHIFT = 8
+KVM_STATS_BASE_MASK = 0xF << KVM_STATS_BASE_SHIFT
+KVM_STATS_BASE_POW10 = 0x0 << KVM_STATS_BASE_SHIFT
+KVM_STATS_BASE_POW2 = 0x1 << KVM_STATS_BASE_SHIFT
+KVM_STATS_BASE_MAX = KVM_STATS_BASE_POW2
 
 # kvm_run page layout on x86: run struct, PIO data page, coalesced MMIO ring
 KVM_PIO_PAGE_OFFSET = 1

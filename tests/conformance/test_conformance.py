@@ -373,6 +373,46 @@ REFERENCE = {
         # the same rule §4.2 gives for guest_memfd; observed on the 6.18.44 probe host
         ("read VM", E("EINVAL")),
     ],
+    # the binary stats fds (not reference rows): virt/kvm/kvm_main.c
+    # kvm_vm_ioctl_get_stats_fd / kvm_vcpu_ioctl_get_stats_fd, virt/kvm/binary_stats.c
+    # kvm_stats_read, the VFS's answers for the calls kvm_*_stats_fops lack (kmock.kvm.stats)
+    "fact_stats_vm_fd": [
+        ("KVM_GET_STATS_FD on the VM", ("ok", "fd3")),
+        ("VM: the header read alone is the file's first 24 bytes", ("ok", True)),
+        ("VM: id string is 'kvm-{pid}'", ("ok", True)),
+        ("VM: a fresh VM's values are all 0", ("ok", True)),
+        ("KVM_GET_STATS_FD with argument 5", ("ok", "fd4")),
+        ("_IOR-encoded KVM_GET_STATS_FD on the VM", E("ENOTTY")),
+        ("KVM_GET_STATS_FD on /dev/kvm", E("EINVAL")),
+        ("KVM_GET_STATS_FD from a forked child", E("EIO")),
+        ("pread of the stats fd from a forked child", ("ok", 24)),
+    ],
+    "fact_stats_vcpu_fd": [
+        ("KVM_GET_STATS_FD on the vCPU", ("ok", "fd4")),
+        ("vCPU: id string is 'kvm-{pid}/vcpu-3'", ("ok", True)),
+        ("vCPU: a fresh vCPU's values are all 0", ("ok", True)),
+        ("KVM_GET_STATS_FD on the vCPU from a forked child", E("EIO")),
+        ("the vCPU stats fd reads after both are closed", ("ok", True)),
+    ],
+    "fact_stats_fd_calls": [
+        ("lseek 0 SEEK_SET", ("ok", 24)),
+        ("lseek -5 SEEK_END", ("ok", 24)),
+        ("lseek 0 whence 5", E("EINVAL")),
+        ("read 8 (the id string's start)", ("ok", b"kvm")),
+        ("lseek 0 SEEK_CUR after the reads", ("ok", 32)),
+        ("lseek 0 SEEK_CUR of the original", ("ok", 36)),
+        ("pread 100 at size", ("ok", b"")),
+        ("pread 10 at -1", E("EINVAL")),
+        ("write 1", E("EBADF")),
+        ("pwrite 1 at 0", E("ESPIPE")),
+        ("ioctl KVM_GET_STATS_FD on the stats fd", E("ENOTTY")),
+        ("mmap 1 page", E("ENODEV")),
+        ("fallocate 0..P", E("EBADF")),
+        ("fallocate length 0", E("EINVAL")),
+        ("ftruncate 0", E("EINVAL")),
+        ("fsync", E("EINVAL")),
+        ("fstat", ("ok", ("stat", 0o600, 0, P, 0, 1))),
+    ],
 }
 
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.
