@@ -83,6 +83,13 @@ class _Builtin:
         return {"/dev/kvm": lambda k, flags: KvmDevice(k)}
 
 
+_SEEK_MAX = 4  # SEEK_HOLE (include/uapi/linux/fs.h)
+
+
+class _InSyscall(threading.local):
+    active = False
+
+
 class Kernel(IommufdSupport, SyscallAPI):
     """A mock Linux kernel: KVM and guest_memfd as ``profile`` behaves.
 
@@ -219,6 +226,9 @@ class Kernel(IommufdSupport, SyscallAPI):
             self.devices.update(impl.function(kernel=self) or {})
         self.caps = self._system_caps()
         self._vm_caps = {}
+        #: per thread: inside a call of the kmock_syscall path (another thread's calls
+        #: meanwhile still take it)
+        self._syscall = _InSyscall()
         self.refresh_syscall_path()
         self._has_snapshot = bool(hook.kmock_snapshot.get_hookimpls())
 
@@ -314,7 +324,7 @@ class Kernel(IommufdSupport, SyscallAPI):
     # --- syscalls ---------------------------------------------------------------------------
 
     def open(self, path, flags, mode=0o777):
-        if self._traced:
+        if self._traced and not self._syscall.active:
             return self._call_traced("open", (path, flags, mode))
         return self._open(path, flags, mode)
 
@@ -347,7 +357,7 @@ class Kernel(IommufdSupport, SyscallAPI):
         return self._host is not None and self._host.owns_fd(fd)
 
     def close(self, fd):
-        if self._traced:
+        if self._traced and not self._syscall.active:
             return self._call_traced("close", (fd,))
         host = self._host
         if host is not None and host.owns_fd(fd):
@@ -355,14 +365,14 @@ class Kernel(IommufdSupport, SyscallAPI):
         self.fdtable.remove(fd).put()
 
     def dup(self, fd):
-        if self._traced:
+        if self._traced and not self._syscall.active:
             return self._call_traced("dup", (fd,))
         if self._host_fd(fd):
             return self._host.dup(fd)
         return self.fdtable.dup(fd)
 
     def ioctl(self, fd, request, arg=0, mutate_flag=True):
-        if self._traced:
+        if self._traced and not self._syscall.active:
             return self._call_traced("ioctl", (fd, request, arg, mutate_flag))
         f = self.fdtable.get(fd) if type(fd) is int else None
         if f is None:
@@ -405,7 +415,7 @@ class Kernel(IommufdSupport, SyscallAPI):
         return call(arg)
 
     def mmap(self, fd, length, prot, flags, offset=0):
-        if self._traced:
+        if self._traced and not self._syscall.active:
             return self._call_traced("mmap", (fd, length, prot, flags, offset))
         if self._host_fd(fd):
             return self._host.mmap(fd, length, prot, flags, offset)
@@ -416,7 +426,7 @@ class Kernel(IommufdSupport, SyscallAPI):
             f.put()
 
     def fallocate(self, fd, mode, offset, length):
-        if self._traced:
+        if self._traced and not self._syscall.active:
             return self._call_traced("fallocate", (fd, mode, offset, length))
         host = self._host
         if host is not None and host.owns_fd(fd):
@@ -436,12 +446,24 @@ class Kernel(IommufdSupport, SyscallAPI):
         return self._simple("write", fd, data)
 
     def pread(self, fd, n, offset):
+        if self._traced and not self._syscall.active:
+            return self._call_traced("pread", (fd, n, offset))
+        if type(offset) is int and offset < 0:
+            raise oserror(errno.EINVAL)  # ksys_pread64: before the fd is looked up
         return self._simple("pread", fd, n, offset)
 
     def pwrite(self, fd, data, offset):
+        if self._traced and not self._syscall.active:
+            return self._call_traced("pwrite", (fd, data, offset))
+        if type(offset) is int and offset < 0:
+            raise oserror(errno.EINVAL)  # ksys_pwrite64
         return self._simple("pwrite", fd, data, offset)
 
     def lseek(self, fd, pos, how):
+        if self._traced and not self._syscall.active:
+            return self._call_traced("lseek", (fd, pos, how))
+        if type(how) is int and not 0 <= how <= _SEEK_MAX and self.owns_fd(fd):
+            raise oserror(errno.EINVAL)  # ksys_lseek: after fdget, before ->llseek
         return self._simple("lseek", fd, pos, how)
 
     def fstat(self, fd):
@@ -457,7 +479,7 @@ class Kernel(IommufdSupport, SyscallAPI):
         return self._simple("fsync", fd)
 
     def _simple(self, name, fd, *args):
-        if self._traced:
+        if self._traced and not self._syscall.active:
             return self._call_traced(name, (fd, *args))
         if self._host_fd(fd):
             if name == "ftruncate":
@@ -483,7 +505,7 @@ class Kernel(IommufdSupport, SyscallAPI):
             for g in reversed(gens):
                 g.close()
             raise
-        self._traced = False
+        self._syscall.active = True  # this thread's call itself, not traced again
         try:
             if self.faults.wraps_syscalls:
                 self.faults.check_syscall(name, args)
@@ -492,7 +514,7 @@ class Kernel(IommufdSupport, SyscallAPI):
         except BaseException as e:
             result, exc = None, e
         finally:
-            self._traced = True
+            self._syscall.active = False
         for g in reversed(gens):
             try:
                 if exc is None:

@@ -1544,7 +1544,7 @@ def fact_vcpu_ioctls(sys, rec):
 
 
 @scenario("fact_kvm_file_ops", "read/write/pread/lseek/ftruncate/fsync/fallocate/fstat on /dev/kvm, "
-          "VM and vCPU fds")
+          "VM and vCPU fds; a negative pread/pwrite offset and a whence beyond SEEK_MAX")
 def fact_kvm_file_ops(sys, rec):
     kvm = open_kvm(sys, rec)
     vm = create_vm(sys, rec, kvm)
@@ -1555,6 +1555,9 @@ def fact_kvm_file_ops(sys, rec):
         rec.call(f"pread {name}", sys.pread, fd, 16, 0)
         rec.call(f"lseek {name} SEEK_SET 5", sys.lseek, fd, 5, os.SEEK_SET)
         rec.call(f"lseek {name} SEEK_CUR 0", sys.lseek, fd, 0, os.SEEK_CUR)
+        rec.call(f"pread {name} at offset -1", sys.pread, fd, 16, -1)
+        rec.call(f"pwrite {name} at offset -1", sys.pwrite, fd, b"x", -1)
+        rec.call(f"lseek {name} whence 5", sys.lseek, fd, 0, 5)
         rec.call(f"ftruncate {name}", sys.ftruncate, fd, 0)
         rec.call(f"fsync {name}", sys.fsync, fd)
         rec.call(f"fallocate {name}", sys.fallocate, fd, 0, 0, P)

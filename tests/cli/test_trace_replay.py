@@ -153,3 +153,40 @@ def test_trace_names_and_decodes_the_architectures_ioctls():
     assert trace.struct_for(kvm.KVM_GET_SUPPORTED_CPUID).__name__ == "kvm_cpuid2"
     # the generic modules keep their own: the architecture modules never displace them
     assert names[kvm.KVM_MEMORY_ENCRYPT_OP] == "KVM_MEMORY_ENCRYPT_OP"
+
+
+def test_trace_records_a_call_made_while_another_thread_is_inside_one():
+    """While one thread is inside a traced call, another thread's calls are traced too
+    (a VMM's main thread converts while its vCPU threads sit in KVM_RUN)."""
+    import threading
+
+    from kmock.hookspecs import hookimpl
+    from kmock.uapi.ioctl import _IO
+
+    BLOCK = _IO(0xAE, 0xF0)  # a test-only ioctl of /dev/kvm that waits
+    inside, release = threading.Event(), threading.Event()
+
+    class Blocker:
+        @hookimpl
+        def kmock_ioctls(self, kernel, file_type):
+            if file_type != "kvm":
+                return {}
+
+            def block(f, arg):
+                inside.set()
+                release.wait(10)
+                return 0
+
+            return {BLOCK: block}
+
+    buf = io.StringIO()
+    with kmock.Kernel(trace=buf, plugins=[Blocker()]) as k:
+        kvm = k.open("/dev/kvm", os.O_RDWR)
+        t = threading.Thread(target=k.ioctl, args=(kvm, BLOCK, 0))
+        t.start()
+        assert inside.wait(10)
+        k.ioctl(kvm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_GUEST_MEMFD)  # while t is inside
+        release.set()
+        t.join()
+    calls = [r["nr"] for r in _records(buf)[1] if r.get("call") == "ioctl"]
+    assert sorted(calls) == sorted([BLOCK, K.KVM_CHECK_EXTENSION])
