@@ -119,6 +119,7 @@ def reserve(length):
 
 class _Task(threading.local):
     pid = None
+    tid = None
 
 
 _task = _Task()
@@ -141,21 +142,33 @@ def current_pid():
     return _pid()
 
 
+def current_tid():
+    """The thread whose syscall this thread runs (task_pid_nr(current)): this thread, or
+    the client thread a ``kmock serve`` thread serves (user_task's ``tid``; the client
+    process's pid when the client did not say)."""
+    pid = _task.pid
+    if pid is None:
+        return threading.get_native_id()
+    return _task.tid or pid
+
+
 class user_task:
-    """``with user_task(pid):`` copy_from_user/copy_to_user of this thread read and
+    """``with user_task(pid, tid):`` copy_from_user/copy_to_user of this thread read and
     write the memory of process ``pid`` (the VMM a ``kmock serve`` thread serves),
     as the kernel's copies reach the calling task's mm, and current_pid() is ``pid``
-    (the VM's ``kvm->mm != current->mm`` check)."""
+    (the VM's ``kvm->mm != current->mm`` check), current_tid() ``tid``."""
 
-    def __init__(self, pid):
+    def __init__(self, pid, tid=None):
         self.pid = pid
+        self.tid = tid or None
 
     def __enter__(self):
-        self.saved, _task.pid = _task.pid, self.pid
+        self.saved = _task.pid, _task.tid
+        _task.pid, _task.tid = self.pid, self.tid
         return self
 
     def __exit__(self, *exc):
-        _task.pid = self.saved
+        _task.pid, _task.tid = self.saved
         return False
 
 

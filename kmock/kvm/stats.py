@@ -37,7 +37,6 @@ or arm64's exits, mmio_exit_user, hvc_exit_stat); every other counter reads 0.
 
 import collections
 import errno
-import os
 import struct
 import threading
 
@@ -170,22 +169,10 @@ def parse(data):
     return (flags, name_size, num_desc, id_off, desc_off, data_off), ident, descs
 
 
-_serving = threading.local()
-
-
-def serve_task(tid):
-    """A ``kmock serve`` thread names the client thread it serves (the preload library
-    sends its gettid() with each request; one connection serves one thread)."""
-    _serving.tid = tid or None
-
-
 def task_pid_nr():
-    """task_pid_nr(current): the calling thread's id, or under ``kmock serve`` the id of
-    the client thread served (the client process's id if the library did not send one)."""
-    pid = _libc.current_pid()
-    if pid == os.getpid():
-        return threading.get_native_id()
-    return getattr(_serving, "tid", None) or pid
+    """task_pid_nr(current): the id of the thread whose syscall this is (under ``kmock
+    serve``, the client's thread: kmock._libc.current_tid)."""
+    return _libc.current_tid()
 
 
 # --- the values -----------------------------------------------------------------------------

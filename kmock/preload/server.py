@@ -25,7 +25,6 @@ import threading
 import time
 
 from .. import _libc
-from ..kvm.stats import serve_task
 from ..notifier import GmemNotifier
 from . import protocol as P
 from .argrules import rules_for
@@ -259,8 +258,9 @@ class Server:
         rep = P.REP
         client = self._client(pid)
         # this thread serves one process: its copies reach that process's memory
-        task = _libc.user_task(pid).__enter__()
-        serve_task(P.REQ.unpack_from(buf)[7] if n >= P.REQ.size else 0)
+        # (the library sends its gettid() with each request; one connection, one thread)
+        task = _libc.user_task(pid, P.REQ.unpack_from(buf)[7] if n >= P.REQ.size else 0)
+        task.__enter__()
         try:
             while True:
                 if n < P.REQ.size:
