@@ -5,19 +5,16 @@ that can hold a PMD-aligned block it is EINVAL, for the whole block or a few pag
 which would collapse: the library refuses it (csrc_preload/kmock_preload.c
 collapse_refused)."""
 
-import os
-import shutil
 import subprocess
 
 import pytest
 
+from ._native import REAL_KVM, build, needs_cc
+
 import kmock
 from kmock import preload
-from kmock.preload.library import LibraryMissing, library_path
 
-CC = shutil.which("cc")
-pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc)")
-REAL_KVM = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
+pytestmark = needs_cc
 
 SOURCE = r"""
 #define _GNU_SOURCE
@@ -62,16 +59,7 @@ int main(void)
 def program(tmp_path_factory):
     d = tmp_path_factory.mktemp("collapse")
     (d / "collapse.c").write_text(SOURCE)
-    subprocess.run([CC, "-O1", "-o", str(d / "collapse"), str(d / "collapse.c")], check=True)
-    return str(d / "collapse")
-
-
-@pytest.fixture(scope="module")
-def lib():
-    try:
-        return library_path()
-    except LibraryMissing as e:
-        pytest.skip(str(e))
+    return build(d / "collapse", d / "collapse.c")
 
 
 EXPECTED = ["aligned: 1", "hugepage: 0", "collapse of the whole block: -1 EINVAL",

@@ -2,42 +2,26 @@
 unmodified on the real /dev/kvm and under the preload library against kmock."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from ._native import CC, REAL_KVM, build, lines, needs_cc
+
 import kmock
 from kmock import preload
 from kmock.preload import argrules
-from kmock.preload.library import LibraryMissing, library_path
 
 HERE = Path(__file__).parent
-CC = shutil.which("cc")
-pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc)")
-REAL_KVM = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
+pytestmark = needs_cc
 
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
-    out = tmp_path_factory.mktemp("native") / "gmem_native"
-    subprocess.run([CC, "-O1", "-o", str(out), str(HERE / "gmem_native.c"), "-lpthread"],
-                   check=True)
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def lib():
-    try:
-        return library_path()
-    except LibraryMissing as e:
-        pytest.skip(str(e))
-
-
-def lines(text, prefix):
-    return [ln for ln in text.splitlines() if ln.startswith(prefix)]
+    return build(tmp_path_factory.mktemp("native") / "gmem_native", HERE / "gmem_native.c",
+                 "-lpthread")
 
 
 def run_mock(program, kernel, **kw):

@@ -3,41 +3,28 @@ compiler, reads the VM and vCPU stats files (header, id string, descriptors, dat
 tries the calls their fops lack, on the real /dev/kvm and under the preload library
 (the stats fd is a kmock fd like the others: read/pread/lseek are forwarded)."""
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from ._native import REAL_KVM, build, lines, needs_cc
+
 import kmock
 from kmock import preload
-from kmock.preload.library import LibraryMissing, library_path
 
 HERE = Path(__file__).parent
-CC = shutil.which("cc")
-pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc)")
-REAL_KVM = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
+pytestmark = needs_cc
 
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
-    out = tmp_path_factory.mktemp("native") / "stats_native"
-    subprocess.run([CC, "-O1", "-o", str(out), str(HERE / "stats_native.c"), "-lpthread"],
-                   check=True)
-    return str(out)
-
-
-@pytest.fixture(scope="module")
-def lib():
-    try:
-        return library_path()
-    except LibraryMissing as e:
-        pytest.skip(str(e))
+    return build(tmp_path_factory.mktemp("native") / "stats_native", HERE / "stats_native.c",
+                 "-lpthread")
 
 
 def up(text):
-    return [ln for ln in text.splitlines() if ln.startswith("up ")]
+    return lines(text, "up ")
 
 
 def run_mock(program, kernel):

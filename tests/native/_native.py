@@ -1,0 +1,23 @@
+"""What the native-tier tests share: the compiler, whether the real /dev/kvm is usable,
+building a C program, and the preload library (the ``lib`` fixture in conftest.py)."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+CC = shutil.which("cc")
+REAL_KVM = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
+#: mark a module whose tests build C programs
+needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler (cc)")
+
+
+def build(out, source, *flags):
+    """Compile ``source`` (a path) to ``out``; returns ``out`` as a string."""
+    subprocess.run([CC, "-O1", "-o", str(out), str(source), *flags], check=True)
+    return str(out)
+
+
+def lines(text, prefix):
+    return [ln for ln in text.splitlines() if ln.startswith(prefix)]
