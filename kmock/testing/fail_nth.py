@@ -127,6 +127,14 @@ def declarations(platform):
     return tuple(EXPECTED.get(platform, ()))
 
 
+def unused_declarations(platform, results):
+    """The declarations of ``platform`` that no run of ``results`` (SweepResults) needed:
+    a plugin's test asserts there are none, since a stale declaration would hide a
+    regression."""
+    used = set().union(*(r.used for r in results))
+    return [d for d in declarations(platform) if d not in used]
+
+
 #: the entry-point group through which a plugin offers its scenarios: name = the
 #: platform, value = a function returning {scenario name: (scenario, make_kernel)}
 SCENARIO_GROUP = "kmock.fail_nth"
