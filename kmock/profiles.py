@@ -69,6 +69,9 @@ class Profile:
     gmem_flag_toggle_rejected: bool = True
     #: §7.2: 6.18 accepts a binding whose offset + size overflows loff_t (later: EINVAL)
     gmem_bind_offset_overflow_accepted: bool = True
+    #: a guest_memfd range already bound to another memslot: kvm_gmem_bind's EINVAL in
+    #: 6.18; EEXIST from kvm_gmem_commit_memory_region in the applied in-place series (v12)
+    gmem_bind_overlap_errno: int = errno.EINVAL
     #: which in-place conversion UAPI exists: "none", "rfc-v2", "attributes-v8"
     #: (KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd, v8 and every later revision)
     conversion: str = "none"
@@ -173,6 +176,8 @@ GMEM_ATTRIBUTES_V12 = dataclasses.replace(
     # kvm_gmem_bind()/kvm_gmem_prepare_memory_region() take the offset as uoff_t: an
     # offset + size past i_size is EINVAL even where loff_t arithmetic wrapped (§7.2)
     gmem_bind_offset_overflow_accepted=False,
+    # kvm_gmem_commit_memory_region: an overlapping binding is -EEXIST
+    gmem_bind_overlap_errno=errno.EEXIST,
 )
 
 _BUILTIN = {p.name: p for p in (LINUX_6_18, GMEM_CONVERT_RFC_V2, GMEM_ATTRIBUTES_V8,

@@ -265,7 +265,7 @@ def gmem_bind(vm, slot, fd, offset):
     start = offset >> PAGE_SHIFT
     end = start + slot.npages
     if inode.range_bound(start, end):
-        raise oserror(errno.EINVAL)
+        raise oserror(kernel.profile.gmem_bind_overlap_errno)
     slot.gmem_file = f
     slot.gmem_pgoff = start
     slot.gmem_notifier = GmemBinding(slot)

@@ -193,3 +193,21 @@ def test_bind_offset_overflow_einval(k12):
         env8 = V8(k8, bind=False)
         region.guest_memfd = env8.gmem
         assert k8.ioctl(env8.vm, K.KVM_SET_USER_MEMORY_REGION2, region) == 0
+
+
+def test_overlapping_binding_is_eexist(k12):
+    """kvm_gmem_commit_memory_region (the applied series): a guest_memfd range already bound
+    to a memslot is -EEXIST; 6.18 and v8's kvm_gmem_bind say EINVAL (profile setting
+    gmem_bind_overlap_errno). Nothing is created: the first binding stays the only one."""
+    env = V8(k12)  # slot SLOT binds the guest_memfd from offset 0
+
+    def second(k, e):
+        region = K.kvm_userspace_memory_region2(
+            slot=SLOT + 1, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=1 << 34,
+            memory_size=P, guest_memfd=e.gmem, guest_memfd_offset=0)
+        return err(k.ioctl, e.vm, K.KVM_SET_USER_MEMORY_REGION2, region)
+
+    assert second(k12, env) == errno.EEXIST
+    assert [s["slot"] for s in k12.snapshot()["vms"][0]["memslots"]] == [SLOT]
+    with kmock.Kernel(profile="gmem-attributes-v8") as k8:
+        assert second(k8, V8(k8)) == errno.EINVAL
