@@ -25,7 +25,7 @@ import threading
 from kmock.mm import RangeMap
 from kmock.uapi import tdx as T
 
-from .sept import LEVEL_PAGES, S, Sept
+from .sept import LEVEL_PAGES, OK, S, Sept
 from .status import TdxStatus
 
 PAGE_SHIFT = 12
@@ -263,15 +263,16 @@ class Td:
 
     def _aug_level(self, gfn, npages, pfn, level):
         sept = self.sept
-        if self.seamcall_failed("TDH.MEM.PAGE.AUG", gfn):
+        armed = self.kernel.faults.armed  # (seamcall_failed is False when not armed)
+        if armed and self.seamcall_failed("TDH.MEM.PAGE.AUG", gfn):
             return
-        if sept.walk_missing(gfn, npages, level) and \
+        if armed and sept.walk_missing(gfn, npages, level) and \
                 self.seamcall_failed("TDH.MEM.SEPT.ADD", gfn):
             return
         r = sept.ensure_walk(gfn, npages, level)
-        if r.ok:
+        if r is OK or r.ok:
             r = sept.aug(gfn, npages, level, pfn)
-        if not r.ok:
+        if r is not OK and not r.ok:
             self.bug("TDH.MEM.PAGE.AUG", r.status, r.gfn)
 
     # --- the mirror: zap ----------------------------------------------------------------------
@@ -303,24 +304,25 @@ class Td:
                 leaves = self._split_huge(leaves, gfn, end)
                 if leaves is None:
                     return
-            if self.seamcall_failed("TDH.MEM.RANGE.BLOCK", leaves[0][0]):
+            armed = self.kernel.faults.armed  # (seamcall_failed is False when not armed)
+            if armed and self.seamcall_failed("TDH.MEM.RANGE.BLOCK", leaves[0][0]):
                 return
             for s, e, _st, lv in leaves:
                 res = sept.block(s, e - s, lv)
-                if not res.ok:
+                if res is not OK and not res.ok:
                     self.bug("TDH.MEM.RANGE.BLOCK", res.status, res.gfn)
                     return
             runnable = self.state == RUNNABLE
             if runnable:
-                if self.seamcall_failed("TDH.MEM.TRACK", leaves[0][0]):
+                if armed and self.seamcall_failed("TDH.MEM.TRACK", leaves[0][0]):
                     return  # tdx_track: KVM_BUG_ON (the REMOVEs that follow fail too)
                 sept.track()  # then KVM kicks every vCPU (KVM_REQ_OUTSIDE_GUEST_MODE)
             code = _REASON_CODE.get(why, 0)
-            if self.seamcall_failed("TDH.MEM.PAGE.REMOVE", leaves[0][0]):
+            if armed and self.seamcall_failed("TDH.MEM.PAGE.REMOVE", leaves[0][0]):
                 return
             for s, e, st, lv in leaves:
                 res = sept.remove(s, e - s, lv)
-                if not res.ok:
+                if res is not OK and not res.ok:
                     self.bug("TDH.MEM.PAGE.REMOVE", res.status, res.gfn)
                     return
                 if runnable and st in _ACCEPTED:
