@@ -19,7 +19,7 @@ from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 
 from .mapgpa import MapGpa
-from .sept import LEVEL_PAGES, OPERAND_INVALID
+from .sept import LEVEL_PAGES, OK, OPERAND_INVALID
 from .td import PAGE_SHIFT, TdKilled, gmem_page_of, zero_pages
 
 U64 = (1 << 64) - 1
@@ -75,7 +75,7 @@ class Accept(Action):
                     raise TdKilled(vm.dead_reason)
             if r.td_exit:
                 raise RuntimeError(f"TDX accept at gpa {r.gfn << PAGE_SHIFT:#x} keeps exiting")
-            if r.ok:
+            if r is OK or r.ok:
                 page = gmem_page_of(vm, gfn)
                 if page is not None:
                     zero_pages(page[0], page[1], npages)

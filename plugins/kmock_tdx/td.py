@@ -221,10 +221,12 @@ class Td:
         with self.lock:
             pos = gfn
             end = gfn + npages
-            for s, e, _st, _lv in sept.leaves(gfn, npages) + [(end, end, 0, 0)]:
+            for s, e, _st, _lv in sept.leaves(gfn, npages):
                 if pos < s:  # a FREE gap: AUG it
                     self._aug(pos, s - pos, pfn + (pos - gfn))
                 pos = e
+            if pos < end:  # the FREE tail
+                self._aug(pos, end - pos, pfn + (pos - gfn))
 
     def guest_access(self, vcpu_id, gfn, npages):
         """A guest's private access reached gfns [gfn, gfn + npages): a page it did not
@@ -400,11 +402,15 @@ def gmem_page_of(vm, gfn):
 
 
 _ZEROS = bytes(512 << PAGE_SHIFT)
+_ZERO_PAGE = bytes(1 << PAGE_SHIFT)
 
 
 def zero_pages(inode, index, npages):
     """Clear guest_memfd pages (the module zeroes an accepted page; KVM clears a removed one
     with MOVDIR64B), one write per 2 MB."""
+    if npages == 1:
+        inode.write(index << PAGE_SHIFT, _ZERO_PAGE)
+        return
     for i in range(0, npages, 512):
         n = min(512, npages - i)
         inode.write((index + i) << PAGE_SHIFT,
