@@ -409,19 +409,20 @@ def vm_enable_cap(f, arg):
 
 def vm_set_memory_attributes(f, arg):
     """kvm_vm_ioctl_set_mem_attributes: flags, attributes, size/overflow, alignment."""
-    vm = _check_vm(f)
+    vm = f.vm
+    vm.check_caller()
     attrs = copy_from_user(arg, K.kvm_memory_attributes)
     if attrs.flags:
         raise oserror(errno.EINVAL)
-    if attrs.attributes & ~vm.supported_mem_attributes():
+    attributes = attrs.attributes
+    if attributes & ~vm.supported_mem_attributes():
         raise oserror(errno.EINVAL)
     address, size = attrs.address, attrs.size
     if size == 0 or address + size > U64:
         raise oserror(errno.EINVAL)
     if address & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1):
         raise oserror(errno.EINVAL)
-    vm.set_memory_attributes(address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT,
-                             attrs.attributes)
+    vm.set_memory_attributes(address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT, attributes)
     return 0
 
 
