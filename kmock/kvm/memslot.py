@@ -80,6 +80,8 @@ class Memslots:
     def overlapping(self, start, end):
         """The slots that meet gfns [start, end), in gfn order (found by bisection)."""
         starts, slots = self._sorted
+        if not slots:
+            return slots  # (an address space without memslots, e.g. x86 SMM's)
         i = bisect.bisect_right(starts, start) - 1
         j = bisect.bisect_left(starts, end)
         if i < 0:
