@@ -190,10 +190,8 @@ def vcpu_run(f, arg):
             if pending.complete(vcpu) is _guest.EXIT:
                 vcpu.pending = pending  # complete_userspace_io wrote the next exit (cui 0)
                 return 0
-            if pending.done:
-                script = vcpu.guest
-                if script.pc < len(script.actions) and script.actions[script.pc] is pending:
-                    script.pc += 1
+            if pending.done and vcpu.guest.current is pending:
+                vcpu.guest.pc += 1
         if run.immediate_exit:
             raise oserror(errno.EINTR)
         if not vcpu.mmu_root_loaded:
