@@ -507,7 +507,7 @@ class Sept:
                     self._map.set(gfn, gfn + 1, (v & ~0xF) | _MAPPED)
                     return OK
                 if st == _FREE:
-                    return SeptResult(None, gfn, td_exit=True)
+                    return SeptResult(None, gfn, True)  # (td_exit; positional: a keyword costs 2x)
         if level not in (0, 1):
             return SeptResult(OPERAND_INVALID, gfn)
         bad = self._range(gfn, npages, level)
