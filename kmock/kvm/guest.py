@@ -44,7 +44,7 @@ import ctypes
 import errno
 
 from .. import _libc
-from ..errors import KmockUsageError, check_bytes, check_int, check_length
+from ..errors import MAX_ACCESS_BYTES, KmockUsageError, check_bytes, check_int, check_length
 from ..uapi import kvm as K
 from .stage2 import PAGE_SHIFT, PAGE_SIZE, MemoryFault, faultin
 
@@ -112,8 +112,11 @@ class _Access(Action):
 
     def __init__(self, gpa, size, private):
         super().__init__()
-        check_int("gpa", gpa, 0, U64)
-        check_length("size", size)
+        # (type(x) is int and in range: what check_int / check_length accept, without the call)
+        if type(gpa) is not int or not 0 <= gpa <= U64:
+            check_int("gpa", gpa, 0, U64)
+        if type(size) is not int or not 0 <= size <= MAX_ACCESS_BYTES:
+            check_length("size", size)
         if gpa + size > (1 << 64):
             raise KmockUsageError(f"gpa + size ({gpa:#x} + {size:#x}) is outside the 64-bit "
                                   f"guest physical address space")
@@ -225,9 +228,12 @@ class Write(_Access):
     write = True
 
     def __init__(self, gpa, data, private=None):
-        data = check_bytes("data", data)
-        check_length("data length", len(data))
-        super().__init__(gpa, len(data), private)
+        if type(data) is not bytes:  # (bytes are taken as they are: check_bytes' copy)
+            data = check_bytes("data", data)
+        n = len(data)
+        if n > MAX_ACCESS_BYTES:
+            check_length("data length", n)
+        super().__init__(gpa, n, private)
         self.data = data
 
     def _ram(self, vcpu, seg, shift=0):
@@ -257,11 +263,17 @@ class Hypercall(Action):
         if len(args) > 4:
             raise KmockUsageError(f"args: x86 KVM hypercalls take at most 4 arguments, "
                                   f"not {len(args)}")
-        check_int("nr", nr)
+        if type(nr) is not int:
+            check_int("nr", nr)
         for i, a in enumerate(args):
-            check_int(f"args[{i}]", a)
+            if type(a) is not int:
+                check_int(f"args[{i}]", a)
         self.nr = nr & U64
-        self.args = tuple(a & U64 for a in args) + (0,) * (4 - len(args))
+        if len(args) == 3:
+            a0, a1, a2 = args
+            self.args = (a0 & U64, a1 & U64, a2 & U64, 0)
+        else:
+            self.args = tuple(a & U64 for a in args) + (0,) * (4 - len(args))
         self._waiting = False
 
     def _describe(self):
@@ -427,9 +439,11 @@ class GuestScript:
         ``page_size``; ``attrs`` overrides it (KVM passes a2 through unchecked).
         Raises KmockUsageError for a page_size other than 4K, 2M, 1G.
         """
-        check_int("gpa", gpa)
-        check_int("npages", npages)
-        if attrs is not None:
+        if type(gpa) is not int:
+            check_int("gpa", gpa)
+        if type(npages) is not int:
+            check_int("npages", npages)
+        if attrs is not None and type(attrs) is not int:
             check_int("attrs", attrs)
         if attrs is None:
             try:

@@ -196,7 +196,10 @@ class GmemInode:
         """Ask every notifier's veto; raise ConversionError on a refusal (its index is the
         page the veto names, else the start of the range)."""
         for veto in self._steps[0]:
-            code, index = check_veto(veto.__self__, veto(event))
+            r = veto(event)
+            if r is None:
+                continue  # (what check_veto reads as "allowed", without the call)
+            code, index = check_veto(veto.__self__, r)
             if code:
                 raise ConversionError(code, event.start if index is None else index)
 

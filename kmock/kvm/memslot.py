@@ -77,12 +77,25 @@ class Memslots:
                 return s.end_gfn > base
         return False
 
+    def overlapping(self, start, end):
+        """The slots that meet gfns [start, end), in gfn order (found by bisection)."""
+        starts, slots = self._sorted
+        if not slots:
+            return slots  # (an address space without memslots, e.g. x86 SMM's)
+        i = bisect.bisect_right(starts, start) - 1
+        j = bisect.bisect_left(starts, end)
+        if i < 0:
+            return slots[:j]
+        # slots are disjoint and sorted: only the first may end before ``start``
+        s = slots[i]
+        return slots[i + 1:j] if s.base_gfn + s.npages <= start else slots[i:j]
+
     def lookup(self, gfn):
         starts, slots = self._sorted
         i = bisect.bisect_right(starts, gfn) - 1
         if i >= 0:
             s = slots[i]
-            if gfn < s.end_gfn:
+            if gfn < s.base_gfn + s.npages:  # (end_gfn, without the property call)
                 return s
         return None
 
@@ -113,25 +126,32 @@ class GmemBinding(GmemNotifier):
     def __init__(self, slot):
         self.slot = slot
 
-    def _mine(self, event):
-        return event.vm is None or event.vm is self.slot.vm
-
     def invalidate_begin(self, event):
         slot = self.slot
         vm = slot.vm
         if event.vm is not None and event.vm is not vm:
             return
-        with vm.mmu_lock:
+        # ``with vm.mmu_lock`` through the Condition's own acquire/release (the RLock's
+        # C methods): the Condition's __enter__/__exit__ are Python calls
+        lock = vm.mmu_lock
+        lock.acquire()
+        try:
             vm.mmu_invalidate_in_progress += 1  # mmu_invalidate_begin
-            lo = max(event.start, slot.gmem_pgoff)
-            hi = min(event.end, slot.gmem_pgoff + slot.npages)
+            pgoff = slot.gmem_pgoff
+            lo = event.start if event.start > pgoff else pgoff
+            hi = pgoff + slot.npages
+            if event.end < hi:
+                hi = event.end
             if lo < hi:
-                base = slot.base_gfn - slot.gmem_pgoff
+                base = slot.base_gfn - pgoff
                 vm.stage2.zap(base + lo, base + hi, event.zap_kind)
+        finally:
+            lock.release()
 
     def invalidate_end(self, event):
-        if self._mine(event):
-            self.slot.vm.mmu_invalidate_end()
+        vm = self.slot.vm
+        if event.vm is None or event.vm is vm:
+            vm.mmu_invalidate_end()
 
     def __repr__(self):
         return f"<GmemBinding {self.slot!r}>"

@@ -129,9 +129,15 @@ class Stage2:
             vm.vmtype.stage2_map(vm, gfn, pfn, npages, bool(private))
 
     def _zapped(self, removed):
+        """The removed PageTable runs as (gfn, pfn, npages, private, writable) entries;
+        the VM type's ``stage2_zap`` hears of them (once, when there are any)."""
+        if not removed:
+            return []
+        entries = [_entry(r) for r in removed]
         vm = self.vm
-        if removed and vm is not None and vm.vmtype.has_stage2_hooks:
-            vm.vmtype.stage2_zap(vm, [_entry(r) for r in removed])
+        if vm is not None and vm.vmtype.has_stage2_hooks:
+            vm.vmtype.stage2_zap(vm, list(entries))
+        return entries
 
     def zap(self, start, end, kind=None):
         """Unmap gfns [start, end) of ``kind`` ("shared", "private", None = both).
@@ -152,8 +158,7 @@ class Stage2:
                     removed.extend(pt.unmap(iova, n))
         else:
             raise ValueError(f"zap kind must be 'shared', 'private' or None, not {kind!r}")
-        self._zapped(removed)
-        return [_entry(r) for r in removed]
+        return self._zapped(removed)
 
     def clear(self):
         self.pt = PageTable(LEVELS)
@@ -403,12 +408,19 @@ def faultin(vm, gpa, end, requested, write, want_data=True):
             segs.append(Segment("mmio", lo, hi - lo, gfn, 1))
             gfn += 1
             continue
-        slot_end = min(last, slot.end_gfn)
+        slot_end = slot.base_gfn + slot.npages  # (min(last, slot.end_gfn))
+        if last < slot_end:
+            slot_end = last
         for s, e, attr in private_runs(vm, slot, gfn, slot_end):
             private = bool(vmtype.access_is_private(vm, s, requested))
             if private != attr:
                 raise MemoryFault(errno.EFAULT, s, private, s - first)
-            lo, hi = max(gpa, s << PAGE_SHIFT), min(end, e << PAGE_SHIFT)
+            lo = s << PAGE_SHIFT
+            if gpa > lo:
+                lo = gpa
+            hi = e << PAGE_SHIFT
+            if end < hi:
+                hi = end
             n = e - s
             if private or _gmem_only(slot):
                 f = slot.gmem_file

@@ -178,7 +178,9 @@ def vcpu_run(f, arg):
     fact_vcpu_ioctls: the real kernel does not write it); then the guest script runs until an
     exit. A memory fault exit raises OSError(EFAULT / EHWPOISON ...).
     """
-    vcpu = _check(f)
+    vm = f.vm
+    vm.check_caller()
+    vcpu = f.vcpu
     with vcpu.mutex:
         run = vcpu.run
         if run is None:
@@ -196,8 +198,9 @@ def vcpu_run(f, arg):
                 vcpu.guest.pc += 1
         if run.immediate_exit:
             raise oserror(errno.EINTR)
-        mmu_reload(vcpu)  # vcpu_enter_guest, before the guest runs
-        vmtype = vcpu.vm.vmtype
+        if not vcpu.mmu_root_loaded:
+            mmu_reload(vcpu)  # vcpu_enter_guest, before the guest runs
+        vmtype = vm.vmtype
         if vmtype.has_run_hooks:
             r = vmtype.run_enter(vcpu)
             if r is not None:
@@ -208,7 +211,10 @@ def vcpu_run(f, arg):
                 vmtype.run_exit(vcpu, e)
                 raise
             vmtype.run_exit(vcpu, r)
-            vcpu.vm.check_caller()  # the VM type may have killed the VM: EIO
+            if vm.dead:
+                # the VM type killed the VM: EIO (check_caller's other half, the
+                # caller's process, was checked on entry and cannot change in this call)
+                raise oserror(errno.EIO)
             return r
         return _guest.run(vcpu)
 

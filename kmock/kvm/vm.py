@@ -72,6 +72,7 @@ class VM:
         self.mmu_invalidate_seq = 0
         #: guest accesses waiting for an invalidation to end
         self.mmu_waiters = 0
+        self._guest_access = _GuestAccess(self.mmu_lock, self)  # stateless: one per VM
         self._as = [Memslots() for _ in range(kernel.profile.nr_memslot_as_ids)]
         self.mem_attrs = RangeMap(GFN_SPACE)
         #: the TDP page table (kmock.kvm.stage2): gfn -> frame, R/W, private
@@ -99,21 +100,32 @@ class VM:
 
     # --- mmu_invalidate_begin / end (under mmu_lock) ------------------------------------
 
+    # (the Condition's acquire/release are its RLock's C methods; ``with`` on a
+    # Condition costs two Python calls, and these run on every invalidation)
+
     def mmu_invalidate_begin(self):
-        with self.mmu_lock:
+        lock = self.mmu_lock
+        lock.acquire()
+        try:
             self.mmu_invalidate_in_progress += 1
+        finally:
+            lock.release()
 
     def mmu_invalidate_end(self):
-        with self.mmu_lock:
+        lock = self.mmu_lock
+        lock.acquire()
+        try:
             self.mmu_invalidate_in_progress -= 1
             self.mmu_invalidate_seq += 1
             if self.mmu_waiters:
-                self.mmu_lock.notify_all()
+                lock.notify_all()
+        finally:
+            lock.release()
 
     def guest_access(self):
         """The mmu_lock as a guest access takes it: waits while an invalidation is in
         progress (the fault would retry), then holds the lock for the whole access."""
-        return _GuestAccess(self.mmu_lock, self)
+        return self._guest_access
 
     # --- lifetime --------------------------------------------------------------------
 
@@ -237,24 +249,30 @@ class VM:
         every part are asked first, so a refused change changes nothing.
         """
         with self.slots_lock:
-            if self.mem_attrs.find_not(start, end, attributes) == -1:
+            mem_attrs = self.mem_attrs
+            if mem_attrs.find_not(start, end, attributes) == -1:
                 return  # the whole range already has these attributes
             to_private = bool(attributes & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
             events = []  # (inode, event, first gfn) per part bound to a guest_memfd
             covered = 0
             for slots in self._as:
-                for slot in slots:
-                    lo, hi = max(start, slot.base_gfn), min(end, slot.end_gfn)
-                    if lo < hi and slot.gmem_file is not None:
-                        off = slot.gmem_pgoff - slot.base_gfn
-                        inode = slot.gmem_file.inode
-                        events.append((inode, InvalidateEvent(inode, lo + off, hi + off,
-                                                              "vm_attributes", to_private, self), lo))
-                        if slot.as_id == 0:
-                            covered += hi - lo
+                for slot in slots.overlapping(start, end):
+                    f = slot.gmem_file
+                    if f is None:
+                        continue
+                    base = slot.base_gfn
+                    lo = start if start > base else base
+                    hi = base + slot.npages
+                    if end < hi:
+                        hi = end
+                    off = slot.gmem_pgoff - base
+                    inode = f.inode
+                    events.append((inode, InvalidateEvent(inode, lo + off, hi + off,
+                                                          "vm_attributes", to_private, self), lo))
+                    if slot.as_id == 0:
+                        covered += hi - lo
             for inode, ev, _ in events:
                 inode.veto_check(ev)
-            mem_attrs = self.mem_attrs
             for inode, ev, g in events:
                 inode.invalidate(ev, lambda g=g, n=ev.end - ev.start: mem_attrs.set(g, g + n, attributes),
                                  vetoed=True)
@@ -407,19 +425,20 @@ def vm_enable_cap(f, arg):
 
 def vm_set_memory_attributes(f, arg):
     """kvm_vm_ioctl_set_mem_attributes: flags, attributes, size/overflow, alignment."""
-    vm = _check_vm(f)
+    vm = f.vm
+    vm.check_caller()
     attrs = copy_from_user(arg, K.kvm_memory_attributes)
     if attrs.flags:
         raise oserror(errno.EINVAL)
-    if attrs.attributes & ~vm.supported_mem_attributes():
+    attributes = attrs.attributes
+    if attributes & ~vm.supported_mem_attributes():
         raise oserror(errno.EINVAL)
     address, size = attrs.address, attrs.size
     if size == 0 or address + size > U64:
         raise oserror(errno.EINVAL)
     if address & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1):
         raise oserror(errno.EINVAL)
-    vm.set_memory_attributes(address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT,
-                             attrs.attributes)
+    vm.set_memory_attributes(address >> PAGE_SHIFT, (address + size) >> PAGE_SHIFT, attributes)
     return 0
 
 

@@ -21,7 +21,7 @@ import errno
 from kmock.kvm.guest import Action
 from kmock.kvm.stage2 import MemoryFault
 
-from .rtt import RSI_NO_CHANGE_DESTROYED, Ripas, RsiResult
+from .rtt import RSI_NO_CHANGE_DESTROYED, Ripas, RsiResult, _Ripas
 
 
 class IpaStateSet(Action):
@@ -48,7 +48,7 @@ class IpaStateSet(Action):
         if isinstance(r, RsiResult):
             return self.finish((int(r.status), r.x1, r.x2))
         self._exited = True
-        mf = MemoryFault(errno.EFAULT, r.base >> 12, r.ripas == Ripas.RAM)
+        mf = MemoryFault(errno.EFAULT, r.base >> 12, r.ripas == _Ripas.RAM)
         mf.size = r.top - r.base
         raise mf
 

@@ -23,7 +23,7 @@ import threading
 from kmock.errors import oserror
 
 from . import rtt
-from .rtt import GRANULE_SHIFT, GRANULE_SIZE, RmiStatus
+from .rtt import GRANULE_SHIFT, GRANULE_SIZE, _RmiStatus
 
 POOL_PAGES = 1 << 18
 
@@ -63,7 +63,7 @@ class HostPool:
                 self.next += 1
         pa = i << GRANULE_SHIFT
         if rmi_failed(self.kernel, "granule_delegate") \
-                or self.granules.delegate(pa).status != RmiStatus.SUCCESS:
+                or self.granules.delegate(pa).status != _RmiStatus.SUCCESS:
             with self.lock:
                 self.free.append(i)
             raise oserror(errno.ENXIO)
@@ -71,7 +71,7 @@ class HostPool:
 
     def give(self, pa):
         """Undelegate a page KVM no longer needs and free it."""
-        if self.granules.undelegate(pa).status == RmiStatus.SUCCESS:
+        if self.granules.undelegate(pa).status == _RmiStatus.SUCCESS:
             with self.lock:
                 self.free.append(pa >> GRANULE_SHIFT)
 
@@ -82,7 +82,7 @@ def ensure_tables(realm, pool, ipa, end):
         for t in realm.missing_tables(level, ipa, end):
             pa = pool.take()
             if rmi_failed(pool.kernel, "rtt_create") \
-                    or realm.rtt_create(pa, t, level).status != RmiStatus.SUCCESS:
+                    or realm.rtt_create(pa, t, level).status != _RmiStatus.SUCCESS:
                 pool.give(pa)
                 raise oserror(errno.ENXIO)
 
@@ -120,7 +120,7 @@ def map_protected(realm, pool, ipa, pa, size):
     frames from ``pa`` (delegate + RTT_DATA_MAP); ASSIGNED ones are left alone."""
     ensure_tables(realm, pool, ipa, ipa + size)
     for s, e, h, _rp, _pa in list(realm.runs(ipa, ipa + size)):
-        if h != rtt.Hipas.UNASSIGNED:
+        if h != rtt._Hipas.UNASSIGNED:
             continue
         run_pa = pa + (s - ipa)
         if not _delegate(realm.granules, run_pa, e - s):
@@ -155,12 +155,12 @@ def _walk_ripas(realm, pool, base, top, call):
     reports RMI_ERROR_RTT below level 3. Returns the address reached."""
     while base < top:
         r = call(base, top)
-        if r.status == RmiStatus.SUCCESS:
+        if r.status == _RmiStatus.SUCCESS:
             if r.x1 <= base:
                 break
             base = r.x1
             continue
-        if r.status == RmiStatus.ERROR_RTT and r.index < 3:
+        if r.status == _RmiStatus.ERROR_RTT and r.index < 3:
             block = GRANULE_SIZE << (9 * (3 - r.index))
             ensure_tables(realm, pool, base & ~(block - 1), (base & ~(block - 1)) + block)
             continue

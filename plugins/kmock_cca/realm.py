@@ -35,7 +35,7 @@ from kmock_arm64.vcpu import Arm64VcpuState
 
 from . import kvm_rmi, rtt
 from .guest import CcaGuest
-from .rtt import GranuleTable, RealmState, Ripas, RmiStatus
+from .rtt import GranuleTable, _RealmState, _Ripas, _RmiStatus
 from .series import series_of
 
 #: the granule table spans every frame of the Kernel's frame space (kmock.physmem)
@@ -61,7 +61,7 @@ class RealmVmState(Arm64VmState):
     def __init__(self, ipa_bits):
         super().__init__(ipa_bits)
         self.lock = threading.RLock()
-        self.state = RealmState.NONE
+        self.state = _RealmState.NONE
         #: the RMM's realm (rtt.Realm) once the RD exists
         self.realm = None
         self.rd_pa = None
@@ -134,7 +134,7 @@ class RealmVm(Arm64Vm):
         self.vms.add(vm)
 
     def vcpu_create(self, vcpu):
-        if vcpu.vm.arch.state >= RealmState.ACTIVE:
+        if vcpu.vm.arch.state >= _RealmState.ACTIVE:
             raise oserror(errno.EBUSY)  # RECs are created at activation [U]
         super().vcpu_create(vcpu)
 
@@ -155,11 +155,11 @@ class RealmVm(Arm64Vm):
         arch = vm.arch
         with arch.lock:
             st = arch.state
-            if st == RealmState.NEW:
+            if st == _RealmState.NEW:
                 return
-            if st == RealmState.DEAD:
+            if st == _RealmState.DEAD:
                 raise oserror(errno.ENXIO)
-            if st != RealmState.NONE:
+            if st != _RealmState.NONE:
                 raise oserror(errno.EBUSY)
             rd = self.pool.take()
             if kvm_rmi.rmi_failed(self.kernel, "realm_create"):
@@ -168,10 +168,10 @@ class RealmVm(Arm64Vm):
             ok, realm = rtt.Realm.create(
                 self.granules, rd, arch.ipa_bits,
                 init_ripas_skips_assigned_ram=self.series.init_ripas_skips_assigned_ram)
-            if ok.status != RmiStatus.SUCCESS:
+            if ok.status != _RmiStatus.SUCCESS:
                 self.pool.give(rd)
                 raise oserror(errno.ENXIO)
-            arch.realm, arch.rd_pa, arch.state = realm, rd, RealmState.NEW
+            arch.realm, arch.rd_pa, arch.state = realm, rd, _RealmState.NEW
 
     def first_run(self, vcpu):
         """kvm_arch_vcpu_run_pid_change: the vGIC's resources, then kvm_activate_realm."""
@@ -182,14 +182,14 @@ class RealmVm(Arm64Vm):
         """kvm_activate_realm (v14 18/44, 19/44, 27/44)."""
         arch = vm.arch
         with arch.lock:
-            if arch.state >= RealmState.ACTIVE:
+            if arch.state >= _RealmState.ACTIVE:
                 return  # a DEAD realm is not revived
             if arch.vgic is None:
                 if not self.series.irqchip_check_before_create:
-                    arch.state = RealmState.DEAD  # v12 checks after marking it DEAD
+                    arch.state = _RealmState.DEAD  # v12 checks after marking it DEAD
                 raise oserror(errno.EOPNOTSUPP)
             self.ensure_created(vm)
-            arch.state = RealmState.DEAD  # "in case we fail"
+            arch.state = _RealmState.DEAD  # "in case we fail"
             realm = arch.realm
             for vcpu in sorted(vm.vcpus.values(), key=lambda v: v.id):
                 self.create_rec(vcpu, realm)
@@ -201,9 +201,9 @@ class RealmVm(Arm64Vm):
                 if base < top and kvm_rmi.init_ripas(realm, self.pool, base, top) != top:
                     raise oserror(errno.ENXIO)  # RMM 1.0 stops at populated pages [U]
             if kvm_rmi.rmi_failed(self.kernel, "realm_activate") \
-                    or realm.activate().status != RmiStatus.SUCCESS:
+                    or realm.activate().status != _RmiStatus.SUCCESS:
                 raise oserror(errno.ENXIO)
-            arch.state = RealmState.ACTIVE
+            arch.state = _RealmState.ACTIVE
 
     def create_rec(self, vcpu, realm):
         """kvm_create_rec: REC already there -> EBUSY, no PSCI 0.2 -> EINVAL."""
@@ -217,7 +217,7 @@ class RealmVm(Arm64Vm):
             self.pool.give(pa)
             raise oserror(errno.ENXIO)
         ok, rec = rtt.Rec.create(realm, pa)
-        if ok.status != RmiStatus.SUCCESS:
+        if ok.status != _RmiStatus.SUCCESS:
             self.pool.give(pa)
             raise oserror(errno.ENXIO)
         va.rec, va.rec_pa = rec, pa
@@ -226,7 +226,7 @@ class RealmVm(Arm64Vm):
         """kvm_rec_pre_enter: a realm that is not ACTIVE -> EINVAL; complete a pending
         RIPAS change (kvm_complete_ripas_change, 23/44) before entering the REC."""
         arch = vcpu.vm.arch
-        if arch.state != RealmState.ACTIVE:
+        if arch.state != _RealmState.ACTIVE:
             raise oserror(errno.EINVAL)
         rec = vcpu.arch.rec
         if rec is not None and rec.ripas_pending:
@@ -238,14 +238,14 @@ class RealmVm(Arm64Vm):
         realm = arch.realm
         base, top, ripas = rec.ripas_addr, rec.ripas_top, rec.ripas_value
         limit, flags = top, 0
-        if ripas == Ripas.RAM and self.series.ripas_refusal == "attributes":
+        if ripas == _Ripas.RAM and self.series.ripas_refusal == "attributes":
             first_shared = _first_shared(vm, base >> PAGE_SHIFT, top >> PAGE_SHIFT)
             if first_shared is not None:
                 limit = first_shared << PAGE_SHIFT
                 flags = rtt.REC_ENTER_FLAG_RIPAS_RESPONSE
         with vm.mmu_lock, arch.lock:
             reached = kvm_rmi.set_ripas(realm, rec, self.pool, base, limit) if limit > base else base
-            if ripas == Ripas.EMPTY and reached > base:
+            if ripas == _Ripas.EMPTY and reached > base:
                 # realm_unmap_private_range: the RTT's data and KVM's own stage-2 view
                 kvm_rmi.unmap_protected(realm, base, reached)
                 vm.zap_gfn_range(base >> PAGE_SHIFT, reached >> PAGE_SHIFT, "private")
@@ -257,22 +257,22 @@ class RealmVm(Arm64Vm):
         arch = vm.arch
         with arch.lock:
             if arch.realm is None:
-                arch.state = RealmState.DEAD
+                arch.state = _RealmState.DEAD
                 return
-            arch.state = RealmState.DYING
+            arch.state = _RealmState.DYING
             for pa, n in arch.realm.teardown():
                 self.granules.undelegate_range(pa, n << rtt.GRANULE_SHIFT)
             for vcpu in vm.vcpus.values():
                 va = vcpu.arch
                 if va is not None and va.rec_pa is not None:
                     self.granules.set_state(self.granules.index(va.rec_pa), 1,
-                                            rtt.GranuleState.DELEGATED)
+                                            rtt._GranuleState.DELEGATED)
                     self.pool.give(va.rec_pa)
                     va.rec, va.rec_pa = None, None
-            self.granules.set_state(self.granules.index(arch.rd_pa), 1, rtt.GranuleState.DELEGATED)
+            self.granules.set_state(self.granules.index(arch.rd_pa), 1, rtt._GranuleState.DELEGATED)
             self.pool.give(arch.rd_pa)
             arch.realm = None
-            arch.state = RealmState.DEAD
+            arch.state = _RealmState.DEAD
 
     def memslot_prepare(self, vm, old, new, change):
         super().memslot_prepare(vm, old, new, change)
@@ -302,14 +302,14 @@ class RealmVm(Arm64Vm):
         with arch.lock:
             page_end = (end + rtt.GRANULE_SIZE - 1) & ~(rtt.GRANULE_SIZE - 1)
             for s, e, _h, ripas, _pa in realm.runs(start & ~(rtt.GRANULE_SIZE - 1), page_end):
-                if ripas == Ripas.EMPTY:
+                if ripas == _Ripas.EMPTY:
                     why = (f"realm access to IPA {max(s, start):#x}: RIPAS EMPTY; the RMM "
                            "injects a synchronous external abort into the realm (the host "
                            "sees nothing)")
                     vm.kernel.violations.record("realm_sea", why, vm=vm, vcpu=vcpu.id,
                                                 gpa=max(s, start), ripas="EMPTY")
                     return why
-                if ripas == Ripas.DESTROYED:
+                if ripas == _Ripas.DESTROYED:
                     ipa = max(s, start)
                     cause = _cause_at(arch.destroyed, ipa)
                     why = (f"realm access to IPA {ipa:#x}: RIPAS DESTROYED ({cause}); every "
@@ -388,7 +388,7 @@ class RealmVm(Arm64Vm):
         with arch.lock:
             gone = kvm_rmi.unmap_protected(realm, ipa, end)
             for s, e, ripas in gone:
-                if ripas != Ripas.RAM or _released(vm, s, e):
+                if ripas != _Ripas.RAM or _released(vm, s, e):
                     continue
                 call = what
                 if isinstance(what, tuple):
@@ -432,7 +432,7 @@ class RealmVm(Arm64Vm):
     def snapshot(self):
         out = {"revision": self.series.revision,
                "granules": {s.name: self.granules.count(s) for s in rtt.GranuleState
-                            if s != rtt.GranuleState.UNDELEGATED},
+                            if s != rtt._GranuleState.UNDELEGATED},
                "realms": []}
         for vm in list(self.vms):
             arch = vm.arch
@@ -451,8 +451,8 @@ def rtt_table_runs(realm):
     out = []
     for s, e, h, ripas, _pa in realm.runs(0, realm.ipa_size):
         if ripas is None:
-            state = "ASSIGNED_NS" if h == rtt.Hipas.ASSIGNED else 0
-        elif h == rtt.Hipas.UNASSIGNED and ripas == Ripas.EMPTY:
+            state = "ASSIGNED_NS" if h == rtt._Hipas.ASSIGNED else 0
+        elif h == rtt._Hipas.UNASSIGNED and ripas == _Ripas.EMPTY:
             state = 0
         else:
             state = f"{h.name}/{ripas.name}"
@@ -467,7 +467,7 @@ def rtt_table_runs(realm):
 def granule_table_runs(granules):
     """[pfn_start, pfn_end, state] runs of the Realm-PAS granules (UNDELEGATED is a gap)."""
     return [[s >> PAGE_SHIFT, e >> PAGE_SHIFT, st.name] for s, e, st in granules.runs()
-            if st != rtt.GranuleState.UNDELEGATED]
+            if st != rtt._GranuleState.UNDELEGATED]
 
 
 def _first_shared(vm, start, end):
@@ -483,7 +483,7 @@ def _released(vm, start, end):
     gave the pages up and the VMM is converting them."""
     for vcpu in vm.vcpus.values():
         rec = getattr(vcpu.arch, "rec", None)
-        if rec is not None and rec.ripas_pending and rec.ripas_value == Ripas.EMPTY \
+        if rec is not None and rec.ripas_pending and rec.ripas_value == _Ripas.EMPTY \
                 and rec.ripas_addr <= start and end <= rec.ripas_top:
             return True
     return False

@@ -52,9 +52,10 @@ def _hypercall_exit(vcpu, hc):
     run.exit_reason = K.KVM_EXIT_HYPERCALL
     h = run.hypercall
     h.nr = hc.nr
-    h.args[0] = hc.gpa
-    h.args[1] = hc.npages
-    h.args[2] = hc.attrs
+    args = h.args  # (one ctypes view of the array, not one per element)
+    args[0] = hc.gpa
+    args[1] = hc.npages
+    args[2] = hc.attrs
 
 
 def _hypercall_enabled(vm):

@@ -19,10 +19,12 @@ from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 
 from .mapgpa import MapGpa
-from .sept import LEVEL_PAGES, OPERAND_INVALID
+from .sept import LEVEL_PAGES, OK, OPERAND_INVALID
 from .td import PAGE_SHIFT, TdKilled, gmem_page_of, zero_pages
 
 U64 = (1 << 64) - 1
+_EXIT_HYPERCALL = K.KVM_EXIT_HYPERCALL
+_MAP_GPA_EXIT = 1 << K.KVM_HC_MAP_GPA_RANGE
 
 
 def _tdx_exit(vcpu):
@@ -73,7 +75,7 @@ class Accept(Action):
                     raise TdKilled(vm.dead_reason)
             if r.td_exit:
                 raise RuntimeError(f"TDX accept at gpa {r.gfn << PAGE_SHIFT:#x} keeps exiting")
-            if r.ok:
+            if r is OK or r.ok:
                 page = gmem_page_of(vm, gfn)
                 if page is not None:
                     zero_pages(page[0], page[1], npages)
@@ -125,23 +127,24 @@ class MapGpaCall(Action):
 
     def _exit(self, vcpu, ex):
         run = vcpu.run
-        run.exit_reason = K.KVM_EXIT_HYPERCALL
+        run.exit_reason = _EXIT_HYPERCALL
         hc = run.hypercall
         hc.nr = ex.nr
-        hc.args[0], hc.args[1], hc.args[2] = ex.args
+        args = hc.args
+        args[0], args[1], args[2] = ex.args
         hc.ret = ex.ret
         hc.flags = ex.flags
-        self.exits.append(K.KVM_EXIT_HYPERCALL)
+        self.exits.append(_EXIT_HYPERCALL)
         return EXIT
 
     def step(self, vcpu):
         vm = vcpu.vm
         td = vm.arch
-        enabled = bool(vm.hypercall_exit_enabled & (1 << K.KVM_HC_MAP_GPA_RANGE))
-        self.call = MapGpa(self.gpa, self.size, gpaw=td.gpaw, exit_enabled=enabled)
-        ex = self.call.start()
+        enabled = bool(vm.hypercall_exit_enabled & _MAP_GPA_EXIT)
+        self.call = call = MapGpa(self.gpa, self.size, gpaw=td.gpaw, exit_enabled=enabled)
+        ex = call.start()
         if ex is None:
-            return self.finish(self.call.result)
+            return self.finish(call.result)
         return self._exit(vcpu, ex)
 
     def complete(self, vcpu):

@@ -27,6 +27,10 @@ from kmock.uapi import tdx as T
 
 _U64 = (1 << 64) - 1
 PAGE_SIZE = 4096
+_MAX_LEN = T.TDX_MAP_GPA_MAX_LEN
+_HC_MAP_GPA_RANGE = K.KVM_HC_MAP_GPA_RANGE
+_ENCRYPTED, _DECRYPTED = K.KVM_MAP_GPA_RANGE_ENCRYPTED, K.KVM_MAP_GPA_RANGE_DECRYPTED
+_LONG_MODE = K.KVM_EXIT_HYPERCALL_LONG_MODE
 
 
 class HypercallExit(NamedTuple):
@@ -49,11 +53,12 @@ class MapGpa:
     """
 
     def __init__(self, gpa, size, *, gpaw, exit_enabled=True, maxphyaddr=None):
-        if gpaw not in (48, 52):
+        if gpaw != 48 and gpaw != 52:
             raise ValueError(f"GPAW must be 48 or 52, got {gpaw}")
-        for name, x in (("gpa", gpa), ("size", size)):
-            if not 0 <= x <= _U64:
-                raise ValueError(f"{name} {x:#x} is not a u64 register value")
+        if not 0 <= gpa <= _U64:
+            raise ValueError(f"gpa {gpa:#x} is not a u64 register value")
+        if not 0 <= size <= _U64:
+            raise ValueError(f"size {size:#x} is not a u64 register value")
         self.gpa = gpa
         self.size = size
         self.shared_bit = 1 << (gpaw - 1)
@@ -68,9 +73,6 @@ class MapGpa:
         """vt_is_tdx_private_gpa(): the shared bit is clear."""
         return not gpa & self.shared_bit
 
-    def _legal(self, gpa):
-        return gpa >> self.maxphyaddr == 0  # kvm_vcpu_is_legal_gpa()
-
     def _finish(self, r10, r11):
         self.result = (r10, r11)
         self.exit = None
@@ -84,11 +86,12 @@ class MapGpa:
         if not self.exit_enabled:
             return self._finish(T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED, gpa)
         last = (gpa + size - 1) & _U64
+        maxphyaddr, bit = self.maxphyaddr, self.shared_bit
         if (
             (gpa + size) & _U64 <= gpa
-            or not self._legal(gpa)
-            or not self._legal(last)
-            or self.is_private(gpa) != self.is_private(last)
+            or gpa >> maxphyaddr  # not kvm_vcpu_is_legal_gpa()
+            or last >> maxphyaddr
+            or (gpa & bit) != (last & bit)  # is_private(gpa) != is_private(last)
         ):
             return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, gpa)
         if gpa % PAGE_SIZE or size % PAGE_SIZE:
@@ -98,15 +101,16 @@ class MapGpa:
 
     def _chunk(self):
         """__tdx_map_gpa(): the exit for [next, next + min(end - next, 2 MB))."""
-        size = min(self.end - self.next, T.TDX_MAP_GPA_MAX_LEN)
-        attrs = K.KVM_MAP_GPA_RANGE_ENCRYPTED if self.is_private(self.next) else K.KVM_MAP_GPA_RANGE_DECRYPTED
-        self.exit = HypercallExit(
-            K.KVM_HC_MAP_GPA_RANGE,
-            (self.next & ~self.shared_bit, size // PAGE_SIZE, attrs),
+        nxt = self.next
+        size = min(self.end - nxt, _MAX_LEN)
+        bit = self.shared_bit
+        self.exit = ex = HypercallExit(
+            _HC_MAP_GPA_RANGE,
+            (nxt & ~bit, size // PAGE_SIZE, _DECRYPTED if nxt & bit else _ENCRYPTED),
             0,
-            K.KVM_EXIT_HYPERCALL_LONG_MODE,
+            _LONG_MODE,
         )
-        return self.exit
+        return ex
 
     def complete(self, ret, has_events=False):
         """tdx_complete_vmcall_map_gpa(): the VMM answered ``ret`` for the pending exit."""

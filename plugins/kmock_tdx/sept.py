@@ -45,6 +45,9 @@ class SeptState(IntEnum):
 
 
 S = SeptState
+#: plain-int twins of the states the single-page fast paths use (an enum member read
+#: through its class costs as much as the rest of a fast path; the values are equal)
+_FREE, _PENDING, _MAPPED = int(S.FREE), int(S.PENDING), int(S.MAPPED)
 LEVEL_PAGES = (1, 512, 512 * 512)  # TDX_PS_4K, TDX_PS_2M, TDX_PS_1G in 4K pages
 
 _RCX = T.TDX_OPERAND_ID_RCX
@@ -330,7 +333,7 @@ class Sept:
         if npages == 1 and level == 0 and 0 <= gfn < self.npages:
             v = self._map.get(gfn)
             if _ENTRY_TABLE[0][v & 0x3FF] in _AUG_FROM:  # single-page fast path
-                self._map.set(gfn, gfn + 1, _pack(S.PENDING, 0, _nl(v, 1), _nl(v, 2), pfn - gfn))
+                self._map.set(gfn, gfn + 1, _pack(_PENDING, 0, _nl(v, 1), _nl(v, 2), pfn - gfn))
                 return OK
         if level == 2:
             return SeptResult(OPERAND_INVALID, gfn)
@@ -418,7 +421,7 @@ class Sept:
             st = _ENTRY_TABLE[0][v & 0x3FF]
             if st in _REMOVE_FROM and (not self.runnable or (
                     st in _ANY_BLOCKED and self._tracked(self._bepoch.get(gfn)))):
-                self._map.set(gfn, gfn + 1, _pack(S.FREE, 0, _nl(v, 1), _nl(v, 2), 0))  # fast
+                self._map.set(gfn, gfn + 1, _pack(_FREE, 0, _nl(v, 1), _nl(v, 2), 0))  # fast
                 self._bepoch.set(gfn, gfn + 1, 0)
                 return OK
         bad = self._range(gfn, npages, level)
@@ -500,11 +503,11 @@ class Sept:
             v = self._map.get(gfn)
             st = _ENTRY_TABLE[0][v & 0x3FF]
             if not v & _NL_BLOCKED_ABOVE[0]:  # single-page fast paths
-                if st == S.PENDING:
-                    self._map.set(gfn, gfn + 1, (v & ~0xF) | S.MAPPED)
+                if st == _PENDING:
+                    self._map.set(gfn, gfn + 1, (v & ~0xF) | _MAPPED)
                     return OK
-                if st == S.FREE:
-                    return SeptResult(None, gfn, td_exit=True)
+                if st == _FREE:
+                    return SeptResult(None, gfn, True)  # (td_exit; positional: a keyword costs 2x)
         if level not in (0, 1):
             return SeptResult(OPERAND_INVALID, gfn)
         bad = self._range(gfn, npages, level)

@@ -25,7 +25,7 @@ import threading
 from kmock.mm import RangeMap
 from kmock.uapi import tdx as T
 
-from .sept import LEVEL_PAGES, S, Sept
+from .sept import LEVEL_PAGES, OK, S, Sept
 from .status import TdxStatus
 
 PAGE_SHIFT = 12
@@ -221,10 +221,12 @@ class Td:
         with self.lock:
             pos = gfn
             end = gfn + npages
-            for s, e, _st, _lv in sept.leaves(gfn, npages) + [(end, end, 0, 0)]:
+            for s, e, _st, _lv in sept.leaves(gfn, npages):
                 if pos < s:  # a FREE gap: AUG it
                     self._aug(pos, s - pos, pfn + (pos - gfn))
                 pos = e
+            if pos < end:  # the FREE tail
+                self._aug(pos, end - pos, pfn + (pos - gfn))
 
     def guest_access(self, vcpu_id, gfn, npages):
         """A guest's private access reached gfns [gfn, gfn + npages): a page it did not
@@ -263,15 +265,16 @@ class Td:
 
     def _aug_level(self, gfn, npages, pfn, level):
         sept = self.sept
-        if self.seamcall_failed("TDH.MEM.PAGE.AUG", gfn):
+        armed = self.kernel.faults.armed  # (seamcall_failed is False when not armed)
+        if armed and self.seamcall_failed("TDH.MEM.PAGE.AUG", gfn):
             return
-        if sept.walk_missing(gfn, npages, level) and \
+        if armed and sept.walk_missing(gfn, npages, level) and \
                 self.seamcall_failed("TDH.MEM.SEPT.ADD", gfn):
             return
         r = sept.ensure_walk(gfn, npages, level)
-        if r.ok:
+        if r is OK or r.ok:
             r = sept.aug(gfn, npages, level, pfn)
-        if not r.ok:
+        if r is not OK and not r.ok:
             self.bug("TDH.MEM.PAGE.AUG", r.status, r.gfn)
 
     # --- the mirror: zap ----------------------------------------------------------------------
@@ -303,24 +306,25 @@ class Td:
                 leaves = self._split_huge(leaves, gfn, end)
                 if leaves is None:
                     return
-            if self.seamcall_failed("TDH.MEM.RANGE.BLOCK", leaves[0][0]):
+            armed = self.kernel.faults.armed  # (seamcall_failed is False when not armed)
+            if armed and self.seamcall_failed("TDH.MEM.RANGE.BLOCK", leaves[0][0]):
                 return
             for s, e, _st, lv in leaves:
                 res = sept.block(s, e - s, lv)
-                if not res.ok:
+                if res is not OK and not res.ok:
                     self.bug("TDH.MEM.RANGE.BLOCK", res.status, res.gfn)
                     return
             runnable = self.state == RUNNABLE
             if runnable:
-                if self.seamcall_failed("TDH.MEM.TRACK", leaves[0][0]):
+                if armed and self.seamcall_failed("TDH.MEM.TRACK", leaves[0][0]):
                     return  # tdx_track: KVM_BUG_ON (the REMOVEs that follow fail too)
                 sept.track()  # then KVM kicks every vCPU (KVM_REQ_OUTSIDE_GUEST_MODE)
             code = _REASON_CODE.get(why, 0)
-            if self.seamcall_failed("TDH.MEM.PAGE.REMOVE", leaves[0][0]):
+            if armed and self.seamcall_failed("TDH.MEM.PAGE.REMOVE", leaves[0][0]):
                 return
             for s, e, st, lv in leaves:
                 res = sept.remove(s, e - s, lv)
-                if not res.ok:
+                if res is not OK and not res.ok:
                     self.bug("TDH.MEM.PAGE.REMOVE", res.status, res.gfn)
                     return
                 if runnable and st in _ACCEPTED:
@@ -398,11 +402,15 @@ def gmem_page_of(vm, gfn):
 
 
 _ZEROS = bytes(512 << PAGE_SHIFT)
+_ZERO_PAGE = bytes(1 << PAGE_SHIFT)
 
 
 def zero_pages(inode, index, npages):
     """Clear guest_memfd pages (the module zeroes an accepted page; KVM clears a removed one
     with MOVDIR64B), one write per 2 MB."""
+    if npages == 1:
+        inode.write(index << PAGE_SHIFT, _ZERO_PAGE)
+        return
     for i in range(0, npages, 512):
         n = min(512, npages - i)
         inode.write((index + i) << PAGE_SHIFT,
