@@ -65,6 +65,8 @@ def check_int(name, value, lo=None, hi=None):
 
     bool is refused (``True`` is almost always a mistake for a number); int
     subclasses such as IntEnum members are accepted."""
+    if type(value) is int and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return value  # the common case, in one test
     if not isinstance(value, int) or isinstance(value, bool):
         raise KmockUsageError(f"{name} must be an int, not {type(value).__name__} {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):

@@ -74,9 +74,13 @@ class Machine:
         #: the page the firmware writes back for a refused CPUID page (None: the source
         #: page as it was; kmock does not model which CPUID bits the firmware corrects)
         self.cpuid_correction = None
-        #: why frames lost their Validated bit: pfn -> index into ``invalidations``
+        #: why frames lost their Validated bit: pfn -> a key of ``invalidations`` (0: none)
         self.lost = RangeMap(RMP_FRAMES, 0)
-        self.invalidations = [None]
+        #: key -> the host call, the newest ``log_limit`` of them (a long run punches and
+        #: converts without end: the explanations must not grow with it)
+        self.invalidations = {}
+        self._last_key = 0
+        self._keep = kernel.profile.log_limit
 
     def fail_next(self, command, code, after=0):
         """Make the next firmware ``command`` fail with PSP status ``code``: a thin alias
@@ -131,12 +135,18 @@ class Machine:
 
     def note_lost(self, start, end, what):
         """Remember that frames [start, end) lost Validated because of host call ``what``."""
-        self.invalidations.append(what)
-        self.lost.set(start, end, len(self.invalidations) - 1)
+        self._last_key += 1
+        self.invalidations[self._last_key] = what
+        self.lost.set(start, end, self._last_key)
+        if self._keep is not None and len(self.invalidations) > self._keep:
+            del self.invalidations[next(iter(self.invalidations))]  # the oldest
 
     def lost_by(self, pfn):
         """The host call that last made frame ``pfn`` shared, or None."""
-        return self.invalidations[self.lost.get(pfn)]
+        key = self.lost.get(pfn)
+        if not key:
+            return None
+        return self.invalidations.get(key, "a host call whose record was dropped (log_limit)")
 
 
 def machine(kernel):

@@ -269,3 +269,17 @@ def test_c_bit_access_under_a_2m_rmp_entry_psmashes_first():
     assert w.done
     e = s.rmp.entry(s.inode.pfn(7))
     assert e.pagesize == S.RMP_PG_SIZE_4K and e.validated
+
+
+def test_the_record_of_invalidations_is_bounded_by_log_limit():
+    """Each host call that takes Validated away is remembered for the #VC explanation, the
+    newest ``log_limit`` of them: a long run's punches do not grow memory."""
+    s = Snp(npages=16, log_limit=4).launch(private=16, measured=16)
+    m = s.kvm_vm.arch.machine
+    punch = kmock.file.FALLOC_FL_PUNCH_HOLE | kmock.file.FALLOC_FL_KEEP_SIZE
+    for i in range(10):  # each a measured (assigned) page: each punch is recorded
+        s.k.fallocate(s.gmem, punch, i * P, P)
+    assert len(m.invalidations) == 4
+    assert "[0x9, 0xa)" in m.lost_by(s.inode.pfn(9))  # the newest are kept
+    assert "record was dropped" in m.lost_by(s.inode.pfn(0))
+    assert m.lost_by(s.inode.pfn(12)) is None  # never lost
