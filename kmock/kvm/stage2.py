@@ -126,7 +126,14 @@ class Stage2:
         pt.map(iova, pfn, npages, perm, leaf_size)
         vm = self.vm
         if vm is not None and vm.vmtype.has_stage2_hooks:
-            vm.vmtype.stage2_map(vm, gfn, pfn, npages, bool(private))
+            try:
+                vm.vmtype.stage2_map(vm, gfn, pfn, npages, bool(private))
+            except BaseException:
+                # the architecture refused (a failed S-EPT AUG, RTT map ...): the fault
+                # fails and KVM installs no SPTE, so the new mapping goes (unheard: the
+                # VM type undid its own part before raising)
+                pt.unmap(iova, npages)
+                raise
 
     def _zapped(self, removed):
         """The removed PageTable runs as (gfn, pfn, npages, private, writable) entries;

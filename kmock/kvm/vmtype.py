@@ -203,7 +203,10 @@ class VmType:
         with a KVM_EXIT_MEMORY_FAULT (kvm_mmu_faultin_pfn_private)."""
 
     def stage2_map(self, vm, gfn, pfn, npages, private):
-        """Stage-2 now maps gfns [gfn, gfn + npages) to frames from ``pfn``."""
+        """Stage-2 now maps gfns [gfn, gfn + npages) to frames from ``pfn``. Raising
+        OSError fails the fault (KVM_RUN or KVM_PRE_FAULT_MEMORY returns the errno): the
+        core removes the new mapping without calling ``stage2_zap``, so the VM type undoes
+        whatever it did of the mapping before it raises."""
 
     def stage2_zap(self, vm, runs):
         """Stage-2 dropped ``runs``: (gfn, pfn, npages, private, writable) tuples."""
