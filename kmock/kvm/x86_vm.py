@@ -1,5 +1,6 @@
 """x86 VM ioctls beyond guest memory: the boot vCPU, the shadow MMU page pool, the
-in-kernel irqchip, and the KVM_ENABLE_CAP capabilities that are bookkeeping only.
+in-kernel irqchip, the real-mode TSS and identity map addresses, and the KVM_ENABLE_CAP
+capabilities that are bookkeeping only.
 
 Each mirrors arch/x86/kvm/x86.c of Linux 6.18 (kvm_arch_vm_ioctl, kvm_vm_ioctl_enable_cap,
 kvm_vm_ioctl_set_nr_mmu_pages, kvm_arch_vcpu_precreate) and virt/kvm/kvm_main.c
@@ -16,19 +17,22 @@ KVM_CHECK_EXTENSION value). The rest (exits disabled, quirks disabled, MMU pool 
 is recorded for tests and for code that models its effect later.
 """
 
+import ctypes
 import errno
 import threading
 import weakref
 
 from ..errors import oserror
-from ..kernel_util import int_arg
+from ..kernel_util import copy_from_user, int_arg
 from ..uapi import kvm as K
-from ..uapi.ioctl import _IO
+from ..uapi.ioctl import _IO, _IOW
 
 KVMIO = 0xAE
 #: include/uapi/linux/kvm.h (x86)
 KVM_SET_NR_MMU_PAGES = _IO(KVMIO, 0x44)
 KVM_SET_BOOT_CPU_ID = _IO(KVMIO, 0x78)
+KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47)
+KVM_SET_IDENTITY_MAP_ADDR = _IOW(KVMIO, 0x48, ctypes.c_uint64)
 KVM_CREATE_IRQCHIP = K.KVM_CREATE_IRQCHIP
 
 KVM_CAP_DISABLE_QUIRKS = 116
@@ -44,6 +48,9 @@ KVM_CAP_EXIT_ON_EMULATION_FAILURE = 204
 KVM_CAP_DISABLE_QUIRKS2 = 213
 KVM_CAP_X86_TRIPLE_FAULT_EVENT = 218
 
+#: kvm_vm_ioctl_set_tss_addr: the three TSS pages must lie below 4 GiB,
+#: ``addr > (unsigned int)(-3 * PAGE_SIZE)`` is EINVAL
+TSS_ADDR_MAX = 0xFFFFD000
 #: arch/x86/include/asm/kvm_host.h
 KVM_MIN_ALLOC_MMU_PAGES = 64
 #: MAX_NR_RESERVED_IOAPIC_PINS = KVM_MAX_IRQ_ROUTES (x86: 4096)
@@ -72,6 +79,8 @@ class X86VmState:
         self.nr_reserved_ioapic_pins = 0
         #: KVM_SET_NR_MMU_PAGES; 0: the pool follows the memslots
         self.n_requested_mmu_pages = 0
+        self.tss_addr = None
+        self.ept_identity_map_addr = None
         self.x2apic_api = 0
         self.disabled_exits = 0
         self.disabled_quirks = 0
@@ -137,6 +146,34 @@ def vm_set_nr_mmu_pages(f, arg):
         raise oserror(errno.EINVAL)
     with vm.slots_lock:
         state(vm).n_requested_mmu_pages = pages
+    return 0
+
+
+def vm_set_tss_addr(f, arg):
+    """kvm_vm_ioctl_set_tss_addr: above 0xffffd000 -> EINVAL; no vCPU check.
+
+    The vendor callback is modelled as on hosts with unrestricted guest (VMX) or SVM
+    (and the PVM probe host): it stores nothing the UAPI sees, in particular no private
+    memslot (probed: a user memslot over the TSS pages is accepted). Old VMX without
+    unrestricted guest would add TSS_PRIVATE_MEMSLOT there.
+    """
+    vm = _vm(f)
+    addr = int_arg(arg)
+    if addr > TSS_ADDR_MAX:
+        raise oserror(errno.EINVAL)
+    state(vm).tss_addr = addr
+    return 0
+
+
+def vm_set_identity_map_addr(f, arg):
+    """KVM_SET_IDENTITY_MAP_ADDR: a vCPU created -> EINVAL, then the u64 is read (EFAULT);
+    any address is accepted (vmx_set_identity_map_addr stores it)."""
+    vm = _vm(f)
+    s = state(vm)
+    with s.lock:
+        if vm.vcpus:
+            raise oserror(errno.EINVAL)
+        s.ept_identity_map_addr = copy_from_user(arg, ctypes.c_uint64).value
     return 0
 
 
@@ -314,5 +351,7 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         K.KVM_CHECK_EXTENSION: vm_check_extension,
         KVM_SET_BOOT_CPU_ID: vm_set_boot_cpu_id,
         KVM_SET_NR_MMU_PAGES: vm_set_nr_mmu_pages,
+        KVM_SET_TSS_ADDR: vm_set_tss_addr,
+        KVM_SET_IDENTITY_MAP_ADDR: vm_set_identity_map_addr,
         KVM_CREATE_IRQCHIP: vm_create_irqchip,
     }

@@ -9,6 +9,8 @@ kvm_arch_vcpu_precreate; virt/kvm/kvm_main.c kvm_vm_ioctl_enable_cap_generic.
 Only values a C int carries are passed by value (fcntl.ioctl's limit on the host side).
 """
 
+import ctypes
+
 from ..kvm import x86_vm as X
 from ..uapi import kvm as K
 from ..uapi.ioctl import _IO
@@ -172,3 +174,27 @@ def x86_vm_enable_cap_bookkeeping(sys, rec):
     enable(sys, rec, vm, "DISABLE_QUIRKS 0 flags=1", X.KVM_CAP_DISABLE_QUIRKS, 0, flags=1)
     enable(sys, rec, vm, "HALT_POLL 0 flags=1", X.KVM_CAP_HALT_POLL, 0, flags=1)
     enable(sys, rec, kvm, "X86_DISABLE_EXITS 0 on /dev/kvm", X.KVM_CAP_X86_DISABLE_EXITS, 0)
+
+
+@scenario("x86_vm_tss_identity_map",
+          "KVM_SET_TSS_ADDR -> 0 (also after a vCPU; no private memslot over the TSS pages); "
+          "KVM_SET_IDENTITY_MAP_ADDR: any u64 -> 0, NULL -> EFAULT, after a vCPU -> EINVAL first")
+def x86_vm_tss_identity_map(sys, rec):
+    kvm = open_kvm(sys, rec)
+    rec.call("SET_TSS_ADDR 0 on /dev/kvm", sys.ioctl, kvm, X.KVM_SET_TSS_ADDR, 0)
+    vm = create_vm(sys, rec, kvm)
+    for a in (0, 0x1000, 0x7FFFF000):
+        rec.call(f"SET_TSS_ADDR {a:#x}", sys.ioctl, vm, X.KVM_SET_TSS_ADDR, a)
+    for a in (0, 0xFEFFC000, 1 << 63, (1 << 64) - 1):
+        rec.call(f"SET_IDENTITY_MAP_ADDR {a:#x}", sys.ioctl, vm, X.KVM_SET_IDENTITY_MAP_ADDR,
+                 ctypes.c_uint64(a))
+    rec.call("SET_IDENTITY_MAP_ADDR NULL", sys.ioctl, vm, X.KVM_SET_IDENTITY_MAP_ADDR, 0)
+    region = K.kvm_userspace_memory_region(slot=0, guest_phys_addr=0x1000, memory_size=0x1000)
+    rec.call("memslot over the TSS pages (no userspace memory)", sys.ioctl, vm,
+             K.KVM_SET_USER_MEMORY_REGION, region)
+    vcpu(sys, rec, vm, 0)
+    rec.call("SET_TSS_ADDR 0x2000 after a vCPU", sys.ioctl, vm, X.KVM_SET_TSS_ADDR, 0x2000)
+    rec.call("SET_IDENTITY_MAP_ADDR 0x1000 after a vCPU", sys.ioctl, vm,
+             X.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(0x1000))
+    rec.call("SET_IDENTITY_MAP_ADDR NULL after a vCPU", sys.ioctl, vm,
+             X.KVM_SET_IDENTITY_MAP_ADDR, 0)

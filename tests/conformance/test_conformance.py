@@ -469,6 +469,15 @@ REFERENCE = {
         ("VM 3: SPLIT_IRQCHIP 0 again", E("EEXIST")),
         ("VM 3: CREATE_IRQCHIP after SPLIT_IRQCHIP", E("EEXIST")),
     ],
+    "x86_vm_tss_identity_map": [
+        ("SET_TSS_ADDR 0 on /dev/kvm", E("EINVAL")),
+        ("SET_TSS_ADDR 0x7ffff000", ("ok", 0)),
+        ("SET_IDENTITY_MAP_ADDR 0xffffffffffffffff", ("ok", 0)),
+        ("SET_IDENTITY_MAP_ADDR NULL", E("EFAULT")),
+        ("SET_TSS_ADDR 0x2000 after a vCPU", ("ok", 0)),
+        ("SET_IDENTITY_MAP_ADDR 0x1000 after a vCPU", E("EINVAL")),
+        ("SET_IDENTITY_MAP_ADDR NULL after a vCPU", E("EINVAL")),
+    ],
 }
 
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.
@@ -525,6 +534,9 @@ HOST_SPECIFIC = {
         ("MSR_PLATFORM_INFO 0x8000000000000000", ("ok", 0)),
         ("X86_DISABLE_EXITS 0 on /dev/kvm", E("EINVAL")),
     ],
+    # no TSS_PRIVATE_MEMSLOT: the host's vendor module (PVM; VMX with unrestricted guest
+    # and SVM alike) keeps no memslot for the TSS
+    "x86_vm_tss_identity_map": [("memslot over the TSS pages (no userspace memory)", ("ok", 0))],
     "x86_vm_irqchip": [
         ("CHECK_EXTENSION(X2APIC_API), full irqchip", ("ok", 11)),
         ("VM 3: CHECK_EXTENSION(X2APIC_API)", ("ok", 11)),

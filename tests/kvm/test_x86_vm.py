@@ -5,6 +5,7 @@ The errno and check order come from arch/x86/kvm/x86.c (6.18) and were confirmed
 hypothesis model of KVM_SET_BOOT_CPU_ID / KVM_ENABLE_CAP(MAX_VCPU_ID) / KVM_CREATE_VCPU.
 """
 
+import ctypes
 import errno
 
 import hypothesis.strategies as st
@@ -170,6 +171,31 @@ def test_set_nr_mmu_pages(k, n, want):
 def test_get_nr_mmu_pages_is_gone(k):
     _, vm = create_vm(k)
     assert err(k.ioctl, vm, X._IO(X.KVMIO, 0x45), 0) == errno.ENOTTY
+
+
+# --- KVM_SET_TSS_ADDR and KVM_SET_IDENTITY_MAP_ADDR ------------------------------------------
+
+
+def test_tss_addr(k):
+    _, vm = create_vm(k)
+    assert k.ioctl(vm, X.KVM_SET_TSS_ADDR, 0xFFFFD000) == 0
+    assert vm_state(k, vm).tss_addr == 0xFFFFD000
+    assert err(k.ioctl, vm, X.KVM_SET_TSS_ADDR, 0xFFFFD001) == errno.EINVAL
+    assert err(k.ioctl, vm, X.KVM_SET_TSS_ADDR, 1 << 40) == errno.EINVAL
+    assert vm_state(k, vm).tss_addr == 0xFFFFD000
+    k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    assert k.ioctl(vm, X.KVM_SET_TSS_ADDR, 0x1000) == 0
+
+
+def test_identity_map_addr(k):
+    _, vm = create_vm(k)
+    assert err(k.ioctl, vm, X.KVM_SET_IDENTITY_MAP_ADDR, 0) == errno.EFAULT
+    assert k.ioctl(vm, X.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(1 << 63)) == 0
+    assert vm_state(k, vm).ept_identity_map_addr == 1 << 63
+    k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    assert err(k.ioctl, vm, X.KVM_SET_IDENTITY_MAP_ADDR, 0) == errno.EINVAL
+    assert err(k.ioctl, vm, X.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(0)) == errno.EINVAL
+    assert vm_state(k, vm).ept_identity_map_addr == 1 << 63
 
 
 # --- KVM_CREATE_IRQCHIP and KVM_CAP_SPLIT_IRQCHIP ----------------------------------------------
