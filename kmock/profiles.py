@@ -134,6 +134,8 @@ _CAPS_618 = {
     188: 1,  # KVM_CAP_X86_USER_SPACE_MSR
     204: 1,  # KVM_CAP_EXIT_ON_EMULATION_FAILURE
     218: 1,  # KVM_CAP_X86_TRIPLE_FAULT_EVENT
+    220: 1,  # KVM_CAP_VM_DISABLE_NX_HUGE_PAGES
+    237: 1,  # KVM_CAP_X86_APIC_BUS_CYCLES_NS: APIC_BUS_CYCLE_NS_DEFAULT
 }
 
 # A minimal CPUID table for VMM probing: max leaves, vendor, and the address widths

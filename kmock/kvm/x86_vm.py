@@ -19,6 +19,7 @@ is recorded for tests and for code that models its effect later.
 
 import ctypes
 import errno
+import os
 import threading
 import weakref
 
@@ -47,6 +48,8 @@ KVM_CAP_X86_USER_SPACE_MSR = 188
 KVM_CAP_EXIT_ON_EMULATION_FAILURE = 204
 KVM_CAP_DISABLE_QUIRKS2 = 213
 KVM_CAP_X86_TRIPLE_FAULT_EVENT = 218
+KVM_CAP_VM_DISABLE_NX_HUGE_PAGES = 220
+KVM_CAP_X86_APIC_BUS_CYCLES_NS = 237
 
 #: kvm_vm_ioctl_set_tss_addr: the three TSS pages must lie below 4 GiB,
 #: ``addr > (unsigned int)(-3 * PAGE_SIZE)`` is EINVAL
@@ -64,6 +67,12 @@ KVM_MSR_EXIT_REASON_VALID_MASK = 0x7
 #: KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET
 KVM_DIRTY_LOG_MANUAL_CAPS = 0x3
 U32 = 0xFFFFFFFF
+U64 = (1 << 64) - 1
+#: KVM_CAP_X86_APIC_BUS_CYCLES_NS guards the timer's ns computation against u64 overflow:
+#: U32_MAX (the largest TMICT) * 128 (the largest divide configuration) * args[0]. The
+#: factor 128 is what the probed boundary gives (2**25 accepted, 2**25 + 1 EINVAL on the
+#: 6.18.44 host), not read from source.
+APIC_TIMER_MAX_DIVIDE = 128
 
 
 class X86VmState:
@@ -303,6 +312,30 @@ def _cap_manual_dirty_log_protect2(vm, s, a0):
     s.enabled[KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2] = a0
 
 
+def _cap_apic_bus_cycles_ns(vm, s, a0):
+    """0, or a value whose U32_MAX * 128 multiple overflows u64 -> EINVAL; then
+    no in-kernel LAPIC (no irqchip, full or split) -> ENXIO; a vCPU created -> EINVAL."""
+    if not a0 or U32 * APIC_TIMER_MAX_DIVIDE * a0 > U64:
+        raise oserror(errno.EINVAL)
+    with s.lock:
+        if not s.irqchip_in_kernel:
+            raise oserror(errno.ENXIO)
+        if vm.vcpus:
+            raise oserror(errno.EINVAL)
+        s.enabled[KVM_CAP_X86_APIC_BUS_CYCLES_NS] = a0
+
+
+def _cap_disable_nx_huge_pages(vm, s, a0):
+    """capable(CAP_SYS_BOOT) first (EPERM; kmock asks for euid 0), then args[0] must be
+    0 and no vCPU created (EINVAL)."""
+    if os.geteuid() != 0:
+        raise oserror(errno.EPERM)
+    with s.lock:
+        if a0 or vm.vcpus:
+            raise oserror(errno.EINVAL)
+        s.enabled[KVM_CAP_VM_DISABLE_NX_HUGE_PAGES] = 1
+
+
 #: capability -> fn(vm, state, args[0]); every one is in the 6.18 host's advertised set
 ENABLE_CAPS = {
     K.KVM_CAP_MAX_VCPU_ID: _cap_max_vcpu_id,
@@ -318,6 +351,8 @@ ENABLE_CAPS = {
     KVM_CAP_EXIT_ON_EMULATION_FAILURE: _masked(KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1),
     KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: _cap_manual_dirty_log_protect2,
     KVM_CAP_HALT_POLL: _cap_halt_poll,
+    KVM_CAP_X86_APIC_BUS_CYCLES_NS: _cap_apic_bus_cycles_ns,
+    KVM_CAP_VM_DISABLE_NX_HUGE_PAGES: _cap_disable_nx_huge_pages,
 }
 
 

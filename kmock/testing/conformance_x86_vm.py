@@ -198,3 +198,30 @@ def x86_vm_tss_identity_map(sys, rec):
              X.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(0x1000))
     rec.call("SET_IDENTITY_MAP_ADDR NULL after a vCPU", sys.ioctl, vm,
              X.KVM_SET_IDENTITY_MAP_ADDR, 0)
+
+
+@scenario("x86_vm_apic_bus_and_nx_huge_pages",
+          "KVM_ENABLE_CAP(X86_APIC_BUS_CYCLES_NS): 0 or an overflowing value -> EINVAL, no irqchip "
+          "-> ENXIO, after a vCPU -> EINVAL; (VM_DISABLE_NX_HUGE_PAGES): args[0] != 0 or a vCPU -> EINVAL")
+def x86_vm_apic_bus_and_nx_huge_pages(sys, rec):
+    kvm = open_kvm(sys, rec)
+    bus = X.KVM_CAP_X86_APIC_BUS_CYCLES_NS
+    limit = 1 << 25  # the largest value accepted (probed)
+    vm = create_vm(sys, rec, kvm)
+    for v in (0, 1, limit, limit + 1):
+        enable(sys, rec, vm, f"APIC_BUS_CYCLES_NS {v:#x}, no irqchip", bus, v)
+    rec.call("CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    for v in (0, 1, limit, limit + 1, 1 << 63):
+        enable(sys, rec, vm, f"APIC_BUS_CYCLES_NS {v:#x}", bus, v)
+    vcpu(sys, rec, vm, 0)
+    enable(sys, rec, vm, "APIC_BUS_CYCLES_NS 0x1 after a vCPU", bus, 1)
+    enable(sys, rec, vm, "APIC_BUS_CYCLES_NS 0x0 after a vCPU", bus, 0)
+    vm2 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 2")
+    enable(sys, rec, vm2, "VM 2: SPLIT_IRQCHIP 24", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+    enable(sys, rec, vm2, "VM 2: APIC_BUS_CYCLES_NS 0x2, split irqchip", bus, 2)
+    nx = X.KVM_CAP_VM_DISABLE_NX_HUGE_PAGES
+    vm3 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 3")
+    for v in (1, 1 << 63, 0, 0):
+        enable(sys, rec, vm3, f"VM 3: DISABLE_NX_HUGE_PAGES {v:#x}", nx, v)
+    vcpu(sys, rec, vm3, 0, "VM 3: KVM_CREATE_VCPU 0")
+    enable(sys, rec, vm3, "VM 3: DISABLE_NX_HUGE_PAGES 0x0 after a vCPU", nx, 0)

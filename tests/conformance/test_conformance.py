@@ -478,6 +478,19 @@ REFERENCE = {
         ("SET_IDENTITY_MAP_ADDR 0x1000 after a vCPU", E("EINVAL")),
         ("SET_IDENTITY_MAP_ADDR NULL after a vCPU", E("EINVAL")),
     ],
+    "x86_vm_apic_bus_and_nx_huge_pages": [
+        ("APIC_BUS_CYCLES_NS 0x0, no irqchip", E("EINVAL")),
+        ("APIC_BUS_CYCLES_NS 0x1, no irqchip", E("ENXIO")),
+        ("APIC_BUS_CYCLES_NS 0x2000001, no irqchip", E("EINVAL")),
+        ("APIC_BUS_CYCLES_NS 0x1", ("ok", 0)),
+        ("APIC_BUS_CYCLES_NS 0x2000000", ("ok", 0)),
+        ("APIC_BUS_CYCLES_NS 0x2000001", E("EINVAL")),
+        ("APIC_BUS_CYCLES_NS 0x1 after a vCPU", E("EINVAL")),
+        ("VM 2: APIC_BUS_CYCLES_NS 0x2, split irqchip", ("ok", 0)),
+        ("VM 3: DISABLE_NX_HUGE_PAGES 0x1", E("EINVAL")),
+        ("VM 3: DISABLE_NX_HUGE_PAGES 0x0", ("ok", 0)),
+        ("VM 3: DISABLE_NX_HUGE_PAGES 0x0 after a vCPU", E("EINVAL")),
+    ],
 }
 
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.

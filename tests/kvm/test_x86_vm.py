@@ -281,6 +281,29 @@ def test_disable_quirks_keeps_only_known_bits(k):
     assert vm_state(k, vm).disabled_quirks == 0
 
 
+def test_apic_bus_cycles_ns(k):
+    _, vm = create_vm(k)
+    assert err(enable, k, vm, X.KVM_CAP_X86_APIC_BUS_CYCLES_NS, 0) == errno.EINVAL
+    assert err(enable, k, vm, X.KVM_CAP_X86_APIC_BUS_CYCLES_NS, 1) == errno.ENXIO
+    assert err(enable, k, vm, X.KVM_CAP_X86_APIC_BUS_CYCLES_NS, (1 << 25) + 1) == errno.EINVAL
+    k.ioctl(vm, X.KVM_CREATE_IRQCHIP, 0)
+    assert enable(k, vm, X.KVM_CAP_X86_APIC_BUS_CYCLES_NS, 1 << 25) == 0
+    assert vm_state(k, vm).enabled[X.KVM_CAP_X86_APIC_BUS_CYCLES_NS] == 1 << 25
+    k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    assert err(enable, k, vm, X.KVM_CAP_X86_APIC_BUS_CYCLES_NS, 2) == errno.EINVAL
+
+
+def test_disable_nx_huge_pages(k, monkeypatch):
+    _, vm = create_vm(k)
+    monkeypatch.setattr(X.os, "geteuid", lambda: 1000)
+    assert err(enable, k, vm, X.KVM_CAP_VM_DISABLE_NX_HUGE_PAGES, 1) == errno.EPERM
+    monkeypatch.setattr(X.os, "geteuid", lambda: 0)
+    assert err(enable, k, vm, X.KVM_CAP_VM_DISABLE_NX_HUGE_PAGES, 1) == errno.EINVAL
+    assert enable(k, vm, X.KVM_CAP_VM_DISABLE_NX_HUGE_PAGES, 0) == 0
+    k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    assert err(enable, k, vm, X.KVM_CAP_VM_DISABLE_NX_HUGE_PAGES, 0) == errno.EINVAL
+
+
 # --- only x86 profiles get them --------------------------------------------------------------
 
 
