@@ -123,7 +123,11 @@ _CAPS_618 = {
     # x86.c kvm_vm_ioctl_check_extension constants whose ioctl or KVM_ENABLE_CAP kmock
     # implements (kmock.kvm.x86_vm; docs/capabilities.md). Values that depend on the
     # hardware (X86_DISABLE_EXITS, DISABLE_QUIRKS2) are left out: those caps read 0 here.
+    2: 1,  # KVM_CAP_MMU_SHADOW_CACHE_CONTROL (KVM_SET_NR_MMU_PAGES)
     34: 1,  # KVM_CAP_SET_BOOT_CPU_ID
+    37: 1,  # KVM_CAP_SET_IDENTITY_MAP_ADDR
+    98: 1,  # KVM_CAP_ENABLE_CAP_VM (generic)
+    105: 1,  # KVM_CAP_CHECK_EXTENSION_VM (generic)
     116: 1,  # KVM_CAP_DISABLE_QUIRKS
     121: 1,  # KVM_CAP_SPLIT_IRQCHIP
     129: 3,  # KVM_CAP_X2APIC_API: KVM_X2APIC_API_VALID_FLAGS (USE_32BIT_IDS|DISABLE_BROADCAST_QUIRK)
