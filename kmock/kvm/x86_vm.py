@@ -95,10 +95,17 @@ class X86VmState:
         self.disabled_quirks = 0
         #: the other bookkeeping capabilities: cap number -> args[0] last enabled
         self.enabled = {}
+        #: kvm->created_vcpus: counted under ``lock`` from kvm_arch_vcpu_precreate on,
+        #: so that a KVM_CREATE_VCPU in flight already counts (as under kvm->lock)
+        self.created_vcpus = 0
 
     @property
     def irqchip_in_kernel(self):
         return self.irqchip_mode != "none"
+
+    def has_vcpus(self, vm):
+        """kvm->created_vcpus != 0 (also vCPUs made without the ioctl, by kmock's API)."""
+        return bool(self.created_vcpus or vm.vcpus)
 
 
 _STATES = weakref.WeakKeyDictionary()
@@ -136,7 +143,7 @@ def vm_set_boot_cpu_id(f, arg):
     s = state(vm)
     bsp = int_arg(arg)
     with s.lock:
-        if vm.vcpus:
+        if s.has_vcpus(vm):
             raise oserror(errno.EBUSY)
         if bsp > _kvm_max_vcpu_ids(vm) or (s.max_vcpu_ids and bsp > s.max_vcpu_ids):
             raise oserror(errno.EINVAL)
@@ -180,7 +187,7 @@ def vm_set_identity_map_addr(f, arg):
     vm = _vm(f)
     s = state(vm)
     with s.lock:
-        if vm.vcpus:
+        if s.has_vcpus(vm):
             raise oserror(errno.EINVAL)
         s.ept_identity_map_addr = copy_from_user(arg, ctypes.c_uint64).value
     return 0
@@ -194,7 +201,7 @@ def vm_create_irqchip(f, arg):
     with s.lock:
         if s.irqchip_in_kernel:
             raise oserror(errno.EEXIST)
-        if vm.vcpus:
+        if s.has_vcpus(vm):
             raise oserror(errno.EINVAL)
         s.irqchip_mode = "kernel"
     return 0
@@ -216,6 +223,8 @@ def vcpu_precreate(vm, vcpu_id):
             s.max_vcpu_ids = profile.max_vcpu_ids
         if vcpu_id >= s.max_vcpu_ids:
             raise oserror(errno.EINVAL)
+        s.created_vcpus += 1
+    return s
 
 
 def x2apic_api_check(vm, value):
@@ -246,7 +255,7 @@ def _cap_split_irqchip(vm, s, a0):
     with s.lock:
         if a0 > MAX_NR_RESERVED_IOAPIC_PINS:
             raise oserror(errno.EINVAL)
-        if s.irqchip_in_kernel or vm.vcpus:
+        if s.irqchip_in_kernel or s.has_vcpus(vm):
             raise oserror(errno.EEXIST)
         s.irqchip_mode = "split"
         s.nr_reserved_ioapic_pins = a0
@@ -267,7 +276,7 @@ def _cap_disable_exits(vm, s, a0):
     if a0 & ~vm.caps.get(KVM_CAP_X86_DISABLE_EXITS, 0):
         raise oserror(errno.EINVAL)
     with s.lock:
-        if vm.vcpus:
+        if s.has_vcpus(vm):
             raise oserror(errno.EINVAL)
         s.disabled_exits |= a0
 
@@ -320,7 +329,7 @@ def _cap_apic_bus_cycles_ns(vm, s, a0):
     with s.lock:
         if not s.irqchip_in_kernel:
             raise oserror(errno.ENXIO)
-        if vm.vcpus:
+        if s.has_vcpus(vm):
             raise oserror(errno.EINVAL)
         s.enabled[KVM_CAP_X86_APIC_BUS_CYCLES_NS] = a0
 
@@ -331,7 +340,7 @@ def _cap_disable_nx_huge_pages(vm, s, a0):
     if os.geteuid() != 0:
         raise oserror(errno.EPERM)
     with s.lock:
-        if a0 or vm.vcpus:
+        if a0 or s.has_vcpus(vm):
             raise oserror(errno.EINVAL)
         s.enabled[KVM_CAP_VM_DISABLE_NX_HUGE_PAGES] = 1
 
@@ -372,8 +381,14 @@ def x86_vm_ioctls(create_vcpu, check_extension):
 
     def vm_create_vcpu(f, arg):
         f.vm.check_caller()
-        vcpu_precreate(f.vm, int_arg(arg))
-        return create_vcpu(f, arg)
+        s = vcpu_precreate(f.vm, int_arg(arg))
+        try:
+            return create_vcpu(f, arg)
+        except BaseException:
+            if s is not None:  # kvm_vm_ioctl_create_vcpu's unwind: created_vcpus--
+                with s.lock:
+                    s.created_vcpus -= 1
+            raise
 
     def vm_check_extension(f, arg):
         r = check_extension(f, arg)

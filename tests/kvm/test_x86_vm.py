@@ -91,6 +91,20 @@ def test_vcpu_id_beyond_kvm_max_leaves_max_vcpu_id_unset(k):
     assert enable(k, vm, K.KVM_CAP_MAX_VCPU_ID, 100) == 0
 
 
+def test_failed_vcpu_creation_is_not_counted(k):
+    """kvm_vm_ioctl_create_vcpu unwinds created_vcpus when creation fails after precreate
+    (a duplicate id, an allocation failure): the VM is still vCPU-less for the rules."""
+    _, vm = create_vm(k)
+    k.faults.fail("kvm.vcpu.alloc", errno=errno.ENOMEM)
+    assert err(k.ioctl, vm, K.KVM_CREATE_VCPU, 0) == errno.ENOMEM
+    assert vm_state(k, vm).created_vcpus == 0
+    assert k.ioctl(vm, X.KVM_SET_BOOT_CPU_ID, 1) == 0
+    assert k.ioctl(vm, X.KVM_CREATE_IRQCHIP, 0) == 0
+    k.ioctl(vm, K.KVM_CREATE_VCPU, 1)
+    assert err(k.ioctl, vm, K.KVM_CREATE_VCPU, 1) == errno.EEXIST
+    assert vm_state(k, vm).created_vcpus == 1
+
+
 def test_max_vcpu_id_below_boot_cpu_id(k):
     _, vm = create_vm(k)
     assert k.ioctl(vm, X.KVM_SET_BOOT_CPU_ID, 7) == 0
