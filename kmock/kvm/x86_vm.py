@@ -194,13 +194,20 @@ def vm_set_identity_map_addr(f, arg):
 
 
 def vm_create_irqchip(f, arg):
-    """KVM_CREATE_IRQCHIP: an irqchip already (full or split) -> EEXIST, then a vCPU
-    created -> EINVAL; else the PIC, I/O APIC and default GSI routing exist."""
+    """KVM_CREATE_IRQCHIP: an irqchip already (full or split) -> EEXIST; a VM with
+    protected EOIs (TDX) -> ENOTTY; then a vCPU created -> EINVAL; else the PIC, I/O
+    APIC and default GSI routing exist.
+
+    ``has_protected_eoi`` is read from the VM type (default False): an architecture
+    plugin whose VMs cannot intercept EOIs sets it (kvm->arch.has_protected_eoi, 6.18).
+    """
     vm = _vm(f)
     s = state(vm)
     with s.lock:
         if s.irqchip_in_kernel:
             raise oserror(errno.EEXIST)
+        if getattr(vm.vmtype, "has_protected_eoi", False):
+            raise oserror(errno.ENOTTY)
         if s.has_vcpus(vm):
             raise oserror(errno.EINVAL)
         s.irqchip_mode = "kernel"

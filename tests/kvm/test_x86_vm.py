@@ -238,6 +238,18 @@ def test_split_irqchip(k):
     assert err(k.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0) == errno.EEXIST
 
 
+def test_create_irqchip_protected_eoi(k, monkeypatch):
+    """A VM type with protected EOIs (TDX sets kvm->arch.has_protected_eoi): ENOTTY after
+    the EEXIST check, before the vCPU check."""
+    _, vm = create_vm(k)
+    vmtype = k.file(vm).vm.vmtype
+    monkeypatch.setattr(vmtype, "has_protected_eoi", True, raising=False)
+    k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    assert err(k.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0) == errno.ENOTTY
+    vm_state(k, vm).irqchip_mode = "split"
+    assert err(k.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0) == errno.EEXIST
+
+
 @pytest.mark.parametrize("vm_type", [0, SW_PROTECTED_VM])
 def test_irqchip_per_vm(k, vm_type):
     """The irqchip is VM state: one VM's does not make another's exist."""
