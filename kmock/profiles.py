@@ -123,6 +123,26 @@ _CAPS_618 = {
     K.KVM_CAP_USER_MEMORY2: 1,
     K.KVM_CAP_MEMORY_FAULT_INFO: 1,
     K.KVM_CAP_GUEST_MEMFD: 1,
+    # x86.c kvm_vm_ioctl_check_extension constants whose ioctl or KVM_ENABLE_CAP kmock
+    # implements (kmock.kvm.x86_vm; docs/capabilities.md). Values that depend on the
+    # hardware (X86_DISABLE_EXITS, DISABLE_QUIRKS2) are left out: those caps read 0 here.
+    2: 1,  # KVM_CAP_MMU_SHADOW_CACHE_CONTROL (KVM_SET_NR_MMU_PAGES)
+    34: 1,  # KVM_CAP_SET_BOOT_CPU_ID
+    37: 1,  # KVM_CAP_SET_IDENTITY_MAP_ADDR
+    98: 1,  # KVM_CAP_ENABLE_CAP_VM (generic)
+    105: 1,  # KVM_CAP_CHECK_EXTENSION_VM (generic)
+    116: 1,  # KVM_CAP_DISABLE_QUIRKS
+    121: 1,  # KVM_CAP_SPLIT_IRQCHIP
+    129: 3,  # KVM_CAP_X2APIC_API: KVM_X2APIC_API_VALID_FLAGS (USE_32BIT_IDS|DISABLE_BROADCAST_QUIRK)
+    159: 1,  # KVM_CAP_MSR_PLATFORM_INFO
+    164: 1,  # KVM_CAP_EXCEPTION_PAYLOAD
+    168: 3,  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: KVM_DIRTY_LOG_MANUAL_CAPS
+    182: 1,  # KVM_CAP_HALT_POLL
+    188: 1,  # KVM_CAP_X86_USER_SPACE_MSR
+    204: 1,  # KVM_CAP_EXIT_ON_EMULATION_FAILURE
+    218: 1,  # KVM_CAP_X86_TRIPLE_FAULT_EVENT
+    220: 1,  # KVM_CAP_VM_DISABLE_NX_HUGE_PAGES
+    237: 1,  # KVM_CAP_X86_APIC_BUS_CYCLES_NS: APIC_BUS_CYCLE_NS_DEFAULT
 }
 
 # A minimal CPUID table for VMM probing: max leaves, vendor, and the address widths

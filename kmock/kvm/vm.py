@@ -14,6 +14,7 @@ from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
 from ..notifier import InvalidateEvent
 from ..uapi import kvm as K
+from . import x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
 from .memslot import Memslots, gmem_unbind, set_memory_region
 from .stage2 import Stage2, faultin
@@ -410,7 +411,8 @@ def vm_set_user_memory_region2(f, arg):
 
 
 def vm_enable_cap(f, arg):
-    """kvm_vm_ioctl_enable_cap (x86): only KVM_CAP_EXIT_HYPERCALL is enable-able here."""
+    """kvm_vm_ioctl_enable_cap (x86): KVM_CAP_EXIT_HYPERCALL here, the other x86
+    capabilities in kmock.kvm.x86_vm."""
     vm = _check_vm(f)
     cap = copy_from_user(arg, K.kvm_enable_cap)
     if cap.flags:
@@ -420,6 +422,8 @@ def vm_enable_cap(f, arg):
             raise oserror(errno.EINVAL)
         vm.hypercall_exit_enabled = cap.args[0]
         return 0
+    if vm.kernel.profile.arch == "x86":
+        return x86_vm.vm_enable_cap(vm, cap)
     raise oserror(errno.EINVAL)
 
 
@@ -454,5 +458,7 @@ def vm_ioctls(kernel):
     }
     if kernel.profile.memory_attributes:
         table[K.KVM_SET_MEMORY_ATTRIBUTES] = vm_set_memory_attributes
+    if kernel.profile.arch == "x86":
+        table.update(x86_vm.x86_vm_ioctls(vm_create_vcpu, vm_check_extension))
     return table
 

@@ -414,6 +414,83 @@ REFERENCE = {
         ("fsync", E("EINVAL")),
         ("fstat", ("ok", ("stat", 0o600, 0, P, 0, 1))),
     ],
+    # x86 VM ioctls beyond guest memory (not reference rows): arch/x86/kvm/x86.c
+    # kvm_arch_vm_ioctl, kvm_vm_ioctl_enable_cap, kvm_arch_vcpu_precreate;
+    # virt/kvm/kvm_main.c kvm_vm_ioctl_enable_cap_generic (kmock.kvm.x86_vm)
+    "x86_vm_boot_cpu_id": [
+        ("BOOT_CPU_ID 0 on /dev/kvm", E("EINVAL")),
+        ("BOOT_CPU_ID 4097", E("EINVAL")),
+        ("BOOT_CPU_ID 4096", ("ok", 0)),  # 'arg > KVM_MAX_VCPU_IDS'
+        ("BOOT_CPU_ID 5 (max 4)", E("EINVAL")),
+        ("BOOT_CPU_ID 4 (max 4)", ("ok", 0)),
+        ("MAX_VCPU_ID 3 (boot 4)", E("EINVAL")),
+        ("BOOT_CPU_ID 0 after a vCPU", E("EBUSY")),
+        ("BOOT_CPU_ID 4097 after a vCPU", E("EBUSY")),
+        ("VM 2: MAX_VCPU_ID 6 (boot 7)", E("EINVAL")),
+        ("VM 2: MAX_VCPU_ID 7 (boot 7)", ("ok", 0)),
+        ("VM 2: BOOT_CPU_ID 8 (max 7)", E("EINVAL")),
+    ],
+    "x86_vm_max_vcpu_id": [
+        ("MAX_VCPU_ID 4 flags=1", E("EINVAL")),
+        ("MAX_VCPU_ID 4097", E("EINVAL")),
+        ("MAX_VCPU_ID 0 (leaves it unset)", ("ok", 0)),
+        ("MAX_VCPU_ID 2", ("ok", 0)),
+        ("MAX_VCPU_ID 2 again", ("ok", 0)),
+        ("MAX_VCPU_ID 3", E("EINVAL")),
+        ("KVM_CREATE_VCPU 2", E("EINVAL")),
+        ("VM 2: KVM_CREATE_VCPU 4096 (before precreate)", E("EINVAL")),
+        ("VM 2: MAX_VCPU_ID 100", ("ok", 0)),
+        ("VM 2: KVM_CREATE_VCPU 100", E("EINVAL")),
+        ("VM 2: KVM_CREATE_VCPU 99 again", E("EEXIST")),
+        ("VM 3: MAX_VCPU_ID 4096 after a vCPU", ("ok", 0)),
+        ("VM 3: MAX_VCPU_ID 100 after a vCPU", E("EINVAL")),
+        ("MAX_VCPU_ID 4 on /dev/kvm", E("EINVAL")),
+    ],
+    "x86_vm_nr_mmu_pages": [
+        ("SET_NR_MMU_PAGES 64 on /dev/kvm", E("EINVAL")),
+        ("GET_NR_MMU_PAGES", E("ENOTTY")),
+        ("SET_NR_MMU_PAGES 0", E("EINVAL")),
+        ("SET_NR_MMU_PAGES 63", E("EINVAL")),
+        ("SET_NR_MMU_PAGES 64", ("ok", 0)),
+        ("SET_NR_MMU_PAGES 2147483647", ("ok", 0)),
+        ("SET_NR_MMU_PAGES 128 after a vCPU", ("ok", 0)),
+    ],
+    "x86_vm_irqchip": [
+        ("CREATE_IRQCHIP on /dev/kvm", E("EINVAL")),
+        ("CREATE_IRQCHIP", ("ok", 0)),
+        ("CREATE_IRQCHIP again", E("EEXIST")),
+        ("SPLIT_IRQCHIP 24 after CREATE_IRQCHIP", E("EEXIST")),
+        ("CREATE_IRQCHIP after a vCPU (irqchip exists)", E("EEXIST")),
+        ("VM 2: CREATE_IRQCHIP after a vCPU", E("EINVAL")),
+        ("VM 2: SPLIT_IRQCHIP 4097 after a vCPU", E("EINVAL")),
+        ("VM 2: SPLIT_IRQCHIP 24 after a vCPU", E("EEXIST")),
+        ("VM 3: SPLIT_IRQCHIP flags=1", E("EINVAL")),
+        ("VM 3: SPLIT_IRQCHIP 4096", ("ok", 0)),
+        ("VM 3: SPLIT_IRQCHIP 0 again", E("EEXIST")),
+        ("VM 3: CREATE_IRQCHIP after SPLIT_IRQCHIP", E("EEXIST")),
+    ],
+    "x86_vm_tss_identity_map": [
+        ("SET_TSS_ADDR 0 on /dev/kvm", E("EINVAL")),
+        ("SET_TSS_ADDR 0x7ffff000", ("ok", 0)),
+        ("SET_IDENTITY_MAP_ADDR 0xffffffffffffffff", ("ok", 0)),
+        ("SET_IDENTITY_MAP_ADDR NULL", E("EFAULT")),
+        ("SET_TSS_ADDR 0x2000 after a vCPU", ("ok", 0)),
+        ("SET_IDENTITY_MAP_ADDR 0x1000 after a vCPU", E("EINVAL")),
+        ("SET_IDENTITY_MAP_ADDR NULL after a vCPU", E("EINVAL")),
+    ],
+    "x86_vm_apic_bus_and_nx_huge_pages": [
+        ("APIC_BUS_CYCLES_NS 0x0, no irqchip", E("EINVAL")),
+        ("APIC_BUS_CYCLES_NS 0x1, no irqchip", E("ENXIO")),
+        ("APIC_BUS_CYCLES_NS 0x2000001, no irqchip", E("EINVAL")),
+        ("APIC_BUS_CYCLES_NS 0x1", ("ok", 0)),
+        ("APIC_BUS_CYCLES_NS 0x2000000", ("ok", 0)),
+        ("APIC_BUS_CYCLES_NS 0x2000001", E("EINVAL")),
+        ("APIC_BUS_CYCLES_NS 0x1 after a vCPU", E("EINVAL")),
+        ("VM 2: APIC_BUS_CYCLES_NS 0x2, split irqchip", ("ok", 0)),
+        ("VM 3: DISABLE_NX_HUGE_PAGES 0x1", E("EINVAL")),
+        ("VM 3: DISABLE_NX_HUGE_PAGES 0x0", ("ok", 0)),
+        ("VM 3: DISABLE_NX_HUGE_PAGES 0x0 after a vCPU", E("EINVAL")),
+    ],
 }
 
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.
@@ -444,6 +521,41 @@ HOST_SPECIFIC = {
     "probe_41_create_vm_types": [(f"KVM_CREATE_VM type {t}", E("EINVAL")) for t in range(1, 7)]
     + [("KVM_CHECK_EXTENSION(235) on /dev/kvm", ("ok", 1))],
     "fact_memslot_rules": [("as_id 1 (slot 1|1<<16)", E("EINVAL"))],
+    # the probe host's capability values: X86_DISABLE_EXITS 14 (no MWAIT), DISABLE_QUIRKS2
+    # 0x5ff, X2APIC_API 15 on /dev/kvm / 11 on a VM without a split irqchip (the
+    # suppress-EOI-broadcast flags of this build)
+    "x86_vm_enable_cap_bookkeeping": [
+        ("X86_DISABLE_EXITS 0x1", E("EINVAL")),
+        ("X86_DISABLE_EXITS 0xe", ("ok", 0)),
+        ("X86_DISABLE_EXITS 0x10", E("EINVAL")),
+        ("X86_DISABLE_EXITS 0x0 after a vCPU", E("EINVAL")),
+        ("DISABLE_QUIRKS 0x600", ("ok", 0)),
+        ("DISABLE_QUIRKS2 0x5ff", ("ok", 0)),
+        ("DISABLE_QUIRKS2 0x600", E("EINVAL")),
+        ("X2APIC_API 0x4", E("EINVAL")),
+        ("X2APIC_API 0x8", ("ok", 0)),
+        ("X2APIC_API 0xc", E("EINVAL")),
+        ("X2APIC_API split 0x4", ("ok", 0)),
+        ("X2APIC_API split 0xc", E("EINVAL")),
+        ("X86_USER_SPACE_MSR 0x7", ("ok", 0)),
+        ("X86_USER_SPACE_MSR 0x8", E("EINVAL")),
+        ("EXIT_ON_EMULATION_FAILURE 0x2", E("EINVAL")),
+        ("MANUAL_DIRTY_LOG_PROTECT2 0x2", E("EINVAL")),
+        ("MANUAL_DIRTY_LOG_PROTECT2 0x3", ("ok", 0)),
+        ("HALT_POLL 0xffffffff", ("ok", 0)),
+        ("HALT_POLL 0x100000000", E("EINVAL")),
+        ("MSR_PLATFORM_INFO 0x8000000000000000", ("ok", 0)),
+        ("X86_DISABLE_EXITS 0 on /dev/kvm", E("EINVAL")),
+    ],
+    # no TSS_PRIVATE_MEMSLOT: the host's vendor module (PVM; VMX with unrestricted guest
+    # and SVM alike) keeps no memslot for the TSS
+    "x86_vm_tss_identity_map": [("memslot over the TSS pages (no userspace memory)", ("ok", 0))],
+    "x86_vm_irqchip": [
+        ("CHECK_EXTENSION(X2APIC_API), full irqchip", ("ok", 11)),
+        ("VM 3: CHECK_EXTENSION(X2APIC_API)", ("ok", 11)),
+        ("VM 3: CHECK_EXTENSION(X2APIC_API), split", ("ok", 15)),
+        ("CHECK_EXTENSION(X2APIC_API) on /dev/kvm", ("ok", 15)),
+    ],
 }
 
 

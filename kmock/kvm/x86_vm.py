@@ -1,0 +1,414 @@
+"""x86 VM ioctls beyond guest memory: the boot vCPU, the shadow MMU page pool, the
+in-kernel irqchip, the real-mode TSS and identity map addresses, and the KVM_ENABLE_CAP
+capabilities that are bookkeeping only.
+
+Each mirrors arch/x86/kvm/x86.c of Linux 6.18 (kvm_arch_vm_ioctl, kvm_vm_ioctl_enable_cap,
+kvm_vm_ioctl_set_nr_mmu_pages, kvm_arch_vcpu_precreate) and virt/kvm/kvm_main.c
+(kvm_vm_ioctl_enable_cap_generic); check order and errno were confirmed on a 6.18.44
+host by the conformance scenarios ``x86_vm_*`` (kmock.testing.conformance_x86_vm).
+docs/capabilities.md says which capability promises what.
+
+The state is struct kvm_arch's fields of the same name, kept per VM here
+(:func:`state`) so that the VM object stays architecture-neutral. Only what a later
+call can observe through the UAPI changes behaviour: ``max_vcpu_ids`` and
+``bsp_vcpu_id`` (KVM_CREATE_VCPU, KVM_SET_BOOT_CPU_ID, KVM_ENABLE_CAP), the irqchip
+mode (KVM_CREATE_IRQCHIP, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API and its
+KVM_CHECK_EXTENSION value). The rest (exits disabled, quirks disabled, MMU pool size...)
+is recorded for tests and for code that models its effect later.
+"""
+
+import ctypes
+import errno
+import os
+import threading
+import weakref
+
+from ..errors import oserror
+from ..kernel_util import copy_from_user, int_arg
+from ..uapi import kvm as K
+from ..uapi.ioctl import _IO, _IOW
+
+KVMIO = 0xAE
+#: include/uapi/linux/kvm.h (x86)
+KVM_SET_NR_MMU_PAGES = _IO(KVMIO, 0x44)
+KVM_SET_BOOT_CPU_ID = _IO(KVMIO, 0x78)
+KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47)
+KVM_SET_IDENTITY_MAP_ADDR = _IOW(KVMIO, 0x48, ctypes.c_uint64)
+KVM_CREATE_IRQCHIP = K.KVM_CREATE_IRQCHIP
+
+KVM_CAP_DISABLE_QUIRKS = 116
+KVM_CAP_SPLIT_IRQCHIP = 121
+KVM_CAP_X2APIC_API = 129
+KVM_CAP_X86_DISABLE_EXITS = 143
+KVM_CAP_MSR_PLATFORM_INFO = 159
+KVM_CAP_EXCEPTION_PAYLOAD = 164
+KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168
+KVM_CAP_HALT_POLL = 182
+KVM_CAP_X86_USER_SPACE_MSR = 188
+KVM_CAP_EXIT_ON_EMULATION_FAILURE = 204
+KVM_CAP_DISABLE_QUIRKS2 = 213
+KVM_CAP_X86_TRIPLE_FAULT_EVENT = 218
+KVM_CAP_VM_DISABLE_NX_HUGE_PAGES = 220
+KVM_CAP_X86_APIC_BUS_CYCLES_NS = 237
+
+#: kvm_vm_ioctl_set_tss_addr: the three TSS pages must lie below 4 GiB,
+#: ``addr > (unsigned int)(-3 * PAGE_SIZE)`` is EINVAL
+TSS_ADDR_MAX = 0xFFFFD000
+#: arch/x86/include/asm/kvm_host.h
+KVM_MIN_ALLOC_MMU_PAGES = 64
+#: MAX_NR_RESERVED_IOAPIC_PINS = KVM_MAX_IRQ_ROUTES (x86: 4096)
+MAX_NR_RESERVED_IOAPIC_PINS = 4096
+#: KVM_X2APIC_ENABLE_SUPPRESS_EOI_BROADCAST: needs a split irqchip (the I/O APIC in
+#: userspace), and excludes KVM_X2APIC_DISABLE_SUPPRESS_EOI_BROADCAST (bit 3)
+X2APIC_ENABLE_SUPPRESS_EOI = 1 << 2
+X2APIC_DISABLE_SUPPRESS_EOI = 1 << 3
+#: KVM_MSR_EXIT_REASON_INVAL | UNKNOWN | FILTER
+KVM_MSR_EXIT_REASON_VALID_MASK = 0x7
+#: KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET
+KVM_DIRTY_LOG_MANUAL_CAPS = 0x3
+U32 = 0xFFFFFFFF
+U64 = (1 << 64) - 1
+#: KVM_CAP_X86_APIC_BUS_CYCLES_NS guards the timer's ns computation against u64 overflow:
+#: U32_MAX (the largest TMICT) * 128 (the largest divide configuration) * args[0]. The
+#: factor 128 is what the probed boundary gives (2**25 accepted, 2**25 + 1 EINVAL on the
+#: 6.18.44 host), not read from source.
+APIC_TIMER_MAX_DIVIDE = 128
+
+
+class X86VmState:
+    """The struct kvm_arch fields the x86 VM ioctls keep."""
+
+    def __init__(self):
+        self.lock = threading.Lock()  # kvm->lock
+        self.bsp_vcpu_id = 0
+        #: 0 until KVM_ENABLE_CAP(KVM_CAP_MAX_VCPU_ID) or the first KVM_CREATE_VCPU
+        self.max_vcpu_ids = 0
+        #: "none", "kernel" (KVM_CREATE_IRQCHIP) or "split" (KVM_CAP_SPLIT_IRQCHIP)
+        self.irqchip_mode = "none"
+        self.nr_reserved_ioapic_pins = 0
+        #: KVM_SET_NR_MMU_PAGES; 0: the pool follows the memslots
+        self.n_requested_mmu_pages = 0
+        self.tss_addr = None
+        self.ept_identity_map_addr = None
+        self.x2apic_api = 0
+        self.disabled_exits = 0
+        self.disabled_quirks = 0
+        #: the other bookkeeping capabilities: cap number -> args[0] last enabled
+        self.enabled = {}
+        #: kvm->created_vcpus: counted under ``lock`` from kvm_arch_vcpu_precreate on,
+        #: so that a KVM_CREATE_VCPU in flight already counts (as under kvm->lock)
+        self.created_vcpus = 0
+
+    @property
+    def irqchip_in_kernel(self):
+        return self.irqchip_mode != "none"
+
+    def has_vcpus(self, vm):
+        """kvm->created_vcpus != 0 (also vCPUs made without the ioctl, by kmock's API)."""
+        return bool(self.created_vcpus or vm.vcpus)
+
+
+_STATES = weakref.WeakKeyDictionary()
+_STATES_LOCK = threading.Lock()
+
+
+def state(vm):
+    """The X86VmState of ``vm`` (made on first use)."""
+    s = _STATES.get(vm)
+    if s is None:
+        with _STATES_LOCK:
+            s = _STATES.get(vm)
+            if s is None:
+                s = _STATES[vm] = X86VmState()
+    return s
+
+
+def _vm(f):
+    f.vm.check_caller()
+    return f.vm
+
+
+def _kvm_max_vcpu_ids(vm):
+    """KVM_MAX_VCPU_IDS (kvm_max_vcpu_ids()): KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPU_ID)."""
+    return vm.kernel.profile.max_vcpu_ids
+
+
+# --- ioctl handlers: handler(file, arg) -> int ------------------------------------------------
+
+
+def vm_set_boot_cpu_id(f, arg):
+    """KVM_SET_BOOT_CPU_ID: EBUSY once a vCPU was created; EINVAL above KVM_MAX_VCPU_IDS
+    (``>``, not ``>=``: 4096 is accepted) or above an enabled KVM_CAP_MAX_VCPU_ID."""
+    vm = _vm(f)
+    s = state(vm)
+    bsp = int_arg(arg)
+    with s.lock:
+        if s.has_vcpus(vm):
+            raise oserror(errno.EBUSY)
+        if bsp > _kvm_max_vcpu_ids(vm) or (s.max_vcpu_ids and bsp > s.max_vcpu_ids):
+            raise oserror(errno.EINVAL)
+        s.bsp_vcpu_id = bsp
+    return 0
+
+
+def vm_set_nr_mmu_pages(f, arg):
+    """kvm_vm_ioctl_set_nr_mmu_pages: fewer than KVM_MIN_ALLOC_MMU_PAGES (64) is EINVAL.
+
+    The value cannot be read back: KVM_GET_NR_MMU_PAGES is gone (ENOTTY on 6.18, probed).
+    """
+    vm = _vm(f)
+    pages = int_arg(arg)
+    if pages < KVM_MIN_ALLOC_MMU_PAGES:
+        raise oserror(errno.EINVAL)
+    with vm.slots_lock:
+        state(vm).n_requested_mmu_pages = pages
+    return 0
+
+
+def vm_set_tss_addr(f, arg):
+    """kvm_vm_ioctl_set_tss_addr: above 0xffffd000 -> EINVAL; no vCPU check.
+
+    The vendor callback is modelled as on hosts with unrestricted guest (VMX) or SVM
+    (and the PVM probe host): it stores nothing the UAPI sees, in particular no private
+    memslot (probed: a user memslot over the TSS pages is accepted). Old VMX without
+    unrestricted guest would add TSS_PRIVATE_MEMSLOT there.
+    """
+    vm = _vm(f)
+    addr = int_arg(arg)
+    if addr > TSS_ADDR_MAX:
+        raise oserror(errno.EINVAL)
+    state(vm).tss_addr = addr
+    return 0
+
+
+def vm_set_identity_map_addr(f, arg):
+    """KVM_SET_IDENTITY_MAP_ADDR: a vCPU created -> EINVAL, then the u64 is read (EFAULT);
+    any address is accepted (vmx_set_identity_map_addr stores it)."""
+    vm = _vm(f)
+    s = state(vm)
+    with s.lock:
+        if s.has_vcpus(vm):
+            raise oserror(errno.EINVAL)
+        s.ept_identity_map_addr = copy_from_user(arg, ctypes.c_uint64).value
+    return 0
+
+
+def vm_create_irqchip(f, arg):
+    """KVM_CREATE_IRQCHIP: an irqchip already (full or split) -> EEXIST; a VM with
+    protected EOIs (TDX) -> ENOTTY; then a vCPU created -> EINVAL; else the PIC, I/O
+    APIC and default GSI routing exist.
+
+    ``has_protected_eoi`` is read from the VM type (default False): an architecture
+    plugin whose VMs cannot intercept EOIs sets it (kvm->arch.has_protected_eoi, 6.18).
+    """
+    vm = _vm(f)
+    s = state(vm)
+    with s.lock:
+        if s.irqchip_in_kernel:
+            raise oserror(errno.EEXIST)
+        if getattr(vm.vmtype, "has_protected_eoi", False):
+            raise oserror(errno.ENOTTY)
+        if s.has_vcpus(vm):
+            raise oserror(errno.EINVAL)
+        s.irqchip_mode = "kernel"
+    return 0
+
+
+def vcpu_precreate(vm, vcpu_id):
+    """kvm_arch_vcpu_precreate: the first vCPU fixes max_vcpu_ids (KVM_MAX_VCPU_IDS unless
+    KVM_CAP_MAX_VCPU_ID set it); an id at or above it is EINVAL.
+
+    kvm_vm_ioctl_create_vcpu calls it after its own id and count checks, so an id
+    beyond KVM_MAX_VCPU_IDS leaves max_vcpu_ids unset (probed).
+    """
+    profile = vm.kernel.profile
+    if vcpu_id >= profile.max_vcpu_ids or len(vm.vcpus) >= profile.max_vcpus:
+        return  # kvm_vm_ioctl_create_vcpu fails before precreate
+    s = state(vm)
+    with s.lock:
+        if not s.max_vcpu_ids:
+            s.max_vcpu_ids = profile.max_vcpu_ids
+        if vcpu_id >= s.max_vcpu_ids:
+            raise oserror(errno.EINVAL)
+        s.created_vcpus += 1
+    return s
+
+
+def x2apic_api_check(vm, value):
+    """KVM_CHECK_EXTENSION(KVM_CAP_X2APIC_API) on the VM: ENABLE_SUPPRESS_EOI_BROADCAST only
+    with a split irqchip (the /dev/kvm value advertises it; probed: 15 vs 11)."""
+    if state(vm).irqchip_mode == "split":
+        return value | (vm.kernel.caps.get(KVM_CAP_X2APIC_API, 0) & X2APIC_ENABLE_SUPPRESS_EOI)
+    return value & ~X2APIC_ENABLE_SUPPRESS_EOI
+
+
+# --- KVM_ENABLE_CAP (kvm_vm_ioctl_enable_cap, after the flags check) ------------------------
+
+
+def _cap_max_vcpu_id(vm, s, a0):
+    if a0 > _kvm_max_vcpu_ids(vm):
+        raise oserror(errno.EINVAL)
+    with s.lock:
+        if s.bsp_vcpu_id > a0:
+            raise oserror(errno.EINVAL)
+        if s.max_vcpu_ids == a0:
+            return
+        if s.max_vcpu_ids:  # set once (or fixed by the first vCPU)
+            raise oserror(errno.EINVAL)
+        s.max_vcpu_ids = a0
+
+
+def _cap_split_irqchip(vm, s, a0):
+    with s.lock:
+        if a0 > MAX_NR_RESERVED_IOAPIC_PINS:
+            raise oserror(errno.EINVAL)
+        if s.irqchip_in_kernel or s.has_vcpus(vm):
+            raise oserror(errno.EEXIST)
+        s.irqchip_mode = "split"
+        s.nr_reserved_ioapic_pins = a0
+
+
+def _cap_x2apic_api(vm, s, a0):
+    valid = vm.kernel.caps.get(KVM_CAP_X2APIC_API, 0)
+    if a0 & ~valid:
+        raise oserror(errno.EINVAL)
+    if a0 & X2APIC_ENABLE_SUPPRESS_EOI and (a0 & X2APIC_DISABLE_SUPPRESS_EOI
+                                            or s.irqchip_mode != "split"):
+        raise oserror(errno.EINVAL)
+    s.x2apic_api |= a0
+
+
+def _cap_disable_exits(vm, s, a0):
+    # kvm_get_allowed_disable_exits(): what KVM_CHECK_EXTENSION reports
+    if a0 & ~vm.caps.get(KVM_CAP_X86_DISABLE_EXITS, 0):
+        raise oserror(errno.EINVAL)
+    with s.lock:
+        if s.has_vcpus(vm):
+            raise oserror(errno.EINVAL)
+        s.disabled_exits |= a0
+
+
+def _cap_disable_quirks2(vm, s, a0):
+    if a0 & ~vm.caps.get(KVM_CAP_DISABLE_QUIRKS2, 0):
+        raise oserror(errno.EINVAL)
+    _cap_disable_quirks(vm, s, a0)
+
+
+def _cap_disable_quirks(vm, s, a0):
+    """KVM_CAP_DISABLE_QUIRKS ignores bits KVM does not know (no EINVAL)."""
+    s.disabled_quirks |= a0 & vm.caps.get(KVM_CAP_DISABLE_QUIRKS2, 0)
+
+
+def _store(cap):
+    def enable(vm, s, a0):
+        s.enabled[cap] = a0
+    return enable
+
+
+def _masked(cap, valid):
+    def enable(vm, s, a0):
+        if a0 & ~valid:
+            raise oserror(errno.EINVAL)
+        s.enabled[cap] = a0
+    return enable
+
+
+def _cap_halt_poll(vm, s, a0):
+    """kvm_vm_ioctl_enable_cap_generic: max_halt_poll_ns is an unsigned int."""
+    if a0 > U32:
+        raise oserror(errno.EINVAL)
+    s.enabled[KVM_CAP_HALT_POLL] = a0
+
+
+def _cap_manual_dirty_log_protect2(vm, s, a0):
+    """kvm_vm_ioctl_enable_cap_generic: INITIALLY_SET (bit 1) only with MANUAL_PROTECT_ENABLE."""
+    allowed = KVM_DIRTY_LOG_MANUAL_CAPS if a0 & 1 else 1
+    if a0 & ~allowed:
+        raise oserror(errno.EINVAL)
+    s.enabled[KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2] = a0
+
+
+def _cap_apic_bus_cycles_ns(vm, s, a0):
+    """0, or a value whose U32_MAX * 128 multiple overflows u64 -> EINVAL; then
+    no in-kernel LAPIC (no irqchip, full or split) -> ENXIO; a vCPU created -> EINVAL."""
+    if not a0 or U32 * APIC_TIMER_MAX_DIVIDE * a0 > U64:
+        raise oserror(errno.EINVAL)
+    with s.lock:
+        if not s.irqchip_in_kernel:
+            raise oserror(errno.ENXIO)
+        if s.has_vcpus(vm):
+            raise oserror(errno.EINVAL)
+        s.enabled[KVM_CAP_X86_APIC_BUS_CYCLES_NS] = a0
+
+
+def _cap_disable_nx_huge_pages(vm, s, a0):
+    """capable(CAP_SYS_BOOT) first (EPERM; kmock asks for euid 0), then args[0] must be
+    0 and no vCPU created (EINVAL)."""
+    if os.geteuid() != 0:
+        raise oserror(errno.EPERM)
+    with s.lock:
+        if a0 or s.has_vcpus(vm):
+            raise oserror(errno.EINVAL)
+        s.enabled[KVM_CAP_VM_DISABLE_NX_HUGE_PAGES] = 1
+
+
+#: capability -> fn(vm, state, args[0]); every one is in the 6.18 host's advertised set
+ENABLE_CAPS = {
+    K.KVM_CAP_MAX_VCPU_ID: _cap_max_vcpu_id,
+    KVM_CAP_SPLIT_IRQCHIP: _cap_split_irqchip,
+    KVM_CAP_X2APIC_API: _cap_x2apic_api,
+    KVM_CAP_X86_DISABLE_EXITS: _cap_disable_exits,
+    KVM_CAP_DISABLE_QUIRKS: _cap_disable_quirks,
+    KVM_CAP_DISABLE_QUIRKS2: _cap_disable_quirks2,
+    KVM_CAP_MSR_PLATFORM_INFO: _store(KVM_CAP_MSR_PLATFORM_INFO),
+    KVM_CAP_EXCEPTION_PAYLOAD: _store(KVM_CAP_EXCEPTION_PAYLOAD),
+    KVM_CAP_X86_TRIPLE_FAULT_EVENT: _store(KVM_CAP_X86_TRIPLE_FAULT_EVENT),
+    KVM_CAP_X86_USER_SPACE_MSR: _masked(KVM_CAP_X86_USER_SPACE_MSR, KVM_MSR_EXIT_REASON_VALID_MASK),
+    KVM_CAP_EXIT_ON_EMULATION_FAILURE: _masked(KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1),
+    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: _cap_manual_dirty_log_protect2,
+    KVM_CAP_HALT_POLL: _cap_halt_poll,
+    KVM_CAP_X86_APIC_BUS_CYCLES_NS: _cap_apic_bus_cycles_ns,
+    KVM_CAP_VM_DISABLE_NX_HUGE_PAGES: _cap_disable_nx_huge_pages,
+}
+
+
+def vm_enable_cap(vm, cap):
+    """The x86 part of KVM_ENABLE_CAP on a VM (``cap`` a kvm_enable_cap whose flags are
+    0): a capability of ENABLE_CAPS that the VM advertises, else EINVAL."""
+    fn = ENABLE_CAPS.get(cap.cap)
+    if fn is None or not vm.caps.get(cap.cap):
+        raise oserror(errno.EINVAL)
+    fn(vm, state(vm), cap.args[0])
+    return 0
+
+
+def x86_vm_ioctls(create_vcpu, check_extension):
+    """The x86 entries of the VM ioctl table; ``create_vcpu`` and ``check_extension`` are
+    the core's handlers, which the x86 ones wrap."""
+
+    def vm_create_vcpu(f, arg):
+        f.vm.check_caller()
+        s = vcpu_precreate(f.vm, int_arg(arg))
+        try:
+            return create_vcpu(f, arg)
+        except BaseException:
+            if s is not None:  # kvm_vm_ioctl_create_vcpu's unwind: created_vcpus--
+                with s.lock:
+                    s.created_vcpus -= 1
+            raise
+
+    def vm_check_extension(f, arg):
+        r = check_extension(f, arg)
+        if arg == KVM_CAP_X2APIC_API and type(arg) is int:
+            r = x2apic_api_check(f.vm, r)
+        return r
+
+    return {
+        K.KVM_CREATE_VCPU: vm_create_vcpu,
+        K.KVM_CHECK_EXTENSION: vm_check_extension,
+        KVM_SET_BOOT_CPU_ID: vm_set_boot_cpu_id,
+        KVM_SET_NR_MMU_PAGES: vm_set_nr_mmu_pages,
+        KVM_SET_TSS_ADDR: vm_set_tss_addr,
+        KVM_SET_IDENTITY_MAP_ADDR: vm_set_identity_map_addr,
+        KVM_CREATE_IRQCHIP: vm_create_irqchip,
+    }

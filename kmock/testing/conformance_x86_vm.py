@@ -1,0 +1,227 @@
+"""Conformance scenarios of the x86 VM ioctls beyond guest memory (kmock.kvm.x86_vm).
+
+Registered into kmock.testing.conformance.SCENARIOS when that module is imported:
+KVM_SET_BOOT_CPU_ID, KVM_SET_NR_MMU_PAGES (and the absent KVM_GET_NR_MMU_PAGES),
+KVM_CREATE_IRQCHIP against KVM_CAP_SPLIT_IRQCHIP, and KVM_ENABLE_CAP of the capabilities
+kmock keeps as bookkeeping, with the limits each checks and what vCPU creation changes.
+Sources: arch/x86/kvm/x86.c kvm_arch_vm_ioctl, kvm_vm_ioctl_enable_cap,
+kvm_arch_vcpu_precreate; virt/kvm/kvm_main.c kvm_vm_ioctl_enable_cap_generic.
+Only values a C int carries are passed by value (fcntl.ioctl's limit on the host side).
+"""
+
+import ctypes
+
+from ..kvm import x86_vm as X
+from ..uapi import kvm as K
+from ..uapi.ioctl import _IO
+from .conformance import create_vm, open_kvm, scenario
+
+GET_NR_MMU_PAGES = _IO(X.KVMIO, 0x45)  # removed from the kernel: ENOTTY
+
+
+def enable(sys, rec, fd, label, cap, a0=0, flags=0):
+    e = K.kvm_enable_cap(cap=cap, flags=flags)
+    e.args[0] = a0
+    return rec.call(label, sys.ioctl, fd, K.KVM_ENABLE_CAP, e)
+
+
+def vcpu(sys, rec, vm, vcpu_id, label=None):
+    return rec.call(label or f"KVM_CREATE_VCPU {vcpu_id}", sys.ioctl, vm, K.KVM_CREATE_VCPU, vcpu_id)
+
+
+@scenario("x86_vm_boot_cpu_id",
+          "KVM_SET_BOOT_CPU_ID: id > 4096 -> EINVAL (4096 accepted), above an enabled MAX_VCPU_ID "
+          "-> EINVAL, after a vCPU -> EBUSY (before the range check); on /dev/kvm -> EINVAL")
+def x86_vm_boot_cpu_id(sys, rec):
+    kvm = open_kvm(sys, rec)
+    rec.call("BOOT_CPU_ID 0 on /dev/kvm", sys.ioctl, kvm, X.KVM_SET_BOOT_CPU_ID, 0)
+    vm = create_vm(sys, rec, kvm)
+    for i in (4097, 4096, 4095, 0):
+        rec.call(f"BOOT_CPU_ID {i}", sys.ioctl, vm, X.KVM_SET_BOOT_CPU_ID, i)
+    enable(sys, rec, vm, "MAX_VCPU_ID 4", K.KVM_CAP_MAX_VCPU_ID, 4)
+    rec.call("BOOT_CPU_ID 5 (max 4)", sys.ioctl, vm, X.KVM_SET_BOOT_CPU_ID, 5)
+    rec.call("BOOT_CPU_ID 4 (max 4)", sys.ioctl, vm, X.KVM_SET_BOOT_CPU_ID, 4)
+    enable(sys, rec, vm, "MAX_VCPU_ID 3 (boot 4)", K.KVM_CAP_MAX_VCPU_ID, 3)
+    vcpu(sys, rec, vm, 3)
+    rec.call("BOOT_CPU_ID 0 after a vCPU", sys.ioctl, vm, X.KVM_SET_BOOT_CPU_ID, 0)
+    rec.call("BOOT_CPU_ID 4097 after a vCPU", sys.ioctl, vm, X.KVM_SET_BOOT_CPU_ID, 4097)
+    vm2 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 2")
+    rec.call("VM 2: BOOT_CPU_ID 7", sys.ioctl, vm2, X.KVM_SET_BOOT_CPU_ID, 7)
+    enable(sys, rec, vm2, "VM 2: MAX_VCPU_ID 6 (boot 7)", K.KVM_CAP_MAX_VCPU_ID, 6)
+    enable(sys, rec, vm2, "VM 2: MAX_VCPU_ID 7 (boot 7)", K.KVM_CAP_MAX_VCPU_ID, 7)
+    rec.call("VM 2: BOOT_CPU_ID 8 (max 7)", sys.ioctl, vm2, X.KVM_SET_BOOT_CPU_ID, 8)
+    rec.call("VM 2: BOOT_CPU_ID 7 (max 7)", sys.ioctl, vm2, X.KVM_SET_BOOT_CPU_ID, 7)
+
+
+@scenario("x86_vm_max_vcpu_id",
+          "KVM_ENABLE_CAP(MAX_VCPU_ID): > 4096 -> EINVAL; set once (same value again -> 0, another "
+          "-> EINVAL); the first vCPU fixes it at 4096; KVM_CREATE_VCPU ids at or above it -> EINVAL")
+def x86_vm_max_vcpu_id(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    enable(sys, rec, vm, "MAX_VCPU_ID 4 flags=1", K.KVM_CAP_MAX_VCPU_ID, 4, flags=1)
+    enable(sys, rec, vm, "MAX_VCPU_ID 4097", K.KVM_CAP_MAX_VCPU_ID, 4097)
+    enable(sys, rec, vm, "MAX_VCPU_ID 0 (leaves it unset)", K.KVM_CAP_MAX_VCPU_ID, 0)
+    enable(sys, rec, vm, "MAX_VCPU_ID 2", K.KVM_CAP_MAX_VCPU_ID, 2)
+    enable(sys, rec, vm, "MAX_VCPU_ID 2 again", K.KVM_CAP_MAX_VCPU_ID, 2)
+    enable(sys, rec, vm, "MAX_VCPU_ID 3", K.KVM_CAP_MAX_VCPU_ID, 3)
+    vcpu(sys, rec, vm, 1)
+    vcpu(sys, rec, vm, 2)
+    vcpu(sys, rec, vm, 4096)
+    rec.call("CHECK_EXTENSION(MAX_VCPU_ID) on the VM", sys.ioctl, vm, K.KVM_CHECK_EXTENSION,
+             K.KVM_CAP_MAX_VCPU_ID)
+    vm2 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 2")
+    vcpu(sys, rec, vm2, 4096, "VM 2: KVM_CREATE_VCPU 4096 (before precreate)")
+    enable(sys, rec, vm2, "VM 2: MAX_VCPU_ID 100", K.KVM_CAP_MAX_VCPU_ID, 100)
+    vcpu(sys, rec, vm2, 100, "VM 2: KVM_CREATE_VCPU 100")
+    vcpu(sys, rec, vm2, 99, "VM 2: KVM_CREATE_VCPU 99")
+    vcpu(sys, rec, vm2, 99, "VM 2: KVM_CREATE_VCPU 99 again")
+    vm3 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 3")
+    vcpu(sys, rec, vm3, 0, "VM 3: KVM_CREATE_VCPU 0")
+    enable(sys, rec, vm3, "VM 3: MAX_VCPU_ID 4096 after a vCPU", K.KVM_CAP_MAX_VCPU_ID, 4096)
+    enable(sys, rec, vm3, "VM 3: MAX_VCPU_ID 100 after a vCPU", K.KVM_CAP_MAX_VCPU_ID, 100)
+    enable(sys, rec, kvm, "MAX_VCPU_ID 4 on /dev/kvm", K.KVM_CAP_MAX_VCPU_ID, 4)
+
+
+@scenario("x86_vm_nr_mmu_pages",
+          "KVM_SET_NR_MMU_PAGES: < 64 -> EINVAL, 64 / 65 / 2^31-1 -> 0, also with memslots; "
+          "KVM_GET_NR_MMU_PAGES -> ENOTTY (removed); on /dev/kvm -> EINVAL")
+def x86_vm_nr_mmu_pages(sys, rec):
+    kvm = open_kvm(sys, rec)
+    rec.call("SET_NR_MMU_PAGES 64 on /dev/kvm", sys.ioctl, kvm, X.KVM_SET_NR_MMU_PAGES, 64)
+    vm = create_vm(sys, rec, kvm)
+    rec.call("GET_NR_MMU_PAGES", sys.ioctl, vm, GET_NR_MMU_PAGES, 0)
+    for n in (0, 1, 63, 64, 65, (1 << 31) - 1):
+        rec.call(f"SET_NR_MMU_PAGES {n}", sys.ioctl, vm, X.KVM_SET_NR_MMU_PAGES, n)
+    rec.call("GET_NR_MMU_PAGES after SET", sys.ioctl, vm, GET_NR_MMU_PAGES, 0)
+    vcpu(sys, rec, vm, 0)
+    rec.call("SET_NR_MMU_PAGES 128 after a vCPU", sys.ioctl, vm, X.KVM_SET_NR_MMU_PAGES, 128)
+
+
+@scenario("x86_vm_irqchip",
+          "KVM_CREATE_IRQCHIP: twice -> EEXIST, after a vCPU -> EINVAL (EEXIST first); "
+          "KVM_CAP_SPLIT_IRQCHIP: pins > 4096 -> EINVAL, after an irqchip or a vCPU -> EEXIST; "
+          "CHECK_EXTENSION(X2APIC_API) gains bit 2 with a split irqchip")
+def x86_vm_irqchip(sys, rec):
+    kvm = open_kvm(sys, rec)
+    rec.call("CREATE_IRQCHIP on /dev/kvm", sys.ioctl, kvm, X.KVM_CREATE_IRQCHIP, 0)
+    vm = create_vm(sys, rec, kvm)
+    rec.call("CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    rec.call("CREATE_IRQCHIP again", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    enable(sys, rec, vm, "SPLIT_IRQCHIP 24 after CREATE_IRQCHIP", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+    rec.call("CHECK_EXTENSION(X2APIC_API), full irqchip", sys.ioctl, vm, K.KVM_CHECK_EXTENSION,
+             X.KVM_CAP_X2APIC_API)
+    vcpu(sys, rec, vm, 0)
+    rec.call("CREATE_IRQCHIP after a vCPU (irqchip exists)", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+
+    vm2 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 2")
+    vcpu(sys, rec, vm2, 0, "VM 2: KVM_CREATE_VCPU 0")
+    rec.call("VM 2: CREATE_IRQCHIP after a vCPU", sys.ioctl, vm2, X.KVM_CREATE_IRQCHIP, 0)
+    enable(sys, rec, vm2, "VM 2: SPLIT_IRQCHIP 4097 after a vCPU", X.KVM_CAP_SPLIT_IRQCHIP, 4097)
+    enable(sys, rec, vm2, "VM 2: SPLIT_IRQCHIP 24 after a vCPU", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+
+    vm3 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 3")
+    rec.call("VM 3: CHECK_EXTENSION(X2APIC_API)", sys.ioctl, vm3, K.KVM_CHECK_EXTENSION,
+             X.KVM_CAP_X2APIC_API)
+    enable(sys, rec, vm3, "VM 3: SPLIT_IRQCHIP flags=1", X.KVM_CAP_SPLIT_IRQCHIP, 0, flags=1)
+    enable(sys, rec, vm3, "VM 3: SPLIT_IRQCHIP 4097", X.KVM_CAP_SPLIT_IRQCHIP, 4097)
+    enable(sys, rec, vm3, "VM 3: SPLIT_IRQCHIP 4096", X.KVM_CAP_SPLIT_IRQCHIP, 4096)
+    enable(sys, rec, vm3, "VM 3: SPLIT_IRQCHIP 0 again", X.KVM_CAP_SPLIT_IRQCHIP, 0)
+    rec.call("VM 3: CREATE_IRQCHIP after SPLIT_IRQCHIP", sys.ioctl, vm3, X.KVM_CREATE_IRQCHIP, 0)
+    rec.call("VM 3: CHECK_EXTENSION(X2APIC_API), split", sys.ioctl, vm3, K.KVM_CHECK_EXTENSION,
+             X.KVM_CAP_X2APIC_API)
+    rec.call("CHECK_EXTENSION(X2APIC_API) on /dev/kvm", sys.ioctl, kvm, K.KVM_CHECK_EXTENSION,
+             X.KVM_CAP_X2APIC_API)
+
+
+def _each(sys, rec, kvm, name, cap, values, after_vcpu=(0, 1)):
+    """ENABLE_CAP(cap, v) for v in values on one fresh VM, then again after a vCPU."""
+    vm = create_vm(sys, rec, kvm, label=f"{name}: KVM_CREATE_VM")
+    for v in values:
+        enable(sys, rec, vm, f"{name} {v:#x}", cap, v)
+    vcpu(sys, rec, vm, 0, f"{name}: KVM_CREATE_VCPU 0")
+    for v in after_vcpu:
+        enable(sys, rec, vm, f"{name} {v:#x} after a vCPU", cap, v)
+
+
+@scenario("x86_vm_enable_cap_bookkeeping",
+          "KVM_ENABLE_CAP of X86_DISABLE_EXITS, DISABLE_QUIRKS(2), X2APIC_API, MSR_PLATFORM_INFO, "
+          "EXCEPTION_PAYLOAD, X86_TRIPLE_FAULT_EVENT, X86_USER_SPACE_MSR, EXIT_ON_EMULATION_FAILURE, "
+          "MANUAL_DIRTY_LOG_PROTECT2, HALT_POLL: the bits each accepts, before and after a vCPU")
+def x86_vm_enable_cap_bookkeeping(sys, rec):
+    kvm = open_kvm(sys, rec)
+    wide = (1 << 32, 1 << 40, 1 << 63)
+    _each(sys, rec, kvm, "X86_DISABLE_EXITS", X.KVM_CAP_X86_DISABLE_EXITS,
+          (0, 1, 2, 4, 8, 14, 15, 16, *wide), after_vcpu=(0, 4, 16))
+    _each(sys, rec, kvm, "DISABLE_QUIRKS", X.KVM_CAP_DISABLE_QUIRKS, (0, 1, 0x5FF, 0x600, *wide))
+    _each(sys, rec, kvm, "DISABLE_QUIRKS2", X.KVM_CAP_DISABLE_QUIRKS2,
+          (0, 1, 0x5FF, 0x600, 0x800, *wide))
+    _each(sys, rec, kvm, "X2APIC_API", X.KVM_CAP_X2APIC_API, (*range(17), *wide), after_vcpu=(3, 4))
+    vm = create_vm(sys, rec, kvm, label="X2APIC_API split: KVM_CREATE_VM")
+    enable(sys, rec, vm, "X2APIC_API split: SPLIT_IRQCHIP 24", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+    for v in range(17):
+        enable(sys, rec, vm, f"X2APIC_API split {v:#x}", X.KVM_CAP_X2APIC_API, v)
+    for name, cap in (("MSR_PLATFORM_INFO", X.KVM_CAP_MSR_PLATFORM_INFO),
+                      ("EXCEPTION_PAYLOAD", X.KVM_CAP_EXCEPTION_PAYLOAD),
+                      ("X86_TRIPLE_FAULT_EVENT", X.KVM_CAP_X86_TRIPLE_FAULT_EVENT),
+                      ("X86_USER_SPACE_MSR", X.KVM_CAP_X86_USER_SPACE_MSR),
+                      ("EXIT_ON_EMULATION_FAILURE", X.KVM_CAP_EXIT_ON_EMULATION_FAILURE),
+                      ("MANUAL_DIRTY_LOG_PROTECT2", X.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2),
+                      ("HALT_POLL", X.KVM_CAP_HALT_POLL)):
+        _each(sys, rec, kvm, name, cap, (0, 1, 2, 3, 4, 7, 8, 0xFFFFFFFF, *wide))
+    vm = create_vm(sys, rec, kvm, label="flags: KVM_CREATE_VM")
+    enable(sys, rec, vm, "X86_DISABLE_EXITS 0 flags=1", X.KVM_CAP_X86_DISABLE_EXITS, 0, flags=1)
+    enable(sys, rec, vm, "DISABLE_QUIRKS 0 flags=1", X.KVM_CAP_DISABLE_QUIRKS, 0, flags=1)
+    enable(sys, rec, vm, "HALT_POLL 0 flags=1", X.KVM_CAP_HALT_POLL, 0, flags=1)
+    enable(sys, rec, kvm, "X86_DISABLE_EXITS 0 on /dev/kvm", X.KVM_CAP_X86_DISABLE_EXITS, 0)
+
+
+@scenario("x86_vm_tss_identity_map",
+          "KVM_SET_TSS_ADDR -> 0 (also after a vCPU; no private memslot over the TSS pages); "
+          "KVM_SET_IDENTITY_MAP_ADDR: any u64 -> 0, NULL -> EFAULT, after a vCPU -> EINVAL first")
+def x86_vm_tss_identity_map(sys, rec):
+    kvm = open_kvm(sys, rec)
+    rec.call("SET_TSS_ADDR 0 on /dev/kvm", sys.ioctl, kvm, X.KVM_SET_TSS_ADDR, 0)
+    vm = create_vm(sys, rec, kvm)
+    for a in (0, 0x1000, 0x7FFFF000):
+        rec.call(f"SET_TSS_ADDR {a:#x}", sys.ioctl, vm, X.KVM_SET_TSS_ADDR, a)
+    for a in (0, 0xFEFFC000, 1 << 63, (1 << 64) - 1):
+        rec.call(f"SET_IDENTITY_MAP_ADDR {a:#x}", sys.ioctl, vm, X.KVM_SET_IDENTITY_MAP_ADDR,
+                 ctypes.c_uint64(a))
+    rec.call("SET_IDENTITY_MAP_ADDR NULL", sys.ioctl, vm, X.KVM_SET_IDENTITY_MAP_ADDR, 0)
+    region = K.kvm_userspace_memory_region(slot=0, guest_phys_addr=0x1000, memory_size=0x1000)
+    rec.call("memslot over the TSS pages (no userspace memory)", sys.ioctl, vm,
+             K.KVM_SET_USER_MEMORY_REGION, region)
+    vcpu(sys, rec, vm, 0)
+    rec.call("SET_TSS_ADDR 0x2000 after a vCPU", sys.ioctl, vm, X.KVM_SET_TSS_ADDR, 0x2000)
+    rec.call("SET_IDENTITY_MAP_ADDR 0x1000 after a vCPU", sys.ioctl, vm,
+             X.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(0x1000))
+    rec.call("SET_IDENTITY_MAP_ADDR NULL after a vCPU", sys.ioctl, vm,
+             X.KVM_SET_IDENTITY_MAP_ADDR, 0)
+
+
+@scenario("x86_vm_apic_bus_and_nx_huge_pages",
+          "KVM_ENABLE_CAP(X86_APIC_BUS_CYCLES_NS): 0 or an overflowing value -> EINVAL, no irqchip "
+          "-> ENXIO, after a vCPU -> EINVAL; (VM_DISABLE_NX_HUGE_PAGES): args[0] != 0 or a vCPU -> EINVAL")
+def x86_vm_apic_bus_and_nx_huge_pages(sys, rec):
+    kvm = open_kvm(sys, rec)
+    bus = X.KVM_CAP_X86_APIC_BUS_CYCLES_NS
+    limit = 1 << 25  # the largest value accepted (probed)
+    vm = create_vm(sys, rec, kvm)
+    for v in (0, 1, limit, limit + 1):
+        enable(sys, rec, vm, f"APIC_BUS_CYCLES_NS {v:#x}, no irqchip", bus, v)
+    rec.call("CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    for v in (0, 1, limit, limit + 1, 1 << 63):
+        enable(sys, rec, vm, f"APIC_BUS_CYCLES_NS {v:#x}", bus, v)
+    vcpu(sys, rec, vm, 0)
+    enable(sys, rec, vm, "APIC_BUS_CYCLES_NS 0x1 after a vCPU", bus, 1)
+    enable(sys, rec, vm, "APIC_BUS_CYCLES_NS 0x0 after a vCPU", bus, 0)
+    vm2 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 2")
+    enable(sys, rec, vm2, "VM 2: SPLIT_IRQCHIP 24", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+    enable(sys, rec, vm2, "VM 2: APIC_BUS_CYCLES_NS 0x2, split irqchip", bus, 2)
+    nx = X.KVM_CAP_VM_DISABLE_NX_HUGE_PAGES
+    vm3 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 3")
+    for v in (1, 1 << 63, 0, 0):
+        enable(sys, rec, vm3, f"VM 3: DISABLE_NX_HUGE_PAGES {v:#x}", nx, v)
+    vcpu(sys, rec, vm3, 0, "VM 3: KVM_CREATE_VCPU 0")
+    enable(sys, rec, vm3, "VM 3: DISABLE_NX_HUGE_PAGES 0x0 after a vCPU", nx, 0)
