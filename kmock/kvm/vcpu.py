@@ -20,6 +20,7 @@ from ..kernel_util import copy_from_user, copy_to_user
 from ..mapping import FileMapping
 from ..uapi import kvm as K
 from . import guest as _guest
+from . import x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
 from .stage2 import MemoryFault
 from .stats import VcpuStat, count_run, task_pid_nr, vcpu_get_stats_fd
@@ -128,19 +129,22 @@ def mmu_reload(vcpu):
     kvm_mmu_calculate_default_mmu_pages) on the first memslot. A loaded root keeps
     the pool non-empty for good.
 
-    Modelled from the memslots the VM has now; a VM whose memslots were all deleted
-    before any vCPU loaded its MMU, and KVM_SET_NR_MMU_PAGES, are not (the pool size
-    is VM state the core does not keep yet). Internal memslots size the pool too: on
-    VMX, KVM_SET_TSS_ADDR, the EPT identity map and the APIC-access page that vCPU
-    creation allocates with an in-kernel LAPIC; a kvm_pvm (PVM) 6.18 host creates none
-    (probed: KVM_CREATE_IRQCHIP, KVM_SET_TSS_ADDR or KVM_SET_IDENTITY_MAP_ADDR before
-    KVM_CREATE_VCPU leave the pre-fault at ENOSPC), and the mock has none of those ioctls.
+    KVM_SET_NR_MMU_PAGES sizes the pool as well (kvm_mmu_change_mmu_pages), memslot or
+    not (conformance scenario x86_vm_nr_mmu_pages). Modelled from the memslots the VM has
+    now and that request; a VM whose memslots were all deleted before any vCPU loaded
+    its MMU is not. Internal memslots size the pool too: on VMX, KVM_SET_TSS_ADDR, the
+    EPT identity map and the APIC-access page that vCPU creation allocates with an
+    in-kernel LAPIC; a kvm_pvm (PVM) 6.18 host creates none (probed: KVM_CREATE_IRQCHIP,
+    KVM_SET_TSS_ADDR or KVM_SET_IDENTITY_MAP_ADDR before KVM_CREATE_VCPU leave the
+    pre-fault at ENOSPC), and the mock creates none either.
     """
     if vcpu.mmu_root_loaded:
         return
     vm = vcpu.vm
-    if not vm.kernel.profile.tdp_mmu and not any(
-            vm.memslots(as_id) for as_id in range(vm.kernel.profile.nr_memslot_as_ids)):
+    profile = vm.kernel.profile
+    if not profile.tdp_mmu and not any(
+            vm.memslots(as_id) for as_id in range(profile.nr_memslot_as_ids)) and not (
+            profile.arch == "x86" and x86_vm.state(vm).n_requested_mmu_pages):
         raise oserror(errno.ENOSPC)
     vcpu.mmu_root_loaded = True
 

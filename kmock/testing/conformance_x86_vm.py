@@ -13,10 +13,9 @@ import ctypes
 
 from ..kvm import x86_vm as X
 from ..uapi import kvm as K
-from ..uapi.ioctl import _IO
 from .conformance import create_vm, open_kvm, scenario
 
-GET_NR_MMU_PAGES = _IO(X.KVMIO, 0x45)  # removed from the kernel: ENOTTY
+GET_NR_MMU_PAGES = K.KVM_GET_NR_MMU_PAGES  # removed from the kernel: ENOTTY
 
 
 def enable(sys, rec, fd, label, cap, a0=0, flags=0):
@@ -85,7 +84,8 @@ def x86_vm_max_vcpu_id(sys, rec):
 
 @scenario("x86_vm_nr_mmu_pages",
           "KVM_SET_NR_MMU_PAGES: < 64 -> EINVAL, 64 / 65 / 2^31-1 -> 0, also with memslots; "
-          "KVM_GET_NR_MMU_PAGES -> ENOTTY (removed); on /dev/kvm -> EINVAL")
+          "KVM_GET_NR_MMU_PAGES -> ENOTTY (removed); on /dev/kvm -> EINVAL; the pool it sizes "
+          "lets a VM without memslots load its MMU root")
 def x86_vm_nr_mmu_pages(sys, rec):
     kvm = open_kvm(sys, rec)
     rec.call("SET_NR_MMU_PAGES 64 on /dev/kvm", sys.ioctl, kvm, X.KVM_SET_NR_MMU_PAGES, 64)
@@ -94,8 +94,15 @@ def x86_vm_nr_mmu_pages(sys, rec):
     for n in (0, 1, 63, 64, 65, (1 << 31) - 1):
         rec.call(f"SET_NR_MMU_PAGES {n}", sys.ioctl, vm, X.KVM_SET_NR_MMU_PAGES, n)
     rec.call("GET_NR_MMU_PAGES after SET", sys.ioctl, vm, GET_NR_MMU_PAGES, 0)
-    vcpu(sys, rec, vm, 0)
+    fd = vcpu(sys, rec, vm, 0)
     rec.call("SET_NR_MMU_PAGES 128 after a vCPU", sys.ioctl, vm, X.KVM_SET_NR_MMU_PAGES, 128)
+    # the pool is sized without a memslot: the MMU root loads, then the TDP check decides
+    rec.call("PRE_FAULT_MEMORY of a VM without memslots, after SET_NR_MMU_PAGES",
+             sys.ioctl, fd, K.KVM_PRE_FAULT_MEMORY, K.kvm_pre_fault_memory(gpa=0, size=4096))
+    vm2 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 2")
+    fd2 = vcpu(sys, rec, vm2, 0, "VM 2: KVM_CREATE_VCPU 0")
+    rec.call("VM 2: PRE_FAULT_MEMORY without memslots or SET_NR_MMU_PAGES",
+             sys.ioctl, fd2, K.KVM_PRE_FAULT_MEMORY, K.kvm_pre_fault_memory(gpa=0, size=4096))
 
 
 @scenario("x86_vm_irqchip",

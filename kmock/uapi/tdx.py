@@ -22,6 +22,7 @@ from .kvm import (  # noqa: F401  (re-exported for TDX users)
     KVM_HC_MAP_GPA_RANGE,
     KVM_MAP_GPA_RANGE_DECRYPTED,
     KVM_MAP_GPA_RANGE_ENCRYPTED,
+    KVM_CAP_SPLIT_IRQCHIP,
     KVM_MEMORY_ENCRYPT_OP,
     KVM_X86_TDX_VM,
     kvm_cpuid2,
@@ -35,7 +36,6 @@ u64 = ctypes.c_uint64
 
 KVM_NMI = _IO(0xAE, 0x9A)
 KVM_SET_CPUID2 = _IOW(0xAE, 0x90, kvm_cpuid2)
-KVM_CAP_SPLIT_IRQCHIP = 121
 #: arch/x86/include/asm/kvm_host.h KVM_MAX_CPUID_ENTRIES (INIT_VM's nent bound)
 KVM_MAX_CPUID_ENTRIES = 256
 #: VMX basic exit reason of a TDCALL (TDG.VP.VMCALL): what tdx->vp_enter_ret holds for a

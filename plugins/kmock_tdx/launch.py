@@ -352,30 +352,6 @@ def set_cpuid2(f, arg):
     return 0
 
 
-#: MAX_NR_RESERVED_IOAPIC_PINS (arch/x86/kvm/ioapic.h) = KVM_MAX_IRQ_ROUTES (x86: 4096)
-MAX_NR_RESERVED_IOAPIC_PINS = 4096
-
-
-def vm_enable_cap(f, arg):
-    """KVM_ENABLE_CAP on a TD: KVM_CAP_SPLIT_IRQCHIP (TDs need it: tdx_vcpu_create), the rest
-    as the core. kvm_vm_ioctl_enable_cap: flags -> EINVAL, args[0] > the reserved IOAPIC
-    pins -> EINVAL, an irqchip already or a vCPU created -> EEXIST."""
-    from kmock.kvm.vm import vm_enable_cap as core_enable_cap
-
-    vm = f.vm
-    vm.check_caller()
-    cap = copy_from_user(arg, K.kvm_enable_cap)
-    if cap.cap != T.KVM_CAP_SPLIT_IRQCHIP:
-        return core_enable_cap(f, arg)
-    if cap.flags or cap.args[0] > MAX_NR_RESERVED_IOAPIC_PINS:
-        raise oserror(errno.EINVAL)
-    td = vm.arch
-    if td.split_irqchip or vm.vcpus:
-        raise oserror(errno.EEXIST)
-    td.split_irqchip = True
-    return 0
-
-
 def vcpu_nmi(f, arg):
     """KVM_NMI (kvm_vcpu_ioctl_nmi): an NMI is queued; kvm_vcpu_has_events() is true until
     the vCPU next enters the guest."""

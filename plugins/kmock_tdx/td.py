@@ -131,7 +131,6 @@ class Td:
         self.cleanups = bool(kernel.setting("tdx_post_populate_cleanups"))
         #: private pages may be mapped at 2M (the unmerged huge-page series; setting)
         self.huge_pages = bool(kernel.setting("tdx_huge_pages"))
-        self.split_irqchip = False
         self.gpaw = None
         self.shared_bit = 0
         self.sept = None

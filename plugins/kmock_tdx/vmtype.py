@@ -3,6 +3,7 @@
 import errno
 
 from kmock.errors import oserror
+from kmock.kvm import x86_vm
 from kmock.kvm.vmtype import VmType
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
@@ -23,6 +24,9 @@ class TdxVm(VmType):
     arch = "x86"
     platforms = ("tdx",)
     has_private_mem = True
+    #: tdx_vm_init: the TDX module owns the EOI bitmap, so a full in-kernel irqchip is
+    #: refused (KVM_CREATE_IRQCHIP: ENOTTY, arch/x86/kvm/x86.c, 6.18)
+    has_protected_eoi = True
     mem_enc_cmd = T.kvm_tdx_cmd
     mem_enc_unknown = errno.EINVAL  # tdx_vm_ioctl's default (TERMINATE_VM is not upstream)
     guest_actions = {"tdx": TdxGuest}
@@ -39,8 +43,6 @@ class TdxVm(VmType):
         launch.check_cmd(file, cmd)
 
     def ioctls(self, kernel, file_type):
-        if file_type == "vm":
-            return {K.KVM_ENABLE_CAP: launch.vm_enable_cap}
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: launch.vcpu_mem_enc_op,
                     T.KVM_NMI: launch.vcpu_nmi,
@@ -61,8 +63,8 @@ class TdxVm(VmType):
         td = vcpu.vm.arch
         if td.state != INITIALIZED:
             raise oserror(errno.EIO)
-        if not td.split_irqchip:
-            raise oserror(errno.EINVAL)
+        if x86_vm.state(vcpu.vm).irqchip_mode != "split":
+            raise oserror(errno.EINVAL)  # KVM_CAP_SPLIT_IRQCHIP first (kmock.kvm.x86_vm)
         vcpu.arch = TdxVcpu()
 
     def memslot_prepare(self, vm, old, new, change):

@@ -184,7 +184,7 @@ def test_set_nr_mmu_pages(k, n, want):
 
 def test_get_nr_mmu_pages_is_gone(k):
     _, vm = create_vm(k)
-    assert err(k.ioctl, vm, X._IO(X.KVMIO, 0x45), 0) == errno.ENOTTY
+    assert err(k.ioctl, vm, K.KVM_GET_NR_MMU_PAGES, 0) == errno.ENOTTY
 
 
 # --- KVM_SET_TSS_ADDR and KVM_SET_IDENTITY_MAP_ADDR ------------------------------------------
