@@ -1627,3 +1627,4 @@ def fact_run_mmu_root(sys, rec):
 
 # the scenarios of other modules register themselves here
 from . import conformance_stats  # noqa: E402,F401
+from . import conformance_vcpu  # noqa: E402,F401
