@@ -49,6 +49,14 @@ REFUSED = "refused"      # every write refused (MSR_KVM_ASYNC_PF_INT without an 
 TSC = "tsc"              # MSR_IA32_TSC: the guest TSC keeps counting (kvm_synchronize_tsc)
 APIC_BASE = "apic_base"  # kvm_apic_set_base, the same as KVM_SET_SREGS' apic_base
 WALL_CLOCK = "wall_clock"  # kvm->arch.wall_clock: one value per VM, shared by both MSRs
+FEATURE = "feature"      # a feature MSR: readable and writable (within KVM's value) only
+                         # while the guest's CPUID has the feature; otherwise as ZERO_ONLY
+
+#: FEATURE MSRs -> the CPUID bit (leaf, index, register, bit) that enables them
+_FEATURE_CPUID = {
+    0x10A: (7, 0, 3, 29),   # MSR_IA32_ARCH_CAPABILITIES: X86_FEATURE_ARCH_CAPABILITIES
+    0x345: (1, 0, 2, 15),   # MSR_IA32_PERF_CAPABILITIES: X86_FEATURE_PDCM
+}
 
 #: index -> (kind, reserved mask for STORE: a write with one of these bits is refused)
 MSR_RULES = {
@@ -61,7 +69,7 @@ MSR_RULES = {
     0x3B: (IGNORED, 0),             # MSR_IA32_TSC_ADJUST
     0x48: (IGNORED, 0),             # MSR_IA32_SPEC_CTRL
     0x8B: (STORE, 0),               # MSR_IA32_UCODE_REV
-    0x10A: (ZERO_ONLY, 0),          # MSR_IA32_ARCH_CAPABILITIES
+    0x10A: (FEATURE, 0),            # MSR_IA32_ARCH_CAPABILITIES
     0x122: (IGNORED, 0),            # MSR_IA32_TSX_CTRL
     0x140: (STORE, 0),              # MSR_MISC_FEATURES_ENABLES
     0x174: (STORE, 0),              # MSR_IA32_SYSENTER_CS
@@ -77,7 +85,7 @@ MSR_RULES = {
     0x1DE: (ZERO_ONLY, 0),          # MSR_IA32_LASTINTTOIP
     0x1FC: (STORE, 0),              # MSR_IA32_POWER_CTL
     0x277: (STORE, 0),              # MSR_IA32_CR_PAT
-    0x345: (ZERO_ONLY, 0),          # MSR_IA32_PERF_CAPABILITIES
+    0x345: (FEATURE, 0),            # MSR_IA32_PERF_CAPABILITIES
     0x6E0: (IGNORED, 0),            # MSR_IA32_TSC_DEADLINE
     0xCE: (STORE, 0),               # MSR_PLATFORM_INFO
     0xC0000081: (STORE, 0),         # MSR_STAR
@@ -108,6 +116,9 @@ DEFAULTS_618 = {
         0x4B564D06, 0x4B564D07, 0x3B, 0x6E0, 0x10A, 0x345, 0x1A0, 0x17A, 0x17B, 0x34,
         0xCE, 0x140, 0xC001011F, 0x1FC, 0x8B, 0xC0010015, 0x4B564D05),
     "msr_feature_list": (0x8B, 0x10A, 0x345, 0xCE),
+    #: KVM_GET_MSRS on /dev/kvm of the feature MSRs: a new vCPU's ARCH_CAPABILITIES
+    #: (kvm_get_arch_capabilities) and PERF_CAPABILITIES come from here
+    "msr_feature_values": ((0x10A, 0x400000000C08E0EB),),
     #: kvm_vcpu_reset / kvm_arch_vcpu_create: MSR_IA32_CR_PAT = MSR_IA32_CR_PAT_DEFAULT,
     #: MISC_ENABLE fast-string, PLATFORM_INFO CPUID-faulting, KVM_POLL_CONTROL 1
     "msr_init": ((0x277, 0x0007040600070406), (0x1A0, 1),
@@ -259,6 +270,8 @@ class X86State:
         self.tsc_khz = s["tsc_khz"]
         self.tsc_offset = 0  # the guest TSC is the host's at creation
         self.msrs = dict(s["msr_init"])
+        self.msrs.update(s.get("msr_feature_values", ()))
+        self.feature_values = dict(s.get("msr_feature_values", ()))
         self.xsave_size = max(4096, vcpu.vm.kernel.caps.get(X.KVM_CAP_XSAVE2, 0) or 0)
         init = bytearray(self.xsave_size)
         for off, data in s["xsave_init"]:
@@ -616,6 +629,8 @@ def get_msr(st, vcpu, index):
         return st.sregs.apic_base
     if kind == WALL_CLOCK:
         return _WALL_CLOCK.get(vcpu.vm, 0)
+    if kind == FEATURE and not _has(st.cpuid, *_FEATURE_CPUID[index]):
+        return 0  # host-initiated read of an advertised MSR the guest lacks
     return st.msrs.get(index, 0)
 
 
@@ -647,6 +662,12 @@ def set_msr(st, vcpu, index, data):
             st.set_tsc(data)
     elif kind == WALL_CLOCK:
         _WALL_CLOCK[vcpu.vm] = data
+    elif kind == FEATURE:
+        if not _has(st.cpuid, *_FEATURE_CPUID[index]):
+            return data == 0
+        if data & ~st.feature_values.get(index, 0):
+            return False
+        st.msrs[index] = data
     elif kind == APIC_BASE:
         if not apic_base_ok(st, data):
             return False
@@ -986,10 +1007,22 @@ def probe_host(kvm_fd, vcpu_fd, caps):
         runs = [(m.start(), m.group()) for m in re.finditer(rb"[^\x00]+", bytes(xs))]
     except OSError:
         runs = DEFAULTS_618["xsave_init"]
+    feats = msr_list(X.KVM_GET_MSR_FEATURE_INDEX_LIST)
+    fbuf = bytearray(8 + 16 * len(feats))
+    fbuf[0:4] = len(feats).to_bytes(4, "little")
+    for i, idx in enumerate(feats):
+        fbuf[8 + 16 * i:12 + 16 * i] = idx.to_bytes(4, "little")
+    try:
+        nf = fcntl.ioctl(kvm_fd, X.KVM_GET_MSRS, fbuf)
+    except OSError:
+        nf = 0
+    fvalues = tuple((feats[i], int.from_bytes(fbuf[16 + 16 * i:24 + 16 * i], "little"))
+                    for i in range(nf) if feats[i] in _FEATURE_CPUID)
     return {
+        "msr_feature_values": fvalues,
         "cr4_allowed": _probe_cr4(vcpu_fd),
         "msr_index_list": index_list,
-        "msr_feature_list": msr_list(X.KVM_GET_MSR_FEATURE_INDEX_LIST),
+        "msr_feature_list": feats,
         "msr_init": tuple(init),
         "tsc_khz": fcntl.ioctl(vcpu_fd, X.KVM_GET_TSC_KHZ, 0),
         "tsc_control": bool(caps.get(X.KVM_CAP_TSC_CONTROL, 0)),
