@@ -257,8 +257,8 @@ class X86State:
         self.va_bits = virt_addr_bits(profile.cpuid)
         self.mp_state = X.KVM_MP_STATE_RUNNABLE  # no in-kernel LAPIC in kmock
         # struct kvm_queued_exception, the queued interrupt, NMI and SMM state
-        self.exception = dict(injected=0, pending=0, nr=0, has_error_code=0, error_code=0,
-                              has_payload=0, payload=0)
+        self.exception = {"injected": 0, "pending": 0, "nr": 0, "has_error_code": 0,
+                          "error_code": 0, "has_payload": 0, "payload": 0}
         self.interrupt = (0, 0, 0)  # injected, nr, soft
         self.shadow = 0
         self.nmi_injected = self.nmi_pending = self.nmi_masked = 0
@@ -373,9 +373,7 @@ def valid_sregs(st, s):
         return False
     if cr0 & X.X86_CR0_NW and not cr0 & X.X86_CR0_CD:
         return False
-    if cr0 & X.X86_CR0_PG and not cr0 & X.X86_CR0_PE:
-        return False
-    return True
+    return not (cr0 & X.X86_CR0_PG and not cr0 & X.X86_CR0_PE)
 
 
 def apic_base_ok(st, value):
@@ -834,10 +832,10 @@ def set_vcpu_events(f, arg):
         raise oserror(errno.EINVAL)
     if ev.flags & X.KVM_VCPUEVENT_VALID_SMM and ev.smi.smm:
         raise oserror(errno.EINVAL)
-    st.exception = dict(injected=ev.exception.injected, pending=0, nr=ev.exception.nr,
-                        has_error_code=ev.exception.has_error_code,
-                        error_code=ev.exception.error_code, has_payload=0,
-                        payload=ev.exception_payload)
+    st.exception = {"injected": ev.exception.injected, "pending": 0, "nr": ev.exception.nr,
+                    "has_error_code": ev.exception.has_error_code,
+                    "error_code": ev.exception.error_code, "has_payload": 0,
+                    "payload": ev.exception_payload}
     st.interrupt = (ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.soft)
     if ev.flags & X.KVM_VCPUEVENT_VALID_SHADOW:
         st.shadow = ev.interrupt.shadow & 3  # KVM_X86_SHADOW_INT_MOV_SS | _STI

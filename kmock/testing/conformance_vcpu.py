@@ -225,7 +225,7 @@ def fact_x86_vcpu_round_trips(sys, rec):
     rec.call("KVM_SET_SIGNAL_MASK len 8", sys.ioctl, v, X.KVM_SET_SIGNAL_MASK, mask)
     rec.call("KVM_SET_SIGNAL_MASK NULL", sys.ioctl, v, X.KVM_SET_SIGNAL_MASK, 0)
 
-    sup, n = supported_cpuid(sys, kvm)
+    sup, _ = supported_cpuid(sys, kvm)
     rec.call("KVM_SET_CPUID2 the supported table", sys.ioctl, v, X.KVM_SET_CPUID2, bytearray(sup))
     buf = cpuid_buf(256)
     rec.call("KVM_GET_CPUID2 nent=256", sys.ioctl, v, X.KVM_GET_CPUID2, buf)
@@ -448,7 +448,7 @@ def _reset_vector_slot(sys, rec, vm):
           "after KVM_RUN only the same table is accepted")
 def fact_x86_cpuid2(sys, rec):
     kvm = open_kvm(sys, rec)
-    sup, n = supported_cpuid(sys, kvm)
+    sup, _ = supported_cpuid(sys, kvm)
     vm = create_vm(sys, rec, kvm)
     v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
     if v is None:

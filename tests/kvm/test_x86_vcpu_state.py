@@ -38,7 +38,7 @@ def run_hlt(k, vcpu):
 
 
 def test_values_a_vmm_sets_survive_kvm_run(k):
-    kvm, vm, v = new_vcpu(k)
+    _, _, v = new_vcpu(k)
     regs = K.kvm_regs(rip=0x100000, rsp=0x8000, rflags=0x202, rdi=0x1234)
     k.ioctl(v, X.KVM_SET_REGS, regs)
     sregs = X.kvm_sregs()
@@ -61,7 +61,7 @@ def test_values_a_vmm_sets_survive_kvm_run(k):
 
 
 def test_cpuid_after_kvm_run_must_be_the_same(k):
-    kvm, vm, v = new_vcpu(k)
+    kvm, _, v = new_vcpu(k)
     sup = bytearray(8 + 256 * ENTRY)
     sup[0:4] = (256).to_bytes(4, "little")
     k.ioctl(kvm, K.KVM_GET_SUPPORTED_CPUID, sup)
@@ -78,7 +78,7 @@ def test_cpuid_after_kvm_run_must_be_the_same(k):
 
 def test_immediate_exit_is_not_a_run(k):
     """kvm_vcpu_has_run is set on guest entry: an EINTR return does not count."""
-    kvm, vm, v = new_vcpu(k)
+    _, _, v = new_vcpu(k)
     m = k.mmap(v, 4096, 3, 1, 0)
     m[1] = 1
     assert err(k.ioctl, v, K.KVM_RUN, 0) == errno.EINTR
@@ -88,10 +88,10 @@ def test_immediate_exit_is_not_a_run(k):
 
 
 def test_forked_child_gets_eio(k):
-    kvm, vm, v = new_vcpu(k)
+    kvm, _, v = new_vcpu(k)
     for req, arg in ((X.KVM_GET_REGS, K.kvm_regs()), (X.KVM_SET_SREGS, X.kvm_sregs()),
                      (X.KVM_GET_MSRS, msrs_buf([(0x174, 0)])), (X.KVM_GET_TSC_KHZ, 0)):
-        assert in_child(k, lambda s: s.ioctl(v, req, arg)) == ("errno", "EIO")
+        assert in_child(k, lambda s, req=req, arg=arg: s.ioctl(v, req, arg)) == ("errno", "EIO")
     # /dev/kvm's MSR lists have no owner
     buf = bytearray(4 + 4 * 100)
     buf[0:4] = (100).to_bytes(4, "little")
@@ -104,7 +104,7 @@ def test_forked_child_gets_eio(k):
                                  X.KVM_SET_VCPU_EVENTS, X.KVM_GET_XSAVE, X.KVM_SET_XSAVE,
                                  X.KVM_GET_XSAVE2, X.KVM_SET_SIGNAL_MASK])
 def test_bad_pointers_are_efault(k, req):
-    kvm, vm, v = new_vcpu(k)
+    _, _, v = new_vcpu(k)
     assert err(k.ioctl, v, req, 8) == errno.EFAULT
 
 
@@ -112,7 +112,7 @@ def test_entries_past_a_readable_header_are_efault(k):
     """msr_io reads the header, then the entries (memdup_user): an array running into an
     unmapped page is EFAULT and nothing is written."""
     import mmap
-    kvm, vm, v = new_vcpu(k)
+    _, _, v = new_vcpu(k)
     m = mmap.mmap(-1, 2 * 4096)
     base = ctypes.addressof(ctypes.c_char.from_buffer(m))
     hdr = base + 4096 - 8
@@ -128,7 +128,7 @@ def test_entries_past_a_readable_header_are_efault(k):
 
 
 def test_a_refused_call_changes_nothing(k):
-    kvm, vm, v = new_vcpu(k)
+    _, _, v = new_vcpu(k)
     before = X.kvm_sregs()
     k.ioctl(v, X.KVM_GET_SREGS, before)
     bad = X.kvm_sregs.from_buffer_copy(before)
@@ -176,7 +176,7 @@ def test_linux_618_defaults(k):
 
 def test_state_follows_the_guest_cpuid(k):
     """CR4.OSXSAVE and XCR0 bits are reserved until KVM_SET_CPUID2 gives the guest XSAVE."""
-    kvm, vm, v = new_vcpu(k)
+    kvm, _, v = new_vcpu(k)
     x = X.kvm_xcrs(nr_xcrs=1)
     x.xcrs[0].value = 3
     assert err(k.ioctl, v, X.KVM_SET_XCRS, x) == errno.EINVAL

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ._native import CC, REAL_KVM, build, lines, needs_cc
-
 import kmock
 from kmock import preload
+
+from ._native import CC, REAL_KVM, build, lines, needs_cc
 
 HERE = Path(__file__).parent
 
@@ -21,7 +21,7 @@ def _has_kvm_header():
     if CC is None:
         return False
     r = subprocess.run([CC, "-fsyntax-only", "-x", "c", "-"], input="#include <linux/kvm.h>\n",
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     return r.returncode == 0
 
 
