@@ -98,6 +98,10 @@ class Profile:
     stats_vcpu_desc: tuple | None = None
     #: KVM_GET_SUPPORTED_CPUID entries: tuples (function, index, flags, eax, ebx, ecx, edx)
     cpuid: tuple = ()
+    #: the per-CPU values of the x86 vCPU state ioctls (MSR lists and initial values,
+    #: TSC kHz, the initial XSAVE image; kmock.kvm.x86_vcpu.probe_host); None = the
+    #: Linux 6.18 defaults of kmock.kvm.x86_vcpu.DEFAULTS_618
+    x86_vcpu: MappingProxyType | None = None
     #: kmock's own bounds for long runs (not kernel behaviour): completed guest-script
     #: actions kept per vCPU (GuestScript.history), and entries kept in each of the
     #: kernel's logs (sigbus_log, violations, dma_faults, a device's faults); the
@@ -263,6 +267,9 @@ def _probe_host():
         # Before the VM has a memslot: does a vCPU's MMU root come from the page pool?
         vcpu = fcntl.ioctl(vm, K.KVM_CREATE_VCPU, 0)
         fds.append(vcpu)
+        from .kvm.x86_vcpu import probe_host as probe_x86_vcpu
+
+        x86_vcpu = probe_x86_vcpu(kvm, vcpu, caps)  # before anything touches the vCPU
         tdp_mmu = _probe_tdp_mmu(vcpu)
         stats_vm_desc = _probe_stats(vm)
         stats_vcpu_desc = _probe_stats(vcpu)
@@ -331,6 +338,7 @@ def _probe_host():
             cpuid=cpuid,
             stats_vm_desc=stats_vm_desc,
             stats_vcpu_desc=stats_vcpu_desc,
+            x86_vcpu=MappingProxyType(x86_vcpu),
         )
     finally:
         for fd in reversed(fds):

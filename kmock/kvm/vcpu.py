@@ -20,7 +20,7 @@ from ..kernel_util import copy_from_user, copy_to_user
 from ..mapping import FileMapping
 from ..uapi import kvm as K
 from . import guest as _guest
-from . import x86_vm
+from . import x86_vcpu, x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
 from .stage2 import MemoryFault
 from .stats import VcpuStat, count_run, task_pid_nr, vcpu_get_stats_fd
@@ -283,9 +283,12 @@ def vcpu_enable_cap(f, arg):
 
 
 def vcpu_ioctls(kernel):
-    return {
+    table = {
         K.KVM_RUN: count_run(vcpu_run, kernel.profile.arch),
         K.KVM_PRE_FAULT_MEMORY: vcpu_pre_fault_memory,
         K.KVM_ENABLE_CAP: vcpu_enable_cap,
         K.KVM_GET_STATS_FD: vcpu_get_stats_fd,
     }
+    if kernel.profile.arch == "x86":
+        table.update(x86_vcpu.vcpu_ioctls())  # register and state ioctls (kvm/x86_vcpu.py)
+    return table

@@ -493,6 +493,126 @@ REFERENCE = {
     ],
 }
 
+
+# The x86 vCPU state ioctls (not reference rows): arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl,
+# kvm_arch_dev_ioctl and the helpers each row names (docs/vcpu-state.md).
+_X86_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
+             "r12", "r13", "r14", "r15", "rip", "rflags")
+
+
+def _regs(**kw):
+    return ("ok", tuple((n, kw.get(n, 0)) for n in _X86_REGS))
+
+
+_X86_SREGS_BAD = ["cr0 bit 32", "cr0 NW without CD", "cr0 PG without PE",  # kvm_is_valid_cr0
+                  "EFER.LMA outside long mode", "CS.L outside long mode",  # kvm_is_valid_sregs
+                  "LME|PG without PAE", "LME|PG|PAE without LMA",
+                  "long mode, cr3 above MAXPHYADDR 36",  # kvm_vcpu_is_legal_cr3, no CPUID: 36
+                  "apic_base reserved bit 0", "apic_base x2APIC without CPUID",  # kvm_apic_set_base
+                  "apic_base above MAXPHYADDR"]
+_X86_IOCTLS = ("GET_REGS", "SET_REGS", "GET_SREGS", "SET_SREGS", "GET_FPU", "SET_FPU", "GET_MSRS",
+               "SET_MSRS", "GET_CPUID2", "SET_CPUID2", "GET_MP_STATE", "SET_MP_STATE",
+               "GET_VCPU_EVENTS", "SET_VCPU_EVENTS", "GET_DEBUGREGS", "SET_DEBUGREGS", "GET_XCRS",
+               "SET_XCRS", "GET_XSAVE", "SET_XSAVE", "SET_SIGNAL_MASK")
+
+REFERENCE.update({
+    "fact_x86_vcpu_initial_state": [
+        # kvm_vcpu_reset + vmx_vcpu_reset: RDX 0x600 without guest CPUID, RIP 0xfff0, RFLAGS 2
+        ("vCPU 0 KVM_GET_REGS: value", _regs(rdx=0x600, rip=0xFFF0, rflags=2)),
+        ("vCPU 1 KVM_GET_REGS: value", _regs(rdx=0x600, rip=0xFFF0, rflags=2)),
+        # no in-kernel LAPIC: every vCPU is RUNNABLE (kvm_arch_vcpu_create)
+        ("vCPU 1 KVM_GET_MP_STATE: value", ("ok", (("mp_state", 0),))),
+        ("vCPU 0 KVM_GET_DEBUGREGS: value", ("ok", (("db", (0, 0, 0, 0)), ("dr6", 0xFFFF0FF0),
+                                                    ("dr7", 0x400), ("flags", 0),
+                                                    ("reserved", (0,) * 9)))),
+        ("vCPU 0 KVM_GET_CPUID2 nent=4", ("ok", 0)),
+        ("vCPU 0 nent after", ("ok", 0)),
+        ("vCPU 0 XSAVE2 image equals XSAVE", ("ok", True)),
+    ],
+    "fact_x86_vcpu_round_trips": [
+        ("KVM_SET_REGS", ("ok", 0)),
+        ("interrupt_bitmap", ("ok", (0, 8, 0, 0))),  # kvm_queue_interrupt, get_sregs' bitmap
+        ("KVM_SET_MSRS 6 MSRs", ("ok", 6)),  # msr_io: the number processed
+        ("KVM_GET_MSRS the same 6", ("ok", 6)),
+        ("KVM_SET_SIGNAL_MASK len 8", ("ok", 0)),
+        ("KVM_SET_SIGNAL_MASK NULL", ("ok", 0)),
+        ("KVM_SET_XCRS XCR0=7", ("ok", 0)),
+    ],
+    "fact_x86_vcpu_validation": [(f"KVM_SET_SREGS {c}", E("EINVAL")) for c in _X86_SREGS_BAD] + [
+        ("KVM_SET_SREGS cr0 PG|PE (32-bit paging)", ("ok", 0)),
+        ("KVM_SET_SREGS EFER.LME alone", ("ok", 0)),
+        # kvm_vcpu_ioctl_x86_set_vcpu_events: unknown flags; PAYLOAD and TRIPLE_FAULT
+        # without their VM capability; vector > 31 or NMI_VECTOR
+        ("KVM_SET_VCPU_EVENTS flags=0x40", E("EINVAL")),
+        ("KVM_SET_VCPU_EVENTS flags=0x10", E("EINVAL")),
+        ("KVM_SET_VCPU_EVENTS flags=0x20", E("EINVAL")),
+        ("KVM_SET_VCPU_EVENTS exception 2 injected", E("EINVAL")),
+        ("KVM_SET_VCPU_EVENTS exception 31 injected", ("ok", 0)),
+        ("KVM_SET_VCPU_EVENTS exception 32 injected", E("EINVAL")),
+        ("KVM_SET_VCPU_EVENTS exception 255 pending without PAYLOAD", ("ok", 0)),
+        # kvm_arch_vcpu_ioctl_set_mpstate without an in-kernel LAPIC
+        ("KVM_SET_MP_STATE 0", ("ok", 0)),
+        ("KVM_SET_MP_STATE 3", E("EINVAL")),
+        ("KVM_SET_MP_STATE 11", E("EINVAL")),
+        # kvm_vcpu_ioctl_x86_set_debugregs: flags, kvm_dr6_valid, kvm_dr7_valid
+        ("KVM_SET_DEBUGREGS flags 1", E("EINVAL")),
+        ("KVM_SET_DEBUGREGS dr6 bit 32", E("EINVAL")),
+        ("KVM_SET_DEBUGREGS dr7 bit 32", E("EINVAL")),
+        # kvm_vcpu_ioctl_x86_set_xcrs / __kvm_set_xcr
+        ("KVM_SET_XCRS nr 17", E("EINVAL")),
+        ("KVM_SET_XCRS flags 1", E("EINVAL")),
+        ("KVM_SET_XCRS XCR0 0", E("EINVAL")),
+        ("KVM_SET_XCRS XCR0 FP|YMM", E("EINVAL")),
+        ("KVM_SET_XCRS XCR1 only", ("ok", 0)),
+        # copy_uabi_to_xstate -> validate_user_xstate_header
+        ("KVM_SET_XSAVE XCOMP_BV", E("EINVAL")),
+        ("KVM_SET_XSAVE header reserved", E("EINVAL")),
+        ("KVM_SET_XSAVE MXCSR bit 31 without SSE", ("ok", 0)),
+        ("KVM_SET_SIGNAL_MASK len 4", E("EINVAL")),  # sizeof(kernel_sigset_t) = 8
+        ("child: KVM_GET_REGS", E("EIO")),
+        ("KVM_GET_REGS on the VM fd", E("ENOTTY")),
+        ("KVM_GET_REGS on /dev/kvm", E("EINVAL")),
+    ] + [(f"KVM_{n}(1) (unmapped address)", E("EFAULT")) for n in _X86_IOCTLS],
+    "fact_x86_msrs": [
+        # kvm_arch_dev_ioctl: the count is written back before the E2BIG check
+        ("KVM_GET_MSR_INDEX_LIST nmsrs=0 (the count 0)", E("E2BIG")),
+        ("nmsrs written back equals the count", ("ok", True)),
+        ("KVM_GET_MSR_INDEX_LIST(NULL)", E("EFAULT")),
+        # msr_io: nmsrs >= MAX_IO_MSRS (256) is E2BIG; __msr_io stops at the first refusal
+        ("KVM_GET_MSRS 0 entries", ("ok", 0)),
+        ("KVM_GET_MSRS 255 entries of SYSENTER_CS", ("ok", 255)),
+        ("KVM_GET_MSRS 256 entries", E("E2BIG")),
+        ("KVM_SET_MSRS 256 entries", E("E2BIG")),
+        ("KVM_GET_MSRS STAR, 0xdeadbeef, LSTAR", ("ok", 1)),
+        ("KVM_SET_MSRS STAR, 0xdeadbeef, LSTAR", ("ok", 1)),
+        ("KVM_SET_MSRS STAR, LSTAR non-canonical, CSTAR", ("ok", 1)),
+        ("STAR, LSTAR after the partial write", ("ok", ("0x2", "0x0"))),
+        ("vCPU 1 wall clocks (one per VM)", ("ok", ("0x5000", "0x5000"))),
+        ("child: KVM_GET_MSRS", E("EIO")),
+    ],
+    "fact_x86_cpuid2": [
+        ("KVM_SET_CPUID2 nent=257", E("E2BIG")),  # kvm_vcpu_ioctl_set_cpuid2
+        ("KVM_SET_CPUID2 nent=0", ("ok", 0)),
+        # kvm_vcpu_ioctl_get_cpuid2: E2BIG before anything is written back
+        ("KVM_GET_CPUID2 nent=0", E("E2BIG")),
+        ("nent=0: nent after is the one given", ("ok", True)),
+        ("KVM_GET_CPUID2 nent=count-1", E("E2BIG")),
+        ("nent=count-1: nent after is the one given", ("ok", True)),
+        ("RDX after KVM_SET_CPUID2 (set at reset only)", ("ok", "0x600")),
+        ("KVM_SET_CPUID2 0x80000008 with 46 virtual bits", E("EINVAL")),  # kvm_check_cpuid
+        ("KVM_SET_CPUID2 0x80000008 with 48 virtual bits", ("ok", 0)),
+        ("KVM_SET_CPUID2(1)", E("EFAULT")),
+        ("KVM_RUN (hlt)", ("ok", 0)),
+        ("exit_reason", ("ok", b"\x05\x00\x00\x00")),  # KVM_EXIT_HLT
+        # kvm_set_cpuid after kvm_vcpu_has_run: kvm_cpuid_check_equal
+        ("after KVM_RUN: KVM_SET_CPUID2 the table KVM_GET_CPUID2 gave", ("ok", 0)),
+        ("after KVM_RUN: KVM_SET_CPUID2 nent=0", E("EINVAL")),
+        ("after KVM_RUN: KVM_SET_CPUID2 a changed table", E("EINVAL")),
+        ("after KVM_RUN: KVM_SET_CPUID2 nent=257", E("E2BIG")),
+        ("vCPU 1: KVM_SET_CPUID2 a changed table", ("ok", 0)),
+    ],
+})
+
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.
 HOST_SPECIFIC = {
     # a shadow-paging host: the pool KVM_SET_NR_MMU_PAGES sizes loads the MMU root, then the
@@ -501,6 +621,22 @@ HOST_SPECIFIC = {
         ("PRE_FAULT_MEMORY of a VM without memslots, after SET_NR_MMU_PAGES", ENOTSUP),
         ("VM 2: PRE_FAULT_MEMORY without memslots or SET_NR_MMU_PAGES", E("ENOSPC")),
     ],
+    # the probe host (6.18.44-fc, kvm_pvm, no TSC scaling): the host CPU's CR4 features
+    # (cr4_reserved_bits), 2.1 GHz TSC, 43 MSRs in KVM_GET_MSR_INDEX_LIST
+    "fact_x86_vcpu_validation": [
+        ("KVM_SET_SREGS cr4 bit 13 without CPUID", E("EINVAL")),
+        ("KVM_SET_SREGS cr4 bit 17 without CPUID", E("EINVAL")),
+        ("KVM_SET_SREGS cr4 bit 18 without CPUID", ("ok", 0)),
+        ("KVM_SET_TSC_KHZ 2099000", E("EINVAL")),  # kvm_set_tsc_khz below the tolerance
+        ("KVM_GET_TSC_KHZ after 2099000", ("ok", 2099000)),  # virtual_tsc_khz set before
+    ],
+    "fact_x86_vcpu_round_trips": [
+        ("KVM_GET_TSC_KHZ after 0", ("ok", 2100000)),
+        ("KVM_SET_TSC_KHZ 2300000", ("ok", 0)),  # above: always catch up, no scaling
+    ],
+    "fact_x86_vcpu_initial_state": [("vCPU 0 KVM_GET_TSC_KHZ", ("ok", 2100000))],
+    "fact_x86_msrs": [("KVM_GET_MSR_INDEX_LIST nmsrs=42 (the count -1)", E("E2BIG"))],
+
     "probe_37_set_memory_attributes_default_vm": [
         ("attrs=PRIVATE [0,P)", E("ENOTTY")),
         ("attrs=0 [0,P)", E("ENOTTY")),

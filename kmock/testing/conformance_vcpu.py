@@ -1,0 +1,500 @@
+"""Conformance scenarios of the x86 vCPU register and state ioctls (kmock.kvm.x86_vcpu).
+
+Registered into kmock.testing.conformance.SCENARIOS when that module is imported. They
+compare a new vCPU's registers, set/get round trips, the validation errnos and the
+E2BIG protocols between the real kernel and the mock (profile ``host``, whose MSR
+lists, TSC frequency and initial XSAVE image are probed from the real kernel).
+Sources: arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl and kvm_arch_dev_ioctl (docs/vcpu-state.md).
+"""
+
+import ctypes
+import mmap
+
+from ..uapi import kvm as K
+from ..uapi import x86 as X
+from .conformance import create_vm, open_kvm, scenario
+
+P = 4096
+ENTRY = ctypes.sizeof(K.kvm_cpuid_entry2)
+MSR_TSC = 0x10
+
+
+def _fields(s):
+    """A ctypes struct as nested tuples of its fields (readable in a diff)."""
+    if isinstance(s, ctypes.Array):
+        return tuple(_fields(x) for x in s)
+    if isinstance(s, (ctypes.Structure, ctypes.Union)):
+        return tuple((name, _fields(getattr(s, name))) for name, *_ in s._fields_)
+    return s
+
+
+def _get(sys, rec, label, fd, req, ctype):
+    s = ctype()
+    if rec.call(label, sys.ioctl, fd, req, s) is not None:
+        rec.record(f"{label}: value", _fields(s))
+    return s
+
+
+def msrs_buf(entries):
+    buf = bytearray(8 + 16 * max(len(entries), 1))
+    buf[0:4] = len(entries).to_bytes(4, "little")
+    for i, (idx, data) in enumerate(entries):
+        buf[8 + 16 * i:12 + 16 * i] = idx.to_bytes(4, "little")
+        buf[16 + 16 * i:24 + 16 * i] = data.to_bytes(8, "little")
+    return buf
+
+
+def msrs_values(buf, n):
+    return [int.from_bytes(buf[16 + 16 * i:24 + 16 * i], "little") for i in range(n)]
+
+
+def msr_list(sys, rec, kvm, req, name, n=1024):
+    buf = bytearray(4 + 4 * n)
+    buf[0:4] = n.to_bytes(4, "little")
+    if rec.call(f"{name} nmsrs={n}", sys.ioctl, kvm, req, buf) is None:
+        return ()
+    count = int.from_bytes(buf[0:4], "little")
+    return tuple(int.from_bytes(buf[4 + 4 * i:8 + 4 * i], "little") for i in range(count))
+
+
+def get_msrs(sys, rec, label, vcpu, indices):
+    buf = msrs_buf([(i, 0) for i in indices])
+    n = rec.call(label, sys.ioctl, vcpu, X.KVM_GET_MSRS, buf)
+    return msrs_values(buf, n or 0)
+
+
+def set_msrs(sys, rec, label, vcpu, entries):
+    return rec.call(label, sys.ioctl, vcpu, X.KVM_SET_MSRS, msrs_buf(entries))
+
+
+def supported_cpuid(sys, kvm):
+    buf = bytearray(8 + 256 * ENTRY)
+    buf[0:4] = (256).to_bytes(4, "little")
+    sys.ioctl(kvm, K.KVM_GET_SUPPORTED_CPUID, buf)
+    n = int.from_bytes(buf[0:4], "little")
+    return buf[:8 + n * ENTRY], n
+
+
+def cpuid_buf(nent, entries=b""):
+    buf = bytearray(8 + max(nent, 1) * ENTRY)
+    buf[0:4] = nent.to_bytes(4, "little")
+    buf[8:8 + len(entries)] = entries
+    return buf
+
+
+@scenario("fact_x86_vcpu_initial_state",
+          "the registers of a new vCPU 0 and vCPU 1 (no in-kernel LAPIC): REGS, SREGS, FPU, "
+          "MP_STATE, VCPU_EVENTS, DEBUGREGS, XCRS, XSAVE, TSC_KHZ, CPUID2 and the MSRs of "
+          "KVM_GET_MSR_INDEX_LIST")
+def fact_x86_vcpu_initial_state(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    indices = msr_list(sys, rec, kvm, X.KVM_GET_MSR_INDEX_LIST, "KVM_GET_MSR_INDEX_LIST")
+    for vid in (0, 1):
+        v = rec.call(f"KVM_CREATE_VCPU {vid}", sys.ioctl, vm, K.KVM_CREATE_VCPU, vid)
+        if v is None:
+            return
+        _get(sys, rec, f"vCPU {vid} KVM_GET_REGS", v, X.KVM_GET_REGS, K.kvm_regs)
+        _get(sys, rec, f"vCPU {vid} KVM_GET_SREGS", v, X.KVM_GET_SREGS, X.kvm_sregs)
+        _get(sys, rec, f"vCPU {vid} KVM_GET_FPU", v, X.KVM_GET_FPU, X.kvm_fpu)
+        _get(sys, rec, f"vCPU {vid} KVM_GET_MP_STATE", v, X.KVM_GET_MP_STATE, X.kvm_mp_state)
+        _get(sys, rec, f"vCPU {vid} KVM_GET_VCPU_EVENTS", v, X.KVM_GET_VCPU_EVENTS,
+             X.kvm_vcpu_events)
+        _get(sys, rec, f"vCPU {vid} KVM_GET_DEBUGREGS", v, X.KVM_GET_DEBUGREGS, X.kvm_debugregs)
+        _get(sys, rec, f"vCPU {vid} KVM_GET_XCRS", v, X.KVM_GET_XCRS, X.kvm_xcrs)
+        xs = bytearray(4096)
+        rec.call(f"vCPU {vid} KVM_GET_XSAVE", sys.ioctl, v, X.KVM_GET_XSAVE, xs)
+        rec.record(f"vCPU {vid} XSAVE image", bytes(xs))
+        size = sys.ioctl(vm, K.KVM_CHECK_EXTENSION, X.KVM_CAP_XSAVE2)
+        xs2 = bytearray(max(size, 4096))
+        rec.call(f"vCPU {vid} KVM_GET_XSAVE2", sys.ioctl, v, X.KVM_GET_XSAVE2, xs2)
+        rec.record(f"vCPU {vid} XSAVE2 image equals XSAVE", bytes(xs2[:4096]) == bytes(xs))
+        rec.call(f"vCPU {vid} KVM_GET_TSC_KHZ", sys.ioctl, v, X.KVM_GET_TSC_KHZ, 0)
+        buf = cpuid_buf(4)
+        rec.call(f"vCPU {vid} KVM_GET_CPUID2 nent=4", sys.ioctl, v, X.KVM_GET_CPUID2, buf)
+        rec.record(f"vCPU {vid} nent after", int.from_bytes(buf[0:4], "little"))
+        values = get_msrs(sys, rec, f"vCPU {vid} KVM_GET_MSRS of the index list", v, indices)
+        rec.record(f"vCPU {vid} MSR values but the TSC",
+                   [(hex(i), hex(d)) for i, d in zip(indices, values) if i != MSR_TSC])
+        rec.record(f"vCPU {vid} the TSC counts", [d != 0 for i, d in zip(indices, values)
+                                                 if i == MSR_TSC])
+
+
+def _flat_pm_sregs(sregs, long_mode=False):
+    """Protected mode with flat segments (long mode: PAE paging, EFER.LME|LMA, CS.L)."""
+    for name in X.SREGS_SEGMENTS[:6]:
+        seg = getattr(sregs, name)
+        seg.base, seg.limit, seg.g, seg.db, seg.s, seg.present = 0, 0xFFFFFFFF, 1, 1, 1, 1
+        seg.type, seg.selector = (0xB, 8) if name == "cs" else (0x3, 16)
+    sregs.cr0 = 0x11 | (0x80000000 if long_mode else 0)
+    sregs.cr4 = X.X86_CR4_PAE if long_mode else 0
+    sregs.cr3 = 0x9000 if long_mode else 0
+    sregs.efer = (X.EFER_LME | X.EFER_LMA) if long_mode else 0
+    if long_mode:
+        sregs.cs.l, sregs.cs.db = 1, 0
+    sregs.gdt.base, sregs.gdt.limit = 0x500, 0x27
+    sregs.idt.base, sregs.idt.limit = 0x1000, 0xFFF
+    return sregs
+
+
+@scenario("fact_x86_vcpu_round_trips",
+          "what a VMM sets is read back: REGS (RFLAGS bit 1 forced), SREGS (flat protected "
+          "mode, long mode, CR2/CR8, a queued interrupt), FPU, DEBUGREGS, XCRS after "
+          "KVM_SET_CPUID2, VCPU_EVENTS, XSAVE, MSRs, TSC_KHZ, CPUID2, SIGNAL_MASK")
+def fact_x86_vcpu_round_trips(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    regs = K.kvm_regs()
+    for i, (name, _) in enumerate(K.kvm_regs._fields_):
+        setattr(regs, name, 0x1111111111111111 * (i % 15 + 1))
+    regs.rip, regs.rflags = 0x100000, 0x200
+    rec.call("KVM_SET_REGS", sys.ioctl, v, X.KVM_SET_REGS, regs)
+    _get(sys, rec, "KVM_GET_REGS after SET_REGS", v, X.KVM_GET_REGS, K.kvm_regs)
+
+    sregs = _get(sys, rec, "KVM_GET_SREGS", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    _flat_pm_sregs(sregs)
+    sregs.cr2, sregs.cr8 = 0xDEAD000, 5
+    rec.call("KVM_SET_SREGS flat protected mode", sys.ioctl, v, X.KVM_SET_SREGS, sregs)
+    _get(sys, rec, "KVM_GET_SREGS after protected mode", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    _flat_pm_sregs(sregs, long_mode=True)
+    sregs.cr8 = 0x10  # reserved bits: kvm_set_cr8 fails, its error is ignored
+    rec.call("KVM_SET_SREGS long mode, cr8=0x10", sys.ioctl, v, X.KVM_SET_SREGS, sregs)
+    _get(sys, rec, "KVM_GET_SREGS after long mode", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    sregs.interrupt_bitmap[1] = 1 << 3  # vector 67
+    rec.call("KVM_SET_SREGS with interrupt 67 pending", sys.ioctl, v, X.KVM_SET_SREGS, sregs)
+    got = _get(sys, rec, "KVM_GET_SREGS with the interrupt", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    rec.record("interrupt_bitmap", list(got.interrupt_bitmap))
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS with the interrupt", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+
+    fpu = X.kvm_fpu()
+    fpu.fcw, fpu.fsw, fpu.ftwx, fpu.last_opcode = 0x27F, 0x3800, 0x81, 0x1D
+    fpu.last_ip, fpu.last_dp, fpu.mxcsr = 0x4000, 0x5000, 0x1F81
+    fpu.fpr[1][3] = 0x42
+    fpu.xmm[15][15] = 0x99
+    rec.call("KVM_SET_FPU", sys.ioctl, v, X.KVM_SET_FPU, fpu)
+    _get(sys, rec, "KVM_GET_FPU after SET_FPU", v, X.KVM_GET_FPU, X.kvm_fpu)
+    xs = bytearray(4096)
+    rec.call("KVM_GET_XSAVE after SET_FPU", sys.ioctl, v, X.KVM_GET_XSAVE, xs)
+    rec.record("XSAVE image after SET_FPU", bytes(xs))
+    xs[512] = 3  # XSTATE_BV = FP | SSE: the legacy area now counts
+    xs[0:2] = (0x37E).to_bytes(2, "little")
+    xs[160 + 16] = 0x77  # xmm1
+    rec.call("KVM_SET_XSAVE FP|SSE, fcw 0x37e, xmm1", sys.ioctl, v, X.KVM_SET_XSAVE, xs)
+    xs2 = bytearray(4096)
+    rec.call("KVM_GET_XSAVE after SET_XSAVE", sys.ioctl, v, X.KVM_GET_XSAVE, xs2)
+    rec.record("XSAVE image after SET_XSAVE", bytes(xs2))
+    _get(sys, rec, "KVM_GET_FPU after SET_XSAVE", v, X.KVM_GET_FPU, X.kvm_fpu)
+
+    dbg = X.kvm_debugregs(dr6=0xFFFF4FF0, dr7=0x401)
+    dbg.db[0], dbg.db[3] = 0x1000, 0xFFFFFFFFFFFFF000
+    rec.call("KVM_SET_DEBUGREGS", sys.ioctl, v, X.KVM_SET_DEBUGREGS, dbg)
+    _get(sys, rec, "KVM_GET_DEBUGREGS after SET", v, X.KVM_GET_DEBUGREGS, X.kvm_debugregs)
+
+    ev = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_NMI_PENDING | X.KVM_VCPUEVENT_VALID_SHADOW)
+    ev.exception.injected, ev.exception.nr = 1, 13
+    ev.exception.has_error_code, ev.exception.error_code = 1, 0x18
+    ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.shadow = 1, 0x30, 1
+    ev.nmi.pending, ev.nmi.masked = 1, 1
+    rec.call("KVM_SET_VCPU_EVENTS #GP(0x18), interrupt 0x30, NMI", sys.ioctl, v,
+             X.KVM_SET_VCPU_EVENTS, ev)
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS after SET", v, X.KVM_GET_VCPU_EVENTS, X.kvm_vcpu_events)
+    ev.flags, ev.nmi.pending, ev.nmi.masked = X.KVM_VCPUEVENT_VALID_NMI_PENDING, 5, 0
+    ev.exception.injected, ev.interrupt.injected, ev.nmi.injected = 0, 0, 0
+    rec.call("KVM_SET_VCPU_EVENTS 5 NMIs pending", sys.ioctl, v, X.KVM_SET_VCPU_EVENTS, ev)
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS after 5 NMIs", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+    regs.rflags = 2
+    rec.call("KVM_SET_REGS drops a pending exception", sys.ioctl, v, X.KVM_SET_REGS, regs)
+
+    entries = [(0x174, 0x10), (0xC0000081, 0x0023001000000000), (0xC0000082, 0xFFFFFFFF81000000),
+               (0xC0000084, 0x47700), (0x277, 0x0007010600070106), (0x175, 0x8000000000001000)]
+    rec.call("KVM_SET_MSRS 6 MSRs", sys.ioctl, v, X.KVM_SET_MSRS, msrs_buf(entries))
+    vals = get_msrs(sys, rec, "KVM_GET_MSRS the same 6", v, [i for i, _ in entries])
+    rec.record("MSR values", [hex(x) for x in vals])
+
+    for khz in (0, 2100500, 2300000):
+        rec.call(f"KVM_SET_TSC_KHZ {khz}", sys.ioctl, v, X.KVM_SET_TSC_KHZ, khz)
+        rec.call(f"KVM_GET_TSC_KHZ after {khz}", sys.ioctl, v, X.KVM_GET_TSC_KHZ, 0)
+    mask = bytearray(12)
+    mask[0:4] = (8).to_bytes(4, "little")
+    mask[4] = 0xFF
+    rec.call("KVM_SET_SIGNAL_MASK len 8", sys.ioctl, v, X.KVM_SET_SIGNAL_MASK, mask)
+    rec.call("KVM_SET_SIGNAL_MASK NULL", sys.ioctl, v, X.KVM_SET_SIGNAL_MASK, 0)
+
+    sup, _ = supported_cpuid(sys, kvm)
+    rec.call("KVM_SET_CPUID2 the supported table", sys.ioctl, v, X.KVM_SET_CPUID2, bytearray(sup))
+    buf = cpuid_buf(256)
+    rec.call("KVM_GET_CPUID2 nent=256", sys.ioctl, v, X.KVM_GET_CPUID2, buf)
+    # (the table read back is not compared: KVM rewrites runtime bits, and the PVM probe
+    # host rewrites much more; docs/vcpu-state.md)
+    xcrs = X.kvm_xcrs(nr_xcrs=1)
+    xcrs.xcrs[0].value = 0x7
+    rec.call("KVM_SET_XCRS XCR0=7", sys.ioctl, v, X.KVM_SET_XCRS, xcrs)
+    _get(sys, rec, "KVM_GET_XCRS after SET", v, X.KVM_GET_XCRS, X.kvm_xcrs)
+
+
+@scenario("fact_x86_vcpu_validation",
+          "the errno of bad input: SREGS (CR0/CR4/EFER/CS.L/CR3/APIC base), VCPU_EVENTS flags "
+          "and vectors, MP_STATE values, DEBUGREGS, XCRS, XSAVE headers, TSC_KHZ, SIGNAL_MASK, "
+          "NULL pointers, a forked child")
+def fact_x86_vcpu_validation(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    good = X.kvm_sregs()
+    sys.ioctl(v, X.KVM_GET_SREGS, good)
+
+    def sregs_case(label, **changes):
+        s = X.kvm_sregs.from_buffer_copy(good)
+        for k, val in changes.items():
+            if k == "cs_l":
+                s.cs.l = val
+            else:
+                setattr(s, k, val)
+        rec.call(f"KVM_SET_SREGS {label}", sys.ioctl, v, X.KVM_SET_SREGS, s)
+
+    sregs_case("cr0 bit 32", cr0=good.cr0 | 1 << 32)
+    sregs_case("cr0 NW without CD", cr0=0x20000011)
+    sregs_case("cr0 PG without PE", cr0=0x80000010)
+    sregs_case("cr0 PG|PE (32-bit paging)", cr0=0x80000011)
+    sregs_case("EFER.LMA outside long mode", efer=X.EFER_LMA)
+    sregs_case("CS.L outside long mode", cs_l=1)
+    sregs_case("LME|PG without PAE", cr0=0x80000011, efer=X.EFER_LME | X.EFER_LMA)
+    sregs_case("LME|PG|PAE without LMA", cr0=0x80000011, cr4=X.X86_CR4_PAE, efer=X.EFER_LME)
+    sregs_case("long mode, cr3 above MAXPHYADDR 36", cr0=0x80000011, cr4=X.X86_CR4_PAE,
+               efer=X.EFER_LME | X.EFER_LMA, cr3=1 << 40)
+    sregs_case("EFER.LME alone", efer=X.EFER_LME)
+    for bit in (0, 3, 5, 7, 9, 10, 11, 13, 16, 17, 18, 20, 21, 22, 24, 31, 40):
+        sregs_case(f"cr4 bit {bit} without CPUID", cr4=1 << bit)
+    sregs_case("apic_base reserved bit 0", apic_base=good.apic_base | 1)
+    sregs_case("apic_base x2APIC without CPUID", apic_base=good.apic_base | 0x400)
+    sregs_case("apic_base above MAXPHYADDR", apic_base=good.apic_base | 1 << 40)
+    sregs_case("apic_base disabled", apic_base=0xFEE00100)
+    sregs_case("apic_base moved", apic_base=0xFEC00900)
+    _get(sys, rec, "KVM_GET_SREGS after the cases", v, X.KVM_GET_SREGS, X.kvm_sregs)
+
+    for flags in (0x40, 0x80, 1 << 31, X.KVM_VCPUEVENT_VALID_PAYLOAD,
+                  X.KVM_VCPUEVENT_VALID_TRIPLE_FAULT, X.KVM_VCPUEVENT_VALID_SIPI_VECTOR, 0):
+        ev = X.kvm_vcpu_events(flags=flags)
+        rec.call(f"KVM_SET_VCPU_EVENTS flags={flags:#x}", sys.ioctl, v, X.KVM_SET_VCPU_EVENTS, ev)
+    for nr in (2, 31, 32, 255):
+        ev = X.kvm_vcpu_events()
+        ev.exception.injected, ev.exception.nr = 1, nr
+        rec.call(f"KVM_SET_VCPU_EVENTS exception {nr} injected", sys.ioctl, v,
+                 X.KVM_SET_VCPU_EVENTS, ev)
+    ev = X.kvm_vcpu_events()
+    ev.exception.pending, ev.exception.nr = 1, 255
+    rec.call("KVM_SET_VCPU_EVENTS exception 255 pending without PAYLOAD", sys.ioctl, v,
+             X.KVM_SET_VCPU_EVENTS, ev)
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS after the cases", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+
+    for state in range(12):
+        rec.call(f"KVM_SET_MP_STATE {state}", sys.ioctl, v, X.KVM_SET_MP_STATE,
+                 X.kvm_mp_state(state))
+    rec.call("KVM_SET_MP_STATE 0xffffffff", sys.ioctl, v, X.KVM_SET_MP_STATE,
+             X.kvm_mp_state(0xFFFFFFFF))
+    _get(sys, rec, "KVM_GET_MP_STATE after the cases", v, X.KVM_GET_MP_STATE, X.kvm_mp_state)
+
+    for label, field, value in (("flags 1", "flags", 1), ("dr6 bit 32", "dr6", 1 << 32),
+                                ("dr7 bit 32", "dr7", 1 << 32), ("reserved[0]=1", None, 1)):
+        d = X.kvm_debugregs(dr6=0xFFFF0FF0, dr7=0x400)
+        if field is None:
+            d.reserved[0] = value
+        else:
+            setattr(d, field, value)
+        rec.call(f"KVM_SET_DEBUGREGS {label}", sys.ioctl, v, X.KVM_SET_DEBUGREGS, d)
+
+    for label, nr, flags, xcr, value in (
+            ("nr 17", 17, 0, 0, 1), ("flags 1", 1, 1, 0, 1), ("XCR0 0", 1, 0, 0, 0),
+            ("XCR0 FP|YMM", 1, 0, 0, 5), ("XCR0 FP|SSE without CPUID", 1, 0, 0, 3),
+            ("XCR0 bit 62", 1, 0, 0, 1 << 62), ("XCR1 only", 1, 0, 1, 3), ("nr 0", 0, 0, 0, 0)):
+        x = X.kvm_xcrs(nr_xcrs=nr, flags=flags)
+        x.xcrs[0].xcr, x.xcrs[0].value = xcr, value
+        rec.call(f"KVM_SET_XCRS {label}", sys.ioctl, v, X.KVM_SET_XCRS, x)
+
+    xs = bytearray(4096)
+    sys.ioctl(v, X.KVM_GET_XSAVE, xs)
+    for label, off, val in (("XSTATE_BV bit 63", 519, 0x80), ("XCOMP_BV", 520, 1),
+                            ("header reserved", 530, 1), ("SSE with MXCSR bit 31", None, None),
+                            ("MXCSR bit 31 without SSE", 27, 0x80)):
+        bad = bytearray(xs)
+        if off is None:
+            bad[512], bad[27] = 2, 0x80
+        else:
+            bad[off] = val
+        rec.call(f"KVM_SET_XSAVE {label}", sys.ioctl, v, X.KVM_SET_XSAVE, bad)
+
+    for khz in (2099000, 1, 0x7FFFFFFF):
+        rec.call(f"KVM_SET_TSC_KHZ {khz}", sys.ioctl, v, X.KVM_SET_TSC_KHZ, khz)
+        rec.call(f"KVM_GET_TSC_KHZ after {khz}", sys.ioctl, v, X.KVM_GET_TSC_KHZ, 0)
+
+    for n in (0, 4, 16):
+        mask = bytearray(4 + 16)
+        mask[0:4] = n.to_bytes(4, "little")
+        rec.call(f"KVM_SET_SIGNAL_MASK len {n}", sys.ioctl, v, X.KVM_SET_SIGNAL_MASK, mask)
+
+    for name in ("GET_REGS", "SET_REGS", "GET_SREGS", "SET_SREGS", "GET_FPU", "SET_FPU",
+                 "GET_MSRS", "SET_MSRS", "GET_CPUID2", "SET_CPUID2", "GET_MP_STATE",
+                 "SET_MP_STATE", "GET_VCPU_EVENTS", "SET_VCPU_EVENTS", "GET_DEBUGREGS",
+                 "SET_DEBUGREGS", "GET_XCRS", "SET_XCRS", "GET_XSAVE", "SET_XSAVE",
+                 "SET_SIGNAL_MASK"):
+        req = getattr(X, "KVM_" + name)
+        rec.call(f"KVM_{name}(1) (unmapped address)", sys.ioctl, v, req, 1)
+    rec.child("child: KVM_GET_REGS", lambda s: s.ioctl(v, X.KVM_GET_REGS, K.kvm_regs()))
+    rec.child("child: KVM_GET_TSC_KHZ", lambda s: s.ioctl(v, X.KVM_GET_TSC_KHZ, 0))
+    rec.call("KVM_GET_REGS on the VM fd", sys.ioctl, vm, X.KVM_GET_REGS, K.kvm_regs())
+    rec.call("KVM_GET_REGS on /dev/kvm", sys.ioctl, kvm, X.KVM_GET_REGS, K.kvm_regs())
+
+
+#: one write per kind of value, for every MSR of the index list
+_MSR_VALUES = (0, 1, 0x1234, 0xFFFFFFFF, (1 << 32) + 5, 0x00007FFFFFFFFFFF,
+               0xFFFF800000000000, 0x8000000000000000, 0x0007040600070406)
+
+
+@scenario("fact_x86_msrs",
+          "KVM_GET_MSR_INDEX_LIST / FEATURE_INDEX_LIST and their E2BIG protocol; KVM_GET/SET_MSRS: "
+          "the count processed, the stop at an unknown MSR, nmsrs >= 256 (E2BIG), and what each "
+          "listed MSR does with a set of values")
+def fact_x86_msrs(sys, rec):
+    kvm = open_kvm(sys, rec)
+    indices = msr_list(sys, rec, kvm, X.KVM_GET_MSR_INDEX_LIST, "KVM_GET_MSR_INDEX_LIST")
+    rec.record("index list", [hex(i) for i in indices])
+    for n in (0, len(indices) - 1, len(indices)):
+        buf = bytearray(4 + 4 * max(n, 1))
+        buf[0:4] = n.to_bytes(4, "little")
+        rec.call(f"KVM_GET_MSR_INDEX_LIST nmsrs={n} (the count {'-1' if n else '0'})"
+                 if n < len(indices) else "KVM_GET_MSR_INDEX_LIST nmsrs=count",
+                 sys.ioctl, kvm, X.KVM_GET_MSR_INDEX_LIST, buf)
+        rec.record("nmsrs written back equals the count", int.from_bytes(buf[0:4], "little") == len(indices))
+    feats = msr_list(sys, rec, kvm, X.KVM_GET_MSR_FEATURE_INDEX_LIST,
+                     "KVM_GET_MSR_FEATURE_INDEX_LIST")
+    rec.record("feature list", [hex(i) for i in feats])
+    buf = bytearray(8)
+    rec.call("KVM_GET_MSR_FEATURE_INDEX_LIST nmsrs=0", sys.ioctl, kvm,
+             X.KVM_GET_MSR_FEATURE_INDEX_LIST, buf)
+    rec.record("nmsrs written back", int.from_bytes(buf[0:4], "little"))
+    rec.call("KVM_GET_MSR_INDEX_LIST(NULL)", sys.ioctl, kvm, X.KVM_GET_MSR_INDEX_LIST, 0)
+
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    get_msrs(sys, rec, "KVM_GET_MSRS 0 entries", v, [])
+    get_msrs(sys, rec, "KVM_GET_MSRS 255 entries of SYSENTER_CS", v, [0x174] * 255)
+    get_msrs(sys, rec, "KVM_GET_MSRS 256 entries", v, [0x174] * 256)
+    set_msrs(sys, rec, "KVM_SET_MSRS 256 entries", v, [(0x174, 0)] * 256)
+    for unknown in (0xDEADBEEF, 0x40000000, 0xC0011FFF):
+        vals = get_msrs(sys, rec, f"KVM_GET_MSRS STAR, {unknown:#x}, LSTAR", v,
+                        [0xC0000081, unknown, 0xC0000082])
+        set_msrs(sys, rec, f"KVM_SET_MSRS STAR, {unknown:#x}, LSTAR", v,
+                 [(0xC0000081, 1), (unknown, 0), (0xC0000082, 0)])
+    set_msrs(sys, rec, "KVM_SET_MSRS STAR, LSTAR non-canonical, CSTAR", v,
+             [(0xC0000081, 2), (0xC0000082, 1 << 63), (0xC0000083, 0)])
+    vals = get_msrs(sys, rec, "KVM_GET_MSRS STAR, LSTAR", v, [0xC0000081, 0xC0000082])
+    rec.record("STAR, LSTAR after the partial write", [hex(x) for x in vals])
+
+    for idx in indices:
+        if idx == MSR_TSC:
+            continue
+        outcomes = []
+        for val in _MSR_VALUES:
+            ok = sys.ioctl(v, X.KVM_SET_MSRS, msrs_buf([(idx, val)]))
+            buf = msrs_buf([(idx, 0)])
+            got = sys.ioctl(v, X.KVM_GET_MSRS, buf)
+            outcomes.append((ok, got, hex(msrs_values(buf, 1)[0])))
+        rec.record(f"MSR {idx:#x}: (set, get, value) per value", outcomes)
+    buf = msrs_buf([(MSR_TSC, 0)])
+    sys.ioctl(v, X.KVM_GET_MSRS, buf)
+    before = msrs_values(buf, 1)[0]
+    rec.call("KVM_SET_MSRS TSC=1<<40", sys.ioctl, v, X.KVM_SET_MSRS, msrs_buf([(MSR_TSC, 1 << 40)]))
+    sys.ioctl(v, X.KVM_GET_MSRS, buf)
+    after = msrs_values(buf, 1)[0]
+    rec.record("TSC reads back from 1<<40 on, below 1<<40 + 1s of cycles",
+               (1 << 40) <= after < (1 << 40) + 10**10)
+    rec.record("TSC was not 1<<40 before", before != 1 << 40)
+    v2 = rec.call("KVM_CREATE_VCPU 1", sys.ioctl, vm, K.KVM_CREATE_VCPU, 1)
+    set_msrs(sys, rec, "vCPU 0 KVM_SET_MSRS KVM_WALL_CLOCK_NEW=0x5000", v, [(0x4B564D00, 0x5000)])
+    vals = get_msrs(sys, rec, "vCPU 1 KVM_GET_MSRS both wall-clock MSRs", v2, [0x11, 0x4B564D00])
+    rec.record("vCPU 1 wall clocks (one per VM)", [hex(x) for x in vals])
+    rec.child("child: KVM_GET_MSRS", lambda s: s.ioctl(v, X.KVM_GET_MSRS, msrs_buf([(0x174, 0)])))
+    rec.call("KVM_GET_MSRS(1)", sys.ioctl, v, X.KVM_GET_MSRS, 1)
+
+
+_KEEP = []  # the memslots' backing memory lives as long as the process (VMs may outlive the call)
+
+
+def _reset_vector_slot(sys, rec, vm):
+    """A memslot over the last 64 KiB below 4 GiB whose reset vector holds HLT."""
+    mem = mmap.mmap(-1, 16 * P)
+    mem[16 * P - 16] = 0xF4  # hlt at 0xfffffff0
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    region = K.kvm_userspace_memory_region(slot=0, guest_phys_addr=0xFFFF0000,
+                                           memory_size=16 * P, userspace_addr=addr)
+    rec.call("KVM_SET_USER_MEMORY_REGION 0xffff0000 + 64K (hlt at the reset vector)",
+             sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
+    return mem
+
+
+@scenario("fact_x86_cpuid2",
+          "KVM_SET_CPUID2 / KVM_GET_CPUID2: nent > 256 is E2BIG, GET with a small nent is E2BIG "
+          "and leaves nent as it was, a bad virtual-address width is EINVAL, an empty table; "
+          "after KVM_RUN only the same table is accepted")
+def fact_x86_cpuid2(sys, rec):
+    kvm = open_kvm(sys, rec)
+    sup, _ = supported_cpuid(sys, kvm)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    rec.call("KVM_SET_CPUID2 nent=257", sys.ioctl, v, X.KVM_SET_CPUID2, cpuid_buf(257))
+    rec.call("KVM_SET_CPUID2 nent=0", sys.ioctl, v, X.KVM_SET_CPUID2, cpuid_buf(0))
+    rec.call("KVM_SET_CPUID2 the supported table", sys.ioctl, v, X.KVM_SET_CPUID2, bytearray(sup))
+    buf = cpuid_buf(256)
+    rec.call("KVM_GET_CPUID2 nent=256", sys.ioctl, v, X.KVM_GET_CPUID2, buf)
+    count = int.from_bytes(buf[0:4], "little")
+    stored = bytearray(buf[:8 + count * ENTRY])  # what the kernel keeps (its runtime bits)
+    for label, nent in (("0", 0), ("count-1", count - 1), ("count", count)):
+        buf = cpuid_buf(nent)
+        rec.call(f"KVM_GET_CPUID2 nent={label}", sys.ioctl, v, X.KVM_GET_CPUID2, buf)
+        rec.record(f"nent={label}: nent after is the one given", int.from_bytes(buf[0:4], "little") == nent)
+    regs = K.kvm_regs()
+    sys.ioctl(v, X.KVM_GET_REGS, regs)
+    rec.record("RDX after KVM_SET_CPUID2 (set at reset only)", hex(regs.rdx))
+    bad = bytearray(8 + ENTRY)
+    bad[0:4] = (1).to_bytes(4, "little")
+    e = K.kvm_cpuid_entry2(function=0x80000008, eax=0x2E24)  # 46 virtual bits
+    bad[8:8 + ENTRY] = bytes(e)
+    rec.call("KVM_SET_CPUID2 0x80000008 with 46 virtual bits", sys.ioctl, v, X.KVM_SET_CPUID2, bad)
+    e.eax = 0x3024
+    bad[8:8 + ENTRY] = bytes(e)
+    rec.call("KVM_SET_CPUID2 0x80000008 with 48 virtual bits", sys.ioctl, v, X.KVM_SET_CPUID2, bad)
+    rec.call("KVM_SET_CPUID2 the supported table again", sys.ioctl, v, X.KVM_SET_CPUID2,
+             bytearray(sup))
+    rec.call("KVM_SET_CPUID2(1)", sys.ioctl, v, X.KVM_SET_CPUID2, 1)
+
+    # after KVM_RUN: kvm_set_cpuid -> kvm_cpuid_check_equal
+    _KEEP.append(_reset_vector_slot(sys, rec, vm))
+    m = rec.call("mmap vcpu", sys.mmap, v, P, 3, 1, 0)
+    rec.call("KVM_RUN (hlt)", sys.ioctl, v, K.KVM_RUN, 0)
+    if m is not None:
+        rec.access("exit_reason", m, slice(8, 12))
+    rec.call("after KVM_RUN: KVM_SET_CPUID2 the table KVM_GET_CPUID2 gave", sys.ioctl, v,
+             X.KVM_SET_CPUID2, bytearray(stored))
+    rec.call("after KVM_RUN: KVM_SET_CPUID2 nent=0", sys.ioctl, v, X.KVM_SET_CPUID2, cpuid_buf(0))
+    changed = bytearray(stored)
+    changed[8 + 12] ^= 1  # leaf 0 EAX
+    rec.call("after KVM_RUN: KVM_SET_CPUID2 a changed table", sys.ioctl, v, X.KVM_SET_CPUID2,
+             changed)
+    rec.call("after KVM_RUN: KVM_SET_CPUID2 nent=257", sys.ioctl, v, X.KVM_SET_CPUID2,
+             cpuid_buf(257))
+    v1 = rec.call("KVM_CREATE_VCPU 1 (never run)", sys.ioctl, vm, K.KVM_CREATE_VCPU, 1)
+    if v1 is not None:
+        rec.call("vCPU 1: KVM_SET_CPUID2 a changed table", sys.ioctl, v1, X.KVM_SET_CPUID2,
+                 changed)

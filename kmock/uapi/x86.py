@@ -1,0 +1,180 @@
+"""arch/x86/include/uapi/asm/kvm.h: the vCPU register and state structs and their ioctls.
+
+Layouts checked against the x86-64 UAPI header (tests/uapi/test_uapi_x86_vcpu.py).
+struct kvm_regs and struct kvm_cpuid2 live in kmock.uapi.kvm (older users).
+"""
+
+import ctypes
+
+from .ioctl import _IO, _IOR, _IOW, _IOWR
+from .kvm import KVMIO, kvm_cpuid2, kvm_regs
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+KVM_NR_INTERRUPTS = 256
+KVM_MAX_XCRS = 16
+
+
+class kvm_segment(ctypes.Structure):
+    _fields_ = [("base", u64), ("limit", u32), ("selector", u16),
+                ("type", u8), ("present", u8), ("dpl", u8), ("db", u8),
+                ("s", u8), ("l", u8), ("g", u8), ("avl", u8),
+                ("unusable", u8), ("padding", u8)]
+
+
+class kvm_dtable(ctypes.Structure):
+    _fields_ = [("base", u64), ("limit", u16), ("padding", u16 * 3)]
+
+
+#: the segment fields of kvm_sregs, in order
+SREGS_SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
+
+
+class kvm_sregs(ctypes.Structure):
+    _fields_ = [(name, kvm_segment) for name in SREGS_SEGMENTS] + [
+        ("gdt", kvm_dtable), ("idt", kvm_dtable),
+        ("cr0", u64), ("cr2", u64), ("cr3", u64), ("cr4", u64), ("cr8", u64),
+        ("efer", u64), ("apic_base", u64),
+        ("interrupt_bitmap", u64 * ((KVM_NR_INTERRUPTS + 63) // 64))]
+
+
+class kvm_fpu(ctypes.Structure):
+    _fields_ = [("fpr", (u8 * 16) * 8), ("fcw", u16), ("fsw", u16), ("ftwx", u8),
+                ("pad1", u8), ("last_opcode", u16), ("last_ip", u64), ("last_dp", u64),
+                ("xmm", (u8 * 16) * 16), ("mxcsr", u32), ("pad2", u32)]
+
+
+class kvm_msr_entry(ctypes.Structure):
+    _fields_ = [("index", u32), ("reserved", u32), ("data", u64)]
+
+
+class kvm_msrs(ctypes.Structure):
+    """Header; ``nmsrs`` kvm_msr_entry follow."""
+    _fields_ = [("nmsrs", u32), ("pad", u32)]
+
+
+class kvm_msr_list(ctypes.Structure):
+    """Header; ``nmsrs`` u32 indices follow."""
+    _fields_ = [("nmsrs", u32)]
+
+
+class kvm_mp_state(ctypes.Structure):
+    _fields_ = [("mp_state", u32)]
+
+
+class _events_exception(ctypes.Structure):
+    _fields_ = [("injected", u8), ("nr", u8), ("has_error_code", u8), ("pending", u8),
+                ("error_code", u32)]
+
+
+class _events_interrupt(ctypes.Structure):
+    _fields_ = [("injected", u8), ("nr", u8), ("soft", u8), ("shadow", u8)]
+
+
+class _events_nmi(ctypes.Structure):
+    _fields_ = [("injected", u8), ("pending", u8), ("masked", u8), ("pad", u8)]
+
+
+class _events_smi(ctypes.Structure):
+    _fields_ = [("smm", u8), ("pending", u8), ("smm_inside_nmi", u8), ("latched_init", u8)]
+
+
+class _events_triple_fault(ctypes.Structure):
+    _fields_ = [("pending", u8)]
+
+
+class kvm_vcpu_events(ctypes.Structure):
+    _fields_ = [("exception", _events_exception), ("interrupt", _events_interrupt),
+                ("nmi", _events_nmi), ("sipi_vector", u32), ("flags", u32),
+                ("smi", _events_smi), ("triple_fault", _events_triple_fault),
+                ("reserved", u8 * 26), ("exception_has_payload", u8),
+                ("exception_payload", u64)]
+
+
+class kvm_debugregs(ctypes.Structure):
+    _fields_ = [("db", u64 * 4), ("dr6", u64), ("dr7", u64), ("flags", u64),
+                ("reserved", u64 * 9)]
+
+
+class kvm_xcr(ctypes.Structure):
+    _fields_ = [("xcr", u32), ("reserved", u32), ("value", u64)]
+
+
+class kvm_xcrs(ctypes.Structure):
+    _fields_ = [("nr_xcrs", u32), ("flags", u32), ("xcrs", kvm_xcr * KVM_MAX_XCRS),
+                ("padding", u64 * 16)]
+
+
+class kvm_xsave(ctypes.Structure):
+    """The legacy 4 KiB buffer; KVM_GET_XSAVE2 writes KVM_CHECK_EXTENSION(XSAVE2) bytes."""
+    _fields_ = [("region", u32 * 1024)]
+
+
+class kvm_signal_mask(ctypes.Structure):
+    """Header; ``len`` bytes of sigset follow."""
+    _fields_ = [("len", u32)]
+
+
+# /dev/kvm
+KVM_GET_MSR_INDEX_LIST = _IOWR(KVMIO, 0x02, kvm_msr_list)
+KVM_GET_MSR_FEATURE_INDEX_LIST = _IOWR(KVMIO, 0x0A, kvm_msr_list)
+
+# vCPU
+KVM_GET_REGS = _IOR(KVMIO, 0x81, kvm_regs)
+KVM_SET_REGS = _IOW(KVMIO, 0x82, kvm_regs)
+KVM_GET_SREGS = _IOR(KVMIO, 0x83, kvm_sregs)
+KVM_SET_SREGS = _IOW(KVMIO, 0x84, kvm_sregs)
+KVM_GET_MSRS = _IOWR(KVMIO, 0x88, kvm_msrs)
+KVM_SET_MSRS = _IOW(KVMIO, 0x89, kvm_msrs)
+KVM_SET_SIGNAL_MASK = _IOW(KVMIO, 0x8B, kvm_signal_mask)
+KVM_GET_FPU = _IOR(KVMIO, 0x8C, kvm_fpu)
+KVM_SET_FPU = _IOW(KVMIO, 0x8D, kvm_fpu)
+KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, kvm_cpuid2)
+KVM_GET_CPUID2 = _IOWR(KVMIO, 0x91, kvm_cpuid2)
+KVM_GET_MP_STATE = _IOR(KVMIO, 0x98, kvm_mp_state)
+KVM_SET_MP_STATE = _IOW(KVMIO, 0x99, kvm_mp_state)
+KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9F, kvm_vcpu_events)
+KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xA0, kvm_vcpu_events)
+KVM_GET_DEBUGREGS = _IOR(KVMIO, 0xA1, kvm_debugregs)
+KVM_SET_DEBUGREGS = _IOW(KVMIO, 0xA2, kvm_debugregs)
+KVM_SET_TSC_KHZ = _IO(KVMIO, 0xA2)
+KVM_GET_TSC_KHZ = _IO(KVMIO, 0xA3)
+KVM_GET_XSAVE = _IOR(KVMIO, 0xA4, kvm_xsave)
+KVM_SET_XSAVE = _IOW(KVMIO, 0xA5, kvm_xsave)
+KVM_GET_XCRS = _IOR(KVMIO, 0xA6, kvm_xcrs)
+KVM_SET_XCRS = _IOW(KVMIO, 0xA7, kvm_xcrs)
+KVM_GET_XSAVE2 = _IOR(KVMIO, 0xCF, kvm_xsave)
+
+KVM_CAP_TSC_CONTROL = 60
+KVM_CAP_GET_TSC_KHZ = 61
+KVM_CAP_GET_MSR_FEATURES = 153
+KVM_CAP_XSAVE2 = 208
+
+KVM_MP_STATE_RUNNABLE = 0
+KVM_MP_STATE_UNINITIALIZED = 1
+KVM_MP_STATE_INIT_RECEIVED = 2
+KVM_MP_STATE_HALTED = 3
+KVM_MP_STATE_SIPI_RECEIVED = 4
+KVM_MP_STATE_STOPPED = 5
+KVM_MP_STATE_CHECK_STOP = 6
+KVM_MP_STATE_OPERATING = 7
+KVM_MP_STATE_LOAD = 8
+KVM_MP_STATE_AP_RESET_HOLD = 9
+KVM_MP_STATE_SUSPENDED = 10
+
+KVM_VCPUEVENT_VALID_NMI_PENDING = 0x01
+KVM_VCPUEVENT_VALID_SIPI_VECTOR = 0x02
+KVM_VCPUEVENT_VALID_SHADOW = 0x04
+KVM_VCPUEVENT_VALID_SMM = 0x08
+KVM_VCPUEVENT_VALID_PAYLOAD = 0x10
+KVM_VCPUEVENT_VALID_TRIPLE_FAULT = 0x20
+
+KVM_DEBUGREGS_VALID_FLAGS = 0  # kvm_vcpu_ioctl_x86_set_debugregs: any flag is EINVAL
+
+X86_CR0_PE = 1 << 0
+X86_CR0_NW = 1 << 29
+X86_CR0_CD = 1 << 30
+X86_CR0_PG = 1 << 31
+X86_CR4_PAE = 1 << 5
+EFER_LME = 1 << 8
+EFER_LMA = 1 << 10
