@@ -22,6 +22,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
+from . import x86_vm
 
 U64 = (1 << 64) - 1
 ENTRY = ctypes.sizeof(K.kvm_cpuid_entry2)
@@ -263,6 +264,7 @@ class X86State:
         self.shadow = 0
         self.nmi_injected = self.nmi_pending = self.nmi_masked = 0
         self.smm = self.smi_pending = self.smm_inside_nmi = 0
+        self.triple_fault_pending = 0  # KVM_REQ_TRIPLE_FAULT
         self.db = [0, 0, 0, 0]
         self.dr6 = 0xFFFF0FF0  # DR6_ACTIVE_LOW
         self.dr7 = 0x400  # DR7_FIXED_1
@@ -787,14 +789,29 @@ _EVENT_FLAGS = (X.KVM_VCPUEVENT_VALID_NMI_PENDING | X.KVM_VCPUEVENT_VALID_SIPI_V
 NMI_VECTOR = 2
 
 
+def _event_caps(vcpu):
+    """(kvm->arch.exception_payload_enabled, kvm->arch.triple_fault_event): KVM_ENABLE_CAP
+    of KVM_CAP_EXCEPTION_PAYLOAD / KVM_CAP_X86_TRIPLE_FAULT_EVENT (kmock.kvm.x86_vm)."""
+    enabled = x86_vm.state(vcpu.vm).enabled
+    return (bool(enabled.get(K.KVM_CAP_EXCEPTION_PAYLOAD)),
+            bool(enabled.get(K.KVM_CAP_X86_TRIPLE_FAULT_EVENT)))
+
+
 def get_vcpu_events(f, arg):
-    """kvm_vcpu_ioctl_x86_get_vcpu_events, KVM_CAP_EXCEPTION_PAYLOAD and
-    KVM_CAP_X86_TRIPLE_FAULT_EVENT off (kmock's VMs have neither): a pending exception
-    is reported as injected; flags NMI_PENDING | SHADOW | SMM; sipi_vector 0."""
-    st = state(_vcpu(f))
+    """kvm_vcpu_ioctl_x86_get_vcpu_events: flags NMI_PENDING | SHADOW | SMM, plus PAYLOAD
+    (the pending exception apart from the injected one) with KVM_CAP_EXCEPTION_PAYLOAD
+    and TRIPLE_FAULT with KVM_CAP_X86_TRIPLE_FAULT_EVENT; without the first a pending
+    exception is reported as injected. sipi_vector 0."""
+    vcpu = _vcpu(f)
+    st = state(vcpu)
+    payload, triple = _event_caps(vcpu)
     ev = X.kvm_vcpu_events()
     ex = st.exception
-    ev.exception.injected = 1 if ex["pending"] or ex["injected"] else 0
+    if payload:
+        ev.exception.injected = ex["injected"]
+        ev.exception.pending = ex["pending"]
+    else:
+        ev.exception.injected = 1 if ex["pending"] or ex["injected"] else 0
     ev.exception.nr = ex["nr"]
     ev.exception.has_error_code = ex["has_error_code"]
     ev.exception.error_code = ex["error_code"]
@@ -812,29 +829,46 @@ def get_vcpu_events(f, arg):
     ev.smi.smm_inside_nmi = st.smm_inside_nmi
     ev.flags = (X.KVM_VCPUEVENT_VALID_NMI_PENDING | X.KVM_VCPUEVENT_VALID_SHADOW |
                 X.KVM_VCPUEVENT_VALID_SMM)
+    if payload:
+        ev.flags |= X.KVM_VCPUEVENT_VALID_PAYLOAD
+    if triple:
+        ev.flags |= X.KVM_VCPUEVENT_VALID_TRIPLE_FAULT
+        ev.triple_fault.pending = st.triple_fault_pending
     copy_to_user(arg, ev)
     return 0
 
 
 def set_vcpu_events(f, arg):
-    """kvm_vcpu_ioctl_x86_set_vcpu_events: unknown flags, VALID_PAYLOAD or
-    VALID_TRIPLE_FAULT without their VM capability, an exception vector > 31 or NMI:
-    EINVAL (checked before anything is written). SMM entry (smi.smm) is not modelled:
-    EINVAL from kmock [kmock]."""
-    st = state(_vcpu(f))
+    """kvm_vcpu_ioctl_x86_set_vcpu_events: unknown flags; VALID_PAYLOAD without
+    KVM_CAP_EXCEPTION_PAYLOAD; an injected or pending exception vector > 31 or NMI: EINVAL
+    before anything is written. VALID_TRIPLE_FAULT without KVM_CAP_X86_TRIPLE_FAULT_EVENT
+    is EINVAL after the rest was written (the kernel checks it last). Without VALID_PAYLOAD the pending exception and its
+    payload are dropped; with it, a pending exception is not also injected. SMM entry
+    (smi.smm) is not modelled: EINVAL from kmock [kmock]."""
+    vcpu = _vcpu(f)
+    st = state(vcpu)
+    payload, triple = _event_caps(vcpu)
     ev = copy_from_user(arg, X.kvm_vcpu_events)
     if ev.flags & ~_EVENT_FLAGS:
         raise oserror(errno.EINVAL)
-    if ev.flags & (X.KVM_VCPUEVENT_VALID_PAYLOAD | X.KVM_VCPUEVENT_VALID_TRIPLE_FAULT):
-        raise oserror(errno.EINVAL)
-    # without VALID_PAYLOAD: exception.pending and exception_has_payload are cleared
-    if ev.exception.injected and (ev.exception.nr > 31 or ev.exception.nr == NMI_VECTOR):
+    injected, pending, has_payload = ev.exception.injected, ev.exception.pending, \
+        ev.exception_has_payload
+    if ev.flags & X.KVM_VCPUEVENT_VALID_PAYLOAD:
+        if not payload:
+            raise oserror(errno.EINVAL)
+        if pending:
+            injected = 0
+        else:
+            has_payload = 0
+    else:
+        pending = has_payload = 0
+    if (injected or pending) and (ev.exception.nr > 31 or ev.exception.nr == NMI_VECTOR):
         raise oserror(errno.EINVAL)
     if ev.flags & X.KVM_VCPUEVENT_VALID_SMM and ev.smi.smm:
         raise oserror(errno.EINVAL)
-    st.exception = {"injected": ev.exception.injected, "pending": 0, "nr": ev.exception.nr,
+    st.exception = {"injected": injected, "pending": pending, "nr": ev.exception.nr,
                     "has_error_code": ev.exception.has_error_code,
-                    "error_code": ev.exception.error_code, "has_payload": 0,
+                    "error_code": ev.exception.error_code, "has_payload": has_payload,
                     "payload": ev.exception_payload}
     st.interrupt = (ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.soft)
     if ev.flags & X.KVM_VCPUEVENT_VALID_SHADOW:
@@ -847,6 +881,12 @@ def set_vcpu_events(f, arg):
     st.nmi_masked = 1 if ev.nmi.masked else 0
     if ev.flags & X.KVM_VCPUEVENT_VALID_SMM:
         st.smi_pending = ev.smi.pending
+    if ev.flags & X.KVM_VCPUEVENT_VALID_TRIPLE_FAULT:
+        if not triple:
+            # checked last, as x86.c does: the events above are written already (EINVAL
+            # with the exception, interrupt and NMI state changed; conformance shows it)
+            raise oserror(errno.EINVAL)
+        st.triple_fault_pending = 1 if ev.triple_fault.pending else 0
     return 0
 
 

@@ -498,3 +498,48 @@ def fact_x86_cpuid2(sys, rec):
     if v1 is not None:
         rec.call("vCPU 1: KVM_SET_CPUID2 a changed table", sys.ioctl, v1, X.KVM_SET_CPUID2,
                  changed)
+
+
+def _enable(sys, rec, vm, label, cap, a0=1):
+    e = K.kvm_enable_cap(cap=cap)
+    e.args[0] = a0
+    return rec.call(label, sys.ioctl, vm, K.KVM_ENABLE_CAP, e)
+
+
+@scenario("fact_x86_vcpu_event_caps",
+          "KVM_SET_VCPU_EVENTS with VALID_PAYLOAD / VALID_TRIPLE_FAULT: EINVAL until "
+          "KVM_CAP_EXCEPTION_PAYLOAD / KVM_CAP_X86_TRIPLE_FAULT_EVENT are enabled; then a "
+          "pending exception with its payload and a pending triple fault read back")
+def fact_x86_vcpu_event_caps(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+
+    def events(flags, pending=0, injected=0, payload=0, has_payload=0, triple=0, nr=14):
+        ev = X.kvm_vcpu_events(flags=flags)
+        ev.exception.pending, ev.exception.injected, ev.exception.nr = pending, injected, nr
+        ev.exception_has_payload, ev.exception_payload = has_payload, payload
+        ev.triple_fault.pending = triple
+        return ev
+
+    PAY, TRIPLE = X.KVM_VCPUEVENT_VALID_PAYLOAD, X.KVM_VCPUEVENT_VALID_TRIPLE_FAULT
+    rec.call("SET_VCPU_EVENTS VALID_PAYLOAD without the cap", sys.ioctl, v,
+             X.KVM_SET_VCPU_EVENTS, events(PAY, pending=1, has_payload=1, payload=0x1000))
+    rec.call("SET_VCPU_EVENTS VALID_TRIPLE_FAULT without the cap", sys.ioctl, v,
+             X.KVM_SET_VCPU_EVENTS, events(TRIPLE, triple=1))
+    _get(sys, rec, "GET_VCPU_EVENTS without the caps", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+    _enable(sys, rec, vm, "ENABLE_CAP EXCEPTION_PAYLOAD", K.KVM_CAP_EXCEPTION_PAYLOAD)
+    _enable(sys, rec, vm, "ENABLE_CAP X86_TRIPLE_FAULT_EVENT", K.KVM_CAP_X86_TRIPLE_FAULT_EVENT)
+    rec.call("SET_VCPU_EVENTS a pending #PF with payload", sys.ioctl, v, X.KVM_SET_VCPU_EVENTS,
+             events(PAY, pending=1, injected=1, has_payload=1, payload=0x1000))
+    _get(sys, rec, "GET_VCPU_EVENTS: the pending #PF", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+    rec.call("SET_VCPU_EVENTS pending vector 2 (NMI)", sys.ioctl, v, X.KVM_SET_VCPU_EVENTS,
+             events(PAY, pending=1, nr=2))
+    rec.call("SET_VCPU_EVENTS a pending triple fault", sys.ioctl, v, X.KVM_SET_VCPU_EVENTS,
+             events(TRIPLE, triple=1))
+    _get(sys, rec, "GET_VCPU_EVENTS: the triple fault", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)

@@ -611,6 +611,17 @@ REFERENCE.update({
         ("after KVM_RUN: KVM_SET_CPUID2 nent=257", E("E2BIG")),
         ("vCPU 1: KVM_SET_CPUID2 a changed table", ("ok", 0)),
     ],
+    # kvm_vcpu_ioctl_x86_set_vcpu_events: VALID_PAYLOAD checked first, VALID_TRIPLE_FAULT
+    # last (after the events were written); kvm_vm_ioctl_enable_cap stores both caps
+    "fact_x86_vcpu_event_caps": [
+        ("SET_VCPU_EVENTS VALID_PAYLOAD without the cap", E("EINVAL")),
+        ("SET_VCPU_EVENTS VALID_TRIPLE_FAULT without the cap", E("EINVAL")),
+        ("ENABLE_CAP EXCEPTION_PAYLOAD", ("ok", 0)),
+        ("ENABLE_CAP X86_TRIPLE_FAULT_EVENT", ("ok", 0)),
+        ("SET_VCPU_EVENTS a pending #PF with payload", ("ok", 0)),
+        ("SET_VCPU_EVENTS pending vector 2 (NMI)", E("EINVAL")),
+        ("SET_VCPU_EVENTS a pending triple fault", ("ok", 0)),
+    ],
 })
 
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.
