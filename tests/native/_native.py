@@ -19,5 +19,25 @@ def build(out, source, *flags):
     return str(out)
 
 
+def run_mock(program, kernel, **kw):
+    """Run ``program`` under ``kmock run`` against ``kernel``: it must exit 0, print "done"
+    last, and the server must have hit no bug of its own."""
+    from kmock import preload
+
+    res = preload.run([program], kernel=kernel, timeout=120, **kw)
+    assert res.server.errors == []
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith("done")
+    return res
+
+
+def run_real(program, timeout=120):
+    """Run ``program`` on the real kernel (it must exit 0); its CompletedProcess."""
+    real = subprocess.run([program], check=False, capture_output=True, text=True,
+                          timeout=timeout)
+    assert real.returncode == 0, real.stderr
+    return real
+
+
 def lines(text, prefix):
     return [ln for ln in text.splitlines() if ln.startswith(prefix)]

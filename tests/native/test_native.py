@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ._native import CC, REAL_KVM, build, lines, needs_cc
+from ._native import CC, REAL_KVM, build, lines, needs_cc, run_mock, run_real
 
 import kmock
 from kmock import preload
@@ -24,18 +24,10 @@ def program(tmp_path_factory):
                  "-lpthread")
 
 
-def run_mock(program, kernel, **kw):
-    res = preload.run([program], kernel=kernel, timeout=120, **kw)
-    assert res.server.errors == []
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.rstrip().endswith("done")
-    return res
-
 
 @pytest.mark.skipif(not REAL_KVM, reason="no usable /dev/kvm")
 def test_upstream_lines_match_the_real_kernel(program, lib):
-    real = subprocess.run([program], capture_output=True, text=True, timeout=120)
-    assert real.returncode == 0, real.stderr
+    real = run_real(program)
     res = run_mock(program, kmock.Kernel("host"))
     assert lines(res.stdout, "up ") == lines(real.stdout, "up ")
     assert len(lines(real.stdout, "up ")) > 40

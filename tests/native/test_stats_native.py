@@ -3,15 +3,13 @@ compiler, reads the VM and vCPU stats files (header, id string, descriptors, dat
 tries the calls their fops lack, on the real /dev/kvm and under the preload library
 (the stats fd is a kmock fd like the others: read/pread/lseek are forwarded)."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from ._native import REAL_KVM, build, lines, needs_cc
+from ._native import REAL_KVM, build, lines, needs_cc, run_mock, run_real
 
 import kmock
-from kmock import preload
 
 HERE = Path(__file__).parent
 pytestmark = needs_cc
@@ -27,18 +25,10 @@ def up(text):
     return lines(text, "up ")
 
 
-def run_mock(program, kernel):
-    res = preload.run([program], kernel=kernel, timeout=120)
-    assert res.server.errors == []
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.rstrip().endswith("done")
-    return res
-
 
 @pytest.mark.skipif(not REAL_KVM, reason="no usable /dev/kvm")
 def test_stats_lines_match_the_real_kernel(program, lib):
-    real = subprocess.run([program], check=False, capture_output=True, text=True, timeout=120)
-    assert real.returncode == 0, real.stderr
+    real = run_real(program)
     res = run_mock(program, kmock.Kernel("host"))
     assert up(res.stdout) == up(real.stdout)
     assert len(up(real.stdout)) > 70

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 import kmock
-from kmock import preload
 
-from ._native import CC, REAL_KVM, build, lines, needs_cc
+from ._native import CC, REAL_KVM, build, lines, needs_cc, run_mock, run_real
 
 HERE = Path(__file__).parent
 
@@ -33,18 +32,10 @@ def program(tmp_path_factory):
     return build(tmp_path_factory.mktemp("native") / "vcpu_state_native", HERE / "vcpu_state_native.c")
 
 
-def run_mock(program, kernel):
-    res = preload.run([program], kernel=kernel, timeout=120)
-    assert res.server.errors == []
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.rstrip().endswith("done")
-    return res
-
 
 @pytest.mark.skipif(not REAL_KVM, reason="no usable /dev/kvm")
 def test_vcpu_setup_lines_match_the_real_kernel(program, lib):
-    real = subprocess.run([program], check=False, capture_output=True, text=True, timeout=120)
-    assert real.returncode == 0, real.stderr
+    real = run_real(program)
     res = run_mock(program, kmock.Kernel("host"))
     assert lines(res.stdout, "up ") == lines(real.stdout, "up ")
     assert len(lines(real.stdout, "up ")) > 35
