@@ -4,20 +4,17 @@ the access (the action does not retire), MemoryFault ends KVM_RUN with a memory-
 a VM type that does not override it is never asked."""
 
 import errno
-import os
 
 import pytest
 
 import kmock
-from kmock.hookspecs import hookimpl
 from kmock.kvm.guest import EXIT
 from kmock.kvm.stage2 import MemoryFault
 from kmock.kvm.vmtype import VmType
-from kmock.platforms import Platform
 from kmock.uapi import kvm as K
 
-P = 4096
-GPA = 1 << 32
+from ._one_vm import GPA, P, one_vm
+
 TYPE = 11
 
 
@@ -41,33 +38,11 @@ class CheckedVm(VmType):
         return None
 
 
-class Plugin:
-    def __init__(self):
-        self.vmtype = CheckedVm()
-
-    @hookimpl
-    def kmock_vm_types(self, kernel):
-        return [self.vmtype]
-
-    @hookimpl
-    def kmock_platforms(self, kernel):
-        return [Platform("checked", "x86", "guest_access test platform")]
-
-
 @pytest.fixture
 def env():
-    plugin = Plugin()
-    k = kmock.Kernel("linux-6.18", plugins=[plugin], platform="checked")
-    kvm = k.open("/dev/kvm", os.O_RDWR)
-    vm = k.ioctl(kvm, K.KVM_CREATE_VM, TYPE)
-    gm = k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, K.kvm_create_guest_memfd(size=4 * P))
-    k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, K.kvm_userspace_memory_region2(
-        slot=0, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=GPA, memory_size=4 * P,
-        guest_memfd=gm))
-    k.ioctl(vm, K.KVM_SET_MEMORY_ATTRIBUTES, K.kvm_memory_attributes(
-        address=GPA, size=4 * P, attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE))
-    vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
-    yield k, plugin.vmtype, k.vm(vm).vcpus[0], vcpu, k.file(gm).inode
+    vt = CheckedVm()
+    k, vm, vcpu, gm = one_vm(vt, "checked")
+    yield k, vt, k.vm(vm).vcpus[0], vcpu, k.file(gm).inode
     k.close_all()
 
 

@@ -3,18 +3,14 @@ fault fails with the errno and stage-2 keeps nothing of it, as KVM installs no S
 the architecture's set_private_spte fails. Nothing is half-changed."""
 
 import errno
-import os
 
 import pytest
 
-import kmock
-from kmock.hookspecs import hookimpl
 from kmock.kvm.vmtype import VmType
-from kmock.platforms import Platform
 from kmock.uapi import kvm as K
 
-P = 4096
-GPA = 1 << 32
+from ._one_vm import GPA, P, one_vm
+
 TYPE = 12
 
 
@@ -37,33 +33,11 @@ class RefusingVm(VmType):
         self.zaps.append(runs)
 
 
-class Plugin:
-    def __init__(self):
-        self.vmtype = RefusingVm()
-
-    @hookimpl
-    def kmock_vm_types(self, kernel):
-        return [self.vmtype]
-
-    @hookimpl
-    def kmock_platforms(self, kernel):
-        return [Platform("refusing", "x86", "stage2_map test platform")]
-
-
 @pytest.fixture
 def env():
-    plugin = Plugin()
-    k = kmock.Kernel("linux-6.18", plugins=[plugin], platform="refusing")
-    kvm = k.open("/dev/kvm", os.O_RDWR)
-    vm = k.ioctl(kvm, K.KVM_CREATE_VM, TYPE)
-    gm = k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, K.kvm_create_guest_memfd(size=4 * P))
-    k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, K.kvm_userspace_memory_region2(
-        slot=0, flags=K.KVM_MEM_GUEST_MEMFD, guest_phys_addr=GPA, memory_size=4 * P,
-        guest_memfd=gm))
-    k.ioctl(vm, K.KVM_SET_MEMORY_ATTRIBUTES, K.kvm_memory_attributes(
-        address=GPA, size=4 * P, attributes=K.KVM_MEMORY_ATTRIBUTE_PRIVATE))
-    vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
-    yield k, plugin.vmtype, k.vm(vm), vcpu
+    vt = RefusingVm()
+    k, vm, vcpu, _ = one_vm(vt, "refusing")
+    yield k, vt, k.vm(vm), vcpu
     k.close_all()
 
 
