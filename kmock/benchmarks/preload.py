@@ -6,7 +6,8 @@ It runs alternately without the library (the real kernel, the real libc) and und
 are printed.
 
 - forwarded: ``ioctl(KVM_CHECK_EXTENSION)`` and a 4K guest_memfd ``fallocate``, a round
-  trip to the server vs the real /dev/kvm; target (issue 15) at most 20x.
+  trip to the server vs the real /dev/kvm; target (issue 15) at most 20x, judged on the
+  median of the rounds (the best is printed too).
 - pass-through: ``read(/dev/null, 0)``, ``fstat``, ``ioctl(pipe, FIONREAD)`` and
   ``mmap``+``munmap`` of anonymous memory, through the library's wrapper and through
   libc's own function (``dlsym(RTLD_NEXT)``) in one process, interleaved; target at most 1.1x.
@@ -165,7 +166,8 @@ def run(quick=False, out=print, rounds=7):
             plain.pop("KMOCK_SOCKET", None)
             pre = dict(plain)
             pre.update(srv.env())
-            out(f"{'call':<34}{'side':<10}{'best ns':>10}{'median ns':>11}{'ratio':>8}  target")
+            out(f"{'call':<34}{'side':<10}{'best ns':>10}{'median ns':>11}"
+                f"{'ratio best/median':>19}  target (on the median)")
             rows = []
             for name, arg, needs_kvm, kind in CASES:
                 if needs_kvm and not real_kvm:
@@ -183,10 +185,12 @@ def run(quick=False, out=print, rounds=7):
                     a, b = _pass(exe, arg, n, rounds * 3, pre)
                     target, side = TARGET_PASS, "preload"
                 ratio = min(b) / min(a)
+                median_ratio = statistics.median(b) / statistics.median(a)
                 out(f"{name:<34}{'real':<10}{min(a):>10.1f}{statistics.median(a):>11.1f}")
                 out(f"{'':<34}{side:<10}{min(b):>10.1f}{statistics.median(b):>11.1f}"
-                    f"{ratio:>7.2f}x  <= {target}x {'ok' if ratio <= target else 'MISSED'}")
-                rows.append((name, min(a), min(b), ratio, target))
+                    f"{ratio:>7.2f}x/{median_ratio:.2f}x  <= {target}x "
+                    f"{'ok' if median_ratio <= target else 'MISSED'}")
+                rows.append((name, min(a), min(b), ratio, target, median_ratio))
             return rows
         finally:
             srv.stop()
