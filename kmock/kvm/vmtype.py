@@ -44,6 +44,8 @@ host, DMA    ``host_access(vm, inode, start, end, write)`` (an explanation refus
              explanation refuses a DMA as kmock.DmaFault), ``explain_host_fault(vm,
              inode, index)``, ``judge_stale_dma``, ``iommu_conversion_policy``.
 caps         ``capabilities()``: VM-level KVM_CHECK_EXTENSION overrides.
+vCPU state   ``has_protected_state`` (class attribute), ``guest_state_protected(vcpu)``,
+             ``fpu_confidential(vcpu)``: which x86 vCPU state ioctls refuse (see below).
 guest        ``guest_actions``: {name: factory(script)}; ``vcpu.guest.<name>`` is the
              architecture's script actions (``vcpu.guest.tdx.accept(gpa)``).
 """
@@ -64,6 +66,7 @@ _FLAGS = {
     "has_guest_access": ("guest_access",),
     "has_guest_access_early": ("guest_access_early",),
     "has_gmem_create": ("gmem_create",),
+    "has_vcpu_state_hooks": ("guest_state_protected", "fpu_confidential"),
 }
 
 
@@ -87,6 +90,10 @@ class VmType:
     #: errno of a VM ioctl nobody handles: kvm_arch_vm_ioctl's default (x86 ENOTTY,
     #: arm64 EINVAL)
     unknown_vm_ioctl_errno = errno.ENOTTY
+    #: kvm->arch.has_protected_state (x86): once a vCPU's state is protected the x86
+    #: state ioctls refuse with EINVAL instead of pretending to work (TDX: tdx_vm_init;
+    #: SEV-ES and SNP VM types: svm_vm_init; not the legacy SEV_ES_INIT on a default VM)
+    has_protected_state = False
 
     has_gmem_callbacks = False
     has_make_private = False
@@ -98,6 +105,7 @@ class VmType:
     has_guest_access = False
     has_guest_access_early = False
     has_gmem_create = False
+    has_vcpu_state_hooks = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -120,6 +128,20 @@ class VmType:
     def pre_fault_allowed(self, vm):
         """kvm->arch.pre_fault_allowed (SNP/TDX set it only after launch finishes)."""
         return True
+
+    def guest_state_protected(self, vcpu):
+        """vcpu->arch.guest_state_protected: the hardware holds the vCPU's registers (TDX
+        from tdx_vcpu_create unless the TD has DEBUG; SEV-ES after LAUNCH_UPDATE_VMSA; SNP
+        after SNP_LAUNCH_FINISH encrypted the VMSAs). With ``has_protected_state``,
+        KVM_GET/SET_REGS, SREGS, XCRS and DEBUGREGS are EINVAL (arch/x86/kvm/x86.c)."""
+        return False
+
+    def fpu_confidential(self, vcpu):
+        """fpstate_is_confidential(&vcpu->arch.guest_fpu): KVM cannot see the FPU state
+        (TDX: tdx_vcpu_create; SEV-ES: __sev_launch_update_vmsa). KVM_GET/SET_FPU and
+        KVM_GET/SET_XSAVE(2) are then EINVAL with ``has_protected_state``, else they
+        succeed doing nothing (a GET returns zeros)."""
+        return False
 
     def capabilities(self):
         """VM-level KVM_CHECK_EXTENSION overrides for this type: {cap: value}."""
