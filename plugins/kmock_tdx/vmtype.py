@@ -27,6 +27,9 @@ class TdxVm(VmType):
     #: tdx_vm_init: the TDX module owns the EOI bitmap, so a full in-kernel irqchip is
     #: refused (KVM_CREATE_IRQCHIP: ENOTTY, arch/x86/kvm/x86.c, 6.18)
     has_protected_eoi = True
+    #: tdx_vm_init sets kvm->arch.has_protected_state: the x86 state ioctls of a TD vCPU
+    #: refuse with EINVAL (see guest_state_protected, fpu_confidential)
+    has_protected_state = True
     mem_enc_cmd = T.kvm_tdx_cmd
     mem_enc_unknown = errno.EINVAL  # tdx_vm_ioctl's default (TERMINATE_VM is not upstream)
     guest_actions = {"tdx": TdxGuest}
@@ -66,6 +69,16 @@ class TdxVm(VmType):
         if x86_vm.state(vcpu.vm).irqchip_mode != "split":
             raise oserror(errno.EINVAL)  # KVM_CAP_SPLIT_IRQCHIP first (kmock.kvm.x86_vm)
         vcpu.arch = TdxVcpu()
+
+    def guest_state_protected(self, vcpu):
+        """tdx_vcpu_create: guest_state_protected unless the TD's attributes (INIT_VM) have
+        DEBUG, from creation on: KVM_GET/SET_REGS, SREGS, XCRS, DEBUGREGS are EINVAL."""
+        return not vcpu.vm.arch.attributes & T.TDX_TD_ATTR_DEBUG
+
+    def fpu_confidential(self, vcpu):
+        """tdx_vcpu_create: fpstate_set_confidential for every TD vCPU (DEBUG or not):
+        KVM_GET/SET_FPU and KVM_GET/SET_XSAVE(2) are EINVAL."""
+        return True
 
     def memslot_prepare(self, vm, old, new, change):
         """A memslot must lie below the shared bit (kvm_mmu_max_gfn() of a TD) [U]."""
