@@ -45,7 +45,9 @@ host, DMA    ``host_access(vm, inode, start, end, write)`` (an explanation refus
              inode, index)``, ``judge_stale_dma``, ``iommu_conversion_policy``.
 caps         ``capabilities()``: VM-level KVM_CHECK_EXTENSION overrides.
 vCPU state   ``has_protected_state`` (class attribute), ``guest_state_protected(vcpu)``,
-             ``fpu_confidential(vcpu)``: which x86 vCPU state ioctls refuse (see below).
+             ``fpu_confidential(vcpu)``: which x86 vCPU state ioctls refuse (see below);
+             ``msr_allowed(vcpu, index, write, data)``: the vendor's get_msr/set_msr
+             refusal.
 guest        ``guest_actions``: {name: factory(script)}; ``vcpu.guest.<name>`` is the
              architecture's script actions (``vcpu.guest.tdx.accept(gpa)``).
 """
@@ -67,6 +69,7 @@ _FLAGS = {
     "has_guest_access_early": ("guest_access_early",),
     "has_gmem_create": ("gmem_create",),
     "has_vcpu_state_hooks": ("guest_state_protected", "fpu_confidential"),
+    "has_msr_hook": ("msr_allowed",),
 }
 
 
@@ -106,6 +109,7 @@ class VmType:
     has_guest_access_early = False
     has_gmem_create = False
     has_vcpu_state_hooks = False
+    has_msr_hook = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -142,6 +146,13 @@ class VmType:
         KVM_GET/SET_XSAVE(2) are then EINVAL with ``has_protected_state``, else they
         succeed doing nothing (a GET returns zeros)."""
         return False
+
+    def msr_allowed(self, vcpu, index, write, data):
+        """A host-initiated KVM_GET_MSRS/KVM_SET_MSRS of MSR ``index`` (``data``: the value
+        to write, 0 for a read) reaches the vendor's get_msr/set_msr (TDX:
+        tdx_get_msr/tdx_set_msr refuse what the TDX module owns). False refuses it: the loop stops there, as for any MSR KVM refuses. Called once
+        per MSR, before kmock's own rules, only when a VM type overrides it."""
+        return True
 
     def capabilities(self):
         """VM-level KVM_CHECK_EXTENSION overrides for this type: {cap: value}."""

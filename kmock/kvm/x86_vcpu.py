@@ -733,9 +733,12 @@ def set_msr(st, vcpu, index, data):
 
 def _msr_io(f, arg, write):
     """msr_io: nmsrs >= MAX_IO_MSRS -> E2BIG; the entries are read; __msr_io processes
-    them in order and stops at the first MSR it cannot get or set; the return value is
-    the number processed. KVM_GET_MSRS writes the entries back."""
+    them in order and stops at the first MSR it cannot get or set (the VM type's
+    ``msr_allowed`` first: the vendor's get_msr/set_msr); the return value is the number
+    processed. KVM_GET_MSRS writes the entries back."""
     vcpu = _vcpu(f)
+    vt = vcpu.vm.vmtype
+    hook = vt.msr_allowed if vt.has_msr_hook else None
     st = state(vcpu)
     head = copy_from_user(arg, X.kvm_msrs)
     if head.nmsrs >= MAX_IO_MSRS:
@@ -745,6 +748,8 @@ def _msr_io(f, arg, write):
     entries = (X.kvm_msr_entry * n).from_buffer_copy(read_user_at(arg, 8, n * size)) if n else ()
     done = 0
     for e in entries:
+        if hook is not None and not hook(vcpu, e.index, write, e.data if write else 0):
+            break
         if write:
             if not set_msr(st, vcpu, e.index, e.data):
                 break

@@ -15,7 +15,7 @@ import kmock
 from kmock.hookspecs import hookimpl
 from kmock.kvm.vmtype import VmType
 from kmock.platforms import Platform
-from kmock.testing.conformance_vcpu import msrs_buf
+from kmock.testing.conformance_vcpu import msrs_buf, msrs_values
 from kmock.uapi import kvm as K
 from kmock.uapi import x86 as X
 
@@ -187,4 +187,38 @@ def test_confidential_fpu_without_protected_state_does_nothing():
     vt.confidential = False
     k.ioctl(v, X.KVM_GET_FPU, fpu)
     assert fpu.fcw == 0x37F
+    k.close_all()
+
+
+class MsrVm(PlainVm):
+    type = TYPE + 3
+    name = "KVM_X86_MSR_VM (test)"
+
+    def __init__(self):
+        self.calls = []
+
+    def msr_allowed(self, vcpu, index, write, data):
+        self.calls.append((index, write, data))
+        return index != 0xC0000082 or not write
+
+
+def test_msr_allowed_stops_the_loop_where_it_refuses():
+    """msr_allowed is asked once per MSR before kmock's own rules; False ends __msr_io."""
+    assert MsrVm.has_msr_hook and not PlainVm.has_msr_hook
+    plugin = Plugin()
+    vt = MsrVm()
+    plugin.types[vt.type] = vt
+    k = kmock.Kernel("linux-6.18", plugins=[plugin], platform="guarded")
+    kvm = k.open("/dev/kvm", os.O_RDWR)
+    vm = k.ioctl(kvm, K.KVM_CREATE_VM, vt.type)
+    v = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    pat, lstar = 0x277, 0xC0000082
+    assert k.ioctl(v, X.KVM_GET_MSRS, msrs_buf([(pat, 0), (lstar, 0)])) == 2
+    buf = msrs_buf([(pat, 0x0007040600070406), (lstar, 0xFFFFFFFF81000000), (pat, 0)])
+    assert k.ioctl(v, X.KVM_SET_MSRS, buf) == 1
+    assert vt.calls == [(pat, False, 0), (lstar, False, 0), (pat, True, 0x0007040600070406),
+                        (lstar, True, 0xFFFFFFFF81000000)]
+    got = msrs_buf([(lstar, 0)])
+    k.ioctl(v, X.KVM_GET_MSRS, got)
+    assert msrs_values(got, 1) == [0]  # nothing written past the refusal
     k.close_all()
