@@ -8,7 +8,7 @@ from kmock.kvm.vmtype import VmType
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 
-from . import launch
+from . import launch, msr
 from .guest import TdxGuest
 from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
 
@@ -79,6 +79,10 @@ class TdxVm(VmType):
         """tdx_vcpu_create: fpstate_set_confidential for every TD vCPU (DEBUG or not):
         KVM_GET/SET_FPU and KVM_GET/SET_XSAVE(2) are EINVAL."""
         return True
+
+    def msr_allowed(self, vcpu, index, write, data):
+        """tdx_get_msr/tdx_set_msr: only the MSRs KVM emulates for a TD (kmock_tdx.msr)."""
+        return msr.allowed(index, write, data)
 
     def memslot_prepare(self, vm, old, new, change):
         """A memslot must lie below the shared bit (kvm_mmu_max_gfn() of a TD) [U]."""

@@ -92,3 +92,40 @@ def test_a_debug_td_exposes_registers_but_not_the_fpu(tdx_kernel):
     k.ioctl(td.vcpu, X.KVM_GET_DEBUGREGS, X.kvm_debugregs())
     for req, arg in FPU:  # fpstate_set_confidential does not look at DEBUG
         assert err(k, td.vcpu, req, arg) == errno.EINVAL
+
+
+def test_msrs_the_tdx_module_owns_stop_the_loop(tdx_kernel):
+    """tdx_get_msr/tdx_set_msr return 1 for MSRs tdx_has_emulated_msr does not list (LSTAR,
+    STAR, TSC_AUX ...) and for writes of APIC_BASE, EFER and FEAT_CTL."""
+    k = tdx_kernel()
+    td = td_with_vcpu(k)
+    pat, misc, lstar, apic_base = 0x277, 0x1A0, 0xC0000082, 0x1B
+    assert k.ioctl(td.vcpu, X.KVM_GET_MSRS, msrs_buf([(pat, 0), (misc, 0), (lstar, 0)])) == 2
+    base = msrs_buf([(apic_base, 0)])
+    assert k.ioctl(td.vcpu, X.KVM_GET_MSRS, base) == 1  # readable
+    value = msrs_values(base, 1)[0]
+    assert k.ioctl(td.vcpu, X.KVM_SET_MSRS, msrs_buf([(apic_base, value)])) == 0  # read-only
+    buf = msrs_buf([(pat, 0x0606060606060606), (lstar, 0xFFFFFFFF81000000)])
+    assert k.ioctl(td.vcpu, X.KVM_SET_MSRS, buf) == 1
+    got = msrs_buf([(pat, 0)])
+    k.ioctl(td.vcpu, X.KVM_GET_MSRS, got)
+    assert msrs_values(got, 1) == [0x0606060606060606]
+    assert x86_vcpu.state(k.vm(td.vm).vcpus[0]).msrs.get(lstar, 0) == 0
+
+
+@pytest.mark.parametrize(("index", "write", "data", "ok"), [
+    (0x8B, False, 0, True), (0x200, True, 0, True), (0x26F, False, 0, True),
+    (0x270, False, 0, False), (0x47F, False, 0, True), (0x480, False, 0, False),
+    (0x29F, False, 0, True), (0x2A0, False, 0, False), (0x4B564D05, True, 1, True),
+    (0x4B564D00, False, 0, False), (0x4D0, True, 1, True), (0x4D0, True, 2, False),
+    (0x4D0, False, 0, True), (0x3A, False, 0, True), (0x3A, True, 0, False),
+    (0x1B, True, 0, False), (0x802, False, 0, True), (0x808, False, 0, False),
+    (0x80B, True, 0, False), (0x810, False, 0, False), (0x811, False, 0, True),
+    (0x820, False, 0, False), (0x830, True, 0, True), (0xC0000081, False, 0, False),
+    (0x10, False, 0, False), (0xC0000103, False, 0, False),
+])
+def test_tdx_has_emulated_msr(index, write, data, ok):
+    """tdx_has_emulated_msr / tdx_is_read_only_msr / MCG_EXT_CTL, including 6.18's x2APIC
+    ranges (ISR1 0x811 is not excluded there)."""
+    from kmock_tdx import msr
+    assert msr.allowed(index, write, data) is ok
