@@ -45,7 +45,8 @@ host, DMA    ``host_access(vm, inode, start, end, write)`` (an explanation refus
              inode, index)``, ``judge_stale_dma``, ``iommu_conversion_policy``.
 caps         ``capabilities()``: VM-level KVM_CHECK_EXTENSION overrides.
 vCPU state   ``has_protected_state`` (class attribute), ``guest_state_protected(vcpu)``,
-             ``fpu_confidential(vcpu)``: which x86 vCPU state ioctls refuse (see below);
+             ``fpu_confidential(vcpu)``, ``guest_tsc_protected(vcpu)``: which x86 vCPU
+             state ioctls refuse (see below);
              ``msr_allowed(vcpu, index, write, data)``: the vendor's get_msr/set_msr
              refusal.
 guest        ``guest_actions``: {name: factory(script)}; ``vcpu.guest.<name>`` is the
@@ -68,7 +69,8 @@ _FLAGS = {
     "has_guest_access": ("guest_access",),
     "has_guest_access_early": ("guest_access_early",),
     "has_gmem_create": ("gmem_create",),
-    "has_vcpu_state_hooks": ("guest_state_protected", "fpu_confidential"),
+    "has_vcpu_state_hooks": ("guest_state_protected", "fpu_confidential",
+                             "guest_tsc_protected"),
     "has_msr_hook": ("msr_allowed",),
 }
 
@@ -145,6 +147,13 @@ class VmType:
         (TDX: tdx_vcpu_create; SEV-ES: __sev_launch_update_vmsa). KVM_GET/SET_FPU and
         KVM_GET/SET_XSAVE(2) are then EINVAL with ``has_protected_state``, else they
         succeed doing nothing (a GET returns zeros)."""
+        return False
+
+    def guest_tsc_protected(self, vcpu):
+        """vcpu->arch.guest_tsc_protected: the TSC offset and multiplier belong to the
+        hardware (TDX: tdx_vcpu_create; SNP with Secure TSC): the vCPU's KVM_SET_TSC_KHZ
+        is EINVAL before anything is recorded (x86.c, "KVM: x86: Reject KVM_SET_TSC_KHZ
+        vCPU ioctl for TSC protected guest", 2025)."""
         return False
 
     def msr_allowed(self, vcpu, index, write, data):

@@ -989,8 +989,12 @@ def set_tsc_khz(f, arg):
     """KVM_SET_TSC_KHZ (u32 argument; 0 = the host's): kvm_set_tsc_khz records the rate
     first, then without TSC scaling (KVM_CAP_TSC_CONTROL 0) a rate below the tolerance
     band around the host's is EINVAL; with scaling, rates from max_guest_tsc_khz up are
-    EINVAL before anything is recorded."""
+    EINVAL before anything is recorded; so is any rate for a vCPU whose TSC is protected
+    (the VM type's ``guest_tsc_protected``, checked first)."""
     vcpu = _vcpu(f)
+    vt = vcpu.vm.vmtype
+    if vt.has_vcpu_state_hooks and vt.guest_tsc_protected(vcpu):
+        raise oserror(errno.EINVAL)
     st = state(vcpu)
     s = settings(vcpu.vm.kernel.profile)
     host = s["tsc_khz"]

@@ -31,12 +31,16 @@ class GuardedVm(VmType):
     def __init__(self):
         self.protected = False
         self.confidential = False
+        self.tsc = False
 
     def guest_state_protected(self, vcpu):
         return self.protected
 
     def fpu_confidential(self, vcpu):
         return self.confidential
+
+    def guest_tsc_protected(self, vcpu):
+        return self.tsc
 
 
 class OpenVm(GuardedVm):
@@ -222,3 +226,13 @@ def test_msr_allowed_stops_the_loop_where_it_refuses():
     k.ioctl(v, X.KVM_GET_MSRS, got)
     assert msrs_values(got, 1) == [0]  # nothing written past the refusal
     k.close_all()
+
+
+def test_a_protected_tsc_refuses_kvm_set_tsc_khz_before_recording_it(guarded):
+    k, vt, v = guarded
+    khz = k.ioctl(v, X.KVM_GET_TSC_KHZ, 0)
+    vt.protected = vt.confidential = True
+    k.ioctl(v, X.KVM_SET_TSC_KHZ, khz)  # protected state alone does not cover the TSC
+    vt.tsc = True
+    assert err(k, v, X.KVM_SET_TSC_KHZ, khz + 1000) == errno.EINVAL
+    assert k.ioctl(v, X.KVM_GET_TSC_KHZ, 0) == khz
