@@ -80,6 +80,11 @@ class TdxVm(VmType):
         KVM_GET/SET_FPU and KVM_GET/SET_XSAVE(2) are EINVAL."""
         return True
 
+    def guest_tsc_protected(self, vcpu):
+        """tdx_vcpu_create sets guest_tsc_protected (the TDX module owns the TSC offset and
+        multiplier): the vCPU's KVM_SET_TSC_KHZ is EINVAL; the VM ioctl sets the rate."""
+        return True
+
     def msr_allowed(self, vcpu, index, write, data):
         """tdx_get_msr/tdx_set_msr: only the MSRs KVM emulates for a TD (kmock_tdx.msr)."""
         return msr.allowed(index, write, data)

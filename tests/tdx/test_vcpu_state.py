@@ -1,8 +1,8 @@
 """The x86 vCPU state ioctls on a TD vCPU (arch/x86/kvm/x86.c with tdx.c, 6.18): a TD has
 protected state (tdx_vm_init) and tdx_vcpu_create makes every vCPU's state protected (unless
 the TD has DEBUG) and its fpstate confidential, so REGS, SREGS, XCRS, DEBUGREGS, FPU and
-XSAVE are EINVAL from creation on and change nothing; CPUID2, MSRS, MP_STATE and
-VCPU_EVENTS keep working."""
+XSAVE are EINVAL from creation on and change nothing; CPUID2, MSRS (those KVM emulates for a
+TD), MP_STATE and VCPU_EVENTS keep working; the vCPU's TSC is protected (KVM_SET_TSC_KHZ)."""
 
 import errno
 
@@ -80,6 +80,14 @@ def test_cpuid_msrs_events_stay_allowed(tdx_kernel):
     ev = X.kvm_vcpu_events()
     k.ioctl(td.vcpu, X.KVM_GET_VCPU_EVENTS, ev)
     k.ioctl(td.vcpu, X.KVM_SET_VCPU_EVENTS, ev)
+
+
+def test_vcpu_kvm_set_tsc_khz_is_einval(tdx_kernel):
+    k = tdx_kernel()
+    td = td_with_vcpu(k)
+    khz = k.ioctl(td.vcpu, X.KVM_GET_TSC_KHZ, 0)
+    assert err(k, td.vcpu, X.KVM_SET_TSC_KHZ, khz) == errno.EINVAL
+    assert k.ioctl(td.vcpu, X.KVM_GET_TSC_KHZ, 0) == khz
 
 
 def test_a_debug_td_exposes_registers_but_not_the_fpu(tdx_kernel):
