@@ -44,6 +44,11 @@ host, DMA    ``host_access(vm, inode, start, end, write)`` (an explanation refus
              explanation refuses a DMA as kmock.DmaFault), ``explain_host_fault(vm,
              inode, index)``, ``judge_stale_dma``, ``iommu_conversion_policy``.
 caps         ``capabilities()``: VM-level KVM_CHECK_EXTENSION overrides.
+vCPU state   ``has_protected_state`` (class attribute), ``guest_state_protected(vcpu)``,
+             ``fpu_confidential(vcpu)``, ``guest_tsc_protected(vcpu)``: which x86 vCPU
+             state ioctls refuse (see below);
+             ``msr_allowed(vcpu, index, write, data)``: the vendor's get_msr/set_msr
+             refusal.
 guest        ``guest_actions``: {name: factory(script)}; ``vcpu.guest.<name>`` is the
              architecture's script actions (``vcpu.guest.tdx.accept(gpa)``).
 """
@@ -64,6 +69,9 @@ _FLAGS = {
     "has_guest_access": ("guest_access",),
     "has_guest_access_early": ("guest_access_early",),
     "has_gmem_create": ("gmem_create",),
+    "has_vcpu_state_hooks": ("guest_state_protected", "fpu_confidential",
+                             "guest_tsc_protected"),
+    "has_msr_hook": ("msr_allowed",),
 }
 
 
@@ -87,6 +95,10 @@ class VmType:
     #: errno of a VM ioctl nobody handles: kvm_arch_vm_ioctl's default (x86 ENOTTY,
     #: arm64 EINVAL)
     unknown_vm_ioctl_errno = errno.ENOTTY
+    #: kvm->arch.has_protected_state (x86): once a vCPU's state is protected the x86
+    #: state ioctls refuse with EINVAL instead of pretending to work (TDX: tdx_vm_init;
+    #: SEV-ES and SNP VM types: svm_vm_init; not the legacy SEV_ES_INIT on a default VM)
+    has_protected_state = False
 
     has_gmem_callbacks = False
     has_make_private = False
@@ -98,6 +110,8 @@ class VmType:
     has_guest_access = False
     has_guest_access_early = False
     has_gmem_create = False
+    has_vcpu_state_hooks = False
+    has_msr_hook = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -119,6 +133,34 @@ class VmType:
 
     def pre_fault_allowed(self, vm):
         """kvm->arch.pre_fault_allowed (SNP/TDX set it only after launch finishes)."""
+        return True
+
+    def guest_state_protected(self, vcpu):
+        """vcpu->arch.guest_state_protected: the hardware holds the vCPU's registers (TDX
+        from tdx_vcpu_create unless the TD has DEBUG; SEV-ES after LAUNCH_UPDATE_VMSA; SNP
+        after SNP_LAUNCH_FINISH encrypted the VMSAs). With ``has_protected_state``,
+        KVM_GET/SET_REGS, SREGS, XCRS and DEBUGREGS are EINVAL (arch/x86/kvm/x86.c)."""
+        return False
+
+    def fpu_confidential(self, vcpu):
+        """fpstate_is_confidential(&vcpu->arch.guest_fpu): KVM cannot see the FPU state
+        (TDX: tdx_vcpu_create; SEV-ES: __sev_launch_update_vmsa). KVM_GET/SET_FPU and
+        KVM_GET/SET_XSAVE(2) are then EINVAL with ``has_protected_state``, else they
+        succeed doing nothing (a GET returns zeros)."""
+        return False
+
+    def guest_tsc_protected(self, vcpu):
+        """vcpu->arch.guest_tsc_protected: the TSC offset and multiplier belong to the
+        hardware (TDX: tdx_vcpu_create; SNP with Secure TSC): the vCPU's KVM_SET_TSC_KHZ
+        is EINVAL before anything is recorded (x86.c, "KVM: x86: Reject KVM_SET_TSC_KHZ
+        vCPU ioctl for TSC protected guest", 2025)."""
+        return False
+
+    def msr_allowed(self, vcpu, index, write, data):
+        """A host-initiated KVM_GET_MSRS/KVM_SET_MSRS of MSR ``index`` (``data``: the value
+        to write, 0 for a read) reaches the vendor's get_msr/set_msr (TDX:
+        tdx_get_msr/tdx_set_msr refuse what the TDX module owns). False refuses it: the loop stops there, as for any MSR KVM refuses. Called once
+        per MSR, before kmock's own rules, only when a VM type overrides it."""
         return True
 
     def capabilities(self):

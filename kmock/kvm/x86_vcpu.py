@@ -310,6 +310,26 @@ def _vcpu(f):
     return f.vcpu
 
 
+def protected(vcpu):
+    """x86.c's ``has_protected_state && guest_state_protected`` check: EINVAL. Called
+    after the caller check and after a SET's argument was read (kvm_vcpu_ioctl copies
+    it in before the arch handler runs), before anything is written."""
+    vt = vcpu.vm.vmtype
+    if vt.has_protected_state and vt.has_vcpu_state_hooks and vt.guest_state_protected(vcpu):
+        raise oserror(errno.EINVAL)
+
+
+def fpu_hidden(vcpu):
+    """x86.c's ``fpstate_is_confidential`` check: EINVAL when the VM has protected state,
+    else True (the handler returns 0 doing nothing; a GET copies out zeros)."""
+    vt = vcpu.vm.vmtype
+    if not (vt.has_vcpu_state_hooks and vt.fpu_confidential(vcpu)):
+        return False
+    if vt.has_protected_state:
+        raise oserror(errno.EINVAL)
+    return True
+
+
 def has_run(vcpu):
     """kvm_vcpu_has_run: KVM_RUN entered the guest at least once (an exit was counted)."""
     return vcpu.stat.counts["exits"] > 0
@@ -319,17 +339,21 @@ def has_run(vcpu):
 
 
 def get_regs(f, arg):
-    """kvm_arch_vcpu_ioctl_get_regs."""
-    st = state(_vcpu(f))
+    """kvm_arch_vcpu_ioctl_get_regs (EINVAL when the state is protected)."""
+    vcpu = _vcpu(f)
+    protected(vcpu)
+    st = state(vcpu)
     copy_to_user(arg, st.regs)
     return 0
 
 
 def set_regs(f, arg):
     """kvm_arch_vcpu_ioctl_set_regs -> __set_regs: RFLAGS gets X86_EFLAGS_FIXED (bit 1);
-    a pending exception is dropped."""
-    st = state(_vcpu(f))
+    a pending exception is dropped. EINVAL when the state is protected."""
+    vcpu = _vcpu(f)
     r = copy_from_user(arg, K.kvm_regs)
+    protected(vcpu)
+    st = state(vcpu)
     r.rflags |= 0x2
     st.regs = r
     st.exception["pending"] = 0
@@ -341,8 +365,10 @@ def set_regs(f, arg):
 
 def get_sregs(f, arg):
     """kvm_arch_vcpu_ioctl_get_sregs: the stored registers; interrupt_bitmap has the bit of
-    an injected, not soft, interrupt."""
-    st = state(_vcpu(f))
+    an injected, not soft, interrupt. EINVAL when the state is protected."""
+    vcpu = _vcpu(f)
+    protected(vcpu)
+    st = state(vcpu)
     out = X.kvm_sregs.from_buffer_copy(st.sregs)
     for i in range(4):
         out.interrupt_bitmap[i] = 0
@@ -395,9 +421,11 @@ def set_sregs(f, arg):
     """kvm_arch_vcpu_ioctl_set_sregs -> __set_sregs_common: EINVAL if kvm_is_valid_sregs
     fails or kvm_apic_set_base refuses apic_base; CR8 with reserved bits is not written
     (kvm_set_cr8's error is ignored); the lowest bit of interrupt_bitmap queues that
-    interrupt (kvm_queue_interrupt)."""
-    st = state(_vcpu(f))
+    interrupt (kvm_queue_interrupt). EINVAL first when the state is protected."""
+    vcpu = _vcpu(f)
     s = copy_from_user(arg, X.kvm_sregs)
+    protected(vcpu)
+    st = state(vcpu)
     if not valid_sregs(st, s) or not apic_base_ok(st, s.apic_base):
         raise oserror(errno.EINVAL)
     cr8 = s.cr8 if not s.cr8 & ~0xF else st.sregs.cr8
@@ -421,8 +449,13 @@ _FX_ST, _FX_XMM = 32, 160
 
 def get_fpu(f, arg):
     """kvm_arch_vcpu_ioctl_get_fpu: the legacy area of the fpstate buffer, without MXCSR
-    (the kernel does not copy it: kvm_fpu.mxcsr reads 0)."""
-    st = state(_vcpu(f))
+    (the kernel does not copy it: kvm_fpu.mxcsr reads 0). A confidential fpstate: EINVAL
+    (protected-state VM) or zeros."""
+    vcpu = _vcpu(f)
+    if fpu_hidden(vcpu):
+        copy_to_user(arg, X.kvm_fpu())
+        return 0
+    st = state(vcpu)
     fx = st.fpstate
     out = X.kvm_fpu()
     ctypes.memmove(ctypes.addressof(out.fpr), bytes(fx[_FX_ST:_FX_ST + 128]), 128)
@@ -438,9 +471,13 @@ def get_fpu(f, arg):
 
 
 def set_fpu(f, arg):
-    """kvm_arch_vcpu_ioctl_set_fpu: writes the legacy area (MXCSR included), not XSTATE_BV."""
-    st = state(_vcpu(f))
+    """kvm_arch_vcpu_ioctl_set_fpu: writes the legacy area (MXCSR included), not XSTATE_BV.
+    A confidential fpstate: EINVAL (protected-state VM) or nothing written."""
+    vcpu = _vcpu(f)
     fpu = copy_from_user(arg, X.kvm_fpu)
+    if fpu_hidden(vcpu):
+        return 0
+    st = state(vcpu)
     fx = st.fpstate
     fx[_FX_ST:_FX_ST + 128] = bytes(fpu.fpr)
     fx[_FX_CWD:_FX_CWD + 2] = fpu.fcw.to_bytes(2, "little")
@@ -493,17 +530,27 @@ def _xsave_image(st):
 
 
 def get_xsave(f, arg):
-    """KVM_GET_XSAVE: EINVAL when the guest's buffer is larger than struct kvm_xsave."""
-    st = state(_vcpu(f))
+    """KVM_GET_XSAVE: EINVAL when the guest's buffer is larger than struct kvm_xsave;
+    then a confidential fpstate: EINVAL (protected-state VM) or zeros."""
+    vcpu = _vcpu(f)
+    st = state(vcpu)
     if st.xsave_size > ctypes.sizeof(X.kvm_xsave):
         raise oserror(errno.EINVAL)
+    if fpu_hidden(vcpu):
+        write_user_at(arg, 0, bytes(ctypes.sizeof(X.kvm_xsave)))
+        return 0
     write_user_at(arg, 0, _xsave_image(st))
     return 0
 
 
 def get_xsave2(f, arg):
-    """KVM_GET_XSAVE2: KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) bytes."""
-    st = state(_vcpu(f))
+    """KVM_GET_XSAVE2: KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) bytes; a confidential fpstate:
+    EINVAL (protected-state VM) or zeros."""
+    vcpu = _vcpu(f)
+    st = state(vcpu)
+    if fpu_hidden(vcpu):
+        write_user_at(arg, 0, bytes(st.xsave_size))
+        return 0
     write_user_at(arg, 0, _xsave_image(st))
     return 0
 
@@ -512,9 +559,13 @@ def set_xsave(f, arg):
     """kvm_vcpu_ioctl_x86_set_xsave -> fpu_copy_uabi_to_guest_fpstate / copy_uabi_to_xstate
     (arch/x86/kernel/fpu): XSTATE_BV beyond the supported XCR0, XCOMP_BV or a reserved
     header byte set, MXCSR outside mxcsr_feature_mask (only when SSE or YMM is set):
-    EINVAL; then each part whose bit is set is copied, and XSTATE_BV is replaced."""
-    st = state(_vcpu(f))
+    EINVAL; then each part whose bit is set is copied, and XSTATE_BV is replaced. A
+    confidential fpstate first: EINVAL (protected-state VM) or nothing written."""
+    vcpu = _vcpu(f)
+    st = state(vcpu)
     buf = read_user_at(arg, 0, st.xsave_size)
+    if fpu_hidden(vcpu):
+        return 0
     xf = int.from_bytes(buf[_HDR:_HDR + 8], "little")
     if xf & ~supported_xcr0(st.supported) or any(buf[_HDR + 8:_HDR + 64]):
         raise oserror(errno.EINVAL)
@@ -542,8 +593,10 @@ def set_xsave(f, arg):
 
 
 def get_xcrs(f, arg):
-    """kvm_vcpu_ioctl_x86_get_xcrs: one XCR, XCR0."""
-    st = state(_vcpu(f))
+    """kvm_vcpu_ioctl_x86_get_xcrs: one XCR, XCR0 (EINVAL when the state is protected)."""
+    vcpu = _vcpu(f)
+    protected(vcpu)
+    st = state(vcpu)
     out = X.kvm_xcrs(nr_xcrs=1)
     out.xcrs[0].value = st.xcr0
     copy_to_user(arg, out)
@@ -571,9 +624,12 @@ def _xcr0_ok(st, xcr0):
 
 def set_xcrs(f, arg):
     """kvm_vcpu_ioctl_x86_set_xcrs: nr_xcrs > KVM_MAX_XCRS or flags -> EINVAL; the first
-    entry for XCR0 is set (__kvm_set_xcr failing is EINVAL); other XCRs are ignored."""
-    st = state(_vcpu(f))
+    entry for XCR0 is set (__kvm_set_xcr failing is EINVAL); other XCRs are ignored. A
+    protected state is EINVAL before those checks."""
+    vcpu = _vcpu(f)
     x = copy_from_user(arg, X.kvm_xcrs)
+    protected(vcpu)
+    st = state(vcpu)
     if x.nr_xcrs > X.KVM_MAX_XCRS or x.flags:
         raise oserror(errno.EINVAL)
     for i in range(x.nr_xcrs):
@@ -677,9 +733,12 @@ def set_msr(st, vcpu, index, data):
 
 def _msr_io(f, arg, write):
     """msr_io: nmsrs >= MAX_IO_MSRS -> E2BIG; the entries are read; __msr_io processes
-    them in order and stops at the first MSR it cannot get or set; the return value is
-    the number processed. KVM_GET_MSRS writes the entries back."""
+    them in order and stops at the first MSR it cannot get or set (the VM type's
+    ``msr_allowed`` first: the vendor's get_msr/set_msr); the return value is the number
+    processed. KVM_GET_MSRS writes the entries back."""
     vcpu = _vcpu(f)
+    vt = vcpu.vm.vmtype
+    hook = vt.msr_allowed if vt.has_msr_hook else None
     st = state(vcpu)
     head = copy_from_user(arg, X.kvm_msrs)
     if head.nmsrs >= MAX_IO_MSRS:
@@ -689,6 +748,8 @@ def _msr_io(f, arg, write):
     entries = (X.kvm_msr_entry * n).from_buffer_copy(read_user_at(arg, 8, n * size)) if n else ()
     done = 0
     for e in entries:
+        if hook is not None and not hook(vcpu, e.index, write, e.data if write else 0):
+            break
         if write:
             if not set_msr(st, vcpu, e.index, e.data):
                 break
@@ -891,7 +952,10 @@ def set_vcpu_events(f, arg):
 
 
 def get_debugregs(f, arg):
-    st = state(_vcpu(f))
+    """kvm_vcpu_ioctl_x86_get_debugregs (EINVAL when the state is protected)."""
+    vcpu = _vcpu(f)
+    protected(vcpu)
+    st = state(vcpu)
     d = X.kvm_debugregs(dr6=st.dr6, dr7=st.dr7)
     for i in range(4):
         d.db[i] = st.db[i]
@@ -901,9 +965,11 @@ def get_debugregs(f, arg):
 
 def set_debugregs(f, arg):
     """kvm_vcpu_ioctl_x86_set_debugregs: flags, or DR6/DR7 bits above 31
-    (kvm_dr6_valid, kvm_dr7_valid): EINVAL."""
-    st = state(_vcpu(f))
+    (kvm_dr6_valid, kvm_dr7_valid): EINVAL, after the protected-state check (EINVAL)."""
+    vcpu = _vcpu(f)
     d = copy_from_user(arg, X.kvm_debugregs)
+    protected(vcpu)
+    st = state(vcpu)
     if d.flags or d.dr6 >> 32 or d.dr7 >> 32:
         raise oserror(errno.EINVAL)
     st.db = list(d.db)
@@ -923,8 +989,12 @@ def set_tsc_khz(f, arg):
     """KVM_SET_TSC_KHZ (u32 argument; 0 = the host's): kvm_set_tsc_khz records the rate
     first, then without TSC scaling (KVM_CAP_TSC_CONTROL 0) a rate below the tolerance
     band around the host's is EINVAL; with scaling, rates from max_guest_tsc_khz up are
-    EINVAL before anything is recorded."""
+    EINVAL before anything is recorded; so is any rate for a vCPU whose TSC is protected
+    (the VM type's ``guest_tsc_protected``, checked first)."""
     vcpu = _vcpu(f)
+    vt = vcpu.vm.vmtype
+    if vt.has_vcpu_state_hooks and vt.guest_tsc_protected(vcpu):
+        raise oserror(errno.EINVAL)
     st = state(vcpu)
     s = settings(vcpu.vm.kernel.profile)
     host = s["tsc_khz"]

@@ -34,6 +34,20 @@ class SevFamilyVm(VmType):
     mem_enc_unknown = errno.EINVAL
     es = False
     snp = False
+    #: svm_vm_init: has_protected_state for KVM_X86_SEV_ES_VM and KVM_X86_SNP_VM
+    has_protected_state = False
+
+    def guest_state_protected(self, vcpu):
+        """vcpu->arch.guest_state_protected: set when the VMSA was encrypted (SNP:
+        snp_launch_update_vmsa, run by SNP_LAUNCH_FINISH; SEV-ES: LAUNCH_UPDATE_VMSA, not
+        modelled). Then KVM_GET/SET_REGS, SREGS, XCRS, DEBUGREGS are EINVAL."""
+        return vcpu.arch.guest_state_protected
+
+    def fpu_confidential(self, vcpu):
+        """Only SEV-ES's __sev_launch_update_vmsa marks the fpstate confidential; SNP's
+        snp_launch_update_vmsa does not, so an SNP vCPU's FPU/XSAVE ioctls keep working
+        on KVM's (unused) copy."""
+        return self.es and not self.snp and vcpu.arch.guest_state_protected
 
     def vm_init(self, vm):
         vm.arch = SevInfo(vm, self.es, self.snp)
@@ -93,6 +107,7 @@ class SevEsVm(SevFamilyVm):
     type = K.KVM_X86_SEV_ES_VM
     name = "KVM_X86_SEV_ES_VM"
     es = True
+    has_protected_state = True
 
 
 class SnpVm(SevFamilyVm):
@@ -100,6 +115,7 @@ class SnpVm(SevFamilyVm):
     name = "KVM_X86_SNP_VM"
     es = True
     snp = True
+    has_protected_state = True
     has_private_mem = True
     guest_actions = {"snp": SnpGuest}
     #: conversions keep IOMMU entries; the IOMMU checks each DMA against the RMP

@@ -8,7 +8,7 @@ from kmock.kvm.vmtype import VmType
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 
-from . import launch
+from . import launch, msr
 from .guest import TdxGuest
 from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
 
@@ -27,6 +27,9 @@ class TdxVm(VmType):
     #: tdx_vm_init: the TDX module owns the EOI bitmap, so a full in-kernel irqchip is
     #: refused (KVM_CREATE_IRQCHIP: ENOTTY, arch/x86/kvm/x86.c, 6.18)
     has_protected_eoi = True
+    #: tdx_vm_init sets kvm->arch.has_protected_state: the x86 state ioctls of a TD vCPU
+    #: refuse with EINVAL (see guest_state_protected, fpu_confidential)
+    has_protected_state = True
     mem_enc_cmd = T.kvm_tdx_cmd
     mem_enc_unknown = errno.EINVAL  # tdx_vm_ioctl's default (TERMINATE_VM is not upstream)
     guest_actions = {"tdx": TdxGuest}
@@ -66,6 +69,25 @@ class TdxVm(VmType):
         if x86_vm.state(vcpu.vm).irqchip_mode != "split":
             raise oserror(errno.EINVAL)  # KVM_CAP_SPLIT_IRQCHIP first (kmock.kvm.x86_vm)
         vcpu.arch = TdxVcpu()
+
+    def guest_state_protected(self, vcpu):
+        """tdx_vcpu_create: guest_state_protected unless the TD's attributes (INIT_VM) have
+        DEBUG, from creation on: KVM_GET/SET_REGS, SREGS, XCRS, DEBUGREGS are EINVAL."""
+        return not vcpu.vm.arch.attributes & T.TDX_TD_ATTR_DEBUG
+
+    def fpu_confidential(self, vcpu):
+        """tdx_vcpu_create: fpstate_set_confidential for every TD vCPU (DEBUG or not):
+        KVM_GET/SET_FPU and KVM_GET/SET_XSAVE(2) are EINVAL."""
+        return True
+
+    def guest_tsc_protected(self, vcpu):
+        """tdx_vcpu_create sets guest_tsc_protected (the TDX module owns the TSC offset and
+        multiplier): the vCPU's KVM_SET_TSC_KHZ is EINVAL; the VM ioctl sets the rate."""
+        return True
+
+    def msr_allowed(self, vcpu, index, write, data):
+        """tdx_get_msr/tdx_set_msr: only the MSRs KVM emulates for a TD (kmock_tdx.msr)."""
+        return msr.allowed(index, write, data)
 
     def memslot_prepare(self, vm, old, new, change):
         """A memslot must lie below the shared bit (kvm_mmu_max_gfn() of a TD) [U]."""

@@ -1,0 +1,112 @@
+"""The x86 vCPU state ioctls of an SNP vCPU (arch/x86/kvm/x86.c with svm/sev.c, 6.18): an
+SNP VM has protected state (svm_vm_init); snp_launch_finish encrypts every VMSA
+(snp_launch_update_vmsa) and sets guest_state_protected. Before LAUNCH_FINISH the state
+ioctls work; after it REGS, SREGS, XCRS and DEBUGREGS are EINVAL and change nothing, also
+when the firmware's LAUNCH_FINISH then failed. SNP does not mark the fpstate confidential:
+FPU and XSAVE keep working, as do CPUID2, MSRS and VCPU_EVENTS."""
+
+import errno
+
+import kmock_snp
+import pytest
+from kmock_snp.vmtypes import SevEsVm, SevVm, SnpVm
+
+from kmock.kvm import x86_vcpu
+from kmock.testing.conformance_vcpu import msrs_buf
+from kmock.uapi import kvm as K
+from kmock.uapi import sev as S
+from kmock.uapi import x86 as X
+
+from .snpenv import Snp
+
+GETS = ((X.KVM_GET_REGS, K.kvm_regs), (X.KVM_GET_SREGS, X.kvm_sregs),
+        (X.KVM_GET_XCRS, X.kvm_xcrs), (X.KVM_GET_DEBUGREGS, X.kvm_debugregs))
+
+
+def sets():
+    xcrs = X.kvm_xcrs(nr_xcrs=1)
+    xcrs.xcrs[0].value = 1
+    return ((X.KVM_SET_REGS, K.kvm_regs(rip=0x2000, rflags=2)),
+            (X.KVM_SET_SREGS, X.kvm_sregs(cr0=0x60000010)),
+            (X.KVM_SET_XCRS, xcrs),
+            (X.KVM_SET_DEBUGREGS, X.kvm_debugregs(dr6=0xFFFF0FF0, dr7=0x401)))
+
+
+def err(k, fd, req, arg):
+    with pytest.raises(OSError) as e:
+        k.ioctl(fd, req, arg)
+    return e.value.errno
+
+
+def saved(s):
+    st = x86_vcpu.state(s.vcpu(0))
+    return (bytes(st.regs), bytes(st.sregs), st.xcr0, list(st.db), st.dr6, st.dr7)
+
+
+def started():
+    s = Snp()
+    assert s.init2()[1] == 0
+    s.create_vcpus()
+    assert s.start()[1] == 0
+    return s
+
+
+def test_allowed_before_launch_finish_refused_after():
+    s = started()
+    v = s.vcpu_fds[0]
+    for req, arg in sets():
+        s.k.ioctl(v, req, arg)
+    for req, t in GETS:
+        s.k.ioctl(v, req, t())
+    regs = K.kvm_regs()
+    s.k.ioctl(v, X.KVM_GET_REGS, regs)
+    assert regs.rip == 0x2000
+    assert s.finish()[1] == 0
+    before = saved(s)
+    for req, t in GETS:
+        assert err(s.k, v, req, t()) == errno.EINVAL
+    for req, arg in sets():
+        assert err(s.k, v, req, arg) == errno.EINVAL
+    assert saved(s) == before
+
+
+def test_fpu_msrs_cpuid_events_after_launch_finish():
+    s = started()
+    assert s.finish()[1] == 0
+    k, v = s.k, s.vcpu_fds[0]
+    k.ioctl(v, X.KVM_SET_FPU, X.kvm_fpu(fcw=0x27F))
+    fpu = X.kvm_fpu()
+    k.ioctl(v, X.KVM_GET_FPU, fpu)
+    assert fpu.fcw == 0x27F  # KVM's own copy: SNP's fpstate is not confidential
+    xs = X.kvm_xsave()
+    k.ioctl(v, X.KVM_GET_XSAVE, xs)
+    k.ioctl(v, X.KVM_SET_XSAVE, xs)
+    k.ioctl(v, X.KVM_SET_CPUID2, bytes(8))
+    assert k.ioctl(v, X.KVM_GET_MSRS, msrs_buf([(0x277, 0)])) == 1
+    ev = X.kvm_vcpu_events()
+    k.ioctl(v, X.KVM_GET_VCPU_EVENTS, ev)
+    k.ioctl(v, X.KVM_SET_VCPU_EVENTS, ev)
+
+
+def test_protected_once_the_vmsas_are_encrypted_even_if_the_firmware_finish_fails():
+    s = started()
+    kmock_snp.machine(s.k).fail_next("SNP_LAUNCH_FINISH", S.SEV_RET_INVALID_PARAM)
+    assert s.finish()[1] != 0
+    assert err(s.k, s.vcpu_fds[0], X.KVM_SET_REGS, K.kvm_regs()) == errno.EINVAL
+
+
+def test_flags_refused_before_the_vmsas_leave_the_state_open():
+    s = started()
+    assert s.finish(flags=1)[1] == errno.EINVAL
+    s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_REGS, K.kvm_regs(rip=0x3000))
+
+
+def test_which_types_have_protected_state():
+    """svm_vm_init: SEV_ES_VM and SNP_VM; a plain SEV VM's vCPUs never refuse."""
+    assert SnpVm.has_protected_state and SevEsVm.has_protected_state
+    assert not SevVm.has_protected_state
+    s = Snp(sev_vm_types=(K.KVM_X86_SEV_VM,))
+    vm = s.k.ioctl(s.kvm, K.KVM_CREATE_VM, K.KVM_X86_SEV_VM)
+    v = s.k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    s.k.ioctl(v, X.KVM_SET_REGS, K.kvm_regs(rip=0x1000))
+    s.k.ioctl(v, X.KVM_GET_FPU, X.kvm_fpu())
