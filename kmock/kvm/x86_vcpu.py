@@ -50,6 +50,7 @@ REFUSED = "refused"      # every write refused (MSR_KVM_ASYNC_PF_INT without an 
 TSC = "tsc"              # MSR_IA32_TSC: the guest TSC keeps counting (kvm_synchronize_tsc)
 APIC_BASE = "apic_base"  # kvm_apic_set_base, the same as KVM_SET_SREGS' apic_base
 WALL_CLOCK = "wall_clock"  # kvm->arch.wall_clock: one value per VM, shared by both MSRs
+EFER = "efer"            # set_efer: the same EFER as KVM_SET_SREGS'; LMA kept from before
 FEATURE = "feature"      # a feature MSR: readable and writable (within KVM's value) only
                          # while the guest's CPUID has the feature; otherwise as ZERO_ONLY
 
@@ -65,6 +66,9 @@ MSR_RULES = {
     0x11: (WALL_CLOCK, 0),          # MSR_KVM_WALL_CLOCK
     0x12: (STORE, 0),               # MSR_KVM_SYSTEM_TIME
     0x1B: (APIC_BASE, 0),           # MSR_IA32_APICBASE (emulated, not listed)
+    # MSR_EFER (emulated, not listed): efer_reserved_bits of a VMX host with long mode and
+    # NX (SCE, LME, LMA, NX); a host-initiated write skips __kvm_valid_efer's CPUID checks
+    0xC0000080: (EFER, U64 & ~0xD01),
     0x34: (STORE, 0),               # MSR_SMI_COUNT
     0x3A: (ZERO_ONLY, 0),           # MSR_IA32_FEAT_CTL
     0x3B: (IGNORED, 0),             # MSR_IA32_TSC_ADJUST
@@ -683,6 +687,8 @@ def get_msr(st, vcpu, index):
         return st.tsc()
     if kind == APIC_BASE:
         return st.sregs.apic_base
+    if kind == EFER:
+        return st.sregs.efer
     if kind == WALL_CLOCK:
         return _WALL_CLOCK.get(vcpu.vm, 0)
     if kind == FEATURE and not _has(st.cpuid, *_FEATURE_CPUID[index]):
@@ -728,6 +734,11 @@ def set_msr(st, vcpu, index, data):
         if not apic_base_ok(st, data):
             return False
         st.sregs.apic_base = data
+    elif kind == EFER:
+        if data & reserved:
+            return False
+        lma = 0x400  # EFER_LMA: set_efer keeps the vCPU's own
+        st.sregs.efer = data & ~lma | st.sregs.efer & lma
     return True
 
 

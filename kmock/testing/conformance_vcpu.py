@@ -355,7 +355,8 @@ def fact_x86_vcpu_validation(sys, rec):
 
 #: one write per kind of value, for every MSR of the index list
 _MSR_VALUES = (0, 1, 0x1234, 0xFFFFFFFF, (1 << 32) + 5, 0x00007FFFFFFFFFFF,
-               0xFFFF800000000000, 0x8000000000000000, 0x0007040600070406)
+               0xFFFF800000000000, 0x8000000000000000, 0x0007040600070406,
+               0x400, 0xD01, 0xFEE00900)
 
 
 @scenario("fact_x86_msrs",
@@ -400,7 +401,8 @@ def fact_x86_msrs(sys, rec):
     vals = get_msrs(sys, rec, "KVM_GET_MSRS STAR, LSTAR", v, [0xC0000081, 0xC0000082])
     rec.record("STAR, LSTAR after the partial write", [hex(x) for x in vals])
 
-    for idx in indices:
+    # MSRs the kernel emulates without listing them: EFER (set_efer), APIC_BASE
+    for idx in [*indices, 0xC0000080, 0x1B]:
         if idx == MSR_TSC:
             continue
         outcomes = []
