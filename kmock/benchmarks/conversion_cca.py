@@ -18,16 +18,16 @@ target is a conversion at most 10x that. Each row also reports the share of the
 attribute change and the punch alone (the same ioctls on the same realm, no RSI exit,
 no KVM_RUN), as the SNP rows do.
 
-``run(quick=False, out=print)`` returns rows (dicts: name, mock_s_median, mock_s_best,
-core_ioctls_s, real_fallocate_s, ratio) and prints them with rich.
+``run(quick=False, out=print)`` returns rows (kmock.benchmarks._timing.arch_row: the
+mock's median and best seconds per op, the real 4K fallocate timed in rounds interleaved
+with the mock's, the ratios median/median and best/best) and prints them with rich.
 """
 
 import errno
 import os
-import statistics
 import time
 
-from ._timing import scattered_offsets, real_fallocate_per_call, print_arch_rows
+from ._timing import RealFallocate, arch_row, print_arch_rows, scattered_offsets
 
 P = 4096
 GIB = 1 << 30
@@ -78,8 +78,9 @@ def _realm(size):
     return k, vm, vcpu, gmem, g, shared
 
 
-def _conversions(size, pages, rounds):
-    """(to-private seconds per op for each round, to-shared seconds per op for each round)."""
+def _conversions(size, pages, rounds, between=None):
+    """(to-private seconds per op for each round, to-shared seconds per op for each round);
+    ``between()`` runs after each round (the real kernel's reference round)."""
     from kmock.uapi import kvm as K
     from kmock_cca.rtt import RSI_CHANGE_DESTROYED, Ripas
 
@@ -125,6 +126,8 @@ def _conversions(size, pages, rounds):
                 ioctl(vm, set_attrs, a)
                 kvm_run()  # RIPAS change, lazy mapping, HLT
             to_private_t.append((time.perf_counter() - t0) / len(pages))
+            if between is not None:
+                between()
             g.clear()
             del g.actions[:]
             g.pc = 0
@@ -156,29 +159,22 @@ def _core_share(size, pages):
         k.close_all()
 
 
-def _real(n):
-    return real_fallocate_per_call(n, GIB)
 
 
 def run(quick=False, out=print, rounds=5):
     n = 200 if quick else 2000
     rounds = 2 if quick else rounds
     pages = scattered_offsets(GIB, n)
-    to_private, to_shared = _conversions(GIB, pages, rounds)
+    real = RealFallocate(2000 if quick else 20000, GIB)
+    try:
+        to_private, to_shared = _conversions(GIB, pages, rounds, between=real.round)
+    finally:
+        real.close()
     core = min(_core_share(GIB, pages) for _ in range(rounds))
-    real, note = _real(2000 if quick else 20000) if os.path.exists("/dev/kvm") else \
-        (None, "no /dev/kvm")
-    rows = []
-    for name, times in (("CCA 4K conversion to private (RSI exit, attributes, RIPAS, lazy map)",
-                         to_private),
-                        ("CCA 4K conversion to shared (RSI exit, attributes + punch, RIPAS)",
-                         to_shared)):
-        med, best = statistics.median(times), min(times)
-        rows.append({"name": name, "conversions": n, "mock_s_median": med, "mock_s_best": best,
-                     "core_ioctls_s": core, "real_fallocate_s": real, "real_note": note,
-                     "ratio": None if real is None else med / real,
-                     "target": "<= 10x real 4K fallocate",
-                     "met": None if real is None else med / real <= 10})
+    rows = [arch_row("CCA 4K conversion to private (RSI exit, attributes, RIPAS, lazy map)",
+                     n, to_private, real, core),
+            arch_row("CCA 4K conversion to shared (RSI exit, attributes + punch, RIPAS)",
+                     n, to_shared, real, core)]
     print_arch_rows('Arm CCA 4K conversion (profile linux-arm64-cca, v14)', rows, out)
     return rows
 

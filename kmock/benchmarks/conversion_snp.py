@@ -18,15 +18,15 @@ Target: a conversion costs at most 10x a real 4K fallocate. The row also reports
 core's share: the same KVM_SET_MEMORY_ATTRIBUTES and PUNCH_HOLE calls alone, per
 conversion, on the same kind of VM.
 
-``run(quick=False, out=print)`` returns rows (dicts): name, mock seconds per conversion
-(median and best over rounds), real 4K fallocate seconds, ratio.
+``run(quick=False, out=print)`` returns rows (kmock.benchmarks._timing.arch_row: the
+mock's median and best seconds per op, the real 4K fallocate timed in rounds interleaved
+with the mock's, the ratios median/median and best/best) and prints them with rich.
 """
 
 import os
-import statistics
 import time
 
-from ._timing import scattered_offsets, real_fallocate_per_call, print_arch_rows
+from ._timing import RealFallocate, arch_row, print_arch_rows, scattered_offsets
 
 P = 4096
 GIB = 1 << 30
@@ -135,26 +135,21 @@ def _core_share(size, n):
         k.close_all()
 
 
-def _real(n):
-    return real_fallocate_per_call(n, GIB)
-
-
 def run(quick=False, out=print, rounds=5):
     n = 200 if quick else 4000
     rounds = 2 if quick else rounds
     size = (16 << 20) if quick else GIB
-    times = [_mock_round(size, n) for _ in range(rounds)]
-    median, best = statistics.median(times), min(times)
+    real = RealFallocate(n, GIB)
+    try:
+        times = []
+        for _ in range(rounds):  # the mock's rounds and the real kernel's, interleaved
+            times.append(_mock_round(size, n))
+            real.round()
+    finally:
+        real.close()
     core = min(_core_share(size, n) for _ in range(rounds))
-    real, note = _real(n) if os.path.exists("/dev/kvm") else (None, "no /dev/kvm")
-    ratio = None if real is None else median / real
-    row = {
-        "name": "SNP 4K conversion (PSC exit + attributes + RMPUPDATE + PVALIDATE)",
-        "conversions": n, "mock_s_median": median, "mock_s_best": best,
-        "real_fallocate_s": real, "real_note": note, "ratio": ratio,
-        "core_ioctls_s": core,
-        "target": "<= 10x real 4K fallocate", "met": None if ratio is None else ratio <= 10,
-    }
+    row = arch_row("SNP 4K conversion (PSC exit + attributes + RMPUPDATE + PVALIDATE)",
+                   n, times, real, core)
     print_arch_rows('SNP conversion', [row], out)
     return [row]
 

@@ -17,16 +17,16 @@ an op costs at most 10x a real 4K fallocate. A last row runs the same exchange o
 SW_PROTECTED VM (hypercall exits, attribute changes, a private write instead of the
 accept): the cost of the core's path, without the S-EPT.
 
-``run(quick=False)`` returns the rows (dicts: name, ops, mock seconds per op median and
-best over the rounds, real fallocate seconds, ratio) and prints them with rich.
+``run(quick=False, out=print)`` returns rows (kmock.benchmarks._timing.arch_row: the
+mock's median and best seconds per op, the real 4K fallocate timed in rounds interleaved
+with the mock's, the ratios median/median and best/best) and prints them with rich.
 """
 
 import ctypes
-import statistics
 import sys
 import time
 
-from ._timing import scattered_offsets, real_fallocate_per_call
+from ._timing import RealFallocate, arch_row, print_arch_rows, scattered_offsets
 
 P = 4096
 GIB = 1 << 30
@@ -73,7 +73,7 @@ def _td(size, naccept):
     return k, vm, vcpu, g, offsets
 
 
-def _mock(size, naccept, n, rounds):
+def _mock(size, naccept, n, rounds, between=None):
     from kmock.uapi import kvm as K
 
     k, vm, vcpu, g, offsets = _td(size, naccept)
@@ -115,6 +115,8 @@ def _mock(size, naccept, n, rounds):
                 if a.result != 0:
                     raise RuntimeError(f"accept failed: {a.result:#x}")
             per_round.append((t_sh / n, t_pr / n))
+            if between is not None:
+                between()  # the real kernel's reference round
         violations = len(k.violations)
     finally:
         k.close_all()
@@ -180,69 +182,32 @@ def _baseline(size, naccept, n, rounds):
         k.close_all()
 
 
-def _real(n):
-    return real_fallocate_per_call(n, GIB)
-
-
 def run(quick=False, out=None):
     scale = 20 if quick else 1
     n = 2000 // scale
     rounds = 5 if not quick else 2
-    per_round, violations = _mock(GIB if not quick else 64 << 20, 4096 // scale, n, rounds)
-    real, note = _real(max(200, 20_000 // scale))
+    real = RealFallocate(max(200, 20_000 // scale), GIB)
+    try:
+        per_round, violations = _mock(GIB if not quick else 64 << 20, 4096 // scale, n, rounds,
+                                      between=real.round)
+    finally:
+        real.close()
     base = _baseline(GIB if not quick else 64 << 20, 4096 // scale, n, rounds)
     rows = []
-    parts = (("TDX 4K to shared: MapGPA exit + attributes + S-EPT zap", 0),
-             ("TDX 4K to private: MapGPA exit + attributes + AUG + accept", 1),
-             ("TDX 4K conversion round trip (the target)", None))
-    for name, i in parts:
+    for name, i in (("TDX 4K to shared: MapGPA exit + attributes + S-EPT zap", 0),
+                    ("TDX 4K to private: MapGPA exit + attributes + AUG + accept", 1),
+                    ("TDX 4K conversion round trip (the target)", None)):
         vals = [sum(r) if i is None else r[i] for r in per_round]
-        med, best = statistics.median(vals), min(vals)
-        ratio = None if real is None else med / real
-        rows.append({"name": name, "ops": n * rounds, "mock_median_s": med, "mock_best_s": best,
-                     "real_fallocate_s": real, "real_note": note, "ratio": ratio,
-                     "target": "<= 10x real 4K fallocate" if i is None else None,
-                     "met": None if ratio is None or i is not None else ratio <= 10,
-                     "violations": violations})
-    med, best = statistics.median(base), min(base)
-    rows.append({"name": "same round trip on a SW_PROTECTED VM (no S-EPT, no accept)",
-                 "ops": n * rounds, "mock_median_s": med, "mock_best_s": best,
-                 "real_fallocate_s": real, "real_note": note,
-                 "ratio": None if real is None else med / real, "target": None, "met": None,
-                 "violations": 0})
-    _print(rows, out)
+        row = arch_row(name, n * rounds, vals, real, target=i is None)
+        row["violations"] = violations
+        rows.append(row)
+    row = arch_row("same round trip on a SW_PROTECTED VM (no S-EPT, no accept)", n * rounds,
+                   base, real, target=False)
+    row["violations"] = 0
+    rows.append(row)
+    print_arch_rows("TDX 4K conversion (kmock vs a real 4K guest_memfd fallocate)", rows,
+                    out or print)
     return rows
-
-
-def _print(rows, out):
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="TDX 4K conversion (kmock vs a real 4K guest_memfd fallocate)")
-    for col in ("workload", "ops", "mock us/op (median)", "best", "real 4K fallocate us",
-                "ratio", "target"):
-        table.add_column(col)
-    for r in rows:
-        real = "skipped: " + r["real_note"] if r["real_fallocate_s"] is None else \
-            f"{r['real_fallocate_s'] * 1e6:.2f}"
-        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.1f}x"
-        target = "" if r["target"] is None else \
-            f"{r['target']}: {'n/a' if r['met'] is None else 'met' if r['met'] else 'MISSED'}"
-        table.add_row(r["name"], str(r["ops"]), f"{r['mock_median_s'] * 1e6:.1f}",
-                      f"{r['mock_best_s'] * 1e6:.1f}", real, ratio, target)
-    console = Console(record=out is not None, width=160, file=None if out is None else _Null())
-    console.print(table)
-    if out is not None:
-        for line in console.export_text().splitlines():
-            out(line)
-
-
-class _Null:
-    def write(self, s):
-        return len(s)
-
-    def flush(self):
-        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

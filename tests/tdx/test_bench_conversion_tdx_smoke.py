@@ -7,10 +7,12 @@ def test_bench_conversion_tdx_quick_runs():
     lines = []
     rows = run(quick=True, out=lines.append)
     text = "\n".join(lines)
-    assert "TDX 4K conversion round trip" in text and "SW_PROTECTED" in text
+    assert "TDX 4K conversion" in text and "SW_PROTECTED" in text and ("MISSED" in text or "met" in text)
     shared, private, trip, base = rows
     assert trip["ops"] == 200 and trip["target"] and trip["violations"] == 0
-    assert trip["mock_best_s"] <= trip["mock_median_s"]
-    assert 0 < shared["mock_median_s"] < trip["mock_median_s"]
-    assert trip["real_fallocate_s"] is None or trip["ratio"] > 0
-    assert base["mock_median_s"] > 0
+    assert trip["mock_s_best"] <= trip["mock_s_median"]
+    assert 0 < shared["mock_s_median"] < trip["mock_s_median"]
+    if trip["real_fallocate_s"] is not None:  # one real round after each of the mock's 2
+        assert trip["real_rounds"] == 2
+        assert trip["ratio"] == trip["mock_s_median"] / trip["real_fallocate_s"]
+    assert base["mock_s_median"] > 0 and not base["target"]
