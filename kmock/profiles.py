@@ -100,7 +100,7 @@ class Profile:
     cpuid: tuple = ()
     #: the per-CPU values of the x86 vCPU state ioctls (MSR lists and initial values,
     #: TSC kHz, the initial XSAVE image; kmock.kvm.x86_vcpu.probe_host); None = the
-    #: Linux 6.18 defaults of kmock.kvm.x86_vcpu.DEFAULTS_618
+    #: Linux 6.18 defaults of kmock.kvm.x86_state.DEFAULTS_618
     x86_vcpu: MappingProxyType | None = None
     #: kmock's own bounds for long runs (not kernel behaviour): completed guest-script
     #: actions kept per vCPU (GuestScript.history), and entries kept in each of the

@@ -9,7 +9,7 @@ from ..file import File, make_stat
 from ..kernel_util import copy_from_user, copy_to_user, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_vcpu
+from . import x86_msr
 from .vm import VM, VmFile
 
 KVM_MAX_CPUID_ENTRIES = 256
@@ -104,6 +104,6 @@ def dev_ioctls(kernel):
     }
     if kernel.profile.arch == "x86":
         table[K.KVM_GET_SUPPORTED_CPUID] = dev_get_supported_cpuid
-        table[X.KVM_GET_MSR_INDEX_LIST] = x86_vcpu.dev_get_msr_index_list
-        table[X.KVM_GET_MSR_FEATURE_INDEX_LIST] = x86_vcpu.dev_get_msr_feature_index_list
+        table[X.KVM_GET_MSR_INDEX_LIST] = x86_msr.dev_get_msr_index_list
+        table[X.KVM_GET_MSR_FEATURE_INDEX_LIST] = x86_msr.dev_get_msr_feature_index_list
     return table

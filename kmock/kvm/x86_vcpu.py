@@ -5,346 +5,39 @@ steer execution: they are stored, validated and read back as arch/x86/kvm/x86.c
 kvm_arch_vcpu_ioctl does (sources per handler below; docs/vcpu-state.md). The
 values that differ per host CPU (the MSR lists, the TSC frequency, the XSAVE image)
 come from the profile's ``x86_vcpu`` settings (probed on the host profile, see
-:func:`probe_host`), else from :data:`DEFAULTS_618`.
+:func:`probe_host`), else from kmock.kvm.x86_state.DEFAULTS_618.
 
-State lives in :class:`X86State`, created on a vCPU's first state ioctl (its values
-then are those of kvm_arch_vcpu_create + kvm_vcpu_reset, which depend only on the
-vCPU id and the profile) and kept in a weak map beside the vCPU.
+The state is kmock.kvm.x86_state's :class:`X86State`; the MSRs are kmock.kvm.x86_msr.
 """
 
 import ctypes
 import errno
 import re
-import time
-import weakref
 
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_vm
+from . import x86_msr, x86_state, x86_vm
+from .x86_state import (apic_base_ok, cpuid_entry,
+                        cr4_reserved, fpu_hidden, guest_maxphyaddr,
+                        has_run, protected, settings, state, supported_xcr0,
+                        vcpu_of)
 
-U64 = (1 << 64) - 1
 ENTRY = ctypes.sizeof(K.kvm_cpuid_entry2)
 
 #: KVM_MAX_CPUID_ENTRIES (arch/x86/include/asm/kvm_host.h)
 KVM_MAX_CPUID_ENTRIES = 256
-#: MAX_IO_MSRS (x86.c): msr_io refuses nmsrs >= this with E2BIG
-MAX_IO_MSRS = 256
 #: kvm_arch_vcpu_ioctl KVM_SET_TSC_KHZ -> kvm_set_tsc_khz: the tolerance (module
 #: parameter tsc_tolerance_ppm, default 250) inside which no scaling is needed
 TSC_TOLERANCE_PPM = 250
-
-# --- the MSRs kmock accepts --------------------------------------------------------------
-#
-# What a host-initiated KVM_SET_MSRS does with each MSR of a 6.18 VMX host's
-# KVM_GET_MSR_INDEX_LIST for a vCPU with no CPUID set (kvm_set_msr_common /
-# vmx_set_msr; observed on the 6.18.44 probe host, see the conformance scenario
-# fact_x86_msrs). The kinds:
-STORE = "store"          # any value, read back as written
-CANONICAL = "canonical"  # is_noncanonical_msr_address (48 or 57 bits) -> refused
-SEXT = "sext"            # accepted, read back sign-extended to the virtual-address width
-IGNORED = "ignored"      # accepted, read back 0 (feature absent from the guest's CPUID)
-ZERO_ONLY = "zero"       # only 0 accepted (feature absent from the guest's CPUID)
-REFUSED = "refused"      # every write refused (MSR_KVM_ASYNC_PF_INT without an in-kernel LAPIC)
-TSC = "tsc"              # MSR_IA32_TSC: the guest TSC keeps counting (kvm_synchronize_tsc)
-APIC_BASE = "apic_base"  # kvm_apic_set_base, the same as KVM_SET_SREGS' apic_base
-WALL_CLOCK = "wall_clock"  # kvm->arch.wall_clock: one value per VM, shared by both MSRs
-EFER = "efer"            # set_efer: the same EFER as KVM_SET_SREGS'; LMA kept from before
-FEATURE = "feature"      # a feature MSR: readable and writable (within KVM's value) only
-                         # while the guest's CPUID has the feature; otherwise as ZERO_ONLY
-
-#: FEATURE MSRs -> the CPUID bit (leaf, index, register, bit) that enables them
-_FEATURE_CPUID = {
-    0x10A: (7, 0, 3, 29),   # MSR_IA32_ARCH_CAPABILITIES: X86_FEATURE_ARCH_CAPABILITIES
-    0x345: (1, 0, 2, 15),   # MSR_IA32_PERF_CAPABILITIES: X86_FEATURE_PDCM
-}
-
-#: index -> (kind, reserved mask for STORE: a write with one of these bits is refused)
-MSR_RULES = {
-    0x10: (TSC, 0),                 # MSR_IA32_TSC
-    0x11: (WALL_CLOCK, 0),          # MSR_KVM_WALL_CLOCK
-    0x12: (STORE, 0),               # MSR_KVM_SYSTEM_TIME
-    0x1B: (APIC_BASE, 0),           # MSR_IA32_APICBASE (emulated, not listed)
-    # MSR_EFER (emulated, not listed): efer_reserved_bits of a VMX host with long mode and
-    # NX (SCE, LME, LMA, NX); a host-initiated write skips __kvm_valid_efer's CPUID checks
-    0xC0000080: (EFER, U64 & ~0xD01),
-    0x34: (STORE, 0),               # MSR_SMI_COUNT
-    0x3A: (ZERO_ONLY, 0),           # MSR_IA32_FEAT_CTL
-    0x3B: (IGNORED, 0),             # MSR_IA32_TSC_ADJUST
-    0x48: (IGNORED, 0),             # MSR_IA32_SPEC_CTRL
-    0x8B: (STORE, 0),               # MSR_IA32_UCODE_REV
-    0x10A: (FEATURE, 0),            # MSR_IA32_ARCH_CAPABILITIES
-    0x122: (IGNORED, 0),            # MSR_IA32_TSX_CTRL
-    0x140: (STORE, 0),              # MSR_MISC_FEATURES_ENABLES
-    0x174: (STORE, 0),              # MSR_IA32_SYSENTER_CS
-    0x175: (SEXT, 0),             # MSR_IA32_SYSENTER_ESP
-    0x176: (SEXT, 0),             # MSR_IA32_SYSENTER_EIP
-    0x17A: (STORE, 0),              # MSR_IA32_MCG_STATUS
-    0x17B: (ZERO_ONLY, 0),          # MSR_IA32_MCG_CTL
-    0x1A0: (STORE, 0),              # MSR_IA32_MISC_ENABLE
-    0x1D9: (IGNORED, 0),            # MSR_IA32_DEBUGCTLMSR
-    0x1DB: (ZERO_ONLY, 0),          # MSR_IA32_LASTBRANCHFROMIP
-    0x1DC: (ZERO_ONLY, 0),          # MSR_IA32_LASTBRANCHTOIP
-    0x1DD: (ZERO_ONLY, 0),          # MSR_IA32_LASTINTFROMIP
-    0x1DE: (ZERO_ONLY, 0),          # MSR_IA32_LASTINTTOIP
-    0x1FC: (STORE, 0),              # MSR_IA32_POWER_CTL
-    0x277: (STORE, 0),              # MSR_IA32_CR_PAT
-    0x345: (FEATURE, 0),            # MSR_IA32_PERF_CAPABILITIES
-    0x6E0: (IGNORED, 0),            # MSR_IA32_TSC_DEADLINE
-    0xCE: (STORE, 0),               # MSR_PLATFORM_INFO
-    0xC0000081: (STORE, 0),         # MSR_STAR
-    0xC0000082: (CANONICAL, 0),     # MSR_LSTAR
-    0xC0000083: (CANONICAL, 0),     # MSR_CSTAR
-    0xC0000084: (STORE, 0),         # MSR_SYSCALL_MASK
-    0xC0000102: (CANONICAL, 0),     # MSR_KERNEL_GS_BASE
-    0xC0010015: (ZERO_ONLY, 0),     # MSR_K7_HWCR
-    0xC0010117: (IGNORED, 0),       # MSR_VM_HSAVE_PA
-    0xC001011F: (IGNORED, 0),       # MSR_AMD64_VIRT_SPEC_CTRL
-    0x4B564D00: (WALL_CLOCK, 0),    # MSR_KVM_WALL_CLOCK_NEW
-    0x4B564D01: (STORE, 0),         # MSR_KVM_SYSTEM_TIME_NEW
-    0x4B564D02: (ZERO_ONLY, 0),     # MSR_KVM_ASYNC_PF_EN
-    0x4B564D03: (STORE, 0x3E),      # MSR_KVM_STEAL_TIME: KVM_STEAL_RESERVED_MASK
-    0x4B564D04: (STORE, 0x3),       # MSR_KVM_PV_EOI_EN: enabling needs the in-kernel LAPIC
-    0x4B564D05: (STORE, U64 & ~1),  # MSR_KVM_POLL_CONTROL: bit 0 only
-    0x4B564D06: (REFUSED, 0),       # MSR_KVM_ASYNC_PF_INT
-    0x4B564D07: (IGNORED, 0),       # MSR_KVM_ASYNC_PF_ACK
-}
-
-#: Linux 6.18 on a VMX host (no TSC scaling, no AMX): the defaults of profiles that
-#: probe nothing. The MSR lists are those of the 6.18.44 probe host.
-DEFAULTS_618 = {
-    "msr_index_list": (
-        0x174, 0x175, 0x176, 0xC0000081, 0xC0000083, 0xC0000102, 0xC0000084, 0xC0000082,
-        0x10, 0x277, 0xC0010117, 0x3A, 0x48, 0x122, 0x1D9, 0x1DB, 0x1DC, 0x1DD, 0x1DE,
-        0x12, 0x11, 0x4B564D01, 0x4B564D00, 0x4B564D02, 0x4B564D03, 0x4B564D04,
-        0x4B564D06, 0x4B564D07, 0x3B, 0x6E0, 0x10A, 0x345, 0x1A0, 0x17A, 0x17B, 0x34,
-        0xCE, 0x140, 0xC001011F, 0x1FC, 0x8B, 0xC0010015, 0x4B564D05),
-    "msr_feature_list": (0x8B, 0x10A, 0x345, 0xCE),
-    #: KVM_GET_MSRS on /dev/kvm of the feature MSRs: a new vCPU's ARCH_CAPABILITIES
-    #: (kvm_get_arch_capabilities) and PERF_CAPABILITIES come from here
-    "msr_feature_values": ((0x10A, 0x400000000C08E0EB),),
-    #: kvm_vcpu_reset / kvm_arch_vcpu_create: MSR_IA32_CR_PAT = MSR_IA32_CR_PAT_DEFAULT,
-    #: MISC_ENABLE fast-string, PLATFORM_INFO CPUID-faulting, KVM_POLL_CONTROL 1
-    "msr_init": ((0x277, 0x0007040600070406), (0x1A0, 1),
-                 (0xCE, 0x80000000), (0x4B564D05, 1)),
-    "tsc_khz": 2100000,
-    "tsc_control": False,
-    #: a host-initiated MSR_IA32_TSC write moves the guest TSC (kvm_synchronize_tsc);
-    #: False on the PVM probe host, whose guests read the host TSC
-    "tsc_writable": True,
-    #: KVM_GET_XSAVE of a new vCPU: fcw 0x37f, mxcsr 0x1f80, mxcsr_mask 0xffff
-    "xsave_init": ((0, b"\x7f\x03"), (24, b"\x80\x1f\x00\x00\xff\xff")),
-}
-
-
-def settings(profile):
-    s = getattr(profile, "x86_vcpu", None)
-    return s if s else DEFAULTS_618
-
-
-# --- CPUID look-ups ------------------------------------------------------------------------
-
-
-def _cpuid(entries, fn, index=0):
-    for e in entries:
-        if e[0] == fn and (e[1] == index or not e[2] & 1):  # KVM_CPUID_FLAG_SIGNIFCANT_INDEX
-            return e
-    return None
-
-
-def _has(entries, fn, index, reg, bit):
-    e = _cpuid(entries, fn, index)
-    return bool(e and e[3 + reg] >> bit & 1)
-
-
-EAX, EBX, ECX, EDX = range(4)
-
-#: __cr4_reserved_bits (arch/x86/kvm/x86.h): CR4 bit -> the CPUID features allowing it
-_CR4_FEATURES = {
-    11: ((7, 0, ECX, 2),),               # UMIP
-    12: ((7, 0, ECX, 16),),              # LA57
-    13: ((1, 0, ECX, 5),),               # VMXE
-    16: ((7, 0, EBX, 0),),               # FSGSBASE
-    17: ((1, 0, ECX, 17),),              # PCIDE
-    18: ((1, 0, ECX, 26),),              # OSXSAVE
-    20: ((7, 0, EBX, 7),),               # SMEP
-    21: ((7, 0, EBX, 20),),              # SMAP
-    22: ((7, 0, ECX, 3),),               # PKE
-    23: ((7, 0, ECX, 7), (7, 0, EDX, 20)),  # CET: SHSTK or IBT
-    28: ((7, 1, EAX, 26),),              # LAM_SUP
-}
-#: CR4_RESERVED_BITS' complement without the feature bits: VME..OSXMMEXCPT
-_CR4_ALWAYS = (1 << 11) - 1
-
-
-def cr4_features(entries):
-    """The CR4 bits whose CPUID features ``entries`` has, plus the always-valid ones."""
-    allowed = _CR4_ALWAYS
-    for bit, feats in _CR4_FEATURES.items():
-        if any(_has(entries, *f) for f in feats):
-            allowed |= 1 << bit
-    return allowed
-
-
-def cr4_reserved(st):
-    """__kvm_is_valid_cr4's two masks: cr4_reserved_bits, from the host CPU
-    (boot_cpu_data: the profile's ``cr4_allowed``, probed on the host profile, else the
-    features of the supported CPUID), and vcpu->arch.cr4_guest_rsvd_bits, which stays 0
-    until kvm_vcpu_after_set_cpuid computes it from the guest's CPUID (as capped by
-    KVM's, guest_cpu_cap_has)."""
-    host = st.cr4_allowed
-    reserved = U64 & ~host
-    if st.cpuid_set:
-        reserved |= U64 & ~(cr4_features(st.cpuid) & cr4_features(st.supported))
-    return reserved
-
-
-def virt_addr_bits(supported):
-    """max_host_virt_addr_bits(): 57 when KVM supports LA57, else 48 (the width
-    is_noncanonical_msr_address checks MSR writes against)."""
-    return 57 if _has(supported, 7, 0, ECX, 16) else 48
-
-
-def guest_maxphyaddr(guest):
-    """cpuid_query_maxphyaddr: leaf 0x80000008 EAX[7:0] if the guest has it, else 36."""
-    e = _cpuid(guest, 0x80000000)
-    if e is None or e[3] < 0x80000008:
-        return 36
-    e = _cpuid(guest, 0x80000008)
-    return e[3] & 0xFF if e else 36
-
-
-def supported_xcr0(supported):
-    e = _cpuid(supported, 0xD, 0)
-    return (e[3] | e[6] << 32) if e else 1
-
-
-# --- the stored state ------------------------------------------------------------------------
-
-_GPRS = [name for name, _ in K.kvm_regs._fields_]
-
-
-def _seg(base, limit, selector, type_, s):
-    return X.kvm_segment(base=base, limit=limit, selector=selector, type=type_, present=1, s=s)
-
-
-def _host_tsc(khz):
-    return time.monotonic_ns() * khz // 1_000_000
-
-
-class X86State:
-    """The register state of one x86 vCPU (struct kvm_vcpu_arch, in part)."""
-
-    def __init__(self, vcpu):
-        profile = vcpu.vm.kernel.profile
-        s = settings(profile)
-        self.supported = profile.cpuid
-        self.regs = K.kvm_regs()
-        # kvm_vcpu_reset: RDX = CPUID.1.EAX of the guest, 0x600 while there is none;
-        # vmx_vcpu_reset: RIP 0xfff0, RFLAGS bit 1, the real-mode segments
-        self.regs.rdx = 0x600
-        self.regs.rip = 0xFFF0
-        self.regs.rflags = 0x2
-        sr = self.sregs = X.kvm_sregs()
-        sr.cs = _seg(0xFFFF0000, 0xFFFF, 0xF000, 0xB, 1)
-        for name in ("ds", "es", "fs", "gs", "ss"):
-            setattr(sr, name, _seg(0, 0xFFFF, 0, 0x3, 1))
-        sr.tr = _seg(0, 0xFFFF, 0, 0xB, 0)
-        sr.ldt = _seg(0, 0xFFFF, 0, 0x2, 0)
-        sr.gdt.limit = sr.idt.limit = 0xFFFF
-        sr.cr0 = 0x60000010  # X86_CR0_NW | X86_CR0_CD | X86_CR0_ET
-        # APIC_DEFAULT_PHYS_BASE | MSR_IA32_APICBASE_ENABLE, BSP for kvm->arch.bsp_vcpu_id
-        sr.apic_base = 0xFEE00000 | 0x800 | (0x100 if vcpu.id == 0 else 0)
-        self.cpuid = ()
-        self.cpuid_set = False  # kvm_vcpu_after_set_cpuid has run
-        self.cr4_allowed = s.get("cr4_allowed") or cr4_features(profile.cpuid)
-        self.va_bits = virt_addr_bits(profile.cpuid)
-        self.mp_state = X.KVM_MP_STATE_RUNNABLE  # no in-kernel LAPIC in kmock
-        # struct kvm_queued_exception, the queued interrupt, NMI and SMM state
-        self.exception = {"injected": 0, "pending": 0, "nr": 0, "has_error_code": 0,
-                          "error_code": 0, "has_payload": 0, "payload": 0}
-        self.interrupt = (0, 0, 0)  # injected, nr, soft
-        self.shadow = 0
-        self.nmi_injected = self.nmi_pending = self.nmi_masked = 0
-        self.smm = self.smi_pending = self.smm_inside_nmi = 0
-        self.triple_fault_pending = 0  # KVM_REQ_TRIPLE_FAULT
-        self.db = [0, 0, 0, 0]
-        self.dr6 = 0xFFFF0FF0  # DR6_ACTIVE_LOW
-        self.dr7 = 0x400  # DR7_FIXED_1
-        self.xcr0 = 1  # XFEATURE_MASK_FP
-        self.tsc_khz = s["tsc_khz"]
-        self.tsc_offset = 0  # the guest TSC is the host's at creation
-        self.msrs = dict(s["msr_init"])
-        self.msrs.update(s.get("msr_feature_values", ()))
-        self.feature_values = dict(s.get("msr_feature_values", ()))
-        self.xsave_size = max(4096, vcpu.vm.kernel.caps.get(X.KVM_CAP_XSAVE2, 0) or 0)
-        init = bytearray(self.xsave_size)
-        for off, data in s["xsave_init"]:
-            init[off:off + len(data)] = data
-        self.xsave_init = bytes(init)
-        #: the kernel's fpstate buffer (GET_FPU reads it raw) and its XSTATE_BV
-        self.fpstate = bytearray(init)
-        self.xfeatures = 0
-        self.sigmask = None
-
-    # TSC
-    def tsc(self):
-        return (_host_tsc(self.tsc_khz) + self.tsc_offset) & U64
-
-    def set_tsc(self, value):
-        self.tsc_offset = value - _host_tsc(self.tsc_khz)
-
-
-_STATES = weakref.WeakKeyDictionary()
-#: VM -> kvm->arch.wall_clock
-_WALL_CLOCK = weakref.WeakKeyDictionary()
-
-
-def state(vcpu):
-    """The vCPU's X86State (created at its first use)."""
-    st = _STATES.get(vcpu)
-    if st is None:
-        st = _STATES[vcpu] = X86State(vcpu)
-    return st
-
-
-def _vcpu(f):
-    f.vm.check_caller()
-    return f.vcpu
-
-
-def protected(vcpu):
-    """x86.c's ``has_protected_state && guest_state_protected`` check: EINVAL. Called
-    after the caller check and after a SET's argument was read (kvm_vcpu_ioctl copies
-    it in before the arch handler runs), before anything is written."""
-    vt = vcpu.vm.vmtype
-    if vt.has_protected_state and vt.has_vcpu_state_hooks and vt.guest_state_protected(vcpu):
-        raise oserror(errno.EINVAL)
-
-
-def fpu_hidden(vcpu):
-    """x86.c's ``fpstate_is_confidential`` check: EINVAL when the VM has protected state,
-    else True (the handler returns 0 doing nothing; a GET copies out zeros)."""
-    vt = vcpu.vm.vmtype
-    if not (vt.has_vcpu_state_hooks and vt.fpu_confidential(vcpu)):
-        return False
-    if vt.has_protected_state:
-        raise oserror(errno.EINVAL)
-    return True
-
-
-def has_run(vcpu):
-    """kvm_vcpu_has_run: KVM_RUN entered the guest at least once (an exit was counted)."""
-    return vcpu.stat.counts["exits"] > 0
-
 
 # --- GET/SET_REGS ----------------------------------------------------------------------------
 
 
 def get_regs(f, arg):
     """kvm_arch_vcpu_ioctl_get_regs (EINVAL when the state is protected)."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     protected(vcpu)
     st = state(vcpu)
     copy_to_user(arg, st.regs)
@@ -354,7 +47,7 @@ def get_regs(f, arg):
 def set_regs(f, arg):
     """kvm_arch_vcpu_ioctl_set_regs -> __set_regs: RFLAGS gets X86_EFLAGS_FIXED (bit 1);
     a pending exception is dropped. EINVAL when the state is protected."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     r = copy_from_user(arg, K.kvm_regs)
     protected(vcpu)
     st = state(vcpu)
@@ -370,7 +63,7 @@ def set_regs(f, arg):
 def get_sregs(f, arg):
     """kvm_arch_vcpu_ioctl_get_sregs: the stored registers; interrupt_bitmap has the bit of
     an injected, not soft, interrupt. EINVAL when the state is protected."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     protected(vcpu)
     st = state(vcpu)
     out = X.kvm_sregs.from_buffer_copy(st.sregs)
@@ -381,11 +74,6 @@ def get_sregs(f, arg):
         out.interrupt_bitmap[nr >> 6] |= 1 << (nr & 63)
     copy_to_user(arg, out)
     return 0
-
-
-def _canonical(v, bits=48):
-    top = v >> (bits - 1)
-    return top == 0 or top == (U64 >> (bits - 1))
 
 
 def valid_sregs(st, s):
@@ -408,25 +96,12 @@ def valid_sregs(st, s):
     return not (cr0 & X.X86_CR0_PG and not cr0 & X.X86_CR0_PE)
 
 
-def apic_base_ok(st, value):
-    """kvm_apic_set_base (host-initiated): reserved bits (above MAXPHYADDR, 0x2ff, x2APIC
-    without the CPUID bit) and the invalid mode (x2APIC enabled, xAPIC disabled) fail."""
-    if value == st.sregs.apic_base:
-        return True
-    reserved = (U64 << guest_maxphyaddr(st.cpuid)) & U64 | 0x2FF
-    if not _has(st.cpuid, 1, 0, ECX, 21):
-        reserved |= 0x400
-    if value & reserved:
-        return False
-    return not (value & 0x400 and not value & 0x800)
-
-
 def set_sregs(f, arg):
     """kvm_arch_vcpu_ioctl_set_sregs -> __set_sregs_common: EINVAL if kvm_is_valid_sregs
     fails or kvm_apic_set_base refuses apic_base; CR8 with reserved bits is not written
     (kvm_set_cr8's error is ignored); the lowest bit of interrupt_bitmap queues that
     interrupt (kvm_queue_interrupt). EINVAL first when the state is protected."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     s = copy_from_user(arg, X.kvm_sregs)
     protected(vcpu)
     st = state(vcpu)
@@ -455,7 +130,7 @@ def get_fpu(f, arg):
     """kvm_arch_vcpu_ioctl_get_fpu: the legacy area of the fpstate buffer, without MXCSR
     (the kernel does not copy it: kvm_fpu.mxcsr reads 0). A confidential fpstate: EINVAL
     (protected-state VM) or zeros."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     if fpu_hidden(vcpu):
         copy_to_user(arg, X.kvm_fpu())
         return 0
@@ -477,7 +152,7 @@ def get_fpu(f, arg):
 def set_fpu(f, arg):
     """kvm_arch_vcpu_ioctl_set_fpu: writes the legacy area (MXCSR included), not XSTATE_BV.
     A confidential fpstate: EINVAL (protected-state VM) or nothing written."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     fpu = copy_from_user(arg, X.kvm_fpu)
     if fpu_hidden(vcpu):
         return 0
@@ -507,7 +182,7 @@ def _components(st):
     out = []
     for bit in range(2, 64):
         if mask >> bit & 1:
-            e = _cpuid(st.supported, 0xD, bit)
+            e = cpuid_entry(st.supported, 0xD, bit)
             if e and e[3] and e[4] + e[3] <= st.xsave_size:
                 out.append((bit, e[4], e[3]))
     return out
@@ -536,7 +211,7 @@ def _xsave_image(st):
 def get_xsave(f, arg):
     """KVM_GET_XSAVE: EINVAL when the guest's buffer is larger than struct kvm_xsave;
     then a confidential fpstate: EINVAL (protected-state VM) or zeros."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     st = state(vcpu)
     if st.xsave_size > ctypes.sizeof(X.kvm_xsave):
         raise oserror(errno.EINVAL)
@@ -550,7 +225,7 @@ def get_xsave(f, arg):
 def get_xsave2(f, arg):
     """KVM_GET_XSAVE2: KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) bytes; a confidential fpstate:
     EINVAL (protected-state VM) or zeros."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     st = state(vcpu)
     if fpu_hidden(vcpu):
         write_user_at(arg, 0, bytes(st.xsave_size))
@@ -565,7 +240,7 @@ def set_xsave(f, arg):
     header byte set, MXCSR outside mxcsr_feature_mask (only when SSE or YMM is set):
     EINVAL; then each part whose bit is set is copied, and XSTATE_BV is replaced. A
     confidential fpstate first: EINVAL (protected-state VM) or nothing written."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     st = state(vcpu)
     buf = read_user_at(arg, 0, st.xsave_size)
     if fpu_hidden(vcpu):
@@ -598,7 +273,7 @@ def set_xsave(f, arg):
 
 def get_xcrs(f, arg):
     """kvm_vcpu_ioctl_x86_get_xcrs: one XCR, XCR0 (EINVAL when the state is protected)."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     protected(vcpu)
     st = state(vcpu)
     out = X.kvm_xcrs(nr_xcrs=1)
@@ -613,7 +288,7 @@ def _xcr0_ok(st, xcr0):
     together."""
     if not xcr0 & _FP or xcr0 & _YMM and not xcr0 & _SSE:
         return False
-    e = _cpuid(st.cpuid, 0xD, 0)
+    e = cpuid_entry(st.cpuid, 0xD, 0)
     guest = (e[3] | e[6] << 32) & supported_xcr0(st.supported) if e else 0
     if xcr0 & ~(guest | _FP):
         return False
@@ -630,7 +305,7 @@ def set_xcrs(f, arg):
     """kvm_vcpu_ioctl_x86_set_xcrs: nr_xcrs > KVM_MAX_XCRS or flags -> EINVAL; the first
     entry for XCR0 is set (__kvm_set_xcr failing is EINVAL); other XCRs are ignored. A
     protected state is EINVAL before those checks."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     x = copy_from_user(arg, X.kvm_xcrs)
     protected(vcpu)
     st = state(vcpu)
@@ -643,144 +318,6 @@ def set_xcrs(f, arg):
             st.xcr0 = x.xcrs[i].value
             break
     return 0
-
-
-# --- MSRs ------------------------------------------------------------------------------------
-
-
-def msr_index_list(settings_key):
-    def dev_get_msr_list(f, arg):
-        """KVM_GET_MSR_INDEX_LIST / KVM_GET_MSR_FEATURE_INDEX_LIST (kvm_arch_dev_ioctl): the
-        count is written back first; E2BIG if the caller's nmsrs is smaller; then the list."""
-        head = copy_from_user(arg, X.kvm_msr_list)
-        msrs = settings(f.kernel.profile)[settings_key]
-        n = head.nmsrs
-        head.nmsrs = len(msrs)
-        copy_to_user(arg, head)
-        if n < len(msrs):
-            raise oserror(errno.E2BIG)
-        write_user_at(arg, 4, b"".join(i.to_bytes(4, "little") for i in msrs))
-        return 0
-    return dev_get_msr_list
-
-
-dev_get_msr_index_list = msr_index_list("msr_index_list")
-dev_get_msr_feature_index_list = msr_index_list("msr_feature_list")
-
-
-def _msr_kind(vcpu, index):
-    """The rule of ``index``, or None if kmock (and the modelled kernel) refuses it."""
-    rule = MSR_RULES.get(index)
-    if rule is not None:
-        return rule
-    if index in settings(vcpu.vm.kernel.profile)["msr_index_list"]:
-        return (STORE, 0)  # a probed MSR kmock has no rule for: stored
-    return None
-
-
-def get_msr(st, vcpu, index):
-    rule = _msr_kind(vcpu, index)
-    if rule is None:
-        return None
-    kind = rule[0]
-    if kind == TSC:
-        return st.tsc()
-    if kind == APIC_BASE:
-        return st.sregs.apic_base
-    if kind == EFER:
-        return st.sregs.efer
-    if kind == WALL_CLOCK:
-        return _WALL_CLOCK.get(vcpu.vm, 0)
-    if kind == FEATURE and not _has(st.cpuid, *_FEATURE_CPUID[index]):
-        return 0  # host-initiated read of an advertised MSR the guest lacks
-    return st.msrs.get(index, 0)
-
-
-def set_msr(st, vcpu, index, data):
-    """One host-initiated write; False if refused (the loop stops there)."""
-    rule = _msr_kind(vcpu, index)
-    if rule is None:
-        return False
-    kind, reserved = rule
-    if kind == STORE:
-        if data & reserved:
-            return False
-        st.msrs[index] = data
-    elif kind == CANONICAL:
-        if not _canonical(data, st.va_bits):
-            return False
-        st.msrs[index] = data
-    elif kind == SEXT:
-        low = (1 << st.va_bits) - 1
-        st.msrs[index] = data & low | (U64 & ~low if data >> (st.va_bits - 1) & 1 else 0)
-    elif kind == IGNORED:
-        pass
-    elif kind == ZERO_ONLY:
-        return data == 0
-    elif kind == REFUSED:
-        return False
-    elif kind == TSC:
-        if settings(vcpu.vm.kernel.profile).get("tsc_writable", True):
-            st.set_tsc(data)
-    elif kind == WALL_CLOCK:
-        _WALL_CLOCK[vcpu.vm] = data
-    elif kind == FEATURE:
-        if not _has(st.cpuid, *_FEATURE_CPUID[index]):
-            return data == 0
-        if data & ~st.feature_values.get(index, 0):
-            return False
-        st.msrs[index] = data
-    elif kind == APIC_BASE:
-        if not apic_base_ok(st, data):
-            return False
-        st.sregs.apic_base = data
-    elif kind == EFER:
-        if data & reserved:
-            return False
-        lma = 0x400  # EFER_LMA: set_efer keeps the vCPU's own
-        st.sregs.efer = data & ~lma | st.sregs.efer & lma
-    return True
-
-
-def _msr_io(f, arg, write):
-    """msr_io: nmsrs >= MAX_IO_MSRS -> E2BIG; the entries are read; __msr_io processes
-    them in order and stops at the first MSR it cannot get or set (the VM type's
-    ``msr_allowed`` first: the vendor's get_msr/set_msr); the return value is the number
-    processed. KVM_GET_MSRS writes the entries back."""
-    vcpu = _vcpu(f)
-    vt = vcpu.vm.vmtype
-    hook = vt.msr_allowed if vt.has_msr_hook else None
-    st = state(vcpu)
-    head = copy_from_user(arg, X.kvm_msrs)
-    if head.nmsrs >= MAX_IO_MSRS:
-        raise oserror(errno.E2BIG)
-    n = head.nmsrs
-    size = ctypes.sizeof(X.kvm_msr_entry)
-    entries = (X.kvm_msr_entry * n).from_buffer_copy(read_user_at(arg, 8, n * size)) if n else ()
-    done = 0
-    for e in entries:
-        if hook is not None and not hook(vcpu, e.index, write, e.data if write else 0):
-            break
-        if write:
-            if not set_msr(st, vcpu, e.index, e.data):
-                break
-        else:
-            v = get_msr(st, vcpu, e.index)
-            if v is None:
-                break
-            e.data = v
-        done += 1
-    if not write and n:
-        write_user_at(arg, 8, bytes(entries))
-    return done
-
-
-def get_msrs(f, arg):
-    return _msr_io(f, arg, False)
-
-
-def set_msrs(f, arg):
-    return _msr_io(f, arg, True)
 
 
 # --- CPUID -----------------------------------------------------------------------------------
@@ -800,7 +337,7 @@ def set_cpuid2(f, arg):
     after the vCPU has run only the identical table is accepted (kvm_cpuid_check_equal,
     else EINVAL); kvm_check_cpuid: a virtual-address width in 0x80000008 other than 0,
     48 or 57 is EINVAL."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     st = state(vcpu)
     head = copy_from_user(arg, K.kvm_cpuid2)
     if head.nent > KVM_MAX_CPUID_ENTRIES:
@@ -810,7 +347,7 @@ def set_cpuid2(f, arg):
         if entries != st.cpuid:
             raise oserror(errno.EINVAL)
         return 0
-    e = _cpuid(entries, 0x80000008)
+    e = cpuid_entry(entries, 0x80000008)
     if e is not None and (e[3] >> 8 & 0xFF) not in (0, 48, 57):
         raise oserror(errno.EINVAL)
     st.cpuid = entries
@@ -821,7 +358,7 @@ def set_cpuid2(f, arg):
 def get_cpuid2(f, arg):
     """kvm_vcpu_ioctl_get_cpuid2: nent smaller than the table -> E2BIG (nent is not
     written back); else the entries, then nent."""
-    st = state(_vcpu(f))
+    st = state(vcpu_of(f))
     head = copy_from_user(arg, K.kvm_cpuid2)
     if head.nent < len(st.cpuid):
         raise oserror(errno.E2BIG)
@@ -839,7 +376,7 @@ def get_cpuid2(f, arg):
 
 
 def get_mp_state(f, arg):
-    st = state(_vcpu(f))
+    st = state(vcpu_of(f))
     copy_to_user(arg, X.kvm_mp_state(st.mp_state))
     return 0
 
@@ -847,7 +384,7 @@ def get_mp_state(f, arg):
 def set_mp_state(f, arg):
     """kvm_arch_vcpu_ioctl_set_mpstate: without an in-kernel LAPIC (kmock has none) only
     KVM_MP_STATE_RUNNABLE is accepted; every other value is EINVAL."""
-    st = state(_vcpu(f))
+    st = state(vcpu_of(f))
     m = copy_from_user(arg, X.kvm_mp_state)
     if m.mp_state != X.KVM_MP_STATE_RUNNABLE:
         raise oserror(errno.EINVAL)
@@ -874,7 +411,7 @@ def get_vcpu_events(f, arg):
     (the pending exception apart from the injected one) with KVM_CAP_EXCEPTION_PAYLOAD
     and TRIPLE_FAULT with KVM_CAP_X86_TRIPLE_FAULT_EVENT; without the first a pending
     exception is reported as injected. sipi_vector 0."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     st = state(vcpu)
     payload, triple = _event_caps(vcpu)
     ev = X.kvm_vcpu_events()
@@ -917,7 +454,7 @@ def set_vcpu_events(f, arg):
     is EINVAL after the rest was written (the kernel checks it last). Without VALID_PAYLOAD the pending exception and its
     payload are dropped; with it, a pending exception is not also injected. SMM entry
     (smi.smm) is not modelled: EINVAL from kmock [kmock]."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     st = state(vcpu)
     payload, triple = _event_caps(vcpu)
     ev = copy_from_user(arg, X.kvm_vcpu_events)
@@ -964,7 +501,7 @@ def set_vcpu_events(f, arg):
 
 def get_debugregs(f, arg):
     """kvm_vcpu_ioctl_x86_get_debugregs (EINVAL when the state is protected)."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     protected(vcpu)
     st = state(vcpu)
     d = X.kvm_debugregs(dr6=st.dr6, dr7=st.dr7)
@@ -977,7 +514,7 @@ def get_debugregs(f, arg):
 def set_debugregs(f, arg):
     """kvm_vcpu_ioctl_x86_set_debugregs: flags, or DR6/DR7 bits above 31
     (kvm_dr6_valid, kvm_dr7_valid): EINVAL, after the protected-state check (EINVAL)."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     d = copy_from_user(arg, X.kvm_debugregs)
     protected(vcpu)
     st = state(vcpu)
@@ -993,7 +530,7 @@ def set_debugregs(f, arg):
 
 def get_tsc_khz(f, arg):
     """KVM_GET_TSC_KHZ: vcpu->arch.virtual_tsc_khz."""
-    return state(_vcpu(f)).tsc_khz
+    return state(vcpu_of(f)).tsc_khz
 
 
 def set_tsc_khz(f, arg):
@@ -1002,7 +539,7 @@ def set_tsc_khz(f, arg):
     band around the host's is EINVAL; with scaling, rates from max_guest_tsc_khz up are
     EINVAL before anything is recorded; so is any rate for a vCPU whose TSC is protected
     (the VM type's ``guest_tsc_protected``, checked first)."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     vt = vcpu.vm.vmtype
     if vt.has_vcpu_state_hooks and vt.guest_tsc_protected(vcpu):
         raise oserror(errno.EINVAL)
@@ -1025,7 +562,7 @@ def set_tsc_khz(f, arg):
 def set_signal_mask(f, arg):
     """KVM_SET_SIGNAL_MASK (kvm_vcpu_ioctl): a NULL argument clears the mask; else len must
     be sizeof(kernel_sigset_t) = 8 (EINVAL), then the set is read (EFAULT)."""
-    vcpu = _vcpu(f)
+    vcpu = vcpu_of(f)
     st = state(vcpu)
     if type(arg) is int and arg == 0:
         st.sigmask = None
@@ -1043,7 +580,7 @@ def vcpu_ioctls():
         X.KVM_GET_REGS: get_regs, X.KVM_SET_REGS: set_regs,
         X.KVM_GET_SREGS: get_sregs, X.KVM_SET_SREGS: set_sregs,
         X.KVM_GET_FPU: get_fpu, X.KVM_SET_FPU: set_fpu,
-        X.KVM_GET_MSRS: get_msrs, X.KVM_SET_MSRS: set_msrs,
+        X.KVM_GET_MSRS: x86_msr.get_msrs, X.KVM_SET_MSRS: x86_msr.set_msrs,
         X.KVM_SET_CPUID2: set_cpuid2, X.KVM_GET_CPUID2: get_cpuid2,
         X.KVM_GET_MP_STATE: get_mp_state, X.KVM_SET_MP_STATE: set_mp_state,
         X.KVM_GET_VCPU_EVENTS: get_vcpu_events, X.KVM_SET_VCPU_EVENTS: set_vcpu_events,
@@ -1125,7 +662,7 @@ def probe_host(kvm_fd, vcpu_fd, caps):
         fcntl.ioctl(vcpu_fd, X.KVM_GET_XSAVE2 if size > 4096 else X.KVM_GET_XSAVE, xs)
         runs = [(m.start(), m.group()) for m in re.finditer(rb"[^\x00]+", bytes(xs))]
     except OSError:
-        runs = DEFAULTS_618["xsave_init"]
+        runs = x86_state.DEFAULTS_618["xsave_init"]
     feats = msr_list(X.KVM_GET_MSR_FEATURE_INDEX_LIST)
     fbuf = bytearray(8 + 16 * len(feats))
     fbuf[0:4] = len(feats).to_bytes(4, "little")
@@ -1136,7 +673,7 @@ def probe_host(kvm_fd, vcpu_fd, caps):
     except OSError:
         nf = 0
     fvalues = tuple((feats[i], int.from_bytes(fbuf[16 + 16 * i:24 + 16 * i], "little"))
-                    for i in range(nf) if feats[i] in _FEATURE_CPUID)
+                    for i in range(nf) if feats[i] in x86_msr.FEATURE_CPUID)
     return {
         "msr_feature_values": fvalues,
         "cr4_allowed": _probe_cr4(vcpu_fd),

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kmock
-from kmock.kvm import x86_vcpu
+from kmock.kvm import x86_msr, x86_state, x86_vcpu
 from kmock.testing.conformance import in_child
 from kmock.testing.conformance_vcpu import cpuid_buf, msrs_buf, msrs_values
 from kmock.uapi import kvm as K
@@ -157,7 +157,7 @@ def test_linux_618_defaults(k):
     buf[0:4] = (64).to_bytes(4, "little")
     k.ioctl(kvm, X.KVM_GET_MSR_INDEX_LIST, buf)
     n = int.from_bytes(buf[0:4], "little")
-    assert n == len(x86_vcpu.DEFAULTS_618["msr_index_list"]) == 43
+    assert n == len(x86_state.DEFAULTS_618["msr_index_list"]) == 43
     assert k.ioctl(v, X.KVM_GET_TSC_KHZ, 0) == 2100000
     xcrs = X.kvm_xcrs()
     k.ioctl(v, X.KVM_GET_XCRS, xcrs)
@@ -208,8 +208,8 @@ def test_tables_are_registered_for_x86(k):
 # --- property: set/get round trips against a model -----------------------------------------
 
 u64 = st.integers(0, U64)
-STORE_MSRS = [i for i, (kind, rsv) in x86_vcpu.MSR_RULES.items()
-              if kind == x86_vcpu.STORE and not rsv]
+STORE_MSRS = [i for i, (kind, rsv) in x86_msr.MSR_RULES.items()
+              if kind == x86_msr.STORE and not rsv]
 op = st.one_of(
     st.tuples(st.just("regs"), st.lists(u64, min_size=18, max_size=18)),
     st.tuples(st.just("debugregs"), st.tuples(st.lists(u64, min_size=4, max_size=4),
@@ -246,7 +246,7 @@ def test_round_trips_match_a_model(k, ops):
             done = k.ioctl(v, X.KVM_SET_MSRS, msrs_buf([(idx, val)]))
             top = val >> 47
             ok = idx != 0xC0000082 or top in (0, (1 << 17) - 1) or \
-                x86_vcpu.virt_addr_bits(k.profile.cpuid) == 57 and val >> 56 in (0, 0xFF)
+                x86_state.virt_addr_bits(k.profile.cpuid) == 57 and val >> 56 in (0, 0xFF)
             assert done == int(ok)
             if ok:
                 model["msrs"][idx] = val

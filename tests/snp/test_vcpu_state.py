@@ -11,7 +11,7 @@ import kmock_snp
 import pytest
 from kmock_snp.vmtypes import SevEsVm, SevVm, SnpVm
 
-from kmock.kvm import x86_vcpu
+from kmock.kvm import x86_state
 from kmock.testing.conformance_vcpu import msrs_buf
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
@@ -39,7 +39,7 @@ def err(k, fd, req, arg):
 
 
 def saved(s):
-    st = x86_vcpu.state(s.vcpu(0))
+    st = x86_state.state(s.vcpu(0))
     return (bytes(st.regs), bytes(st.sregs), st.xcr0, list(st.db), st.dr6, st.dr7)
 
 

@@ -8,7 +8,7 @@ import errno
 
 import pytest
 
-from kmock.kvm import x86_vcpu
+from kmock.kvm import x86_state
 from kmock.testing.conformance_vcpu import msrs_buf, msrs_values
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
@@ -45,7 +45,7 @@ def td_with_vcpu(k, debug=False):
 
 
 def saved(k, td):
-    st = x86_vcpu.state(k.vm(td.vm).vcpus[0])
+    st = x86_state.state(k.vm(td.vm).vcpus[0])
     return (bytes(st.regs), bytes(st.sregs), st.xcr0, list(st.db), st.dr6, st.dr7,
             bytes(st.fpstate), st.xfeatures)
 
@@ -118,7 +118,7 @@ def test_msrs_the_tdx_module_owns_stop_the_loop(tdx_kernel):
     got = msrs_buf([(pat, 0)])
     k.ioctl(td.vcpu, X.KVM_GET_MSRS, got)
     assert msrs_values(got, 1) == [0x0606060606060606]
-    assert x86_vcpu.state(k.vm(td.vm).vcpus[0]).msrs.get(lstar, 0) == 0
+    assert x86_state.state(k.vm(td.vm).vcpus[0]).msrs.get(lstar, 0) == 0
 
 
 @pytest.mark.parametrize(("index", "write", "data", "ok"), [
