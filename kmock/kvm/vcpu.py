@@ -209,12 +209,15 @@ def vcpu_run(f, arg):
             r = vmtype.run_enter(vcpu)
             if r is not None:
                 return r  # the VM type wrote an exit (or raised) before the guest ran
-            try:
+            if vmtype.has_run_exit:
+                try:
+                    r = _guest.run(vcpu)
+                except OSError as e:
+                    vmtype.run_exit(vcpu, e)
+                    raise
+                vmtype.run_exit(vcpu, r)
+            else:
                 r = _guest.run(vcpu)
-            except OSError as e:
-                vmtype.run_exit(vcpu, e)
-                raise
-            vmtype.run_exit(vcpu, r)
             if vm.dead:
                 # the VM type killed the VM: EIO (check_caller's other half, the
                 # caller's process, was checked on entry and cannot change in this call)

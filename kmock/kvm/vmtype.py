@@ -64,6 +64,7 @@ _FLAGS = {
     "has_stage2_hooks": ("stage2_map", "stage2_zap"),
     "has_gpa_alias": ("gpa_alias",),
     "has_run_hooks": ("run_enter", "run_exit"),
+    "has_run_exit": ("run_exit",),
     "has_host_access": ("host_access",),
     "has_dma_access": ("dma_access",),
     "has_guest_access": ("guest_access",),
@@ -105,6 +106,7 @@ class VmType:
     has_stage2_hooks = False
     has_gpa_alias = False
     has_run_hooks = False
+    has_run_exit = False
     has_host_access = False
     has_dma_access = False
     has_guest_access = False

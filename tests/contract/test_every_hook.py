@@ -175,3 +175,36 @@ def test_host_fault_explained_and_recorded(rec):
     with pytest.raises(kmock.SigBus, match="page 0 is the guest's"):
         m[0]
     assert k.violations[-1].kind == "host_access_fault"
+
+
+def test_run_exit_is_asked_only_of_types_that_implement_it():
+    """A VM type with run_enter only (TDX, CCA) is not called after the run; the VM it
+    killed during the run still makes KVM_RUN fail with EIO."""
+    from kmock.kvm.vmtype import VmType
+
+    class EnterOnly(VmType):
+        type = 13
+        name = "enter only (test)"
+        platforms = ("enter-only",)
+        has_private_mem = True
+        entered = 0
+
+        def run_enter(self, vcpu):
+            EnterOnly.entered += 1
+
+    assert EnterOnly.has_run_hooks and not EnterOnly.has_run_exit
+    assert not VmType.has_run_exit
+    from ._one_vm import GPA as G, one_vm
+
+    k, vm, vcpu, _ = one_vm(EnterOnly(), "enter-only")
+    try:
+        g = k.vm(vm).vcpus[0].guest
+        g.hlt()
+        assert k.ioctl(vcpu, K.KVM_RUN, 0) == 0 and EnterOnly.entered == 1
+        w = g.write(G, b"x", private=True)
+        k.vm(vm).kill("killed by the test")
+        with pytest.raises(OSError) as e:
+            k.ioctl(vcpu, K.KVM_RUN, 0)
+        assert e.value.errno == errno.EIO and not w.done
+    finally:
+        k.close_all()
