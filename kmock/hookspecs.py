@@ -101,12 +101,14 @@ def kmock_devices(kernel):
 
 @hookspec
 def kmock_snapshot(kernel, snapshot):
-    """Add architecture state to ``snapshot`` (a dict) under the plugin's own key.
+    """Add architecture state to ``snapshot`` (a ``kmock.snapshot.ArchSection``, a dict)
+    under the plugin's own key.
 
-    Under ``kmock.snapshot.capture`` the dict is a ``kmock.snapshot.ArchSection``:
     ``snapshot.add_table(key, name, runs, space="pfn"|"gpa"|"gfn"|"gmem_page", vm=...)``
     adds a table (runs ``[[start, end, state], ...]``) that ``kmock dump`` lists and
-    draws; docs/snapshot-format.md describes the shape. Pass runs, never pages.
+    draws; ``snapshot.vm_id(vm)`` names a VM as the snapshot does. The section becomes
+    ``kmock.snapshot.capture(k)["arch"]``, and its keys join ``Kernel.snapshot()``'s
+    top level. docs/snapshot-format.md describes the shape. Pass runs, never pages.
     """
 
 

@@ -33,6 +33,7 @@ from types import MappingProxyType
 from . import hookspecs, profiles
 from ._libc import check_fallocate_args
 from .consequences import BoundedLog, ViolationLog
+from .snapshot import ArchSection
 from .errors import KmockUsageError, check_int, oserror
 from .faults import Faults
 from .fdtable import FdTable
@@ -586,7 +587,12 @@ class Kernel(IommufdSupport, SyscallAPI):
             "violations": list(self.violations),
         }
         if self._has_snapshot:
-            self.pm.hook.kmock_snapshot(kernel=self, snapshot=snap)
+            # the plugins get what kmock.snapshot.capture gives them (one contract); here
+            # their keys land at the top of this summary, next to the core's
+            section = ArchSection({id(vm): i for i, vm in enumerate(vms.values())},
+                                  {id(i): n for n, i in enumerate(gmems.values())})
+            self.pm.hook.kmock_snapshot(kernel=self, snapshot=section)
+            snap.update(section)
         return snap
 
     # --- teardown --------------------------------------------------------------------------

@@ -77,10 +77,9 @@ def kmock_snapshot(kernel, snapshot):
         "rmp": [(r.start, r.end, str(r.entry)) for r in runs if r.entry.assigned],
         "leaked_frames": m.rmp.leaked_count(),
     }
-    if hasattr(snapshot, "add_table"):
-        # the RMP by host frame (the frame space of kernel.physmem), one run per equal state
-        snapshot.add_table("snp", "RMP", [(r.start, r.end, rmp_state(r.entry)) for r in runs],
-                           space="pfn", legend=RMP_LEGEND)
+    # the RMP by host frame (the frame space of kernel.physmem), one run per equal state
+    snapshot.add_table("snp", "RMP", [(r.start, r.end, rmp_state(r.entry)) for r in runs],
+                       space="pfn", legend=RMP_LEGEND)
 
 
 #: the RMP table's states in ``kmock dump`` (owner, then the flags that matter)

@@ -61,27 +61,22 @@ def kmock_vm_types(kernel):
 
 @hookimpl
 def kmock_snapshot(kernel, snapshot):
-    """Each TD's state and S-EPT counts; under kmock.snapshot.capture (an ArchSection) also
-    its S-EPT as a gfn-space table (one row per run of equal leaves) for ``kmock dump``."""
+    """Each TD's state and S-EPT counts, and its S-EPT as a gfn-space table (one row per
+    run of equal leaves) that ``kmock dump`` lists and draws."""
     tds = []
-    section = hasattr(snapshot, "add_table")
     for f in kernel.fdtable.files():
         vm = getattr(f, "vm", None)
         if getattr(f, "file_type", None) == "vm" and vm.type == TdxVm.type and vm.arch:
             td = vm.arch
-            tds.append({"state": td.state, "gpaw": td.gpaw, "connect": td.connect,
-                        "sept": {} if td.sept is None else
+            tds.append({"vm": snapshot.vm_id(vm), "state": td.state, "gpaw": td.gpaw,
+                        "connect": td.connect, "sept": {} if td.sept is None else
                         {st.name: n for st, n in td.sept.counts().items()}})
-            if section:
-                tds[-1]["vm"] = snapshot.vm_id(vm)
-                runs = [] if td.sept is None else \
-                    [(r.gfn, r.gfn + r.npages, _sept_label(r)) for r in td.sept.runs()]
-                snapshot.add_table("tdx", "S-EPT", runs, space="gfn", vm=vm,
-                                   legend=SEPT_LEGEND)
-    if tds and section:
+            runs = [] if td.sept is None else \
+                [(r.gfn, r.gfn + r.npages, _sept_label(r)) for r in td.sept.runs()]
+            snapshot.add_table("tdx", "S-EPT", runs, space="gfn", vm=vm, legend=SEPT_LEGEND)
+    if tds:
         snapshot["tdx"]["tds"] = tds
-    elif tds:
-        snapshot["tdx"] = tds
+
 
 #: the S-EPT table's states (the module's leaf states; "@2M": a 2M leaf)
 SEPT_LEGEND = {

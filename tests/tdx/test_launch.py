@@ -422,9 +422,10 @@ def test_init_mem_region_in_place_source_under_v8(tdx_kernel):
 def test_snapshot_names_each_td(tdx_kernel):
     k = tdx_kernel()
     t = Td(k).launch()
-    snap = k.snapshot()["tdx"]
-    assert snap == [{"state": "RUNNABLE", "gpaw": 48, "connect": False,
-                     "sept": {"MAPPED": 2, "FREE": t.td.sept.npages - 2}}]
+    snap = k.snapshot()
+    assert snap["tdx"]["tds"] == [{"vm": 0, "state": "RUNNABLE", "gpaw": 48, "connect": False,
+                                   "sept": {"MAPPED": 2, "FREE": t.td.sept.npages - 2}}]
+    assert [t["name"] for t in snap["tdx"]["tables"]] == ["S-EPT"]  # as under capture
 
 
 def test_capture_has_the_sept_table(tdx_kernel):
