@@ -80,8 +80,7 @@ def make_fakes(patcher, compiled=None):
     real_open, real_close, real_closerange = os.open, os.close, os.closerange
     real_read, real_write, real_pread, real_pwrite = os.read, os.write, os.pread, os.pwrite
     real_lseek, real_fstat, real_ftruncate = os.lseek, os.fstat, os.ftruncate
-    real_dup, real_dup2, real_fallocate, real_memfd = (
-        os.dup, os.dup2, os.posix_fallocate, os.memfd_create)
+    real_dup, real_dup2, real_fallocate = os.dup, os.dup2, os.posix_fallocate
     real_ioctl = fcntl.ioctl
     k_open, k_close, k_read, k_write = k.open, k.close, k.read, k.write
     k_pread, k_pwrite, k_lseek, k_fstat = k.pread, k.pwrite, k.lseek, k.fstat
