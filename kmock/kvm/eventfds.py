@@ -16,11 +16,10 @@ What is modelled (docs/eventfds.md):
   fragment that matches one (ioeventfd_in_range: same address; length 0, or the same
   length and, with DATAMATCH, the same value) signals the eventfd (adds 1) and
   completes without an exit; anything else still exits to userspace;
-* an irqfd is bookkeeping: the binding (eventfd, gsi, resamplefd) and the kernel's read
-  of the eventfd's counter when it is bound (irqfd_wakeup consumes a signal). No
-  interrupt reaches the scripted guest, and a signal after KVM_IRQFD stays in the
-  counter until the VM next looks (the next KVM_IRQFD on the VM): the kernel consumes
-  it at once from the eventfd's wake-up;
+* an irqfd is bookkeeping: the binding (eventfd, gsi, resamplefd). No interrupt reaches
+  the scripted guest. The kernel reads the counter at each signal after KVM_IRQFD
+  (irqfd_wakeup, in the writer's context), but leaves a count pending at KVM_IRQFD
+  (probed); kmock reads it only when a test calls :func:`signalled_irqfds`;
 * the routing table is validated and kept (it replaces the previous one);
   KVM_CREATE_IRQCHIP's default routing is represented by ``routes is None``.
 
@@ -169,13 +168,17 @@ class EventfdRef:
         os.eventfd_write(self.fd, 1)
 
     def consume(self):
-        """eventfd_ctx_do_read as irqfd_wakeup does it: take the whole counter, if any."""
-        if select.select([self.fd], [], [], 0)[0]:
-            try:
-                os.set_blocking(self.fd, False)
-                os.eventfd_read(self.fd)
-            except BlockingIOError:
-                pass  # another reader took it first
+        """eventfd_ctx_do_read as irqfd_wakeup does it: take the whole counter; returns it
+        (0: nothing was pending). Never blocks (the VMM may have made the eventfd
+        blocking; the open file's O_NONBLOCK is not touched)."""
+        p = select.poll()  # (select() stops at FD_SETSIZE; these fds are numbered high)
+        p.register(self.fd, select.POLLIN)
+        if not p.poll(0):
+            return 0
+        try:
+            return os.eventfd_read(self.fd)
+        except BlockingIOError:
+            return 0
 
     def put(self):
         if self.fd >= 0:
@@ -498,14 +501,20 @@ def deassign_irqfd(vm, args):
     return 0
 
 
-def consume_irqfds(vm):
-    """Read the counter of every bound irqfd that was signalled (irqfd_wakeup)."""
+def signalled_irqfds(vm):
+    """What irqfd_wakeup would have injected since the last call: reads the counter of
+    every irqfd of ``vm`` that was signalled (as the kernel does at the signal) and
+    returns their gsis, in binding order. The kernel reads at once, from the writer's
+    eventfd_write; kmock reads only here (a test's look at "the interrupts raised")."""
     s = _STATES.get(vm)
     if s is None:
-        return
+        return []
+    out = []
     with s.lock:
         for i in s.irqfds:
-            i.eventfd.consume()
+            if i.eventfd.consume():
+                out.append(i.gsi)
+    return out
 
 
 def vm_irqfd(f, arg):

@@ -281,3 +281,18 @@ def test_split_irqchip_routes_start_empty(k):
     k.ioctl(vm, K.KVM_ENABLE_CAP, c)
     assert E.routes(k.vm(vm)) == ()
     assert err(routing, k, vm, [(0, E.KVM_IRQ_ROUTING_IRQCHIP, E.KVM_IRQCHIP_IOAPIC, 0)]) == errno.EINVAL
+
+
+def test_signalled_irqfds_reads_the_counters_as_irqfd_wakeup(k, efds):
+    _, vm = create_vm(k)
+    k.ioctl(vm, X.KVM_CREATE_IRQCHIP, 0)
+    a, b = efds(), efds()
+    irqfd(k, vm, a, 5)
+    irqfd(k, vm, b, 24)
+    v = k.vm(vm)
+    assert E.signalled_irqfds(v) == []
+    os.eventfd_write(b, 1)
+    os.eventfd_write(a, 2)
+    assert E.signalled_irqfds(v) == [5, 24]
+    assert count(a) == count(b) == 0  # consumed, as the kernel's read at the signal
+    assert E.signalled_irqfds(v) == []
