@@ -16,11 +16,18 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define KVMIO 0xAE
 #define KVM_CREATE_VM _IO(KVMIO, 0x01)
 #define KVM_CREATE_IRQCHIP _IO(KVMIO, 0x60)
+#define KVM_GET_VCPU_MMAP_SIZE _IO(KVMIO, 0x04)
+#define KVM_CREATE_VCPU _IO(KVMIO, 0x41)
+#define KVM_RUN _IO(KVMIO, 0x80)
+/* not a kernel ioctl: the test's plugin scripts outb(0xc000, 1) and outb(0xc001, 2) into
+ * the vCPU's guest (mock only) */
+#define KMOCK_TEST_SCRIPT_OUTB _IO(KVMIO, 0xfe)
 
 struct kvm_ioeventfd { uint64_t datamatch, addr; uint32_t len; int32_t fd; uint32_t flags; uint8_t pad[36]; };
 struct kvm_irqfd { uint32_t fd, gsi, flags, resamplefd; uint8_t pad[16]; };
@@ -71,7 +78,26 @@ static uint64_t counter(int fd)
     return v;
 }
 
-int main(void)
+/* "guest" mode (mock only): the scripted guest's outb to an ioeventfd port signals the
+ * VMM's own eventfd (the server holds a pidfd_getfd copy); the next outb exits */
+static int guest(int kvm)
+{
+    int notify = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+    long size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+    uint8_t *run = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+    if (vcpu < 0 || run == MAP_FAILED)
+        return 1;
+    ioeventfd("PIO 0xc000 len 0", notify, 0xc000, 0, IOEVENTFD_PIO, 0);
+    printf("up script: %s\n", res(ioctl(vcpu, KMOCK_TEST_SCRIPT_OUTB, 0)));
+    printf("up KVM_RUN: %s\n", res(ioctl(vcpu, KVM_RUN, 0)));
+    printf("up exit_reason %u port %#x\n", *(uint32_t *)(run + 8), *(uint16_t *)(run + 34));
+    printf("up notify counter: %llu\n", (unsigned long long)counter(notify));
+    printf("done\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
 {
     int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (kvm < 0) {
@@ -83,6 +109,8 @@ int main(void)
         perror("KVM_CREATE_VM");
         return 1;
     }
+    if (argc > 1 && !strcmp(argv[1], "guest"))
+        return guest(kvm);
     int notify = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int notify2 = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int irq = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -11,6 +11,7 @@ import pytest
 from ._native import REAL_KVM, build, lines, needs_cc, run_mock, run_real
 
 import kmock
+from kmock.hookspecs import hookimpl
 
 HERE = Path(__file__).parent
 pytestmark = needs_cc
@@ -47,3 +48,34 @@ def test_eventfds_under_kmock(program, lib):
                  "up SET_GSI_ROUTING ioapic + 2 MSI: 0",
                  "up SET_GSI_ROUTING MSI twice on one gsi: -1 EINVAL"):
         assert line in out
+
+
+class ScriptOutb:
+    """A test plugin: vCPU ioctl _IO(KVMIO, 0xfe) scripts outb(0xc000, 1), outb(0xc001, 2)."""
+
+    @hookimpl
+    def kmock_ioctls(self, kernel, file_type):
+        if file_type != "vcpu":
+            return {}
+
+        def script(f, arg):
+            f.vcpu.guest.outb(0xC000, 1)
+            f.vcpu.guest.outb(0xC001, 2)
+            return 0
+
+        return {0xAEFE: script}
+
+
+def test_guest_write_signals_the_vmms_eventfd(program, lib):
+    from kmock import preload
+
+    res = preload.run([program, "guest"], kernel=kmock.Kernel("linux-6.18", plugins=[ScriptOutb()]),
+                      timeout=120)
+    assert res.server.errors == [] and res.returncode == 0, res.stderr
+    assert up(res.stdout) == [
+        "up ioeventfd PIO 0xc000 len 0: 0",
+        "up script: 0",
+        "up KVM_RUN: 0",
+        "up exit_reason 2 port 0xc001",  # KVM_EXIT_IO for the second outb only
+        "up notify counter: 1",
+    ]
