@@ -259,12 +259,18 @@ class Ioeventfd:
 class Irqfd:
     """struct kvm_kernel_irqfd: the bookkeeping part."""
 
-    __slots__ = ("eventfd", "gsi", "resamplefd")
+    __slots__ = ("eventfd", "gsi", "resamplefd", "vm")
 
-    def __init__(self, eventfd, gsi, resamplefd):
+    def __init__(self, eventfd, gsi, resamplefd, vm):
         self.eventfd = eventfd
         self.gsi = gsi
         self.resamplefd = resamplefd
+        #: a weak reference to the VM (kvm_irqfd_release unbinds at the VM's end)
+        self.vm = weakref.ref(vm)
+
+    def alive(self):
+        vm = self.vm()
+        return vm is not None and not vm.destroyed
 
     def __repr__(self):
         r = f" resample {self.resamplefd!r}" if self.resamplefd else ""
@@ -467,9 +473,10 @@ def assign_irqfd(vm, args):
         s = state(vm)
         with s.lock:
             with _STATES_LOCK:
-                if eventfd.id in _IRQFD_WAITERS:
+                waiter = _IRQFD_WAITERS.get(eventfd.id)
+                if waiter is not None and waiter.alive():
                     raise oserror(errno.EBUSY)
-                irqfd = _IRQFD_WAITERS[eventfd.id] = Irqfd(eventfd, args.gsi, resamplefd)
+                irqfd = _IRQFD_WAITERS[eventfd.id] = Irqfd(eventfd, args.gsi, resamplefd, vm)
             s.irqfds.append(irqfd)
     except BaseException:
         eventfd.put()

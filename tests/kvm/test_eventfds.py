@@ -296,3 +296,14 @@ def test_signalled_irqfds_reads_the_counters_as_irqfd_wakeup(k, efds):
     assert E.signalled_irqfds(v) == [5, 24]
     assert count(a) == count(b) == 0  # consumed, as the kernel's read at the signal
     assert E.signalled_irqfds(v) == []
+
+
+def test_a_destroyed_vm_frees_its_irqfd_eventfds(k, efds):
+    a = efds()
+    kvm, vm1 = create_vm(k)
+    k.ioctl(vm1, X.KVM_CREATE_IRQCHIP, 0)
+    irqfd(k, vm1, a, 5)
+    k.close(vm1)  # kvm_vm_release -> kvm_irqfd_release
+    vm2 = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+    k.ioctl(vm2, X.KVM_CREATE_IRQCHIP, 0)
+    assert irqfd(k, vm2, a, 5) == 0
