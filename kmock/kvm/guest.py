@@ -46,10 +46,16 @@ import ctypes
 import errno
 
 from .. import _libc
-from ..errors import MAX_ACCESS_BYTES, KmockUsageError, check_bytes, check_int, check_length
+from ..errors import (
+    MAX_ACCESS_BYTES,
+    KmockUsageError,
+    check_bytes,
+    check_int,
+    check_length,
+)
 from ..uapi import kvm as K
-from .stage2 import PAGE_SHIFT, PAGE_SIZE, MemoryFault, faultin
 from .eventfds import io_bus_write
+from .stage2 import PAGE_SHIFT, PAGE_SIZE, MemoryFault, faultin
 
 U64 = (1 << 64) - 1
 MMIO_MAX = 8  # bytes per KVM_EXIT_MMIO (kvm_run.mmio.data)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ._native import REAL_KVM, build, lines, needs_cc, run_mock, run_real
-
 import kmock
 from kmock.hookspecs import hookimpl
+
+from ._native import REAL_KVM, build, lines, needs_cc, run_mock, run_real
 
 HERE = Path(__file__).parent
 pytestmark = needs_cc
