@@ -46,13 +46,7 @@ import ctypes
 import errno
 
 from .. import _libc
-from ..errors import (
-    MAX_ACCESS_BYTES,
-    KmockUsageError,
-    check_bytes,
-    check_int,
-    check_length,
-)
+from ..errors import MAX_ACCESS_BYTES, KmockUsageError, check_bytes, check_int, check_length
 from ..uapi import kvm as K
 from .eventfds import io_bus_write
 from .stage2 import PAGE_SHIFT, PAGE_SIZE, MemoryFault, faultin
