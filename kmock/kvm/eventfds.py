@@ -196,33 +196,41 @@ class EventfdRef:
 
 def eventfd_ctx_fdget(kernel, fd):
     """The eventfd behind ``fd`` (this process's fd): not an open fd -> EBADF; an open
-    file that is not an eventfd (a kmock fd included) -> EINVAL."""
+    file that is not an eventfd (a kmock fd included) -> EINVAL. The duplicate is taken
+    first and inspected, so a concurrent close or reuse of ``fd`` cannot mix two files."""
     if fd < 0 or fd > 0x7FFFFFFF:
         raise oserror(errno.EBADF)
     if kernel.fdtable.get(fd) is not None:
         raise oserror(errno.EINVAL)  # a kmock file (/dev/kvm, a VM...): not an eventfd
     try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        raise oserror(errno.EBADF) from None
-    if target != "anon_inode:[eventfd]":
-        raise oserror(errno.EINVAL)
-    ctx_id = None
-    try:
-        with open(f"/proc/self/fdinfo/{fd}") as info:
-            for line in info:
-                if line.startswith("eventfd-id:"):
-                    ctx_id = int(line.split()[1])
-                    break
-    except OSError:
-        raise oserror(errno.EBADF) from None
-    try:
         dup = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _REF_FD_BASE)
     except OSError:
         raise oserror(errno.EBADF) from None
-    if ctx_id is None:  # a kernel without eventfd-id: the inode is shared, the fd is not
-        ctx_id = ("fd", os.fstat(dup).st_ino, fd)
+    try:
+        ctx_id = _eventfd_id(dup)
+    except BaseException:
+        os.close(dup)
+        raise
     return EventfdRef(dup, ctx_id)
+
+
+def _eventfd_id(fd):
+    """The eventfd context id of ``fd`` (``eventfd-id`` in fdinfo); EINVAL if ``fd`` is not
+    an eventfd."""
+    try:
+        if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[eventfd]":
+            raise oserror(errno.EINVAL)
+        with open(f"/proc/self/fdinfo/{fd}") as info:
+            for line in info:
+                if line.startswith("eventfd-id:"):
+                    return int(line.split()[1])
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            raise
+        raise oserror(errno.EBADF) from None
+    # a kernel without eventfd-id (before 6.1): every eventfd shares one anonymous inode,
+    # so only the fd itself names it
+    return ("fd", fd)
 
 
 # --- per-VM state --------------------------------------------------------------------------
