@@ -32,6 +32,8 @@ KVM_RUN runs pending actions in order until one exits (kmock.kvm.vcpu):
   progress), not from the action's start.
 * ``outb``/``inb``: KVM_EXIT_IO (size 1, count 1, data at kvm_run + 4096); the action
   completes on the next KVM_RUN (``inb`` reads the byte the VMM put there).
+* A write (``outb``, an MMIO write fragment) that an ioeventfd of the VM matches signals
+  its eventfd and completes without an exit (kmock.kvm.eventfds.io_bus_write).
 * ``hypercall``/``map_gpa_range``: KVM_HC_MAP_GPA_RANGE exits with
   KVM_EXIT_HYPERCALL if the VM enabled it with KVM_CAP_EXIT_HYPERCALL; the action
   completes on the next KVM_RUN with ``run.hypercall.ret``. Otherwise, and for
@@ -46,6 +48,7 @@ import errno
 from .. import _libc
 from ..errors import MAX_ACCESS_BYTES, KmockUsageError, check_bytes, check_int, check_length
 from ..uapi import kvm as K
+from .eventfds import io_bus_write
 from .stage2 import PAGE_SHIFT, PAGE_SIZE, MemoryFault, faultin
 
 U64 = (1 << 64) - 1
@@ -178,6 +181,11 @@ class _Access(Action):
         gpa = seg.gpa
         page_end = ((gpa >> PAGE_SHIFT) + 1) << PAGE_SHIFT
         n = min(MMIO_MAX, seg.length, page_end - gpa)
+        if self.write:
+            off = gpa - shift - self.gpa
+            if io_bus_write(vcpu.vm, "mmio", gpa, bytes(self.data[off:off + n])):
+                self.progress += n  # an ioeventfd took the fragment: no exit
+                return CONTINUE
         run = vcpu.run
         run.exit_reason = K.KVM_EXIT_MMIO
         mmio = run.mmio
@@ -320,6 +328,9 @@ class _Io(Action):
         self._waiting = False
 
     def step(self, vcpu):
+        if self.direction == K.KVM_EXIT_IO_OUT and io_bus_write(vcpu.vm, "pio", self.port,
+                                                                bytes((self.value,))):
+            return self.finish(None)  # an ioeventfd took the write: no exit
         run = vcpu.run
         run.exit_reason = K.KVM_EXIT_IO
         io = run.io

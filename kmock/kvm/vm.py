@@ -14,7 +14,7 @@ from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
 from ..notifier import InvalidateEvent
 from ..uapi import kvm as K
-from . import x86_vm
+from . import eventfds, x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
 from .memslot import Memslots, gmem_unbind, set_memory_region
 from .stage2 import Stage2, faultin
@@ -460,5 +460,6 @@ def vm_ioctls(kernel):
         table[K.KVM_SET_MEMORY_ATTRIBUTES] = vm_set_memory_attributes
     if kernel.profile.arch == "x86":
         table.update(x86_vm.x86_vm_ioctls(vm_create_vcpu, vm_check_extension))
+        table.update(eventfds.eventfd_vm_ioctls())
     return table
 

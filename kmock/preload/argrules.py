@@ -25,6 +25,7 @@ is upstream UAPI and is in the table already (for SEV, SEV-ES and SNP VMs only).
 import ctypes
 import struct
 
+from ..kvm import eventfds as EV
 from ..uapi import iommufd as I
 from ..uapi import kvm as K
 from ..uapi import sev as S
@@ -79,6 +80,10 @@ RULES = {
                                    min_size=ctypes.sizeof(I.iommu_ioas_map_file)),
     V.VFIO_DEVICE_BIND_IOMMUFD: ArgRule("u32@0", (_off(V.vfio_device_bind_iommufd, "iommufd"),),
                                         min_size=12),
+    # the eventfds of KVM_IOEVENTFD and KVM_IRQFD (kmock.kvm.eventfds): the server's copy
+    # (pidfd_getfd) is the VMM's eventfd, so a signal from the mock wakes the VMM's poll
+    EV.KVM_IOEVENTFD: ArgRule("ioc", (_off(EV.kvm_ioeventfd, "fd"),)),
+    EV.KVM_IRQFD: ArgRule("ioc", (_off(EV.kvm_irqfd, "fd"), _off(EV.kvm_irqfd, "resamplefd"))),
 }
 
 
