@@ -147,6 +147,20 @@ _CAPS_618 = {
     218: 1,  # KVM_CAP_X86_TRIPLE_FAULT_EVENT
     220: 1,  # KVM_CAP_VM_DISABLE_NX_HUGE_PAGES
     237: 1,  # KVM_CAP_X86_APIC_BUS_CYCLES_NS: APIC_BUS_CYCLE_NS_DEFAULT
+    # the vCPU state ioctls kmock implements (kmock.kvm.x86_vcpu) whose capability is a
+    # constant in kvm_vm_ioctl_check_extension
+    14: 1,  # KVM_CAP_MP_STATE
+    41: 1,  # KVM_CAP_VCPU_EVENTS
+    50: 1,  # KVM_CAP_DEBUGREGS
+    61: 1,  # KVM_CAP_GET_TSC_KHZ
+    153: 1,  # KVM_CAP_GET_MSR_FEATURES
+    # eventfds and routing (kmock.kvm.eventfds)
+    25: 4096,  # KVM_CAP_IRQ_ROUTING: KVM_MAX_IRQ_ROUTES
+    32: 1,  # KVM_CAP_IRQFD
+    36: 1,  # KVM_CAP_IOEVENTFD
+    82: 1,  # KVM_CAP_IRQFD_RESAMPLE
+    100: 1,  # KVM_CAP_IOEVENTFD_NO_LENGTH
+    122: 1,  # KVM_CAP_IOEVENTFD_ANY_LENGTH
 }
 
 # A minimal CPUID table for VMM probing: max leaves, vendor, and the address widths

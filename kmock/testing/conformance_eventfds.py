@@ -12,7 +12,7 @@ kvm_set_routing_entry). The eventfds are real ones of this process on both sides
 import ctypes
 import os
 
-from ..kvm import eventfds as E
+from ..uapi import kvm as E
 from ..kvm import x86_vm as X
 from ..uapi import kvm as K
 from .conformance import create_vm, open_kvm, scenario

@@ -17,13 +17,14 @@ from hypothesis import HealthCheck, given, settings
 
 import kmock
 from kmock.kvm import eventfds as E
+from kmock.uapi import kvm as U
 from kmock.kvm import x86_vm as X
 from kmock.uapi import kvm as K
 
 from ._guest import GuestVM
 from ._util import create_vm, err, errno_or_0
 
-PIO, DM, DEASSIGN = E.KVM_IOEVENTFD_FLAG_PIO, E.KVM_IOEVENTFD_FLAG_DATAMATCH, E.KVM_IOEVENTFD_FLAG_DEASSIGN
+PIO, DM, DEASSIGN = U.KVM_IOEVENTFD_FLAG_PIO, U.KVM_IOEVENTFD_FLAG_DATAMATCH, U.KVM_IOEVENTFD_FLAG_DEASSIGN
 
 
 @pytest.fixture
@@ -51,24 +52,24 @@ def count(fd):
 
 
 def ioeventfd(k, vm, fd, addr, length, flags=0, datamatch=0):
-    return k.ioctl(vm, E.KVM_IOEVENTFD,
-                   E.kvm_ioeventfd(datamatch=datamatch, addr=addr, len=length, fd=fd, flags=flags))
+    return k.ioctl(vm, U.KVM_IOEVENTFD,
+                   U.kvm_ioeventfd(datamatch=datamatch, addr=addr, len=length, fd=fd, flags=flags))
 
 
 def irqfd(k, vm, fd, gsi, flags=0, resamplefd=0):
-    return k.ioctl(vm, E.KVM_IRQFD, E.kvm_irqfd(fd=fd, gsi=gsi, flags=flags, resamplefd=resamplefd))
+    return k.ioctl(vm, U.KVM_IRQFD, U.kvm_irqfd(fd=fd, gsi=gsi, flags=flags, resamplefd=resamplefd))
 
 
 def routing(k, vm, entries, flags=0):
-    size = ctypes.sizeof(E.kvm_irq_routing_entry)
+    size = ctypes.sizeof(U.kvm_irq_routing_entry)
     buf = bytearray(8 + size * max(len(entries), 1))
-    buf[:8] = E.kvm_irq_routing(nr=len(entries), flags=flags)
+    buf[:8] = U.kvm_irq_routing(nr=len(entries), flags=flags)
     for i, (gsi, typ, *u) in enumerate(entries):
-        e = E.kvm_irq_routing_entry(gsi=gsi, type=typ)
+        e = U.kvm_irq_routing_entry(gsi=gsi, type=typ)
         for j, v in enumerate(u):
             e.u.pad[j] = v
         buf[8 + i * size:8 + (i + 1) * size] = bytes(e)
-    return k.ioctl(vm, E.KVM_SET_GSI_ROUTING, buf)
+    return k.ioctl(vm, U.KVM_SET_GSI_ROUTING, buf)
 
 
 # --- ioeventfd: the guest's writes -------------------------------------------------------------
@@ -221,13 +222,13 @@ def test_irqfd_bookkeeping(k, efds):
     assert err(irqfd, k, vm, a, 5) == errno.EINVAL  # no irqchip
     k.ioctl(vm, X.KVM_CREATE_IRQCHIP, 0)
     assert irqfd(k, vm, a, 5) == 0
-    assert irqfd(k, vm, b, 9, E.KVM_IRQFD_FLAG_RESAMPLE, r) == 0
+    assert irqfd(k, vm, b, 9, U.KVM_IRQFD_FLAG_RESAMPLE, r) == 0
     got = [(i.gsi, i.resamplefd is not None) for i in E.irqfds(k.vm(vm))]
     assert got == [(5, False), (9, True)]
     assert err(irqfd, k, vm, a, 6) == errno.EBUSY
-    assert irqfd(k, vm, a, 6, E.KVM_IRQFD_FLAG_DEASSIGN) == 0  # matches nothing: 0
+    assert irqfd(k, vm, a, 6, U.KVM_IRQFD_FLAG_DEASSIGN) == 0  # matches nothing: 0
     assert len(E.irqfds(k.vm(vm))) == 2
-    assert irqfd(k, vm, a, 5, E.KVM_IRQFD_FLAG_DEASSIGN) == 0
+    assert irqfd(k, vm, a, 5, U.KVM_IRQFD_FLAG_DEASSIGN) == 0
     assert [i.gsi for i in E.irqfds(k.vm(vm))] == [9]
     assert irqfd(k, vm, a, 6) == 0  # the eventfd is free again
 
@@ -241,7 +242,7 @@ def test_irqfd_eventfd_is_busy_for_every_vm_until_the_vm_goes(efds):
             k.ioctl(vm, X.KVM_CREATE_IRQCHIP, 0)
         irqfd(k, vm1, a, 5)
         assert err(irqfd, k, vm2, a, 5) == errno.EBUSY
-        irqfd(k, vm1, a, 5, E.KVM_IRQFD_FLAG_DEASSIGN)
+        irqfd(k, vm1, a, 5, U.KVM_IRQFD_FLAG_DEASSIGN)
         assert irqfd(k, vm2, a, 5) == 0
 
 
@@ -263,11 +264,11 @@ def test_routing_replaces_the_table_and_a_failed_call_keeps_it(k):
     v = k.vm(vm)
     default = E.routes(v)
     assert len(default) == 16 + 24
-    assert (0, E.KVM_IRQ_ROUTING_IRQCHIP, 0, (E.KVM_IRQCHIP_PIC_MASTER, 0)) in default
-    assert (9, E.KVM_IRQ_ROUTING_IRQCHIP, 0, (E.KVM_IRQCHIP_PIC_SLAVE, 1)) in default
-    routing(k, vm, [(1, E.KVM_IRQ_ROUTING_MSI, 0xFEE00000, 0, 0x41)])
-    assert E.routes(v) == ((1, E.KVM_IRQ_ROUTING_MSI, 0, (0xFEE00000, 0, 0x41, 0)),)
-    bad = [(2, E.KVM_IRQ_ROUTING_MSI, 0xFEE00000, 0, 1), (2, E.KVM_IRQ_ROUTING_MSI, 0, 0, 2)]
+    assert (0, U.KVM_IRQ_ROUTING_IRQCHIP, 0, (U.KVM_IRQCHIP_PIC_MASTER, 0)) in default
+    assert (9, U.KVM_IRQ_ROUTING_IRQCHIP, 0, (U.KVM_IRQCHIP_PIC_SLAVE, 1)) in default
+    routing(k, vm, [(1, U.KVM_IRQ_ROUTING_MSI, 0xFEE00000, 0, 0x41)])
+    assert E.routes(v) == ((1, U.KVM_IRQ_ROUTING_MSI, 0, (0xFEE00000, 0, 0x41, 0)),)
+    bad = [(2, U.KVM_IRQ_ROUTING_MSI, 0xFEE00000, 0, 1), (2, U.KVM_IRQ_ROUTING_MSI, 0, 0, 2)]
     assert err(routing, k, vm, bad) == errno.EINVAL
     assert E.routes(v)[0].gsi == 1  # unchanged
     routing(k, vm, [])
@@ -280,7 +281,7 @@ def test_split_irqchip_routes_start_empty(k):
     c.args[0] = 24
     k.ioctl(vm, K.KVM_ENABLE_CAP, c)
     assert E.routes(k.vm(vm)) == ()
-    assert err(routing, k, vm, [(0, E.KVM_IRQ_ROUTING_IRQCHIP, E.KVM_IRQCHIP_IOAPIC, 0)]) == errno.EINVAL
+    assert err(routing, k, vm, [(0, U.KVM_IRQ_ROUTING_IRQCHIP, U.KVM_IRQCHIP_IOAPIC, 0)]) == errno.EINVAL
 
 
 def test_signalled_irqfds_reads_the_counters_as_irqfd_wakeup(k, efds):
