@@ -269,6 +269,10 @@ def in_child(sys, fn, timeout=30.0):
             os.close(r)
             try:
                 out = outcome_of(fn, sys)
+            except (IndexError, ValueError, TypeError) as e:
+                # as a mapping access's step (Recorder.access): the type, not the text
+                # (kmock's messages say more than the mmap module's)
+                out = ("exc", type(e).__name__)
             except BaseException as e:  # noqa: BLE001 - report anything to the parent
                 out = ("crash", f"{type(e).__name__}: {e}")
             data = pickle.dumps(out)
