@@ -13,6 +13,7 @@ import mmap
 from ..uapi import kvm as K
 from ..uapi import x86 as X
 from .conformance import create_vm, open_kvm, scenario
+from .conformance_x86_vm import enable
 
 P = 4096
 ENTRY = ctypes.sizeof(K.kvm_cpuid_entry2)
@@ -502,12 +503,6 @@ def fact_x86_cpuid2(sys, rec):
                  changed)
 
 
-def _enable(sys, rec, vm, label, cap, a0=1):
-    e = K.kvm_enable_cap(cap=cap)
-    e.args[0] = a0
-    return rec.call(label, sys.ioctl, vm, K.KVM_ENABLE_CAP, e)
-
-
 @scenario("fact_x86_vcpu_event_caps",
           "KVM_SET_VCPU_EVENTS with VALID_PAYLOAD / VALID_TRIPLE_FAULT: EINVAL until "
           "KVM_CAP_EXCEPTION_PAYLOAD / KVM_CAP_X86_TRIPLE_FAULT_EVENT are enabled; then a "
@@ -533,8 +528,8 @@ def fact_x86_vcpu_event_caps(sys, rec):
              X.KVM_SET_VCPU_EVENTS, events(TRIPLE, triple=1))
     _get(sys, rec, "GET_VCPU_EVENTS without the caps", v, X.KVM_GET_VCPU_EVENTS,
          X.kvm_vcpu_events)
-    _enable(sys, rec, vm, "ENABLE_CAP EXCEPTION_PAYLOAD", K.KVM_CAP_EXCEPTION_PAYLOAD)
-    _enable(sys, rec, vm, "ENABLE_CAP X86_TRIPLE_FAULT_EVENT", K.KVM_CAP_X86_TRIPLE_FAULT_EVENT)
+    enable(sys, rec, vm, "ENABLE_CAP EXCEPTION_PAYLOAD", K.KVM_CAP_EXCEPTION_PAYLOAD, 1)
+    enable(sys, rec, vm, "ENABLE_CAP X86_TRIPLE_FAULT_EVENT", K.KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1)
     rec.call("SET_VCPU_EVENTS a pending #PF with payload", sys.ioctl, v, X.KVM_SET_VCPU_EVENTS,
              events(PAY, pending=1, injected=1, has_payload=1, payload=0x1000))
     _get(sys, rec, "GET_VCPU_EVENTS: the pending #PF", v, X.KVM_GET_VCPU_EVENTS,
