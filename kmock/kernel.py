@@ -429,14 +429,14 @@ class Kernel(IommufdSupport, SyscallAPI):
     def fallocate(self, fd, mode, offset, length):
         if self._traced and not self._syscall.active:
             return self._call_traced("fallocate", (fd, mode, offset, length))
-        host = self._host
-        if host is not None and host.owns_fd(fd):
-            if mode & 0x02 and self.iommu_memory.orphans is not None:  # FALLOC_FL_PUNCH_HOLE
-                self.iommu_memory.before_truncate(fd, offset, offset + length)
-            return host.fallocate(fd, mode, offset, length)
         f = self.fdtable.get(fd) if type(fd) is int else None
-        if f is None:
-            f = self.fdtable.lookup(fd)  # EBADF, or TypeError for a non-integer
+        if f is None:  # not a kmock fd: the real OS's, or EBADF / TypeError
+            host = self._host
+            if host is not None and host.owns_fd(fd):
+                if mode & 0x02 and self.iommu_memory.orphans is not None:  # PUNCH_HOLE
+                    self.iommu_memory.before_truncate(fd, offset, offset + length)
+                return host.fallocate(fd, mode, offset, length)
+            f = self.fdtable.lookup(fd)
         check_fallocate_args(fd, mode, offset, length)
         return f.fallocate(mode, offset, length)
 
