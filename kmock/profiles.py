@@ -154,6 +154,7 @@ _CAPS_618 = {
     50: 1,  # KVM_CAP_DEBUGREGS
     61: 1,  # KVM_CAP_GET_TSC_KHZ
     153: 1,  # KVM_CAP_GET_MSR_FEATURES
+    200: 1,  # KVM_CAP_SREGS2
     # eventfds and routing (kmock.kvm.eventfds)
     25: 4096,  # KVM_CAP_IRQ_ROUTING: KVM_MAX_IRQ_ROUTES
     32: 1,  # KVM_CAP_IRQFD

@@ -37,6 +37,9 @@ DEFAULTS_618 = {
     #: a host-initiated MSR_IA32_TSC write moves the guest TSC (kvm_synchronize_tsc);
     #: False on the PVM probe host, whose guests read the host TSC
     "tsc_writable": True,
+    #: KVM_SET_SREGS(2) keeps CR0.PG outside long mode (32-bit and PAE paging); False on
+    #: the PVM probe host, which drops it (its guests run in long mode only)
+    "legacy_paging": True,
     #: KVM_GET_XSAVE of a new vCPU: fcw 0x37f, mxcsr 0x1f80, mxcsr_mask 0xffff
     "xsave_init": ((0, b"\x7f\x03"), (24, b"\x80\x1f\x00\x00\xff\xff")),
 }
@@ -160,6 +163,9 @@ class X86State:
         sr.cr0 = 0x60000010  # X86_CR0_NW | X86_CR0_CD | X86_CR0_ET
         # APIC_DEFAULT_PHYS_BASE | MSR_IA32_APICBASE_ENABLE, BSP for kvm->arch.bsp_vcpu_id
         sr.apic_base = 0xFEE00000 | 0x800 | (0x100 if vcpu.id == 0 else 0)
+        #: the MMU's PAE PDPTRs (KVM_GET/SET_SREGS2; kvm_pdptr_read / kvm_pdptr_write)
+        self.pdptrs = [0, 0, 0, 0]
+        self.legacy_paging = s.get("legacy_paging", True)
         self.cpuid = ()
         self.cpuid_set = False  # kvm_vcpu_after_set_cpuid has run
         self.cr4_allowed = s.get("cr4_allowed") or cr4_features(profile.cpuid)

@@ -96,26 +96,90 @@ def valid_sregs(st, s):
     return not (cr0 & X.X86_CR0_PG and not cr0 & X.X86_CR0_PE)
 
 
-def set_sregs(f, arg):
-    """kvm_arch_vcpu_ioctl_set_sregs -> __set_sregs_common: EINVAL if kvm_is_valid_sregs
+def _set_sregs_common(st, s):
+    """__set_sregs_common's checks and stores, shared by SET_SREGS and SET_SREGS2 (``s``
+    is a kvm_sregs; its interrupt_bitmap is ignored here): EINVAL if kvm_is_valid_sregs
     fails or kvm_apic_set_base refuses apic_base; CR8 with reserved bits is not written
-    (kvm_set_cr8's error is ignored); the lowest bit of interrupt_bitmap queues that
-    interrupt (kvm_queue_interrupt). EINVAL first when the state is protected."""
+    (kvm_set_cr8's error is ignored). Its load_pdptrs (PAE paging without PDPTRs from
+    userspace) reads guest memory, which kmock does not do: the PDPTRs keep their value,
+    as when load_pdptrs fails (no memslot at CR3; its result is ignored there). With the
+    profile setting ``legacy_paging`` False (probed: the PVM host) CR0.PG is dropped
+    outside long mode after the checks, as that host does."""
+    if not valid_sregs(st, s) or not apic_base_ok(st, s.apic_base):
+        raise oserror(errno.EINVAL)
+    if s.cr8 & ~0xF:
+        s.cr8 = st.sregs.cr8
+    if not st.legacy_paging and not s.efer & X.EFER_LMA:
+        s.cr0 &= ~X.X86_CR0_PG  # the PVM probe host (settings "legacy_paging")
+    for i in range(4):
+        s.interrupt_bitmap[i] = 0
+    st.sregs = s
+
+
+def set_sregs(f, arg):
+    """kvm_arch_vcpu_ioctl_set_sregs -> __set_sregs: :func:`_set_sregs_common`, then the
+    lowest bit of interrupt_bitmap queues that interrupt (kvm_queue_interrupt). EINVAL
+    first when the state is protected."""
     vcpu = vcpu_of(f)
     s = copy_from_user(arg, X.kvm_sregs)
     protected(vcpu)
     st = state(vcpu)
-    if not valid_sregs(st, s) or not apic_base_ok(st, s.apic_base):
-        raise oserror(errno.EINVAL)
-    cr8 = s.cr8 if not s.cr8 & ~0xF else st.sregs.cr8
-    s.cr8 = cr8
     pending = next((i * 64 + (w & -w).bit_length() - 1
                     for i, w in enumerate(s.interrupt_bitmap) if w), None)
-    for i in range(4):
-        s.interrupt_bitmap[i] = 0
-    st.sregs = s
+    _set_sregs_common(st, s)
     if pending is not None:
         st.interrupt = (1, pending, 0)
+    return 0
+
+
+def _pae_paging(s):
+    """is_pae_paging: CR0.PG, CR4.PAE and not long mode (EFER.LMA)."""
+    return bool(s.cr0 & X.X86_CR0_PG and s.cr4 & X.X86_CR4_PAE and not s.efer & X.EFER_LMA)
+
+
+#: the bytes kvm_sregs2 shares with kvm_sregs (everything before interrupt_bitmap)
+_SREGS_COMMON = X.kvm_sregs.interrupt_bitmap.offset
+
+
+def get_sregs2(f, arg):
+    """KVM_GET_SREGS2 (kvm_arch_vcpu_ioctl -> __get_sregs2): EINVAL when the state is
+    protected (checked before anything else); the SREGS fields of __get_sregs_common in
+    a zeroed struct, and with PAE paging the PDPTRs and KVM_SREGS2_FLAGS_PDPTRS_VALID."""
+    vcpu = vcpu_of(f)
+    protected(vcpu)
+    st = state(vcpu)
+    out = X.kvm_sregs2()
+    ctypes.memmove(ctypes.addressof(out), ctypes.addressof(st.sregs), _SREGS_COMMON)
+    if _pae_paging(st.sregs):
+        out.flags = X.KVM_SREGS2_FLAGS_PDPTRS_VALID
+        for i, v in enumerate(st.pdptrs):
+            out.pdptrs[i] = v
+    copy_to_user(arg, out)
+    return 0
+
+
+def set_sregs2(f, arg):
+    """KVM_SET_SREGS2 (kvm_arch_vcpu_ioctl -> __set_sregs2): EINVAL when the state is
+    protected (before the copy, so before EFAULT); EINVAL for a flag other than
+    KVM_SREGS2_FLAGS_PDPTRS_VALID, and for that flag without PAE paging in the new
+    CR0/CR4/EFER or with guest_state_protected (legacy SEV-ES); then :func:`_set_sregs_common`; the PDPTRs are stored unchecked
+    (kvm_pdptr_write) when the flag is set."""
+    vcpu = vcpu_of(f)
+    protected(vcpu)
+    s2 = copy_from_user(arg, X.kvm_sregs2)
+    st = state(vcpu)
+    if s2.flags & ~X.KVM_SREGS2_FLAGS_PDPTRS_VALID:
+        raise oserror(errno.EINVAL)
+    valid_pdptrs = s2.flags & X.KVM_SREGS2_FLAGS_PDPTRS_VALID
+    vt = vcpu.vm.vmtype
+    state_protected = vt.has_vcpu_state_hooks and vt.guest_state_protected(vcpu)
+    if valid_pdptrs and (not _pae_paging(s2) or state_protected):
+        raise oserror(errno.EINVAL)
+    s = X.kvm_sregs()
+    ctypes.memmove(ctypes.addressof(s), ctypes.addressof(s2), _SREGS_COMMON)
+    _set_sregs_common(st, s)
+    if valid_pdptrs:
+        st.pdptrs = list(s2.pdptrs)
     return 0
 
 
@@ -579,6 +643,7 @@ def vcpu_ioctls():
     return {
         X.KVM_GET_REGS: get_regs, X.KVM_SET_REGS: set_regs,
         X.KVM_GET_SREGS: get_sregs, X.KVM_SET_SREGS: set_sregs,
+        X.KVM_GET_SREGS2: get_sregs2, X.KVM_SET_SREGS2: set_sregs2,
         X.KVM_GET_FPU: get_fpu, X.KVM_SET_FPU: set_fpu,
         X.KVM_GET_MSRS: x86_msr.get_msrs, X.KVM_SET_MSRS: x86_msr.set_msrs,
         X.KVM_SET_CPUID2: set_cpuid2, X.KVM_GET_CPUID2: get_cpuid2,
@@ -606,6 +671,26 @@ def _probe_tsc_writable(vcpu_fd):
     fcntl.ioctl(vcpu_fd, X.KVM_SET_MSRS, buf)
     fcntl.ioctl(vcpu_fd, X.KVM_GET_MSRS, buf)
     return (1 << 40) <= int.from_bytes(buf[16:24], "little") < (1 << 41)
+
+
+def _probe_legacy_paging(vcpu_fd):
+    """Does KVM_SET_SREGS keep CR0.PG outside long mode (flat protected mode, CR4.PAE)?
+    The vCPU's registers are restored."""
+    import fcntl
+
+    orig = X.kvm_sregs()
+    fcntl.ioctl(vcpu_fd, X.KVM_GET_SREGS, orig)
+    s = X.kvm_sregs.from_buffer_copy(orig)
+    s.cs.type, s.cs.s, s.cs.present, s.cs.db = 0xB, 1, 1, 1
+    s.cr0, s.cr4, s.cr3 = 0x80000011, X.X86_CR4_PAE, 0x3000
+    try:
+        fcntl.ioctl(vcpu_fd, X.KVM_SET_SREGS, s)
+        fcntl.ioctl(vcpu_fd, X.KVM_GET_SREGS, s)
+        return bool(s.cr0 & X.X86_CR0_PG)
+    except OSError:
+        return True
+    finally:
+        fcntl.ioctl(vcpu_fd, X.KVM_SET_SREGS, orig)
 
 
 def _probe_cr4(vcpu_fd):
@@ -683,6 +768,7 @@ def probe_host(kvm_fd, vcpu_fd, caps):
         "tsc_khz": fcntl.ioctl(vcpu_fd, X.KVM_GET_TSC_KHZ, 0),
         "tsc_control": bool(caps.get(X.KVM_CAP_TSC_CONTROL, 0)),
         "tsc_writable": _probe_tsc_writable(vcpu_fd),
+        "legacy_paging": _probe_legacy_paging(vcpu_fd),
         "xsave_init": tuple(runs),
     }
 

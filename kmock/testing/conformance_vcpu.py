@@ -540,3 +540,71 @@ def fact_x86_vcpu_event_caps(sys, rec):
              events(TRIPLE, triple=1))
     _get(sys, rec, "GET_VCPU_EVENTS: the triple fault", v, X.KVM_GET_VCPU_EVENTS,
          X.kvm_vcpu_events)
+
+
+def _pae_sregs2(s, pdptrs=None):
+    """Flat protected mode with PAE paging (CR0.PG|PE, CR4.PAE, no EFER.LMA), CR3 0x3000;
+    with ``pdptrs`` the four PDPTRs and KVM_SREGS2_FLAGS_PDPTRS_VALID."""
+    _flat_pm_sregs(s)
+    s.cr0, s.cr4, s.cr3, s.flags = 0x80000011, X.X86_CR4_PAE, 0x3000, 0
+    if pdptrs is not None:
+        s.flags = X.KVM_SREGS2_FLAGS_PDPTRS_VALID
+        for i, p in enumerate(pdptrs):
+            s.pdptrs[i] = p
+    return s
+
+
+@scenario("fact_x86_sregs2",
+          "KVM_GET/SET_SREGS2: the cap, a new vCPU, unknown flags, PDPTRs without PAE paging, "
+          "the PDPTRs round trip, the SREGS checks, no memslot at CR3, the queued interrupt")
+def fact_x86_sregs2(sys, rec):
+    kvm = open_kvm(sys, rec)
+    rec.call("CHECK_EXTENSION SREGS2", sys.ioctl, kvm, K.KVM_CHECK_EXTENSION, X.KVM_CAP_SREGS2)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    s = _get(sys, rec, "KVM_GET_SREGS2 new vCPU", v, X.KVM_GET_SREGS2, X.kvm_sregs2)
+    for flags in (2, 3, 1 << 63):
+        bad = _pae_sregs2(X.kvm_sregs2.from_buffer_copy(s))
+        bad.flags = flags
+        rec.call(f"KVM_SET_SREGS2 flags {flags:#x}", sys.ioctl, v, X.KVM_SET_SREGS2, bad)
+    for label, cr0, cr4, efer in (("no paging", 0x11, X.X86_CR4_PAE, 0),
+                                  ("no CR4.PAE", 0x80000011, 0, 0),
+                                  ("long mode", 0x80000011, X.X86_CR4_PAE,
+                                   X.EFER_LME | X.EFER_LMA)):
+        bad = _pae_sregs2(X.kvm_sregs2.from_buffer_copy(s), [1, 2, 3, 4])
+        bad.cr0, bad.cr4, bad.efer = cr0, cr4, efer
+        if efer:
+            bad.cs.l, bad.cs.db = 1, 0
+        rec.call(f"KVM_SET_SREGS2 PDPTRS_VALID, {label}", sys.ioctl, v, X.KVM_SET_SREGS2, bad)
+    bad = X.kvm_sregs2.from_buffer_copy(s)
+    bad.cr0 = 0x80000010
+    rec.call("KVM_SET_SREGS2 cr0 PG without PE", sys.ioctl, v, X.KVM_SET_SREGS2, bad)
+    _get(sys, rec, "KVM_GET_SREGS2 after the refusals", v, X.KVM_GET_SREGS2, X.kvm_sregs2)
+
+    pae = _pae_sregs2(X.kvm_sregs2.from_buffer_copy(s),
+                      [0x1001, 0x2001, 0x3001, 0xFFFF000000000001])
+    pae.cr2, pae.cr8 = 0xBEEF000, 0x10  # CR8 reserved bits: kvm_set_cr8 fails, ignored
+    rec.call("KVM_SET_SREGS2 PAE paging with PDPTRs", sys.ioctl, v, X.KVM_SET_SREGS2, pae)
+    _get(sys, rec, "KVM_GET_SREGS2 after PAE", v, X.KVM_GET_SREGS2, X.kvm_sregs2)
+    _get(sys, rec, "KVM_GET_SREGS after PAE", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    pae = _pae_sregs2(X.kvm_sregs2.from_buffer_copy(s))
+    pae.cr3 = 0x5020
+    rec.call("KVM_SET_SREGS2 PAE paging without PDPTRs, no memslot", sys.ioctl, v,
+             X.KVM_SET_SREGS2, pae)
+    _get(sys, rec, "KVM_GET_SREGS2 after PAE without PDPTRs", v, X.KVM_GET_SREGS2,
+         X.kvm_sregs2)
+    _flat_pm_sregs(pae)
+    pae.flags = 0
+    rec.call("KVM_SET_SREGS2 protected mode, no paging", sys.ioctl, v, X.KVM_SET_SREGS2, pae)
+    _get(sys, rec, "KVM_GET_SREGS2 without paging", v, X.KVM_GET_SREGS2, X.kvm_sregs2)
+
+    sregs = _get(sys, rec, "KVM_GET_SREGS", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    sregs.interrupt_bitmap[1] = 1 << 3
+    rec.call("KVM_SET_SREGS with interrupt 67", sys.ioctl, v, X.KVM_SET_SREGS, sregs)
+    rec.call("KVM_SET_SREGS2 after it", sys.ioctl, v, X.KVM_SET_SREGS2, pae)
+    got = _get(sys, rec, "KVM_GET_SREGS after SET_SREGS2", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    rec.record("interrupt_bitmap after SET_SREGS2", list(got.interrupt_bitmap))
+    rec.call("KVM_GET_SREGS2(8) (unmapped address)", sys.ioctl, v, X.KVM_GET_SREGS2, 8)
+    rec.call("KVM_SET_SREGS2(8) (unmapped address)", sys.ioctl, v, X.KVM_SET_SREGS2, 8)

@@ -38,6 +38,14 @@ class kvm_sregs(ctypes.Structure):
         ("interrupt_bitmap", u64 * ((KVM_NR_INTERRUPTS + 63) // 64))]
 
 
+class kvm_sregs2(ctypes.Structure):
+    """kvm_sregs without interrupt_bitmap, then flags and the four PAE PDPTRs."""
+    _fields_ = kvm_sregs._fields_[:-1] + [("flags", u64), ("pdptrs", u64 * 4)]
+
+
+KVM_SREGS2_FLAGS_PDPTRS_VALID = 1
+
+
 class kvm_fpu(ctypes.Structure):
     _fields_ = [("fpr", (u8 * 16) * 8), ("fcw", u16), ("fsw", u16), ("ftwx", u8),
                 ("pad1", u8), ("last_opcode", u16), ("last_ip", u64), ("last_dp", u64),
@@ -144,10 +152,13 @@ KVM_SET_XSAVE = _IOW(KVMIO, 0xA5, kvm_xsave)
 KVM_GET_XCRS = _IOR(KVMIO, 0xA6, kvm_xcrs)
 KVM_SET_XCRS = _IOW(KVMIO, 0xA7, kvm_xcrs)
 KVM_GET_XSAVE2 = _IOR(KVMIO, 0xCF, kvm_xsave)
+KVM_GET_SREGS2 = _IOR(KVMIO, 0xCC, kvm_sregs2)
+KVM_SET_SREGS2 = _IOW(KVMIO, 0xCD, kvm_sregs2)
 
 KVM_CAP_TSC_CONTROL = 60
 KVM_CAP_GET_TSC_KHZ = 61
 KVM_CAP_GET_MSR_FEATURES = 153
+KVM_CAP_SREGS2 = 200
 KVM_CAP_XSAVE2 = 208
 
 KVM_MP_STATE_RUNNABLE = 0

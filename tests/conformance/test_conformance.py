@@ -622,6 +622,24 @@ REFERENCE.update({
         ("SET_VCPU_EVENTS pending vector 2 (NMI)", E("EINVAL")),
         ("SET_VCPU_EVENTS a pending triple fault", ("ok", 0)),
     ],
+    # KVM_GET/SET_SREGS2: x86.c kvm_arch_vcpu_ioctl, __get_sregs2, __set_sregs2 (flags,
+    # PDPTRs only with PAE paging in the new CR0/CR4/EFER), kvm_is_valid_sregs
+    "fact_x86_sregs2": [
+        ("CHECK_EXTENSION SREGS2", ("ok", 1)),
+        ("KVM_SET_SREGS2 flags 0x2", E("EINVAL")),
+        ("KVM_SET_SREGS2 flags 0x3", E("EINVAL")),
+        ("KVM_SET_SREGS2 flags 0x8000000000000000", E("EINVAL")),
+        ("KVM_SET_SREGS2 PDPTRS_VALID, no paging", E("EINVAL")),
+        ("KVM_SET_SREGS2 PDPTRS_VALID, no CR4.PAE", E("EINVAL")),
+        ("KVM_SET_SREGS2 PDPTRS_VALID, long mode", E("EINVAL")),
+        ("KVM_SET_SREGS2 cr0 PG without PE", E("EINVAL")),
+        ("KVM_SET_SREGS2 PAE paging with PDPTRs", ("ok", 0)),
+        ("KVM_SET_SREGS2 PAE paging without PDPTRs, no memslot", ("ok", 0)),
+        # no interrupt_bitmap in kvm_sregs2: the interrupt SET_SREGS queued stays
+        ("interrupt_bitmap after SET_SREGS2", ("ok", (0, 8, 0, 0))),
+        ("KVM_GET_SREGS2(8) (unmapped address)", E("EFAULT")),
+        ("KVM_SET_SREGS2(8) (unmapped address)", E("EFAULT")),
+    ],
     # KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_GSI_ROUTING: virt/kvm/eventfd.c, virt/kvm/irqchip.c,
     # virt/kvm/kvm_main.c KVM_SET_GSI_ROUTING, arch/x86/kvm/irq.c (kmock.kvm.eventfds)
     "eventfds_ioeventfd": [
