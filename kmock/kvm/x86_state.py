@@ -163,6 +163,9 @@ class X86State:
         sr.cr0 = 0x60000010  # X86_CR0_NW | X86_CR0_CD | X86_CR0_ET
         # APIC_DEFAULT_PHYS_BASE | MSR_IA32_APICBASE_ENABLE, BSP for kvm->arch.bsp_vcpu_id
         sr.apic_base = 0xFEE00000 | 0x800 | (0x100 if vcpu.id == 0 else 0)
+        #: the base the LAPIC page (kmock.kvm.x86_lapic, made on first use) was reset with
+        self.reset_apic_base = sr.apic_base
+        self.lapic = None
         #: the MMU's PAE PDPTRs (KVM_GET/SET_SREGS2; kvm_pdptr_read / kvm_pdptr_write)
         self.pdptrs = [0, 0, 0, 0]
         self.legacy_paging = s.get("legacy_paging", True)

@@ -18,7 +18,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_msr, x86_state, x86_vm
+from . import x86_lapic, x86_msr, x86_state, x86_vm
 from .x86_state import (apic_base_ok, cpuid_entry,
                         cr4_reserved, fpu_hidden, guest_maxphyaddr,
                         has_run, protected, settings, state, supported_xcr0,
@@ -180,6 +180,33 @@ def set_sregs2(f, arg):
     _set_sregs_common(st, s)
     if valid_pdptrs:
         st.pdptrs = list(s2.pdptrs)
+    return 0
+
+
+# --- GET/SET_LAPIC (kmock.kvm.x86_lapic) -----------------------------------------------------
+
+
+def get_lapic(f, arg):
+    """kvm_arch_vcpu_ioctl KVM_GET_LAPIC: EINVAL without an in-kernel LAPIC, then
+    kvm_vcpu_ioctl_get_lapic (EINVAL when guest_apic_protected), then the copy out."""
+    vcpu = vcpu_of(f)
+    x86_lapic.lapic(vcpu)
+    if x86_lapic.apic_protected(vcpu):
+        raise oserror(errno.EINVAL)
+    copy_to_user(arg, X.kvm_lapic_state.from_buffer_copy(x86_lapic.get_state(vcpu)))
+    return 0
+
+
+def set_lapic(f, arg):
+    """kvm_arch_vcpu_ioctl KVM_SET_LAPIC: EINVAL without an in-kernel LAPIC, the copy in
+    (EFAULT), then kvm_vcpu_ioctl_set_lapic (EINVAL when guest_apic_protected) ->
+    kvm_apic_set_state."""
+    vcpu = vcpu_of(f)
+    x86_lapic.lapic(vcpu)
+    s = copy_from_user(arg, X.kvm_lapic_state)
+    if x86_lapic.apic_protected(vcpu):
+        raise oserror(errno.EINVAL)
+    x86_lapic.set_state(vcpu, bytes(s))
     return 0
 
 
@@ -644,6 +671,7 @@ def vcpu_ioctls():
         X.KVM_GET_REGS: get_regs, X.KVM_SET_REGS: set_regs,
         X.KVM_GET_SREGS: get_sregs, X.KVM_SET_SREGS: set_sregs,
         X.KVM_GET_SREGS2: get_sregs2, X.KVM_SET_SREGS2: set_sregs2,
+        X.KVM_GET_LAPIC: get_lapic, X.KVM_SET_LAPIC: set_lapic,
         X.KVM_GET_FPU: get_fpu, X.KVM_SET_FPU: set_fpu,
         X.KVM_GET_MSRS: x86_msr.get_msrs, X.KVM_SET_MSRS: x86_msr.set_msrs,
         X.KVM_SET_CPUID2: set_cpuid2, X.KVM_GET_CPUID2: get_cpuid2,

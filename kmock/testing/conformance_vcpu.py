@@ -608,3 +608,110 @@ def fact_x86_sregs2(sys, rec):
     rec.record("interrupt_bitmap after SET_SREGS2", list(got.interrupt_bitmap))
     rec.call("KVM_GET_SREGS2(8) (unmapped address)", sys.ioctl, v, X.KVM_GET_SREGS2, 8)
     rec.call("KVM_SET_SREGS2(8) (unmapped address)", sys.ioctl, v, X.KVM_SET_SREGS2, 8)
+
+
+def _lapic_regs(buf):
+    """The nonzero 32-bit registers of a LAPIC page, by offset (readable in a diff)."""
+    return tuple((hex(i), hex(int.from_bytes(buf[i:i + 4], "little")))
+                 for i in range(0, 1024, 16) if any(buf[i:i + 8]))
+
+
+def _get_lapic(sys, rec, label, v):
+    s = X.kvm_lapic_state()
+    if rec.call(label, sys.ioctl, v, X.KVM_GET_LAPIC, s) is not None:
+        rec.record(f"{label}: registers", _lapic_regs(bytes(s)))
+    return bytearray(bytes(s))
+
+
+def _put(buf, reg, value):
+    buf[reg:reg + 4] = value.to_bytes(4, "little")
+
+
+def _x2apic(sys, rec, v, label):
+    """SET_CPUID2 with x2APIC (leaf 1 ECX bit 21), then APIC_BASE enabled in x2APIC mode."""
+    e = K.kvm_cpuid_entry2(function=1, ecx=1 << 21)
+    rec.call(f"{label}: KVM_SET_CPUID2 with x2APIC", sys.ioctl, v, X.KVM_SET_CPUID2,
+             cpuid_buf(1, bytes(e)))
+    rec.call(f"{label}: APIC_BASE x2APIC", sys.ioctl, v, X.KVM_SET_MSRS,
+             msrs_buf([(0x1B, 0xFEE00C00)]))
+
+
+@scenario("fact_x86_lapic",
+          "KVM_GET/SET_LAPIC: EINVAL without an in-kernel irqchip; the page of a new vCPU "
+          "(full and split irqchip, BSP and AP); a round trip (LVR and PPR recomputed); "
+          "x2APIC mode with and without KVM_X2APIC_API_USE_32BIT_IDS")
+def fact_x86_lapic(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("VM 1 (no irqchip): KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    _get_lapic(sys, rec, "VM 1: KVM_GET_LAPIC", v)
+    rec.call("VM 1: KVM_SET_LAPIC", sys.ioctl, v, X.KVM_SET_LAPIC, X.kvm_lapic_state())
+    rec.call("VM 1: KVM_SET_LAPIC(8) (unmapped address)", sys.ioctl, v, X.KVM_SET_LAPIC, 8)
+
+    vm = create_vm(sys, rec, kvm)
+    rec.call("VM 2: KVM_CREATE_IRQCHIP", sys.ioctl, vm, K.KVM_CREATE_IRQCHIP, 0)
+    v0 = rec.call("VM 2: KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    v1 = rec.call("VM 2: KVM_CREATE_VCPU 1", sys.ioctl, vm, K.KVM_CREATE_VCPU, 1)
+    if v0 is None or v1 is None:
+        return
+    _get_lapic(sys, rec, "VM 2: vCPU 0 KVM_GET_LAPIC", v0)
+    page = _get_lapic(sys, rec, "VM 2: vCPU 1 KVM_GET_LAPIC", v1)
+    _put(page, 0x20, 0x07000000)    # xAPIC ID 7
+    _put(page, 0x30, 0x12345678)    # LVR: recomputed
+    _put(page, 0x80, 0x20)          # TPR
+    _put(page, 0x120, 1 << 17)      # ISR: vector 0x51 in service
+    _put(page, 0xA0, 0x99)          # PPR: recomputed
+    _put(page, 0xD0, 0x01000000)    # LDR
+    _put(page, 0xF0, 0x1FF)         # SVR: software enabled
+    _put(page, 0x300, 0x4031)       # ICR
+    _put(page, 0x310, 0x03000000)   # ICR2
+    _put(page, 0x350, 0x8700)       # LVT0
+    _put(page, 0x3E0, 0xB)          # TDCR
+    rec.call("VM 2: vCPU 1 KVM_SET_LAPIC", sys.ioctl, v1, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(page))
+    _get_lapic(sys, rec, "VM 2: vCPU 1 after SET_LAPIC", v1)
+    rec.call("VM 2: vCPU 1 KVM_SET_LAPIC again", sys.ioctl, v1, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(page))
+    _get_lapic(sys, rec, "VM 2: vCPU 1 after the second SET_LAPIC", v1)
+    rec.call("VM 2: KVM_GET_LAPIC(8) (unmapped address)", sys.ioctl, v1, X.KVM_GET_LAPIC, 8)
+    rec.call("VM 2: KVM_SET_LAPIC(8) (unmapped address)", sys.ioctl, v1, X.KVM_SET_LAPIC, 8)
+    _x2apic(sys, rec, v0, "VM 2 vCPU 0")
+    _get_lapic(sys, rec, "VM 2: vCPU 0 x2APIC KVM_GET_LAPIC", v0)
+
+    vm = create_vm(sys, rec, kvm)
+    enable(sys, rec, vm, "VM 3: ENABLE_CAP SPLIT_IRQCHIP 24", 121, 24)
+    v0 = rec.call("VM 3: KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    v5 = rec.call("VM 3: KVM_CREATE_VCPU 5", sys.ioctl, vm, K.KVM_CREATE_VCPU, 5)
+    if v0 is None or v5 is None:
+        return
+    _get_lapic(sys, rec, "VM 3: vCPU 0 KVM_GET_LAPIC", v0)
+    _get_lapic(sys, rec, "VM 3: vCPU 5 KVM_GET_LAPIC", v5)
+    _x2apic(sys, rec, v5, "VM 3 vCPU 5")
+    page = _get_lapic(sys, rec, "VM 3: vCPU 5 x2APIC KVM_GET_LAPIC", v5)
+    _put(page, 0x20, 0x9)           # another ID: ignored without USE_32BIT_IDS
+    _put(page, 0xD0, 0x5)           # LDR: recomputed in x2APIC mode
+    _put(page, 0x300, 0x40FE)       # ICR
+    _put(page, 0x310, 0x7)          # ICR2: the destination, high half of the 64-bit ICR
+    rec.call("VM 3: vCPU 5 x2APIC KVM_SET_LAPIC id 9", sys.ioctl, v5, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(page))
+    _get_lapic(sys, rec, "VM 3: vCPU 5 after SET_LAPIC id 9", v5)
+
+    vm = create_vm(sys, rec, kvm)
+    enable(sys, rec, vm, "VM 4: ENABLE_CAP SPLIT_IRQCHIP 24", 121, 24)
+    enable(sys, rec, vm, "VM 4: ENABLE_CAP X2APIC_API USE_32BIT_IDS", 129, 1)
+    v2 = rec.call("VM 4: KVM_CREATE_VCPU 2", sys.ioctl, vm, K.KVM_CREATE_VCPU, 2)
+    if v2 is None:
+        return
+    _x2apic(sys, rec, v2, "VM 4 vCPU 2")
+    page = _get_lapic(sys, rec, "VM 4: vCPU 2 x2APIC KVM_GET_LAPIC", v2)
+    good = bytes(page)
+    _put(page, 0x20, 0x3)
+    _put(page, 0xF0, 0x1FF)
+    rec.call("VM 4: vCPU 2 KVM_SET_LAPIC id 3 (32-bit ids)", sys.ioctl, v2, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(page))
+    _get_lapic(sys, rec, "VM 4: vCPU 2 after the refused SET_LAPIC", v2)
+    rec.call("VM 4: vCPU 2 KVM_SET_LAPIC id 2 (32-bit ids)", sys.ioctl, v2, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(good))
+    _get_lapic(sys, rec, "VM 4: vCPU 2 after SET_LAPIC", v2)

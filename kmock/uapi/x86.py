@@ -45,6 +45,12 @@ class kvm_sregs2(ctypes.Structure):
 
 KVM_SREGS2_FLAGS_PDPTRS_VALID = 1
 
+KVM_APIC_REG_SIZE = 0x400
+
+
+class kvm_lapic_state(ctypes.Structure):
+    _fields_ = [("regs", ctypes.c_char * KVM_APIC_REG_SIZE)]
+
 
 class kvm_fpu(ctypes.Structure):
     _fields_ = [("fpr", (u8 * 16) * 8), ("fcw", u16), ("fsw", u16), ("ftwx", u8),
@@ -128,6 +134,8 @@ KVM_GET_MSR_INDEX_LIST = _IOWR(KVMIO, 0x02, kvm_msr_list)
 KVM_GET_MSR_FEATURE_INDEX_LIST = _IOWR(KVMIO, 0x0A, kvm_msr_list)
 
 # vCPU
+KVM_GET_LAPIC = _IOR(KVMIO, 0x8E, kvm_lapic_state)
+KVM_SET_LAPIC = _IOW(KVMIO, 0x8F, kvm_lapic_state)
 KVM_GET_REGS = _IOR(KVMIO, 0x81, kvm_regs)
 KVM_SET_REGS = _IOW(KVMIO, 0x82, kvm_regs)
 KVM_GET_SREGS = _IOR(KVMIO, 0x83, kvm_sregs)

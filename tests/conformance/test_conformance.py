@@ -640,6 +640,28 @@ REFERENCE.update({
         ("KVM_GET_SREGS2(8) (unmapped address)", E("EFAULT")),
         ("KVM_SET_SREGS2(8) (unmapped address)", E("EFAULT")),
     ],
+    # KVM_GET/SET_LAPIC: x86.c kvm_arch_vcpu_ioctl (lapic_in_kernel: EINVAL before the
+    # copy), lapic.c kvm_lapic_reset, kvm_apic_set_version, kvm_apic_get_state,
+    # kvm_apic_set_state (SVR first, then kvm_apic_state_fixup), apic_update_ppr
+    "fact_x86_lapic": [
+        ("VM 1: KVM_GET_LAPIC", E("EINVAL")),
+        ("VM 1: KVM_SET_LAPIC", E("EINVAL")),
+        ("VM 1: KVM_SET_LAPIC(8) (unmapped address)", E("EINVAL")),
+        ("VM 2: vCPU 0 KVM_GET_LAPIC: registers", ("ok", (
+            ("0x30", "0x50014"), ("0xe0", "0xffffffff"), ("0xf0", "0xff"),
+            ("0x320", "0x10000"), ("0x330", "0x10000"), ("0x340", "0x10000"),
+            ("0x350", "0x700"), ("0x360", "0x10000"), ("0x370", "0x10000")))),
+        ("VM 2: vCPU 1 KVM_GET_LAPIC: registers", ("ok", (
+            ("0x20", "0x1000000"), ("0x30", "0x50014"), ("0xe0", "0xffffffff"),
+            ("0xf0", "0xff"), ("0x320", "0x10000"), ("0x330", "0x10000"),
+            ("0x340", "0x10000"), ("0x350", "0x10000"), ("0x360", "0x10000"),
+            ("0x370", "0x10000")))),
+        ("VM 2: vCPU 1 KVM_SET_LAPIC", ("ok", 0)),
+        ("VM 2: KVM_GET_LAPIC(8) (unmapped address)", E("EFAULT")),
+        ("VM 2: KVM_SET_LAPIC(8) (unmapped address)", E("EFAULT")),
+        ("VM 4: vCPU 2 KVM_SET_LAPIC id 3 (32-bit ids)", E("EINVAL")),
+        ("VM 4: vCPU 2 KVM_SET_LAPIC id 2 (32-bit ids)", ("ok", 0)),
+    ],
     # KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_GSI_ROUTING: virt/kvm/eventfd.c, virt/kvm/irqchip.c,
     # virt/kvm/kvm_main.c KVM_SET_GSI_ROUTING, arch/x86/kvm/irq.c (kmock.kvm.eventfds)
     "eventfds_ioeventfd": [

@@ -11,7 +11,8 @@ from kmock.uapi import x86
 
 from ._layout import field, ioc
 
-SIZES = [("kvm_segment", 24), ("kvm_dtable", 16), ("kvm_sregs", 312), ("kvm_sregs2", 320), ("kvm_fpu", 416),
+SIZES = [("kvm_segment", 24), ("kvm_dtable", 16), ("kvm_sregs", 312), ("kvm_sregs2", 320),
+         ("kvm_lapic_state", 1024), ("kvm_fpu", 416),
          ("kvm_msr_entry", 16), ("kvm_msrs", 8), ("kvm_msr_list", 4), ("kvm_mp_state", 4),
          ("kvm_vcpu_events", 64), ("kvm_debugregs", 128), ("kvm_xcr", 16), ("kvm_xcrs", 392),
          ("kvm_xsave", 4096), ("kvm_signal_mask", 4)]
@@ -76,6 +77,8 @@ NUMBERS = [
     ("KVM_SET_DEBUGREGS", ioc(1, 0xAE, 0xA2, 128), 0x4080AEA2),
     ("KVM_SET_TSC_KHZ", ioc(0, 0xAE, 0xA2, 0), 0xAEA2),
     ("KVM_GET_TSC_KHZ", ioc(0, 0xAE, 0xA3, 0), 0xAEA3),
+    ("KVM_GET_LAPIC", ioc(2, 0xAE, 0x8E, 1024), 0x8400AE8E),
+    ("KVM_SET_LAPIC", ioc(1, 0xAE, 0x8F, 1024), 0x4400AE8F),
     ("KVM_GET_SREGS2", ioc(2, 0xAE, 0xCC, 320), 0x8140AECC),
     ("KVM_SET_SREGS2", ioc(1, 0xAE, 0xCD, 320), 0x4140AECD),
     ("KVM_GET_XSAVE", ioc(2, 0xAE, 0xA4, 4096), 0x9000AEA4),
