@@ -182,6 +182,9 @@ class X86State:
         self.nmi_injected = self.nmi_pending = self.nmi_masked = 0
         self.smm = self.smi_pending = self.smm_inside_nmi = 0
         self.triple_fault_pending = 0  # KVM_REQ_TRIPLE_FAULT
+        #: vcpu->guest_debug and the debug registers of KVM_SET_GUEST_DEBUG (stored only)
+        self.guest_debug = 0
+        self.guest_debug_regs = (0,) * 8
         self.db = [0, 0, 0, 0]
         self.dr6 = 0xFFFF0FF0  # DR6_ACTIVE_LOW
         self.dr7 = 0x400  # DR7_FIXED_1

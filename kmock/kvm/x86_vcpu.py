@@ -210,6 +210,47 @@ def set_lapic(f, arg):
     return 0
 
 
+# --- KVM_SET_GUEST_DEBUG, KVM_NMI ----------------------------------------------------------
+
+
+def set_guest_debug(f, arg):
+    """kvm_vcpu_ioctl copies the struct in (EFAULT), then
+    kvm_arch_vcpu_ioctl_set_guest_debug: EINVAL when guest_state_protected (any VM type:
+    SEV-ES too); INJECT_DB / INJECT_BP (ENABLE or not) queue #DB (else #BP), EBUSY while
+    an exception is pending or injected (kvm_is_exception_pending). x86 checks no flag
+    against KVM_GUESTDBG_VALID_MASK (probed: unknown bits succeed). The control word
+    (0 without ENABLE) and the debug registers are stored; they steer nothing in kmock,
+    and the UAPI shows neither (DEBUGREGS reports the guest's, RFLAGS hides the TF)."""
+    vcpu = vcpu_of(f)
+    dbg = copy_from_user(arg, X.kvm_guest_debug)
+    vt = vcpu.vm.vmtype
+    if vt.has_vcpu_state_hooks and vt.guest_state_protected(vcpu):
+        raise oserror(errno.EINVAL)
+    st = state(vcpu)
+    ctl = dbg.control
+    if ctl & (X.KVM_GUESTDBG_INJECT_DB | X.KVM_GUESTDBG_INJECT_BP):
+        ex = st.exception
+        if ex["pending"] or ex["injected"]:
+            raise oserror(errno.EBUSY)
+        ex.update(injected=0, pending=1, has_error_code=0, error_code=0, has_payload=0,
+                  payload=0, nr=1 if ctl & X.KVM_GUESTDBG_INJECT_DB else 3)
+    st.guest_debug = ctl if ctl & X.KVM_GUESTDBG_ENABLE else 0
+    st.guest_debug_regs = tuple(dbg.debugreg)
+    return 0
+
+
+def nmi(f, arg):
+    """kvm_vcpu_ioctl_nmi -> kvm_inject_nmi: an NMI is queued (no in-kernel LAPIC
+    needed), and process_nmi (run by the next KVM_GET_VCPU_EVENTS or entry) folds it into
+    nmi_pending, at most 2, or 1 while NMIs are masked or one is injected. kmock folds at
+    once, which reads the same through KVM_GET_VCPU_EVENTS."""
+    vcpu = vcpu_of(f)
+    st = state(vcpu)
+    limit = 1 if st.nmi_masked or st.nmi_injected else 2
+    st.nmi_pending = min(st.nmi_pending + 1, limit)
+    return 0
+
+
 # --- GET/SET_FPU -----------------------------------------------------------------------------
 
 # struct fxregs_state offsets
@@ -501,17 +542,18 @@ def get_vcpu_events(f, arg):
     """kvm_vcpu_ioctl_x86_get_vcpu_events: flags NMI_PENDING | SHADOW | SMM, plus PAYLOAD
     (the pending exception apart from the injected one) with KVM_CAP_EXCEPTION_PAYLOAD
     and TRIPLE_FAULT with KVM_CAP_X86_TRIPLE_FAULT_EVENT; without the first a pending
-    exception is reported as injected. sipi_vector 0."""
+    exception is reported as injected (and as pending); a soft exception (#BP, #OF: no
+    instruction length in the API) as neither. sipi_vector 0."""
     vcpu = vcpu_of(f)
     st = state(vcpu)
     payload, triple = _event_caps(vcpu)
     ev = X.kvm_vcpu_events()
     ex = st.exception
-    if payload:
+    if ex["nr"] not in (3, 4):  # kvm_exception_is_soft (#BP, #OF): not reported
         ev.exception.injected = ex["injected"]
-        ev.exception.pending = ex["pending"]
-    else:
-        ev.exception.injected = 1 if ex["pending"] or ex["injected"] else 0
+        ev.exception.pending = ex["pending"]  # in both modes (probed)
+        if not payload:
+            ev.exception.injected |= ex["pending"]
     ev.exception.nr = ex["nr"]
     ev.exception.has_error_code = ex["has_error_code"]
     ev.exception.error_code = ex["error_code"]
@@ -672,6 +714,7 @@ def vcpu_ioctls():
         X.KVM_GET_SREGS: get_sregs, X.KVM_SET_SREGS: set_sregs,
         X.KVM_GET_SREGS2: get_sregs2, X.KVM_SET_SREGS2: set_sregs2,
         X.KVM_GET_LAPIC: get_lapic, X.KVM_SET_LAPIC: set_lapic,
+        X.KVM_SET_GUEST_DEBUG: set_guest_debug, X.KVM_NMI: nmi,
         X.KVM_GET_FPU: get_fpu, X.KVM_SET_FPU: set_fpu,
         X.KVM_GET_MSRS: x86_msr.get_msrs, X.KVM_SET_MSRS: x86_msr.set_msrs,
         X.KVM_SET_CPUID2: set_cpuid2, X.KVM_GET_CPUID2: get_cpuid2,

@@ -715,3 +715,63 @@ def fact_x86_lapic(sys, rec):
     rec.call("VM 4: vCPU 2 KVM_SET_LAPIC id 2 (32-bit ids)", sys.ioctl, v2, X.KVM_SET_LAPIC,
              X.kvm_lapic_state.from_buffer_copy(good))
     _get_lapic(sys, rec, "VM 4: vCPU 2 after SET_LAPIC", v2)
+
+
+@scenario("fact_x86_guest_debug_nmi",
+          "KVM_SET_GUEST_DEBUG (no flag check on x86, INJECT_DB/BP queue an exception, "
+          "EBUSY while one is pending, nothing visible in REGS/DEBUGREGS) and KVM_NMI on a "
+          "VM without and with an in-kernel irqchip (nmi.pending at most 2, 1 when masked)")
+def fact_x86_guest_debug_nmi(sys, rec):
+    kvm = open_kvm(sys, rec)
+    for cap in (22, 23, 195):  # USER_NMI, SET_GUEST_DEBUG, SET_GUEST_DEBUG2
+        rec.call(f"CHECK_EXTENSION {cap}", sys.ioctl, kvm, K.KVM_CHECK_EXTENSION, cap)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    for ctl in (0, 1, 3, 1 << 4, 1 << 21, 1 << 31, 0x10001):
+        rec.call(f"SET_GUEST_DEBUG control {ctl:#x}", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG,
+                 X.kvm_guest_debug(control=ctl))
+    dbg = X.kvm_guest_debug(control=X.KVM_GUESTDBG_ENABLE | X.KVM_GUESTDBG_USE_HW_BP
+                            | X.KVM_GUESTDBG_SINGLESTEP)
+    dbg.debugreg[0], dbg.debugreg[7] = 0x1000, 0x3
+    rec.call("SET_GUEST_DEBUG HW_BP|SINGLESTEP", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG, dbg)
+    _get(sys, rec, "KVM_GET_REGS after it", v, X.KVM_GET_REGS, K.kvm_regs)
+    _get(sys, rec, "KVM_GET_DEBUGREGS after it", v, X.KVM_GET_DEBUGREGS, X.kvm_debugregs)
+    rec.call("SET_GUEST_DEBUG INJECT_BP without ENABLE", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG,
+             X.kvm_guest_debug(control=X.KVM_GUESTDBG_INJECT_BP))
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS after INJECT_BP", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+    rec.call("SET_GUEST_DEBUG INJECT_DB while #BP is pending", sys.ioctl, v,
+             X.KVM_SET_GUEST_DEBUG, X.kvm_guest_debug(control=X.KVM_GUESTDBG_INJECT_DB | 1))
+    ev = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_NMI_PENDING)
+    rec.call("KVM_SET_VCPU_EVENTS no exception", sys.ioctl, v, X.KVM_SET_VCPU_EVENTS, ev)
+    rec.call("SET_GUEST_DEBUG INJECT_DB|INJECT_BP", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG,
+             X.kvm_guest_debug(control=X.KVM_GUESTDBG_INJECT_DB | X.KVM_GUESTDBG_INJECT_BP | 1))
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS after INJECT_DB|BP", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+    rec.call("SET_GUEST_DEBUG(8) (unmapped address)", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG, 8)
+
+    v1 = rec.call("KVM_CREATE_VCPU 1", sys.ioctl, vm, K.KVM_CREATE_VCPU, 1)
+    if v1 is None:
+        return
+    for i in range(3):
+        rec.call(f"KVM_NMI {i + 1}", sys.ioctl, v1, X.KVM_NMI, 0)
+        _get(sys, rec, f"KVM_GET_VCPU_EVENTS after NMI {i + 1}", v1, X.KVM_GET_VCPU_EVENTS,
+             X.kvm_vcpu_events)
+    ev = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_NMI_PENDING)
+    ev.nmi.masked = 1
+    rec.call("KVM_SET_VCPU_EVENTS no NMI pending, masked", sys.ioctl, v1,
+             X.KVM_SET_VCPU_EVENTS, ev)
+    for i in range(2):
+        rec.call(f"KVM_NMI masked {i + 1}", sys.ioctl, v1, X.KVM_NMI, 0)
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS after masked NMIs", v1, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+    vm = create_vm(sys, rec, kvm)
+    rec.call("VM 2: KVM_CREATE_IRQCHIP", sys.ioctl, vm, K.KVM_CREATE_IRQCHIP, 0)
+    v = rec.call("VM 2: KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    rec.call("VM 2: KVM_NMI", sys.ioctl, v, X.KVM_NMI, 0)
+    _get(sys, rec, "VM 2: KVM_GET_VCPU_EVENTS after NMI", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)

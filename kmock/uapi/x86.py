@@ -48,6 +48,20 @@ KVM_SREGS2_FLAGS_PDPTRS_VALID = 1
 KVM_APIC_REG_SIZE = 0x400
 
 
+class kvm_guest_debug(ctypes.Structure):
+    """struct kvm_guest_debug with x86's kvm_guest_debug_arch (debugreg[8]) inlined."""
+    _fields_ = [("control", u32), ("pad", u32), ("debugreg", u64 * 8)]
+
+
+KVM_GUESTDBG_ENABLE = 0x1
+KVM_GUESTDBG_SINGLESTEP = 0x2
+KVM_GUESTDBG_USE_SW_BP = 0x10000
+KVM_GUESTDBG_USE_HW_BP = 0x20000
+KVM_GUESTDBG_INJECT_DB = 0x40000
+KVM_GUESTDBG_INJECT_BP = 0x80000
+KVM_GUESTDBG_BLOCKIRQ = 0x100000
+
+
 class kvm_lapic_state(ctypes.Structure):
     _fields_ = [("regs", ctypes.c_char * KVM_APIC_REG_SIZE)]
 
@@ -136,6 +150,8 @@ KVM_GET_MSR_FEATURE_INDEX_LIST = _IOWR(KVMIO, 0x0A, kvm_msr_list)
 # vCPU
 KVM_GET_LAPIC = _IOR(KVMIO, 0x8E, kvm_lapic_state)
 KVM_SET_LAPIC = _IOW(KVMIO, 0x8F, kvm_lapic_state)
+KVM_NMI = _IO(KVMIO, 0x9A)
+KVM_SET_GUEST_DEBUG = _IOW(KVMIO, 0x9B, kvm_guest_debug)
 KVM_GET_REGS = _IOR(KVMIO, 0x81, kvm_regs)
 KVM_SET_REGS = _IOW(KVMIO, 0x82, kvm_regs)
 KVM_GET_SREGS = _IOR(KVMIO, 0x83, kvm_sregs)

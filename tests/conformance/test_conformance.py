@@ -662,6 +662,22 @@ REFERENCE.update({
         ("VM 4: vCPU 2 KVM_SET_LAPIC id 3 (32-bit ids)", E("EINVAL")),
         ("VM 4: vCPU 2 KVM_SET_LAPIC id 2 (32-bit ids)", ("ok", 0)),
     ],
+    # KVM_SET_GUEST_DEBUG: kvm_main.c kvm_vcpu_ioctl (copy first), x86.c
+    # kvm_arch_vcpu_ioctl_set_guest_debug (no KVM_GUESTDBG_VALID_MASK check on x86;
+    # kvm_is_exception_pending: EBUSY); KVM_NMI: kvm_vcpu_ioctl_nmi, process_nmi's limit
+    "fact_x86_guest_debug_nmi": [
+        ("CHECK_EXTENSION 22", ("ok", 1)),
+        ("CHECK_EXTENSION 23", ("ok", 1)),
+        ("CHECK_EXTENSION 195", ("ok", 0x1F0003)),
+        ("SET_GUEST_DEBUG control 0x10", ("ok", 0)),
+        ("SET_GUEST_DEBUG control 0x80000000", ("ok", 0)),
+        ("SET_GUEST_DEBUG INJECT_BP without ENABLE", ("ok", 0)),
+        ("SET_GUEST_DEBUG INJECT_DB while #BP is pending", E("EBUSY")),
+        ("SET_GUEST_DEBUG INJECT_DB|INJECT_BP", ("ok", 0)),
+        ("SET_GUEST_DEBUG(8) (unmapped address)", E("EFAULT")),
+        ("KVM_NMI 3", ("ok", 0)),
+        ("VM 2: KVM_NMI", ("ok", 0)),
+    ],
     # KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_GSI_ROUTING: virt/kvm/eventfd.c, virt/kvm/irqchip.c,
     # virt/kvm/kvm_main.c KVM_SET_GSI_ROUTING, arch/x86/kvm/irq.c (kmock.kvm.eventfds)
     "eventfds_ioeventfd": [
