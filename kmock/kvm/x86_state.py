@@ -28,6 +28,10 @@ DEFAULTS_618 = {
     #: KVM_GET_MSRS on /dev/kvm of the feature MSRs: a new vCPU's ARCH_CAPABILITIES
     #: (kvm_get_arch_capabilities) and PERF_CAPABILITIES come from here
     "msr_feature_values": ((0x10A, 0x400000000C08E0EB),),
+    #: KVM_GET_MSRS on /dev/kvm of every feature MSR (kvm_get_feature_msr: the host's
+    #: microcode revision, ARCH_CAPABILITIES, PERF_CAPABILITIES, PLATFORM_INFO)
+    "msr_feature_dev_values": ((0x8B, 0x100000000), (0x10A, 0x400000000C08E0EB),
+                               (0x345, 0), (0xCE, 0x80000000)),
     #: kvm_vcpu_reset / kvm_arch_vcpu_create: MSR_IA32_CR_PAT = MSR_IA32_CR_PAT_DEFAULT,
     #: MISC_ENABLE fast-string, PLATFORM_INFO CPUID-faulting, KVM_POLL_CONTROL 1
     "msr_init": ((0x277, 0x0007040600070406), (0x1A0, 1),

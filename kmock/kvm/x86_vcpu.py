@@ -828,10 +828,12 @@ def probe_host(kvm_fd, vcpu_fd, caps):
         nf = fcntl.ioctl(kvm_fd, X.KVM_GET_MSRS, fbuf)
     except OSError:
         nf = 0
-    fvalues = tuple((feats[i], int.from_bytes(fbuf[16 + 16 * i:24 + 16 * i], "little"))
-                    for i in range(nf) if feats[i] in x86_msr.FEATURE_CPUID)
+    dev_values = tuple((feats[i], int.from_bytes(fbuf[16 + 16 * i:24 + 16 * i], "little"))
+                       for i in range(nf))
+    fvalues = tuple(e for e in dev_values if e[0] in x86_msr.FEATURE_CPUID)
     return {
         "msr_feature_values": fvalues,
+        "msr_feature_dev_values": dev_values,
         "cr4_allowed": _probe_cr4(vcpu_fd),
         "msr_index_list": index_list,
         "msr_feature_list": feats,

@@ -775,3 +775,40 @@ def fact_x86_guest_debug_nmi(sys, rec):
     rec.call("VM 2: KVM_NMI", sys.ioctl, v, X.KVM_NMI, 0)
     _get(sys, rec, "VM 2: KVM_GET_VCPU_EVENTS after NMI", v, X.KVM_GET_VCPU_EVENTS,
          X.kvm_vcpu_events)
+
+
+@scenario("fact_x86_dev_get_msrs",
+          "KVM_GET_MSRS on /dev/kvm: the feature MSRs' values, an advertised non-feature MSR "
+          "(0), the first other MSR stops the loop, E2BIG at 256 entries, EFAULT; "
+          "KVM_SET_MSRS on /dev/kvm")
+def fact_x86_dev_get_msrs(sys, rec):
+    kvm = open_kvm(sys, rec)
+    feats = msr_list(sys, rec, kvm, X.KVM_GET_MSR_FEATURE_INDEX_LIST,
+                     "KVM_GET_MSR_FEATURE_INDEX_LIST")
+    buf = msrs_buf([(i, 0) for i in feats])
+    n = rec.call("KVM_GET_MSRS of the feature MSRs", sys.ioctl, kvm, X.KVM_GET_MSRS, buf)
+    if n is not None:
+        rec.record("their values", [(hex(i), hex(d)) for i, d in
+                                    zip(feats, msrs_values(buf, len(feats)))])
+    for idx in (0x10, 0x1B, 0x480, 0xFFFFFFFF):
+        buf = msrs_buf([(0x10A, 0), (idx, 5), (0x345, 7)])
+        rec.call(f"KVM_GET_MSRS ARCH_CAP, {idx:#x}, PERF_CAP", sys.ioctl, kvm, X.KVM_GET_MSRS,
+                 buf)
+        rec.record(f"values with {idx:#x}", [hex(d) for d in msrs_values(buf, 3)])
+    rec.call("KVM_GET_MSRS nmsrs=0", sys.ioctl, kvm, X.KVM_GET_MSRS, msrs_buf([]))
+    for n in (255, 256):
+        buf = bytearray(8 + 16 * n)
+        buf[0:4] = n.to_bytes(4, "little")
+        for i in range(n):
+            buf[8 + 16 * i:12 + 16 * i] = (0x10A).to_bytes(4, "little")
+        rec.call(f"KVM_GET_MSRS nmsrs={n}", sys.ioctl, kvm, X.KVM_GET_MSRS, buf)
+    rec.call("KVM_GET_MSRS(8) (unmapped address)", sys.ioctl, kvm, X.KVM_GET_MSRS, 8)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is not None:
+        buf = msrs_buf([(0x174, 3), (0x1234, 5), (0x175, 7)])
+        rec.call("vCPU KVM_GET_MSRS SYSENTER_CS, 0x1234, SYSENTER_ESP", sys.ioctl, v,
+                 X.KVM_GET_MSRS, buf)
+        rec.record("vCPU values (the refused entry zeroed)", msrs_values(buf, 3))
+    rec.call("KVM_SET_MSRS on /dev/kvm", sys.ioctl, kvm, X.KVM_SET_MSRS,
+             msrs_buf([(0x10A, 0)]))

@@ -678,6 +678,21 @@ REFERENCE.update({
         ("KVM_NMI 3", ("ok", 0)),
         ("VM 2: KVM_NMI", ("ok", 0)),
     ],
+    # KVM_GET_MSRS on /dev/kvm: x86.c kvm_arch_dev_ioctl -> msr_io(NULL, ...,
+    # do_get_feature_msr), kvm_do_msr_access (advertised MSRs read 0, a refused read is
+    # zeroed), MAX_IO_MSRS; KVM_SET_MSRS is not a /dev/kvm ioctl
+    "fact_x86_dev_get_msrs": [
+        ("KVM_GET_MSRS ARCH_CAP, 0x10, PERF_CAP", ("ok", 3)),
+        ("KVM_GET_MSRS ARCH_CAP, 0x1b, PERF_CAP", ("ok", 1)),
+        ("KVM_GET_MSRS ARCH_CAP, 0xffffffff, PERF_CAP", ("ok", 1)),
+        ("KVM_GET_MSRS nmsrs=0", ("ok", 0)),
+        ("KVM_GET_MSRS nmsrs=255", ("ok", 255)),
+        ("KVM_GET_MSRS nmsrs=256", E("E2BIG")),
+        ("KVM_GET_MSRS(8) (unmapped address)", E("EFAULT")),
+        ("vCPU KVM_GET_MSRS SYSENTER_CS, 0x1234, SYSENTER_ESP", ("ok", 1)),
+        ("vCPU values (the refused entry zeroed)", ("ok", (0, 0, 7))),
+        ("KVM_SET_MSRS on /dev/kvm", E("EINVAL")),
+    ],
     # KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_GSI_ROUTING: virt/kvm/eventfd.c, virt/kvm/irqchip.c,
     # virt/kvm/kvm_main.c KVM_SET_GSI_ROUTING, arch/x86/kvm/irq.c (kmock.kvm.eventfds)
     "eventfds_ioeventfd": [
