@@ -106,4 +106,5 @@ def dev_ioctls(kernel):
         table[K.KVM_GET_SUPPORTED_CPUID] = dev_get_supported_cpuid
         table[X.KVM_GET_MSR_INDEX_LIST] = x86_msr.dev_get_msr_index_list
         table[X.KVM_GET_MSR_FEATURE_INDEX_LIST] = x86_msr.dev_get_msr_feature_index_list
+        table[X.KVM_GET_MSRS] = x86_msr.dev_get_msrs  # the feature MSRs' values
     return table

@@ -187,6 +187,46 @@ def set_msr(st, vcpu, index, data):
     return True
 
 
+def _read_entries(arg):
+    """msr_io's copy in: the header (EFAULT), nmsrs >= MAX_IO_MSRS -> E2BIG, the entries."""
+    head = copy_from_user(arg, X.kvm_msrs)
+    if head.nmsrs >= MAX_IO_MSRS:
+        raise oserror(errno.E2BIG)
+    n = head.nmsrs
+    size = ctypes.sizeof(X.kvm_msr_entry)
+    return (X.kvm_msr_entry * n).from_buffer_copy(read_user_at(arg, 8, n * size)) if n else ()
+
+
+def dev_get_msrs(f, arg):
+    """KVM_GET_MSRS on /dev/kvm (kvm_arch_dev_ioctl -> msr_io(NULL, .., do_get_feature_msr)):
+    the entries in order, stopping at the first MSR that cannot be read; the number read
+    is returned and the entries written back. A feature MSR (KVM_GET_MSR_FEATURE_INDEX_LIST)
+    reads the host's value (kvm_get_feature_msr; profile setting
+    ``msr_feature_dev_values``, else ``msr_feature_values``); another MSR KVM advertises
+    (KVM_GET_MSR_INDEX_LIST) reads 0 (kvm_do_msr_access: a host-initiated read of an
+    unsupported but advertised MSR); any other MSR stops the loop (probed: APIC_BASE, VMX
+    MSRs without nested, 0xffffffff), its entry's data zeroed."""
+    s = settings(f.kernel.profile)
+    values = dict(s.get("msr_feature_values", ()))
+    values.update(s.get("msr_feature_dev_values", ()))
+    features = set(s["msr_feature_list"])
+    listed = set(s["msr_index_list"])
+    entries = _read_entries(arg)
+    done = 0
+    for e in entries:
+        if e.index in features:
+            e.data = values.get(e.index, 0)
+        elif e.index in listed:
+            e.data = 0
+        else:
+            e.data = 0  # kvm_do_msr_access zeroes a read it refuses
+            break
+        done += 1
+    if entries:
+        write_user_at(arg, 8, bytes(entries))
+    return done
+
+
 def _msr_io(f, arg, write):
     """msr_io: nmsrs >= MAX_IO_MSRS -> E2BIG; the entries are read; __msr_io processes
     them in order and stops at the first MSR it cannot get or set (the VM type's
@@ -196,12 +236,8 @@ def _msr_io(f, arg, write):
     vt = vcpu.vm.vmtype
     hook = vt.msr_allowed if vt.has_msr_hook else None
     st = state(vcpu)
-    head = copy_from_user(arg, X.kvm_msrs)
-    if head.nmsrs >= MAX_IO_MSRS:
-        raise oserror(errno.E2BIG)
-    n = head.nmsrs
-    size = ctypes.sizeof(X.kvm_msr_entry)
-    entries = (X.kvm_msr_entry * n).from_buffer_copy(read_user_at(arg, 8, n * size)) if n else ()
+    entries = _read_entries(arg)
+    n = len(entries)
     done = 0
     for e in entries:
         if hook is not None and not hook(vcpu, e.index, write, e.data if write else 0):
@@ -212,6 +248,7 @@ def _msr_io(f, arg, write):
         else:
             v = get_msr(st, vcpu, e.index)
             if v is None:
+                e.data = 0  # kvm_do_msr_access zeroes a read it refuses (probed)
                 break
             e.data = v
         done += 1

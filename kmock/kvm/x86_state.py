@@ -28,6 +28,10 @@ DEFAULTS_618 = {
     #: KVM_GET_MSRS on /dev/kvm of the feature MSRs: a new vCPU's ARCH_CAPABILITIES
     #: (kvm_get_arch_capabilities) and PERF_CAPABILITIES come from here
     "msr_feature_values": ((0x10A, 0x400000000C08E0EB),),
+    #: KVM_GET_MSRS on /dev/kvm of every feature MSR (kvm_get_feature_msr: the host's
+    #: microcode revision, ARCH_CAPABILITIES, PERF_CAPABILITIES, PLATFORM_INFO)
+    "msr_feature_dev_values": ((0x8B, 0x100000000), (0x10A, 0x400000000C08E0EB),
+                               (0x345, 0), (0xCE, 0x80000000)),
     #: kvm_vcpu_reset / kvm_arch_vcpu_create: MSR_IA32_CR_PAT = MSR_IA32_CR_PAT_DEFAULT,
     #: MISC_ENABLE fast-string, PLATFORM_INFO CPUID-faulting, KVM_POLL_CONTROL 1
     "msr_init": ((0x277, 0x0007040600070406), (0x1A0, 1),
@@ -37,6 +41,9 @@ DEFAULTS_618 = {
     #: a host-initiated MSR_IA32_TSC write moves the guest TSC (kvm_synchronize_tsc);
     #: False on the PVM probe host, whose guests read the host TSC
     "tsc_writable": True,
+    #: KVM_SET_SREGS(2) keeps CR0.PG outside long mode (32-bit and PAE paging); False on
+    #: the PVM probe host, which drops it (its guests run in long mode only)
+    "legacy_paging": True,
     #: KVM_GET_XSAVE of a new vCPU: fcw 0x37f, mxcsr 0x1f80, mxcsr_mask 0xffff
     "xsave_init": ((0, b"\x7f\x03"), (24, b"\x80\x1f\x00\x00\xff\xff")),
 }
@@ -160,6 +167,12 @@ class X86State:
         sr.cr0 = 0x60000010  # X86_CR0_NW | X86_CR0_CD | X86_CR0_ET
         # APIC_DEFAULT_PHYS_BASE | MSR_IA32_APICBASE_ENABLE, BSP for kvm->arch.bsp_vcpu_id
         sr.apic_base = 0xFEE00000 | 0x800 | (0x100 if vcpu.id == 0 else 0)
+        #: the base the LAPIC page (kmock.kvm.x86_lapic, made on first use) was reset with
+        self.reset_apic_base = sr.apic_base
+        self.lapic = None
+        #: the MMU's PAE PDPTRs (KVM_GET/SET_SREGS2; kvm_pdptr_read / kvm_pdptr_write)
+        self.pdptrs = [0, 0, 0, 0]
+        self.legacy_paging = s.get("legacy_paging", True)
         self.cpuid = ()
         self.cpuid_set = False  # kvm_vcpu_after_set_cpuid has run
         self.cr4_allowed = s.get("cr4_allowed") or cr4_features(profile.cpuid)
@@ -173,6 +186,9 @@ class X86State:
         self.nmi_injected = self.nmi_pending = self.nmi_masked = 0
         self.smm = self.smi_pending = self.smm_inside_nmi = 0
         self.triple_fault_pending = 0  # KVM_REQ_TRIPLE_FAULT
+        #: vcpu->guest_debug and the debug registers of KVM_SET_GUEST_DEBUG (stored only)
+        self.guest_debug = 0
+        self.guest_debug_regs = (0,) * 8
         self.db = [0, 0, 0, 0]
         self.dr6 = 0xFFFF0FF0  # DR6_ACTIVE_LOW
         self.dr7 = 0x400  # DR7_FIXED_1

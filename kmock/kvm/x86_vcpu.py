@@ -18,7 +18,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_msr, x86_state, x86_vm
+from . import x86_lapic, x86_msr, x86_state, x86_vm
 from .x86_state import (apic_base_ok, cpuid_entry,
                         cr4_reserved, fpu_hidden, guest_maxphyaddr,
                         has_run, protected, settings, state, supported_xcr0,
@@ -96,26 +96,158 @@ def valid_sregs(st, s):
     return not (cr0 & X.X86_CR0_PG and not cr0 & X.X86_CR0_PE)
 
 
-def set_sregs(f, arg):
-    """kvm_arch_vcpu_ioctl_set_sregs -> __set_sregs_common: EINVAL if kvm_is_valid_sregs
+def _set_sregs_common(st, s):
+    """__set_sregs_common's checks and stores, shared by SET_SREGS and SET_SREGS2 (``s``
+    is a kvm_sregs; its interrupt_bitmap is ignored here): EINVAL if kvm_is_valid_sregs
     fails or kvm_apic_set_base refuses apic_base; CR8 with reserved bits is not written
-    (kvm_set_cr8's error is ignored); the lowest bit of interrupt_bitmap queues that
-    interrupt (kvm_queue_interrupt). EINVAL first when the state is protected."""
+    (kvm_set_cr8's error is ignored). Its load_pdptrs (PAE paging without PDPTRs from
+    userspace) reads guest memory, which kmock does not do: the PDPTRs keep their value,
+    as when load_pdptrs fails (no memslot at CR3; its result is ignored there). With the
+    profile setting ``legacy_paging`` False (probed: the PVM host) CR0.PG is dropped
+    outside long mode after the checks, as that host does."""
+    if not valid_sregs(st, s) or not apic_base_ok(st, s.apic_base):
+        raise oserror(errno.EINVAL)
+    if s.cr8 & ~0xF:
+        s.cr8 = st.sregs.cr8
+    if not st.legacy_paging and not s.efer & X.EFER_LMA:
+        s.cr0 &= ~X.X86_CR0_PG  # the PVM probe host (settings "legacy_paging")
+    for i in range(4):
+        s.interrupt_bitmap[i] = 0
+    st.sregs = s
+
+
+def set_sregs(f, arg):
+    """kvm_arch_vcpu_ioctl_set_sregs -> __set_sregs: :func:`_set_sregs_common`, then the
+    lowest bit of interrupt_bitmap queues that interrupt (kvm_queue_interrupt). EINVAL
+    first when the state is protected."""
     vcpu = vcpu_of(f)
     s = copy_from_user(arg, X.kvm_sregs)
     protected(vcpu)
     st = state(vcpu)
-    if not valid_sregs(st, s) or not apic_base_ok(st, s.apic_base):
-        raise oserror(errno.EINVAL)
-    cr8 = s.cr8 if not s.cr8 & ~0xF else st.sregs.cr8
-    s.cr8 = cr8
     pending = next((i * 64 + (w & -w).bit_length() - 1
                     for i, w in enumerate(s.interrupt_bitmap) if w), None)
-    for i in range(4):
-        s.interrupt_bitmap[i] = 0
-    st.sregs = s
+    _set_sregs_common(st, s)
     if pending is not None:
         st.interrupt = (1, pending, 0)
+    return 0
+
+
+def _pae_paging(s):
+    """is_pae_paging: CR0.PG, CR4.PAE and not long mode (EFER.LMA)."""
+    return bool(s.cr0 & X.X86_CR0_PG and s.cr4 & X.X86_CR4_PAE and not s.efer & X.EFER_LMA)
+
+
+#: the bytes kvm_sregs2 shares with kvm_sregs (everything before interrupt_bitmap)
+_SREGS_COMMON = X.kvm_sregs.interrupt_bitmap.offset
+
+
+def get_sregs2(f, arg):
+    """KVM_GET_SREGS2 (kvm_arch_vcpu_ioctl -> __get_sregs2): EINVAL when the state is
+    protected (checked before anything else); the SREGS fields of __get_sregs_common in
+    a zeroed struct, and with PAE paging the PDPTRs and KVM_SREGS2_FLAGS_PDPTRS_VALID."""
+    vcpu = vcpu_of(f)
+    protected(vcpu)
+    st = state(vcpu)
+    out = X.kvm_sregs2()
+    ctypes.memmove(ctypes.addressof(out), ctypes.addressof(st.sregs), _SREGS_COMMON)
+    if _pae_paging(st.sregs):
+        out.flags = X.KVM_SREGS2_FLAGS_PDPTRS_VALID
+        for i, v in enumerate(st.pdptrs):
+            out.pdptrs[i] = v
+    copy_to_user(arg, out)
+    return 0
+
+
+def set_sregs2(f, arg):
+    """KVM_SET_SREGS2 (kvm_arch_vcpu_ioctl -> __set_sregs2): EINVAL when the state is
+    protected (before the copy, so before EFAULT); EINVAL for a flag other than
+    KVM_SREGS2_FLAGS_PDPTRS_VALID, and for that flag without PAE paging in the new
+    CR0/CR4/EFER or with guest_state_protected (legacy SEV-ES); then :func:`_set_sregs_common`; the PDPTRs are stored unchecked
+    (kvm_pdptr_write) when the flag is set."""
+    vcpu = vcpu_of(f)
+    protected(vcpu)
+    s2 = copy_from_user(arg, X.kvm_sregs2)
+    st = state(vcpu)
+    if s2.flags & ~X.KVM_SREGS2_FLAGS_PDPTRS_VALID:
+        raise oserror(errno.EINVAL)
+    valid_pdptrs = s2.flags & X.KVM_SREGS2_FLAGS_PDPTRS_VALID
+    vt = vcpu.vm.vmtype
+    state_protected = vt.has_vcpu_state_hooks and vt.guest_state_protected(vcpu)
+    if valid_pdptrs and (not _pae_paging(s2) or state_protected):
+        raise oserror(errno.EINVAL)
+    s = X.kvm_sregs()
+    ctypes.memmove(ctypes.addressof(s), ctypes.addressof(s2), _SREGS_COMMON)
+    _set_sregs_common(st, s)
+    if valid_pdptrs:
+        st.pdptrs = list(s2.pdptrs)
+    return 0
+
+
+# --- GET/SET_LAPIC (kmock.kvm.x86_lapic) -----------------------------------------------------
+
+
+def get_lapic(f, arg):
+    """kvm_arch_vcpu_ioctl KVM_GET_LAPIC: EINVAL without an in-kernel LAPIC, then
+    kvm_vcpu_ioctl_get_lapic (EINVAL when guest_apic_protected), then the copy out."""
+    vcpu = vcpu_of(f)
+    x86_lapic.lapic(vcpu)
+    if x86_lapic.apic_protected(vcpu):
+        raise oserror(errno.EINVAL)
+    copy_to_user(arg, X.kvm_lapic_state.from_buffer_copy(x86_lapic.get_state(vcpu)))
+    return 0
+
+
+def set_lapic(f, arg):
+    """kvm_arch_vcpu_ioctl KVM_SET_LAPIC: EINVAL without an in-kernel LAPIC, the copy in
+    (EFAULT), then kvm_vcpu_ioctl_set_lapic (EINVAL when guest_apic_protected) ->
+    kvm_apic_set_state."""
+    vcpu = vcpu_of(f)
+    x86_lapic.lapic(vcpu)
+    s = copy_from_user(arg, X.kvm_lapic_state)
+    if x86_lapic.apic_protected(vcpu):
+        raise oserror(errno.EINVAL)
+    x86_lapic.set_state(vcpu, bytes(s))
+    return 0
+
+
+# --- KVM_SET_GUEST_DEBUG, KVM_NMI ----------------------------------------------------------
+
+
+def set_guest_debug(f, arg):
+    """kvm_vcpu_ioctl copies the struct in (EFAULT), then
+    kvm_arch_vcpu_ioctl_set_guest_debug: EINVAL when guest_state_protected (any VM type:
+    SEV-ES too); INJECT_DB / INJECT_BP (ENABLE or not) queue #DB (else #BP), EBUSY while
+    an exception is pending or injected (kvm_is_exception_pending). x86 checks no flag
+    against KVM_GUESTDBG_VALID_MASK (probed: unknown bits succeed). The control word
+    (0 without ENABLE) and the debug registers are stored; they steer nothing in kmock,
+    and the UAPI shows neither (DEBUGREGS reports the guest's, RFLAGS hides the TF)."""
+    vcpu = vcpu_of(f)
+    dbg = copy_from_user(arg, X.kvm_guest_debug)
+    vt = vcpu.vm.vmtype
+    if vt.has_vcpu_state_hooks and vt.guest_state_protected(vcpu):
+        raise oserror(errno.EINVAL)
+    st = state(vcpu)
+    ctl = dbg.control
+    if ctl & (X.KVM_GUESTDBG_INJECT_DB | X.KVM_GUESTDBG_INJECT_BP):
+        ex = st.exception
+        if ex["pending"] or ex["injected"]:
+            raise oserror(errno.EBUSY)
+        ex.update(injected=0, pending=1, has_error_code=0, error_code=0, has_payload=0,
+                  payload=0, nr=1 if ctl & X.KVM_GUESTDBG_INJECT_DB else 3)
+    st.guest_debug = ctl if ctl & X.KVM_GUESTDBG_ENABLE else 0
+    st.guest_debug_regs = tuple(dbg.debugreg)
+    return 0
+
+
+def nmi(f, arg):
+    """kvm_vcpu_ioctl_nmi -> kvm_inject_nmi: an NMI is queued (no in-kernel LAPIC
+    needed), and process_nmi (run by the next KVM_GET_VCPU_EVENTS or entry) folds it into
+    nmi_pending, at most 2, or 1 while NMIs are masked or one is injected. kmock folds at
+    once, which reads the same through KVM_GET_VCPU_EVENTS."""
+    vcpu = vcpu_of(f)
+    st = state(vcpu)
+    limit = 1 if st.nmi_masked or st.nmi_injected else 2
+    st.nmi_pending = min(st.nmi_pending + 1, limit)
     return 0
 
 
@@ -410,17 +542,18 @@ def get_vcpu_events(f, arg):
     """kvm_vcpu_ioctl_x86_get_vcpu_events: flags NMI_PENDING | SHADOW | SMM, plus PAYLOAD
     (the pending exception apart from the injected one) with KVM_CAP_EXCEPTION_PAYLOAD
     and TRIPLE_FAULT with KVM_CAP_X86_TRIPLE_FAULT_EVENT; without the first a pending
-    exception is reported as injected. sipi_vector 0."""
+    exception is reported as injected (and as pending); a soft exception (#BP, #OF: no
+    instruction length in the API) as neither. sipi_vector 0."""
     vcpu = vcpu_of(f)
     st = state(vcpu)
     payload, triple = _event_caps(vcpu)
     ev = X.kvm_vcpu_events()
     ex = st.exception
-    if payload:
+    if ex["nr"] not in (3, 4):  # kvm_exception_is_soft (#BP, #OF): not reported
         ev.exception.injected = ex["injected"]
-        ev.exception.pending = ex["pending"]
-    else:
-        ev.exception.injected = 1 if ex["pending"] or ex["injected"] else 0
+        ev.exception.pending = ex["pending"]  # in both modes (probed)
+        if not payload:
+            ev.exception.injected |= ex["pending"]
     ev.exception.nr = ex["nr"]
     ev.exception.has_error_code = ex["has_error_code"]
     ev.exception.error_code = ex["error_code"]
@@ -579,6 +712,9 @@ def vcpu_ioctls():
     return {
         X.KVM_GET_REGS: get_regs, X.KVM_SET_REGS: set_regs,
         X.KVM_GET_SREGS: get_sregs, X.KVM_SET_SREGS: set_sregs,
+        X.KVM_GET_SREGS2: get_sregs2, X.KVM_SET_SREGS2: set_sregs2,
+        X.KVM_GET_LAPIC: get_lapic, X.KVM_SET_LAPIC: set_lapic,
+        X.KVM_SET_GUEST_DEBUG: set_guest_debug, X.KVM_NMI: nmi,
         X.KVM_GET_FPU: get_fpu, X.KVM_SET_FPU: set_fpu,
         X.KVM_GET_MSRS: x86_msr.get_msrs, X.KVM_SET_MSRS: x86_msr.set_msrs,
         X.KVM_SET_CPUID2: set_cpuid2, X.KVM_GET_CPUID2: get_cpuid2,
@@ -606,6 +742,26 @@ def _probe_tsc_writable(vcpu_fd):
     fcntl.ioctl(vcpu_fd, X.KVM_SET_MSRS, buf)
     fcntl.ioctl(vcpu_fd, X.KVM_GET_MSRS, buf)
     return (1 << 40) <= int.from_bytes(buf[16:24], "little") < (1 << 41)
+
+
+def _probe_legacy_paging(vcpu_fd):
+    """Does KVM_SET_SREGS keep CR0.PG outside long mode (flat protected mode, CR4.PAE)?
+    The vCPU's registers are restored."""
+    import fcntl
+
+    orig = X.kvm_sregs()
+    fcntl.ioctl(vcpu_fd, X.KVM_GET_SREGS, orig)
+    s = X.kvm_sregs.from_buffer_copy(orig)
+    s.cs.type, s.cs.s, s.cs.present, s.cs.db = 0xB, 1, 1, 1
+    s.cr0, s.cr4, s.cr3 = 0x80000011, X.X86_CR4_PAE, 0x3000
+    try:
+        fcntl.ioctl(vcpu_fd, X.KVM_SET_SREGS, s)
+        fcntl.ioctl(vcpu_fd, X.KVM_GET_SREGS, s)
+        return bool(s.cr0 & X.X86_CR0_PG)
+    except OSError:
+        return True
+    finally:
+        fcntl.ioctl(vcpu_fd, X.KVM_SET_SREGS, orig)
 
 
 def _probe_cr4(vcpu_fd):
@@ -672,10 +828,12 @@ def probe_host(kvm_fd, vcpu_fd, caps):
         nf = fcntl.ioctl(kvm_fd, X.KVM_GET_MSRS, fbuf)
     except OSError:
         nf = 0
-    fvalues = tuple((feats[i], int.from_bytes(fbuf[16 + 16 * i:24 + 16 * i], "little"))
-                    for i in range(nf) if feats[i] in x86_msr.FEATURE_CPUID)
+    dev_values = tuple((feats[i], int.from_bytes(fbuf[16 + 16 * i:24 + 16 * i], "little"))
+                       for i in range(nf))
+    fvalues = tuple(e for e in dev_values if e[0] in x86_msr.FEATURE_CPUID)
     return {
         "msr_feature_values": fvalues,
+        "msr_feature_dev_values": dev_values,
         "cr4_allowed": _probe_cr4(vcpu_fd),
         "msr_index_list": index_list,
         "msr_feature_list": feats,
@@ -683,6 +841,7 @@ def probe_host(kvm_fd, vcpu_fd, caps):
         "tsc_khz": fcntl.ioctl(vcpu_fd, X.KVM_GET_TSC_KHZ, 0),
         "tsc_control": bool(caps.get(X.KVM_CAP_TSC_CONTROL, 0)),
         "tsc_writable": _probe_tsc_writable(vcpu_fd),
+        "legacy_paging": _probe_legacy_paging(vcpu_fd),
         "xsave_init": tuple(runs),
     }
 

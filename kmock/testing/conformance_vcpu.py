@@ -540,3 +540,275 @@ def fact_x86_vcpu_event_caps(sys, rec):
              events(TRIPLE, triple=1))
     _get(sys, rec, "GET_VCPU_EVENTS: the triple fault", v, X.KVM_GET_VCPU_EVENTS,
          X.kvm_vcpu_events)
+
+
+def _pae_sregs2(s, pdptrs=None):
+    """Flat protected mode with PAE paging (CR0.PG|PE, CR4.PAE, no EFER.LMA), CR3 0x3000;
+    with ``pdptrs`` the four PDPTRs and KVM_SREGS2_FLAGS_PDPTRS_VALID."""
+    _flat_pm_sregs(s)
+    s.cr0, s.cr4, s.cr3, s.flags = 0x80000011, X.X86_CR4_PAE, 0x3000, 0
+    if pdptrs is not None:
+        s.flags = X.KVM_SREGS2_FLAGS_PDPTRS_VALID
+        for i, p in enumerate(pdptrs):
+            s.pdptrs[i] = p
+    return s
+
+
+@scenario("fact_x86_sregs2",
+          "KVM_GET/SET_SREGS2: the cap, a new vCPU, unknown flags, PDPTRs without PAE paging, "
+          "the PDPTRs round trip, the SREGS checks, no memslot at CR3, the queued interrupt")
+def fact_x86_sregs2(sys, rec):
+    kvm = open_kvm(sys, rec)
+    rec.call("CHECK_EXTENSION SREGS2", sys.ioctl, kvm, K.KVM_CHECK_EXTENSION, X.KVM_CAP_SREGS2)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    s = _get(sys, rec, "KVM_GET_SREGS2 new vCPU", v, X.KVM_GET_SREGS2, X.kvm_sregs2)
+    for flags in (2, 3, 1 << 63):
+        bad = _pae_sregs2(X.kvm_sregs2.from_buffer_copy(s))
+        bad.flags = flags
+        rec.call(f"KVM_SET_SREGS2 flags {flags:#x}", sys.ioctl, v, X.KVM_SET_SREGS2, bad)
+    for label, cr0, cr4, efer in (("no paging", 0x11, X.X86_CR4_PAE, 0),
+                                  ("no CR4.PAE", 0x80000011, 0, 0),
+                                  ("long mode", 0x80000011, X.X86_CR4_PAE,
+                                   X.EFER_LME | X.EFER_LMA)):
+        bad = _pae_sregs2(X.kvm_sregs2.from_buffer_copy(s), [1, 2, 3, 4])
+        bad.cr0, bad.cr4, bad.efer = cr0, cr4, efer
+        if efer:
+            bad.cs.l, bad.cs.db = 1, 0
+        rec.call(f"KVM_SET_SREGS2 PDPTRS_VALID, {label}", sys.ioctl, v, X.KVM_SET_SREGS2, bad)
+    bad = X.kvm_sregs2.from_buffer_copy(s)
+    bad.cr0 = 0x80000010
+    rec.call("KVM_SET_SREGS2 cr0 PG without PE", sys.ioctl, v, X.KVM_SET_SREGS2, bad)
+    _get(sys, rec, "KVM_GET_SREGS2 after the refusals", v, X.KVM_GET_SREGS2, X.kvm_sregs2)
+
+    pae = _pae_sregs2(X.kvm_sregs2.from_buffer_copy(s),
+                      [0x1001, 0x2001, 0x3001, 0xFFFF000000000001])
+    pae.cr2, pae.cr8 = 0xBEEF000, 0x10  # CR8 reserved bits: kvm_set_cr8 fails, ignored
+    rec.call("KVM_SET_SREGS2 PAE paging with PDPTRs", sys.ioctl, v, X.KVM_SET_SREGS2, pae)
+    _get(sys, rec, "KVM_GET_SREGS2 after PAE", v, X.KVM_GET_SREGS2, X.kvm_sregs2)
+    _get(sys, rec, "KVM_GET_SREGS after PAE", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    pae = _pae_sregs2(X.kvm_sregs2.from_buffer_copy(s))
+    pae.cr3 = 0x5020
+    rec.call("KVM_SET_SREGS2 PAE paging without PDPTRs, no memslot", sys.ioctl, v,
+             X.KVM_SET_SREGS2, pae)
+    _get(sys, rec, "KVM_GET_SREGS2 after PAE without PDPTRs", v, X.KVM_GET_SREGS2,
+         X.kvm_sregs2)
+    _flat_pm_sregs(pae)
+    pae.flags = 0
+    rec.call("KVM_SET_SREGS2 protected mode, no paging", sys.ioctl, v, X.KVM_SET_SREGS2, pae)
+    _get(sys, rec, "KVM_GET_SREGS2 without paging", v, X.KVM_GET_SREGS2, X.kvm_sregs2)
+
+    sregs = _get(sys, rec, "KVM_GET_SREGS", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    sregs.interrupt_bitmap[1] = 1 << 3
+    rec.call("KVM_SET_SREGS with interrupt 67", sys.ioctl, v, X.KVM_SET_SREGS, sregs)
+    rec.call("KVM_SET_SREGS2 after it", sys.ioctl, v, X.KVM_SET_SREGS2, pae)
+    got = _get(sys, rec, "KVM_GET_SREGS after SET_SREGS2", v, X.KVM_GET_SREGS, X.kvm_sregs)
+    rec.record("interrupt_bitmap after SET_SREGS2", list(got.interrupt_bitmap))
+    rec.call("KVM_GET_SREGS2(8) (unmapped address)", sys.ioctl, v, X.KVM_GET_SREGS2, 8)
+    rec.call("KVM_SET_SREGS2(8) (unmapped address)", sys.ioctl, v, X.KVM_SET_SREGS2, 8)
+
+
+def _lapic_regs(buf):
+    """The nonzero 32-bit registers of a LAPIC page, by offset (readable in a diff)."""
+    return tuple((hex(i), hex(int.from_bytes(buf[i:i + 4], "little")))
+                 for i in range(0, 1024, 16) if any(buf[i:i + 8]))
+
+
+def _get_lapic(sys, rec, label, v):
+    s = X.kvm_lapic_state()
+    if rec.call(label, sys.ioctl, v, X.KVM_GET_LAPIC, s) is not None:
+        rec.record(f"{label}: registers", _lapic_regs(bytes(s)))
+    return bytearray(bytes(s))
+
+
+def _put(buf, reg, value):
+    buf[reg:reg + 4] = value.to_bytes(4, "little")
+
+
+def _x2apic(sys, rec, v, label):
+    """SET_CPUID2 with x2APIC (leaf 1 ECX bit 21), then APIC_BASE enabled in x2APIC mode."""
+    e = K.kvm_cpuid_entry2(function=1, ecx=1 << 21)
+    rec.call(f"{label}: KVM_SET_CPUID2 with x2APIC", sys.ioctl, v, X.KVM_SET_CPUID2,
+             cpuid_buf(1, bytes(e)))
+    rec.call(f"{label}: APIC_BASE x2APIC", sys.ioctl, v, X.KVM_SET_MSRS,
+             msrs_buf([(0x1B, 0xFEE00C00)]))
+
+
+@scenario("fact_x86_lapic",
+          "KVM_GET/SET_LAPIC: EINVAL without an in-kernel irqchip; the page of a new vCPU "
+          "(full and split irqchip, BSP and AP); a round trip (LVR and PPR recomputed); "
+          "x2APIC mode with and without KVM_X2APIC_API_USE_32BIT_IDS")
+def fact_x86_lapic(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("VM 1 (no irqchip): KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    _get_lapic(sys, rec, "VM 1: KVM_GET_LAPIC", v)
+    rec.call("VM 1: KVM_SET_LAPIC", sys.ioctl, v, X.KVM_SET_LAPIC, X.kvm_lapic_state())
+    rec.call("VM 1: KVM_SET_LAPIC(8) (unmapped address)", sys.ioctl, v, X.KVM_SET_LAPIC, 8)
+
+    vm = create_vm(sys, rec, kvm)
+    rec.call("VM 2: KVM_CREATE_IRQCHIP", sys.ioctl, vm, K.KVM_CREATE_IRQCHIP, 0)
+    v0 = rec.call("VM 2: KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    v1 = rec.call("VM 2: KVM_CREATE_VCPU 1", sys.ioctl, vm, K.KVM_CREATE_VCPU, 1)
+    if v0 is None or v1 is None:
+        return
+    _get_lapic(sys, rec, "VM 2: vCPU 0 KVM_GET_LAPIC", v0)
+    page = _get_lapic(sys, rec, "VM 2: vCPU 1 KVM_GET_LAPIC", v1)
+    _put(page, 0x20, 0x07000000)    # xAPIC ID 7
+    _put(page, 0x30, 0x12345678)    # LVR: recomputed
+    _put(page, 0x80, 0x20)          # TPR
+    _put(page, 0x120, 1 << 17)      # ISR: vector 0x51 in service
+    _put(page, 0xA0, 0x99)          # PPR: recomputed
+    _put(page, 0xD0, 0x01000000)    # LDR
+    _put(page, 0xF0, 0x1FF)         # SVR: software enabled
+    _put(page, 0x300, 0x4031)       # ICR
+    _put(page, 0x310, 0x03000000)   # ICR2
+    _put(page, 0x350, 0x8700)       # LVT0
+    _put(page, 0x3E0, 0xB)          # TDCR
+    rec.call("VM 2: vCPU 1 KVM_SET_LAPIC", sys.ioctl, v1, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(page))
+    _get_lapic(sys, rec, "VM 2: vCPU 1 after SET_LAPIC", v1)
+    rec.call("VM 2: vCPU 1 KVM_SET_LAPIC again", sys.ioctl, v1, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(page))
+    _get_lapic(sys, rec, "VM 2: vCPU 1 after the second SET_LAPIC", v1)
+    rec.call("VM 2: KVM_GET_LAPIC(8) (unmapped address)", sys.ioctl, v1, X.KVM_GET_LAPIC, 8)
+    rec.call("VM 2: KVM_SET_LAPIC(8) (unmapped address)", sys.ioctl, v1, X.KVM_SET_LAPIC, 8)
+    _x2apic(sys, rec, v0, "VM 2 vCPU 0")
+    _get_lapic(sys, rec, "VM 2: vCPU 0 x2APIC KVM_GET_LAPIC", v0)
+
+    vm = create_vm(sys, rec, kvm)
+    enable(sys, rec, vm, "VM 3: ENABLE_CAP SPLIT_IRQCHIP 24", 121, 24)
+    v0 = rec.call("VM 3: KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    v5 = rec.call("VM 3: KVM_CREATE_VCPU 5", sys.ioctl, vm, K.KVM_CREATE_VCPU, 5)
+    if v0 is None or v5 is None:
+        return
+    _get_lapic(sys, rec, "VM 3: vCPU 0 KVM_GET_LAPIC", v0)
+    _get_lapic(sys, rec, "VM 3: vCPU 5 KVM_GET_LAPIC", v5)
+    _x2apic(sys, rec, v5, "VM 3 vCPU 5")
+    page = _get_lapic(sys, rec, "VM 3: vCPU 5 x2APIC KVM_GET_LAPIC", v5)
+    _put(page, 0x20, 0x9)           # another ID: ignored without USE_32BIT_IDS
+    _put(page, 0xD0, 0x5)           # LDR: recomputed in x2APIC mode
+    _put(page, 0x300, 0x40FE)       # ICR
+    _put(page, 0x310, 0x7)          # ICR2: the destination, high half of the 64-bit ICR
+    rec.call("VM 3: vCPU 5 x2APIC KVM_SET_LAPIC id 9", sys.ioctl, v5, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(page))
+    _get_lapic(sys, rec, "VM 3: vCPU 5 after SET_LAPIC id 9", v5)
+
+    vm = create_vm(sys, rec, kvm)
+    enable(sys, rec, vm, "VM 4: ENABLE_CAP SPLIT_IRQCHIP 24", 121, 24)
+    enable(sys, rec, vm, "VM 4: ENABLE_CAP X2APIC_API USE_32BIT_IDS", 129, 1)
+    v2 = rec.call("VM 4: KVM_CREATE_VCPU 2", sys.ioctl, vm, K.KVM_CREATE_VCPU, 2)
+    if v2 is None:
+        return
+    _x2apic(sys, rec, v2, "VM 4 vCPU 2")
+    page = _get_lapic(sys, rec, "VM 4: vCPU 2 x2APIC KVM_GET_LAPIC", v2)
+    good = bytes(page)
+    _put(page, 0x20, 0x3)
+    _put(page, 0xF0, 0x1FF)
+    rec.call("VM 4: vCPU 2 KVM_SET_LAPIC id 3 (32-bit ids)", sys.ioctl, v2, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(page))
+    _get_lapic(sys, rec, "VM 4: vCPU 2 after the refused SET_LAPIC", v2)
+    rec.call("VM 4: vCPU 2 KVM_SET_LAPIC id 2 (32-bit ids)", sys.ioctl, v2, X.KVM_SET_LAPIC,
+             X.kvm_lapic_state.from_buffer_copy(good))
+    _get_lapic(sys, rec, "VM 4: vCPU 2 after SET_LAPIC", v2)
+
+
+@scenario("fact_x86_guest_debug_nmi",
+          "KVM_SET_GUEST_DEBUG (no flag check on x86, INJECT_DB/BP queue an exception, "
+          "EBUSY while one is pending, nothing visible in REGS/DEBUGREGS) and KVM_NMI on a "
+          "VM without and with an in-kernel irqchip (nmi.pending at most 2, 1 when masked)")
+def fact_x86_guest_debug_nmi(sys, rec):
+    kvm = open_kvm(sys, rec)
+    for cap in (22, 23, 195):  # USER_NMI, SET_GUEST_DEBUG, SET_GUEST_DEBUG2
+        rec.call(f"CHECK_EXTENSION {cap}", sys.ioctl, kvm, K.KVM_CHECK_EXTENSION, cap)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    for ctl in (0, 1, 3, 1 << 4, 1 << 21, 1 << 31, 0x10001):
+        rec.call(f"SET_GUEST_DEBUG control {ctl:#x}", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG,
+                 X.kvm_guest_debug(control=ctl))
+    dbg = X.kvm_guest_debug(control=X.KVM_GUESTDBG_ENABLE | X.KVM_GUESTDBG_USE_HW_BP
+                            | X.KVM_GUESTDBG_SINGLESTEP)
+    dbg.debugreg[0], dbg.debugreg[7] = 0x1000, 0x3
+    rec.call("SET_GUEST_DEBUG HW_BP|SINGLESTEP", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG, dbg)
+    _get(sys, rec, "KVM_GET_REGS after it", v, X.KVM_GET_REGS, K.kvm_regs)
+    _get(sys, rec, "KVM_GET_DEBUGREGS after it", v, X.KVM_GET_DEBUGREGS, X.kvm_debugregs)
+    rec.call("SET_GUEST_DEBUG INJECT_BP without ENABLE", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG,
+             X.kvm_guest_debug(control=X.KVM_GUESTDBG_INJECT_BP))
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS after INJECT_BP", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+    rec.call("SET_GUEST_DEBUG INJECT_DB while #BP is pending", sys.ioctl, v,
+             X.KVM_SET_GUEST_DEBUG, X.kvm_guest_debug(control=X.KVM_GUESTDBG_INJECT_DB | 1))
+    ev = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_NMI_PENDING)
+    rec.call("KVM_SET_VCPU_EVENTS no exception", sys.ioctl, v, X.KVM_SET_VCPU_EVENTS, ev)
+    rec.call("SET_GUEST_DEBUG INJECT_DB|INJECT_BP", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG,
+             X.kvm_guest_debug(control=X.KVM_GUESTDBG_INJECT_DB | X.KVM_GUESTDBG_INJECT_BP | 1))
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS after INJECT_DB|BP", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+    rec.call("SET_GUEST_DEBUG(8) (unmapped address)", sys.ioctl, v, X.KVM_SET_GUEST_DEBUG, 8)
+
+    v1 = rec.call("KVM_CREATE_VCPU 1", sys.ioctl, vm, K.KVM_CREATE_VCPU, 1)
+    if v1 is None:
+        return
+    for i in range(3):
+        rec.call(f"KVM_NMI {i + 1}", sys.ioctl, v1, X.KVM_NMI, 0)
+        _get(sys, rec, f"KVM_GET_VCPU_EVENTS after NMI {i + 1}", v1, X.KVM_GET_VCPU_EVENTS,
+             X.kvm_vcpu_events)
+    ev = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_NMI_PENDING)
+    ev.nmi.masked = 1
+    rec.call("KVM_SET_VCPU_EVENTS no NMI pending, masked", sys.ioctl, v1,
+             X.KVM_SET_VCPU_EVENTS, ev)
+    for i in range(2):
+        rec.call(f"KVM_NMI masked {i + 1}", sys.ioctl, v1, X.KVM_NMI, 0)
+    _get(sys, rec, "KVM_GET_VCPU_EVENTS after masked NMIs", v1, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+    vm = create_vm(sys, rec, kvm)
+    rec.call("VM 2: KVM_CREATE_IRQCHIP", sys.ioctl, vm, K.KVM_CREATE_IRQCHIP, 0)
+    v = rec.call("VM 2: KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is None:
+        return
+    rec.call("VM 2: KVM_NMI", sys.ioctl, v, X.KVM_NMI, 0)
+    _get(sys, rec, "VM 2: KVM_GET_VCPU_EVENTS after NMI", v, X.KVM_GET_VCPU_EVENTS,
+         X.kvm_vcpu_events)
+
+
+@scenario("fact_x86_dev_get_msrs",
+          "KVM_GET_MSRS on /dev/kvm: the feature MSRs' values, an advertised non-feature MSR "
+          "(0), the first other MSR stops the loop, E2BIG at 256 entries, EFAULT; "
+          "KVM_SET_MSRS on /dev/kvm")
+def fact_x86_dev_get_msrs(sys, rec):
+    kvm = open_kvm(sys, rec)
+    feats = msr_list(sys, rec, kvm, X.KVM_GET_MSR_FEATURE_INDEX_LIST,
+                     "KVM_GET_MSR_FEATURE_INDEX_LIST")
+    buf = msrs_buf([(i, 0) for i in feats])
+    n = rec.call("KVM_GET_MSRS of the feature MSRs", sys.ioctl, kvm, X.KVM_GET_MSRS, buf)
+    if n is not None:
+        rec.record("their values", [(hex(i), hex(d)) for i, d in
+                                    zip(feats, msrs_values(buf, len(feats)))])
+    for idx in (0x10, 0x1B, 0x480, 0xFFFFFFFF):
+        buf = msrs_buf([(0x10A, 0), (idx, 5), (0x345, 7)])
+        rec.call(f"KVM_GET_MSRS ARCH_CAP, {idx:#x}, PERF_CAP", sys.ioctl, kvm, X.KVM_GET_MSRS,
+                 buf)
+        rec.record(f"values with {idx:#x}", [hex(d) for d in msrs_values(buf, 3)])
+    rec.call("KVM_GET_MSRS nmsrs=0", sys.ioctl, kvm, X.KVM_GET_MSRS, msrs_buf([]))
+    for n in (255, 256):
+        buf = bytearray(8 + 16 * n)
+        buf[0:4] = n.to_bytes(4, "little")
+        for i in range(n):
+            buf[8 + 16 * i:12 + 16 * i] = (0x10A).to_bytes(4, "little")
+        rec.call(f"KVM_GET_MSRS nmsrs={n}", sys.ioctl, kvm, X.KVM_GET_MSRS, buf)
+    rec.call("KVM_GET_MSRS(8) (unmapped address)", sys.ioctl, kvm, X.KVM_GET_MSRS, 8)
+    vm = create_vm(sys, rec, kvm)
+    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if v is not None:
+        buf = msrs_buf([(0x174, 3), (0x1234, 5), (0x175, 7)])
+        rec.call("vCPU KVM_GET_MSRS SYSENTER_CS, 0x1234, SYSENTER_ESP", sys.ioctl, v,
+                 X.KVM_GET_MSRS, buf)
+        rec.record("vCPU values (the refused entry zeroed)", msrs_values(buf, 3))
+    rec.call("KVM_SET_MSRS on /dev/kvm", sys.ioctl, kvm, X.KVM_SET_MSRS,
+             msrs_buf([(0x10A, 0)]))

@@ -38,6 +38,34 @@ class kvm_sregs(ctypes.Structure):
         ("interrupt_bitmap", u64 * ((KVM_NR_INTERRUPTS + 63) // 64))]
 
 
+class kvm_sregs2(ctypes.Structure):
+    """kvm_sregs without interrupt_bitmap, then flags and the four PAE PDPTRs."""
+    _fields_ = kvm_sregs._fields_[:-1] + [("flags", u64), ("pdptrs", u64 * 4)]
+
+
+KVM_SREGS2_FLAGS_PDPTRS_VALID = 1
+
+KVM_APIC_REG_SIZE = 0x400
+
+
+class kvm_guest_debug(ctypes.Structure):
+    """struct kvm_guest_debug with x86's kvm_guest_debug_arch (debugreg[8]) inlined."""
+    _fields_ = [("control", u32), ("pad", u32), ("debugreg", u64 * 8)]
+
+
+KVM_GUESTDBG_ENABLE = 0x1
+KVM_GUESTDBG_SINGLESTEP = 0x2
+KVM_GUESTDBG_USE_SW_BP = 0x10000
+KVM_GUESTDBG_USE_HW_BP = 0x20000
+KVM_GUESTDBG_INJECT_DB = 0x40000
+KVM_GUESTDBG_INJECT_BP = 0x80000
+KVM_GUESTDBG_BLOCKIRQ = 0x100000
+
+
+class kvm_lapic_state(ctypes.Structure):
+    _fields_ = [("regs", ctypes.c_char * KVM_APIC_REG_SIZE)]
+
+
 class kvm_fpu(ctypes.Structure):
     _fields_ = [("fpr", (u8 * 16) * 8), ("fcw", u16), ("fsw", u16), ("ftwx", u8),
                 ("pad1", u8), ("last_opcode", u16), ("last_ip", u64), ("last_dp", u64),
@@ -120,6 +148,10 @@ KVM_GET_MSR_INDEX_LIST = _IOWR(KVMIO, 0x02, kvm_msr_list)
 KVM_GET_MSR_FEATURE_INDEX_LIST = _IOWR(KVMIO, 0x0A, kvm_msr_list)
 
 # vCPU
+KVM_GET_LAPIC = _IOR(KVMIO, 0x8E, kvm_lapic_state)
+KVM_SET_LAPIC = _IOW(KVMIO, 0x8F, kvm_lapic_state)
+KVM_NMI = _IO(KVMIO, 0x9A)
+KVM_SET_GUEST_DEBUG = _IOW(KVMIO, 0x9B, kvm_guest_debug)
 KVM_GET_REGS = _IOR(KVMIO, 0x81, kvm_regs)
 KVM_SET_REGS = _IOW(KVMIO, 0x82, kvm_regs)
 KVM_GET_SREGS = _IOR(KVMIO, 0x83, kvm_sregs)
@@ -144,10 +176,13 @@ KVM_SET_XSAVE = _IOW(KVMIO, 0xA5, kvm_xsave)
 KVM_GET_XCRS = _IOR(KVMIO, 0xA6, kvm_xcrs)
 KVM_SET_XCRS = _IOW(KVMIO, 0xA7, kvm_xcrs)
 KVM_GET_XSAVE2 = _IOR(KVMIO, 0xCF, kvm_xsave)
+KVM_GET_SREGS2 = _IOR(KVMIO, 0xCC, kvm_sregs2)
+KVM_SET_SREGS2 = _IOW(KVMIO, 0xCD, kvm_sregs2)
 
 KVM_CAP_TSC_CONTROL = 60
 KVM_CAP_GET_TSC_KHZ = 61
 KVM_CAP_GET_MSR_FEATURES = 153
+KVM_CAP_SREGS2 = 200
 KVM_CAP_XSAVE2 = 208
 
 KVM_MP_STATE_RUNNABLE = 0

@@ -622,6 +622,77 @@ REFERENCE.update({
         ("SET_VCPU_EVENTS pending vector 2 (NMI)", E("EINVAL")),
         ("SET_VCPU_EVENTS a pending triple fault", ("ok", 0)),
     ],
+    # KVM_GET/SET_SREGS2: x86.c kvm_arch_vcpu_ioctl, __get_sregs2, __set_sregs2 (flags,
+    # PDPTRs only with PAE paging in the new CR0/CR4/EFER), kvm_is_valid_sregs
+    "fact_x86_sregs2": [
+        ("CHECK_EXTENSION SREGS2", ("ok", 1)),
+        ("KVM_SET_SREGS2 flags 0x2", E("EINVAL")),
+        ("KVM_SET_SREGS2 flags 0x3", E("EINVAL")),
+        ("KVM_SET_SREGS2 flags 0x8000000000000000", E("EINVAL")),
+        ("KVM_SET_SREGS2 PDPTRS_VALID, no paging", E("EINVAL")),
+        ("KVM_SET_SREGS2 PDPTRS_VALID, no CR4.PAE", E("EINVAL")),
+        ("KVM_SET_SREGS2 PDPTRS_VALID, long mode", E("EINVAL")),
+        ("KVM_SET_SREGS2 cr0 PG without PE", E("EINVAL")),
+        ("KVM_SET_SREGS2 PAE paging with PDPTRs", ("ok", 0)),
+        ("KVM_SET_SREGS2 PAE paging without PDPTRs, no memslot", ("ok", 0)),
+        # no interrupt_bitmap in kvm_sregs2: the interrupt SET_SREGS queued stays
+        ("interrupt_bitmap after SET_SREGS2", ("ok", (0, 8, 0, 0))),
+        ("KVM_GET_SREGS2(8) (unmapped address)", E("EFAULT")),
+        ("KVM_SET_SREGS2(8) (unmapped address)", E("EFAULT")),
+    ],
+    # KVM_GET/SET_LAPIC: x86.c kvm_arch_vcpu_ioctl (lapic_in_kernel: EINVAL before the
+    # copy), lapic.c kvm_lapic_reset, kvm_apic_set_version, kvm_apic_get_state,
+    # kvm_apic_set_state (SVR first, then kvm_apic_state_fixup), apic_update_ppr
+    "fact_x86_lapic": [
+        ("VM 1: KVM_GET_LAPIC", E("EINVAL")),
+        ("VM 1: KVM_SET_LAPIC", E("EINVAL")),
+        ("VM 1: KVM_SET_LAPIC(8) (unmapped address)", E("EINVAL")),
+        ("VM 2: vCPU 0 KVM_GET_LAPIC: registers", ("ok", (
+            ("0x30", "0x50014"), ("0xe0", "0xffffffff"), ("0xf0", "0xff"),
+            ("0x320", "0x10000"), ("0x330", "0x10000"), ("0x340", "0x10000"),
+            ("0x350", "0x700"), ("0x360", "0x10000"), ("0x370", "0x10000")))),
+        ("VM 2: vCPU 1 KVM_GET_LAPIC: registers", ("ok", (
+            ("0x20", "0x1000000"), ("0x30", "0x50014"), ("0xe0", "0xffffffff"),
+            ("0xf0", "0xff"), ("0x320", "0x10000"), ("0x330", "0x10000"),
+            ("0x340", "0x10000"), ("0x350", "0x10000"), ("0x360", "0x10000"),
+            ("0x370", "0x10000")))),
+        ("VM 2: vCPU 1 KVM_SET_LAPIC", ("ok", 0)),
+        ("VM 2: KVM_GET_LAPIC(8) (unmapped address)", E("EFAULT")),
+        ("VM 2: KVM_SET_LAPIC(8) (unmapped address)", E("EFAULT")),
+        ("VM 4: vCPU 2 KVM_SET_LAPIC id 3 (32-bit ids)", E("EINVAL")),
+        ("VM 4: vCPU 2 KVM_SET_LAPIC id 2 (32-bit ids)", ("ok", 0)),
+    ],
+    # KVM_SET_GUEST_DEBUG: kvm_main.c kvm_vcpu_ioctl (copy first), x86.c
+    # kvm_arch_vcpu_ioctl_set_guest_debug (no KVM_GUESTDBG_VALID_MASK check on x86;
+    # kvm_is_exception_pending: EBUSY); KVM_NMI: kvm_vcpu_ioctl_nmi, process_nmi's limit
+    "fact_x86_guest_debug_nmi": [
+        ("CHECK_EXTENSION 22", ("ok", 1)),
+        ("CHECK_EXTENSION 23", ("ok", 1)),
+        ("CHECK_EXTENSION 195", ("ok", 0x1F0003)),
+        ("SET_GUEST_DEBUG control 0x10", ("ok", 0)),
+        ("SET_GUEST_DEBUG control 0x80000000", ("ok", 0)),
+        ("SET_GUEST_DEBUG INJECT_BP without ENABLE", ("ok", 0)),
+        ("SET_GUEST_DEBUG INJECT_DB while #BP is pending", E("EBUSY")),
+        ("SET_GUEST_DEBUG INJECT_DB|INJECT_BP", ("ok", 0)),
+        ("SET_GUEST_DEBUG(8) (unmapped address)", E("EFAULT")),
+        ("KVM_NMI 3", ("ok", 0)),
+        ("VM 2: KVM_NMI", ("ok", 0)),
+    ],
+    # KVM_GET_MSRS on /dev/kvm: x86.c kvm_arch_dev_ioctl -> msr_io(NULL, ...,
+    # do_get_feature_msr), kvm_do_msr_access (advertised MSRs read 0, a refused read is
+    # zeroed), MAX_IO_MSRS; KVM_SET_MSRS is not a /dev/kvm ioctl
+    "fact_x86_dev_get_msrs": [
+        ("KVM_GET_MSRS ARCH_CAP, 0x10, PERF_CAP", ("ok", 3)),
+        ("KVM_GET_MSRS ARCH_CAP, 0x1b, PERF_CAP", ("ok", 1)),
+        ("KVM_GET_MSRS ARCH_CAP, 0xffffffff, PERF_CAP", ("ok", 1)),
+        ("KVM_GET_MSRS nmsrs=0", ("ok", 0)),
+        ("KVM_GET_MSRS nmsrs=255", ("ok", 255)),
+        ("KVM_GET_MSRS nmsrs=256", E("E2BIG")),
+        ("KVM_GET_MSRS(8) (unmapped address)", E("EFAULT")),
+        ("vCPU KVM_GET_MSRS SYSENTER_CS, 0x1234, SYSENTER_ESP", ("ok", 1)),
+        ("vCPU values (the refused entry zeroed)", ("ok", (0, 0, 7))),
+        ("KVM_SET_MSRS on /dev/kvm", E("EINVAL")),
+    ],
     # KVM_IOEVENTFD, KVM_IRQFD, KVM_SET_GSI_ROUTING: virt/kvm/eventfd.c, virt/kvm/irqchip.c,
     # virt/kvm/kvm_main.c KVM_SET_GSI_ROUTING, arch/x86/kvm/irq.c (kmock.kvm.eventfds)
     "eventfds_ioeventfd": [

@@ -20,6 +20,7 @@ from kmock.uapi import x86 as X
 from .snpenv import Snp
 
 GETS = ((X.KVM_GET_REGS, K.kvm_regs), (X.KVM_GET_SREGS, X.kvm_sregs),
+        (X.KVM_GET_SREGS2, X.kvm_sregs2),
         (X.KVM_GET_XCRS, X.kvm_xcrs), (X.KVM_GET_DEBUGREGS, X.kvm_debugregs))
 
 
@@ -28,6 +29,7 @@ def sets():
     xcrs.xcrs[0].value = 1
     return ((X.KVM_SET_REGS, K.kvm_regs(rip=0x2000, rflags=2)),
             (X.KVM_SET_SREGS, X.kvm_sregs(cr0=0x60000010)),
+            (X.KVM_SET_SREGS2, X.kvm_sregs2(cr0=0x60000010)),
             (X.KVM_SET_XCRS, xcrs),
             (X.KVM_SET_DEBUGREGS, X.kvm_debugregs(dr6=0xFFFF0FF0, dr7=0x401)))
 

@@ -17,8 +17,9 @@ from kmock.uapi import x86 as X
 from ._td import Td
 
 GETS = ((X.KVM_GET_REGS, K.kvm_regs), (X.KVM_GET_SREGS, X.kvm_sregs),
-        (X.KVM_GET_XCRS, X.kvm_xcrs), (X.KVM_GET_DEBUGREGS, X.kvm_debugregs))
+        (X.KVM_GET_SREGS2, X.kvm_sregs2), (X.KVM_GET_XCRS, X.kvm_xcrs), (X.KVM_GET_DEBUGREGS, X.kvm_debugregs))
 SETS = ((X.KVM_SET_REGS, K.kvm_regs(rip=0x1000)), (X.KVM_SET_SREGS, X.kvm_sregs()),
+        (X.KVM_SET_SREGS2, X.kvm_sregs2()),
         (X.KVM_SET_XCRS, X.kvm_xcrs(nr_xcrs=1)), (X.KVM_SET_DEBUGREGS, X.kvm_debugregs()))
 FPU = ((X.KVM_GET_FPU, X.kvm_fpu()), (X.KVM_SET_FPU, X.kvm_fpu(fcw=0x27F)),
        (X.KVM_GET_XSAVE, X.kvm_xsave()), (X.KVM_SET_XSAVE, X.kvm_xsave()),
@@ -46,7 +47,7 @@ def td_with_vcpu(k, debug=False):
 
 def saved(k, td):
     st = x86_state.state(k.vm(td.vm).vcpus[0])
-    return (bytes(st.regs), bytes(st.sregs), st.xcr0, list(st.db), st.dr6, st.dr7,
+    return (bytes(st.regs), bytes(st.sregs), list(st.pdptrs), st.xcr0, list(st.db), st.dr6, st.dr7,
             bytes(st.fpstate), st.xfeatures)
 
 
@@ -137,3 +138,24 @@ def test_tdx_has_emulated_msr(index, write, data, ok):
     ranges (ISR1 0x811 is not excluded there)."""
     from kmock_tdx import msr
     assert msr.allowed(index, write, data) is ok
+
+
+def test_sregs2_protected_check_precedes_the_copy(tdx_kernel):
+    """kvm_arch_vcpu_ioctl KVM_GET/SET_SREGS2: the protected-state EINVAL comes before
+    the struct is read (unlike SET_SREGS, whose copy happens first)."""
+    k = tdx_kernel()
+    td = td_with_vcpu(k)
+    assert err(k, td.vcpu, X.KVM_SET_SREGS2, 8) == errno.EINVAL
+    assert err(k, td.vcpu, X.KVM_GET_SREGS2, 8) == errno.EINVAL
+
+
+def test_guest_debug_is_einval_and_nmi_stays_the_plugins(tdx_kernel):
+    """kvm_arch_vcpu_ioctl_set_guest_debug: EINVAL with guest_state_protected; KVM_NMI on a
+    TD vCPU is kmock_tdx's (kvm_vcpu_has_events), not the core's nmi_pending."""
+    k = tdx_kernel()
+    td = td_with_vcpu(k)
+    assert err(k, td.vcpu, X.KVM_SET_GUEST_DEBUG, X.kvm_guest_debug(control=1)) == errno.EINVAL
+    assert k.ioctl(td.vcpu, X.KVM_NMI, 0) == 0
+    vcpu = k.vm(td.vm).vcpus[0]
+    assert vcpu.arch.pending_event is True
+    assert x86_state.state(vcpu).nmi_pending == 0

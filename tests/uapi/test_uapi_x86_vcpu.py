@@ -11,7 +11,8 @@ from kmock.uapi import x86
 
 from ._layout import field, ioc
 
-SIZES = [("kvm_segment", 24), ("kvm_dtable", 16), ("kvm_sregs", 312), ("kvm_fpu", 416),
+SIZES = [("kvm_segment", 24), ("kvm_dtable", 16), ("kvm_sregs", 312), ("kvm_sregs2", 320),
+         ("kvm_lapic_state", 1024), ("kvm_guest_debug", 72), ("kvm_fpu", 416),
          ("kvm_msr_entry", 16), ("kvm_msrs", 8), ("kvm_msr_list", 4), ("kvm_mp_state", 4),
          ("kvm_vcpu_events", 64), ("kvm_debugregs", 128), ("kvm_xcr", 16), ("kvm_xcrs", 392),
          ("kvm_xsave", 4096), ("kvm_signal_mask", 4)]
@@ -31,6 +32,9 @@ OFFSETS = [
     ("kvm_sregs", "cr8", 256, 8), ("kvm_sregs", "efer", 264, 8),
     ("kvm_sregs", "apic_base", 272, 8), ("kvm_sregs", "interrupt_bitmap", 280, 32),
     ("kvm_sregs", "cs.l", 19, 1),
+    ("kvm_sregs2", "apic_base", 272, 8), ("kvm_sregs2", "flags", 280, 8),
+    ("kvm_sregs2", "pdptrs", 288, 32),
+    ("kvm_guest_debug", "debugreg", 8, 64),
     ("kvm_fpu", "fcw", 128, 2), ("kvm_fpu", "ftwx", 132, 1), ("kvm_fpu", "last_opcode", 134, 2),
     ("kvm_fpu", "last_ip", 136, 8), ("kvm_fpu", "last_dp", 144, 8), ("kvm_fpu", "xmm", 152, 256),
     ("kvm_fpu", "mxcsr", 408, 4),
@@ -74,6 +78,12 @@ NUMBERS = [
     ("KVM_SET_DEBUGREGS", ioc(1, 0xAE, 0xA2, 128), 0x4080AEA2),
     ("KVM_SET_TSC_KHZ", ioc(0, 0xAE, 0xA2, 0), 0xAEA2),
     ("KVM_GET_TSC_KHZ", ioc(0, 0xAE, 0xA3, 0), 0xAEA3),
+    ("KVM_NMI", ioc(0, 0xAE, 0x9A, 0), 0xAE9A),
+    ("KVM_SET_GUEST_DEBUG", ioc(1, 0xAE, 0x9B, 72), 0x4048AE9B),
+    ("KVM_GET_LAPIC", ioc(2, 0xAE, 0x8E, 1024), 0x8400AE8E),
+    ("KVM_SET_LAPIC", ioc(1, 0xAE, 0x8F, 1024), 0x4400AE8F),
+    ("KVM_GET_SREGS2", ioc(2, 0xAE, 0xCC, 320), 0x8140AECC),
+    ("KVM_SET_SREGS2", ioc(1, 0xAE, 0xCD, 320), 0x4140AECD),
     ("KVM_GET_XSAVE", ioc(2, 0xAE, 0xA4, 4096), 0x9000AEA4),
     ("KVM_SET_XSAVE", ioc(1, 0xAE, 0xA5, 4096), 0x5000AEA5),
     ("KVM_GET_XCRS", ioc(2, 0xAE, 0xA6, 392), 0x8188AEA6),
