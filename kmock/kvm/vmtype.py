@@ -71,7 +71,7 @@ _FLAGS = {
     "has_guest_access_early": ("guest_access_early",),
     "has_gmem_create": ("gmem_create",),
     "has_vcpu_state_hooks": ("guest_state_protected", "fpu_confidential",
-                             "guest_tsc_protected"),
+                             "guest_tsc_protected", "guest_apic_protected"),
     "has_msr_hook": ("msr_allowed",),
 }
 
@@ -156,6 +156,12 @@ class VmType:
         hardware (TDX: tdx_vcpu_create; SNP with Secure TSC): the vCPU's KVM_SET_TSC_KHZ
         is EINVAL before anything is recorded (x86.c, "KVM: x86: Reject KVM_SET_TSC_KHZ
         vCPU ioctl for TSC protected guest", 2025)."""
+        return False
+
+    def guest_apic_protected(self, vcpu):
+        """vcpu->arch.apic->guest_apic_protected (TDX: tdx_vcpu_create): the local APIC
+        belongs to the hardware; KVM_GET/SET_LAPIC are EINVAL (kvm_vcpu_ioctl_get_lapic /
+        _set_lapic)."""
         return False
 
     def msr_allowed(self, vcpu, index, write, data):

@@ -169,10 +169,10 @@ def get_state(vcpu):
 
 def apic_protected(vcpu):
     """vcpu->arch.apic->guest_apic_protected (TDX: tdx_vcpu_create): KVM_GET/SET_LAPIC are
-    EINVAL (kvm_vcpu_ioctl_get_lapic / _set_lapic). Read from the VM type's optional
-    ``guest_apic_protected(vcpu)``; kmock's VmType has no such hook yet (False)."""
-    hook = getattr(vcpu.vm.vmtype, "guest_apic_protected", None)
-    return bool(hook(vcpu)) if callable(hook) else False
+    EINVAL (kvm_vcpu_ioctl_get_lapic / _set_lapic); the VM type's
+    ``guest_apic_protected(vcpu)`` says."""
+    vt = vcpu.vm.vmtype
+    return vt.has_vcpu_state_hooks and bool(vt.guest_apic_protected(vcpu))
 
 
 def set_state(vcpu, data):

@@ -85,6 +85,11 @@ class TdxVm(VmType):
         multiplier): the vCPU's KVM_SET_TSC_KHZ is EINVAL; the VM ioctl sets the rate."""
         return True
 
+    def guest_apic_protected(self, vcpu):
+        """tdx_vcpu_create: vcpu->arch.apic->guest_apic_protected for every TD vCPU: the TDX
+        module virtualizes the APIC (KVM_GET/SET_LAPIC are EINVAL)."""
+        return True
+
     def msr_allowed(self, vcpu, index, write, data):
         """tdx_get_msr/tdx_set_msr: only the MSRs KVM emulates for a TD (kmock_tdx.msr)."""
         return msr.allowed(index, write, data)

@@ -159,3 +159,19 @@ def test_guest_debug_is_einval_and_nmi_stays_the_plugins(tdx_kernel):
     vcpu = k.vm(td.vm).vcpus[0]
     assert vcpu.arch.pending_event is True
     assert x86_state.state(vcpu).nmi_pending == 0
+
+
+def test_lapic_is_einval_for_a_td(tdx_kernel):
+    """tdx_vcpu_create sets guest_apic_protected: KVM_GET/SET_LAPIC are EINVAL although the
+    TD has an in-kernel (split) irqchip; a default VM with one answers."""
+    k = tdx_kernel()
+    td = td_with_vcpu(k)
+    assert err(k, td.vcpu, X.KVM_GET_LAPIC, X.kvm_lapic_state()) == errno.EINVAL
+    assert err(k, td.vcpu, X.KVM_SET_LAPIC, X.kvm_lapic_state()) == errno.EINVAL
+    kvm = k.open("/dev/kvm", 2)
+    vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+    cap = K.kvm_enable_cap(cap=K.KVM_CAP_SPLIT_IRQCHIP)
+    cap.args[0] = 24
+    k.ioctl(vm, K.KVM_ENABLE_CAP, cap)
+    vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    assert k.ioctl(vcpu, X.KVM_GET_LAPIC, X.kvm_lapic_state()) == 0
