@@ -496,6 +496,13 @@ def check_ext(sys, rec, fd, cap, where):
     return rec.call(f"KVM_CHECK_EXTENSION({cap}) on {where}", sys.ioctl, fd, K.KVM_CHECK_EXTENSION, cap)
 
 
+def vm_with_vcpu(sys, rec):
+    """/dev/kvm, a default VM and its vCPU 0 (None when the vCPU could not be made)."""
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    return kvm, vm, rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+
+
 def vm_with_gmem(sys, rec, size=4 * P, flags=0):
     kvm = open_kvm(sys, rec)
     vm = create_vm(sys, rec, kvm)

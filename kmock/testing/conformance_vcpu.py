@@ -12,7 +12,7 @@ import mmap
 
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from .conformance import create_vm, open_kvm, scenario
+from .conformance import create_vm, open_kvm, scenario, vm_with_vcpu
 from .conformance_x86_vm import enable
 
 P = 4096
@@ -143,9 +143,7 @@ def _flat_pm_sregs(sregs, long_mode=False):
           "mode, long mode, CR2/CR8, a queued interrupt), FPU, DEBUGREGS, XCRS after "
           "KVM_SET_CPUID2, VCPU_EVENTS, XSAVE, MSRs, TSC_KHZ, CPUID2, SIGNAL_MASK")
 def fact_x86_vcpu_round_trips(sys, rec):
-    kvm = open_kvm(sys, rec)
-    vm = create_vm(sys, rec, kvm)
-    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    kvm, vm, v = vm_with_vcpu(sys, rec)
     if v is None:
         return
     regs = K.kvm_regs()
@@ -243,9 +241,7 @@ def fact_x86_vcpu_round_trips(sys, rec):
           "and vectors, MP_STATE values, DEBUGREGS, XCRS, XSAVE headers, TSC_KHZ, SIGNAL_MASK, "
           "NULL pointers, a forked child")
 def fact_x86_vcpu_validation(sys, rec):
-    kvm = open_kvm(sys, rec)
-    vm = create_vm(sys, rec, kvm)
-    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    kvm, vm, v = vm_with_vcpu(sys, rec)
     if v is None:
         return
     good = X.kvm_sregs()
@@ -508,9 +504,7 @@ def fact_x86_cpuid2(sys, rec):
           "KVM_CAP_EXCEPTION_PAYLOAD / KVM_CAP_X86_TRIPLE_FAULT_EVENT are enabled; then a "
           "pending exception with its payload and a pending triple fault read back")
 def fact_x86_vcpu_event_caps(sys, rec):
-    kvm = open_kvm(sys, rec)
-    vm = create_vm(sys, rec, kvm)
-    v = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    kvm, vm, v = vm_with_vcpu(sys, rec)
     if v is None:
         return
 
