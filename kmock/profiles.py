@@ -158,6 +158,9 @@ _CAPS_618 = {
     22: 1,  # KVM_CAP_USER_NMI (KVM_NMI)
     23: 1,  # KVM_CAP_SET_GUEST_DEBUG
     195: 0x1F0003,  # KVM_CAP_SET_GUEST_DEBUG2: KVM_GUESTDBG_VALID_MASK
+    # kvmclock (kmock.kvm.x86_vm, x86_vcpu)
+    39: 0xE,  # KVM_CAP_ADJUST_CLOCK: KVM_CLOCK_VALID_FLAGS
+    76: 1,  # KVM_CAP_KVMCLOCK_CTRL
     # eventfds and routing (kmock.kvm.eventfds)
     25: 4096,  # KVM_CAP_IRQ_ROUTING: KVM_MAX_IRQ_ROUTES
     32: 1,  # KVM_CAP_IRQFD

@@ -29,9 +29,13 @@ REFUSED = "refused"      # every write refused (MSR_KVM_ASYNC_PF_INT without an 
 TSC = "tsc"              # MSR_IA32_TSC: the guest TSC keeps counting (kvm_synchronize_tsc)
 APIC_BASE = "apic_base"  # kvm_apic_set_base, the same as KVM_SET_SREGS' apic_base
 WALL_CLOCK = "wall_clock"  # kvm->arch.wall_clock: one value per VM, shared by both MSRs
+SYSTEM_TIME = "system_time"  # vcpu->arch.time: one value per vCPU, shared by both MSRs
 EFER = "efer"            # set_efer: the same EFER as KVM_SET_SREGS'; LMA kept from before
 FEATURE = "feature"      # a feature MSR: readable and writable (within KVM's value) only
                          # while the guest's CPUID has the feature; otherwise as ZERO_ONLY
+
+#: where both system-time MSRs keep their value: MSR_KVM_SYSTEM_TIME_NEW
+SYSTEM_TIME_KEY = 0x4B564D01
 
 #: FEATURE MSRs -> the CPUID bit (leaf, index, register, bit) that enables them
 FEATURE_CPUID = {
@@ -43,7 +47,7 @@ FEATURE_CPUID = {
 MSR_RULES = {
     0x10: (TSC, 0),                 # MSR_IA32_TSC
     0x11: (WALL_CLOCK, 0),          # MSR_KVM_WALL_CLOCK
-    0x12: (STORE, 0),               # MSR_KVM_SYSTEM_TIME
+    0x12: (SYSTEM_TIME, 0),         # MSR_KVM_SYSTEM_TIME
     0x1B: (APIC_BASE, 0),           # MSR_IA32_APICBASE (emulated, not listed)
     # MSR_EFER (emulated, not listed): efer_reserved_bits of a VMX host with long mode and
     # NX (SCE, LME, LMA, NX); a host-initiated write skips __kvm_valid_efer's CPUID checks
@@ -81,7 +85,7 @@ MSR_RULES = {
     0xC0010117: (IGNORED, 0),       # MSR_VM_HSAVE_PA
     0xC001011F: (IGNORED, 0),       # MSR_AMD64_VIRT_SPEC_CTRL
     0x4B564D00: (WALL_CLOCK, 0),    # MSR_KVM_WALL_CLOCK_NEW
-    0x4B564D01: (STORE, 0),         # MSR_KVM_SYSTEM_TIME_NEW
+    0x4B564D01: (SYSTEM_TIME, 0),   # MSR_KVM_SYSTEM_TIME_NEW
     0x4B564D02: (ZERO_ONLY, 0),     # MSR_KVM_ASYNC_PF_EN
     0x4B564D03: (STORE, 0x3E),      # MSR_KVM_STEAL_TIME: KVM_STEAL_RESERVED_MASK
     0x4B564D04: (STORE, 0x3),       # MSR_KVM_PV_EOI_EN: enabling needs the in-kernel LAPIC
@@ -136,6 +140,8 @@ def get_msr(st, vcpu, index):
         return st.sregs.efer
     if kind == WALL_CLOCK:
         return WALL_CLOCKS.get(vcpu.vm, 0)
+    if kind == SYSTEM_TIME:
+        return st.msrs.get(SYSTEM_TIME_KEY, 0)
     if kind == FEATURE and not cpuid_has(st.cpuid, *FEATURE_CPUID[index]):
         return 0  # host-initiated read of an advertised MSR the guest lacks
     return st.msrs.get(index, 0)
@@ -169,6 +175,8 @@ def set_msr(st, vcpu, index, data):
             st.set_tsc(data)
     elif kind == WALL_CLOCK:
         WALL_CLOCKS[vcpu.vm] = data
+    elif kind == SYSTEM_TIME:
+        st.msrs[SYSTEM_TIME_KEY] = data  # bit 0 activates the pvclock (KVM_KVMCLOCK_CTRL)
     elif kind == FEATURE:
         if not cpuid_has(st.cpuid, *FEATURE_CPUID[index]):
             return data == 0

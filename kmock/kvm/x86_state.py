@@ -37,6 +37,10 @@ DEFAULTS_618 = {
     "msr_init": ((0x277, 0x0007040600070406), (0x1A0, 1),
                  (0xCE, 0x80000000), (0x4B564D05, 1)),
     "tsc_khz": 2100000,
+    #: KVM_GET_CLOCK's flags while the VM uses the master clock (__get_kvmclock):
+    #: TSC_STABLE | REALTIME | HOST_TSC with the TSC as host clocksource; 0 when the
+    #: host clocksource is not the TSC (no master clock)
+    "kvmclock_flags": 0xE,
     "tsc_control": False,
     #: a host-initiated MSR_IA32_TSC write moves the guest TSC (kvm_synchronize_tsc);
     #: False on the PVM probe host, whose guests read the host TSC
@@ -207,6 +211,8 @@ class X86State:
         self.fpstate = bytearray(init)
         self.xfeatures = 0
         self.sigmask = None
+        #: KVM_KVMCLOCK_CTRL raised PVCLOCK_GUEST_STOPPED for the next pvclock update
+        self.pvclock_stopped = False
 
     # TSC
     def tsc(self):

@@ -12,6 +12,7 @@ The state is kmock.kvm.x86_state's :class:`X86State`; the MSRs are kmock.kvm.x86
 
 import ctypes
 import errno
+import os
 import re
 
 from ..errors import oserror
@@ -707,6 +708,20 @@ def set_signal_mask(f, arg):
     return 0
 
 
+# --- KVM_KVMCLOCK_CTRL ------------------------------------------------------------------------
+
+def kvmclock_ctrl(f, arg):
+    """KVM_KVMCLOCK_CTRL (kvm_set_guest_paused): EINVAL unless the guest's pvclock is
+    active (vcpu->arch.pv_time: the last write of MSR_KVM_SYSTEM_TIME(_NEW) had bit 0
+    set; probed: no memslot needed). Otherwise 0; the "guest stopped" flag it raises
+    for the guest's next pvclock update is recorded as ``pvclock_stopped``."""
+    st = state(vcpu_of(f))
+    if not st.msrs.get(x86_msr.SYSTEM_TIME_KEY, 0) & 1:
+        raise oserror(errno.EINVAL)
+    st.pvclock_stopped = True
+    return 0
+
+
 def vcpu_ioctls():
     """The x86 vCPU state ioctls (kmock.kvm.vcpu adds them on x86 profiles)."""
     return {
@@ -725,6 +740,7 @@ def vcpu_ioctls():
         X.KVM_GET_XSAVE: get_xsave, X.KVM_SET_XSAVE: set_xsave, X.KVM_GET_XSAVE2: get_xsave2,
         X.KVM_GET_TSC_KHZ: get_tsc_khz, X.KVM_SET_TSC_KHZ: set_tsc_khz,
         X.KVM_SET_SIGNAL_MASK: set_signal_mask,
+        K.KVM_KVMCLOCK_CTRL: kvmclock_ctrl,
     }
 
 
@@ -786,6 +802,26 @@ def _probe_cr4(vcpu_fd):
     return allowed
 
 
+def _probe_kvmclock_flags(kvm_fd):
+    """KVM_GET_CLOCK's flags once a VM with a vCPU recomputed its master clock
+    (KVM_SET_CLOCK runs pvclock_update_vm_gtod_copy): the host clocksource's effect."""
+    import fcntl
+    vm = fcntl.ioctl(kvm_fd, K.KVM_CREATE_VM, 0)
+    try:
+        cpu = fcntl.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+        try:
+            fcntl.ioctl(vm, K.KVM_SET_CLOCK, bytes(ctypes.sizeof(K.kvm_clock_data)))
+            data = bytearray(ctypes.sizeof(K.kvm_clock_data))
+            fcntl.ioctl(vm, K.KVM_GET_CLOCK, data)
+            return K.kvm_clock_data.from_buffer(data).flags
+        finally:
+            os.close(cpu)
+    except OSError:
+        return x86_state.DEFAULTS_618["kvmclock_flags"]
+    finally:
+        os.close(vm)
+
+
 def probe_host(kvm_fd, vcpu_fd, caps):
     """The per-CPU values of this machine's /dev/kvm, for Profile.x86_vcpu."""
     import fcntl
@@ -843,5 +879,6 @@ def probe_host(kvm_fd, vcpu_fd, caps):
         "tsc_writable": _probe_tsc_writable(vcpu_fd),
         "legacy_paging": _probe_legacy_paging(vcpu_fd),
         "xsave_init": tuple(runs),
+        "kvmclock_flags": _probe_kvmclock_flags(kvm_fd),
     }
 

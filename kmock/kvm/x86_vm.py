@@ -21,11 +21,13 @@ import ctypes
 import errno
 import os
 import threading
+import time
 import weakref
 
 from ..errors import oserror
-from ..kernel_util import copy_from_user, int_arg
+from ..kernel_util import copy_from_user, copy_to_user, int_arg
 from ..uapi import kvm as K
+from .x86_state import DEFAULTS_618, host_tsc, settings
 
 from ..uapi.kvm import (  # noqa: E402  (include/uapi/linux/kvm.h, x86)
     KVM_CAP_DISABLE_QUIRKS, KVM_CAP_DISABLE_QUIRKS2, KVM_CAP_EXCEPTION_PAYLOAD,
@@ -82,6 +84,11 @@ class X86VmState:
         #: kvm->created_vcpus: counted under ``lock`` from kvm_arch_vcpu_precreate on,
         #: so that a KVM_CREATE_VCPU in flight already counts (as under kvm->lock)
         self.created_vcpus = 0
+        #: kvm->arch.kvmclock_offset: the kvmclock is kvmclock_base_ns() + this; it
+        #: starts at 0 when the VM is made (kvm_arch_init_vm: -get_kvmclock_base_ns())
+        self.kvmclock_offset = -kvmclock_base_ns()
+        #: kvm->arch.use_master_clock, recomputed by pvclock_update_vm_gtod_copy
+        self.use_master_clock = False
 
     @property
     def irqchip_in_kernel(self):
@@ -118,6 +125,67 @@ def _kvm_max_vcpu_ids(vm):
 
 
 # --- ioctl handlers: handler(file, arg) -> int ------------------------------------------------
+# --- kvmclock: KVM_GET_CLOCK / KVM_SET_CLOCK ---------------------------------------------------
+
+
+def kvmclock_base_ns():
+    """get_kvmclock_base_ns: ns since the host booted (CLOCK_BOOTTIME here; the kernel
+    counts it at the raw clock's rate)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def _master_clock_flags(vm):
+    """The flags __get_kvmclock reports while kvm->arch.use_master_clock: TSC_STABLE,
+    and REALTIME | HOST_TSC when the host clocksource is the TSC (the host profile's
+    ``kvmclock_flags``, probed by kmock.kvm.x86_vcpu.probe_host; 0: no master clock)."""
+    return settings(vm.kernel.profile).get("kvmclock_flags", DEFAULTS_618["kvmclock_flags"])
+
+
+def _update_master_clock(vm, s):
+    """pvclock_update_vm_gtod_copy: the master clock is used when the host clocksource
+    is the TSC and every vCPU's TSC matched (kvm_track_tsc_matching): with no vCPU,
+    ``nr_vcpus_matched_tsc + 1 == online_vcpus`` is false. kmock counts every vCPU as
+    matched. Run at VM creation (no vCPU: off) and by KVM_SET_CLOCK; the request a
+    vCPU raises for it on its next entry (KVM_REQ_MASTERCLOCK_UPDATE) is not modelled."""
+    s.use_master_clock = bool(_master_clock_flags(vm)) and bool(vm.vcpus)
+
+
+def vm_get_clock(f, arg):
+    """kvm_vm_ioctl_get_clock (__get_kvmclock): ``clock`` is ns since the VM was made
+    plus what KVM_SET_CLOCK added; with the master clock, ``flags`` says TSC_STABLE (and
+    REALTIME, HOST_TSC with the values read at the same instant). Pads read 0."""
+    vm = _vm(f)
+    s = state(vm)
+    data = K.kvm_clock_data()
+    if s.use_master_clock:
+        data.flags = _master_clock_flags(vm)
+        data.host_tsc = host_tsc(settings(vm.kernel.profile)["tsc_khz"])
+        if data.flags & K.KVM_CLOCK_REALTIME:
+            data.realtime = time.time_ns()
+    data.clock = (kvmclock_base_ns() + s.kvmclock_offset) & U64
+    copy_to_user(arg, data)
+    return 0
+
+
+def vm_set_clock(f, arg):
+    """kvm_vm_ioctl_set_clock: flags outside KVM_CLOCK_VALID_FLAGS -> EINVAL (the others
+    are accepted so that a GET_CLOCK result can be passed back; only REALTIME acts:
+    the time since ``realtime``, if positive, is added to ``clock``). Pads are not
+    checked. The master clock is recomputed first (pvclock_update_vm_gtod_copy)."""
+    vm = _vm(f)
+    data = copy_from_user(arg, K.kvm_clock_data)
+    if data.flags & ~K.KVM_CLOCK_VALID_FLAGS:
+        raise oserror(errno.EINVAL)
+    s = state(vm)
+    with s.lock:
+        _update_master_clock(vm, s)
+        clock = data.clock
+        if data.flags & K.KVM_CLOCK_REALTIME:
+            now_real = time.time_ns()
+            if now_real > data.realtime:
+                clock += now_real - data.realtime
+        s.kvmclock_offset = clock - kvmclock_base_ns()
+    return 0
 
 
 def vm_set_boot_cpu_id(f, arg):
@@ -395,4 +463,6 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         KVM_SET_TSS_ADDR: vm_set_tss_addr,
         KVM_SET_IDENTITY_MAP_ADDR: vm_set_identity_map_addr,
         KVM_CREATE_IRQCHIP: vm_create_irqchip,
+        K.KVM_GET_CLOCK: vm_get_clock,
+        K.KVM_SET_CLOCK: vm_set_clock,
     }

@@ -13,6 +13,7 @@ import ctypes
 
 from ..kvm import x86_vm as X
 from ..uapi import kvm as K
+from ..uapi.x86 import KVM_SET_MSRS as X86_SET_MSRS
 from .conformance import create_vm, open_kvm, scenario
 
 GET_NR_MMU_PAGES = K.KVM_GET_NR_MMU_PAGES  # removed from the kernel: ENOTTY
@@ -232,3 +233,87 @@ def x86_vm_apic_bus_and_nx_huge_pages(sys, rec):
         enable(sys, rec, vm3, f"VM 3: DISABLE_NX_HUGE_PAGES {v:#x}", nx, v)
     vcpu(sys, rec, vm3, 0, "VM 3: KVM_CREATE_VCPU 0")
     enable(sys, rec, vm3, "VM 3: DISABLE_NX_HUGE_PAGES 0x0 after a vCPU", nx, 0)
+
+
+# --- kvmclock: KVM_GET_CLOCK / KVM_SET_CLOCK, KVM_KVMCLOCK_CTRL ---------------------------------
+
+S = 10**9
+
+
+def _clock(sys, rec, vm, label):
+    """KVM_GET_CLOCK; records the errno and flags (the values are the caller's to relate)."""
+    d = K.kvm_clock_data()
+    if rec.call(label, sys.ioctl, vm, K.KVM_GET_CLOCK, d) is None:
+        return None
+    rec.record(f"{label}: flags", d.flags)
+    rec.record(f"{label}: pads 0", d.pad0 == 0 and not any(d.pad))
+    return d
+
+
+def _set_clock(sys, rec, vm, label, clock, flags=0, realtime=0, pad0=0):
+    d = K.kvm_clock_data(clock=clock, flags=flags, realtime=realtime, pad0=pad0)
+    return rec.call(label, sys.ioctl, vm, K.KVM_SET_CLOCK, d)
+
+
+@scenario("x86_vm_clock",
+          "KVM_GET_CLOCK / KVM_SET_CLOCK: the clock counts from VM creation; SET flags outside "
+          "TSC_STABLE|REALTIME|HOST_TSC -> EINVAL; REALTIME adds the time since `realtime`; "
+          "GET's flags need a vCPU and a master-clock update (SET_CLOCK); bad pointers EFAULT; "
+          "wrong fds EINVAL/ENOTTY; KVM_KVMCLOCK_CTRL needs MSR_KVM_SYSTEM_TIME(_NEW) bit 0")
+def x86_vm_clock(sys, rec):
+    import time
+    from .conformance_vcpu import msrs_buf
+
+    kvm = open_kvm(sys, rec)
+    check_ext = lambda fd, where: rec.call(  # noqa: E731
+        f"CHECK_EXTENSION(ADJUST_CLOCK) on {where}", sys.ioctl, fd, K.KVM_CHECK_EXTENSION,
+        K.KVM_CAP_ADJUST_CLOCK)
+    check_ext(kvm, "/dev/kvm")
+    rec.call("CHECK_EXTENSION(KVMCLOCK_CTRL)", sys.ioctl, kvm, K.KVM_CHECK_EXTENSION,
+             K.KVM_CAP_KVMCLOCK_CTRL)
+    rec.call("GET_CLOCK on /dev/kvm", sys.ioctl, kvm, K.KVM_GET_CLOCK, K.kvm_clock_data())
+    vm = create_vm(sys, rec, kvm)
+    check_ext(vm, "the VM")
+    d = _clock(sys, rec, vm, "GET_CLOCK new VM")
+    rec.record("new VM: clock below 1 s", d is not None and d.clock < S)
+    rec.record("new VM: realtime, host_tsc 0", d is not None and d.realtime == d.host_tsc == 0)
+    rec.call("GET_CLOCK NULL", sys.ioctl, vm, K.KVM_GET_CLOCK, 0)
+    rec.call("SET_CLOCK NULL", sys.ioctl, vm, K.KVM_SET_CLOCK, 0)
+    for fl in (0x1, 0x10, 0x80000000, 0xF):
+        _set_clock(sys, rec, vm, f"SET_CLOCK flags {fl:#x}", 5, fl)
+    d = _clock(sys, rec, vm, "GET_CLOCK after refused SETs")
+    rec.record("refused SETs left the clock", d is not None and d.clock < S)
+    for fl in (0x0, 0x2, 0x8, 0xA):
+        _set_clock(sys, rec, vm, f"SET_CLOCK 1000 s flags {fl:#x}", 1000 * S, fl)
+    d = _clock(sys, rec, vm, "GET_CLOCK after SET 1000 s")
+    rec.record("within a second of 1000 s", d is not None and 1000 * S <= d.clock < 1001 * S)
+    _set_clock(sys, rec, vm, "SET_CLOCK 5 pad0=7", 5, pad0=7)
+    d = _clock(sys, rec, vm, "GET_CLOCK after SET 5")
+    rec.record("back below 1 s", d is not None and d.clock < S)
+    _set_clock(sys, rec, vm, "SET_CLOCK 1 s REALTIME 10 s ago", S, K.KVM_CLOCK_REALTIME,
+               time.time_ns() - 10 * S)
+    d = _clock(sys, rec, vm, "GET_CLOCK after REALTIME past")
+    rec.record("within a second of 11 s", d is not None and 11 * S <= d.clock < 12 * S)
+    _set_clock(sys, rec, vm, "SET_CLOCK 1 s REALTIME 10 s ahead", S, K.KVM_CLOCK_REALTIME,
+               time.time_ns() + 10 * S)
+    d = _clock(sys, rec, vm, "GET_CLOCK after REALTIME future")
+    rec.record("within a second of 1 s", d is not None and S <= d.clock < 2 * S)
+
+    v = vcpu(sys, rec, vm, 0)
+    rec.call("GET_CLOCK on the vCPU", sys.ioctl, v, K.KVM_GET_CLOCK, K.kvm_clock_data())
+    rec.call("KVMCLOCK_CTRL on the VM", sys.ioctl, vm, K.KVM_KVMCLOCK_CTRL, 0)
+    _clock(sys, rec, vm, "GET_CLOCK with a vCPU, before a SET")
+    _set_clock(sys, rec, vm, "SET_CLOCK 0 with a vCPU", 0)
+    d = _clock(sys, rec, vm, "GET_CLOCK with a vCPU, after a SET")
+    if d is not None and d.flags & K.KVM_CLOCK_REALTIME:
+        rec.record("realtime within a second of now", abs(d.realtime - time.time_ns()) < S)
+    if d is not None and d.flags & K.KVM_CLOCK_HOST_TSC:
+        rec.record("host_tsc nonzero", d.host_tsc != 0)
+    if d is not None:
+        rec.call("SET_CLOCK what GET returned", sys.ioctl, vm, K.KVM_SET_CLOCK, d)
+
+    rec.call("KVMCLOCK_CTRL, no pvclock", sys.ioctl, v, K.KVM_KVMCLOCK_CTRL, 0)
+    for msr, val in ((0x4B564D01, 0x1000), (0x4B564D01, 0x1001), (0x12, 0x2000), (0x12, 0x2001),
+                     (0x4B564D01, 0)):
+        rec.call(f"SET_MSRS {msr:#x}={val:#x}", sys.ioctl, v, X86_SET_MSRS, msrs_buf([(msr, val)]))
+        rec.call(f"KVMCLOCK_CTRL after {msr:#x}={val:#x}", sys.ioctl, v, K.KVM_KVMCLOCK_CTRL, 0)

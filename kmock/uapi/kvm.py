@@ -407,3 +407,26 @@ KVM_STATS_BASE_MAX = KVM_STATS_BASE_POW2
 # kvm_run page layout on x86: run struct, PIO data page, coalesced MMIO ring
 KVM_PIO_PAGE_OFFSET = 1
 KVM_COALESCED_MMIO_PAGE_OFFSET = 2
+
+
+# --- kvmclock (include/uapi/linux/kvm.h) ------------------------------------------------------
+
+
+class kvm_clock_data(ctypes.Structure):
+    """KVM_GET_CLOCK / KVM_SET_CLOCK: 48 bytes."""
+    _fields_ = [("clock", ctypes.c_uint64), ("flags", ctypes.c_uint32),
+                ("pad0", ctypes.c_uint32), ("realtime", ctypes.c_uint64),
+                ("host_tsc", ctypes.c_uint64), ("pad", ctypes.c_uint32 * 4)]
+
+
+#: kvm_clock_data.flags
+KVM_CLOCK_TSC_STABLE = 2
+KVM_CLOCK_REALTIME = 1 << 2
+KVM_CLOCK_HOST_TSC = 1 << 3
+#: arch/x86/kvm/x86.c: what KVM_SET_CLOCK accepts and KVM_CAP_ADJUST_CLOCK reports
+KVM_CLOCK_VALID_FLAGS = KVM_CLOCK_TSC_STABLE | KVM_CLOCK_REALTIME | KVM_CLOCK_HOST_TSC
+KVM_CAP_ADJUST_CLOCK = 39
+KVM_CAP_KVMCLOCK_CTRL = 76
+KVM_SET_CLOCK = _IOW(KVMIO, 0x7B, kvm_clock_data)
+KVM_GET_CLOCK = _IOR(KVMIO, 0x7C, kvm_clock_data)
+KVM_KVMCLOCK_CTRL = _IO(KVMIO, 0xAD)

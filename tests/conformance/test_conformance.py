@@ -818,10 +818,49 @@ REFERENCE.update({
         ('VM 2 (32-bit ids): MSI address_hi 0x1', E("EINVAL")),
         ('VM 2 (32-bit ids): MSI address_hi 0x100', ('ok', 0)),
     ],
+    # kvmclock: arch/x86/kvm/x86.c kvm_vm_ioctl_get_clock / kvm_vm_ioctl_set_clock
+    # (flags & ~KVM_CLOCK_VALID_FLAGS -> EINVAL), kvm_set_guest_paused (!pv_time.active ->
+    # EINVAL), kvm_arch_vm_ioctl's default ENOTTY, kvm_arch_vcpu_ioctl's default EINVAL
+    "x86_vm_clock": [
+        ("CHECK_EXTENSION(ADJUST_CLOCK) on /dev/kvm", ("ok", 14)),
+        ("CHECK_EXTENSION(KVMCLOCK_CTRL)", ("ok", 1)),
+        ("GET_CLOCK on /dev/kvm", E("EINVAL")),
+        ("GET_CLOCK new VM: flags", ("ok", 0)),
+        ("new VM: clock below 1 s", ("ok", True)),
+        ("GET_CLOCK NULL", E("EFAULT")),
+        ("SET_CLOCK NULL", E("EFAULT")),
+        ("SET_CLOCK flags 0x1", E("EINVAL")),
+        ("SET_CLOCK flags 0x10", E("EINVAL")),
+        ("SET_CLOCK flags 0xf", E("EINVAL")),
+        ("refused SETs left the clock", ("ok", True)),
+        ("SET_CLOCK 1000 s flags 0xa", ("ok", 0)),
+        ("within a second of 1000 s", ("ok", True)),
+        ("SET_CLOCK 5 pad0=7", ("ok", 0)),
+        ("back below 1 s", ("ok", True)),
+        ("within a second of 11 s", ("ok", True)),
+        ("within a second of 1 s", ("ok", True)),
+        ("GET_CLOCK on the vCPU", E("EINVAL")),
+        ("KVMCLOCK_CTRL on the VM", E("ENOTTY")),
+        ("GET_CLOCK with a vCPU, before a SET: flags", ("ok", 0)),
+        ("SET_CLOCK what GET returned", ("ok", 0)),
+        ("KVMCLOCK_CTRL, no pvclock", E("EINVAL")),
+        ("KVMCLOCK_CTRL after 0x4b564d01=0x1000", E("EINVAL")),
+        ("KVMCLOCK_CTRL after 0x4b564d01=0x1001", ("ok", 0)),
+        ("KVMCLOCK_CTRL after 0x12=0x2000", E("EINVAL")),
+        ("KVMCLOCK_CTRL after 0x12=0x2001", ("ok", 0)),
+        ("KVMCLOCK_CTRL after 0x4b564d01=0x0", E("EINVAL")),
+    ],
 })
 
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.
 HOST_SPECIFIC = {
+    # the host clocksource is the TSC: with a vCPU, after the master clock update
+    # KVM_SET_CLOCK runs, __get_kvmclock reports TSC_STABLE | REALTIME | HOST_TSC
+    "x86_vm_clock": [
+        ("GET_CLOCK with a vCPU, after a SET: flags", ("ok", 14)),
+        ("realtime within a second of now", ("ok", True)),
+        ("host_tsc nonzero", ("ok", True)),
+    ],
     # a shadow-paging host: the pool KVM_SET_NR_MMU_PAGES sizes loads the MMU root, then the
     # TDP check refuses the pre-fault; without it the empty pool is ENOSPC (x86.c, mmu.c)
     "x86_vm_nr_mmu_pages": [
