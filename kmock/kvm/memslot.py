@@ -11,6 +11,7 @@ from ..errors import oserror
 from ..fdtable import is_open_fd
 from ..notifier import GmemNotifier
 from ..uapi import kvm as K
+from . import dirty_log
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, GmemFile
 
 KVM_MEM_SLOTS_NUM = 0x8000  # SHRT_MAX + 1
@@ -213,6 +214,7 @@ def _set_memory_region(vm, mem, v2):
         vm.vmtype.memslot_prepare(vm, old, None, "delete")
         vm.delete_memslot(old)
         vm.vmtype.memslot_commit(vm, old, None, "delete")
+        dirty_log.commit(vm, old, None, "delete")
         return 0
 
     base_gfn, npages = gpa >> PAGE_SHIFT, size >> PAGE_SHIFT
@@ -242,6 +244,7 @@ def _set_memory_region(vm, mem, v2):
         vmtype.memslot_prepare(vm, old, old, change)
         old.flags = flags
         vmtype.memslot_commit(vm, old, old, change)
+        dirty_log.commit(vm, old, old, change)
         return 0
 
     vm.kernel.faults.check("kvm.memslot.alloc", errno.ENOMEM)  # kzalloc of the new slot
@@ -260,6 +263,7 @@ def _set_memory_region(vm, mem, v2):
         vm.delete_memslot(old)  # KVM_MR_MOVE
     vm.insert_memslot(new)
     vmtype.memslot_commit(vm, old, new, change)
+    dirty_log.commit(vm, old, new, change)  # the dirty bitmap (kvm_prepare_memory_region)
     return 0
 
 

@@ -56,6 +56,7 @@ from .. import _libc
 from ..mm import PageTable
 from ..physmem import USER_PFN_BASE, user_hva, user_pfn  # noqa: F401 (re-exported)
 from ..uapi import kvm as K
+from . import dirty_log
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -467,6 +468,8 @@ def faultin(vm, gpa, end, requested, write, want_data=True):
                     stage2.map(s, user_pfn(hva0), bad - s, False, not readonly)
                 raise MemoryFault(errno.EFAULT, bad, False, bad - first)
             stage2.map(s, user_pfn(hva0), n, False, not readonly)
+            if write:
+                dirty_log.mark(slot, s, n)  # mark_page_dirty_in_slot, per run
             segs.append(Segment("user", lo, hi - lo, s, n, hva=hva, data=data))
         gfn = slot_end
     return segs

@@ -27,6 +27,7 @@ import weakref
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg
 from ..uapi import kvm as K
+from . import dirty_log
 from .x86_state import DEFAULTS_618, host_tsc, settings
 
 from ..uapi.kvm import (  # noqa: E402  (include/uapi/linux/kvm.h, x86)
@@ -434,6 +435,16 @@ def vm_enable_cap(vm, cap):
     return 0
 
 
+def vm_get_dirty_log(f, arg):
+    """KVM_GET_DIRTY_LOG (kmock.kvm.dirty_log; generic, registered with the x86 table)."""
+    return dirty_log.get_dirty_log(_vm(f), copy_from_user(arg, K.kvm_dirty_log))
+
+
+def vm_clear_dirty_log(f, arg):
+    """KVM_CLEAR_DIRTY_LOG (kmock.kvm.dirty_log)."""
+    return dirty_log.clear_dirty_log(_vm(f), copy_from_user(arg, K.kvm_clear_dirty_log))
+
+
 def x86_vm_ioctls(create_vcpu, check_extension):
     """The x86 entries of the VM ioctl table; ``create_vcpu`` and ``check_extension`` are
     the core's handlers, which the x86 ones wrap."""
@@ -465,4 +476,6 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         KVM_CREATE_IRQCHIP: vm_create_irqchip,
         K.KVM_GET_CLOCK: vm_get_clock,
         K.KVM_SET_CLOCK: vm_set_clock,
+        K.KVM_GET_DIRTY_LOG: vm_get_dirty_log,
+        K.KVM_CLEAR_DIRTY_LOG: vm_clear_dirty_log,
     }

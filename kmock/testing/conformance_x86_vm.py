@@ -14,7 +14,7 @@ import ctypes
 from ..kvm import x86_vm as X
 from ..uapi import kvm as K
 from ..uapi.x86 import KVM_SET_MSRS as X86_SET_MSRS
-from .conformance import create_vm, open_kvm, scenario
+from .conformance import P, create_vm, open_kvm, scenario
 
 GET_NR_MMU_PAGES = K.KVM_GET_NR_MMU_PAGES  # removed from the kernel: ENOTTY
 
@@ -317,3 +317,89 @@ def x86_vm_clock(sys, rec):
                      (0x4B564D01, 0)):
         rec.call(f"SET_MSRS {msr:#x}={val:#x}", sys.ioctl, v, X86_SET_MSRS, msrs_buf([(msr, val)]))
         rec.call(f"KVMCLOCK_CTRL after {msr:#x}={val:#x}", sys.ioctl, v, K.KVM_KVMCLOCK_CTRL, 0)
+
+
+# --- dirty page logging: KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG (kmock.kvm.dirty_log) ---------
+
+
+@scenario("dirty_log",
+          "KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG without guest writes: slot id and as_id "
+          "EINVAL, no slot or no LOG_DIRTY_PAGES ENOENT, the slot's whole longs written, bad "
+          "pointers EFAULT; manual protect (INITIALLY_SET read when the bitmap is made), "
+          "CLEAR's first_page/num_pages alignment, CLEAR also without manual protect; a move keeps the bitmap")
+def dirty_log(sys, rec):
+    import mmap
+
+    n = 100
+    mem = mmap.mmap(-1, n * P)
+    uaddr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    buf = (ctypes.c_char * 64)()
+    LOG = K.KVM_MEM_LOG_DIRTY_PAGES
+
+    def region(vm, label, slot, flags, gpa=0):
+        r = K.kvm_userspace_memory_region(slot=slot, flags=flags, guest_phys_addr=gpa,
+                                          memory_size=n * P, userspace_addr=uaddr)
+        return rec.call(label, sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, r)
+
+    def get(vm, label, slot, ptr=None):
+        ctypes.memset(buf, 0xAA, 64)
+        log = K.kvm_dirty_log(slot=slot, dirty_bitmap=ctypes.addressof(buf) if ptr is None else ptr)
+        if rec.call(label, sys.ioctl, vm, K.KVM_GET_DIRTY_LOG, log) is not None:
+            rec.record(f"{label}: bitmap", bytes(buf)[:24].hex())
+
+    def clear(vm, label, slot, first, num, ptr=None):
+        ctypes.memset(buf, 0xFF, 64)
+        c = K.kvm_clear_dirty_log(slot=slot, first_page=first, num_pages=num,
+                                  dirty_bitmap=ctypes.addressof(buf) if ptr is None else ptr)
+        rec.call(label, sys.ioctl, vm, K.KVM_CLEAR_DIRTY_LOG, c)
+
+    try:
+        kvm = open_kvm(sys, rec)
+        rec.call("GET_DIRTY_LOG on /dev/kvm", sys.ioctl, kvm, K.KVM_GET_DIRTY_LOG, K.kvm_dirty_log())
+        vm = create_vm(sys, rec, kvm)
+        get(vm, "GET no slot", 0)
+        get(vm, "GET slot id 32764", K.KVM_USER_MEM_SLOTS)
+        get(vm, "GET as_id 2", 2 << 16)
+        region(vm, "slot 0 plain", 0, 0)
+        get(vm, "GET slot without LOG_DIRTY_PAGES", 0)
+        clear(vm, "CLEAR slot without LOG_DIRTY_PAGES", 0, 0, 64)
+        region(vm, "slot 0 flags LOG_DIRTY_PAGES", 0, LOG)
+        get(vm, "GET logged slot", 0)
+        get(vm, "GET NULL bitmap", 0, 8)
+        clear(vm, "CLEAR without manual protect", 0, 0, 64)
+        region(vm, "slot 0 flags 0 again", 0, 0)
+        get(vm, "GET after logging off", 0)
+
+        vm2 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 2")
+        for a0 in (1, 3, 2, 0, 3):
+            enable(sys, rec, vm2, f"VM 2: MANUAL_DIRTY_LOG_PROTECT2 {a0}",
+                   K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, a0)
+        region(vm2, "VM 2: slot 0 LOG (INITIALLY_SET)", 0, LOG)
+        get(vm2, "VM 2: GET", 0)
+        get(vm2, "VM 2: GET again", 0)
+        for first, num in ((1, 10), (64, 36), (64, 37), (0, 10), (0, 64), (128, 0), (100, 0),
+                           (0, 0), (0, 100)):
+            clear(vm2, f"VM 2: CLEAR first {first} num {num}", 0, first, num)
+            get(vm2, f"VM 2: GET after CLEAR {first} {num}", 0)
+        clear(vm2, "VM 2: CLEAR NULL", 0, 0, 64, 8)
+        clear(vm2, "VM 2: CLEAR no slot", 3, 0, 64)
+        clear(vm2, "VM 2: CLEAR no slot, first 1", 3, 1, 64)
+        clear(vm2, "VM 2: CLEAR as_id 2", 2 << 16, 0, 64)
+        clear(vm2, "VM 2: CLEAR slot id 32764", K.KVM_USER_MEM_SLOTS, 0, 64)
+        region(vm2, "VM 2: slot 0 LOG off", 0, 0)
+        region(vm2, "VM 2: slot 0 LOG on", 0, LOG)
+        get(vm2, "VM 2: GET after LOG off/on", 0)
+
+        vm3 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 3")
+        region(vm3, "VM 3: slot 0 LOG", 0, LOG)
+        enable(sys, rec, vm3, "VM 3: MANUAL_DIRTY_LOG_PROTECT2 3", K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, 3)
+        get(vm3, "VM 3: GET (bitmap made before INITIALLY_SET)", 0)
+        region(vm3, "VM 3: slot 0 LOG off", 0, 0)
+        region(vm3, "VM 3: slot 0 LOG on", 0, LOG)
+        get(vm3, "VM 3: GET after LOG off/on", 0)
+        region(vm3, "VM 3: slot 0 moved", 0, LOG, gpa=1 << 30)
+        get(vm3, "VM 3: GET after a move", 0)
+
+    finally:
+        rec.cleanup()  # the slots' memory goes next
+        mem.close()

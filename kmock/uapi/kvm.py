@@ -430,3 +430,23 @@ KVM_CAP_KVMCLOCK_CTRL = 76
 KVM_SET_CLOCK = _IOW(KVMIO, 0x7B, kvm_clock_data)
 KVM_GET_CLOCK = _IOR(KVMIO, 0x7C, kvm_clock_data)
 KVM_KVMCLOCK_CTRL = _IO(KVMIO, 0xAD)
+
+
+# --- dirty page logging (include/uapi/linux/kvm.h) --------------------------------------------
+
+
+class kvm_dirty_log(ctypes.Structure):
+    """KVM_GET_DIRTY_LOG: slot (as_id << 16 | id) and the bitmap's address."""
+    _fields_ = [("slot", ctypes.c_uint32), ("padding1", ctypes.c_uint32),
+                ("dirty_bitmap", ctypes.c_uint64)]
+
+
+class kvm_clear_dirty_log(ctypes.Structure):
+    _fields_ = [("slot", ctypes.c_uint32), ("num_pages", ctypes.c_uint32),
+                ("first_page", ctypes.c_uint64), ("dirty_bitmap", ctypes.c_uint64)]
+
+
+KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE = 1 << 0
+KVM_DIRTY_LOG_INITIALLY_SET = 1 << 1
+KVM_GET_DIRTY_LOG = _IOW(KVMIO, 0x42, kvm_dirty_log)
+KVM_CLEAR_DIRTY_LOG = _IOWR(KVMIO, 0xC0, kvm_clear_dirty_log)
