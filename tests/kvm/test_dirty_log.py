@@ -6,8 +6,9 @@ import ctypes
 import errno
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from kmock.kvm import dirty_log
 from kmock.uapi import kvm as K
 
 from ._guest import P, GuestVM
@@ -133,4 +134,52 @@ def test_move_keeps_the_bitmap_delete_drops_it(k, g):
     r.memory_size = 0
     k.ioctl(g.fd, K.KVM_SET_USER_MEMORY_REGION2, r)
     assert err(get, k, g.fd, 0, 8) == errno.ENOENT
-    assert not dirty_log._LOGS.get(g.vm)  # noqa: SLF001 (own module's bookkeeping)
+
+
+# --- a model: a set of dirty pages ------------------------------------------------------------
+
+NPAGES = 130
+ops = st.lists(st.one_of(
+    st.tuples(st.just("write"), st.integers(0, NPAGES - 1), st.integers(1, 40)),
+    st.tuples(st.just("get")),
+    # num: 64, to the slot's end, or any (mostly EINVAL)
+    st.tuples(st.just("clear"), st.sampled_from([0, 64, 128, 1]),
+              st.one_of(st.just(64), st.just(-1), st.integers(0, NPAGES)),
+              st.integers(0, (1 << 130) - 1)),
+), max_size=12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(manual=st.booleans(), ops=ops)
+def test_log_matches_a_model(k, manual, ops):
+    g = GuestVM(k, vm_type=K.KVM_X86_DEFAULT_VM)
+    if manual:
+        enable_manual(k, g.fd, 1)
+    g.add_slot(0, GPA, NPAGES * P, flags=LOG)
+    dirty = set()
+    for op in ops:
+        if op[0] == "write":
+            _, page, n = op
+            n = min(n, NPAGES - page)
+            g.guest().write(GPA + page * P, b"w" * (n * P))
+            assert g.run() == (0, K.KVM_EXIT_HLT)
+            dirty |= set(range(page, page + n))
+        elif op[0] == "get":
+            assert get(k, g.fd, 0, 24) == sum(1 << p for p in dirty)
+            if not manual:
+                dirty.clear()
+        else:
+            _, first, num, bits = op
+            if num == -1:
+                num = NPAGES - first
+            ok = first % 64 == 0 and first <= NPAGES and num <= NPAGES - first and (
+                num == NPAGES - first or num % 64 == 0)
+            buf = (ctypes.c_char * 24).from_buffer_copy(bits.to_bytes(24, "little"))
+            c = K.kvm_clear_dirty_log(slot=0, first_page=first, num_pages=num,
+                                      dirty_bitmap=ctypes.addressof(buf))
+            if ok:
+                assert k.ioctl(g.fd, K.KVM_CLEAR_DIRTY_LOG, c) == 0
+                dirty -= {first + i for i in range(num) if bits >> i & 1}
+            else:
+                assert err(k.ioctl, g.fd, K.KVM_CLEAR_DIRTY_LOG, c) == errno.EINVAL
+    assert get(k, g.fd, 0, 24) == sum(1 << p for p in dirty)
