@@ -6,6 +6,7 @@ Every VM-fd ioctl first checks that it comes from the process that created the V
 
 import errno
 import threading
+import time
 
 from .. import _libc
 from ..errors import KmockUsageError, oserror
@@ -60,6 +61,8 @@ class VM:
         #: the whole KVM_CREATE_VM argument (arm64 encodes the IPA size in bits 7:0)
         self.type_arg = vmtype.type if type_arg is None else type_arg
         self.owner_pid = _libc.current_pid()
+        #: CLOCK_BOOTTIME at KVM_CREATE_VM (kvm_arch_init_vm starts the kvmclock here)
+        self.created_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         #: kvm->stats_id, the id string of the VM's stats fd (kmock.kvm.stats)
         self.stats_id = f"kvm-{task_pid_nr()}"
         self.dead = False

@@ -65,7 +65,7 @@ APIC_TIMER_MAX_DIVIDE = 128
 class X86VmState:
     """The struct kvm_arch fields the x86 VM ioctls keep."""
 
-    def __init__(self):
+    def __init__(self, vm):
         self.lock = threading.Lock()  # kvm->lock
         self.bsp_vcpu_id = 0
         #: 0 until KVM_ENABLE_CAP(KVM_CAP_MAX_VCPU_ID) or the first KVM_CREATE_VCPU
@@ -87,7 +87,7 @@ class X86VmState:
         self.created_vcpus = 0
         #: kvm->arch.kvmclock_offset: the kvmclock is kvmclock_base_ns() + this; it
         #: starts at 0 when the VM is made (kvm_arch_init_vm: -get_kvmclock_base_ns())
-        self.kvmclock_offset = -kvmclock_base_ns()
+        self.kvmclock_offset = -vm.created_ns
         #: kvm->arch.use_master_clock, recomputed by pvclock_update_vm_gtod_copy
         self.use_master_clock = False
 
@@ -111,7 +111,7 @@ def state(vm):
         with _STATES_LOCK:
             s = _STATES.get(vm)
             if s is None:
-                s = _STATES[vm] = X86VmState()
+                s = _STATES[vm] = X86VmState(vm)
     return s
 
 

@@ -54,6 +54,12 @@ def test_clock_counts_from_vm_creation(k):
     assert get(k, vm).clock - a.clock >= 40_000_000
 
 
+def test_the_clock_starts_at_kvm_create_vm_not_at_the_first_clock_ioctl(k):
+    _, vm = create_vm(k)
+    time.sleep(0.1)
+    assert get(k, vm).clock >= 90_000_000  # kvm_arch_init_vm set the offset
+
+
 def test_set_then_get(k):
     _, vm = create_vm(k)
     assert set_(k, vm, 1000 * S) == 0
