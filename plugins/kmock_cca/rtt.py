@@ -437,33 +437,24 @@ class GranuleTable:
 
     def host_access(self, pa, size, write=False):
         """None, or the granule protection fault a host CPU access to [pa, pa+size) takes."""
-        g = self.first_realm_pas(pa, size)
-        if g is None:
-            return None
-        st = GranuleState(self._map.get(self.index(g)))
-        what = "write" if write else "read"
-        return Fault(
-            Access.GPF,
-            g,
-            st,
-            f"host {what} of PA {g:#x}: granule is {st.name} (Realm PAS); granule protection "
-            "fault (a user-space access gets SIGBUS, arm64 'Handle GPFs' patch)",
-        )
+        return self._gpf(pa, size, Access.GPF, f"host {'write' if write else 'read'}",
+                         "granule protection fault (a user-space access gets SIGBUS, arm64 "
+                         "'Handle GPFs' patch)")
 
     def dma_access(self, pa, size, write=True):
         """None, or the SMMU granule protection fault a non-secure DMA to [pa, pa+size) takes."""
+        return self._gpf(pa, size, Access.SMMU_GPF,
+                         f"non-secure DMA {'write' if write else 'read'}",
+                         "blocked by the SMMU granule protection check")
+
+    def _gpf(self, pa, size, access, who, consequence):
+        """The Fault of the first Realm-PAS granule an access of [pa, pa+size) reaches."""
         g = self.first_realm_pas(pa, size)
         if g is None:
             return None
         st = GranuleState(self._map.get(self.index(g)))
-        what = "write" if write else "read"
-        return Fault(
-            Access.SMMU_GPF,
-            g,
-            st,
-            f"non-secure DMA {what} of PA {g:#x}: granule is {st.name} (Realm PAS); "
-            "blocked by the SMMU granule protection check",
-        )
+        return Fault(access, g, st,
+                     f"{who} of PA {g:#x}: granule is {st.name} (Realm PAS); {consequence}")
 
 
 # --- RTT entries ----------------------------------------------------------------------------

@@ -278,16 +278,27 @@ class Sept:
                 if hit is not None:
                     raise _Fail(TRACKING_NOT_DONE, self._entry_gfn(hit, level, gfn))
 
-    def sept_add(self, gfn, npages, level):
-        """TDH.MEM.SEPT.ADD on each level-``level`` entry (1 or 2): FREE -> NL_MAPPED."""
+    def _checked_segments(self, gfn, npages, level, check, allowed, nonleaf=False):
+        """What TDH.MEM.SEPT.ADD, PAGE.REMOVE and PAGE.DEMOTE start with: the operand
+        range (a level-0 operand is OPERAND_INVALID where the call takes a non-leaf level),
+        then ``check`` (_check_states or _check_blocked_leaves) over the segments. Returns
+        (segments, None), or (None, the SeptResult to return)."""
         bad = self._range(gfn, npages, level)
-        if bad or level == 0:
-            return bad or SeptResult(OPERAND_INVALID, gfn)
+        if bad or (nonleaf and level == 0):
+            return None, bad or SeptResult(OPERAND_INVALID, gfn)
         try:
             segs = self._segments(gfn, npages)
-            self._check_states(segs, level, gfn, _SEPT_ADD_FROM)
+            check(segs, level, gfn, allowed)
         except _Fail as f:
-            return f.result
+            return None, f.result
+        return segs, None
+
+    def sept_add(self, gfn, npages, level):
+        """TDH.MEM.SEPT.ADD on each level-``level`` entry (1 or 2): FREE -> NL_MAPPED."""
+        segs, fail = self._checked_segments(gfn, npages, level, self._check_states,
+                                            _SEPT_ADD_FROM, nonleaf=True)
+        if fail is not None:
+            return fail
         for s, e, v in segs:
             self._map.set(s, e, _with_nl(v, level, _NL_MAPPED))
         return OK
@@ -424,14 +435,10 @@ class Sept:
                 self._map.set(gfn, gfn + 1, _pack(_FREE, 0, _nl(v, 1), _nl(v, 2), 0))  # fast
                 self._bepoch.set(gfn, gfn + 1, 0)
                 return OK
-        bad = self._range(gfn, npages, level)
-        if bad:
-            return bad
-        try:
-            segs = self._segments(gfn, npages)
-            self._check_blocked_leaves(segs, level, gfn, _REMOVE_FROM)
-        except _Fail as f:
-            return f.result
+        segs, fail = self._checked_segments(gfn, npages, level, self._check_blocked_leaves,
+                                            _REMOVE_FROM)
+        if fail is not None:
+            return fail
         for s, e, v in segs:
             self._map.set(s, e, _pack(S.FREE, 0, _nl(v, 1), _nl(v, 2), 0))
         self._bepoch.set(gfn, gfn + npages, 0)
@@ -440,14 +447,10 @@ class Sept:
     def demote(self, gfn, npages, level):
         """TDH.MEM.PAGE.DEMOTE: a level-``level`` leaf -> NL_MAPPED + 512 unblocked children of
         level-1 with the same (MAPPED or PENDING) state over the same frames."""
-        bad = self._range(gfn, npages, level)
-        if bad or level == 0:
-            return bad or SeptResult(OPERAND_INVALID, gfn)
-        try:
-            segs = self._segments(gfn, npages)
-            self._check_blocked_leaves(segs, level, gfn, _DEMOTE_FROM)
-        except _Fail as f:
-            return f.result
+        segs, fail = self._checked_segments(gfn, npages, level, self._check_blocked_leaves,
+                                            _DEMOTE_FROM, nonleaf=True)
+        if fail is not None:
+            return fail
         for s, e, v in segs:
             child = _UNBLOCKED[S(_state(v))]
             nv = _with_nl((v & ~0x3F) | child | (level - 1) << 4, level, _NL_MAPPED)
