@@ -365,6 +365,20 @@ static int ret_of(struct rep *r)
     return (int)r->ret;
 }
 
+/* tell the server that local fd ``fd`` now names a kmock file (request ``q``): on
+ * success ``fd`` is a kmock fd; on failure it is closed and the server's errno set */
+static int announce(struct req *q, int fd)
+{
+    struct rep *r = call(q, NULL, 0, NULL);
+    if (!r || r->err) {
+        int e = r ? r->err : EIO;
+        REAL(close)(fd);
+        return fail(e);
+    }
+    set_kfd(fd, 1);
+    return fd;
+}
+
 /* a new local fd standing for the server's fd ``sfd`` */
 static int bind_new(int64_t sfd, int cloexec, int minfd)
 {
@@ -372,14 +386,7 @@ static int bind_new(int64_t sfd, int cloexec, int minfd)
     if (n < 0)
         return -1;
     struct req q = {.op = OP_BIND, .fd = n, .a = sfd};
-    struct rep *r = call(&q, NULL, 0, NULL);
-    if (!r || r->err) {
-        int e = r ? r->err : EIO;
-        REAL(close)(n);
-        return fail(e);
-    }
-    set_kfd(n, 1);
-    return n;
+    return announce(&q, n);
 }
 
 /* ---- open and friends ---------------------------------------------------------------- */
@@ -470,14 +477,7 @@ int close(int fd)
 static int kdup_to(int oldfd, int newfd)
 {
     struct req q = {.op = OP_DUP, .fd = oldfd, .a = newfd};
-    struct rep *r = call(&q, NULL, 0, NULL);
-    if (!r || r->err) {
-        int e = r ? r->err : EIO;
-        REAL(close)(newfd);
-        return fail(e);
-    }
-    set_kfd(newfd, 1);
-    return newfd;
+    return announce(&q, newfd);
 }
 
 int dup(int fd)
