@@ -293,5 +293,18 @@ def vcpu_ioctls(kernel):
         K.KVM_GET_STATS_FD: vcpu_get_stats_fd,
     }
     if kernel.profile.arch == "x86":
-        table.update(x86_vcpu.vcpu_ioctls())  # register and state ioctls (kvm/x86_vcpu.py)
+        # register and state ioctls (kvm/x86_vcpu.py), each under vcpu->mutex as
+        # kvm_vcpu_ioctl takes it: a SET waits for a KVM_RUN in another thread
+        table.update({req: under_vcpu_mutex(h) for req, h in x86_vcpu.vcpu_ioctls().items()})
     return table
+
+
+def under_vcpu_mutex(handler):
+    """``handler(file, arg)`` run holding the vCPU's mutex."""
+    def locked(f, arg):
+        with f.vcpu.mutex:
+            return handler(f, arg)
+
+    locked.__name__ = getattr(handler, "__name__", "vcpu_ioctl")
+    locked.__doc__ = handler.__doc__
+    return locked

@@ -3,6 +3,7 @@ conformance scenarios (fact_x86_*) cannot show, and a property test of set/get r
 
 import ctypes
 import errno
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -282,3 +283,31 @@ def test_round_trips_match_a_model(k, ops):
     assert m.mp_state == model["mp"]
     for fd in (v, vm, kvm):
         k.close(fd)
+
+
+def test_a_state_ioctl_waits_for_a_kvm_run_in_another_thread():
+    """kvm_vcpu_ioctl takes vcpu->mutex: KVM_SET_REGS from one thread waits while another
+    holds the vCPU (in KVM_RUN), then goes through."""
+    import threading
+
+    with kmock.Kernel("linux-6.18") as k:
+        kvm = k.open("/dev/kvm", os.O_RDWR)
+        vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+        fd = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+        vcpu = k.vm(vm).vcpus[0]
+        done = threading.Event()
+        regs = K.kvm_regs(rax=7)
+
+        def set_regs():
+            k.ioctl(fd, K.KVM_SET_REGS, regs)
+            done.set()
+
+        with vcpu.mutex:  # as KVM_RUN holds it
+            t = threading.Thread(target=set_regs)
+            t.start()
+            assert not done.wait(0.2)  # waiting for the vCPU
+        t.join(5)
+        assert done.is_set()
+        out = K.kvm_regs()
+        k.ioctl(fd, K.KVM_GET_REGS, out)
+        assert out.rax == 7
