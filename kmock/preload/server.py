@@ -348,7 +348,10 @@ class Server:
         """Runs once per client process; the only user of its pidfd after the start."""
         try:
             if client.pidfd >= 0:
-                select.select([client.pidfd], [], [])
+                # poll, not select: a process with many fds gets a pidfd above FD_SETSIZE
+                p = select.poll()
+                p.register(client.pidfd, select.POLLIN)
+                p.poll()
             else:
                 while client.alive():
                     time.sleep(0.01)

@@ -285,9 +285,11 @@ def in_child(sys, fn, timeout=30.0):
             os._exit(code)
     os.close(w)
     chunks = []
+    poller = select.poll()  # (not select: the pipe may be above FD_SETSIZE in a busy process)
+    poller.register(r, select.POLLIN)
     try:
         while True:
-            ready, _, _ = select.select([r], [], [], timeout)
+            ready = poller.poll(timeout * 1000)
             if not ready:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
