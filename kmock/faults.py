@@ -40,6 +40,7 @@ sweep does; ``Kernel.close_all`` disarms).
 import errno as _errno
 import os
 import threading
+import weakref
 
 #: failure points in the core: name -> (errno, the kernel step it stands for)
 CORE_POINTS = {
@@ -62,8 +63,16 @@ USERCOPY = []
 class Faults:
     """``kernel.faults``: which failure-point hits fail, and what was hit."""
 
+    def _refresh(self):
+        kernel = self._kernel()
+        if kernel is not None:
+            kernel.refresh_syscall_path()
+
     def __init__(self, kernel):
-        self.kernel = kernel
+        # weak: plugins keep kernel.faults in per-kernel state of their own (SNP's machine,
+        # a WeakKeyDictionary value); a strong back reference would keep the kernel, its
+        # fds and memfds alive for ever
+        self._kernel = weakref.ref(kernel)
         #: True while any rule is armed or hits are recorded (the fast test)
         self.armed = False
         self.record = False
@@ -115,7 +124,7 @@ class Faults:
                 USERCOPY.remove(self)
         if self._syscall_rules:
             self._syscall_rules = False
-            self.kernel.refresh_syscall_path()
+            self._refresh()
 
     def _arm(self, rule):
         with self._lock:
@@ -125,7 +134,7 @@ class Faults:
         if rule[0] is not None and rule[0].partition(".")[0] in ("ioctl", "syscall") \
                 and not self._syscall_rules:
             self._syscall_rules = True
-            self.kernel.refresh_syscall_path()
+            self._refresh()
 
     def _arm_usercopy(self):
         if self not in USERCOPY:
