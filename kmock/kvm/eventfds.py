@@ -247,7 +247,10 @@ class EventfdState:
 
 
 _STATES = weakref.WeakKeyDictionary()
-_STATES_LOCK = threading.Lock()
+#: reentrant: a VM's finalizer (EventfdState.release, run by the garbage collector in
+#: whatever this thread was doing) takes the waiters' lock, maybe inside state()
+_STATES_LOCK = threading.RLock()
+_WAITERS_LOCK = threading.RLock()
 #: eventfd id -> the Irqfd bound to it, over every VM of this process: an irqfd is the
 #: eventfd wait queue's exclusive priority waiter (add_wait_queue_priority_exclusive in
 #: kvm_irqfd_register, 6.18), so a second irqfd on one eventfd is EBUSY even from another
@@ -269,7 +272,7 @@ def state(vm):
 
 
 def _drop_waiter(irqfd):
-    with _STATES_LOCK:
+    with _WAITERS_LOCK:
         if _IRQFD_WAITERS.get(irqfd.eventfd.id) is irqfd:
             del _IRQFD_WAITERS[irqfd.eventfd.id]
 
@@ -414,7 +417,7 @@ def assign_irqfd(vm, args):
             resamplefd = eventfd_ctx_fdget(kernel, args.resamplefd)
         s = state(vm)
         with s.lock:
-            with _STATES_LOCK:
+            with _WAITERS_LOCK:
                 waiter = _IRQFD_WAITERS.get(eventfd.id)
                 if waiter is not None and waiter.alive():
                     raise oserror(errno.EBUSY)
