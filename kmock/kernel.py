@@ -35,7 +35,7 @@ from ._libc import check_fallocate_args
 from .consequences import BoundedLog, ViolationLog
 from .snapshot import ArchSection
 from .errors import KmockUsageError, check_int, oserror
-from .faults import Faults
+from .faults import USERCOPY, Faults
 from .fdtable import FdTable
 from .file import File
 from .iommufd.kernel_side import IommufdSupport
@@ -621,12 +621,26 @@ class Kernel(IommufdSupport, SyscallAPI):
             raise first
 
     def __del__(self):
+        """Garbage (dropped without close_all): give the OS its descriptors back, and no
+        more. The collector may run this inside any lock this thread holds, so no file
+        release, plugin callback or lock here."""
         try:
-            self.close_all()
-            if not self._closed:
-                self._closed = True
-                self.fdtable.close()
-                os.close(self.sigbus_memfd)
+            if self._closed:
+                return
+            self._closed = True
+            while self.faults in USERCOPY:  # an armed copy_to_user rule is process-wide
+                USERCOPY.remove(self.faults)
+            for fd in self.fdtable.fds():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.fdtable.close()
+            os.close(self.sigbus_memfd)
+            self._gmem_pool.close()
+            self._gmem_pool.close_outstanding()
+            if self._host is not None:
+                self._host.close_all()
         except Exception:
             pass
 

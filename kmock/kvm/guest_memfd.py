@@ -56,8 +56,15 @@ class BackingPool:
         self.by_size = {}
         self.count = 0
         self.limit = limit
+        #: the memfds guest_memfds hold now (closed by close_outstanding)
+        self.outstanding = set()
 
     def take(self, size):
+        entry = self._take(size)
+        self.outstanding.add(entry[0])
+        return entry
+
+    def _take(self, size):
         entries = self.by_size.get(size)
         if entries:
             self.count -= 1
@@ -76,7 +83,17 @@ class BackingPool:
         st = os.fstat(fd)
         return fd, size, st.st_ino, st.st_dev, None
 
+    def close_outstanding(self):
+        """Close the memfds of guest_memfds never released (their Kernel is garbage)."""
+        for fd in list(self.outstanding):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.outstanding.clear()
+
     def give(self, entry, dirty):
+        self.outstanding.discard(entry[0])
         if self.count >= self.limit:
             os.close(entry[0])
             return
