@@ -58,7 +58,11 @@ def serve(
         typer.echo(f"export {k}={v}")
     sys.stdout.flush()
     try:
-        threading.Event().wait()
+        forever = threading.Event()
+        # a timed wait: a SIGINT that the kernel gives to one of the server's threads
+        # interrupts no untimed wait of this one, and would be noticed only at its end
+        while not forever.wait(0.2):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
