@@ -24,9 +24,11 @@ import threading
 import time
 import weakref
 
+from .. import _libc
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg
 from ..uapi import kvm as K
+from ..uapi import x86 as X
 from . import dirty_log
 from .x86_state import DEFAULTS_618, host_tsc, settings
 
@@ -90,6 +92,9 @@ class X86VmState:
         self.kvmclock_offset = -vm.created_ns
         #: kvm->arch.use_master_clock, recomputed by pvclock_update_vm_gtod_copy
         self.use_master_clock = False
+        #: kvm->arch.msr_filter (KVM_X86_SET_MSR_FILTER): None (no filter: every MSR
+        #: allowed) or an MsrFilter
+        self.msr_filter = None
 
     @property
     def irqchip_in_kernel(self):
@@ -435,6 +440,54 @@ def vm_enable_cap(vm, cap):
     return 0
 
 
+class MsrFilter:
+    """struct kvm_x86_msr_filter: ``default_allow`` and the ranges that were given, each
+    (flags, base, nmsrs, bitmap bytes), in the order of the ioctl's array. Bookkeeping:
+    the scripted guest has no RDMSR/WRMSR action for the filter to act on yet."""
+
+    __slots__ = ("default_allow", "ranges")
+
+    def __init__(self, default_allow, ranges):
+        self.default_allow = default_allow
+        self.ranges = ranges
+
+    def __repr__(self):
+        return f"<MsrFilter default_allow={self.default_allow} ranges={len(self.ranges)}>"
+
+
+def vm_set_msr_filter(f, arg):
+    """KVM_X86_SET_MSR_FILTER (x86.c kvm_vm_ioctl_set_msr_filter, kvm_add_msr_filter).
+
+    Order: the struct (EFAULT); flags beyond KVM_MSR_FILTER_VALID_MASK, then no range
+    with MSRs under DEFAULT_DENY: EINVAL; then each of the 16 ranges in turn, skipping
+    those with nmsrs == 0: range flags beyond READ|WRITE or none, a bitmap larger than
+    KVM_MSR_FILTER_MAX_BITMAP_SIZE (BITS_TO_LONGS(nmsrs) longs): EINVAL; the bitmap read
+    (memdup_user: EFAULT). Nothing changes on a failure; on success the new filter
+    replaces the old one under kvm->lock. Conformance scenario ``x86_vm_msr_filter``.
+    """
+    vm = _vm(f)
+    flt = copy_from_user(arg, X.kvm_msr_filter)
+    if flt.flags & ~X.KVM_MSR_FILTER_VALID_MASK:
+        raise oserror(errno.EINVAL)
+    default_allow = not flt.flags & X.KVM_MSR_FILTER_DEFAULT_DENY
+    if not default_allow and not any(r.nmsrs for r in flt.ranges):
+        raise oserror(errno.EINVAL)
+    ranges = []
+    for r in flt.ranges:
+        if not r.nmsrs:
+            continue
+        if r.flags & ~X.KVM_MSR_FILTER_RANGE_VALID_MASK or not r.flags:
+            raise oserror(errno.EINVAL)
+        size = (r.nmsrs + 63) // 64 * 8  # BITS_TO_LONGS(nmsrs) * sizeof(long)
+        if size > X.KVM_MSR_FILTER_MAX_BITMAP_SIZE:
+            raise oserror(errno.EINVAL)
+        ranges.append((r.flags, r.base, r.nmsrs, _libc.copy_from_user(r.bitmap, size)))
+    s = state(vm)
+    with s.lock:
+        s.msr_filter = MsrFilter(default_allow, tuple(ranges))
+    return 0
+
+
 def vm_get_dirty_log(f, arg):
     """KVM_GET_DIRTY_LOG (kmock.kvm.dirty_log; generic, registered with the x86 table)."""
     return dirty_log.get_dirty_log(_vm(f), copy_from_user(arg, K.kvm_dirty_log))
@@ -478,4 +531,5 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         K.KVM_SET_CLOCK: vm_set_clock,
         K.KVM_GET_DIRTY_LOG: vm_get_dirty_log,
         K.KVM_CLEAR_DIRTY_LOG: vm_clear_dirty_log,
+        X.KVM_X86_SET_MSR_FILTER: vm_set_msr_filter,
     }

@@ -403,3 +403,52 @@ def dirty_log(sys, rec):
     finally:
         rec.cleanup()  # the slots' memory goes next
         mem.close()
+
+
+@scenario("x86_vm_msr_filter",
+          "KVM_X86_SET_MSR_FILTER: flags and DEFAULT_DENY without ranges EINVAL; per range in "
+          "array order: no flags or unknown flags EINVAL, a bitmap over 0x600 bytes EINVAL, an "
+          "unreadable bitmap EFAULT; empty ranges skipped; the ioctl on /dev/kvm and a vCPU")
+def x86_vm_msr_filter(sys, rec):
+    from ..uapi import x86 as X86
+
+    bitmap = (ctypes.c_uint8 * X86.KVM_MSR_FILTER_MAX_BITMAP_SIZE)()
+    ok_ptr = ctypes.addressof(bitmap)
+    READ, WRITE = X86.KVM_MSR_FILTER_READ, X86.KVM_MSR_FILTER_WRITE
+    DENY = X86.KVM_MSR_FILTER_DEFAULT_DENY
+    most = X86.KVM_MSR_FILTER_MAX_BITMAP_SIZE * 8  # the most MSRs one range may hold
+
+    def set_filter(fd, label, flags, *ranges):
+        flt = X86.kvm_msr_filter(flags=flags)
+        for i, (rflags, nmsrs, base, ptr) in enumerate(ranges):
+            flt.ranges[i] = X86.kvm_msr_filter_range(flags=rflags, nmsrs=nmsrs, base=base,
+                                                     bitmap=ok_ptr if ptr is None else ptr)
+        rec.call(label, sys.ioctl, fd, X86.KVM_X86_SET_MSR_FILTER, flt)
+
+    kvm = open_kvm(sys, rec)
+    set_filter(kvm, "on /dev/kvm", 0)
+    vm = create_vm(sys, rec, kvm)
+    set_filter(vm, "allow, no ranges (no filter)", 0)
+    set_filter(vm, "deny, no ranges", DENY)
+    for flags in (2, 4, 1 << 31):
+        set_filter(vm, f"flags {flags:#x}", flags, (READ, 1, 0x10, None))
+    set_filter(vm, "flags 2, deny bit clear, no ranges", 2)
+    set_filter(vm, "deny, one range", DENY, (READ | WRITE, 64, 0xC0000080, None))
+    for rflags in (0, 4, 8, READ | 4):
+        set_filter(vm, f"range flags {rflags:#x}", 0, (rflags, 1, 0, None))
+    set_filter(vm, "range flags 0, nmsrs 0 (skipped)", 0, (0, 0, 0, None))
+    for nmsrs in (1, 64, 65, most - 63, most, most + 1, 1 << 31, 0xFFFFFFFF):
+        set_filter(vm, f"nmsrs {nmsrs:#x}", 0, (WRITE, nmsrs, 0, None))
+    set_filter(vm, "base 0xffffffff, 16 msrs (wraps)", 0, (READ, 16, 0xFFFFFFFF, None))
+    set_filter(vm, "NULL bitmap", 0, (READ, 1, 0, 0))
+    set_filter(vm, "bitmap at 8", 0, (READ, 1, 0, 8))
+    set_filter(vm, "nmsrs 0 with NULL bitmap (skipped)", 0, (READ, 0, 0, 0))
+    set_filter(vm, "range 0 bad flags, range 1 NULL bitmap", 0, (4, 1, 0, None), (READ, 1, 0, 0))
+    set_filter(vm, "range 0 NULL bitmap, range 1 bad flags", 0, (READ, 1, 0, 0), (4, 1, 0, None))
+    set_filter(vm, "range 0 empty, range 1 too big", 0, (0, 0, 0, None), (READ, most + 1, 0, None))
+    set_filter(vm, "16 ranges", DENY, *[(READ, 8, i * 8, None) for i in range(16)])
+    set_filter(vm, "overlapping ranges", 0, (READ, 64, 0, None), (READ | WRITE, 64, 32, None))
+    cpu = vcpu(sys, rec, vm, 0)
+    set_filter(vm, "after a vCPU", 0, (READ, 1, 0x10, None))
+    if cpu is not None:
+        set_filter(cpu, "on a vCPU", 0)

@@ -206,6 +206,31 @@ KVM_VCPUEVENT_VALID_TRIPLE_FAULT = 0x20
 
 KVM_DEBUGREGS_VALID_FLAGS = 0  # kvm_vcpu_ioctl_x86_set_debugregs: any flag is EINVAL
 
+# --- KVM_X86_SET_MSR_FILTER (VM ioctl; the filter applies to the guest's RDMSR/WRMSR) ----
+
+KVM_MSR_FILTER_MAX_BITMAP_SIZE = 0x600
+KVM_MSR_FILTER_READ = 1 << 0
+KVM_MSR_FILTER_WRITE = 1 << 1
+KVM_MSR_FILTER_RANGE_VALID_MASK = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE
+KVM_MSR_FILTER_MAX_RANGES = 16
+KVM_MSR_FILTER_DEFAULT_ALLOW = 0
+KVM_MSR_FILTER_DEFAULT_DENY = 1 << 0
+KVM_MSR_FILTER_VALID_MASK = KVM_MSR_FILTER_DEFAULT_DENY
+KVM_CAP_X86_MSR_FILTER = 189
+
+
+class kvm_msr_filter_range(ctypes.Structure):
+    _fields_ = [("flags", u32), ("nmsrs", u32), ("base", u32),
+                ("bitmap", u64)]  # __u8 *: a user pointer
+
+
+class kvm_msr_filter(ctypes.Structure):
+    _fields_ = [("flags", u32),
+                ("ranges", kvm_msr_filter_range * KVM_MSR_FILTER_MAX_RANGES)]
+
+
+KVM_X86_SET_MSR_FILTER = _IOW(KVMIO, 0xC6, kvm_msr_filter)
+
 X86_CR0_PE = 1 << 0
 X86_CR0_NW = 1 << 29
 X86_CR0_CD = 1 << 30

@@ -15,7 +15,8 @@ SIZES = [("kvm_segment", 24), ("kvm_dtable", 16), ("kvm_sregs", 312), ("kvm_sreg
          ("kvm_lapic_state", 1024), ("kvm_guest_debug", 72), ("kvm_fpu", 416),
          ("kvm_msr_entry", 16), ("kvm_msrs", 8), ("kvm_msr_list", 4), ("kvm_mp_state", 4),
          ("kvm_vcpu_events", 64), ("kvm_debugregs", 128), ("kvm_xcr", 16), ("kvm_xcrs", 392),
-         ("kvm_xsave", 4096), ("kvm_signal_mask", 4)]
+         ("kvm_xsave", 4096), ("kvm_signal_mask", 4),
+         ("kvm_msr_filter_range", 24), ("kvm_msr_filter", 392)]
 
 
 @pytest.mark.parametrize("name,size", SIZES, ids=[s[0] for s in SIZES])
@@ -27,6 +28,8 @@ OFFSETS = [
     ("kvm_segment", "limit", 8, 4), ("kvm_segment", "selector", 12, 2),
     ("kvm_segment", "type", 14, 1), ("kvm_segment", "unusable", 22, 1),
     ("kvm_dtable", "limit", 8, 2),
+    ("kvm_msr_filter_range", "base", 8, 4), ("kvm_msr_filter_range", "bitmap", 16, 8),
+    ("kvm_msr_filter", "ranges", 8, 384),
     ("kvm_sregs", "cs", 0, 24), ("kvm_sregs", "tr", 144, 24), ("kvm_sregs", "ldt", 168, 24),
     ("kvm_sregs", "gdt", 192, 16), ("kvm_sregs", "idt", 208, 16), ("kvm_sregs", "cr0", 224, 8),
     ("kvm_sregs", "cr8", 256, 8), ("kvm_sregs", "efer", 264, 8),
@@ -89,6 +92,7 @@ NUMBERS = [
     ("KVM_GET_XCRS", ioc(2, 0xAE, 0xA6, 392), 0x8188AEA6),
     ("KVM_SET_XCRS", ioc(1, 0xAE, 0xA7, 392), 0x4188AEA7),
     ("KVM_GET_XSAVE2", ioc(2, 0xAE, 0xCF, 4096), 0x9000AECF),
+    ("KVM_X86_SET_MSR_FILTER", ioc(1, 0xAE, 0xC6, 392), 0x4188AEC6),  # QEMU 7.2's, traced
 ]
 
 
