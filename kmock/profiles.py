@@ -131,8 +131,10 @@ _CAPS_618 = {
     # implements (kmock.kvm.x86_vm; docs/capabilities.md). Values that depend on the
     # hardware (X86_DISABLE_EXITS, DISABLE_QUIRKS2) are left out: those caps read 0 here.
     2: 1,  # KVM_CAP_MMU_SHADOW_CACHE_CONTROL (KVM_SET_NR_MMU_PAGES)
+    26: 1,  # KVM_CAP_IRQ_INJECT_STATUS (KVM_IRQ_LINE_STATUS)
     34: 1,  # KVM_CAP_SET_BOOT_CPU_ID
     37: 1,  # KVM_CAP_SET_IDENTITY_MAP_ADDR
+    77: 1,  # KVM_CAP_SIGNAL_MSI (generic, CONFIG_HAVE_KVM_MSI)
     98: 1,  # KVM_CAP_ENABLE_CAP_VM (generic)
     105: 1,  # KVM_CAP_CHECK_EXTENSION_VM (generic)
     116: 1,  # KVM_CAP_DISABLE_QUIRKS

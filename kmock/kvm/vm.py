@@ -15,7 +15,7 @@ from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
 from ..notifier import InvalidateEvent
 from ..uapi import kvm as K
-from . import eventfds, x86_vm
+from . import coalesced_mmio, eventfds, x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
 from .memslot import Memslots, gmem_unbind, set_memory_region
 from .stage2 import Stage2, faultin
@@ -459,6 +459,7 @@ def vm_ioctls(kernel):
         K.KVM_ENABLE_CAP: vm_enable_cap,
         K.KVM_GET_STATS_FD: vm_get_stats_fd,
     }
+    table.update(coalesced_mmio.vm_ioctls())
     if kernel.profile.memory_attributes:
         table[K.KVM_SET_MEMORY_ATTRIBUTES] = vm_set_memory_attributes
     if kernel.profile.arch == "x86":

@@ -10,14 +10,17 @@ function below; docs/vcpu-state.md.
 import errno
 
 from ..errors import oserror
+from ..kernel_util import copy_from_user, copy_to_user
+from ..uapi import x86 as X
 from . import x86_vm
-from .x86_state import ECX, cpuid_has, state
+from .x86_state import ECX, cpuid_has, state, vcpu_of
 
 APIC_ID, APIC_LVR, APIC_TASKPRI, APIC_PROCPRI = 0x20, 0x30, 0x80, 0xA0
 APIC_LDR, APIC_DFR, APIC_SPIV, APIC_ISR = 0xD0, 0xE0, 0xF0, 0x100
 APIC_ICR, APIC_ICR2, APIC_LVTT, APIC_LVT0, APIC_TMCCT = 0x300, 0x310, 0x320, 0x350, 0x390
 #: APIC_VERSION (lapic.c): an integrated APIC, version 0x14
 APIC_VERSION = 0x14
+U64 = (1 << 64) - 1
 #: apic->nr_lvt_entries without MCG_CMCI_P in the guest's mcg_cap (kmock has no
 #: KVM_X86_SETUP_MCE): LVTT, THMR, PC, LINT0, LINT1, ERROR
 NR_LVT_ENTRIES = 6
@@ -42,6 +45,9 @@ class Lapic:
     mode it was last synchronised with (kvm_lapic_set_base's ID updates)."""
 
     def __init__(self, vcpu):
+        #: apic->vapic_addr (KVM_SET_VAPIC_ADDR): the guest-physical address of the
+        #: VAPIC page QEMU's kvmvapic option ROM uses; 0 = none
+        self.vapic_addr = 0
         self.regs = bytearray(1024)
         self.base = state(vcpu).reset_apic_base
         #: apic->isr_count as apic_update_ppr sees it: 0 after reset, else whether the
@@ -73,6 +79,73 @@ def x2apic_mode(vcpu):
     return bool(state(vcpu).sregs.apic_base & X2APIC_ENABLE)
 
 
+# --- the APIC map (kvm->arch.apic_map), for interrupt delivery (kmock.kvm.x86_irq) ------------
+
+
+def present(vcpu):
+    """kvm_apic_present: an in-kernel LAPIC, hardware-enabled in the APIC base."""
+    return in_kernel(vcpu) and bool(state(vcpu).sregs.apic_base & MSR_IA32_APICBASE_ENABLE)
+
+
+def enabled(vcpu):
+    """apic_enabled: present and software-enabled (SVR bit 8)."""
+    return present(vcpu) and bool(get(lapic(vcpu).regs, APIC_SPIV) & 0x100)
+
+
+def apic_id(vcpu):
+    """kvm_xapic_id (ID bits 31:24) or, in x2APIC mode, kvm_x2apic_id (the whole ID)."""
+    vid = get(lapic(vcpu).regs, APIC_ID)
+    return vid if x2apic_mode(vcpu) else vid >> 24
+
+
+def broadcast_id(vcpu):
+    """kvm_apic_broadcast: 0xff in xAPIC mode, 0xffffffff in x2APIC mode."""
+    return 0xFFFFFFFF if x2apic_mode(vcpu) else 0xFF
+
+
+def match_logical(vcpu, mda):
+    """kvm_apic_match_logical_addr: broadcast, else the LDR against the destination in
+    the DFR's model (flat or cluster; x2APIC: cluster in bits 31:16)."""
+    if mda == broadcast_id(vcpu):
+        return True
+    regs = lapic(vcpu).regs
+    ldr = get(regs, APIC_LDR)
+    if x2apic_mode(vcpu):
+        return ldr >> 16 == mda >> 16 and bool(ldr & mda & 0xFFFF)
+    lid = ldr >> 24
+    dfr = get(regs, APIC_DFR)
+    if dfr == 0xFFFFFFFF:  # APIC_DFR_FLAT
+        return bool(lid & mda)
+    if dfr == 0x0FFFFFFF:  # APIC_DFR_CLUSTER
+        return lid >> 4 == mda >> 4 and bool(lid & mda & 0xF)
+    return False
+
+
+def recalculate_apic_map(vm, exclude=None):
+    """kvm_recalculate_apic_map: the present LAPICs of the VM's vCPUs (but ``exclude``:
+    a vCPU being created, not yet visible to kvm_for_each_vcpu) become the map. Observed
+    on the 6.18.44 host (conformance ``x86_irq_line``): the map is rebuilt when a vCPU is
+    created (without it), at every KVM_SET_LAPIC, and when a vCPU's APIC base changes
+    its enable or x2APIC bit; nothing else adds a vCPU to it."""
+    s = x86_vm.state(vm)
+    vcpus = [v for v in list(vm.vcpus.values()) if v is not exclude]
+    for v in vcpus:
+        lapic(v)  # synchronise each with its APIC base first
+    with s.lock:
+        s.apic_map = tuple(v for v in vcpus if present(v))
+        s.apic_map_dirty = False
+
+
+def apic_map(vm):
+    """The vCPUs of the APIC map, or None before the first rebuild (the slow path)."""
+    s = x86_vm.state(vm)
+    for v in list(vm.vcpus.values()):
+        lapic(v)  # an APIC base change since the last look marks the map dirty
+    if s.apic_map_dirty:
+        recalculate_apic_map(vm)
+    return s.apic_map
+
+
 def x2apic_ldr(vid):
     """kvm_apic_calc_x2apic_ldr: cluster (id >> 4) in bits 31:16, 1 << (id & 0xf)."""
     return (vid >> 4) << 16 | 1 << (vid & 0xF)
@@ -85,6 +158,8 @@ def _sync_base(vcpu, ap, base):
     old, ap.base = ap.base, base
     if old == base:
         return
+    if (old ^ base) & (MSR_IA32_APICBASE_ENABLE | X2APIC_ENABLE):
+        x86_vm.state(vcpu.vm).apic_map_dirty = True  # kvm_lapic_set_base
     if (old ^ base) & MSR_IA32_APICBASE_ENABLE and base & MSR_IA32_APICBASE_ENABLE:
         put(ap.regs, APIC_ID, vcpu.id << 24)
     if (old ^ base) & X2APIC_ENABLE and base & X2APIC_ENABLE:
@@ -178,10 +253,13 @@ def apic_protected(vcpu):
 def set_state(vcpu, data):
     """kvm_apic_set_state: SVR is written first (apic_set_spiv; it stays written when the
     fixup then fails), the fixup (EINVAL), the page copied; the version and PPR are
-    recomputed (kvm_apic_set_version, apic_update_ppr)."""
+    recomputed (kvm_apic_set_version, apic_update_ppr); the APIC map is rebuilt."""
     ap = lapic(vcpu)
     page = bytearray(data)
+    old_spiv = get(ap.regs, APIC_SPIV)
     put(ap.regs, APIC_SPIV, get(page, APIC_SPIV))
+    if (old_spiv ^ get(page, APIC_SPIV)) & 0x100:
+        x86_vm.state(vcpu.vm).apic_map_dirty = True  # apic_set_spiv: sw-enable changed
     if x2apic_mode(vcpu):
         icr = get(page, APIC_ICR) | get(page, APIC_ICR2) << 32
     _fixup(vcpu, page, True)
@@ -192,3 +270,39 @@ def set_state(vcpu, data):
     put(page, APIC_TMCCT, 0)
     ap.regs[:] = page
     ap.isr_count = _isr_count(page)
+    recalculate_apic_map(vcpu.vm)
+
+
+# --- KVM_TPR_ACCESS_REPORTING and KVM_SET_VAPIC_ADDR (x86.c kvm_arch_vcpu_ioctl) ------------
+
+
+def tpr_access_reporting(f, arg):
+    """vcpu_ioctl_tpr_access_reporting: the struct (EFAULT), flags != 0 EINVAL, then
+    vcpu->arch.tpr_access_reporting = !!enabled and the struct is copied back as read.
+    No in-kernel LAPIC is needed (conformance ``x86_vcpu_tpr_vapic``). Recorded only:
+    the scripted guest makes no TPR access for a KVM_EXIT_TPR_ACCESS."""
+    vcpu = vcpu_of(f)
+    tac = copy_from_user(arg, X.kvm_tpr_access_ctl)
+    if tac.flags:
+        raise oserror(errno.EINVAL)
+    state(vcpu).tpr_access_reporting = bool(tac.enabled)
+    copy_to_user(arg, tac)
+    return 0
+
+
+def set_vapic_addr(f, arg):
+    """KVM_SET_VAPIC_ADDR: EINVAL without an in-kernel LAPIC (before the copy), EFAULT,
+    then kvm_lapic_set_vapic_addr: each page of the 4 bytes at a non-zero address must
+    lie in a memslot (kvm_gpc_activate; EINVAL otherwise). Probed on the 6.18.44 host:
+    the memory need not be mapped yet, and 4 bytes across a page, or across two
+    adjacent memslots, are accepted; across a memslot's end into no memslot, EINVAL."""
+    vcpu = vcpu_of(f)
+    ap = lapic(vcpu)
+    va = copy_from_user(arg, X.kvm_vapic_addr)
+    addr = va.vapic_addr
+    vm = vcpu.vm
+    if addr and (vm.lookup_memslot(addr >> 12) is None
+                 or vm.lookup_memslot(((addr + 3) & U64) >> 12) is None):
+        raise oserror(errno.EINVAL)
+    ap.vapic_addr = addr
+    return 0

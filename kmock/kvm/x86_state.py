@@ -174,6 +174,8 @@ class X86State:
         #: the base the LAPIC page (kmock.kvm.x86_lapic, made on first use) was reset with
         self.reset_apic_base = sr.apic_base
         self.lapic = None
+        #: vcpu->arch.tpr_access_reporting (KVM_TPR_ACCESS_REPORTING)
+        self.tpr_access_reporting = False
         #: the MMU's PAE PDPTRs (KVM_GET/SET_SREGS2; kvm_pdptr_read / kvm_pdptr_write)
         self.pdptrs = [0, 0, 0, 0]
         self.legacy_paging = s.get("legacy_paging", True)

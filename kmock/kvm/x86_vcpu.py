@@ -729,6 +729,8 @@ def vcpu_ioctls():
         X.KVM_GET_SREGS: get_sregs, X.KVM_SET_SREGS: set_sregs,
         X.KVM_GET_SREGS2: get_sregs2, X.KVM_SET_SREGS2: set_sregs2,
         X.KVM_GET_LAPIC: get_lapic, X.KVM_SET_LAPIC: set_lapic,
+        X.KVM_TPR_ACCESS_REPORTING: x86_lapic.tpr_access_reporting,
+        X.KVM_SET_VAPIC_ADDR: x86_lapic.set_vapic_addr,
         X.KVM_SET_GUEST_DEBUG: set_guest_debug, X.KVM_NMI: nmi,
         X.KVM_GET_FPU: get_fpu, X.KVM_SET_FPU: set_fpu,
         X.KVM_GET_MSRS: x86_msr.get_msrs, X.KVM_SET_MSRS: x86_msr.set_msrs,

@@ -95,6 +95,10 @@ class X86VmState:
         #: kvm->arch.msr_filter (KVM_X86_SET_MSR_FILTER): None (no filter: every MSR
         #: allowed) or an MsrFilter
         self.msr_filter = None
+        #: kvm->arch.apic_map: the vCPUs whose LAPIC it holds (kmock.kvm.x86_lapic), None
+        #: until the first rebuild; apic_map_dirty: a rebuild is due
+        self.apic_map = None
+        self.apic_map_dirty = False
 
     @property
     def irqchip_in_kernel(self):
@@ -501,17 +505,24 @@ def vm_clear_dirty_log(f, arg):
 def x86_vm_ioctls(create_vcpu, check_extension):
     """The x86 entries of the VM ioctl table; ``create_vcpu`` and ``check_extension`` are
     the core's handlers, which the x86 ones wrap."""
+    from . import x86_irq, x86_lapic  # (they import this module)
 
     def vm_create_vcpu(f, arg):
         f.vm.check_caller()
         s = vcpu_precreate(f.vm, int_arg(arg))
         try:
-            return create_vcpu(f, arg)
+            fd = create_vcpu(f, arg)
         except BaseException:
             if s is not None:  # kvm_vm_ioctl_create_vcpu's unwind: created_vcpus--
                 with s.lock:
                     s.created_vcpus -= 1
             raise
+        vm = f.vm
+        if state(vm).irqchip_in_kernel:
+            # kvm_create_lapic's reset sets the APIC base: the map is rebuilt before the
+            # new vCPU is visible to kvm_for_each_vcpu (probed: it is not in the map)
+            x86_lapic.recalculate_apic_map(vm, exclude=vm.vcpus[int_arg(arg)])
+        return fd
 
     def vm_check_extension(f, arg):
         r = check_extension(f, arg)
@@ -532,4 +543,7 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         K.KVM_GET_DIRTY_LOG: vm_get_dirty_log,
         K.KVM_CLEAR_DIRTY_LOG: vm_clear_dirty_log,
         X.KVM_X86_SET_MSR_FILTER: vm_set_msr_filter,
+        K.KVM_IRQ_LINE: x86_irq.vm_irq_line,
+        K.KVM_IRQ_LINE_STATUS: x86_irq.vm_irq_line_status,
+        K.KVM_SIGNAL_MSI: x86_irq.vm_signal_msi,
     }

@@ -14,7 +14,7 @@ import ctypes
 from ..kvm import x86_vm as X
 from ..uapi import kvm as K
 from ..uapi.x86 import KVM_SET_MSRS as X86_SET_MSRS
-from .conformance import P, create_vm, open_kvm, scenario
+from .conformance import P, create_vm, errname, open_kvm, scenario
 
 GET_NR_MMU_PAGES = K.KVM_GET_NR_MMU_PAGES  # removed from the kernel: ENOTTY
 
@@ -452,3 +452,240 @@ def x86_vm_msr_filter(sys, rec):
     set_filter(vm, "after a vCPU", 0, (READ, 1, 0x10, None))
     if cpu is not None:
         set_filter(cpu, "on a vCPU", 0)
+
+
+@scenario("x86_irq_line",
+          "KVM_IRQ_LINE(_STATUS): ENXIO without an irqchip; the status of kvm_set_irq through "
+          "the PIC (edge memory, the slave's cascade), the masked I/O APIC (coalesced raises) "
+          "and MSI routes with a split irqchip (the APIC map: built at vCPU creation without "
+          "the new vCPU, at KVM_SET_LAPIC and at an APIC base enable change; accepts by "
+          "delivery mode and SVR)")
+def x86_irq_line(sys, rec):
+    from ..uapi import x86 as X86
+
+    def line(vm, gsi, level, label, status=True):
+        ev = K.kvm_irq_level(irq=gsi, level=level)
+        req = K.KVM_IRQ_LINE_STATUS if status else K.KVM_IRQ_LINE
+        if rec.call(label, sys.ioctl, vm, req, ev) is not None:
+            rec.record(f"{label}: status", ev.status)
+
+    def msi_routes(vm, label, entries):
+        class Table(ctypes.Structure):
+            _fields_ = [("nr", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                        ("e", K.kvm_irq_routing_entry * len(entries))]
+        t = Table(nr=len(entries))
+        for i, (gsi, lo, data) in enumerate(entries):
+            t.e[i].gsi, t.e[i].type = gsi, 2  # KVM_IRQ_ROUTING_MSI
+            t.e[i].u.msi.address_lo, t.e[i].u.msi.data = lo, data
+        rec.call(label, sys.ioctl, vm, K.KVM_SET_GSI_ROUTING, t)
+
+    def split_vm(label):
+        vm = create_vm(sys, rec, kvm, label=f"{label}: KVM_CREATE_VM")
+        enable(sys, rec, vm, f"{label}: SPLIT_IRQCHIP 24", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+        return vm
+
+    def set_lapic(vcpu_fd, label, svr=None):
+        page = bytearray(1024)
+        if rec.call(f"{label}: GET_LAPIC", sys.ioctl, vcpu_fd, X86.KVM_GET_LAPIC, page) is None:
+            return
+        if svr is not None:
+            page[0xF0:0xF4] = svr.to_bytes(4, "little")
+        rec.call(f"{label}: SET_LAPIC", sys.ioctl, vcpu_fd, X86.KVM_SET_LAPIC, bytes(page))
+
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    line(vm, 0, 1, "no irqchip: IRQ_LINE_STATUS")
+    line(vm, 0, 1, "no irqchip: IRQ_LINE", status=False)
+    rec.call("no irqchip: IRQ_LINE_STATUS NULL", sys.ioctl, vm, K.KVM_IRQ_LINE_STATUS, 0)
+
+    vm = create_vm(sys, rec, kvm, label="kernel irqchip: KVM_CREATE_VM")
+    rec.call("KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    for i, (gsi, level) in enumerate(((0, 1), (0, 1), (0, 0), (0, 0), (0, 1), (1, 1), (2, 1),
+                                      (8, 1), (15, 1), (16, 1), (16, 1), (16, 0), (16, 1),
+                                      (8, 0), (8, 1), (2, 1), (3, 1), (3, 1), (3, 0), (3, 1),
+                                      (23, 1), (24, 1), (4095, 1), (1 << 31, 1))):
+        line(vm, gsi, level, f"kernel irqchip {i}: gsi {gsi} level {level}")
+    line(vm, 5, 1, "kernel irqchip: IRQ_LINE gsi 5", status=False)
+
+    # MSI routes: destination 0 physical with each delivery mode, 1, broadcast, logical 1,
+    # lowest priority, level-triggered
+    routes = [(5, 0xFEE00000, 0x0030), (6, 0xFEE01000, 0x0030), (7, 0xFEEFF000, 0x0030),
+              (8, 0xFEE01004, 0x0030), (9, 0xFEE00000, 0x0130), (10, 0xFEE00000, 0x0230),
+              (11, 0xFEE00000, 0x0330), (12, 0xFEE00000, 0x0430), (13, 0xFEE00000, 0x0530),
+              (14, 0xFEE00000, 0x0630), (15, 0xFEE00000, 0x0730), (16, 0xFEE00000, 0xC030),
+              (17, 0xFEE00008, 0x0030), (18, 0xFEEFF000, 0x0130), (19, 0xFEE00004, 0x0030)]
+
+    def fire(vm, label, gsis=range(5, 20)):
+        for gsi in gsis:
+            line(vm, gsi, 1, f"{label}: gsi {gsi}")
+        line(vm, 5, 0, f"{label}: gsi 5 level 0")
+        line(vm, 4, 1, f"{label}: gsi 4 (no route)")
+
+    vm = split_vm("split")
+    line(vm, 0, 1, "split, no routes: gsi 0")
+    msi_routes(vm, "split: MSI routes", routes)
+    fire(vm, "split, no vCPU")
+    cpu0 = vcpu(sys, rec, vm, 0)
+    if cpu0 is None:
+        return
+    fire(vm, "split, vCPU 0 fresh")
+    set_lapic(cpu0, "split vCPU 0 unchanged")
+    fire(vm, "split, vCPU 0 in the map")
+    set_lapic(cpu0, "split vCPU 0 SVR 0x1ff", 0x1FF)
+    fire(vm, "split, vCPU 0 enabled")
+    cpu1 = vcpu(sys, rec, vm, 1)
+    fire(vm, "split, vCPU 1 fresh", (5, 6, 7, 8, 18))
+    if cpu1 is not None:
+        set_lapic(cpu1, "split vCPU 1 SVR 0x1ff", 0x1FF)
+        fire(vm, "split, vCPUs 0 and 1 enabled", (5, 6, 7, 8, 9, 18, 19))
+
+    def signal(vm, label, lo, data, hi=0, flags=0):
+        msi = K.kvm_msi(address_lo=lo, address_hi=hi, data=data, flags=flags)
+        rec.call(label, sys.ioctl, vm, K.KVM_SIGNAL_MSI, msi)
+
+    signal(vm, "SIGNAL_MSI fixed to 0", 0xFEE00000, 0x0030)
+    signal(vm, "SIGNAL_MSI broadcast", 0xFEEFF000, 0x0030)
+    signal(vm, "SIGNAL_MSI to 7", 0xFEE07000, 0x0030)
+    signal(vm, "SIGNAL_MSI INIT to 1", 0xFEE01000, 0x0530)
+    signal(vm, "SIGNAL_MSI flags 1", 0xFEE00000, 0x0030, flags=1)
+    signal(vm, "SIGNAL_MSI flags 2", 0xFEE00000, 0x0030, flags=2)
+    signal(vm, "SIGNAL_MSI address_hi 1", 0xFEE00000, 0x0030, hi=1)
+    rec.call("SIGNAL_MSI NULL", sys.ioctl, vm, K.KVM_SIGNAL_MSI, 0)
+    vm2 = create_vm(sys, rec, kvm, label="SIGNAL_MSI: KVM_CREATE_VM without irqchip")
+    signal(vm2, "SIGNAL_MSI without irqchip", 0xFEE00000, 0x0030)
+    vm2 = split_vm("SIGNAL_MSI no vCPU")
+    signal(vm2, "SIGNAL_MSI without vCPUs", 0xFEE00000, 0x0030)
+    enable(sys, rec, vm2, "SIGNAL_MSI: X2APIC_API 32-bit ids", X.KVM_CAP_X2APIC_API, 1)
+    signal(vm2, "SIGNAL_MSI address_hi 1 with 32-bit ids", 0xFEE00000, 0x0030, hi=1)
+
+    vm = split_vm("base")
+    msi_routes(vm, "base: MSI routes", routes[8:9])
+    cpu = vcpu(sys, rec, vm, 0)
+    if cpu is None:
+        return
+    sregs = X86.kvm_sregs()
+    rec.call("base: GET_SREGS", sys.ioctl, cpu, X86.KVM_GET_SREGS, sregs)
+    rec.call("base: SET_SREGS unchanged", sys.ioctl, cpu, X86.KVM_SET_SREGS, sregs)
+    line(vm, 13, 1, "base: INIT after an unchanged APIC base")
+    sregs.apic_base &= ~(1 << 11)
+    rec.call("base: SET_SREGS APIC disabled", sys.ioctl, cpu, X86.KVM_SET_SREGS, sregs)
+    line(vm, 13, 1, "base: INIT to a disabled APIC")
+    sregs.apic_base |= 1 << 11
+    rec.call("base: SET_SREGS APIC enabled", sys.ioctl, cpu, X86.KVM_SET_SREGS, sregs)
+    line(vm, 13, 1, "base: INIT after the APIC is enabled again")
+
+
+@scenario("x86_vcpu_tpr_vapic",
+          "KVM_TPR_ACCESS_REPORTING: EFAULT, flags EINVAL, else 0 and the struct written "
+          "back; KVM_SET_VAPIC_ADDR: EINVAL without an in-kernel LAPIC (before the copy), "
+          "EFAULT, 0 for 0; an address must lie in a memslot whose page can be mapped "
+          "writable and not cross a page (EINVAL)")
+def x86_vcpu_tpr_vapic(sys, rec):
+    import mmap
+
+    from ..uapi import x86 as X86
+
+    def tpr(cpu, label, enabled, flags=0, ptr=None):
+        t = X86.kvm_tpr_access_ctl(enabled=enabled, flags=flags)
+        t.reserved[0] = 0x55
+        if rec.call(label, sys.ioctl, cpu, X86.KVM_TPR_ACCESS_REPORTING, t if ptr is None else ptr) \
+                is not None and ptr is None:
+            rec.record(f"{label}: written back", bytes(t).hex())
+
+    def vapic(cpu, label, addr):
+        rec.call(label, sys.ioctl, cpu, X86.KVM_SET_VAPIC_ADDR, X86.kvm_vapic_addr(vapic_addr=addr))
+
+    mem = mmap.mmap(-1, 4 * P)
+    uaddr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    cpu = vcpu(sys, rec, vm, 0)
+    if cpu is None:
+        return
+    tpr(cpu, "TPR no irqchip enable", 1)
+    tpr(cpu, "TPR enabled 7", 7)
+    tpr(cpu, "TPR flags 1", 1, flags=1)
+    tpr(cpu, "TPR NULL", 1, ptr=0)
+    vapic(cpu, "VAPIC 0 without an irqchip", 0)
+    rec.call("VAPIC NULL without an irqchip", sys.ioctl, cpu, X86.KVM_SET_VAPIC_ADDR, 0)
+
+    vm = create_vm(sys, rec, kvm, label="split: KVM_CREATE_VM")
+    enable(sys, rec, vm, "split: SPLIT_IRQCHIP 24", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+    region = K.kvm_userspace_memory_region(slot=0, guest_phys_addr=0x100000, memory_size=4 * P,
+                                           userspace_addr=uaddr)
+    rec.call("split: memslot 0 at 1 MiB", sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
+    region = K.kvm_userspace_memory_region(slot=1, guest_phys_addr=0x200000, memory_size=P,
+                                           userspace_addr=0x10000)
+    rec.call("split: memslot 1 over unmapped memory", sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
+    cpu = vcpu(sys, rec, vm, 0)
+    if cpu is None:
+        return
+    rec.call("split: VAPIC NULL", sys.ioctl, cpu, X86.KVM_SET_VAPIC_ADDR, 0)
+    for addr, what in ((0, "0"), (0x100000, "memslot page 0"), (0x100FFC, "last 4 bytes of a page"),
+                       (0x100FFD, "crossing a page"), (0x103000, "memslot page 3"),
+                       (0x103FFE, "crossing the memslot's end"),
+                       (0x104000, "just past the memslot"), (0x200000, "unmapped memory"),
+                       (0xFEE00000, "the APIC page"), (1 << 52, "beyond MAXPHYADDR"), (0, "0 again")):
+        vapic(cpu, f"split: VAPIC {addr:#x} ({what})", addr)
+    region = K.kvm_userspace_memory_region(slot=2, guest_phys_addr=0x104000, memory_size=P,
+                                           userspace_addr=uaddr + 3 * P)
+    rec.call("split: memslot 2 right after memslot 0", sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
+    vapic(cpu, "split: VAPIC 0x103ffe (into the next memslot)", 0x103FFE)
+    tpr(cpu, "split: TPR enable", 1)
+    del mem  # (the memslots' memory stays mapped until here)
+
+
+@scenario("coalesced_mmio",
+          "KVM_(UN)REGISTER_COALESCED_MMIO: EFAULT, pio not 0/1 EINVAL; zones may overlap and "
+          "repeat; unregister removes every zone of the bus containing the range and returns 0 "
+          "even for none; NR_IOBUS_DEVS (1000) devices per bus: ENOSPC, the in-kernel PIC's "
+          "three PIO devices and the I/O APIC counting")
+def coalesced_mmio(sys, rec):
+    def zone(addr, size, pio=0):
+        return K.kvm_coalesced_mmio_zone(addr=addr, size=size, pio=pio)
+
+    def reg(vm, label, *z):
+        return rec.call(label, sys.ioctl, vm, K.KVM_REGISTER_COALESCED_MMIO, zone(*z))
+
+    def unreg(vm, label, *z):
+        return rec.call(label, sys.ioctl, vm, K.KVM_UNREGISTER_COALESCED_MMIO, zone(*z))
+
+    def fill(vm, label, pio):
+        """Register zones until one fails; record how many went in and the errno."""
+        n, err = 0, None
+        while n < 1100:
+            try:
+                sys.ioctl(vm, K.KVM_REGISTER_COALESCED_MMIO, zone(0x10000000 + n * 0x1000, 0x1000, pio))
+            except OSError as e:
+                err = e.errno
+                break
+            n += 1
+        rec.record(f"{label}: zones registered before the first failure", n)
+        rec.record(f"{label}: the failure", None if err is None else errname(err))
+
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    reg(vm, "MMIO zone", 0xFED00000, 0x1000)
+    reg(vm, "PIO zone", 0x70, 2, 1)
+    reg(vm, "pio 2", 0x70, 2, 2)
+    reg(vm, "pio 0xffffffff", 0x70, 2, 0xFFFFFFFF)
+    rec.call("NULL", sys.ioctl, vm, K.KVM_REGISTER_COALESCED_MMIO, 0)
+    reg(vm, "the same MMIO zone again", 0xFED00000, 0x1000)
+    reg(vm, "an overlapping zone", 0xFED00800, 0x1000)
+    reg(vm, "size 0", 0xA0000, 0)
+    reg(vm, "wrapping zone", (1 << 64) - 0x1000, 0x2000)
+    unreg(vm, "unregister nothing", 0x1000, 0x1000)
+    unreg(vm, "unregister pio 3", 0x70, 2, 3)
+    rec.call("unregister NULL", sys.ioctl, vm, K.KVM_UNREGISTER_COALESCED_MMIO, 0)
+    unreg(vm, "unregister a sub-range of both copies", 0xFED00100, 0x10)
+    unreg(vm, "unregister the PIO zone as MMIO (no match)", 0x70, 2)
+    fill(vm, "MMIO bus, after the unregistrations", 0)
+    unreg(vm, "unregister the filled range's first zone", 0x10000000, 0x1000)
+    reg(vm, "one more after an unregistration", 0xFEB00000, 0x1000)
+    reg(vm, "and one more", 0xFEB01000, 0x1000)
+    fill(vm, "PIO bus", 1)
+
+    vm = create_vm(sys, rec, kvm, label="irqchip: KVM_CREATE_VM")
+    rec.call("irqchip: KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    fill(vm, "irqchip: PIO bus", 1)
+    fill(vm, "irqchip: MMIO bus", 0)

@@ -305,6 +305,33 @@ class kvm_irq_routing(ctypes.Structure):
     _fields_ = [("nr", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
 
 
+class kvm_irq_level(ctypes.Structure):
+    """``irq`` in, and for KVM_IRQ_LINE_STATUS ``status`` (a signed union member) out."""
+    _fields_ = [("irq", ctypes.c_uint32), ("level", ctypes.c_uint32)]
+
+    @property
+    def status(self):
+        return ctypes.c_int32(self.irq).value
+
+
+class kvm_msi(ctypes.Structure):
+    _fields_ = [("address_lo", ctypes.c_uint32), ("address_hi", ctypes.c_uint32),
+                ("data", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("devid", ctypes.c_uint32), ("pad", ctypes.c_uint8 * 12)]
+
+
+KVM_SIGNAL_MSI = _IOW(KVMIO, 0xA5, kvm_msi)
+
+
+class kvm_coalesced_mmio_zone(ctypes.Structure):
+    """``pio`` is the union member over ``pad`` (KVM_CAP_COALESCED_PIO)."""
+    _fields_ = [("addr", ctypes.c_uint64), ("size", ctypes.c_uint32), ("pio", ctypes.c_uint32)]
+
+
+KVM_REGISTER_COALESCED_MMIO = _IOW(KVMIO, 0x67, kvm_coalesced_mmio_zone)
+KVM_UNREGISTER_COALESCED_MMIO = _IOW(KVMIO, 0x68, kvm_coalesced_mmio_zone)
+KVM_IRQ_LINE = _IOW(KVMIO, 0x61, kvm_irq_level)
+KVM_IRQ_LINE_STATUS = _IOWR(KVMIO, 0x67, kvm_irq_level)
 KVM_IRQFD = _IOW(KVMIO, 0x76, kvm_irqfd)
 KVM_IOEVENTFD = _IOW(KVMIO, 0x79, kvm_ioeventfd)
 KVM_SET_GSI_ROUTING = _IOW(KVMIO, 0x6A, kvm_irq_routing)

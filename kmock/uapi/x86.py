@@ -206,6 +206,20 @@ KVM_VCPUEVENT_VALID_TRIPLE_FAULT = 0x20
 
 KVM_DEBUGREGS_VALID_FLAGS = 0  # kvm_vcpu_ioctl_x86_set_debugregs: any flag is EINVAL
 
+# --- TPR access reporting and the VAPIC page (QEMU's kvmvapic) --------------------------
+
+
+class kvm_tpr_access_ctl(ctypes.Structure):
+    _fields_ = [("enabled", u32), ("flags", u32), ("reserved", u32 * 8)]
+
+
+class kvm_vapic_addr(ctypes.Structure):
+    _fields_ = [("vapic_addr", u64)]
+
+
+KVM_TPR_ACCESS_REPORTING = _IOWR(KVMIO, 0x92, kvm_tpr_access_ctl)
+KVM_SET_VAPIC_ADDR = _IOW(KVMIO, 0x93, kvm_vapic_addr)
+
 # --- KVM_X86_SET_MSR_FILTER (VM ioctl; the filter applies to the guest's RDMSR/WRMSR) ----
 
 KVM_MSR_FILTER_MAX_BITMAP_SIZE = 0x600

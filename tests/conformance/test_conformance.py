@@ -882,6 +882,66 @@ REFERENCE.update({
         ("VM 3: GET (bitmap made before INITIALLY_SET): bitmap", ("ok", "00" * 16 + "aa" * 8)),
         ("VM 3: GET after a move: bitmap", ("ok", "ff" * 12 + "0f000000" + "aa" * 8)),
     ],
+    # arch/x86/kvm/x86.c kvm_vm_ioctl_set_msr_filter / kvm_add_msr_filter
+    # (KVM_MSR_FILTER_MAX_BITMAP_SIZE 0x600: at most 0x3000 MSRs per range)
+    "x86_vm_msr_filter": [
+        ("allow, no ranges (no filter)", ("ok", 0)),
+        ("deny, no ranges", E("EINVAL")),
+        ("flags 0x2", E("EINVAL")),
+        ("range flags 0x0", E("EINVAL")),
+        ("range flags 0x4", E("EINVAL")),
+        ("range flags 0, nmsrs 0 (skipped)", ("ok", 0)),
+        ("nmsrs 0x3000", ("ok", 0)),
+        ("nmsrs 0x3001", E("EINVAL")),
+        ("NULL bitmap", E("EFAULT")),
+        ("range 0 bad flags, range 1 NULL bitmap", E("EINVAL")),
+        ("range 0 NULL bitmap, range 1 bad flags", E("EFAULT")),
+    ],
+    # kvm_vm_ioctl_irq_line (ENXIO), kvm_set_irq (-1 + each route's result), i8259.c
+    # pic_set_irq1 (edge memory), ioapic.c ioapic_set_irq (masked: -1; coalesced edge: 0;
+    # lowering: 1), kvm_set_msi (-1 for level 0), kvm_send_userspace_msi (its value)
+    "x86_irq_line": [
+        ("no irqchip: IRQ_LINE_STATUS", E("ENXIO")),
+        ("no irqchip: IRQ_LINE", E("ENXIO")),
+        ("kernel irqchip 0: gsi 0 level 1: status", ("ok", 1)),
+        ("kernel irqchip 2: gsi 0 level 0: status", ("ok", 2)),
+        ("kernel irqchip 9: gsi 16 level 1: status", ("ok", -1)),
+        ("kernel irqchip 10: gsi 16 level 1: status", ("ok", 0)),
+        ("kernel irqchip 11: gsi 16 level 0: status", ("ok", 1)),
+        ("kernel irqchip 21: gsi 24 level 1: status", ("ok", -1)),
+        ("split, no routes: gsi 0: status", ("ok", -1)),
+        ("split, no vCPU: gsi 5: status", ("ok", -1)),
+        ("split, vCPU 0 enabled: gsi 5: status", ("ok", 1)),
+        ("split, vCPU 0 enabled: gsi 5 level 0: status", ("ok", -1)),
+        ("SIGNAL_MSI flags 2", E("EINVAL")),
+        ("SIGNAL_MSI NULL", E("EFAULT")),
+        ("SIGNAL_MSI without irqchip", E("EINVAL")),
+        ("SIGNAL_MSI without vCPUs", E("EPERM")),
+        ("SIGNAL_MSI address_hi 1 with 32-bit ids", E("EINVAL")),
+    ],
+    # x86.c kvm_arch_vcpu_ioctl: vcpu_ioctl_tpr_access_reporting (flags EINVAL),
+    # KVM_SET_VAPIC_ADDR (lapic_in_kernel before the copy; kvm_lapic_set_vapic_addr)
+    "x86_vcpu_tpr_vapic": [
+        ("TPR no irqchip enable", ("ok", 0)),
+        ("TPR flags 1", E("EINVAL")),
+        ("TPR NULL", E("EFAULT")),
+        ("VAPIC NULL without an irqchip", E("EINVAL")),
+        ("split: VAPIC NULL", E("EFAULT")),
+        ("split: VAPIC 0x0 (0)", ("ok", 0)),
+        ("split: VAPIC 0x100000 (memslot page 0)", ("ok", 0)),
+        ("split: VAPIC 0x104000 (just past the memslot)", E("EINVAL")),
+    ],
+    # virt/kvm/coalesced_mmio.c; kvm_io_bus_register_dev (NR_IOBUS_DEVS 1000)
+    "coalesced_mmio": [
+        ("MMIO zone", ("ok", 0)),
+        ("pio 2", E("EINVAL")),
+        ("NULL", E("EFAULT")),
+        ("unregister nothing", ("ok", 0)),
+        ("unregister pio 3", E("EINVAL")),
+        ("PIO bus: the failure", ("ok", "ENOSPC")),
+        ("irqchip: PIO bus: zones registered before the first failure", ("ok", 997)),
+        ("irqchip: MMIO bus: zones registered before the first failure", ("ok", 999)),
+    ],
 })
 
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.

@@ -16,7 +16,8 @@ SIZES = [("kvm_segment", 24), ("kvm_dtable", 16), ("kvm_sregs", 312), ("kvm_sreg
          ("kvm_msr_entry", 16), ("kvm_msrs", 8), ("kvm_msr_list", 4), ("kvm_mp_state", 4),
          ("kvm_vcpu_events", 64), ("kvm_debugregs", 128), ("kvm_xcr", 16), ("kvm_xcrs", 392),
          ("kvm_xsave", 4096), ("kvm_signal_mask", 4),
-         ("kvm_msr_filter_range", 24), ("kvm_msr_filter", 392)]
+         ("kvm_msr_filter_range", 24), ("kvm_msr_filter", 392),
+         ("kvm_tpr_access_ctl", 40), ("kvm_vapic_addr", 8)]
 
 
 @pytest.mark.parametrize("name,size", SIZES, ids=[s[0] for s in SIZES])
@@ -93,6 +94,8 @@ NUMBERS = [
     ("KVM_SET_XCRS", ioc(1, 0xAE, 0xA7, 392), 0x4188AEA7),
     ("KVM_GET_XSAVE2", ioc(2, 0xAE, 0xCF, 4096), 0x9000AECF),
     ("KVM_X86_SET_MSR_FILTER", ioc(1, 0xAE, 0xC6, 392), 0x4188AEC6),  # QEMU 7.2's, traced
+    ("KVM_TPR_ACCESS_REPORTING", ioc(3, 0xAE, 0x92, 40), 0xC028AE92),  # traced too
+    ("KVM_SET_VAPIC_ADDR", ioc(1, 0xAE, 0x93, 8), 0x4008AE93),
 ]
 
 
