@@ -131,6 +131,14 @@ _CAPS_618 = {
     # implements (kmock.kvm.x86_vm; docs/capabilities.md). Values that depend on the
     # hardware (X86_DISABLE_EXITS, DISABLE_QUIRKS2) are left out: those caps read 0 here.
     2: 1,  # KVM_CAP_MMU_SHADOW_CACHE_CONTROL (KVM_SET_NR_MMU_PAGES)
+    6: 1,  # KVM_CAP_VAPIC (KVM_TPR_ACCESS_REPORTING, KVM_SET_VAPIC_ADDR)
+    # promises of behaviour that kmock keeps, constants of every x86 6.18 kernel (QEMU
+    # requires 21, 30 and 40 before it starts)
+    16: 1,  # KVM_CAP_SYNC_MMU: a memslot's memory is read from the process at access time
+    21: 1,  # KVM_CAP_DESTROY_MEMORY_REGION_WORKS
+    30: 1,  # KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
+    40: 1,  # KVM_CAP_INTERNAL_ERROR_DATA (kmock never produces KVM_EXIT_INTERNAL_ERROR)
+    81: 1,  # KVM_CAP_READONLY_MEM
     26: 1,  # KVM_CAP_IRQ_INJECT_STATUS (KVM_IRQ_LINE_STATUS)
     34: 1,  # KVM_CAP_SET_BOOT_CPU_ID
     37: 1,  # KVM_CAP_SET_IDENTITY_MAP_ADDR

@@ -87,3 +87,22 @@ def test_not_implemented_rows_name_no_dispatched_ioctl(profile):
             if numbers[name] in have:
                 stale.append(f"{cap}: {name}")
     assert stale == [], "rows say 'not implemented' but kmock dispatches these: " + ", ".join(stale)
+
+
+def test_the_618_column_is_the_linux_618_profile():
+    """The '6.18' column says what KVM_CHECK_EXTENSION on /dev/kvm answers with the
+    linux-6.18 profile ('-' is 0)."""
+    k = kmock.Kernel("linux-6.18")
+    try:
+        fd = k.open("/dev/kvm", os.O_RDWR)
+        wrong = []
+        for line in DOC.read_text().splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 6 and cells[0].isdigit():
+                want = 0 if cells[3] == "-" else int(cells[3])
+                have = k.ioctl(fd, kvm.KVM_CHECK_EXTENSION, int(cells[0]))
+                if have != want:
+                    wrong.append(f"{cells[0]} {cells[1]}: doc {cells[3]}, profile {have}")
+        assert wrong == []
+    finally:
+        k.close_all()
