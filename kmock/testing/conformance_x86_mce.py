@@ -13,7 +13,7 @@ import ctypes
 from ..uapi import kvm as K
 from ..uapi import x86 as X
 from .conformance import create_vm, open_kvm, scenario
-from .conformance_vcpu import get_msrs, msrs_buf, msrs_values, set_msrs, supported_cpuid
+from . import conformance_vcpu as cv  # a module object: conformance_vcpu may import us
 from .conformance_x86_vm import enable
 
 U64 = (1 << 64) - 1
@@ -43,10 +43,10 @@ def _one_by_one(sys, v, entries):
     """(SET_MSRS result, GET_MSRS result, value read) of each (index, value) alone."""
     out = []
     for idx, val in entries:
-        ok = sys.ioctl(v, X.KVM_SET_MSRS, msrs_buf([(idx, val)]))
-        buf = msrs_buf([(idx, 0)])
+        ok = sys.ioctl(v, X.KVM_SET_MSRS, cv.msrs_buf([(idx, val)]))
+        buf = cv.msrs_buf([(idx, 0)])
         got = sys.ioctl(v, X.KVM_GET_MSRS, buf)
-        out.append((hex(idx), hex(val), ok, got, hex(msrs_values(buf, 1)[0])))
+        out.append((hex(idx), hex(val), ok, got, hex(cv.msrs_values(buf, 1)[0])))
     return out
 
 
@@ -73,15 +73,15 @@ def x86_mce_setup(sys, rec):
     rec.call("SETUP_MCE on /dev/kvm", sys.ioctl, kvm, X.KVM_X86_SETUP_MCE, _u64(1))
     rec.call("SETUP_MCE on the VM", sys.ioctl, vm, X.KVM_X86_SETUP_MCE, _u64(1))
     idx = [0, 1, MCG_CAP, MCG_STATUS, MCG_CTL, MCG_EXT_CTL]
-    vals = get_msrs(sys, rec, "GET_MSRS P5_MC_ADDR/TYPE, MCG_CAP/STATUS/CTL/EXT_CTL", v, idx)
+    vals = cv.get_msrs(sys, rec, "GET_MSRS P5_MC_ADDR/TYPE, MCG_CAP/STATUS/CTL/EXT_CTL", v, idx)
     rec.record("values", [hex(x) for x in vals])
-    vals = get_msrs(sys, rec, "GET_MSRS MC0_CTL .. MC31_MISC, MC32_CTL", v,
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MC0_CTL .. MC31_MISC, MC32_CTL", v,
                     _bank_msrs(32) + [MC0_CTL + 128])
     rec.record("bank values", sorted(set(vals)))
-    vals = get_msrs(sys, rec, "GET_MSRS MC0_CTL2 .. MC31_CTL2, MC32_CTL2", v,
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MC0_CTL2 .. MC31_CTL2, MC32_CTL2", v,
                     [MC0_CTL2 + i for i in range(33)])
     rec.record("CTL2 values", sorted(set(vals)))
-    set_msrs(sys, rec, "SET_MSRS MC3_STATUS=0x77, MC3_ADDR=0x88", v,
+    cv.set_msrs(sys, rec, "SET_MSRS MC3_STATUS=0x77, MC3_ADDR=0x88", v,
              [(MC0_CTL + 13, 0x77), (MC0_CTL + 14, 0x88)])
     for bad in (0, 33, 0xFF, 0x100):
         _setup(sys, rec, v, bad)
@@ -96,35 +96,35 @@ def x86_mce_setup(sys, rec):
             r = ("errno", e.errno)
         outcomes.append((bit, r, bool(supported >> bit & 1)))
     rec.record("SETUP_MCE 4 banks | each bit 8..63 (not 16..23): outcome, supported", outcomes)
-    vals = get_msrs(sys, rec, "GET_MSRS MCG_CAP, MCG_CTL, MC0_CTL after the failures", v,
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MCG_CAP, MCG_CTL, MC0_CTL after the failures", v,
                     [MCG_CAP, MCG_CTL, MC0_CTL])
     rec.record("values", [hex(x) for x in vals])
     _setup(sys, rec, v, 0xFF0000 | 32, "SETUP_MCE 32 banks | 0xff0000")
-    vals = get_msrs(sys, rec, "GET_MSRS MCG_CAP, MCG_CTL", v, [MCG_CAP, MCG_CTL])
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MCG_CAP, MCG_CTL", v, [MCG_CAP, MCG_CTL])
     rec.record("values", [hex(x) for x in vals])
     _setup(sys, rec, v, QEMU_MCG_CAP, "SETUP_MCE QEMU's CTL_P|SER_P|10")
-    vals = get_msrs(sys, rec, "GET_MSRS MCG_CAP, MCG_CTL, MCG_STATUS", v,
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MCG_CAP, MCG_CTL, MCG_STATUS", v,
                     [MCG_CAP, MCG_CTL, MCG_STATUS])
     rec.record("values", [hex(x) for x in vals])
-    vals = get_msrs(sys, rec, "GET_MSRS MC0_CTL .. MC9_MISC, MC10_CTL", v,
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MC0_CTL .. MC9_MISC, MC10_CTL", v,
                     _bank_msrs(10) + [MC0_CTL + 40])
     rec.record("bank values", [hex(x) for x in vals])
-    vals = get_msrs(sys, rec, "GET_MSRS MC0_CTL2 .. MC9_CTL2, MC10_CTL2", v,
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MC0_CTL2 .. MC9_CTL2, MC10_CTL2", v,
                     [MC0_CTL2 + i for i in range(11)])
     rec.record("CTL2 values", [hex(x) for x in vals])
     _setup(sys, rec, v, 0x100 | 2, "SETUP_MCE CTL_P|2 (fewer banks)")
-    vals = get_msrs(sys, rec, "GET_MSRS MC0_CTL .. MC1_MISC, MC2_CTL", v,
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MC0_CTL .. MC1_MISC, MC2_CTL", v,
                     _bank_msrs(2) + [MC0_CTL + 8])
     rec.record("bank values", [hex(x) for x in vals])
     _setup(sys, rec, v, 4, "SETUP_MCE 4 banks, no CTL_P")
-    vals = get_msrs(sys, rec, "GET_MSRS MCG_CTL (stays), MC3_STATUS/ADDR (kept)", v,
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MCG_CTL (stays), MC3_STATUS/ADDR (kept)", v,
                     [MCG_CTL, MC0_CTL + 13, MC0_CTL + 14])
     rec.record("values", [hex(x) for x in vals])
     if supported & 0x400:  # MCG_CMCI_P: MCi_CTL2 becomes 0 on SETUP_MCE
         _setup(sys, rec, v, 0x400 | 4, "SETUP_MCE CMCI_P|4")
-        set_msrs(sys, rec, "SET_MSRS MC0_CTL2 = CMCI_EN|5", v, [(MC0_CTL2, 1 << 30 | 5)])
+        cv.set_msrs(sys, rec, "SET_MSRS MC0_CTL2 = CMCI_EN|5", v, [(MC0_CTL2, 1 << 30 | 5)])
         _setup(sys, rec, v, 0x400 | 4, "SETUP_MCE CMCI_P|4 again")
-        get_msrs(sys, rec, "GET_MSRS MC0_CTL2", v, [MC0_CTL2])
+        cv.get_msrs(sys, rec, "GET_MSRS MC0_CTL2", v, [MC0_CTL2])
 
 
 @scenario("x86_mce_msrs",
@@ -148,18 +148,18 @@ def x86_mce_msrs(sys, rec):
                                                              MC0_CTL2 + 9, MC0_CTL2 + 10)
                                     for x in values]))
     # a refused entry stops the loop: those before it are written, those after are not
-    n = set_msrs(sys, rec, "SET_MSRS MC0_STATUS=7, MC0_CTL=1 (refused), MC0_ADDR=9", v,
+    n = cv.set_msrs(sys, rec, "SET_MSRS MC0_STATUS=7, MC0_CTL=1 (refused), MC0_ADDR=9", v,
                  [(MC0_CTL + 1, 7), (MC0_CTL, 1), (MC0_CTL + 2, 9)])
     rec.record("processed", n)
-    vals = get_msrs(sys, rec, "GET_MSRS MC0_CTL, STATUS, ADDR", v, [MC0_CTL, MC0_CTL + 1,
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MC0_CTL, STATUS, ADDR", v, [MC0_CTL, MC0_CTL + 1,
                                                                      MC0_CTL + 2])
     rec.record("values", [hex(x) for x in vals])
     qemu = [(MCG_STATUS, 0), (MCG_CTL, U64)]
     for b in range(10):
         qemu += [(MC0_CTL + 4 * b, U64), (MC0_CTL + 4 * b + 1, 0), (MC0_CTL + 4 * b + 2, 0),
                  (MC0_CTL + 4 * b + 3, 0)]
-    set_msrs(sys, rec, "SET_MSRS QEMU 7.2's MCE block (42 entries)", v, qemu)
-    vals = get_msrs(sys, rec, "GET_MSRS them back", v, [i for i, _ in qemu])
+    cv.set_msrs(sys, rec, "SET_MSRS QEMU 7.2's MCE block (42 entries)", v, qemu)
+    vals = cv.get_msrs(sys, rec, "GET_MSRS them back", v, [i for i, _ in qemu])
     rec.record("values", [hex(x) for x in vals])
     _, v2 = _vcpu(sys, rec, kvm, "VM 2: KVM_CREATE_VCPU 0")
     _setup(sys, rec, v2, 0x1000000 | 3, "VM 2: SETUP_MCE SER_P|3 (no CTL_P)")
@@ -182,7 +182,7 @@ def x86_mce_set_mce(sys, rec):
         return rec.call(label, sys.ioctl, v if fd is None else fd, X.KVM_X86_SET_MCE, m)
 
     def bank(label, b):
-        vals = get_msrs(sys, rec, f"GET_MSRS MCG_STATUS, MC{b}_CTL..MISC ({label})", v,
+        vals = cv.get_msrs(sys, rec, f"GET_MSRS MCG_STATUS, MC{b}_CTL..MISC ({label})", v,
                         [MCG_STATUS] + [MC0_CTL + 4 * b + i for i in range(4)])
         rec.record("values", [hex(x) for x in vals])
 
@@ -216,7 +216,7 @@ def x86_mce_set_mce(sys, rec):
     sys.ioctl(v, X.KVM_GET_SREGS, sregs)
     sregs.cr4 |= 1 << 6
     rec.call("SET_SREGS CR4.MCE", sys.ioctl, v, X.KVM_SET_SREGS, sregs)
-    set_msrs(sys, rec, "SET_MSRS MC4_CTL = 0", v, [(MC0_CTL + 16, 0)])
+    cv.set_msrs(sys, rec, "SET_MSRS MC4_CTL = 0", v, [(MC0_CTL + 16, 0)])
     set_mce("SET_MCE bank 4 UC|S|AR with MC4_CTL 0 (dropped)", 4, VAL | UC | S | AR, mcg_status=5)
     bank("dropped", 4)
     set_mce("SET_MCE bank 5 UC|PCC|S", 5, VAL | UC | PCC | S, addr=0x5000, mcg_status=5)
@@ -225,7 +225,7 @@ def x86_mce_set_mce(sys, rec):
     set_mce("SET_MCE bank 6 UC|S with MCG_STATUS.MCIP (triple fault)", 6, VAL | UC | S,
             mcg_status=5)
     bank("not recorded", 6)
-    set_msrs(sys, rec, "SET_MSRS MCG_STATUS = 0, MCG_CTL = 0", v, [(MCG_STATUS, 0), (MCG_CTL, 0)])
+    cv.set_msrs(sys, rec, "SET_MSRS MCG_STATUS = 0, MCG_CTL = 0", v, [(MCG_STATUS, 0), (MCG_CTL, 0)])
     set_mce("SET_MCE bank 7 UC|S with MCG_CTL 0 (dropped)", 7, VAL | UC | S, mcg_status=5)
     bank("dropped", 7)
 
@@ -239,7 +239,7 @@ def x86_mtrr_msrs(sys, rec):
     kvm = open_kvm(sys, rec)
     vm, v = _vcpu(sys, rec, kvm)
     everything = [MTRRCAP, DEFTYPE, *FIXED, *VAR]
-    vals = get_msrs(sys, rec, "GET_MSRS MTRRcap, deftype, fixed, variable", v, everything)
+    vals = cv.get_msrs(sys, rec, "GET_MSRS MTRRcap, deftype, fixed, variable", v, everything)
     rec.record("values", [hex(x) for x in vals])
     holes = [0x1FF, 0x210, 0x24F, 0x251, 0x257, 0x25A, 0x267, 0x270, 0x2FE]
     rec.record("indexes around them: (index, value, set, get, read)",
@@ -258,21 +258,21 @@ def x86_mtrr_msrs(sys, rec):
     rec.record("variable base 0, mask 0, base 7, mask 7 (no CPUID: MAXPHYADDR 36)",
                _one_by_one(sys, v, [(i, x) for i in (0x200, 0x20E) for x in bases]
                            + [(i, x) for i in (0x201, 0x20F) for x in masks]))
-    n = set_msrs(sys, rec, "SET_MSRS deftype 0xC06, base 0 bad type, fixed64K", v,
+    n = cv.set_msrs(sys, rec, "SET_MSRS deftype 0xC06, base 0 bad type, fixed64K", v,
                  [(DEFTYPE, 0xC06), (0x200, 2), (0x250, 0x0606060606060606)])
     rec.record("processed", n)
-    vals = get_msrs(sys, rec, "GET_MSRS deftype, base 0, fixed64K", v, [DEFTYPE, 0x200, 0x250])
+    vals = cv.get_msrs(sys, rec, "GET_MSRS deftype, base 0, fixed64K", v, [DEFTYPE, 0x200, 0x250])
     rec.record("values", [hex(x) for x in vals])
     # the guest's MAXPHYADDR comes from its CPUID 0x80000008 (the host's supported one)
-    table, _ = supported_cpuid(sys, kvm)
+    table, _ = cv.supported_cpuid(sys, kvm)
     rec.call("SET_CPUID2 (the supported table)", sys.ioctl, v, X.KVM_SET_CPUID2, table)
     rec.record("variable base 1 / mask 1 with the supported CPUID",
                _one_by_one(sys, v, [(0x202, x) for x in bases] + [(0x203, x) for x in masks]
                            + [(0x202, 1 << b | 6) for b in range(36, 64, 2)]
                            + [(0x203, 1 << b | 0x800) for b in range(36, 64, 2)]))
     qemu = [(DEFTYPE, 0)] + [(i, 0) for i in FIXED] + [(i, 0) for i in VAR]
-    n = set_msrs(sys, rec, "SET_MSRS QEMU 7.2's MTRR block (28 entries)", v, qemu)
-    vals = get_msrs(sys, rec, "GET_MSRS them back", v, [i for i, _ in qemu])
+    n = cv.set_msrs(sys, rec, "SET_MSRS QEMU 7.2's MTRR block (28 entries)", v, qemu)
+    vals = cv.get_msrs(sys, rec, "GET_MSRS them back", v, [i for i, _ in qemu])
     rec.record("values", sorted(set(vals)))
 
 
