@@ -10,9 +10,9 @@ from ..kernel_util import copy_from_user, copy_to_user, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
 from . import x86_mce, x86_msr
+from .vm import VM, VmFile
 from .x86_state import settings as x86_settings
 from .x86_state import supported_xcr0
-from .vm import VM, VmFile
 
 KVM_MAX_CPUID_ENTRIES = 256
 

@@ -129,10 +129,9 @@ def _queue_mc(st):
     when nothing is; after a #DF a triple fault; #MC is benign (exception_class), so
     any other queued exception is replaced."""
     ex = st.exception
-    if ex["pending"] or ex["injected"]:
-        if ex["nr"] == DF_VECTOR:
-            st.triple_fault_pending = 1
-            return
+    if (ex["pending"] or ex["injected"]) and ex["nr"] == DF_VECTOR:
+        st.triple_fault_pending = 1
+        return
     st.exception = {"injected": 0, "pending": 1, "nr": MC_VECTOR, "has_error_code": 0,
                     "error_code": 0, "has_payload": 0, "payload": 0}
 

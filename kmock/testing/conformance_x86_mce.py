@@ -12,8 +12,8 @@ import ctypes
 
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from .conformance import create_vm, open_kvm, scenario
 from . import conformance_vcpu as cv  # a module object: conformance_vcpu may import us
+from .conformance import create_vm, open_kvm, scenario
 from .conformance_x86_vm import enable
 
 U64 = (1 << 64) - 1
@@ -134,7 +134,7 @@ def x86_mce_setup(sys, rec):
           "count, MCG_CAP / P5 / MCG_EXT_CTL writes; QEMU 7.2's MCE block in one call")
 def x86_mce_msrs(sys, rec):
     kvm = open_kvm(sys, rec)
-    vm, v = _vcpu(sys, rec, kvm)
+    _vm, v = _vcpu(sys, rec, kvm)
     values = (0, 1, 2, 0x400, U64, U64 & ~1, U64 & ~0x400, U64 & ~0x401, U64 & ~2,
               1 << 30, 1 << 30 | 0x7FFF, 1 << 31, 1 << 63)
     regs = (0, 1, MCG_CAP, MCG_STATUS, MCG_CTL, MCG_EXT_CTL, MC0_CTL, MC0_CTL + 1,
@@ -175,7 +175,7 @@ def x86_mce_set_mce(sys, rec):
     kvm = open_kvm(sys, rec)
     vm, v = _vcpu(sys, rec, kvm)
     enable(sys, rec, vm, "ENABLE_CAP X86_TRIPLE_FAULT_EVENT", K.KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1)
-    VAL, OVER, UC, S, AR, PCC = 1 << 63, 1 << 62, 1 << 61, 1 << 56, 1 << 55, 1 << 57
+    VAL, _OVER, UC, S, AR, PCC = 1 << 63, 1 << 62, 1 << 61, 1 << 56, 1 << 55, 1 << 57
 
     def set_mce(label, bank, status, addr=0x1000, misc=0x86, mcg_status=0, fd=None):
         m = X.kvm_x86_mce(status=status, addr=addr, misc=misc, mcg_status=mcg_status, bank=bank)
@@ -183,13 +183,13 @@ def x86_mce_set_mce(sys, rec):
 
     def bank(label, b):
         vals = cv.get_msrs(sys, rec, f"GET_MSRS MCG_STATUS, MC{b}_CTL..MISC ({label})", v,
-                        [MCG_STATUS] + [MC0_CTL + 4 * b + i for i in range(4)])
-        rec.record("values", [hex(x) for x in vals])
+                           [MCG_STATUS] + [MC0_CTL + 4 * b + i for i in range(4)])
+        rec.record(f"MCG_STATUS, MC{b}_CTL..MISC ({label})", [hex(x) for x in vals])
 
     def events(label):
         ev = X.kvm_vcpu_events()
         rec.call(f"GET_VCPU_EVENTS ({label})", sys.ioctl, v, X.KVM_GET_VCPU_EVENTS, ev)
-        rec.record("exception injected, pending, nr; triple fault pending",
+        rec.record(f"exception injected, pending, nr; triple fault pending ({label})",
                    (ev.exception.injected, ev.exception.pending, ev.exception.nr,
                     ev.triple_fault.pending))
 
@@ -237,7 +237,7 @@ def x86_mce_set_mce(sys, rec):
           "MTRR block in one call")
 def x86_mtrr_msrs(sys, rec):
     kvm = open_kvm(sys, rec)
-    vm, v = _vcpu(sys, rec, kvm)
+    _vm, v = _vcpu(sys, rec, kvm)
     everything = [MTRRCAP, DEFTYPE, *FIXED, *VAR]
     vals = cv.get_msrs(sys, rec, "GET_MSRS MTRRcap, deftype, fixed, variable", v, everything)
     rec.record("values", [hex(x) for x in vals])

@@ -312,7 +312,7 @@ def test_msr_writes_follow_the_model(cap, writes):
             assert write(k, v, (idx, data)) == int(ok)
             if ok:
                 model[idx] = data
-        for idx in set(i for i, _ in writes) | {MCG_CAP, MCG_CTL}:
+        for idx in {i for i, _ in writes} | {MCG_CAP, MCG_CTL}:
             n, vals = read(k, v, idx)
             if idx in (MCG_CAP, MCG_CTL, MCG_STATUS) or (
                     idx >= MC0 and idx - MC0 < 4 * (c & 0xFF)) or (
