@@ -228,6 +228,30 @@ def x86_mce_set_mce(sys, rec):
     cv.set_msrs(sys, rec, "SET_MSRS MCG_STATUS = 0, MCG_CTL = 0", v, [(MCG_STATUS, 0), (MCG_CTL, 0)])
     set_mce("SET_MCE bank 7 UC|S with MCG_CTL 0 (dropped)", 7, VAL | UC | S, mcg_status=5)
     bank("dropped", 7)
+    # kvm_multiple_exception: #MC (benign) replaces a queued exception, after #DF it is a
+    # triple fault
+    vm2 = create_vm(sys, rec, kvm, label="KVM_CREATE_VM 2")
+    enable(sys, rec, vm2, "VM 2: ENABLE_CAP X86_TRIPLE_FAULT_EVENT",
+           K.KVM_CAP_X86_TRIPLE_FAULT_EVENT, 1)
+    v2 = rec.call("VM 2: KVM_CREATE_VCPU 0", sys.ioctl, vm2, K.KVM_CREATE_VCPU, 0)
+    _setup(sys, rec, v2, QEMU_MCG_CAP, "VM 2: SETUP_MCE")
+    sys.ioctl(v2, X.KVM_GET_SREGS, sregs)
+    sregs.cr4 |= 1 << 6
+    rec.call("VM 2: SET_SREGS CR4.MCE", sys.ioctl, v2, X.KVM_SET_SREGS, sregs)
+    for prev in (13, 8):
+        ev = X.kvm_vcpu_events()
+        ev.exception.injected, ev.exception.nr = 1, prev
+        ev.exception.has_error_code = 1
+        rec.call(f"VM 2: SET_VCPU_EVENTS exception {prev} injected", sys.ioctl, v2,
+                 X.KVM_SET_VCPU_EVENTS, ev)
+        set_mce(f"VM 2: SET_MCE bank 0 UC|S over exception {prev}", 0, VAL | UC | S, fd=v2)
+        ev = X.kvm_vcpu_events()
+        rec.call(f"VM 2: GET_VCPU_EVENTS after #MC over {prev}", sys.ioctl, v2,
+                 X.KVM_GET_VCPU_EVENTS, ev)
+        rec.record(f"VM 2: exception injected, pending, nr, error code; triple fault ({prev})",
+                   (ev.exception.injected, ev.exception.pending, ev.exception.nr,
+                    ev.exception.has_error_code, ev.triple_fault.pending))
+        cv.set_msrs(sys, rec, "VM 2: SET_MSRS MCG_STATUS = 0", v2, [(MCG_STATUS, 0)])
 
 
 @scenario("x86_mtrr_msrs",

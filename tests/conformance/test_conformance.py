@@ -940,6 +940,12 @@ REFERENCE.update({
          ("ok", ("0x5", "0xffffffffffffffff", "0xa300000000000000", "0x5000", "0x86"))),
         ("exception injected, pending, nr; triple fault pending (#MC queued)", ("ok", (1, 1, 18, 1))),
         ("MCG_STATUS, MC7_CTL..MISC (dropped)", ("ok", ("0x0", "0xffffffffffffffff", "0x0", "0x0", "0x0"))),
+        # kvm_multiple_exception: #MC is benign, it replaces a queued #GP; after #DF it
+        # is a triple fault (KVM_REQ_TRIPLE_FAULT) and the #DF stays
+        ("VM 2: exception injected, pending, nr, error code; triple fault (13)",
+         ("ok", (1, 1, 18, 0, 0))),
+        ("VM 2: exception injected, pending, nr, error code; triple fault (8)",
+         ("ok", (1, 0, 8, 1, 1))),
     ],
     "x86_mtrr_msrs": [
         ("GET_MSRS MTRRcap, deftype, fixed, variable", ("ok", 29)),

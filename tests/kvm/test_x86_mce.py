@@ -259,6 +259,21 @@ def test_uncorrected_queues_mc(k, mce_vcpu):
     assert events(k, mce_vcpu) == (1, 1, 18, 1)
 
 
+@pytest.mark.parametrize("prev,want", [(13, (1, 1, 18, 0)), (8, (1, 0, 8, 1))])
+def test_mc_over_a_queued_exception(k, mce_vcpu, prev, want):
+    """kvm_multiple_exception: #MC replaces a queued #GP; after #DF a triple fault."""
+    _cr4_mce(k, mce_vcpu)
+    ev = X.kvm_vcpu_events()
+    ev.exception.injected, ev.exception.nr, ev.exception.has_error_code = 1, prev, 1
+    k.ioctl(mce_vcpu, X.KVM_SET_VCPU_EVENTS, ev)
+    set_mce(k, mce_vcpu, 0, VAL | UC | S)
+    got = X.kvm_vcpu_events()
+    k.ioctl(mce_vcpu, X.KVM_GET_VCPU_EVENTS, got)
+    assert (got.exception.injected, got.exception.pending, got.exception.nr,
+            got.exception.has_error_code) == want
+    assert got.triple_fault.pending == (prev == 8)
+
+
 @pytest.mark.parametrize("msr", [MCG_CTL, MC0 + 16])
 def test_uncorrected_dropped_by_ctl(k, mce_vcpu, msr):
     _cr4_mce(k, mce_vcpu)
