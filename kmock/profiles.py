@@ -169,6 +169,8 @@ _CAPS_618 = {
     22: 1,  # KVM_CAP_USER_NMI (KVM_NMI)
     23: 1,  # KVM_CAP_SET_GUEST_DEBUG
     195: 0x1F0003,  # KVM_CAP_SET_GUEST_DEBUG2: KVM_GUESTDBG_VALID_MASK
+    31: 32,  # KVM_CAP_MCE: KVM_MAX_MCE_BANKS (kmock.kvm.x86_mce)
+    209: 1,  # KVM_CAP_SYS_ATTRIBUTES: /dev/kvm KVM_GET/HAS_DEVICE_ATTR (kmock.kvm.device)
     # kvmclock (kmock.kvm.x86_vm, x86_vcpu)
     39: 0xE,  # KVM_CAP_ADJUST_CLOCK: KVM_CLOCK_VALID_FLAGS
     76: 1,  # KVM_CAP_KVMCLOCK_CTRL

@@ -9,8 +9,10 @@ from ..file import File, make_stat
 from ..kernel_util import copy_from_user, copy_to_user, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_msr
+from . import x86_mce, x86_msr
 from .vm import VM, VmFile
+from .x86_state import settings as x86_settings
+from .x86_state import supported_xcr0
 
 KVM_MAX_CPUID_ENTRIES = 256
 
@@ -93,6 +95,37 @@ def dev_get_supported_cpuid(f, arg):
     return 0
 
 
+def _x86_dev_attr_value(f, attr):
+    """__kvm_x86_dev_get_attr: group 0 attribute KVM_X86_XCOMP_GUEST_SUPP is
+    kvm_caps.supported_xcr0 (probed: settings ``xcomp_guest_supp``; else the XCR0 bits
+    of the profile's KVM_GET_SUPPORTED_CPUID leaf 0xD, which equal it unless the host
+    filters dynamic features such as AMX there); another group goes to the vendor's
+    dev_get_attr (VMX and the PVM probe host have none, SVM answers for SEV only):
+    ENXIO; any other attribute ENXIO. ``flags`` is not checked."""
+    if attr.group or attr.attr != X.KVM_X86_XCOMP_GUEST_SUPP:
+        raise oserror(errno.ENXIO)
+    s = x86_settings(f.kernel.profile)
+    v = s.get("xcomp_guest_supp")
+    return supported_xcr0(f.kernel.profile.cpuid) if v is None else v
+
+
+def dev_get_device_attr(f, arg):
+    """KVM_GET_DEVICE_ATTR on /dev/kvm (kvm_arch_dev_ioctl -> kvm_x86_dev_get_attr): the
+    struct copied in (EFAULT), the attribute's errno, then the u64 put to ``addr``
+    (EFAULT)."""
+    attr = copy_from_user(arg, X.kvm_device_attr)
+    value = _x86_dev_attr_value(f, attr)
+    copy_to_user(attr.addr, ctypes.c_uint64(value))
+    return 0
+
+
+def dev_has_device_attr(f, arg):
+    """KVM_HAS_DEVICE_ATTR on /dev/kvm (kvm_x86_dev_has_attr): 0 or the attribute's
+    errno; ``addr`` is not touched."""
+    _x86_dev_attr_value(f, copy_from_user(arg, X.kvm_device_attr))
+    return 0
+
+
 def dev_ioctls(kernel):
     """The generic kvm_dev_ioctl table, and kvm_arch_dev_ioctl's for the profile's arch
     (arm64's kvm_arch_dev_ioctl has no ioctl: every other request is EINVAL)."""
@@ -107,4 +140,7 @@ def dev_ioctls(kernel):
         table[X.KVM_GET_MSR_INDEX_LIST] = x86_msr.dev_get_msr_index_list
         table[X.KVM_GET_MSR_FEATURE_INDEX_LIST] = x86_msr.dev_get_msr_feature_index_list
         table[X.KVM_GET_MSRS] = x86_msr.dev_get_msrs  # the feature MSRs' values
+        table[X.KVM_X86_GET_MCE_CAP_SUPPORTED] = x86_mce.dev_get_mce_cap_supported
+        table[X.KVM_GET_DEVICE_ATTR] = dev_get_device_attr
+        table[X.KVM_HAS_DEVICE_ATTR] = dev_has_device_attr
     return table

@@ -8,6 +8,7 @@ import errno
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
 from ..uapi import x86 as X
+from . import x86_mce, x86_mtrr
 from .x86_state import (U64, WALL_CLOCKS, apic_base_ok, canonical, cpuid_has, settings,
                         state, vcpu_of)
 
@@ -63,8 +64,6 @@ MSR_RULES = {
     0x174: (STORE, 0),              # MSR_IA32_SYSENTER_CS
     0x175: (SEXT, 0),             # MSR_IA32_SYSENTER_ESP
     0x176: (SEXT, 0),             # MSR_IA32_SYSENTER_EIP
-    0x17A: (STORE, 0),              # MSR_IA32_MCG_STATUS
-    0x17B: (ZERO_ONLY, 0),          # MSR_IA32_MCG_CTL
     0x1A0: (STORE, 0),              # MSR_IA32_MISC_ENABLE
     0x1D9: (IGNORED, 0),            # MSR_IA32_DEBUGCTLMSR
     0x1DB: (ZERO_ONLY, 0),          # MSR_IA32_LASTBRANCHFROMIP
@@ -127,7 +126,20 @@ def _msr_kind(vcpu, index):
     return None
 
 
+def _advertised(vcpu, index):
+    """kvm_do_msr_access: an MSR the handlers do not support but KVM_GET_MSR_INDEX_LIST
+    advertises reads 0 and takes a write of 0 from the host."""
+    return index in settings(vcpu.vm.kernel.profile)["msr_index_list"]
+
+
 def get_msr(st, vcpu, index):
+    if x86_mce.handles(index):
+        v = x86_mce.get_msr(st, vcpu, index)
+        if v is x86_mce.UNSUPPORTED:
+            return 0 if _advertised(vcpu, index) else None
+        return v
+    if x86_mtrr.handles(index):
+        return x86_mtrr.get_msr(st, index)
     rule = _msr_kind(vcpu, index)
     if rule is None:
         return None
@@ -148,7 +160,15 @@ def get_msr(st, vcpu, index):
 
 
 def set_msr(st, vcpu, index, data):
-    """One host-initiated write; False if refused (the loop stops there)."""
+    """One host-initiated write; False if refused (the loop stops there). The MCE MSRs
+    (kmock.kvm.x86_mce) and the MTRRs (kmock.kvm.x86_mtrr) first."""
+    if x86_mce.handles(index):
+        ok = x86_mce.set_msr(st, vcpu, index, data)
+        if ok is x86_mce.UNSUPPORTED:
+            return data == 0 and _advertised(vcpu, index)
+        return ok
+    if x86_mtrr.handles(index) and index != x86_mtrr.MSR_MTRRcap:
+        return x86_mtrr.set_msr(st, index, data)
     rule = _msr_kind(vcpu, index)
     if rule is None:
         return False

@@ -19,7 +19,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_lapic, x86_msr, x86_state, x86_vm
+from . import x86_lapic, x86_mce, x86_msr, x86_state, x86_vm
 from .x86_state import (apic_base_ok, cpuid_entry,
                         cr4_reserved, fpu_hidden, guest_maxphyaddr,
                         has_run, protected, settings, state, supported_xcr0,
@@ -743,6 +743,7 @@ def vcpu_ioctls():
         X.KVM_GET_TSC_KHZ: get_tsc_khz, X.KVM_SET_TSC_KHZ: set_tsc_khz,
         X.KVM_SET_SIGNAL_MASK: set_signal_mask,
         K.KVM_KVMCLOCK_CTRL: kvmclock_ctrl,
+        X.KVM_X86_SETUP_MCE: x86_mce.setup_mce, X.KVM_X86_SET_MCE: x86_mce.set_mce,
     }
 
 
@@ -824,6 +825,38 @@ def _probe_kvmclock_flags(kvm_fd):
         os.close(vm)
 
 
+def _probe_mce_and_attrs(kvm_fd, vcpu_fd):
+    """KVM_X86_GET_MCE_CAP_SUPPORTED (kvm_caps.supported_mce_cap), whether the vendor
+    reads MSR_IA32_MCG_EXT_CTL (VMX: yes; SVM, PVM: no) and /dev/kvm's
+    KVM_X86_XCOMP_GUEST_SUPP (kvm_caps.supported_xcr0); a key is left out when its
+    ioctl fails (the defaults of kmock.kvm.x86_mce / kmock.kvm.device then apply)."""
+    import fcntl
+
+    out = {}
+    v = ctypes.c_uint64()
+    try:
+        fcntl.ioctl(kvm_fd, X.KVM_X86_GET_MCE_CAP_SUPPORTED, v)
+        out["mce_cap_supported"] = v.value
+    except OSError:
+        pass
+    buf = bytearray(24)
+    buf[0:4] = (1).to_bytes(4, "little")
+    buf[8:12] = x86_mce.MSR_IA32_MCG_EXT_CTL.to_bytes(4, "little")
+    try:
+        out["mcg_ext_ctl"] = fcntl.ioctl(vcpu_fd, X.KVM_GET_MSRS, buf) == 1
+    except OSError:
+        pass
+    xcomp = ctypes.c_uint64()
+    attr = X.kvm_device_attr(group=0, attr=X.KVM_X86_XCOMP_GUEST_SUPP,
+                             addr=ctypes.addressof(xcomp))
+    try:
+        fcntl.ioctl(kvm_fd, X.KVM_GET_DEVICE_ATTR, attr)
+        out["xcomp_guest_supp"] = xcomp.value
+    except OSError:
+        pass
+    return out
+
+
 def probe_host(kvm_fd, vcpu_fd, caps):
     """The per-CPU values of this machine's /dev/kvm, for Profile.x86_vcpu."""
     import fcntl
@@ -870,6 +903,7 @@ def probe_host(kvm_fd, vcpu_fd, caps):
                        for i in range(nf))
     fvalues = tuple(e for e in dev_values if e[0] in x86_msr.FEATURE_CPUID)
     return {
+        **_probe_mce_and_attrs(kvm_fd, vcpu_fd),
         "msr_feature_values": fvalues,
         "msr_feature_dev_values": dev_values,
         "cr4_allowed": _probe_cr4(vcpu_fd),

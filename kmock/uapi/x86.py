@@ -252,3 +252,28 @@ X86_CR0_PG = 1 << 31
 X86_CR4_PAE = 1 << 5
 EFER_LME = 1 << 8
 EFER_LMA = 1 << 10
+
+# --- machine check (KVM_CAP_MCE) and the /dev/kvm attributes (KVM_CAP_SYS_ATTRIBUTES) -----
+
+KVM_CAP_MCE = 31
+KVM_CAP_SYS_ATTRIBUTES = 209
+
+
+class kvm_x86_mce(ctypes.Structure):
+    _fields_ = [("status", u64), ("addr", u64), ("misc", u64), ("mcg_status", u64),
+                ("bank", ctypes.c_uint8), ("pad1", ctypes.c_uint8 * 7), ("pad2", u64 * 3)]
+
+
+KVM_X86_SETUP_MCE = _IOW(KVMIO, 0x9C, ctypes.c_uint64)
+KVM_X86_GET_MCE_CAP_SUPPORTED = _IOR(KVMIO, 0x9D, ctypes.c_uint64)
+KVM_X86_SET_MCE = _IOW(KVMIO, 0x9E, kvm_x86_mce)
+
+
+class kvm_device_attr(ctypes.Structure):
+    _fields_ = [("flags", u32), ("group", u32), ("attr", u64), ("addr", u64)]
+
+
+KVM_GET_DEVICE_ATTR = _IOW(KVMIO, 0xE2, kvm_device_attr)
+KVM_HAS_DEVICE_ATTR = _IOW(KVMIO, 0xE3, kvm_device_attr)
+#: /dev/kvm group 0 attribute: the XCR0 bits KVM supports (kvm_caps.supported_xcr0)
+KVM_X86_XCOMP_GUEST_SUPP = 0

@@ -944,6 +944,91 @@ REFERENCE.update({
     ],
 })
 
+# machine check, MTRRs, /dev/kvm attributes (kmock.testing.conformance_x86_mce): x86.c
+# kvm_arch_dev_ioctl (KVM_X86_GET_MCE_CAP_SUPPORTED, KVM_GET/HAS_DEVICE_ATTR ->
+# kvm_x86_dev_get_attr), kvm_arch_vm_ioctl's default ENOTTY, kvm_arch_vcpu_ioctl's default
+# EINVAL, kvm_vcpu_ioctl_x86_setup_mce (banks 0 or > KVM_MAX_MCE_BANKS, bits outside
+# supported | 0xff | 0xff0000: EINVAL), kvm_arch_vcpu_create (mcg_cap = 32 banks),
+# set_msr_mce / get_msr_mce, kvm_vcpu_ioctl_x86_set_mce; arch/x86/kvm/mtrr.c
+REFERENCE.update({
+    "x86_mce_setup": [
+        ("CHECK_EXTENSION(MCE)", ("ok", 32)),
+        ("GET_MCE_CAP_SUPPORTED(8)", E("EFAULT")),
+        ("GET_MCE_CAP_SUPPORTED on the VM", E("ENOTTY")),
+        ("GET_MCE_CAP_SUPPORTED on the vCPU", E("EINVAL")),
+        ("SETUP_MCE on /dev/kvm", E("EINVAL")),
+        ("SETUP_MCE on the VM", E("ENOTTY")),
+        ("GET_MSRS MC0_CTL .. MC31_MISC, MC32_CTL", ("ok", 128)),
+        ("bank values", ("ok", (0,))),
+        ("GET_MSRS MC0_CTL2 .. MC31_CTL2, MC32_CTL2", ("ok", 32)),
+        ("SETUP_MCE 0x0", E("EINVAL")),
+        ("SETUP_MCE 0x21", E("EINVAL")),
+        ("SETUP_MCE 0xff", E("EINVAL")),
+        ("SETUP_MCE 0x100", E("EINVAL")),
+        ("SETUP_MCE(8)", E("EFAULT")),
+        ("SETUP_MCE 32 banks | 0xff0000", ("ok", 0)),
+        ("SETUP_MCE QEMU's CTL_P|SER_P|10", ("ok", 0)),
+        ("GET_MSRS MC0_CTL .. MC9_MISC, MC10_CTL", ("ok", 40)),
+        ("GET_MSRS MC0_CTL2 .. MC9_CTL2, MC10_CTL2", ("ok", 10)),
+        ("GET_MSRS MC0_CTL .. MC1_MISC, MC2_CTL", ("ok", 8)),
+    ],
+    "x86_mce_msrs": [
+        ("SET_MSRS MC0_STATUS=7, MC0_CTL=1 (refused), MC0_ADDR=9", ("ok", 1)),
+        ("SET_MSRS QEMU 7.2's MCE block (42 entries)", ("ok", 42)),
+        ("GET_MSRS them back", ("ok", 42)),
+        ("VM 2: MCG_CTL without CTL_P: (index, value, set, get, read)",
+         ("ok", (("0x17b", "0x0", 1, 1, "0x0"), ("0x17b", "0xffffffffffffffff", 0, 1, "0x0"),
+                 ("0x17b", "0x1", 0, 1, "0x0")))),
+    ],
+    "x86_mce_set_mce": [
+        ("SET_MCE bank 0 corrected, before SETUP_MCE (32 banks)", ("ok", 0)),
+        ("SET_MCE bank 32", E("EINVAL")),
+        ("SET_MCE bank 0 without VAL", E("EINVAL")),
+        ("SET_MCE(8)", E("EFAULT")),
+        ("SET_MCE on /dev/kvm", E("EINVAL")),
+        ("SET_MCE bank 10 (10 banks)", E("EINVAL")),
+        ("MCG_STATUS, MC1_CTL..MISC (corrected)",
+         ("ok", ("0x0", "0xffffffffffffffff", "0x8000000000000011", "0x1000", "0x86"))),
+        ("MCG_STATUS, MC1_CTL..MISC (corrected twice: OVER)",
+         ("ok", ("0x0", "0xffffffffffffffff", "0xc000000000000012", "0x2000", "0x86"))),
+        ("MCG_STATUS, MC2_CTL..MISC (only OVER added)",
+         ("ok", ("0x0", "0xffffffffffffffff", "0xe000000000000013", "0x1000", "0x86"))),
+        ("MCG_STATUS, MC3_CTL..MISC (not recorded)", ("ok", ("0x0", "0xffffffffffffffff", "0x0", "0x0", "0x0"))),
+        ("exception injected, pending, nr; triple fault pending (triple fault requested)",
+         ("ok", (0, 0, 0, 1))),
+        ("MCG_STATUS, MC5_CTL..MISC (recorded)",
+         ("ok", ("0x5", "0xffffffffffffffff", "0xa300000000000000", "0x5000", "0x86"))),
+        ("exception injected, pending, nr; triple fault pending (#MC queued)", ("ok", (1, 1, 18, 1))),
+        ("MCG_STATUS, MC7_CTL..MISC (dropped)", ("ok", ("0x0", "0xffffffffffffffff", "0x0", "0x0", "0x0"))),
+        # kvm_multiple_exception: #MC is benign, it replaces a queued #GP; after #DF it
+        # is a triple fault (KVM_REQ_TRIPLE_FAULT) and the #DF stays
+        ("VM 2: exception injected, pending, nr, error code; triple fault (13)",
+         ("ok", (1, 1, 18, 0, 0))),
+        ("VM 2: exception injected, pending, nr, error code; triple fault (8)",
+         ("ok", (1, 0, 8, 1, 1))),
+    ],
+    "x86_mtrr_msrs": [
+        ("GET_MSRS MTRRcap, deftype, fixed, variable", ("ok", 29)),
+        ("MTRRcap writes", ("ok", (("0xfe", "0x0", 0, 1, "0x508"), ("0xfe", "0x508", 0, 1, "0x508")))),
+        ("processed", ("ok", 1)),
+        ("SET_MSRS QEMU 7.2's MTRR block (28 entries)", ("ok", 28)),
+    ],
+    "x86_dev_attr": [
+        ("CHECK_EXTENSION(SYS_ATTRIBUTES)", ("ok", 1)),
+        ("GET_DEVICE_ATTR flags=0x0 group=0x0 attr=0x0", ("ok", 0)),
+        ("HAS_DEVICE_ATTR flags=0x0 group=0x0 attr=0x0", ("ok", 0)),
+        ("GET_DEVICE_ATTR flags=0xffffffff group=0x0 attr=0x0", ("ok", 0)),
+        ("GET_DEVICE_ATTR flags=0x0 group=0x0 attr=0x1", E("ENXIO")),
+        ("HAS_DEVICE_ATTR flags=0x0 group=0x0 attr=0x1", E("ENXIO")),
+        ("GET_DEVICE_ATTR flags=0x0 group=0x2 attr=0x0", E("ENXIO")),
+        ("GET_DEVICE_ATTR group=0 attr=0 addr=8", E("EFAULT")),
+        ("GET_DEVICE_ATTR group=0 attr=1 addr=8", E("ENXIO")),
+        ("GET_DEVICE_ATTR(8)", E("EFAULT")),
+        ("HAS_DEVICE_ATTR(8)", E("EFAULT")),
+        ("GET_DEVICE_ATTR on a VM", E("ENOTTY")),
+    ],
+})
+
 # Rows the reference marks [HOST-SPECIFIC]: they hold on the probe host only.
 HOST_SPECIFIC = {
     # the host clocksource is the TSC: with a vCPU, after the master clock update
@@ -1045,6 +1130,22 @@ HOST_SPECIFIC = {
         ('type XEN_EVTCHN priority 1', E("EINVAL")),
     ],
 }
+
+
+# the probe host's vendor module (kvm_pvm): supported_mce_cap is x86.c's MCG_CTL_P |
+# MCG_SER_P (VMX adds LMCE_P | CMCI_P), no MSR_IA32_MCG_EXT_CTL (vmx_get_msr has it);
+# XCR0 of an AVX-512 host with PKRU; no vendor dev_get_attr (VMX: none either; SVM
+# answers group 1 when SEV is enabled)
+HOST_SPECIFIC.update({
+    "x86_mce_setup": [
+        ("supported mce cap", ("ok", 0x1000100)),
+        ("GET_MSRS P5_MC_ADDR/TYPE, MCG_CAP/STATUS/CTL/EXT_CTL", ("ok", 5)),
+    ],
+    "x86_dev_attr": [
+        ("value", ("ok", "0x2e7")),
+        ("GET_DEVICE_ATTR flags=0x0 group=0x1 attr=0x0", E("ENXIO")),
+    ],
+})
 
 
 def test_reference_covers_every_scenario():

@@ -17,7 +17,8 @@ SIZES = [("kvm_segment", 24), ("kvm_dtable", 16), ("kvm_sregs", 312), ("kvm_sreg
          ("kvm_vcpu_events", 64), ("kvm_debugregs", 128), ("kvm_xcr", 16), ("kvm_xcrs", 392),
          ("kvm_xsave", 4096), ("kvm_signal_mask", 4),
          ("kvm_msr_filter_range", 24), ("kvm_msr_filter", 392),
-         ("kvm_tpr_access_ctl", 40), ("kvm_vapic_addr", 8)]
+         ("kvm_tpr_access_ctl", 40), ("kvm_vapic_addr", 8),
+         ("kvm_x86_mce", 64), ("kvm_device_attr", 24)]
 
 
 @pytest.mark.parametrize("name,size", SIZES, ids=[s[0] for s in SIZES])
@@ -31,6 +32,10 @@ OFFSETS = [
     ("kvm_dtable", "limit", 8, 2),
     ("kvm_msr_filter_range", "base", 8, 4), ("kvm_msr_filter_range", "bitmap", 16, 8),
     ("kvm_msr_filter", "ranges", 8, 384),
+    ("kvm_x86_mce", "mcg_status", 24, 8), ("kvm_x86_mce", "bank", 32, 1),
+    ("kvm_x86_mce", "pad1", 33, 7), ("kvm_x86_mce", "pad2", 40, 24),
+    ("kvm_device_attr", "group", 4, 4), ("kvm_device_attr", "attr", 8, 8),
+    ("kvm_device_attr", "addr", 16, 8),
     ("kvm_sregs", "cs", 0, 24), ("kvm_sregs", "tr", 144, 24), ("kvm_sregs", "ldt", 168, 24),
     ("kvm_sregs", "gdt", 192, 16), ("kvm_sregs", "idt", 208, 16), ("kvm_sregs", "cr0", 224, 8),
     ("kvm_sregs", "cr8", 256, 8), ("kvm_sregs", "efer", 264, 8),
@@ -96,6 +101,12 @@ NUMBERS = [
     ("KVM_X86_SET_MSR_FILTER", ioc(1, 0xAE, 0xC6, 392), 0x4188AEC6),  # QEMU 7.2's, traced
     ("KVM_TPR_ACCESS_REPORTING", ioc(3, 0xAE, 0x92, 40), 0xC028AE92),  # traced too
     ("KVM_SET_VAPIC_ADDR", ioc(1, 0xAE, 0x93, 8), 0x4008AE93),
+    # QEMU 7.2's, traced: 0x8008ae9d, 0x4018aee2
+    ("KVM_X86_SETUP_MCE", ioc(1, 0xAE, 0x9C, 8), 0x4008AE9C),
+    ("KVM_X86_GET_MCE_CAP_SUPPORTED", ioc(2, 0xAE, 0x9D, 8), 0x8008AE9D),
+    ("KVM_X86_SET_MCE", ioc(1, 0xAE, 0x9E, 64), 0x4040AE9E),
+    ("KVM_GET_DEVICE_ATTR", ioc(1, 0xAE, 0xE2, 24), 0x4018AEE2),
+    ("KVM_HAS_DEVICE_ATTR", ioc(1, 0xAE, 0xE3, 24), 0x4018AEE3),
 ]
 
 
@@ -111,7 +122,9 @@ CONSTANTS = [("KVM_CAP_TSC_CONTROL", 60), ("KVM_CAP_GET_TSC_KHZ", 61),
              ("KVM_VCPUEVENT_VALID_NMI_PENDING", 1), ("KVM_VCPUEVENT_VALID_SIPI_VECTOR", 2),
              ("KVM_VCPUEVENT_VALID_SHADOW", 4), ("KVM_VCPUEVENT_VALID_SMM", 8),
              ("KVM_VCPUEVENT_VALID_PAYLOAD", 0x10), ("KVM_VCPUEVENT_VALID_TRIPLE_FAULT", 0x20),
-             ("KVM_MAX_XCRS", 16), ("KVM_NR_INTERRUPTS", 256)]
+             ("KVM_MAX_XCRS", 16), ("KVM_NR_INTERRUPTS", 256),
+             ("KVM_CAP_MCE", 31), ("KVM_CAP_SYS_ATTRIBUTES", 209),
+             ("KVM_X86_XCOMP_GUEST_SUPP", 0)]
 
 
 @pytest.mark.parametrize("name,value", CONSTANTS, ids=[c[0] for c in CONSTANTS])
