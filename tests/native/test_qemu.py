@@ -66,8 +66,8 @@ def run_qemu(tmp_path, kernel, *extra):
     return res, replies, (tmp_path / "trace").read_text()
 
 
-#: until machine checks and MTRRs are modelled, the CPU model without them
-CPU = ("-cpu", "qemu64,-mce,-mca,-mtrr")
+#: QEMU's default CPU model (qemu64: machine check, MTRRs, the kvmvapic option ROM)
+CPU = ()
 
 
 def check_started(res, replies):
@@ -98,7 +98,8 @@ def test_qemu_starts_and_quits_on_the_host_profile(tmp_path, lib):
     check_started(res, replies)
     # what this host's capabilities made QEMU call (each stopped it as ENOTTY before)
     for req in (K.KVM_IRQ_LINE_STATUS, K.KVM_REGISTER_COALESCED_MMIO, X86.KVM_SET_XSAVE,
-                X86.KVM_X86_SET_MSR_FILTER, X86.KVM_TPR_ACCESS_REPORTING):
+                X86.KVM_X86_SET_MSR_FILTER, X86.KVM_TPR_ACCESS_REPORTING,
+                X86.KVM_X86_SETUP_MCE, X86.KVM_GET_DEVICE_ATTR):
         assert req in requests(trace), hex(req)
 
 
@@ -146,8 +147,7 @@ def _mock_pairs(trace):
 @pytest.mark.skipif(not REAL_KVM or STRACE is None, reason="needs a usable /dev/kvm and strace")
 def test_qemu_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib):
     """Every KVM ioctl QEMU makes up to its main loop, with its result, counted on the
-    real kernel (strace) and under kmock with the host profile: the same multiset, but
-    for the differences listed here (each one a known gap, docs/native-qemu.md)."""
+    real kernel (strace) and under kmock with the host profile: the same multiset."""
     import subprocess
 
     res, replies, trace = run_qemu(tmp_path, kmock.Kernel("host"), *CPU)
@@ -167,6 +167,4 @@ def test_qemu_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib):
     mock = _outcomes(_mock_pairs(trace))
     assert sum(real.values()) > 100
     differ = {k: (real[k], mock[k]) for k in real.keys() | mock.keys() if real[k] != mock[k]}
-    # KVM_GET_DEVICE_ATTR on /dev/kvm (KVM_X86_XCOMP_GUEST_SUPP): not modelled yet
-    known = {(0x4018AEE2, "0"), (0x4018AEE2, "EINVAL")}
-    assert set(differ) <= known, differ
+    assert differ == {}
