@@ -145,14 +145,25 @@ class GmemBinding(GmemNotifier):
                 hi = event.end
             if lo < hi:
                 base = slot.base_gfn - pgoff
-                vm.stage2.zap(base + lo, base + hi, event.zap_kind)
+                to_private = event.to_private  # (event.zap_kind, inlined)
+                vm.stage2.zap(base + lo, base + hi, None if to_private is None
+                              else "shared" if to_private else "private")
         finally:
             lock.release()
 
     def invalidate_end(self, event):
         vm = self.slot.vm
         if event.vm is None or event.vm is vm:
-            vm.mmu_invalidate_end()
+            # vm.mmu_invalidate_end(), inlined (it runs on every invalidation)
+            lock = vm.mmu_lock
+            lock.acquire()
+            try:
+                vm.mmu_invalidate_in_progress -= 1
+                vm.mmu_invalidate_seq += 1
+                if vm.mmu_waiters:
+                    lock.notify_all()
+            finally:
+                lock.release()
 
     def __repr__(self):
         return f"<GmemBinding {self.slot!r}>"

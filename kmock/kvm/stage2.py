@@ -141,7 +141,9 @@ class Stage2:
         the VM type's ``stage2_zap`` hears of them (once, when there are any)."""
         if not removed:
             return []
-        entries = [_entry(r) for r in removed]
+        # (_entry, inlined)
+        entries = [(iova >> PAGE_SHIFT, pfn, n, bool(perm & PERM_PRIVATE), bool(perm & PERM_W))
+                   for iova, pfn, n, perm in removed]
         vm = self.vm
         if vm is not None and vm.vmtype.has_stage2_hooks:
             vm.vmtype.stage2_zap(vm, list(entries))
@@ -166,7 +168,7 @@ class Stage2:
                     removed.extend(pt.unmap(iova, n))
         else:
             raise ValueError(f"zap kind must be 'shared', 'private' or None, not {kind!r}")
-        return self._zapped(removed)
+        return self._zapped(removed) if removed else []
 
     def clear(self):
         self.pt = PageTable(LEVELS)

@@ -260,6 +260,8 @@ class VM:
             events = []  # (inode, event, first gfn) per part bound to a guest_memfd
             covered = 0
             for slots in self._as:
+                if not slots.by_id:
+                    continue  # (an address space without memslots, e.g. x86 SMM's)
                 for slot in slots.overlapping(start, end):
                     f = slot.gmem_file
                     if f is None:
@@ -275,11 +277,16 @@ class VM:
                                                           "vm_attributes", to_private, self), lo))
                     if slot.as_id == 0:
                         covered += hi - lo
-            for inode, ev, _ in events:
-                inode.veto_check(ev)
-            for inode, ev, g in events:
-                inode.invalidate(ev, lambda g=g, n=ev.end - ev.start: mem_attrs.set(g, g + n, attributes),
-                                 vetoed=True)
+            if len(events) == 1:
+                # one part (the usual case): its invalidation asks the vetoes first
+                inode, ev, g = events[0]
+                inode.invalidate(ev, lambda g=g, n=ev.end - ev.start: mem_attrs.set(g, g + n, attributes))
+            else:
+                for inode, ev, _ in events:
+                    inode.veto_check(ev)
+                for inode, ev, g in events:
+                    inode.invalidate(ev, lambda g=g, n=ev.end - ev.start: mem_attrs.set(g, g + n, attributes),
+                                     vetoed=True)
             if covered == end - start:
                 return  # every gfn was a guest_memfd part: zapped and stored above
             # what no guest_memfd holds: x86 kvm_arch_pre_set_memory_attributes zaps the
@@ -430,17 +437,23 @@ def vm_enable_cap(f, arg):
     raise oserror(errno.EINVAL)
 
 
+_MEM_ATTRS = K.kvm_memory_attributes
+
+
 def vm_set_memory_attributes(f, arg):
     """kvm_vm_ioctl_set_mem_attributes: flags, attributes, size/overflow, alignment."""
     vm = f.vm
-    vm.check_caller()
-    attrs = copy_from_user(arg, K.kvm_memory_attributes)
-    if attrs.flags:
+    # (vm.check_caller(), inlined: this runs on every conversion)
+    if vm.owner_pid != _libc.current_pid() or vm.dead:
+        raise oserror(EIO)
+    if type(arg) is not _MEM_ATTRS:  # the struct itself is read in place (no copy)
+        arg = copy_from_user(arg, _MEM_ATTRS)
+    # each field is read once: the checks and the change use the same values
+    flags, attributes, address, size = arg.flags, arg.attributes, arg.address, arg.size
+    if flags:
         raise oserror(errno.EINVAL)
-    attributes = attrs.attributes
-    if attributes & ~vm.supported_mem_attributes():
+    if attributes and attributes & ~vm.supported_mem_attributes():
         raise oserror(errno.EINVAL)
-    address, size = attrs.address, attrs.size
     if size == 0 or address + size > U64:
         raise oserror(errno.EINVAL)
     if address & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1):
