@@ -420,7 +420,7 @@ class GuestScript:
             raise KmockUsageError(f"action must be a kmock.kvm.guest.Action, not {action!r}")
         actions = self.actions
         extra = self.pc - self.history
-        if extra > 0 and extra >= max(64, self.history >> 2):
+        if extra >= 64 and extra >= self.history >> 2:  # (extra >= max(64, history / 4))
             # drop the oldest completed actions (in batches: amortised O(1) per add)
             del actions[:extra]
             self.pc -= extra

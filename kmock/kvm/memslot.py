@@ -147,7 +147,7 @@ class GmemBinding(GmemNotifier):
                 base = slot.base_gfn - pgoff
                 to_private = event.to_private  # (event.zap_kind, inlined)
                 vm.stage2.zap(base + lo, base + hi, None if to_private is None
-                              else "shared" if to_private else "private")
+                              else "shared" if to_private else "private", entries=False)
         finally:
             lock.release()
 

@@ -7,6 +7,7 @@ Every VM-fd ioctl first checks that it comes from the process that created the V
 import errno
 import threading
 import time
+from functools import partial
 
 from .. import _libc
 from ..errors import KmockUsageError, oserror
@@ -257,7 +258,10 @@ class VM:
             if mem_attrs.find_not(start, end, attributes) == -1:
                 return  # the whole range already has these attributes
             to_private = bool(attributes & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
-            events = []  # (inode, event, first gfn) per part bound to a guest_memfd
+            # (inode, event, store) per part bound to a guest_memfd: the first part, then
+            # the others (the usual change has one part: no list is built for it)
+            first = None
+            more = []
             covered = 0
             for slots in self._as:
                 if not slots.by_id:
@@ -273,20 +277,27 @@ class VM:
                         hi = end
                     off = slot.gmem_pgoff - base
                     inode = f.inode
-                    events.append((inode, InvalidateEvent(inode, lo + off, hi + off,
-                                                          "vm_attributes", to_private, self), lo))
+                    # (the store is a partial of the C method: no Python call)
+                    part = (inode, InvalidateEvent(inode, lo + off, hi + off, "vm_attributes",
+                                                   to_private, self),
+                            partial(mem_attrs.set, lo, hi, attributes))
+                    if first is None:
+                        first = part
+                    else:
+                        more.append(part)
                     if slot.as_id == 0:
                         covered += hi - lo
-            if len(events) == 1:
-                # one part (the usual case): its invalidation asks the vetoes first
-                inode, ev, g = events[0]
-                inode.invalidate(ev, lambda g=g, n=ev.end - ev.start: mem_attrs.set(g, g + n, attributes))
-            else:
-                for inode, ev, _ in events:
-                    inode.veto_check(ev)
-                for inode, ev, g in events:
-                    inode.invalidate(ev, lambda g=g, n=ev.end - ev.start: mem_attrs.set(g, g + n, attributes),
-                                     vetoed=True)
+            if first is not None:
+                if not more:
+                    # one part: its invalidation asks the vetoes first
+                    inode, ev, store = first
+                    inode.invalidate(ev, store)
+                else:
+                    more.insert(0, first)
+                    for inode, ev, _ in more:
+                        inode.veto_check(ev)
+                    for inode, ev, store in more:
+                        inode.invalidate(ev, store, vetoed=True)
             if covered == end - start:
                 return  # every gfn was a guest_memfd part: zapped and stored above
             # what no guest_memfd holds: x86 kvm_arch_pre_set_memory_attributes zaps the
