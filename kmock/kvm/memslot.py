@@ -84,6 +84,12 @@ class Memslots:
         if not slots:
             return slots  # (an address space without memslots, e.g. x86 SMM's)
         i = bisect.bisect_right(starts, start) - 1
+        if end == start + 1:  # one page (a 4K conversion): one bisection
+            if i >= 0:
+                s = slots[i]
+                if start < s.base_gfn + s.npages:
+                    return slots[i:i + 1]
+            return ()
         j = bisect.bisect_left(starts, end)
         if i < 0:
             return slots[:j]
