@@ -516,8 +516,11 @@ def run(vcpu):
     """
     script = vcpu.guest
     actions = script.actions
-    while script.pc < len(actions):
-        action = actions[script.pc]
+    while True:
+        try:
+            action = actions[script.pc]  # (pc < len(actions), without the call)
+        except IndexError:
+            break
         try:
             r = action.step(vcpu)
         except MemoryFault as mf:

@@ -203,7 +203,8 @@ def vcpu_run(f, arg):
             if pending.done:
                 script = vcpu.guest
                 pc = script.pc  # (script.current is pending, inlined)
-                if pc < len(script.actions) and script.actions[pc] is pending:
+                actions = script.actions
+                if pc < len(actions) and actions[pc] is pending:
                     script.pc = pc + 1
         if run.immediate_exit:
             raise oserror(errno.EINTR)
