@@ -323,6 +323,8 @@ def gmem_get_pfns(inode, index, n):
     except OSError as e:
         e.index = index
         raise
+    if n == 1:
+        return pfn  # (get_pfn checked and allocated the only page)
     if inode.poisoned is not None:
         bad = inode.poisoned.find_not(index, index + n, 0)
         if bad != -1:
