@@ -268,20 +268,24 @@ class Hypercall(Action):
 
     def __init__(self, nr, *args):
         super().__init__()
-        if len(args) > 4:
+        n = len(args)
+        if n > 4:
             raise KmockUsageError(f"args: x86 KVM hypercalls take at most 4 arguments, "
-                                  f"not {len(args)}")
+                                  f"not {n}")
         if type(nr) is not int:
             check_int("nr", nr)
+        if n == 3 and type(args[0]) is int and type(args[1]) is int and type(args[2]) is int:
+            # (map_gpa_range's three ints: what the loop below checks, without it)
+            a0, a1, a2 = args
+            self.nr = nr & U64
+            self.args = (a0 & U64, a1 & U64, a2 & U64, 0)
+            self._waiting = False
+            return
         for i, a in enumerate(args):
             if type(a) is not int:
                 check_int(f"args[{i}]", a)
         self.nr = nr & U64
-        if len(args) == 3:
-            a0, a1, a2 = args
-            self.args = (a0 & U64, a1 & U64, a2 & U64, 0)
-        else:
-            self.args = tuple(a & U64 for a in args) + (0,) * (4 - len(args))
+        self.args = tuple(a & U64 for a in args) + (0,) * (4 - n)
         self._waiting = False
 
     def _describe(self):
@@ -420,7 +424,7 @@ class GuestScript:
             raise KmockUsageError(f"action must be a kmock.kvm.guest.Action, not {action!r}")
         actions = self.actions
         extra = self.pc - self.history
-        if extra > 0 and extra >= max(64, self.history >> 2):
+        if extra >= 64 and extra >= self.history >> 2:  # (extra >= max(64, history / 4))
             # drop the oldest completed actions (in batches: amortised O(1) per add)
             del actions[:extra]
             self.pc -= extra
@@ -512,8 +516,11 @@ def run(vcpu):
     """
     script = vcpu.guest
     actions = script.actions
-    while script.pc < len(actions):
-        action = actions[script.pc]
+    while True:
+        try:
+            action = actions[script.pc]  # (pc < len(actions), without the call)
+        except IndexError:
+            break
         try:
             r = action.step(vcpu)
         except MemoryFault as mf:

@@ -84,6 +84,12 @@ class Memslots:
         if not slots:
             return slots  # (an address space without memslots, e.g. x86 SMM's)
         i = bisect.bisect_right(starts, start) - 1
+        if end == start + 1:  # one page (a 4K conversion): one bisection
+            if i >= 0:
+                s = slots[i]
+                if start < s.base_gfn + s.npages:
+                    return slots[i:i + 1]
+            return ()
         j = bisect.bisect_left(starts, end)
         if i < 0:
             return slots[:j]
@@ -145,14 +151,25 @@ class GmemBinding(GmemNotifier):
                 hi = event.end
             if lo < hi:
                 base = slot.base_gfn - pgoff
-                vm.stage2.zap(base + lo, base + hi, event.zap_kind)
+                to_private = event.to_private  # (event.zap_kind, inlined)
+                vm.stage2.zap(base + lo, base + hi, None if to_private is None
+                              else "shared" if to_private else "private", entries=False)
         finally:
             lock.release()
 
     def invalidate_end(self, event):
         vm = self.slot.vm
         if event.vm is None or event.vm is vm:
-            vm.mmu_invalidate_end()
+            # vm.mmu_invalidate_end(), inlined (it runs on every invalidation)
+            lock = vm.mmu_lock
+            lock.acquire()
+            try:
+                vm.mmu_invalidate_in_progress -= 1
+                vm.mmu_invalidate_seq += 1
+                if vm.mmu_waiters:
+                    lock.notify_all()
+            finally:
+                lock.release()
 
     def __repr__(self):
         return f"<GmemBinding {self.slot!r}>"

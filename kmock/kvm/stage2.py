@@ -141,32 +141,46 @@ class Stage2:
         the VM type's ``stage2_zap`` hears of them (once, when there are any)."""
         if not removed:
             return []
-        entries = [_entry(r) for r in removed]
+        # (_entry, inlined)
+        entries = [(iova >> PAGE_SHIFT, pfn, n, bool(perm & PERM_PRIVATE), bool(perm & PERM_W))
+                   for iova, pfn, n, perm in removed]
         vm = self.vm
         if vm is not None and vm.vmtype.has_stage2_hooks:
             vm.vmtype.stage2_zap(vm, list(entries))
         return entries
 
-    def zap(self, start, end, kind=None):
+    def zap(self, start, end, kind=None, entries=True):
         """Unmap gfns [start, end) of ``kind`` ("shared", "private", None = both).
 
-        Returns the removed (gfn, pfn, npages, private, writable) runs.
+        Returns the removed (gfn, pfn, npages, private, writable) runs; with
+        ``entries=False`` returns None (the runs are then built only for the VM type's
+        ``stage2_zap``: the invalidation's zap reads nothing back).
         """
         if end <= start:
-            return []
+            return [] if entries else None
         pt = self.pt
         lo, hi = start << PAGE_SHIFT, end << PAGE_SHIFT
         if kind is None:
             removed = pt.unmap(lo, end - start)
         elif kind in ("shared", "private"):
             want = PERM_PRIVATE if kind == "private" else 0
-            removed = []
+            removed = None
             for iova, pfn, n, perm in pt.runs(lo, hi):
                 if perm & PERM_PRIVATE == want:
-                    removed.extend(pt.unmap(iova, n))
+                    if removed is None:
+                        removed = pt.unmap(iova, n)  # (a new list: extended in place below)
+                    else:
+                        removed.extend(pt.unmap(iova, n))
         else:
             raise ValueError(f"zap kind must be 'shared', 'private' or None, not {kind!r}")
-        return self._zapped(removed)
+        if not removed:
+            return [] if entries else None
+        if entries:
+            return self._zapped(removed)
+        vm = self.vm
+        if vm is not None and vm.vmtype.has_stage2_hooks:
+            self._zapped(removed)
+        return None
 
     def clear(self):
         self.pt = PageTable(LEVELS)
@@ -309,6 +323,8 @@ def gmem_get_pfns(inode, index, n):
     except OSError as e:
         e.index = index
         raise
+    if n == 1:
+        return pfn  # (get_pfn checked and allocated the only page)
     if inode.poisoned is not None:
         bad = inode.poisoned.find_not(index, index + n, 0)
         if bad != -1:

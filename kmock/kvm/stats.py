@@ -200,8 +200,10 @@ def count_run(run, arch="x86"):
         counts["exits"] += 1
         kvm_run = vcpu.run
         if kvm_run is not None:
-            for name in per_reason.get(kvm_run.exit_reason, ()):
-                counts[name] += 1
+            reason = kvm_run.exit_reason
+            if reason in per_reason:
+                for name in per_reason[reason]:
+                    counts[name] += 1
         return r
 
     counted.__doc__ = run.__doc__

@@ -183,7 +183,9 @@ def vcpu_run(f, arg):
     exit. A memory fault exit raises OSError(EFAULT / EHWPOISON ...).
     """
     vm = f.vm
-    vm.check_caller()
+    # (vm.check_caller(), inlined: KVM_RUN is the hottest ioctl)
+    if vm.owner_pid != _libc.current_pid() or vm.dead:
+        raise oserror(errno.EIO)
     vcpu = f.vcpu
     with vcpu.mutex:
         run = vcpu.run
@@ -198,8 +200,12 @@ def vcpu_run(f, arg):
             if pending.complete(vcpu) is _guest.EXIT:
                 vcpu.pending = pending  # complete_userspace_io wrote the next exit (cui 0)
                 return 0
-            if pending.done and vcpu.guest.current is pending:
-                vcpu.guest.pc += 1
+            if pending.done:
+                script = vcpu.guest
+                pc = script.pc  # (script.current is pending, inlined)
+                actions = script.actions
+                if pc < len(actions) and actions[pc] is pending:
+                    script.pc = pc + 1
         if run.immediate_exit:
             raise oserror(errno.EINTR)
         if not vcpu.mmu_root_loaded:

@@ -7,6 +7,7 @@ Every VM-fd ioctl first checks that it comes from the process that created the V
 import errno
 import threading
 import time
+from functools import partial
 
 from .. import _libc
 from ..errors import KmockUsageError, oserror
@@ -257,9 +258,14 @@ class VM:
             if mem_attrs.find_not(start, end, attributes) == -1:
                 return  # the whole range already has these attributes
             to_private = bool(attributes & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
-            events = []  # (inode, event, first gfn) per part bound to a guest_memfd
+            # (inode, event, store) per part bound to a guest_memfd: the first part, then
+            # the others (the usual change has one part: no list is built for it)
+            first = None
+            more = []
             covered = 0
             for slots in self._as:
+                if not slots.by_id:
+                    continue  # (an address space without memslots, e.g. x86 SMM's)
                 for slot in slots.overlapping(start, end):
                     f = slot.gmem_file
                     if f is None:
@@ -271,15 +277,27 @@ class VM:
                         hi = end
                     off = slot.gmem_pgoff - base
                     inode = f.inode
-                    events.append((inode, InvalidateEvent(inode, lo + off, hi + off,
-                                                          "vm_attributes", to_private, self), lo))
+                    # (the store is a partial of the C method: no Python call)
+                    part = (inode, InvalidateEvent(inode, lo + off, hi + off, "vm_attributes",
+                                                   to_private, self),
+                            partial(mem_attrs.set, lo, hi, attributes))
+                    if first is None:
+                        first = part
+                    else:
+                        more.append(part)
                     if slot.as_id == 0:
                         covered += hi - lo
-            for inode, ev, _ in events:
-                inode.veto_check(ev)
-            for inode, ev, g in events:
-                inode.invalidate(ev, lambda g=g, n=ev.end - ev.start: mem_attrs.set(g, g + n, attributes),
-                                 vetoed=True)
+            if first is not None:
+                if not more:
+                    # one part: its invalidation asks the vetoes first
+                    inode, ev, store = first
+                    inode.invalidate(ev, store)
+                else:
+                    more.insert(0, first)
+                    for inode, ev, _ in more:
+                        inode.veto_check(ev)
+                    for inode, ev, store in more:
+                        inode.invalidate(ev, store, vetoed=True)
             if covered == end - start:
                 return  # every gfn was a guest_memfd part: zapped and stored above
             # what no guest_memfd holds: x86 kvm_arch_pre_set_memory_attributes zaps the
@@ -430,17 +448,23 @@ def vm_enable_cap(f, arg):
     raise oserror(errno.EINVAL)
 
 
+_MEM_ATTRS = K.kvm_memory_attributes
+
+
 def vm_set_memory_attributes(f, arg):
     """kvm_vm_ioctl_set_mem_attributes: flags, attributes, size/overflow, alignment."""
     vm = f.vm
-    vm.check_caller()
-    attrs = copy_from_user(arg, K.kvm_memory_attributes)
-    if attrs.flags:
+    # (vm.check_caller(), inlined: this runs on every conversion)
+    if vm.owner_pid != _libc.current_pid() or vm.dead:
+        raise oserror(EIO)
+    if type(arg) is not _MEM_ATTRS:  # the struct itself is read in place (no copy)
+        arg = copy_from_user(arg, _MEM_ATTRS)
+    # each field is read once: the checks and the change use the same values
+    flags, attributes, address, size = arg.flags, arg.attributes, arg.address, arg.size
+    if flags:
         raise oserror(errno.EINVAL)
-    attributes = attrs.attributes
-    if attributes & ~vm.supported_mem_attributes():
+    if attributes and attributes & ~vm.supported_mem_attributes():
         raise oserror(errno.EINVAL)
-    address, size = attrs.address, attrs.size
     if size == 0 or address + size > U64:
         raise oserror(errno.EINVAL)
     if address & (PAGE_SIZE - 1) or size & (PAGE_SIZE - 1):
