@@ -129,17 +129,15 @@ _self = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _self.__setitem__(0, os.getpid()))
 
 
-def _pid():
-    # After fork the child has a new pid; process_vm_* must name ourselves, or the
-    # process whose syscall this thread serves (kmock serve, see user_task).
+def current_pid():
+    """The process whose syscall this thread runs ("current"): this one, or the client
+    process a ``kmock serve`` thread serves (user_task). After fork the child has a new
+    pid; process_vm_* must name ourselves, or the process this thread serves."""
     pid = _task.pid
     return _self[0] if pid is None else pid
 
 
-def current_pid():
-    """The process whose syscall this thread runs ("current"): this one, or the client
-    process a ``kmock serve`` thread serves (user_task)."""
-    return _pid()
+_pid = current_pid  # (one frame: every VM and vCPU ioctl asks)
 
 
 def current_tid():
