@@ -119,9 +119,7 @@ def map_protected(realm, pool, ipa, pa, size):
     """A realm fault KVM resolves: the UNASSIGNED entries of [ipa, ipa + size) get the
     frames from ``pa`` (delegate + RTT_DATA_MAP); ASSIGNED ones are left alone."""
     ensure_tables(realm, pool, ipa, ipa + size)
-    for s, e, h, _rp, _pa in list(realm.runs(ipa, ipa + size)):
-        if h != rtt._Hipas.UNASSIGNED:
-            continue
+    for s, e in realm.unassigned_runs(ipa, ipa + size):
         run_pa = pa + (s - ipa)
         if not _delegate(realm.granules, run_pa, e - s):
             continue  # "raced with another vCPU": return to the guest

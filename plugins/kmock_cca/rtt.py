@@ -302,6 +302,7 @@ def _pack(hipas, ripas=_Ripas.EMPTY, frame=None, page=0):
 
 _HIPAS = (_Hipas.UNASSIGNED, _Hipas.ASSIGNED, _Hipas.TABLE, None)
 _RIPAS = (_Ripas.EMPTY, _Ripas.RAM, _Ripas.DESTROYED, _Ripas.DEV)
+_RIPAS_OF = {r.value: r for r in Ripas}  # Ripas(value) without the enum call
 
 
 def _hipas(v):
@@ -577,7 +578,8 @@ class Realm:
         """First page in [page_lo, page_hi) covered by an RTT of ``child_level``, or page_hi."""
         if child_level > 3:
             return page_hi
-        m, sh = self._tables_of(child_level), self._table_shift(child_level)
+        # (_tables_of / _table_shift, inlined: every RTT_SET_RIPAS walks here)
+        m, sh = (self._l2, _L1_PAGES_SHIFT) if child_level == 2 else (self._l3, _L2_PAGES_SHIFT)
         lo, hi = page_lo >> sh, (page_hi + (1 << sh) - 1) >> sh
         j = m.find_not(lo, hi, 0)
         return page_hi if j < 0 else max(j << sh, page_lo)
@@ -837,9 +839,13 @@ class Realm:
         """(level, stop page) for a command walking entries of one RTT from ``base``: stop is
         the end of the whole entries below ``top`` in that RTT, cut at the first child RTT;
         stop is None if ``base`` is not aligned to the level it is mapped at."""
-        level = self.level(base)
-        n = _map_pages(level)
         page = base >> GRANULE_SHIFT
+        # self.level(base) and _map_pages(level), inlined (every RTT_*_RIPAS call)
+        if not self._l2.get(page >> _L1_PAGES_SHIFT):
+            level = 1
+        else:
+            level = 3 if self._l3.get(page >> _L2_PAGES_SHIFT) else 2
+        n = 1 << (9 * (3 - level))
         if page % n:
             return level, None
         table_end = (page // (n * 512) + 1) * n * 512
@@ -912,7 +918,8 @@ class Realm:
     def missing_tables(self, level, ipa, end):
         """IPAs of the ``level`` (2 or 3) RTTs that [ipa, end) needs and that are missing,
         in order (KVM creates them on RMI_ERROR_RTT)."""
-        m, sh = self._tables_of(level), self._table_shift(level)
+        # (_tables_of / _table_shift, inlined: every realm fault asks here twice)
+        m, sh = (self._l2, _L1_PAGES_SHIFT) if level == 2 else (self._l3, _L2_PAGES_SHIFT)
         lo = (ipa >> GRANULE_SHIFT) >> sh
         hi = (((end >> GRANULE_SHIFT) - 1) >> sh) + 1
         if m.find(lo, hi, 0) == -1:
@@ -945,6 +952,21 @@ class Realm:
         page, n = ipa >> GRANULE_SHIFT, size >> GRANULE_SHIFT
         self._entries.set(page, min(page + n, self.ipa_size >> GRANULE_SHIFT), _UNASSIGNED_NS)
         return _OK
+
+    def unassigned_runs(self, ipa, end):
+        """(ipa_start, ipa_end) of the protected UNASSIGNED runs in [ipa, end)."""
+        lo, hi = ipa >> GRANULE_SHIFT, min(end, self.par_size) >> GRANULE_SHIFT
+        if lo >= hi:
+            return []
+        return [(s << GRANULE_SHIFT, e << GRANULE_SHIFT)
+                for s, e, v in self._entries.ranges(lo, hi) if v & 3 == _Hipas.UNASSIGNED]
+
+    def ripas_runs(self, ipa, end):
+        """(ipa_start, ipa_end, Ripas) of the protected IPAs [ipa, end), in order (what
+        ``runs`` gives without HIPAS and PA; runs of equal RIPAS may follow each other)."""
+        lo, hi = ipa >> GRANULE_SHIFT, min(end, self.par_size) >> GRANULE_SHIFT
+        return [(s << GRANULE_SHIFT, e << GRANULE_SHIFT, _RIPAS[(v >> _RIPAS_SHIFT) & 3])
+                for s, e, v in self._entries.ranges(lo, hi)] if lo < hi else []
 
     def assigned_runs(self, ipa, end):
         """(ipa_start, ipa_end, ripas, pa_start) of the protected ASSIGNED runs in [ipa, end)."""
@@ -1002,14 +1024,15 @@ class Realm:
 
 def _update_ripas(v, ripas, change_destroyed):
     """TF-RMM update_ripas for one run of equal entries: the new value, or None to stop."""
-    hipas, cur = _hipas(v), _ripas(v)
-    if hipas == _Hipas.TABLE:
+    # the fields as ints (what _hipas / _ripas / _with_ripas do, without three calls)
+    cur = (v >> _RIPAS_SHIFT) & 3
+    if v & 3 == _Hipas.TABLE:
         return None
     if cur == ripas:
         return v
     if cur == _Ripas.DESTROYED and not change_destroyed:
         return None
-    return _with_ripas(v, ripas)
+    return (v & ~(3 << _RIPAS_SHIFT)) | (int(ripas) << _RIPAS_SHIFT)
 
 
 class Rec:
@@ -1051,10 +1074,11 @@ class Rec:
             return RsiResult(_RsiStatus.ERROR_INPUT)
         self.ripas_base = self.ripas_addr = base
         self.ripas_top = top
-        self.ripas_value = Ripas(ripas)
+        # Ripas(ripas), as a dict lookup (an enum call costs ~1 us; the value is EMPTY or RAM)
+        self.ripas_value = value = _RIPAS_OF[ripas]
         # TF-RMM compares the whole X4 with RSI_CHANGE_DESTROYED (runtime/rsi/memory.c)
         self.change_destroyed = flags == RSI_CHANGE_DESTROYED
-        self.pending_exit = RipasChangeExit(base, top, Ripas(ripas))
+        self.pending_exit = RipasChangeExit(base, top, value)
         return self.pending_exit
 
     def enter(self, flags=0):
