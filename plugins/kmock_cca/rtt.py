@@ -678,12 +678,12 @@ class Realm:
             return _INPUT
         if known and self.rmm_state != _RmmRealmState.NEW:
             return _REALM
-        if not self.is_protected(ipa) or ipa % GRANULE_SIZE:
+        if ipa >= self.par_size or ipa % GRANULE_SIZE:  # (not self.is_protected(ipa))
             return _INPUT
-        last = self._walk(ipa, 3)
+        last = self.level(ipa)  # (self._walk(ipa, 3): the walk to level 3 stops there)
         if last != 3:
             return _rtt(last)
-        if _hipas(self._entries.get(ipa >> GRANULE_SHIFT)) != _Hipas.UNASSIGNED:
+        if self._entries.get(ipa >> GRANULE_SHIFT) & 3 != _Hipas.UNASSIGNED:  # (the HIPAS bits)
             return _rtt(3)
         return None
 
@@ -700,7 +700,7 @@ class Realm:
             return 0
         k = min(k, self._pages_at_level3(page, k))
         for s, e, v in self._entries.ranges(page, page + k):
-            if _hipas(v) != _Hipas.UNASSIGNED:
+            if v & 3 != _Hipas.UNASSIGNED:  # (_hipas(v), as the HIPAS bits)
                 return s - page
         return k
 
@@ -739,9 +739,10 @@ class Realm:
             self._entries.set(page, page + k, _pack(_Hipas.ASSIGNED, _Ripas.RAM, frame, page))
             self.rim.append(("DATA_CREATE", ipa, ipa + (k << GRANULE_SHIFT), bool(flags)))
         else:
-            runs = list(self._entries.ranges(page, page + k))
-            for s, e, v in runs:
-                self._entries.set(s, e, _pack(_Hipas.ASSIGNED, _ripas(v), frame, page))
+            # _pack(ASSIGNED, _ripas(v), frame, page) with v's RIPAS bits kept as they are
+            assigned = _Hipas.ASSIGNED | (((frame - page) % _DELTA_MOD) << _DELTA_SHIFT)
+            for s, e, v in list(self._entries.ranges(page, page + k)):
+                self._entries.set(s, e, assigned | (v & (3 << _RIPAS_SHIFT)))
         g.set_state(data_idx, k, _GranuleState.DATA)
         if k == n:
             return _OK, k << GRANULE_SHIFT
@@ -1085,7 +1086,7 @@ class Rec:
         """RMI_REC_ENTER's completion of a pending request (rec.c complete_set_ripas):
         RsiResult(SUCCESS, new_base, ACCEPT/REJECT) for the realm, or None if none pending.
         A REJECT is only reported for a RAM request that did not reach ``top``."""
-        if not self.ripas_pending:
+        if self.ripas_base == self.ripas_top:  # (not self.ripas_pending)
             return None
         reject = bool(flags & REC_ENTER_FLAG_RIPAS_RESPONSE)
         response = RSI_ACCEPT
