@@ -734,7 +734,8 @@ class Realm:
         page = ipa >> GRANULE_SHIFT
         n = size >> GRANULE_SHIFT
         frame = data_pa >> GRANULE_SHIFT
-        k = self._data_prefix(data_idx, page, n, src_idx, known)
+        # one granule: _data_check above passed, which is all _data_prefix checks for it
+        k = 1 if n == 1 else self._data_prefix(data_idx, page, n, src_idx, known)
         if known:
             self._entries.set(page, page + k, _pack(_Hipas.ASSIGNED, _Ripas.RAM, frame, page))
             self.rim.append(("DATA_CREATE", ipa, ipa + (k << GRANULE_SHIFT), bool(flags)))
