@@ -561,6 +561,13 @@ class Realm:
         return n
 
     # -- helpers -----------------------------------------------------------------------------
+    def _entry_runs(self, lo, hi):
+        """``self._entries.ranges(lo, hi)``; a single page as its one run, read with get()
+        (a 4K conversion's case: a ranges() generator costs ~0.7 us, a get() ~0.1 us)."""
+        if hi - lo == 1:
+            return ((lo, hi, self._entries.get(lo)),)
+        return self._entries.ranges(lo, hi)
+
     def _aligned(self, ipa, level):
         return ipa % (_map_pages(level) << GRANULE_SHIFT) == 0
 
@@ -742,7 +749,7 @@ class Realm:
         else:
             # _pack(ASSIGNED, _ripas(v), frame, page) with v's RIPAS bits kept as they are
             assigned = _Hipas.ASSIGNED | (((frame - page) % _DELTA_MOD) << _DELTA_SHIFT)
-            for s, e, v in list(self._entries.ranges(page, page + k)):
+            for s, e, v in tuple(self._entry_runs(page, page + k)):
                 self._entries.set(s, e, assigned | (v & (3 << _RIPAS_SHIFT)))
         g.set_state(data_idx, k, _GranuleState.DATA)
         if k == n:
@@ -790,7 +797,7 @@ class Realm:
         k = min(n, (self.par_size >> GRANULE_SHIFT) - page)
         k = self._pages_at_level3(page, k)
         runs = []
-        for s, e, v in self._entries.ranges(page, page + k):
+        for s, e, v in self._entry_runs(page, page + k):
             if _hipas(v) != _Hipas.ASSIGNED:
                 k = s - page
                 break
@@ -869,7 +876,7 @@ class Realm:
         page = base >> GRANULE_SHIFT
         changes = []
         end = page
-        for s, e, v in self._entries.ranges(page, stop) if stop > page else ():
+        for s, e, v in self._entry_runs(page, stop) if stop > page else ():
             new = _update_ripas(v, rec.ripas_value, rec.change_destroyed)
             if new is None:
                 break
@@ -961,14 +968,14 @@ class Realm:
         if lo >= hi:
             return []
         return [(s << GRANULE_SHIFT, e << GRANULE_SHIFT)
-                for s, e, v in self._entries.ranges(lo, hi) if v & 3 == _Hipas.UNASSIGNED]
+                for s, e, v in self._entry_runs(lo, hi) if v & 3 == _Hipas.UNASSIGNED]
 
     def ripas_runs(self, ipa, end):
         """(ipa_start, ipa_end, Ripas) of the protected IPAs [ipa, end), in order (what
         ``runs`` gives without HIPAS and PA; runs of equal RIPAS may follow each other)."""
         lo, hi = ipa >> GRANULE_SHIFT, min(end, self.par_size) >> GRANULE_SHIFT
         return [(s << GRANULE_SHIFT, e << GRANULE_SHIFT, _RIPAS[(v >> _RIPAS_SHIFT) & 3])
-                for s, e, v in self._entries.ranges(lo, hi)] if lo < hi else []
+                for s, e, v in self._entry_runs(lo, hi)] if lo < hi else []
 
     def assigned_runs(self, ipa, end):
         """(ipa_start, ipa_end, ripas, pa_start) of the protected ASSIGNED runs in [ipa, end)."""
@@ -976,7 +983,7 @@ class Realm:
         if lo >= hi:
             return []
         return [(s << GRANULE_SHIFT, e << GRANULE_SHIFT, _ripas(v), _frame(v, s) << GRANULE_SHIFT)
-                for s, e, v in self._entries.ranges(lo, hi) if v & 3 == _Hipas.ASSIGNED]
+                for s, e, v in self._entry_runs(lo, hi) if v & 3 == _Hipas.ASSIGNED]
 
     def teardown(self):
         """What REALM_DESTROY leaves once KVM destroyed every DATA granule and RTT (the

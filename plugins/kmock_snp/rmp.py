@@ -494,7 +494,10 @@ class Rmp:
         pfn = max(start, 0)
         end = min(end, self._n)
         while pfn < end:
-            s, e, value = next(self._map.ranges(pfn, end))
+            if end - pfn == 1:  # (a 4K punch: its entry with get(), not a ranges() generator)
+                s, e, value = pfn, end, self._map.get(pfn)
+            else:
+                s, e, value = next(self._map.ranges(pfn, end))
             if not value & _ASSIGNED:
                 pfn = e
                 continue
