@@ -927,7 +927,7 @@ class Realm:
     def missing_tables(self, level, ipa, end):
         """IPAs of the ``level`` (2 or 3) RTTs that [ipa, end) needs and that are missing,
         in order (KVM creates them on RMI_ERROR_RTT)."""
-        # (_tables_of / _table_shift, inlined: every realm fault asks here twice)
+        # (_tables_of / _table_shift, inlined: every realm fault asks here)
         m, sh = (self._l2, _L1_PAGES_SHIFT) if level == 2 else (self._l3, _L2_PAGES_SHIFT)
         lo = (ipa >> GRANULE_SHIFT) >> sh
         hi = (((end >> GRANULE_SHIFT) - 1) >> sh) + 1
