@@ -85,9 +85,12 @@ def vcpu_init(f, arg):
 def vcpu_run(f, arg):
     """KVM_RUN: kvm_arch_vcpu_run_pid_change's checks on the first run, then the core's
     run (pending completion, immediate_exit, the guest)."""
-    vcpu = _vcpu(f)
-    arch = vcpu.arch
-    if not arch.has_run:
+    arch = f.vcpu.arch
+    if arch is None or not arch.has_run:
+        # the first run (the core's vcpu_run checks the caller again: after the first run
+        # that check is its, one check_caller per KVM_RUN)
+        vcpu = _vcpu(f)
+        arch = vcpu.arch
         with vcpu.mutex:
             if not arch.initialized:
                 raise oserror(errno.ENOEXEC)

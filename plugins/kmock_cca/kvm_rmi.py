@@ -18,6 +18,7 @@ missing table, never per page.
 """
 
 import errno
+import functools
 import threading
 
 from kmock.errors import oserror
@@ -78,6 +79,10 @@ class HostPool:
 
 def ensure_tables(realm, pool, ipa, end):
     """RTT_CREATE every level-2 then level-3 table [ipa, end) needs."""
+    if not realm.missing_tables(3, ipa, end):
+        # every level-3 table is there, so is every level-2 one (RTT_CREATE needs the parent
+        # table, RTT_DESTROY refuses a table with children): the common case, one query
+        return
     for level in (2, 3):
         for t in realm.missing_tables(level, ipa, end):
             pa = pool.take()
@@ -119,9 +124,7 @@ def map_protected(realm, pool, ipa, pa, size):
     """A realm fault KVM resolves: the UNASSIGNED entries of [ipa, ipa + size) get the
     frames from ``pa`` (delegate + RTT_DATA_MAP); ASSIGNED ones are left alone."""
     ensure_tables(realm, pool, ipa, ipa + size)
-    for s, e, h, _rp, _pa in list(realm.runs(ipa, ipa + size)):
-        if h != rtt._Hipas.UNASSIGNED:
-            continue
+    for s, e in realm.unassigned_runs(ipa, ipa + size):
         run_pa = pa + (s - ipa)
         if not _delegate(realm.granules, run_pa, e - s):
             continue  # "raced with another vCPU": return to the guest
@@ -181,4 +184,4 @@ def set_ripas(realm, rec, pool, base, top):
     KVM's ``ripas_change`` would retry an entry the RMM refuses (a DESTROYED page without
     RSI_CHANGE_DESTROYED) forever [U]; kmock stops there and lets the realm see partial
     progress instead (a choice, docs/arch/cca.md)."""
-    return _walk_ripas(realm, pool, base, top, lambda b, t: realm.rtt_set_ripas(rec, b, t))
+    return _walk_ripas(realm, pool, base, top, functools.partial(realm.rtt_set_ripas, rec))

@@ -229,7 +229,8 @@ class RealmVm(Arm64Vm):
         if arch.state != _RealmState.ACTIVE:
             raise oserror(errno.EINVAL)
         rec = vcpu.arch.rec
-        if rec is not None and rec.ripas_pending:
+        # (rec.ripas_pending, inlined: every KVM_RUN of a realm asks)
+        if rec is not None and rec.ripas_base != rec.ripas_top:
             self.complete_ripas_change(vcpu, rec)
 
     def complete_ripas_change(self, vcpu, rec):
@@ -301,7 +302,7 @@ class RealmVm(Arm64Vm):
             return None
         with arch.lock:
             page_end = (end + rtt.GRANULE_SIZE - 1) & ~(rtt.GRANULE_SIZE - 1)
-            for s, e, _h, ripas, _pa in realm.runs(start & ~(rtt.GRANULE_SIZE - 1), page_end):
+            for s, e, ripas in realm.ripas_runs(start & ~(rtt.GRANULE_SIZE - 1), page_end):
                 if ripas == _Ripas.EMPTY:
                     why = (f"realm access to IPA {max(s, start):#x}: RIPAS EMPTY; the RMM "
                            "injects a synchronous external abort into the realm (the host "

@@ -302,6 +302,7 @@ def _pack(hipas, ripas=_Ripas.EMPTY, frame=None, page=0):
 
 _HIPAS = (_Hipas.UNASSIGNED, _Hipas.ASSIGNED, _Hipas.TABLE, None)
 _RIPAS = (_Ripas.EMPTY, _Ripas.RAM, _Ripas.DESTROYED, _Ripas.DEV)
+_RIPAS_OF = {r.value: r for r in Ripas}  # Ripas(value) without the enum call
 
 
 def _hipas(v):
@@ -560,6 +561,13 @@ class Realm:
         return n
 
     # -- helpers -----------------------------------------------------------------------------
+    def _entry_runs(self, lo, hi):
+        """``self._entries.ranges(lo, hi)``; a single page as its one run, read with get()
+        (a 4K conversion's case: a ranges() generator costs ~0.7 us, a get() ~0.1 us)."""
+        if hi - lo == 1:
+            return ((lo, hi, self._entries.get(lo)),)
+        return self._entries.ranges(lo, hi)
+
     def _aligned(self, ipa, level):
         return ipa % (_map_pages(level) << GRANULE_SHIFT) == 0
 
@@ -577,7 +585,8 @@ class Realm:
         """First page in [page_lo, page_hi) covered by an RTT of ``child_level``, or page_hi."""
         if child_level > 3:
             return page_hi
-        m, sh = self._tables_of(child_level), self._table_shift(child_level)
+        # (_tables_of / _table_shift, inlined: every RTT_SET_RIPAS walks here)
+        m, sh = (self._l2, _L1_PAGES_SHIFT) if child_level == 2 else (self._l3, _L2_PAGES_SHIFT)
         lo, hi = page_lo >> sh, (page_hi + (1 << sh) - 1) >> sh
         j = m.find_not(lo, hi, 0)
         return page_hi if j < 0 else max(j << sh, page_lo)
@@ -676,12 +685,12 @@ class Realm:
             return _INPUT
         if known and self.rmm_state != _RmmRealmState.NEW:
             return _REALM
-        if not self.is_protected(ipa) or ipa % GRANULE_SIZE:
+        if ipa >= self.par_size or ipa % GRANULE_SIZE:  # (not self.is_protected(ipa))
             return _INPUT
-        last = self._walk(ipa, 3)
+        last = self.level(ipa)  # (self._walk(ipa, 3): the walk to level 3 stops there)
         if last != 3:
             return _rtt(last)
-        if _hipas(self._entries.get(ipa >> GRANULE_SHIFT)) != _Hipas.UNASSIGNED:
+        if self._entries.get(ipa >> GRANULE_SHIFT) & 3 != _Hipas.UNASSIGNED:  # (the HIPAS bits)
             return _rtt(3)
         return None
 
@@ -698,7 +707,7 @@ class Realm:
             return 0
         k = min(k, self._pages_at_level3(page, k))
         for s, e, v in self._entries.ranges(page, page + k):
-            if _hipas(v) != _Hipas.UNASSIGNED:
+            if v & 3 != _Hipas.UNASSIGNED:  # (_hipas(v), as the HIPAS bits)
                 return s - page
         return k
 
@@ -732,14 +741,16 @@ class Realm:
         page = ipa >> GRANULE_SHIFT
         n = size >> GRANULE_SHIFT
         frame = data_pa >> GRANULE_SHIFT
-        k = self._data_prefix(data_idx, page, n, src_idx, known)
+        # one granule: _data_check above passed, which is all _data_prefix checks for it
+        k = 1 if n == 1 else self._data_prefix(data_idx, page, n, src_idx, known)
         if known:
             self._entries.set(page, page + k, _pack(_Hipas.ASSIGNED, _Ripas.RAM, frame, page))
             self.rim.append(("DATA_CREATE", ipa, ipa + (k << GRANULE_SHIFT), bool(flags)))
         else:
-            runs = list(self._entries.ranges(page, page + k))
-            for s, e, v in runs:
-                self._entries.set(s, e, _pack(_Hipas.ASSIGNED, _ripas(v), frame, page))
+            # _pack(ASSIGNED, _ripas(v), frame, page) with v's RIPAS bits kept as they are
+            assigned = _Hipas.ASSIGNED | (((frame - page) % _DELTA_MOD) << _DELTA_SHIFT)
+            for s, e, v in tuple(self._entry_runs(page, page + k)):
+                self._entries.set(s, e, assigned | (v & (3 << _RIPAS_SHIFT)))
         g.set_state(data_idx, k, _GranuleState.DATA)
         if k == n:
             return _OK, k << GRANULE_SHIFT
@@ -786,7 +797,7 @@ class Realm:
         k = min(n, (self.par_size >> GRANULE_SHIFT) - page)
         k = self._pages_at_level3(page, k)
         runs = []
-        for s, e, v in self._entries.ranges(page, page + k):
+        for s, e, v in self._entry_runs(page, page + k):
             if _hipas(v) != _Hipas.ASSIGNED:
                 k = s - page
                 break
@@ -837,9 +848,13 @@ class Realm:
         """(level, stop page) for a command walking entries of one RTT from ``base``: stop is
         the end of the whole entries below ``top`` in that RTT, cut at the first child RTT;
         stop is None if ``base`` is not aligned to the level it is mapped at."""
-        level = self.level(base)
-        n = _map_pages(level)
         page = base >> GRANULE_SHIFT
+        # self.level(base) and _map_pages(level), inlined (every RTT_*_RIPAS call)
+        if not self._l2.get(page >> _L1_PAGES_SHIFT):
+            level = 1
+        else:
+            level = 3 if self._l3.get(page >> _L2_PAGES_SHIFT) else 2
+        n = 1 << (9 * (3 - level))
         if page % n:
             return level, None
         table_end = (page // (n * 512) + 1) * n * 512
@@ -861,7 +876,7 @@ class Realm:
         page = base >> GRANULE_SHIFT
         changes = []
         end = page
-        for s, e, v in self._entries.ranges(page, stop) if stop > page else ():
+        for s, e, v in self._entry_runs(page, stop) if stop > page else ():
             new = _update_ripas(v, rec.ripas_value, rec.change_destroyed)
             if new is None:
                 break
@@ -912,7 +927,8 @@ class Realm:
     def missing_tables(self, level, ipa, end):
         """IPAs of the ``level`` (2 or 3) RTTs that [ipa, end) needs and that are missing,
         in order (KVM creates them on RMI_ERROR_RTT)."""
-        m, sh = self._tables_of(level), self._table_shift(level)
+        # (_tables_of / _table_shift, inlined: every realm fault asks here)
+        m, sh = (self._l2, _L1_PAGES_SHIFT) if level == 2 else (self._l3, _L2_PAGES_SHIFT)
         lo = (ipa >> GRANULE_SHIFT) >> sh
         hi = (((end >> GRANULE_SHIFT) - 1) >> sh) + 1
         if m.find(lo, hi, 0) == -1:
@@ -946,13 +962,28 @@ class Realm:
         self._entries.set(page, min(page + n, self.ipa_size >> GRANULE_SHIFT), _UNASSIGNED_NS)
         return _OK
 
+    def unassigned_runs(self, ipa, end):
+        """(ipa_start, ipa_end) of the protected UNASSIGNED runs in [ipa, end)."""
+        lo, hi = ipa >> GRANULE_SHIFT, min(end, self.par_size) >> GRANULE_SHIFT
+        if lo >= hi:
+            return []
+        return [(s << GRANULE_SHIFT, e << GRANULE_SHIFT)
+                for s, e, v in self._entry_runs(lo, hi) if v & 3 == _Hipas.UNASSIGNED]
+
+    def ripas_runs(self, ipa, end):
+        """(ipa_start, ipa_end, Ripas) of the protected IPAs [ipa, end), in order (what
+        ``runs`` gives without HIPAS and PA; runs of equal RIPAS may follow each other)."""
+        lo, hi = ipa >> GRANULE_SHIFT, min(end, self.par_size) >> GRANULE_SHIFT
+        return [(s << GRANULE_SHIFT, e << GRANULE_SHIFT, _RIPAS[(v >> _RIPAS_SHIFT) & 3])
+                for s, e, v in self._entry_runs(lo, hi)] if lo < hi else []
+
     def assigned_runs(self, ipa, end):
         """(ipa_start, ipa_end, ripas, pa_start) of the protected ASSIGNED runs in [ipa, end)."""
         lo, hi = ipa >> GRANULE_SHIFT, min(end, self.par_size) >> GRANULE_SHIFT
         if lo >= hi:
             return []
         return [(s << GRANULE_SHIFT, e << GRANULE_SHIFT, _ripas(v), _frame(v, s) << GRANULE_SHIFT)
-                for s, e, v in self._entries.ranges(lo, hi) if v & 3 == _Hipas.ASSIGNED]
+                for s, e, v in self._entry_runs(lo, hi) if v & 3 == _Hipas.ASSIGNED]
 
     def teardown(self):
         """What REALM_DESTROY leaves once KVM destroyed every DATA granule and RTT (the
@@ -1002,14 +1033,15 @@ class Realm:
 
 def _update_ripas(v, ripas, change_destroyed):
     """TF-RMM update_ripas for one run of equal entries: the new value, or None to stop."""
-    hipas, cur = _hipas(v), _ripas(v)
-    if hipas == _Hipas.TABLE:
+    # the fields as ints (what _hipas / _ripas / _with_ripas do, without three calls)
+    cur = (v >> _RIPAS_SHIFT) & 3
+    if v & 3 == _Hipas.TABLE:
         return None
     if cur == ripas:
         return v
     if cur == _Ripas.DESTROYED and not change_destroyed:
         return None
-    return _with_ripas(v, ripas)
+    return (v & ~(3 << _RIPAS_SHIFT)) | (int(ripas) << _RIPAS_SHIFT)
 
 
 class Rec:
@@ -1051,17 +1083,18 @@ class Rec:
             return RsiResult(_RsiStatus.ERROR_INPUT)
         self.ripas_base = self.ripas_addr = base
         self.ripas_top = top
-        self.ripas_value = Ripas(ripas)
+        # Ripas(ripas), as a dict lookup (an enum call costs ~1 us; the value is EMPTY or RAM)
+        self.ripas_value = value = _RIPAS_OF[ripas]
         # TF-RMM compares the whole X4 with RSI_CHANGE_DESTROYED (runtime/rsi/memory.c)
         self.change_destroyed = flags == RSI_CHANGE_DESTROYED
-        self.pending_exit = RipasChangeExit(base, top, Ripas(ripas))
+        self.pending_exit = RipasChangeExit(base, top, value)
         return self.pending_exit
 
     def enter(self, flags=0):
         """RMI_REC_ENTER's completion of a pending request (rec.c complete_set_ripas):
         RsiResult(SUCCESS, new_base, ACCEPT/REJECT) for the realm, or None if none pending.
         A REJECT is only reported for a RAM request that did not reach ``top``."""
-        if not self.ripas_pending:
+        if self.ripas_base == self.ripas_top:  # (not self.ripas_pending)
             return None
         reject = bool(flags & REC_ENTER_FLAG_RIPAS_RESPONSE)
         response = RSI_ACCEPT

@@ -291,8 +291,12 @@ class Rmp:
         entry_asid = (value >> _ASID_SHIFT) & MAX_ASID
         if entry_asid != asid:
             return f"page belongs to asid {entry_asid}, not {asid}"
-        if _gfn(value, pfn) != gpa >> PAGE_SHIFT:
-            return f"RMP gpa {_gfn(value, pfn) << PAGE_SHIFT:#x} differs from the access gpa {gpa:#x}"
+        # _gfn(value, pfn), inlined (hot: every PVALIDATE and private access)
+        delta = value >> _DELTA_SHIFT
+        if delta >> (_DELTA_BITS - 1):
+            delta -= 1 << _DELTA_BITS
+        if pfn + delta != gpa >> PAGE_SHIFT:
+            return f"RMP gpa {(pfn + delta) << PAGE_SHIFT:#x} differs from the access gpa {gpa:#x}"
         return ""
 
     def pvalidate(self, pfn, gpa, asid, validate, pagesize=S.RMP_PG_SIZE_4K):
@@ -305,7 +309,7 @@ class Rmp:
         npages = PAGES_PER_2M if pagesize == S.RMP_PG_SIZE_2M else 1
         if (
             pagesize not in (S.RMP_PG_SIZE_4K, S.RMP_PG_SIZE_2M)
-            or not self._in_table(pfn, npages)
+            or pfn < 0 or pfn + npages > self._n  # (not self._in_table(pfn, npages), inlined)
             or gpa % (npages << PAGE_SHIFT)
             or pfn % npages
         ):
@@ -453,7 +457,11 @@ class Rmp:
             return -errno.ENOENT
         end = pfn + npages
         huge_ok = max_order >= 9 and (gfn - pfn) % PAGES_PER_2M == 0
-        for s, e, v in list(self._map.ranges(pfn, end)):
+        if npages == 1:  # a 4K fault: its one run, without building the run list
+            runs = ((pfn, end, self._map.get(pfn)),)
+        else:
+            runs = list(self._map.ranges(pfn, end))  # (a list: the loop changes the map)
+        for s, e, v in runs:
             if v:
                 continue
             g = gfn + (s - pfn)
@@ -486,7 +494,10 @@ class Rmp:
         pfn = max(start, 0)
         end = min(end, self._n)
         while pfn < end:
-            s, e, value = next(self._map.ranges(pfn, end))
+            if end - pfn == 1:  # (a 4K punch: its entry with get(), not a ranges() generator)
+                s, e, value = pfn, end, self._map.get(pfn)
+            else:
+                s, e, value = next(self._map.ranges(pfn, end))
             if not value & _ASSIGNED:
                 pfn = e
                 continue

@@ -155,7 +155,8 @@ class SnpVm(SevFamilyVm):
         """sev_gmem_invalidate over pages [start, end): failures only WARN (the frames stay
         assigned): recorded."""
         m = vm.arch.machine
-        lo, hi = inode.pfn(start), inode.pfn(end)
+        base = inode.pfn_base  # (inode.pfn(i) is pfn_base + i: two calls less per punch)
+        lo, hi = base + start, base + end
         with m.lock:
             if m.rmp.find_assigned(lo, hi - lo) == -1:
                 return
