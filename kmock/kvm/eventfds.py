@@ -237,10 +237,7 @@ class EventfdState:
         for p in self.ioeventfds:
             p.eventfd.put()
         for irqfd in self.irqfds:
-            _drop_waiter(irqfd)
-            irqfd.eventfd.put()
-            if irqfd.resamplefd is not None:
-                irqfd.resamplefd.put()
+            _shutdown(irqfd)
         self.ioeventfds = []
         self.by_addr = {}
         self.irqfds = []
@@ -441,16 +438,43 @@ def deassign_irqfd(vm, args):
             keep = []
             for i in s.irqfds:
                 if i.eventfd == eventfd and i.gsi == args.gsi:
-                    _drop_waiter(i)
-                    i.eventfd.put()
-                    if i.resamplefd is not None:
-                        i.resamplefd.put()
+                    _shutdown(i)
                 else:
                     keep.append(i)
             s.irqfds = keep
     finally:
         eventfd.put()
     return 0
+
+
+def _shutdown(irqfd):
+    """irqfd_shutdown: off the eventfd's wait queue, its references dropped."""
+    _drop_waiter(irqfd)
+    irqfd.eventfd.put()
+    if irqfd.resamplefd is not None:
+        irqfd.resamplefd.put()
+
+
+def vm_destroyed(vm):
+    """kvm_destroy_vm: the buses' ioeventfds (and any irqfd left) drop their eventfds now,
+    not when the VM object is collected."""
+    s = _STATES.get(vm)
+    if s is not None:
+        with s.lock:
+            s.release()
+
+
+def irqfd_release(vm):
+    """kvm_irqfd_release, from kvm_vm_release: the VM fd's last close shuts down every
+    irqfd of the VM, even while vCPU fds keep the VM itself (conformance
+    ``eventfds_irqfd_vm_release``). Ioeventfds stay until the VM is destroyed."""
+    s = _STATES.get(vm)
+    if s is None:
+        return
+    with s.lock:
+        irqfds, s.irqfds = s.irqfds, []
+    for i in irqfds:
+        _shutdown(i)
 
 
 def signalled_irqfds(vm):

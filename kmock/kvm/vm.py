@@ -146,9 +146,11 @@ class VM:
         self.destroy()
 
     def destroy(self):
-        """kvm_destroy_vm: free the memslots (unbinding guest_memfd ranges), then the
+        """kvm_destroy_vm: the I/O buses go first (their ioeventfds drop the eventfds,
+        kvm_io_bus_destroy), then the memslots (unbinding guest_memfd ranges), then the
         VM type's destroy callback."""
         self.destroyed = True
+        eventfds.vm_destroyed(self)
         with self.slots_lock:
             for slots in self._as:
                 for slot in list(slots):
@@ -377,6 +379,9 @@ class VmFile(File):
         vm.get()
 
     def release(self):
+        """kvm_vm_release: the irqfds go with the VM fd (kvm_irqfd_release), then the
+        reference on the VM."""
+        eventfds.irqfd_release(self.vm)
         self.vm.put()
 
     def unknown_ioctl(self, request, arg):

@@ -255,3 +255,28 @@ def eventfds_gsi_routing(sys, rec):
     routing(sys, rec, vm2, "VM 2 (32-bit ids): MSI address_hi 0x1", [(1, MSI, 0, 0xFEE00000, 1, 0)])
     routing(sys, rec, vm2, "VM 2 (32-bit ids): MSI address_hi 0x100",
             [(1, MSI, 0, 0xFEE00000, 0x100, 0)])
+
+
+@scenario("eventfds_irqfd_vm_release",
+          "kvm_vm_release -> kvm_irqfd_release: closing the VM fd unbinds its irqfds even while a "
+          "vCPU fd keeps the VM alive (the eventfd is free for another VM's irqfd at once); the "
+          "vCPU fd still works")
+def eventfds_irqfd_vm_release(sys, rec):
+    (efd,) = fds = _eventfds(1)
+    try:
+        kvm = open_kvm(sys, rec)
+        vm1 = create_vm(sys, rec, kvm, label="VM 1: KVM_CREATE_VM")
+        rec.call("VM 1: KVM_CREATE_IRQCHIP", sys.ioctl, vm1, X.KVM_CREATE_IRQCHIP, 0)
+        cpu = rec.call("VM 1: KVM_CREATE_VCPU 0", sys.ioctl, vm1, K.KVM_CREATE_VCPU, 0)
+        irqfd(sys, rec, vm1, "VM 1: irqfd gsi 5", efd, 5)
+        vm2 = create_vm(sys, rec, kvm, label="VM 2: KVM_CREATE_VM")
+        rec.call("VM 2: KVM_CREATE_IRQCHIP", sys.ioctl, vm2, X.KVM_CREATE_IRQCHIP, 0)
+        irqfd(sys, rec, vm2, "VM 2: irqfd of VM 1's eventfd", efd, 6)
+        rec.call("close VM 1's fd (its vCPU fd stays open)", sys.close, vm1)
+        irqfd(sys, rec, vm2, "VM 2: irqfd of the eventfd after VM 1's fd closed", efd, 6)
+        if cpu is not None:
+            rec.call("VM 1's vCPU: KVM_GET_REGS", sys.ioctl, cpu,
+                     K.KVM_GET_REGS, K.kvm_regs())
+            rec.call("close VM 1's vCPU", sys.close, cpu)
+    finally:
+        _close_all(fds)

@@ -931,6 +931,13 @@ REFERENCE.update({
         ("split: VAPIC 0x100000 (memslot page 0)", ("ok", 0)),
         ("split: VAPIC 0x104000 (just past the memslot)", E("EINVAL")),
     ],
+    # virt/kvm/kvm_main.c kvm_vm_release -> eventfd.c kvm_irqfd_release (an eventfd is one
+    # irqfd's exclusive waiter: EBUSY until that irqfd is shut down)
+    "eventfds_irqfd_vm_release": [
+        ("VM 2: irqfd of VM 1's eventfd", E("EBUSY")),
+        ("VM 2: irqfd of the eventfd after VM 1's fd closed", ("ok", 0)),
+        ("VM 1's vCPU: KVM_GET_REGS", ("ok", 0)),
+    ],
     # virt/kvm/coalesced_mmio.c; kvm_io_bus_register_dev (NR_IOBUS_DEVS 1000)
     "coalesced_mmio": [
         ("MMIO zone", ("ok", 0)),

@@ -308,3 +308,23 @@ def test_a_destroyed_vm_frees_its_irqfd_eventfds(k, efds):
     vm2 = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
     k.ioctl(vm2, X.KVM_CREATE_IRQCHIP, 0)
     assert irqfd(k, vm2, a, 5) == 0
+
+
+def test_closing_the_vm_fd_unbinds_irqfds_while_a_vcpu_keeps_the_vm(k, efds):
+    """kvm_vm_release -> kvm_irqfd_release (conformance eventfds_irqfd_vm_release): the
+    irqfds go with the VM fd, not with the VM; its ioeventfds stay until it is destroyed."""
+    a, b = efds(), efds()
+    kvm, vm1 = create_vm(k)
+    k.ioctl(vm1, X.KVM_CREATE_IRQCHIP, 0)
+    cpu = k.ioctl(vm1, K.KVM_CREATE_VCPU, 0)
+    v = k.file(vm1).vm
+    irqfd(k, vm1, a, 5)
+    k.ioctl(vm1, K.KVM_IOEVENTFD, K.kvm_ioeventfd(addr=0x1000, len=1, fd=b,
+                                                  flags=K.KVM_IOEVENTFD_FLAG_PIO))
+    k.close(vm1)
+    assert not v.destroyed and E.irqfds(v) == [] and len(E.ioeventfds(v)) == 1
+    vm2 = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+    k.ioctl(vm2, X.KVM_CREATE_IRQCHIP, 0)
+    assert irqfd(k, vm2, a, 5) == 0
+    k.close(cpu)
+    assert v.destroyed and E.ioeventfds(v) == []
