@@ -31,6 +31,7 @@ _MAX_LEN = T.TDX_MAP_GPA_MAX_LEN
 _HC_MAP_GPA_RANGE = K.KVM_HC_MAP_GPA_RANGE
 _ENCRYPTED, _DECRYPTED = K.KVM_MAP_GPA_RANGE_ENCRYPTED, K.KVM_MAP_GPA_RANGE_DECRYPTED
 _LONG_MODE = K.KVM_EXIT_HYPERCALL_LONG_MODE
+_SUCCESS, _MAP_GPA = T.TDVMCALL_STATUS_SUCCESS, T.TDVMCALL_MAP_GPA
 
 
 class HypercallExit(NamedTuple):
@@ -42,6 +43,9 @@ class HypercallExit(NamedTuple):
     flags: int
 
 
+_tuple_new = tuple.__new__
+
+
 class MapGpa:
     """One MapGPA TDVMCALL in flight on one vCPU.
 
@@ -51,6 +55,9 @@ class MapGpa:
     ``maxphyaddr`` defaults to the GPAW: KVM reports the GPAW as the TD's guest physical
     address width (tdx_read_cpuid(), CPUID 0x80000008 EAX[23:16]).
     """
+
+    __slots__ = ("gpa", "size", "shared_bit", "maxphyaddr", "exit_enabled", "next", "end",
+                 "result", "exit")
 
     def __init__(self, gpa, size, *, gpaw, exit_enabled=True, maxphyaddr=None):
         if gpaw != 48 and gpaw != 52:
@@ -104,12 +111,13 @@ class MapGpa:
         nxt = self.next
         size = min(self.end - nxt, _MAX_LEN)
         bit = self.shared_bit
-        self.exit = ex = HypercallExit(
+        # == HypercallExit(nr, args, ret, flags), without the Python frame of its __new__
+        self.exit = ex = _tuple_new(HypercallExit, (
             _HC_MAP_GPA_RANGE,
             (nxt & ~bit, size // PAGE_SIZE, _DECRYPTED if nxt & bit else _ENCRYPTED),
             0,
             _LONG_MODE,
-        )
+        ))
         return ex
 
     def complete(self, ret, has_events=False):
@@ -118,9 +126,9 @@ class MapGpa:
             raise RuntimeError("no MapGPA exit is pending")
         if ret & _U64:
             return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, self.next)
-        self.next += T.TDX_MAP_GPA_MAX_LEN
+        self.next += _MAX_LEN
         if self.next >= self.end:
-            return self._finish(T.TDVMCALL_STATUS_SUCCESS, T.TDVMCALL_MAP_GPA)
+            return self._finish(_SUCCESS, _MAP_GPA)
         if has_events:
             return self._finish(T.TDVMCALL_STATUS_RETRY, self.next)
         return self._chunk()
