@@ -57,8 +57,8 @@ class MapGpa:
     address width (tdx_read_cpuid(), CPUID 0x80000008 EAX[23:16]).
     """
 
-    __slots__ = ("gpa", "size", "shared_bit", "maxphyaddr", "exit_enabled", "next", "end",
-                 "result", "exit")
+    __slots__ = ("end", "exit", "exit_enabled", "gpa", "maxphyaddr", "next", "result",
+                 "shared_bit", "size")
 
     def __init__(self, gpa, size, *, gpaw, exit_enabled=True, maxphyaddr=None):
         if gpaw != 48 and gpaw != 52:
@@ -111,7 +111,7 @@ class MapGpa:
         """__tdx_map_gpa(): the exit for [next, next + min(end - next, 2 MB))."""
         nxt = self.next
         size = self.end - nxt
-        if size > _MAX_LEN:
+        if size > _MAX_LEN:  # (not min(): the builtin call costs more than the compare)
             size = _MAX_LEN
         shared = nxt & self.shared_bit  # (nxt - shared == nxt & ~bit)
         # == HypercallExit(nr, args, ret, flags), without the Python frame of its __new__
