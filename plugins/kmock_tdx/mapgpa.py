@@ -27,10 +27,12 @@ from kmock.uapi import tdx as T
 
 _U64 = (1 << 64) - 1
 PAGE_SIZE = 4096
+_PAGE_MASK = PAGE_SIZE - 1
 _MAX_LEN = T.TDX_MAP_GPA_MAX_LEN
 _HC_MAP_GPA_RANGE = K.KVM_HC_MAP_GPA_RANGE
 _ENCRYPTED, _DECRYPTED = K.KVM_MAP_GPA_RANGE_ENCRYPTED, K.KVM_MAP_GPA_RANGE_DECRYPTED
 _LONG_MODE = K.KVM_EXIT_HYPERCALL_LONG_MODE
+_SUCCESS, _MAP_GPA = T.TDVMCALL_STATUS_SUCCESS, T.TDVMCALL_MAP_GPA
 
 
 class HypercallExit(NamedTuple):
@@ -42,6 +44,9 @@ class HypercallExit(NamedTuple):
     flags: int
 
 
+_tuple_new = tuple.__new__
+
+
 class MapGpa:
     """One MapGPA TDVMCALL in flight on one vCPU.
 
@@ -51,6 +56,9 @@ class MapGpa:
     ``maxphyaddr`` defaults to the GPAW: KVM reports the GPAW as the TD's guest physical
     address width (tdx_read_cpuid(), CPUID 0x80000008 EAX[23:16]).
     """
+
+    __slots__ = ("end", "exit", "exit_enabled", "gpa", "maxphyaddr", "next", "result",
+                 "shared_bit", "size")
 
     def __init__(self, gpa, size, *, gpaw, exit_enabled=True, maxphyaddr=None):
         if gpaw != 48 and gpaw != 52:
@@ -85,42 +93,45 @@ class MapGpa:
         gpa, size = self.gpa, self.size
         if not self.exit_enabled:
             return self._finish(T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED, gpa)
-        last = (gpa + size - 1) & _U64
-        maxphyaddr, bit = self.maxphyaddr, self.shared_bit
-        if (
-            (gpa + size) & _U64 <= gpa
-            or gpa >> maxphyaddr  # not kvm_vcpu_is_legal_gpa()
-            or last >> maxphyaddr
-            or (gpa & bit) != (last & bit)  # is_private(gpa) != is_private(last)
-        ):
+        # the checks with few big-int operations (a GPA with the shared bit is a 2-digit
+        # int): (gpa + size) & U64 <= gpa is "empty or wraps past 2**64"; then gpa <= last,
+        # so last >> maxphyaddr covers gpa >> maxphyaddr (not kvm_vcpu_is_legal_gpa())
+        end = gpa + size
+        if not size or end > _U64:
             return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, gpa)
-        if gpa % PAGE_SIZE or size % PAGE_SIZE:
+        last = end - 1
+        if last >> self.maxphyaddr or (gpa ^ last) & self.shared_bit:  # is_private() differs
+            return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, gpa)
+        if (gpa | size) & _PAGE_MASK:
             return self._finish(T.TDVMCALL_STATUS_ALIGN_ERROR, gpa)
-        self.end = gpa + size
+        self.end = end
         return self._chunk()
 
     def _chunk(self):
         """__tdx_map_gpa(): the exit for [next, next + min(end - next, 2 MB))."""
         nxt = self.next
-        size = min(self.end - nxt, _MAX_LEN)
-        bit = self.shared_bit
-        self.exit = ex = HypercallExit(
+        size = self.end - nxt
+        if size > _MAX_LEN:  # (not min(): the builtin call costs more than the compare)
+            size = _MAX_LEN
+        shared = nxt & self.shared_bit  # (nxt - shared == nxt & ~bit)
+        # == HypercallExit(nr, args, ret, flags), without the Python frame of its __new__
+        self.exit = ex = _tuple_new(HypercallExit, (
             _HC_MAP_GPA_RANGE,
-            (nxt & ~bit, size // PAGE_SIZE, _DECRYPTED if nxt & bit else _ENCRYPTED),
+            (nxt - shared, size // PAGE_SIZE, _DECRYPTED if shared else _ENCRYPTED),
             0,
             _LONG_MODE,
-        )
+        ))
         return ex
 
     def complete(self, ret, has_events=False):
         """tdx_complete_vmcall_map_gpa(): the VMM answered ``ret`` for the pending exit."""
         if self.exit is None:
             raise RuntimeError("no MapGPA exit is pending")
-        if ret & _U64:
+        if ret and ret & _U64:  # (0, the common answer: no big-int operation)
             return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, self.next)
-        self.next += T.TDX_MAP_GPA_MAX_LEN
+        self.next += _MAX_LEN
         if self.next >= self.end:
-            return self._finish(T.TDVMCALL_STATUS_SUCCESS, T.TDVMCALL_MAP_GPA)
+            return self._finish(_SUCCESS, _MAP_GPA)
         if has_events:
             return self._finish(T.TDVMCALL_STATUS_RETRY, self.next)
         return self._chunk()

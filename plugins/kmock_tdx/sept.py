@@ -174,6 +174,7 @@ class SeptResult(NamedTuple):
 
 
 OK = SeptResult(T.TDX_SUCCESS)
+_tuple_new = tuple.__new__
 
 
 class SeptRun(NamedTuple):
@@ -338,6 +339,21 @@ class Sept:
                     self._map.set(rs, re, _with_nl(v, upper, _NL_MAPPED))
         return OK
 
+    def aug_page(self, gfn, pfn):
+        """KVM's map of one private 4K gfn after FINALIZE, when it needs no SEAMCALL but
+        TDH.MEM.PAGE.AUG: returns True when gfn had no leaf and the walk reaches level 0
+        (AUG done: PENDING at 4K over pfn), or when a leaf already maps gfn (nothing to
+        do); False when the walk is missing, for the general path (ensure_walk, aug).
+        One RangeMap get and at most one set: the single-page case of Td.sept_map."""
+        v = self._map.get(gfn)
+        if v & 0xF:
+            return True  # a leaf (of any level) maps gfn already
+        if _ENTRY_TABLE[0][v & 0x3FF] == _WALK:
+            return False
+        # == _pack(PENDING, 0, _nl(v, 1), _nl(v, 2), pfn - gfn), inlined for speed
+        self._map.set(gfn, gfn + 1, (v & 0x3C0) | _PENDING | ((pfn - gfn) & _DMASK) << 16)
+        return True
+
     def aug(self, gfn, npages, level, pfn):
         """TDH.MEM.PAGE.AUG: FREE -> PENDING at ``level`` (4K or 2M: tdh_mem_page_aug.c checks
         the level against LVL_PD), mapping frames pfn.."""
@@ -418,6 +434,29 @@ class Sept:
                 self._map.set(s, e, (v & ~0xF) | _BLOCK_TO[st])
                 self._bepoch.set(s, e, self.epoch)
         return OK
+
+    def zap_page(self, gfn):
+        """KVM's zap of one private 4K gfn: TDH.MEM.RANGE.BLOCK, TDH.MEM.TRACK (when
+        runnable), TDH.MEM.PAGE.REMOVE of the 4K leaf mapping gfn, when the three
+        succeed. Returns the leaf's state before (an int), FREE (0) when no leaf maps
+        gfn (nothing to do), or None when a larger leaf maps it or one of the SEAMCALLs
+        would fail: nothing changed, the caller runs them one by one for the status.
+        One RangeMap get and two sets: the single-page case of Td.sept_remove."""
+        v = self._map.get(gfn)
+        st = v & 0xF
+        if not st:
+            return st
+        # BLOCK's checks (the fast path of block()); a larger leaf is _WALK at level 0
+        e = _ENTRY_TABLE[0][v & 0x3FF]
+        if e not in _BLOCK_FROM or (self.connect and self.runnable and e in _ACCESSIBLE):
+            return None
+        # BLOCK records bepoch = epoch and TRACK advances the epoch, so REMOVE's checks
+        # (a blocked leaf, tracked when runnable) pass; REMOVE clears the leaf and bepoch
+        if self.runnable:
+            self.epoch += 1
+        self._map.set(gfn, gfn + 1, v & 0x3C0)  # == _pack(FREE, 0, nl1, nl2, 0)
+        self._bepoch.set(gfn, gfn + 1, 0)
+        return st
 
     def track(self):
         """TDH.MEM.TRACK: advance the TD epoch (KVM then kicks every vCPU out of the TD)."""
@@ -510,7 +549,8 @@ class Sept:
                     self._map.set(gfn, gfn + 1, (v & ~0xF) | _MAPPED)
                     return OK
                 if st == _FREE:
-                    return SeptResult(None, gfn, True)  # (td_exit; positional: a keyword costs 2x)
+                    # == SeptResult(None, gfn, td_exit=True), without the frame of its __new__
+                    return _tuple_new(SeptResult, (None, gfn, True))
         if level not in (0, 1):
             return SeptResult(OPERAND_INVALID, gfn)
         bad = self._range(gfn, npages, level)

@@ -218,6 +218,8 @@ class Td:
         if sept is None or self.state != RUNNABLE or gfn + npages > sept.npages:
             return
         with self.lock:
+            if npages == 1 and not self.kernel.faults.armed and sept.aug_page(gfn, pfn):
+                return  # one 4K page (a fault): AUGed, or already mapped
             pos = gfn
             end = gfn + npages
             for s, e, _st, _lv in sept.leaves(gfn, npages):
@@ -288,6 +290,18 @@ class Td:
         if gfn >= end:
             return
         with self.lock:
+            if end - gfn == 1 and not self.kernel.faults.armed and \
+                    not (sept.connect and (reason or self.reason) in _UNREFUSABLE):
+                # one 4K page (a 4K conversion): BLOCK, TRACK, REMOVE in one call when they
+                # all succeed; else (None) the general path below, for the failing status
+                st = sept.zap_page(gfn)
+                if st is not None:
+                    if st in _ACCEPTED and self.state == RUNNABLE:
+                        why = reason or self.reason or "memslot"
+                        self.pulled.set(gfn, end, _REASON_CODE.get(why, 0))
+                    if self.nr_premapped:
+                        self._unpremap(gfn, end)
+                    return
             leaves = sept.leaves(gfn, end - gfn)
             if not leaves:
                 if self.nr_premapped:
