@@ -121,8 +121,8 @@ class _Ioapic:
     """struct kvm_ioapic: the kvm_ioapic_state part, irr_delivered and the RTC's EOI
     tracking (rtc_status: the vCPUs that accepted the RTC's interrupt)."""
 
-    __slots__ = ("base_address", "ioregsel", "id", "irr", "pad", "redirtbl",
-                 "irr_delivered", "rtc_dest")
+    __slots__ = ("base_address", "id", "ioregsel", "irr", "irr_delivered", "pad", "redirtbl",
+                 "rtc_dest")
 
     def __init__(self):
         # kvm_ioapic_reset on a zeroed struct: every entry masked, the default base

@@ -75,6 +75,7 @@ class Pit:
 
 
 _PITS = weakref.WeakKeyDictionary()
+_PITS_LOCK = threading.Lock()  # the dict is shared by every VM
 
 
 def pit(vm):
@@ -96,7 +97,9 @@ def _create(vm, flags):
             raise oserror(errno.EEXIST)
         if s.irqchip_mode != "kernel":
             raise oserror(errno.ENOENT)
-        _PITS[vm] = Pit(flags)
+        p = Pit(flags)
+        with _PITS_LOCK:
+            _PITS[vm] = p
     return 0
 
 
