@@ -505,7 +505,7 @@ def vm_clear_dirty_log(f, arg):
 def x86_vm_ioctls(create_vcpu, check_extension):
     """The x86 entries of the VM ioctl table; ``create_vcpu`` and ``check_extension`` are
     the core's handlers, which the x86 ones wrap."""
-    from . import x86_irq, x86_lapic  # (they import this module)
+    from . import x86_irq, x86_lapic, x86_pit  # (they import this module)
 
     def vm_create_vcpu(f, arg):
         f.vm.check_caller()
@@ -546,4 +546,13 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         K.KVM_IRQ_LINE: x86_irq.vm_irq_line,
         K.KVM_IRQ_LINE_STATUS: x86_irq.vm_irq_line_status,
         K.KVM_SIGNAL_MSI: x86_irq.vm_signal_msi,
+        X.KVM_GET_IRQCHIP: x86_irq.vm_get_irqchip,
+        X.KVM_SET_IRQCHIP: x86_irq.vm_set_irqchip,
+        X.KVM_CREATE_PIT: x86_pit.vm_create_pit,
+        X.KVM_CREATE_PIT2: x86_pit.vm_create_pit2,
+        X.KVM_GET_PIT: x86_pit.vm_get_pit,
+        X.KVM_SET_PIT: x86_pit.vm_set_pit,
+        X.KVM_GET_PIT2: x86_pit.vm_get_pit2,
+        X.KVM_SET_PIT2: x86_pit.vm_set_pit2,
+        X.KVM_REINJECT_CONTROL: x86_pit.vm_reinject_control,
     }

@@ -689,3 +689,273 @@ def coalesced_mmio(sys, rec):
     rec.call("irqchip: KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
     fill(vm, "irqchip: PIO bus", 1)
     fill(vm, "irqchip: MMIO bus", 0)
+
+
+def _hexstate(obj):
+    return bytes(obj).hex()
+
+
+@scenario("x86_irqchip_state",
+          "KVM_GET/SET_IRQCHIP: EFAULT (the whole struct is read first), then ENXIO without the "
+          "full irqchip (none, split), EINVAL for a chip id beyond 2; the reset state of both PICs "
+          "and the I/O APIC; a PIC's 16 bytes stored as given (ELCR beyond its mask too) and what "
+          "IMR, ELCR (level pins), ISR / priority (the slave's cascade) change in "
+          "KVM_IRQ_LINE_STATUS; the I/O APIC's redirection table, id, base and pad as given, "
+          "unmasked entries delivered through the LAPICs (edge: irr_delivered; level: remote IRR, "
+          "also for -1), the IRR raised again by SET, the RTC's coalescing")
+def x86_irqchip_state(sys, rec):
+    from ..uapi import x86 as X86
+
+    def chip(chip_id, fill=0):
+        c = X86.kvm_irqchip(chip_id=chip_id, pad=fill)
+        ctypes.memset(ctypes.addressof(c.chip), fill, ctypes.sizeof(c.chip))
+        return c
+
+    def get(vm, label, chip_id, fill=0x5A):
+        c = chip(chip_id, fill)
+        if rec.call(label, sys.ioctl, vm, X86.KVM_GET_IRQCHIP, c) is not None:
+            rec.record(f"{label}: struct", _hexstate(c))
+        return c
+
+    def put(vm, label, c):
+        return rec.call(label, sys.ioctl, vm, X86.KVM_SET_IRQCHIP, c)
+
+    def pic(chip_id, **fields):
+        c = chip(chip_id)
+        st = X86.kvm_pic_state(elcr_mask=0xF8 if chip_id == 0 else 0xDE)
+        for k, v in fields.items():
+            setattr(st, k, v)
+        c.chip.pic = st
+        return c
+
+    def line(vm, gsi, level, label, status=True):
+        ev = K.kvm_irq_level(irq=gsi, level=level)
+        req = K.KVM_IRQ_LINE_STATUS if status else K.KVM_IRQ_LINE
+        if rec.call(label, sys.ioctl, vm, req, ev) is not None:
+            rec.record(f"{label}: status", ev.status)
+
+    def entry(vector, dest=0, mode=0, logical=False, level=False, masked=False):
+        return (vector | mode << 8 | logical << 11 | level << 15 | masked << 16 | dest << 56)
+
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    get(vm, "no irqchip: GET master", 0)
+    put(vm, "no irqchip: SET master", pic(0))
+    rec.call("no irqchip: GET NULL", sys.ioctl, vm, X86.KVM_GET_IRQCHIP, 0)
+    rec.call("no irqchip: SET NULL", sys.ioctl, vm, X86.KVM_SET_IRQCHIP, 0)
+    vm = create_vm(sys, rec, kvm, label="split: KVM_CREATE_VM")
+    enable(sys, rec, vm, "split: SPLIT_IRQCHIP 24", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+    get(vm, "split: GET I/O APIC", 2)
+    put(vm, "split: SET master", pic(0))
+
+    vm = create_vm(sys, rec, kvm, label="kernel: KVM_CREATE_VM")
+    rec.call("kernel: KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    for cid in (0, 1, 2, 3, 0x80000000):
+        get(vm, f"reset: GET chip {cid:#x}", cid)
+    rec.call("GET NULL", sys.ioctl, vm, X86.KVM_GET_IRQCHIP, 0)
+    rec.call("SET NULL", sys.ioctl, vm, X86.KVM_SET_IRQCHIP, 0)
+    put(vm, "SET chip 3", pic(3, imr=0xFF))
+    get(vm, "after SET chip 3: GET master", 0)
+
+    # the master: pin 1 masked, pin 3 level-triggered, ELCR beyond its mask kept
+    put(vm, "SET master imr 0x02 elcr 0x0b", pic(0, imr=0x02, elcr=0x0B, irq_base=0x08))
+    get(vm, "GET master after SET", 0)
+    for i, (gsi, level) in enumerate(((1, 1), (1, 0), (1, 1), (3, 1), (3, 1), (3, 0), (3, 1),
+                                      (0, 1), (0, 1), (4, 1))):
+        line(vm, gsi, level, f"master {i}: gsi {gsi} level {level}")
+    get(vm, "GET master after the lines", 0)
+    put(vm, "SET master all masked", pic(0, imr=0xFF))
+    line(vm, 5, 1, "all masked: gsi 5")
+    line(vm, 5, 0, "all masked: gsi 5 level 0")
+
+    # the slave's request reaches the master's pin 2 only when pic_get_irq finds it
+    put(vm, "SET master clean", pic(0))
+    put(vm, "SET slave isr 0x01", pic(1, isr=0x01))
+    line(vm, 9, 1, "slave isr 0x01: gsi 9 (pin 1, lower priority)")
+    get(vm, "slave isr 0x01: GET master", 0)
+    put(vm, "SET slave isr 0x01 priority_add 1", pic(1, isr=0x01, priority_add=1, irr=0x02))
+    get(vm, "slave priority_add 1: GET master", 0)
+    put(vm, "SET master clean again", pic(0))
+    put(vm, "SET slave irr 0x08 imr 0x08", pic(1, irr=0x08, imr=0x08))
+    get(vm, "slave request masked: GET master", 0)
+    put(vm, "SET slave irr 0x08", pic(1, irr=0x08))
+    get(vm, "slave request: GET master", 0)
+    put(vm, "SET master elcr 0x04 (pin 2 level)", pic(0, elcr=0x04))
+    get(vm, "cascade to a level pin: GET master", 0)
+    put(vm, "SET master special fully nested, isr 0x04",
+        pic(0, isr=0x04, special_fully_nested_mode=1))
+    line(vm, 12, 1, "fully nested: gsi 12")
+    get(vm, "fully nested: GET master", 0)
+
+    # the I/O APIC, with one vCPU whose APIC is software-enabled
+    cpu = vcpu(sys, rec, vm, 0)
+    if cpu is None:
+        return
+    page = bytearray(1024)
+    if rec.call("vCPU 0: GET_LAPIC", sys.ioctl, cpu, X86.KVM_GET_LAPIC, page) is None:
+        return
+    page[0xF0:0xF4] = (0x1FF).to_bytes(4, "little")
+    rec.call("vCPU 0: SET_LAPIC SVR 0x1ff", sys.ioctl, cpu, X86.KVM_SET_LAPIC, bytes(page))
+    table = {16: entry(0x40), 17: entry(0x41, level=True), 18: entry(0x42, dest=7),
+             19: entry(0x43, dest=7, level=True), 20: entry(0x44, dest=1, logical=True),
+             21: entry(0, mode=4), 22: entry(0x46, mode=1), 23: entry(0x47, level=True, masked=True),
+             8: entry(0x38), 10: entry(0x3A, mode=7)}
+    c = chip(2)
+    io = c.chip.ioapic
+    io.base_address, io.ioregsel, io.id, io.pad = 0xFEC01000, 0x12, 0x0F000003, 0x1234
+    for pin in range(24):
+        io.redirtbl[pin] = table.get(pin, entry(0x20 + pin, masked=True))
+    put(vm, "SET I/O APIC", c)
+    get(vm, "GET I/O APIC after SET", 2)
+    for gsi in list(range(16, 24)) + [10]:
+        line(vm, gsi, 1, f"I/O APIC: gsi {gsi} raise")
+        line(vm, gsi, 1, f"I/O APIC: gsi {gsi} raise again")
+    get(vm, "GET I/O APIC after the raises", 2)
+    for gsi in range(16, 24):
+        line(vm, gsi, 0, f"I/O APIC: gsi {gsi} lower")
+        line(vm, gsi, 1, f"I/O APIC: gsi {gsi} raise after lowering")
+    get(vm, "GET I/O APIC after lowering and raising", 2)
+    line(vm, 8, 1, "RTC: gsi 8 raise")
+    line(vm, 8, 0, "RTC: gsi 8 lower")
+    line(vm, 8, 1, "RTC: gsi 8 raise again (EOI pending)")
+    line(vm, 8, 0, "RTC: gsi 8 lower again")
+    line(vm, 8, 1, "RTC: KVM_IRQ_LINE gsi 8", status=False)
+    line(vm, 8, 0, "RTC: KVM_IRQ_LINE gsi 8 lower", status=False)
+    # SET again: IRR raised again through the new table; remote IRR as given
+    c = chip(2)
+    io = c.chip.ioapic
+    io.irr = 0xFF030000 | 1 << 8
+    for pin in range(24):
+        io.redirtbl[pin] = table.get(pin, entry(0x20 + pin, masked=True))
+    io.redirtbl[17] |= 1 << 14  # remote IRR given: the raise again is -1
+    put(vm, "SET I/O APIC with IRR", c)
+    get(vm, "GET I/O APIC after SET with IRR", 2)
+    line(vm, 8, 1, "after SET: RTC raise (vector 0x38 still pending)")
+    io.redirtbl[8] = entry(0x58)
+    io.irr = 0
+    put(vm, "SET I/O APIC RTC vector 0x58", c)
+    line(vm, 8, 1, "after SET: RTC raise (vector 0x58)")
+    line(vm, 8, 0, "after SET: RTC lower")
+    line(vm, 8, 1, "after SET: RTC raise again")
+    put(vm, "SET chip 7 after all this", chip(7))
+    get(vm, "GET I/O APIC after SET chip 7", 2)
+    get(vm, "GET master at the end", 0)
+    get(vm, "GET slave at the end", 1)
+
+
+@scenario("x86_pit",
+          "KVM_CREATE_PIT(2): EFAULT, EEXIST, ENOENT without the full irqchip, flags not checked; "
+          "KVM_GET/SET_PIT(2) and KVM_REINJECT_CONTROL: the copy / ENXIO order of each; the "
+          "reset channels, what SET stores (every field, any flags) and what it recomputes "
+          "(count 0 -> 0x10000, channels 1-2 stamped with CLOCK_MONOTONIC, channel 0's time kept)")
+def x86_pit(sys, rec):
+    import time
+
+    from ..uapi import x86 as X86
+
+    def clock(fn, *args):
+        t0 = time.monotonic_ns()
+        v = fn(*args)
+        return v, t0, time.monotonic_ns()
+
+    def record_state(label, st, t0, t1):
+        for i, ch in enumerate(st.channels):
+            fields = {n: getattr(ch, n) for n, _ in ch._fields_ if n != "count_load_time"}
+            rec.record(f"{label}: channel {i}", repr(fields))
+            if i == 0:
+                rec.record(f"{label}: channel 0 count_load_time", ch.count_load_time)
+            else:
+                rec.record(f"{label}: channel {i} count_load_time is the SET's / CREATE's time",
+                           t0 <= ch.count_load_time <= t1)
+        if hasattr(st, "flags"):
+            rec.record(f"{label}: flags, reserved", (st.flags, list(st.reserved)))
+
+    def get2(vm, label, t0, t1):
+        st = X86.kvm_pit_state2()
+        st.reserved[0] = 0x77
+        if rec.call(label, sys.ioctl, vm, X86.KVM_GET_PIT2, st) is not None:
+            record_state(label, st, t0, t1)
+        return st
+
+    def timed(label, vm, req, arg):
+        t0 = time.monotonic_ns()
+        r = rec.call(label, sys.ioctl, vm, req, arg)
+        return r, t0, time.monotonic_ns()
+
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    rec.call("no irqchip: CREATE_PIT2", sys.ioctl, vm, X86.KVM_CREATE_PIT2, X86.kvm_pit_config())
+    rec.call("no irqchip: CREATE_PIT2 NULL", sys.ioctl, vm, X86.KVM_CREATE_PIT2, 0)
+    rec.call("no irqchip: CREATE_PIT", sys.ioctl, vm, X86.KVM_CREATE_PIT, 0)
+    rec.call("no PIT: GET_PIT2", sys.ioctl, vm, X86.KVM_GET_PIT2, X86.kvm_pit_state2())
+    rec.call("no PIT: GET_PIT2 NULL", sys.ioctl, vm, X86.KVM_GET_PIT2, 0)
+    rec.call("no PIT: SET_PIT2", sys.ioctl, vm, X86.KVM_SET_PIT2, X86.kvm_pit_state2())
+    rec.call("no PIT: SET_PIT2 NULL", sys.ioctl, vm, X86.KVM_SET_PIT2, 0)
+    rec.call("no PIT: GET_PIT", sys.ioctl, vm, X86.KVM_GET_PIT, X86.kvm_pit_state())
+    rec.call("no PIT: GET_PIT NULL", sys.ioctl, vm, X86.KVM_GET_PIT, 0)
+    rec.call("no PIT: SET_PIT", sys.ioctl, vm, X86.KVM_SET_PIT, X86.kvm_pit_state())
+    rec.call("no PIT: SET_PIT NULL", sys.ioctl, vm, X86.KVM_SET_PIT, 0)
+    rec.call("no PIT: REINJECT_CONTROL", sys.ioctl, vm, X86.KVM_REINJECT_CONTROL,
+             X86.kvm_reinject_control(pit_reinject=1))
+    rec.call("no PIT: REINJECT_CONTROL NULL", sys.ioctl, vm, X86.KVM_REINJECT_CONTROL, 0)
+    vm = create_vm(sys, rec, kvm, label="split: KVM_CREATE_VM")
+    enable(sys, rec, vm, "split: SPLIT_IRQCHIP 24", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+    rec.call("split: CREATE_PIT2", sys.ioctl, vm, X86.KVM_CREATE_PIT2, X86.kvm_pit_config())
+
+    vm = create_vm(sys, rec, kvm, label="kernel: KVM_CREATE_VM")
+    rec.call("kernel: KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    rec.call("CREATE_PIT2 NULL", sys.ioctl, vm, X86.KVM_CREATE_PIT2, 0)
+    cfg = X86.kvm_pit_config(flags=0xFFFFFFFF)
+    cfg.pad[3] = 9
+    _, t0, t1 = timed("CREATE_PIT2 flags 0xffffffff, pad set", vm, X86.KVM_CREATE_PIT2, cfg)
+    rec.call("CREATE_PIT2 again", sys.ioctl, vm, X86.KVM_CREATE_PIT2, X86.kvm_pit_config())
+    rec.call("CREATE_PIT after CREATE_PIT2", sys.ioctl, vm, X86.KVM_CREATE_PIT, 0)
+    rec.call("CREATE_IRQCHIP after the PIT", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    get2(vm, "reset: GET_PIT2", t0, t1)
+    rec.call("GET_PIT2 NULL", sys.ioctl, vm, X86.KVM_GET_PIT2, 0)
+    rec.call("SET_PIT2 NULL", sys.ioctl, vm, X86.KVM_SET_PIT2, 0)
+    rec.call("GET_PIT NULL", sys.ioctl, vm, X86.KVM_GET_PIT, 0)
+    rec.call("SET_PIT NULL", sys.ioctl, vm, X86.KVM_SET_PIT, 0)
+
+    st = X86.kvm_pit_state2(flags=0xFFFFFFF0)
+    st.reserved[2] = 5
+    for i, ch in enumerate(st.channels):
+        for n, _ in ch._fields_:
+            setattr(ch, n, (0x11 * (i + 1) + len(n)) & 0xFF)
+        ch.count_load_time = 1000 + i
+        ch.mode = (5, 0xFF, 9)[i]  # channel 0: no timer armed (mode 5 / flags below)
+    st.channels[0].count = 0
+    st.channels[1].count = 0x12345678
+    st.channels[2].count = 0xFFFF
+    _, t0, t1 = timed("SET_PIT2 every field", vm, X86.KVM_SET_PIT2, st)
+    get2(vm, "after SET_PIT2: GET_PIT2", t0, t1)
+
+    st = X86.kvm_pit_state2(flags=X86.KVM_PIT_FLAGS_HPET_LEGACY)
+    st.channels[0].mode, st.channels[0].count, st.channels[0].count_load_time = 2, 100, -5
+    st.channels[1].count_load_time = 1 << 62
+    _, t0, t1 = timed("SET_PIT2 HPET legacy, channel 0 mode 2", vm, X86.KVM_SET_PIT2, st)
+    get2(vm, "after HPET legacy: GET_PIT2", t0, t1)
+
+    ps = X86.kvm_pit_state()
+    for i, ch in enumerate(ps.channels):
+        ch.count, ch.mode, ch.gate, ch.bcd, ch.count_load_time = i * 7, 0xFF, 3, 1, 77
+    _, t0, t1 = timed("SET_PIT", vm, X86.KVM_SET_PIT, ps)
+    out = X86.kvm_pit_state()
+    out.channels[0].status = 0x66
+    if rec.call("GET_PIT", sys.ioctl, vm, X86.KVM_GET_PIT, out) is not None:
+        record_state("after SET_PIT: GET_PIT", out, t0, t1)
+    get2(vm, "after SET_PIT: GET_PIT2 (flags kept)", t0, t1)
+
+    for label, v, res in (("0", 0, 0), ("1", 1, 0), ("0xff, reserved set", 0xFF, 3)):
+        ctl = X86.kvm_reinject_control(pit_reinject=v)
+        ctl.reserved[0] = res
+        rec.call(f"REINJECT_CONTROL {label}", sys.ioctl, vm, X86.KVM_REINJECT_CONTROL, ctl)
+
+    vm = create_vm(sys, rec, kvm, label="legacy: KVM_CREATE_VM")
+    rec.call("legacy: KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    cpu = vcpu(sys, rec, vm, 0, "legacy: KVM_CREATE_VCPU 0")
+    _, t0, t1 = timed("legacy: CREATE_PIT after a vCPU", vm, X86.KVM_CREATE_PIT, 0)
+    get2(vm, "legacy: GET_PIT2", t0, t1)
+    rec.call("legacy: CREATE_PIT2 after CREATE_PIT", sys.ioctl, vm, X86.KVM_CREATE_PIT2,
+             X86.kvm_pit_config(flags=1))
+    del cpu

@@ -277,3 +277,86 @@ KVM_GET_DEVICE_ATTR = _IOW(KVMIO, 0xE2, kvm_device_attr)
 KVM_HAS_DEVICE_ATTR = _IOW(KVMIO, 0xE3, kvm_device_attr)
 #: /dev/kvm group 0 attribute: the XCR0 bits KVM supports (kvm_caps.supported_xcr0)
 KVM_X86_XCOMP_GUEST_SUPP = 0
+
+# --- the in-kernel PIC / I/O APIC state and the PIT (VM ioctls; kmock.kvm.x86_irq, x86_pit) ---
+
+KVM_IOAPIC_NUM_PINS = 24
+
+
+class kvm_pic_state(ctypes.Structure):
+    """One 8259 (i8259.c struct kvm_kpic_state begins with the same 16 bytes)."""
+    _fields_ = [(name, u8) for name in (
+        "last_irr", "irr", "imr", "isr", "priority_add", "irq_base", "read_reg_select",
+        "poll", "special_mask", "init_state", "auto_eoi", "rotate_on_auto_eoi",
+        "special_fully_nested_mode", "init4", "elcr", "elcr_mask")]
+
+
+class kvm_ioapic_state(ctypes.Structure):
+    """``redirtbl`` as the u64 ``bits`` of each entry: vector 7:0, delivery_mode 10:8,
+    dest_mode 11, delivery_status 12, polarity 13, remote_irr 14, trig_mode 15, mask 16,
+    dest_id 63:56 (IOAPIC_* below)."""
+    _fields_ = [("base_address", u64), ("ioregsel", u32), ("id", u32), ("irr", u32),
+                ("pad", u32), ("redirtbl", u64 * KVM_IOAPIC_NUM_PINS)]
+
+
+IOAPIC_REDIR_MASK = 1 << 16
+IOAPIC_REDIR_LEVEL = 1 << 15
+IOAPIC_REDIR_REMOTE_IRR = 1 << 14
+IOAPIC_REDIR_DEST_LOGICAL = 1 << 11
+IOAPIC_DEFAULT_BASE_ADDRESS = 0xFEC00000
+
+
+class _irqchip_union(ctypes.Union):
+    _fields_ = [("dummy", ctypes.c_char * 512), ("pic", kvm_pic_state),
+                ("ioapic", kvm_ioapic_state)]
+
+
+class kvm_irqchip(ctypes.Structure):
+    _fields_ = [("chip_id", u32), ("pad", u32), ("chip", _irqchip_union)]
+
+
+class kvm_pit_config(ctypes.Structure):
+    _fields_ = [("flags", u32), ("pad", u32 * 15)]
+
+
+KVM_PIT_SPEAKER_DUMMY = 1
+
+
+class kvm_pit_channel_state(ctypes.Structure):
+    _fields_ = [("count", u32), ("latched_count", u16), ("count_latched", u8),
+                ("status_latched", u8), ("status", u8), ("read_state", u8),
+                ("write_state", u8), ("write_latch", u8), ("rw_mode", u8), ("mode", u8),
+                ("bcd", u8), ("gate", u8), ("count_load_time", ctypes.c_int64)]
+
+
+class kvm_pit_state(ctypes.Structure):
+    _fields_ = [("channels", kvm_pit_channel_state * 3)]
+
+
+class kvm_pit_state2(ctypes.Structure):
+    _fields_ = [("channels", kvm_pit_channel_state * 3), ("flags", u32),
+                ("reserved", u32 * 9)]
+
+
+KVM_PIT_FLAGS_HPET_LEGACY = 0x1
+KVM_PIT_FLAGS_SPEAKER_DATA_ON = 0x2
+
+
+class kvm_reinject_control(ctypes.Structure):
+    _fields_ = [("pit_reinject", u8), ("reserved", u8 * 31)]
+
+
+KVM_GET_IRQCHIP = _IOWR(KVMIO, 0x62, kvm_irqchip)
+KVM_SET_IRQCHIP = _IOR(KVMIO, 0x63, kvm_irqchip)
+KVM_CREATE_PIT = _IO(KVMIO, 0x64)
+KVM_GET_PIT = _IOWR(KVMIO, 0x65, kvm_pit_state)
+KVM_SET_PIT = _IOR(KVMIO, 0x66, kvm_pit_state)
+KVM_REINJECT_CONTROL = _IO(KVMIO, 0x71)
+KVM_CREATE_PIT2 = _IOW(KVMIO, 0x77, kvm_pit_config)
+KVM_GET_PIT2 = _IOR(KVMIO, 0x9F, kvm_pit_state2)
+KVM_SET_PIT2 = _IOW(KVMIO, 0xA0, kvm_pit_state2)
+
+KVM_CAP_PIT = 11
+KVM_CAP_REINJECT_CONTROL = 24
+KVM_CAP_PIT2 = 33
+KVM_CAP_PIT_STATE2 = 35

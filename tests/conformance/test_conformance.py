@@ -1155,6 +1155,50 @@ HOST_SPECIFIC.update({
 })
 
 
+# the in-kernel PIC / I/O APIC state and the PIT (kmock.testing.conformance_x86_vm):
+# x86.c kvm_arch_vm_ioctl (memdup_user, then irqchip_full: ENXIO; create_pit: EEXIST,
+# ENOENT; the PIT ioctls' copy / vpit order), irq.c kvm_vm_ioctl_get/set_irqchip (EINVAL),
+# i8259.c pic_set_irq1 (IMR: -1; ELCR: level), ioapic.c ioapic_set_irq / ioapic_service /
+# kvm_get_ioapic / kvm_set_ioapic (RTC coalescing), i8254.c kvm_pit_reset / pit_load_count /
+# kvm_vm_ioctl_get/set_pit2
+REFERENCE.update({
+    "x86_irqchip_state": [
+        ("no irqchip: GET master", E("ENXIO")),
+        ("no irqchip: GET NULL", E("EFAULT")),
+        ("split: GET I/O APIC", E("ENXIO")),
+        ("reset: GET chip 0x3", E("EINVAL")),
+        ("SET chip 3", E("EINVAL")),
+        ("master 0: gsi 1 level 1: status", ("ok", -1)),
+        ("master 4: gsi 3 level 1: status", ("ok", 0)),
+        ("master 5: gsi 3 level 0: status", ("ok", 2)),
+        ("all masked: gsi 5: status", ("ok", -1)),
+        ("I/O APIC: gsi 16 raise: status", ("ok", 1)),
+        ("I/O APIC: gsi 17 raise again: status", ("ok", -1)),
+        ("I/O APIC: gsi 17 raise after lowering: status", ("ok", -1)),
+        ("I/O APIC: gsi 23 raise: status", ("ok", -1)),
+        ("RTC: gsi 8 raise again (EOI pending): status", ("ok", 0)),
+        ("after SET: RTC raise (vector 0x58): status", ("ok", 2)),
+        ("SET chip 7 after all this", E("EINVAL")),
+    ],
+    "x86_pit": [
+        ("no irqchip: CREATE_PIT2", E("ENOENT")),
+        ("no irqchip: CREATE_PIT2 NULL", E("EFAULT")),
+        ("no PIT: GET_PIT2 NULL", E("ENXIO")),
+        ("no PIT: SET_PIT2 NULL", E("EFAULT")),
+        ("no PIT: GET_PIT NULL", E("EFAULT")),
+        ("no PIT: REINJECT_CONTROL", E("ENXIO")),
+        ("split: CREATE_PIT2", E("ENOENT")),
+        ("CREATE_PIT2 flags 0xffffffff, pad set", ("ok", 0)),
+        ("CREATE_PIT2 again", E("EEXIST")),
+        ("CREATE_PIT after CREATE_PIT2", E("EEXIST")),
+        ("reset: GET_PIT2: channel 0 count_load_time", ("ok", 0)),
+        ("reset: GET_PIT2: channel 1 count_load_time is the SET's / CREATE's time", ("ok", True)),
+        ("after SET_PIT2: GET_PIT2: channel 0 count_load_time", ("ok", 1000)),
+        ("after SET_PIT2: GET_PIT2: flags, reserved", ("ok", (0xFFFFFFF0, (0,) * 9))),
+        ("legacy: CREATE_PIT after a vCPU", ("ok", 0)),
+    ],
+})
+
 def test_reference_covers_every_scenario():
     missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
     assert not missing, f"scenarios without reference expectations: {sorted(missing)}"

@@ -26,10 +26,15 @@ QEMU = shutil.which("qemu-system-x86_64")
 pytestmark = pytest.mark.skipif(QEMU is None, reason="QEMU is not installed "
                                 "(qemu-system-x86_64; Debian: apt install qemu-system-x86)")
 
-#: a q35 machine with the split irqchip confidential VMs need, stopped before the first
-#: instruction (-S): QEMU makes its VM, memslots, vCPU and devices, resets them, and waits
-BASE = ["-accel", "kvm", "-nodefaults", "-display", "none", "-m", "64", "-S",
-        "-machine", "q35,kernel-irqchip=split"]
+#: a q35 machine stopped before the first instruction (-S): QEMU makes its VM, memslots,
+#: vCPU and devices, resets them, and waits
+COMMON = ["-accel", "kvm", "-nodefaults", "-display", "none", "-m", "64", "-S"]
+#: the split irqchip confidential VMs need
+SPLIT = ["-machine", "q35,kernel-irqchip=split"]
+#: QEMU's default: the full in-kernel irqchip (PIC, I/O APIC, PIT in the kernel)
+FULL = ["-machine", "q35"]
+BASE = COMMON + SPLIT
+MACHINES = {"split": SPLIT, "full": FULL}
 
 
 def _quit_over_qmp(path, out):
@@ -54,13 +59,14 @@ def _quit_over_qmp(path, out):
             out.append(json.loads(f.readline()))
 
 
-def run_qemu(tmp_path, kernel, *extra):
+def run_qemu(tmp_path, kernel, *extra, machine=SPLIT):
     qmp = str(tmp_path / "qmp.sock")
     replies = []
     t = threading.Thread(target=_quit_over_qmp, args=(qmp, replies), daemon=True)
     t.start()
     with open(tmp_path / "trace", "w") as trace:
-        res = preload.run([QEMU, *BASE, *extra, "-qmp", f"unix:{qmp},server=on,wait=off"],
+        res = preload.run([QEMU, *COMMON, *machine, *extra, "-qmp",
+                           f"unix:{qmp},server=on,wait=off"],
                           kernel=kernel, timeout=120, trace=trace)
     t.join(10)
     return res, replies, (tmp_path / "trace").read_text()
@@ -85,8 +91,10 @@ def requests(trace):
     return {int(ln.split()[2].rstrip(","), 16) for ln in trace.splitlines() if " ioctl(" in ln}
 
 
-def test_qemu_starts_and_quits_on_linux_618(tmp_path, lib):
-    res, replies, trace = run_qemu(tmp_path, kmock.Kernel("linux-6.18"), *CPU)
+@pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_qemu_starts_and_quits_on_linux_618(tmp_path, lib, machine):
+    res, replies, trace = run_qemu(tmp_path, kmock.Kernel("linux-6.18"), *CPU,
+                                   machine=MACHINES[machine])
     check_started(res, replies)
     # the 6.18 table has the KVM paravirtual leaves QEMU's CPU model asks for
     assert "CPUID.40000001H" not in res.stderr, res.stderr
@@ -146,13 +154,29 @@ def _mock_pairs(trace):
             yield int(m.group(1), 16), m.group(3) or m.group(2)
 
 
+@pytest.mark.skipif(not REAL_KVM, reason="no usable /dev/kvm (profile host probes it)")
+def test_qemu_with_the_full_irqchip_starts_and_quits_on_the_host_profile(tmp_path, lib):
+    """QEMU's default machine: the PIC, I/O APIC and PIT in the kernel. It creates the PIT,
+    resets the PIC and I/O APIC with KVM_SET_IRQCHIP and the PIT with KVM_SET_PIT2 (each
+    fatal if it fails: "Create kernel PIC irqchip failed" was the ENOTTY of kmock before)."""
+    res, replies, trace = run_qemu(tmp_path, kmock.Kernel("host"), *CPU, machine=FULL)
+    check_started(res, replies)
+    for req in (K.KVM_CREATE_IRQCHIP, X86.KVM_CREATE_PIT2, X86.KVM_SET_IRQCHIP,
+                X86.KVM_GET_PIT2, X86.KVM_SET_PIT2, K.KVM_IRQ_LINE_STATUS):
+        assert req in requests(trace), hex(req)
+    assert "irqchip" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
 @pytest.mark.skipif(not REAL_KVM or STRACE is None, reason="needs a usable /dev/kvm and strace")
-def test_qemu_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib):
+def test_qemu_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib, machine):
     """Every KVM ioctl QEMU makes up to its main loop, with its result, counted on the
-    real kernel (strace) and under kmock with the host profile: the same multiset."""
+    real kernel (strace) and under kmock with the host profile: the same multiset, with
+    the split irqchip and with QEMU's default full one."""
     import subprocess
 
-    res, replies, trace = run_qemu(tmp_path, kmock.Kernel("host"), *CPU)
+    machine = MACHINES[machine]
+    res, replies, trace = run_qemu(tmp_path, kmock.Kernel("host"), *CPU, machine=machine)
     check_started(res, replies)
     real_dir = tmp_path / "real"
     real_dir.mkdir()
@@ -161,7 +185,7 @@ def test_qemu_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib):
     t = threading.Thread(target=_quit_over_qmp, args=(qmp, got), daemon=True)
     t.start()
     subprocess.run([STRACE, "-f", "-e", "trace=ioctl", "-e", "raw=ioctl", "-o",
-                    str(real_dir / "strace"), QEMU, *BASE, *CPU, "-qmp",
+                    str(real_dir / "strace"), QEMU, *COMMON, *machine, *CPU, "-qmp",
                     f"unix:{qmp},server=on,wait=off"], check=True, timeout=120,
                    capture_output=True)
     t.join(10)
