@@ -46,10 +46,19 @@ def _state(vm):
 
 
 def _bus_devices(vm, pio):
-    """Devices of the bus other than ioeventfds, before the zones: the irqchip's."""
-    if vm.kernel.profile.arch == "x86" and x86_vm.state(vm).irqchip_mode == "kernel":
-        return IRQCHIP_DEVICES[pio]
-    return 0
+    """Devices of the bus other than ioeventfds, before the zones: the irqchip's, and on
+    the PIO bus the PIT's (kvm_create_pit: the PIT, and the speaker port with
+    KVM_PIT_SPEAKER_DUMMY)."""
+    if vm.kernel.profile.arch != "x86" or x86_vm.state(vm).irqchip_mode != "kernel":
+        return 0
+    n = IRQCHIP_DEVICES[pio]
+    if pio:
+        from . import x86_pit  # (x86 only)
+
+        p = x86_pit.pit(vm)
+        if p is not None:
+            n += 1 + p.speaker
+    return n
 
 
 def register(f, arg):

@@ -690,6 +690,15 @@ def coalesced_mmio(sys, rec):
     fill(vm, "irqchip: PIO bus", 1)
     fill(vm, "irqchip: MMIO bus", 0)
 
+    from ..uapi import x86 as X86
+
+    for label, flags in (("PIT", 0), ("PIT with the speaker", X86.KVM_PIT_SPEAKER_DUMMY)):
+        vm = create_vm(sys, rec, kvm, label=f"{label}: KVM_CREATE_VM")
+        rec.call(f"{label}: KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+        rec.call(f"{label}: KVM_CREATE_PIT2", sys.ioctl, vm, X86.KVM_CREATE_PIT2,
+                 X86.kvm_pit_config(flags=flags))
+        fill(vm, f"{label}: PIO bus", 1)
+
 
 def _hexstate(obj):
     return bytes(obj).hex()

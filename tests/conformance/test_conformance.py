@@ -948,6 +948,8 @@ REFERENCE.update({
         ("PIO bus: the failure", ("ok", "ENOSPC")),
         ("irqchip: PIO bus: zones registered before the first failure", ("ok", 997)),
         ("irqchip: MMIO bus: zones registered before the first failure", ("ok", 999)),
+        ("PIT: PIO bus: zones registered before the first failure", ("ok", 996)),
+        ("PIT with the speaker: PIO bus: zones registered before the first failure", ("ok", 995)),
     ],
 })
 
