@@ -442,6 +442,17 @@ def take_signal(vcpu):
         raise _signal_exit(vcpu)
 
 
+def _set_mp_state(vcpu, halted):
+    """x86's vcpu->arch.mp_state follows the halt (KVM_GET_MP_STATE: HALTED while the vCPU
+    halts and after a signal ends the halt, RUNNABLE once the guest runs on)."""
+    vcpu.halted = halted
+    if vcpu.vm.kernel.profile.arch == "x86":
+        from . import x86_state  # (x86 only)
+
+        x86_state.state(vcpu).mp_state = (x86_state.X.KVM_MP_STATE_HALTED if halted
+                                          else x86_state.X.KVM_MP_STATE_RUNNABLE)
+
+
 def _halt(vcpu):
     """kvm_vcpu_block for a halted vCPU: return when the guest has more to run; raise
     EINTR (KVM_EXIT_INTR) for a kick or ``run.immediate_exit`` set meanwhile (the
@@ -449,16 +460,18 @@ def _halt(vcpu):
     script = vcpu.guest
     run = vcpu.run
     wake = vcpu.wake
+    _set_mp_state(vcpu, True)
     with wake:
         while True:
             if script.pc < len(script.actions):
-                return
+                break
             if vcpu.signal_pending or run.immediate_exit:
                 vcpu.signal_pending = False
                 raise _signal_exit(vcpu)
             if vcpu.vm.dead:
                 raise oserror(errno.EIO)  # kvm_vm_dead: KVM_REQ_VM_DEAD
             wake.wait(HALT_POLL_S)
+    _set_mp_state(vcpu, False)  # woken: the guest runs on
 
 
 class GuestScript:
@@ -597,6 +610,8 @@ def run(vcpu):
         take_signal(vcpu)
     script = vcpu.guest
     actions = script.actions
+    if vcpu.halted and script.pc < len(actions):
+        _set_mp_state(vcpu, False)  # halted at the last KVM_RUN; the guest has more now
     while True:
         try:
             action = actions[script.pc]  # (pc < len(actions), without the call)

@@ -53,6 +53,8 @@ class Vcpu:
         #: to its thread (kmock.kvm.guest: a halted vCPU)
         self.wake = threading.Condition(threading.Lock())
         self.signal_pending = False
+        #: the vCPU halted in the kernel and nothing woke it yet (kmock.kvm.guest)
+        self.halted = False
         self.arch = None  # owned by the architecture plugin
         #: vcpu->arch.mmu->root is valid (kvm_mmu_load succeeded once)
         self.mmu_root_loaded = False
