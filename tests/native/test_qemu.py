@@ -194,3 +194,28 @@ def test_qemu_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib, mach
     assert sum(real.values()) > 100
     differ = {k: (real[k], mock[k]) for k in real.keys() | mock.keys() if real[k] != mock[k]}
     assert differ == {}
+
+
+def test_a_running_qemu_vcpu_halts_in_the_kernel_until_kicked(tmp_path, lib):
+    """Without -S QEMU runs its vCPU. kmock's guest has nothing to run, so with the split
+    irqchip's in-kernel LAPIC the vCPU halts inside KVM_RUN, as a real HLT does, and QEMU's
+    kicks (run.immediate_exit with its signal) end each KVM_RUN with EINTR: a few KVM_RUNs,
+    not the tens of thousands a second of a KVM_EXIT_HLT that QEMU would re-enter."""
+    qmp = str(tmp_path / "qmp.sock")
+    replies = []
+
+    def quit_later():
+        time.sleep(2)
+        _quit_over_qmp(qmp, replies)
+
+    t = threading.Thread(target=quit_later, daemon=True)
+    t.start()
+    argv = [QEMU, *[a for a in BASE if a != "-S"], "-qmp", f"unix:{qmp},server=on,wait=off"]
+    with open(tmp_path / "trace", "w") as trace:
+        res = preload.run(argv, kernel=kmock.Kernel("linux-6.18"), timeout=120, trace=trace)
+    t.join(10)
+    assert res.server.errors == [] and res.returncode == 0, res.stderr
+    runs = [ln for ln in (tmp_path / "trace").read_text().splitlines()
+            if f", {K.KVM_RUN:#x}, " in ln]
+    assert 1 <= len(runs) < 2000
+    assert all(ln.endswith("= -1 EINTR") for ln in runs)
