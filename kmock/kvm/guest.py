@@ -418,13 +418,19 @@ class Stop(Action):
 def halts_in_kernel(vcpu):
     """Whether a guest HLT halts the vCPU inside KVM_RUN rather than exiting: x86's
     __kvm_emulate_halt with an in-kernel LAPIC (KVM_CREATE_IRQCHIP or a split irqchip);
-    every arm64 vCPU (WFI is kvm_vcpu_wfi; arm64 has no KVM_EXIT_HLT)."""
-    vm = vcpu.vm
-    if vm.kernel.profile.arch != "x86":
-        return True
-    from . import x86_vm  # (x86_vm imports this module's users)
+    every arm64 vCPU (WFI is kvm_vcpu_wfi; arm64 has no KVM_EXIT_HLT). Fixed for the
+    vCPU's life (an irqchip cannot be made once a vCPU exists), so kept on the vCPU."""
+    h = vcpu.halts_in_kernel
+    if h is None:
+        vm = vcpu.vm
+        if vm.kernel.profile.arch != "x86":
+            h = True
+        else:
+            from . import x86_vm  # (x86 only)
 
-    return x86_vm.state(vm).irqchip_in_kernel
+            h = x86_vm.state(vm).irqchip_in_kernel
+        vcpu.halts_in_kernel = h
+    return h
 
 
 def _signal_exit(vcpu):

@@ -55,6 +55,9 @@ class Vcpu:
         self.signal_pending = False
         #: the vCPU halted in the kernel and nothing woke it yet (kmock.kvm.guest)
         self.halted = False
+        #: whether a guest HLT halts in the kernel (kmock.kvm.guest.halts_in_kernel; None:
+        #: not asked yet)
+        self.halts_in_kernel = None
         self.arch = None  # owned by the architecture plugin
         #: vcpu->arch.mmu->root is valid (kvm_mmu_load succeeded once)
         self.mmu_root_loaded = False
