@@ -135,7 +135,7 @@ class RealmVmm:
                     exits.append(K.KVM_EXIT_MEMORY_FAULT)
                     self.set_private(mf.gpa, mf.size, bool(mf.flags & K.KVM_MEMORY_EXIT_FLAG_PRIVATE))
                     continue
-                if e.errno == errno.EINTR and run.exit_reason == K.KVM_EXIT_INTR:
+                if e.errno == errno.EINTR:  # (QEMU's kvm_cpu_exec looks at the errno only)
                     exits.append(K.KVM_EXIT_INTR)
                     return exits
                 raise

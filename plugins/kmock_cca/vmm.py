@@ -125,7 +125,7 @@ class RealmVmm:
                                 f"-> {'private' if private else 'shared'}; the VMM converts")
                     self.set_private(mf.gpa, mf.size, private)
                     continue
-                if e.errno == errno.EINTR and run.exit_reason == K.KVM_EXIT_INTR:
+                if e.errno == errno.EINTR:  # (QEMU's kvm_cpu_exec looks at the errno only)
                     exits.append(K.KVM_EXIT_INTR)  # kvm_handle_signal_exit
                     return exits
                 raise
