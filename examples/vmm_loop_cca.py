@@ -14,7 +14,14 @@ realm on kmock, through ioctls only.
    * KVM_EXIT_MEMORY_FAULT (EFAULT): the realm's RSI_IPA_STATE_SET or an access of the
      other kind: set the attributes (PRIVATE iff the exit's flag says so) and, going
      shared, discard the guest_memfd copy (PUNCH_HOLE, as QEMU), then re-run;
-   * KVM_EXIT_MMIO: the caller's ``on_mmio``; KVM_EXIT_HLT ends the loop.
+   * KVM_EXIT_MMIO: the caller's ``on_mmio``;
+   * the loop ends on KVM_EXIT_SYSTEM_EVENT (the realm's PSCI SYSTEM_OFF) or when KVM_RUN
+     fails with EINTR, exit_reason KVM_EXIT_INTR: a signal for the vCPU's thread (QEMU
+     kicks its vCPU threads so). arm64 has no KVM_EXIT_HLT: a realm's WFI waits inside
+     KVM_RUN (the REC runs it, or KVM's kvm_vcpu_wfi blocks), so a VMM thread that wants
+     its KVM_RUN back signals it. A realm whose access KVM cannot resolve (RIPAS
+     DESTROYED) also spins inside KVM_RUN until that signal (kmock returns EINTR at once
+     and records a violation).
 
 Run it: ``python3 examples/vmm_loop_cca.py`` (needs the kmock_arm64 and kmock_cca plugins).
 """
@@ -114,7 +121,9 @@ class RealmVmm:
         return calls
 
     def run(self, i=0, on_mmio=None, max_exits=100_000):
-        """KVM_RUN vCPU ``i`` until KVM_EXIT_HLT; returns the exit reasons seen."""
+        """KVM_RUN vCPU ``i`` until the realm powers off (KVM_EXIT_SYSTEM_EVENT) or a signal
+        ends KVM_RUN (EINTR, KVM_EXIT_INTR); returns the exit reasons seen, the last one
+        the end."""
         fd, _m, run = self.vcpus[i]
         exits = []
         for _ in range(max_exits):
@@ -126,13 +135,13 @@ class RealmVmm:
                     exits.append(K.KVM_EXIT_MEMORY_FAULT)
                     self.set_private(mf.gpa, mf.size, bool(mf.flags & K.KVM_MEMORY_EXIT_FLAG_PRIVATE))
                     continue
-                if e.errno == errno.EINTR:
+                if e.errno == errno.EINTR:  # (QEMU's kvm_cpu_exec looks at the errno only)
                     exits.append(K.KVM_EXIT_INTR)
-                    raise RuntimeError("the realm makes no progress (RIPAS DESTROYED?)") from e
+                    return exits
                 raise
             reason = run.exit_reason
             exits.append(reason)
-            if reason == K.KVM_EXIT_HLT:
+            if reason == K.KVM_EXIT_SYSTEM_EVENT:
                 return exits
             if reason == K.KVM_EXIT_MMIO:
                 m = run.mmio
@@ -142,7 +151,7 @@ class RealmVmm:
                     ctypes.memmove(ctypes.addressof(m.data), data, m.len)
                 continue
             raise RuntimeError(f"unhandled exit reason {reason}")
-        raise RuntimeError("the realm did not halt")
+        raise RuntimeError("the realm's vCPU did not end")
 
 
 def demo():
@@ -164,7 +173,8 @@ def demo():
         s = guest.cca.ipa_state_set(share, share + PAGE_SIZE, Ripas.EMPTY, RSI_CHANGE_DESTROYED)
         guest.write(share | vmm.unprotected, b"hello host")
         guest.write(0x09000000 | vmm.unprotected, b"!")  # an MMIO device
-        guest.hlt()
+        guest.hlt()  # WFI: the vCPU waits inside KVM_RUN...
+        guest.stop()  # ...until a signal for the VMM's thread (kmock: no PSCI SYSTEM_OFF action)
         out = []
         exits = vmm.run(on_mmio=lambda gpa, w, data: out.append((gpa, data)))
         print("exits:", exits)

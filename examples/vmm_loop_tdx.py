@@ -21,7 +21,9 @@ The loop handles, as QEMU does (target/i386/kvm/kvm.c, target/i386/kvm/tdx.c):
   ``get_quote.ret`` = SUCCESS (QEMU hands the request to the quote generation service);
 * ``KVM_EXIT_SYSTEM_EVENT`` of type TDX_FATAL: the TD reported a fatal error; the loop
   stops (QEMU pauses the VM);
-* ``KVM_EXIT_IO``: handed to ``on_io``; ``KVM_EXIT_HLT`` ends the loop;
+* ``KVM_EXIT_IO``: handed to ``on_io``;
+* KVM_RUN failing with EINTR (KVM_EXIT_INTR): a signal for the vCPU's thread ends the
+  loop, as in QEMU's kvm_cpu_exec (a TD's HLT halts inside KVM_RUN: no KVM_EXIT_HLT);
 * KVM_RUN failing with EIO: the TD is dead (kmock says why in ``kernel.violations``).
 
 A conversion sets the memory attributes, then discards the other kind's copy as QEMU's
@@ -176,8 +178,12 @@ class TdxVmm:
     # --- the run loop ------------------------------------------------------------------------
 
     def run(self, index=0, on_io=None, max_exits=100_000):
-        """KVM_RUN vCPU ``index`` until HLT; returns the exit reasons seen. Raises TdDied
-        (KVM_RUN EIO) or TdFatal (the TD's ReportFatalError)."""
+        """KVM_RUN vCPU ``index`` until a signal for this thread makes it fail with EINTR
+        (the last exit reason seen is then KVM_EXIT_INTR); returns the exit reasons seen.
+        A TD never exits with KVM_EXIT_HLT: its vCPU halts inside KVM_RUN (TDX needs the
+        split irqchip, an in-kernel LAPIC), so a VMM ends its run loop as QEMU's
+        kvm_cpu_exec does, on -EINTR. Raises TdDied (KVM_RUN EIO) or TdFatal (the TD's
+        ReportFatalError)."""
         fd, m, run = self.vcpus[index]
         k = self.k
         exits = []
@@ -186,7 +192,8 @@ class TdxVmm:
                 k.ioctl(fd, K.KVM_RUN, 0)
             except OSError as e:
                 if e.errno == errno.EINTR:
-                    continue
+                    exits.append(K.KVM_EXIT_INTR)
+                    return exits
                 if e.errno == errno.EIO:
                     raise TdDied("KVM_RUN: EIO, the TD is dead") from e
                 if e.errno == errno.EFAULT and run.exit_reason == K.KVM_EXIT_MEMORY_FAULT:
@@ -199,8 +206,6 @@ class TdxVmm:
                 raise
             reason = run.exit_reason
             exits.append(reason)
-            if reason == K.KVM_EXIT_HLT:
-                return exits
             if reason == K.KVM_EXIT_HYPERCALL and run.hypercall.nr == K.KVM_HC_MAP_GPA_RANGE:
                 hc = run.hypercall
                 hc.ret = self.convert(hc.args[0], hc.args[1] * PAGE_SIZE,
@@ -230,7 +235,7 @@ class TdxVmm:
                     ctypes.memmove(addr, bytes(answer or b"\xff" * len(data)), len(data))
             else:
                 raise RuntimeError(f"unhandled exit reason {reason}")
-        raise RuntimeError("the TD did not halt")
+        raise RuntimeError(f"the TD's vCPU ran {max_exits} exits without being stopped")
 
 
 def demo():
@@ -251,7 +256,8 @@ def demo():
         g.write((ram + (2 << 20)) | SHARED_BIT, b"hello host")
         q = g.tdx.get_quote((ram + (2 << 20) + 0x1000) | SHARED_BIT, 0x1000)
         g.outb(0xE9, ord("!"))
-        g.hlt()
+        g.hlt()  # halts inside KVM_RUN (no KVM_EXIT_HLT for a TD) ...
+        g.stop()  # ... until a signal for the VMM's vCPU thread (EINTR, KVM_EXIT_INTR)
         out = []
         exits = vmm.run(on_io=lambda port, is_out, data: out.append(data))
         print("exits:", exits)

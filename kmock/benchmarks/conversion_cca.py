@@ -7,10 +7,15 @@ to private  the realm calls RSI_IPA_STATE_SET(page, RAM) -> KVM_RUN returns EFAU
             KVM_EXIT_MEMORY_FAULT (the RSI exit) -> the VMM sets the page PRIVATE with
             KVM_SET_MEMORY_ATTRIBUTES (the attribute change) -> KVM_RUN: RTT_SET_RIPAS
             (the RIPAS change), the RSI call returns, the realm writes the page and KVM
-            maps it (delegate + RTT_DATA_MAP: the lazy mapping), then KVM_EXIT_HLT.
+            maps it (delegate + RTT_DATA_MAP: the lazy mapping), then the realm's vCPU
+            ends the KVM_RUN (see below).
 to shared   RSI_IPA_STATE_SET(page, EMPTY, RSI_CHANGE_DESTROYED) -> EFAULT -> the VMM
             sets the page shared (KVM's unmap destroys the data) and punches it from the
-            guest_memfd (as QEMU) -> KVM_RUN: RTT_SET_RIPAS, then KVM_EXIT_HLT.
+            guest_memfd (as QEMU) -> KVM_RUN: RTT_SET_RIPAS, then the end of KVM_RUN.
+
+arm64 has no KVM_EXIT_HLT: a realm's WFI waits inside KVM_RUN. Each conversion's second
+KVM_RUN ends with a signal for the VMM's vCPU thread instead (the guest's ``stop()``:
+EINTR, KVM_EXIT_INTR), the exit a VMM gets back from an idle realm.
 
 The pages are scattered over a 1 GiB guest_memfd memslot. The real kernel's 4K
 guest_memfd fallocate is timed in the same run (kmock.HostKernel on /dev/kvm); the
@@ -73,8 +78,12 @@ def _realm(size):
         group=A.KVM_DEV_ARM_VGIC_GRP_CTRL, attr=A.KVM_DEV_ARM_VGIC_CTRL_INIT,
         addr=ctypes.addressof(v)))
     g = k.vm(vm).vcpus[0].guest
-    g.hlt()
-    k.ioctl(vcpu, K.KVM_RUN, 0)  # activates the realm
+    g.stop()
+    try:
+        k.ioctl(vcpu, K.KVM_RUN, 0)  # activates the realm; ends at the stop (EINTR)
+    except OSError as e:
+        if e.errno != errno.EINTR:
+            raise
     return k, vm, vcpu, gmem, g, shared
 
 
@@ -95,36 +104,39 @@ def _conversions(size, pages, rounds, between=None):
         to_shared_t, to_private_t = [], []
 
         def kvm_run():
+            """True for the RSI exit (EFAULT), False for the end (EINTR at the stop)."""
             try:
                 ioctl(vcpu, run, 0)
             except OSError as e:
-                if e.errno != errno.EFAULT:
-                    raise
-                return True
-            return False
+                if e.errno == errno.EFAULT:
+                    return True
+                if e.errno == errno.EINTR:
+                    return False
+                raise
+            raise AssertionError(f"unexpected exit {k.vm(vm).vcpus[0].run.exit_reason}")
 
         for _ in range(rounds):
             t0 = time.perf_counter()
             for off in pages:  # to shared
                 gpa = RAM + off
                 cca.ipa_state_set(gpa, gpa + P, EMPTY, RSI_CHANGE_DESTROYED)
-                g.hlt()
+                g.stop()
                 assert kvm_run()  # the RSI exit
                 a.address, a.attributes = gpa, 0
                 ioctl(vm, set_attrs, a)
                 fallocate(gmem, 3, off, P)
-                kvm_run()
+                assert not kvm_run()  # RIPAS change, the end
             to_shared_t.append((time.perf_counter() - t0) / len(pages))
             t0 = time.perf_counter()
             for off in pages:  # to private, then the realm touches the page
                 gpa = RAM + off
                 cca.ipa_state_set(gpa, gpa + P, RAM_)
                 g.write(gpa, b"x")
-                g.hlt()
+                g.stop()
                 assert kvm_run()  # the RSI exit
                 a.address, a.attributes = gpa, PRIV
                 ioctl(vm, set_attrs, a)
-                kvm_run()  # RIPAS change, lazy mapping, HLT
+                assert not kvm_run()  # RIPAS change, lazy mapping, the end
             to_private_t.append((time.perf_counter() - t0) / len(pages))
             if between is not None:
                 between()

@@ -39,14 +39,23 @@ KVM_RUN runs pending actions in order until one exits (kmock.kvm.vcpu):
   completes on the next KVM_RUN with ``run.hypercall.ret``. Otherwise, and for
   every other nr, the result is immediate (-KVM_ENOSYS / -KVM_EINVAL) with no exit.
 * ``hlt`` exits with KVM_EXIT_HLT and is done at once; a script with nothing pending
-  exits with KVM_EXIT_HLT on every KVM_RUN.
+  exits with KVM_EXIT_HLT on every KVM_RUN. Where the kernel halts the vCPU itself (an
+  in-kernel LAPIC on x86, every arm64 vCPU: kvm_vcpu_halt / kvm_vcpu_wfi), a HLT, or a
+  script with nothing pending, blocks inside KVM_RUN instead, as the kernel's
+  kvm_vcpu_block does, until the guest has more to run (a test adds actions: the wake-up
+  of an interrupt), or what stands for a signal to the vCPU's thread arrives:
+  ``vcpu.kick()``, ``run.immediate_exit`` set by another thread (QEMU's kick sets it in
+  its signal handler), or a ``stop()`` action. KVM_RUN then fails with EINTR and
+  exit_reason KVM_EXIT_INTR. A VM killed meanwhile gives EIO.
+* ``stop`` is a signal for the vCPU's thread arriving at that point of the guest's code:
+  KVM_RUN fails with EINTR, exit_reason KVM_EXIT_INTR (kvm_handle_signal_exit).
 """
 
 import ctypes
 import errno
 
 from .. import _libc
-from ..errors import MAX_ACCESS_BYTES, KmockUsageError, check_bytes, check_int, check_length
+from ..errors import MAX_ACCESS_BYTES, KmockUsageError, check_bytes, check_int, check_length, oserror
 from ..uapi import kvm as K
 from .eventfds import io_bus_write
 from .stage2 import PAGE_SHIFT, PAGE_SIZE, MemoryFault, faultin
@@ -57,6 +66,11 @@ MMIO_MAX = 8  # bytes per KVM_EXIT_MMIO (kvm_run.mmio.data)
 #: action.step() outcomes
 CONTINUE = None  # the action completed, run the next one
 EXIT = "exit"  # KVM_RUN returns 0 with the exit written into kvm_run
+HALT = "halt"  # the vCPU halts inside KVM_RUN (see halts_in_kernel)
+SIGNAL = "signal"  # a signal is pending for the vCPU's thread: KVM_RUN fails with EINTR
+
+#: how often a halted vCPU looks at run.immediate_exit and at its script (seconds)
+HALT_POLL_S = 0.005
 
 _PAGE_SZ_ATTRS = {
     PAGE_SIZE: K.KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
@@ -382,10 +396,88 @@ class Hlt(Action):
     kind = "hlt"
 
     def step(self, vcpu):
+        self.finish(None)
+        if halts_in_kernel(vcpu):
+            return HALT
         vcpu.run.exit_reason = K.KVM_EXIT_HLT
         self.exits.append(K.KVM_EXIT_HLT)
-        self.finish(None)
         return EXIT
+
+
+class Stop(Action):
+    """A signal for the vCPU's thread arrives while the guest runs here."""
+
+    kind = "stop"
+
+    def step(self, vcpu):
+        self.finish(None)
+        self.exits.append(K.KVM_EXIT_INTR)
+        return SIGNAL
+
+
+def halts_in_kernel(vcpu):
+    """Whether a guest HLT halts the vCPU inside KVM_RUN rather than exiting: x86's
+    __kvm_emulate_halt with an in-kernel LAPIC (KVM_CREATE_IRQCHIP or a split irqchip);
+    every arm64 vCPU (WFI is kvm_vcpu_wfi; arm64 has no KVM_EXIT_HLT). Fixed for the
+    vCPU's life (an irqchip cannot be made once a vCPU exists), so kept on the vCPU."""
+    h = vcpu.halts_in_kernel
+    if h is None:
+        vm = vcpu.vm
+        if vm.kernel.profile.arch != "x86":
+            h = True
+        else:
+            from . import x86_vm  # (x86 only)
+
+            h = x86_vm.state(vm).irqchip_in_kernel
+        vcpu.halts_in_kernel = h
+    return h
+
+
+def _signal_exit(vcpu):
+    """kvm_handle_signal_exit: exit_reason KVM_EXIT_INTR, and -EINTR."""
+    vcpu.run.exit_reason = K.KVM_EXIT_INTR
+    return oserror(errno.EINTR)
+
+
+def take_signal(vcpu):
+    """A kick pending for the vCPU (kmock.kvm.vcpu.Vcpu.kick) is delivered: raise EINTR
+    (KVM_EXIT_INTR), as vcpu_run does for a signal before it enters the guest."""
+    if vcpu.signal_pending:
+        with vcpu.wake:
+            vcpu.signal_pending = False
+        raise _signal_exit(vcpu)
+
+
+def _set_mp_state(vcpu, halted):
+    """x86's vcpu->arch.mp_state follows the halt (KVM_GET_MP_STATE: HALTED while the vCPU
+    halts and after a signal ends the halt, RUNNABLE once the guest runs on)."""
+    vcpu.halted = halted
+    if vcpu.vm.kernel.profile.arch == "x86":
+        from . import x86_state  # (x86 only)
+
+        x86_state.state(vcpu).mp_state = (x86_state.X.KVM_MP_STATE_HALTED if halted
+                                          else x86_state.X.KVM_MP_STATE_RUNNABLE)
+
+
+def _halt(vcpu):
+    """kvm_vcpu_block for a halted vCPU: return when the guest has more to run; raise
+    EINTR (KVM_EXIT_INTR) for a kick or ``run.immediate_exit`` set meanwhile (the
+    signal that comes with it), EIO when the VM was killed."""
+    script = vcpu.guest
+    run = vcpu.run
+    wake = vcpu.wake
+    _set_mp_state(vcpu, True)
+    with wake:
+        while True:
+            if script.pc < len(script.actions):
+                break
+            if vcpu.signal_pending or run.immediate_exit:
+                vcpu.signal_pending = False
+                raise _signal_exit(vcpu)
+            if vcpu.vm.dead:
+                raise oserror(errno.EIO)  # kvm_vm_dead: KVM_REQ_VM_DEAD
+            wake.wait(HALT_POLL_S)
+    _set_mp_state(vcpu, False)  # woken: the guest runs on
 
 
 class GuestScript:
@@ -480,6 +572,12 @@ class GuestScript:
     def hlt(self):
         return self.add(Hlt())
 
+    def stop(self):
+        """A signal for the vCPU's thread arrives here: KVM_RUN fails with EINTR and
+        exit_reason KVM_EXIT_INTR (the way to end a KVM_RUN whose guest halts in the
+        kernel, from the same thread)."""
+        return self.add(Stop())
+
     # --- state ------------------------------------------------------------------------------
 
     @property
@@ -512,14 +610,21 @@ def run(vcpu):
     """The guest part of KVM_RUN: run pending actions until one exits.
 
     Returns 0 after writing an exit into vcpu.run; raises MemoryFault (an OSError)
-    after writing KVM_EXIT_MEMORY_FAULT.
+    after writing KVM_EXIT_MEMORY_FAULT; raises EINTR (KVM_EXIT_INTR) for a signal.
     """
+    if vcpu.signal_pending:
+        take_signal(vcpu)
     script = vcpu.guest
     actions = script.actions
+    if vcpu.halted and script.pc < len(actions):
+        _set_mp_state(vcpu, False)  # halted at the last KVM_RUN; the guest has more now
     while True:
         try:
             action = actions[script.pc]  # (pc < len(actions), without the call)
         except IndexError:
+            if halts_in_kernel(vcpu):
+                _halt(vcpu)  # nothing to run: the guest idles in HLT / WFI
+                continue
             break
         try:
             r = action.step(vcpu)
@@ -533,5 +638,9 @@ def run(vcpu):
             if not action.done:
                 vcpu.pending = action
             return 0
+        if r is HALT:
+            _halt(vcpu)
+        elif r is SIGNAL:
+            raise _signal_exit(vcpu)
     vcpu.run.exit_reason = K.KVM_EXIT_HLT
     return 0

@@ -49,6 +49,15 @@ class Vcpu:
         self.pending = None
         #: vcpu->mutex: one KVM_RUN (or vCPU ioctl) at a time
         self.mutex = threading.RLock()
+        #: the vCPU's wait queue (kvm_vcpu_block) and the kicks that stand for a signal
+        #: to its thread (kmock.kvm.guest: a halted vCPU)
+        self.wake = threading.Condition(threading.Lock())
+        self.signal_pending = False
+        #: the vCPU halted in the kernel and nothing woke it yet (kmock.kvm.guest)
+        self.halted = False
+        #: whether a guest HLT halts in the kernel (kmock.kvm.guest.halts_in_kernel; None:
+        #: not asked yet)
+        self.halts_in_kernel = None
         self.arch = None  # owned by the architecture plugin
         #: vcpu->arch.mmu->root is valid (kvm_mmu_load succeeded once)
         self.mmu_root_loaded = False
@@ -68,7 +77,18 @@ class Vcpu:
         for i, d in enumerate(data):
             se.data[i] = d & U64
 
+    def kick(self):
+        """A signal to the vCPU's thread: a KVM_RUN halted in the kernel fails with EINTR
+        and exit_reason KVM_EXIT_INTR; if none runs, the next KVM_RUN does, before the
+        guest runs (the signal stays pending until then)."""
+        with self.wake:
+            self.signal_pending = True
+            self.wake.notify_all()
+
     def release(self):
+        # kmock's calls hold no file reference: a KVM_RUN halted in another thread is
+        # kicked out (EINTR) rather than kept alive past the close
+        self.kick()
         with self.mutex:  # a KVM_RUN still running in another thread finishes first
             self.run = None
             _libc.munmap(self.run_addr, self.mmap_size)

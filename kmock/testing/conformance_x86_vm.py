@@ -968,3 +968,65 @@ def x86_pit(sys, rec):
     rec.call("legacy: CREATE_PIT2 after CREATE_PIT", sys.ioctl, vm, X86.KVM_CREATE_PIT2,
              X86.kvm_pit_config(flags=1))
     del cpu
+
+
+@scenario("x86_halt_in_kernel",
+          "a guest HLT: KVM_EXIT_HLT without an in-kernel LAPIC; with one (split or full "
+          "irqchip) the vCPU halts inside KVM_RUN until its thread is signalled: EINTR, "
+          "exit_reason KVM_EXIT_INTR, KVM_GET_MP_STATE HALTED (the real guest runs HLT at "
+          "the reset vector; kmock's scripted guest has nothing to run, which halts alike)")
+def x86_halt_in_kernel(sys, rec):
+    import mmap
+    import signal
+    import threading
+    import time
+
+    from ..uapi import x86 as X86
+
+    try:
+        old = signal.signal(signal.SIGUSR1, lambda *a: None)
+    except ValueError:  # not the main thread: no handler, no signal to send
+        rec.record("skipped: the scenario needs the main thread", True)
+        return
+    mem = mmap.mmap(-1, 0x10000)
+    mem[0xFFF0:0xFFF2] = b"\xF4\xF4"  # hlt; hlt at the reset vector (CS:IP F000:FFF0)
+    uaddr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    try:
+        kvm = open_kvm(sys, rec)
+        size = sys.ioctl(kvm, K.KVM_GET_VCPU_MMAP_SIZE, 0)
+        for mode in ("no irqchip", "split irqchip", "full irqchip"):
+            vm = create_vm(sys, rec, kvm, label=f"{mode}: KVM_CREATE_VM")
+            if mode == "split irqchip":
+                enable(sys, rec, vm, f"{mode}: SPLIT_IRQCHIP 24", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+            elif mode == "full irqchip":
+                rec.call(f"{mode}: KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+            region = K.kvm_userspace_memory_region(slot=0, guest_phys_addr=0xFFFF0000,
+                                                   memory_size=0x10000, userspace_addr=uaddr)
+            rec.call(f"{mode}: memslot at the reset vector", sys.ioctl, vm,
+                     K.KVM_SET_USER_MEMORY_REGION, region)
+            cpu = vcpu(sys, rec, vm, 0, label=f"{mode}: KVM_CREATE_VCPU 0")
+            if cpu is None:
+                continue
+            m = sys.mmap(cpu, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED)
+            run = K.kvm_run.from_address(m.address)
+            main = threading.get_ident()
+
+            def kick():  # what a VMM's kick does: immediate_exit, then a signal
+                time.sleep(0.3)
+                run.immediate_exit = 1
+                signal.pthread_kill(main, signal.SIGUSR1)
+
+            t = threading.Thread(target=kick)
+            t.start()
+            rec.call(f"{mode}: KVM_RUN (the guest halts; kicked after 0.3 s)", sys.ioctl, cpu,
+                     K.KVM_RUN, 0)
+            t.join()
+            rec.record(f"{mode}: exit_reason", run.exit_reason)
+            mp = X86.kvm_mp_state()
+            if rec.call(f"{mode}: KVM_GET_MP_STATE", sys.ioctl, cpu, X86.KVM_GET_MP_STATE, mp) \
+                    is not None:
+                rec.record(f"{mode}: mp_state", mp.mp_state)
+            run.immediate_exit = 0
+            m.close()
+    finally:
+        signal.signal(signal.SIGUSR1, old)

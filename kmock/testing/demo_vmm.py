@@ -6,7 +6,10 @@ syscall API. Their run loop is the one a confidential VMM has on x86 (QEMU's
 kvm_cpu_exec and kvm_convert_memory, the KVM selftests' host loops): KVM_RUN until
 the guest halts, converting memory when the guest asks (a KVM_HC_MAP_GPA_RANGE exit,
 which TDX's MapGPA and SNP's page-state changes become) or when KVM_RUN fails with
-EFAULT and a KVM_EXIT_MEMORY_FAULT exit.
+EFAULT and a KVM_EXIT_MEMORY_FAULT exit. Where the LAPIC is in the kernel (every TD:
+TDX needs the split irqchip) a HLT never leaves KVM_RUN; the loop ends there when the
+VMM signals its vCPU thread: KVM_RUN fails with EINTR, exit_reason KVM_EXIT_INTR (QEMU's
+kvm_cpu_exec leaves its loop on -EINTR).
 """
 
 import errno
@@ -37,7 +40,8 @@ class Story:
 
 def run_until_halt(kernel, vcpu_fd, run, convert, say, hypercall="MAP_GPA_RANGE",
                    max_exits=64):
-    """KVM_RUN ``vcpu_fd`` until KVM_EXIT_HLT or KVM_EXIT_SYSTEM_EVENT (returned).
+    """KVM_RUN ``vcpu_fd`` until KVM_EXIT_HLT, KVM_EXIT_SYSTEM_EVENT or, for a guest that
+    halts in the kernel, a signal (EINTR: KVM_EXIT_INTR); the exit reason is returned.
 
     ``run`` is the vCPU's mapped ``kvm_run``; ``convert(gpa, size, private)`` is the
     VMM's conversion. A MAP_GPA_RANGE hypercall is converted and answered (0, or
@@ -49,6 +53,10 @@ def run_until_halt(kernel, vcpu_fd, run, convert, say, hypercall="MAP_GPA_RANGE"
         try:
             kernel.ioctl(vcpu_fd, K.KVM_RUN, 0)
         except OSError as e:
+            if e.errno == errno.EINTR and run.exit_reason == K.KVM_EXIT_INTR:
+                say("  KVM_RUN: EINTR (KVM_EXIT_INTR): the guest halted in the kernel, the "
+                    "VMM signalled its vCPU thread")
+                return K.KVM_EXIT_INTR
             if e.errno != errno.EFAULT or run.exit_reason != K.KVM_EXIT_MEMORY_FAULT:
                 raise
             mf = run.memory_fault

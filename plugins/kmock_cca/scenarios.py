@@ -3,7 +3,8 @@ through the ``kmock.fail_nth`` entry-point group by ``scenarios()``).
 
 ``launch``      a realm VMM's boot: RD (REALM_CREATE at the first POPULATE), RTT_CREATE,
                 DATA_CREATE of the image, the first KVM_RUN (REC_CREATE, RTT_INIT_RIPAS,
-                REALM_ACTIVATE) and a guest that writes private memory and halts
+                REALM_ACTIVATE) and a guest that writes private memory and halts (WFI:
+                the vCPU waits in KVM_RUN until a signal for its thread, ``stop()``)
 ``conversion``  a booted realm whose guest asks RSI_IPA_STATE_SET(EMPTY) then RAM: the VMM
                 converts on each memory-fault exit
 ``map_file``    a realm's guest_memfd mapped for a VFIO device (IOMMU_IOAS_MAP_FILE,
@@ -38,6 +39,7 @@ def launch(k):
         v.populate(RAM, IMAGE)
         v.guest.write(RAM + 4 * P, b"private", private=True)
         v.guest.hlt()
+        v.guest.stop()
         v.run()
     finally:
         v.close()
@@ -52,7 +54,7 @@ def conversion(k):
         g.cca.ipa_state_set(RAM + 8 * P, RAM + 12 * P, rtt.Ripas.EMPTY)
         g.write(RAM + 8 * P, b"shared", private=False)
         g.cca.ipa_state_set(RAM + 8 * P, RAM + 10 * P, rtt.Ripas.RAM)
-        g.hlt()
+        g.stop()
         v.run()
     finally:
         v.close()

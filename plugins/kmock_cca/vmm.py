@@ -4,7 +4,8 @@ closed by ``close()`` even when a call failed, as a VMM's error path should.
 
 Order (examples/vmm_loop_cca.py has the commented version): KVM_CREATE_VM(realm |
 IPA bits), the vGICv3, a guest_memfd memslot with a shared mapping made PRIVATE, a vCPU
-with PSCI 0.2, CTRL_INIT, KVM_ARM_RMI_POPULATE of the image, KVM_RUN (activation)."""
+with PSCI 0.2, CTRL_INIT, KVM_ARM_RMI_POPULATE of the image, KVM_RUN (activation) until
+the vCPU ends (``run``)."""
 
 import ctypes
 import errno
@@ -101,8 +102,14 @@ class RealmVmm:
         return self.k.vm(self.vm).vcpus[0].guest
 
     def run(self, on_exit=None, max_exits=64):
-        """KVM_RUN until KVM_EXIT_HLT, answering memory-fault exits by converting;
-        returns the exit reasons."""
+        """KVM_RUN until the realm's vCPU is done, answering memory-fault exits by
+        converting; returns the exit reasons, the last one the end.
+
+        The end is KVM_EXIT_SYSTEM_EVENT (the realm's PSCI SYSTEM_OFF) or EINTR with
+        KVM_EXIT_INTR (a signal for the VMM's vCPU thread: kmock's ``guest.stop()``).
+        Never KVM_EXIT_HLT: arm64 has none; a realm's WFI traps to KVM (a REC exit),
+        whose kvm_vcpu_wfi blocks inside KVM_RUN (arch/arm64/kvm/handle_exit.c
+        kvm_handle_wfx)."""
         fd, run = self.vcpus[0]
         exits = []
         for _ in range(max_exits):
@@ -118,11 +125,14 @@ class RealmVmm:
                                 f"-> {'private' if private else 'shared'}; the VMM converts")
                     self.set_private(mf.gpa, mf.size, private)
                     continue
+                if e.errno == errno.EINTR:  # (QEMU's kvm_cpu_exec looks at the errno only)
+                    exits.append(K.KVM_EXIT_INTR)  # kvm_handle_signal_exit
+                    return exits
                 raise
             exits.append(run.exit_reason)
-            if run.exit_reason == K.KVM_EXIT_HLT:
+            if run.exit_reason == K.KVM_EXIT_SYSTEM_EVENT:
                 return exits
-        raise RuntimeError(f"no KVM_EXIT_HLT after {max_exits} exits")
+        raise RuntimeError(f"the realm's vCPU did not end after {max_exits} exits")
 
     def attach_device(self, start, length):
         """/dev/iommu, a VFIO device bound and attached, IOAS_ALLOC, MAP_FILE of

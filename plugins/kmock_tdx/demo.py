@@ -98,9 +98,10 @@ def run(out=print, platform="tdx", trace=None):
     g.write(secret, b"td secret", private=True)
     g.tdx.map_gpa((GPA + 8 * P) | SHARED_BIT, 2 * P)
     g.write((GPA + 8 * P) | SHARED_BIT, b"hello device")
-    g.hlt()
+    g.hlt()  # a TD halts inside KVM_RUN (no KVM_EXIT_HLT) ...
+    g.stop()  # ... until the VMM signals its vCPU thread: EINTR, KVM_EXIT_INTR
     say("guest: accepts page 6 and keeps a secret there, MapGPA pages 8-9 to shared, writes "
-        "a message for the device, halts")
+        "a message for the device, halts (inside KVM_RUN, until the VMM's signal)")
     _run_until_halt(v, say)
     data = dev.dma_read(IOVA + 8 * P, 12)
     say(f"device: DMA read at iova {IOVA + 8 * P:#x}: {data!r}")
@@ -110,6 +111,7 @@ def run(out=print, platform="tdx", trace=None):
     k.fallocate(v.gmem, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 6 * P, P)
     g.read(secret, 9)
     g.hlt()
+    g.stop()
     say("guest: reads its secret")
     try:
         _run_until_halt(v, say)

@@ -6,7 +6,8 @@ a call fails, as a VMM's error path should:
 
 ``launch``      a TD launched in intel-tdx.rst's order (INIT_VM: TDH.MNG.CREATE/INIT,
                 INIT_VCPU, INIT_MEM_REGION: TDH.MEM.PAGE.ADD, FINALIZE_VM: TDH.MR.FINALIZE),
-                then a guest that halts
+                then a guest that halts (inside KVM_RUN: the VMM's signal ends the run,
+                EINTR with KVM_EXIT_INTR)
 ``conversion``  the launched TD's guest accepts a page (the fault AUGs it), then the VMM
                 converts an ADDed page to shared and back with KVM_SET_MEMORY_ATTRIBUTES
                 (TDH.MEM.RANGE.BLOCK, TRACK, PAGE.REMOVE)
@@ -24,6 +25,7 @@ regression; tests/tdx/test_fail_nth_tdx.py checks each is used).
 """
 
 import ctypes
+import errno
 import mmap
 import os
 
@@ -127,7 +129,16 @@ class TdVmm:
         self.guest = k.vm(vm).vcpus[0].guest
 
     def run(self):
-        self.k.ioctl(self.vcpu, K.KVM_RUN, 0)
+        """KVM_RUN once; returns the exit reason. A TD's HLT halts inside KVM_RUN (the
+        split irqchip's in-kernel LAPIC), so a scenario's guest ends with ``stop()``: the
+        signal a VMM sends its vCPU thread, KVM_RUN failing with EINTR (KVM_EXIT_INTR)."""
+        try:
+            self.k.ioctl(self.vcpu, K.KVM_RUN, 0)
+        except OSError as e:
+            if e.errno != errno.EINTR:
+                raise
+            return K.KVM_EXIT_INTR
+        return self.k.vm(self.vm).vcpus[0].run.exit_reason
 
     def close(self):
         for m in self.maps:
@@ -143,6 +154,7 @@ def launch(k):
     try:
         v.launch()
         v.guest.hlt()
+        v.guest.stop()
         v.run()
     finally:
         v.close()
@@ -155,6 +167,7 @@ def conversion(k):
         v.guest.tdx.accept(GPA + 6 * P)  # EPT violation: KVM AUGs the page
         v.guest.write(GPA + 6 * P, b"private", private=True)
         v.guest.hlt()
+        v.guest.stop()
         v.run()
         v.attrs(GPA, P, False)  # an ADDed page to shared: BLOCK, TRACK, REMOVE
         v.attrs(GPA, P, True)

@@ -14,6 +14,8 @@ from kmock.testing.errnos import err
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
+from ._util import run_exit
+
 P = 4096
 
 
@@ -105,7 +107,8 @@ def test_vcpu_init_checks(k, kvm):
     fd1 = k.ioctl(vm, K.KVM_CREATE_VCPU, 1)
     assert err(vcpu_init, k, fd1, features=1 << A.KVM_ARM_VCPU_PMU_V3) == errno.EINVAL  # VM-wide
     vcpu_init(k, fd1)
-    assert k.ioctl(fd, K.KVM_RUN, 0) == 0  # no vGIC: a userspace irqchip, runs
+    k.vm(vm).vcpus[0].guest.stop()
+    assert run_exit(k, fd) == K.KVM_EXIT_INTR  # no vGIC: a userspace irqchip, runs
 
 
 def test_vgic(k, kvm):
@@ -138,7 +141,8 @@ def test_vgic(k, kvm):
     assert err(attr, A.KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, 40) == errno.EINVAL
     attr(A.KVM_DEV_ARM_VGIC_GRP_CTRL, A.KVM_DEV_ARM_VGIC_CTRL_INIT, 0)
     assert err(k.ioctl, vm, K.KVM_CREATE_VCPU, 1) == errno.EBUSY  # vGIC initialised
-    assert k.ioctl(fd, K.KVM_RUN, 0) == 0
+    k.vm(vm).vcpus[0].guest.stop()
+    assert run_exit(k, fd) == K.KVM_EXIT_INTR
     assert err(k.ioctl, cd.fd, K.KVM_RUN, 0) == errno.ENOTTY  # a device fd
 
 
@@ -160,4 +164,5 @@ def test_memslots_with_guest_memfd(k, kvm):
     g = k.vm(vm).vcpus[0].guest
     g.write(0x40000000, b"arm64")
     r = g.read(0x40000000, 5)
-    assert k.ioctl(fd, K.KVM_RUN, 0) == 0 and r.result == b"arm64"
+    g.stop()
+    assert run_exit(k, fd) == K.KVM_EXIT_INTR and r.result == b"arm64"

@@ -100,6 +100,23 @@ class RealmVmm:
         except OSError as e:
             return -e.errno
 
+    def run_to_stop(self, i=0):
+        """KVM_RUN through the guest's script to its end, where a signal for the vCPU's
+        thread (``stop()``, added unless one is pending last) ends KVM_RUN: an arm64 vCPU
+        with nothing to run waits inside KVM_RUN (WFI), never exits with KVM_EXIT_HLT.
+
+        Returns KVM_EXIT_INTR when KVM_RUN failed with EINTR at that stop (kvm_run says
+        KVM_EXIT_INTR too); otherwise run()'s result (an EINTR of another cause, such as
+        a RIPAS DESTROYED access, stays -EINTR; the stop stays pending)."""
+        g = self.guest(i)
+        last = g.pending[-1:]
+        stop = last[0] if last and last[0].kind == "stop" else g.stop()
+        r = self.run(i)
+        if r == EINTR and stop.done:
+            assert self.kvm_run(i).exit_reason == K.KVM_EXIT_INTR
+            return K.KVM_EXIT_INTR
+        return r
+
     # --- shortcuts ---------------------------------------------------------------------------
     @property
     def vm_obj(self):

@@ -7,6 +7,7 @@ import pytest
 
 import kmock_cca
 from kmock.testing import fail_nth
+from kmock.uapi import kvm as K
 from kmock_cca import kvm_rmi, scenarios
 from kmock_cca.rtt import RealmState
 
@@ -99,6 +100,7 @@ def _shared_fault_vmm(k):
     vmm.convert(RAM + 9 * P, P, private=False)
     vmm.guest().write(RAM + 9 * P, b"x", private=False)  # mapped at the unprotected alias
     vmm.guest().hlt()
+    vmm.guest().stop()  # the VMM's thread is signalled out of the halt
     return vmm
 
 
@@ -108,7 +110,7 @@ def test_fault_mapping_failure_leaves_no_stage2_mapping():
     k = cca_kernel()
     vmm = _shared_fault_vmm(k)
     k.faults.start_recording()
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     hits = list(k.faults.hits)
     k.close_all()
     after = hits[hits.index("cca.rmi.realm_activate"):]
@@ -124,7 +126,7 @@ def test_fault_mapping_failure_leaves_no_stage2_mapping():
     assert k.faults.injected == [("cca.rmi.rtt_create", errno.ENXIO)]
     assert vmm.vm_obj.arch.state == RealmState.ACTIVE
     assert vmm.vm_obj.stage2_lookup((RAM >> 12) + 9) is None
-    assert vmm.run() == 0  # the retry maps it and the guest halts
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR  # the retry maps it and the guest halts
     assert vmm.vm_obj.stage2_lookup((RAM >> 12) + 9) is not None
     k.close_all()
 
@@ -144,7 +146,7 @@ def test_snapshot_tables_granules_and_rtt():
     assert {st for _s, _e, st in g["runs"]} == {"DATA", "RD", "RTT"}
     assert r["runs"] == [[RAM, RAM + P, "ASSIGNED/RAM"]]  # before activation's INIT_RIPAS
     vmm.guest().hlt()
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     tables = {t["name"]: t for t in snapmod.capture(k)["arch"]["cca"]["tables"]}
     assert "REC" in {st for _s, _e, st in tables["granules (Realm PAS)"]["runs"]}
     assert tables["RTT"]["runs"][1] == [RAM + P, RAM + 16 * P, "UNASSIGNED/RAM"]

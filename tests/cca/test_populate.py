@@ -89,7 +89,7 @@ def test_v12_accepts_an_unaligned_source_and_returns_bytes():
 def test_state_errnos(vmm, k):
     assert k.ioctl(vmm.vm, C.KVM_ARM_RMI_POPULATE, pop(vmm)) == 0  # NONE -> NEW
     assert vmm.vm_obj.arch.state == RealmState.NEW
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     assert call(vmm, pop(vmm, base=RAM + P)) == errno.EBUSY  # ACTIVE
     vmm.vm_obj.arch.state = RealmState.DYING
     assert call(vmm, pop(vmm, base=RAM + P)) == errno.EBUSY

@@ -12,6 +12,7 @@ import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from kmock.uapi import kvm as K
 from kmock_cca.rtt import RSI_CHANGE_DESTROYED, GranuleState, Hipas, RealmState, Ripas
 
 from .conftest import cca_kernel
@@ -54,7 +55,8 @@ class RealmMachine(RuleBasedStateMachine):
             self.populated[p] = False  # guest_memfd forgets a page's "prepared" state
 
     def run(self):
-        return self.vmm.run()
+        """KVM_RUN to the end of the guest's script (a stop: KVM_EXIT_INTR), or -errno."""
+        return self.vmm.run_to_stop()
 
     # --- launch --------------------------------------------------------------------------
     @precondition(lambda self: not self.active and not self.dead)
@@ -81,7 +83,7 @@ class RealmMachine(RuleBasedStateMachine):
             assert r == -errno.ENXIO  # INIT_RIPAS stops at a DESTROYED entry (kmock choice)
             self.dead = True
             return
-        assert r == 0
+        assert r == K.KVM_EXIT_INTR
         self.active = True
         self.ripas = [RAM_ if x == EMPTY else x for x in self.ripas]
 
@@ -104,15 +106,15 @@ class RealmMachine(RuleBasedStateMachine):
         a = g.write(gpa | UNPROTECTED if alias else gpa, b"w")
         r = self.run()
         if alias:
-            assert r == (0 if not self.private[p] else -errno.EFAULT)
+            assert r == (K.KVM_EXIT_INTR if not self.private[p] else -errno.EFAULT)
         elif self.ripas[p] == EMPTY:
-            assert r == 0 and a.aborted  # SEA
+            assert r == K.KVM_EXIT_INTR and a.aborted  # SEA
         elif self.ripas[p] == DESTROYED:
             assert r == -errno.EINTR
         elif not self.private[p]:
             assert r == -errno.EFAULT
         else:
-            assert r == 0 and a.done and not a.aborted
+            assert r == K.KVM_EXIT_INTR and a.done and not a.aborted
             self.assigned[p] = True
         g.clear()
 
@@ -132,7 +134,7 @@ class RealmMachine(RuleBasedStateMachine):
                 if not ram and self.private[p]:
                     self.destroy(p, released=True)
                 self.private[p] = ram
-        assert self.run() == 0
+        assert self.run() == K.KVM_EXIT_INTR
         reached = lo
         for p in range(lo, hi):
             if self.ripas[p] == DESTROYED and not cd:

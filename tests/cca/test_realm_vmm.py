@@ -30,7 +30,7 @@ def test_v14_vmm_order_activates_on_first_run(k):
     assert (e.hipas, e.ripas) == (Hipas.ASSIGNED, Ripas.RAM)  # implicit RIPAS RAM
     assert realm.entry(RAM + 2 * P).ripas == Ripas.EMPTY  # not yet INIT_RIPAS
     r = vmm.guest().read(RAM, 6)
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     assert vmm.vm_obj.arch.state == RealmState.ACTIVE
     assert r.result == b"kernel"
     # RTT_INIT_RIPAS over the guest_memfd memslot made the rest RAM, UNASSIGNED (lazy)
@@ -99,7 +99,7 @@ def test_vgic_v2_refused_and_first_run_needs_an_in_kernel_gic(k):
     assert vmm.vm_obj.arch.state == RealmState.NONE  # v14 checks before creating the RD
     vmm.create_vgic()
     vmm.finish_vgic()
-    assert vmm.run() == 0 and vmm.vm_obj.arch.state == RealmState.ACTIVE
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR and vmm.vm_obj.arch.state == RealmState.ACTIVE
 
 
 def test_v12_irqchip_check_after_marking_dead():
@@ -150,7 +150,7 @@ def test_vcpu_init_and_registers_of_a_rec(k):
 def test_destroy_returns_every_granule(k):
     vmm = RealmVmm(k).boot(size=32 * P)
     vmm.guest().write(RAM + 9 * P, b"x")
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     granules = vmm.vm_obj.vmtype.granules
     assert granules.count(GranuleState.DATA) == 2 and granules.count(GranuleState.RTT) > 0
     snap = k.snapshot()["cca"]

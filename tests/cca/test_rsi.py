@@ -20,7 +20,7 @@ OK = int(RsiStatus.SUCCESS)
 @pytest.fixture
 def vmm(k):
     v = RealmVmm(k).boot(size=16 * P)
-    assert v.run() == 0  # activate
+    assert v.run_to_stop() == K.KVM_EXIT_INTR  # activate
     return v
 
 
@@ -37,7 +37,7 @@ def test_share_then_accept(vmm):
     assert exit_of(vmm) == (K.KVM_EXIT_MEMORY_FAULT, RAM + 4 * P, 4 * P, 0)
     assert not s.done
     vmm.convert(RAM + 4 * P, 4 * P, private=False)
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     assert s.result == (OK, RAM + 8 * P, RSI_ACCEPT)
     assert vmm.realm.entry(RAM + 5 * P).ripas == Ripas.EMPTY
     assert vmm.k.violations.of_kind("realm_data_destroyed") == []  # the realm released it
@@ -54,7 +54,8 @@ def test_private_request_flags_and_lazy_backing(vmm):
                             K.KVM_MEMORY_EXIT_FLAG_PRIVATE)
     vmm.convert(RAM + 8 * P, 2 * P, private=True)
     w = g.write(RAM + 9 * P, b"lazy")
-    assert vmm.run() == 0 and s.result == (OK, RAM + 10 * P, RSI_ACCEPT) and w.done
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
+    assert s.result == (OK, RAM + 10 * P, RSI_ACCEPT) and w.done
     e = vmm.realm.entry(RAM + 9 * P)
     assert (e.hipas, e.ripas) == (Hipas.ASSIGNED, Ripas.RAM)  # mapped by the fault
     assert vmm.realm.entry(RAM + 8 * P).hipas == Hipas.UNASSIGNED  # not touched yet
@@ -68,7 +69,7 @@ def test_private_request_flags_and_lazy_backing(vmm):
 ])
 def test_bad_input_returns_without_exit(vmm, base, top, ripas):
     s = vmm.guest().cca.ipa_state_set(base, top, ripas)
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     assert s.result[0] == int(RsiStatus.ERROR_INPUT) and s.exits == []
 
 
@@ -76,17 +77,16 @@ def test_partial_progress_at_a_destroyed_page(vmm):
     """new_base stops at the DESTROYED page unless the realm passes RSI_CHANGE_DESTROYED."""
     g = vmm.guest()
     g.write(RAM + 6 * P, b"y")
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     vmm.k.fallocate(vmm.gmem, 3, 6 * P, P)  # the host takes a page away
-    g.cca.ipa_state_set(RAM + 4 * P, RAM + 8 * P, EMPTY)
+    s = g.cca.ipa_state_set(RAM + 4 * P, RAM + 8 * P, EMPTY)
     assert vmm.run() == -errno.EFAULT
     vmm.set_attributes(RAM + 4 * P, 4 * P, 0)
-    assert vmm.run() == 0
-    s = g.actions[-1]
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     assert s.result == (OK, RAM + 6 * P, RSI_ACCEPT)  # partial: retry from new_base
     s2 = g.cca.ipa_state_set(RAM + 6 * P, RAM + 8 * P, EMPTY, RSI_CHANGE_DESTROYED)
     assert vmm.run() == -errno.EFAULT
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     assert s2.result == (OK, RAM + 8 * P, RSI_ACCEPT)
 
 
@@ -95,27 +95,27 @@ def test_reject_when_the_vmm_refuses():
     shared is answered REJECT from the first page it refused."""
     k = cca_kernel(cca_ripas_refusal="attributes")
     vmm = RealmVmm(k).boot(size=16 * P)
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     g = vmm.guest()
     g.cca.ipa_state_set(RAM + 8 * P, RAM + 12 * P, EMPTY, RSI_CHANGE_DESTROYED)
     assert vmm.run() == -errno.EFAULT
     vmm.convert(RAM + 8 * P, 4 * P, private=False)
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     s = g.cca.ipa_state_set(RAM + 8 * P, RAM + 12 * P, RAM_)
     assert vmm.run() == -errno.EFAULT
     vmm.convert(RAM + 8 * P, 2 * P, private=True)  # only half
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     assert s.result == (OK, RAM + 10 * P, RSI_REJECT)
     assert vmm.realm.entry(RAM + 9 * P).ripas == Ripas.RAM
     assert vmm.realm.entry(RAM + 10 * P).ripas == Ripas.EMPTY
     # refusing everything: REJECT at base
     s = g.cca.ipa_state_set(RAM + 10 * P, RAM + 12 * P, RAM_)
     assert vmm.run() == -errno.EFAULT
-    assert vmm.run() == 0 and s.result == (OK, RAM + 10 * P, RSI_REJECT)
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR and s.result == (OK, RAM + 10 * P, RSI_REJECT)
     # an EMPTY request is never reported as rejected
     s = g.cca.ipa_state_set(RAM, RAM + P, EMPTY, RSI_CHANGE_DESTROYED)
     assert vmm.run() == -errno.EFAULT
-    assert vmm.run() == 0 and s.result == (OK, RAM + P, RSI_ACCEPT)
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR and s.result == (OK, RAM + P, RSI_ACCEPT)
     k.close_all()
 
 
@@ -125,7 +125,7 @@ def test_v14_has_no_refusal(vmm):
     g = vmm.guest()
     s = g.cca.ipa_state_set(RAM + 2 * P, RAM + 3 * P, EMPTY, RSI_CHANGE_DESTROYED)
     assert vmm.run() == -errno.EFAULT
-    assert vmm.run() == 0  # the VMM did not convert
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR  # the VMM did not convert
     assert s.result == (OK, RAM + 3 * P, RSI_ACCEPT)
     g.write((RAM + 2 * P) | UNPROTECTED, b"shared")
     assert vmm.run() == -errno.EFAULT  # shared access, attribute still private
@@ -140,7 +140,7 @@ def test_ipa_state_get(vmm):
     a = g.cca.ipa_state_get(RAM, RAM + 16 * P)
     b = g.cca.ipa_state_get(RAM + 4 * P, RAM + 16 * P)
     c = g.cca.ipa_state_get(RAM + 8, RAM + P)
-    assert vmm.run() == 0
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR
     assert a.result == (OK, RAM + 4 * P, RAM_)
     assert b.result == (OK, RAM + 6 * P, EMPTY)
     assert c.result[0] == int(RsiStatus.ERROR_INPUT)
@@ -152,10 +152,10 @@ def test_unprotected_alias_follows_the_top_bit(vmm):
     assert vmm.run() == -errno.EFAULT
     vmm.convert(RAM + 12 * P, P, private=False)
     w = g.write((RAM + 12 * P) | UNPROTECTED, b"via alias")
-    assert vmm.run() == 0 and w.done
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR and w.done
     assert bytes(vmm.shared[12 * P:12 * P + 9]) == b"via alias"
     e = vmm.realm.entry((RAM + 12 * P) | UNPROTECTED)
     assert e.hipas == Hipas.ASSIGNED and not e.protected
     # a protected access to the same gfn: RIPAS EMPTY -> SEA (no exit)
     r = g.read(RAM + 12 * P, 4)
-    assert vmm.run() == 0 and r.done and r.aborted and r.result is None
+    assert vmm.run_to_stop() == K.KVM_EXIT_INTR and r.done and r.aborted and r.result is None

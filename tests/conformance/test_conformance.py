@@ -938,6 +938,16 @@ REFERENCE.update({
         ("VM 2: irqfd of the eventfd after VM 1's fd closed", ("ok", 0)),
         ("VM 1's vCPU: KVM_GET_REGS", ("ok", 0)),
     ],
+    # x86.c __kvm_emulate_halt (lapic_in_kernel: KVM_MP_STATE_HALTED, no exit), vcpu_block
+    # and kvm_handle_signal_exit (KVM_EXIT_INTR, -EINTR)
+    "x86_halt_in_kernel": [
+        ("no irqchip: exit_reason", ("ok", 5)),
+        ("split irqchip: KVM_RUN (the guest halts; kicked after 0.3 s)", E("EINTR")),
+        ("split irqchip: exit_reason", ("ok", 10)),
+        ("split irqchip: mp_state", ("ok", 3)),
+        ("full irqchip: KVM_RUN (the guest halts; kicked after 0.3 s)", E("EINTR")),
+        ("full irqchip: mp_state", ("ok", 3)),
+    ],
     # virt/kvm/coalesced_mmio.c; kvm_io_bus_register_dev (NR_IOBUS_DEVS 1000)
     "coalesced_mmio": [
         ("MMIO zone", ("ok", 0)),

@@ -22,7 +22,7 @@ MMAP_SHARED = K.GUEST_MEMFD_FLAG_MMAP | K.GUEST_MEMFD_FLAG_INIT_SHARED
 
 def accepted(t, page):
     a = t.guest().tdx.accept(GPA + page * P)
-    t.run()
+    t.run_to_stop()
     assert a.result == T.TDX_SUCCESS
     return a
 
@@ -82,11 +82,11 @@ def test_reaccept_after_host_pull_is_a_fresh_zeroed_page(tdx_kernel):
     accepted(t, 4)
     g = t.guest()
     g.write(GPA + 4 * P, b"secret")
-    t.run()
+    t.run_to_stop()
     t.k.fallocate(t.gmem, PUNCH, 4 * P, P)
     accepted(t, 4)  # the guest re-accepts (it knows): no harm
     r = g.read(GPA + 4 * P, 6)
-    t.run()
+    t.run_to_stop()
     assert r.result == bytes(6) and not t.k.violations
 
 
@@ -135,7 +135,7 @@ def test_to_shared_conversion_clears_the_page_for_the_host(tdx_kernel):
     accepted(t, 3)
     g = t.guest()
     g.write(GPA + 3 * P, b"td secret")
-    t.run()
+    t.run_to_stop()
     assert gmem_attrs(t, 3 * P, P, False) == (0, 0)
     m = t.k.mmap(t.gmem, 8 * P, 3, 1)
     assert m[3 * P:3 * P + 9] == bytes(9)  # KVM cleared the removed page (MOVDIR64B)
@@ -192,7 +192,7 @@ def test_tdx_connect_refuses_unmapping_an_accepted_page_until_release(tdx_kernel
     accepted(t, 4)
     g = t.guest()
     g.write(GPA + 4 * P, b"dma target")
-    t.run()
+    t.run_to_stop()
     before = (t.state(4), t.vmobj.stage2_lookup((GPA >> 12) + 4))
     # clearing PRIVATE: refused before anything is unmapped
     assert err(t.set_private, GPA + 4 * P, P, False) == errno.EAGAIN
@@ -200,13 +200,13 @@ def test_tdx_connect_refuses_unmapping_an_accepted_page_until_release(tdx_kernel
     assert (t.state(4), t.vmobj.stage2_lookup((GPA >> 12) + 4)) == before
     assert t.vmobj.gfn_is_private((GPA >> 12) + 4)
     r = g.read(GPA + 4 * P, 10)
-    t.run()
+    t.run_to_stop()
     assert r.result == b"dma target"  # nothing changed for the guest
     # pages added at launch are accepted too (PAGE.ADD maps them MAPPED)
     assert err(t.set_private, GPA, P, False) == errno.EAGAIN
     # the guest releases the page: now the host may take it
     rel = g.tdx.release(GPA + 4 * P)
-    t.run()
+    t.run_to_stop()
     assert rel.result == T.TDX_SUCCESS
     t.set_private(GPA + 4 * P, P, private=False)
     assert t.state(4) == "FREE" and not t.k.violations
@@ -233,21 +233,21 @@ def test_map_gpa_conversion_loop_as_qemu_does_it(tdx_kernel):
     accepted(t, 8)
     g = t.guest()
     a = g.tdx.map_gpa((GPA + 8 * P) | t.shared, P)
-    t.run()
+    assert t.run() == K.KVM_EXIT_HYPERCALL
     hc = t.run_struct().hypercall
     t.set_private(hc.args[0], hc.args[1] * P, private=False)
     t.k.fallocate(t.gmem, PUNCH, 8 * P, P)
     hc.ret = 0
     w = g.write((GPA + 8 * P) | t.shared, b"shared!")
-    t.run()
+    t.run_to_stop()
     assert a.result[0] == T.TDVMCALL_STATUS_SUCCESS and w.done
     assert bytes(t.shared_mem[8 * P:8 * P + 7]) == b"shared!"
     b = g.tdx.map_gpa(GPA + 8 * P, P)
-    t.run()
+    assert t.run() == K.KVM_EXIT_HYPERCALL
     t.set_private(hc.args[0], hc.args[1] * P)
     hc.ret = 0
     c = g.tdx.accept(GPA + 8 * P)
-    t.run()
+    t.run_to_stop()
     assert b.result[0] == 0 and c.result == T.TDX_SUCCESS and not t.k.violations
 
 
@@ -286,8 +286,7 @@ def test_memslot_deletion_removes_the_slots_s_ept_leaves(tdx_kernel):
     accepted(t, 4)
     # a pre-faulted page is PENDING and leaves the mirror at the next KVM_RUN
     t.k.ioctl(t.vcpu, K.KVM_PRE_FAULT_MEMORY, K.kvm_pre_fault_memory(gpa=GPA + 5 * P, size=P))
-    t.guest().hlt()
-    t.run()
+    t.run_to_stop()
     assert [t.state(i) for i in (0, 4, 5)] == ["MAPPED", "MAPPED", "PENDING"]
     delete_slot(t)
     assert t.td.sept.leaves(0, t.td.sept.npages) == [] and not t.k.violations

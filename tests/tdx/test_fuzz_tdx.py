@@ -67,6 +67,10 @@ def test_td_ioctls_and_tdcalls_only_raise_oserror(tdx_kernel, stage, scratch, op
     SCRATCH[:len(scratch)] = scratch
     for on_vcpu, req, arg in ops:
         fd = vcpu if on_vcpu and vcpu is not None else t.vm
+        if fd == vcpu and req == K.KVM_RUN:
+            # the guest has nothing to run: a TD's vCPU would halt in the kernel until a
+            # signal, which is pending here (EINTR, KVM_EXIT_INTR)
+            t.vmobj.vcpus[0].kick()
         try:
             k.ioctl(fd, req, arg)
         except OSError:
@@ -84,9 +88,12 @@ def test_td_ioctls_and_tdcalls_only_raise_oserror(tdx_kernel, stage, scratch, op
                 g.tdx.get_quote(gpa, size)
             else:
                 g.read(gpa & ((1 << 48) - 1), 8)
+        g.stop()  # a TD's vCPU halts in the kernel once its script is done
         for _ in range(6):
             try:
-                t.run()
+                if t.run() == K.KVM_EXIT_INTR:
+                    break
             except OSError:
                 g.clear()
+                g.stop()
     k.close_all()

@@ -35,12 +35,15 @@ def test_map_gpa_chunks_of_2mb_from_the_guest_gpa(tdx_kernel):
     start = GPA + 5 * P  # chunks follow the guest's gpa, not 2M alignment
     size = 2 * MB2 + 3 * P
     a = g.tdx.map_gpa(start | t.shared, size)
+    g.stop()
     hc = t.run_struct().hypercall
     seen = []
     while True:
-        assert t.run() == 0
+        r = t.run()
         if a.done:
+            assert r == K.KVM_EXIT_INTR  # the guest ran on to the stop()
             break
+        assert r == K.KVM_EXIT_HYPERCALL
         run = t.run_struct()
         assert run.exit_reason == K.KVM_EXIT_HYPERCALL and hc.nr == K.KVM_HC_MAP_GPA_RANGE
         assert hc.flags == K.KVM_EXIT_HYPERCALL_LONG_MODE and hc.ret == 0
@@ -56,18 +59,19 @@ def test_map_gpa_retry_on_pending_nmi_then_resume_from_r11(tdx_kernel):
     t = big_td(tdx_kernel)
     g = t.guest()
     a = g.tdx.map_gpa(GPA, 2 * MB2)  # to private: ENCRYPTED
-    t.run()
+    g.stop()
+    assert t.run() == K.KVM_EXIT_HYPERCALL
     hc = t.run_struct().hypercall
     assert hc.args[2] == K.KVM_MAP_GPA_RANGE_ENCRYPTED
     t.k.ioctl(t.vcpu, T.KVM_NMI, 0)
     assert t.vmobj.vcpus[0].arch.pending_event
-    t.run()  # completes the chunk: an event is pending -> RETRY, R11 = next gpa
+    assert t.run() == K.KVM_EXIT_INTR  # completes the chunk: an event is pending -> RETRY
     assert a.done and a.result == (T.TDVMCALL_STATUS_RETRY, GPA + MB2)
     assert not t.vmobj.vcpus[0].arch.pending_event  # injected as the guest ran
     b = g.tdx.map_gpa(a.result[1], GPA + 2 * MB2 - a.result[1])
-    t.run()
+    assert t.run() == K.KVM_EXIT_HYPERCALL
     assert t.run_struct().hypercall.args[0] == GPA + MB2
-    t.run()
+    t.run_to_stop()
     assert b.result == (T.TDVMCALL_STATUS_SUCCESS, T.TDVMCALL_MAP_GPA)
 
 
@@ -75,11 +79,12 @@ def test_map_gpa_immediate_exit_does_not_retry(tdx_kernel):
     t = big_td(tdx_kernel)
     g = t.guest()
     a = g.tdx.map_gpa(GPA | t.shared, 2 * MB2)
-    t.run()
+    assert t.run() == K.KVM_EXIT_HYPERCALL
     run = t.run_struct()
     run.immediate_exit = 1
     # KVM_RUN completes the pending exit first: the next chunk's exit, KVM_RUN returns 0
-    assert t.run() == 0 and run.hypercall.args[0] == GPA + MB2 and not a.done
+    assert t.run() == K.KVM_EXIT_HYPERCALL and run.hypercall.args[0] == GPA + MB2
+    assert not a.done
     # the last chunk completes the call; then immediate_exit is honoured
     assert err(t.run) == errno.EINTR
     assert a.result == (T.TDVMCALL_STATUS_SUCCESS, T.TDVMCALL_MAP_GPA)
@@ -95,7 +100,7 @@ def test_map_gpa_immediate_exit_does_not_retry(tdx_kernel):
 ])
 def test_map_gpa_checks(td, gpa, size, status):
     a = td.guest().tdx.map_gpa(gpa, size)
-    td.run()
+    td.run_to_stop()
     assert a.result == (status, gpa) and a.exits == []
 
 
@@ -110,17 +115,17 @@ def test_map_gpa_exit_not_enabled(tdx_kernel):
     t.set_private()
     t.finalize()
     a = t.guest().tdx.map_gpa(GPA, P)
-    t.run()
+    t.run_to_stop()
     assert a.result == (T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED, GPA)
 
 
 def test_map_gpa_vmm_failure_names_the_chunk(tdx_kernel):
     t = big_td(tdx_kernel)
     a = t.guest().tdx.map_gpa(GPA | t.shared, 2 * MB2)
-    t.run()
-    t.run()  # first chunk ok
+    assert t.run() == K.KVM_EXIT_HYPERCALL
+    assert t.run() == K.KVM_EXIT_HYPERCALL  # first chunk ok: the second one exits
     t.run_struct().hypercall.ret = 1  # the VMM fails the second chunk
-    t.run()
+    t.run_to_stop()
     assert a.result == (T.TDVMCALL_STATUS_INVALID_OPERAND, (GPA + MB2) | t.shared)
 
 
@@ -131,10 +136,10 @@ def test_accept_free_page_augs_then_accepts_zeroed(td):
     k = td.k
     g = td.guest()
     a = g.tdx.accept(GPA + 4 * P)
-    td.run()
+    td.run_to_stop()
     assert a.result == T.TDX_SUCCESS and td.state(4) == "MAPPED"
     r = g.read(GPA + 4 * P, 16)
-    td.run()
+    td.run_to_stop()
     assert r.result == bytes(16)
     del k
 
@@ -142,7 +147,7 @@ def test_accept_free_page_augs_then_accepts_zeroed(td):
 def test_accept_already_accepted_and_added_pages(td):
     g = td.guest()
     a = g.tdx.accept(GPA)  # PAGE.ADDed at launch: MAPPED
-    td.run()
+    td.run_to_stop()
     assert a.result == T.TDX_PAGE_ALREADY_ACCEPTED  # level 0 in bits 31:0
     assert a.result == 0x00000B0A00000000
 
@@ -152,7 +157,7 @@ def test_accept_pending_page_from_pre_fault(td):
     td.k.ioctl(td.vcpu, K.KVM_PRE_FAULT_MEMORY, pf)
     assert td.state(6) == "PENDING"
     a = td.guest().tdx.accept(GPA + 6 * P)
-    td.run()
+    td.run_to_stop()
     assert a.result == T.TDX_SUCCESS and td.state(6) == "MAPPED"
 
 
@@ -166,7 +171,7 @@ def test_accept_of_a_shared_attribute_page_is_a_private_memory_fault(td):
     assert (mf.gpa, mf.flags) == (GPA + 7 * P, K.KVM_MEMORY_EXIT_FLAG_PRIVATE)
     assert not a.done and td.state(7) == "FREE"
     td.set_private(GPA + 7 * P, P)  # the VMM converts; the accept is retried
-    td.run()
+    td.run_to_stop()
     assert a.result == T.TDX_SUCCESS
 
 
@@ -174,19 +179,19 @@ def test_accept_2m_on_4k_mapping_is_size_mismatch(tdx_kernel):
     t = big_td(tdx_kernel)
     g = t.guest()
     a = g.tdx.accept(GPA + MB2, level=1)  # upstream maps 4K only
-    t.run()
+    t.run_to_stop()
     assert a.result == T.TDX_PAGE_SIZE_MISMATCH | 1
     b = g.tdx.accept(GPA + 4096 * 0 + P * 3, level=1)  # misaligned
     c = g.tdx.accept(GPA | t.shared)  # not a private gpa
     d = g.tdx.accept(GPA, level=2)  # 1G: not accepted by the module
-    t.run()
+    t.run_to_stop()
     assert b.result == c.result == d.result == SE.OPERAND_INVALID
 
 
 def test_accept_2m_with_huge_pages_setting(tdx_kernel):
     t = big_td(tdx_kernel, tdx_huge_pages=True)
     a = t.guest().tdx.accept(GPA + MB2, level=1)
-    t.run()
+    t.run_to_stop()
     assert a.result == T.TDX_SUCCESS
     assert t.td.sept.lookup((GPA + MB2) >> 12)[:2] == (SE.S.MAPPED, 1)
     # a 4K conversion inside the 2M leaf demotes it first
@@ -200,7 +205,7 @@ def test_accept_2m_with_huge_pages_setting(tdx_kernel):
 
 def test_release_needs_tdx_connect(td):
     a = td.guest().tdx.release(GPA)
-    td.run()
+    td.run_to_stop()
     assert a.result == SE.RELEASE_NOT_ENABLED
 
 
@@ -209,7 +214,7 @@ def test_release_makes_the_page_pending_and_removable(tdx_kernel):
     g = t.guest()
     a = g.tdx.accept(GPA + 3 * P)
     r = g.tdx.release(GPA + 3 * P)
-    t.run()
+    t.run_to_stop()
     assert a.result == r.result == T.TDX_SUCCESS and t.state(3) == "PENDING"
     t.set_private(GPA + 3 * P, P, private=False)
     assert t.state(3) == "FREE" and not t.k.violations
@@ -218,7 +223,7 @@ def test_release_makes_the_page_pending_and_removable(tdx_kernel):
 def test_report_fatal_error_is_a_system_event(td):
     g = td.guest()
     g.tdx.report_fatal_error(error_code=0x1234, data_gpa=0x5000 | td.shared)
-    assert td.run() == 0
+    assert td.run() == K.KVM_EXIT_SYSTEM_EVENT
     run = td.run_struct()
     se = run.system_event
     assert run.exit_reason == K.KVM_EXIT_SYSTEM_EVENT
@@ -232,7 +237,7 @@ def test_get_quote_exit_and_private_buffer(td):
     g = td.guest()
     bad = g.tdx.get_quote(GPA, 2 * P)
     q = g.tdx.get_quote(GPA | td.shared, 2 * P)
-    assert td.run() == 0
+    assert td.run() == K.KVM_EXIT_TDX
     assert bad.result == T.TDVMCALL_STATUS_INVALID_OPERAND and bad.exits == []
     run = td.run_struct()
     import ctypes
@@ -241,7 +246,7 @@ def test_get_quote_exit_and_private_buffer(td):
     assert (x.get_quote.ret, x.get_quote.gpa, x.get_quote.size) == (
         T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED, GPA, 2 * P)
     x.unknown.ret = 0
-    td.run()
+    td.run_to_stop()
     assert q.result == 0
 
 
@@ -255,7 +260,7 @@ def test_read_write_follow_the_shared_bit(td):
     r = g.read((GPA + 9 * P) | td.shared, 4)  # shared bit set: the shared backing
     w = g.write(GPA, b"priv")  # shared bit clear: private (accepted by PAGE.ADD)
     r2 = g.read(GPA, 4)
-    td.run()
+    td.run_to_stop()
     assert r.result == b"host" and r2.result == b"priv"
     # a shared-bit access to a private page: KVM_EXIT_MEMORY_FAULT without the PRIVATE flag
     g.read(GPA | td.shared, 4)

@@ -57,7 +57,7 @@ def test_full_launch_in_intel_tdx_rst_order(tdx_kernel):
     assert t.td.state == "RUNNABLE"
     g = t.guest()
     rd = g.read(GPA, 4)
-    assert t.run() == 0 and rd.result == b"\xab" * 4
+    assert t.run_to_stop() == K.KVM_EXIT_INTR and rd.result == b"\xab" * 4
     # vCPU sub-commands are refused once RUNNABLE, and so is a new vCPU
     assert err(k.ioctl, t.vcpu, ENC, cmd(T.KVM_TDX_GET_CPUID)) == errno.EINVAL
     assert err(k.ioctl, t.vm, K.KVM_CREATE_VCPU, 5) == errno.EIO
@@ -410,7 +410,7 @@ def test_init_mem_region_in_place_source_under_v8(tdx_kernel):
     assert t.state(0) == t.state(1) == "MAPPED"
     t.finalize()
     rd = t.guest().read(GPA, 8)
-    t.run()
+    t.run_to_stop()
     assert rd.result == b"firmware"
     # without in-place conversion a NULL source is a bad user address (TDX-A) or refused
     # up front (TDX-B)
@@ -451,4 +451,4 @@ def test_kvm_run_of_a_vcpu_without_init_vcpu_is_einval(tdx_kernel):
     v2 = k.ioctl(t.vm, K.KVM_CREATE_VCPU, 1)  # never KVM_TDX_INIT_VCPU'd
     t.finalize()
     assert err(k.ioctl, v2, K.KVM_RUN, 0) == errno.EINVAL
-    assert t.run() == 0
+    assert t.run_to_stop() == K.KVM_EXIT_INTR

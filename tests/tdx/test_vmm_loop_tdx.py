@@ -44,11 +44,12 @@ def test_td_boot_with_map_gpa_in_chunks(vmm):
     acc2 = g.tdx.accept(RAM + 4 * P)
     r = g.read(RAM + 4 * P, 11)
     g.outb(0xE9, ord("!"))
-    g.hlt()
+    g.hlt()  # halts in KVM_RUN: no KVM_EXIT_HLT for a TD
+    g.stop()
     console = []
     exits = vmm.run(on_io=lambda port, is_out, data: console.append(data))
     assert exits == [K.KVM_EXIT_HYPERCALL] * 2 + [K.KVM_EXIT_TDX, K.KVM_EXIT_HYPERCALL,
-                                                   K.KVM_EXIT_IO, K.KVM_EXIT_HLT]
+                                                   K.KVM_EXIT_IO, K.KVM_EXIT_INTR]
     assert fw.result == b"FWFW" and acc.result == acc2.result == T.TDX_SUCCESS
     assert share.result == back.result == (T.TDVMCALL_STATUS_SUCCESS, T.TDVMCALL_MAP_GPA)
     assert vmm.conversions == [(RAM + 4 * P, M2, False), (RAM + 4 * P + M2, 2 * P, False),
@@ -63,19 +64,19 @@ def test_td_boot_with_map_gpa_in_chunks(vmm):
 def test_vmm_refusing_a_chunk_gives_invalid_operand(vmm):
     g = vmm.guest
     a = g.tdx.map_gpa((RAM + 3 * M2 - P) | SHARED, 2 * P)  # runs past the end of RAM
-    g.hlt()
-    vmm.run()
+    g.stop()
+    assert vmm.run() == [K.KVM_EXIT_HYPERCALL, K.KVM_EXIT_INTR]
     assert a.result == (T.TDVMCALL_STATUS_INVALID_OPERAND, (RAM + 3 * M2 - P) | SHARED)
 
 
 def test_vmm_that_punches_an_accepted_page_kills_the_td(vmm):
     g = vmm.guest
     g.tdx.accept(RAM + 9 * P)
-    g.hlt()
-    vmm.run()
+    g.stop()
+    assert vmm.run() == [K.KVM_EXIT_INTR]
     vmm.k.fallocate(vmm.gmem, 3, 9 * P, P)  # a VMM bug: discard without a conversion
     g.read(RAM + 9 * P, 1)
-    g.hlt()
+    g.stop()
     with pytest.raises(vmm_loop_tdx.TdDied):
         vmm.run()
     v = vmm.k.violations[-1]

@@ -2,6 +2,7 @@
 through the ioctls a pKVM VMM issues (kvmtool's order)."""
 
 import ctypes
+import errno
 import os
 
 from kmock.uapi import gmem as G
@@ -51,13 +52,25 @@ class Pvm:
     def kvm_run(self):
         return self.k.ioctl(self.vcpu, K.KVM_RUN, 0)
 
+    def run_exit(self):
+        """KVM_RUN, then the exit reason. EINTR is no error here: a signal for the vCPU's
+        thread ended KVM_RUN (exit_reason KVM_EXIT_INTR; kmock: the guest's ``stop()``).
+        arm64 has no KVM_EXIT_HLT: a guest's WFI waits inside KVM_RUN (kvm_vcpu_wfi)."""
+        try:
+            self.kvm_run()
+        except OSError as e:
+            if e.errno != errno.EINTR:
+                raise
+        return self.run.exit_reason
+
     # [guide:vmm-loop]
     def serve(self):
-        """Run the vCPU until it halts, handling MEM_SHARE / MEM_UNSHARE as a VMM does."""
+        """Run the vCPU until it stops (a signal: KVM_EXIT_INTR; PSCI SYSTEM_OFF:
+        KVM_EXIT_SYSTEM_EVENT), handling MEM_SHARE / MEM_UNSHARE as a VMM does."""
         while True:
-            self.kvm_run()
-            if self.run.exit_reason != K.KVM_EXIT_HYPERCALL:
-                return self.run.exit_reason
+            reason = self.run_exit()
+            if reason != K.KVM_EXIT_HYPERCALL:
+                return reason
             nr = self.run.hypercall.nr
             ipa = self.get_reg(1)  # the granule the guest names, from X1
             to_private = nr == A.ARM_SMCCC_VENDOR_HYP_KVM_MEM_UNSHARE_FUNC_ID

@@ -9,6 +9,7 @@ import pytest
 import kmock
 import kmock_pkvm
 from kmock.uapi import iommufd as I
+from kmock.uapi import kvm as K
 from kmock.uapi import vfio as V
 from pvm import GPA, P, Pvm
 
@@ -39,7 +40,8 @@ def test_dma_to_a_guest_owned_page(isolation):
     pvm = Pvm(k)
     dev = attach_device(k, pvm.gmem, pvm.size)
     pvm.guest.write(GPA, b"guest secret")
-    pvm.kvm_run()
+    pvm.guest.stop()
+    assert pvm.run_exit() == K.KVM_EXIT_INTR
     if isolation:
         with pytest.raises(kmock.DmaFault, match="owned by the protected guest"):
             dev.dma_read(IOVA, 12)

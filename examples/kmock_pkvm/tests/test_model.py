@@ -9,6 +9,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import kmock
 import kmock_pkvm
+from kmock.uapi import kvm as K
 from kmock_pkvm import uapi as A
 from pvm import GPA, P, Pvm
 
@@ -33,15 +34,16 @@ class PkvmMachine(RuleBasedStateMachine):
     @rule(i=page, value=st.binary(min_size=4, max_size=4))
     def guest_write(self, i, value):
         g = self.pvm.guest
-        g.write(GPA + i * P, value)
+        w = g.write(GPA + i * P, value)
+        g.stop()  # (the guest's end: a signal for the VMM's thread)
         try:
-            self.pvm.kvm_run()
+            reason = self.pvm.run_exit()
         except OSError as e:
             assert e.errno == errno.EFAULT and self.reclaimed[i]
             assert self.k.violations[-1].kind == "pkvm_access_reclaimed"
             g.clear()
             return
-        assert not self.reclaimed[i]
+        assert not self.reclaimed[i] and reason == K.KVM_EXIT_INTR and w.done
         if self.private[i] and self.owner[i] == HOST:
             self.owner[i] = GUEST
         self.data[i] = value
@@ -51,7 +53,8 @@ class PkvmMachine(RuleBasedStateMachine):
         g = self.pvm.guest.pkvm
         call = g.mem_share(GPA + i * P) if share else g.mem_unshare(GPA + i * P)
         self.pvm.guest.hlt()
-        self.pvm.serve()
+        self.pvm.guest.stop()
+        assert self.pvm.serve() == K.KVM_EXIT_INTR
         valid = self.owner[i] in ((HOST, GUEST) if share else (SHARED,))
         assert call.result == (A.SMCCC_RET_SUCCESS if valid else A.SMCCC_RET_INVALID_PARAMETER)
         assert bool(call.exits) == valid

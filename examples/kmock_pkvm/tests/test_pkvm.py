@@ -68,8 +68,9 @@ def test_vcpu_init_and_one_reg(kernel):
     kernel.ioctl(vcpu, A.KVM_ARM_VCPU_INIT, init)
     init.features[0] = 0
     assert err(kernel.ioctl, vcpu, A.KVM_ARM_VCPU_INIT, init) == errno.EINVAL  # changed
-    assert kernel.ioctl(vcpu, K.KVM_RUN, 0) == 0
-    assert kernel.vm(vm).vcpus[0].run.exit_reason == K.KVM_EXIT_HLT
+    kernel.vm(vm).vcpus[0].guest.stop()  # (nothing to run: the vCPU would wait in WFI)
+    assert err(kernel.ioctl, vcpu, K.KVM_RUN, 0) == errno.EINTR  # it ran, up to the stop
+    assert kernel.vm(vm).vcpus[0].run.exit_reason == K.KVM_EXIT_INTR
 
 
 def test_one_reg_ids(pvm):
@@ -94,16 +95,15 @@ def test_share_exits_to_the_vmm_which_converts(pvm):
     assert run.hypercall.flags == 0 and not share.done
     assert pvm.get_reg(1) == GPA + P == run.hypercall.args[0]
     pvm.convert(1, private=False)
-    g.hlt()
-    assert pvm.kvm_run() == 0 and share.result == A.SMCCC_RET_SUCCESS
+    g.stop()
+    assert pvm.run_exit() == K.KVM_EXIT_INTR and share.result == A.SMCCC_RET_SUCCESS
     assert pvm.m[P:P + 6] == b"secret"  # shared by the guest, converted by the VMM
     # unshare: back to the guest; the VMM converts back to private
     unshare = g.pkvm.mem_unshare(GPA + P)
-    pvm.kvm_run()
-    assert run.hypercall.nr == UNSHARE
+    assert pvm.run_exit() == K.KVM_EXIT_HYPERCALL and run.hypercall.nr == UNSHARE
     pvm.convert(1, private=True)
-    g.hlt()
-    pvm.kvm_run()
+    g.stop()
+    assert pvm.run_exit() == K.KVM_EXIT_INTR
     assert unshare.result == 0
     with pytest.raises(kmock.SigBus):
         pvm.m[P]
@@ -111,9 +111,10 @@ def test_share_exits_to_the_vmm_which_converts(pvm):
 
 def test_vmm_result_in_x0(pvm):
     share = pvm.guest.pkvm.mem_share(GPA)
-    pvm.kvm_run()
+    pvm.guest.stop()
+    assert pvm.run_exit() == K.KVM_EXIT_HYPERCALL
     pvm.set_reg(0, A.SMCCC_RET_NOT_SUPPORTED & ((1 << 64) - 1))
-    pvm.kvm_run()
+    assert pvm.run_exit() == K.KVM_EXIT_INTR
     assert share.result == A.SMCCC_RET_NOT_SUPPORTED
 
 
@@ -121,7 +122,8 @@ def test_host_access_to_a_page_the_guest_did_not_share(pvm):
     """The VMM converts a page the guest owns without a MEM_SHARE: the host's stage-2
     still lacks it, so the access faults and is recorded."""
     pvm.guest.write(GPA + 2 * P, b"mine")
-    pvm.kvm_run()
+    pvm.guest.stop()
+    assert pvm.run_exit() == K.KVM_EXIT_INTR
     with pytest.raises(kmock.SigBus):  # private: guest_memfd refuses the host fault
         pvm.m[2 * P]
     pvm.convert(2, private=False)
@@ -138,18 +140,20 @@ def test_bad_calls_do_not_exit(pvm):
     calls = [g.mem_share(GPA + 1), g.mem_share(GPA, 0, 1), g.mem_share(0x1000),
              g.mem_unshare(GPA), g.hyp_meminfo(1)]
     meminfo = g.hyp_meminfo()
-    pvm.guest.hlt()
-    assert pvm.kvm_run() == 0 and pvm.run.exit_reason == K.KVM_EXIT_HLT
+    h = pvm.guest.hlt()  # WFI: waits inside KVM_RUN until the VMM's thread is signalled
+    pvm.guest.stop()
+    assert pvm.run_exit() == K.KVM_EXIT_INTR and h.done and h.exits == []
     assert [c.result for c in calls] == [INVALID] * 5 and meminfo.result == P
     assert all(not c.exits for c in calls)
 
 
 def test_share_twice_is_invalid(pvm):
-    assert pvm.serve() == K.KVM_EXIT_HLT
+    pvm.guest.stop()
+    assert pvm.serve() == K.KVM_EXIT_INTR
     first = pvm.guest.pkvm.mem_share(GPA)
     second = pvm.guest.pkvm.mem_share(GPA)
-    pvm.guest.hlt()
-    assert pvm.serve() == K.KVM_EXIT_HLT
+    pvm.guest.stop()
+    assert pvm.serve() == K.KVM_EXIT_INTR
     assert (first.result, second.result) == (0, INVALID)
 
 
@@ -158,7 +162,8 @@ def test_share_twice_is_invalid(pvm):
 
 def test_punch_of_a_guest_page_is_reclaimed_and_run_fails(pvm):
     pvm.guest.write(GPA + 4 * P, b"x")
-    pvm.kvm_run()
+    pvm.guest.stop()
+    assert pvm.run_exit() == K.KVM_EXIT_INTR
     pvm.k.fallocate(pvm.gmem, 3, 4 * P, P)  # PUNCH_HOLE | KEEP_SIZE
     assert kinds(pvm.k) == ["pkvm_reclaim"] and pvm.k.violations[-1].gpa == GPA + 4 * P
     pvm.guest.read(GPA + 4 * P, 1)
@@ -166,6 +171,15 @@ def test_punch_of_a_guest_page_is_reclaimed_and_run_fails(pvm):
     assert pvm.k.violations[-1].kind == "pkvm_access_reclaimed"
     pvm.k.fallocate(pvm.gmem, 3, 5 * P, P)  # a page the guest never touched: nothing
     assert len(pvm.k.violations) == 2
+
+
+def test_the_vmm_loop_ends_on_system_off(pvm):
+    """A guest that ends for good powers off (PSCI SYSTEM_OFF): serve() returns on the
+    KVM_EXIT_SYSTEM_EVENT after serving the share before it."""
+    share = pvm.guest.pkvm.mem_share(GPA)
+    pvm.guest.pkvm.system_off()
+    assert pvm.serve() == K.KVM_EXIT_SYSTEM_EVENT and share.result == A.SMCCC_RET_SUCCESS
+    assert pvm.run.system_event.type == A.KVM_SYSTEM_EVENT_SHUTDOWN
 
 
 def test_system_reset_is_repainted_as_off(pvm):
@@ -184,7 +198,8 @@ def test_memslots_are_fixed_once_running(pvm):
     assert err(k.ioctl, pvm.vm, K.KVM_SET_USER_MEMORY_REGION2, ro) == errno.EPERM
     ro.flags = 0
     k.ioctl(pvm.vm, K.KVM_SET_USER_MEMORY_REGION2, ro)
-    pvm.kvm_run()
+    pvm.guest.stop()
+    assert pvm.run_exit() == K.KVM_EXIT_INTR
     ro.memory_size = 0
     assert err(k.ioctl, pvm.vm, K.KVM_SET_USER_MEMORY_REGION2, ro) == errno.EPERM
 
