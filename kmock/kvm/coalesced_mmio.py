@@ -13,12 +13,12 @@ ring before handling an exit, as QEMU does, sees the same writes, in exits inste
 
 import errno
 import threading
-import weakref
 
 from ..errors import oserror
 from ..kernel_util import copy_from_user
 from ..uapi import kvm as K
 from . import x86_vm
+from .attached import Attached
 
 #: include/linux/kvm_host.h
 NR_IOBUS_DEVS = 1000
@@ -33,16 +33,7 @@ class _Zones:
         self.zones = []  # (addr, size, pio) in registration order
 
 
-_ZONES = weakref.WeakKeyDictionary()
-_ZONES_LOCK = threading.Lock()
-
-
-def _state(vm):
-    z = _ZONES.get(vm)
-    if z is None:
-        with _ZONES_LOCK:
-            z = _ZONES.setdefault(vm, _Zones())
-    return z
+_state = Attached(lambda vm: _Zones())
 
 
 def _bus_devices(vm, pio):
@@ -61,16 +52,21 @@ def _bus_devices(vm, pio):
     return n
 
 
-def register(f, arg):
-    """kvm_vm_ioctl_register_coalesced_mmio: the zone (EFAULT), pio not 0/1 EINVAL, then
-    kvm_io_bus_register_dev (ENOSPC with NR_IOBUS_DEVS devices on the bus). Zones may
-    overlap and repeat (the kernel does not look)."""
+def _zone_arg(f, arg):
+    """Both ioctls' start: the caller check, the zone (EFAULT), pio not 0 or 1 (EINVAL)."""
     vm = f.vm
     vm.check_caller()
     zone = copy_from_user(arg, K.kvm_coalesced_mmio_zone)
     if zone.pio not in (0, 1):
         raise oserror(errno.EINVAL)
-    pio = bool(zone.pio)
+    return vm, zone, bool(zone.pio)
+
+
+def register(f, arg):
+    """kvm_vm_ioctl_register_coalesced_mmio: the zone (EFAULT), pio not 0/1 EINVAL, then
+    kvm_io_bus_register_dev (ENOSPC with NR_IOBUS_DEVS devices on the bus). Zones may
+    overlap and repeat (the kernel does not look)."""
+    vm, zone, pio = _zone_arg(f, arg)
     z = _state(vm)
     with z.lock:
         used = _bus_devices(vm, pio) + sum(1 for e in z.zones if e[2] == pio)
@@ -90,12 +86,7 @@ def _contains(entry, addr, size):
 def unregister(f, arg):
     """kvm_vm_ioctl_unregister_coalesced_mmio: the zone (EFAULT), pio not 0/1 EINVAL;
     every zone of that bus that contains the range goes; 0 even when none does."""
-    vm = f.vm
-    vm.check_caller()
-    zone = copy_from_user(arg, K.kvm_coalesced_mmio_zone)
-    if zone.pio not in (0, 1):
-        raise oserror(errno.EINVAL)
-    pio = bool(zone.pio)
+    vm, zone, pio = _zone_arg(f, arg)
     z = _state(vm)
     with z.lock:
         z.zones = [e for e in z.zones
@@ -105,7 +96,7 @@ def unregister(f, arg):
 
 def zones(vm):
     """The VM's coalesced zones, (addr, size, pio) in registration order (for tests)."""
-    z = _ZONES.get(vm)
+    z = _state.get(vm)
     return list(z.zones) if z else []
 
 

@@ -160,16 +160,7 @@ class GmemBinding(GmemNotifier):
     def invalidate_end(self, event):
         vm = self.slot.vm
         if event.vm is None or event.vm is vm:
-            # vm.mmu_invalidate_end(), inlined (it runs on every invalidation)
-            lock = vm.mmu_lock
-            lock.acquire()
-            try:
-                vm.mmu_invalidate_in_progress -= 1
-                vm.mmu_invalidate_seq += 1
-                if vm.mmu_waiters:
-                    lock.notify_all()
-            finally:
-                lock.release()
+            vm.mmu_invalidate_end()
 
     def __repr__(self):
         return f"<GmemBinding {self.slot!r}>"

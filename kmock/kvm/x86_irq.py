@@ -38,6 +38,7 @@ from ..kernel_util import copy_from_user, copy_to_user
 from ..uapi import kvm as K
 from ..uapi import x86 as X
 from . import eventfds, x86_lapic, x86_vm
+from .attached import Attached
 
 PIC_NUM_PINS = 16
 IOAPIC_NUM_PINS = X.KVM_IOAPIC_NUM_PINS
@@ -239,19 +240,8 @@ class IrqChips:
                 io.rtc_dest[vcpu] = e & 0xFF
 
 
-_CHIPS = weakref.WeakKeyDictionary()
-_CHIPS_LOCK = threading.Lock()
-
-
-def chips(vm):
-    """The IrqChips of ``vm`` (made on first use)."""
-    c = _CHIPS.get(vm)
-    if c is None:
-        with _CHIPS_LOCK:
-            c = _CHIPS.get(vm)
-            if c is None:
-                c = _CHIPS[vm] = IrqChips()
-    return c
+#: ``chips(vm)``: the IrqChips of ``vm`` (made on first use)
+chips = Attached(lambda vm: IrqChips())
 
 
 # --- MSI delivery -------------------------------------------------------------------------

@@ -16,12 +16,12 @@ PVM probe host do not) is the setting ``mcg_ext_ctl``.
 
 import ctypes
 import errno
-import weakref
 
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user
 from ..uapi import x86 as X
 from .x86_state import settings, state, vcpu_of
+from .attached import Attached
 
 #: KVM_MAX_MCE_BANKS (arch/x86/include/asm/kvm_host.h); also KVM_CHECK_EXTENSION(KVM_CAP_MCE)
 KVM_MAX_MCE_BANKS = 32
@@ -71,15 +71,8 @@ class MceState:
         self.ctl2 = [0] * KVM_MAX_MCE_BANKS
 
 
-_STATES = weakref.WeakKeyDictionary()
-
-
-def mce(st):
-    """The MceState of an X86State (created at its first use)."""
-    m = _STATES.get(st)
-    if m is None:
-        m = _STATES[st] = MceState()
-    return m
+#: ``mce(st)``: the MceState of an X86State (made at its first use)
+mce = Attached(lambda st: MceState())
 
 
 def supported_mce_cap(profile):

@@ -7,8 +7,8 @@ and read back; nothing else follows. No guest CPUID gate. Confirmed on the probe
 the conformance scenario ``x86_mtrr_msrs``; docs/vcpu-state.md.
 """
 
-import weakref
 
+from .attached import Attached
 from .x86_state import guest_maxphyaddr
 
 #: KVM_NR_VAR_MTRR (arch/x86/include/asm/kvm_host.h)
@@ -28,15 +28,8 @@ STORED = frozenset(
     + [MSR_MTRRfix64K_00000, MSR_MTRRfix16K_80000, MSR_MTRRfix16K_A0000]
     + list(range(MSR_MTRRfix4K_C0000, MSR_MTRRfix4K_F8000 + 1)) + [MSR_MTRRdefType])
 
-_STATES = weakref.WeakKeyDictionary()
-
-
-def mtrrs(st):
-    """vcpu->arch.mtrr_state of an X86State: index -> value (all 0 at creation)."""
-    m = _STATES.get(st)
-    if m is None:
-        m = _STATES[st] = {}
-    return m
+#: ``mtrrs(st)``: vcpu->arch.mtrr_state of an X86State: index -> value (all 0 at creation)
+mtrrs = Attached(lambda st: {})
 
 
 def handles(index):

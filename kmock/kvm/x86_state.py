@@ -12,6 +12,7 @@ import weakref
 from ..errors import oserror
 from ..uapi import kvm as K
 from ..uapi import x86 as X
+from .attached import Attached
 
 U64 = (1 << 64) - 1
 
@@ -224,17 +225,11 @@ class X86State:
         self.tsc_offset = value - host_tsc(self.tsc_khz)
 
 
-_STATES = weakref.WeakKeyDictionary()
 #: VM -> kvm->arch.wall_clock
 WALL_CLOCKS = weakref.WeakKeyDictionary()
 
-
-def state(vcpu):
-    """The vCPU's X86State (created at its first use)."""
-    st = _STATES.get(vcpu)
-    if st is None:
-        st = _STATES[vcpu] = X86State(vcpu)
-    return st
+#: ``state(vcpu)``: the vCPU's X86State (made at its first use)
+state = Attached(X86State)
 
 
 def vcpu_of(f):

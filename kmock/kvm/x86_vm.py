@@ -22,7 +22,6 @@ import errno
 import os
 import threading
 import time
-import weakref
 
 from .. import _libc
 from ..errors import oserror
@@ -30,6 +29,7 @@ from ..kernel_util import copy_from_user, copy_to_user, int_arg
 from ..uapi import kvm as K
 from ..uapi import x86 as X
 from . import dirty_log
+from .attached import Attached
 from .x86_state import DEFAULTS_618, host_tsc, settings
 
 from ..uapi.kvm import (  # noqa: E402  (include/uapi/linux/kvm.h, x86)
@@ -109,19 +109,8 @@ class X86VmState:
         return bool(self.created_vcpus or vm.vcpus)
 
 
-_STATES = weakref.WeakKeyDictionary()
-_STATES_LOCK = threading.Lock()
-
-
-def state(vm):
-    """The X86VmState of ``vm`` (made on first use)."""
-    s = _STATES.get(vm)
-    if s is None:
-        with _STATES_LOCK:
-            s = _STATES.get(vm)
-            if s is None:
-                s = _STATES[vm] = X86VmState(vm)
-    return s
+#: ``state(vm)``: the X86VmState of ``vm`` (made on first use)
+state = Attached(X86VmState)
 
 
 def _vm(f):
