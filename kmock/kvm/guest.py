@@ -439,7 +439,7 @@ def _signal_exit(vcpu):
     return oserror(errno.EINTR)
 
 
-def take_signal(vcpu):
+def _take_signal(vcpu):
     """A kick pending for the vCPU (kmock.kvm.vcpu.Vcpu.kick) is delivered: raise EINTR
     (KVM_EXIT_INTR), as vcpu_run does for a signal before it enters the guest."""
     if vcpu.signal_pending:
@@ -613,7 +613,7 @@ def run(vcpu):
     after writing KVM_EXIT_MEMORY_FAULT; raises EINTR (KVM_EXIT_INTR) for a signal.
     """
     if vcpu.signal_pending:
-        take_signal(vcpu)
+        _take_signal(vcpu)
     script = vcpu.guest
     actions = script.actions
     if vcpu.halted and script.pc < len(actions):

@@ -9,6 +9,7 @@ import pytest
 from kmock.testing.errnos import err, errno_or_0  # noqa: F401 (re-exported)
 from kmock import _libc
 from kmock.uapi import kvm as K
+from kmock.uapi import x86 as X
 
 P = 4096
 M2 = 2 << 20
@@ -87,3 +88,19 @@ def addr(obj):
 
 
 __all__ = [n for n in dir() if not n.startswith("_")]
+
+
+def read_msrs(k, vcpu, *indices):
+    """KVM_GET_MSRS of ``indices`` (each entry preset to 0x55): (count read, their values)."""
+    from kmock.testing.conformance_vcpu import msrs_buf, msrs_values
+
+    buf = msrs_buf([(i, 0x55) for i in indices])
+    n = k.ioctl(vcpu, X.KVM_GET_MSRS, buf)
+    return n, msrs_values(buf, n)
+
+
+def write_msrs(k, vcpu, *entries):
+    """KVM_SET_MSRS of (index, value) entries: the count written."""
+    from kmock.testing.conformance_vcpu import msrs_buf
+
+    return k.ioctl(vcpu, X.KVM_SET_MSRS, msrs_buf(list(entries)))

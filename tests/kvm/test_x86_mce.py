@@ -15,11 +15,11 @@ import kmock
 from kmock.kvm import x86_mce as M
 from kmock.kvm.x86_state import DEFAULTS_618
 from kmock.profiles import LINUX_6_18
-from kmock.testing.conformance_vcpu import msrs_buf, msrs_values
 from kmock.uapi import kvm as K
 from kmock.uapi import x86 as X
 
 from .test_x86_vcpu_state import err
+from ._util import read_msrs, write_msrs
 
 U64 = (1 << 64) - 1
 MCG_CAP, MCG_STATUS, MCG_CTL, MCG_EXT_CTL = 0x179, 0x17A, 0x17B, 0x4D0
@@ -44,14 +44,7 @@ def _profile(**x86_vcpu):
                                x86_vcpu=MappingProxyType({**DEFAULTS_618, **x86_vcpu}))
 
 
-def read(k, v, *idx):
-    buf = msrs_buf([(i, 0x55) for i in idx])
-    n = k.ioctl(v, X.KVM_GET_MSRS, buf)
-    return n, msrs_values(buf, n)
-
-
-def write(k, v, *entries):
-    return k.ioctl(v, X.KVM_SET_MSRS, msrs_buf(list(entries)))
+read, write = read_msrs, write_msrs
 
 
 def setup(k, v, cap):

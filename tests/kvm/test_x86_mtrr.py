@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 
 import kmock
 from kmock.kvm import x86_mtrr as T
-from kmock.testing.conformance_vcpu import msrs_buf, msrs_values, supported_cpuid
+from kmock.testing.conformance_vcpu import supported_cpuid
 from kmock.uapi import kvm as K
 from kmock.uapi import x86 as X
+from ._util import read_msrs, write_msrs
 
 DEFTYPE, CAP = 0x2FF, 0xFE
 FIXED = (0x250, 0x258, 0x259, *range(0x268, 0x270))
@@ -22,14 +23,7 @@ def vcpu(k):
     return k.ioctl(k.ioctl(dev, K.KVM_CREATE_VM, 0), K.KVM_CREATE_VCPU, 0)
 
 
-def read(k, v, *idx):
-    buf = msrs_buf([(i, 0x55) for i in idx])
-    n = k.ioctl(v, X.KVM_GET_MSRS, buf)
-    return n, msrs_values(buf, n)
-
-
-def write(k, v, *entries):
-    return k.ioctl(v, X.KVM_SET_MSRS, msrs_buf(list(entries)))
+read, write = read_msrs, write_msrs
 
 
 def test_new_vcpu(k, vcpu):

@@ -39,5 +39,18 @@ def run_real(program, timeout=120):
     return real
 
 
+def up_lines_match_real(program, minimum):
+    """Run ``program`` on the real kernel and under kmock's ``host`` profile: the lines it
+    prints with "up " must be the same, and more than ``minimum`` (so a program that
+    stopped early cannot pass); returns the real run's stdout."""
+    import kmock
+
+    real = run_real(program)
+    res = run_mock(program, kmock.Kernel("host"))
+    assert lines(res.stdout, "up ") == lines(real.stdout, "up ")
+    assert len(lines(real.stdout, "up ")) > minimum
+    return real.stdout
+
+
 def lines(text, prefix):
     return [ln for ln in text.splitlines() if ln.startswith(prefix)]

@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "native.h"
 
 #define KVMIO 0xAE
 #define KVM_CREATE_VM _IO(KVMIO, 0x01)
@@ -46,15 +47,6 @@ struct kvm_irq_routing { uint32_t nr, flags; struct kvm_irq_routing_entry entrie
 #define ROUTING_MSI 2
 #define CLOSED_FD (1 << 30)
 
-static const char *res(long r)
-{
-    static char b[64];
-    if (r < 0)
-        snprintf(b, sizeof b, "-1 %s", strerrorname_np(errno));
-    else
-        snprintf(b, sizeof b, "%ld", r);
-    return b;
-}
 
 static int vm;
 

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "native.h"
 
 #define KVMIO 0xAE
 #define KVM_CREATE_VM _IO(KVMIO, 0x01)
@@ -31,15 +32,6 @@
 struct kvm_stats_header { uint32_t flags, name_size, num_desc, id_offset, desc_offset, data_offset; };
 struct kvm_stats_desc { uint32_t flags; int16_t exponent; uint16_t size; uint32_t offset, bucket_size; char name[]; };
 
-static const char *res(long r)
-{
-    static char b[64];
-    if (r < 0)
-        snprintf(b, sizeof b, "-1 %s", strerrorname_np(errno));
-    else
-        snprintf(b, sizeof b, "%ld", r);
-    return b;
-}
 
 /* the whole stats file of `fd` as kvm_util reads it: header, id, descriptors, data */
 static void dump(const char *what, int fd, const char *id_format, int vcpu_id)

@@ -11,7 +11,7 @@ import pytest
 
 import kmock
 
-from ._native import CC, REAL_KVM, build, lines, needs_cc, run_mock, run_real
+from ._native import CC, REAL_KVM, build, needs_cc, run_mock, up_lines_match_real
 
 HERE = Path(__file__).parent
 
@@ -35,10 +35,7 @@ def program(tmp_path_factory):
 
 @pytest.mark.skipif(not REAL_KVM, reason="no usable /dev/kvm")
 def test_vcpu_setup_lines_match_the_real_kernel(program, lib):
-    real = run_real(program)
-    res = run_mock(program, kmock.Kernel("host"))
-    assert lines(res.stdout, "up ") == lines(real.stdout, "up ")
-    assert len(lines(real.stdout, "up ")) > 35
+    up_lines_match_real(program, 35)
 
 
 def test_vcpu_setup_under_kmock_linux_618(program, lib):

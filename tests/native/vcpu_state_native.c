@@ -18,18 +18,10 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include <linux/kvm.h>
+#include "native.h"
 
 #define MSR_IA32_TSC 0x10
 
-static const char *res(long r)
-{
-    static char b[64];
-    if (r < 0)
-        snprintf(b, sizeof b, "-1 %s", strerrorname_np(errno));
-    else
-        snprintf(b, sizeof b, "%ld", r);
-    return b;
-}
 
 static struct kvm_msr_list *msr_list(int kvm, unsigned long req, const char *name)
 {
