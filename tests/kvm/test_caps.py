@@ -72,3 +72,24 @@ def test_vm_ioctls_on_dev_kvm_are_einval(k):
                K.kvm_create_guest_memfd(size=4096)) == errno.EINVAL
     assert err(k.ioctl, kvm, K.KVM_SET_MEMORY_ATTRIBUTES,
                K.kvm_memory_attributes(0, 4096, 0, 0)) == errno.EINVAL
+
+
+def test_kvm_paravirtual_cpuid_leaves(k):
+    """arch/x86/kvm/cpuid.c __do_cpuid_func: KVM_CPUID_SIGNATURE ("KVMKVMKVM", max leaf
+    KVM_CPUID_FEATURES) and KVM_CPUID_FEATURES' constant list plus STEAL_TIME (bits 0, 1,
+    3-7, 9-14, 24): 0x1007efb, what the 6.18.44 probe host reports too. QEMU's CPU model
+    asks for them (kvmclock, PV EOI...)."""
+    import ctypes
+
+    from kmock.testing.conformance_vcpu import supported_cpuid
+
+    kvm, _ = create_vm(k)
+    buf, n = supported_cpuid(k, kvm)
+    entries = (K.kvm_cpuid_entry2 * n).from_buffer_copy(buf, 8)
+    leaves = {e.function: e for e in entries}
+    sig = leaves[0x40000000]
+    assert sig.eax == 0x40000001
+    assert b"".join(ctypes.c_uint32(r).value.to_bytes(4, "little")
+                    for r in (sig.ebx, sig.ecx, sig.edx)).rstrip(b"\0") == b"KVMKVMKVM"
+    bits = (0, 1, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 24)
+    assert leaves[0x40000001].eax == sum(1 << b for b in bits) == 0x1007EFB
