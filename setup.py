@@ -1,26 +1,69 @@
-"""Build the compiled memory core (csrc_cython/) as kmock.mm._core, and the patcher's
-hot fd calls as kmock.testing._patch, and the native tier's preload library
-(csrc_preload/kmock_preload.c, plain C) as kmock/preload/_kmock_preload<EXT_SUFFIX>: an
-LD_PRELOAD library, built as an extension only so that ``pip install -e .`` compiles it
-(it has no PyInit and is never imported).
+"""Build kmock's compiled parts; everything else is in pyproject.toml (this file exists only
+because extensions need ext_modules).
 
-Everything else is in pyproject.toml; this file exists only because the Cython
-extension needs ext_modules.
+* the memory core (csrc_cython/_core.pyx) as kmock.mm._core, and the patcher's hot fd
+  calls (csrc_cython/_patch.pyx) as kmock.testing._patch;
+* the hot Python modules, compiled by Cython from their own .py files (HOT below): the
+  ioctl dispatch, KVM, guest_memfd, iommufd, the preload server and the architecture
+  plugins. The .py stays the source; kmock.compiled runs it interpreted when it is newer
+  than its build or with KMOCK_PURE_PYTHON=1. Their generated C goes to build/cython/.
+* the native tier's preload library (csrc_preload/kmock_preload.c, plain C) as
+  kmock/preload/_kmock_preload<EXT_SUFFIX>: an LD_PRELOAD library, built as an extension
+  only so that ``pip install -e .`` compiles it (it has no PyInit and is never imported).
 """
+import glob
+import os
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
-extensions = [
-    Extension("kmock.mm._core", ["csrc_cython/_core.pyx"]),
-    Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"]),
+# What runs on every ioctl, conversion, KVM_RUN and forwarded call. Cold code (the CLI, the
+# uapi structs, profiles, snapshots, pictures, the test helpers, the benchmarks, demos and
+# fault scenarios) stays interpreted: compiling it would only lengthen the build.
+HOT = [
+    "kmock/kvm/*.py", "kmock/iommufd/*.py",
+    "kmock/kernel.py", "kmock/kernel_util.py", "kmock/notifier.py", "kmock/fdtable.py",
+    "kmock/file.py", "kmock/physmem.py", "kmock/mapping.py", "kmock/_libc.py",
+    "kmock/consequences.py", "kmock/faults.py", "kmock/trace.py", "kmock/syscall_api.py",
+    "kmock/preload/server.py", "kmock/preload/protocol.py", "kmock/preload/argrules.py",
+    "plugins/kmock_*/*.py",
 ]
+COLD = ("__init__.py", "demo.py", "scenarios.py")
 
+
+def _hot_modules():
+    paths = sorted({p for pattern in HOT for p in glob.glob(pattern)})
+    # -O2 -g0: about 40% less build time than Python's -O3 -g, the same speed within noise
+    return [Extension(_module_name(p), [p], extra_compile_args=["-O2", "-g0"])
+            for p in paths if not p.endswith(COLD)]
+
+
+def _module_name(path):
+    parts = path[:-3].split("/")
+    return ".".join(parts[1:] if parts[0] == "plugins" else parts)
+
+
+class ParallelBuildExt(build_ext):
+    """Compiles the extensions on every core (pip gives build_ext no -j)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
+
+core = cythonize(
+    [Extension("kmock.mm._core", ["csrc_cython/_core.pyx"]),
+     Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"])],
+    compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+)
+# Python semantics unchanged: annotations stay annotations (no C typing from them)
+hot = cythonize(
+    _hot_modules(), build_dir="build/cython", nthreads=os.cpu_count() or 1, quiet=True,
+    compiler_directives={"language_level": "3", "annotation_typing": False, "binding": True},
+)
 preload = Extension("kmock.preload._kmock_preload", ["csrc_preload/kmock_preload.c"],
                     libraries=["dl", "pthread"], extra_compile_args=["-O2"])
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
-    ) + [preload],
-)
+setup(ext_modules=core + hot + [preload], cmdclass={"build_ext": ParallelBuildExt})

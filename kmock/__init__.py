@@ -9,7 +9,11 @@ The public face::
     env = kmock.subprocess_env(k)            # a native child (LD_PRELOAD) reaches k
 """
 
-from .errors import DmaFault, SigBus
+from . import compiled as _compiled
+
+_compiled.install()  # before any compiled module loads (see kmock.compiled)
+
+from .errors import DmaFault, SigBus  # noqa: E402
 
 __all__ = ["Kernel", "HostKernel", "SigBus", "DmaFault", "profiles", "patched", "subprocess_env"]
 

@@ -124,6 +124,8 @@ def bench(
     kernel. Timings are reported, never asserted."""
     import importlib
 
+    from . import compiled
+
     if suite != "all" and suite not in BENCH_SUITES:
         raise typer.BadParameter(f"suite must be one of {', '.join(BENCH_SUITES)} or all")
     chosen = [(n, w) for n, w in BENCH_SUITES.items() if suite in ("all", n)]
@@ -133,6 +135,7 @@ def bench(
             progress.update(task, description=f"bench {name}")
             typer.echo(f"== kmock bench {name}: {what} ==")
             importlib.import_module(f"kmock.benchmarks.{name}").run(quick=quick, out=typer.echo)
+            typer.echo(compiled.summary())  # the figures depend on it (kmock.compiled)
             progress.advance(task)
 
 

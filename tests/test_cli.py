@@ -41,3 +41,12 @@ def test_bench_core_quick_prints_a_table():
     result = runner.invoke(app, ["bench", "core", "--quick"])
     assert result.exit_code == 0, result.output
     assert "W1" in result.output and "W3" in result.output
+
+
+def test_bench_says_whether_the_hot_modules_ran_compiled():
+    from kmock import compiled
+
+    result = runner.invoke(app, ["bench", "syscalls", "--quick"])
+    assert result.exit_code == 0, result.output
+    assert compiled.summary() in result.output
+    assert "compiled modules:" in result.output

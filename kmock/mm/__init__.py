@@ -10,13 +10,12 @@ There is deliberately no silent fallback: if the extension is missing and
 cannot hide behind the twin.
 """
 
-import os as _os
-
+from ..compiled import pure_requested as _pure_requested
 from ._pure import FrameAllocator as PyFrameAllocator
 from ._pure import PageTable as PyPageTable
 from ._pure import RangeMap as PyRangeMap
 
-if _os.environ.get("KMOCK_PURE_PYTHON", "") not in ("", "0"):
+if _pure_requested():
     RangeMap = PyRangeMap
     PageTable = PyPageTable
     FrameAllocator = PyFrameAllocator

@@ -28,6 +28,7 @@ import fcntl
 import os
 import stat
 
+from ..compiled import pure_requested
 from ..errors import oserror
 
 #: the paths whose open goes to the Kernel (anything else is opened by the real OS)
@@ -56,7 +57,7 @@ def _ignore(call):
 
 def compiled():
     """The compiled twin of the hot fakes, or None (not built, or KMOCK_PURE_PYTHON=1)."""
-    if os.environ.get("KMOCK_PURE_PYTHON"):
+    if pure_requested():
         return None
     try:
         from . import _patch

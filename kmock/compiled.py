@@ -1,0 +1,120 @@
+"""Which of kmock's modules run compiled, and the rule that keeps a stale build harmless.
+
+``pip install -e .`` compiles kmock's hot modules (the ioctl dispatch, KVM, guest_memfd,
+iommufd, the preload server) and the architecture plugins with Cython, from their own
+``.py`` files (setup.py lists them). The ``.py`` stays the only source: the compiled module
+is the same code without the interpreter's per-bytecode cost, and the tests run on both.
+
+Python imports an extension module in preference to the ``.py`` beside it. So that an
+edited source never runs as its old compiled self, the finder installed here (by
+``import kmock``, before any of its modules load) imports the ``.py`` instead when
+
+* ``KMOCK_PURE_PYTHON=1`` is set (the pure run: the interpreted modules and the
+  pure-Python twin of the memory core, kmock.mm), or
+* the ``.py`` was modified after its compiled module was built (a stale build, e.g. after
+  an edit or a ``git checkout``): one RuntimeWarning names the modules; rebuild with
+  ``python3 -m pip install -e .``.
+
+It applies to the packages setup.py compiles (``kmock`` and the ``kmock_*`` plugins), and
+only to an extension module that has a ``.py`` of the same name beside it (the memory
+core ``kmock.mm._core``, built from csrc_cython/, has none and is never replaced).
+
+``status()`` says what the process runs: the benchmarks print it, since their figures
+differ between the two.
+"""
+
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import warnings
+
+_PACKAGES = ("kmock", "kmock_")
+
+
+def pure_requested():
+    """True when ``KMOCK_PURE_PYTHON`` asks for the interpreted modules and the twin."""
+    return os.environ.get("KMOCK_PURE_PYTHON", "") not in ("", "0")
+
+
+def source_of(extension_path):
+    """The ``.py`` beside a compiled module (``vm.cpython-311-x86_64-linux-gnu.so`` ->
+    ``vm.py``), or None when there is none."""
+    directory, name = os.path.split(extension_path)
+    source = os.path.join(directory, name.split(".", 1)[0] + ".py")
+    return source if os.path.exists(source) else None
+
+
+def is_stale(extension_path, source_path):
+    """Was the source modified after the compiled module was built?"""
+    try:
+        return os.stat(source_path).st_mtime_ns > os.stat(extension_path).st_mtime_ns
+    except OSError:
+        return True  # unreadable: take the source, which is what would run without a build
+
+
+class _Finder:
+    """A sys.meta_path finder: the ``.py`` instead of a compiled module that is stale or
+    not wanted (see the module docstring)."""
+
+    def __init__(self):
+        self.compiled = set()  # module names imported compiled
+        self.interpreted = {}  # module name -> "pure" or "stale"
+        self._warned = False
+
+    def find_spec(self, name, path=None, target=None):
+        if not name.startswith(_PACKAGES):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            return None  # a .py module or a package: the usual import
+        source = source_of(spec.origin)
+        if source is None:
+            return spec  # compiled only (the memory core): nothing to choose
+        if pure_requested():
+            reason = "pure"
+        elif is_stale(spec.origin, source):
+            reason = "stale"
+        else:
+            self.compiled.add(name)
+            return spec
+        self.interpreted[name] = reason
+        if reason == "stale" and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"kmock: {source} is newer than its compiled module; it runs interpreted "
+                "(and so does every other such module). Rebuild with "
+                "`python3 -m pip install -e .`", RuntimeWarning, stacklevel=2)
+        return importlib.util.spec_from_file_location(name, source)
+
+
+def install():
+    """Put the finder first on sys.meta_path (once)."""
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
+
+
+def status():
+    """{"compiled": [...], "pure": [...], "stale": [...]}: the module names imported so
+    far, by how they run."""
+    finder = next((f for f in sys.meta_path if isinstance(f, _Finder)), None)
+    out = {"compiled": [], "pure": [], "stale": []}
+    if finder is not None:
+        out["compiled"] = sorted(finder.compiled)
+        for name, reason in sorted(finder.interpreted.items()):
+            out[reason].append(name)
+    return out
+
+
+def summary():
+    """One line for a benchmark's header: how many of the imported modules run compiled."""
+    s = status()
+    n = len(s["compiled"]) + len(s["pure"]) + len(s["stale"])
+    if not n:
+        return "compiled modules: none built (interpreted)"
+    line = f"compiled modules: {len(s['compiled'])} of {n}"
+    if s["pure"]:
+        line += " (KMOCK_PURE_PYTHON=1: interpreted)"
+    if s["stale"]:
+        line += f"; stale, interpreted: {', '.join(s['stale'])}"
+    return line
