@@ -469,7 +469,7 @@ def _halt(vcpu):
     _set_mp_state(vcpu, True)
     with wake:
         while True:
-            if script.pc < len(script.actions):
+            if script.pc < len(script.actions) and not vcpu.stopped:
                 break
             if vcpu.signal_pending or run.immediate_exit:
                 vcpu.signal_pending = False
@@ -478,6 +478,23 @@ def _halt(vcpu):
                 raise oserror(errno.EIO)  # kvm_vm_dead: KVM_REQ_VM_DEAD
             wake.wait(HALT_POLL_S)
     _set_mp_state(vcpu, False)  # woken: the guest runs on
+
+
+def _sleep_stopped(vcpu):
+    """arm64 kvm_vcpu_sleep (KVM_REQ_SLEEP) for a stopped vCPU: return once another vCPU's
+    CPU_ON or the VMM (KVM_SET_MP_STATE, KVM_ARM_VCPU_INIT) started it; raise EINTR
+    (KVM_EXIT_INTR) for a kick or ``run.immediate_exit`` set meanwhile, EIO when the VM
+    was killed (KVM_REQ_VM_DEAD is checked before KVM_REQ_SLEEP)."""
+    run = vcpu.run
+    wake = vcpu.wake
+    with wake:
+        while vcpu.stopped:
+            if vcpu.vm.dead:
+                raise oserror(errno.EIO)
+            if vcpu.signal_pending or run.immediate_exit:
+                vcpu.signal_pending = False
+                raise _signal_exit(vcpu)
+            wake.wait(HALT_POLL_S)
 
 
 class GuestScript:
@@ -619,6 +636,8 @@ def run(vcpu):
     if vcpu.halted and script.pc < len(actions):
         _set_mp_state(vcpu, False)  # halted at the last KVM_RUN; the guest has more now
     while True:
+        if vcpu.stopped:
+            _sleep_stopped(vcpu)
         try:
             action = actions[script.pc]  # (pc < len(actions), without the call)
         except IndexError:

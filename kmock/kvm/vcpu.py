@@ -55,6 +55,10 @@ class Vcpu:
         self.signal_pending = False
         #: the vCPU halted in the kernel and nothing woke it yet (kmock.kvm.guest)
         self.halted = False
+        #: the architecture stopped the vCPU (arm64 KVM_MP_STATE_STOPPED: PSCI CPU_OFF,
+        #: SYSTEM_OFF, the POWER_OFF feature): KVM_RUN sleeps until it is started again
+        #: or a signal comes (set_stopped)
+        self.stopped = False
         #: whether a guest HLT halts in the kernel (kmock.kvm.guest.halts_in_kernel; None:
         #: not asked yet)
         self.halts_in_kernel = None
@@ -83,6 +87,13 @@ class Vcpu:
         guest runs (the signal stays pending until then)."""
         with self.wake:
             self.signal_pending = True
+            self.wake.notify_all()
+
+    def set_stopped(self, stopped):
+        """Stop or start the vCPU (arm64 kvm_arm_vcpu_power_off / CPU_ON's RUNNABLE); a
+        KVM_RUN sleeping on it wakes up to see the change."""
+        with self.wake:
+            self.stopped = stopped
             self.wake.notify_all()
 
     def release(self):

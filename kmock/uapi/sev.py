@@ -151,8 +151,9 @@ GHCB_VERSION_MAX = 2
 # arch/x86/kvm/svm/sev.c: the GPA firmware records for every initial VMSA (INITIAL_VMSA_GPA).
 INITIAL_VMSA_GPA = 0xFFFFFFFFF000
 
-# include/uapi/linux/kvm.h: kvm_run->system_event.type for a guest termination request.
-KVM_SYSTEM_EVENT_SEV_TERM = 6
+# include/uapi/linux/kvm.h: kvm_run->system_event.type for a guest termination request
+# (kmock.uapi.kvm, re-exported)
+from .kvm import KVM_SYSTEM_EVENT_SEV_TERM  # noqa: E402,F401
 
 # --- PSP: include/uapi/linux/psp-sev.h ---------------------------------------------------
 

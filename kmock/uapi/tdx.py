@@ -170,7 +170,9 @@ class kvm_run_tdx(ctypes.Structure):
 
 # --- system events --------------------------------------------------------------------------
 
-KVM_SYSTEM_EVENT_TDX_FATAL = 7  # TDG.VP.VMCALL<ReportFatalError>; ndata = 16 (the GPRs)
+# KVM_SYSTEM_EVENT_TDX_FATAL (kmock.uapi.kvm, re-exported): TDG.VP.VMCALL<ReportFatalError>;
+# ndata = 16 (the GPRs)
+from .kvm import KVM_SYSTEM_EVENT_TDX_FATAL  # noqa: E402,F401
 
 # --- TDG.VP.VMCALL (GHCI): leaves (guest R11) and status (guest R10) ------------------------
 

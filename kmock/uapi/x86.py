@@ -8,6 +8,11 @@ import ctypes
 
 from .ioctl import _IO, _IOR, _IOW, _IOWR
 from .kvm import KVMIO, kvm_cpuid2, kvm_regs
+from .kvm import (  # noqa: F401  (re-exported: generic in kvm.h, used by x86 users as X.*)
+    KVM_GET_MP_STATE, KVM_MP_STATE_AP_RESET_HOLD, KVM_MP_STATE_CHECK_STOP, KVM_MP_STATE_HALTED,
+    KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_LOAD, KVM_MP_STATE_OPERATING, KVM_MP_STATE_RUNNABLE,
+    KVM_MP_STATE_SIPI_RECEIVED, KVM_MP_STATE_STOPPED, KVM_MP_STATE_SUSPENDED,
+    KVM_MP_STATE_UNINITIALIZED, KVM_SET_MP_STATE, kvm_mp_state)
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
@@ -86,10 +91,6 @@ class kvm_msr_list(ctypes.Structure):
     _fields_ = [("nmsrs", u32)]
 
 
-class kvm_mp_state(ctypes.Structure):
-    _fields_ = [("mp_state", u32)]
-
-
 class _events_exception(ctypes.Structure):
     _fields_ = [("injected", u8), ("nr", u8), ("has_error_code", u8), ("pending", u8),
                 ("error_code", u32)]
@@ -163,8 +164,6 @@ KVM_GET_FPU = _IOR(KVMIO, 0x8C, kvm_fpu)
 KVM_SET_FPU = _IOW(KVMIO, 0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, kvm_cpuid2)
 KVM_GET_CPUID2 = _IOWR(KVMIO, 0x91, kvm_cpuid2)
-KVM_GET_MP_STATE = _IOR(KVMIO, 0x98, kvm_mp_state)
-KVM_SET_MP_STATE = _IOW(KVMIO, 0x99, kvm_mp_state)
 KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9F, kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xA0, kvm_vcpu_events)
 KVM_GET_DEBUGREGS = _IOR(KVMIO, 0xA1, kvm_debugregs)
@@ -185,17 +184,6 @@ KVM_CAP_GET_MSR_FEATURES = 153
 KVM_CAP_SREGS2 = 200
 KVM_CAP_XSAVE2 = 208
 
-KVM_MP_STATE_RUNNABLE = 0
-KVM_MP_STATE_UNINITIALIZED = 1
-KVM_MP_STATE_INIT_RECEIVED = 2
-KVM_MP_STATE_HALTED = 3
-KVM_MP_STATE_SIPI_RECEIVED = 4
-KVM_MP_STATE_STOPPED = 5
-KVM_MP_STATE_CHECK_STOP = 6
-KVM_MP_STATE_OPERATING = 7
-KVM_MP_STATE_LOAD = 8
-KVM_MP_STATE_AP_RESET_HOLD = 9
-KVM_MP_STATE_SUSPENDED = 10
 
 KVM_VCPUEVENT_VALID_NMI_PENDING = 0x01
 KVM_VCPUEVENT_VALID_SIPI_VECTOR = 0x02

@@ -6,6 +6,7 @@ differing from an initialised vCPU's -> EINVAL), ``kvm_vcpu_init_check_features`
 (a bit past KVM_VCPU_MAX_FEATURES or any of features[1..6] -> ENOENT; a feature the
 system lacks -> EINVAL; one PTRAUTH bit without the other -> EINVAL),
 ``__kvm_vcpu_set_target`` (every vCPU of a VM has the same features, else EINVAL),
+``kvm_arch_vcpu_ioctl_get/set_mpstate`` (RUNNABLE, STOPPED, SUSPENDED; else EINVAL),
 ``kvm_arch_vcpu_run_pid_change`` (an uninitialised vCPU's KVM_RUN -> ENOEXEC; the first
 run maps the vGIC), ``kvm_arch_vcpu_ioctl`` (ONE_REG before init -> ENOEXEC; unknown
 -> EINVAL).
@@ -18,7 +19,7 @@ is not modelled (SVE vCPUs are taken as finalized).
 import errno
 
 from kmock.errors import oserror
-from kmock.kernel_util import copy_from_user, read_user_at, write_user_at
+from kmock.kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
 from kmock.kvm import vcpu as core_vcpu
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
@@ -36,7 +37,11 @@ class Arm64VcpuState:
     def __init__(self):
         self.initialized = False
         self.features = 0
-        self.powered_off = False
+        #: KVM_MP_STATE_SUSPENDED (set by the VMM); ``vcpu.stopped`` is set with it: the
+        #: KVM_RUN waits as kvm_vcpu_suspend's WFI does (no interrupt wakes it here)
+        self.suspended = False
+        #: the last PSCI CPU_ON's entry point and context id ({"pc", "r0"}), or None
+        self.reset_state = None
         #: vcpu_has_run_once: the first KVM_RUN's checks passed
         self.has_run = False
         #: KVM_SET_ONE_REG values by register id
@@ -78,7 +83,34 @@ def vcpu_init(f, arg):
         arch.vcpu_features = features
         vcpu.arch.features = features
         vcpu.arch.initialized = True
-        vcpu.arch.powered_off = power_off
+        # "start in power-off": STOPPED with the POWER_OFF feature, else RUNNABLE (a
+        # re-init after a PSCI SYSTEM_OFF/RESET starts the vCPU again)
+        vcpu.arch.suspended = False
+        vcpu.set_stopped(power_off)
+    return 0
+
+
+def vcpu_get_mp_state(f, arg):
+    """kvm_arch_vcpu_ioctl_get_mpstate: RUNNABLE, STOPPED or SUSPENDED."""
+    vcpu = _vcpu(f)
+    if vcpu.arch.suspended:
+        state = K.KVM_MP_STATE_SUSPENDED
+    else:
+        state = K.KVM_MP_STATE_STOPPED if vcpu.stopped else K.KVM_MP_STATE_RUNNABLE
+    copy_to_user(arg, K.kvm_mp_state(state))
+    return 0
+
+
+def vcpu_set_mp_state(f, arg):
+    """kvm_arch_vcpu_ioctl_set_mpstate: RUNNABLE, STOPPED (power off) or SUSPENDED;
+    any other value is EINVAL."""
+    vcpu = _vcpu(f)
+    state = copy_from_user(arg, K.kvm_mp_state).mp_state
+    if state not in (K.KVM_MP_STATE_RUNNABLE, K.KVM_MP_STATE_STOPPED,
+                     K.KVM_MP_STATE_SUSPENDED):
+        raise oserror(errno.EINVAL)
+    vcpu.arch.suspended = state == K.KVM_MP_STATE_SUSPENDED
+    vcpu.set_stopped(state != K.KVM_MP_STATE_RUNNABLE)
     return 0
 
 
@@ -142,4 +174,6 @@ def vcpu_ioctls():
         A.KVM_GET_ONE_REG: vcpu_get_one_reg,
         A.KVM_SET_ONE_REG: vcpu_set_one_reg,
         K.KVM_ENABLE_CAP: vcpu_enable_cap,
+        K.KVM_GET_MP_STATE: vcpu_get_mp_state,
+        K.KVM_SET_MP_STATE: vcpu_set_mp_state,
     }

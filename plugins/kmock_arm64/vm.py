@@ -28,6 +28,7 @@ from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
 from . import vcpu as arm64_vcpu
+from .psci import PsciGuest
 from .vgic import VgicDevice, create_vgic
 
 KVM_PHYS_SHIFT = 40  # the IPA size of a type with bits 7:0 == 0
@@ -71,6 +72,8 @@ class Arm64Vm(VmType):
     vgic_models = (A.KVM_DEV_TYPE_ARM_VGIC_V2, A.KVM_DEV_TYPE_ARM_VGIC_V3)
     #: the KVM_CREATE_VM bits this type accepts besides the IPA size
     type_bits = 0
+    #: ``vcpu.guest.psci``: the guest's PSCI calls (kmock_arm64.psci)
+    guest_actions = {"psci": PsciGuest}
 
     def __init__(self, kernel):
         #: the host's IPA limit: KVM_CAP_ARM_VM_IPA_SIZE of the profile

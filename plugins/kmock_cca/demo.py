@@ -35,14 +35,13 @@ def run(out=print, platform="cca", trace=None):
     g.cca.ipa_state_set(SHARED, SHARED + 16 * P, Ripas.EMPTY)
     g.write(SHARED, b"hello device", private=False)
     g.write(RAM + 8 * P, b"secret", private=True)
-    g.hlt()
-    g.stop()  # (kmock_arm64 has no PSCI SYSTEM_OFF action: a signal ends the run)
+    g.psci.system_off()
     say(f"realm: RSI_IPA_STATE_SET(EMPTY) of 64 KiB at {SHARED:#x}, writes there through "
-        "the unprotected alias, writes a secret in its RAM, idles in WFI (the vCPU waits "
-        "inside KVM_RUN)")
+        "the unprotected alias, writes a secret in its RAM, then PSCI SYSTEM_OFF")
     exits = vmm.run(on_exit=lambda line: say("VMM: " + line))
     say(f"VMM: KVM_RUN activated the realm (REC_CREATE, RTT_INIT_RIPAS, REALM_ACTIVATE); "
-        f"{len(exits)} exit(s), the last a signal for the vCPU thread (EINTR, KVM_EXIT_INTR)")
+        f"{len(exits)} exit(s), the last KVM_EXIT_SYSTEM_EVENT (SHUTDOWN: the realm's "
+        "SYSTEM_OFF; every vCPU is now stopped)")
     dev = vmm.attach_device(0, SIZE)
     say(f"VMM: VFIO device {dev.path} bound to /dev/iommu; IOAS {vmm.ioas} maps the whole "
         f"guest_memfd at iova {IOVA:#x} (IOMMU_IOAS_MAP_FILE)")

@@ -89,7 +89,7 @@ class RealmVm(Arm64Vm):
     platforms = ("cca",)
     has_private_mem = True
     vgic_models = (A.KVM_DEV_TYPE_ARM_VGIC_V3,)  # kvm_vgic_create: V2 on a realm -> ENODEV
-    guest_actions = {"cca": CcaGuest}
+    guest_actions = {**Arm64Vm.guest_actions, "cca": CcaGuest}
     iommu_conversion_policy = "split"
 
     def __init__(self, kernel):

@@ -1,6 +1,7 @@
 """Helpers of the arm64 tests (and the CCA tests, which run arm64 vCPUs)."""
 
 import errno
+import threading
 
 from kmock.uapi import kvm as K
 
@@ -20,3 +21,32 @@ def run_exit(k, fd):
         assert run.exit_reason == K.KVM_EXIT_INTR, run.exit_reason
         return K.KVM_EXIT_INTR
     return run.exit_reason
+
+
+#: long enough for a KVM_RUN that should block to be seen blocked (kmock polls every 5 ms)
+SETTLE = 0.05
+
+
+class Runner(threading.Thread):
+    """KVM_RUN in another thread (the VMM's vCPU thread): ``result`` is the exit reason
+    (run_exit) or the OSError."""
+
+    def __init__(self, k, fd):
+        super().__init__(daemon=True)
+        self.k, self.fd, self.result = k, fd, None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = run_exit(self.k, self.fd)
+        except OSError as e:
+            self.result = e
+
+    def blocked(self):
+        self.join(SETTLE)
+        return self.is_alive()
+
+    def outcome(self):
+        self.join(5)
+        assert not self.is_alive(), "KVM_RUN did not return"
+        return self.result

@@ -8,7 +8,6 @@ actions (the wake-up), ``vcpu.kick()`` / ``run.immediate_exit`` from another thr
 
 import errno
 import os
-import threading
 
 import pytest
 
@@ -17,12 +16,10 @@ import kmock_arm64
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
-from ._util import run_exit
+from ._util import Runner, run_exit
 
 RAM = 0x40000000
 P = 4096
-#: long enough for a KVM_RUN that should block to be seen blocked (kmock polls every 5 ms)
-SETTLE = 0.05
 
 
 @pytest.fixture
@@ -42,31 +39,6 @@ def vcpu():
     k.ioctl(fd, A.KVM_ARM_VCPU_INIT, init)
     yield k, fd, k.file(fd).vcpu
     k.close_all()
-
-
-class Runner(threading.Thread):
-    """KVM_RUN in another thread (the VMM's vCPU thread): ``result`` is the exit reason
-    (run_exit) or the OSError."""
-
-    def __init__(self, k, fd):
-        super().__init__(daemon=True)
-        self.k, self.fd, self.result = k, fd, None
-        self.start()
-
-    def run(self):
-        try:
-            self.result = run_exit(self.k, self.fd)
-        except OSError as e:
-            self.result = e
-
-    def blocked(self):
-        self.join(SETTLE)
-        return self.is_alive()
-
-    def outcome(self):
-        self.join(5)
-        assert not self.is_alive(), "KVM_RUN did not return"
-        return self.result
 
 
 def test_wfi_blocks_in_kvm_run_until_kicked(vcpu):

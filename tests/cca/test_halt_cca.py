@@ -2,8 +2,7 @@
 the REC's WFI untrapped (rme-exit.c has no WFx handler; RMI_EXIT_IRQ re-enters the REC),
 and an arm64 WFI that does trap ends in kvm_vcpu_wfi: either way KVM_RUN returns only
 for a signal to the vCPU's thread (EINTR, KVM_EXIT_INTR) or an exit the realm makes
-(PSCI SYSTEM_OFF: KVM_EXIT_SYSTEM_EVENT; not modelled by kmock_arm64, so a VMM loop ends
-on the signal here)."""
+(PSCI SYSTEM_OFF: KVM_EXIT_SYSTEM_EVENT, kmock_arm64.psci)."""
 
 import threading
 
@@ -83,3 +82,17 @@ def test_the_plugin_vmm_loop_ends_when_its_vcpu_thread_is_signalled():
     finally:
         v.close()
         k.close_all()
+
+
+def test_a_realm_ends_with_psci_system_off(k):
+    """The realm's SYSTEM_OFF (a PSCI REC exit, handled by kvm_psci_call): KVM_RUN returns
+    KVM_EXIT_SYSTEM_EVENT SHUTDOWN, the REC is stopped, the realm stays ACTIVE until the
+    VMM destroys it."""
+    vmm = RealmVmm(k).boot()
+    fd = vmm.vcpus[0]
+    off = vmm.guest().psci.system_off()
+    assert run_exit(k, fd) == K.KVM_EXIT_SYSTEM_EVENT and off.done
+    run = vmm.kvm_run()
+    assert (run.system_event.type, run.system_event.ndata) == (K.KVM_SYSTEM_EVENT_SHUTDOWN, 1)
+    assert k.file(fd).vcpu.stopped
+    assert vmm.vm_obj.arch.state == RealmState.ACTIVE
