@@ -18,14 +18,16 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-# What runs on every ioctl, conversion, KVM_RUN and forwarded call. Cold code (the CLI, the
+# What runs on every ioctl, conversion, KVM_RUN and forwarded call, and holds no @hookimpl:
+# pluggy (1.7 and later) takes only plain Python functions as hook implementations, so a
+# module with one stays interpreted (tests/test_compiled.py checks it). Cold code (the CLI, the
 # uapi structs, profiles, snapshots, pictures, the test helpers, the benchmarks, demos and
 # fault scenarios) stays interpreted: compiling it would only lengthen the build.
 HOT = [
     "kmock/kvm/*.py", "kmock/iommufd/*.py",
     "kmock/kernel.py", "kmock/kernel_util.py", "kmock/notifier.py", "kmock/fdtable.py",
     "kmock/file.py", "kmock/physmem.py", "kmock/mapping.py", "kmock/_libc.py",
-    "kmock/consequences.py", "kmock/faults.py", "kmock/trace.py", "kmock/syscall_api.py",
+    "kmock/consequences.py", "kmock/faults.py", "kmock/syscall_api.py",
     "kmock/preload/server.py", "kmock/preload/protocol.py", "kmock/preload/argrules.py",
     "plugins/kmock_*/*.py",
 ]

@@ -30,24 +30,20 @@ import threading
 from ctypes import Structure as _Structure
 from types import MappingProxyType
 
-from . import hookspecs, profiles
+from . import profiles
 from ._libc import check_fallocate_args
 from .consequences import BoundedLog, ViolationLog
 from .snapshot import ArchSection
 from .errors import KmockUsageError, check_int, oserror
 from .faults import USERCOPY, Faults
 from .fdtable import FdTable
+from .core_plugin import CorePlugin
 from .file import File
 from .iommufd.kernel_side import IommufdSupport
 from .kvm import conversion
-from .kvm.device import KvmDevice, dev_ioctls
 from .kvm.guest_memfd import BackingPool
 from .kvm.mem_enc import mem_enc_ioctl
-from .kvm.vcpu import vcpu_ioctls
-from .kvm.vm import vm_ioctls
-from .kvm.vmtype import DefaultVm
 from .physmem import PhysMem
-from .platforms import NONE_ARM64, NONE_X86
 from .pluginmanager import checked_table, collect_vm_types, plugin_manager, plugin_name
 from .syscall_api import SyscallAPI
 from .uapi import kvm as K
@@ -58,30 +54,6 @@ U32 = 0xFFFFFFFF
 IOCTL_BUFSZ = 1024
 #: the file types whose tables a VM type may override
 VM_FILE_TYPES = ("vm", "vcpu", "gmem")
-
-
-class _Builtin:
-    """The core's own plugin: the default VM types, "none" platforms, generic ioctl tables."""
-
-    @hookspecs.hookimpl(tryfirst=True)
-    def kmock_vm_types(self, kernel):
-        return [DefaultVm()]
-
-    @hookspecs.hookimpl(tryfirst=True)
-    def kmock_platforms(self, kernel):
-        return [NONE_X86, NONE_ARM64]
-
-    @hookspecs.hookimpl(tryfirst=True)
-    def kmock_ioctls(self, kernel, file_type):
-        from .iommufd.iommufd import iommufd_ioctls
-        from .iommufd.vfio import vfio_ioctls
-
-        return {"kvm": dev_ioctls, "vm": vm_ioctls, "vcpu": vcpu_ioctls,
-                "iommufd": iommufd_ioctls, "vfio": vfio_ioctls}.get(file_type, lambda k: {})(kernel)
-
-    @hookspecs.hookimpl(tryfirst=True)
-    def kmock_devices(self, kernel):
-        return {"/dev/kvm": lambda k, flags: KvmDevice(k)}
 
 
 _SEEK_MAX = 4  # SEEK_HOLE (include/uapi/linux/fs.h)
@@ -116,7 +88,7 @@ class Kernel(IommufdSupport, SyscallAPI):
             raise KmockUsageError("plugins must be a list of plugin objects or modules")
         if only_plugins is not None and not isinstance(only_plugins, (list, tuple)):
             raise KmockUsageError("only_plugins must be a list of plugin objects or modules")
-        self.pm = plugin_manager(_Builtin(), plugins, only_plugins)
+        self.pm = plugin_manager(CorePlugin(), plugins, only_plugins)
         self.faults = Faults(self)
         self.trace = None
         if trace is not None:

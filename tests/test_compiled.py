@@ -2,6 +2,7 @@
 KMOCK_PURE_PYTHON=1, runs the .py instead (with a warning for the stale build)."""
 
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -119,3 +120,22 @@ def test_summary_names_what_runs():
         assert "KMOCK_PURE_PYTHON=1" in line and not s["compiled"]
     else:
         assert line.startswith(f"compiled modules: {len(s['compiled'])} of ")
+
+
+def test_no_compiled_module_holds_a_hookimpl():
+    """pluggy (1.7 and later) discovers only plain Python functions as hook
+    implementations: a compiled ``@hookimpl`` would be silently ignored (it was: the core's
+    own plugin lost its platforms). setup.py's HOT list must leave such modules out."""
+    import glob
+
+    import kmock
+
+    root = os.path.dirname(os.path.dirname(kmock.__file__))
+    built = glob.glob(os.path.join(root, "kmock", "**", f"*{EXT}"), recursive=True)
+    built += glob.glob(os.path.join(root, "plugins", "kmock_*", f"*{EXT}"))
+    sources = [s for s in map(compiled.source_of, built) if s is not None]
+    if not sources:
+        pytest.skip("no module compiled from its .py in this tree")
+    decorator = re.compile(r"^\s*@\s*(\w+\.)*hookimpl\b", re.M)
+    with_hooks = [s for s in sources if decorator.search(open(s).read())]
+    assert with_hooks == []
