@@ -480,9 +480,10 @@ def _halt(vcpu):
     _set_mp_state(vcpu, False)  # woken: the guest runs on
 
 
-def _sleep_stopped(vcpu):
-    """arm64 kvm_vcpu_sleep (KVM_REQ_SLEEP) for a stopped vCPU: return once another vCPU's
-    CPU_ON or the VMM (KVM_SET_MP_STATE, KVM_ARM_VCPU_INIT) started it; raise EINTR
+def sleep_stopped(vcpu):
+    """A stopped vCPU's wait inside KVM_RUN (arm64 kvm_vcpu_sleep for KVM_REQ_SLEEP; x86's
+    kvm_vcpu_block of a vCPU waiting for INIT/SIPI): return once another vCPU's CPU_ON
+    or the VMM (KVM_SET_MP_STATE, KVM_ARM_VCPU_INIT) started it; raise EINTR
     (KVM_EXIT_INTR) for a kick or ``run.immediate_exit`` set meanwhile, EIO when the VM
     was killed (KVM_REQ_VM_DEAD is checked before KVM_REQ_SLEEP)."""
     run = vcpu.run
@@ -637,7 +638,7 @@ def run(vcpu):
         _set_mp_state(vcpu, False)  # halted at the last KVM_RUN; the guest has more now
     while True:
         if vcpu.stopped:
-            _sleep_stopped(vcpu)
+            sleep_stopped(vcpu)
         try:
             action = actions[script.pc]  # (pc < len(actions), without the call)
         except IndexError:

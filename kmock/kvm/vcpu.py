@@ -56,8 +56,8 @@ class Vcpu:
         #: the vCPU halted in the kernel and nothing woke it yet (kmock.kvm.guest)
         self.halted = False
         #: the architecture stopped the vCPU (arm64 KVM_MP_STATE_STOPPED: PSCI CPU_OFF,
-        #: SYSTEM_OFF, the POWER_OFF feature): KVM_RUN sleeps until it is started again
-        #: or a signal comes (set_stopped)
+        #: SYSTEM_OFF, the POWER_OFF feature; x86 waiting for INIT/SIPI): KVM_RUN sleeps
+        #: until it is started again or a signal comes (set_stopped)
         self.stopped = False
         #: whether a guest HLT halts in the kernel (kmock.kvm.guest.halts_in_kernel; None:
         #: not asked yet)
@@ -225,6 +225,13 @@ def vcpu_run(f, arg):
             # vCPU (kmock's calls hold no file reference, as fdget does): as if the
             # call had come after the close
             raise oserror(errno.EBADF)
+        if vcpu.stopped and vm.kernel.profile.arch == "x86":
+            # an x86 vCPU waiting for INIT/SIPI (KVM_SET_MP_STATE UNINITIALIZED ...): the
+            # first thing kvm_arch_vcpu_ioctl_run looks at; immediate_exit -> EINTR with
+            # exit_reason untouched, else it blocks until a signal (EINTR, KVM_EXIT_INTR)
+            if run.immediate_exit:
+                raise oserror(errno.EINTR)
+            _guest.sleep_stopped(vcpu)
         pending = vcpu.pending
         if pending is not None:
             vcpu.pending = None

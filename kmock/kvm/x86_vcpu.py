@@ -514,14 +514,40 @@ def get_mp_state(f, arg):
     return 0
 
 
+#: the states KVM_SET_MP_STATE takes only with an in-kernel LAPIC (x86.c)
+_LAPIC_MP_STATES = (X.KVM_MP_STATE_UNINITIALIZED, X.KVM_MP_STATE_HALTED,
+                    X.KVM_MP_STATE_AP_RESET_HOLD, X.KVM_MP_STATE_INIT_RECEIVED,
+                    X.KVM_MP_STATE_SIPI_RECEIVED)
+#: the states in which KVM_RUN blocks until a signal (the vCPU waits for INIT or SIPI)
+WAIT_FOR_SIPI = (X.KVM_MP_STATE_UNINITIALIZED, X.KVM_MP_STATE_INIT_RECEIVED,
+                 X.KVM_MP_STATE_AP_RESET_HOLD)
+
+
 def set_mp_state(f, arg):
-    """kvm_arch_vcpu_ioctl_set_mpstate: without an in-kernel LAPIC (kmock has none) only
-    KVM_MP_STATE_RUNNABLE is accepted; every other value is EINVAL."""
-    st = state(vcpu_of(f))
-    m = copy_from_user(arg, X.kvm_mp_state)
-    if m.mp_state != X.KVM_MP_STATE_RUNNABLE:
+    """kvm_arch_vcpu_ioctl_set_mpstate: RUNNABLE always; UNINITIALIZED, HALTED,
+    AP_RESET_HOLD, INIT_RECEIVED and SIPI_RECEIVED only with an in-kernel LAPIC (split
+    or full irqchip); INIT/SIPI also not while an SMI is pending; anything else EINVAL.
+    SIPI_RECEIVED is stored as INIT_RECEIVED with the SIPI pending, which the next
+    KVM_GET_MP_STATE or KVM_RUN accepts (kvm_apic_accept_events): RUNNABLE, as
+    GET reads it right after on this machine (conformance ``x86_mp_state_lapic``).
+    Waiting for INIT/SIPI (UNINITIALIZED, as QEMU puts its APs at reset), the vCPU's
+    KVM_RUN blocks until a signal; HALTED halts it as a guest HLT does."""
+    vcpu = vcpu_of(f)
+    st = state(vcpu)
+    value = copy_from_user(arg, X.kvm_mp_state).mp_state
+    if value in _LAPIC_MP_STATES:
+        if not x86_vm.state(vcpu.vm).irqchip_in_kernel:
+            raise oserror(errno.EINVAL)
+    elif value != X.KVM_MP_STATE_RUNNABLE:
         raise oserror(errno.EINVAL)
-    st.mp_state = m.mp_state
+    if value in (X.KVM_MP_STATE_INIT_RECEIVED, X.KVM_MP_STATE_SIPI_RECEIVED) and \
+            (st.smm or st.smi_pending):
+        raise oserror(errno.EINVAL)  # !kvm_apic_init_sipi_allowed (SMM) or smi_pending
+    if value == X.KVM_MP_STATE_SIPI_RECEIVED:
+        value = X.KVM_MP_STATE_RUNNABLE
+    st.mp_state = value
+    vcpu.halted = value == X.KVM_MP_STATE_HALTED
+    vcpu.set_stopped(value in WAIT_FOR_SIPI)
     return 0
 
 

@@ -1030,3 +1030,66 @@ def x86_halt_in_kernel(sys, rec):
             m.close()
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+@scenario("x86_mp_state_lapic",
+          "KVM_SET/GET_MP_STATE with an in-kernel LAPIC (split or full irqchip): every "
+          "state value, what GET reads back after each, and KVM_RUN of a vCPU waiting for "
+          "INIT/SIPI (UNINITIALIZED, as QEMU puts its APs): it blocks until the thread is "
+          "signalled (EINTR, KVM_EXIT_INTR)")
+def x86_mp_state_lapic(sys, rec):
+    import mmap
+    import signal
+    import threading
+    import time
+
+    from ..uapi import x86 as X86
+
+    try:
+        old = signal.signal(signal.SIGUSR1, lambda *a: None)
+    except ValueError:  # not the main thread: no handler, no signal to send
+        rec.record("skipped: the scenario needs the main thread", True)
+        return
+    try:
+        kvm = open_kvm(sys, rec)
+        size = sys.ioctl(kvm, K.KVM_GET_VCPU_MMAP_SIZE, 0)
+        for mode in ("split irqchip", "full irqchip"):
+            vm = create_vm(sys, rec, kvm, label=f"{mode}: KVM_CREATE_VM")
+            if mode == "split irqchip":
+                enable(sys, rec, vm, f"{mode}: SPLIT_IRQCHIP 24", X.KVM_CAP_SPLIT_IRQCHIP, 24)
+            else:
+                rec.call(f"{mode}: KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+            cpu = vcpu(sys, rec, vm, 0, label=f"{mode}: KVM_CREATE_VCPU 0")
+            if cpu is None:
+                continue
+            mp = X86.kvm_mp_state()
+            for value in (*range(12), 0xFFFFFFFF):
+                rec.call(f"{mode}: KVM_SET_MP_STATE {value:#x}", sys.ioctl, cpu,
+                         X86.KVM_SET_MP_STATE, X86.kvm_mp_state(value))
+                if rec.call(f"{mode}: KVM_GET_MP_STATE after {value:#x}", sys.ioctl, cpu,
+                            X86.KVM_GET_MP_STATE, mp) is not None:
+                    rec.record(f"{mode}: mp_state after {value:#x}", mp.mp_state)
+            rec.call(f"{mode}: KVM_SET_MP_STATE UNINITIALIZED", sys.ioctl, cpu,
+                     X86.KVM_SET_MP_STATE, X86.kvm_mp_state(X86.KVM_MP_STATE_UNINITIALIZED))
+            m = sys.mmap(cpu, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED)
+            run = K.kvm_run.from_address(m.address)
+            main = threading.get_ident()
+
+            def kick():  # what a VMM's kick does: immediate_exit, then a signal
+                time.sleep(0.3)
+                run.immediate_exit = 1
+                signal.pthread_kill(main, signal.SIGUSR1)
+
+            t = threading.Thread(target=kick)
+            t.start()
+            rec.call(f"{mode}: KVM_RUN of an AP waiting for SIPI (kicked after 0.3 s)",
+                     sys.ioctl, cpu, K.KVM_RUN, 0)
+            t.join()
+            rec.record(f"{mode}: exit_reason", run.exit_reason)
+            if rec.call(f"{mode}: KVM_GET_MP_STATE after the run", sys.ioctl, cpu,
+                        X86.KVM_GET_MP_STATE, mp) is not None:
+                rec.record(f"{mode}: mp_state after the run", mp.mp_state)
+            run.immediate_exit = 0
+            m.close()
+    finally:
+        signal.signal(signal.SIGUSR1, old)

@@ -948,6 +948,21 @@ REFERENCE.update({
         ("full irqchip: KVM_RUN (the guest halts; kicked after 0.3 s)", E("EINTR")),
         ("full irqchip: mp_state", ("ok", 3)),
     ],
+    # x86.c kvm_arch_vcpu_ioctl_set_mpstate (the LAPIC-only states; SIPI_RECEIVED becomes
+    # INIT_RECEIVED + a pending SIPI that GET accepts: RUNNABLE) and kvm_arch_vcpu_ioctl_run
+    # (UNINITIALIZED: kvm_vcpu_block, then -EINTR with KVM_EXIT_INTR on a signal)
+    "x86_mp_state_lapic": [
+        *[(f"{mode}: {label}", want) for mode in ("split irqchip", "full irqchip")
+          for label, want in (
+              ("KVM_SET_MP_STATE 0x1", ("ok", 0)), ("mp_state after 0x1", ("ok", 1)),
+              ("KVM_SET_MP_STATE 0x3", ("ok", 0)), ("mp_state after 0x3", ("ok", 3)),
+              ("KVM_SET_MP_STATE 0x4", ("ok", 0)), ("mp_state after 0x4", ("ok", 0)),
+              ("KVM_SET_MP_STATE 0x5", E("EINVAL")), ("mp_state after 0x5", ("ok", 0)),
+              ("KVM_SET_MP_STATE 0x9", ("ok", 0)), ("mp_state after 0x9", ("ok", 9)),
+              ("KVM_SET_MP_STATE 0xa", E("EINVAL")),
+              ("KVM_RUN of an AP waiting for SIPI (kicked after 0.3 s)", E("EINTR")),
+              ("exit_reason", ("ok", 10)), ("mp_state after the run", ("ok", 1)))],
+    ],
     # virt/kvm/coalesced_mmio.c; kvm_io_bus_register_dev (NR_IOBUS_DEVS 1000)
     "coalesced_mmio": [
         ("MMIO zone", ("ok", 0)),

@@ -76,13 +76,13 @@ def run_qemu(tmp_path, kernel, *extra, machine=SPLIT):
 CPU = ()
 
 
-def check_started(res, replies):
+def check_started(res, replies, nvcpus=1):
     assert res.server.errors == []
     assert res.returncode == 0, res.stderr
     assert "QMP" in replies[0]
     assert replies[2] == {"return": {"status": "prelaunch", "singlestep": False, "running": False}}
     vm, = res.snapshot["vms"]
-    assert len(vm["vcpus"]) == 1
+    assert len(vm["vcpus"]) == nvcpus
     assert vm["memslots"], "QEMU mapped its RAM and ROMs"
     assert res.violations == []
 
@@ -181,11 +181,26 @@ def test_qemu_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib, mach
     """Every KVM ioctl QEMU makes up to its main loop, with its result, counted on the
     real kernel (strace) and under kmock with the host profile: the same multiset, with
     the split irqchip and with QEMU's default full one."""
+    _same_calls_as_the_real_kernel(tmp_path, MACHINES[machine])
+
+
+@pytest.mark.skipif(not REAL_KVM or STRACE is None, reason="needs a usable /dev/kvm and strace")
+def test_qemu_smp_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib):
+    """Two vCPUs: QEMU resets its AP with KVM_SET_MP_STATE(UNINITIALIZED), which the real
+    kernel takes with an in-kernel LAPIC (it was EINVAL under kmock)."""
+    trace = _same_calls_as_the_real_kernel(tmp_path, FULL, "-smp", "2", nvcpus=2)
+    sets = [ln for ln in trace.splitlines() if f", {X86.KVM_SET_MP_STATE:#x}, " in ln]
+    assert len(sets) >= 2 and all(ln.endswith("= 0") for ln in sets)
+
+
+def _same_calls_as_the_real_kernel(tmp_path, machine, *extra, nvcpus=1):
+    """Run QEMU under kmock (host profile) and under strace on the real kernel; assert the
+    same multiset of (ioctl, result); return kmock's trace."""
     import subprocess
 
-    machine = MACHINES[machine]
-    res, replies, trace = run_qemu(tmp_path, kmock.Kernel("host"), *CPU, machine=machine)
-    check_started(res, replies)
+    res, replies, trace = run_qemu(tmp_path, kmock.Kernel("host"), *CPU, *extra,
+                                   machine=machine)
+    check_started(res, replies, nvcpus)
     real_dir = tmp_path / "real"
     real_dir.mkdir()
     qmp = str(real_dir / "qmp.sock")
@@ -193,7 +208,7 @@ def test_qemu_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib, mach
     t = threading.Thread(target=_quit_over_qmp, args=(qmp, got), daemon=True)
     t.start()
     subprocess.run([STRACE, "-f", "-e", "trace=ioctl", "-e", "raw=ioctl", "-o",
-                    str(real_dir / "strace"), QEMU, *COMMON, *machine, *CPU, "-qmp",
+                    str(real_dir / "strace"), QEMU, *COMMON, *machine, *CPU, *extra, "-qmp",
                     f"unix:{qmp},server=on,wait=off"], check=True, timeout=120,
                    capture_output=True)
     t.join(10)
@@ -202,6 +217,7 @@ def test_qemu_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib, mach
     assert sum(real.values()) > 100
     differ = {k: (real[k], mock[k]) for k in real.keys() | mock.keys() if real[k] != mock[k]}
     assert differ == {}
+    return trace
 
 
 def test_a_running_qemu_vcpu_halts_in_the_kernel_until_kicked(tmp_path, lib):
