@@ -200,7 +200,11 @@ class X86State:
         self.dr6 = 0xFFFF0FF0  # DR6_ACTIVE_LOW
         self.dr7 = 0x400  # DR7_FIXED_1
         self.xcr0 = 1  # XFEATURE_MASK_FP
-        self.tsc_khz = s["tsc_khz"]
+        from . import x86_vm  # (it imports this module)
+
+        # kvm_arch_vcpu_create: kvm_set_tsc_khz(vcpu, kvm->arch.default_tsc_khz), which
+        # records the rate even when it then fails (no TSC scaling, a slower rate)
+        self.tsc_khz = x86_vm.state(vcpu.vm).default_tsc_khz
         self.tsc_offset = 0  # the guest TSC is the host's at creation
         self.msrs = dict(s["msr_init"])
         self.msrs.update(s.get("msr_feature_values", ()))

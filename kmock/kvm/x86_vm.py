@@ -99,6 +99,9 @@ class X86VmState:
         #: until the first rebuild; apic_map_dirty: a rebuild is due
         self.apic_map = None
         self.apic_map_dirty = False
+        #: kvm->arch.default_tsc_khz: the rate new vCPUs get (kvm_arch_init_vm: the host's
+        #: max_tsc_khz; KVM_SET_TSC_KHZ on the VM until the first vCPU)
+        self.default_tsc_khz = settings(vm.kernel.profile)["tsc_khz"]
 
     @property
     def irqchip_in_kernel(self):
@@ -491,6 +494,37 @@ def vm_clear_dirty_log(f, arg):
     return dirty_log.clear_dirty_log(_vm(f), copy_from_user(arg, K.kvm_clear_dirty_log))
 
 
+# --- the VM's default TSC rate: KVM_SET_TSC_KHZ / KVM_GET_TSC_KHZ on the VM fd ----------------
+
+
+def vm_set_tsc_khz(f, arg):
+    """kvm_arch_vm_ioctl KVM_SET_TSC_KHZ: the u32 argument; with TSC scaling a rate from
+    max_guest_tsc_khz up is EINVAL; 0 means the host's rate; once a vCPU was created
+    (kvm->created_vcpus) EINVAL, nothing stored. The VM ioctl exists whatever
+    KVM_CAP_VM_TSC_CONTROL says (that capability reports TSC scaling); conformance
+    ``x86_vm_tsc_khz``."""
+    vm = f.vm
+    vm.check_caller()
+    khz = int_arg(arg) & 0xFFFFFFFF
+    st = settings(vm.kernel.profile)
+    if st["tsc_control"] and khz >= st.get("max_guest_tsc_khz", 0xFFFFFFFF):
+        raise oserror(errno.EINVAL)
+    if khz == 0:
+        khz = st["tsc_khz"]
+    s = state(vm)
+    with s.lock:
+        if s.has_vcpus(vm):
+            raise oserror(errno.EINVAL)
+        s.default_tsc_khz = khz
+    return 0
+
+
+def vm_get_tsc_khz(f, arg):
+    """kvm_arch_vm_ioctl KVM_GET_TSC_KHZ: kvm->arch.default_tsc_khz, as the return value."""
+    f.vm.check_caller()
+    return state(f.vm).default_tsc_khz
+
+
 def x86_vm_ioctls(create_vcpu, check_extension):
     """The x86 entries of the VM ioctl table; ``create_vcpu`` and ``check_extension`` are
     the core's handlers, which the x86 ones wrap."""
@@ -528,6 +562,8 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         KVM_SET_IDENTITY_MAP_ADDR: vm_set_identity_map_addr,
         KVM_CREATE_IRQCHIP: vm_create_irqchip,
         K.KVM_GET_CLOCK: vm_get_clock,
+        X.KVM_SET_TSC_KHZ: vm_set_tsc_khz,
+        X.KVM_GET_TSC_KHZ: vm_get_tsc_khz,
         K.KVM_SET_CLOCK: vm_set_clock,
         K.KVM_GET_DIRTY_LOG: vm_get_dirty_log,
         K.KVM_CLEAR_DIRTY_LOG: vm_clear_dirty_log,

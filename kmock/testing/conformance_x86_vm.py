@@ -1093,3 +1093,36 @@ def x86_mp_state_lapic(sys, rec):
             m.close()
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+@scenario("x86_vm_tsc_khz",
+          "KVM_GET/SET_TSC_KHZ on the VM fd (kvm->arch.default_tsc_khz, what QEMU sets for a "
+          "TD and kvm_util reads): the default is the host's rate, 0 means the host's, new "
+          "vCPUs take the default, and a SET after the first vCPU fails")
+def x86_vm_tsc_khz(sys, rec):
+    from ..uapi import x86 as X86
+
+    kvm = open_kvm(sys, rec)
+    host = sys.ioctl(kvm, K.KVM_CHECK_EXTENSION, X86.KVM_CAP_TSC_CONTROL)
+    vm = create_vm(sys, rec, kvm)
+    default = rec.call("GET_TSC_KHZ (VM)", sys.ioctl, vm, X86.KVM_GET_TSC_KHZ, 0)
+    cpu0 = vcpu(sys, rec, vm, 0, "vCPU 0 before any SET")
+    if cpu0 is not None:
+        rec.record("vCPU 0 GET_TSC_KHZ is the VM's default",
+                   sys.ioctl(cpu0, X86.KVM_GET_TSC_KHZ, 0) == default)
+    rec.call("SET_TSC_KHZ (VM) after a vCPU", sys.ioctl, vm, X86.KVM_SET_TSC_KHZ, 1000000)
+    rec.record("GET_TSC_KHZ (VM) unchanged",
+               sys.ioctl(vm, X86.KVM_GET_TSC_KHZ, 0) == default)
+    vm = create_vm(sys, rec, kvm, label="second VM")
+    for label, value in (("1000000", 1000000), ("0 (the host's)", 0),
+                         ("3000000", 3000000)):
+        if host:  # with TSC scaling the bound is the host's max_guest_tsc_khz
+            rec.record(f"SET {label}: skipped (TSC scaling)", True)
+            continue
+        rec.call(f"SET_TSC_KHZ (VM) {label}", sys.ioctl, vm, X86.KVM_SET_TSC_KHZ, value)
+        got = sys.ioctl(vm, X86.KVM_GET_TSC_KHZ, 0)
+        rec.record(f"GET_TSC_KHZ (VM) after {label}",
+                   "the host's" if got == default else got)
+    cpu = vcpu(sys, rec, vm, 0, "second VM: vCPU 0")
+    if cpu is not None:
+        rec.call("second VM: vCPU 0 GET_TSC_KHZ", sys.ioctl, cpu, X86.KVM_GET_TSC_KHZ, 0)

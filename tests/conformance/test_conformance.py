@@ -963,6 +963,13 @@ REFERENCE.update({
               ("KVM_RUN of an AP waiting for SIPI (kicked after 0.3 s)", E("EINTR")),
               ("exit_reason", ("ok", 10)), ("mp_state after the run", ("ok", 1)))],
     ],
+    # x86.c kvm_arch_vm_ioctl KVM_SET/GET_TSC_KHZ (kvm->created_vcpus check: EINVAL after
+    # the first vCPU) and kvm_arch_vcpu_create (kvm_set_tsc_khz of the VM's default)
+    "x86_vm_tsc_khz": [
+        ("vCPU 0 GET_TSC_KHZ is the VM's default", ("ok", True)),
+        ("SET_TSC_KHZ (VM) after a vCPU", E("EINVAL")),
+        ("GET_TSC_KHZ (VM) unchanged", ("ok", True)),
+    ],
     # virt/kvm/coalesced_mmio.c; kvm_io_bus_register_dev (NR_IOBUS_DEVS 1000)
     "coalesced_mmio": [
         ("MMIO zone", ("ok", 0)),
