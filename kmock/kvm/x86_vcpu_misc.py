@@ -27,7 +27,12 @@ _PENDING_EXTINT = weakref.WeakKeyDictionary()
 
 
 def pending_external_vector(vcpu):
-    """The vector KVM_INTERRUPT queued on a split-irqchip VM, or None."""
+    """The vector KVM_INTERRUPT queued on a split-irqchip VM, or None. kmock's guest
+    never acknowledges an ExtINT, so the vector stays until the vCPU goes [kmock]."""
+    from .vcpu import Vcpu  # (vcpu.py imports this module through x86_vcpu)
+
+    if not isinstance(vcpu, Vcpu):
+        raise TypeError(f"pending_external_vector takes a kmock vCPU, not {vcpu!r}")
     return _PENDING_EXTINT.get(vcpu)
 
 
