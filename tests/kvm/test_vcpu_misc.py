@@ -10,23 +10,20 @@ from kmock.kvm import x86_state, x86_vcpu_misc
 from kmock.uapi import kvm as K
 from kmock.uapi import x86 as X
 
-from .test_x86_vcpu_state import err, new_vcpu, run_hlt
+from ._util import create_vm
+from .test_x86_vcpu_state import err, run_hlt
 
 
 def vm_vcpu(k, mode="none"):
-    _, vm, v = new_vcpu(k) if mode == "none" else (None, None, None)
-    if mode != "none":
-        from ._util import create_vm
-
-        _, vm = create_vm(k)
-        if mode == "irqchip":
-            k.ioctl(vm, K.KVM_CREATE_IRQCHIP, 0)
-        else:
-            e = K.kvm_enable_cap(cap=K.KVM_CAP_SPLIT_IRQCHIP)
-            e.args[0] = 24
-            k.ioctl(vm, K.KVM_ENABLE_CAP, e)
-        v = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
-    return vm, v
+    """A VM with no irqchip, the in-kernel one ("irqchip") or the split one, and vCPU 0."""
+    _, vm = create_vm(k)
+    if mode == "irqchip":
+        k.ioctl(vm, K.KVM_CREATE_IRQCHIP, 0)
+    elif mode == "split":
+        e = K.kvm_enable_cap(cap=K.KVM_CAP_SPLIT_IRQCHIP)
+        e.args[0] = 24
+        k.ioctl(vm, K.KVM_ENABLE_CAP, e)
+    return vm, k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
 
 
 def events(k, v):
