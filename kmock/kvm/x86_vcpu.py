@@ -19,7 +19,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_lapic, x86_mce, x86_msr, x86_state, x86_vm
+from . import x86_lapic, x86_mce, x86_msr, x86_state, x86_vcpu_misc, x86_vm
 from .x86_state import (apic_base_ok, cpuid_entry,
                         cr4_reserved, fpu_hidden, guest_maxphyaddr,
                         has_run, protected, settings, state, supported_xcr0,
@@ -471,11 +471,16 @@ def set_cpuid2(f, arg):
     else EINVAL); kvm_check_cpuid: a virtual-address width in 0x80000008 other than 0,
     48 or 57 is EINVAL."""
     vcpu = vcpu_of(f)
-    st = state(vcpu)
     head = copy_from_user(arg, K.kvm_cpuid2)
     if head.nent > KVM_MAX_CPUID_ENTRIES:
         raise oserror(errno.E2BIG)
-    entries = _read_entries(arg, head.nent)
+    return kvm_set_cpuid(vcpu, _read_entries(arg, head.nent))
+
+
+def kvm_set_cpuid(vcpu, entries):
+    """kvm_set_cpuid with the table as (function, index, flags, eax, ebx, ecx, edx)
+    tuples: KVM_SET_CPUID2 and the legacy KVM_SET_CPUID (kmock.kvm.x86_vcpu_misc)."""
+    st = state(vcpu)
     if has_run(vcpu):
         if entries != st.cpuid:
             raise oserror(errno.EINVAL)
@@ -770,6 +775,7 @@ def vcpu_ioctls():
         X.KVM_SET_SIGNAL_MASK: set_signal_mask,
         K.KVM_KVMCLOCK_CTRL: kvmclock_ctrl,
         X.KVM_X86_SETUP_MCE: x86_mce.setup_mce, X.KVM_X86_SET_MCE: x86_mce.set_mce,
+        **x86_vcpu_misc.vcpu_ioctls(),
     }
 
 

@@ -348,3 +348,69 @@ KVM_CAP_PIT = 11
 KVM_CAP_REINJECT_CONTROL = 24
 KVM_CAP_PIT2 = 33
 KVM_CAP_PIT_STATE2 = 35
+
+# --- KVM_INTERRUPT, KVM_TRANSLATE, the legacy KVM_SET_CPUID, vCPU attributes, ONE_REG ---------
+# (linux/kvm.h, arch/x86/include/uapi/asm/kvm.h; kmock.kvm.x86_vcpu_misc)
+
+
+class kvm_interrupt(ctypes.Structure):
+    _fields_ = [("irq", u32)]
+
+
+class kvm_translation(ctypes.Structure):
+    _fields_ = [("linear_address", u64), ("physical_address", u64), ("valid", u8),
+                ("writeable", u8), ("usermode", u8), ("pad", u8 * 5)]
+
+
+class kvm_cpuid_entry(ctypes.Structure):
+    _fields_ = [("function", u32), ("eax", u32), ("ebx", u32), ("ecx", u32), ("edx", u32),
+                ("padding", u32)]
+
+
+class kvm_cpuid(ctypes.Structure):
+    _fields_ = [("nent", u32), ("padding", u32)]  # then struct kvm_cpuid_entry entries[]
+
+
+class kvm_one_reg(ctypes.Structure):
+    _fields_ = [("id", u64), ("addr", u64)]
+
+
+class kvm_reg_list(ctypes.Structure):
+    _fields_ = [("n", u64)]  # then __u64 reg[]
+
+
+KVM_TRANSLATE = _IOWR(KVMIO, 0x85, kvm_translation)
+KVM_INTERRUPT = _IOW(KVMIO, 0x86, kvm_interrupt)
+KVM_SET_CPUID = _IOW(KVMIO, 0x8A, kvm_cpuid)
+KVM_GET_ONE_REG = _IOW(KVMIO, 0xAB, kvm_one_reg)
+KVM_SET_ONE_REG = _IOW(KVMIO, 0xAC, kvm_one_reg)
+KVM_GET_REG_LIST = _IOWR(KVMIO, 0xB0, kvm_reg_list)
+KVM_SET_DEVICE_ATTR = _IOW(KVMIO, 0xE1, kvm_device_attr)
+
+#: vCPU device-attribute group and attribute (asm/kvm.h)
+KVM_VCPU_TSC_CTRL = 0
+KVM_VCPU_TSC_OFFSET = 0
+
+#: ONE_REG ids (linux/kvm.h, asm/kvm.h of 6.18)
+KVM_REG_ARCH_MASK = 0xFF00000000000000
+KVM_REG_X86 = 0x2000000000000000
+KVM_REG_SIZE_MASK = 0x00F0000000000000
+KVM_REG_SIZE_U64 = 0x0030000000000000
+KVM_X86_REG_TYPE_MSR = 2
+KVM_X86_REG_TYPE_KVM = 3
+KVM_REG_GUEST_SSP = 0
+
+
+def KVM_X86_REG_ID(type_, index):
+    """KVM_X86_REG_ID: 64-bit size for MSRs and for KVM_REG_GUEST_SSP, none otherwise."""
+    size = KVM_REG_SIZE_U64 if (type_ == KVM_X86_REG_TYPE_MSR or (
+        type_ == KVM_X86_REG_TYPE_KVM and index == KVM_REG_GUEST_SSP)) else 0
+    return KVM_REG_X86 | type_ << 32 | size | index
+
+
+def KVM_X86_REG_MSR(index):
+    return KVM_X86_REG_ID(KVM_X86_REG_TYPE_MSR, index)
+
+
+def KVM_X86_REG_KVM(index):
+    return KVM_X86_REG_ID(KVM_X86_REG_TYPE_KVM, index)

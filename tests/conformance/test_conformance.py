@@ -1233,6 +1233,70 @@ REFERENCE.update({
     ],
 })
 
+# x86.c kvm_vcpu_ioctl_interrupt (kvm_queue_interrupt / pic_in_kernel / pending_external_vector),
+# kvm_vcpu_ioctl_x86_get_vcpu_events; kvm_vcpu_ioctl_device_attr -> kvm_arch_tsc_has/get/set_attr;
+# kvm_arch_vcpu_ioctl_translate (nonpaging_gva_to_gpa, INVALID_GPA); kvm_vcpu_ioctl_set_cpuid
+# -> kvm_set_cpuid / kvm_check_cpuid; kvm_get_set_one_reg, kvm_get_reg_list (6.18 x86 ONE_REG)
+REFERENCE.update({
+    "x86_vcpu_interrupt": [
+        ("none: INTERRUPT 0x100", E("EINVAL")),
+        ("none: INTERRUPT 0x21", ("ok", 0)),
+        ("none: interrupt injected, nr, soft", ("ok", (1, 0x21, 0))),
+        ("none: interrupt_bitmap", ("ok", (1 << 0x21, 0, 0, 0))),
+        ("irqchip: INTERRUPT 0x20", E("ENXIO")),
+        ("irqchip: interrupt injected, nr, soft", ("ok", (0, 0, 0))),
+        ("split: INTERRUPT 0x20", ("ok", 0)),
+        ("split: INTERRUPT 0x21", E("EEXIST")),
+        ("split: interrupt injected, nr, soft", ("ok", (0, 0, 0))),
+        ("NULL", E("EFAULT")),
+    ],
+    "x86_vcpu_tsc_attr": [
+        ("HAS group 0 attr 0 flags 0", ("ok", 0)),
+        ("HAS group 0 attr 0 flags 1", ("ok", 0)),
+        ("HAS group 0 attr 1 flags 0", E("ENXIO")),
+        ("GET group 1 attr 0 flags 0", E("ENXIO")),
+        ("GET bad addr", E("EFAULT")),
+        ("SET bad addr", E("EFAULT")),
+        ("SET offset 2^40", ("ok", 0)),
+        ("GET after SET: 2^40 (a writable TSC) or the offset before", ("ok", True)),
+        ("guest TSC follows the GET offset", ("ok", True)),
+    ],
+    "x86_vcpu_translate": [
+        ("TRANSLATE 0x12345678", ("ok", 0)),
+        ("0x12345678: gpa, valid, writeable, usermode", ("ok", ("0x12345678", 1, 1, 0))),
+        ("0xffffffff12345678: gpa, valid, writeable, usermode",
+         ("ok", ("0xffffffff12345678", 1, 1, 0))),
+        ("0xffffffffffffffff: gpa, valid, writeable, usermode",
+         ("ok", ("0xffffffffffffffff", 0, 1, 0))),
+        ("TRANSLATE NULL", E("EFAULT")),
+    ],
+    "x86_vcpu_set_cpuid_legacy": [
+        ("NULL", E("EFAULT")),
+        ("nent 257", E("E2BIG")),
+        ("width 40", E("EINVAL")),
+        ("two entries", ("ok", 0)),
+        ("GET_CPUID2 entries", ("ok", ((0, 0, 0, 1, 2, 3, 4), (0x80000001, 0, 0, 5, 6, 7, 8)))),
+        ("zero entries", ("ok", 0)),
+    ],
+    "x86_vcpu_one_reg": [
+        ("GET PAT", ("ok", 0)),
+        ("PAT value", ("ok", "0x7040600070406")),
+        ("GET unknown MSR", E("EINVAL")),
+        ("GET GUEST_SSP", E("EINVAL")),
+        ("GET size u32", E("EINVAL")),
+        ("GET rsvd1", E("EINVAL")),
+        ("GET type 1", E("EINVAL")),
+        ("GET arm64 arch", E("EINVAL")),
+        ("GET PAT bad addr", E("EFAULT")),
+        ("SET PAT bad addr", E("EFAULT")),
+        ("SET PAT all WB", ("ok", 0)),
+        ("PAT after", ("ok", "0x606060606060606")),
+        ("GET_REG_LIST n=0", ("ok", 0)),
+        ("n=4: n written", ("ok", 0)),
+        ("GET_REG_LIST NULL", E("EFAULT")),
+    ],
+})
+
 def test_reference_covers_every_scenario():
     missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
     assert not missing, f"scenarios without reference expectations: {sorted(missing)}"
