@@ -171,6 +171,8 @@ _CAPS_618 = {
     50: 1,  # KVM_CAP_DEBUGREGS
     61: 1,  # KVM_CAP_GET_TSC_KHZ
     153: 1,  # KVM_CAP_GET_MSR_FEATURES
+    70: 1,  # KVM_CAP_ONE_REG (x86 since 6.18: MSRs and GUEST_SSP, kmock.kvm.x86_vcpu_misc)
+    127: 1,  # KVM_CAP_VCPU_ATTRIBUTES (the TSC offset attribute)
     200: 1,  # KVM_CAP_SREGS2
     22: 1,  # KVM_CAP_USER_NMI (KVM_NMI)
     23: 1,  # KVM_CAP_SET_GUEST_DEBUG

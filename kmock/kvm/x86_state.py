@@ -193,6 +193,9 @@ class X86State:
         self.nmi_injected = self.nmi_pending = self.nmi_masked = 0
         self.smm = self.smi_pending = self.smm_inside_nmi = 0
         self.triple_fault_pending = 0  # KVM_REQ_TRIPLE_FAULT
+        #: vcpu->arch.pending_external_vector: the vector KVM_INTERRUPT queued on a split-
+        #: irqchip VM (None: none); kmock's guest never acknowledges the ExtINT [kmock]
+        self.pending_external_vector = None
         #: vcpu->guest_debug and the debug registers of KVM_SET_GUEST_DEBUG (stored only)
         self.guest_debug = 0
         self.guest_debug_regs = (0,) * 8

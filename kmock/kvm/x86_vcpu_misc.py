@@ -7,7 +7,6 @@ facts probed on the 6.18.44 host are in docs/vcpu-state.md.
 
 import ctypes
 import errno
-import weakref
 
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
@@ -22,20 +21,6 @@ INVALID_GPA = U64
 _X86_CR0_PG = 1 << 31
 _LEGACY_ENTRY = ctypes.sizeof(X.kvm_cpuid_entry)
 
-#: vcpu -> vcpu->arch.pending_external_vector (split irqchip; -1 = none, not stored)
-_PENDING_EXTINT = weakref.WeakKeyDictionary()
-
-
-def pending_external_vector(vcpu):
-    """The vector KVM_INTERRUPT queued on a split-irqchip VM, or None. kmock's guest
-    never acknowledges an ExtINT, so the vector stays until the vCPU goes [kmock]."""
-    from .vcpu import Vcpu  # (vcpu.py imports this module through x86_vcpu)
-
-    if not isinstance(vcpu, Vcpu):
-        raise TypeError(f"pending_external_vector takes a kmock vCPU, not {vcpu!r}")
-    return _PENDING_EXTINT.get(vcpu)
-
-
 # --- KVM_INTERRUPT --------------------------------------------------------------------------
 
 
@@ -44,7 +29,7 @@ def interrupt(f, arg):
     irqchip kvm_queue_interrupt (not soft): GET_VCPU_EVENTS then reports
     interrupt.injected=1 with the vector, GET_SREGS its interrupt_bitmap bit (probed),
     and a second call replaces the vector; with the in-kernel PIC (KVM_CREATE_IRQCHIP)
-    ENXIO; with the split irqchip the vector waits in pending_external_vector for the
+    ENXIO; with the split irqchip the vector waits in X86State.pending_external_vector for the
     LAPIC's ExtINT (EEXIST while one waits; the events do not show it)."""
     vcpu = vcpu_of(f)
     irq = copy_from_user(arg, X.kvm_interrupt).irq
@@ -56,9 +41,10 @@ def interrupt(f, arg):
         return 0
     if mode != "split":  # pic_in_kernel
         raise oserror(errno.ENXIO)
-    if vcpu in _PENDING_EXTINT:
+    st = state(vcpu)
+    if st.pending_external_vector is not None:
         raise oserror(errno.EEXIST)
-    _PENDING_EXTINT[vcpu] = irq
+    st.pending_external_vector = irq
     return 0
 
 

@@ -4,7 +4,6 @@ the legacy KVM_SET_CPUID, x86 ONE_REG and KVM_GET_REG_LIST (Linux 6.18 x86.c).""
 import ctypes
 import errno
 
-import pytest
 
 from kmock.kvm import x86_state, x86_vcpu_misc
 from kmock.uapi import kvm as K
@@ -58,21 +57,16 @@ def test_interrupt_in_kernel_pic_is_enxio(k):
 def test_interrupt_split_irqchip_one_pending_extint(k):
     vm, v = vm_vcpu(k, "split")
     vcpu = k.vm(vm).vcpus[0]
-    assert x86_vcpu_misc.pending_external_vector(vcpu) is None
+    assert x86_state.state(vcpu).pending_external_vector is None
     assert k.ioctl(v, X.KVM_INTERRUPT, X.kvm_interrupt(0x30)) == 0
     assert err(k.ioctl, v, X.KVM_INTERRUPT, X.kvm_interrupt(0x31)) == errno.EEXIST
-    assert x86_vcpu_misc.pending_external_vector(vcpu) == 0x30
+    assert x86_state.state(vcpu).pending_external_vector == 0x30
     assert events(k, v).interrupt.injected == 0
 
 
 def test_interrupt_bad_pointer(k):
     _, v = vm_vcpu(k)
     assert err(k.ioctl, v, X.KVM_INTERRUPT, 8) == errno.EFAULT
-
-
-def test_pending_external_vector_misuse():
-    with pytest.raises(TypeError, match="kmock vCPU"):
-        x86_vcpu_misc.pending_external_vector(None)
 
 
 # --- the TSC offset attribute ----------------------------------------------------------------
