@@ -26,7 +26,7 @@ static table has the PowerPC MPIC only, arch/x86/kvm calls no
 import errno
 import threading
 
-from ..errors import oserror
+from ..errors import KmockUsageError, oserror
 from ..file import File
 from ..kernel_util import copy_from_user, copy_to_user
 from ..uapi import kvm as K
@@ -152,7 +152,12 @@ DEVICE_IOCTLS = {
 
 
 def vm_devices(vm):
-    """The devices KVM_CREATE_DEVICE made on ``vm`` that are still open (oldest first)."""
+    """The devices KVM_CREATE_DEVICE made on ``vm`` (a kmock VM: ``Kernel.vm(fd)``) that
+    are still open, oldest first; KmockUsageError for anything else."""
+    from .vm import VM
+
+    if not isinstance(vm, VM):
+        raise KmockUsageError(f"vm must be a kmock VM (Kernel.vm(fd)), not {type(vm).__name__}")
     d = devices.get(vm)
     if d is None:
         return ()

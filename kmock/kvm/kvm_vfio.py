@@ -144,7 +144,8 @@ def _get_fd(addr):
 
 
 def vfio_files(vm):
-    """The VFIO files the VM's kvm-vfio device holds (empty without one)."""
+    """The VFIO files (kmock File objects) the kvm-vfio device of ``vm`` holds, in the
+    order they were added; empty without one. KmockUsageError if ``vm`` is not a kmock VM."""
     from .kvm_device import vm_devices
 
     out = []
