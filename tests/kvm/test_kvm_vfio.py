@@ -46,7 +46,7 @@ def env(k):
 
 
 def test_create_device_writes_the_fd_back(k):
-    kvm, vm = create_vm(k)
+    _kvm, vm = create_vm(k)
     cd = K.kvm_create_device(type=K.KVM_DEV_TYPE_VFIO, fd=1234)
     assert k.ioctl(vm, K.KVM_CREATE_DEVICE, cd) == 0
     assert cd.fd != 1234 and k.fstat(cd.fd).st_mode == 0o600
@@ -54,7 +54,7 @@ def test_create_device_writes_the_fd_back(k):
 
 
 def test_test_flag_creates_nothing(k):
-    kvm, vm = create_vm(k)
+    _kvm, vm = create_vm(k)
     cd = K.kvm_create_device(type=K.KVM_DEV_TYPE_VFIO, fd=7, flags=K.KVM_CREATE_DEVICE_TEST)
     assert k.ioctl(vm, K.KVM_CREATE_DEVICE, cd) == 0
     assert cd.fd == 7 and vm_devices(k.vm(vm)) == ()
@@ -65,7 +65,7 @@ def test_test_flag_creates_nothing(k):
 
 
 def test_one_kvm_vfio_per_vm_until_its_fd_closes(k):
-    kvm, vm = create_vm(k)
+    _kvm, vm = create_vm(k)
     dev = create_vfio(k, vm)
     first = vm_devices(k.vm(vm))
     assert err(k.ioctl, vm, K.KVM_CREATE_DEVICE,
@@ -78,7 +78,7 @@ def test_one_kvm_vfio_per_vm_until_its_fd_closes(k):
 
 
 def test_file_add_twice_eexist_then_del_del_enoent(k, env):
-    kvm, vm, dev, pci, vfd = env
+    _kvm, vm, dev, _pci, vfd = env
     v = k.vm(vm)
     f = k.fdtable.lookup(vfd)
     assert file_attr(k, dev, ADD, vfd) == 0
@@ -98,7 +98,7 @@ def test_file_add_twice_eexist_then_del_del_enoent(k, env):
 
 
 def test_a_second_open_of_the_cdev_is_another_file(k, env):
-    kvm, vm, dev, pci, vfd = env
+    _kvm, vm, dev, pci, vfd = env
     vfd2 = k.open(pci.path, os.O_RDWR)
     assert file_attr(k, dev, ADD, vfd) == 0
     assert file_attr(k, dev, ADD, vfd2) == 0  # kvf->file == filp compares files
@@ -132,8 +132,8 @@ def test_failures_change_nothing(k, env):
 
 
 def test_has_and_get_attr(k, env):
-    kvm, vm, dev, pci, vfd = env
-    has = lambda g, a: k.ioctl(dev, K.KVM_HAS_DEVICE_ATTR,  # noqa: E731
+    _kvm, _vm, dev, _pci, _vfd = env
+    has = lambda g, a: k.ioctl(dev, K.KVM_HAS_DEVICE_ATTR,
                                K.kvm_device_attr(group=g, attr=a, flags=0xFFFFFFFF))
     assert has(K.KVM_DEV_VFIO_FILE, ADD) == 0 and has(K.KVM_DEV_VFIO_FILE, DEL) == 0
     for g, a in ((1, 3), (1, 0), (0, 1), (2, 1), (1, 1 << 63 | 1)):
@@ -147,7 +147,7 @@ def test_has_and_get_attr(k, env):
 
 def test_the_list_keeps_the_vfio_file_open(k, env):
     """get_file: a VFIO fd closed after FILE_ADD stays bound until FILE_DEL."""
-    kvm, vm, dev, pci, vfd = env
+    _kvm, _vm, dev, pci, vfd = env
     ictx = k.open("/dev/iommu", os.O_RDWR)
     b = V.vfio_device_bind_iommufd(argsz=24, iommufd=ictx)
     assert k.ioctl(vfd, V.VFIO_DEVICE_BIND_IOMMUFD, b) == 0
@@ -162,7 +162,7 @@ def test_the_list_keeps_the_vfio_file_open(k, env):
 
 
 def test_closing_the_device_fd_releases_its_files(k, env):
-    kvm, vm, dev, pci, vfd = env
+    _kvm, vm, dev, pci, vfd = env
     ictx = k.open("/dev/iommu", os.O_RDWR)
     assert k.ioctl(vfd, V.VFIO_DEVICE_BIND_IOMMUFD,
                    V.vfio_device_bind_iommufd(argsz=24, iommufd=ictx)) == 0
@@ -175,7 +175,7 @@ def test_closing_the_device_fd_releases_its_files(k, env):
 
 
 def test_the_device_keeps_the_vm_alive(k, env):
-    kvm, vm, dev, pci, vfd = env
+    kvm, vm, dev, _pci, vfd = env
     v = k.vm(vm)
     assert file_attr(k, dev, ADD, vfd) == 0
     k.close(vm)
@@ -189,7 +189,7 @@ def test_the_device_keeps_the_vm_alive(k, env):
 
 
 def test_a_dead_vm_gives_eio(k, env):
-    kvm, vm, dev, pci, vfd = env
+    _kvm, vm, dev, _pci, vfd = env
     k.vm(vm).kill("test")
     assert err(file_attr, k, dev, ADD, vfd) == errno.EIO
     assert err(k.ioctl, dev, K.KVM_GET_DEVICE_ATTR, 0) == errno.EIO
@@ -197,7 +197,7 @@ def test_a_dead_vm_gives_eio(k, env):
 
 
 def test_python_api_errors(k, env):
-    kvm, vm, dev, pci, vfd = env
+    _kvm, vm, dev, _pci, _vfd = env
     with pytest.raises(KmockUsageError):
         vfio_files(vm)  # an fd, not the VM object
     with pytest.raises(KmockUsageError):
