@@ -528,7 +528,7 @@ def vm_get_tsc_khz(f, arg):
 def x86_vm_ioctls(create_vcpu, check_extension):
     """The x86 entries of the VM ioctl table; ``create_vcpu`` and ``check_extension`` are
     the core's handlers, which the x86 ones wrap."""
-    from . import x86_irq, x86_lapic, x86_pit  # (they import this module)
+    from . import kvm_device, x86_irq, x86_lapic, x86_pit  # (they import this module)
 
     def vm_create_vcpu(f, arg):
         f.vm.check_caller()
@@ -580,4 +580,5 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         X.KVM_GET_PIT2: x86_pit.vm_get_pit2,
         X.KVM_SET_PIT2: x86_pit.vm_set_pit2,
         X.KVM_REINJECT_CONTROL: x86_pit.vm_reinject_control,
+        K.KVM_CREATE_DEVICE: kvm_device.x86_vm_create_device,
     }

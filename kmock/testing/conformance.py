@@ -1642,3 +1642,4 @@ def fact_run_mmu_root(sys, rec):
 from . import conformance_stats, conformance_vcpu, conformance_x86_mce, conformance_x86_vm  # noqa: E402,F401,I001
 from . import conformance_eventfds  # noqa: E402,F401
 from . import conformance_x86_vcpu_misc  # noqa: E402,F401
+from . import conformance_x86_devices  # noqa: E402,F401

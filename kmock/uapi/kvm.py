@@ -511,3 +511,54 @@ KVM_MP_STATE_OPERATING = 7
 KVM_MP_STATE_LOAD = 8
 KVM_MP_STATE_AP_RESET_HOLD = 9
 KVM_MP_STATE_SUSPENDED = 10
+
+
+# --- device control: KVM_CREATE_DEVICE and the device attributes (linux/kvm.h) ----------------
+# (kmock.uapi.arm64 and kmock.uapi.x86 have layout-identical copies of the two structs)
+
+
+class kvm_create_device(ctypes.Structure):
+    """KVM_CREATE_DEVICE: ``type`` in, ``fd`` out; ``flags`` KVM_CREATE_DEVICE_TEST."""
+    _fields_ = [("type", u32), ("fd", u32), ("flags", u32)]
+
+
+class kvm_device_attr(ctypes.Structure):
+    _fields_ = [("flags", u32), ("group", u32), ("attr", u64), ("addr", u64)]
+
+
+KVM_CAP_DEVICE_CTRL = 89
+KVM_CREATE_DEVICE_TEST = 1
+KVM_CREATE_DEVICE = _IOWR(KVMIO, 0xE0, kvm_create_device)
+KVM_SET_DEVICE_ATTR = _IOW(KVMIO, 0xE1, kvm_device_attr)
+KVM_GET_DEVICE_ATTR = _IOW(KVMIO, 0xE2, kvm_device_attr)
+KVM_HAS_DEVICE_ATTR = _IOW(KVMIO, 0xE3, kvm_device_attr)
+
+# enum kvm_device_type
+KVM_DEV_TYPE_FSL_MPIC_20 = 1
+KVM_DEV_TYPE_FSL_MPIC_42 = 2
+KVM_DEV_TYPE_XICS = 3
+KVM_DEV_TYPE_VFIO = 4
+KVM_DEV_TYPE_ARM_VGIC_V2 = 5
+KVM_DEV_TYPE_FLIC = 6
+KVM_DEV_TYPE_ARM_VGIC_V3 = 7
+KVM_DEV_TYPE_ARM_VGIC_ITS = 8
+KVM_DEV_TYPE_XIVE = 9
+KVM_DEV_TYPE_ARM_PV_TIME = 10
+KVM_DEV_TYPE_RISCV_AIA = 11
+KVM_DEV_TYPE_LOONGARCH_IPI = 12
+KVM_DEV_TYPE_LOONGARCH_EIOINTC = 13
+KVM_DEV_TYPE_LOONGARCH_PCHPIC = 14
+KVM_DEV_TYPE_MAX = 15
+
+# the kvm-vfio device's attributes (KVM_DEV_VFIO_GROUP* are the pre-cdev names of the same values)
+KVM_DEV_VFIO_FILE = 1
+KVM_DEV_VFIO_FILE_ADD = 1
+KVM_DEV_VFIO_FILE_DEL = 2
+KVM_DEV_VFIO_GROUP = KVM_DEV_VFIO_FILE
+KVM_DEV_VFIO_GROUP_ADD = KVM_DEV_VFIO_FILE_ADD
+KVM_DEV_VFIO_GROUP_DEL = KVM_DEV_VFIO_FILE_DEL
+KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE = 3
+
+
+class kvm_vfio_spapr_tce(ctypes.Structure):
+    _fields_ = [("groupfd", s32), ("tablefd", s32)]

@@ -1297,6 +1297,62 @@ REFERENCE.update({
     ],
 })
 
+# KVM_CREATE_DEVICE and the kvm-vfio device (kmock.testing.conformance_x86_devices):
+# kvm_main.c kvm_vm_ioctl (copy_from_user: EFAULT), kvm_ioctl_create_device (no ops for the
+# type: ENODEV; KVM_CREATE_DEVICE_TEST: 0; other flags ignored), kvm_device_ioctl (mm check:
+# EIO; no ops->ioctl: ENOTTY), kvm_device_ioctl_attr (no accessor: EPERM before the copy),
+# kvm_device_release (ops->release at close); virt/kvm/vfio.c kvm_vfio_create (EBUSY),
+# kvm_vfio_has_attr, kvm_vfio_set_attr / kvm_vfio_set_file (ENXIO, get_user: EFAULT),
+# kvm_vfio_file_add (fget: EBADF, vfio_file_is_valid: EINVAL), kvm_vfio_file_del (ENOENT)
+REFERENCE.update({
+    "x86_create_device": [
+        ("KVM_CREATE_DEVICE on /dev/kvm", E("EINVAL")),  # kvm_arch_dev_ioctl default
+        ("KVM_CHECK_EXTENSION(DEVICE_CTRL) on the VM", ("ok", 1)),
+        ("KVM_CREATE_DEVICE NULL", E("EFAULT")),
+        ("type 0x0", E("ENODEV")),
+        ("type 0x0 TEST", E("ENODEV")),
+        ("type 0x7 TEST", E("ENODEV")),  # the arm64 vGIC: not registered on x86
+        ("type 0xffffffff", E("ENODEV")),
+        ("VFIO TEST", ("ok", 0)),
+        ("VFIO TEST leaves fd untouched", ("ok", True)),
+        ("VFIO flags 0xfffffffe", ("ok", 0)),
+        ("fstat device fd", ("ok", ("stat", 0o600, 0, P, 0, 1))),  # an anon inode
+        ("second VFIO", E("EBUSY")),
+        ("second VFIO TEST", ("ok", 0)),
+        ("VM 2: VFIO", ("ok", 0)),
+        ("VFIO after the close", ("ok", 0)),
+    ],
+    "x86_kvm_vfio_attrs": [
+        ("HAS NULL", E("EFAULT")),
+        ("HAS group 1 attr 0x1 flags 0xff", ("ok", 0)),
+        ("HAS group 1 attr 0x2 flags 0xff", ("ok", 0)),
+        ("HAS group 1 attr 0x3 flags 0xff", E("ENXIO")),  # SPAPR_TCE: PowerPC only
+        ("HAS group 1 attr 0x100000001 flags 0xff", E("ENXIO")),
+        ("HAS group 0 attr 0x1 flags 0xff", E("ENXIO")),
+        ("GET NULL", E("EPERM")),
+        ("GET FILE/ADD", E("EPERM")),
+        ("SET NULL", E("EFAULT")),
+        ("SET group 1 attr 0x3", E("ENXIO")),
+        ("SET group 2 attr 0x1", E("ENXIO")),
+        ("ADD addr NULL", E("EFAULT")),
+        ("DEL addr NULL", E("EFAULT")),
+        ("FILE_ADD -1", E("EBADF")),
+        ("FILE_ADD a closed fd", E("EBADF")),
+        ("FILE_DEL a closed fd", E("EBADF")),
+        ("FILE_ADD /dev/null", E("EINVAL")),
+        ("FILE_DEL /dev/null", E("ENOENT")),
+        ("FILE_ADD an eventfd", E("EINVAL")),
+        ("FILE_ADD the VM", E("EINVAL")),
+        ("FILE_ADD the device itself", E("EINVAL")),
+        ("FILE_DEL the device itself", E("ENOENT")),
+        ("GROUP_ADD (legacy name) /dev/null", E("EINVAL")),
+        ("KVM_CREATE_VCPU on the device fd", E("ENOTTY")),
+        ("HAS FILE/ADD from a forked child", E("EIO")),
+        ("HAS FILE/ADD with the VM fd closed", ("ok", 0)),  # the device holds the VM
+    ],
+})
+
+
 def test_reference_covers_every_scenario():
     missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
     assert not missing, f"scenarios without reference expectations: {sorted(missing)}"
