@@ -28,6 +28,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg
 from ..uapi import kvm as K
 from ..uapi import x86 as X
+from ..uapi.ioctl import _IO
 from . import dirty_log
 from .attached import Attached
 from .x86_state import DEFAULTS_618, host_tsc, settings
@@ -102,6 +103,9 @@ class X86VmState:
         #: kvm->arch.default_tsc_khz: the rate new vCPUs get (kvm_arch_init_vm: the host's
         #: max_tsc_khz; KVM_SET_TSC_KHZ on the VM until the first vCPU)
         self.default_tsc_khz = settings(vm.kernel.profile)["tsc_khz"]
+        #: kvm->arch.pmu_event_filter (KVM_SET_PMU_EVENT_FILTER): None or a
+        #: kmock.kvm.x86_pmu.PmuEventFilter
+        self.pmu_event_filter = None
 
     @property
     def irqchip_in_kernel(self):
@@ -525,10 +529,23 @@ def vm_get_tsc_khz(f, arg):
     return state(f.vm).default_tsc_khz
 
 
+#: include/uapi/linux/kvm.h
+KVM_RESET_DIRTY_RINGS = _IO(K.KVMIO, 0xC7)
+
+
+def vm_reset_dirty_rings(f, arg):
+    """KVM_RESET_DIRTY_RINGS (virt/kvm/kvm_main.c kvm_vm_ioctl_reset_dirty_pages): EINVAL
+    while kvm->dirty_ring_size is 0, which is always in kmock (KVM_ENABLE_CAP of
+    KVM_CAP_DIRTY_LOG_RING(_ACQ_REL) is EINVAL: kmock has no dirty ring); the argument is
+    not read. A generic ioctl, registered with the x86 table."""
+    f.vm.check_caller()
+    raise oserror(errno.EINVAL)
+
+
 def x86_vm_ioctls(create_vcpu, check_extension):
     """The x86 entries of the VM ioctl table; ``create_vcpu`` and ``check_extension`` are
     the core's handlers, which the x86 ones wrap."""
-    from . import x86_irq, x86_lapic, x86_pit  # (they import this module)
+    from . import x86_irq, x86_lapic, x86_pit, x86_pmu  # (they import this module)
 
     def vm_create_vcpu(f, arg):
         f.vm.check_caller()
@@ -568,6 +585,8 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         K.KVM_GET_DIRTY_LOG: vm_get_dirty_log,
         K.KVM_CLEAR_DIRTY_LOG: vm_clear_dirty_log,
         X.KVM_X86_SET_MSR_FILTER: vm_set_msr_filter,
+        x86_pmu.KVM_SET_PMU_EVENT_FILTER: x86_pmu.vm_set_pmu_event_filter,
+        KVM_RESET_DIRTY_RINGS: vm_reset_dirty_rings,
         K.KVM_IRQ_LINE: x86_irq.vm_irq_line,
         K.KVM_IRQ_LINE_STATUS: x86_irq.vm_irq_line_status,
         K.KVM_SIGNAL_MSI: x86_irq.vm_signal_msi,

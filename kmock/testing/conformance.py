@@ -1641,3 +1641,4 @@ def fact_run_mmu_root(sys, rec):
 # the scenarios of other modules register themselves here
 from . import conformance_stats, conformance_vcpu, conformance_x86_mce, conformance_x86_vm  # noqa: E402,F401,I001
 from . import conformance_eventfds  # noqa: E402,F401
+from . import conformance_x86_vm_misc  # noqa: E402,F401
