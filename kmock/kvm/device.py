@@ -156,7 +156,7 @@ def _emulated_table(kernel, arg, nent):
     table = emulated_cpuid(kernel.profile)
     by_fn = {e[0]: e for e in table}
     leaf0 = by_fn.get(0)
-    funcs = list(range(0, (leaf0[3] if leaf0 else 0) + 1)) + list(_EMULATED_BASES)
+    funcs = list(range((leaf0[3] if leaf0 else 0) + 1)) + list(_EMULATED_BASES)
     count = 0
     for fn in funcs:
         if count >= nent:

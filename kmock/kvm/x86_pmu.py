@@ -78,8 +78,8 @@ class PmuEventFilter:
     the in-kernel (masked) encoding, sorted by event select with the includes first and
     the excludes (masked filters only) after them."""
 
-    __slots__ = ("action", "flags", "fixed_counter_bitmap", "events", "nr_includes",
-                 "eventsel_event")
+    __slots__ = ("action", "events", "eventsel_event", "fixed_counter_bitmap", "flags",
+                 "nr_includes")
 
     def __init__(self, action, flags, fixed_counter_bitmap, events, nr_includes, eventsel_event):
         self.action = action

@@ -94,18 +94,18 @@ def test_allow_without_events_allows_only_listed_fixed_counters(k):
 
 
 @pytest.mark.parametrize("kw, want", [
-    (dict(action=2), errno.EINVAL),
-    (dict(action=0xFFFFFFFF, nevents=301), errno.EINVAL),  # action before nevents
-    (dict(flags=2), errno.EINVAL),
-    (dict(flags=1 << 31, nevents=301), errno.EINVAL),  # flags before nevents
-    (dict(nevents=301), errno.E2BIG),
-    (dict(nevents=0xFFFFFFFF), errno.E2BIG),
-    (dict(flags=1, nevents=301, events=[1 << 16] * 301), errno.E2BIG),
-    (dict(flags=1, nevents=1, events=(1 << 16,)), errno.EINVAL),
-    (dict(flags=1, nevents=1, events=(masked(0x1C0),)), errno.EINVAL),  # Intel: no bit 32
-    (dict(flags=1, nevents=2, events=(0xC0, 1 << 54)), errno.EINVAL),
-    (dict(nevents=300), 0),
-    (dict(flags=1, nevents=1, events=(0xC0, 1 << 16)), 0),  # beyond nevents: unread
+    ({"action": 2}, errno.EINVAL),
+    ({"action": 0xFFFFFFFF, "nevents": 301}, errno.EINVAL),  # action before nevents
+    ({"flags": 2}, errno.EINVAL),
+    ({"flags": 1 << 31, "nevents": 301}, errno.EINVAL),  # flags before nevents
+    ({"nevents": 301}, errno.E2BIG),
+    ({"nevents": 0xFFFFFFFF}, errno.E2BIG),
+    ({"flags": 1, "nevents": 301, "events": [1 << 16] * 301}, errno.E2BIG),
+    ({"flags": 1, "nevents": 1, "events": (1 << 16,)}, errno.EINVAL),
+    ({"flags": 1, "nevents": 1, "events": (masked(0x1C0),)}, errno.EINVAL),  # Intel: no bit 32
+    ({"flags": 1, "nevents": 2, "events": (0xC0, 1 << 54)}, errno.EINVAL),
+    ({"nevents": 300}, 0),
+    ({"flags": 1, "nevents": 1, "events": (0xC0, 1 << 16)}, 0),  # beyond nevents: unread
 ])
 def test_pmu_filter_errors(k, kw, want):
     _, vm = create_vm(k)
