@@ -174,6 +174,9 @@ _CAPS_618 = {
     70: 1,  # KVM_CAP_ONE_REG (x86 since 6.18: MSRs and GUEST_SSP, kmock.kvm.x86_vcpu_misc)
     127: 1,  # KVM_CAP_VCPU_ATTRIBUTES (the TSC offset attribute)
     89: 1,  # KVM_CAP_DEVICE_CTRL (KVM_CREATE_DEVICE: the kvm-vfio device, kmock.kvm.kvm_vfio)
+    95: 1,  # KVM_CAP_EXT_EMUL_CPUID (KVM_GET_EMULATED_CPUID)
+    173: 1,  # KVM_CAP_PMU_EVENT_FILTER (kmock.kvm.x86_pmu)
+    226: 1,  # KVM_CAP_PMU_EVENT_MASKED_EVENTS
     200: 1,  # KVM_CAP_SREGS2
     22: 1,  # KVM_CAP_USER_NMI (KVM_NMI)
     23: 1,  # KVM_CAP_SET_GUEST_DEBUG

@@ -6,13 +6,13 @@ import stat
 
 from ..errors import oserror
 from ..file import File, make_stat
-from ..kernel_util import copy_from_user, copy_to_user, write_user_at
+from ..kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
 from . import x86_mce, x86_msr
 from .vm import VM, VmFile
+from .x86_state import EDX, cpuid_has, supported_xcr0
 from .x86_state import settings as x86_settings
-from .x86_state import supported_xcr0
 
 KVM_MAX_CPUID_ENTRIES = 256
 
@@ -79,13 +79,17 @@ def dev_get_vcpu_mmap_size(f, arg):
     return f.kernel.profile.vcpu_mmap_size
 
 
-def dev_get_supported_cpuid(f, arg):
-    """KVM_GET_SUPPORTED_CPUID: E2BIG when ``nent`` is too small (nothing written)."""
+def _get_cpuid(f, arg, table_of):
+    """x86.c kvm_arch_dev_ioctl + cpuid.c kvm_dev_ioctl_get_cpuid, shared by
+    KVM_GET_SUPPORTED_CPUID and K.KVM_GET_EMULATED_CPUID: the kvm_cpuid2 header (EFAULT);
+    ``nent`` < 1 -> E2BIG; ``nent`` capped at KVM_MAX_CPUID_ENTRIES; then
+    ``table_of(kernel, arg, nent)`` gives the entries or raises (E2BIG: the array is
+    full before the table is; nothing is written back then, not even ``nent``); the
+    entries, then the header with ``nent`` = their count, are copied out."""
     head = copy_from_user(arg, K.kvm_cpuid2)
-    entries = f.kernel.profile.cpuid
-    nent = min(head.nent, KVM_MAX_CPUID_ENTRIES)
-    if nent < 1 or nent < len(entries):
+    if head.nent < 1:
         raise oserror(errno.E2BIG)
+    entries = table_of(f.kernel, arg, min(head.nent, KVM_MAX_CPUID_ENTRIES))
     table = (K.kvm_cpuid_entry2 * len(entries))()
     for e, (fn, idx, flags, eax, ebx, ecx, edx) in zip(table, entries):
         e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx = fn, idx, flags, eax, ebx, ecx, edx
@@ -93,6 +97,77 @@ def dev_get_supported_cpuid(f, arg):
     head.nent = len(entries)
     copy_to_user(arg, head)
     return 0
+
+
+def _supported_table(kernel, arg, nent):
+    entries = kernel.profile.cpuid
+    if nent < len(entries):
+        raise oserror(errno.E2BIG)
+    return entries
+
+
+def dev_get_supported_cpuid(f, arg):
+    """KVM_GET_SUPPORTED_CPUID: the profile's table; E2BIG when ``nent`` is too small."""
+    return _get_cpuid(f, arg, _supported_table)
+
+
+# --- K.KVM_GET_EMULATED_CPUID --------------------------------------------------------------
+
+#: CPUID.1:ECX.MOVBE[bit 22], CPUID.7.0:ECX.RDPID[bit 22]
+MOVBE = RDPID = 1 << 22
+#: kvm_dev_ioctl_get_cpuid's funcs[]: the bases it walks after leaf 0's range
+#: (0xC0000000, Centaur only, is left out: kmock models no Centaur host)
+_EMULATED_BASES = (0x80000000, 0x40000000)
+
+
+def emulated_cpuid(profile):
+    """cpuid.c cpuid_func_emulated(..., include_partially_emulated=false) of 6.18: leaf 0
+    with EAX = 7, leaf 1 with MOVBE, leaf 7 (SIGNIFICANT_INDEX) with RDPID only when
+    kvm_cpu_cap_has(X86_FEATURE_RDTSCP). That capability word is what
+    KVM_GET_SUPPORTED_CPUID reports in 0x80000001 EDX (cpuid_entry_override), so it is
+    read from the profile's supported table, probed on the host profile (the 6.18.44
+    PVM host has no RDTSCP there and no RDPID here), written by hand for linux-6.18
+    (RDTSCP: RDPID is set). The other bits do not depend on the host."""
+    rdpid = RDPID if cpuid_has(profile.cpuid, 0x80000001, 0, EDX, 27) else 0
+    return ((0, 0, 0, 7, 0, 0, 0), (1, 0, 0, 0, 0, MOVBE, 0), (7, 0, 1, 0, 0, rdpid, 0))
+
+
+def _emulated_pads_clean(arg, nent):
+    """sanity_check_entries: each of the ``nent`` entries' padding must be readable and
+    0, else EINVAL (checked for K.KVM_GET_EMULATED_CPUID only; kmock reads the entries
+    in one copy, the kernel their 12 padding bytes in turn)."""
+    try:
+        es = (K.kvm_cpuid_entry2 * nent).from_buffer_copy(
+            read_user_at(arg, ctypes.sizeof(K.kvm_cpuid2), nent * ctypes.sizeof(K.kvm_cpuid_entry2)))
+    except OSError:
+        return False
+    return not any(any(e.padding) for e in es)
+
+
+def _emulated_table(kernel, arg, nent):
+    """get_cpuid_func over leaf 0's range (0..EAX) and the other bases:
+    __do_cpuid_func_emulated checks ``nent >= maxnent`` (E2BIG) before every function,
+    also those that add no entry, so one spare entry is needed (probed: nent 3 -> E2BIG,
+    4 -> 3 entries)."""
+    if not _emulated_pads_clean(arg, nent):
+        raise oserror(errno.EINVAL)
+    table = emulated_cpuid(kernel.profile)
+    by_fn = {e[0]: e for e in table}
+    leaf0 = by_fn.get(0)
+    funcs = list(range((leaf0[3] if leaf0 else 0) + 1)) + list(_EMULATED_BASES)
+    count = 0
+    for fn in funcs:
+        if count >= nent:
+            raise oserror(errno.E2BIG)
+        count += fn in by_fn
+    return table
+
+
+def dev_get_emulated_cpuid(f, arg):
+    """K.KVM_GET_EMULATED_CPUID (cpuid.c kvm_dev_ioctl_get_cpuid with that type): the
+    instructions KVM emulates although the host may lack them; conformance
+    ``x86_emulated_cpuid``."""
+    return _get_cpuid(f, arg, _emulated_table)
 
 
 def _x86_dev_attr_value(f, attr):
@@ -137,6 +212,7 @@ def dev_ioctls(kernel):
     }
     if kernel.profile.arch == "x86":
         table[K.KVM_GET_SUPPORTED_CPUID] = dev_get_supported_cpuid
+        table[K.KVM_GET_EMULATED_CPUID] = dev_get_emulated_cpuid
         table[X.KVM_GET_MSR_INDEX_LIST] = x86_msr.dev_get_msr_index_list
         table[X.KVM_GET_MSR_FEATURE_INDEX_LIST] = x86_msr.dev_get_msr_feature_index_list
         table[X.KVM_GET_MSRS] = x86_msr.dev_get_msrs  # the feature MSRs' values

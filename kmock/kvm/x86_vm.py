@@ -102,6 +102,9 @@ class X86VmState:
         #: kvm->arch.default_tsc_khz: the rate new vCPUs get (kvm_arch_init_vm: the host's
         #: max_tsc_khz; KVM_SET_TSC_KHZ on the VM until the first vCPU)
         self.default_tsc_khz = settings(vm.kernel.profile)["tsc_khz"]
+        #: kvm->arch.pmu_event_filter (KVM_SET_PMU_EVENT_FILTER): None or a
+        #: kmock.kvm.x86_pmu.PmuEventFilter
+        self.pmu_event_filter = None
 
     @property
     def irqchip_in_kernel(self):
@@ -528,7 +531,7 @@ def vm_get_tsc_khz(f, arg):
 def x86_vm_ioctls(create_vcpu, check_extension):
     """The x86 entries of the VM ioctl table; ``create_vcpu`` and ``check_extension`` are
     the core's handlers, which the x86 ones wrap."""
-    from . import kvm_device, x86_irq, x86_lapic, x86_pit  # (they import this module)
+    from . import kvm_device, x86_irq, x86_lapic, x86_pit, x86_pmu  # (they import this module)
 
     def vm_create_vcpu(f, arg):
         f.vm.check_caller()
@@ -568,6 +571,7 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         K.KVM_GET_DIRTY_LOG: vm_get_dirty_log,
         K.KVM_CLEAR_DIRTY_LOG: vm_clear_dirty_log,
         X.KVM_X86_SET_MSR_FILTER: vm_set_msr_filter,
+        X.KVM_SET_PMU_EVENT_FILTER: x86_pmu.vm_set_pmu_event_filter,
         K.KVM_IRQ_LINE: x86_irq.vm_irq_line,
         K.KVM_IRQ_LINE_STATUS: x86_irq.vm_irq_line_status,
         K.KVM_SIGNAL_MSI: x86_irq.vm_signal_msi,

@@ -183,6 +183,7 @@ KVM_CREATE_VM = _IO(KVMIO, 0x01)
 KVM_CHECK_EXTENSION = _IO(KVMIO, 0x03)
 KVM_GET_VCPU_MMAP_SIZE = _IO(KVMIO, 0x04)
 KVM_GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, kvm_cpuid2)
+KVM_GET_EMULATED_CPUID = _IOWR(KVMIO, 0x09, kvm_cpuid2)
 KVM_CREATE_VCPU = _IO(KVMIO, 0x41)
 KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, kvm_userspace_memory_region)
 KVM_SET_USER_MEMORY_REGION2 = _IOW(KVMIO, 0x49, kvm_userspace_memory_region2)
@@ -562,3 +563,6 @@ KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE = 3
 
 class kvm_vfio_spapr_tce(ctypes.Structure):
     _fields_ = [("groupfd", s32), ("tablefd", s32)]
+
+#: the dirty ring's reset (virt/kvm/kvm_main.c; kmock has no dirty ring: always EINVAL)
+KVM_RESET_DIRTY_RINGS = _IO(KVMIO, 0xC7)

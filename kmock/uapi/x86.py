@@ -414,3 +414,26 @@ def KVM_X86_REG_MSR(index):
 
 def KVM_X86_REG_KVM(index):
     return KVM_X86_REG_ID(KVM_X86_REG_TYPE_KVM, index)
+
+
+# --- KVM_SET_PMU_EVENT_FILTER (asm/kvm.h) ------------------------------------------------
+
+
+class kvm_pmu_event_filter(ctypes.Structure):
+    """include/uapi/asm-x86/kvm.h header; ``nevents`` u64 events follow it."""
+
+    _fields_ = [("action", u32), ("nevents", u32), ("fixed_counter_bitmap", u32),
+                ("flags", u32), ("pad", u32 * 4)]
+
+
+KVM_SET_PMU_EVENT_FILTER = _IOW(KVMIO, 0xB2, kvm_pmu_event_filter)
+KVM_PMU_EVENT_ALLOW = 0
+KVM_PMU_EVENT_DENY = 1
+KVM_PMU_EVENT_FLAG_MASKED_EVENTS = 1 << 0
+KVM_PMU_EVENT_FLAGS_VALID_MASK = KVM_PMU_EVENT_FLAG_MASKED_EVENTS
+#: the masked entry encoding (uapi asm/kvm.h KVM_PMU_ENCODE_MASKED_ENTRY)
+KVM_PMU_MASKED_ENTRY_EVENT_SELECT = 0xFF | 0xF << 32
+KVM_PMU_MASKED_ENTRY_UMASK_MATCH = 0xFF << 8
+KVM_PMU_MASKED_ENTRY_UMASK_MASK = 0xFF << 56
+KVM_PMU_MASKED_ENTRY_EXCLUDE = 1 << 55
+KVM_PMU_MASKED_ENTRY_UMASK_MASK_SHIFT = 56
