@@ -10,6 +10,7 @@ import errno
 
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
+from ..uapi import kvm as K
 from ..uapi import x86 as X
 from . import x86_msr, x86_vcpu, x86_vm
 from .x86_state import ECX, U64, cpuid_has, settings, state, vcpu_of
@@ -209,6 +210,19 @@ def set_one_reg(f, arg):
     return _one_reg(f, arg, True)
 
 
+# --- KVM_MEMORY_ENCRYPT_OP on a vCPU without a vendor handler ----------------------------------
+
+
+def vcpu_mem_enc_op(f, arg):
+    """kvm_arch_vcpu_ioctl KVM_MEMORY_ENCRYPT_OP: ENOTTY when the vendor module has no
+    vcpu_mem_enc_ioctl: SVM, and VMX built without CONFIG_KVM_INTEL_TDX (this 6.18.44 host;
+    the sweep in docs/capabilities.md). A TD's vCPUs get the TDX handler from their VM
+    type; kmock_tdx answers EINVAL for the other vCPUs of a TDX host (vt_vcpu_mem_enc_ioctl:
+    !is_td_vcpu)."""
+    vcpu_of(f)
+    raise oserror(errno.ENOTTY)
+
+
 def vcpu_ioctls():
     """These handlers (kmock.kvm.x86_vcpu adds them to its table)."""
     return {
@@ -218,4 +232,5 @@ def vcpu_ioctls():
         X.KVM_TRANSLATE: translate, X.KVM_SET_CPUID: set_cpuid,
         X.KVM_GET_ONE_REG: get_one_reg, X.KVM_SET_ONE_REG: set_one_reg,
         X.KVM_GET_REG_LIST: get_reg_list,
+        K.KVM_MEMORY_ENCRYPT_OP: vcpu_mem_enc_op,
     }

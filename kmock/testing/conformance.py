@@ -1644,3 +1644,4 @@ from . import conformance_eventfds  # noqa: E402,F401
 from . import conformance_x86_vcpu_misc  # noqa: E402,F401
 from . import conformance_x86_devices  # noqa: E402,F401
 from . import conformance_x86_vm_misc  # noqa: E402,F401
+from . import conformance_sweep  # noqa: E402,F401

@@ -172,3 +172,19 @@ def x86_vcpu_one_reg(sys, rec):
         rec.call(f"GET_REG_LIST n={n}", sys.ioctl, cpu, X.KVM_GET_REG_LIST, lst)
         rec.record(f"n={n}: n written", lst[0])
     rec.call("GET_REG_LIST NULL", sys.ioctl, cpu, X.KVM_GET_REG_LIST, 0)
+
+
+@scenario("x86_vcpu_mem_enc_op",
+          "KVM_MEMORY_ENCRYPT_OP on the vCPU of a DEFAULT VM: ENOTTY where the vendor module "
+          "has no vcpu_mem_enc_ioctl (this host's VMX without CONFIG_KVM_INTEL_TDX; SVM), the "
+          "VM's own KVM_MEMORY_ENCRYPT_OP ENOTTY too (no mem_enc_ioctl)")
+def x86_vcpu_mem_enc_op(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    cpu = vcpu(sys, rec, vm, 0)
+    if cpu is None:
+        return
+    buf = bytearray(64)
+    rec.call("on the vCPU", sys.ioctl, cpu, K.KVM_MEMORY_ENCRYPT_OP, buf)
+    rec.call("on the vCPU, NULL", sys.ioctl, cpu, K.KVM_MEMORY_ENCRYPT_OP, 0)
+    rec.call("on the VM", sys.ioctl, vm, K.KVM_MEMORY_ENCRYPT_OP, buf)

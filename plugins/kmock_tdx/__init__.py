@@ -26,10 +26,13 @@ actions), ``sept`` (the Secure-EPT over RangeMaps), ``mapgpa`` (MapGPA as KVM ru
 """
 
 import dataclasses
+import errno
 
 from kmock import profiles
+from kmock.errors import oserror
 from kmock.hookspecs import hookimpl
 from kmock.platforms import Platform
+from kmock.uapi import kvm as K
 
 from .vmtype import TdxVm
 
@@ -57,6 +60,21 @@ def kmock_profiles():
 @hookimpl
 def kmock_vm_types(kernel):
     return [TdxVm()]
+
+
+@hookimpl
+def kmock_ioctls(kernel, file_type):
+    """On a TDX host the vendor module has vcpu_mem_enc_ioctl: KVM_MEMORY_ENCRYPT_OP on the
+    vCPU of a VM that is not a TD is EINVAL (arch/x86/kvm/vmx/main.c vt_vcpu_mem_enc_ioctl,
+    !is_td_vcpu), not the core's ENOTTY; a TD's vCPUs get TdxVm's handler."""
+    if file_type != "vcpu" or kernel.profile.platform != "tdx":
+        return {}
+    return {K.KVM_MEMORY_ENCRYPT_OP: _not_a_td_vcpu}
+
+
+def _not_a_td_vcpu(f, arg):
+    f.vm.check_caller()
+    raise oserror(errno.EINVAL)
 
 
 @hookimpl

@@ -1423,6 +1423,30 @@ REFERENCE.update({
 
 # kvm_pmu_ops.EVENTSEL_EVENT of the probe host's vendor module: Intel's (event select bits
 # 35:32 are AMD's only), so a masked entry with bit 32 fails is_masked_filter_valid
+# the ioctl sweep (kmock.testing.conformance_sweep): a few of its rows, each decided by the
+# dispatch or the first check of a zeroed argument (kvm_main.c kvm_vm_ioctl_reset_dirty_pages,
+# kvm_ioctl_create_device, cpuid.c kvm_dev_ioctl_get_cpuid, x86.c kvm_arch_vcpu_ioctl)
+REFERENCE.update({
+    "ioctl_sweep": [
+        ("KVM_RESET_DIRTY_RINGS on vm", E("EINVAL")),
+        ("KVM_CREATE_DEVICE on vm", E("ENODEV")),
+        ("KVM_GET_EMULATED_CPUID on dev", E("E2BIG")),
+        ("KVM_GET_SUPPORTED_CPUID on vm", E("ENOTTY")),
+        ("KVM_CHECK_EXTENSION on vcpu", E("EINVAL")),
+    ],
+})
+
+# arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl KVM_MEMORY_ENCRYPT_OP: ENOTTY without the vendor's
+# vcpu_mem_enc_ioctl; the probe host's VMX is built without CONFIG_KVM_INTEL_TDX (an
+# upstream-config Intel kernel answers EINVAL: vt_vcpu_mem_enc_ioctl, !is_td_vcpu)
+HOST_SPECIFIC.update({
+    "x86_vcpu_mem_enc_op": [
+        ("on the vCPU", E("ENOTTY")),
+        ("on the vCPU, NULL", E("ENOTTY")),
+        ("on the VM", E("ENOTTY")),
+    ],
+})
+
 HOST_SPECIFIC.update({
     "x86_pmu_event_filter": [
         ("masked: event select bit 32 (Intel refuses it)", E("EINVAL")),

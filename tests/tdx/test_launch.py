@@ -452,3 +452,30 @@ def test_kvm_run_of_a_vcpu_without_init_vcpu_is_einval(tdx_kernel):
     t.finalize()
     assert err(k.ioctl, v2, K.KVM_RUN, 0) == errno.EINVAL
     assert t.run_to_stop() == K.KVM_EXIT_INTR
+
+
+def test_memory_encrypt_op_on_a_vcpu_that_is_not_a_td():
+    """A DEFAULT VM's vCPU: EINVAL on a TDX host (vt_vcpu_mem_enc_ioctl, !is_td_vcpu), ENOTTY
+    on a host without the vendor handler (x86.c kvm_arch_vcpu_ioctl; this machine's kernel:
+    conformance x86_vcpu_mem_enc_op)."""
+    import errno
+    import os
+
+    import kmock
+    import kmock_tdx
+    from kmock.uapi import kvm as K
+    from kmock.uapi import tdx as T
+
+    for profile, want in (("linux-6.18-tdx", errno.EINVAL), ("linux-6.18", errno.ENOTTY)):
+        k = kmock.Kernel(profile, plugins=[kmock_tdx])
+        try:
+            vm = k.ioctl(k.open("/dev/kvm", os.O_RDWR), K.KVM_CREATE_VM, 0)
+            cpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+            try:
+                k.ioctl(cpu, K.KVM_MEMORY_ENCRYPT_OP, T.kvm_tdx_cmd(id=T.KVM_TDX_INIT_VCPU))
+            except OSError as e:
+                assert e.errno == want, profile
+            else:
+                raise AssertionError(f"{profile}: no error")
+        finally:
+            k.close_all()
