@@ -2,7 +2,7 @@
 a zeroed argument, on /dev/kvm, on a fresh VM fd and on a fresh vCPU fd. What it catches is
 an ioctl the real kernel answers and kmock does not (ENOTTY or EINVAL where the kernel
 dispatches), or the reverse: the first errno of a zeroed call is almost always the
-dispatch's or the first check's. The sweep of this machine found eleven such gaps, each
+dispatch's or the first check's. The sweep of this machine found twelve such gaps, each
 now modelled with its own scenario (KVM_CREATE_DEVICE, KVM_INTERRUPT, KVM_TRANSLATE,
 KVM_SET_CPUID, the vCPU attributes, ONE_REG, KVM_SET_PMU_EVENT_FILTER,
 KVM_GET_EMULATED_CPUID, KVM_RESET_DIRTY_RINGS, KVM_MEMORY_ENCRYPT_OP on a vCPU).
