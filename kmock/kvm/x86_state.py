@@ -196,6 +196,9 @@ class X86State:
         #: vcpu->arch.pending_external_vector: the vector KVM_INTERRUPT queued on a split-
         #: irqchip VM (None: none); kmock's guest never acknowledges the ExtINT [kmock]
         self.pending_external_vector = None
+        #: vcpu->arch.pv_cpuid.enforce (KVM_CAP_ENFORCE_PV_FEATURE_CPUID); stored only: the
+        #: scripted guest makes no PV MSR access for it to refuse
+        self.pv_cpuid_enforce = 0
         #: vcpu->guest_debug and the debug registers of KVM_SET_GUEST_DEBUG (stored only)
         self.guest_debug = 0
         self.guest_debug_regs = (0,) * 8

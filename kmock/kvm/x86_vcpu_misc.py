@@ -210,6 +210,22 @@ def set_one_reg(f, arg):
     return _one_reg(f, arg, True)
 
 
+# --- KVM_ENABLE_CAP on an x86 vCPU -------------------------------------------------------------
+
+
+def vcpu_enable_cap(f, arg):
+    """kvm_vcpu_ioctl_enable_cap: flags EINVAL; KVM_CAP_ENFORCE_PV_FEATURE_CPUID stores
+    args[0] (any value: vcpu->arch.pv_cpuid.enforce); the Hyper-V capabilities are compiled
+    out of the probe host (CONFIG_KVM_HYPERV; EINVAL there too, conformance
+    ``enable_cap_sweep``); every other capability EINVAL."""
+    vcpu = vcpu_of(f)
+    cap = copy_from_user(arg, K.kvm_enable_cap)
+    if cap.flags or cap.cap != K.KVM_CAP_ENFORCE_PV_FEATURE_CPUID:
+        raise oserror(errno.EINVAL)
+    state(vcpu).pv_cpuid_enforce = cap.args[0]
+    return 0
+
+
 # --- KVM_MEMORY_ENCRYPT_OP on a vCPU without a vendor handler ----------------------------------
 
 
@@ -233,4 +249,5 @@ def vcpu_ioctls():
         X.KVM_GET_ONE_REG: get_one_reg, X.KVM_SET_ONE_REG: set_one_reg,
         X.KVM_GET_REG_LIST: get_reg_list,
         K.KVM_MEMORY_ENCRYPT_OP: vcpu_mem_enc_op,
+        K.KVM_ENABLE_CAP: vcpu_enable_cap,
     }

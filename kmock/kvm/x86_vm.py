@@ -37,7 +37,8 @@ from ..uapi.kvm import (  # noqa: E402  (include/uapi/linux/kvm.h, x86)
     KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_HALT_POLL, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
     KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_VM_DISABLE_NX_HUGE_PAGES,
     KVM_CAP_X2APIC_API, KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_CAP_X86_DISABLE_EXITS,
-    KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_CAP_X86_USER_SPACE_MSR, KVM_CREATE_IRQCHIP,
+    KVM_CAP_X86_BUS_LOCK_EXIT, KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_CAP_X86_USER_SPACE_MSR,
+    KVM_CREATE_IRQCHIP,
     KVM_SET_BOOT_CPU_ID, KVM_SET_IDENTITY_MAP_ADDR, KVM_SET_NR_MMU_PAGES, KVM_SET_TSS_ADDR)
 
 #: kvm_vm_ioctl_set_tss_addr: the three TSS pages must lie below 4 GiB,
@@ -409,7 +410,26 @@ def _cap_disable_nx_huge_pages(vm, s, a0):
         s.enabled[KVM_CAP_VM_DISABLE_NX_HUGE_PAGES] = 1
 
 
-#: capability -> fn(vm, state, args[0]); every one is in the 6.18 host's advertised set
+def _cap_bus_lock_exit(vm, s, a0):
+    """kvm_vm_ioctl_enable_cap KVM_CAP_X86_BUS_LOCK_EXIT: modes beyond OFF|EXIT, or both,
+    EINVAL; else 0, vCPUs or not. EXIT takes effect only where the hardware detects bus
+    locks (kvm_caps.has_bus_lock_exit, what CHECK_EXTENSION reports), which is why the
+    enable is not gated on the capability (probed: CHECK_EXTENSION 0, enable 0)."""
+    if a0 & ~(K.KVM_BUS_LOCK_DETECTION_OFF | K.KVM_BUS_LOCK_DETECTION_EXIT) or \
+            a0 & K.KVM_BUS_LOCK_DETECTION_OFF and a0 & K.KVM_BUS_LOCK_DETECTION_EXIT:
+        raise oserror(errno.EINVAL)
+    if a0 & K.KVM_BUS_LOCK_DETECTION_EXIT and vm.caps.get(KVM_CAP_X86_BUS_LOCK_EXIT):
+        s.enabled[KVM_CAP_X86_BUS_LOCK_EXIT] = a0
+
+
+#: capabilities KVM_ENABLE_CAP takes whatever KVM_CHECK_EXTENSION says of them: their
+#: arguments are checked against what the hardware allows (for DISABLE_EXITS and
+#: DISABLE_QUIRKS2 the very value CHECK_EXTENSION reports, so 0 is always accepted)
+UNGATED_CAPS = frozenset({KVM_CAP_X86_BUS_LOCK_EXIT, KVM_CAP_X86_DISABLE_EXITS,
+                          KVM_CAP_DISABLE_QUIRKS2})
+
+#: capability -> fn(vm, state, args[0]); every one is in the 6.18 host's advertised set,
+#: but for UNGATED_CAPS
 ENABLE_CAPS = {
     K.KVM_CAP_MAX_VCPU_ID: _cap_max_vcpu_id,
     KVM_CAP_SPLIT_IRQCHIP: _cap_split_irqchip,
@@ -426,14 +446,16 @@ ENABLE_CAPS = {
     KVM_CAP_HALT_POLL: _cap_halt_poll,
     KVM_CAP_X86_APIC_BUS_CYCLES_NS: _cap_apic_bus_cycles_ns,
     KVM_CAP_VM_DISABLE_NX_HUGE_PAGES: _cap_disable_nx_huge_pages,
+    KVM_CAP_X86_BUS_LOCK_EXIT: _cap_bus_lock_exit,
 }
 
 
 def vm_enable_cap(vm, cap):
     """The x86 part of KVM_ENABLE_CAP on a VM (``cap`` a kvm_enable_cap whose flags are
-    0): a capability of ENABLE_CAPS that the VM advertises, else EINVAL."""
+    0): a capability of ENABLE_CAPS that the VM advertises (or one of UNGATED_CAPS),
+    else EINVAL."""
     fn = ENABLE_CAPS.get(cap.cap)
-    if fn is None or not vm.caps.get(cap.cap):
+    if fn is None or not (vm.caps.get(cap.cap) or cap.cap in UNGATED_CAPS):
         raise oserror(errno.EINVAL)
     fn(vm, state(vm), cap.args[0])
     return 0

@@ -45,3 +45,41 @@ def ioctl_sweep(sys, rec):
             rec.call(f"{name} on {where}", sys.ioctl, fd, req, arg)
             for f in (cpu, vm, kvm):
                 sys.close(f)
+
+
+@scenario("enable_cap_sweep",
+          "KVM_ENABLE_CAP of every capability number 0-259 with args[0] 0 and 1, on a fresh "
+          "VM and on a fresh vCPU; then the cases of the two it found (X86_BUS_LOCK_EXIT on "
+          "the VM, ENFORCE_PV_FEATURE_CPUID on the vCPU): modes, flags, after a vCPU")
+def enable_cap_sweep(sys, rec):
+    def enable(fd, label, cap, a0, flags=0):
+        c = K.kvm_enable_cap(cap=cap, flags=flags)
+        c.args[0] = a0
+        rec.call(label, sys.ioctl, fd, K.KVM_ENABLE_CAP, c)
+
+    for cap in range(260):
+        for where in ("vm", "vcpu"):
+            for a0 in (0, 1):
+                kvm = sys.open("/dev/kvm", 2)
+                vm = sys.ioctl(kvm, K.KVM_CREATE_VM, 0)
+                cpu = sys.ioctl(vm, K.KVM_CREATE_VCPU, 0) if where == "vcpu" else None
+                enable(vm if cpu is None else cpu, f"cap {cap} on {where}, args[0] {a0}", cap, a0)
+                for f in (cpu, vm, kvm):
+                    if f is not None:
+                        sys.close(f)
+    kvm = sys.open("/dev/kvm", 2)
+    for a0 in (2, 3, 4, 1 << 63):
+        vm = sys.ioctl(kvm, K.KVM_CREATE_VM, 0)
+        enable(vm, f"BUS_LOCK_EXIT {a0:#x}", K.KVM_CAP_X86_BUS_LOCK_EXIT, a0)
+        sys.close(vm)
+    vm = sys.ioctl(kvm, K.KVM_CREATE_VM, 0)
+    enable(vm, "BUS_LOCK_EXIT flags 1", K.KVM_CAP_X86_BUS_LOCK_EXIT, 1, flags=1)
+    cpu = sys.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    enable(vm, "BUS_LOCK_EXIT after a vCPU", K.KVM_CAP_X86_BUS_LOCK_EXIT, 1)
+    enable(cpu, "BUS_LOCK_EXIT on the vCPU", K.KVM_CAP_X86_BUS_LOCK_EXIT, 1)
+    for a0 in (2, (1 << 64) - 1):
+        enable(cpu, f"ENFORCE_PV_FEATURE_CPUID {a0:#x}", K.KVM_CAP_ENFORCE_PV_FEATURE_CPUID, a0)
+    enable(cpu, "ENFORCE_PV_FEATURE_CPUID flags 1", K.KVM_CAP_ENFORCE_PV_FEATURE_CPUID, 1, flags=1)
+    enable(vm, "ENFORCE_PV_FEATURE_CPUID on the VM", K.KVM_CAP_ENFORCE_PV_FEATURE_CPUID, 1)
+    for f in (cpu, vm, kvm):
+        sys.close(f)

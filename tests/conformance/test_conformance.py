@@ -1434,6 +1434,21 @@ REFERENCE.update({
         ("KVM_GET_SUPPORTED_CPUID on vm", E("ENOTTY")),
         ("KVM_CHECK_EXTENSION on vcpu", E("EINVAL")),
     ],
+    # x86.c kvm_vm_ioctl_enable_cap (KVM_CAP_X86_BUS_LOCK_EXIT: modes OFF|EXIT, not both,
+    # not gated on the capability) and kvm_vcpu_ioctl_enable_cap (flags EINVAL;
+    # KVM_CAP_ENFORCE_PV_FEATURE_CPUID takes any args[0]; the rest EINVAL)
+    "enable_cap_sweep": [
+        ("cap 190 on vcpu, args[0] 1", ("ok", 0)),
+        ("cap 193 on vm, args[0] 1", ("ok", 0)),
+        ("cap 190 on vm, args[0] 1", E("EINVAL")),
+        ("BUS_LOCK_EXIT 0x3", E("EINVAL")),
+        ("BUS_LOCK_EXIT 0x4", E("EINVAL")),
+        ("BUS_LOCK_EXIT flags 1", E("EINVAL")),
+        ("BUS_LOCK_EXIT after a vCPU", ("ok", 0)),
+        ("BUS_LOCK_EXIT on the vCPU", E("EINVAL")),
+        ("ENFORCE_PV_FEATURE_CPUID 0xffffffffffffffff", ("ok", 0)),
+        ("ENFORCE_PV_FEATURE_CPUID flags 1", E("EINVAL")),
+    ],
 })
 
 # arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl KVM_MEMORY_ENCRYPT_OP: ENOTTY without the vendor's
