@@ -8,7 +8,7 @@ import errno
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
 from ..uapi import x86 as X
-from . import x86_mce, x86_mtrr
+from . import x86_mce, x86_mtrr, x86_vm
 from .x86_state import (U64, WALL_CLOCKS, apic_base_ok, canonical, cpuid_has, settings,
                         state, vcpu_of)
 
@@ -26,7 +26,10 @@ CANONICAL = "canonical"  # is_noncanonical_msr_address (48 or 57 bits) -> refuse
 SEXT = "sext"            # accepted, read back sign-extended to the virtual-address width
 IGNORED = "ignored"      # accepted, read back 0 (feature absent from the guest's CPUID)
 ZERO_ONLY = "zero"       # only 0 accepted (feature absent from the guest's CPUID)
-REFUSED = "refused"      # every write refused (MSR_KVM_ASYNC_PF_INT without an in-kernel LAPIC)
+REFUSED = "refused"      # every write refused
+ASYNC_PF = "async_pf"    # MSR_KVM_ASYNC_PF_EN / _INT: kvm_pv_enable_async_pf(_int): only 0
+                         # (EN) or nothing (INT) without an in-kernel LAPIC; with one, any
+                         # value without the reserved bits is stored
 TSC = "tsc"              # MSR_IA32_TSC: the guest TSC keeps counting (kvm_synchronize_tsc)
 APIC_BASE = "apic_base"  # kvm_apic_set_base, the same as KVM_SET_SREGS' apic_base
 WALL_CLOCK = "wall_clock"  # kvm->arch.wall_clock: one value per VM, shared by both MSRs
@@ -85,11 +88,11 @@ MSR_RULES = {
     0xC001011F: (IGNORED, 0),       # MSR_AMD64_VIRT_SPEC_CTRL
     0x4B564D00: (WALL_CLOCK, 0),    # MSR_KVM_WALL_CLOCK_NEW
     0x4B564D01: (SYSTEM_TIME, 0),   # MSR_KVM_SYSTEM_TIME_NEW
-    0x4B564D02: (ZERO_ONLY, 0),     # MSR_KVM_ASYNC_PF_EN
+    0x4B564D02: (ASYNC_PF, 0x30),   # MSR_KVM_ASYNC_PF_EN: bits 5:4 reserved
     0x4B564D03: (STORE, 0x3E),      # MSR_KVM_STEAL_TIME: KVM_STEAL_RESERVED_MASK
     0x4B564D04: (STORE, 0x3),       # MSR_KVM_PV_EOI_EN: enabling needs the in-kernel LAPIC
     0x4B564D05: (STORE, U64 & ~1),  # MSR_KVM_POLL_CONTROL: bit 0 only
-    0x4B564D06: (REFUSED, 0),       # MSR_KVM_ASYNC_PF_INT
+    0x4B564D06: (ASYNC_PF, U64 & ~0xFF),  # MSR_KVM_ASYNC_PF_INT: the vector only
     0x4B564D07: (IGNORED, 0),       # MSR_KVM_ASYNC_PF_ACK
 }
 
@@ -190,6 +193,13 @@ def set_msr(st, vcpu, index, data):
         return data == 0
     elif kind == REFUSED:
         return False
+    elif kind == ASYNC_PF:
+        if data & reserved:
+            return False
+        if not x86_vm.state(vcpu.vm).irqchip_in_kernel:
+            # kvm_pv_enable_async_pf: "return data ? 1 : 0"; _int: always 1
+            return data == 0 and index == 0x4B564D02
+        st.msrs[index] = data  # (the hva cache of an enabled gpa is not checked: probed)
     elif kind == TSC:
         if settings(vcpu.vm.kernel.profile).get("tsc_writable", True):
             st.set_tsc(data)

@@ -188,3 +188,32 @@ def x86_vcpu_mem_enc_op(sys, rec):
     rec.call("on the vCPU", sys.ioctl, cpu, K.KVM_MEMORY_ENCRYPT_OP, buf)
     rec.call("on the vCPU, NULL", sys.ioctl, cpu, K.KVM_MEMORY_ENCRYPT_OP, 0)
     rec.call("on the VM", sys.ioctl, vm, K.KVM_MEMORY_ENCRYPT_OP, buf)
+
+
+@scenario("x86_pv_msrs_lapic",
+          "host-initiated KVM_SET_MSRS of the KVM async-PF MSRs and PV EOI with no irqchip, "
+          "the split and the full one (kvm_pv_enable_async_pf: only 0 without an in-kernel "
+          "LAPIC, bits 5:4 reserved; kvm_pv_enable_async_pf_int: only with one, the vector "
+          "only): QEMU -cpu host writes MSR_KVM_ASYNC_PF_INT at reset")
+def x86_pv_msrs_lapic(sys, rec):
+    from .conformance_vcpu import msrs_buf, msrs_values
+
+    kvm = open_kvm(sys, rec)
+    for mode in ("no irqchip", "split irqchip", "full irqchip"):
+        vm = create_vm(sys, rec, kvm, label=f"{mode}: KVM_CREATE_VM")
+        if mode == "split irqchip":
+            enable(sys, rec, vm, f"{mode}: SPLIT_IRQCHIP 24", K.KVM_CAP_SPLIT_IRQCHIP, 24)
+        elif mode == "full irqchip":
+            rec.call(f"{mode}: KVM_CREATE_IRQCHIP", sys.ioctl, vm, K.KVM_CREATE_IRQCHIP, 0)
+        cpu = vcpu(sys, rec, vm, 0, label=f"{mode}: KVM_CREATE_VCPU 0")
+        if cpu is None:
+            continue
+        for index, values in ((0x4B564D02, (0, 1, 0x1001, 0x10, 0x20, 0x2, 0x4, 0x8)),
+                              (0x4B564D06, (0, 0xEC, 0x100)),
+                              (0x4B564D04, (0, 1, 0x1001, 0x1002))):
+            for value in values:
+                rec.call(f"{mode}: SET {index:#x} = {value:#x}", sys.ioctl, cpu,
+                         X.KVM_SET_MSRS, msrs_buf([(index, value)]))
+            buf = msrs_buf([(index, 0)])
+            if rec.call(f"{mode}: GET {index:#x}", sys.ioctl, cpu, X.KVM_GET_MSRS, buf) == 1:
+                rec.record(f"{mode}: {index:#x} reads", hex(msrs_values(buf, 1)[0]))

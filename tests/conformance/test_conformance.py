@@ -1423,6 +1423,21 @@ REFERENCE.update({
 
 # kvm_pmu_ops.EVENTSEL_EVENT of the probe host's vendor module: Intel's (event select bits
 # 35:32 are AMD's only), so a masked entry with bit 32 fails is_masked_filter_valid
+# x86.c kvm_set_msr_common: kvm_pv_enable_async_pf (bits 5:4 reserved; without an in-kernel
+# LAPIC only 0), kvm_pv_enable_async_pf_int (data >> 8 refused; no LAPIC refused)
+REFERENCE.update({
+    "x86_pv_msrs_lapic": [
+        ("no irqchip: SET 0x4b564d02 = 0x1", ("ok", 0)),
+        ("no irqchip: SET 0x4b564d06 = 0x0", ("ok", 0)),
+        ("split irqchip: SET 0x4b564d02 = 0x1001", ("ok", 1)),
+        ("split irqchip: SET 0x4b564d02 = 0x10", ("ok", 0)),
+        ("split irqchip: SET 0x4b564d06 = 0xec", ("ok", 1)),
+        ("split irqchip: SET 0x4b564d06 = 0x100", ("ok", 0)),
+        ("full irqchip: SET 0x4b564d06 = 0xec", ("ok", 1)),
+        ("full irqchip: 0x4b564d06 reads", ("ok", "0xec")),
+    ],
+})
+
 # the ioctl sweep (kmock.testing.conformance_sweep): a few of its rows, each decided by the
 # dispatch or the first check of a zeroed argument (kvm_main.c kvm_vm_ioctl_reset_dirty_pages,
 # kvm_ioctl_create_device, cpuid.c kvm_dev_ioctl_get_cpuid, x86.c kvm_arch_vcpu_ioctl)

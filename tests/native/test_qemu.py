@@ -136,7 +136,10 @@ def _outcomes(pairs):
         if req in FD_RETURNING and not res.startswith("E"):
             res = "fd"
         if req in TIMED:
-            out[(req, res)] = 1  # how many depends on QEMU's timers: the results must match
+            # how many, and whether a line change found the interrupt already pending
+            # (KVM_IRQ_LINE_STATUS 0 = coalesced), depend on QEMU's timers and the load:
+            # an errno must match, a success is a success
+            out[(req, res if res.startswith("E") else "ok")] = 1
         else:
             out[(req, res)] += 1
     return out
@@ -191,6 +194,15 @@ def test_qemu_smp_makes_the_same_kvm_calls_with_the_same_results(tmp_path, lib):
     trace = _same_calls_as_the_real_kernel(tmp_path, FULL, "-smp", "2", nvcpus=2)
     sets = [ln for ln in trace.splitlines() if f", {X86.KVM_SET_MP_STATE:#x}, " in ln]
     assert len(sets) >= 2 and all(ln.endswith("= 0") for ln in sets)
+
+
+@pytest.mark.parametrize("cpu", ["host", "max"])
+@pytest.mark.skipif(not REAL_KVM or STRACE is None, reason="needs a usable /dev/kvm and strace")
+def test_qemu_cpu_models_make_the_same_kvm_calls_with_the_same_results(tmp_path, lib, cpu):
+    """-cpu host / max: QEMU enables the KVM PV features it finds and, at reset, writes
+    MSR_KVM_ASYNC_PF_INT, which the kernel takes with an in-kernel LAPIC (QEMU aborted on
+    kmock's refusal: "failed to set MSR 0x4b564d06")."""
+    _same_calls_as_the_real_kernel(tmp_path, FULL, "-cpu", cpu)
 
 
 def _same_calls_as_the_real_kernel(tmp_path, machine, *extra, nvcpus=1):
