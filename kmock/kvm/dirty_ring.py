@@ -197,7 +197,7 @@ def mark(slot, gfn, npages, written):
     ring = vcpu.dirty_ring
     start = gfn - slot.base_gfn
     slot_field = slot.as_id << 16 | slot.id
-    for s, e, v in written.ranges(start, start + npages):
+    for s, e, v in list(written.ranges(start, start + npages)):
         if v:
             continue
         while s < e:

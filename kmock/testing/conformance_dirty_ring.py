@@ -155,3 +155,55 @@ def dirty_ring_mmap(sys, rec):
     rec.call("reset, one empty ring", sys.ioctl, vm, K.KVM_RESET_DIRTY_RINGS, 0)
     sys.close(cpu)
     sys.close(vm)
+
+
+@scenario("dirty_ring_guest_write",
+          "a guest write to a dirty-logged memslot with a 8192-byte ring: one entry (F_DIRTY, "
+          "slot as_id << 16 | id, page offset in the slot); a reset before the VMM marks it "
+          "F_RESET resets 0, after it 1 and clears its flags (slot and offset stay). The real "
+          "guest runs `mov [0x1000], al; hlt` at the reset vector (code in an unlogged "
+          "memslot); kmock's scripted guest writes the same byte and halts")
+def dirty_ring_guest_write(sys, rec):
+    code = mmap.mmap(-1, 0x10000)
+    code[0xFFF0:0xFFF4] = b"\xA2\x00\x10\xF4"  # mov [0x1000], al; hlt (real mode, DS base 0)
+    data = mmap.mmap(-1, 0x10000)
+    kvm = open_kvm(sys, rec)
+    run_size = sys.ioctl(kvm, K.KVM_GET_VCPU_MMAP_SIZE, 0)
+    vm = create_vm(sys, rec, kvm)
+    enable(sys, rec, vm, "RING 8192", KVM_CAP_DIRTY_LOG_RING, 2 * PAGE)
+    for slot, gpa, mem, flags in ((0, 0xFFFF0000, code, 0),
+                                  (1, 0, data, K.KVM_MEM_LOG_DIRTY_PAGES)):
+        region = K.kvm_userspace_memory_region(
+            slot=slot, flags=flags, guest_phys_addr=gpa, memory_size=0x10000,
+            userspace_addr=ctypes.addressof(ctypes.c_char.from_buffer(mem)))
+        rec.call(f"memslot {slot}", sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
+    cpu = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if cpu is None:
+        return
+    if hasattr(sys, "vm"):  # kmock: the scripted guest does what the real code does
+        g = sys.vm(vm).vcpus[0].guest
+        g.write(0x1000, b"\0")
+        g.hlt()
+    run_map = sys.mmap(cpu, run_size, RW, mmap.MAP_SHARED)
+    run = K.kvm_run.from_address(run_map.address)
+    ring = rec.call("mmap the ring", sys.mmap, cpu, 2 * PAGE, RW, mmap.MAP_SHARED,
+                    RING_PGOFF * PAGE)
+    rec.call("KVM_RUN", sys.ioctl, cpu, K.KVM_RUN, 0)
+    rec.record("exit_reason", run.exit_reason)
+    if ring is None:
+        return
+    rec.record("ring after the write", _ring_entries(ring, 2))
+    rec.call("reset, nothing harvested", sys.ioctl, vm, K.KVM_RESET_DIRTY_RINGS, 0)
+    rec.record("ring after the reset of nothing", _ring_entries(ring, 2))
+    ring[0:4] = (2).to_bytes(4, "little")  # the VMM harvested entry 0: flags = F_RESET
+    rec.call("reset, entry 0 harvested", sys.ioctl, vm, K.KVM_RESET_DIRTY_RINGS, 0)
+    rec.record("ring after the reset", _ring_entries(ring, 2))
+    rec.call("reset again", sys.ioctl, vm, K.KVM_RESET_DIRTY_RINGS, 0)
+    bits = ctypes.create_string_buffer(64)
+    rec.call("KVM_GET_DIRTY_LOG", sys.ioctl, vm, K.KVM_GET_DIRTY_LOG,
+             K.kvm_dirty_log(slot=1, dirty_bitmap=ctypes.addressof(bits)))
+    ring.close()
+    run_map.close()
+    sys.close(cpu)
+    sys.close(vm)
+    del code, data
