@@ -20,7 +20,7 @@ import errno
 import threading
 
 from .. import _libc
-from ..errors import oserror
+from ..errors import KmockUsageError, oserror
 from ..uapi import kvm as K
 
 KVM_CAP_DIRTY_LOG_RING = 192
@@ -188,22 +188,30 @@ def vcpu_create(vcpu):
 def mark(slot, gfn, npages, written):
     """mark_page_dirty_in_slot in ring mode for the pages [gfn, gfn + npages) the running
     vCPU writes: each page not written since its entry was pushed (``written``: the slot's
-    RangeMap, 1 = writable now) is pushed and becomes writable; a push that makes the
-    ring soft-full ends the access with DirtyRingFull (it is retried after the exit).
+    RangeMap, 1 = writable now) is pushed and becomes writable. The push that makes the
+    ring soft-full ends the access with DirtyRingFull: the vCPU exits before the access
+    retires, as the kernel's vCPU leaves after the fault that pushed; the retried access
+    pushes again only the pages whose entries were reset meanwhile. An access is retried
+    whole, so one access dirtying soft_limit pages or more could never complete: that is a
+    KmockUsageError (a real access touches a few pages; split the write).
     Without a running vCPU nothing is recorded (kmock's only writer is the guest)."""
     vcpu = getattr(_RUNNING, "vcpu", None)
     if vcpu is None or vcpu.vm is not slot.vm:
         return
     ring = vcpu.dirty_ring
     start = gfn - slot.base_gfn
+    runs = [(s, e) for s, e, v in written.ranges(start, start + npages) if not v]
+    if sum(e - s for s, e in runs) >= ring.soft_limit:
+        raise KmockUsageError(
+            f"a guest access dirtying {sum(e - s for s, e in runs)} pages of a dirty-logged "
+            f"memslot at once cannot fit the dirty ring's soft limit ({ring.soft_limit} "
+            f"entries): split it into smaller writes")
     slot_field = slot.as_id << 16 | slot.id
-    for s, e, v in list(written.ranges(start, start + npages)):
-        if v:
-            continue
+    for s, e in runs:
         while s < e:
             used = ring.used()
             room = ring.soft_limit - used if used < ring.soft_limit else 1
-            n = min(e - s, room, ring.size)
+            n = min(e - s, room)
             ring.push(slot_field, s, n)
             written.set(s, s + n, 1)
             s += n
