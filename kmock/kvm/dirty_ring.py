@@ -17,6 +17,7 @@ bitmap ioctls are ENXIO). docs/dirty-log.md; conformance scenarios ``dirty_ring_
 import array
 import ctypes
 import errno
+import os
 import threading
 
 from .. import _libc
@@ -77,10 +78,19 @@ def enable_cap(vm, cap):
         raise oserror(errno.E2BIG)
     if vm.dirty_ring_size:
         raise oserror(errno.EINVAL)
+    from . import dirty_log
+
     with vm.slots_lock:  # (kvm->lock in the kernel; KVM_CREATE_VCPU is serialised against it)
         if vm.vcpus:
             raise oserror(errno.EINVAL)
         vm.dirty_ring_size = size
+        # logged memslots made before: no page is writable yet (no vCPU ever ran), even
+        # where INITIALLY_SET filled their bitmaps
+        for as_id in range(vm.kernel.profile.nr_memslot_as_ids):
+            for slot in vm.memslots(as_id):
+                bm = dirty_log.bitmap(slot)
+                if bm is not None:
+                    bm.set(0, slot.npages, 0)
     return 0
 
 
@@ -97,8 +107,6 @@ class DirtyRing:
         self.request = False
         self.nbytes = nbytes
         self.file_offset = KVM_DIRTY_LOG_PAGE_OFFSET * PAGE_SIZE
-        import os
-
         os.ftruncate(vcpu.run_fd, self.file_offset + nbytes)
         self.addr = _libc.mmap(None, nbytes, _libc.PROT_READ | _libc.PROT_WRITE,
                                _libc.MAP_SHARED, vcpu.run_fd, self.file_offset)
@@ -150,8 +158,6 @@ class DirtyRing:
         VMM harvested it), up to the first that has not: its flags cleared, its page
         write-protected again (kvm_reset_dirty_gfn: skipped for a bad slot or offset).
         Returns the number of entries reset."""
-        from . import dirty_log
-
         mask = self.size - 1
         w = memoryview(self.words).cast("B").cast("I")
         flags = w[0::4].tolist()
@@ -165,6 +171,14 @@ class DirtyRing:
             reprotect.append((w[4 * i + 1], w[4 * i + 2] | w[4 * i + 3] << 32))
             w[4 * i] = 0
         self.reset_index = (idx + count) & U32
+        with vm.mmu_lock:  # KVM_MMU_LOCK around kvm_arch_mmu_enable_log_dirty_pt_masked
+            self._reprotect(vm, reprotect)
+        return count
+
+    @staticmethod
+    def _reprotect(vm, reprotect):
+        from . import dirty_log
+
         for slot_field, offset in reprotect:
             as_id, id = slot_field >> 16, slot_field & 0xFFFF
             if as_id >= vm.kernel.profile.nr_memslot_as_ids or id >= K.KVM_USER_MEM_SLOTS:
@@ -175,7 +189,6 @@ class DirtyRing:
             bm = dirty_log.bitmap(slot)
             if bm is not None:
                 bm.set(offset, offset + 1, 0)
-        return count
 
 
 def vcpu_create(vcpu):
@@ -283,12 +296,10 @@ def fault_at(vcpu, offset, start, stop):
     lo = KVM_DIRTY_LOG_PAGE_OFFSET * PAGE_SIZE
     hi = lo + vcpu.vm.dirty_ring_size
     a, b = offset + start, offset + stop
-    if a < limit:
-        a = limit
+    a = max(a, limit)
     if a >= b:
         return None
     if a < lo:
         return a - offset
-    if a < hi:
-        a = hi
+    a = max(a, hi)
     return a - offset if a < b else None

@@ -186,6 +186,24 @@ def test_guest_writes_push_once_until_reset(k):
     assert r.entry(2) == (DIRTY, 0, 6)
 
 
+def test_slot_logged_before_the_ring_with_initially_set(k, vm_fd):
+    c = K.kvm_enable_cap(cap=K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)
+    c.args[0] = 3  # MANUAL_PROTECT_ENABLE | INITIALLY_SET: the slot's bitmap starts full
+    k.ioctl(vm_fd, K.KVM_ENABLE_CAP, c)
+    mem = UserMem(16 * P)
+    k.ioctl(vm_fd, K.KVM_SET_USER_MEMORY_REGION, K.kvm_userspace_memory_region(
+        slot=2, flags=K.KVM_MEM_LOG_DIRTY_PAGES, guest_phys_addr=GPA, memory_size=16 * P,
+        userspace_addr=mem.addr))
+    assert enable(k, vm_fd, P) == 0
+    cpu = k.ioctl(vm_fd, K.KVM_CREATE_VCPU, 0)
+    ring = k.mmap(cpu, P, RW, _libc.MAP_SHARED, 64 * P)
+    g = k.vm(vm_fd).vcpus[0].guest
+    g.write(GPA + 3 * P, b"x")
+    g.hlt()
+    k.ioctl(cpu, K.KVM_RUN, 0)
+    assert ring[0:16] == (DIRTY | 2 << 32 | 3 << 64).to_bytes(16, "little")
+
+
 def test_unlogged_slot_pushes_nothing(k):
     r = RingVM(k, log=False)
     r.guest().write(GPA, b"x")
@@ -311,7 +329,7 @@ class Model:
     def reset(self):
         count = 0
         while self.ring[self.reset_idx % self.size][0] & RESET:
-            f, s, o = self.ring[self.reset_idx % self.size]
+            _f, s, o = self.ring[self.reset_idx % self.size]
             self.ring[self.reset_idx % self.size] = (0, s, o)
             self.writable.discard(o)
             self.reset_idx += 1
