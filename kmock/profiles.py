@@ -157,6 +157,11 @@ _CAPS_618 = {
     159: 1,  # KVM_CAP_MSR_PLATFORM_INFO
     164: 1,  # KVM_CAP_EXCEPTION_PAYLOAD
     168: 3,  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: KVM_DIRTY_LOG_MANUAL_CAPS
+    # the dirty ring (kmock.kvm.dirty_ring): KVM_DIRTY_RING_MAX_ENTRIES (65536, generic
+    # include/linux/kvm_host.h) * sizeof(struct kvm_dirty_gfn); x86 selects both
+    # HAVE_KVM_DIRTY_RING_TSO and _ACQ_REL (kvm_vm_ioctl_check_extension_generic)
+    192: 65536 * 16,  # KVM_CAP_DIRTY_LOG_RING
+    223: 65536 * 16,  # KVM_CAP_DIRTY_LOG_RING_ACQ_REL
     182: 1,  # KVM_CAP_HALT_POLL
     188: 1,  # KVM_CAP_X86_USER_SPACE_MSR
     189: 1,  # KVM_CAP_X86_MSR_FILTER (KVM_X86_SET_MSR_FILTER)

@@ -20,6 +20,7 @@ from ..errors import oserror
 from ..kernel_util import read_user_at, write_user_at
 from ..mm import RangeMap
 from ..uapi import kvm as K
+from . import dirty_ring
 
 BITS_PER_LONG = 64
 _LOGS = weakref.WeakKeyDictionary()  # vm -> {memslot: RangeMap}
@@ -50,7 +51,7 @@ def commit(vm, old, new, change):
             return
         if bitmap is None:
             bitmap = RangeMap(new.npages, 0)
-            if _manual_protect(vm) & K.KVM_DIRTY_LOG_INITIALLY_SET:
+            if _manual_protect(vm) & K.KVM_DIRTY_LOG_INITIALLY_SET and not vm.dirty_ring_size:
                 bitmap.set(0, new.npages, 1)
         logs[new] = bitmap
 
@@ -67,8 +68,17 @@ def mark(slot, gfn, npages):
         return
     bm = bitmap(slot)
     if bm is not None:
+        if slot.vm.dirty_ring_size:
+            return dirty_ring.mark(slot, gfn, npages, bm)  # the running vCPU's ring
         start = gfn - slot.base_gfn
         bm.set(start, start + npages, 1)
+
+
+def _check_bitmap_mode(vm):
+    """kvm_use_dirty_bitmap: a VM with a dirty ring (and no WITH_BITMAP, which x86 lacks)
+    has no bitmaps: ENXIO, before anything else is checked (probed)."""
+    if vm.dirty_ring_size:
+        raise oserror(errno.ENXIO)
 
 
 def _bitmap_bytes(npages):
@@ -95,6 +105,7 @@ def get_dirty_log(vm, log):
     """kvm_get_dirty_log_protect: slot id / as_id out of range -> EINVAL, no slot or no
     bitmap -> ENOENT; without manual protect the log is read and cleared (cleared also
     when the copy to the user's bitmap then fails: EFAULT)."""
+    _check_bitmap_mode(vm)
     with vm.slots_lock:
         slot, bm = _find(vm, *_logged_slot(vm, log.slot))
         with _LOCK:
@@ -113,6 +124,7 @@ def clear_dirty_log(vm, log):
     slot id / as_id, then for first_page not a multiple of 64, ENOENT without a logged
     slot, EINVAL for a range past the slot or a num_pages not a multiple of 64 that
     stops before its end; the bitmap is read (EFAULT), then its set bits are cleared."""
+    _check_bitmap_mode(vm)
     as_id, id = _logged_slot(vm, log.slot)
     first, num = log.first_page, log.num_pages
     if first & (BITS_PER_LONG - 1):

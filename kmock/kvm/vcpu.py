@@ -20,7 +20,7 @@ from ..kernel_util import copy_from_user, copy_to_user
 from ..mapping import FileMapping
 from ..uapi import kvm as K
 from . import guest as _guest
-from . import x86_vcpu, x86_vm
+from . import dirty_ring, x86_vcpu, x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
 from .stage2 import MemoryFault
 from .stats import VcpuStat, count_run, task_pid_nr, vcpu_get_stats_fd
@@ -30,6 +30,9 @@ U64 = (1 << 64) - 1
 
 class Vcpu:
     """struct kvm_vcpu. Holds a reference on its VM."""
+
+    #: vcpu->dirty_ring (kmock.kvm.dirty_ring.DirtyRing) when the VM has a ring size
+    dirty_ring = None
 
     def __init__(self, vm, vcpu_id):
         self.vm = vm
@@ -102,6 +105,8 @@ class Vcpu:
         self.kick()
         with self.mutex:  # a KVM_RUN still running in another thread finishes first
             self.run = None
+            if self.dirty_ring is not None:
+                self.dirty_ring.free()
             _libc.munmap(self.run_addr, self.mmap_size)
             os.close(self.run_fd)
         self.vm.put()
@@ -125,11 +130,12 @@ class VcpuFile(File):
 
     def mmap(self, length, prot, flags, offset):
         check_mmap_args(length, prot, flags, offset)
+        dirty_ring.check_mmap(self.vcpu, length, prot, flags, offset)  # kvm_vcpu_mmap
         return VcpuMapping(self, length, prot, offset)
 
 
 class VcpuMapping(FileMapping):
-    """A mapping of the kvm_run area; pages past KVM_GET_VCPU_MMAP_SIZE give SIGBUS."""
+    """A mapping of the kvm_run area and the dirty ring (page 64); other pages give SIGBUS."""
 
     def __init__(self, file, length, prot, offset):
         vcpu = file.vcpu
@@ -138,7 +144,7 @@ class VcpuMapping(FileMapping):
 
     def fault_at(self, start, stop):
         if self.offset + stop > self.limit:
-            return max(start, self.limit - self.offset)
+            return dirty_ring.fault_at(self.file.vcpu, self.offset, start, stop)
         return None
 
 
@@ -193,6 +199,7 @@ def create_vcpu(vm, vcpu_id):
     vcpu = Vcpu(vm, vcpu_id)
     try:
         vm.vmtype.vcpu_create(vcpu)  # kvm_arch_vcpu_create
+        dirty_ring.vcpu_create(vcpu)  # kvm_dirty_ring_alloc
     except BaseException:
         vcpu.release()
         raise
@@ -246,6 +253,10 @@ def vcpu_run(f, arg):
                     script.pc = pc + 1
         if run.immediate_exit:
             raise oserror(errno.EINTR)
+        ring = vcpu.dirty_ring
+        if ring is not None and dirty_ring.full_exit(vcpu, ring):
+            return 0  # vcpu_enter_guest's requests: KVM_EXIT_DIRTY_RING_FULL
+        guest_run = _guest.run if ring is None else dirty_ring.guest_run
         if not vcpu.mmu_root_loaded:
             mmu_reload(vcpu)  # vcpu_enter_guest, before the guest runs
         vmtype = vm.vmtype
@@ -255,19 +266,19 @@ def vcpu_run(f, arg):
                 return r  # the VM type wrote an exit (or raised) before the guest ran
             if vmtype.has_run_exit:
                 try:
-                    r = _guest.run(vcpu)
+                    r = guest_run(vcpu)
                 except OSError as e:
                     vmtype.run_exit(vcpu, e)
                     raise
                 vmtype.run_exit(vcpu, r)
             else:
-                r = _guest.run(vcpu)
+                r = guest_run(vcpu)
             if vm.dead:
                 # the VM type killed the VM: EIO (check_caller's other half, the
                 # caller's process, was checked on entry and cannot change in this call)
                 raise oserror(errno.EIO)
             return r
-        return _guest.run(vcpu)
+        return guest_run(vcpu)
 
 
 def vcpu_pre_fault_memory(f, arg):

@@ -16,7 +16,7 @@ from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
 from ..notifier import InvalidateEvent
 from ..uapi import kvm as K
-from . import coalesced_mmio, eventfds, x86_vm
+from . import coalesced_mmio, dirty_ring, eventfds, x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
 from .memslot import Memslots, gmem_unbind, set_memory_region
 from .stage2 import Stage2, faultin
@@ -54,6 +54,9 @@ class VM:
     maps or touches a page whose invalidation has begun (the retry of faults in
     flight, mmu_invalidate_retry).
     """
+
+    #: kvm->dirty_ring_size: bytes of each vCPU's dirty ring, 0 without (kmock.kvm.dirty_ring)
+    dirty_ring_size = 0
 
     def __init__(self, kernel, vmtype, type_arg=None):
         self.kernel = kernel
@@ -441,6 +444,8 @@ def vm_enable_cap(f, arg):
     capabilities in kmock.kvm.x86_vm."""
     vm = _check_vm(f)
     cap = copy_from_user(arg, K.kvm_enable_cap)
+    if cap.cap in dirty_ring.CAPS:  # generic, before (and without) the flags check
+        return dirty_ring.enable_cap(vm, cap)
     if cap.flags:
         raise oserror(errno.EINVAL)
     if cap.cap == K.KVM_CAP_EXIT_HYPERCALL:
@@ -479,12 +484,10 @@ def vm_set_memory_attributes(f, arg):
 
 
 def vm_reset_dirty_rings(f, arg):
-    """KVM_RESET_DIRTY_RINGS (virt/kvm/kvm_main.c kvm_vm_ioctl_reset_dirty_pages): EINVAL
-    while kvm->dirty_ring_size is 0, which is always in kmock (KVM_ENABLE_CAP of
-    KVM_CAP_DIRTY_LOG_RING(_ACQ_REL) is EINVAL: kmock has no dirty ring); the argument is
-    not read."""
+    """KVM_RESET_DIRTY_RINGS (kvm_vm_ioctl_reset_dirty_pages, kmock.kvm.dirty_ring): EINVAL
+    without a ring, else the number of entries reset; the argument is not read."""
     f.vm.check_caller()
-    raise oserror(errno.EINVAL)
+    return dirty_ring.reset_rings(f.vm)
 
 
 def vm_ioctls(kernel):

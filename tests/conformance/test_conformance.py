@@ -1484,6 +1484,87 @@ HOST_SPECIFIC.update({
 })
 
 
+# the dirty ring (kmock.kvm.dirty_ring). kvm_main.c kvm_vm_ioctl_enable_cap_generic (the ring
+# caps: no flags check), kvm_vm_ioctl_enable_dirty_log_ring (u32 size: power of two, >= a page
+# and the reserved entries EINVAL, > KVM_DIRTY_RING_MAX_ENTRIES * 16 E2BIG, set once EINVAL,
+# vCPUs created EINVAL); DIRTY_LOG_RING_WITH_BITMAP needs CONFIG_NEED_KVM_DIRTY_RING_WITH_BITMAP
+# (arm64 only): EINVAL; kvm_get_dirty_log_protect / kvm_clear_dirty_log_protect
+# (!kvm_use_dirty_bitmap: ENXIO first); kvm_vcpu_mmap + kvm_page_in_dirty_ring (first or last
+# page in the ring and not VM_SHARED: EINVAL; PROT_EXEC is refused by do_mmap, EPERM, the anon
+# inode's noexec mount); kvm_vm_ioctl_reset_dirty_pages + dirty_ring.c kvm_dirty_ring_reset;
+# mark_page_dirty_in_slot -> kvm_dirty_ring_push (slot as_id << 16 | id, offset from the slot)
+REFERENCE.update({
+    "dirty_ring_enable": [
+        ("CHECK_EXTENSION(DIRTY_LOG_RING_WITH_BITMAP) on /dev/kvm", ("ok", 0)),
+        ("size 0x0", E("EINVAL")),
+        ("size 0x10", E("EINVAL")),
+        ("size 0x400", E("EINVAL")),
+        ("size 0xfff", E("EINVAL")),
+        ("size 0x1010", E("EINVAL")),
+        ("size 0x3000", E("EINVAL")),
+        ("size 0x100000", ("ok", 0)),
+        ("size 0x200000", E("E2BIG")),
+        ("size 0x80000000", E("E2BIG")),
+        ("size 0x100000000", E("EINVAL")),
+        ("ACQ_REL 4096 again", E("EINVAL")),
+        ("then RING 4096", E("EINVAL")),
+        ("then RING 8192", E("EINVAL")),
+        ("then RING 0", E("EINVAL")),
+        ("WITH_BITMAP after the ring", E("EINVAL")),
+        ("reset, ring but no vCPU", ("ok", 0)),
+        ("then ACQ_REL 8192", E("EINVAL")),
+        ("flags 1, WITH_BITMAP", E("EINVAL")),
+        ("WITH_BITMAP without a ring", E("EINVAL")),
+        ("after a vCPU: RING 4096", E("EINVAL")),
+        ("after a vCPU: RING 3000", E("EINVAL")),
+        ("after a vCPU: reset (no ring)", E("EINVAL")),
+        ("KVM_GET_DIRTY_LOG with a ring", E("ENXIO")),
+        ("KVM_GET_DIRTY_LOG with a ring, bad slot", E("ENXIO")),
+        ("KVM_CLEAR_DIRTY_LOG with a ring", E("ENXIO")),
+        ("reset, two empty rings", ("ok", 0)),
+        ("reset, argument 0x1234", ("ok", 0)),
+    ],
+    "dirty_ring_mmap": [
+        ("no ring: offset 64 pages, MAP_PRIVATE", ("ok", ("mapping", 4096))),
+        ("no ring: offset 64 pages, PROT_EXEC", E("EPERM")),
+        ("ring, MAP_SHARED RW", ("ok", ("mapping", 8192))),
+        ("fresh ring: all zero", ("ok", True)),
+        ("ring, MAP_SHARED PROT_READ", ("ok", ("mapping", 8192))),
+        ("ring, MAP_PRIVATE", E("EINVAL")),
+        ("ring, MAP_PRIVATE PROT_READ", E("EINVAL")),
+        ("ring, PROT_EXEC", E("EPERM")),
+        ("ring second page, MAP_PRIVATE", E("EINVAL")),
+        ("page 63 + ring's first, MAP_PRIVATE", E("EINVAL")),
+        ("past the ring, MAP_PRIVATE", ("ok", ("mapping", 4096))),
+        ("pages 0..66 (spans the ring), MAP_PRIVATE", ("ok", ("mapping", 274432))),
+        ("twice the ring, MAP_SHARED", ("ok", ("mapping", 16384))),
+        ("reset, one empty ring", ("ok", 0)),
+    ],
+    "dirty_ring_guest_write": [
+        ("KVM_RUN", ("ok", 0)),
+        ("exit_reason", ("ok", 5)),  # KVM_EXIT_HLT
+        ("ring after the write", ("ok", ((1, 1, 1), (0, 0, 0)))),
+        ("reset, nothing harvested", ("ok", 0)),
+        ("ring after the reset of nothing", ("ok", ((1, 1, 1), (0, 0, 0)))),
+        ("reset, entry 0 harvested", ("ok", 1)),
+        ("ring after the reset", ("ok", ((0, 1, 1), (0, 0, 0)))),
+        ("reset again", ("ok", 0)),
+        ("KVM_GET_DIRTY_LOG", E("ENXIO")),
+    ],
+})
+
+# the smallest ring: kvm_dirty_ring_get_rsvd_entries is 64 + kvm_cpu_dirty_log_size(); the
+# probe host has no PML (0: 4096 bytes accepted), a VMX host with PML adds 512 (16384 minimum)
+HOST_SPECIFIC.update({
+    "dirty_ring_enable": [
+        ("size 0x1000", ("ok", 0)),
+        ("size 0x2000", ("ok", 0)),
+        ("ACQ_REL 4096", ("ok", 0)),
+        ("flags 1, 4096", ("ok", 0)),
+    ],
+})
+
+
 def test_reference_covers_every_scenario():
     missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
     assert not missing, f"scenarios without reference expectations: {sorted(missing)}"
