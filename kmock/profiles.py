@@ -106,6 +106,10 @@ class Profile:
     #: actions kept per vCPU (GuestScript.history), and entries kept in each of the
     #: kernel's logs (sigbus_log, violations, dma_faults, a device's faults); the
     #: oldest go first and ``log.dropped`` counts them. None: keep every entry.
+    #: x86 kvm_cpu_dirty_log_size(): ring entries a VMX host with PML reserves on top of
+    #: KVM_DIRTY_RING_RSVD_ENTRIES (512 there; 0 on the probe host, which has no PML and
+    #: accepts a 4096-byte dirty ring; kmock.kvm.dirty_ring)
+    cpu_dirty_log_size: int = 0
     guest_history: int = 1000
     log_limit: int | None = 10000
 

@@ -1,10 +1,10 @@
-"""The KVM dirty ring: KVM_CAP_DIRTY_LOG_RING(_ACQ_REL), each vCPU's ring of struct
-kvm_dirty_gfn, KVM_EXIT_DIRTY_RING_FULL and KVM_RESET_DIRTY_RINGS (Linux 6.18:
+"""The KVM dirty ring: K.KVM_CAP_DIRTY_LOG_RING(_ACQ_REL), each vCPU's ring of struct
+kvm_dirty_gfn, K.KVM_EXIT_DIRTY_RING_FULL and KVM_RESET_DIRTY_RINGS (Linux 6.18:
 virt/kvm/dirty_ring.c; virt/kvm/kvm_main.c kvm_vm_ioctl_enable_dirty_log_ring,
 kvm_vcpu_mmap, kvm_page_in_dirty_ring, kvm_vm_ioctl_reset_dirty_pages,
-mark_page_dirty_in_slot; Documentation/virt/kvm/api.rst "KVM_CAP_DIRTY_LOG_RING").
+mark_page_dirty_in_slot; Documentation/virt/kvm/api.rst "K.KVM_CAP_DIRTY_LOG_RING").
 
-The ring lives in the vCPU's kvm_run memfd at page KVM_DIRTY_LOG_PAGE_OFFSET (64), so the
+The ring lives in the vCPU's kvm_run memfd at page K.KVM_DIRTY_LOG_PAGE_OFFSET (64), so the
 VMM's mmap of the vCPU fd at that offset is the very memory kmock writes entries into and
 reads the VMM's F_RESET marks from. A page of a KVM_MEM_LOG_DIRTY_PAGES memslot is pushed
 when the running vCPU first writes it (the write fault on the write-protected page); it
@@ -24,23 +24,14 @@ from .. import _libc
 from ..errors import KmockUsageError, oserror
 from ..uapi import kvm as K
 
-KVM_CAP_DIRTY_LOG_RING = 192
-KVM_CAP_DIRTY_LOG_RING_ACQ_REL = 223
-KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP = 228
 #: the capabilities KVM_ENABLE_CAP takes a ring size for
-CAPS = frozenset({KVM_CAP_DIRTY_LOG_RING, KVM_CAP_DIRTY_LOG_RING_ACQ_REL})
+CAPS = frozenset({K.KVM_CAP_DIRTY_LOG_RING, K.KVM_CAP_DIRTY_LOG_RING_ACQ_REL})
 
-KVM_DIRTY_GFN_F_DIRTY = 1 << 0
-KVM_DIRTY_GFN_F_RESET = 1 << 1
-#: page offset of the ring in the vCPU mmap (arch/x86/include/uapi/asm/kvm.h; arm64 the same)
-KVM_DIRTY_LOG_PAGE_OFFSET = 64
 #: include/linux/kvm_host.h: entries kept free for what one exit may still push
 KVM_DIRTY_RING_RSVD_ENTRIES = 64
 #: include/linux/kvm_host.h; times sizeof(struct kvm_dirty_gfn) it is what CHECK_EXTENSION says
 KVM_DIRTY_RING_MAX_ENTRIES = 65536
-#: sizeof(struct kvm_dirty_gfn): __u32 flags, __u32 slot (as_id << 16 | id), __u64 offset
-GFN_SIZE = 16
-KVM_EXIT_DIRTY_RING_FULL = 31
+GFN_SIZE = ctypes.sizeof(K.kvm_dirty_gfn)
 PAGE_SIZE = 4096
 U32 = (1 << 32) - 1
 
@@ -49,7 +40,7 @@ _RUNNING = threading.local()  # kvm_get_running_vcpu(): the vCPU in KVM_RUN on t
 
 class DirtyRingFull(Exception):
     """A push made the running vCPU's ring soft-full: the vCPU leaves the guest with
-    KVM_EXIT_DIRTY_RING_FULL before the faulting access retires (raised through
+    K.KVM_EXIT_DIRTY_RING_FULL before the faulting access retires (raised through
     kmock.kvm.stage2.faultin; :func:`guest_run` turns it into the exit)."""
 
 
@@ -58,7 +49,7 @@ def rsvd_entries(vm):
     (x86 kvm_cpu_dirty_log_size: 512 PML entries where VMX uses PML; 0 on this 6.18.44
     host, which accepts a 4096-byte ring). The profile attribute ``cpu_dirty_log_size``
     says it (0 when the profile has none)."""
-    return KVM_DIRTY_RING_RSVD_ENTRIES + getattr(vm.kernel.profile, "cpu_dirty_log_size", 0)
+    return KVM_DIRTY_RING_RSVD_ENTRIES + vm.kernel.profile.cpu_dirty_log_size
 
 
 def enable_cap(vm, cap):
@@ -106,7 +97,7 @@ class DirtyRing:
         self.reset_index = 0
         self.request = False
         self.nbytes = nbytes
-        self.file_offset = KVM_DIRTY_LOG_PAGE_OFFSET * PAGE_SIZE
+        self.file_offset = K.KVM_DIRTY_LOG_PAGE_OFFSET * PAGE_SIZE
         os.ftruncate(vcpu.run_fd, self.file_offset + nbytes)
         self.addr = _libc.mmap(None, nbytes, _libc.PROT_READ | _libc.PROT_WRITE,
                                _libc.MAP_SHARED, vcpu.run_fd, self.file_offset)
@@ -147,7 +138,7 @@ class DirtyRing:
             body[2::4] = array.array("I", (o & U32 for o in offs))
             body[3::4] = array.array("I", (o >> 32 for o in offs))
             w[4 * i:4 * (i + k)] = memoryview(body).cast("B").cast("I")
-            w[4 * i:4 * (i + k):4] = array.array("I", [KVM_DIRTY_GFN_F_DIRTY]) * k
+            w[4 * i:4 * (i + k):4] = array.array("I", [K.KVM_DIRTY_GFN_F_DIRTY]) * k
             done += k
         self.dirty_index = (self.dirty_index + n) & U32
         if self.soft_full():
@@ -163,7 +154,7 @@ class DirtyRing:
         flags = w[0::4].tolist()
         count = 0
         idx = self.reset_index
-        while count < self.size and flags[(idx + count) & mask] & KVM_DIRTY_GFN_F_RESET:
+        while count < self.size and flags[(idx + count) & mask] & K.KVM_DIRTY_GFN_F_RESET:
             count += 1
         reprotect = []
         for j in range(count):
@@ -234,12 +225,12 @@ def mark(slot, gfn, npages, written):
 
 def full_exit(vcpu, ring):
     """kvm_dirty_ring_check_request, before the guest runs: with the soft-full request
-    pending and the ring still soft-full, exit_reason KVM_EXIT_DIRTY_RING_FULL (KVM_RUN
+    pending and the ring still soft-full, exit_reason K.KVM_EXIT_DIRTY_RING_FULL (KVM_RUN
     returns 0; the request stays); a ring reset below the limit drops the request."""
     if not ring.request:
         return False
     if ring.soft_full():
-        vcpu.run.exit_reason = KVM_EXIT_DIRTY_RING_FULL
+        vcpu.run.exit_reason = K.KVM_EXIT_DIRTY_RING_FULL
         return True
     ring.request = False
     return False
@@ -247,14 +238,14 @@ def full_exit(vcpu, ring):
 
 def guest_run(vcpu):
     """kmock.kvm.guest.run with ``vcpu`` as the running vCPU; a push that fills the ring
-    to its soft limit exits with KVM_EXIT_DIRTY_RING_FULL (the access not retired)."""
+    to its soft limit exits with K.KVM_EXIT_DIRTY_RING_FULL (the access not retired)."""
     from . import guest
 
     _RUNNING.vcpu = vcpu
     try:
         return guest.run(vcpu)
     except DirtyRingFull:
-        vcpu.run.exit_reason = KVM_EXIT_DIRTY_RING_FULL
+        vcpu.run.exit_reason = K.KVM_EXIT_DIRTY_RING_FULL
         return 0
     finally:
         _RUNNING.vcpu = None
@@ -280,7 +271,7 @@ def check_mmap(vcpu, length, prot, flags, offset):
     size = vcpu.vm.dirty_ring_size
     if not size:
         return
-    lo = KVM_DIRTY_LOG_PAGE_OFFSET
+    lo = K.KVM_DIRTY_LOG_PAGE_OFFSET
     hi = lo + size // PAGE_SIZE
     first = offset // PAGE_SIZE
     last = first + (length + PAGE_SIZE - 1) // PAGE_SIZE - 1
@@ -293,7 +284,7 @@ def fault_at(vcpu, offset, start, stop):
     ``offset`` whose page is neither the kvm_run area nor the ring (kvm_vcpu_fault:
     SIGBUS), or None."""
     limit = vcpu.mmap_size
-    lo = KVM_DIRTY_LOG_PAGE_OFFSET * PAGE_SIZE
+    lo = K.KVM_DIRTY_LOG_PAGE_OFFSET * PAGE_SIZE
     hi = lo + vcpu.vm.dirty_ring_size
     a, b = offset + start, offset + stop
     a = max(a, limit)

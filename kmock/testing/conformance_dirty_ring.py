@@ -1,5 +1,5 @@
 """Conformance scenarios of the KVM dirty ring (kmock.kvm.dirty_ring): KVM_ENABLE_CAP of
-KVM_CAP_DIRTY_LOG_RING(_ACQ_REL) on the VM, the ring's mmap on the vCPU fd, KVM_RESET_DIRTY_RINGS,
+K.KVM_CAP_DIRTY_LOG_RING(_ACQ_REL) on the VM, the ring's mmap on the vCPU fd, KVM_RESET_DIRTY_RINGS,
 and a real guest write that the ring records.
 
 Registered into kmock.testing.conformance.SCENARIOS when that module is imported.
@@ -15,10 +15,7 @@ import mmap
 from ..uapi import kvm as K
 from .conformance import create_vm, open_kvm, scenario
 
-KVM_CAP_DIRTY_LOG_RING = 192
-KVM_CAP_DIRTY_LOG_RING_ACQ_REL = 223
-KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP = 228
-RING_PGOFF = 64  # KVM_DIRTY_LOG_PAGE_OFFSET (arch/x86/include/uapi/asm/kvm.h)
+RING_PGOFF = K.KVM_DIRTY_LOG_PAGE_OFFSET
 PAGE = 4096
 RW = mmap.PROT_READ | mmap.PROT_WRITE
 
@@ -47,45 +44,45 @@ def _ring_entries(m, n):
 def dirty_ring_enable(sys, rec):
     kvm = open_kvm(sys, rec)
     rec.call("CHECK_EXTENSION(DIRTY_LOG_RING_WITH_BITMAP) on /dev/kvm", sys.ioctl, kvm,
-             K.KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP)
+             K.KVM_CHECK_EXTENSION, K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP)
     for size in (0, 16, 1024, 2048, 4095, 4096 + 16, 3 * 4096, 4096, 8192, 1 << 20,
                  1 << 21, 1 << 31, 1 << 32):
         vm = create_vm(sys, rec, kvm, label=f"size {size:#x}: KVM_CREATE_VM")
-        enable(sys, rec, vm, f"size {size:#x}", KVM_CAP_DIRTY_LOG_RING, size)
+        enable(sys, rec, vm, f"size {size:#x}", K.KVM_CAP_DIRTY_LOG_RING, size)
         sys.close(vm)
     vm = create_vm(sys, rec, kvm, label="ACQ_REL 4096: KVM_CREATE_VM")
-    enable(sys, rec, vm, "ACQ_REL 4096", KVM_CAP_DIRTY_LOG_RING_ACQ_REL, 4096)
-    enable(sys, rec, vm, "ACQ_REL 4096 again", KVM_CAP_DIRTY_LOG_RING_ACQ_REL, 4096)
-    enable(sys, rec, vm, "then RING 4096", KVM_CAP_DIRTY_LOG_RING, 4096)
-    enable(sys, rec, vm, "then RING 8192", KVM_CAP_DIRTY_LOG_RING, 8192)
-    enable(sys, rec, vm, "then RING 0", KVM_CAP_DIRTY_LOG_RING, 0)
-    enable(sys, rec, vm, "WITH_BITMAP after the ring", KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP, 0)
+    enable(sys, rec, vm, "ACQ_REL 4096", K.KVM_CAP_DIRTY_LOG_RING_ACQ_REL, 4096)
+    enable(sys, rec, vm, "ACQ_REL 4096 again", K.KVM_CAP_DIRTY_LOG_RING_ACQ_REL, 4096)
+    enable(sys, rec, vm, "then RING 4096", K.KVM_CAP_DIRTY_LOG_RING, 4096)
+    enable(sys, rec, vm, "then RING 8192", K.KVM_CAP_DIRTY_LOG_RING, 8192)
+    enable(sys, rec, vm, "then RING 0", K.KVM_CAP_DIRTY_LOG_RING, 0)
+    enable(sys, rec, vm, "WITH_BITMAP after the ring", K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP, 0)
     rec.call("CHECK_EXTENSION(DIRTY_LOG_RING_WITH_BITMAP) on the VM", sys.ioctl, vm,
-             K.KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP)
+             K.KVM_CHECK_EXTENSION, K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP)
     rec.call("reset, ring but no vCPU", sys.ioctl, vm, K.KVM_RESET_DIRTY_RINGS, 0)
     sys.close(vm)
     vm = create_vm(sys, rec, kvm, label="RING then ACQ_REL: KVM_CREATE_VM")
-    enable(sys, rec, vm, "RING 8192", KVM_CAP_DIRTY_LOG_RING, 8192)
-    enable(sys, rec, vm, "then ACQ_REL 8192", KVM_CAP_DIRTY_LOG_RING_ACQ_REL, 8192)
+    enable(sys, rec, vm, "RING 8192", K.KVM_CAP_DIRTY_LOG_RING, 8192)
+    enable(sys, rec, vm, "then ACQ_REL 8192", K.KVM_CAP_DIRTY_LOG_RING_ACQ_REL, 8192)
     sys.close(vm)
     vm = create_vm(sys, rec, kvm, label="flags: KVM_CREATE_VM")
-    enable(sys, rec, vm, "flags 1, 4096", KVM_CAP_DIRTY_LOG_RING, 4096, flags=1)
-    enable(sys, rec, vm, "flags 1, WITH_BITMAP", KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP, 0, flags=1)
+    enable(sys, rec, vm, "flags 1, 4096", K.KVM_CAP_DIRTY_LOG_RING, 4096, flags=1)
+    enable(sys, rec, vm, "flags 1, WITH_BITMAP", K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP, 0, flags=1)
     sys.close(vm)
     vm = create_vm(sys, rec, kvm, label="WITH_BITMAP first: KVM_CREATE_VM")
-    enable(sys, rec, vm, "WITH_BITMAP without a ring", KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP, 0)
+    enable(sys, rec, vm, "WITH_BITMAP without a ring", K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP, 0)
     sys.close(vm)
     vm = create_vm(sys, rec, kvm, label="after a vCPU: KVM_CREATE_VM")
     cpu = rec.call("after a vCPU: KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
-    enable(sys, rec, vm, "after a vCPU: RING 4096", KVM_CAP_DIRTY_LOG_RING, 4096)
-    enable(sys, rec, vm, "after a vCPU: RING 3000", KVM_CAP_DIRTY_LOG_RING, 3000)
+    enable(sys, rec, vm, "after a vCPU: RING 4096", K.KVM_CAP_DIRTY_LOG_RING, 4096)
+    enable(sys, rec, vm, "after a vCPU: RING 3000", K.KVM_CAP_DIRTY_LOG_RING, 3000)
     rec.call("after a vCPU: reset (no ring)", sys.ioctl, vm, K.KVM_RESET_DIRTY_RINGS, 0)
     if cpu is not None:
         sys.close(cpu)
     sys.close(vm)
     # the bitmap ioctls of a VM with a ring
     vm = create_vm(sys, rec, kvm, label="bitmap ioctls: KVM_CREATE_VM")
-    enable(sys, rec, vm, "bitmap ioctls: RING 4096", KVM_CAP_DIRTY_LOG_RING, 4096)
+    enable(sys, rec, vm, "bitmap ioctls: RING 4096", K.KVM_CAP_DIRTY_LOG_RING, 4096)
     mem = mmap.mmap(-1, 0x10000)
     uaddr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
     region = K.kvm_userspace_memory_region(slot=0, flags=K.KVM_MEM_LOG_DIRTY_PAGES,
@@ -128,7 +125,7 @@ def dirty_ring_mmap(sys, rec):
     sys.close(vm)
     size = 2 * PAGE
     vm = create_vm(sys, rec, kvm, label="ring: KVM_CREATE_VM")
-    enable(sys, rec, vm, "ring: RING 8192", KVM_CAP_DIRTY_LOG_RING, size)
+    enable(sys, rec, vm, "ring: RING 8192", K.KVM_CAP_DIRTY_LOG_RING, size)
     cpu = rec.call("ring: KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
     if cpu is None:
         return
@@ -170,7 +167,7 @@ def dirty_ring_guest_write(sys, rec):
     kvm = open_kvm(sys, rec)
     run_size = sys.ioctl(kvm, K.KVM_GET_VCPU_MMAP_SIZE, 0)
     vm = create_vm(sys, rec, kvm)
-    enable(sys, rec, vm, "RING 8192", KVM_CAP_DIRTY_LOG_RING, 2 * PAGE)
+    enable(sys, rec, vm, "RING 8192", K.KVM_CAP_DIRTY_LOG_RING, 2 * PAGE)
     for slot, gpa, mem, flags in ((0, 0xFFFF0000, code, 0),
                                   (1, 0, data, K.KVM_MEM_LOG_DIRTY_PAGES)):
         region = K.kvm_userspace_memory_region(

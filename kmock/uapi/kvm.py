@@ -571,3 +571,22 @@ class kvm_vfio_spapr_tce(ctypes.Structure):
 
 #: the dirty ring's reset (virt/kvm/kvm_main.c; kmock has no dirty ring: always EINVAL)
 KVM_RESET_DIRTY_RINGS = _IO(KVMIO, 0xC7)
+
+
+# --- the dirty ring (KVM_CAP_DIRTY_LOG_RING; kmock.kvm.dirty_ring) ---------------------------
+
+KVM_CAP_DIRTY_LOG_RING = 192
+KVM_CAP_DIRTY_LOG_RING_ACQ_REL = 223
+KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP = 228
+KVM_EXIT_DIRTY_RING_FULL = 31
+KVM_DIRTY_GFN_F_DIRTY = 1 << 0
+KVM_DIRTY_GFN_F_RESET = 1 << 1
+#: page offset of the ring in the vCPU mmap (arch/x86/include/uapi/asm/kvm.h; arm64 the same)
+KVM_DIRTY_LOG_PAGE_OFFSET = 64
+
+
+class kvm_dirty_gfn(ctypes.Structure):
+    """One ring entry: flags, slot (as_id << 16 | slot id), offset in the slot (pages)."""
+
+    _fields_ = [("flags", ctypes.c_uint32), ("slot", ctypes.c_uint32),
+                ("offset", ctypes.c_uint64)]

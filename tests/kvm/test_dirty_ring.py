@@ -21,10 +21,10 @@ from ._guest import RunView, UserMem
 P = 4096
 RW = _libc.PROT_READ | _libc.PROT_WRITE
 GPA = 1 << 30
-RING = DR.KVM_CAP_DIRTY_LOG_RING
-ACQ_REL = DR.KVM_CAP_DIRTY_LOG_RING_ACQ_REL
-FULL = DR.KVM_EXIT_DIRTY_RING_FULL
-DIRTY, RESET = DR.KVM_DIRTY_GFN_F_DIRTY, DR.KVM_DIRTY_GFN_F_RESET
+RING = K.KVM_CAP_DIRTY_LOG_RING
+ACQ_REL = K.KVM_CAP_DIRTY_LOG_RING_ACQ_REL
+FULL = K.KVM_EXIT_DIRTY_RING_FULL
+DIRTY, RESET = K.KVM_DIRTY_GFN_F_DIRTY, K.KVM_DIRTY_GFN_F_RESET
 
 
 def err(fn, *args):
@@ -55,7 +55,7 @@ class RingVM:
             memory_size=pages * P, userspace_addr=self.mem.addr))
         self.cpus = [k.ioctl(self.fd, K.KVM_CREATE_VCPU, i) for i in range(nr_vcpus)]
         self.views = [RunView(k, c) for c in self.cpus]
-        self.rings = [k.mmap(c, size, RW, _libc.MAP_SHARED, DR.KVM_DIRTY_LOG_PAGE_OFFSET * P)
+        self.rings = [k.mmap(c, size, RW, _libc.MAP_SHARED, K.KVM_DIRTY_LOG_PAGE_OFFSET * P)
                       for c in self.cpus]
         self.size = size // 16
 
@@ -87,7 +87,7 @@ def vm_fd(k):
 def test_caps_advertised(k, vm_fd):
     for cap in (RING, ACQ_REL):
         assert k.ioctl(vm_fd, K.KVM_CHECK_EXTENSION, cap) == 65536 * 16
-    assert k.ioctl(vm_fd, K.KVM_CHECK_EXTENSION, DR.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP) == 0
+    assert k.ioctl(vm_fd, K.KVM_CHECK_EXTENSION, K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP) == 0
 
 
 @pytest.mark.parametrize("size,want", [
@@ -107,7 +107,7 @@ def test_enable_once_either_cap_flags_ignored(k, vm_fd):
     assert enable(k, vm_fd, 2 * P, ACQ_REL, flags=1) == 0
     for cap, size in ((ACQ_REL, 2 * P), (RING, 2 * P), (RING, P), (RING, 0)):
         assert err(enable, k, vm_fd, size, cap) == errno.EINVAL
-    assert err(enable, k, vm_fd, 0, DR.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP) == errno.EINVAL
+    assert err(enable, k, vm_fd, 0, K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP) == errno.EINVAL
     assert k.vm(vm_fd).dirty_ring_size == 2 * P
 
 
