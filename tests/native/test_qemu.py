@@ -205,6 +205,16 @@ def test_qemu_cpu_models_make_the_same_kvm_calls_with_the_same_results(tmp_path,
     _same_calls_as_the_real_kernel(tmp_path, FULL, "-cpu", cpu)
 
 
+@pytest.mark.skipif(not REAL_KVM or STRACE is None, reason="needs a usable /dev/kvm and strace")
+def test_qemu_with_a_dirty_ring_makes_the_same_kvm_calls(tmp_path, lib, monkeypatch):
+    """-accel kvm,dirty-ring-size=4096: QEMU enables KVM_CAP_DIRTY_LOG_RING before its
+    vCPUs and maps each vCPU's ring (kmock refused the enable with EINVAL before)."""
+    monkeypatch.setitem(COMMON, 1, "kvm,dirty-ring-size=4096")
+    trace = _same_calls_as_the_real_kernel(tmp_path, FULL)
+    enables = [ln for ln in trace.splitlines() if f", {K.KVM_ENABLE_CAP:#x}, " in ln]
+    assert enables and all(ln.endswith("= 0") for ln in enables)
+
+
 def _same_calls_as_the_real_kernel(tmp_path, machine, *extra, nvcpus=1):
     """Run QEMU under kmock (host profile) and under strace on the real kernel; assert the
     same multiset of (ioctl, result); return kmock's trace."""
