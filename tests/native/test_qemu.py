@@ -10,6 +10,7 @@ docs/native-qemu.md compares the ioctl sequence with.
 import json
 import shutil
 import socket
+import sys
 import threading
 import time
 
@@ -209,7 +210,8 @@ def test_qemu_cpu_models_make_the_same_kvm_calls_with_the_same_results(tmp_path,
 def test_qemu_with_a_dirty_ring_makes_the_same_kvm_calls(tmp_path, lib, monkeypatch):
     """-accel kvm,dirty-ring-size=4096: QEMU enables KVM_CAP_DIRTY_LOG_RING before its
     vCPUs and maps each vCPU's ring (kmock refused the enable with EINVAL before)."""
-    monkeypatch.setitem(COMMON, 1, "kvm,dirty-ring-size=4096")
+    monkeypatch.setattr(sys.modules[__name__], "COMMON",
+                        ["-accel", "kvm,dirty-ring-size=4096", *COMMON[2:]])
     trace = _same_calls_as_the_real_kernel(tmp_path, FULL)
     enables = [ln for ln in trace.splitlines() if f", {K.KVM_ENABLE_CAP:#x}, " in ln]
     assert enables and all(ln.endswith("= 0") for ln in enables)
