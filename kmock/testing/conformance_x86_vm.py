@@ -970,6 +970,33 @@ def x86_pit(sys, rec):
     del cpu
 
 
+def run_kicked(sys, rec, cpu, size, run_label, exit_label):
+    """KVM_RUN of ``cpu`` in this (main) thread, kicked after 0.3 s as a VMM kicks a vCPU
+    thread (run.immediate_exit, then SIGUSR1, whose handler the caller installed); records
+    the call as ``run_label`` and the exit_reason as ``exit_label``."""
+    import mmap
+    import signal
+    import threading
+    import time
+
+    m = sys.mmap(cpu, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED)
+    run = K.kvm_run.from_address(m.address)
+    main = threading.get_ident()
+
+    def kick():
+        time.sleep(0.3)
+        run.immediate_exit = 1
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    t = threading.Thread(target=kick)
+    t.start()
+    rec.call(run_label, sys.ioctl, cpu, K.KVM_RUN, 0)
+    t.join()
+    rec.record(exit_label, run.exit_reason)
+    run.immediate_exit = 0
+    m.close()
+
+
 @scenario("x86_halt_in_kernel",
           "a guest HLT: KVM_EXIT_HLT without an in-kernel LAPIC; with one (split or full "
           "irqchip) the vCPU halts inside KVM_RUN until its thread is signalled: EINTR, "
@@ -978,8 +1005,6 @@ def x86_pit(sys, rec):
 def x86_halt_in_kernel(sys, rec):
     import mmap
     import signal
-    import threading
-    import time
 
     from ..uapi import x86 as X86
 
@@ -1007,27 +1032,13 @@ def x86_halt_in_kernel(sys, rec):
             cpu = vcpu(sys, rec, vm, 0, label=f"{mode}: KVM_CREATE_VCPU 0")
             if cpu is None:
                 continue
-            m = sys.mmap(cpu, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED)
-            run = K.kvm_run.from_address(m.address)
-            main = threading.get_ident()
-
-            def kick():  # what a VMM's kick does: immediate_exit, then a signal
-                time.sleep(0.3)
-                run.immediate_exit = 1
-                signal.pthread_kill(main, signal.SIGUSR1)
-
-            t = threading.Thread(target=kick)
-            t.start()
-            rec.call(f"{mode}: KVM_RUN (the guest halts; kicked after 0.3 s)", sys.ioctl, cpu,
-                     K.KVM_RUN, 0)
-            t.join()
-            rec.record(f"{mode}: exit_reason", run.exit_reason)
+            run_kicked(sys, rec, cpu, size,
+                       f"{mode}: KVM_RUN (the guest halts; kicked after 0.3 s)",
+                       f"{mode}: exit_reason")
             mp = X86.kvm_mp_state()
             if rec.call(f"{mode}: KVM_GET_MP_STATE", sys.ioctl, cpu, X86.KVM_GET_MP_STATE, mp) \
                     is not None:
                 rec.record(f"{mode}: mp_state", mp.mp_state)
-            run.immediate_exit = 0
-            m.close()
     finally:
         signal.signal(signal.SIGUSR1, old)
 
@@ -1038,10 +1049,7 @@ def x86_halt_in_kernel(sys, rec):
           "INIT/SIPI (UNINITIALIZED, as QEMU puts its APs): it blocks until the thread is "
           "signalled (EINTR, KVM_EXIT_INTR)")
 def x86_mp_state_lapic(sys, rec):
-    import mmap
     import signal
-    import threading
-    import time
 
     from ..uapi import x86 as X86
 
@@ -1071,26 +1079,12 @@ def x86_mp_state_lapic(sys, rec):
                     rec.record(f"{mode}: mp_state after {value:#x}", mp.mp_state)
             rec.call(f"{mode}: KVM_SET_MP_STATE UNINITIALIZED", sys.ioctl, cpu,
                      X86.KVM_SET_MP_STATE, X86.kvm_mp_state(X86.KVM_MP_STATE_UNINITIALIZED))
-            m = sys.mmap(cpu, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED)
-            run = K.kvm_run.from_address(m.address)
-            main = threading.get_ident()
-
-            def kick():  # what a VMM's kick does: immediate_exit, then a signal
-                time.sleep(0.3)
-                run.immediate_exit = 1
-                signal.pthread_kill(main, signal.SIGUSR1)
-
-            t = threading.Thread(target=kick)
-            t.start()
-            rec.call(f"{mode}: KVM_RUN of an AP waiting for SIPI (kicked after 0.3 s)",
-                     sys.ioctl, cpu, K.KVM_RUN, 0)
-            t.join()
-            rec.record(f"{mode}: exit_reason", run.exit_reason)
+            run_kicked(sys, rec, cpu, size,
+                       f"{mode}: KVM_RUN of an AP waiting for SIPI (kicked after 0.3 s)",
+                       f"{mode}: exit_reason")
             if rec.call(f"{mode}: KVM_GET_MP_STATE after the run", sys.ioctl, cpu,
                         X86.KVM_GET_MP_STATE, mp) is not None:
                 rec.record(f"{mode}: mp_state after the run", mp.mp_state)
-            run.immediate_exit = 0
-            m.close()
     finally:
         signal.signal(signal.SIGUSR1, old)
 
