@@ -9,6 +9,7 @@ kvm_arch_vcpu_precreate; virt/kvm/kvm_main.c kvm_vm_ioctl_enable_cap_generic.
 Only values a C int carries are passed by value (fcntl.ioctl's limit on the host side).
 """
 
+import contextlib
 import ctypes
 
 from ..kvm import x86_vm as X
@@ -970,10 +971,29 @@ def x86_pit(sys, rec):
     del cpu
 
 
+@contextlib.contextmanager
+def kick_signal(rec):
+    """A no-op SIGUSR1 handler for run_kicked's kick, restored after; yields False (and
+    records the skip) outside the main thread, where no handler can be installed."""
+    import signal
+
+    try:
+        old = signal.signal(signal.SIGUSR1, lambda *a: None)
+    except ValueError:  # not the main thread: no handler, no signal to send
+        rec.record("skipped: the scenario needs the main thread", True)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
 def run_kicked(sys, rec, cpu, size, run_label, exit_label):
     """KVM_RUN of ``cpu`` in this (main) thread, kicked after 0.3 s as a VMM kicks a vCPU
     thread (run.immediate_exit, then SIGUSR1, whose handler the caller installed); records
-    the call as ``run_label`` and the exit_reason as ``exit_label``."""
+    the call as ``run_label`` and the exit_reason as ``exit_label``. Use inside
+    kick_signal."""
     import mmap
     import signal
     import threading
@@ -1004,19 +1024,15 @@ def run_kicked(sys, rec, cpu, size, run_label, exit_label):
           "the reset vector; kmock's scripted guest has nothing to run, which halts alike)")
 def x86_halt_in_kernel(sys, rec):
     import mmap
-    import signal
 
     from ..uapi import x86 as X86
 
-    try:
-        old = signal.signal(signal.SIGUSR1, lambda *a: None)
-    except ValueError:  # not the main thread: no handler, no signal to send
-        rec.record("skipped: the scenario needs the main thread", True)
-        return
     mem = mmap.mmap(-1, 0x10000)
     mem[0xFFF0:0xFFF2] = b"\xF4\xF4"  # hlt; hlt at the reset vector (CS:IP F000:FFF0)
     uaddr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
-    try:
+    with kick_signal(rec) as ok:
+        if not ok:
+            return
         kvm = open_kvm(sys, rec)
         size = sys.ioctl(kvm, K.KVM_GET_VCPU_MMAP_SIZE, 0)
         for mode in ("no irqchip", "split irqchip", "full irqchip"):
@@ -1039,8 +1055,6 @@ def x86_halt_in_kernel(sys, rec):
             if rec.call(f"{mode}: KVM_GET_MP_STATE", sys.ioctl, cpu, X86.KVM_GET_MP_STATE, mp) \
                     is not None:
                 rec.record(f"{mode}: mp_state", mp.mp_state)
-    finally:
-        signal.signal(signal.SIGUSR1, old)
 
 
 @scenario("x86_mp_state_lapic",
@@ -1049,16 +1063,12 @@ def x86_halt_in_kernel(sys, rec):
           "INIT/SIPI (UNINITIALIZED, as QEMU puts its APs): it blocks until the thread is "
           "signalled (EINTR, KVM_EXIT_INTR)")
 def x86_mp_state_lapic(sys, rec):
-    import signal
 
     from ..uapi import x86 as X86
 
-    try:
-        old = signal.signal(signal.SIGUSR1, lambda *a: None)
-    except ValueError:  # not the main thread: no handler, no signal to send
-        rec.record("skipped: the scenario needs the main thread", True)
-        return
-    try:
+    with kick_signal(rec) as ok:
+        if not ok:
+            return
         kvm = open_kvm(sys, rec)
         size = sys.ioctl(kvm, K.KVM_GET_VCPU_MMAP_SIZE, 0)
         for mode in ("split irqchip", "full irqchip"):
@@ -1085,8 +1095,6 @@ def x86_mp_state_lapic(sys, rec):
             if rec.call(f"{mode}: KVM_GET_MP_STATE after the run", sys.ioctl, cpu,
                         X86.KVM_GET_MP_STATE, mp) is not None:
                 rec.record(f"{mode}: mp_state after the run", mp.mp_state)
-    finally:
-        signal.signal(signal.SIGUSR1, old)
 
 
 @scenario("x86_vm_tsc_khz",
