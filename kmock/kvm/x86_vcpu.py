@@ -19,7 +19,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_lapic, x86_mce, x86_msr, x86_state, x86_vcpu_misc, x86_vm
+from . import x86_lapic, x86_mce, x86_msr, x86_paging, x86_state, x86_vcpu_misc, x86_vm
 from .x86_state import (apic_base_ok, cpuid_entry,
                         cr4_reserved, fpu_hidden, guest_maxphyaddr,
                         has_run, protected, settings, state, supported_xcr0,
@@ -97,15 +97,15 @@ def valid_sregs(st, s):
     return not (cr0 & X.X86_CR0_PG and not cr0 & X.X86_CR0_PE)
 
 
-def _set_sregs_common(st, s):
+def _set_sregs_common(vcpu, st, s, update_pdptrs):
     """__set_sregs_common's checks and stores, shared by SET_SREGS and SET_SREGS2 (``s``
     is a kvm_sregs; its interrupt_bitmap is ignored here): EINVAL if kvm_is_valid_sregs
     fails or kvm_apic_set_base refuses apic_base; CR8 with reserved bits is not written
-    (kvm_set_cr8's error is ignored). Its load_pdptrs (PAE paging without PDPTRs from
-    userspace) reads guest memory, which kmock does not do: the PDPTRs keep their value,
-    as when load_pdptrs fails (no memslot at CR3; its result is ignored there). With the
-    profile setting ``legacy_paging`` False (probed: the PVM host) CR0.PG is dropped
-    outside long mode after the checks, as that host does."""
+    (kvm_set_cr8's error is ignored). With ``update_pdptrs`` and PAE paging in the new
+    state, load_pdptrs reads the PDPTEs at CR3 from guest memory
+    (kmock.kvm.x86_paging.load_pdptrs; its failure is ignored: the PDPTRs keep their
+    value). With the profile setting ``legacy_paging`` False (probed: the PVM host) CR0.PG
+    is dropped outside long mode after the checks, as that host does."""
     if not valid_sregs(st, s) or not apic_base_ok(st, s.apic_base):
         raise oserror(errno.EINVAL)
     if s.cr8 & ~0xF:
@@ -115,6 +115,8 @@ def _set_sregs_common(st, s):
     for i in range(4):
         s.interrupt_bitmap[i] = 0
     st.sregs = s
+    if update_pdptrs and _pae_paging(s):
+        x86_paging.load_pdptrs(vcpu, st)
 
 
 def set_sregs(f, arg):
@@ -127,7 +129,7 @@ def set_sregs(f, arg):
     st = state(vcpu)
     pending = next((i * 64 + (w & -w).bit_length() - 1
                     for i, w in enumerate(s.interrupt_bitmap) if w), None)
-    _set_sregs_common(st, s)
+    _set_sregs_common(vcpu, st, s, update_pdptrs=True)
     if pending is not None:
         st.interrupt = (1, pending, 0)
     return 0
@@ -178,7 +180,7 @@ def set_sregs2(f, arg):
         raise oserror(errno.EINVAL)
     s = X.kvm_sregs()
     ctypes.memmove(ctypes.addressof(s), ctypes.addressof(s2), _SREGS_COMMON)
-    _set_sregs_common(st, s)
+    _set_sregs_common(vcpu, st, s, update_pdptrs=not valid_pdptrs)
     if valid_pdptrs:
         st.pdptrs = list(s2.pdptrs)
     return 0

@@ -12,14 +12,11 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_msr, x86_vcpu, x86_vm
+from . import x86_msr, x86_paging, x86_vcpu, x86_vm
 from .x86_state import ECX, U64, cpuid_has, settings, state, vcpu_of
 
 #: KVM_MAX_CPUID_ENTRIES (arch/x86/include/asm/kvm_host.h)
 KVM_MAX_CPUID_ENTRIES = 256
-#: INVALID_GPA: what kvm_mmu_gva_to_gpa_system returns for an unmapped address
-INVALID_GPA = U64
-_X86_CR0_PG = 1 << 31
 _LEGACY_ENTRY = ctypes.sizeof(X.kvm_cpuid_entry)
 
 # --- KVM_INTERRUPT --------------------------------------------------------------------------
@@ -95,16 +92,15 @@ def set_device_attr(f, arg):
 
 def translate(f, arg):
     """kvm_arch_vcpu_ioctl_translate (no protected-state refusal in 6.18): gpa =
-    kvm_mmu_gva_to_gpa_system; valid = gpa != INVALID_GPA; writeable 1, usermode 0;
-    always 0. With CR0.PG clear the walk is nonpaging_gva_to_gpa: the gpa is the
-    linear address, all 64 bits (so ~0 reads back as not valid; probed). With paging
-    on kmock does not walk the guest's page tables: it answers INVALID_GPA, valid 0
-    (what the kernel answers for an unmapped address) [kmock]."""
-    st = state(vcpu_of(f))
+    kvm_mmu_gva_to_gpa_system, the walk of the guest's page tables in kmock.kvm.x86_paging
+    (with CR0.PG clear the gpa is the linear address, all 64 bits, so ~0 reads back as
+    not valid; probed); valid = gpa != INVALID_GPA; writeable 1, usermode 0; always 0."""
+    vcpu = vcpu_of(f)
+    st = state(vcpu)
     tr = copy_from_user(arg, X.kvm_translation)
-    gpa = tr.linear_address if not st.sregs.cr0 & _X86_CR0_PG else INVALID_GPA
+    gpa = x86_paging.gva_to_gpa(vcpu, st, tr.linear_address)
     tr.physical_address = gpa
-    tr.valid = 1 if gpa != INVALID_GPA else 0
+    tr.valid = 1 if gpa != x86_paging.INVALID_GPA else 0
     tr.writeable = 1
     tr.usermode = 0
     copy_to_user(arg, tr)

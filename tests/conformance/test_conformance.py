@@ -1565,6 +1565,55 @@ HOST_SPECIFIC.update({
 })
 
 
+# KVM_TRANSLATE in long mode (kmock.kvm.x86_paging): kvm_arch_vcpu_ioctl_translate ->
+# kvm_mmu_gva_to_gpa_system -> paging_tmpl.h FNAME(walk_addr_generic) with access 0: tables read
+# through the memslot's hva (none: INVALID_GPA), not present or a reserved bit
+# (__reset_rsvds_bits_mask: bit 63 without EFER.NXE, PS in a PML4E) fails, address bits above
+# 47 unused; FNAME(update_accessed_dirty_bits) sets A (not D) on every entry of a successful walk
+# except in a read-only memslot (pte_writable) and marks the table page dirty
+# (kvm_vcpu_mark_page_dirty); the ioctl itself always returns 0 (valid = gpa != INVALID_GPA)
+REFERENCE.update({
+    "x86_vcpu_translate_paging": [
+        ("SET_SREGS long mode, no NXE", ("ok", 0)),
+        ("4K page: gpa, valid", ("ok", ("0x123abc", 1))),
+        ("4K page, non-canonical alias (bit 48): gpa, valid", ("ok", ("0x123abc", 1))),
+        ("not present PTE: gpa, valid", ("ok", ("0xffffffffffffffff", 0))),
+        ("NX PTE: gpa, valid", ("ok", ("0xffffffffffffffff", 0))),
+        ("A bits after the 4K walk (PML4[0], PDPT[0], PD[2], PT[5])",
+         ("ok", ("0x2023", "0x3023", "0x4023", "0x123023"))),
+        ("PT[7] (NX, refused) untouched", ("ok", "0x8000000000124003")),
+        ("dirty pages: the tables whose entries got the A bit", ("ok", (1, 2, 3, 4))),
+        ("2M page: gpa, valid", ("ok", ("0x201234", 1))),
+        ("table outside memslots: gpa, valid", ("ok", ("0xffffffffffffffff", 0))),
+        ("1G page: valid iff the CPUID has 1G pages", ("ok", True)),
+        ("PS in a PML4E: gpa, valid", ("ok", ("0xffffffffffffffff", 0))),
+        ("user page: gpa, valid", ("ok", ("0x125010", 1))),
+        ("PT[7] after its walk with NXE", ("ok", "0x8000000000124023")),
+        ("PD[3] (2M) after its walk", ("ok", "0x2000a3")),
+        ("PD[5] (its table has no memslot) after", ("ok", "0x10000003")),
+        ("PML4[1] (reserved PS) after", ("ok", "0x2083")),
+        ("table in a read-only memslot: gpa, valid", ("ok", ("0x126000", 1))),
+        ("PD[8] and PT_RO[0] after (no A bit written to read-only memory)",
+         ("ok", ("0x800023", "0x126003"))),
+        ("4K page after the PTE changed: gpa, valid", ("ok", ("0x321abc", 1))),
+        ("user walk entries after (PML4[2], PDPT[3], PD[7], PT_U[1])",
+         ("ok", ("0x2027", "0x3027", "0x5027", "0x125027"))),
+    ],
+})
+
+# the probe host's supported CPUID has neither 1G pages nor SMAP (a PVM host); it reports LA57
+# but its KVM_SET_SREGS refuses CR4.LA57 (EINVAL: the host profile's probed cr4_allowed)
+HOST_SPECIFIC.update({
+    "x86_vcpu_translate_paging": [
+        ("CPUID has 1G pages", ("ok", False)),
+        ("CPUID has SMAP", ("ok", False)),
+        ("CPUID has LA57", ("ok", True)),
+        ("SET_SREGS with CR4.LA57", E("EINVAL")),
+        ("PDPT[1] (1G) after", ("ok", "0x40000083")),
+    ],
+})
+
+
 def test_reference_covers_every_scenario():
     missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
     assert not missing, f"scenarios without reference expectations: {sorted(missing)}"
