@@ -31,13 +31,12 @@ pending (no guest EOIs it; a KVM_SET_LAPIC that clears it is not seen). The PIT'
 
 import errno
 import threading
-import weakref
 
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import eventfds, x86_lapic, x86_vm
+from . import eventfds, x86_lapic, x86_state, x86_vm
 from .attached import Attached
 
 PIC_NUM_PINS = 16
@@ -49,6 +48,8 @@ ELCR_MASK = (0xF8, 0xDE)
 #: kvm_set_msi_irq: the MSI address and data fields
 MSI_DEST_MODE_LOGICAL = 1 << 2
 MSI_REDIR_HINT = 1 << 3
+#: MSI_DATA_TRIGGER_LEVEL (msi_msg_data.is_level): kvm_set_msi_irq's trig_mode
+MSI_DATA_TRIGGER_LEVEL = 1 << 15
 MSI_TRIGGER_LEVEL = 1 << 15
 APIC_DM_FIXED, APIC_DM_LOWEST, APIC_DM_SMI, APIC_DM_REMRD = 0, 1, 2, 3
 APIC_DM_NMI, APIC_DM_INIT, APIC_DM_STARTUP, APIC_DM_EXTINT = 4, 5, 6, 7
@@ -147,9 +148,6 @@ class IrqChips:
         self.lock = threading.Lock()  # pic_lock / ioapic->lock
         self.pics = (_Pic(ELCR_MASK[0]), _Pic(ELCR_MASK[1]))
         self.ioapic = _Ioapic()
-        #: vcpu -> vectors accepted as fixed / lowest priority and never EOIed: what
-        #: kvm_apic_pending_eoi reads in the LAPIC's IRR (see the module docstring)
-        self.pending_vectors = weakref.WeakKeyDictionary()
 
     @property
     def ioapic_irr(self):
@@ -207,17 +205,12 @@ class IrqChips:
             io.irr_delivered |= 1 << pin
         ret, accepted = deliver(vm, (e >> 56) & 0xFF, bool(e & X.IOAPIC_REDIR_DEST_LOGICAL),
                                 mode, mode == APIC_DM_LOWEST)
-        self._accepted(accepted, mode, vector)
+        accepted_by(accepted, mode, vector, level)
         if pin == RTC_GSI and line_status:
             io.rtc_dest = {v: vector for v in accepted}
         if ret and level:
             io.redirtbl[pin] = e | X.IOAPIC_REDIR_REMOTE_IRR
         return ret
-
-    def _accepted(self, vcpus, mode, vector):
-        if mode in (APIC_DM_FIXED, APIC_DM_LOWEST):
-            for v in vcpus:
-                self.pending_vectors.setdefault(v, set()).add(vector)
 
     def set_ioapic(self, vm, st):
         """kvm_set_ioapic: the state as given, IRR and irr_delivered cleared, then every
@@ -236,7 +229,7 @@ class IrqChips:
         io.rtc_dest = {}
         for vcpu in list(vm.vcpus.values()):
             if _matches(vcpu, (e >> 56) & 0xFF, bool(e & X.IOAPIC_REDIR_DEST_LOGICAL)) \
-                    and (e & 0xFF) in self.pending_vectors.get(vcpu, ()):
+                    and x86_lapic.pending_eoi(vcpu, e & 0xFF):
                 io.rtc_dest[vcpu] = e & 0xFF
 
 
@@ -303,6 +296,19 @@ def deliver(vm, dest, logical, mode, lowest):
     return r, accepted
 
 
+def accepted_by(vcpus, mode, vector, level_triggered):
+    """What __apic_accept_irq leaves in each LAPIC that accepted an asserted interrupt:
+    fixed and lowest priority set IRR (and TMR: kmock.kvm.x86_lapic.accept_vector); an NMI
+    is queued as KVM_NMI queues one (kvm_inject_nmi: KVM_GET_VCPU_EVENTS then shows
+    nmi.pending; probed). INIT, SIPI, SMI and ExtINT change nothing kmock keeps [kmock]."""
+    if mode in (APIC_DM_FIXED, APIC_DM_LOWEST):
+        for v in vcpus:
+            x86_lapic.accept_vector(v, vector, level_triggered)
+    elif mode == APIC_DM_NMI:
+        for v in vcpus:
+            x86_state.queue_nmi(x86_state.state(v))
+
+
 def deliver_msi(vm, address_lo, address_hi, data):
     """kvm_set_msi (level 1) -> kvm_irq_delivery_to_apic: the number of LAPICs that
     accepted, or -1 when no present LAPIC matched on the slow path."""
@@ -312,7 +318,7 @@ def deliver_msi(vm, address_lo, address_hi, data):
     mode = (data >> 8) & 7
     r, accepted = deliver(vm, dest, bool(address_lo & MSI_DEST_MODE_LOGICAL), mode,
                           mode == APIC_DM_LOWEST or bool(address_lo & MSI_REDIR_HINT))
-    chips(vm)._accepted(accepted, mode, data & 0xFF)
+    accepted_by(accepted, mode, data & 0xFF, bool(data & MSI_DATA_TRIGGER_LEVEL))
     return r
 
 

@@ -2,9 +2,11 @@
 
 A VM with an in-kernel irqchip (KVM_CREATE_IRQCHIP or KVM_CAP_SPLIT_IRQCHIP, both put the
 LAPIC in the kernel: ``lapic_in_kernel``) has one page per vCPU, made at vCPU creation by
-kvm_create_lapic + kvm_lapic_reset (arch/x86/kvm/lapic.c). kmock stores the page only: no
-interrupt is delivered, no timer runs (TMCCT reads 0), no IPI is sent. Sources per
-function below; docs/vcpu-state.md.
+kvm_create_lapic + kvm_lapic_reset (arch/x86/kvm/lapic.c). kmock stores the page; an
+interrupt the LAPIC accepts (KVM_SIGNAL_MSI, an MSI route, the I/O APIC) sets its IRR and
+TMR bits (:func:`accept_vector`), but the scripted guest never takes it (it stays in the
+IRR), no timer runs (TMCCT reads 0) and no IPI is sent. Sources per function below;
+docs/vcpu-state.md.
 """
 
 import errno
@@ -17,6 +19,7 @@ from .x86_state import ECX, cpuid_has, state, vcpu_of
 
 APIC_ID, APIC_LVR, APIC_TASKPRI, APIC_PROCPRI = 0x20, 0x30, 0x80, 0xA0
 APIC_LDR, APIC_DFR, APIC_SPIV, APIC_ISR = 0xD0, 0xE0, 0xF0, 0x100
+APIC_TMR, APIC_IRR = 0x180, 0x200
 APIC_ICR, APIC_ICR2, APIC_LVTT, APIC_LVT0, APIC_TMCCT = 0x300, 0x310, 0x320, 0x350, 0x390
 #: APIC_VERSION (lapic.c): an integrated APIC, version 0x14
 APIC_VERSION = 0x14
@@ -210,6 +213,32 @@ def _fixup(vcpu, page, set_):
         put(page, APIC_LDR, x2apic_ldr(vcpu.id))
     else:
         put(page, APIC_ICR2, get(page, APIC_ICR + 4))
+
+
+def _vector_bit(vector):
+    """(register offset, bit) of ``vector`` in a 256-bit register (ISR, TMR, IRR): eight
+    32-bit words 16 bytes apart (VEC_POS / REG_POS in lapic.h)."""
+    return 0x10 * (vector >> 5), 1 << (vector & 31)
+
+
+def accept_vector(vcpu, vector, level_triggered):
+    """__apic_accept_irq for a fixed or lowest-priority interrupt this LAPIC accepted
+    (asserted): the vector's TMR bit follows the trigger mode, then its IRR bit is set
+    (kvm_lapic_set_irr: no APICv, as on the probe host; with APICv the PIR holds it and
+    KVM_GET_LAPIC's sync_pir_to_irr shows the same). A vector below 16 is set too (no
+    illegal-vector check on this path: probed). Conformance scenario x86_lapic_irr."""
+    page = lapic(vcpu).regs
+    off, bit = _vector_bit(vector & 0xFF)
+    tmr = get(page, APIC_TMR + off)
+    put(page, APIC_TMR + off, tmr | bit if level_triggered else tmr & ~bit)
+    put(page, APIC_IRR + off, get(page, APIC_IRR + off) | bit)
+
+
+def pending_eoi(vcpu, vector):
+    """kvm_apic_pending_eoi: ``vector`` is in the ISR or the IRR."""
+    page = lapic(vcpu).regs
+    off, bit = _vector_bit(vector & 0xFF)
+    return bool((get(page, APIC_ISR + off) | get(page, APIC_IRR + off)) & bit)
 
 
 def _isr_count(page):

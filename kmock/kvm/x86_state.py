@@ -149,6 +149,14 @@ def host_tsc(khz):
     return time.monotonic_ns() * khz // 1_000_000
 
 
+def queue_nmi(st):
+    """kvm_inject_nmi, folded at once as process_nmi folds it (at the next
+    KVM_GET_VCPU_EVENTS or entry): nmi_pending + 1, at most 2, or 1 while NMIs are masked
+    or one is injected. Callers: KVM_NMI and an NMI the in-kernel LAPIC accepts."""
+    limit = 1 if st.nmi_masked or st.nmi_injected else 2
+    st.nmi_pending = min(st.nmi_pending + 1, limit)
+
+
 class X86State:
     """The register state of one x86 vCPU (struct kvm_vcpu_arch, in part)."""
 

@@ -247,10 +247,7 @@ def nmi(f, arg):
     needed), and process_nmi (run by the next KVM_GET_VCPU_EVENTS or entry) folds it into
     nmi_pending, at most 2, or 1 while NMIs are masked or one is injected. kmock folds at
     once, which reads the same through KVM_GET_VCPU_EVENTS."""
-    vcpu = vcpu_of(f)
-    st = state(vcpu)
-    limit = 1 if st.nmi_masked or st.nmi_injected else 2
-    st.nmi_pending = min(st.nmi_pending + 1, limit)
+    x86_state.queue_nmi(state(vcpu_of(f)))
     return 0
 
 
