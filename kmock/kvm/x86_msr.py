@@ -35,8 +35,11 @@ APIC_BASE = "apic_base"  # kvm_apic_set_base, the same as KVM_SET_SREGS' apic_ba
 WALL_CLOCK = "wall_clock"  # kvm->arch.wall_clock: one value per VM, shared by both MSRs
 SYSTEM_TIME = "system_time"  # vcpu->arch.time: one value per vCPU, shared by both MSRs
 EFER = "efer"            # set_efer: the same EFER as KVM_SET_SREGS'; LMA kept from before
-FEATURE = "feature"      # a feature MSR: readable and writable (within KVM's value) only
-                         # while the guest's CPUID has the feature; otherwise as ZERO_ONLY
+FEATURE = "feature"      # a feature MSR: readable and writable only while the guest's CPUID
+                         # has the feature (PERF_CAPABILITIES within KVM's value;
+                         # ARCH_CAPABILITIES any value); otherwise as ZERO_ONLY
+GATED = "gated"          # stored while the guest's CPUID has the feature, else accepted and
+                         # dropped; read back as stored
 
 #: where both system-time MSRs keep their value: MSR_KVM_SYSTEM_TIME_NEW
 SYSTEM_TIME_KEY = 0x4B564D01
@@ -45,6 +48,15 @@ SYSTEM_TIME_KEY = 0x4B564D01
 FEATURE_CPUID = {
     0x10A: (7, 0, 3, 29),   # MSR_IA32_ARCH_CAPABILITIES: X86_FEATURE_ARCH_CAPABILITIES
     0x345: (1, 0, 2, 15),   # MSR_IA32_PERF_CAPABILITIES: X86_FEATURE_PDCM
+}
+
+#: FEATURE MSRs whose value must lie within KVM's (kvm_set_msr_common: PERF_CAPABILITIES
+#: checks kvm_caps.supported_perf_cap; ARCH_CAPABILITIES takes any value, probed)
+FEATURE_VALUE_CHECKED = {0x345}
+
+#: GATED MSRs -> the CPUID bit (guest_cpu_cap_has) that makes a host write stick
+GATED_CPUID = {
+    0x3B: (7, 0, 1, 1),     # MSR_IA32_TSC_ADJUST: X86_FEATURE_TSC_ADJUST (probed)
 }
 
 #: index -> (kind, reserved mask for STORE: a write with one of these bits is refused)
@@ -58,7 +70,7 @@ MSR_RULES = {
     0xC0000080: (EFER, U64 & ~0xD01),
     0x34: (STORE, 0),               # MSR_SMI_COUNT
     0x3A: (ZERO_ONLY, 0),           # MSR_IA32_FEAT_CTL
-    0x3B: (IGNORED, 0),             # MSR_IA32_TSC_ADJUST
+    0x3B: (GATED, 0),               # MSR_IA32_TSC_ADJUST
     0x48: (IGNORED, 0),             # MSR_IA32_SPEC_CTRL
     0x8B: (STORE, 0),               # MSR_IA32_UCODE_REV
     0x10A: (FEATURE, 0),            # MSR_IA32_ARCH_CAPABILITIES
@@ -210,9 +222,13 @@ def set_msr(st, vcpu, index, data):
     elif kind == FEATURE:
         if not cpuid_has(st.cpuid, *FEATURE_CPUID[index]):
             return data == 0
-        if data & ~st.feature_values.get(index, 0):
+        if index in FEATURE_VALUE_CHECKED and data & ~st.feature_values.get(index, 0):
             return False
         st.msrs[index] = data
+    elif kind == GATED:
+        if cpuid_has(st.cpuid, *GATED_CPUID[index]) and cpuid_has(st.supported,
+                                                                  *GATED_CPUID[index]):
+            st.msrs[index] = data
     elif kind == APIC_BASE:
         if not apic_base_ok(st, data):
             return False

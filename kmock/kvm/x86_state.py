@@ -90,6 +90,8 @@ _CR4_FEATURES = {
     23: ((7, 0, ECX, 7), (7, 0, EDX, 20)),  # CET: SHSTK or IBT
     28: ((7, 1, EAX, 26),),              # LAM_SUP
 }
+#: the CR4 bits that depend on a CPUID feature
+CR4_FEATURE_BITS = tuple(sorted(_CR4_FEATURES))
 #: CR4_RESERVED_BITS' complement without the feature bits: VME..OSXMMEXCPT
 _CR4_ALWAYS = (1 << 11) - 1
 
@@ -108,10 +110,11 @@ def cr4_reserved(st):
     (boot_cpu_data: the profile's ``cr4_allowed``, probed on the host profile, else the
     features of the supported CPUID), and vcpu->arch.cr4_guest_rsvd_bits, which stays 0
     until kvm_vcpu_after_set_cpuid computes it from the guest's CPUID (as capped by
-    KVM's, guest_cpu_cap_has)."""
+    KVM's, guest_cpu_cap_has). The profile setting ``cr4_guest_rsvd`` False (probed: the
+    PVM host) leaves the guest's CPUID out."""
     host = st.cr4_allowed
     reserved = U64 & ~host
-    if st.cpuid_set:
+    if st.cpuid_set and st.cr4_guest_rsvd:
         reserved |= U64 & ~(cr4_features(st.cpuid) & cr4_features(st.supported))
     return reserved
 
@@ -191,6 +194,12 @@ class X86State:
         self.cpuid = ()
         self.cpuid_set = False  # kvm_vcpu_after_set_cpuid has run
         self.cr4_allowed = s.get("cr4_allowed") or cr4_features(profile.cpuid)
+        self.cr4_guest_rsvd = s.get("cr4_guest_rsvd", True)
+        self.rflags_kept = s.get("rflags_kept", U64)
+        #: KVM_SET_VCPU_EVENTS' interrupt shadow: KVM_X86_SHADOW_INT_MOV_SS | _STI on VMX
+        self.shadow_mask = s.get("shadow_mask", 3)
+        #: CONFIG_KVM_SMM (x86 defconfig: y)
+        self.kvm_smm = s.get("kvm_smm", True)
         self.va_bits = virt_addr_bits(profile.cpuid)
         self.mp_state = X.KVM_MP_STATE_RUNNABLE  # no in-kernel LAPIC in kmock
         # struct kvm_queued_exception, the queued interrupt, NMI and SMM state

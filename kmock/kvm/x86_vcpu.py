@@ -46,13 +46,16 @@ def get_regs(f, arg):
 
 
 def set_regs(f, arg):
-    """kvm_arch_vcpu_ioctl_set_regs -> __set_regs: RFLAGS gets X86_EFLAGS_FIXED (bit 1);
-    a pending exception is dropped. EINVAL when the state is protected."""
+    """kvm_arch_vcpu_ioctl_set_regs -> __set_regs: RFLAGS gets X86_EFLAGS_FIXED (bit 1) and
+    is otherwise kept whole (vmx_set_rflags writes it to the VMCS unchecked); a pending
+    exception is dropped. EINVAL when the state is protected. The profile setting
+    ``rflags_kept`` (probed) is the mask of bits a host keeps: the PVM probe host drops
+    RFLAGS.VM (bit 17)."""
     vcpu = vcpu_of(f)
     r = copy_from_user(arg, K.kvm_regs)
     protected(vcpu)
     st = state(vcpu)
-    r.rflags |= 0x2
+    r.rflags = (r.rflags | 0x2) & st.rflags_kept
     st.regs = r
     st.exception["pending"] = 0
     return 0
@@ -616,8 +619,14 @@ def set_vcpu_events(f, arg):
     KVM_CAP_EXCEPTION_PAYLOAD; an injected or pending exception vector > 31 or NMI: EINVAL
     before anything is written. VALID_TRIPLE_FAULT without KVM_CAP_X86_TRIPLE_FAULT_EVENT
     is EINVAL after the rest was written (the kernel checks it last). Without VALID_PAYLOAD the pending exception and its
-    payload are dropped; with it, a pending exception is not also injected. SMM entry
-    (smi.smm) is not modelled: EINVAL from kmock [kmock]."""
+    payload are dropped; with it, a pending exception is not also injected. VALID_SMM with
+    smi.smm or smi.pending while the vCPU is INIT_RECEIVED: EINVAL before anything is
+    written. A kernel without CONFIG_KVM_SMM (profile setting ``kvm_smm`` False, probed:
+    the PVM host) refuses smi.smm, smi.pending or smm_inside_nmi with EINVAL after the
+    exception, interrupt and NMI state were written (its ``#else`` branch). With SMM, entry
+    (smi.smm) is not modelled: EINVAL before anything is written [kmock]. The interrupt
+    shadow is stored through the profile's ``shadow_mask`` (vmx_set_interrupt_shadow keeps
+    MOV_SS and STI, 3; the PVM probe host keeps the byte)."""
     vcpu = vcpu_of(f)
     st = state(vcpu)
     payload, triple = _event_caps(vcpu)
@@ -637,23 +646,30 @@ def set_vcpu_events(f, arg):
         pending = has_payload = 0
     if (injected or pending) and (ev.exception.nr > 31 or ev.exception.nr == NMI_VECTOR):
         raise oserror(errno.EINVAL)
-    if ev.flags & X.KVM_VCPUEVENT_VALID_SMM and ev.smi.smm:
-        raise oserror(errno.EINVAL)
+    smm = ev.flags & X.KVM_VCPUEVENT_VALID_SMM
+    if smm and (ev.smi.smm or ev.smi.pending) and st.mp_state == X.KVM_MP_STATE_INIT_RECEIVED:
+        raise oserror(errno.EINVAL)  # INITs are latched while in SMM
+    if smm and ev.smi.smm and st.kvm_smm:
+        raise oserror(errno.EINVAL)  # SMM entry [kmock]
     st.exception = {"injected": injected, "pending": pending, "nr": ev.exception.nr,
                     "has_error_code": ev.exception.has_error_code,
                     "error_code": ev.exception.error_code, "has_payload": has_payload,
                     "payload": ev.exception_payload}
     st.interrupt = (ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.soft)
     if ev.flags & X.KVM_VCPUEVENT_VALID_SHADOW:
-        st.shadow = ev.interrupt.shadow & 3  # KVM_X86_SHADOW_INT_MOV_SS | _STI
+        st.shadow = ev.interrupt.shadow & st.shadow_mask
     st.nmi_injected = ev.nmi.injected
     if ev.flags & X.KVM_VCPUEVENT_VALID_NMI_PENDING:
         # process_nmi: at most one pending NMI while one is injected or NMIs are masked
         limit = 1 if ev.nmi.masked or ev.nmi.injected else 2
         st.nmi_pending = min(ev.nmi.pending, limit)
     st.nmi_masked = 1 if ev.nmi.masked else 0
-    if ev.flags & X.KVM_VCPUEVENT_VALID_SMM:
-        st.smi_pending = ev.smi.pending
+    if smm:
+        if not st.kvm_smm:
+            if ev.smi.smm or ev.smi.pending or ev.smi.smm_inside_nmi:
+                raise oserror(errno.EINVAL)  # no CONFIG_KVM_SMM: after the writes above
+        else:
+            st.smi_pending = ev.smi.pending
     if ev.flags & X.KVM_VCPUEVENT_VALID_TRIPLE_FAULT:
         if not triple:
             # checked last, as x86.c does: the events above are written already (EINVAL
@@ -836,6 +852,81 @@ def _probe_cr4(vcpu_fd):
     return allowed
 
 
+def _probe_cr4_guest_rsvd(kvm_fd, allowed):
+    """Does the guest's CPUID restrict CR4 (kvm_vcpu_after_set_cpuid's cr4_guest_rsvd_bits,
+    upstream)? On a new VM's vCPU with an empty KVM_SET_CPUID2, KVM_SET_SREGS with one
+    feature bit of CR4 the host allows: EINVAL upstream; the PVM probe host accepts it."""
+    import fcntl
+
+    feature_bits = [b for b in x86_state.CR4_FEATURE_BITS if allowed >> b & 1]
+    if not feature_bits:
+        return True
+    vm = fcntl.ioctl(kvm_fd, K.KVM_CREATE_VM, 0)
+    try:
+        cpu = fcntl.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+        try:
+            fcntl.ioctl(cpu, X.KVM_SET_CPUID2, bytes(8))
+            s = X.kvm_sregs()
+            fcntl.ioctl(cpu, X.KVM_GET_SREGS, s)
+            s.cr4 = 1 << feature_bits[0]
+            try:
+                fcntl.ioctl(cpu, X.KVM_SET_SREGS, s)
+                return False
+            except OSError:
+                return True
+        finally:
+            os.close(cpu)
+    finally:
+        os.close(vm)
+
+
+def _probe_rflags_kept(vcpu_fd):
+    """The RFLAGS bits KVM_SET_REGS keeps (all ones written, read back); restored."""
+    import fcntl
+
+    orig = K.kvm_regs()
+    fcntl.ioctl(vcpu_fd, K.KVM_GET_REGS, orig)
+    try:
+        r = K.kvm_regs.from_buffer_copy(orig)
+        r.rflags = (1 << 64) - 1
+        fcntl.ioctl(vcpu_fd, K.KVM_SET_REGS, r)
+        fcntl.ioctl(vcpu_fd, K.KVM_GET_REGS, r)
+        return r.rflags
+    finally:
+        fcntl.ioctl(vcpu_fd, K.KVM_SET_REGS, orig)
+
+
+def _probe_events(kvm_fd):
+    """On a new VM's vCPU: the interrupt-shadow bits KVM_SET_VCPU_EVENTS keeps (0xff
+    written with VALID_SHADOW, read back), and whether the kernel has CONFIG_KVM_SMM (a
+    pending SMI with VALID_SMM is accepted)."""
+    import fcntl
+
+    vm = fcntl.ioctl(kvm_fd, K.KVM_CREATE_VM, 0)
+    try:
+        cpu = fcntl.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+        try:
+            ev = X.kvm_vcpu_events()
+            fcntl.ioctl(cpu, X.KVM_GET_VCPU_EVENTS, ev)
+            ev.flags = X.KVM_VCPUEVENT_VALID_SHADOW
+            ev.interrupt.shadow = 0xFF
+            fcntl.ioctl(cpu, X.KVM_SET_VCPU_EVENTS, ev)
+            fcntl.ioctl(cpu, X.KVM_GET_VCPU_EVENTS, ev)
+            shadow = ev.interrupt.shadow
+            ev = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_SMM)
+            ev.smi.pending = 1
+            try:
+                fcntl.ioctl(cpu, X.KVM_SET_VCPU_EVENTS, ev)
+                smm = True
+            except OSError:
+                smm = False
+            return {"shadow_mask": shadow, "kvm_smm": smm}
+        finally:
+            os.close(cpu)
+    finally:
+        os.close(vm)
+
+
 def _probe_kvmclock_flags(kvm_fd):
     """KVM_GET_CLOCK's flags once a VM with a vCPU recomputed its master clock
     (KVM_SET_CLOCK runs pvclock_update_vm_gtod_copy): the host clocksource's effect."""
@@ -937,7 +1028,10 @@ def probe_host(kvm_fd, vcpu_fd, caps):
         **_probe_mce_and_attrs(kvm_fd, vcpu_fd),
         "msr_feature_values": fvalues,
         "msr_feature_dev_values": dev_values,
-        "cr4_allowed": _probe_cr4(vcpu_fd),
+        "cr4_allowed": (cr4 := _probe_cr4(vcpu_fd)),
+        "cr4_guest_rsvd": _probe_cr4_guest_rsvd(kvm_fd, cr4),
+        "rflags_kept": _probe_rflags_kept(vcpu_fd),
+        **_probe_events(kvm_fd),
         "msr_index_list": index_list,
         "msr_feature_list": feats,
         "msr_init": tuple(init),

@@ -1,0 +1,198 @@
+"""The per-host x86 vCPU settings the host profile probes (kmock.kvm.x86_vcpu.probe_host)
+and their upstream Linux 6.18 defaults on the linux-6.18 profile.
+
+tests/conformance/test_differential_vcpu.py compares the probed host with this machine's
+real kernel (a PVM host: RFLAGS.VM dropped, the interrupt shadow kept whole, no
+CONFIG_KVM_SMM, CR4 not restricted by the guest's CPUID). Here the upstream side, from
+arch/x86/kvm/x86.c (__set_regs, kvm_vcpu_ioctl_x86_set_vcpu_events, kvm_set_msr_common,
+__kvm_is_valid_cr4 with cr4_guest_rsvd_bits) and vmx.c (vmx_set_rflags,
+vmx_set_interrupt_shadow).
+"""
+
+import dataclasses
+import errno
+import os
+from types import MappingProxyType
+
+import pytest
+
+import kmock
+from kmock.kvm.x86_state import DEFAULTS_618
+from kmock.profiles import get as get_profile
+from kmock.uapi import kvm as K
+from kmock.uapi import x86 as X
+
+from .test_x86_vcpu_state import err
+
+#: leaf 7 with FSGSBASE and TSC_ADJUST (EBX bits 0, 1) and ARCH_CAPABILITIES (EDX bit 29): the
+#: linux-6.18 profile's own leaf 7 is empty
+LEAF7 = (7, 0, 1, 0, 0b11, 0, 1 << 29)
+LINUX_6_18 = get_profile("linux-6.18")
+LINUX_6_18 = dataclasses.replace(
+    LINUX_6_18, name="linux-6.18-leaf7",
+    cpuid=tuple(LEAF7 if (e[0], e[1]) == (7, 0) else e for e in LINUX_6_18.cpuid))
+
+
+def kernel(**settings):
+    prof = dataclasses.replace(LINUX_6_18, name="settings", x86_vcpu=MappingProxyType(
+        {**DEFAULTS_618, **settings}))
+    return kmock.Kernel(prof)
+
+
+def vcpu(k, cpuid=None, irqchip=False):
+    kvm = k.open("/dev/kvm", os.O_RDWR)
+    vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+    if irqchip:
+        k.ioctl(vm, K.KVM_CREATE_IRQCHIP, 0)
+    cpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    if cpuid is not None:
+        entries = list(cpuid)
+        buf = bytearray(8 + 40 * len(entries))
+        buf[0:4] = len(entries).to_bytes(4, "little")
+        for i, (fn, index, flags, *regs) in enumerate(entries):
+            e = K.kvm_cpuid_entry2(function=fn, index=index, flags=flags)
+            e.eax, e.ebx, e.ecx, e.edx = regs
+            buf[8 + 40 * i:48 + 40 * i] = bytes(e)
+        k.ioctl(cpu, X.KVM_SET_CPUID2, buf)
+    return cpu
+
+
+def without(cpuid, fn, index, reg, bit):
+    return [e if (e[0], e[1]) != (fn, index) else
+            e[:3 + reg] + (e[3 + reg] & ~(1 << bit),) + e[4 + reg:] for e in cpuid]
+
+
+# --- RFLAGS ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kept,want", [((1 << 64) - 1, (1 << 64) - 1),
+                                       (0xFFFFFFFFFFFDFFFF, 0xFFFFFFFFFFFDFFFF)])
+def test_set_regs_keeps_rflags_as_the_host_does(kept, want):
+    with kernel(rflags_kept=kept) as k:
+        cpu = vcpu(k)
+        r = K.kvm_regs(rflags=(1 << 64) - 1)
+        k.ioctl(cpu, K.KVM_SET_REGS, r)
+        k.ioctl(cpu, K.KVM_GET_REGS, r)
+        assert r.rflags == want
+        k.ioctl(cpu, K.KVM_SET_REGS, K.kvm_regs(rflags=0))
+        k.ioctl(cpu, K.KVM_GET_REGS, r)
+        assert r.rflags == 2  # X86_EFLAGS_FIXED
+
+
+# --- KVM_SET_VCPU_EVENTS: the interrupt shadow and SMM ---------------------------------------------
+
+
+def events(k, cpu):
+    e = X.kvm_vcpu_events()
+    k.ioctl(cpu, X.KVM_GET_VCPU_EVENTS, e)
+    return e
+
+
+@pytest.mark.parametrize("mask", [3, 0xFF])
+def test_interrupt_shadow_through_the_host_mask(mask):
+    with kernel(shadow_mask=mask) as k:
+        cpu = vcpu(k)
+        e = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_SHADOW)
+        e.interrupt.shadow = 0xFE
+        k.ioctl(cpu, X.KVM_SET_VCPU_EVENTS, e)
+        assert events(k, cpu).interrupt.shadow == 0xFE & mask
+
+
+def test_smi_pending_with_config_kvm_smm():
+    with kernel() as k:  # the upstream default: CONFIG_KVM_SMM=y
+        cpu = vcpu(k)
+        e = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_SMM)
+        e.smi.pending = 1
+        assert k.ioctl(cpu, X.KVM_SET_VCPU_EVENTS, e) == 0
+        assert events(k, cpu).smi.pending == 1
+
+
+@pytest.mark.parametrize("field", ["smm", "pending", "smm_inside_nmi"])
+def test_without_config_kvm_smm_the_rest_is_written_first(field):
+    """The #else branch of kvm_vcpu_ioctl_x86_set_vcpu_events: EINVAL after the exception,
+    interrupt and NMI state were stored."""
+    with kernel(kvm_smm=False) as k:
+        cpu = vcpu(k)
+        e = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_SMM)
+        e.exception.injected, e.exception.nr = 1, 13
+        e.interrupt.nr, e.nmi.masked = 0x33, 1
+        setattr(e.smi, field, 1)
+        assert err(k.ioctl, cpu, X.KVM_SET_VCPU_EVENTS, e) == errno.EINVAL
+        got = events(k, cpu)
+        assert (got.exception.injected, got.exception.nr, got.interrupt.nr, got.nmi.masked) == \
+            (1, 13, 0x33, 1)
+        assert (got.smi.smm, got.smi.pending) == (0, 0)
+        e.smi = X.kvm_vcpu_events().smi  # latched_init only: accepted
+        e.smi.latched_init = 1
+        assert k.ioctl(cpu, X.KVM_SET_VCPU_EVENTS, e) == 0
+
+
+def test_smi_refused_before_anything_while_init_received():
+    """"INITs are latched while in SMM": smi.smm or smi.pending with the vCPU in
+    INIT_RECEIVED is EINVAL before any state is written."""
+    with kernel() as k:
+        cpu = vcpu(k, irqchip=True)
+        k.ioctl(cpu, X.KVM_SET_MP_STATE, X.kvm_mp_state(X.KVM_MP_STATE_INIT_RECEIVED))
+        e = X.kvm_vcpu_events(flags=X.KVM_VCPUEVENT_VALID_SMM)
+        e.interrupt.nr = 0x44
+        e.smi.pending = 1
+        assert err(k.ioctl, cpu, X.KVM_SET_VCPU_EVENTS, e) == errno.EINVAL
+        assert events(k, cpu).interrupt.nr == 0
+
+
+# --- CR4 and the guest's CPUID -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("guest_rsvd,ok", [(True, False), (False, True)])
+def test_cr4_feature_bits_follow_the_guest_cpuid_upstream(guest_rsvd, ok):
+    """cr4_guest_rsvd_bits (kvm_vcpu_after_set_cpuid): FSGSBASE without CPUID.7.0:EBX[0] is
+    reserved upstream; the PVM probe host does not look at the guest's CPUID."""
+    with kernel(cr4_guest_rsvd=guest_rsvd) as k:
+        cpu = vcpu(k, without(k.profile.cpuid, 7, 0, 1, 0))
+        s = X.kvm_sregs()
+        k.ioctl(cpu, X.KVM_GET_SREGS, s)
+        s.cr4 = 1 << 16
+        if ok:
+            assert k.ioctl(cpu, X.KVM_SET_SREGS, s) == 0
+        else:
+            assert err(k.ioctl, cpu, X.KVM_SET_SREGS, s) == errno.EINVAL
+        s.cr4 = 1 << 9  # OSFXSR: no CPUID feature behind it
+        assert k.ioctl(cpu, X.KVM_SET_SREGS, s) == 0
+
+
+# --- MSRs ----------------------------------------------------------------------------------------
+
+
+def msr(k, cpu, index, data=None):
+    buf = bytearray(24)
+    buf[0:4] = (1).to_bytes(4, "little")
+    buf[8:12] = index.to_bytes(4, "little")
+    if data is not None:
+        buf[16:24] = data.to_bytes(8, "little")
+        return k.ioctl(cpu, X.KVM_SET_MSRS, buf)
+    k.ioctl(cpu, X.KVM_GET_MSRS, buf)
+    return int.from_bytes(buf[16:24], "little")
+
+
+def test_arch_capabilities_takes_any_value_when_the_guest_has_it(k):
+    cpu = vcpu(k, k.profile.cpuid)
+    assert msr(k, cpu, 0x10A, 1 << 63) == 1
+    assert msr(k, cpu, 0x10A) == 1 << 63
+    cpu2 = vcpu(k, without(k.profile.cpuid, 7, 0, 3, 29))
+    assert msr(k, cpu2, 0x10A, 1 << 63) == 0  # KVM_MSR_RET_UNSUPPORTED: only 0 is taken
+    assert msr(k, cpu2, 0x10A, 0) == 1
+
+
+def test_tsc_adjust_sticks_only_with_the_cpuid_bit(k):
+    cpu = vcpu(k, k.profile.cpuid)
+    assert msr(k, cpu, 0x3B, 0x1234) == 1
+    assert msr(k, cpu, 0x3B) == 0x1234
+    cpu2 = vcpu(k, without(k.profile.cpuid, 7, 0, 1, 1))
+    assert msr(k, cpu2, 0x3B, 0x1234) == 1  # accepted and dropped
+    assert msr(k, cpu2, 0x3B) == 0
+
+
+@pytest.fixture
+def k():
+    with kernel() as kernel_:
+        yield kernel_
