@@ -13,6 +13,8 @@ from .guest import TdxGuest
 from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
 
 
+KVM_CAP_READONLY_MEM = 81
+
 #: invalidations a TDX Connect TD refuses while a page is pinned: the host's own requests.
 #: The release of the guest_memfd (TD teardown) and memory failure cannot be refused.
 _VETOABLE = ("convert_shared", "vm_attributes", "punch_hole")
@@ -48,9 +50,13 @@ class TdxVm(VmType):
     def ioctls(self, kernel, file_type):
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: launch.vcpu_mem_enc_op,
-                    T.KVM_NMI: launch.vcpu_nmi,
-                    T.KVM_SET_CPUID2: launch.set_cpuid2}
+                    T.KVM_NMI: launch.vcpu_nmi}
         return {}
+
+    def capabilities(self):
+        """KVM_CAP_READONLY_MEM on a TD's fd is kvm_arch_has_readonly_mem(kvm) =
+        !has_protected_state: 0 (kvm_vm_ioctl_check_extension, x86.c 6.18)."""
+        return {KVM_CAP_READONLY_MEM: 0}
 
     def pre_fault_allowed(self, vm):
         """kvm->arch.pre_fault_allowed: set by a successful KVM_TDX_FINALIZE_VM."""

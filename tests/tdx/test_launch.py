@@ -221,6 +221,7 @@ def test_vcpu_subcommands(tdx_kernel):
     assert err(k.ioctl, v, ENC, cmd(T.KVM_TDX_CAPABILITIES)) == errno.EINVAL  # a VM id
     # INIT_MEM_REGION before INIT_VCPU
     assert err(k.ioctl, v, ENC, cmd(T.KVM_TDX_INIT_MEM_REGION)) == errno.EINVAL
+    t.set_cpuid(v)  # x2APIC in the CPUID first (tests/tdx/test_init_vcpu.py)
     k.ioctl(v, ENC, cmd(T.KVM_TDX_INIT_VCPU, 0x1234))
     assert k.vm(t.vm).vcpus[0].arch.rcx == 0x1234
     assert err(k.ioctl, v, ENC, cmd(T.KVM_TDX_INIT_VCPU)) == errno.EINVAL  # twice
@@ -228,11 +229,11 @@ def test_vcpu_subcommands(tdx_kernel):
     cp = T.with_cpuid_entries(K.kvm_cpuid2, 1)()
     cp.hdr.nent = 1
     assert err(k.ioctl, v, ENC, cmd(T.KVM_TDX_GET_CPUID, ctypes.addressof(cp))) == errno.E2BIG
-    assert cp.hdr.nent == 3
-    cp = T.with_cpuid_entries(K.kvm_cpuid2, 3)()
-    cp.hdr.nent = 3
+    assert cp.hdr.nent == 4  # leaves 0, 1, 0x80000000, 0x80000008
+    cp = T.with_cpuid_entries(K.kvm_cpuid2, 4)()
+    cp.hdr.nent = 4
     k.ioctl(v, ENC, cmd(T.KVM_TDX_GET_CPUID, ctypes.addressof(cp)))
-    gpaw = [cp.entries[i] for i in range(3) if cp.entries[i].function == 0x80000008][0]
+    gpaw = [cp.entries[i] for i in range(4) if cp.entries[i].function == 0x80000008][0]
     assert (gpaw.eax >> 16) & 0xFF == 48
 
 
