@@ -378,11 +378,3 @@ def td_cpuid(vm, td):
             a = (a & ~0xFF0000) | td.gpaw << 16
         rows.append((fn, idx, fl, a, b, c, d))
     return rows
-
-
-def vcpu_nmi(f, arg):
-    """KVM_NMI (kvm_vcpu_ioctl_nmi): an NMI is queued; kvm_vcpu_has_events() is true until
-    the vCPU next enters the guest."""
-    f.vm.check_caller()
-    f.vcpu.arch.pending_event = True
-    return 0

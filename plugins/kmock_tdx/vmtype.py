@@ -7,8 +7,9 @@ from kmock.kvm import x86_vm
 from kmock.kvm.vmtype import VmType
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
+from kmock.uapi import x86 as X
 
-from . import launch, msr
+from . import launch, msr, vcpu_events
 from .guest import TdxGuest
 from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
 
@@ -50,7 +51,10 @@ class TdxVm(VmType):
     def ioctls(self, kernel, file_type):
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: launch.vcpu_mem_enc_op,
-                    T.KVM_NMI: launch.vcpu_nmi}
+                    T.KVM_NMI: vcpu_events.nmi,
+                    X.KVM_SET_MP_STATE: vcpu_events.set_mp_state,
+                    X.KVM_GET_VCPU_EVENTS: vcpu_events.get_vcpu_events,
+                    X.KVM_SET_VCPU_EVENTS: vcpu_events.set_vcpu_events}
         return {}
 
     def capabilities(self):
@@ -118,6 +122,7 @@ class TdxVm(VmType):
         if td.state != RUNNABLE or not vcpu.arch.initialized:
             raise oserror(errno.EINVAL)
         vcpu.arch.pending_event = False
+        vcpu_events.inject_pending_nmi(vcpu)
         return None
 
     def guest_access(self, vcpu, action, segments):

@@ -149,16 +149,17 @@ def test_sregs2_protected_check_precedes_the_copy(tdx_kernel):
     assert err(k, td.vcpu, X.KVM_GET_SREGS2, 8) == errno.EINVAL
 
 
-def test_guest_debug_is_einval_and_nmi_stays_the_plugins(tdx_kernel):
+def test_guest_debug_is_einval_and_nmi_is_queued(tdx_kernel):
     """kvm_arch_vcpu_ioctl_set_guest_debug: EINVAL with guest_state_protected; KVM_NMI on a
-    TD vCPU is kmock_tdx's (kvm_vcpu_has_events), not the core's nmi_pending."""
+    TD vCPU queues the NMI as on any vCPU (kvm_inject_nmi: nmi_pending after process_nmi)
+    and makes kvm_vcpu_has_events() true (tests/tdx/test_vcpu_events.py)."""
     k = tdx_kernel()
     td = td_with_vcpu(k)
     assert err(k, td.vcpu, X.KVM_SET_GUEST_DEBUG, X.kvm_guest_debug(control=1)) == errno.EINVAL
     assert k.ioctl(td.vcpu, X.KVM_NMI, 0) == 0
     vcpu = k.vm(td.vm).vcpus[0]
     assert vcpu.arch.pending_event is True
-    assert x86_state.state(vcpu).nmi_pending == 0
+    assert x86_state.state(vcpu).nmi_pending == 1
 
 
 def test_lapic_is_einval_for_a_td(tdx_kernel):
