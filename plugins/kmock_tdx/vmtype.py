@@ -52,6 +52,7 @@ class TdxVm(VmType):
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: launch.vcpu_mem_enc_op,
                     T.KVM_NMI: vcpu_events.nmi,
+                    X.KVM_GET_MSRS: msr.get_msrs,
                     X.KVM_SET_MP_STATE: vcpu_events.set_mp_state,
                     X.KVM_GET_VCPU_EVENTS: vcpu_events.get_vcpu_events,
                     X.KVM_SET_VCPU_EVENTS: vcpu_events.set_vcpu_events}
