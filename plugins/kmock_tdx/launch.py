@@ -40,6 +40,9 @@ CPUID_CONFIGS = (
     (0x80000008, 0, 0, 0x00FF00FF, 0, 0, 0),
 )
 _CONFIGURABLE = {(c[0], c[1]) for c in CPUID_CONFIGS}
+#: init_kvm_tdx_caps (6.16-6.18): the TDVMCALLs KVM forwards to userspace, in
+#: GetTdVmCallInfo leaf 1's R11 bits: SetupEventNotifyInterrupt; the kernel_* fields are 0
+TDVMCALLINFO_SETUP_EVENT_NOTIFY_INTERRUPT = 1 << 1
 _HLE, _RTM = 1 << 4, 1 << 11  # CPUID.7.0:EBX
 _WAITPKG = 1 << 5  # CPUID.7.0:ECX
 _X2APIC = 1 << 21  # CPUID.1:ECX
@@ -104,14 +107,16 @@ def _vm_op(fn, copy_back=True):
 
 def capabilities(vm, td, cmd):
     """KVM_TDX_CAPABILITIES (tdx_get_capabilities): flags, header, nent (E2BIG, nent not
-    written back), then the header and the configurable CPUID leaves."""
+    written back), then the header (user_tdvmcallinfo_1_r11 = SetupEventNotifyInterrupt)
+    and the configurable CPUID leaves."""
     if cmd.flags:
         raise oserror(errno.EINVAL)
     caps = copy_from_user(cmd.data, T.kvm_tdx_capabilities)
     n = len(CPUID_CONFIGS)
     if caps.cpuid.nent < n:
         raise oserror(errno.E2BIG)
-    out = T.kvm_tdx_capabilities(supported_attrs=SUPPORTED_ATTRS, supported_xfam=SUPPORTED_XFAM)
+    out = T.kvm_tdx_capabilities(supported_attrs=SUPPORTED_ATTRS, supported_xfam=SUPPORTED_XFAM,
+                                 user_tdvmcallinfo_1_r11=TDVMCALLINFO_SETUP_EVENT_NOTIFY_INTERRUPT)
     out.cpuid.nent = n
     write_user_at(cmd.data, 0, bytes(out))
     write_user_at(cmd.data, ctypes.sizeof(out), _entry_bytes(CPUID_CONFIGS))
