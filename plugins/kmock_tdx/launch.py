@@ -39,7 +39,6 @@ CPUID_CONFIGS = (
     (0xD, 1, 1, 0xFFFFFFFF, 0, 0, 0),
     (0x80000008, 0, 0, 0x00FF00FF, 0, 0, 0),
 )
-_CONFIGURABLE = {(c[0], c[1]) for c in CPUID_CONFIGS}
 #: init_kvm_tdx_caps (6.16-6.18): the TDVMCALLs KVM forwards to userspace, in
 #: GetTdVmCallInfo leaf 1's R11 bits: SetupEventNotifyInterrupt; the kernel_* fields are 0
 TDVMCALLINFO_SETUP_EVENT_NOTIFY_INTERRUPT = 1 << 1
@@ -59,6 +58,15 @@ OPERAND_ID_TSC_FREQUENCY = 70
 #: (EXTD | ENABLE), plus MSR_IA32_APICBASE_BSP for the reset BSP
 APIC_BASE_X2APIC = 0xFEE00000 | 0x400 | 0x800
 APIC_BASE_BSP = 0x100
+
+
+def _find_entry(entries, function, index):
+    """kvm_find_cpuid_entry2: the first entry of ``function`` whose index matches, or whose
+    index is not significant (no KVM_CPUID_FLAG_SIGNIFCANT_INDEX)."""
+    for e in entries:
+        if e.function == function and (not e.flags & 1 or e.index == index):
+            return e
+    return None
 
 
 def _entries(raw, n):
@@ -140,17 +148,25 @@ def init_vm(vm, td, cmd):
         raise oserror(errno.EBUSY)
     if hdr.attributes & ~SUPPORTED_ATTRS or hdr.xfam & ~SUPPORTED_XFAM:
         raise oserror(errno.EINVAL)
-    leaf = next((e for e in entries if e.function == 0x80000008 and e.index == 0), None)
+    leaf = _find_entry(entries, 0x80000008, 0)  # setup_tdparams_eptp_controls
     if leaf is None:
         raise oserror(errno.EINVAL)
     gpaw = (leaf.eax >> 16) & 0xFF
     if gpaw not in (48, 52) or (gpaw == 52 and vm.kernel.profile.max_gpa_bits < 52):
         raise oserror(errno.EINVAL)  # 52 needs 5-level EPT
-    for e in entries:
+    # setup_tdparams_cpuids: each configurable leaf takes the entry kvm_find_cpuid_entry2
+    # finds for it; TSX or WAITPKG in one is EINVAL; entries no leaf took (or duplicates)
+    # make copy_cnt != nent: EINVAL
+    copy_cnt = 0
+    for fn, idx, *_masks in CPUID_CONFIGS:
+        e = _find_entry(entries, fn, idx)
+        if e is None:
+            continue
         if e.function == 7 and e.index == 0 and (e.ebx & (_HLE | _RTM) or e.ecx & _WAITPKG):
             raise oserror(errno.EINVAL)
-        if (e.function, e.index) not in _CONFIGURABLE:
-            raise oserror(errno.EINVAL)  # copy_cnt != nent
+        copy_cnt += 1
+    if copy_cnt != nent:
+        raise oserror(errno.EINVAL)
     st = td.fault("TDH.MNG.CREATE")
     if st:
         cmd.hw_error = 0
