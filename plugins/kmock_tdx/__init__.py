@@ -27,10 +27,12 @@ actions), ``sept`` (the Secure-EPT over RangeMaps), ``mapgpa`` (MapGPA as KVM ru
 
 import dataclasses
 import errno
+from types import MappingProxyType
 
 from kmock import profiles
 from kmock.errors import oserror
 from kmock.hookspecs import hookimpl
+from kmock.kvm.x86_state import DEFAULTS_618
 from kmock.platforms import Platform
 from kmock.uapi import kvm as K
 
@@ -41,10 +43,19 @@ TDX = Platform(
     settings=(("tdx_connect", False), ("tdx_connect_precheck", True),
               ("tdx_post_populate_cleanups", False), ("tdx_huge_pages", False)))
 
+#: a TDX host (Sapphire Rapids or later) has VMX TSC scaling: kvm_caps.has_tsc_control, so
+#: KVM_CAP_TSC_CONTROL and KVM_CAP_VM_TSC_CONTROL are 1 and max_guest_tsc_khz is
+#: min(0xffffffff, tsc_khz * the 64-bit multiplier's range) = 0xffffffff (x86.c
+#: kvm_x86_vendor_init); the TD's own rate is fixed at KVM_TDX_INIT_VM (kmock_tdx.launch)
+_TSC_CONTROL_CAPS = {60: 1, 214: 1}  # KVM_CAP_TSC_CONTROL, KVM_CAP_VM_TSC_CONTROL
+
 LINUX_6_18_TDX = dataclasses.replace(
     profiles.LINUX_6_18, name="linux-6.18-tdx",
     description="upstream Linux 6.18.y on an Intel TDX host (KVM_X86_TDX_VM)",
-    platform="tdx")
+    platform="tdx",
+    caps=MappingProxyType({**profiles.LINUX_6_18.caps, **_TSC_CONTROL_CAPS}),
+    x86_vcpu=MappingProxyType({**(profiles.LINUX_6_18.x86_vcpu or DEFAULTS_618),
+                               "tsc_control": True, "max_guest_tsc_khz": 0xFFFFFFFF}))
 
 
 @hookimpl

@@ -220,6 +220,38 @@ class GetQuote(Action):
             self.finish(_tdx_exit(vcpu).unknown.ret)
 
 
+class SetupEventNotifyInterrupt(Action):
+    """TDG.VP.VMCALL<SetupEventNotifyInterrupt>(vector) (tdx_setup_event_notify_interrupt,
+    6.16-6.18): a vector outside 32..255 is INVALID_OPERAND, no exit; else KVM_EXIT_TDX with
+    nr = 0x10004, setup_event_notify.ret preset SUBFUNC_UNSUPPORTED and the vector; on
+    re-entry R10 = run->tdx.unknown.ret (``result``)."""
+
+    kind = "tdx.setup_event_notify_interrupt"
+
+    def __init__(self, vector):
+        super().__init__()
+        self.vector = vector & U64
+        self._waiting = False
+
+    def step(self, vcpu):
+        if not 32 <= self.vector <= 255:
+            return self.finish(T.TDVMCALL_STATUS_INVALID_OPERAND)
+        vcpu.run.exit_reason = K.KVM_EXIT_TDX
+        x = _tdx_exit(vcpu)
+        ctypes.memset(ctypes.addressof(x), 0, ctypes.sizeof(x))
+        x.nr = T.TDVMCALL_SETUP_EVENT_NOTIFY_INTERRUPT
+        x.setup_event_notify.ret = T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED
+        x.setup_event_notify.vector = self.vector
+        self._waiting = True
+        self.exits.append(K.KVM_EXIT_TDX)
+        return EXIT
+
+    def complete(self, vcpu):
+        if self._waiting:
+            self._waiting = False
+            self.finish(_tdx_exit(vcpu).unknown.ret)
+
+
 class TdxGuest:
     """``vcpu.guest.tdx``: the TD guest's TDCALLs and TDVMCALLs."""
 
@@ -240,3 +272,6 @@ class TdxGuest:
 
     def get_quote(self, gpa, size):
         return self.script.add(GetQuote(gpa, size))
+
+    def setup_event_notify_interrupt(self, vector):
+        return self.script.add(SetupEventNotifyInterrupt(vector))

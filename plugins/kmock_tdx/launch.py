@@ -13,8 +13,11 @@ import errno
 
 from kmock.errors import oserror
 from kmock.kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
+from kmock.kvm import x86_vm
 from kmock.kvm.populate import gmem_populate
 from kmock.kvm.stage2 import probe_user
+from kmock.kvm.x86_state import apic_base_ok
+from kmock.kvm.x86_state import state as x86_state
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 
@@ -36,9 +39,34 @@ CPUID_CONFIGS = (
     (0xD, 1, 1, 0xFFFFFFFF, 0, 0, 0),
     (0x80000008, 0, 0, 0x00FF00FF, 0, 0, 0),
 )
-_CONFIGURABLE = {(c[0], c[1]) for c in CPUID_CONFIGS}
+#: init_kvm_tdx_caps (6.16-6.18): the TDVMCALLs KVM forwards to userspace, in
+#: GetTdVmCallInfo leaf 1's R11 bits: SetupEventNotifyInterrupt; the kernel_* fields are 0
+TDVMCALLINFO_SETUP_EVENT_NOTIFY_INTERRUPT = 1 << 1
 _HLE, _RTM = 1 << 4, 1 << 11  # CPUID.7.0:EBX
 _WAITPKG = 1 << 5  # CPUID.7.0:ECX
+_X2APIC = 1 << 21  # CPUID.1:ECX
+
+#: TD_PARAMS.TSC_FREQUENCY: a u16 in units of 25 MHz (TDX_TSC_KHZ_TO_25MHZ, tdx_arch.h),
+#: which TDH.MNG.INIT takes from 4 (100 MHz) to 400 (10 GHz), else
+#: TDX_OPERAND_INVALID | OPERAND_ID_TSC_FREQUENCY (intel/tdx-module tdh_mng_init.c,
+#: VIRT_TSC_FREQUENCY_MIN/MAX) [C]
+TSC_UNIT_KHZ = 25000
+TSC_FREQUENCY_MIN, TSC_FREQUENCY_MAX = 4, 400
+OPERAND_ID_TSC_FREQUENCY = 70
+
+#: kvm_apic_set_base's value in tdx_vcpu_init: APIC_DEFAULT_PHYS_BASE | LAPIC_MODE_X2APIC
+#: (EXTD | ENABLE), plus MSR_IA32_APICBASE_BSP for the reset BSP
+APIC_BASE_X2APIC = 0xFEE00000 | 0x400 | 0x800
+APIC_BASE_BSP = 0x100
+
+
+def _find_entry(entries, function, index):
+    """kvm_find_cpuid_entry2: the first entry of ``function`` whose index matches, or whose
+    index is not significant (no KVM_CPUID_FLAG_SIGNIFCANT_INDEX)."""
+    for e in entries:
+        if e.function == function and (not e.flags & 1 or e.index == index):
+            return e
+    return None
 
 
 def _entries(raw, n):
@@ -87,14 +115,16 @@ def _vm_op(fn, copy_back=True):
 
 def capabilities(vm, td, cmd):
     """KVM_TDX_CAPABILITIES (tdx_get_capabilities): flags, header, nent (E2BIG, nent not
-    written back), then the header and the configurable CPUID leaves."""
+    written back), then the header (user_tdvmcallinfo_1_r11 = SetupEventNotifyInterrupt)
+    and the configurable CPUID leaves."""
     if cmd.flags:
         raise oserror(errno.EINVAL)
     caps = copy_from_user(cmd.data, T.kvm_tdx_capabilities)
     n = len(CPUID_CONFIGS)
     if caps.cpuid.nent < n:
         raise oserror(errno.E2BIG)
-    out = T.kvm_tdx_capabilities(supported_attrs=SUPPORTED_ATTRS, supported_xfam=SUPPORTED_XFAM)
+    out = T.kvm_tdx_capabilities(supported_attrs=SUPPORTED_ATTRS, supported_xfam=SUPPORTED_XFAM,
+                                 user_tdvmcallinfo_1_r11=TDVMCALLINFO_SETUP_EVENT_NOTIFY_INTERRUPT)
     out.cpuid.nent = n
     write_user_at(cmd.data, 0, bytes(out))
     write_user_at(cmd.data, ctypes.sizeof(out), _entry_bytes(CPUID_CONFIGS))
@@ -118,28 +148,43 @@ def init_vm(vm, td, cmd):
         raise oserror(errno.EBUSY)
     if hdr.attributes & ~SUPPORTED_ATTRS or hdr.xfam & ~SUPPORTED_XFAM:
         raise oserror(errno.EINVAL)
-    leaf = next((e for e in entries if e.function == 0x80000008 and e.index == 0), None)
+    leaf = _find_entry(entries, 0x80000008, 0)  # setup_tdparams_eptp_controls
     if leaf is None:
         raise oserror(errno.EINVAL)
     gpaw = (leaf.eax >> 16) & 0xFF
     if gpaw not in (48, 52) or (gpaw == 52 and vm.kernel.profile.max_gpa_bits < 52):
         raise oserror(errno.EINVAL)  # 52 needs 5-level EPT
-    for e in entries:
+    # setup_tdparams_cpuids: each configurable leaf takes the entry kvm_find_cpuid_entry2
+    # finds for it; TSX or WAITPKG in one is EINVAL; entries no leaf took (or duplicates)
+    # make copy_cnt != nent: EINVAL
+    copy_cnt = 0
+    for fn, idx, *_masks in CPUID_CONFIGS:
+        e = _find_entry(entries, fn, idx)
+        if e is None:
+            continue
         if e.function == 7 and e.index == 0 and (e.ebx & (_HLE | _RTM) or e.ecx & _WAITPKG):
             raise oserror(errno.EINVAL)
-        if (e.function, e.index) not in _CONFIGURABLE:
-            raise oserror(errno.EINVAL)  # copy_cnt != nent
+        copy_cnt += 1
+    if copy_cnt != nent:
+        raise oserror(errno.EINVAL)
     st = td.fault("TDH.MNG.CREATE")
     if st:
         cmd.hw_error = 0
         raise oserror(errno.EAGAIN if st & T.TDX_SEAMCALL_STATUS_MASK == T.TDX_RND_NO_ENTROPY
                       else errno.EIO)
+    # setup_tdparams: td_params->tsc_frequency = TDX_TSC_KHZ_TO_25MHZ(default_tsc_khz), the
+    # rate of the VM-level KVM_SET_TSC_KHZ (or the host's); KVM checks no range, the
+    # module's TDH.MNG.INIT does
+    tsc = x86_vm.state(vm).default_tsc_khz // TSC_UNIT_KHZ & 0xFFFF
     st = td.fault("TDH.MNG.INIT")
+    if not st and not TSC_FREQUENCY_MIN <= tsc <= TSC_FREQUENCY_MAX:
+        st = T.TDX_OPERAND_INVALID | OPERAND_ID_TSC_FREQUENCY
     if st:
         if st & T.TDX_SEAMCALL_STATUS_MASK == T.TDX_OPERAND_INVALID:
             cmd.hw_error = st
             raise oserror(errno.EINVAL)
         raise oserror(errno.EIO)
+    td.tsc_khz = tsc * TSC_UNIT_KHZ
     td.attributes, td.xfam = hdr.attributes, hdr.xfam
     td.cpuid = tuple((e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx) for e in entries)
     td.init_sept(gpaw)
@@ -204,13 +249,25 @@ def _check_vcpu_td(td):
 
 
 def init_vcpu(vcpu, td, cmd):
-    """KVM_TDX_INIT_VCPU (tdx_vcpu_init): ``data`` is the initial RCX."""
+    """KVM_TDX_INIT_VCPU (tdx_vcpu_init): flags, a second INIT_VCPU, then
+    kvm_apic_set_base(x2APIC | BSP for the reset BSP, host-initiated): without the X2APIC
+    bit (CPUID.1:ECX[21]) in the vCPU's KVM_SET_CPUID2 table the x2APIC enable bit is
+    reserved and the call is EINVAL, so the VMM sets the CPUID first. Then
+    tdx_td_vcpu_init: ``data`` is the initial RCX, mp_state becomes RUNNABLE."""
     if cmd.flags:
         raise oserror(errno.EINVAL)
     if vcpu.arch.initialized:
         raise oserror(errno.EINVAL)
+    st = x86_state(vcpu)
+    base = APIC_BASE_X2APIC
+    if vcpu.id == x86_vm.state(vcpu.vm).bsp_vcpu_id:  # kvm_vcpu_is_reset_bsp
+        base |= APIC_BASE_BSP
+    if not apic_base_ok(st, base):
+        raise oserror(errno.EINVAL)
+    st.sregs.apic_base = base
     vcpu.arch.initialized = True
     vcpu.arch.rcx = cmd.data
+    st.mp_state = K.KVM_MP_STATE_RUNNABLE
     return 0
 
 
@@ -333,28 +390,12 @@ def td_cpuid(vm, td):
     host = {(r[0], r[1]): r for r in vm.kernel.profile.cpuid}
     rows = [host.get((0, 0), (0, 0, 0, 0xD, 0, 0, 0)),
             host.get((0x80000000, 0), (0x80000000, 0, 0, 0x80000008, 0, 0, 0))]
-    for fn, idx, fl, a, b, c, d in td.cpuid:
+    configured = [r for r in td.cpuid if (r[0], r[1]) != (1, 0)]
+    leaf1 = next((r for r in td.cpuid if (r[0], r[1]) == (1, 0)), (1, 0, 0, 0, 0, 0, 0))
+    fn, idx, fl, a, b, c, d = leaf1
+    rows.insert(1, (fn, idx, fl, a, b, c | _X2APIC, d))  # x2APIC: fixed 1 in a TD [U]
+    for fn, idx, fl, a, b, c, d in configured:
         if fn == 0x80000008:
             a = (a & ~0xFF0000) | td.gpaw << 16
         rows.append((fn, idx, fl, a, b, c, d))
     return rows
-
-
-def set_cpuid2(f, arg):
-    """KVM_SET_CPUID2 on a TD vCPU: E2BIG beyond KVM_MAX_CPUID_ENTRIES; the entries are kept
-    (kmock does not check them against the TD's CPUID) [U]."""
-    f.vm.check_caller()
-    hdr = copy_from_user(arg, K.kvm_cpuid2)
-    if hdr.nent > T.KVM_MAX_CPUID_ENTRIES:
-        raise oserror(errno.E2BIG)
-    raw = read_user_at(arg, ctypes.sizeof(hdr), hdr.nent * ENTRY)
-    f.vcpu.arch.cpuid = tuple(_entries(raw, hdr.nent))
-    return 0
-
-
-def vcpu_nmi(f, arg):
-    """KVM_NMI (kvm_vcpu_ioctl_nmi): an NMI is queued; kvm_vcpu_has_events() is true until
-    the vCPU next enters the guest."""
-    f.vm.check_caller()
-    f.vcpu.arch.pending_event = True
-    return 0

@@ -10,9 +10,16 @@ host-initiated read-as-zero do not apply) and the ioctl's loop stops there.
 The x2APIC range keeps 6.18's ranges as written (``X2APIC_MSR(APIC_ISR + APIC_ISR_NR)``
 is X2APIC_MSR(APIC_ISR): only ISR0, TMR0 and IRR0 are excluded with TPR, PPR and EOI);
 "KVM: TDX: Fix APIC MSR ranges in tdx_has_emulated_msr()" (2026) excludes all eight of
-each. Not modelled: tdx_get_msr's FEAT_CTL value (LOCKED, plus LMCE_ENABLED when
-MCG_CAP has LMCE): kmock's own rule for FEAT_CTL answers.
+each. tdx_get_msr answers FEAT_CTL itself: FEAT_CTL_LOCKED, plus FEAT_CTL_LMCE_ENABLED
+when vcpu->arch.mcg_cap has MCG_LMCE_P (``get_msrs`` patches the core's answer).
 """
+
+import struct
+
+from kmock.kernel_util import read_user_at, write_user_at
+from kmock.kvm import x86_msr
+from kmock.kvm.x86_mce import mce
+from kmock.kvm.x86_state import state as x86_state
 
 MSR_IA32_APICBASE = 0x1B
 MSR_IA32_FEAT_CTL = 0x3A
@@ -51,3 +58,34 @@ def allowed(index, write, data=0):
     if write and index in _READ_ONLY:
         return False
     return has_emulated_msr(index)
+
+
+FEAT_CTL_LOCKED = 1 << 0
+FEAT_CTL_LMCE_ENABLED = 1 << 20
+MCG_LMCE_P = 1 << 27
+_ENTRY = struct.Struct("<IIQ")  # struct kvm_msr_entry
+
+
+def feat_ctl(vcpu):
+    """tdx_get_msr(MSR_IA32_FEAT_CTL)."""
+    v = FEAT_CTL_LOCKED
+    if mce(x86_state(vcpu)).mcg_cap & MCG_LMCE_P:
+        v |= FEAT_CTL_LMCE_ENABLED
+    return v
+
+
+def get_msrs(f, arg):
+    """KVM_GET_MSRS on a TD vCPU: the core's msr_io (with ``allowed`` as the vendor
+    filter), then FEAT_CTL's entries among those read get tdx_get_msr's value."""
+    done = x86_msr.get_msrs(f, arg)
+    if done:
+        raw = bytearray(read_user_at(arg, 8, done * _ENTRY.size))
+        changed = False
+        for i in range(done):
+            index, pad, _data = _ENTRY.unpack_from(raw, i * _ENTRY.size)
+            if index == MSR_IA32_FEAT_CTL:
+                _ENTRY.pack_into(raw, i * _ENTRY.size, index, pad, feat_ctl(f.vcpu))
+                changed = True
+        if changed:
+            write_user_at(arg, 8, bytes(raw))
+    return done

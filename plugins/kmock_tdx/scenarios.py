@@ -112,6 +112,11 @@ class TdVmm:
         init.entries[0] = K.kvm_cpuid_entry2(function=0x80000008, eax=(48 << 16) | 0x30)
         k.ioctl(vm, K.KVM_MEMORY_ENCRYPT_OP, _cmd(T.KVM_TDX_INIT_VM, ctypes.addressof(init)))
         self.vcpu = self.fd(k.ioctl(vm, K.KVM_CREATE_VCPU, 0))
+        # KVM_TDX_INIT_VCPU needs x2APIC in the vCPU's CPUID (kvm_apic_set_base)
+        cpuid = T.with_cpuid_entries(K.kvm_cpuid2, 1)()
+        cpuid.hdr.nent = 1
+        cpuid.entries[0] = K.kvm_cpuid_entry2(function=1, ecx=1 << 21)
+        k.ioctl(self.vcpu, T.KVM_SET_CPUID2, bytes(cpuid))
         k.ioctl(self.vcpu, K.KVM_MEMORY_ENCRYPT_OP, _cmd(T.KVM_TDX_INIT_VCPU, 0x1000))
         self.gmem = self.fd(k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD,
                                     K.kvm_create_guest_memfd(size=NPAGES * P)))

@@ -110,8 +110,6 @@ class TdxVcpu:
         #: test knob: a signal becomes pending after this many INIT_MEM_REGION pages
         #: (None: no signal); the next page sees it and the call returns -EINTR
         self.signal_after_pages = None
-        #: KVM_SET_CPUID2's entries (kept, not checked against the TD's)
-        self.cpuid = ()
 
 
 class Td:
@@ -137,6 +135,9 @@ class Td:
         self.attributes = 0
         self.xfam = 0
         self.cpuid = ()  # (function, index, flags, eax, ebx, ecx, edx) given at INIT_VM
+        #: the TD's TSC rate (kHz) fixed by INIT_VM: kvm->arch.default_tsc_khz then,
+        #: rounded down to the TDX module's 25 MHz unit
+        self.tsc_khz = None
         #: TDX-A: private SPTEs installed whose TDH.MEM.PAGE.ADD did not complete
         self.nr_premapped = 0
         self.premapped = None  # RangeMap gfn -> 1

@@ -7,11 +7,14 @@ from kmock.kvm import x86_vm
 from kmock.kvm.vmtype import VmType
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
+from kmock.uapi import x86 as X
 
-from . import launch, msr
+from . import launch, msr, vcpu_events
 from .guest import TdxGuest
 from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
 
+
+KVM_CAP_READONLY_MEM = 81
 
 #: invalidations a TDX Connect TD refuses while a page is pinned: the host's own requests.
 #: The release of the guest_memfd (TD teardown) and memory failure cannot be refused.
@@ -48,9 +51,17 @@ class TdxVm(VmType):
     def ioctls(self, kernel, file_type):
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: launch.vcpu_mem_enc_op,
-                    T.KVM_NMI: launch.vcpu_nmi,
-                    T.KVM_SET_CPUID2: launch.set_cpuid2}
+                    T.KVM_NMI: vcpu_events.nmi,
+                    X.KVM_GET_MSRS: msr.get_msrs,
+                    X.KVM_SET_MP_STATE: vcpu_events.set_mp_state,
+                    X.KVM_GET_VCPU_EVENTS: vcpu_events.get_vcpu_events,
+                    X.KVM_SET_VCPU_EVENTS: vcpu_events.set_vcpu_events}
         return {}
+
+    def capabilities(self):
+        """KVM_CAP_READONLY_MEM on a TD's fd is kvm_arch_has_readonly_mem(kvm) =
+        !has_protected_state: 0 (kvm_vm_ioctl_check_extension, x86.c 6.18)."""
+        return {KVM_CAP_READONLY_MEM: 0}
 
     def pre_fault_allowed(self, vm):
         """kvm->arch.pre_fault_allowed: set by a successful KVM_TDX_FINALIZE_VM."""
@@ -112,6 +123,7 @@ class TdxVm(VmType):
         if td.state != RUNNABLE or not vcpu.arch.initialized:
             raise oserror(errno.EINVAL)
         vcpu.arch.pending_event = False
+        vcpu_events.inject_pending_nmi(vcpu)
         return None
 
     def guest_access(self, vcpu, action, segments):

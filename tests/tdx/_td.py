@@ -77,14 +77,28 @@ class Td:
     def create_vcpus(self):
         for i in range(self.nvcpus):
             fd = self.k.ioctl(self.vm, K.KVM_CREATE_VCPU, i)
+            # QEMU's order: the CPUID (with x2APIC, which KVM_TDX_INIT_VCPU's
+            # kvm_apic_set_base needs) before KVM_TDX_INIT_VCPU
+            self.set_cpuid(fd)
             self.k.ioctl(fd, K.KVM_MEMORY_ENCRYPT_OP, cmd(T.KVM_TDX_INIT_VCPU, 0x1000))
-            cp = T.with_cpuid_entries(K.kvm_cpuid2, 8)()
-            cp.hdr.nent = 8
-            self.k.ioctl(fd, K.KVM_MEMORY_ENCRYPT_OP, cmd(T.KVM_TDX_GET_CPUID,
-                                                           ctypes.addressof(cp)))
-            self.k.ioctl(fd, T.KVM_SET_CPUID2, bytes(cp)[:8 + cp.hdr.nent * 40])
             self.vcpus.append(fd)
         self.vcpu = self.vcpus[0]
+
+    def get_cpuid(self, fd, nent=8):
+        cp = T.with_cpuid_entries(K.kvm_cpuid2, nent)()
+        cp.hdr.nent = nent
+        self.k.ioctl(fd, K.KVM_MEMORY_ENCRYPT_OP, cmd(T.KVM_TDX_GET_CPUID, ctypes.addressof(cp)))
+        return cp
+
+    def set_cpuid(self, fd, x2apic=True):
+        """KVM_SET_CPUID2 with KVM_TDX_GET_CPUID's table (``x2apic`` False: CPUID.1:ECX[21]
+        cleared)."""
+        cp = self.get_cpuid(fd)
+        for i in range(cp.hdr.nent):
+            e = cp.entries[i]
+            if (e.function, e.index) == (1, 0) and not x2apic:
+                e.ecx &= ~(1 << 21)
+        self.k.ioctl(fd, T.KVM_SET_CPUID2, bytes(cp)[:8 + cp.hdr.nent * 40])
 
     def memslot(self):
         k = self.k

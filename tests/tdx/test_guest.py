@@ -267,3 +267,27 @@ def test_read_write_follow_the_shared_bit(td):
     assert err(td.run) == errno.EFAULT
     assert td.run_struct().memory_fault.flags == 0
     del w
+
+
+def test_setup_event_notify_interrupt(td):
+    """tdx_setup_event_notify_interrupt (6.16-6.18 tdx.c): vector outside 32..255 ->
+    INVALID_OPERAND without an exit; else KVM_EXIT_TDX (nr 0x10004, ret preset
+    SUBFUNC_UNSUPPORTED, the vector), R10 = the VMM's ret on re-entry. KVM_TDX_CAPABILITIES
+    says userspace gets it: user_tdvmcallinfo_1_r11 = BIT(1) (init_kvm_tdx_caps)."""
+    import ctypes
+    caps = td.capabilities()
+    assert caps.hdr.user_tdvmcallinfo_1_r11 == 1 << 1
+    assert caps.hdr.kernel_tdvmcallinfo_1_r11 == caps.hdr.user_tdvmcallinfo_1_r12 == 0
+    g = td.guest()
+    low = g.tdx.setup_event_notify_interrupt(31)
+    high = g.tdx.setup_event_notify_interrupt(256)
+    ok = g.tdx.setup_event_notify_interrupt(0xEC)
+    assert td.run() == K.KVM_EXIT_TDX
+    assert low.result == high.result == T.TDVMCALL_STATUS_INVALID_OPERAND and low.exits == []
+    run = td.run_struct()
+    x = T.kvm_run_tdx.from_address(ctypes.addressof(run) + 32)
+    assert (x.nr, x.setup_event_notify.ret, x.setup_event_notify.vector) == (
+        T.TDVMCALL_SETUP_EVENT_NOTIFY_INTERRUPT, T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED, 0xEC)
+    x.unknown.ret = 0
+    td.run_to_stop()
+    assert ok.result == 0

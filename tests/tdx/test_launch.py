@@ -13,7 +13,7 @@ from kmock.testing.errnos import err, errno_or_0
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 
-from ._td import GPA, NPAGES, P, Td, cmd, cpuid_entry
+from ._td import GPA, NPAGES, P, Td, cmd, cpuid_entry, init_vm_arg
 
 ENC = K.KVM_MEMORY_ENCRYPT_OP
 
@@ -140,7 +140,6 @@ def test_init_vm_errnos(tdx_kernel, case, expect):
         entries.append(cpuid_entry(7, flags=1, ecx=1 << 5))
     elif case == "not_configurable":
         entries.append(cpuid_entry(0x40000000))
-    from ._td import init_vm_arg
     arg = init_vm_arg(entries=entries)
     if case == "reserved":
         arg.hdr.reserved[11] = 1
@@ -203,7 +202,6 @@ def test_init_vm_seamcall_failures(tdx_kernel):
     assert err(t.init_vm) == errno.EIO
     status = T.TDX_OPERAND_INVALID | 0x1E
     t.td.seamcall_faults["TDH.MNG.INIT"] = status
-    from ._td import init_vm_arg
     arg = init_vm_arg()
     c = cmd(T.KVM_TDX_INIT_VM, ctypes.addressof(arg))
     assert err(k.ioctl, t.vm, ENC, c) == errno.EINVAL and c.hw_error == status
@@ -221,6 +219,7 @@ def test_vcpu_subcommands(tdx_kernel):
     assert err(k.ioctl, v, ENC, cmd(T.KVM_TDX_CAPABILITIES)) == errno.EINVAL  # a VM id
     # INIT_MEM_REGION before INIT_VCPU
     assert err(k.ioctl, v, ENC, cmd(T.KVM_TDX_INIT_MEM_REGION)) == errno.EINVAL
+    t.set_cpuid(v)  # x2APIC in the CPUID first (tests/tdx/test_init_vcpu.py)
     k.ioctl(v, ENC, cmd(T.KVM_TDX_INIT_VCPU, 0x1234))
     assert k.vm(t.vm).vcpus[0].arch.rcx == 0x1234
     assert err(k.ioctl, v, ENC, cmd(T.KVM_TDX_INIT_VCPU)) == errno.EINVAL  # twice
@@ -228,11 +227,11 @@ def test_vcpu_subcommands(tdx_kernel):
     cp = T.with_cpuid_entries(K.kvm_cpuid2, 1)()
     cp.hdr.nent = 1
     assert err(k.ioctl, v, ENC, cmd(T.KVM_TDX_GET_CPUID, ctypes.addressof(cp))) == errno.E2BIG
-    assert cp.hdr.nent == 3
-    cp = T.with_cpuid_entries(K.kvm_cpuid2, 3)()
-    cp.hdr.nent = 3
+    assert cp.hdr.nent == 4  # leaves 0, 1, 0x80000000, 0x80000008
+    cp = T.with_cpuid_entries(K.kvm_cpuid2, 4)()
+    cp.hdr.nent = 4
     k.ioctl(v, ENC, cmd(T.KVM_TDX_GET_CPUID, ctypes.addressof(cp)))
-    gpaw = [cp.entries[i] for i in range(3) if cp.entries[i].function == 0x80000008][0]
+    gpaw = [cp.entries[i] for i in range(4) if cp.entries[i].function == 0x80000008][0]
     assert (gpaw.eax >> 16) & 0xFF == 48
 
 
@@ -479,3 +478,23 @@ def test_memory_encrypt_op_on_a_vcpu_that_is_not_a_td():
                 raise AssertionError(f"{profile}: no error")
         finally:
             k.close_all()
+
+
+def test_init_vm_cpuid_entries_are_matched_as_kvm_find_cpuid_entry2_does(tdx_kernel):
+    """setup_tdparams_cpuids (6.16-6.18): for each configurable leaf the module lists,
+    kvm_find_cpuid_entry2 takes the first entry of that function whose index matches or is
+    not significant (no KVM_CPUID_FLAG_SIGNIFCANT_INDEX); copy_cnt counts the leaves that
+    found one and must equal nent. So a duplicate entry is EINVAL, and an entry of
+    function 0xD with another index but no significant-index flag stands for 0xD.1."""
+    gpaw = cpuid_entry(0x80000008, eax=(48 << 16) | 0x30)
+    k = tdx_kernel()
+    t = Td(k)
+    t.split_irqchip()
+    dup = [gpaw, cpuid_entry(1), cpuid_entry(1)]
+    arg = init_vm_arg(entries=dup)
+    assert err(k.ioctl, t.vm, ENC, cmd(T.KVM_TDX_INIT_VM, ctypes.addressof(arg))) == errno.EINVAL
+    sig = [gpaw, cpuid_entry(0xD, index=5, flags=1)]  # significant: no leaf 0xD.5
+    arg = init_vm_arg(entries=sig)
+    assert err(k.ioctl, t.vm, ENC, cmd(T.KVM_TDX_INIT_VM, ctypes.addressof(arg))) == errno.EINVAL
+    loose = [gpaw, cpuid_entry(0xD, index=5)]  # not significant: taken for 0xD.1
+    t.init_vm(entries=loose)

@@ -4,6 +4,7 @@ the TD has DEBUG) and its fpstate confidential, so REGS, SREGS, XCRS, DEBUGREGS,
 XSAVE are EINVAL from creation on and change nothing; CPUID2, MSRS (those KVM emulates for a
 TD), MP_STATE and VCPU_EVENTS keep working; the vCPU's TSC is protected (KVM_SET_TSC_KHZ)."""
 
+import ctypes
 import errno
 
 import pytest
@@ -149,16 +150,17 @@ def test_sregs2_protected_check_precedes_the_copy(tdx_kernel):
     assert err(k, td.vcpu, X.KVM_GET_SREGS2, 8) == errno.EINVAL
 
 
-def test_guest_debug_is_einval_and_nmi_stays_the_plugins(tdx_kernel):
+def test_guest_debug_is_einval_and_nmi_is_queued(tdx_kernel):
     """kvm_arch_vcpu_ioctl_set_guest_debug: EINVAL with guest_state_protected; KVM_NMI on a
-    TD vCPU is kmock_tdx's (kvm_vcpu_has_events), not the core's nmi_pending."""
+    TD vCPU queues the NMI as on any vCPU (kvm_inject_nmi: nmi_pending after process_nmi)
+    and makes kvm_vcpu_has_events() true (tests/tdx/test_vcpu_events.py)."""
     k = tdx_kernel()
     td = td_with_vcpu(k)
     assert err(k, td.vcpu, X.KVM_SET_GUEST_DEBUG, X.kvm_guest_debug(control=1)) == errno.EINVAL
     assert k.ioctl(td.vcpu, X.KVM_NMI, 0) == 0
     vcpu = k.vm(td.vm).vcpus[0]
     assert vcpu.arch.pending_event is True
-    assert x86_state.state(vcpu).nmi_pending == 0
+    assert x86_state.state(vcpu).nmi_pending == 1
 
 
 def test_lapic_is_einval_for_a_td(tdx_kernel):
@@ -175,3 +177,22 @@ def test_lapic_is_einval_for_a_td(tdx_kernel):
     k.ioctl(vm, K.KVM_ENABLE_CAP, cap)
     vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
     assert k.ioctl(vcpu, X.KVM_GET_LAPIC, X.kvm_lapic_state()) == 0
+
+
+def test_feat_ctl_reads_locked_plus_lmce_when_mcg_cap_has_it(tdx_kernel):
+    """tdx_get_msr(MSR_IA32_FEAT_CTL): FEAT_CTL_LOCKED, | FEAT_CTL_LMCE_ENABLED (bit 20) when
+    vcpu->arch.mcg_cap has MCG_LMCE_P (bit 27, set by KVM_X86_SETUP_MCE); the other entries
+    of the same KVM_GET_MSRS keep the core's values."""
+    k = tdx_kernel()
+    td = td_with_vcpu(k)
+    buf = msrs_buf([(0x3A, 0), (0x179, 0)])
+    assert k.ioctl(td.vcpu, X.KVM_GET_MSRS, buf) == 2
+    feat, mcg_cap = msrs_values(buf, 2)
+    assert feat == 1 and not mcg_cap & (1 << 27)
+    supported = ctypes.c_uint64()
+    k.ioctl(td.kvm, X.KVM_X86_GET_MCE_CAP_SUPPORTED, supported)
+    assert supported.value & (1 << 27)  # a VMX host: hardware_setup adds MCG_LMCE_P
+    k.ioctl(td.vcpu, X.KVM_X86_SETUP_MCE, ctypes.c_uint64((1 << 27) | 10))
+    buf = msrs_buf([(0x3A, 0)])
+    assert k.ioctl(td.vcpu, X.KVM_GET_MSRS, buf) == 1
+    assert msrs_values(buf, 1)[0] == 1 | 1 << 20
