@@ -116,11 +116,11 @@ class TdxVmm:
         self.vcpus = []
         for i in range(nvcpus):
             fd = k.ioctl(self.vm, K.KVM_CREATE_VCPU, i)
-            self._tdx(fd, T.KVM_TDX_INIT_VCPU, 0)  # initial RCX: the TD HOB's gpa
             cpuid = T.with_cpuid_entries(K.kvm_cpuid2, 64)()
             cpuid.hdr.nent = 64
             self._tdx(fd, T.KVM_TDX_GET_CPUID, ctypes.addressof(cpuid))
             k.ioctl(fd, T.KVM_SET_CPUID2, bytes(cpuid)[:8 + cpuid.hdr.nent * 40])
+            self._tdx(fd, T.KVM_TDX_INIT_VCPU, 0)  # initial RCX: the TD HOB's gpa
             m = k.mmap(fd, self.mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, 0)
             self.vcpus.append((fd, m, K.kvm_run.from_address(m.address)))
         self.hva = _anon(self.ram_size)

@@ -62,6 +62,10 @@ def _td(size, naccept):
     k.ioctl(vm, K.KVM_MEMORY_ENCRYPT_OP,
             T.kvm_tdx_cmd(id=T.KVM_TDX_INIT_VM, data=ctypes.addressof(init)))
     vcpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    cpuid = T.with_cpuid_entries(K.kvm_cpuid2, 1)()
+    cpuid.hdr.nent = 1
+    cpuid.entries[0] = K.kvm_cpuid_entry2(function=1, ecx=1 << 21)  # x2APIC
+    k.ioctl(vcpu, T.KVM_SET_CPUID2, bytes(cpuid))
     k.ioctl(vcpu, K.KVM_MEMORY_ENCRYPT_OP, T.kvm_tdx_cmd(id=T.KVM_TDX_INIT_VCPU))
     gmem = k.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, K.kvm_create_guest_memfd(size=size))
     k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION2, K.kvm_userspace_memory_region2(

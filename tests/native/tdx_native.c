@@ -102,12 +102,13 @@ int main(void)
     printf("init vm: %s\n", res(tdx(vm, TDX_INIT_VM, 0, init)));
 
     int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-    struct kvm_tdx_cmd iv = {.id = TDX_INIT_VCPU, .data = 0x1000};
-    printf("vcpu: %s init %s\n", vcpu < 0 ? "fail" : "ok", res(ioctl(vcpu, KVM_MEMORY_ENCRYPT_OP, &iv)));
+    /* the CPUID (x2APIC in leaf 1) before KVM_TDX_INIT_VCPU: kvm_apic_set_base needs it */
     struct kvm_cpuid2 *cp = calloc(1, sizeof *cp + 8 * sizeof(struct kvm_cpuid_entry2));
     cp->nent = 8;
     printf("get cpuid: %s", res(tdx(vcpu, TDX_GET_CPUID, 0, cp)));
     printf(" set cpuid2: %s\n", res(ioctl(vcpu, KVM_SET_CPUID2, cp)));
+    struct kvm_tdx_cmd iv = {.id = TDX_INIT_VCPU, .data = 0x1000};
+    printf("vcpu: %s init %s\n", vcpu < 0 ? "fail" : "ok", res(ioctl(vcpu, KVM_MEMORY_ENCRYPT_OP, &iv)));
 
     struct kvm_create_guest_memfd cg = {.size = NPAGES * PG};
     int g = ioctl(vm, KVM_CREATE_GUEST_MEMFD, &cg);
