@@ -46,12 +46,15 @@ def terminate_exit(vcpu, reason_set, reason_code):
 
 
 def _hypercall_exit(vcpu, hc):
-    """snp_begin_psc_msr / snp_begin_psc write exit_reason, nr and args[0..2] only:
-    ``hypercall.ret`` and ``hypercall.flags`` keep whatever kvm_run held (sev.c)."""
+    """snp_begin_psc_msr / snp_begin_psc write exit_reason, nr, ret = 0 and args[0..2]:
+    ``hypercall.flags`` keeps whatever kvm_run held (sev.c; ret is zeroed since 9a1dfeff
+    "KVM: x86: clear vcpu->run->hypercall.ret before exiting for KVM_EXIT_HYPERCALL",
+    6.14, because QEMU <= 9.2 never set it)."""
     run = vcpu.run
     run.exit_reason = K.KVM_EXIT_HYPERCALL
     h = run.hypercall
     h.nr = hc.nr
+    h.ret = 0
     args = h.args  # (one ctypes view of the array, not one per element)
     args[0] = hc.gpa
     args[1] = hc.npages
