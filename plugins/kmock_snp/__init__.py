@@ -34,6 +34,13 @@ PLATFORM = Platform(
         # policy bits SNP_LAUNCH_START accepts: 6.18's SNP_POLICY_MASK_VALID; newer kernels
         # ask the firmware (snp_supported_policy_bits)
         ("snp_supported_policy", S.SNP_POLICY_MASK_VALID),
+        # the host as the PSP sees it when it judges the guest policy: SMT enabled in the
+        # BIOS (policy SMT = 0 -> LAUNCH_START POLICY_FAILURE), the socket count
+        # (SINGLE_SOCKET on > 1 -> SNP_ACTIVATE POLICY_FAILURE), the firmware ABI
+        # (major, minor) a policy may require at most
+        ("snp_host_smt", True),
+        ("snp_sockets", 1),
+        ("snp_fw_api", (1, 55)),
         # gmem in-place conversion (v8): SNP_LAUNCH_UPDATE with uaddr 0 takes the bytes the
         # page already holds [U: series behaviour]
         ("snp_populate_in_place", True),

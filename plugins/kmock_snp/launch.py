@@ -112,9 +112,11 @@ def snp_launch_start(f, cmd, arg):
         policy = params.policy
         if policy & ~kernel.setting("snp_supported_policy"):
             raise oserror(errno.EINVAL)
-        if not policy & S.SNP_POLICY_MASK_RSVD_MBO or not policy & S.SNP_POLICY_MASK_SMT:
-            raise oserror(errno.EINVAL)
-        if policy & S.SNP_POLICY_MASK_SINGLE_SOCKET:
+        # only RSVD_MBO is KVM's to require: its SMT and SINGLE_SOCKET checks were removed
+        # (Tom Lendacky, "KVM: SVM: Allow SNP guest policy disallow running with SMT
+        # enabled" and its SINGLE_SOCKET twin, May 2025; absent from upstream sev.c before
+        # 6.18): the firmware judges them (fw_policy_failure)
+        if not policy & S.SNP_POLICY_MASK_RSVD_MBO:
             raise oserror(errno.EINVAL)
         # snp_context_create: SNP_GCTX_CREATE through argp->sev_fd; any failure -> ENOTTY
         try:
@@ -123,8 +125,10 @@ def snp_launch_start(f, cmd, arg):
             raise oserror(errno.ENOTTY) from None
         try:
             _fw(sev, kernel, cmd.sev_fd, "SNP_LAUNCH_START")
+            fw_policy_failure(kernel, policy, "SNP_LAUNCH_START")
             sev.fd = cmd.sev_fd
             _fw(sev, kernel, sev.fd, "SNP_ACTIVATE")  # snp_bind_asid
+            fw_policy_failure(kernel, policy, "SNP_ACTIVATE")
         except FwError as e:
             cmd.error = e.status  # the context is decommissioned: START may be retried
             raise oserror(e.errno) from None
@@ -132,6 +136,22 @@ def snp_launch_start(f, cmd, arg):
         sev.policy = policy
         sev.state = "launch"
     return 0
+
+
+def fw_policy_failure(kernel, policy, command):
+    """What the PSP checks of the guest policy (SEV_RET_POLICY_FAILURE -> EIO):
+    SNP_LAUNCH_START refuses SMT = 0 on a host with SMT enabled (per the commit message
+    that removed KVM's own check) and an ABI major.minor above the firmware's [U: SNP
+    firmware ABI spec, LAUNCH_START]; SNP_ACTIVATE refuses SINGLE_SOCKET on a host with
+    more than one socket (per the commit message that removed KVM's check). The host is
+    the platform settings ``snp_host_smt``, ``snp_sockets`` and ``snp_fw_api``."""
+    if command == "SNP_LAUNCH_START":
+        smt_refused = kernel.setting("snp_host_smt") and not policy & S.SNP_POLICY_MASK_SMT
+        major, minor = policy >> 8 & 0xFF, policy & 0xFF
+        if smt_refused or (major, minor) > tuple(kernel.setting("snp_fw_api")):
+            raise FwError(errno.EIO, S.SEV_RET_POLICY_FAILURE)
+    elif policy & S.SNP_POLICY_MASK_SINGLE_SOCKET and kernel.setting("snp_sockets") > 1:
+        raise FwError(errno.EIO, S.SEV_RET_POLICY_FAILURE)
 
 
 # --- KVM_SEV_SNP_LAUNCH_UPDATE ---------------------------------------------------------------

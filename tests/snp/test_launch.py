@@ -138,8 +138,9 @@ def test_launch_start_errnos_and_sev_fd():
     s = Snp()
     assert s.start()[1] == errno.ENOTTY  # before INIT2
     s.init2()
-    for policy in (POLICY | 1 << 18, S.SNP_POLICY_MASK_SMT, S.SNP_POLICY_MASK_RSVD_MBO,
-                   POLICY | S.SNP_POLICY_MASK_SINGLE_SOCKET):
+    # snp_launch_start (6.18): bits outside SNP_POLICY_MASK_VALID (MIGRATE_MA 18, 21+),
+    # or RSVD_MBO clear -> EINVAL; SMT and SINGLE_SOCKET are the firmware's to judge
+    for policy in (POLICY | 1 << 18, POLICY | 1 << 21, S.SNP_POLICY_MASK_SMT):
         assert s.start(policy)[1] == errno.EINVAL
     bad = s.op(S.KVM_SEV_SNP_LAUNCH_START, S.kvm_sev_snp_launch_start(flags=1))
     assert bad[1] == errno.EINVAL
@@ -152,6 +153,34 @@ def test_launch_start_errnos_and_sev_fd():
     assert e == errno.EIO and cmd.error == S.SEV_RET_INVALID_CONFIG
     assert s.start()[1] == 0  # retried after the firmware failure
     assert s.start()[1] == errno.EINVAL  # only once
+
+
+@pytest.mark.parametrize("policy, settings, status_at", [
+    # SMT = 0 on a host with SMT on: the firmware's SNP_LAUNCH_START refuses
+    (S.SNP_POLICY_MASK_RSVD_MBO, {}, "start"),
+    (S.SNP_POLICY_MASK_RSVD_MBO, {"snp_host_smt": False}, None),
+    # SINGLE_SOCKET: SNP_ACTIVATE refuses on a host with more than one socket
+    (POLICY | S.SNP_POLICY_MASK_SINGLE_SOCKET, {}, None),
+    (POLICY | S.SNP_POLICY_MASK_SINGLE_SOCKET, {"snp_sockets": 2}, "activate"),
+    # an ABI the firmware does not have [U: SNP firmware ABI spec]
+    (POLICY | 2 << 8, {}, "start"),
+    (POLICY | 1 << 8 | 55, {}, None),
+    (POLICY | 1 << 8 | 56, {}, "start"),
+    (POLICY | S.SNP_POLICY_MASK_DEBUG, {}, None),
+])
+def test_launch_start_policy_judged_by_the_firmware(policy, settings, status_at):
+    """Tom Lendacky's removal of KVM's SMT / SINGLE_SOCKET checks (May 2025): the PSP
+    answers POLICY_FAILURE, which sev_issue_cmd turns into EIO with the status in
+    ``error``; the context is decommissioned and START may be retried."""
+    s = Snp(**settings)
+    s.init2()
+    cmd, e = s.start(policy)
+    if status_at is None:
+        assert e == 0
+        return
+    assert (e, cmd.error) == (errno.EIO, S.SEV_RET_POLICY_FAILURE)
+    assert not s.kvm_vm.arch.snp_context
+    assert s.start(POLICY)[1] == 0  # retried with a policy the firmware takes
 
 
 def test_launch_update_errnos_and_layering():
