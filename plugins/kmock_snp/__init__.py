@@ -41,6 +41,9 @@ PLATFORM = Platform(
         ("snp_host_smt", True),
         ("snp_sockets", 1),
         ("snp_fw_api", (1, 55)),
+        # a second SNP_LAUNCH_FINISH with vCPUs: 6.18 writes the guest-owned VMSA and
+        # oopses ("oops"); the proposed fix answers EINVAL ("einval")
+        ("snp_finish_twice", "oops"),
         # gmem in-place conversion (v8): SNP_LAUNCH_UPDATE with uaddr 0 takes the bytes the
         # page already holds [U: series behaviour]
         ("snp_populate_in_place", True),

@@ -13,6 +13,7 @@ from kmock.errors import oserror
 from kmock.kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
 from kmock.kvm.populate import gmem_populate
 from kmock.kvm.stage2 import probe_user
+from kmock.kvm.x86_state import state as x86_state
 from kmock.uapi import sev as S
 
 from .sevdev import is_sev_file
@@ -311,10 +312,8 @@ def snp_launch_finish(f, cmd, arg):
         raise oserror(errno.EINVAL)
     machine = sev.machine
     with vm.slots_lock, machine.lock:
-        for vcpu_id in sorted(vm.vcpus):
-            vcpu = vm.vcpus[vcpu_id]
-            if vcpu.arch.guest_state_protected:
-                continue
+        for vcpu_id, vcpu in list(vm.vcpus.items()):  # kvm_for_each_vcpu: creation order
+            sev_es_sync_vmsa(vm, vcpu)
             pfn = sev.vmsa_pfn.get(vcpu_id)
             if pfn is None:
                 pfn = sev.vmsa_pfn[vcpu_id] = kernel.physmem.alloc_range(1)
@@ -332,9 +331,9 @@ def snp_launch_finish(f, cmd, arg):
                 raise oserror(e.errno) from None
             rmp.fw_launch_update(pfn, vmsa=True)
             vcpu.arch.guest_state_protected = True
-        if params.id_block_en:
-            read_user_at(params.id_block_uaddr, 0, S.KVM_SEV_SNP_ID_BLOCK_SIZE)
-            read_user_at(params.id_auth_uaddr, 0, S.KVM_SEV_SNP_ID_AUTH_SIZE)
+        if params.id_block_en:  # (auth_key_en only counts with it)
+            psp_copy_user_blob(params.id_block_uaddr, S.KVM_SEV_SNP_ID_BLOCK_SIZE)
+            psp_copy_user_blob(params.id_auth_uaddr, S.KVM_SEV_SNP_ID_AUTH_SIZE)
         try:
             _fw(sev, kernel, sev.fd, "SNP_LAUNCH_FINISH")
             if sev.state != "launch":
@@ -345,6 +344,44 @@ def snp_launch_finish(f, cmd, arg):
         sev.state = "running"
         sev.pre_fault_allowed = True
     return 0
+
+
+#: DR7_FIXED_1: the only DR7 bit sev_es_sync_vmsa lets through
+DR7_FIXED_1 = 0x400
+#: SEV_FW_BLOB_MAX_SIZE (psp-sev.h): the largest blob psp_copy_user_blob copies
+SEV_FW_BLOB_MAX_SIZE = 0x4000
+
+
+def sev_es_sync_vmsa(vm, vcpu):
+    """sev_es_sync_vmsa's checks before the VMSA page is written (sev.c, 6.18):
+    ``vcpu->guest_debug`` (KVM_SET_GUEST_DEBUG with ENABLE) or DR7 beyond DR7_FIXED_1
+    (KVM_SET_DEBUGREGS) -> EINVAL. A vCPU whose VMSA is already guest-owned (a second
+    SNP_LAUNCH_FINISH) is written anyway in 6.18: the host takes an RMP #PF and oopses
+    (Jethro Beekman's report, 2026: "BUG: unable to handle page fault ... RMP violation",
+    RIP sev_es_sync_vmsa, 6.18.0). Platform setting ``snp_finish_twice``: "oops" (6.18)
+    or "einval" (Sean Christopherson's proposed fix: -EINVAL for a protected vCPU)."""
+    if vcpu.arch.guest_state_protected:
+        if vm.kernel.setting("snp_finish_twice") == "einval":
+            raise oserror(errno.EINVAL)
+        v = vm.kernel.violations.record(
+            "kernel_oops",
+            f"SNP_LAUNCH_FINISH again: sev_es_sync_vmsa writes vCPU {vcpu.id}'s VMSA, which "
+            f"the first FINISH made guest-owned; the host kernel takes an RMP #PF (BUG: "
+            f"unable to handle page fault ... RMP violation) and oopses: the calling task "
+            f"is killed and kvm->lock stays held", vm=vm, vcpu=vcpu.id)
+        vm.kill(v)
+        raise oserror(errno.EIO)
+    st = x86_state(vcpu)
+    if st.guest_debug or st.dr7 & ~DR7_FIXED_1:
+        raise oserror(errno.EINVAL)
+
+
+def psp_copy_user_blob(uaddr, length):
+    """psp_copy_user_blob (drivers/crypto/ccp/sev-dev.c): a NULL address or length, or a
+    length above SEV_FW_BLOB_MAX_SIZE -> EINVAL; else memdup_user (EFAULT)."""
+    if not uaddr or not length or length > SEV_FW_BLOB_MAX_SIZE:
+        raise oserror(errno.EINVAL)
+    return read_user_at(uaddr, 0, length)
 
 
 # --- legacy SEV ids --------------------------------------------------------------------------

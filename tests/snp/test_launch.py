@@ -10,6 +10,7 @@ import kmock
 import kmock_snp
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
+from kmock.uapi import x86 as X
 
 from .snpenv import GFN, GPA, P, POLICY, Snp, enc_op, kernel
 
@@ -283,8 +284,6 @@ def test_finish_errnos_and_update_after_finish():
     assert e == errno.EBADF  # the VMSA update goes through argp->sev_fd
     s.set_private(0, 4)
     assert s.finish()[1] == 0 and s.kvm_vm.vmtype.pre_fault_allowed(s.kvm_vm)
-    cmd, e = s.finish()
-    assert e == errno.EIO and cmd.error == S.SEV_RET_INVALID_GUEST_STATE
     # LAUNCH_UPDATE after FINISH: the firmware refuses (guest RUNNING), page reclaimed
     u, cmd, e = s.update(0, 1)
     assert e == errno.EIO and cmd.error == S.SEV_RET_INVALID_GUEST_STATE
@@ -294,6 +293,82 @@ def test_finish_errnos_and_update_after_finish():
     s.run()
     u, cmd, e = s.update(1, 1)
     assert e == errno.EIO and cmd.error == 0
+
+
+def _started(**settings):
+    s = Snp(vcpus=2, **settings)
+    s.init2()
+    s.create_vcpus()
+    s.start()
+    return s
+
+
+def test_finish_refuses_a_vcpu_with_guest_debug_or_dr7():
+    """snp_launch_update_vmsa -> sev_es_sync_vmsa: ``vcpu->guest_debug`` or DR7 beyond
+    DR7_FIXED_1 -> EINVAL, per vCPU in kvm_for_each_vcpu order: the vCPUs before the
+    refused one stay measured (guest_state_protected), the rest are not."""
+    s = _started()
+    dbg = X.kvm_guest_debug(control=X.KVM_GUESTDBG_ENABLE)
+    s.k.ioctl(s.vcpu_fds[1], X.KVM_SET_GUEST_DEBUG, dbg)
+    cmd, e = s.finish(error=9)
+    assert e == errno.EINVAL and cmd.error == 9
+    assert s.vcpu(0).arch.guest_state_protected and not s.vcpu(1).arch.guest_state_protected
+    assert not s.kvm_vm.vmtype.pre_fault_allowed(s.kvm_vm)
+    # a retry now reaches vCPU 0's guest-owned VMSA: 6.18 oopses (see below)
+    assert s.finish()[1] == errno.EIO and s.k.violations.of_kind("kernel_oops")
+    s = _started()
+    s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_GUEST_DEBUG, dbg)
+    assert s.finish()[1] == errno.EINVAL and not s.vcpu(0).arch.guest_state_protected
+    s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_GUEST_DEBUG, X.kvm_guest_debug())  # ENABLE clear
+    s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_DEBUGREGS, X.kvm_debugregs(dr7=0x401))
+    assert s.finish()[1] == errno.EINVAL
+    s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_DEBUGREGS, X.kvm_debugregs(dr7=0x400))
+    assert s.finish()[1] == 0
+
+
+def test_finish_id_block_goes_through_psp_copy_user_blob():
+    """snp_launch_finish copies id_block / id_auth with psp_copy_user_blob (sev-dev.c):
+    a NULL address is EINVAL, an unreadable one EFAULT (memdup_user); auth_key_en alone is
+    ignored; the VMSAs were measured before (the loop runs first)."""
+    s = _started()
+    cmd, e = s.finish(id_block_en=1, id_block_uaddr=0, id_auth_uaddr=0)
+    assert e == errno.EINVAL and s.vcpu(1).arch.guest_state_protected
+    s = _started()
+    assert s.finish(id_block_en=1, id_block_uaddr=8, id_auth_uaddr=8)[1] == errno.EFAULT
+    s = _started()
+    assert s.finish(auth_key_en=1)[1] == 0  # id_block_en clear: nothing is copied
+    s = _started()
+    assert s.finish(id_block_en=1, id_block_uaddr=s.src_addr, id_auth_uaddr=0)[1] == \
+        errno.EINVAL
+    s = _started()
+    assert s.finish(id_block_en=1, id_block_uaddr=s.src_addr,
+                    id_auth_uaddr=s.src_addr)[1] == 0
+
+
+def test_second_finish_oopses_in_6_18():
+    """A second SNP_LAUNCH_FINISH runs sev_es_sync_vmsa on a VMSA that is guest-owned:
+    the host kernel takes an RMP #PF and oopses (6.18.0, Jethro Beekman's report "KVM:
+    SEV: Track SNP launch state and disallow invalid userspace interactions", 2026). The
+    task is killed, kvm->lock stays held: kmock records ``kernel_oops``, kills the VM and
+    answers EIO. ``snp_finish_twice="einval"`` is Sean Christopherson's proposed fix
+    (sev_es_sync_vmsa returns -EINVAL for a protected vCPU)."""
+    s = _started()
+    assert s.finish()[1] == 0
+    cmd, e = s.finish()
+    assert e == errno.EIO
+    v = s.k.violations.of_kind("kernel_oops")[-1]
+    assert "RMP" in v.explanation and "sev_es_sync_vmsa" in v.explanation and v.vcpu == 0
+    assert s.kvm_vm.dead
+    s = _started(snp_finish_twice="einval")
+    assert s.finish()[1] == 0
+    assert s.finish()[1] == errno.EINVAL and not s.kvm_vm.dead
+    # with no vCPUs nothing touches a VMSA: the firmware refuses (guest not in LAUNCH)
+    s = Snp(vcpus=0)
+    s.init2()
+    s.start()
+    assert s.finish()[1] == 0
+    cmd, e = s.finish()
+    assert e == errno.EIO and cmd.error == S.SEV_RET_INVALID_GUEST_STATE
 
 
 def test_failed_rmpupdate_in_cleanup_leaks_and_bugs_the_vm():

@@ -63,6 +63,8 @@ def test_allowed_before_launch_finish_refused_after():
     regs = K.kvm_regs()
     s.k.ioctl(v, X.KVM_GET_REGS, regs)
     assert regs.rip == 0x2000
+    assert s.finish()[1] == errno.EINVAL  # sev_es_sync_vmsa: DR7 0x401 beyond DR7_FIXED_1
+    s.k.ioctl(v, X.KVM_SET_DEBUGREGS, X.kvm_debugregs(dr6=0xFFFF0FF0, dr7=0x400))
     assert s.finish()[1] == 0
     before = saved(s)
     for req, t in GETS:
