@@ -22,6 +22,7 @@ from kmock.uapi import sev as S
 
 from . import launch
 from .guest import SnpGuest, terminate_exit
+from .msrs import sev_es_prevent_msr_access
 from .state import SevInfo, VcpuInfo
 
 PAGE_SHIFT = 12
@@ -48,6 +49,11 @@ class SevFamilyVm(VmType):
         snp_launch_update_vmsa does not, so an SNP vCPU's FPU/XSAVE ioctls keep working
         on KVM's (unused) copy."""
         return self.es and not self.snp and vcpu.arch.guest_state_protected
+
+    def msr_allowed(self, vcpu, index, write, data):
+        """svm_get_msr / svm_set_msr: sev_es_prevent_msr_access -> -EINVAL (these types
+        have protected state): the MSRs the VMSA holds (kmock_snp.msrs)."""
+        return not (self.es and sev_es_prevent_msr_access(vcpu, index))
 
     def vm_init(self, vm):
         vm.arch = SevInfo(vm, self.es, self.snp)
