@@ -390,9 +390,12 @@ def psp_copy_user_blob(uaddr, length):
 def sev_legacy(f, cmd, arg):
     """Ids 0..21 on a VM whose INIT2 has not made it an SNP guest (after INIT2 an SNP VM
     answers EPERM before this). KVM_SEV_INIT / KVM_SEV_ES_INIT refuse every VM type but
-    DEFAULT (EINVAL); the other handlers start with ``!sev_guest(kvm)`` -> ENOTTY. The
-    legacy SEV launch flow itself is not modelled (ENOTTY after INIT2 as well)."""
+    DEFAULT (EINVAL); the other handlers start with ``!sev_guest(kvm)`` -> ENOTTY, except
+    sev_receive_update_data's EINVAL (and LAUNCH_UPDATE_VMSA's !sev_es_guest, ENOTTY too).
+    The legacy SEV launch flow itself is not modelled (ENOTTY after INIT2 as well)."""
     if cmd.id in (S.KVM_SEV_INIT, S.KVM_SEV_ES_INIT):
+        raise oserror(errno.EINVAL)
+    if cmd.id == S.KVM_SEV_RECEIVE_UPDATE_DATA and not f.vm.arch.active:
         raise oserror(errno.EINVAL)
     raise oserror(errno.ENOTTY)
 

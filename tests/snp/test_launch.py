@@ -95,6 +95,9 @@ def test_init2_errnos():
     assert s.run()[0] == errno.EINVAL
     assert s.op(S.KVM_SEV_INIT)[1] == errno.EINVAL
     assert s.op(S.KVM_SEV_LAUNCH_START)[1] == errno.ENOTTY
+    # sev_receive_update_data alone answers !sev_guest with EINVAL (sev.c, 6.18)
+    assert s.op(S.KVM_SEV_RECEIVE_UPDATE_DATA)[1] == errno.EINVAL
+    assert s.op(S.KVM_SEV_ES_INIT)[1] == errno.EINVAL  # sev_guest_init: not a DEFAULT VM
     # vCPUs exist: INIT2 is refused
     assert s.init2()[1] == errno.EINVAL
     s2 = Snp(k=s.k)
