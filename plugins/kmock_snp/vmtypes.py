@@ -20,7 +20,7 @@ from kmock.kvm.vmtype import VmType
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
-from . import launch
+from . import launch, regions
 from .guest import SnpGuest, terminate_exit
 from .msrs import sev_es_prevent_msr_access
 from .state import SevInfo, VcpuInfo
@@ -78,7 +78,8 @@ class SevFamilyVm(VmType):
 
         if file_type == "vm":
             handler = mem_enc_ioctl(self, self.mem_enc_ops(kernel, "vm"))
-            return {K.KVM_MEMORY_ENCRYPT_OP: launch.null_arg_wrapper(handler)}
+            return {K.KVM_MEMORY_ENCRYPT_OP: launch.null_arg_wrapper(handler),
+                    **regions.IOCTLS}
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: _vcpu_mem_enc}  # SVM has no vcpu_mem_enc_ioctl
         return {}

@@ -1,7 +1,9 @@
 """The SNP launch UAPI through ioctls only: the order of amd-memory-encryption.rst and every
 errno of reference section 2.1 / docs/arch/snp.md section 2 (sev.c 6.18)."""
 
+import ctypes
 import errno
+import mmap
 import os
 
 import pytest
@@ -457,3 +459,48 @@ def test_punch_inside_a_2m_entry_psmashes_and_keeps_the_rest_validated():
     e3, e4 = s.rmp.entry(s.inode.pfn(3)), s.rmp.entry(s.inode.pfn(4))
     assert not e3.assigned  # made shared after the PSMASH
     assert e4.assigned and e4.validated and e4.pagesize == S.RMP_PG_SIZE_4K
+
+
+def _region(s, req, addr, size):
+    from kmock_snp.regions import kvm_enc_region
+
+    try:
+        return s.k.ioctl(s.vm, req, kvm_enc_region(addr=addr, size=size))
+    except OSError as e:
+        return e.errno
+
+
+def test_enc_regions_on_an_snp_vm():
+    """sev_mem_enc_register_region / _unregister_region (sev.c 6.18): ENOTTY before INIT2
+    (!sev_guest), then sev_pin_memory's EINVAL (size 0, wrap) and ENOMEM (pages it cannot
+    pin); unregister needs the exact (addr, size): EINVAL otherwise; an SNP VM may
+    register (it is a sev_guest)."""
+    from kmock_snp.regions import KVM_MEMORY_ENCRYPT_REG_REGION as REG
+    from kmock_snp.regions import KVM_MEMORY_ENCRYPT_UNREG_REGION as UNREG
+
+    s = Snp(npages=4)
+    assert _region(s, REG, s.src_addr, P) == errno.ENOTTY
+    assert _region(s, UNREG, s.src_addr, P) == errno.ENOTTY
+    with pytest.raises(OSError) as e:
+        s.k.ioctl(s.vm, REG, 8)
+    assert e.value.errno == errno.EFAULT
+    s.init2()
+    assert _region(s, REG, s.src_addr, 0) == errno.EINVAL
+    assert _region(s, REG, (1 << 64) - P, 2 * P) == errno.EINVAL
+    assert _region(s, REG, 0x1000, P) == errno.ENOMEM  # nothing mapped there
+    assert _region(s, REG, s.src_addr + 5, 2 * P) == 0  # any alignment: 3 pages
+    assert _region(s, REG, s.src_addr + 5, 2 * P) == 0  # the same range again
+    assert s.kvm_vm.arch.pages_locked == 6
+    assert _region(s, UNREG, s.src_addr, 2 * P) == errno.EINVAL  # not that exact range
+    assert _region(s, UNREG, s.src_addr + 5, 2 * P) == 0
+    assert _region(s, UNREG, s.src_addr + 5, 2 * P) == 0
+    assert _region(s, UNREG, s.src_addr + 5, 2 * P) == errno.EINVAL
+    assert s.kvm_vm.arch.pages_locked == 0
+    libc = ctypes.CDLL(None)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    addr = libc.mmap(None, P, mmap.PROT_READ, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    assert _region(s, REG, addr, P) == errno.ENOMEM  # FOLL_WRITE on a read-only mapping
+    libc.munmap(addr, P)
