@@ -44,6 +44,9 @@ PLATFORM = Platform(
         # a second SNP_LAUNCH_FINISH with vCPUs: 6.18 writes the guest-owned VMSA and
         # oopses ("oops"); the proposed fix answers EINVAL ("einval")
         ("snp_finish_twice", "oops"),
+        # the C-bit position (CPUID 0x8000001F EBX[5:0]; sev_enc_bit in sev.c): 51 on
+        # Milan / Genoa, reported by the GHCB MSR SEV_INFO response
+        ("sev_enc_bit", 51),
         # gmem in-place conversion (v8): SNP_LAUNCH_UPDATE with uaddr 0 takes the bytes the
         # page already holds [U: series behaviour]
         ("snp_populate_in_place", True),

@@ -200,3 +200,5 @@ class VcpuInfo:
         self.guest_state_protected = False
         #: the guest requested termination (its script runs no further)
         self.terminated = False
+        #: svm->sev_es.ghcb_registered_gpa (GHCB MSR REG_GPA request), None until then
+        self.ghcb_registered_gpa = None
