@@ -11,6 +11,7 @@ C=1 accesses (``guest_access``: #VC PAGE_NOT_VALIDATED -> the guest terminates) 
 C=0 writes (NPF). Conversions keep IOMMU entries: each DMA is checked against the RMP.
 """
 
+import ctypes
 import errno
 
 from kmock.errors import oserror
@@ -93,11 +94,42 @@ class SevFamilyVm(VmType):
     def run_enter(self, vcpu):
         if vcpu.vm.arch.need_init:
             raise oserror(errno.EINVAL)  # svm_vcpu_pre_run
+        if self.snp and not vcpu.arch.guest_state_protected:
+            return _vmrun_invalid_vmsa(vcpu)
         if vcpu.arch.terminated:
             # a Linux guest halts forever after its termination request
             vcpu.run.exit_reason = K.KVM_EXIT_HLT
             return 0
         return None
+
+
+class kvm_run_fail_entry(ctypes.Structure):
+    """kvm_run's ``fail_entry`` (include/uapi/linux/kvm.h, KVM_EXIT_FAIL_ENTRY)."""
+
+    _fields_ = [("hardware_entry_failure_reason", ctypes.c_uint64), ("cpu", ctypes.c_uint32)]
+
+
+#: SVM_EXIT_ERR (-1) as svm_handle_exit copies it from the u32 vmcb exit_code
+SVM_EXIT_ERR = 0xFFFFFFFF
+
+
+def _vmrun_invalid_vmsa(vcpu):
+    """An SNP vCPU whose VMSA SNP_LAUNCH_FINISH never measured (KVM_RUN before FINISH, or
+    a vCPU created after it: 6.18's sev_vcpu_create still gives it a KVM page, which
+    pre_sev_run accepts): VMRUN refuses a VMSA that is not a guest-owned VMSA page of the
+    guest's ASID and exits with VMEXIT_INVALID [U: APM, VMRUN's SNP checks];
+    svm_handle_exit turns SVM_EXIT_ERR into KVM_EXIT_FAIL_ENTRY, KVM_RUN returns 0."""
+    vm = vcpu.vm
+    vm.kernel.violations.record(
+        "vmrun_failed", f"KVM_RUN of SNP vCPU {vcpu.id}, whose VMSA SNP_LAUNCH_FINISH did not "
+        f"encrypt: VMRUN refuses a VMSA page that is not the guest's (VMEXIT_INVALID); "
+        f"KVM_EXIT_FAIL_ENTRY", vm=vm, vcpu=vcpu.id)
+    run = vcpu.run
+    run.exit_reason = K.KVM_EXIT_FAIL_ENTRY
+    fe = kvm_run_fail_entry.from_address(ctypes.addressof(run) + K.kvm_run.exit.offset)
+    fe.hardware_entry_failure_reason = SVM_EXIT_ERR
+    fe.cpu = 0
+    return 0
 
 
 def _vcpu_mem_enc(f, arg):

@@ -504,3 +504,30 @@ def test_enc_regions_on_an_snp_vm():
     addr = libc.mmap(None, P, mmap.PROT_READ, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
     assert _region(s, REG, addr, P) == errno.ENOMEM  # FOLL_WRITE on a read-only mapping
     libc.munmap(addr, P)
+
+
+def test_run_needs_a_measured_vmsa():
+    """6.18: pre_sev_run accepts the KVM page sev_vcpu_create gave every vCPU, but VMRUN
+    refuses a VMSA that is not the guest's [U: APM] -> SVM_EXIT_ERR, which svm_handle_exit
+    turns into KVM_EXIT_FAIL_ENTRY (KVM_RUN returns 0): before SNP_LAUNCH_FINISH, and for
+    a vCPU created after it (the "vCPUs created after SNP_LAUNCH_FINISH won't have a guest
+    VMSA" case of Jethro Beekman's 2026 patch)."""
+    from kmock_snp.vmtypes import SVM_EXIT_ERR, kvm_run_fail_entry
+
+    s = Snp(npages=4)
+    s.init2()
+    s.create_vcpus()
+    s.start()
+    e, run = s.run()
+    assert (e, run.exit_reason) == (0, K.KVM_EXIT_FAIL_ENTRY)
+    fe = kvm_run_fail_entry.from_address(ctypes.addressof(run) + K.kvm_run.exit.offset)
+    assert fe.hardware_entry_failure_reason == SVM_EXIT_ERR
+    assert s.k.violations.of_kind("vmrun_failed")[-1].vcpu == 0
+    assert s.finish()[1] == 0
+    s.vcpu().guest.hlt()
+    assert s.run()[1].exit_reason == K.KVM_EXIT_HLT
+    s.vcpu_fds.append(s.k.ioctl(s.vm, K.KVM_CREATE_VCPU, 1))  # after FINISH: allowed
+    s.vcpu(1).guest.hlt()
+    e, run = s.run(1)
+    assert (e, run.exit_reason) == (0, K.KVM_EXIT_FAIL_ENTRY)
+    s.k.ioctl(s.vcpu_fds[1], K.KVM_SET_REGS, K.kvm_regs(rip=0x1000))  # not protected
