@@ -17,6 +17,7 @@ from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
 from .sevdev import open_sev
+from .launch import supported_vmsa_features
 from .state import machine  # the plugin's public face for tests
 from .vmtypes import vm_types
 
@@ -31,6 +32,8 @@ PLATFORM = Platform(
         ("sev_asids", 410),
         # the host has DEBUG_SWAP (valid_vmsa_features for SEV-ES/SNP)
         ("snp_debug_swap", True),
+        # the host has SNP Secure TSC (Genoa and later): INIT2 accepts SECURE_TSC for SNP
+        ("snp_secure_tsc", True),
         # policy bits SNP_LAUNCH_START accepts: 6.18's SNP_POLICY_MASK_VALID; newer kernels
         # ask the firmware (snp_supported_policy_bits)
         ("snp_supported_policy", S.SNP_POLICY_MASK_VALID),

@@ -74,12 +74,17 @@ def sev_init2(f, cmd, arg):
             raise oserror(errno.EINVAL)  # kvm->created_vcpus
         if data.flags:
             raise oserror(errno.EINVAL)
-        supported = 0
-        if sev.es and kernel.setting("snp_debug_swap"):
-            supported |= S.SVM_SEV_FEAT_DEBUG_SWAP
+        supported = supported_vmsa_features(kernel) if sev.es else 0
+        if not sev.snp:  # SNP-only features (6.18: SECURE_TSC)
+            supported &= ~SVM_SEV_FEAT_SECURE_TSC
         if data.vmsa_features & ~supported:
             raise oserror(errno.EINVAL)
         if data.ghcb_version > S.GHCB_VERSION_MAX or (not sev.es and data.ghcb_version):
+            raise oserror(errno.EINVAL)
+        # INIT2 defaults SEV-ES/SNP to version 2; an SNP guest needs >= 2 ("KVM: SEV:
+        # Enforce minimum GHCB version requirement for SEV-SNP guests", 6.18)
+        ghcb_version = data.ghcb_version or (S.GHCB_VERSION_MAX if sev.es else 0)
+        if sev.snp and ghcb_version < 2:
             raise oserror(errno.EINVAL)
         if sev.active:
             raise oserror(errno.EINVAL)
@@ -91,8 +96,26 @@ def sev_init2(f, cmd, arg):
         sev.active = True
         sev.need_init = False
         sev.vmsa_features = data.vmsa_features | (S.SVM_SEV_FEAT_SNP_ACTIVE if sev.snp else 0)
-        sev.ghcb_version = data.ghcb_version or (S.GHCB_VERSION_MAX if sev.es else 0)
+        sev.ghcb_version = ghcb_version
     return 0
+
+
+#: SVM_SEV_FEAT_SECURE_TSC (arch/x86/include/asm/svm.h)
+SVM_SEV_FEAT_SECURE_TSC = 1 << 9
+
+
+def supported_vmsa_features(kernel):
+    """sev_supported_vmsa_features (sev_hardware_setup, 6.18): DEBUG_SWAP when the host
+    has DebugSwap and NO_NESTED_DATA_BP (setting ``snp_debug_swap``), SECURE_TSC when it
+    has SNP Secure TSC ("KVM: SVM: Enable Secure TSC for SNP guests", setting
+    ``snp_secure_tsc``). Also what /dev/kvm's KVM_GET_DEVICE_ATTR(KVM_X86_GRP_SEV,
+    KVM_X86_SEV_VMSA_FEATURES) reports (sev_dev_get_attr)."""
+    v = 0
+    if kernel.setting("snp_debug_swap"):
+        v |= S.SVM_SEV_FEAT_DEBUG_SWAP
+    if kernel.setting("snp_secure_tsc"):
+        v |= SVM_SEV_FEAT_SECURE_TSC
+    return v
 
 
 # --- KVM_SEV_SNP_LAUNCH_START ------------------------------------------------------------------

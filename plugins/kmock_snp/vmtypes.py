@@ -45,6 +45,11 @@ class SevFamilyVm(VmType):
         modelled). Then KVM_GET/SET_REGS, SREGS, XCRS, DEBUGREGS are EINVAL."""
         return vcpu.arch.guest_state_protected
 
+    def guest_tsc_protected(self, vcpu):
+        """sev_vcpu_create: guest_tsc_protected = snp_is_secure_tsc_enabled (SECURE_TSC in
+        the VM's vmsa_features, 6.18)."""
+        return self.snp and bool(vcpu.vm.arch.vmsa_features & launch.SVM_SEV_FEAT_SECURE_TSC)
+
     def fpu_confidential(self, vcpu):
         """Only SEV-ES's __sev_launch_update_vmsa marks the fpstate confidential; SNP's
         snp_launch_update_vmsa does not, so an SNP vCPU's FPU/XSAVE ioctls keep working

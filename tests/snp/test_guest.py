@@ -329,15 +329,17 @@ def test_ghcb_msr_protocol_answers(s):
     assert (run.system_event.ndata, run.system_event.data[0]) == (1, 1 << 12 | 7 << 16 | 0x100)
 
 
-def test_ghcb_msr_sev_info_follows_init2s_ghcb_version():
-    s = Snp(npages=4)
-    assert s.init2(ghcb_version=1)[1] == 0
+def test_ghcb_msr_sev_info_reports_version_2_and_the_c_bit_setting():
+    """An SNP VM's ghcb_version is 2 (INIT2 refuses 1 since 6.18); sev_enc_bit is the
+    host's CPUID 0x8000001F EBX[5:0]."""
+    s = Snp(npages=4, sev_enc_bit=47)
+    assert s.init2(ghcb_version=2)[1] == 0
     s.create_vcpus()
     s.start()
     s.finish()
     a = s.vcpu().guest.snp.ghcb_msr(0x002)
     s.run()
-    assert a.result >> 48 == 1 and a.result >> 24 & 0xFF == 51
+    assert a.result >> 48 == 2 and a.result >> 32 & 0xFFFF == 1 and a.result >> 24 & 0xFF == 47
 
 
 def test_ghcb_msr_psc_goes_through_the_psc_path(s):

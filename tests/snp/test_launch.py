@@ -108,6 +108,35 @@ def test_init2_errnos():
     assert s2.kvm_vm.arch.vmsa_features & S.SVM_SEV_FEAT_SNP_ACTIVE
 
 
+SECURE_TSC = 1 << 9  # SVM_SEV_FEAT_SECURE_TSC (asm/svm.h)
+
+
+def test_init2_snp_needs_ghcb_v2_and_may_ask_secure_tsc():
+    """__sev_guest_init (6.18, Sean's v11 series applied Aug 2025): "KVM: SEV: Enforce
+    minimum GHCB version requirement for SEV-SNP guests" (0 becomes 2 first, then an SNP
+    VM below 2 is EINVAL) and "KVM: SVM: Enable Secure TSC for SNP guests" (SECURE_TSC in
+    sev_supported_vmsa_features when the host has it, masked out for non-SNP types)."""
+    s = Snp()
+    assert s.init2(ghcb_version=1)[1] == errno.EINVAL
+    assert s.init2(vmsa_features=SECURE_TSC)[1] == 0
+    sev = s.kvm_vm.arch
+    assert sev.ghcb_version == 2 and sev.vmsa_features & SECURE_TSC
+    s.create_vcpus()
+    assert s.kvm_vm.vmtype.guest_tsc_protected(s.vcpu())  # snp_is_secure_tsc_enabled
+    with pytest.raises(OSError) as e:  # the vCPU's KVM_SET_TSC_KHZ (core rule)
+        s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_TSC_KHZ, 1000000)
+    assert e.value.errno == errno.EINVAL
+    assert Snp(k=s.k).init2(vmsa_features=SECURE_TSC)[1] == 0
+    k = kernel(snp_secure_tsc=False)  # a host without SNP_SECURE_TSC (Milan)
+    assert Snp(k=k).init2(vmsa_features=SECURE_TSC)[1] == errno.EINVAL
+    k2 = kernel()
+    es = k2.ioctl(k2.open("/dev/kvm", os.O_RDWR), K.KVM_CREATE_VM, K.KVM_X86_SEV_ES_VM)
+    init = S.kvm_sev_init(vmsa_features=SECURE_TSC)
+    assert enc_op(k2, es, S.KVM_SEV_INIT2, init)[1] == errno.EINVAL  # SNP only
+    assert enc_op(k2, es, S.KVM_SEV_INIT2, S.kvm_sev_init(ghcb_version=1))[1] == 0
+    assert kmock_snp.supported_vmsa_features(k2) == S.SVM_SEV_FEAT_DEBUG_SWAP | SECURE_TSC
+
+
 def test_init2_sev_vm_and_asids():
     k = kernel(snp_asids=1)
     kvm = k.open("/dev/kvm", os.O_RDWR)
