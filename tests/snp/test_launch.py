@@ -163,6 +163,10 @@ def test_mem_enc_op_dispatch_rules():
     cmd, e = s.op(S.KVM_SEV_LAUNCH_START, error=77)
     assert e == errno.EPERM and cmd.error == 77  # legacy ids on an SNP guest
     assert s.op(S.KVM_SEV_INIT)[1] == errno.EPERM
+    # every id below KVM_SEV_SNP_LAUNCH_START is EPERM, unknown ones too; 103
+    # (KVM_SEV_SNP_ENABLE_REQ_CERTS, after 6.18) and above reach the default: EINVAL
+    assert [s.op(i)[1] for i in (23, 99, 103, 0xFFFFFFFF)] == [errno.EPERM] * 2 + \
+        [errno.EINVAL] * 2
     s.create_vcpus()
     with pytest.raises(OSError) as ex:  # SVM has no vCPU-level KVM_MEMORY_ENCRYPT_OP
         s.k.ioctl(s.vcpu_fds[0], K.KVM_MEMORY_ENCRYPT_OP, S.kvm_sev_cmd())
