@@ -14,6 +14,7 @@ from kmock.kernel_util import copy_from_user, copy_to_user, read_user_at, write_
 from kmock.kvm.populate import gmem_populate
 from kmock.kvm.stage2 import probe_user
 from kmock.kvm.x86_state import state as x86_state
+from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
 from .sevdev import is_sev_file
@@ -194,8 +195,13 @@ def snp_launch_update(f, cmd, arg):
     zero = params.type == S.KVM_SEV_SNP_PAGE_TYPE_ZERO
     with vm.slots_lock:
         slot = vm.lookup_memslot(params.gfn_start)
-        if slot is None or slot.gmem_file is None:
+        if slot is None or not slot.flags & K.KVM_MEM_GUEST_MEMFD:
             raise oserror(errno.EINVAL)  # !kvm_slot_has_gmem
+        if slot.gmem_file is None:
+            # the guest_memfd was closed (kvm_gmem_release cleared slot->gmem.file):
+            # kvm_gmem_populate's kvm_gmem_get_file is NULL -> -EFAULT, reported as EIO
+            cmd.error = 0
+            raise oserror(errno.EIO)
         inode = slot.gmem_file.inode
         # gmem in-place conversion (v8): no source means the page already holds its bytes
         in_place = bool(inode.in_place) and params.uaddr == 0 and \

@@ -564,3 +564,17 @@ def test_run_needs_a_measured_vmsa():
     e, run = s.run(1)
     assert (e, run.exit_reason) == (0, K.KVM_EXIT_FAIL_ENTRY)
     s.k.ioctl(s.vcpu_fds[1], K.KVM_SET_REGS, K.kvm_regs(rip=0x1000))  # not protected
+
+
+def test_launch_update_after_the_guest_memfd_was_closed():
+    """kvm_gmem_release clears slot->gmem.file but the slot keeps KVM_MEM_GUEST_MEMFD:
+    snp_launch_update's kvm_slot_has_gmem passes, kvm_gmem_populate's kvm_gmem_get_file
+    is NULL -> -EFAULT -> EIO with error 0 (not the EINVAL of a slot without gmem)."""
+    s = Snp(npages=4)
+    s.init2()
+    s.create_vcpus()
+    s.start()
+    s.set_private(0, 4)
+    s.k.close(s.gmem)
+    u, cmd, e = s.update(0, 1, error=5)
+    assert (e, cmd.error) == (errno.EIO, 0)
