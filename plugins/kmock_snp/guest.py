@@ -16,14 +16,15 @@
 * ``ghcb_msr(value)``: any GHCB MSR protocol request, answered as
   sev_handle_vmgexit_msr_protocol does (SEV_INFO, CPUID, HV features, preferred /
   registered GHCB GPA, PSC, termination; an unknown request leaves the MSR as it was);
-  ``result`` is the MSR the guest reads back. AP reset hold is not modelled.
+  ``result`` is the MSR the guest reads back. AP reset hold: KVM_EXIT_AP_RESET_HOLD
+  without an in-kernel LAPIC (with one, the wait for SIPI is not modelled).
 
 C-bit accesses are the core's ``vcpu.guest.read/write(gpa, ..., private=True)``.
 """
 
 import errno
 
-from kmock.kvm.guest import EXIT, Action
+from kmock.kvm.guest import EXIT, Action, halts_in_kernel
 from kmock.kvm.stage2 import MemoryFault, faultin
 from kmock.kvm.x86_state import cpuid_entry
 from kmock.kvm.x86_state import state as x86_state
@@ -206,6 +207,9 @@ GHCB_MSR_SEV_INFO_RESP = 0x001
 GHCB_MSR_CPUID_REQ = 0x004
 GHCB_MSR_CPUID_RESP = 0x005
 GHCB_MSR_AP_RESET_HOLD_REQ = 0x006
+GHCB_MSR_AP_RESET_HOLD_RESP = 0x007
+#: KVM_EXIT_AP_RESET_HOLD (include/uapi/linux/kvm.h)
+KVM_EXIT_AP_RESET_HOLD = 32
 GHCB_MSR_PREF_GPA_REQ = 0x010
 GHCB_MSR_PREF_GPA_RESP = 0x011
 GHCB_MSR_PREF_GPA_NONE = (1 << 52) - 1
@@ -279,9 +283,22 @@ class GhcbMsr(PscMsr):
             vcpu.arch.ghcb_registered_gpa = gfn << 12
             return self.finish(gfn << 12 | GHCB_MSR_REG_GPA_RESP)
         if info == GHCB_MSR_AP_RESET_HOLD_REQ:
-            raise NotImplementedError(
-                "GHCB MSR AP reset hold (kvm_emulate_ap_reset_hold) is not modelled")
+            return self._ap_reset_hold(vcpu)
         return self.finish(msr)  # unknown request: the MSR is left as it was
+
+    def _ap_reset_hold(self, vcpu):
+        """kvm_emulate_ap_reset_hold -> __kvm_emulate_halt(AP_RESET_HOLD): without an
+        in-kernel LAPIC, KVM_EXIT_AP_RESET_HOLD; the GHCB MSR is preset to the response
+        with result 0 (no SIPI) either way. The in-kernel LAPIC's wait for INIT/SIPI
+        (mp_state AP_RESET_HOLD, sev_vcpu_deliver_sipi_vector's result 1) is not
+        modelled."""
+        if halts_in_kernel(vcpu):
+            raise NotImplementedError("GHCB MSR AP reset hold with an in-kernel LAPIC "
+                                      "(the wait for SIPI) is not modelled")
+        vcpu.run.exit_reason = KVM_EXIT_AP_RESET_HOLD
+        self.exits.append(KVM_EXIT_AP_RESET_HOLD)
+        self.finish(GHCB_MSR_AP_RESET_HOLD_RESP)
+        return EXIT
 
 
 class Terminate(Action):

@@ -349,3 +349,10 @@ def test_ghcb_msr_psc_goes_through_the_psc_path(s):
     run.hypercall.ret = 0
     s.run()
     assert a.result == S.GHCB_MSR_PSC_RESP
+
+
+def test_ghcb_msr_ap_reset_hold_without_an_in_kernel_lapic(s):
+    """GHCB_MSR_AP_RESET_HOLD_REQ: kvm_emulate_ap_reset_hold -> __kvm_emulate_halt: no
+    in-kernel LAPIC -> KVM_EXIT_AP_RESET_HOLD (32); the MSR is preset to 0x007, result 0."""
+    a, e, run = _msr(s, 0x006)
+    assert (e, run.exit_reason) == (0, 32) and a.result == 0x007
