@@ -17,6 +17,7 @@ from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
 from .sevdev import open_sev
+from .launch import supported_vmsa_features
 from .state import machine  # the plugin's public face for tests
 from .vmtypes import vm_types
 
@@ -31,9 +32,24 @@ PLATFORM = Platform(
         ("sev_asids", 410),
         # the host has DEBUG_SWAP (valid_vmsa_features for SEV-ES/SNP)
         ("snp_debug_swap", True),
+        # the host has SNP Secure TSC (Genoa and later): INIT2 accepts SECURE_TSC for SNP
+        ("snp_secure_tsc", True),
         # policy bits SNP_LAUNCH_START accepts: 6.18's SNP_POLICY_MASK_VALID; newer kernels
         # ask the firmware (snp_supported_policy_bits)
         ("snp_supported_policy", S.SNP_POLICY_MASK_VALID),
+        # the host as the PSP sees it when it judges the guest policy: SMT enabled in the
+        # BIOS (policy SMT = 0 -> LAUNCH_START POLICY_FAILURE), the socket count
+        # (SINGLE_SOCKET on > 1 -> SNP_ACTIVATE POLICY_FAILURE), the firmware ABI
+        # (major, minor) a policy may require at most
+        ("snp_host_smt", True),
+        ("snp_sockets", 1),
+        ("snp_fw_api", (1, 55)),
+        # a second SNP_LAUNCH_FINISH with vCPUs: 6.18 writes the guest-owned VMSA and
+        # oopses ("oops"); the proposed fix answers EINVAL ("einval")
+        ("snp_finish_twice", "oops"),
+        # the C-bit position (CPUID 0x8000001F EBX[5:0]; sev_enc_bit in sev.c): 51 on
+        # Milan / Genoa, reported by the GHCB MSR SEV_INFO response
+        ("sev_enc_bit", 51),
         # gmem in-place conversion (v8): SNP_LAUNCH_UPDATE with uaddr 0 takes the bytes the
         # page already holds [U: series behaviour]
         ("snp_populate_in_place", True),

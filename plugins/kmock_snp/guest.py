@@ -13,14 +13,21 @@
   ``action.desc`` the guest's buffer (hdr.cur_entry).
 * ``terminate(reason_set=0, reason_code=0)``: the GHCB MSR termination request:
   KVM_EXIT_SYSTEM_EVENT type SEV_TERM, data[0] = the MSR. The guest runs nothing after.
+* ``ghcb_msr(value)``: any GHCB MSR protocol request, answered as
+  sev_handle_vmgexit_msr_protocol does (SEV_INFO, CPUID, HV features, preferred /
+  registered GHCB GPA, PSC, termination; an unknown request leaves the MSR as it was);
+  ``result`` is the MSR the guest reads back. AP reset hold: KVM_EXIT_AP_RESET_HOLD
+  without an in-kernel LAPIC (with one, the wait for SIPI is not modelled).
 
 C-bit accesses are the core's ``vcpu.guest.read/write(gpa, ..., private=True)``.
 """
 
 import errno
 
-from kmock.kvm.guest import EXIT, Action
+from kmock.kvm.guest import EXIT, Action, halts_in_kernel
 from kmock.kvm.stage2 import MemoryFault, faultin
+from kmock.kvm.x86_state import cpuid_entry
+from kmock.kvm.x86_state import state as x86_state
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
@@ -35,7 +42,12 @@ _OPS = {True: S.VMGEXIT_PSC_OP_PRIVATE, False: S.VMGEXIT_PSC_OP_SHARED,
 
 def terminate_exit(vcpu, reason_set, reason_code):
     """The guest's termination request: SEV_TERM with the GHCB MSR; nothing runs after."""
-    msr = S.ghcb_sev_term_reason(reason_set, reason_code)
+    return terminate_msr(vcpu, S.ghcb_sev_term_reason(reason_set, reason_code))
+
+
+def terminate_msr(vcpu, msr):
+    """sev_handle_vmgexit_msr_protocol's out_terminate: KVM_EXIT_SYSTEM_EVENT SEV_TERM,
+    ndata 1, data[0] = the GHCB MSR as the guest wrote it; the guest runs nothing after."""
     vcpu.system_event_exit(S.KVM_SYSTEM_EVENT_SEV_TERM, msr)
     vcpu.arch.terminated = True
     script = vcpu.guest
@@ -46,12 +58,15 @@ def terminate_exit(vcpu, reason_set, reason_code):
 
 
 def _hypercall_exit(vcpu, hc):
-    """snp_begin_psc_msr / snp_begin_psc write exit_reason, nr and args[0..2] only:
-    ``hypercall.ret`` and ``hypercall.flags`` keep whatever kvm_run held (sev.c)."""
+    """snp_begin_psc_msr / snp_begin_psc write exit_reason, nr, ret = 0 and args[0..2]:
+    ``hypercall.flags`` keeps whatever kvm_run held (sev.c; ret is zeroed since 9a1dfeff
+    "KVM: x86: clear vcpu->run->hypercall.ret before exiting for KVM_EXIT_HYPERCALL",
+    6.14, because QEMU <= 9.2 never set it)."""
     run = vcpu.run
     run.exit_reason = K.KVM_EXIT_HYPERCALL
     h = run.hypercall
     h.nr = hc.nr
+    h.ret = 0
     args = h.args  # (one ctypes view of the array, not one per element)
     args[0] = hc.gpa
     args[1] = hc.npages
@@ -186,6 +201,106 @@ class Psc(Action):
                 self.finish(psc.result)
 
 
+# GHCB MSR protocol requests and responses (arch/x86/include/asm/sev-common.h)
+GHCB_MSR_SEV_INFO_REQ = 0x002
+GHCB_MSR_SEV_INFO_RESP = 0x001
+GHCB_MSR_CPUID_REQ = 0x004
+GHCB_MSR_CPUID_RESP = 0x005
+GHCB_MSR_AP_RESET_HOLD_REQ = 0x006
+GHCB_MSR_AP_RESET_HOLD_RESP = 0x007
+#: KVM_EXIT_AP_RESET_HOLD (include/uapi/linux/kvm.h)
+KVM_EXIT_AP_RESET_HOLD = 32
+GHCB_MSR_PREF_GPA_REQ = 0x010
+GHCB_MSR_PREF_GPA_RESP = 0x011
+GHCB_MSR_PREF_GPA_NONE = (1 << 52) - 1
+GHCB_MSR_REG_GPA_REQ = 0x012
+GHCB_MSR_REG_GPA_RESP = 0x013
+GHCB_MSR_GPA_VALUE_MASK = (1 << 52) - 1  # GHCBData[63:12]
+GHCB_MSR_HV_FT_REQ = 0x080
+GHCB_MSR_HV_FT_RESP = 0x081
+#: GHCB_HV_FT_SUPPORTED (sev.c): GHCB_HV_FT_SNP | GHCB_HV_FT_SNP_AP_CREATION
+GHCB_HV_FT_SUPPORTED = 0b11
+#: GHCB_VERSION_MIN (sev.c): the lowest protocol version KVM reports
+GHCB_VERSION_MIN = 1
+_INFO = (1 << 12) - 1
+_U64 = (1 << 64) - 1
+
+
+def ghcb_sev_info(max_version, min_version, cbit):
+    """GHCB_MSR_SEV_INFO(max, min, cbit)."""
+    return ((max_version & 0xFFFF) << 48 | (min_version & 0xFFFF) << 32 | (cbit & 0xFF) << 24
+            | GHCB_MSR_SEV_INFO_RESP)
+
+
+def _cpuid_value(vcpu, fn, reg):
+    """The CPUID intercept's answer for leaf ``fn``, subleaf 0: the vCPU's KVM_SET_CPUID2
+    entry, zeros when it has none (kvm_cpuid for an AMD guest; the out-of-range rule of
+    Intel-compatible vendors is not modelled)."""
+    e = cpuid_entry(x86_state(vcpu).cpuid, fn, 0)
+    return e[3 + reg] if e is not None else 0
+
+
+class GhcbMsr(PscMsr):
+    """The guest writes ``value`` to the GHCB MSR and VMGEXITs: KVM's
+    sev_handle_vmgexit_msr_protocol (sev.c, 6.18). ``result`` is the GHCB MSR the guest
+    reads back, or the MSR written into a SEV_TERM exit's data[0]."""
+
+    kind = "ghcb_msr"
+
+    def __init__(self, value):
+        Action.__init__(self)
+        self.msr = value & _U64
+        self.private = None
+        self._waiting = False
+
+    def _describe(self):
+        return f"{self.msr:#x}"
+
+    def step(self, vcpu):
+        msr = self.msr
+        info = msr & _INFO
+        sev = vcpu.vm.arch
+        if info == S.GHCB_MSR_PSC_REQ:
+            return PscMsr.step(self, vcpu)
+        if info == S.GHCB_MSR_TERM_REQ:
+            self.exits.append(K.KVM_EXIT_SYSTEM_EVENT)
+            self.finish(terminate_msr(vcpu, msr))
+            return EXIT
+        if info == GHCB_MSR_SEV_INFO_REQ:
+            return self.finish(ghcb_sev_info(sev.ghcb_version, GHCB_VERSION_MIN,
+                                             vcpu.vm.kernel.setting("sev_enc_bit")))
+        if info == GHCB_MSR_CPUID_REQ:
+            fn, reg = msr >> 32, msr >> 30 & 3
+            value = _cpuid_value(vcpu, fn, reg) & 0xFFFFFFFF
+            return self.finish(value << 32 | (msr & ((1 << 32) - 1) & ~_INFO)
+                               | GHCB_MSR_CPUID_RESP)
+        if info == GHCB_MSR_HV_FT_REQ:
+            return self.finish(GHCB_HV_FT_SUPPORTED << 12 | GHCB_MSR_HV_FT_RESP)
+        if info == GHCB_MSR_PREF_GPA_REQ:  # (non-SNP guests terminate: not reachable here)
+            return self.finish(GHCB_MSR_PREF_GPA_NONE << 12 | GHCB_MSR_PREF_GPA_RESP)
+        if info == GHCB_MSR_REG_GPA_REQ:
+            gfn = msr >> 12 & GHCB_MSR_GPA_VALUE_MASK
+            vcpu.arch.ghcb_registered_gpa = gfn << 12
+            return self.finish(gfn << 12 | GHCB_MSR_REG_GPA_RESP)
+        if info == GHCB_MSR_AP_RESET_HOLD_REQ:
+            return self._ap_reset_hold(vcpu)
+        return self.finish(msr)  # unknown request: the MSR is left as it was
+
+    def _ap_reset_hold(self, vcpu):
+        """kvm_emulate_ap_reset_hold -> __kvm_emulate_halt(AP_RESET_HOLD): without an
+        in-kernel LAPIC, KVM_EXIT_AP_RESET_HOLD; the GHCB MSR is preset to the response
+        with result 0 (no SIPI) either way. The in-kernel LAPIC's wait for INIT/SIPI
+        (mp_state AP_RESET_HOLD, sev_vcpu_deliver_sipi_vector's result 1) is not
+        modelled."""
+        if halts_in_kernel(vcpu):
+            raise NotImplementedError("GHCB MSR AP reset hold with an in-kernel LAPIC "
+                                      "(the wait for SIPI) is not modelled")
+        vcpu.run.exit_reason = KVM_EXIT_AP_RESET_HOLD
+        self.exits.append(KVM_EXIT_AP_RESET_HOLD)
+        self.finish(GHCB_MSR_AP_RESET_HOLD_RESP)
+        return EXIT
+
+
 class Terminate(Action):
     kind = "terminate"
 
@@ -217,3 +332,6 @@ class SnpGuest:
 
     def terminate(self, reason_set=0, reason_code=0):
         return self.script.add(Terminate(reason_set, reason_code))
+
+    def ghcb_msr(self, value):
+        return self.script.add(GhcbMsr(value))

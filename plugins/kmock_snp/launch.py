@@ -13,6 +13,8 @@ from kmock.errors import oserror
 from kmock.kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
 from kmock.kvm.populate import gmem_populate
 from kmock.kvm.stage2 import probe_user
+from kmock.kvm.x86_state import state as x86_state
+from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
 from .sevdev import is_sev_file
@@ -73,12 +75,17 @@ def sev_init2(f, cmd, arg):
             raise oserror(errno.EINVAL)  # kvm->created_vcpus
         if data.flags:
             raise oserror(errno.EINVAL)
-        supported = 0
-        if sev.es and kernel.setting("snp_debug_swap"):
-            supported |= S.SVM_SEV_FEAT_DEBUG_SWAP
+        supported = supported_vmsa_features(kernel) if sev.es else 0
+        if not sev.snp:  # SNP-only features (6.18: SECURE_TSC)
+            supported &= ~SVM_SEV_FEAT_SECURE_TSC
         if data.vmsa_features & ~supported:
             raise oserror(errno.EINVAL)
         if data.ghcb_version > S.GHCB_VERSION_MAX or (not sev.es and data.ghcb_version):
+            raise oserror(errno.EINVAL)
+        # INIT2 defaults SEV-ES/SNP to version 2; an SNP guest needs >= 2 ("KVM: SEV:
+        # Enforce minimum GHCB version requirement for SEV-SNP guests", 6.18)
+        ghcb_version = data.ghcb_version or (S.GHCB_VERSION_MAX if sev.es else 0)
+        if sev.snp and ghcb_version < 2:
             raise oserror(errno.EINVAL)
         if sev.active:
             raise oserror(errno.EINVAL)
@@ -90,8 +97,26 @@ def sev_init2(f, cmd, arg):
         sev.active = True
         sev.need_init = False
         sev.vmsa_features = data.vmsa_features | (S.SVM_SEV_FEAT_SNP_ACTIVE if sev.snp else 0)
-        sev.ghcb_version = data.ghcb_version or (S.GHCB_VERSION_MAX if sev.es else 0)
+        sev.ghcb_version = ghcb_version
     return 0
+
+
+#: SVM_SEV_FEAT_SECURE_TSC (arch/x86/include/asm/svm.h)
+SVM_SEV_FEAT_SECURE_TSC = 1 << 9
+
+
+def supported_vmsa_features(kernel):
+    """sev_supported_vmsa_features (sev_hardware_setup, 6.18): DEBUG_SWAP when the host
+    has DebugSwap and NO_NESTED_DATA_BP (setting ``snp_debug_swap``), SECURE_TSC when it
+    has SNP Secure TSC ("KVM: SVM: Enable Secure TSC for SNP guests", setting
+    ``snp_secure_tsc``). Also what /dev/kvm's KVM_GET_DEVICE_ATTR(KVM_X86_GRP_SEV,
+    KVM_X86_SEV_VMSA_FEATURES) reports (sev_dev_get_attr)."""
+    v = 0
+    if kernel.setting("snp_debug_swap"):
+        v |= S.SVM_SEV_FEAT_DEBUG_SWAP
+    if kernel.setting("snp_secure_tsc"):
+        v |= SVM_SEV_FEAT_SECURE_TSC
+    return v
 
 
 # --- KVM_SEV_SNP_LAUNCH_START ------------------------------------------------------------------
@@ -112,9 +137,11 @@ def snp_launch_start(f, cmd, arg):
         policy = params.policy
         if policy & ~kernel.setting("snp_supported_policy"):
             raise oserror(errno.EINVAL)
-        if not policy & S.SNP_POLICY_MASK_RSVD_MBO or not policy & S.SNP_POLICY_MASK_SMT:
-            raise oserror(errno.EINVAL)
-        if policy & S.SNP_POLICY_MASK_SINGLE_SOCKET:
+        # only RSVD_MBO is KVM's to require: its SMT and SINGLE_SOCKET checks were removed
+        # (Tom Lendacky, "KVM: SVM: Allow SNP guest policy disallow running with SMT
+        # enabled" and its SINGLE_SOCKET twin, May 2025; absent from upstream sev.c before
+        # 6.18): the firmware judges them (fw_policy_failure)
+        if not policy & S.SNP_POLICY_MASK_RSVD_MBO:
             raise oserror(errno.EINVAL)
         # snp_context_create: SNP_GCTX_CREATE through argp->sev_fd; any failure -> ENOTTY
         try:
@@ -123,8 +150,10 @@ def snp_launch_start(f, cmd, arg):
             raise oserror(errno.ENOTTY) from None
         try:
             _fw(sev, kernel, cmd.sev_fd, "SNP_LAUNCH_START")
+            fw_policy_failure(kernel, policy, "SNP_LAUNCH_START")
             sev.fd = cmd.sev_fd
             _fw(sev, kernel, sev.fd, "SNP_ACTIVATE")  # snp_bind_asid
+            fw_policy_failure(kernel, policy, "SNP_ACTIVATE")
         except FwError as e:
             cmd.error = e.status  # the context is decommissioned: START may be retried
             raise oserror(e.errno) from None
@@ -132,6 +161,22 @@ def snp_launch_start(f, cmd, arg):
         sev.policy = policy
         sev.state = "launch"
     return 0
+
+
+def fw_policy_failure(kernel, policy, command):
+    """What the PSP checks of the guest policy (SEV_RET_POLICY_FAILURE -> EIO):
+    SNP_LAUNCH_START refuses SMT = 0 on a host with SMT enabled (per the commit message
+    that removed KVM's own check) and an ABI major.minor above the firmware's [U: SNP
+    firmware ABI spec, LAUNCH_START]; SNP_ACTIVATE refuses SINGLE_SOCKET on a host with
+    more than one socket (per the commit message that removed KVM's check). The host is
+    the platform settings ``snp_host_smt``, ``snp_sockets`` and ``snp_fw_api``."""
+    if command == "SNP_LAUNCH_START":
+        smt_refused = kernel.setting("snp_host_smt") and not policy & S.SNP_POLICY_MASK_SMT
+        major, minor = policy >> 8 & 0xFF, policy & 0xFF
+        if smt_refused or (major, minor) > tuple(kernel.setting("snp_fw_api")):
+            raise FwError(errno.EIO, S.SEV_RET_POLICY_FAILURE)
+    elif policy & S.SNP_POLICY_MASK_SINGLE_SOCKET and kernel.setting("snp_sockets") > 1:
+        raise FwError(errno.EIO, S.SEV_RET_POLICY_FAILURE)
 
 
 # --- KVM_SEV_SNP_LAUNCH_UPDATE ---------------------------------------------------------------
@@ -150,8 +195,13 @@ def snp_launch_update(f, cmd, arg):
     zero = params.type == S.KVM_SEV_SNP_PAGE_TYPE_ZERO
     with vm.slots_lock:
         slot = vm.lookup_memslot(params.gfn_start)
-        if slot is None or slot.gmem_file is None:
+        if slot is None or not slot.flags & K.KVM_MEM_GUEST_MEMFD:
             raise oserror(errno.EINVAL)  # !kvm_slot_has_gmem
+        if slot.gmem_file is None:
+            # the guest_memfd was closed (kvm_gmem_release cleared slot->gmem.file):
+            # kvm_gmem_populate's kvm_gmem_get_file is NULL -> -EFAULT, reported as EIO
+            cmd.error = 0
+            raise oserror(errno.EIO)
         inode = slot.gmem_file.inode
         # gmem in-place conversion (v8): no source means the page already holds its bytes
         in_place = bool(inode.in_place) and params.uaddr == 0 and \
@@ -291,10 +341,8 @@ def snp_launch_finish(f, cmd, arg):
         raise oserror(errno.EINVAL)
     machine = sev.machine
     with vm.slots_lock, machine.lock:
-        for vcpu_id in sorted(vm.vcpus):
-            vcpu = vm.vcpus[vcpu_id]
-            if vcpu.arch.guest_state_protected:
-                continue
+        for vcpu_id, vcpu in list(vm.vcpus.items()):  # kvm_for_each_vcpu: creation order
+            sev_es_sync_vmsa(vm, vcpu)
             pfn = sev.vmsa_pfn.get(vcpu_id)
             if pfn is None:
                 pfn = sev.vmsa_pfn[vcpu_id] = kernel.physmem.alloc_range(1)
@@ -312,9 +360,9 @@ def snp_launch_finish(f, cmd, arg):
                 raise oserror(e.errno) from None
             rmp.fw_launch_update(pfn, vmsa=True)
             vcpu.arch.guest_state_protected = True
-        if params.id_block_en:
-            read_user_at(params.id_block_uaddr, 0, S.KVM_SEV_SNP_ID_BLOCK_SIZE)
-            read_user_at(params.id_auth_uaddr, 0, S.KVM_SEV_SNP_ID_AUTH_SIZE)
+        if params.id_block_en:  # (auth_key_en only counts with it)
+            psp_copy_user_blob(params.id_block_uaddr, S.KVM_SEV_SNP_ID_BLOCK_SIZE)
+            psp_copy_user_blob(params.id_auth_uaddr, S.KVM_SEV_SNP_ID_AUTH_SIZE)
         try:
             _fw(sev, kernel, sev.fd, "SNP_LAUNCH_FINISH")
             if sev.state != "launch":
@@ -327,15 +375,56 @@ def snp_launch_finish(f, cmd, arg):
     return 0
 
 
+#: DR7_FIXED_1: the only DR7 bit sev_es_sync_vmsa lets through
+DR7_FIXED_1 = 0x400
+#: SEV_FW_BLOB_MAX_SIZE (psp-sev.h): the largest blob psp_copy_user_blob copies
+SEV_FW_BLOB_MAX_SIZE = 0x4000
+
+
+def sev_es_sync_vmsa(vm, vcpu):
+    """sev_es_sync_vmsa's checks before the VMSA page is written (sev.c, 6.18):
+    ``vcpu->guest_debug`` (KVM_SET_GUEST_DEBUG with ENABLE) or DR7 beyond DR7_FIXED_1
+    (KVM_SET_DEBUGREGS) -> EINVAL. A vCPU whose VMSA is already guest-owned (a second
+    SNP_LAUNCH_FINISH) is written anyway in 6.18: the host takes an RMP #PF and oopses
+    (Jethro Beekman's report, 2026: "BUG: unable to handle page fault ... RMP violation",
+    RIP sev_es_sync_vmsa, 6.18.0). Platform setting ``snp_finish_twice``: "oops" (6.18)
+    or "einval" (Sean Christopherson's proposed fix: -EINVAL for a protected vCPU)."""
+    if vcpu.arch.guest_state_protected:
+        if vm.kernel.setting("snp_finish_twice") == "einval":
+            raise oserror(errno.EINVAL)
+        v = vm.kernel.violations.record(
+            "kernel_oops",
+            f"SNP_LAUNCH_FINISH again: sev_es_sync_vmsa writes vCPU {vcpu.id}'s VMSA, which "
+            f"the first FINISH made guest-owned; the host kernel takes an RMP #PF (BUG: "
+            f"unable to handle page fault ... RMP violation) and oopses: the calling task "
+            f"is killed and kvm->lock stays held", vm=vm, vcpu=vcpu.id)
+        vm.kill(v)
+        raise oserror(errno.EIO)
+    st = x86_state(vcpu)
+    if st.guest_debug or st.dr7 & ~DR7_FIXED_1:
+        raise oserror(errno.EINVAL)
+
+
+def psp_copy_user_blob(uaddr, length):
+    """psp_copy_user_blob (drivers/crypto/ccp/sev-dev.c): a NULL address or length, or a
+    length above SEV_FW_BLOB_MAX_SIZE -> EINVAL; else memdup_user (EFAULT)."""
+    if not uaddr or not length or length > SEV_FW_BLOB_MAX_SIZE:
+        raise oserror(errno.EINVAL)
+    return read_user_at(uaddr, 0, length)
+
+
 # --- legacy SEV ids --------------------------------------------------------------------------
 
 
 def sev_legacy(f, cmd, arg):
     """Ids 0..21 on a VM whose INIT2 has not made it an SNP guest (after INIT2 an SNP VM
     answers EPERM before this). KVM_SEV_INIT / KVM_SEV_ES_INIT refuse every VM type but
-    DEFAULT (EINVAL); the other handlers start with ``!sev_guest(kvm)`` -> ENOTTY. The
-    legacy SEV launch flow itself is not modelled (ENOTTY after INIT2 as well)."""
+    DEFAULT (EINVAL); the other handlers start with ``!sev_guest(kvm)`` -> ENOTTY, except
+    sev_receive_update_data's EINVAL (and LAUNCH_UPDATE_VMSA's !sev_es_guest, ENOTTY too).
+    The legacy SEV launch flow itself is not modelled (ENOTTY after INIT2 as well)."""
     if cmd.id in (S.KVM_SEV_INIT, S.KVM_SEV_ES_INIT):
+        raise oserror(errno.EINVAL)
+    if cmd.id == S.KVM_SEV_RECEIVE_UPDATE_DATA and not f.vm.arch.active:
         raise oserror(errno.EINVAL)
     raise oserror(errno.ENOTTY)
 

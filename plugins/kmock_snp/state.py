@@ -183,6 +183,9 @@ class SevInfo:
         self.pre_fault_allowed = False
         #: frames of the initial VMSAs (allocated at LAUNCH_FINISH), by vCPU id
         self.vmsa_pfn = {}
+        #: KVM_MEMORY_ENCRYPT_REG_REGION: (addr, size, npages) in order, and their pages
+        self.regions = []
+        self.pages_locked = 0
 
     @property
     def snp_active(self):
@@ -197,3 +200,5 @@ class VcpuInfo:
         self.guest_state_protected = False
         #: the guest requested termination (its script runs no further)
         self.terminated = False
+        #: svm->sev_es.ghcb_registered_gpa (GHCB MSR REG_GPA request), None until then
+        self.ghcb_registered_gpa = None

@@ -11,6 +11,7 @@ C=1 accesses (``guest_access``: #VC PAGE_NOT_VALIDATED -> the guest terminates) 
 C=0 writes (NPF). Conversions keep IOMMU entries: each DMA is checked against the RMP.
 """
 
+import ctypes
 import errno
 
 from kmock.errors import oserror
@@ -20,8 +21,9 @@ from kmock.kvm.vmtype import VmType
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
-from . import launch
+from . import launch, regions
 from .guest import SnpGuest, terminate_exit
+from .msrs import sev_es_prevent_msr_access
 from .state import SevInfo, VcpuInfo
 
 PAGE_SHIFT = 12
@@ -43,11 +45,21 @@ class SevFamilyVm(VmType):
         modelled). Then KVM_GET/SET_REGS, SREGS, XCRS, DEBUGREGS are EINVAL."""
         return vcpu.arch.guest_state_protected
 
+    def guest_tsc_protected(self, vcpu):
+        """sev_vcpu_create: guest_tsc_protected = snp_is_secure_tsc_enabled (SECURE_TSC in
+        the VM's vmsa_features, 6.18)."""
+        return self.snp and bool(vcpu.vm.arch.vmsa_features & launch.SVM_SEV_FEAT_SECURE_TSC)
+
     def fpu_confidential(self, vcpu):
         """Only SEV-ES's __sev_launch_update_vmsa marks the fpstate confidential; SNP's
         snp_launch_update_vmsa does not, so an SNP vCPU's FPU/XSAVE ioctls keep working
         on KVM's (unused) copy."""
         return self.es and not self.snp and vcpu.arch.guest_state_protected
+
+    def msr_allowed(self, vcpu, index, write, data):
+        """svm_get_msr / svm_set_msr: sev_es_prevent_msr_access -> -EINVAL (these types
+        have protected state): the MSRs the VMSA holds (kmock_snp.msrs)."""
+        return not (self.es and sev_es_prevent_msr_access(vcpu, index))
 
     def vm_init(self, vm):
         vm.arch = SevInfo(vm, self.es, self.snp)
@@ -72,7 +84,8 @@ class SevFamilyVm(VmType):
 
         if file_type == "vm":
             handler = mem_enc_ioctl(self, self.mem_enc_ops(kernel, "vm"))
-            return {K.KVM_MEMORY_ENCRYPT_OP: launch.null_arg_wrapper(handler)}
+            return {K.KVM_MEMORY_ENCRYPT_OP: launch.null_arg_wrapper(handler),
+                    **regions.IOCTLS}
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: _vcpu_mem_enc}  # SVM has no vcpu_mem_enc_ioctl
         return {}
@@ -86,11 +99,42 @@ class SevFamilyVm(VmType):
     def run_enter(self, vcpu):
         if vcpu.vm.arch.need_init:
             raise oserror(errno.EINVAL)  # svm_vcpu_pre_run
+        if self.snp and not vcpu.arch.guest_state_protected:
+            return _vmrun_invalid_vmsa(vcpu)
         if vcpu.arch.terminated:
             # a Linux guest halts forever after its termination request
             vcpu.run.exit_reason = K.KVM_EXIT_HLT
             return 0
         return None
+
+
+class kvm_run_fail_entry(ctypes.Structure):
+    """kvm_run's ``fail_entry`` (include/uapi/linux/kvm.h, KVM_EXIT_FAIL_ENTRY)."""
+
+    _fields_ = [("hardware_entry_failure_reason", ctypes.c_uint64), ("cpu", ctypes.c_uint32)]
+
+
+#: SVM_EXIT_ERR (-1) as svm_handle_exit copies it from the u32 vmcb exit_code
+SVM_EXIT_ERR = 0xFFFFFFFF
+
+
+def _vmrun_invalid_vmsa(vcpu):
+    """An SNP vCPU whose VMSA SNP_LAUNCH_FINISH never measured (KVM_RUN before FINISH, or
+    a vCPU created after it: 6.18's sev_vcpu_create still gives it a KVM page, which
+    pre_sev_run accepts): VMRUN refuses a VMSA that is not a guest-owned VMSA page of the
+    guest's ASID and exits with VMEXIT_INVALID [U: APM, VMRUN's SNP checks];
+    svm_handle_exit turns SVM_EXIT_ERR into KVM_EXIT_FAIL_ENTRY, KVM_RUN returns 0."""
+    vm = vcpu.vm
+    vm.kernel.violations.record(
+        "vmrun_failed", f"KVM_RUN of SNP vCPU {vcpu.id}, whose VMSA SNP_LAUNCH_FINISH did not "
+        f"encrypt: VMRUN refuses a VMSA page that is not the guest's (VMEXIT_INVALID); "
+        f"KVM_EXIT_FAIL_ENTRY", vm=vm, vcpu=vcpu.id)
+    run = vcpu.run
+    run.exit_reason = K.KVM_EXIT_FAIL_ENTRY
+    fe = kvm_run_fail_entry.from_address(ctypes.addressof(run) + K.kvm_run.exit.offset)
+    fe.hardware_entry_failure_reason = SVM_EXIT_ERR
+    fe.cpu = 0
+    return 0
 
 
 def _vcpu_mem_enc(f, arg):

@@ -89,8 +89,9 @@ class Snp:
         cmd, e = self.op(S.KVM_SEV_SNP_LAUNCH_UPDATE, u, error=error)
         return u, cmd, e
 
-    def finish(self, **kw):
-        return self.op(S.KVM_SEV_SNP_LAUNCH_FINISH, S.kvm_sev_snp_launch_finish(**kw))
+    def finish(self, error=0, **kw):
+        return self.op(S.KVM_SEV_SNP_LAUNCH_FINISH, S.kvm_sev_snp_launch_finish(**kw),
+                       error=error)
 
     def launch(self, private=8, measured=4):
         """The launch order of amd-memory-encryption.rst, asserting each step succeeds."""

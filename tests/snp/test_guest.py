@@ -246,14 +246,19 @@ def test_host_fault_on_a_private_page_names_the_rmp_entry():
     assert "RMP[pfn" in v.explanation and "guest-owned" in v.explanation
 
 
-def test_psc_exits_leave_ret_and_flags_as_kvm_run_held_them(s):
+def test_psc_exits_zero_ret_and_leave_flags_as_kvm_run_held_them(s):
+    """snp_begin_psc_msr / snp_begin_psc (sev.c, since 9a1dfeff "KVM: x86: clear
+    vcpu->run->hypercall.ret before exiting for KVM_EXIT_HYPERCALL", 6.14): ret is written
+    0 (QEMU <= 9.2 never set it); flags are not written."""
     run = s.vcpu().run
-    run.hypercall.ret = 0x77
-    run.hypercall.flags = 0x55
-    s.vcpu().guest.snp.psc_msr(GPA + 6 * P, False)
-    s.run()
-    assert run.exit_reason == K.KVM_EXIT_HYPERCALL
-    assert (run.hypercall.ret, run.hypercall.flags) == (0x77, 0x55)  # sev.c writes neither
+    for action in (lambda g: g.psc_msr(GPA + 6 * P, False),
+                   lambda g: g.psc([(GFN + 7, False, P)])):
+        run.hypercall.ret = 0x77
+        run.hypercall.flags = 0x55
+        action(s.vcpu().guest.snp)
+        s.run()
+        assert run.exit_reason == K.KVM_EXIT_HYPERCALL
+        assert (run.hypercall.ret, run.hypercall.flags) == (0, 0x55)
 
 
 def test_c_bit_access_under_a_2m_rmp_entry_psmashes_first():
@@ -283,3 +288,71 @@ def test_the_record_of_invalidations_is_bounded_by_log_limit():
     assert "[0x9, 0xa)" in m.lost_by(s.inode.pfn(9))  # the newest are kept
     assert "record was dropped" in m.lost_by(s.inode.pfn(0))
     assert m.lost_by(s.inode.pfn(12)) is None  # never lost
+
+
+def _msr(s, value):
+    a = s.vcpu().guest.snp.ghcb_msr(value)
+    e, run = s.run()
+    return a, e, run
+
+
+def test_ghcb_msr_protocol_answers(s):
+    """sev_handle_vmgexit_msr_protocol (sev.c 6.18), one request per VMGEXIT; no exit for
+    any but PSC and termination."""
+    from kmock_snp import guest as G
+
+    # SEV_INFO: GHCB_MSR_SEV_INFO(sev->ghcb_version (INIT2's default 2), 1, sev_enc_bit)
+    a, _, _ = _msr(s, 0x002)
+    assert a.result == 2 << 48 | 1 << 32 | 51 << 24 | 0x001
+    # HV features: SNP | SNP_AP_CREATION
+    a, _, _ = _msr(s, 0x080)
+    assert a.result == 0b11 << 12 | 0x081
+    # preferred GHCB GPA: none; registration echoes the gfn
+    a, _, _ = _msr(s, 0x010)
+    assert a.result == ((1 << 52) - 1) << 12 | 0x011
+    a, _, _ = _msr(s, (GFN + 3) << 12 | 0x012)
+    assert a.result == (GFN + 3) << 12 | 0x013
+    assert s.vcpu().arch.ghcb_registered_gpa == GPA + 3 * P
+    # an unknown request leaves the MSR as written
+    a, _, _ = _msr(s, 0xABC000 | 0x0FE)
+    assert a.result == 0xABC000 | 0x0FE
+    # CPUID: the vCPU's entry, register in bits 31:30, value in 63:32 (zeros without one)
+    a, _, _ = _msr(s, 0x8000001F << 32 | 1 << 30 | 0x004)
+    assert a.result == 1 << 30 | 0x005
+    G.x86_state(s.vcpu()).cpuid = ((0x8000001F, 0, 0, 0x1B, 0x4033, 0, 0),)
+    a, _, _ = _msr(s, 0x8000001F << 32 | 1 << 30 | 0x004)
+    assert a.result == 0x4033 << 32 | 1 << 30 | 0x005
+    # termination: SEV_TERM with the MSR as written (reason set / code and any other bits)
+    a, e, run = _msr(s, 1 << 12 | 7 << 16 | 0x100)
+    assert e == 0 and run.exit_reason == K.KVM_EXIT_SYSTEM_EVENT
+    assert run.system_event.type == S.KVM_SYSTEM_EVENT_SEV_TERM
+    assert (run.system_event.ndata, run.system_event.data[0]) == (1, 1 << 12 | 7 << 16 | 0x100)
+
+
+def test_ghcb_msr_sev_info_reports_version_2_and_the_c_bit_setting():
+    """An SNP VM's ghcb_version is 2 (INIT2 refuses 1 since 6.18); sev_enc_bit is the
+    host's CPUID 0x8000001F EBX[5:0]."""
+    s = Snp(npages=4, sev_enc_bit=47)
+    assert s.init2(ghcb_version=2)[1] == 0
+    s.create_vcpus()
+    s.start()
+    s.finish()
+    a = s.vcpu().guest.snp.ghcb_msr(0x002)
+    s.run()
+    assert a.result >> 48 == 2 and a.result >> 32 & 0xFFFF == 1 and a.result >> 24 & 0xFF == 47
+
+
+def test_ghcb_msr_psc_goes_through_the_psc_path(s):
+    a = s.vcpu().guest.snp.ghcb_msr(S.ghcb_msr_psc_req(GFN + 6, S.SNP_PAGE_STATE_SHARED))
+    e, run = s.run()
+    assert run.exit_reason == K.KVM_EXIT_HYPERCALL and run.hypercall.args[0] == GPA + 6 * P
+    run.hypercall.ret = 0
+    s.run()
+    assert a.result == S.GHCB_MSR_PSC_RESP
+
+
+def test_ghcb_msr_ap_reset_hold_without_an_in_kernel_lapic(s):
+    """GHCB_MSR_AP_RESET_HOLD_REQ: kvm_emulate_ap_reset_hold -> __kvm_emulate_halt: no
+    in-kernel LAPIC -> KVM_EXIT_AP_RESET_HOLD (32); the MSR is preset to 0x007, result 0."""
+    a, e, run = _msr(s, 0x006)
+    assert (e, run.exit_reason) == (0, 32) and a.result == 0x007

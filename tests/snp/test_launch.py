@@ -1,7 +1,9 @@
 """The SNP launch UAPI through ioctls only: the order of amd-memory-encryption.rst and every
 errno of reference section 2.1 / docs/arch/snp.md section 2 (sev.c 6.18)."""
 
+import ctypes
 import errno
+import mmap
 import os
 
 import pytest
@@ -10,6 +12,7 @@ import kmock
 import kmock_snp
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
+from kmock.uapi import x86 as X
 
 from .snpenv import GFN, GPA, P, POLICY, Snp, enc_op, kernel
 
@@ -94,12 +97,44 @@ def test_init2_errnos():
     assert s.run()[0] == errno.EINVAL
     assert s.op(S.KVM_SEV_INIT)[1] == errno.EINVAL
     assert s.op(S.KVM_SEV_LAUNCH_START)[1] == errno.ENOTTY
+    # sev_receive_update_data alone answers !sev_guest with EINVAL (sev.c, 6.18)
+    assert s.op(S.KVM_SEV_RECEIVE_UPDATE_DATA)[1] == errno.EINVAL
+    assert s.op(S.KVM_SEV_ES_INIT)[1] == errno.EINVAL  # sev_guest_init: not a DEFAULT VM
     # vCPUs exist: INIT2 is refused
     assert s.init2()[1] == errno.EINVAL
     s2 = Snp(k=s.k)
     assert s2.init2(vmsa_features=S.SVM_SEV_FEAT_DEBUG_SWAP, ghcb_version=2)[1] == 0
     assert s2.init2()[1] == errno.EPERM  # INIT2 (22) is below 100: EPERM on an SNP guest
     assert s2.kvm_vm.arch.vmsa_features & S.SVM_SEV_FEAT_SNP_ACTIVE
+
+
+SECURE_TSC = 1 << 9  # SVM_SEV_FEAT_SECURE_TSC (asm/svm.h)
+
+
+def test_init2_snp_needs_ghcb_v2_and_may_ask_secure_tsc():
+    """__sev_guest_init (6.18, Sean's v11 series applied Aug 2025): "KVM: SEV: Enforce
+    minimum GHCB version requirement for SEV-SNP guests" (0 becomes 2 first, then an SNP
+    VM below 2 is EINVAL) and "KVM: SVM: Enable Secure TSC for SNP guests" (SECURE_TSC in
+    sev_supported_vmsa_features when the host has it, masked out for non-SNP types)."""
+    s = Snp()
+    assert s.init2(ghcb_version=1)[1] == errno.EINVAL
+    assert s.init2(vmsa_features=SECURE_TSC)[1] == 0
+    sev = s.kvm_vm.arch
+    assert sev.ghcb_version == 2 and sev.vmsa_features & SECURE_TSC
+    s.create_vcpus()
+    assert s.kvm_vm.vmtype.guest_tsc_protected(s.vcpu())  # snp_is_secure_tsc_enabled
+    with pytest.raises(OSError) as e:  # the vCPU's KVM_SET_TSC_KHZ (core rule)
+        s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_TSC_KHZ, 1000000)
+    assert e.value.errno == errno.EINVAL
+    assert Snp(k=s.k).init2(vmsa_features=SECURE_TSC)[1] == 0
+    k = kernel(snp_secure_tsc=False)  # a host without SNP_SECURE_TSC (Milan)
+    assert Snp(k=k).init2(vmsa_features=SECURE_TSC)[1] == errno.EINVAL
+    k2 = kernel()
+    es = k2.ioctl(k2.open("/dev/kvm", os.O_RDWR), K.KVM_CREATE_VM, K.KVM_X86_SEV_ES_VM)
+    init = S.kvm_sev_init(vmsa_features=SECURE_TSC)
+    assert enc_op(k2, es, S.KVM_SEV_INIT2, init)[1] == errno.EINVAL  # SNP only
+    assert enc_op(k2, es, S.KVM_SEV_INIT2, S.kvm_sev_init(ghcb_version=1))[1] == 0
+    assert kmock_snp.supported_vmsa_features(k2) == S.SVM_SEV_FEAT_DEBUG_SWAP | SECURE_TSC
 
 
 def test_init2_sev_vm_and_asids():
@@ -128,6 +163,10 @@ def test_mem_enc_op_dispatch_rules():
     cmd, e = s.op(S.KVM_SEV_LAUNCH_START, error=77)
     assert e == errno.EPERM and cmd.error == 77  # legacy ids on an SNP guest
     assert s.op(S.KVM_SEV_INIT)[1] == errno.EPERM
+    # every id below KVM_SEV_SNP_LAUNCH_START is EPERM, unknown ones too; 103
+    # (KVM_SEV_SNP_ENABLE_REQ_CERTS, after 6.18) and above reach the default: EINVAL
+    assert [s.op(i)[1] for i in (23, 99, 103, 0xFFFFFFFF)] == [errno.EPERM] * 2 + \
+        [errno.EINVAL] * 2
     s.create_vcpus()
     with pytest.raises(OSError) as ex:  # SVM has no vCPU-level KVM_MEMORY_ENCRYPT_OP
         s.k.ioctl(s.vcpu_fds[0], K.KVM_MEMORY_ENCRYPT_OP, S.kvm_sev_cmd())
@@ -138,8 +177,9 @@ def test_launch_start_errnos_and_sev_fd():
     s = Snp()
     assert s.start()[1] == errno.ENOTTY  # before INIT2
     s.init2()
-    for policy in (POLICY | 1 << 18, S.SNP_POLICY_MASK_SMT, S.SNP_POLICY_MASK_RSVD_MBO,
-                   POLICY | S.SNP_POLICY_MASK_SINGLE_SOCKET):
+    # snp_launch_start (6.18): bits outside SNP_POLICY_MASK_VALID (MIGRATE_MA 18, 21+),
+    # or RSVD_MBO clear -> EINVAL; SMT and SINGLE_SOCKET are the firmware's to judge
+    for policy in (POLICY | 1 << 18, POLICY | 1 << 21, S.SNP_POLICY_MASK_SMT):
         assert s.start(policy)[1] == errno.EINVAL
     bad = s.op(S.KVM_SEV_SNP_LAUNCH_START, S.kvm_sev_snp_launch_start(flags=1))
     assert bad[1] == errno.EINVAL
@@ -152,6 +192,34 @@ def test_launch_start_errnos_and_sev_fd():
     assert e == errno.EIO and cmd.error == S.SEV_RET_INVALID_CONFIG
     assert s.start()[1] == 0  # retried after the firmware failure
     assert s.start()[1] == errno.EINVAL  # only once
+
+
+@pytest.mark.parametrize("policy, settings, status_at", [
+    # SMT = 0 on a host with SMT on: the firmware's SNP_LAUNCH_START refuses
+    (S.SNP_POLICY_MASK_RSVD_MBO, {}, "start"),
+    (S.SNP_POLICY_MASK_RSVD_MBO, {"snp_host_smt": False}, None),
+    # SINGLE_SOCKET: SNP_ACTIVATE refuses on a host with more than one socket
+    (POLICY | S.SNP_POLICY_MASK_SINGLE_SOCKET, {}, None),
+    (POLICY | S.SNP_POLICY_MASK_SINGLE_SOCKET, {"snp_sockets": 2}, "activate"),
+    # an ABI the firmware does not have [U: SNP firmware ABI spec]
+    (POLICY | 2 << 8, {}, "start"),
+    (POLICY | 1 << 8 | 55, {}, None),
+    (POLICY | 1 << 8 | 56, {}, "start"),
+    (POLICY | S.SNP_POLICY_MASK_DEBUG, {}, None),
+])
+def test_launch_start_policy_judged_by_the_firmware(policy, settings, status_at):
+    """Tom Lendacky's removal of KVM's SMT / SINGLE_SOCKET checks (May 2025): the PSP
+    answers POLICY_FAILURE, which sev_issue_cmd turns into EIO with the status in
+    ``error``; the context is decommissioned and START may be retried."""
+    s = Snp(**settings)
+    s.init2()
+    cmd, e = s.start(policy)
+    if status_at is None:
+        assert e == 0
+        return
+    assert (e, cmd.error) == (errno.EIO, S.SEV_RET_POLICY_FAILURE)
+    assert not s.kvm_vm.arch.snp_context
+    assert s.start(POLICY)[1] == 0  # retried with a policy the firmware takes
 
 
 def test_launch_update_errnos_and_layering():
@@ -254,8 +322,6 @@ def test_finish_errnos_and_update_after_finish():
     assert e == errno.EBADF  # the VMSA update goes through argp->sev_fd
     s.set_private(0, 4)
     assert s.finish()[1] == 0 and s.kvm_vm.vmtype.pre_fault_allowed(s.kvm_vm)
-    cmd, e = s.finish()
-    assert e == errno.EIO and cmd.error == S.SEV_RET_INVALID_GUEST_STATE
     # LAUNCH_UPDATE after FINISH: the firmware refuses (guest RUNNING), page reclaimed
     u, cmd, e = s.update(0, 1)
     assert e == errno.EIO and cmd.error == S.SEV_RET_INVALID_GUEST_STATE
@@ -265,6 +331,82 @@ def test_finish_errnos_and_update_after_finish():
     s.run()
     u, cmd, e = s.update(1, 1)
     assert e == errno.EIO and cmd.error == 0
+
+
+def _started(**settings):
+    s = Snp(vcpus=2, **settings)
+    s.init2()
+    s.create_vcpus()
+    s.start()
+    return s
+
+
+def test_finish_refuses_a_vcpu_with_guest_debug_or_dr7():
+    """snp_launch_update_vmsa -> sev_es_sync_vmsa: ``vcpu->guest_debug`` or DR7 beyond
+    DR7_FIXED_1 -> EINVAL, per vCPU in kvm_for_each_vcpu order: the vCPUs before the
+    refused one stay measured (guest_state_protected), the rest are not."""
+    s = _started()
+    dbg = X.kvm_guest_debug(control=X.KVM_GUESTDBG_ENABLE)
+    s.k.ioctl(s.vcpu_fds[1], X.KVM_SET_GUEST_DEBUG, dbg)
+    cmd, e = s.finish(error=9)
+    assert e == errno.EINVAL and cmd.error == 9
+    assert s.vcpu(0).arch.guest_state_protected and not s.vcpu(1).arch.guest_state_protected
+    assert not s.kvm_vm.vmtype.pre_fault_allowed(s.kvm_vm)
+    # a retry now reaches vCPU 0's guest-owned VMSA: 6.18 oopses (see below)
+    assert s.finish()[1] == errno.EIO and s.k.violations.of_kind("kernel_oops")
+    s = _started()
+    s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_GUEST_DEBUG, dbg)
+    assert s.finish()[1] == errno.EINVAL and not s.vcpu(0).arch.guest_state_protected
+    s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_GUEST_DEBUG, X.kvm_guest_debug())  # ENABLE clear
+    s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_DEBUGREGS, X.kvm_debugregs(dr7=0x401))
+    assert s.finish()[1] == errno.EINVAL
+    s.k.ioctl(s.vcpu_fds[0], X.KVM_SET_DEBUGREGS, X.kvm_debugregs(dr7=0x400))
+    assert s.finish()[1] == 0
+
+
+def test_finish_id_block_goes_through_psp_copy_user_blob():
+    """snp_launch_finish copies id_block / id_auth with psp_copy_user_blob (sev-dev.c):
+    a NULL address is EINVAL, an unreadable one EFAULT (memdup_user); auth_key_en alone is
+    ignored; the VMSAs were measured before (the loop runs first)."""
+    s = _started()
+    cmd, e = s.finish(id_block_en=1, id_block_uaddr=0, id_auth_uaddr=0)
+    assert e == errno.EINVAL and s.vcpu(1).arch.guest_state_protected
+    s = _started()
+    assert s.finish(id_block_en=1, id_block_uaddr=8, id_auth_uaddr=8)[1] == errno.EFAULT
+    s = _started()
+    assert s.finish(auth_key_en=1)[1] == 0  # id_block_en clear: nothing is copied
+    s = _started()
+    assert s.finish(id_block_en=1, id_block_uaddr=s.src_addr, id_auth_uaddr=0)[1] == \
+        errno.EINVAL
+    s = _started()
+    assert s.finish(id_block_en=1, id_block_uaddr=s.src_addr,
+                    id_auth_uaddr=s.src_addr)[1] == 0
+
+
+def test_second_finish_oopses_in_6_18():
+    """A second SNP_LAUNCH_FINISH runs sev_es_sync_vmsa on a VMSA that is guest-owned:
+    the host kernel takes an RMP #PF and oopses (6.18.0, Jethro Beekman's report "KVM:
+    SEV: Track SNP launch state and disallow invalid userspace interactions", 2026). The
+    task is killed, kvm->lock stays held: kmock records ``kernel_oops``, kills the VM and
+    answers EIO. ``snp_finish_twice="einval"`` is Sean Christopherson's proposed fix
+    (sev_es_sync_vmsa returns -EINVAL for a protected vCPU)."""
+    s = _started()
+    assert s.finish()[1] == 0
+    cmd, e = s.finish()
+    assert e == errno.EIO
+    v = s.k.violations.of_kind("kernel_oops")[-1]
+    assert "RMP" in v.explanation and "sev_es_sync_vmsa" in v.explanation and v.vcpu == 0
+    assert s.kvm_vm.dead
+    s = _started(snp_finish_twice="einval")
+    assert s.finish()[1] == 0
+    assert s.finish()[1] == errno.EINVAL and not s.kvm_vm.dead
+    # with no vCPUs nothing touches a VMSA: the firmware refuses (guest not in LAUNCH)
+    s = Snp(vcpus=0)
+    s.init2()
+    s.start()
+    assert s.finish()[1] == 0
+    cmd, e = s.finish()
+    assert e == errno.EIO and cmd.error == S.SEV_RET_INVALID_GUEST_STATE
 
 
 def test_failed_rmpupdate_in_cleanup_leaks_and_bugs_the_vm():
@@ -350,3 +492,89 @@ def test_punch_inside_a_2m_entry_psmashes_and_keeps_the_rest_validated():
     e3, e4 = s.rmp.entry(s.inode.pfn(3)), s.rmp.entry(s.inode.pfn(4))
     assert not e3.assigned  # made shared after the PSMASH
     assert e4.assigned and e4.validated and e4.pagesize == S.RMP_PG_SIZE_4K
+
+
+def _region(s, req, addr, size):
+    from kmock_snp.regions import kvm_enc_region
+
+    try:
+        return s.k.ioctl(s.vm, req, kvm_enc_region(addr=addr, size=size))
+    except OSError as e:
+        return e.errno
+
+
+def test_enc_regions_on_an_snp_vm():
+    """sev_mem_enc_register_region / _unregister_region (sev.c 6.18): ENOTTY before INIT2
+    (!sev_guest), then sev_pin_memory's EINVAL (size 0, wrap) and ENOMEM (pages it cannot
+    pin); unregister needs the exact (addr, size): EINVAL otherwise; an SNP VM may
+    register (it is a sev_guest)."""
+    from kmock_snp.regions import KVM_MEMORY_ENCRYPT_REG_REGION as REG
+    from kmock_snp.regions import KVM_MEMORY_ENCRYPT_UNREG_REGION as UNREG
+
+    s = Snp(npages=4)
+    assert _region(s, REG, s.src_addr, P) == errno.ENOTTY
+    assert _region(s, UNREG, s.src_addr, P) == errno.ENOTTY
+    with pytest.raises(OSError) as e:
+        s.k.ioctl(s.vm, REG, 8)
+    assert e.value.errno == errno.EFAULT
+    s.init2()
+    assert _region(s, REG, s.src_addr, 0) == errno.EINVAL
+    assert _region(s, REG, (1 << 64) - P, 2 * P) == errno.EINVAL
+    assert _region(s, REG, 0x1000, P) == errno.ENOMEM  # nothing mapped there
+    assert _region(s, REG, s.src_addr + 5, 2 * P) == 0  # any alignment: 3 pages
+    assert _region(s, REG, s.src_addr + 5, 2 * P) == 0  # the same range again
+    assert s.kvm_vm.arch.pages_locked == 6
+    assert _region(s, UNREG, s.src_addr, 2 * P) == errno.EINVAL  # not that exact range
+    assert _region(s, UNREG, s.src_addr + 5, 2 * P) == 0
+    assert _region(s, UNREG, s.src_addr + 5, 2 * P) == 0
+    assert _region(s, UNREG, s.src_addr + 5, 2 * P) == errno.EINVAL
+    assert s.kvm_vm.arch.pages_locked == 0
+    libc = ctypes.CDLL(None)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    addr = libc.mmap(None, P, mmap.PROT_READ, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    assert _region(s, REG, addr, P) == errno.ENOMEM  # FOLL_WRITE on a read-only mapping
+    libc.munmap(addr, P)
+
+
+def test_run_needs_a_measured_vmsa():
+    """6.18: pre_sev_run accepts the KVM page sev_vcpu_create gave every vCPU, but VMRUN
+    refuses a VMSA that is not the guest's [U: APM] -> SVM_EXIT_ERR, which svm_handle_exit
+    turns into KVM_EXIT_FAIL_ENTRY (KVM_RUN returns 0): before SNP_LAUNCH_FINISH, and for
+    a vCPU created after it (the "vCPUs created after SNP_LAUNCH_FINISH won't have a guest
+    VMSA" case of Jethro Beekman's 2026 patch)."""
+    from kmock_snp.vmtypes import SVM_EXIT_ERR, kvm_run_fail_entry
+
+    s = Snp(npages=4)
+    s.init2()
+    s.create_vcpus()
+    s.start()
+    e, run = s.run()
+    assert (e, run.exit_reason) == (0, K.KVM_EXIT_FAIL_ENTRY)
+    fe = kvm_run_fail_entry.from_address(ctypes.addressof(run) + K.kvm_run.exit.offset)
+    assert fe.hardware_entry_failure_reason == SVM_EXIT_ERR
+    assert s.k.violations.of_kind("vmrun_failed")[-1].vcpu == 0
+    assert s.finish()[1] == 0
+    s.vcpu().guest.hlt()
+    assert s.run()[1].exit_reason == K.KVM_EXIT_HLT
+    s.vcpu_fds.append(s.k.ioctl(s.vm, K.KVM_CREATE_VCPU, 1))  # after FINISH: allowed
+    s.vcpu(1).guest.hlt()
+    e, run = s.run(1)
+    assert (e, run.exit_reason) == (0, K.KVM_EXIT_FAIL_ENTRY)
+    s.k.ioctl(s.vcpu_fds[1], K.KVM_SET_REGS, K.kvm_regs(rip=0x1000))  # not protected
+
+
+def test_launch_update_after_the_guest_memfd_was_closed():
+    """kvm_gmem_release clears slot->gmem.file but the slot keeps KVM_MEM_GUEST_MEMFD:
+    snp_launch_update's kvm_slot_has_gmem passes, kvm_gmem_populate's kvm_gmem_get_file
+    is NULL -> -EFAULT -> EIO with error 0 (not the EINVAL of a slot without gmem)."""
+    s = Snp(npages=4)
+    s.init2()
+    s.create_vcpus()
+    s.start()
+    s.set_private(0, 4)
+    s.k.close(s.gmem)
+    u, cmd, e = s.update(0, 1, error=5)
+    assert (e, cmd.error) == (errno.EIO, 0)

@@ -63,6 +63,8 @@ def test_allowed_before_launch_finish_refused_after():
     regs = K.kvm_regs()
     s.k.ioctl(v, X.KVM_GET_REGS, regs)
     assert regs.rip == 0x2000
+    assert s.finish()[1] == errno.EINVAL  # sev_es_sync_vmsa: DR7 0x401 beyond DR7_FIXED_1
+    s.k.ioctl(v, X.KVM_SET_DEBUGREGS, X.kvm_debugregs(dr6=0xFFFF0FF0, dr7=0x400))
     assert s.finish()[1] == 0
     before = saved(s)
     for req, t in GETS:
@@ -84,7 +86,7 @@ def test_fpu_msrs_cpuid_events_after_launch_finish():
     k.ioctl(v, X.KVM_GET_XSAVE, xs)
     k.ioctl(v, X.KVM_SET_XSAVE, xs)
     k.ioctl(v, X.KVM_SET_CPUID2, bytes(8))
-    assert k.ioctl(v, X.KVM_GET_MSRS, msrs_buf([(0x277, 0)])) == 1
+    assert k.ioctl(v, X.KVM_GET_MSRS, msrs_buf([(0x8B, 0)])) == 1  # intercepted: KVM's
     ev = X.kvm_vcpu_events()
     k.ioctl(v, X.KVM_GET_VCPU_EVENTS, ev)
     k.ioctl(v, X.KVM_SET_VCPU_EVENTS, ev)
@@ -112,3 +114,42 @@ def test_which_types_have_protected_state():
     v = s.k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
     s.k.ioctl(v, X.KVM_SET_REGS, K.kvm_regs(rip=0x1000))
     s.k.ioctl(v, X.KVM_GET_FPU, X.kvm_fpu())
+
+
+def _msr_count(k, v, write, pairs):
+    return k.ioctl(v, X.KVM_SET_MSRS if write else X.KVM_GET_MSRS, msrs_buf(pairs))
+
+
+def test_msrs_the_vmsa_holds_are_refused_after_launch_finish():
+    """svm_get_msr / svm_set_msr (6.18): sev_es_prevent_msr_access -> -EINVAL for an MSR the
+    protected vCPU does not write-intercept (svm_recalc_msr_intercepts,
+    sev_es_recalc_msr_intercepts, svm_enable_lbrv), XSS excepted; KVM_GET/SET_MSRS stop
+    there and return the count done."""
+    s = started()
+    k, v = s.k, s.vcpu_fds[0]
+    held = (0xC0000081, 0x174, 0xC0000102, 0xC0000082, 0xC0000083, 0xC0000084,
+            0xC0000080, 0x277, 0x1D9, 0x1DB, 0x175, 0x176)
+    for index in held:  # before LAUNCH_FINISH: KVM's copies, readable
+        assert _msr_count(k, v, False, [(index, 0)]) == 1, hex(index)
+    assert s.finish()[1] == 0
+    for index in held + (0xC0000100, 0xC0000101, 0xC0010130):
+        assert _msr_count(k, v, False, [(0x8B, 0), (index, 0), (0x8B, 0)]) == 1, hex(index)
+        assert _msr_count(k, v, True, [(index, 0)]) == 0, hex(index)
+    # intercepted ones still reach KVM: UCODE_REV, and SPEC_CTRL / TSC_AUX while the
+    # guest's CPUID lacks the features that would pass them through
+    assert _msr_count(k, v, False, [(0x8B, 0), (0x48, 0)]) == 2
+
+
+def test_msr_passthrough_follows_the_guest_cpuid():
+    """SYSENTER_ESP/EIP are intercepted for an Intel-compatible guest vendor; TSC_AUX is
+    passed through (V_TSC_AUX) once the guest has RDTSCP."""
+    s = started()
+    k, v = s.k, s.vcpu_fds[0]
+    intel = (0, 0, 0, 0xD, 0x756E6547, 0x6C65746E, 0x49656E69)  # "GenuineIntel"
+    assert kmock_snp.msrs._vendor([intel]) == b"GenuineIntel"
+    ext = (0x80000001, 0, 0, 0, 0, 0, 1 << 27)
+    kmock_snp.msrs.x86_state(s.vcpu(0)).cpuid = (intel, ext)
+    assert s.finish()[1] == 0
+    assert _msr_count(k, v, False, [(0x175, 0)]) == 1
+    assert kmock_snp.msrs.write_intercepted(s.vcpu(0), 0x175)
+    assert not kmock_snp.msrs.write_intercepted(s.vcpu(0), 0xC0000103)
