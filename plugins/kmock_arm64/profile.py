@@ -2,7 +2,8 @@
 
 Capabilities: what ``kvm_vm_ioctl_check_extension`` (arch/arm64/kvm/arm.c, read)
 answers on /dev/kvm of such a host (PSCI, ONE_REG, READONLY_MEM, MP_STATE,
-IMMEDIATE_EXIT, VCPU_ATTRIBUTES, SET_DEVICE_ADDR = 1; MAX_VCPUS / MAX_VCPU_ID = 512, the
+IMMEDIATE_EXIT, VCPU_ATTRIBUTES, SET_DEVICE_ADDR, VCPU_EVENTS, ARM_IRQ_LINE_LAYOUT_2,
+ARM_USER_IRQ = 1; MAX_VCPUS / MAX_VCPU_ID = 512, the
 GICv3 limit; KVM_CAP_ARM_VM_IPA_SIZE = the IPA limit; PMU v3, SVE, pointer
 authentication present; no AArch32 EL1), plus the generic ones (USER_MEMORY2,
 MEMORY_FAULT_INFO, GUEST_MEMFD, BINARY_STATS_FD, DEVICE_CTRL).
@@ -47,6 +48,9 @@ CAPS = {
     A.KVM_CAP_ARM_SVE: 1,
     A.KVM_CAP_ARM_PTRAUTH_ADDRESS: 1,
     A.KVM_CAP_ARM_PTRAUTH_GENERIC: 1,
+    A.KVM_CAP_VCPU_EVENTS: 1,
+    A.KVM_CAP_ARM_IRQ_LINE_LAYOUT_2: 1,
+    A.KVM_CAP_ARM_USER_IRQ: 1,
 }
 
 LINUX_ARM64 = dataclasses.replace(

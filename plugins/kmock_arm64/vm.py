@@ -27,8 +27,10 @@ from kmock.kvm.vmtype import VmType
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
+from . import irq as arm64_irq
+from . import regs as arm64_regs
 from . import vcpu as arm64_vcpu
-from .psci import PsciGuest
+from .psci import PsciGuest, mpidr_aff
 from .vgic import VgicDevice, create_vgic
 
 KVM_PHYS_SHIFT = 40  # the IPA size of a type with bits 7:0 == 0
@@ -45,6 +47,10 @@ class Arm64VmState:
         #: kvm->arch.vcpu_features once the first KVM_ARM_VCPU_INIT set them
         self.vcpu_features = None
         self.has_ran_once = False
+        #: kvm->arch.psci_version (KVM_REG_ARM_PSCI_VERSION; 0: the latest)
+        self.psci_version = 0
+        #: kvm->arch.smccc_feat: the firmware feature bitmaps, all features at creation
+        self.fw_bmaps = dict(arm64_regs.FW_BMAP_FEATURES)
         self.lock = threading.RLock()
 
 
@@ -108,6 +114,7 @@ class Arm64Vm(VmType):
         if vcpu.id >= self.max_vcpus(vcpu.vm):
             raise oserror(errno.EINVAL)
         vcpu.arch = self.vcpu_state(vcpu)
+        vcpu.arch.regs = arm64_regs.Registers(vcpu.id, mpidr_aff(vcpu.id))
 
     def max_vcpus(self, vm):
         """kvm->max_vcpus: the vGIC model's limit (512 before a vGIC exists: GICv3 host)."""
@@ -148,6 +155,10 @@ class Arm64Vm(VmType):
                 A.KVM_CREATE_DEVICE: vm_create_device,
                 K.KVM_ENABLE_CAP: vm_enable_cap,
                 K.KVM_CHECK_EXTENSION: vm_check_extension,
+                K.KVM_IRQ_LINE: arm64_irq.vm_irq_line,
+                K.KVM_IRQ_LINE_STATUS: arm64_irq.vm_irq_line_status,
+                K.KVM_CREATE_IRQCHIP: vm_create_irqchip,
+                A.KVM_ARM_SET_DEVICE_ADDR: vm_set_device_addr,
             }
         if file_type == "vcpu":
             return arm64_vcpu.vcpu_ioctls()
@@ -180,6 +191,31 @@ def vm_create_device(f, arg):
     fd = vm.kernel.fdtable.install(VgicDevice(vm.kernel, vm, vgic))
     cd.fd = fd
     copy_to_user(arg, cd)
+    return 0
+
+
+def vm_create_irqchip(f, arg):
+    """KVM_CREATE_IRQCHIP (kvm_arch_vm_ioctl): kvm_vgic_create(GICv2), no device fd."""
+    vm = _vm(f)
+    create_vgic(vm, A.KVM_DEV_TYPE_ARM_VGIC_V2, vm.vmtype.vgic_models)
+    return 0
+
+
+def vm_set_device_addr(f, arg):
+    """KVM_ARM_SET_DEVICE_ADDR (kvm_vm_ioctl_set_device_addr): device id VGIC_V2 only
+    (else ENODEV), then kvm_set_legacy_vgic_v2_addr."""
+    vm = _vm(f)
+    da = copy_from_user(arg, A.kvm_arm_device_addr)
+    dev_id = (da.id & A.KVM_ARM_DEVICE_ID_MASK) >> A.KVM_ARM_DEVICE_ID_SHIFT
+    if dev_id != A.KVM_ARM_DEVICE_VGIC_V2:
+        raise oserror(errno.ENODEV)
+    vgic = vm.arch.vgic
+    addr_type = da.id & A.KVM_ARM_DEVICE_TYPE_MASK
+    if addr_type not in (A.KVM_VGIC_V2_ADDR_TYPE_DIST, A.KVM_VGIC_V2_ADDR_TYPE_CPU):
+        raise oserror(errno.ENODEV)
+    if vgic is None or vgic.model != A.KVM_DEV_TYPE_ARM_VGIC_V2:
+        raise oserror(errno.ENODEV)  # vgic_check_type
+    vgic.set_addr(vm, addr_type, da.addr)
     return 0
 
 
