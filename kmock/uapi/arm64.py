@@ -315,3 +315,30 @@ KVM_VGIC_V3_RDIST_FLAGS_MASK = 0xF << 12
 KVM_VGIC_V3_RDIST_BASE_MASK = ((1 << 52) - 1) & ~0xFFFF
 KVM_VGIC_V3_RDIST_COUNT_SHIFT = 52
 KVM_VGIC_V3_RDIST_COUNT_MASK = 0xFFF << 52
+
+# --- vCPU device attributes (asm/kvm.h) ---------------------------------------------------
+
+KVM_ARM_VCPU_PMU_V3_CTRL = 0
+KVM_ARM_VCPU_PMU_V3_IRQ = 0
+KVM_ARM_VCPU_PMU_V3_INIT = 1
+KVM_ARM_VCPU_PMU_V3_FILTER = 2
+KVM_ARM_VCPU_PMU_V3_SET_PMU = 3
+KVM_ARM_VCPU_TIMER_CTRL = 1
+KVM_ARM_VCPU_TIMER_IRQ_VTIMER = 0
+KVM_ARM_VCPU_TIMER_IRQ_PTIMER = 1
+KVM_ARM_VCPU_TIMER_IRQ_HVTIMER = 2
+KVM_ARM_VCPU_TIMER_IRQ_HPTIMER = 3
+KVM_ARM_VCPU_PVTIME_CTRL = 2
+KVM_ARM_VCPU_PVTIME_IPA = 0
+
+
+class kvm_pmu_event_filter(ctypes.Structure):
+    _fields_ = [("base_event", ctypes.c_uint16), ("nevents", ctypes.c_uint16),
+                ("action", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3)]
+
+
+KVM_PMU_EVENT_ALLOW = 0
+KVM_PMU_EVENT_DENY = 1
+KVM_CAP_STEAL_TIME = 187
+KVM_CAP_ARM_INJECT_SERROR_ESR = 158
+KVM_CAP_ARM_INJECT_EXT_DABT = 178

@@ -30,6 +30,7 @@ from kmock.kvm import vcpu as core_vcpu
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
+from . import vcpu_attr
 from .regs import SVE_VQS, Registers
 
 VALID_FEATURES = (1 << A.KVM_VCPU_MAX_FEATURES) - 1
@@ -64,6 +65,11 @@ class Arm64VcpuState:
         self.serror_esr = None
         #: HCR_EL2.VI / VF as KVM_IRQ_LINE (type CPU) set them: {KVM_ARM_IRQ_CPU_*: level}
         self.irq_lines = {}
+        #: vcpu->arch.pmu: KVM_ARM_VCPU_PMU_V3_INIT done, its overflow IRQ (None: unset)
+        self.pmu_created = False
+        self.pmu_irq = None
+        #: vcpu->arch.steal.base (KVM_ARM_VCPU_PVTIME_IPA)
+        self.steal_base = (1 << 64) - 1
 
     def apply_pending_reset(self):
         """kvm_check_request(KVM_REQ_VCPU_RESET) -> kvm_reset_vcpu."""
@@ -288,5 +294,8 @@ def vcpu_ioctls():
         A.KVM_SET_VCPU_EVENTS: vcpu_set_events,
         K.KVM_ENABLE_CAP: vcpu_enable_cap,
         K.KVM_GET_MP_STATE: vcpu_get_mp_state,
+        A.KVM_SET_DEVICE_ATTR: vcpu_attr.vcpu_set_attr,
+        A.KVM_GET_DEVICE_ATTR: vcpu_attr.vcpu_get_attr,
+        A.KVM_HAS_DEVICE_ATTR: vcpu_attr.vcpu_has_attr,
         K.KVM_SET_MP_STATE: vcpu_set_mp_state,
     }

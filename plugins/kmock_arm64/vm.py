@@ -30,6 +30,7 @@ from kmock.uapi import kvm as K
 from . import irq as arm64_irq
 from . import regs as arm64_regs
 from . import vcpu as arm64_vcpu
+from . import vcpu_attr
 from .psci import PsciGuest, mpidr_aff
 from .vgic import VgicDevice, create_vgic
 
@@ -51,6 +52,11 @@ class Arm64VmState:
         self.psci_version = 0
         #: kvm->arch.smccc_feat: the firmware feature bitmaps, all features at creation
         self.fw_bmaps = dict(arm64_regs.FW_BMAP_FEATURES)
+        #: kvm->arch.timer_data.ppi, and KVM_ARCH_FLAG_TIMER_PPIS_IMMUTABLE (first run)
+        self.timer_ppis = dict(vcpu_attr.TIMER_DEFAULT_PPIS)
+        self.timer_ppis_immutable = False
+        #: KVM_ARM_VCPU_PMU_V3_FILTER ranges, in order
+        self.pmu_filters = []
         self.lock = threading.RLock()
 
 
@@ -140,11 +146,14 @@ class Arm64Vm(VmType):
         """May KVM_SET_ONE_REG write ``reg_id``? Raise OSError to refuse."""
 
     def first_run(self, vcpu):
-        """kvm_arch_vcpu_run_pid_change after the vCPU checks: map the vGIC's resources.
-        A subclass adds its own step (a realm's activation)."""
+        """kvm_arch_vcpu_run_pid_change after the vCPU checks: map the vGIC's resources,
+        kvm_timer_enable, kvm_arm_pmu_v3_enable. A subclass adds its own step (a realm's
+        activation)."""
         vgic = vcpu.vm.arch.vgic
         if vgic is not None:
             vgic.map_resources()
+        vcpu_attr.timer_enable(vcpu)
+        vcpu_attr.pmu_enable(vcpu)
 
     # --- dispatch ---------------------------------------------------------------------------
 
