@@ -11,7 +11,7 @@ MEMORY_FAULT_INFO, GUEST_MEMFD, BINARY_STATS_FD, DEVICE_CTRL).
 Left at 0 because kmock does not model them on arm64 (a VMM takes its fallback path):
 IOEVENTFD, IRQFD, IRQ_ROUTING, SIGNAL_MSI, IRQFD_RESAMPLE (the core's eventfds are x86
 only), the dirty ring (arm64 needs ACQ_REL + WITH_BITMAP), COALESCED_MMIO (as on x86),
-HALT_POLL, NISV_TO_USER, SYSTEM_SUSPEND, MTE, SET_GUEST_DEBUG, PTP_KVM, COUNTER_OFFSET.
+HALT_POLL, MTE, SET_GUEST_DEBUG, PTP_KVM, COUNTER_OFFSET.
 
 KVM_GET_VCPU_MMAP_SIZE is two pages (kvm_dev_ioctl: kvm_run, and the coalesced-MMIO page
 under CONFIG_KVM_MMIO; no PIO page outside x86).
@@ -62,6 +62,8 @@ CAPS = {
     A.KVM_CAP_ARM_INJECT_SERROR_ESR: 1,  # ARM64_HAS_RAS_EXTN
     A.KVM_CAP_ARM_INJECT_EXT_DABT: 1,
     A.KVM_CAP_STEAL_TIME: 1,  # kvm_arm_pvtime_supported: schedstats on
+    A.KVM_CAP_ARM_SYSTEM_SUSPEND: 1,
+    A.KVM_CAP_ARM_NISV_TO_USER: 1,
     16: 1,  # KVM_CAP_SYNC_MMU (arm.c)
     21: 1,  # KVM_CAP_DESTROY_MEMORY_REGION_WORKS (arm.c, generic)
     # kvm_vm_ioctl_check_extension_generic constants

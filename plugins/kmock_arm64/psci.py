@@ -29,8 +29,11 @@ so every one is NOT_SUPPORTED). kvm_psci_call dispatches on it: 0.2 answers VERS
 and has no PSCI_FEATURES; 1.x (kvm_psci_1_x_call) reports 1.<minor> and offers
 SYSTEM_RESET2 from 1.1 and SYSTEM_OFF2 from 1.3 (PSCI_FEATURES says so too); below those
 minors the calls are NOT_SUPPORTED [U: the minor gates recalled from psci.c 6.13, not
-re-read]. SYSTEM_SUSPEND needs KVM_CAP_ARM_SYSTEM_SUSPEND, which the mock does not
-offer: NOT_SUPPORTED. Guests are AArch64 (no 32-bit narrowing).
+re-read]. ``system_suspend(entry, context_id)``: NOT_SUPPORTED unless the VMM enabled
+KVM_CAP_ARM_SYSTEM_SUSPEND; then KVM_RUN returns KVM_EXIT_SYSTEM_EVENT / SUSPEND (ndata 0)
+with the guest's registers untouched (x0 = the function id, x1 = entry, x2 = context
+id, readable with KVM_GET_ONE_REG): ``result`` is that unchanged x0 (kvm_psci_1_x_call;
+the VMM implements the suspend). Guests are AArch64 (no 32-bit narrowing).
 
 A vCPU's MPIDR affinity is its MPIDR_EL1 register (kvm_vcpu_get_mpidr_aff): reset_mpidr's
 (arch/arm64/kvm/sys_regs.c: Aff0 = vcpu_id bits 3:0, Aff1 = bits 11:4, Aff2 = bits 19:12)
@@ -56,6 +59,7 @@ _SUPPORTED_1_X = frozenset((
     P.PSCI_0_2_FN_AFFINITY_INFO, P.PSCI_0_2_FN64_AFFINITY_INFO,
     P.PSCI_0_2_FN_MIGRATE_INFO_TYPE, P.PSCI_0_2_FN_SYSTEM_OFF, P.PSCI_0_2_FN_SYSTEM_RESET,
     P.PSCI_1_0_FN_PSCI_FEATURES, P.ARM_SMCCC_VERSION_FUNC_ID))
+_SYSTEM_SUSPEND = (P.PSCI_1_0_FN_SYSTEM_SUSPEND, P.PSCI_1_0_FN64_SYSTEM_SUSPEND)
 PSCI_1_3 = P.PSCI_VERSION(1, 3)
 PSCI_0_1 = P.PSCI_VERSION(0, 1)
 
@@ -162,9 +166,23 @@ class PsciCall(Action):
             if f in _SUPPORTED_1_X or (minor >= 1 and f in (P.PSCI_1_1_FN_SYSTEM_RESET2,
                                                             P.PSCI_1_1_FN64_SYSTEM_RESET2)):
                 return self.finish(P.PSCI_RET_SUCCESS)
+            if f in _SYSTEM_SUSPEND and vcpu.vm.arch.system_suspend_enabled:
+                return self.finish(P.PSCI_RET_SUCCESS)
             if minor >= 3 and f in (P.PSCI_1_3_FN_SYSTEM_OFF2, P.PSCI_1_3_FN64_SYSTEM_OFF2):
                 return self.finish(P.PSCI_1_3_OFF_TYPE_HIBERNATE_OFF)
             return self.finish(P.PSCI_RET_NOT_SUPPORTED)
+        if fn in _SYSTEM_SUSPEND and minor is not None:
+            if not vcpu.vm.arch.system_suspend_enabled:
+                return self.finish(P.PSCI_RET_NOT_SUPPORTED)
+            if fn == P.PSCI_1_0_FN_SYSTEM_SUSPEND:
+                a1, a2 = a1 & _U32, a2 & _U32
+            regs = vcpu.arch.regs
+            for n, value in enumerate((fn, a1, a2)):
+                regs.set_x(n, value)
+            vcpu.system_event_exit(K.KVM_SYSTEM_EVENT_SUSPEND)
+            self.exits.append(K.KVM_EXIT_SYSTEM_EVENT)
+            self.finish(fn)  # x0 unchanged
+            return EXIT
         if fn in (P.PSCI_1_1_FN_SYSTEM_RESET2, P.PSCI_1_1_FN64_SYSTEM_RESET2):
             if minor is None or minor < 1:
                 return self.finish(P.PSCI_RET_NOT_SUPPORTED)
@@ -252,6 +270,9 @@ class PsciGuest:
 
     def system_reset2(self, reset_type=0, cookie=0):
         return self.call(P.PSCI_1_1_FN64_SYSTEM_RESET2, reset_type, cookie)
+
+    def system_suspend(self, entry, context_id=0):
+        return self.call(P.PSCI_1_0_FN64_SYSTEM_SUSPEND, entry, context_id)
 
     def system_off2(self, off_type=0, cookie=0):
         return self.call(P.PSCI_1_3_FN64_SYSTEM_OFF2, off_type, cookie)

@@ -166,6 +166,9 @@ class Registers:
     def x(self, n):
         return self.core_value(2 * n)
 
+    def set_x(self, n, value):
+        self._put(2 * n, 8, value)
+
     def mpidr(self):
         return self.sysregs.get(MPIDR_EL1, 0)
 

@@ -57,6 +57,9 @@ class Arm64VmState:
         self.timer_ppis_immutable = False
         #: KVM_ARM_VCPU_PMU_V3_FILTER ranges, in order
         self.pmu_filters = []
+        #: KVM_ARCH_FLAG_SYSTEM_SUSPEND_ENABLED, KVM_ARCH_FLAG_RETURN_NISV_IO_ABORT_TO_USER
+        self.system_suspend_enabled = False
+        self.nisv_to_user = False
         self.lock = threading.RLock()
 
 
@@ -229,9 +232,19 @@ def vm_set_device_addr(f, arg):
 
 
 def vm_enable_cap(f, arg):
-    """kvm_vm_ioctl_enable_cap (arm64): flags or a capability not modelled -> EINVAL."""
-    _vm(f)
-    copy_from_user(arg, K.kvm_enable_cap)  # EFAULT first
+    """kvm_vm_ioctl_enable_cap (arm64): flags -> EINVAL; KVM_CAP_ARM_SYSTEM_SUSPEND (PSCI
+    SYSTEM_SUSPEND exits to the VMM) and KVM_CAP_ARM_NISV_TO_USER (kmock's guests make no
+    ISV-less MMIO abort) -> 0; the others -> EINVAL."""
+    vm = _vm(f)
+    cap = copy_from_user(arg, K.kvm_enable_cap)  # EFAULT first
+    if cap.flags:
+        raise oserror(errno.EINVAL)
+    if cap.cap == A.KVM_CAP_ARM_SYSTEM_SUSPEND:
+        vm.arch.system_suspend_enabled = True
+        return 0
+    if cap.cap == A.KVM_CAP_ARM_NISV_TO_USER:
+        vm.arch.nisv_to_user = True
+        return 0
     raise oserror(errno.EINVAL)
 
 

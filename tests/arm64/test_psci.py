@@ -298,3 +298,43 @@ def test_cpu_on_targets_the_mpidr_the_vmm_wrote(smp):
     new = g.cpu_on(0x100, 0x1000)
     _finish(k, fds[0], v0)
     assert (old.result, new.result) == (P.PSCI_RET_INVALID_PARAMS, P.PSCI_RET_SUCCESS)
+
+
+def test_system_suspend_needs_the_capability():
+    """kvm_psci_1_x_call: SYSTEM_SUSPEND is NOT_SUPPORTED until the VMM enables
+    KVM_CAP_ARM_SYSTEM_SUSPEND (kvm_vm_ioctl_enable_cap: flags -> EINVAL); then KVM_RUN
+    exits SYSTEM_EVENT / SUSPEND and leaves the guest's registers for the VMM to read."""
+    import ctypes
+    k = kmock.Kernel("linux-arm64", plugins=[kmock_arm64])
+    try:
+        kvm = k.open("/dev/kvm", os.O_RDWR)
+        vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+        assert k.ioctl(vm, K.KVM_CHECK_EXTENSION, A.KVM_CAP_ARM_SYSTEM_SUSPEND) == 1
+        fd = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+        init = A.kvm_vcpu_init(target=A.KVM_ARM_TARGET_GENERIC_V8)
+        init.features[0] = 1 << A.KVM_ARM_VCPU_PSCI_0_2
+        k.ioctl(fd, A.KVM_ARM_VCPU_INIT, init)
+        v = k.file(fd).vcpu
+        g = v.guest.psci
+        feat = g.features(P.PSCI_1_0_FN64_SYSTEM_SUSPEND)
+        off = g.system_suspend(0x40001000, 0x77)
+        _finish(k, fd, v)
+        assert feat.result == off.result == P.PSCI_RET_NOT_SUPPORTED
+        cap = K.kvm_enable_cap(cap=A.KVM_CAP_ARM_SYSTEM_SUSPEND, flags=1)
+        with pytest.raises(OSError) as e:
+            k.ioctl(vm, K.KVM_ENABLE_CAP, cap)
+        assert e.value.errno == errno.EINVAL
+        cap.flags = 0
+        k.ioctl(vm, K.KVM_ENABLE_CAP, cap)
+        feat = g.features(P.PSCI_1_0_FN64_SYSTEM_SUSPEND)
+        sus = g.system_suspend(0x40001000, 0x77)
+        assert run_exit(k, fd) == K.KVM_EXIT_SYSTEM_EVENT
+        se = v.run.system_event
+        assert (se.type, se.ndata) == (K.KVM_SYSTEM_EVENT_SUSPEND, 0)
+        assert feat.result == 0 and sus.result == P.PSCI_1_0_FN64_SYSTEM_SUSPEND
+        buf = ctypes.c_uint64()
+        k.ioctl(fd, A.KVM_GET_ONE_REG, A.kvm_one_reg(id=A.KVM_REG_ARM64_X(1),
+                                                     addr=ctypes.addressof(buf)))
+        assert buf.value == 0x40001000
+    finally:
+        k.close_all()
