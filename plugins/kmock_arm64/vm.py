@@ -171,6 +171,8 @@ class Arm64Vm(VmType):
                 K.KVM_IRQ_LINE_STATUS: arm64_irq.vm_irq_line_status,
                 K.KVM_CREATE_IRQCHIP: vm_create_irqchip,
                 A.KVM_ARM_SET_DEVICE_ADDR: vm_set_device_addr,
+                A.KVM_HAS_DEVICE_ATTR: vm_device_attr,
+                A.KVM_SET_DEVICE_ATTR: vm_device_attr,
             }
         if file_type == "vcpu":
             return arm64_vcpu.vcpu_ioctls()
@@ -229,6 +231,15 @@ def vm_set_device_addr(f, arg):
         raise oserror(errno.ENODEV)  # vgic_check_type
     vgic.set_addr(vm, addr_type, da.addr)
     return 0
+
+
+def vm_device_attr(f, arg):
+    """KVM_HAS/SET_DEVICE_ATTR on the VM (kvm_vm_has_attr / kvm_vm_set_attr): EFAULT,
+    then every group ENXIO (KVM_ARM_VM_SMCCC_CTRL, the SMCCC filter, is not modelled).
+    KVM_GET_DEVICE_ATTR is not a VM ioctl on arm64: EINVAL."""
+    _vm(f)
+    copy_from_user(arg, A.kvm_device_attr)
+    raise oserror(errno.ENXIO)
 
 
 def vm_enable_cap(f, arg):

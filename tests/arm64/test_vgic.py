@@ -234,3 +234,12 @@ def test_capabilities_of_the_interrupt_surface(vm):
     kvm = k.open("/dev/kvm", os.O_RDWR)
     for cap in (A.KVM_CAP_ARM_IRQ_LINE_LAYOUT_2, A.KVM_CAP_ARM_USER_IRQ, A.KVM_CAP_VCPU_EVENTS):
         assert k.ioctl(kvm, K.KVM_CHECK_EXTENSION, cap) == 1
+
+
+def test_vm_device_attributes_are_enxio(vm):
+    """kvm_vm_has_attr / kvm_vm_set_attr: groups other than SMCCC_CTRL -> ENXIO (SMCCC_CTRL
+    is not modelled: ENXIO too); GET is not an arm64 VM ioctl (EINVAL)."""
+    a = A.kvm_device_attr(group=5, attr=0)
+    assert err(vm.k.ioctl, vm.fd, A.KVM_HAS_DEVICE_ATTR, a) == errno.ENXIO
+    assert err(vm.k.ioctl, vm.fd, A.KVM_SET_DEVICE_ATTR, a) == errno.ENXIO
+    assert err(vm.k.ioctl, vm.fd, A.KVM_GET_DEVICE_ATTR, a) == errno.EINVAL
