@@ -42,7 +42,6 @@ unless the VMM wrote another with KVM_SET_ONE_REG.
 
 from kmock.errors import check_int
 from kmock.kvm.guest import EXIT, HALT, Action
-from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 from kmock.uapi import psci as P
 
