@@ -294,3 +294,10 @@ def test_core_register_ids_against_a_model(word, size, sve):
             assert get(k, fd, reg_id, nbytes) == (0x3C5 if word == 66 else 1)
     finally:
         k.close_all()
+
+
+def test_vcpu_enable_cap_is_einval_without_reading_the_argument(vm):
+    """arm64 has no vCPU KVM_ENABLE_CAP: kvm_arch_vcpu_ioctl's default (EINVAL, not EFAULT)."""
+    k, v = vm
+    fd = new_vcpu(k, v)
+    assert err(k.ioctl, fd, K.KVM_ENABLE_CAP, 8) == errno.EINVAL  # a bad pointer
