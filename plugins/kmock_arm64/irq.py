@@ -78,3 +78,15 @@ def vm_irq_line_status(f, arg):
     irq_line(vm, ev.irq, ev.level)
     copy_to_user(arg, ev)
     return 0
+
+
+def vm_signal_msi(f, arg):
+    """KVM_SIGNAL_MSI (kvm_send_userspace_msi, then arm64's kvm_set_msi): EFAULT; no vGIC
+    or flags other than KVM_MSI_VALID_DEVID -> EINVAL; no ITS (kmock models none) ->
+    ENODEV."""
+    vm = f.vm
+    vm.check_caller()
+    msi = copy_from_user(arg, K.kvm_msi)
+    if vm.arch.vgic is None or msi.flags & ~K.KVM_MSI_VALID_DEVID:
+        raise oserror(errno.EINVAL)
+    raise oserror(errno.ENODEV)  # vgic_its_inject_msi: !vgic_has_its

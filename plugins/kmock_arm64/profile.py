@@ -9,7 +9,7 @@ authentication present; no AArch32 EL1), plus the generic ones (USER_MEMORY2,
 MEMORY_FAULT_INFO, GUEST_MEMFD, BINARY_STATS_FD, DEVICE_CTRL).
 
 Left at 0 because kmock does not model them on arm64 (a VMM takes its fallback path):
-IOEVENTFD, IRQFD, IRQ_ROUTING, SIGNAL_MSI, IRQFD_RESAMPLE (the core's eventfds are x86
+IOEVENTFD, IRQFD, IRQ_ROUTING, IRQFD_RESAMPLE (the core's eventfds are x86
 only), the dirty ring (arm64 needs ACQ_REL + WITH_BITMAP), COALESCED_MMIO (as on x86),
 HALT_POLL, MTE, SET_GUEST_DEBUG, PTP_KVM, COUNTER_OFFSET.
 
@@ -72,6 +72,7 @@ CAPS = {
     98: 1,  # KVM_CAP_ENABLE_CAP_VM
     105: 1,  # KVM_CAP_CHECK_EXTENSION_VM
     215: 1,  # KVM_CAP_SYSTEM_EVENT_DATA (PSCI system events fill ndata/data)
+    77: 1,  # KVM_CAP_SIGNAL_MSI (CONFIG_HAVE_KVM_MSI; no ITS here: ENODEV)
 }
 
 LINUX_ARM64 = dataclasses.replace(

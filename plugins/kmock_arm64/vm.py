@@ -169,6 +169,7 @@ class Arm64Vm(VmType):
                 K.KVM_CHECK_EXTENSION: vm_check_extension,
                 K.KVM_IRQ_LINE: arm64_irq.vm_irq_line,
                 K.KVM_IRQ_LINE_STATUS: arm64_irq.vm_irq_line_status,
+                K.KVM_SIGNAL_MSI: arm64_irq.vm_signal_msi,
                 K.KVM_CREATE_IRQCHIP: vm_create_irqchip,
                 A.KVM_ARM_SET_DEVICE_ADDR: vm_set_device_addr,
                 A.KVM_HAS_DEVICE_ATTR: vm_device_attr,

@@ -243,3 +243,17 @@ def test_vm_device_attributes_are_enxio(vm):
     assert err(vm.k.ioctl, vm.fd, A.KVM_HAS_DEVICE_ATTR, a) == errno.ENXIO
     assert err(vm.k.ioctl, vm.fd, A.KVM_SET_DEVICE_ATTR, a) == errno.ENXIO
     assert err(vm.k.ioctl, vm.fd, A.KVM_GET_DEVICE_ATTR, a) == errno.EINVAL
+
+
+def test_signal_msi_without_an_its(vm):
+    """kvm_send_userspace_msi: no vGIC -> EINVAL; arm64 kvm_set_msi without an ITS ->
+    ENODEV."""
+    msi = K.kvm_msi(address_lo=0x8080040, data=1)
+    assert err(vm.k.ioctl, vm.fd, K.KVM_SIGNAL_MSI, msi) == errno.EINVAL
+    vm.gic()
+    msi.flags = 2
+    assert err(vm.k.ioctl, vm.fd, K.KVM_SIGNAL_MSI, msi) == errno.EINVAL
+    msi.flags = K.KVM_MSI_VALID_DEVID
+    assert err(vm.k.ioctl, vm.fd, K.KVM_SIGNAL_MSI, msi) == errno.ENODEV
+    t = A.kvm_create_device(type=A.KVM_DEV_TYPE_ARM_VGIC_ITS, flags=A.KVM_CREATE_DEVICE_TEST)
+    assert err(vm.k.ioctl, vm.fd, A.KVM_CREATE_DEVICE, t) == errno.ENODEV
