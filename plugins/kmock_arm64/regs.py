@@ -20,7 +20,9 @@ Sources (arch/arm64/kvm/guest.c, reset.c, hypercalls.c; read):
   / 1.1 / 1.2 / 1.3 with it, else EINVAL (1.2 and 1.3: [U] taken from the 6.13
   SYSTEM_OFF2 series, the file read stops at 1.1); the SMCCC workaround levels may not
   claim more than the host (EINVAL); the feature bitmaps refuse unknown bits (EINVAL)
-  and changes after the VM's first run (EBUSY); anything else -> ENOENT.
+  and changes after the VM's first run (EBUSY); KVM_REG_ARM_VENDOR_HYP_BMAP_2 (listed
+  since 6.16, 0 at creation) [C: commit c0000e58c74e, named by the QEMU migration thread
+  and the get-reg-list selftest]; anything else -> ENOENT.
 * SVE (``get/set_sve_reg``, ``set_sve_vls``): KVM_REG_ARM64_SVE_VLS is writable until
   KVM_ARM_VCPU_FINALIZE (then EPERM); Z/P/FFR ids of a vCPU without SVE or of a slice
   > 0 -> ENOENT, other SVE ids -> EINVAL, before finalization -> EPERM.
@@ -60,9 +62,12 @@ WA_LEVELS = {A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1: 2,
              A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2: 3,
              A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3: 2}
 _WA2_ENABLED = 1 << 4
-#: KVM_ARM_SMCCC_{STD,STD_HYP,VENDOR_HYP}_FEATURES: TRNG; PV_TIME; FUNC_FEAT | PTP
+#: the bits each feature bitmap may hold (KVM_ARM_SMCCC_{STD,STD_HYP,VENDOR_HYP}_FEATURES:
+#: TRNG; PV_TIME; FUNC_FEAT | PTP; VENDOR_HYP_BMAP_2, 6.16: DISCOVER_IMPL_VER | _CPUS)
 FW_BMAP_FEATURES = {A.KVM_REG_ARM_STD_BMAP: 0x1, A.KVM_REG_ARM_STD_HYP_BMAP: 0x1,
-                    A.KVM_REG_ARM_VENDOR_HYP_BMAP: 0x3}
+                    A.KVM_REG_ARM_VENDOR_HYP_BMAP: 0x3, A.KVM_REG_ARM_VENDOR_HYP_BMAP_2: 0x3}
+#: kvm_arm_init_hypercalls: every feature on at VM creation, VENDOR_HYP_BMAP_2 off
+FW_BMAP_DEFAULTS = {**FW_BMAP_FEATURES, A.KVM_REG_ARM_VENDOR_HYP_BMAP_2: 0}
 _PSCI_0_2_UP = (A.KVM_ARM_PSCI_0_2, A.KVM_ARM_PSCI_1_0, A.KVM_ARM_PSCI_1_1,
                 A.KVM_ARM_PSCI_1_2, A.KVM_ARM_PSCI_1_3)
 MPIDR_EL1 = A.ARM64_SYS_REG(3, 0, 0, 0, 5)
@@ -81,7 +86,8 @@ LISTED_SYSREGS = tuple(sorted(A.ARM64_SYS_REG(*e) for e in (
 TIMER_REGS = (A.KVM_REG_ARM_TIMER_CTL, A.KVM_REG_ARM_TIMER_CNT, A.KVM_REG_ARM_TIMER_CVAL)
 FW_REGS = (A.KVM_REG_ARM_PSCI_VERSION, A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1,
            A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2, A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3,
-           A.KVM_REG_ARM_STD_BMAP, A.KVM_REG_ARM_STD_HYP_BMAP, A.KVM_REG_ARM_VENDOR_HYP_BMAP)
+           A.KVM_REG_ARM_STD_BMAP, A.KVM_REG_ARM_STD_HYP_BMAP, A.KVM_REG_ARM_VENDOR_HYP_BMAP,
+           A.KVM_REG_ARM_VENDOR_HYP_BMAP_2)
 _ZREG_MIN = A.KVM_REG_ARM64_SVE_ZREG(0, 0)
 _ZREG_MAX = A.KVM_REG_ARM64_SVE_ZREG(31, 31)
 _PREG_MIN = A.KVM_REG_ARM64_SVE_PREG(0, 0)

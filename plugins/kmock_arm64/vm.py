@@ -50,8 +50,8 @@ class Arm64VmState:
         self.has_ran_once = False
         #: kvm->arch.psci_version (KVM_REG_ARM_PSCI_VERSION; 0: the latest)
         self.psci_version = 0
-        #: kvm->arch.smccc_feat: the firmware feature bitmaps, all features at creation
-        self.fw_bmaps = dict(arm64_regs.FW_BMAP_FEATURES)
+        #: kvm->arch.smccc_feat: the firmware feature bitmaps
+        self.fw_bmaps = dict(arm64_regs.FW_BMAP_DEFAULTS)
         #: kvm->arch.timer_data.ppi, and KVM_ARCH_FLAG_TIMER_PPIS_IMMUTABLE (first run)
         self.timer_ppis = dict(vcpu_attr.TIMER_DEFAULT_PPIS)
         self.timer_ppis_immutable = False

@@ -132,12 +132,15 @@ def test_get_reg_list(vm):
     # copy_core_reg_indices: 31 x, sp, pc, pstate, sp_el1, elr_el1, 5 spsr, 32 vregs, fpsr, fpcr
     assert ids[:75] == [i for i in ids[:75] if i & A.KVM_REG_ARM_COPROC_MASK == A.KVM_REG_ARM_CORE]
     assert ids[0] == A.KVM_REG_ARM64_X(0) and ids[74] == core(213, U32)
-    assert ids[75:82] == [A.KVM_REG_ARM_PSCI_VERSION, A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1,
+    assert ids[75:83] == [A.KVM_REG_ARM_PSCI_VERSION, A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1,
                           A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2,
                           A.KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3, A.KVM_REG_ARM_STD_BMAP,
-                          A.KVM_REG_ARM_STD_HYP_BMAP, A.KVM_REG_ARM_VENDOR_HYP_BMAP]
-    assert ids[82:85] == [A.KVM_REG_ARM_TIMER_CTL, A.KVM_REG_ARM_TIMER_CNT,
+                          A.KVM_REG_ARM_STD_HYP_BMAP, A.KVM_REG_ARM_VENDOR_HYP_BMAP,
+                          A.KVM_REG_ARM_VENDOR_HYP_BMAP_2]  # the last one since 6.16
+    assert ids[83:86] == [A.KVM_REG_ARM_TIMER_CTL, A.KVM_REG_ARM_TIMER_CNT,
                           A.KVM_REG_ARM_TIMER_CVAL]
+    assert get(k, fd, A.KVM_REG_ARM_VENDOR_HYP_BMAP_2) == 0
+    assert get(k, fd, A.KVM_REG_ARM_VENDOR_HYP_BMAP) == 0x3
     for i in ids:  # every listed register can be read and written back
         size = 1 << ((i & A.KVM_REG_SIZE_MASK) >> A.KVM_REG_SIZE_SHIFT)
         put(k, fd, i, get(k, fd, i, size), size)
@@ -167,7 +170,7 @@ def test_sve_needs_finalize(vm):
     assert get(k, fd, A.KVM_REG_ARM64_SVE_ZREG(1, 0), 256) == 0xABCD  # VL 16 bytes kept
     assert err(get, k, fd, A.KVM_REG_ARM64_SVE_ZREG(1, 1), 256) == errno.ENOENT  # slice 1
     n, ids = reg_list(k, fd, 1000)
-    assert n == 43 + 50 + 7 + 3 + len(regs.LISTED_SYSREGS)  # no vregs; VLS, Z, P, FFR
+    assert n == 43 + 50 + 8 + 3 + len(regs.LISTED_SYSREGS)  # no vregs; VLS, Z, P, FFR
     assert A.KVM_REG_ARM64_SVE_VLS in ids and core(84, U128) not in ids
     k.vm(v).vcpus[0].guest.stop()
     assert run_exit(k, fd) == K.KVM_EXIT_INTR
