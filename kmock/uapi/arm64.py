@@ -19,7 +19,7 @@ kmock.uapi.kvm grows them (it has none today), and kvm.py may re-export them the
 
 import ctypes
 
-from .ioctl import _IOR, _IOW
+from .ioctl import _IOR, _IOW, _IOWR
 from .kvm import KVMIO
 
 u32 = ctypes.c_uint32
@@ -156,3 +156,193 @@ KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION = 5
 KVM_VGIC_V3_DIST_SIZE = 0x10000
 KVM_VGIC_V3_REDIST_SIZE = 2 * 0x10000
 KVM_VGIC_V3_ITS_SIZE = 2 * 0x10000
+
+# --- ONE_REG id space (asm/kvm.h, linux/kvm.h) ----------------------------------------------
+
+KVM_REG_ARCH_MASK = 0xFF00000000000000
+KVM_REG_SIZE_U32 = 0x0020000000000000
+KVM_REG_SIZE_U128 = 0x0040000000000000
+KVM_REG_SIZE_U256 = 0x0050000000000000
+KVM_REG_SIZE_U512 = 0x0060000000000000
+KVM_REG_SIZE_U2048 = 0x0080000000000000
+KVM_REG_ARM_COPROC_MASK = 0x0FFF0000
+KVM_REG_ARM_DEMUX = 0x0011 << 16
+KVM_REG_ARM64_SYSREG = 0x0013 << 16
+KVM_REG_ARM_FW = 0x0014 << 16
+KVM_REG_ARM64_SVE = 0x0015 << 16
+KVM_REG_ARM_FW_FEAT_BMAP = 0x0016 << 16
+KVM_REG_ARM64_SYSREG_OP0_SHIFT = 14
+KVM_REG_ARM64_SYSREG_OP1_SHIFT = 11
+KVM_REG_ARM64_SYSREG_CRN_SHIFT = 7
+KVM_REG_ARM64_SYSREG_CRM_SHIFT = 3
+KVM_REG_ARM64_SYSREG_OP2_SHIFT = 0
+#: the op0..op2 fields of a KVM_REG_ARM64_SYSREG id
+KVM_REG_ARM64_SYSREG_FIELDS = 0xFFFF
+
+
+def ARM64_SYS_REG(op0, op1, crn, crm, op2):
+    return (KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG | op0 << 14 | op1 << 11
+            | crn << 7 | crm << 3 | op2)
+
+
+#: the arch timer's registers (asm/kvm.h: CNT and CVAL's encodings are swapped on purpose)
+KVM_REG_ARM_TIMER_CTL = ARM64_SYS_REG(3, 3, 14, 3, 1)
+KVM_REG_ARM_TIMER_CNT = ARM64_SYS_REG(3, 3, 14, 3, 2)
+KVM_REG_ARM_TIMER_CVAL = ARM64_SYS_REG(3, 3, 14, 0, 2)
+
+
+def KVM_REG_ARM_FW_REG(r):
+    return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_FW | (r & 0xFFFF)
+
+
+KVM_REG_ARM_PSCI_VERSION = KVM_REG_ARM_FW_REG(0)
+KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_1 = KVM_REG_ARM_FW_REG(1)
+KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_2 = KVM_REG_ARM_FW_REG(2)
+KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3 = KVM_REG_ARM_FW_REG(3)
+
+
+def KVM_REG_ARM_FW_FEAT_BMAP_REG(r):
+    return KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_FW_FEAT_BMAP | (r & 0xFFFF)
+
+
+KVM_REG_ARM_STD_BMAP = KVM_REG_ARM_FW_FEAT_BMAP_REG(0)
+KVM_REG_ARM_STD_HYP_BMAP = KVM_REG_ARM_FW_FEAT_BMAP_REG(1)
+KVM_REG_ARM_VENDOR_HYP_BMAP = KVM_REG_ARM_FW_FEAT_BMAP_REG(2)
+#: since 6.16 (commit c0000e58c74e): DISCOVER_IMPL_VER (bit 0), DISCOVER_IMPL_CPUS (bit 1)
+KVM_REG_ARM_VENDOR_HYP_BMAP_2 = KVM_REG_ARM_FW_FEAT_BMAP_REG(3)
+
+#: kvm->arch.psci_version values (include/kvm/arm_psci.h: PSCI_VERSION(major, minor))
+KVM_ARM_PSCI_0_1 = 1
+KVM_ARM_PSCI_0_2 = 2
+KVM_ARM_PSCI_1_0 = 1 << 16
+KVM_ARM_PSCI_1_1 = 1 << 16 | 1
+KVM_ARM_PSCI_1_2 = 1 << 16 | 2
+KVM_ARM_PSCI_1_3 = 1 << 16 | 3
+
+# SVE registers (asm/kvm.h): Z0-31 (2048-bit slices), P0-15 and FFR (256-bit), the VLS
+KVM_REG_ARM64_SVE_ZREG_BASE = 0
+KVM_REG_ARM64_SVE_PREG_BASE = 0x0400
+KVM_REG_ARM64_SVE_FFR_BASE = 0x0600
+KVM_ARM64_SVE_NUM_ZREGS = 32
+KVM_ARM64_SVE_NUM_PREGS = 16
+KVM_ARM64_SVE_MAX_SLICES = 32
+
+
+def KVM_REG_ARM64_SVE_ZREG(n, i):
+    return (KVM_REG_ARM64 | KVM_REG_ARM64_SVE | KVM_REG_ARM64_SVE_ZREG_BASE
+            | KVM_REG_SIZE_U2048 | n << 5 | i)
+
+
+def KVM_REG_ARM64_SVE_PREG(n, i):
+    return (KVM_REG_ARM64 | KVM_REG_ARM64_SVE | KVM_REG_ARM64_SVE_PREG_BASE
+            | KVM_REG_SIZE_U256 | n << 5 | i)
+
+
+def KVM_REG_ARM64_SVE_FFR(i):
+    return (KVM_REG_ARM64 | KVM_REG_ARM64_SVE | KVM_REG_ARM64_SVE_FFR_BASE
+            | KVM_REG_SIZE_U256 | i)
+
+
+KVM_REG_ARM64_SVE_VLS = KVM_REG_ARM64 | KVM_REG_ARM64_SVE | KVM_REG_SIZE_U512 | 0xFFFF
+KVM_ARM64_SVE_VLS_WORDS = 8
+
+
+class kvm_reg_list(ctypes.Structure):
+    _fields_ = [("n", u64)]  # then __u64 reg[n]
+
+
+KVM_GET_REG_LIST = _IOWR(KVMIO, 0xB0, kvm_reg_list)
+
+# --- KVM_GET/SET_VCPU_EVENTS (asm/kvm.h, arm64 layout: 64 bytes like x86's) ---------------
+
+
+class _arm64_events_exception(ctypes.Structure):
+    _fields_ = [("serror_pending", ctypes.c_uint8), ("serror_has_esr", ctypes.c_uint8),
+                ("ext_dabt_pending", ctypes.c_uint8), ("ext_iabt_pending", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8 * 4), ("serror_esr", u64)]
+
+
+class kvm_vcpu_events(ctypes.Structure):
+    _fields_ = [("exception", _arm64_events_exception), ("reserved", u32 * 12)]
+
+
+KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9F, kvm_vcpu_events)
+KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xA0, kvm_vcpu_events)
+KVM_CAP_VCPU_EVENTS = 41
+
+# --- KVM_IRQ_LINE's irq field on arm64 (asm/kvm.h) -----------------------------------------
+
+KVM_ARM_IRQ_VCPU2_SHIFT = 28
+KVM_ARM_IRQ_VCPU2_MASK = 0xF
+KVM_ARM_IRQ_TYPE_SHIFT = 24
+KVM_ARM_IRQ_TYPE_MASK = 0xF
+KVM_ARM_IRQ_VCPU_SHIFT = 16
+KVM_ARM_IRQ_VCPU_MASK = 0xFF
+KVM_ARM_IRQ_NUM_SHIFT = 0
+KVM_ARM_IRQ_NUM_MASK = 0xFFFF
+KVM_ARM_IRQ_TYPE_CPU = 0
+KVM_ARM_IRQ_TYPE_SPI = 1
+KVM_ARM_IRQ_TYPE_PPI = 2
+KVM_ARM_IRQ_CPU_IRQ = 0
+KVM_ARM_IRQ_CPU_FIQ = 1
+KVM_CAP_ARM_USER_IRQ = 137
+KVM_CAP_ARM_IRQ_LINE_LAYOUT_2 = 174
+
+
+def KVM_ARM_IRQ(irq_type, vcpu, num):
+    """The irq field of KVM_IRQ_LINE; vCPU indexes above 255 go in bits 31:28 (LAYOUT_2)."""
+    return ((vcpu >> 8 & KVM_ARM_IRQ_VCPU2_MASK) << KVM_ARM_IRQ_VCPU2_SHIFT
+            | irq_type << KVM_ARM_IRQ_TYPE_SHIFT | (vcpu & 0xFF) << KVM_ARM_IRQ_VCPU_SHIFT
+            | num)
+
+
+# --- legacy vGIC ioctls: KVM_CREATE_IRQCHIP (GICv2) and KVM_ARM_SET_DEVICE_ADDR ------------
+
+
+class kvm_arm_device_addr(ctypes.Structure):
+    _fields_ = [("id", u64), ("addr", u64)]
+
+
+#: same number as KVM_GET_ONE_REG (_IOW 0xab, 16 bytes): a VM ioctl, not a vCPU one
+KVM_ARM_SET_DEVICE_ADDR = _IOW(KVMIO, 0xAB, kvm_arm_device_addr)
+KVM_ARM_DEVICE_ID_SHIFT = 16
+KVM_ARM_DEVICE_ID_MASK = 0xFFFF << KVM_ARM_DEVICE_ID_SHIFT
+KVM_ARM_DEVICE_TYPE_MASK = 0xFFFF
+KVM_ARM_DEVICE_VGIC_V2 = 0
+
+# KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION's value: index 11:0, flags 15:12, base 51:16, count 63:52
+KVM_VGIC_V3_RDIST_INDEX_MASK = 0xFFF
+KVM_VGIC_V3_RDIST_FLAGS_SHIFT = 12
+KVM_VGIC_V3_RDIST_FLAGS_MASK = 0xF << 12
+KVM_VGIC_V3_RDIST_BASE_MASK = ((1 << 52) - 1) & ~0xFFFF
+KVM_VGIC_V3_RDIST_COUNT_SHIFT = 52
+KVM_VGIC_V3_RDIST_COUNT_MASK = 0xFFF << 52
+
+# --- vCPU device attributes (asm/kvm.h) ---------------------------------------------------
+
+KVM_ARM_VCPU_PMU_V3_CTRL = 0
+KVM_ARM_VCPU_PMU_V3_IRQ = 0
+KVM_ARM_VCPU_PMU_V3_INIT = 1
+KVM_ARM_VCPU_PMU_V3_FILTER = 2
+KVM_ARM_VCPU_PMU_V3_SET_PMU = 3
+KVM_ARM_VCPU_TIMER_CTRL = 1
+KVM_ARM_VCPU_TIMER_IRQ_VTIMER = 0
+KVM_ARM_VCPU_TIMER_IRQ_PTIMER = 1
+KVM_ARM_VCPU_TIMER_IRQ_HVTIMER = 2
+KVM_ARM_VCPU_TIMER_IRQ_HPTIMER = 3
+KVM_ARM_VCPU_PVTIME_CTRL = 2
+KVM_ARM_VCPU_PVTIME_IPA = 0
+
+
+class kvm_pmu_event_filter(ctypes.Structure):
+    _fields_ = [("base_event", ctypes.c_uint16), ("nevents", ctypes.c_uint16),
+                ("action", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3)]
+
+
+KVM_PMU_EVENT_ALLOW = 0
+KVM_PMU_EVENT_DENY = 1
+KVM_CAP_STEAL_TIME = 187
+KVM_CAP_ARM_INJECT_SERROR_ESR = 158
+KVM_CAP_ARM_INJECT_EXT_DABT = 178
+KVM_CAP_ARM_NISV_TO_USER = 177
+KVM_CAP_ARM_SYSTEM_SUSPEND = 216

@@ -22,22 +22,30 @@ PSCI return value, or the version / affinity state):
 * ``call(fn, arg1=0, arg2=0, arg3=0)``: any function id (an unknown one is
   NOT_SUPPORTED).
 
-The vCPU's PSCI version is 1.3 with the KVM_ARM_VCPU_PSCI_0_2 feature (KVM_ARM_PSCI_LATEST,
-the kvm->arch.psci_version default) and 0.1 without it (0.1 has only CPU_ON and CPU_OFF,
-under KVM's own function ids; the guest's calls here are 0.2 ids, so every one is
-NOT_SUPPORTED). SYSTEM_SUSPEND needs KVM_CAP_ARM_SYSTEM_SUSPEND, which the mock does not
-offer: NOT_SUPPORTED. Guests are AArch64 (no 32-bit narrowing).
+The vCPU's PSCI version (kvm_psci_version) is the VMM's KVM_REG_ARM_PSCI_VERSION, or 1.3
+(KVM_ARM_PSCI_LATEST) with the KVM_ARM_VCPU_PSCI_0_2 feature, and 0.1 without it (0.1 has
+only CPU_ON and CPU_OFF, under KVM's own function ids; the guest's calls here are 0.2 ids,
+so every one is NOT_SUPPORTED). kvm_psci_call dispatches on it: 0.2 answers VERSION 0.2
+and has no PSCI_FEATURES; 1.x (kvm_psci_1_x_call) reports 1.<minor> and offers
+SYSTEM_RESET2 from 1.1 and SYSTEM_OFF2 from 1.3 (PSCI_FEATURES says so too); below those
+minors the calls are NOT_SUPPORTED [U: the minor gates recalled from psci.c 6.13, not
+re-read]. ``system_suspend(entry, context_id)``: NOT_SUPPORTED unless the VMM enabled
+KVM_CAP_ARM_SYSTEM_SUSPEND; then KVM_RUN returns KVM_EXIT_SYSTEM_EVENT / SUSPEND (ndata 0)
+with the guest's registers untouched (x0 = the function id, x1 = entry, x2 = context
+id, readable with KVM_GET_ONE_REG): ``result`` is that unchanged x0 (kvm_psci_1_x_call;
+the VMM implements the suspend). Guests are AArch64 (no 32-bit narrowing).
 
-A vCPU's MPIDR affinity is reset_mpidr's (arch/arm64/kvm/sys_regs.c): Aff0 = vcpu_id
-bits 3:0, Aff1 = bits 11:4, Aff2 = bits 19:12; a VMM's KVM_SET_ONE_REG of MPIDR_EL1 is
-not taken into account.
+A vCPU's MPIDR affinity is its MPIDR_EL1 register (kvm_vcpu_get_mpidr_aff): reset_mpidr's
+(arch/arm64/kvm/sys_regs.c: Aff0 = vcpu_id bits 3:0, Aff1 = bits 11:4, Aff2 = bits 19:12)
+unless the VMM wrote another with KVM_SET_ONE_REG.
 """
 
 from kmock.errors import check_int
 from kmock.kvm.guest import EXIT, HALT, Action
-from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 from kmock.uapi import psci as P
+
+from . import regs as arm64_regs
 
 #: MPIDR_HWID_BITMASK (arch/arm64/include/asm/cputype.h): Aff3 and Aff2..Aff0
 MPIDR_HWID_BITMASK = 0xFF00FFFFFF
@@ -50,6 +58,7 @@ _SUPPORTED_1_X = frozenset((
     P.PSCI_0_2_FN_AFFINITY_INFO, P.PSCI_0_2_FN64_AFFINITY_INFO,
     P.PSCI_0_2_FN_MIGRATE_INFO_TYPE, P.PSCI_0_2_FN_SYSTEM_OFF, P.PSCI_0_2_FN_SYSTEM_RESET,
     P.PSCI_1_0_FN_PSCI_FEATURES, P.ARM_SMCCC_VERSION_FUNC_ID))
+_SYSTEM_SUSPEND = (P.PSCI_1_0_FN_SYSTEM_SUSPEND, P.PSCI_1_0_FN64_SYSTEM_SUSPEND)
 PSCI_1_3 = P.PSCI_VERSION(1, 3)
 PSCI_0_1 = P.PSCI_VERSION(0, 1)
 
@@ -61,9 +70,14 @@ def mpidr_aff(vcpu_id):
 
 
 def psci_version(vcpu):
-    """kvm_psci_version: 1.3 with the PSCI 0.2 feature, 0.1 without."""
+    """kvm_psci_version: the VMM's choice or 1.3 with the PSCI 0.2 feature, 0.1 without."""
     features = vcpu.arch.features if vcpu.arch is not None else 0
-    return PSCI_1_3 if features & 1 << A.KVM_ARM_VCPU_PSCI_0_2 else PSCI_0_1
+    return arm64_regs.psci_version(vcpu.vm.arch, features)
+
+
+def vcpu_affinity(vcpu):
+    """kvm_vcpu_get_mpidr_aff: MPIDR_EL1's affinity fields."""
+    return vcpu.arch.regs.mpidr() & MPIDR_HWID_BITMASK
 
 
 def _valid_affinity(affinity):
@@ -86,13 +100,14 @@ def _cpu_on(vcpu, target, entry, context_id):
     if not _valid_affinity(target):
         return P.PSCI_RET_INVALID_PARAMS
     other = next((v for v in _vcpus(vcpu.vm)
-                  if mpidr_aff(v.id) == target & MPIDR_HWID_BITMASK), None)
+                  if vcpu_affinity(v) == target & MPIDR_HWID_BITMASK), None)
     if other is None:
         return P.PSCI_RET_INVALID_PARAMS
     with other.wake:
         if not other.stopped or other.arch.suspended:  # !kvm_arm_vcpu_stopped
             return P.PSCI_RET_ALREADY_ON
         other.arch.reset_state = {"pc": entry & _U64, "r0": context_id & _U64}
+        other.arch.reset_pending = True  # KVM_REQ_VCPU_RESET
         other.stopped = False
         other.wake.notify_all()
     return P.PSCI_RET_SUCCESS
@@ -107,7 +122,7 @@ def _affinity_info(vcpu, target, level):
     target &= mask
     matching = 0
     for v in _vcpus(vcpu.vm):
-        if mpidr_aff(v.id) & mask == target:
+        if vcpu_affinity(v) & mask == target:
             matching += 1
             if not v.stopped or v.arch.suspended:
                 return P.PSCI_0_2_AFFINITY_LEVEL_ON
@@ -137,19 +152,39 @@ class PsciCall(Action):
         return f"fn {self.fn:#x} args {', '.join(hex(a) for a in self.args)}"
 
     def step(self, vcpu):
-        if psci_version(vcpu) == PSCI_0_1:
+        version = psci_version(vcpu)
+        if version == PSCI_0_1:
             return self.finish(P.PSCI_RET_NOT_SUPPORTED)  # kvm_psci_0_1_call: KVM's own ids
+        #: kvm_psci_1_x_call's minor; None: kvm_psci_0_2_call
+        minor = version & 0xFFFF if version >> 16 == 1 else None
         fn, (a1, a2, a3) = self.fn, self.args
         if fn == P.PSCI_0_2_FN_PSCI_VERSION:
-            return self.finish(PSCI_1_3)
-        if fn == P.PSCI_1_0_FN_PSCI_FEATURES:
-            if a1 & _U32 in _SUPPORTED_1_X or a1 & _U32 in (P.PSCI_1_1_FN_SYSTEM_RESET2,
-                                                            P.PSCI_1_1_FN64_SYSTEM_RESET2):
+            return self.finish(version)
+        if fn == P.PSCI_1_0_FN_PSCI_FEATURES and minor is not None:
+            f = a1 & _U32
+            if f in _SUPPORTED_1_X or (minor >= 1 and f in (P.PSCI_1_1_FN_SYSTEM_RESET2,
+                                                            P.PSCI_1_1_FN64_SYSTEM_RESET2)):
                 return self.finish(P.PSCI_RET_SUCCESS)
-            if a1 & _U32 in (P.PSCI_1_3_FN_SYSTEM_OFF2, P.PSCI_1_3_FN64_SYSTEM_OFF2):
+            if f in _SYSTEM_SUSPEND and vcpu.vm.arch.system_suspend_enabled:
+                return self.finish(P.PSCI_RET_SUCCESS)
+            if minor >= 3 and f in (P.PSCI_1_3_FN_SYSTEM_OFF2, P.PSCI_1_3_FN64_SYSTEM_OFF2):
                 return self.finish(P.PSCI_1_3_OFF_TYPE_HIBERNATE_OFF)
             return self.finish(P.PSCI_RET_NOT_SUPPORTED)
+        if fn in _SYSTEM_SUSPEND and minor is not None:
+            if not vcpu.vm.arch.system_suspend_enabled:
+                return self.finish(P.PSCI_RET_NOT_SUPPORTED)
+            if fn == P.PSCI_1_0_FN_SYSTEM_SUSPEND:
+                a1, a2 = a1 & _U32, a2 & _U32
+            regs = vcpu.arch.regs
+            for n, value in enumerate((fn, a1, a2)):
+                regs.set_x(n, value)
+            vcpu.system_event_exit(K.KVM_SYSTEM_EVENT_SUSPEND)
+            self.exits.append(K.KVM_EXIT_SYSTEM_EVENT)
+            self.finish(fn)  # x0 unchanged
+            return EXIT
         if fn in (P.PSCI_1_1_FN_SYSTEM_RESET2, P.PSCI_1_1_FN64_SYSTEM_RESET2):
+            if minor is None or minor < 1:
+                return self.finish(P.PSCI_RET_NOT_SUPPORTED)
             if fn == P.PSCI_1_1_FN_SYSTEM_RESET2:
                 a1 &= _U32  # kvm_psci_narrow_to_32bit
             reset_type = a1 & _U32
@@ -159,6 +194,8 @@ class PsciCall(Action):
                                     K.KVM_SYSTEM_EVENT_RESET_FLAG_PSCI_RESET2)
             return self.finish(P.PSCI_RET_INVALID_PARAMS)
         if fn in (P.PSCI_1_3_FN_SYSTEM_OFF2, P.PSCI_1_3_FN64_SYSTEM_OFF2):
+            if minor is None or minor < 3:
+                return self.finish(P.PSCI_RET_NOT_SUPPORTED)
             if fn == P.PSCI_1_3_FN_SYSTEM_OFF2:
                 a1, a2 = a1 & _U32, a2 & _U32
             if (a1 and a1 != P.PSCI_1_3_OFF_TYPE_HIBERNATE_OFF) or a2:
@@ -232,6 +269,9 @@ class PsciGuest:
 
     def system_reset2(self, reset_type=0, cookie=0):
         return self.call(P.PSCI_1_1_FN64_SYSTEM_RESET2, reset_type, cookie)
+
+    def system_suspend(self, entry, context_id=0):
+        return self.call(P.PSCI_1_0_FN64_SYSTEM_SUSPEND, entry, context_id)
 
     def system_off2(self, off_type=0, cookie=0):
         return self.call(P.PSCI_1_3_FN64_SYSTEM_OFF2, off_type, cookie)

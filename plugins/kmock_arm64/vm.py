@@ -27,8 +27,11 @@ from kmock.kvm.vmtype import VmType
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
+from . import irq as arm64_irq
+from . import regs as arm64_regs
 from . import vcpu as arm64_vcpu
-from .psci import PsciGuest
+from . import vcpu_attr
+from .psci import PsciGuest, mpidr_aff
 from .vgic import VgicDevice, create_vgic
 
 KVM_PHYS_SHIFT = 40  # the IPA size of a type with bits 7:0 == 0
@@ -45,6 +48,18 @@ class Arm64VmState:
         #: kvm->arch.vcpu_features once the first KVM_ARM_VCPU_INIT set them
         self.vcpu_features = None
         self.has_ran_once = False
+        #: kvm->arch.psci_version (KVM_REG_ARM_PSCI_VERSION; 0: the latest)
+        self.psci_version = 0
+        #: kvm->arch.smccc_feat: the firmware feature bitmaps
+        self.fw_bmaps = dict(arm64_regs.FW_BMAP_DEFAULTS)
+        #: kvm->arch.timer_data.ppi, and KVM_ARCH_FLAG_TIMER_PPIS_IMMUTABLE (first run)
+        self.timer_ppis = dict(vcpu_attr.TIMER_DEFAULT_PPIS)
+        self.timer_ppis_immutable = False
+        #: KVM_ARM_VCPU_PMU_V3_FILTER ranges, in order
+        self.pmu_filters = []
+        #: KVM_ARCH_FLAG_SYSTEM_SUSPEND_ENABLED, KVM_ARCH_FLAG_RETURN_NISV_IO_ABORT_TO_USER
+        self.system_suspend_enabled = False
+        self.nisv_to_user = False
         self.lock = threading.RLock()
 
 
@@ -108,6 +123,7 @@ class Arm64Vm(VmType):
         if vcpu.id >= self.max_vcpus(vcpu.vm):
             raise oserror(errno.EINVAL)
         vcpu.arch = self.vcpu_state(vcpu)
+        vcpu.arch.regs = arm64_regs.Registers(vcpu.id, mpidr_aff(vcpu.id))
 
     def max_vcpus(self, vm):
         """kvm->max_vcpus: the vGIC model's limit (512 before a vGIC exists: GICv3 host)."""
@@ -133,11 +149,14 @@ class Arm64Vm(VmType):
         """May KVM_SET_ONE_REG write ``reg_id``? Raise OSError to refuse."""
 
     def first_run(self, vcpu):
-        """kvm_arch_vcpu_run_pid_change after the vCPU checks: map the vGIC's resources.
-        A subclass adds its own step (a realm's activation)."""
+        """kvm_arch_vcpu_run_pid_change after the vCPU checks: map the vGIC's resources,
+        kvm_timer_enable, kvm_arm_pmu_v3_enable. A subclass adds its own step (a realm's
+        activation)."""
         vgic = vcpu.vm.arch.vgic
         if vgic is not None:
             vgic.map_resources()
+        vcpu_attr.timer_enable(vcpu)
+        vcpu_attr.pmu_enable(vcpu)
 
     # --- dispatch ---------------------------------------------------------------------------
 
@@ -148,6 +167,13 @@ class Arm64Vm(VmType):
                 A.KVM_CREATE_DEVICE: vm_create_device,
                 K.KVM_ENABLE_CAP: vm_enable_cap,
                 K.KVM_CHECK_EXTENSION: vm_check_extension,
+                K.KVM_IRQ_LINE: arm64_irq.vm_irq_line,
+                K.KVM_IRQ_LINE_STATUS: arm64_irq.vm_irq_line_status,
+                K.KVM_SIGNAL_MSI: arm64_irq.vm_signal_msi,
+                K.KVM_CREATE_IRQCHIP: vm_create_irqchip,
+                A.KVM_ARM_SET_DEVICE_ADDR: vm_set_device_addr,
+                A.KVM_HAS_DEVICE_ATTR: vm_device_attr,
+                A.KVM_SET_DEVICE_ATTR: vm_device_attr,
             }
         if file_type == "vcpu":
             return arm64_vcpu.vcpu_ioctls()
@@ -183,10 +209,54 @@ def vm_create_device(f, arg):
     return 0
 
 
-def vm_enable_cap(f, arg):
-    """kvm_vm_ioctl_enable_cap (arm64): flags or a capability not modelled -> EINVAL."""
+def vm_create_irqchip(f, arg):
+    """KVM_CREATE_IRQCHIP (kvm_arch_vm_ioctl): kvm_vgic_create(GICv2), no device fd."""
+    vm = _vm(f)
+    create_vgic(vm, A.KVM_DEV_TYPE_ARM_VGIC_V2, vm.vmtype.vgic_models)
+    return 0
+
+
+def vm_set_device_addr(f, arg):
+    """KVM_ARM_SET_DEVICE_ADDR (kvm_vm_ioctl_set_device_addr): device id VGIC_V2 only
+    (else ENODEV), then kvm_set_legacy_vgic_v2_addr."""
+    vm = _vm(f)
+    da = copy_from_user(arg, A.kvm_arm_device_addr)
+    dev_id = (da.id & A.KVM_ARM_DEVICE_ID_MASK) >> A.KVM_ARM_DEVICE_ID_SHIFT
+    if dev_id != A.KVM_ARM_DEVICE_VGIC_V2:
+        raise oserror(errno.ENODEV)
+    vgic = vm.arch.vgic
+    addr_type = da.id & A.KVM_ARM_DEVICE_TYPE_MASK
+    if addr_type not in (A.KVM_VGIC_V2_ADDR_TYPE_DIST, A.KVM_VGIC_V2_ADDR_TYPE_CPU):
+        raise oserror(errno.ENODEV)
+    if vgic is None or vgic.model != A.KVM_DEV_TYPE_ARM_VGIC_V2:
+        raise oserror(errno.ENODEV)  # vgic_check_type
+    vgic.set_addr(vm, addr_type, da.addr)
+    return 0
+
+
+def vm_device_attr(f, arg):
+    """KVM_HAS/SET_DEVICE_ATTR on the VM (kvm_vm_has_attr / kvm_vm_set_attr): EFAULT,
+    then every group ENXIO (KVM_ARM_VM_SMCCC_CTRL, the SMCCC filter, is not modelled).
+    KVM_GET_DEVICE_ATTR is not a VM ioctl on arm64: EINVAL."""
     _vm(f)
-    copy_from_user(arg, K.kvm_enable_cap)  # EFAULT first
+    copy_from_user(arg, A.kvm_device_attr)
+    raise oserror(errno.ENXIO)
+
+
+def vm_enable_cap(f, arg):
+    """kvm_vm_ioctl_enable_cap (arm64): flags -> EINVAL; KVM_CAP_ARM_SYSTEM_SUSPEND (PSCI
+    SYSTEM_SUSPEND exits to the VMM) and KVM_CAP_ARM_NISV_TO_USER (kmock's guests make no
+    ISV-less MMIO abort) -> 0; the others -> EINVAL."""
+    vm = _vm(f)
+    cap = copy_from_user(arg, K.kvm_enable_cap)  # EFAULT first
+    if cap.flags:
+        raise oserror(errno.EINVAL)
+    if cap.cap == A.KVM_CAP_ARM_SYSTEM_SUSPEND:
+        vm.arch.system_suspend_enabled = True
+        return 0
+    if cap.cap == A.KVM_CAP_ARM_NISV_TO_USER:
+        vm.arch.nisv_to_user = True
+        return 0
     raise oserror(errno.EINVAL)
 
 

@@ -252,3 +252,89 @@ def test_psci_arguments_are_checked(smp):
         v0.guest.psci.cpu_on(-1, 0)
     with pytest.raises(KmockUsageError, match="arg2 must be"):
         v0.guest.psci.cpu_on(1, 1 << 64)
+
+
+def _set_reg(k, fd, reg_id, value):
+    import ctypes
+    buf = ctypes.c_uint64(value)
+    k.ioctl(fd, A.KVM_SET_ONE_REG, A.kvm_one_reg(id=reg_id, addr=ctypes.addressof(buf)))
+
+
+@pytest.mark.parametrize("version, features, reset2, off2", [
+    (A.KVM_ARM_PSCI_0_2, P.PSCI_RET_NOT_SUPPORTED, P.PSCI_RET_NOT_SUPPORTED,
+     P.PSCI_RET_NOT_SUPPORTED),
+    (A.KVM_ARM_PSCI_1_0, 0, P.PSCI_RET_NOT_SUPPORTED, P.PSCI_RET_NOT_SUPPORTED),
+    (A.KVM_ARM_PSCI_1_1, 0, 0, P.PSCI_RET_NOT_SUPPORTED),
+    (A.KVM_ARM_PSCI_1_3, 0, 0, P.PSCI_1_3_OFF_TYPE_HIBERNATE_OFF),
+])
+def test_the_vmm_chosen_psci_version_gates_the_calls(version, features, reset2, off2):
+    """kvm_psci_call dispatches on kvm_psci_version: 0.2 has no PSCI_FEATURES, RESET2
+    needs 1.1, SYSTEM_OFF2 needs 1.3 (kvm_psci_1_x_call's minor)."""
+    k, fds, (v0, _) = _vm()
+    try:
+        _set_reg(k, fds[0], A.KVM_REG_ARM_PSCI_VERSION, version)
+        g = v0.guest.psci
+        ver = g.version()
+        feat = g.features(P.PSCI_0_2_FN64_CPU_ON)
+        f_reset2 = g.features(P.PSCI_1_1_FN64_SYSTEM_RESET2)
+        f_off2 = g.features(P.PSCI_1_3_FN64_SYSTEM_OFF2)
+        bad_reset2 = g.system_reset2(reset_type=1)  # INVALID_PARAMS when offered
+        _finish(k, fds[0], v0)
+        assert ver.result == version and feat.result == features
+        if features == 0:
+            assert (f_reset2.result, f_off2.result) == (reset2, off2)
+        assert bad_reset2.result == (P.PSCI_RET_NOT_SUPPORTED if reset2 else
+                                     P.PSCI_RET_INVALID_PARAMS)
+    finally:
+        k.close_all()
+
+
+def test_cpu_on_targets_the_mpidr_the_vmm_wrote(smp):
+    """kvm_mpidr_to_vcpu compares kvm_vcpu_get_mpidr_aff, i.e. MPIDR_EL1 as set."""
+    k, fds, (v0, v1) = smp
+    _set_reg(k, fds[1], A.ARM64_SYS_REG(3, 0, 0, 0, 5), 1 << 31 | 0x0100)  # Aff1 = 1
+    g = v0.guest.psci
+    old = g.cpu_on(0x1, 0)
+    new = g.cpu_on(0x100, 0x1000)
+    _finish(k, fds[0], v0)
+    assert (old.result, new.result) == (P.PSCI_RET_INVALID_PARAMS, P.PSCI_RET_SUCCESS)
+
+
+def test_system_suspend_needs_the_capability():
+    """kvm_psci_1_x_call: SYSTEM_SUSPEND is NOT_SUPPORTED until the VMM enables
+    KVM_CAP_ARM_SYSTEM_SUSPEND (kvm_vm_ioctl_enable_cap: flags -> EINVAL); then KVM_RUN
+    exits SYSTEM_EVENT / SUSPEND and leaves the guest's registers for the VMM to read."""
+    import ctypes
+    k = kmock.Kernel("linux-arm64", plugins=[kmock_arm64])
+    try:
+        kvm = k.open("/dev/kvm", os.O_RDWR)
+        vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+        assert k.ioctl(vm, K.KVM_CHECK_EXTENSION, A.KVM_CAP_ARM_SYSTEM_SUSPEND) == 1
+        fd = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+        init = A.kvm_vcpu_init(target=A.KVM_ARM_TARGET_GENERIC_V8)
+        init.features[0] = 1 << A.KVM_ARM_VCPU_PSCI_0_2
+        k.ioctl(fd, A.KVM_ARM_VCPU_INIT, init)
+        v = k.file(fd).vcpu
+        g = v.guest.psci
+        feat = g.features(P.PSCI_1_0_FN64_SYSTEM_SUSPEND)
+        off = g.system_suspend(0x40001000, 0x77)
+        _finish(k, fd, v)
+        assert feat.result == off.result == P.PSCI_RET_NOT_SUPPORTED
+        cap = K.kvm_enable_cap(cap=A.KVM_CAP_ARM_SYSTEM_SUSPEND, flags=1)
+        with pytest.raises(OSError) as e:
+            k.ioctl(vm, K.KVM_ENABLE_CAP, cap)
+        assert e.value.errno == errno.EINVAL
+        cap.flags = 0
+        k.ioctl(vm, K.KVM_ENABLE_CAP, cap)
+        feat = g.features(P.PSCI_1_0_FN64_SYSTEM_SUSPEND)
+        sus = g.system_suspend(0x40001000, 0x77)
+        assert run_exit(k, fd) == K.KVM_EXIT_SYSTEM_EVENT
+        se = v.run.system_event
+        assert (se.type, se.ndata) == (K.KVM_SYSTEM_EVENT_SUSPEND, 0)
+        assert feat.result == 0 and sus.result == P.PSCI_1_0_FN64_SYSTEM_SUSPEND
+        buf = ctypes.c_uint64()
+        k.ioctl(fd, A.KVM_GET_ONE_REG, A.kvm_one_reg(id=A.KVM_REG_ARM64_X(1),
+                                                     addr=ctypes.addressof(buf)))
+        assert buf.value == 0x40001000
+    finally:
+        k.close_all()
