@@ -19,7 +19,15 @@ from functools import partial
 
 from .. import _libc
 from ..errors import EHWPOISON, oserror
-from ..file import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, File, check_mmap_args, make_stat
+from ..file import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    MAP_ANONYMOUS,
+    File,
+    anonymous_mmap,
+    check_mmap_args,
+    make_stat,
+)
 from ..mm import RangeMap
 from ..notifier import GmemNotifier, InvalidateEvent, check_veto, step_lists
 from ..uapi import kvm as K
@@ -694,8 +702,12 @@ class GmemFile(File):
         return None
 
     def mmap(self, length, prot, flags, offset):
-        """kvm_gmem_mmap: ENODEV without GUEST_MEMFD_FLAG_MMAP, EINVAL unless MAP_SHARED."""
-        check_mmap_args(length, prot, flags, offset)
+        """do_mmap's checks (an S_IFREG inode on the SB_I_NOEXEC anon_inode mount, no
+        FOP_MMAP_SYNC), then kvm_gmem_mmap: ENODEV without GUEST_MEMFD_FLAG_MMAP, EINVAL
+        unless MAP_SHARED."""
+        if flags & MAP_ANONYMOUS:
+            return anonymous_mmap(self.kernel, length, prot, flags, offset)
+        check_mmap_args(length, prot, flags, offset, self.i_mode)
         inode = self.inode
         if not self.kernel.gmem_model.mmap_allowed(inode):
             raise oserror(errno.ENODEV)

@@ -1646,3 +1646,4 @@ from . import conformance_x86_devices  # noqa: E402,F401
 from . import conformance_x86_vm_misc  # noqa: E402,F401
 from . import conformance_sweep  # noqa: E402,F401
 from . import conformance_dirty_ring  # noqa: E402,F401
+from . import conformance_gmem_fops  # noqa: E402,F401
