@@ -11,6 +11,7 @@ import errno
 import os
 import stat
 import threading
+import time
 
 from . import _libc
 from .errors import oserror
@@ -91,7 +92,8 @@ class File:
         return 0  # noop_llseek: the position never moves
 
     def fstat(self):
-        return make_stat(self.i_mode, size=0, ino=id(self) & 0xFFFFFFFF)
+        # anon_inode_getfile: every such file shares one inode (anon_inode_inode)
+        return make_stat(self.i_mode, size=0, ino=ANON_INODE_INO)
 
     def ftruncate(self, length):
         # do_sys_ftruncate: EINVAL for a negative length and for anything but a
@@ -216,9 +218,23 @@ def anonymous_mmap(kernel, length, prot, flags, offset):
     return kernel.host.mmap(-1, length, prot, flags, offset)
 
 
-def make_stat(mode, size, ino, dev=16, nlink=1, blksize=4096, blocks=0, rdev=0):
-    now = 0
+#: st_dev of the anon_inode mount: every anonymous-inode file (VM, vCPU, guest_memfd,
+#: stats, device fds) has it (the number is this probe host's; only equality matters)
+ANON_INODE_DEV = 16
+#: st_ino of the one inode anon_inode_getfile/getfd share between their files (VM,
+#: vCPU, stats, device fds); a guest_memfd has its own (anon_inode_create_getfile)
+ANON_INODE_INO = 1044
+#: the times of that shared inode: it was made at boot, long before any VM
+ANON_INODE_TIME = time.time() - 3600.0
+
+
+def make_stat(mode, size, ino, dev=ANON_INODE_DEV, nlink=1, blksize=4096, blocks=0, rdev=0,
+              uid=0, gid=0, times=(ANON_INODE_TIME,) * 3):
+    """An os.stat_result; ``times``: (atime, mtime, ctime) in seconds (floats)."""
+    a, m, c = times
     return os.stat_result(
-        (mode, ino, dev, nlink, 0, 0, size, now, now, now),
-        {"st_blksize": blksize, "st_blocks": blocks, "st_rdev": rdev},
+        (mode, ino, dev, nlink, uid, gid, size, int(a), int(m), int(c)),
+        {"st_blksize": blksize, "st_blocks": blocks, "st_rdev": rdev,
+         "st_atime": a, "st_mtime": m, "st_ctime": c,
+         "st_atime_ns": int(a * 1e9), "st_mtime_ns": int(m * 1e9), "st_ctime_ns": int(c * 1e9)},
     )

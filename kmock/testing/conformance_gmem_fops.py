@@ -401,3 +401,88 @@ def gmem_fops_mmap_other_files(sys, rec):
             if m is not None:
                 rec.call(f"{name}: munmap {what}", m.close)
         rec.call(f"{name}: mmap P offset -P", sys.mmap, fd, P, PROT_RW, MAP_SHARED, -P)
+
+
+def _times(st):
+    return st.st_atime, st.st_mtime, st.st_ctime
+
+
+@scenario("gmem_fops_stat_identity",
+          "fstat identity and times as properties: a guest_memfd lives on the anon_inode "
+          "mount (st_dev of a VM fd) with its own inode (get_next_ino: never reused), owned "
+          "by the caller (alloc_anon_inode: current_fsuid/fsgid); VM and vCPU fds share the "
+          "one anon inode; times start at creation; a successful fallocate updates mtime and "
+          "ctime (kvm_gmem_fallocate -> file_modified), so does the first write fault "
+          "through a mapping (fault_dirty_shared_page: no ->page_mkwrite), a failed call "
+          "does not")
+def gmem_fops_stat_identity(sys, rec):
+    import time
+
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    vm2 = create_vm(sys, rec, kvm, label="second VM")
+    vcpu = rec.call("KVM_CREATE_VCPU 0", sys.ioctl, vm, K.KVM_CREATE_VCPU, 0)
+    if None in (vm, vm2, vcpu):
+        return
+    svm, svm2, svcpu = sys.fstat(vm), sys.fstat(vm2), sys.fstat(vcpu)
+    key = lambda st: (st.st_dev, st.st_ino)  # noqa: E731
+    rec.record("VM, second VM and vCPU fds: one inode", key(svm) == key(svm2) == key(svcpu))
+    t0 = time.time()
+    g = create_gmem(sys, rec, vm, SIZE, MMAP | INIT_SHARED)
+    g2 = create_gmem(sys, rec, vm, SIZE, 0)
+    t1 = time.time()
+    if None in (g, g2):
+        return
+    st, st2 = sys.fstat(g), sys.fstat(g2)
+    rec.record("gmem st_dev is the anon_inode mount's (a VM fd's)", st.st_dev == svm.st_dev)
+    rec.record("two gmems: two inodes, neither the VM fd's",
+               len({st.st_ino, st2.st_ino, svm.st_ino}) == 3)
+    rec.record("gmem owner is the caller", (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid()))
+    rec.record("gmem nlink 1, rdev 0", (st.st_nlink, st.st_rdev))
+    rec.record("gmem times are its creation time",
+               all(t0 - 1 <= t <= t1 + 1 for t in _times(st)))
+    rec.close("close the second gmem", g2)
+    g3 = create_gmem(sys, rec, vm, SIZE, 0, label="a gmem after the close")
+    if g3 is not None:
+        rec.record("its inode is new", sys.fstat(g3).st_ino not in (st.st_ino, st2.st_ino))
+    before = _times(sys.fstat(g))
+    time.sleep(0.05)  # (current_time is coarse: a few ms)
+    rec.call("fallocate KEEP off 1 (EINVAL)", sys.fallocate, g, KEEP, 1, P)
+    rec.call("fallocate KEEP past EOF (EINVAL)", sys.fallocate, g, KEEP, SIZE, P)
+    rec.call("ftruncate (EINVAL)", sys.ftruncate, g, SIZE)
+    rec.record("failed calls keep the times", _times(sys.fstat(g)) == before)
+    m = rec.call("mmap", sys.mmap, g, SIZE, PROT_RW, MAP_SHARED)
+    if m is not None:
+        rec.access("read through the mapping", m, slice(0, P))
+        rec.record("a read fault keeps the times", _times(sys.fstat(g)) == before)
+        rec.access("write through the mapping", m, slice(0, P), b"\x01" * P)
+        mapped = _times(sys.fstat(g))
+        rec.record("a write after the read fault (no fault): atime kept, mtime == ctime, later",
+                   (mapped[0] == before[0], mapped[1] == mapped[2], mapped[1] > before[1]))
+        before = mapped
+        time.sleep(0.05)
+        rec.access("write the same page again", m, slice(0, P), b"\x02" * P)
+        rec.record("a write to a page already writable keeps the times",
+                   _times(sys.fstat(g)) == before)
+    time.sleep(0.05)
+    rec.call("fallocate KEEP 0..P", sys.fallocate, g, KEEP, 0, P)
+    after = _times(sys.fstat(g))
+    rec.record("fallocate: atime kept, mtime == ctime, later",
+               (after[0] == before[0], after[1] == after[2], after[1] > before[1]))
+    time.sleep(0.05)
+    rec.call("punch 0..P", sys.fallocate, g, KEEP | PUNCH, 0, P)
+    punched = _times(sys.fstat(g))
+    rec.record("punch: mtime == ctime, later", (punched[1] == punched[2], punched[1] > after[1]))
+    if m is not None:
+        time.sleep(0.05)
+        rec.access("write the punched page (its PTE was zapped)", m, slice(0, 8), b"\x03" * 8)
+        refault = _times(sys.fstat(g))
+        rec.record("the write faults again: later", refault[1] > punched[1])
+        time.sleep(0.05)
+        rec.access("write pages 0..2 (page 2 not mapped yet)", m, slice(0, 3 * P), b"\x04" * 3 * P)
+        rec.record("a write that faults one page: later", _times(sys.fstat(g))[1] > refault[1])
+        punched = _times(sys.fstat(g))
+    time.sleep(0.05)
+    rec.call("punch past EOF", sys.fallocate, g, KEEP | PUNCH, 8 * SIZE, P)
+    rec.record("a punch past EOF succeeds and updates mtime too",
+               _times(sys.fstat(g))[1] > punched[1])

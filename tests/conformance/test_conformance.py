@@ -1710,6 +1710,29 @@ REFERENCE.update({
         ("vCPU: mmap P VALIDATE|SYNC", ENOTSUP), ("vCPU: mmap P GROWSDOWN", E("EINVAL")),
         ("vCPU: mmap P HUGETLB", E("EINVAL")), ("vCPU: mmap P PRIVATE", ("ok", ("mapping", P))),
         ("vCPU: mmap P offset -P", E("EOVERFLOW"))],
+    # fs/anon_inodes.c: anon_inode_getfile shares anon_inode_inode, anon_inode_create_getfile
+    # (__kvm_gmem_create) makes a new inode (alloc_anon_inode: get_next_ino, current_fsuid,
+    # times = now); kvm_gmem_fallocate -> file_modified on success, also for a punch past
+    # EOF (kvm_gmem_punch_hole returns 0); mm/memory.c fault_dirty_shared_page ->
+    # file_update_time (kvm_gmem_vm_ops has no ->page_mkwrite), only for a write that faults
+    "gmem_fops_stat_identity": [
+        ("VM, second VM and vCPU fds: one inode", ("ok", True)),
+        ("gmem st_dev is the anon_inode mount's (a VM fd's)", ("ok", True)),
+        ("two gmems: two inodes, neither the VM fd's", ("ok", True)),
+        ("gmem owner is the caller", ("ok", True)),
+        ("gmem nlink 1, rdev 0", ("ok", (1, 0))),
+        ("gmem times are its creation time", ("ok", True)),
+        ("its inode is new", ("ok", True)),
+        ("failed calls keep the times", ("ok", True)),
+        ("a read fault keeps the times", ("ok", True)),
+        ("a write after the read fault (no fault): atime kept, mtime == ctime, later",
+         ("ok", (True, True, False))),
+        ("a write to a page already writable keeps the times", ("ok", True)),
+        ("fallocate: atime kept, mtime == ctime, later", ("ok", (True, True, True))),
+        ("punch: mtime == ctime, later", ("ok", (True, True))),
+        ("the write faults again: later", ("ok", True)),
+        ("a write that faults one page: later", ("ok", True)),
+        ("a punch past EOF succeeds and updates mtime too", ("ok", True))],
 })
 
 
