@@ -23,8 +23,8 @@ class FileMapping(Mapping):
     Indexing and slicing behave as mmap.mmap's: TypeError for an index that is not an
     int or a slice, IndexError out of range or for a slice assignment of the wrong
     size, TypeError writing a read-only mapping, ValueError once closed (as mmap.mmap),
-    KmockUsageError (a ValueError) reading a mapping without PROT_READ (a SIGSEGV in
-    C), kmock.SigBus where the kernel would send SIGBUS."""
+    KmockUsageError (a ValueError) reading a mapping without PROT_READ or PROT_WRITE (a
+    SIGSEGV in C), kmock.SigBus where the kernel would send SIGBUS."""
 
     def __init__(self, file, length, prot, offset, src_fd, src_offset):
         self.file = file
@@ -132,10 +132,11 @@ class FileMapping(Mapping):
         start, stop, single = self._window(index)
         if start == stop:
             return b""
-        if not self.prot & _libc.PROT_READ:
-            # C would take a SIGSEGV here (and mmap.mmap crashes the interpreter)
-            raise KmockUsageError(f"{self!r} was mapped without PROT_READ: reading it would "
-                                  f"be a SIGSEGV")
+        if not self.prot & (_libc.PROT_READ | _libc.PROT_WRITE):
+            # C would take a SIGSEGV here (and mmap.mmap crashes the interpreter); a
+            # PROT_WRITE-only mapping reads (x86 and arm64 have no write-only PTE)
+            raise KmockUsageError(f"{self!r} was mapped without PROT_READ or PROT_WRITE: "
+                                  f"reading it would be a SIGSEGV")
         fault = self.fault_at(start, stop)
         if fault is not None:
             self._sigbus(fault)

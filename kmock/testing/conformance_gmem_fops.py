@@ -292,6 +292,10 @@ def gmem_fops_mmap_prot(sys, rec):
                 continue
             if prot & PROT_READ:
                 rec.access(f"{tag} prot {name}: read [0:8]", m, slice(0, 8))
+            if prot == PROT_WRITE:
+                # (a read is left out: HostMapping reads with process_vm_readv, whose GUP
+                # refuses a VMA without VM_READ, where C code would read: no write-only PTE)
+                rec.access(f"{tag} prot W: write [0:4]", m, slice(0, 4), b"wxyz")
             if prot == PROT_READ:
                 rec.access(f"{tag} prot R: write [0]", m, 0, 1)
             rec.call(f"{tag} munmap prot {name}", m.close)

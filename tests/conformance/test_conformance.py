@@ -1657,6 +1657,7 @@ REFERENCE.update({
         (f"{t} mmap prot {p}", ("ok", ("mapping", 4 * P))) for t in _GF_MAP
         for p in ("NONE", "R", "W", "RW", "RW|0x10")] + [
         ("[flags 0x3] prot R: write [0]", ("exc", "TypeError")),
+        ("[flags 0x3] prot W: write [0:4]", OK), ("[flags 0x1] prot W: write [0:4]", ("sigbus", 0)),
         ("[flags 0x1] prot R: read [0:8]", ("sigbus", 0))],
     # ksys_mmap_pgoff: MAP_HUGETLB on a non-hugetlbfs file EINVAL; do_mmap: MAP_SHARED drops
     # the flags outside LEGACY_MAP_MASK, MAP_SHARED_VALIDATE refuses them (no FOP_MMAP_SYNC:

@@ -106,3 +106,17 @@ def test_vm_and_vcpu_fds(k):
     assert err(k.mmap, vcpu, P, RW | X, SHARED) == errno.EPERM
     assert err(k.mmap, vcpu, P, RW, SHARED | MAP_GROWSDOWN) == errno.EINVAL
     assert err(k.mmap, vcpu, P, RW, SHARED | MAP_HUGETLB) == errno.EINVAL
+
+
+def test_write_only_mapping_reads(k):
+    """x86 (and arm64) have no write-only PTE: a PROT_WRITE mapping reads, in C and
+    through the mapping object; PROT_NONE does not (SIGSEGV: KmockUsageError)."""
+    from kmock.errors import KmockUsageError
+
+    _, vm = create_vm(k)
+    g = create_gmem(k, vm, 4 * P, MMAP | INIT_SHARED)
+    with k.mmap(g, P, _libc.PROT_WRITE, SHARED) as m:
+        m[0:4] = b"wxyz"
+        assert m[0:4] == b"wxyz"
+    with k.mmap(g, P, _libc.PROT_NONE, SHARED) as m, pytest.raises(KmockUsageError):
+        m[0]
