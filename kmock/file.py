@@ -158,10 +158,11 @@ MAP_UNINITIALIZED = 0x4000000
 MAP_HUGE_2MB = 21 << 26
 MAP_HUGE_1GB = 30 << 26
 MAP_ANONYMOUS = _libc.MAP_ANONYMOUS
+MAP_POPULATE = _libc.MAP_POPULATE
 #: include/linux/mman.h LEGACY_MAP_MASK: the flags every ->mmap accepts
 LEGACY_MAP_MASK = (_libc.MAP_SHARED | _libc.MAP_PRIVATE | _libc.MAP_FIXED | MAP_ANONYMOUS
                    | MAP_DENYWRITE | MAP_EXECUTABLE | MAP_UNINITIALIZED | MAP_GROWSDOWN
-                   | MAP_LOCKED | _libc.MAP_NORESERVE | _libc.MAP_POPULATE | MAP_NONBLOCK
+                   | MAP_LOCKED | _libc.MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK
                    | MAP_STACK | MAP_HUGETLB | MAP_32BIT | MAP_ABOVE4G | MAP_HUGE_2MB
                    | MAP_HUGE_1GB)
 #: the user address space of x86-64 with 4-level paging (DEFAULT_MAP_WINDOW)

@@ -27,7 +27,9 @@ _SYNCING = ("convert_private", "convert_shared", "memory_failure")
 class GmemMapping(FileMapping, GmemNotifier):
     """One VMA over a guest_memfd."""
 
-    def __init__(self, file, length, prot, offset):
+    def __init__(self, file, length, prot, offset, populate=False):
+        """``populate``: MAP_POPULATE (without MAP_NONBLOCK) or MAP_LOCKED asked do_mmap
+        to fault the pages in (mm_populate)."""
         inode = file.inode
         self.inode = inode
         self._access_lock = inode.invalidate_lock  # (see FileMapping)
@@ -42,6 +44,19 @@ class GmemMapping(FileMapping, GmemNotifier):
             inode.register_notifier(self)
         if prot & _libc.PROT_WRITE:
             inode.maybe_dirty = True
+        if populate and prot & (_libc.PROT_READ | _libc.PROT_WRITE):
+            self._populate()
+
+    def _populate(self):
+        """__mm_populate: read faults (a shared mapping) from the start up to the first
+        page that would SIGBUS, where it stops and mmap still succeeds. The page state
+        decides; an architecture's host_access veto is not asked."""
+        inode = self.inode
+        with inode.invalidate_lock:
+            stop = inode.host_fault_offset(self.offset, self.offset + self.maplen)
+            end = self.maplen if stop is None else stop - self.offset
+            if end > 0:
+                self._touch(0, end, False)
 
     # --- the notifier ---------------------------------------------------------------------
 

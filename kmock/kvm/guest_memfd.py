@@ -26,6 +26,9 @@ from ..file import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     MAP_ANONYMOUS,
+    MAP_LOCKED,
+    MAP_NONBLOCK,
+    MAP_POPULATE,
     File,
     anonymous_mmap,
     check_mmap_args,
@@ -740,7 +743,9 @@ class GmemFile(File):
             raise oserror(errno.EINVAL)
         from .gmem_mapping import GmemMapping
 
-        return GmemMapping(self, length, prot, offset)
+        # do_mmap: VM_LOCKED, or MAP_POPULATE without MAP_NONBLOCK, populates
+        populate = bool(flags & MAP_LOCKED) or flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE
+        return GmemMapping(self, length, prot, offset, populate)
 
 
 class ArchNotifier(GmemNotifier):

@@ -55,6 +55,7 @@ PROT_EXEC = 4
 NO_HIDE_STALE = 0x04
 MAP_GROWSDOWN = 0x0100
 MAP_LOCKED = 0x2000
+MAP_NONBLOCK = 0x10000
 MAP_NORESERVE = 0x4000
 MAP_HUGETLB = 0x40000
 MAP_SYNC = 0x80000
@@ -490,3 +491,37 @@ def gmem_fops_stat_identity(sys, rec):
     rec.call("punch past EOF", sys.fallocate, g, KEEP | PUNCH, 8 * SIZE, P)
     rec.record("a punch past EOF succeeds and updates mtime too",
                _times(sys.fstat(g))[1] > punched[1])
+
+
+@scenario("gmem_fops_mmap_populate",
+          "MAP_POPULATE / MAP_LOCKED fault the pages in at mmap (__mm_populate, read faults "
+          "on a shared mapping: no mtime change), so later writes take no fault and keep the "
+          "times; MAP_POPULATE|MAP_NONBLOCK does not populate; on a gmem without "
+          "INIT_SHARED populate stops at the first SIGBUS and mmap still succeeds")
+def gmem_fops_mmap_populate(sys, rec):
+    import time
+
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    for mflags, name, populates in ((MAP_SHARED | MAP_POPULATE, "POPULATE", True),
+                                    (MAP_SHARED | MAP_LOCKED, "LOCKED", True),
+                                    (MAP_SHARED | MAP_POPULATE | MAP_NONBLOCK, "POPULATE|NONBLOCK",
+                                     False),
+                                    (MAP_SHARED, "plain", False)):
+        g = create_gmem(sys, rec, vm, SIZE, MMAP | INIT_SHARED, label=f"{name}: create")
+        if g is None:
+            continue
+        before = _times(sys.fstat(g))
+        time.sleep(0.05)
+        m = rec.call(f"{name}: mmap", sys.mmap, g, SIZE, PROT_RW, mflags)
+        rec.record(f"{name}: mmap keeps the times", _times(sys.fstat(g)) == before)
+        if m is None:
+            continue
+        rec.access(f"{name}: write all", m, slice(0, SIZE), b"\x05" * SIZE)
+        rec.record(f"{name}: the write took a fault (mtime later)",
+                   _times(sys.fstat(g))[1] > before[1])
+    g = create_gmem(sys, rec, vm, SIZE, MMAP, label="MMAP only: create")
+    if g is not None:
+        m = rec.call("MMAP only: mmap POPULATE", sys.mmap, g, SIZE, PROT_RW, MAP_SHARED | MAP_POPULATE)
+        if m is not None:
+            rec.access("MMAP only: read", m, 0)

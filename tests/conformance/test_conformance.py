@@ -1734,6 +1734,17 @@ REFERENCE.update({
         ("the write faults again: later", ("ok", True)),
         ("a write that faults one page: later", ("ok", True)),
         ("a punch past EOF succeeds and updates mtime too", ("ok", True))],
+    # mm/mmap.c do_mmap: *populate = len for VM_LOCKED or MAP_POPULATE without MAP_NONBLOCK;
+    # mm/gup.c __mm_populate / populate_vma_page_range (read faults on a shared mapping, the
+    # error of a SIGBUS page ignored); then fault_dirty_shared_page only on a later fault
+    "gmem_fops_mmap_populate": [
+        ("POPULATE: mmap keeps the times", ("ok", True)),
+        ("POPULATE: the write took a fault (mtime later)", ("ok", False)),
+        ("LOCKED: the write took a fault (mtime later)", ("ok", False)),
+        ("POPULATE|NONBLOCK: the write took a fault (mtime later)", ("ok", True)),
+        ("plain: the write took a fault (mtime later)", ("ok", True)),
+        ("MMAP only: mmap POPULATE", ("ok", ("mapping", 4 * P))),
+        ("MMAP only: read", ("sigbus", 0))],
 })
 
 
