@@ -430,7 +430,7 @@ def gmem_fops_stat_identity(sys, rec):
     if None in (vm, vm2, vcpu):
         return
     svm, svm2, svcpu = sys.fstat(vm), sys.fstat(vm2), sys.fstat(vcpu)
-    key = lambda st: (st.st_dev, st.st_ino)  # noqa: E731
+    key = lambda st: (st.st_dev, st.st_ino)
     rec.record("VM, second VM and vCPU fds: one inode", key(svm) == key(svm2) == key(svcpu))
     t0 = time.time()
     g = create_gmem(sys, rec, vm, SIZE, MMAP | INIT_SHARED)
