@@ -22,6 +22,7 @@ kernel answers to those is written down in the report of the task that added thi
 """
 
 import os
+import time
 
 from ..uapi import kvm as K
 from .conformance import (
@@ -421,8 +422,6 @@ def _times(st):
           "through a mapping (fault_dirty_shared_page: no ->page_mkwrite), a failed call "
           "does not")
 def gmem_fops_stat_identity(sys, rec):
-    import time
-
     kvm = open_kvm(sys, rec)
     vm = create_vm(sys, rec, kvm)
     vm2 = create_vm(sys, rec, kvm, label="second VM")
@@ -499,8 +498,6 @@ def gmem_fops_stat_identity(sys, rec):
           "times; MAP_POPULATE|MAP_NONBLOCK does not populate; on a gmem without "
           "INIT_SHARED populate stops at the first SIGBUS and mmap still succeeds")
 def gmem_fops_mmap_populate(sys, rec):
-    import time
-
     kvm = open_kvm(sys, rec)
     vm = create_vm(sys, rec, kvm)
     for mflags, name, populates in ((MAP_SHARED | MAP_POPULATE, "POPULATE", True),
