@@ -522,3 +522,35 @@ def gmem_fops_mmap_populate(sys, rec):
         m = rec.call("MMAP only: mmap POPULATE", sys.mmap, g, SIZE, PROT_RW, MAP_SHARED | MAP_POPULATE)
         if m is not None:
             rec.access("MMAP only: read", m, 0)
+
+
+@scenario("gmem_fops_mapping_access",
+          "the mapping object as mmap.mmap: extended slices read the span and write byte by "
+          "byte (SIGBUS at the first byte past EOF), negative indexes, wrong sizes "
+          "IndexError, len() and access after close ValueError")
+def gmem_fops_mapping_access(sys, rec):
+    for tag, flags, g in _gmems(sys, rec, P):
+        if not flags & MMAP:
+            continue
+        m = rec.call(f"{tag} mmap 2P of a P file", sys.mmap, g, 2 * P, PROT_RW, MAP_SHARED)
+        if m is None:
+            continue
+        rec.access(f"{tag} m[0:16:4] = abcd", m, slice(0, 16, 4), b"abcd")
+        rec.access(f"{tag} m[0:16]", m, slice(0, 16))
+        rec.access(f"{tag} m[12::-4]", m, slice(12, None, -4))
+        rec.access(f"{tag} m[P-8:P+8:4] (crosses EOF)", m, slice(P - 8, P + 8, 4))
+        rec.access(f"{tag} m[P-8:P+8:4] = 4 bytes (crosses EOF)", m, slice(P - 8, P + 8, 4), b"wxyz")
+        rec.access(f"{tag} m[P-8:P]", m, slice(P - 8, P))
+        rec.access(f"{tag} m[0:16:4] = 3 bytes", m, slice(0, 16, 4), b"abc")
+        rec.access(f"{tag} m[0:2] = 3 bytes", m, slice(0, 2), b"abc")
+        rec.access(f"{tag} m[-1] (past EOF)", m, -1)
+        rec.access(f"{tag} m[-(P+1)]", m, -(P + 1))
+        rec.access(f"{tag} m[2P]", m, 2 * P)
+        rec.access(f"{tag} m[2P:3P] (empty)", m, slice(2 * P, 3 * P))
+        rec.call(f"{tag} munmap", m.close)
+        try:
+            rec.record(f"{tag} len after close", len(m))
+        except ValueError:
+            rec.outcome(f"{tag} len after close", ("exc", "ValueError"))
+        rec.access(f"{tag} m[0] after close", m, 0)
+        rec.call(f"{tag} munmap again", m.close)

@@ -1745,6 +1745,21 @@ REFERENCE.update({
         ("plain: the write took a fault (mtime later)", ("ok", True)),
         ("MMAP only: mmap POPULATE", ("ok", ("mapping", 4 * P))),
         ("MMAP only: read", ("sigbus", 0))],
+    # the mapping object follows mmap.mmap (extended slices, IndexError, ValueError once
+    # closed); kvm_gmem_fault_user_mapping: SIGBUS at or past i_size and without INIT_SHARED
+    "gmem_fops_mapping_access": [
+        ("[flags 0x3] m[0:16]", ("ok", b"a\0\0\0b\0\0\0c\0\0\0d\0\0\0")),
+        ("[flags 0x3] m[12::-4]", ("ok", b"dcba")),
+        ("[flags 0x3] m[P-8:P+8:4] (crosses EOF)", ("sigbus", P)),
+        ("[flags 0x3] m[P-8:P+8:4] = 4 bytes (crosses EOF)", ("sigbus", P)),
+        ("[flags 0x3] m[P-8:P]", ("ok", b"w\0\0\0x\0\0\0")),
+        ("[flags 0x3] m[0:16:4] = 3 bytes", ("exc", "IndexError")),
+        ("[flags 0x3] m[-1] (past EOF)", ("sigbus", 2 * P - 1)),
+        ("[flags 0x3] m[2P]", ("exc", "IndexError")),
+        ("[flags 0x3] len after close", ("exc", "ValueError")),
+        ("[flags 0x3] m[0] after close", ("exc", "ValueError")),
+        ("[flags 0x1] m[0:16:4] = abcd", ("sigbus", 0)),
+        ("[flags 0x1] m[P-8:P+8:4] (crosses EOF)", ("sigbus", P - 8))],
 })
 
 

@@ -120,3 +120,25 @@ def test_write_only_mapping_reads(k):
         assert m[0:4] == b"wxyz"
     with k.mmap(g, P, _libc.PROT_NONE, SHARED) as m, pytest.raises(KmockUsageError):
         m[0]
+
+
+def test_mapping_object_as_mmap(k):
+    """Extended slices read and write as mmap.mmap's; len() of a closed mapping raises
+    ValueError; a SIGBUS in an extended write leaves the bytes before it written."""
+    from kmock.errors import SigBus
+
+    _, vm = create_vm(k)
+    g = create_gmem(k, vm, P, MMAP | INIT_SHARED)
+    m = k.mmap(g, 2 * P, RW, SHARED)
+    m[0:16:4] = b"abcd"
+    assert m[0:16:4] == b"abcd" and m[12::-4] == b"dcba" and m[1:16:4] == b"\0" * 4
+    with pytest.raises(IndexError):
+        m[0:16:4] = b"abc"
+    with pytest.raises(TypeError):
+        m[0:16:4] = 4
+    with pytest.raises(SigBus) as e:
+        m[P - 8:P + 8:4] = b"wxyz"
+    assert e.value.offset == P and m[P - 8:P:4] == b"wx"
+    m.close()
+    with pytest.raises(ValueError):
+        len(m)
