@@ -17,8 +17,26 @@ a file that is not hugetlbfs: EINVAL), do_mmap (the order of its checks, file_mm
 MAP_SHARED_VALIDATE's flag mask, path_noexec: the anon_inode mount is SB_I_NOEXEC);
 arch/x86/kernel/sys_x86_64.c sys_mmap (unaligned offset EINVAL first).
 
-The API has no fcntl, flock, readv/writev, madvise, mprotect or msync: what the real
-kernel answers to those is written down in the report of the task that added this module.
+Not in the syscall API (no scenario can compare them). What 6.18.44 answers on a
+guest_memfd, probed with os/fcntl/ctypes on this host:
+
+* fcntl (fs/fcntl.c do_fcntl): F_GETFL O_RDWR|O_LARGEFILE; F_GETFD 0 (get_unused_fd_flags(0));
+  F_SETFL O_NONBLOCK / O_APPEND 0, O_DIRECT EINVAL (setfl: no FMODE_CAN_ODIRECT);
+  F_ADD_SEALS / F_GET_SEALS EINVAL (memfd_fcntl: not a memfd); F_GETLK F_UNLCK, F_SETLK and
+  flock 0; F_SETLEASE F_RDLCK 0, F_WRLCK EAGAIN (fs/locks.c check_conflicting_open);
+  F_GETPIPE_SZ EBADF (not a pipe); F_SETSIG 0.
+* readv/writev EINVAL, preadv/pwritev ESPIPE (as read/pread); fdatasync EINVAL;
+  posix_fadvise 0; fchown/futimes EINVAL (kvm_gmem_setattr); sendfile from it ESPIPE;
+  copy_file_range EINVAL; reopening /proc/self/fd/N ENXIO; readlink gives
+  "anon_inode:[kvm-gmem]".
+* madvise on an MMAP|INIT_SHARED mapping (mm/madvise.c): DONTNEED (data kept), REMOVE
+  (vfs_fallocate PUNCH_HOLE|KEEP_SIZE: reads 0 after), WILLNEED, COLD, PAGEOUT,
+  POPULATE_READ/WRITE, DONTFORK/DOFORK, MERGEABLE, (NO)HUGEPAGE, RANDOM, DONTDUMP,
+  GUARD_INSTALL 0; FREE, WIPEONFORK, COLLAPSE and unknown advice EINVAL.
+* mprotect: NONE, R, RW 0; anything with PROT_EXEC EACCES (do_mmap cleared VM_MAYEXEC).
+* msync: MS_ASYNC, MS_INVALIDATE 0; MS_SYNC EINVAL (vfs_fsync_range: no ->fsync), so
+  mmap.mmap.flush() raises; MS_SYNC|MS_ASYNC and unknown bits EINVAL. mmap.mmap.resize()
+  EINVAL (ftruncate: kvm_gmem_setattr).
 """
 
 import os
