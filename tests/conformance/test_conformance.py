@@ -1710,7 +1710,9 @@ REFERENCE.update({
         ("vCPU: mmap P RW SHARED", ("ok", ("mapping", P))), ("vCPU: mmap P RWX", E("EPERM")),
         ("vCPU: mmap P VALIDATE|SYNC", ENOTSUP), ("vCPU: mmap P GROWSDOWN", E("EINVAL")),
         ("vCPU: mmap P HUGETLB", E("EINVAL")), ("vCPU: mmap P PRIVATE", ("ok", ("mapping", P))),
-        ("vCPU: mmap P offset -P", E("EOVERFLOW"))],
+        ("vCPU: mmap P offset -P", E("EOVERFLOW")),
+        ("/dev/kvm: mmap P SHARED|ANONYMOUS", ("ok", ("mapping", P))),
+        ("VM: anonymous: read", ("ok", b"ok"))],
     # fs/anon_inodes.c: anon_inode_getfile shares anon_inode_inode, anon_inode_create_getfile
     # (__kvm_gmem_create) makes a new inode (alloc_anon_inode: get_next_ino, current_fsuid,
     # times = now); kvm_gmem_fallocate -> file_modified on success, also for a punch past
