@@ -11,6 +11,7 @@ import errno
 import os
 import stat
 import threading
+import time
 
 from . import _libc
 from .errors import oserror
@@ -91,7 +92,8 @@ class File:
         return 0  # noop_llseek: the position never moves
 
     def fstat(self):
-        return make_stat(self.i_mode, size=0, ino=id(self) & 0xFFFFFFFF)
+        # anon_inode_getfile: every such file shares one inode (anon_inode_inode)
+        return make_stat(self.i_mode, size=0, ino=ANON_INODE_INO)
 
     def ftruncate(self, length):
         # do_sys_ftruncate: EINVAL for a negative length and for anything but a
@@ -135,28 +137,105 @@ class File:
         raise oserror(errno.EOPNOTSUPP)
 
     def mmap(self, length, prot, flags, offset):
-        check_mmap_args(length, prot, flags, offset)
-        raise oserror(errno.ENODEV)
+        if flags & MAP_ANONYMOUS:
+            return anonymous_mmap(self.kernel, length, prot, flags, offset)
+        check_mmap_args(length, prot, flags, offset, self.i_mode, has_mmap=False)
+        raise oserror(errno.ENODEV)  # (check_mmap_args raised it: no ->mmap)
 
 
-def check_mmap_args(length, prot, flags, offset):
-    """The checks mmap(2) makes before it reaches the file's ->mmap, in the kernel's order."""
+# mmap(2) flag bits (x86-64 numbers, include/uapi/asm-generic/mman*.h, arch/x86 mman.h)
+MAP_32BIT = 0x40
+MAP_ABOVE4G = 0x80  # (x86, 6.6+: the shadow-stack series added it to LEGACY_MAP_MASK)
+MAP_GROWSDOWN = 0x0100
+MAP_DENYWRITE = 0x0800
+MAP_EXECUTABLE = 0x1000
+MAP_LOCKED = 0x2000
+MAP_NONBLOCK = 0x10000
+MAP_STACK = 0x20000
+MAP_HUGETLB = 0x40000
+MAP_SYNC = 0x80000
+MAP_UNINITIALIZED = 0x4000000
+MAP_HUGE_2MB = 21 << 26
+MAP_HUGE_1GB = 30 << 26
+MAP_ANONYMOUS = _libc.MAP_ANONYMOUS
+MAP_POPULATE = _libc.MAP_POPULATE
+#: include/linux/mman.h LEGACY_MAP_MASK: the flags every ->mmap accepts
+LEGACY_MAP_MASK = (_libc.MAP_SHARED | _libc.MAP_PRIVATE | _libc.MAP_FIXED | MAP_ANONYMOUS
+                   | MAP_DENYWRITE | MAP_EXECUTABLE | MAP_UNINITIALIZED | MAP_GROWSDOWN
+                   | MAP_LOCKED | _libc.MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK
+                   | MAP_STACK | MAP_HUGETLB | MAP_32BIT | MAP_ABOVE4G | MAP_HUGE_2MB
+                   | MAP_HUGE_1GB)
+#: the user address space of x86-64 with 4-level paging (DEFAULT_MAP_WINDOW)
+TASK_SIZE = (1 << 47) - 4096
+_U64 = (1 << 64) - 1
+
+
+def check_mmap_args(length, prot, flags, offset, i_mode=0, has_mmap=True, mmap_sync=False):
+    """The checks mmap(2) makes before the file's ->mmap, in the kernel's order
+    (arch/x86/kernel/sys_x86_64.c sys_mmap, mm/mmap.c ksys_mmap_pgoff and do_mmap).
+
+    ``i_mode``: the inode's mode (file_mmap_size_max: a regular file's offsets end at
+    MAX_LFS_FILESIZE, an anonymous inode's at ULONG_MAX; a character device is on /dev,
+    taken to be mounted without noexec as devtmpfs is by default; every other kmock file
+    is on the anon_inode mount, which is SB_I_NOEXEC: PROT_EXEC is EPERM there). ``has_mmap``: the file has a ->mmap (ENODEV otherwise, after the
+    flag checks). ``mmap_sync``: FOP_MMAP_SYNC (MAP_SYNC allowed with
+    MAP_SHARED_VALIDATE). MAP_LOCKED's rlimit checks (can_do_mlock, mlock_future_ok)
+    are not modelled.
+    """
     if offset & 0xFFF:
-        raise oserror(errno.EINVAL)
+        raise oserror(errno.EINVAL)  # sys_mmap
+    if flags & MAP_HUGETLB:
+        raise oserror(errno.EINVAL)  # ksys_mmap_pgoff: not a hugetlbfs file
     if length == 0:
-        raise oserror(errno.EINVAL)
-    if length < 0 or ((length + 0xFFF) & ~0xFFF) >= (1 << 64):
+        raise oserror(errno.EINVAL)  # do_mmap
+    aligned = (length + 0xFFF) & ~0xFFF
+    if length < 0 or aligned > _U64 or aligned > TASK_SIZE:
+        # PAGE_ALIGN(len) wraps to 0; __get_unmapped_area: len > TASK_SIZE
         raise oserror(errno.ENOMEM)
-    if offset < 0 or (offset >> 12) + ((length + 0xFFF) >> 12) >= (1 << 52):
+    # file_mmap_ok
+    fmt = stat.S_IFMT(i_mode)
+    maxsize = MAX_LFS_FILESIZE if fmt in (stat.S_IFREG, stat.S_IFBLK, stat.S_IFSOCK) else _U64
+    if aligned > maxsize or ((offset & _U64) >> 12) > (maxsize - aligned) >> 12:
         raise oserror(errno.EOVERFLOW)
     maptype = flags & _libc.MAP_TYPE
-    if maptype not in (_libc.MAP_SHARED, _libc.MAP_PRIVATE, _libc.MAP_SHARED_VALIDATE):
+    if maptype == _libc.MAP_SHARED:
+        flags &= LEGACY_MAP_MASK  # unknown flags are ignored with MAP_SHARED
+    if maptype in (_libc.MAP_SHARED, _libc.MAP_SHARED_VALIDATE):
+        if flags & ~(LEGACY_MAP_MASK | (MAP_SYNC if mmap_sync else 0)):
+            raise oserror(errno.EOPNOTSUPP)
+    elif maptype != _libc.MAP_PRIVATE:
         raise oserror(errno.EINVAL)
+    if prot & _libc.PROT_EXEC and fmt != stat.S_IFCHR:
+        raise oserror(errno.EPERM)  # path_noexec
+    if not has_mmap:
+        raise oserror(errno.ENODEV)
+    if flags & MAP_GROWSDOWN:
+        raise oserror(errno.EINVAL)  # VM_GROWSDOWN on a file mapping
 
 
-def make_stat(mode, size, ino, dev=16, nlink=1, blksize=4096, blocks=0, rdev=0):
-    now = 0
+def anonymous_mmap(kernel, length, prot, flags, offset):
+    """mmap with MAP_ANONYMOUS: ksys_mmap_pgoff does not look at the fd, so the
+    mapping is the real OS's anonymous one (a kmock.host.HostMapping)."""
+    return kernel.host.mmap(-1, length, prot, flags, offset)
+
+
+#: st_dev of the anon_inode mount: every anonymous-inode file (VM, vCPU, guest_memfd,
+#: stats, device fds) has it (the number is this probe host's; only equality matters)
+ANON_INODE_DEV = 16
+#: st_ino of the one inode anon_inode_getfile/getfd share between their files (VM,
+#: vCPU, stats, device fds); a guest_memfd has its own (anon_inode_create_getfile)
+ANON_INODE_INO = 1044
+#: the times of that shared inode: it was made at boot, long before any VM
+ANON_INODE_TIME = time.time() - 3600.0
+
+
+def make_stat(mode, size, ino, dev=ANON_INODE_DEV, nlink=1, blksize=4096, blocks=0, rdev=0,
+              uid=0, gid=0, times=(ANON_INODE_TIME,) * 3):
+    """An os.stat_result; ``times``: (atime, mtime, ctime) in seconds (floats)."""
+    a, m, c = times
     return os.stat_result(
-        (mode, ino, dev, nlink, 0, 0, size, now, now, now),
-        {"st_blksize": blksize, "st_blocks": blocks, "st_rdev": rdev},
+        (mode, ino, dev, nlink, uid, gid, size, int(a), int(m), int(c)),
+        {"st_blksize": blksize, "st_blocks": blocks, "st_rdev": rdev,
+         "st_atime": a, "st_mtime": m, "st_ctime": c,
+         "st_atime_ns": int(a * 1e9), "st_mtime_ns": int(m * 1e9), "st_ctime_ns": int(c * 1e9)},
     )

@@ -23,8 +23,8 @@ class FileMapping(Mapping):
     Indexing and slicing behave as mmap.mmap's: TypeError for an index that is not an
     int or a slice, IndexError out of range or for a slice assignment of the wrong
     size, TypeError writing a read-only mapping, ValueError once closed (as mmap.mmap),
-    KmockUsageError (a ValueError) reading a mapping without PROT_READ (a SIGSEGV in
-    C), kmock.SigBus where the kernel would send SIGBUS."""
+    KmockUsageError (a ValueError) reading a mapping without PROT_READ or PROT_WRITE (a
+    SIGSEGV in C), kmock.SigBus where the kernel would send SIGBUS."""
 
     def __init__(self, file, length, prot, offset, src_fd, src_offset):
         self.file = file
@@ -43,6 +43,8 @@ class FileMapping(Mapping):
         file.kernel.mappings.add(self)
 
     def __len__(self):
+        if self.closed:
+            raise ValueError("mmap closed or invalid")  # (as mmap.mmap's)
         return self.length
 
     def close(self):
@@ -107,7 +109,7 @@ class FileMapping(Mapping):
         if isinstance(index, slice):
             start, stop, step = index.indices(self.length)
             if step != 1:
-                raise ValueError("kmock mappings support only contiguous slices")
+                return range(start, stop, step)  # an extended slice (see _get/_set)
             return start, max(start, stop), False
         if not isinstance(index, int):
             raise TypeError("mmap indices must be integers or slices")
@@ -129,13 +131,20 @@ class FileMapping(Mapping):
             return self._get(index)
 
     def _get(self, index):
-        start, stop, single = self._window(index)
+        w = self._window(index)
+        if type(w) is range:  # m[a:b:step]: the bytes of the span, every step-th
+            if not w:
+                return b""
+            lo = min(w[0], w[-1])
+            return self._get(slice(lo, max(w[0], w[-1]) + 1))[w[0] - lo::w.step]
+        start, stop, single = w
         if start == stop:
             return b""
-        if not self.prot & _libc.PROT_READ:
-            # C would take a SIGSEGV here (and mmap.mmap crashes the interpreter)
-            raise KmockUsageError(f"{self!r} was mapped without PROT_READ: reading it would "
-                                  f"be a SIGSEGV")
+        if not self.prot & (_libc.PROT_READ | _libc.PROT_WRITE):
+            # C would take a SIGSEGV here (and mmap.mmap crashes the interpreter); a
+            # PROT_WRITE-only mapping reads (x86 and arm64 have no write-only PTE)
+            raise KmockUsageError(f"{self!r} was mapped without PROT_READ or PROT_WRITE: "
+                                  f"reading it would be a SIGSEGV")
         fault = self.fault_at(start, stop)
         if fault is not None:
             self._sigbus(fault)
@@ -148,7 +157,15 @@ class FileMapping(Mapping):
             return self._set(index, data)
 
     def _set(self, index, data):
-        start, stop, single = self._window(index)
+        w = self._window(index)
+        if type(w) is range:  # m[a:b:step] = data: byte by byte, as mmap.mmap
+            data = memoryview(data).tobytes()  # (TypeError for a non-buffer, as mmap.mmap)
+            if len(data) != len(w):
+                raise IndexError("mmap slice assignment is wrong size")
+            for i, b in zip(w, data):
+                self._set(i, b)
+            return
+        start, stop, single = w
         if single:
             data = bytes([data])
         elif len(data) != stop - start:

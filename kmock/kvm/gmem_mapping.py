@@ -20,29 +20,54 @@ from ..notifier import GmemNotifier
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
 
 _ZAPPING = ("convert_private", "memory_failure")
+_UNMAPPING = ("convert_private", "memory_failure", "punch_hole")
 _SYNCING = ("convert_private", "convert_shared", "memory_failure")
 
 
 class GmemMapping(FileMapping, GmemNotifier):
     """One VMA over a guest_memfd."""
 
-    def __init__(self, file, length, prot, offset):
+    def __init__(self, file, length, prot, offset, populate=False):
+        """``populate``: MAP_POPULATE (without MAP_NONBLOCK) or MAP_LOCKED asked do_mmap
+        to fault the pages in (mm_populate)."""
         inode = file.inode
         self.inode = inode
         self._access_lock = inode.invalidate_lock  # (see FileMapping)
         super().__init__(file, length, prot, offset, inode.backing, offset)
         #: file pages currently mapped onto the zero-length memfd (1) or the backing (0)
         self._faulting = RangeMap(max(inode.npages, 1))
+        #: file pages this VMA has a PTE for (1): an access elsewhere is a fault
+        self._present = RangeMap(max(inode.npages, 1))
         with inode.invalidate_lock:
             self._sync(*self._window_pages())
             inode.mappings.add(self)
             inode.register_notifier(self)
         if prot & _libc.PROT_WRITE:
             inode.maybe_dirty = True
+        if populate and prot & (_libc.PROT_READ | _libc.PROT_WRITE):
+            self._populate()
+
+    def _populate(self):
+        """__mm_populate: read faults (a shared mapping) from the start up to the first
+        page that would SIGBUS, where it stops and mmap still succeeds. The page state
+        decides; an architecture's host_access veto is not asked."""
+        inode = self.inode
+        with inode.invalidate_lock:
+            stop = inode.host_fault_offset(self.offset, self.offset + self.maplen)
+            end = self.maplen if stop is None else stop - self.offset
+            if end > 0:
+                self._touch(0, end, False)
 
     # --- the notifier ---------------------------------------------------------------------
 
     def invalidate_begin(self, event):
+        if event.reason in _UNMAPPING:
+            # truncate_inode_pages_range / unmap_mapping_pages: the PTEs go, the next
+            # access faults again
+            lo, hi = self._window_pages()
+            lo, hi = max(lo, event.start), min(hi, event.end)
+            if lo < hi:
+                self._present.set(lo, hi, 0)
         if event.reason in _ZAPPING:
             # unmap_mapping_pages: the pages still mapped shared now fault
             lo, hi = self._window_pages()
@@ -207,5 +232,13 @@ class GmemMapping(FileMapping, GmemNotifier):
         hi = (self.offset + stop + PAGE_SIZE - 1) >> PAGE_SHIFT
         if inode.allocated.find(lo, hi, 0) != -1:
             inode.allocate(lo, min(hi, inode.npages))  # a host fault allocates the folio
+        present = self._present
+        if present.find(lo, hi, 0) != -1:
+            # a fault; on a shared writable VMA without writenotify even a read fault
+            # installs a writable PTE, so only a write that faults updates the times
+            # (fault_dirty_shared_page: kvm_gmem_vm_ops has no ->page_mkwrite)
+            if write:
+                inode.modified()
+            present.set(lo, min(hi, inode.npages), 1)
         if write:
             inode.maybe_dirty = True

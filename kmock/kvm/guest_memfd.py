@@ -12,14 +12,28 @@ host may not fault the page), ``allocated`` (1 = a folio is present) and
 """
 
 import errno
+import itertools
 import os
 import stat
+import time
 from _thread import RLock as _RLock
 from functools import partial
 
 from .. import _libc
 from ..errors import EHWPOISON, oserror
-from ..file import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, File, check_mmap_args, make_stat
+from ..file import (
+    ANON_INODE_DEV,
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    MAP_ANONYMOUS,
+    MAP_LOCKED,
+    MAP_NONBLOCK,
+    MAP_POPULATE,
+    File,
+    anonymous_mmap,
+    check_mmap_args,
+    make_stat,
+)
 from ..mm import RangeMap
 from ..notifier import GmemNotifier, InvalidateEvent, check_veto, step_lists
 from ..uapi import kvm as K
@@ -33,6 +47,8 @@ PRIVATE = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
 BINDING_SPACE = 1 << 52
 #: the step lists of an inode with no users
 _NO_STEPS = step_lists(())
+#: st_ino numbers of guest_memfd inodes (get_next_ino)
+_INODE_NUMBERS = itertools.count(0x1000000)
 
 
 class ConversionError(OSError):
@@ -186,15 +202,29 @@ class GmemInode:
         self.orphans = {}
         #: physical frame of page 0 (kmock.physmem: one frame space for every table)
         self.pfn_base = kernel.physmem.alloc_range(npages)
+        #: st_atime (the creation) and st_mtime = st_ctime (the last file_modified)
+        self.atime = self.mtime = time.time()
 
     @property
     def ino(self):
-        """st_ino of the backing memfd (fstat of the guest_memfd answers with it)."""
-        return self._backing_entry[2]
+        """st_ino: the inode's own number (get_next_ino: never reused, unlike the
+        recycled backing memfd's), given at the first fstat."""
+        ino = self._ino
+        if ino is None:
+            ino = self._ino = next(_INODE_NUMBERS)
+        return ino
+
+    _ino = None
 
     @property
     def dev(self):
-        return self._backing_entry[3]
+        """st_dev: the anon_inode mount's (a VM fd's)."""
+        return ANON_INODE_DEV
+
+    def modified(self):
+        """file_modified: a successful fallocate (or the first write fault of a page
+        through a mapping: fault_dirty_shared_page) sets mtime and ctime to now."""
+        self.mtime = time.time()
 
     # --- users ------------------------------------------------------------------------------
 
@@ -664,8 +694,12 @@ class GmemFile(File):
     # --- file operations (kvm_gmem_fops: mmap, open, release, fallocate; setattr EINVAL) ---
 
     def fstat(self):
+        """A new inode per file (anon_inode_create_getfile): S_IFREG, i_size, owned by
+        the caller (alloc_anon_inode: current_fsuid/fsgid; read at fstat here), no
+        i_blocks accounting."""
         i = self.inode
-        return make_stat(self.i_mode, size=i.size, ino=i.ino, dev=i.dev)
+        return make_stat(self.i_mode, size=i.size, ino=i.ino, dev=ANON_INODE_DEV,
+                         uid=os.geteuid(), gid=os.getegid(), times=(i.atime, i.mtime, i.mtime))
 
     def ftruncate(self, length):
         raise oserror(errno.EINVAL)  # kvm_gmem_setattr: the size is immutable
@@ -687,15 +721,21 @@ class GmemFile(File):
             end = min((offset + length) >> PAGE_SHIFT, inode.npages)
             if start < end:
                 inode.punch_hole(start, end)
+            inode.modified()  # (also for a punch past EOF: it returns 0)
             return None
         if offset + length > inode.size:
             raise oserror(errno.EINVAL)  # "Dedicated guest is immutable by default"
         inode.allocate(start, (offset + length) >> PAGE_SHIFT)
+        inode.modified()
         return None
 
     def mmap(self, length, prot, flags, offset):
-        """kvm_gmem_mmap: ENODEV without GUEST_MEMFD_FLAG_MMAP, EINVAL unless MAP_SHARED."""
-        check_mmap_args(length, prot, flags, offset)
+        """do_mmap's checks (an S_IFREG inode on the SB_I_NOEXEC anon_inode mount, no
+        FOP_MMAP_SYNC), then kvm_gmem_mmap: ENODEV without GUEST_MEMFD_FLAG_MMAP, EINVAL
+        unless MAP_SHARED."""
+        if flags & MAP_ANONYMOUS:
+            return anonymous_mmap(self.kernel, length, prot, flags, offset)
+        check_mmap_args(length, prot, flags, offset, self.i_mode)
         inode = self.inode
         if not self.kernel.gmem_model.mmap_allowed(inode):
             raise oserror(errno.ENODEV)
@@ -703,7 +743,9 @@ class GmemFile(File):
             raise oserror(errno.EINVAL)
         from .gmem_mapping import GmemMapping
 
-        return GmemMapping(self, length, prot, offset)
+        # do_mmap: VM_LOCKED, or MAP_POPULATE without MAP_NONBLOCK, populates
+        populate = bool(flags & MAP_LOCKED) or flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE
+        return GmemMapping(self, length, prot, offset, populate)
 
 
 class ArchNotifier(GmemNotifier):

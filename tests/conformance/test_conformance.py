@@ -1718,6 +1718,206 @@ REFERENCE.update({
     ],
 })
 
+# guest_memfd file operations and mappings (kmock.testing.conformance_gmem_fops), on gmems
+# of flags 0, MMAP, INIT_SHARED and MMAP|INIT_SHARED (6.18 offers 3 on a default VM).
+_GF = ("[flags 0x0]", "[flags 0x1]", "[flags 0x2]", "[flags 0x3]")
+_GF_MAP = ("[flags 0x1]", "[flags 0x3]")  # GUEST_MEMFD_FLAG_MMAP
+_GF_NOMAP = ("[flags 0x0]", "[flags 0x2]")
+_GMEM_STAT = ("ok", (0o100600, True, P, 0, 1))  # S_IFREG|0600, size, blksize, blocks 0, nlink
+REFERENCE.update({
+    # fs/read_write.c: vfs_read/vfs_write without ->read/->write (FMODE_CAN_READ clear)
+    # EINVAL before the count; ksys_pread64/ksys_pwrite64: pos < 0 EINVAL before fdget,
+    # then no FMODE_PREAD: ESPIPE
+    "gmem_fops_read_write": [("KVM_CHECK_EXTENSION(244) on VM", ("ok", 3))] + [
+        (f"{t} {w}: {op}", E(e)) for t in _GF for w in ("fresh", "after data")
+        for op, e in (("read 0", "EINVAL"), ("read 64", "EINVAL"), ("write b''", "EINVAL"),
+                      ("write 64", "EINVAL"), ("pread 0 @0", "ESPIPE"), ("pread 64 @0", "ESPIPE"),
+                      ("pread 64 @-1", "EINVAL"), ("pwrite 64 @0", "ESPIPE"),
+                      ("pwrite 64 @-P", "EINVAL"))] + [
+        ("[flags 0x3] write 0x5a through the mapping", OK),
+        ("[flags 0x3] fstat (size unchanged)", ("ok", ("stat", 0o100600, 4 * P, P, 0, 1)))],
+    # fs/read_write.c ksys_lseek: whence > SEEK_MAX EINVAL after fdget (EBADF first), then
+    # vfs_llseek: no FMODE_LSEEK (no ->llseek in kvm_gmem_fops) ESPIPE for every whence
+    "gmem_fops_lseek": [
+        (f"{t} lseek {pos} SEEK_{w}", E("ESPIPE")) for t in _GF
+        for w in ("SET", "CUR", "END", "DATA", "HOLE") for pos in ("0x0", "-0x1", "0x4000")] + [
+        (f"{t} lseek 0 whence {h}", E("EINVAL")) for t in _GF for h in (5, 2147483647, -1)] + [
+        ("lseek on the closed fd, whence 5 (EBADF first)", E("EBADF"))],
+    # __kvm_gmem_create: i_mode |= S_IFREG, i_size = size; nothing accounts i_blocks
+    "gmem_fops_fstat": [
+        (f"{t} size {size:#x} {when}: (S_IFREG|0600, size, blksize 4096, blocks 0, nlink 1)",
+         _GMEM_STAT) for t in _GF for size in (P, 4 * P) for when in ("fresh", "allocated", "punched")
+    ] + [(f"{t} size 0x10000000000 fresh: (S_IFREG|0600, size, blksize 4096, blocks 0, nlink 1)",
+          _GMEM_STAT) for t in _GF] + [
+        ("[flags 0x3] size 0x4000 written: (S_IFREG|0600, size, blksize 4096, blocks 0, nlink 1)",
+         _GMEM_STAT)],
+    # fs/open.c do_sys_ftruncate (length < 0 EINVAL), do_truncate -> notify_change ->
+    # kvm_gmem_setattr EINVAL; chmod_common -> notify_change EINVAL; fs/sync.c
+    # vfs_fsync_range: no ->fsync EINVAL
+    "gmem_fops_setattr": [
+        (f"{t} ftruncate {n:#x}", E("EINVAL")) for t in _GF
+        for n in (-1, 0, 4 * P, 2 * 4 * P, 2**63 - 1)] + [
+        (f"{t} fchmod {m:#o}", E("EINVAL")) for t in _GF for m in (0o600, 0o4755)] + [
+        (f"{t} fsync", E("EINVAL")) for t in _GF] + [
+        ("[flags 0x3] contents kept", ("ok", ("bytes", 4 * P, ((0, 4 * P, 0x77),))))],
+    # fs/open.c vfs_fallocate (len <= 0 / offset < 0 EINVAL; unknown bits, exclusive modes,
+    # PUNCH without KEEP, COLLAPSE/INSERT/WRITE_ZEROES with KEEP EOPNOTSUPP; offset+len past
+    # s_maxbytes or overflowing EFBIG) then kvm_gmem_fallocate (KEEP_SIZE required, nothing
+    # but KEEP|PUNCH: EOPNOTSUPP)
+    "gmem_fops_fallocate_modes": [
+        (f"mode {m:#04x}", OK if m in (0x01, 0x03) else ENOTSUP) for m in range(256)] + [
+        ("mode 0x100", ENOTSUP), ("mode -0x80000000", ENOTSUP), ("mode -0x1", ENOTSUP),
+        ("mode ZERO len 0", E("EINVAL")), ("mode 0x100 off -1", E("EINVAL")),
+        ("mode COLLAPSE|KEEP off 2^62 len 2^62", ENOTSUP),
+        ("mode 0 off 2^62 len 2^62 (EFBIG before ->fallocate)", E("EFBIG"))],
+    # the same, for ranges; kvm_gmem_fallocate: !PAGE_ALIGNED EINVAL; kvm_gmem_allocate:
+    # offset + len > i_size EINVAL; kvm_gmem_punch_hole: no bounds check
+    "gmem_fops_fallocate_ranges": [
+        (f"{t} {mode} off {off} len {ln}", want) for t in _GF for mode, cases in (
+            ("KEEP", (("0x0", "0x0", E("EINVAL")), ("-0x1000", "0x1000", E("EINVAL")),
+                      ("0x1", "0x1000", E("EINVAL")), ("0x0", "0x4000", OK),
+                      ("0x3000", "0x2000", E("EINVAL")), ("0x4000", "0x1000", E("EINVAL")),
+                      ("0x4000000000000000", "0x4000000000000000", E("EFBIG")),
+                      ("0x7fffffffffffe000", "0x1000", E("EINVAL")),
+                      ("0x7ffffffffffff000", "0x1000", E("EFBIG")),
+                      ("0x7fffffffffffffff", "0x1", E("EFBIG")),
+                      ("0x1", "0x7ffffffffffffffe", E("EINVAL")))),
+            ("KEEP|PUNCH", (("0x0", "0x0", E("EINVAL")), ("0xfff", "0x1000", E("EINVAL")),
+                            ("0x3000", "0x2000", OK), ("0x20000", "0x1000", OK),
+                            ("0x0", "0x4000000000000000", OK),
+                            ("0x7fffffffffffe000", "0x1000", OK),
+                            ("0x7ffffffffffff000", "0x2000", E("EFBIG")),
+                            ("0x1000", "0x7ffffffffffff000", E("EFBIG")))))
+        for off, ln, want in cases] + [
+        ("[flags 0x0] 0 off 0x0 len 0x0", E("EINVAL")), ("[flags 0x0] 0 off 0x1 len 0x1000", ENOTSUP),
+        ("[flags 0x0] 0 off 0x1000 len 0x7ffffffffffff000", E("EFBIG")),
+        ("[flags 0x0] ZERO off 0x0 len 0x4000", ENOTSUP),
+        ("[flags 0x0] PUNCH off 0x4000000000000000 len 0x4000000000000000", ENOTSUP)],
+    # kvm_gmem_punch_hole -> truncate_inode_pages_range zaps the host mapping; the fault
+    # (kvm_gmem_fault_user_mapping) brings back a zeroed page
+    "gmem_fops_fallocate_contents": [
+        ("[flags 0x3] page 1 zero, others kept",
+         ("ok", ("bytes", 4 * P, ((0, P, 0x10), (P, 2 * P, 0), (2 * P, 3 * P, 0x12), (3 * P, 4 * P, 0x13))))),
+        ("[flags 0x3] unchanged",
+         ("ok", ("bytes", 4 * P, ((0, P, 0x10), (P, 2 * P, 0), (2 * P, 3 * P, 0x12), (3 * P, 4 * P, 0))))),
+        ("[flags 0x3] page 1 rewritten",
+         ("ok", ("bytes", 4 * P, ((0, P, 0x10), (P, 2 * P, 0x99), (2 * P, 3 * P, 0x12), (3 * P, 4 * P, 0)))))],
+    # mm/mmap.c do_mmap: path_noexec (anon_inode_fs sets SB_I_NOEXEC) EPERM for VM_EXEC
+    # before the file's ->mmap; kvm_gmem_mmap ENODEV without GUEST_MEMFD_FLAG_MMAP
+    "gmem_fops_mmap_prot": [
+        (f"{t} mmap prot {p}", E("EPERM")) for t in _GF for p in ("X", "RX", "RWX")] + [
+        (f"{t} mmap prot {p}", E("ENODEV")) for t in _GF_NOMAP for p in ("NONE", "R", "RW")] + [
+        (f"{t} mmap prot {p}", ("ok", ("mapping", 4 * P))) for t in _GF_MAP
+        for p in ("NONE", "R", "W", "RW", "RW|0x10")] + [
+        ("[flags 0x3] prot R: write [0]", ("exc", "TypeError")),
+        ("[flags 0x3] prot W: write [0:4]", OK), ("[flags 0x1] prot W: write [0:4]", ("sigbus", 0)),
+        ("[flags 0x1] prot R: read [0:8]", ("sigbus", 0))],
+    # ksys_mmap_pgoff: MAP_HUGETLB on a non-hugetlbfs file EINVAL; do_mmap: MAP_SHARED drops
+    # the flags outside LEGACY_MAP_MASK, MAP_SHARED_VALIDATE refuses them (no FOP_MMAP_SYNC:
+    # MAP_SYNC too) with EOPNOTSUPP, bad map type EINVAL, VM_GROWSDOWN EINVAL; then
+    # kvm_gmem_mmap (ENODEV; not VM_SHARED|VM_MAYSHARE: EINVAL)
+    "gmem_fops_mmap_flags": [
+        (f"{t} mmap {f}", ENOTSUP) for t in _GF for f in ("VALIDATE|SYNC", "VALIDATE|0x200000")] + [
+        (f"{t} mmap {f}", E("EINVAL")) for t in _GF
+        for f in ("DROPPABLE", "type 0", "type 4", "type 0xf", "SHARED|HUGETLB", "SHARED|GROWSDOWN")] + [
+        (f"{t} mmap {f}", E("ENODEV")) for t in _GF_NOMAP
+        for f in ("SHARED", "SHARED|SYNC", "PRIVATE", "VALIDATE|ABOVE4G")] + [
+        (f"{t} mmap PRIVATE", E("EINVAL")) for t in _GF_MAP] + [
+        (f"{t} mmap {f}", ("ok", ("mapping", 4 * P))) for t in _GF_MAP
+        for f in ("SHARED", "SHARED_VALIDATE", "SHARED|SYNC", "SHARED|0x200000", "SHARED|POPULATE",
+                  "SHARED|LOCKED", "VALIDATE|POPULATE|LOCKED", "VALIDATE|ABOVE4G",
+                  "VALIDATE|32BIT|NORESERVE", "VALIDATE|HUGE_2MB (no HUGETLB)")] + [
+        ("[flags 0x1] SHARED|POPULATE: read [0:8]", ("sigbus", 0))],
+    # arch/x86/kernel/sys_x86_64.c sys_mmap: off & ~PAGE_MASK EINVAL; do_mmap: !len EINVAL,
+    # PAGE_ALIGN(len) == 0 ENOMEM, __get_unmapped_area len > TASK_SIZE ENOMEM, then
+    # file_mmap_ok (S_ISREG: MAX_LFS_FILESIZE) EOVERFLOW; kvm_gmem_fault_user_mapping:
+    # SIGBUS at or past i_size and on non-INIT_SHARED pages
+    "gmem_fops_mmap_ranges": [
+        (f"{t} mmap {n}", E(e)) for t in _GF for n, e in (
+            ("offset 100", "EINVAL"), ("offset -1", "EINVAL"), ("length 0", "EINVAL"),
+            ("offset 2^63-P", "EOVERFLOW"), ("length 2P at 2^63-2P", "EOVERFLOW"),
+            ("offset -P", "EOVERFLOW"), ("length 2^47", "ENOMEM"), ("length 2^64-P", "ENOMEM"),
+            ("length 2^64-1", "ENOMEM"),
+            ("length 2^47 at 2^63-P (ENOMEM before EOVERFLOW)", "ENOMEM"),
+            ("length 0 at offset 100 (alignment first)", "EINVAL"))] + [
+        (f"{t} mmap {n}", E("ENODEV")) for t in _GF_NOMAP
+        for n in ("length 1", "offset = size", "offset 2^63-2P")] + [
+        (f"{t} mmap offset 2^63-2P", ("ok", ("mapping", P))) for t in _GF_MAP] + [
+        ("[flags 0x3] length 1: read [0]", ("ok", 0)), ("[flags 0x1] length 1: read [0]", ("sigbus", 0)),
+        ("[flags 0x3] offset = size: read [0]", ("sigbus", 0)),
+        ("[flags 0x3] length P+1: write [len-1]", OK)],
+    # ksys_mmap_pgoff: with MAP_ANONYMOUS the fd is not looked at
+    "gmem_fops_mmap_anonymous": [
+        (f"{t} mmap SHARED|ANONYMOUS", ("ok", ("mapping", P))) for t in _GF] + [
+        (f"{t} mmap PRIVATE|ANONYMOUS RWX", ("ok", ("mapping", P))) for t in _GF] + [
+        (f"{t} anonymous: read", ("ok", ("bytes", P, ((0, P, 0x42),)))) for t in _GF] + [
+        ("[flags 0x3] the file's page is still zero", ("ok", ("bytes", P, ((0, P, 0),))))],
+    # the same do_mmap / ksys_mmap_pgoff checks on other files: /dev/kvm has no ->mmap
+    # (kvm_chardev_ops; /dev is not noexec on the probe host), a VM fd none either
+    # (kvm_vm_fops) on the noexec anon_inode mount, a vCPU fd has kvm_vcpu_mmap
+    "gmem_fops_mmap_other_files": [
+        ("/dev/kvm: mmap P RW SHARED", E("ENODEV")), ("/dev/kvm: mmap P GROWSDOWN", E("ENODEV")),
+        ("/dev/kvm: mmap P VALIDATE|SYNC", ENOTSUP), ("/dev/kvm: mmap P HUGETLB", E("EINVAL")),
+        ("VM: mmap P RWX", E("EPERM")), ("VM: mmap P GROWSDOWN", E("ENODEV")),
+        ("VM: mmap P VALIDATE|0x200000", ENOTSUP), ("VM: mmap P type 4", E("EINVAL")),
+        ("vCPU: mmap P RW SHARED", ("ok", ("mapping", P))), ("vCPU: mmap P RWX", E("EPERM")),
+        ("vCPU: mmap P VALIDATE|SYNC", ENOTSUP), ("vCPU: mmap P GROWSDOWN", E("EINVAL")),
+        ("vCPU: mmap P HUGETLB", E("EINVAL")), ("vCPU: mmap P PRIVATE", ("ok", ("mapping", P))),
+        ("vCPU: mmap P offset -P", E("EOVERFLOW")),
+        ("/dev/kvm: mmap P SHARED|ANONYMOUS", ("ok", ("mapping", P))),
+        ("VM: anonymous: read", ("ok", b"ok"))],
+    # fs/anon_inodes.c: anon_inode_getfile shares anon_inode_inode, anon_inode_create_getfile
+    # (__kvm_gmem_create) makes a new inode (alloc_anon_inode: get_next_ino, current_fsuid,
+    # times = now); kvm_gmem_fallocate -> file_modified on success, also for a punch past
+    # EOF (kvm_gmem_punch_hole returns 0); mm/memory.c fault_dirty_shared_page ->
+    # file_update_time (kvm_gmem_vm_ops has no ->page_mkwrite), only for a write that faults
+    "gmem_fops_stat_identity": [
+        ("VM, second VM and vCPU fds: one inode", ("ok", True)),
+        ("gmem st_dev is the anon_inode mount's (a VM fd's)", ("ok", True)),
+        ("two gmems: two inodes, neither the VM fd's", ("ok", True)),
+        ("gmem owner is the caller", ("ok", True)),
+        ("gmem nlink 1, rdev 0", ("ok", (1, 0))),
+        ("gmem times are its creation time", ("ok", True)),
+        ("its inode is new", ("ok", True)),
+        ("failed calls keep the times", ("ok", True)),
+        ("a read fault keeps the times", ("ok", True)),
+        ("a write after the read fault (no fault): atime kept, mtime == ctime, later",
+         ("ok", (True, True, False))),
+        ("a write to a page already writable keeps the times", ("ok", True)),
+        ("fallocate: atime kept, mtime == ctime, later", ("ok", (True, True, True))),
+        ("punch: mtime == ctime, later", ("ok", (True, True))),
+        ("the write faults again: later", ("ok", True)),
+        ("a write that faults one page: later", ("ok", True)),
+        ("a punch past EOF succeeds and updates mtime too", ("ok", True))],
+    # mm/mmap.c do_mmap: *populate = len for VM_LOCKED or MAP_POPULATE without MAP_NONBLOCK;
+    # mm/gup.c __mm_populate / populate_vma_page_range (read faults on a shared mapping, the
+    # error of a SIGBUS page ignored); then fault_dirty_shared_page only on a later fault
+    "gmem_fops_mmap_populate": [
+        ("POPULATE: mmap keeps the times", ("ok", True)),
+        ("POPULATE: the write took a fault (mtime later)", ("ok", False)),
+        ("LOCKED: the write took a fault (mtime later)", ("ok", False)),
+        ("POPULATE|NONBLOCK: the write took a fault (mtime later)", ("ok", True)),
+        ("plain: the write took a fault (mtime later)", ("ok", True)),
+        ("MMAP only: mmap POPULATE", ("ok", ("mapping", 4 * P))),
+        ("MMAP only: read", ("sigbus", 0))],
+    # the mapping object follows mmap.mmap (extended slices, IndexError, ValueError once
+    # closed); kvm_gmem_fault_user_mapping: SIGBUS at or past i_size and without INIT_SHARED
+    "gmem_fops_mapping_access": [
+        ("[flags 0x3] m[0:16]", ("ok", b"a\0\0\0b\0\0\0c\0\0\0d\0\0\0")),
+        ("[flags 0x3] m[12::-4]", ("ok", b"dcba")),
+        ("[flags 0x3] m[P-8:P+8:4] (crosses EOF)", ("sigbus", P)),
+        ("[flags 0x3] m[P-8:P+8:4] = 4 bytes (crosses EOF)", ("sigbus", P)),
+        ("[flags 0x3] m[P-8:P]", ("ok", b"w\0\0\0x\0\0\0")),
+        ("[flags 0x3] m[0:16:4] = 3 bytes", ("exc", "IndexError")),
+        ("[flags 0x3] m[-1] (past EOF)", ("sigbus", 2 * P - 1)),
+        ("[flags 0x3] m[2P]", ("exc", "IndexError")),
+        ("[flags 0x3] len after close", ("exc", "ValueError")),
+        ("[flags 0x3] m[0] after close", ("exc", "ValueError")),
+        ("[flags 0x1] m[0:16:4] = abcd", ("sigbus", 0)),
+        ("[flags 0x1] m[P-8:P+8:4] (crosses EOF)", ("sigbus", P - 8))],
+})
+
+
 def test_reference_covers_every_scenario():
     missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
     assert not missing, f"scenarios without reference expectations: {sorted(missing)}"
