@@ -170,8 +170,10 @@ def check_memory_region_flags(vm, flags):
     valid = K.KVM_MEM_LOG_DIRTY_PAGES | K.KVM_MEM_GUEST_MEMFD  # 6.18: CONFIG_KVM_GUEST_MEMFD
     if flags & K.KVM_MEM_GUEST_MEMFD:
         valid &= ~K.KVM_MEM_LOG_DIRTY_PAGES
-    if not flags & K.KVM_MEM_GUEST_MEMFD:
-        valid |= K.KVM_MEM_READONLY  # kvm_arch_has_readonly_mem() on x86
+    if not flags & K.KVM_MEM_GUEST_MEMFD and not vm.vmtype.has_protected_state:
+        # kvm_arch_has_readonly_mem(): x86's is !kvm->arch.has_protected_state (TDX,
+        # SEV-ES, SNP)
+        valid |= K.KVM_MEM_READONLY
     if flags & ~valid:
         raise oserror(errno.EINVAL)
 

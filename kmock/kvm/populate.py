@@ -40,8 +40,10 @@ PRIVATE = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
 def gmem_populate(vm, start_gfn, src, npages, post_populate):
     """Populate ``npages`` private pages from ``start_gfn``; returns the pages done."""
     slot = vm.lookup_memslot(start_gfn)
-    if slot is None or slot.gmem_file is None:
-        raise oserror(errno.EINVAL)  # !kvm_slot_can_be_private(slot)
+    if slot is None or not slot.flags & K.KVM_MEM_GUEST_MEMFD:
+        raise oserror(errno.EINVAL)  # !kvm_slot_has_gmem(slot)
+    if slot.gmem_file is None:
+        raise oserror(errno.EFAULT)  # kvm_gmem_get_file: the guest_memfd was closed
     inode = slot.gmem_file.inode
     if inode.backing < 0:
         raise oserror(errno.EFAULT)

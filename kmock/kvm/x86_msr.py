@@ -295,6 +295,8 @@ def _msr_io(f, arg, write):
     done = 0
     for e in entries:
         if hook is not None and not hook(vcpu, e.index, write, e.data if write else 0):
+            if not write:
+                e.data = 0  # kvm_do_msr_access zeroes a read it refuses, whoever refused
             break
         if write:
             if not set_msr(st, vcpu, e.index, e.data):

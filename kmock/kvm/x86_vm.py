@@ -576,6 +576,9 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         r = check_extension(f, arg)
         if arg == KVM_CAP_X2APIC_API and type(arg) is int:
             r = x2apic_api_check(f.vm, r)
+        elif arg == K.KVM_CAP_READONLY_MEM and type(arg) is int and r:
+            # kvm_arch_has_readonly_mem(kvm) = !has_protected_state (TDX, SEV-ES, SNP)
+            r = 0 if f.vm.vmtype.has_protected_state else r
         return r
 
     return {

@@ -14,7 +14,6 @@ from .guest import TdxGuest
 from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
 
 
-KVM_CAP_READONLY_MEM = 81
 
 #: invalidations a TDX Connect TD refuses while a page is pinned: the host's own requests.
 #: The release of the guest_memfd (TD teardown) and memory failure cannot be refused.
@@ -57,11 +56,6 @@ class TdxVm(VmType):
                     X.KVM_GET_VCPU_EVENTS: vcpu_events.get_vcpu_events,
                     X.KVM_SET_VCPU_EVENTS: vcpu_events.set_vcpu_events}
         return {}
-
-    def capabilities(self):
-        """KVM_CAP_READONLY_MEM on a TD's fd is kvm_arch_has_readonly_mem(kvm) =
-        !has_protected_state: 0 (kvm_vm_ioctl_check_extension, x86.c 6.18)."""
-        return {KVM_CAP_READONLY_MEM: 0}
 
     def pre_fault_allowed(self, vm):
         """kvm->arch.pre_fault_allowed: set by a successful KVM_TDX_FINALIZE_VM."""

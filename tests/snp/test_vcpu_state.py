@@ -140,6 +140,18 @@ def test_msrs_the_vmsa_holds_are_refused_after_launch_finish():
     assert _msr_count(k, v, False, [(0x8B, 0), (0x48, 0)]) == 2
 
 
+def test_a_refused_read_zeroes_its_entry():
+    """kvm_do_msr_access zeroes the data of a read the vendor's get_msr refused (here
+    sev_es_prevent_msr_access, after LAUNCH_FINISH); the entries before it keep theirs."""
+    s = started()
+    k, v = s.k, s.vcpu_fds[0]
+    assert s.finish()[1] == 0
+    buf = msrs_buf([(0x8B, 0x1111), (0xC0000081, 0x2222), (0x8B, 0x3333)])
+    assert k.ioctl(v, X.KVM_GET_MSRS, buf) == 1
+    assert int.from_bytes(buf[32:40], "little") == 0
+    assert int.from_bytes(buf[48:56], "little") == 0x3333  # never reached: as given
+
+
 def test_msr_passthrough_follows_the_guest_cpuid():
     """SYSENTER_ESP/EIP are intercepted for an Intel-compatible guest vendor; TSC_AUX is
     passed through (V_TSC_AUX) once the guest has RDTSCP."""
@@ -153,3 +165,29 @@ def test_msr_passthrough_follows_the_guest_cpuid():
     assert _msr_count(k, v, False, [(0x175, 0)]) == 1
     assert kmock_snp.msrs.write_intercepted(s.vcpu(0), 0x175)
     assert not kmock_snp.msrs.write_intercepted(s.vcpu(0), 0xC0000103)
+
+
+@pytest.mark.parametrize("vm_type,readonly", [(K.KVM_X86_DEFAULT_VM, True), (2, True),
+                                              (3, False), (K.KVM_X86_SNP_VM, False)])
+def test_read_only_memslots_only_without_protected_state(vm_type, readonly):
+    """kvm_arch_has_readonly_mem(kvm) = !kvm->arch.has_protected_state (x86, 6.18), which
+    svm_vm_init sets for SEV-ES and SNP VMs: KVM_CAP_READONLY_MEM on the VM fd, and
+    check_memory_region_flags' KVM_MEM_READONLY (EINVAL without it)."""
+    import mmap as _mmap
+    import ctypes
+
+    from .snpenv import kernel
+
+    k = kernel()
+    vm = k.ioctl(k.open("/dev/kvm", 2), K.KVM_CREATE_VM, vm_type)
+    assert k.ioctl(vm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_READONLY_MEM) == int(readonly)
+    mem = _mmap.mmap(-1, 0x1000)
+    region = K.kvm_userspace_memory_region(
+        slot=0, flags=K.KVM_MEM_READONLY, memory_size=0x1000,
+        userspace_addr=ctypes.addressof(ctypes.c_char.from_buffer(mem)))
+    if readonly:
+        assert k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION, region) == 0
+    else:
+        assert err(k, vm, K.KVM_SET_USER_MEMORY_REGION, region) == errno.EINVAL
+    region.slot, region.flags, region.guest_phys_addr = 1, 0, 0x10000
+    assert k.ioctl(vm, K.KVM_SET_USER_MEMORY_REGION, region) == 0

@@ -309,6 +309,17 @@ def test_init_mem_region_gmem_rules(tdx_kernel):
     assert err(t2.init_mem_region, GPA, 0, 1) == errno.EINVAL
 
 
+def test_init_mem_region_after_the_guest_memfd_was_closed_is_efault(tdx_kernel):
+    """kvm_gmem_populate: the memslot keeps KVM_MEM_GUEST_MEMFD, but kvm_gmem_get_file
+    finds no file once the VMM closed its guest_memfd: -EFAULT (not kvm_slot_has_gmem's
+    -EINVAL), and tdx_vcpu_init_mem_region returns it."""
+    k = tdx_kernel()
+    t = _td_for_region(k)
+    k.close(t.gmem)
+    assert err(t.init_mem_region, GPA, t.srcaddr, 1) == errno.EFAULT
+    assert t.state(0) == "FREE"
+
+
 def test_init_mem_region_unreadable_source_efault_with_progress(tdx_kernel):
     k = tdx_kernel()
     t = _td_for_region(k)
