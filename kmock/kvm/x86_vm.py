@@ -28,7 +28,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import dirty_log
+from . import dirty_log, x86_state
 from .attached import Attached
 from .x86_state import DEFAULTS_618, host_tsc, settings
 
@@ -570,6 +570,12 @@ def x86_vm_ioctls(create_vcpu, check_extension):
             # kvm_create_lapic's reset sets the APIC base: the map is rebuilt before the
             # new vCPU is visible to kvm_for_each_vcpu (probed: it is not in the map)
             x86_lapic.recalculate_apic_map(vm, exclude=vm.vcpus[int_arg(arg)])
+            vcpu = vm.vcpus[int_arg(arg)]
+            if vcpu.id != state(vm).bsp_vcpu_id:
+                # kvm_arch_vcpu_create: with an in-kernel LAPIC only the BSP starts
+                # RUNNABLE; an AP waits for INIT/SIPI (conformance x86_vcpu_initial_mp_state)
+                x86_state.state(vcpu).mp_state = X.KVM_MP_STATE_UNINITIALIZED
+                vcpu.set_stopped(True)
         return fd
 
     def vm_check_extension(f, arg):

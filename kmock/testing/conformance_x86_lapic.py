@@ -87,3 +87,27 @@ def x86_lapic_irr(sys, rec):
         state("after SET_LAPIC")
         sys.close(cpu)
         sys.close(vm)
+
+
+@scenario("x86_vcpu_initial_mp_state",
+          "kvm_arch_vcpu_create: without an in-kernel irqchip every vCPU starts RUNNABLE; with "
+          "one (full or split) only the BSP (KVM_SET_BOOT_CPU_ID's) does, the others start "
+          "UNINITIALIZED (waiting for INIT/SIPI)")
+def x86_vcpu_initial_mp_state(sys, rec):
+    kvm = open_kvm(sys, rec)
+    for mode in ("none", "kernel", "split", "boot cpu 1"):
+        vm = create_vm(sys, rec, kvm, label=f"{mode}: KVM_CREATE_VM")
+        if mode == "split":
+            enable(sys, rec, vm, "split: SPLIT_IRQCHIP 24", K.KVM_CAP_SPLIT_IRQCHIP, 24)
+        elif mode != "none":
+            rec.call(f"{mode}: KVM_CREATE_IRQCHIP", sys.ioctl, vm, K.KVM_CREATE_IRQCHIP, 0)
+        if mode == "boot cpu 1":
+            rec.call("boot cpu 1: KVM_SET_BOOT_CPU_ID 1", sys.ioctl, vm, K.KVM_SET_BOOT_CPU_ID, 1)
+        for i in range(3):
+            cpu = vcpu(sys, rec, vm, i, f"{mode}: KVM_CREATE_VCPU {i}")
+            if cpu is None:
+                continue
+            mp = X.kvm_mp_state()
+            rec.call(f"{mode}: vCPU {i}: GET_MP_STATE", sys.ioctl, cpu, X.KVM_GET_MP_STATE, mp)
+            rec.record(f"{mode}: vCPU {i}: mp_state", mp.mp_state)
+        sys.close(vm)

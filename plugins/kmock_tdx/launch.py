@@ -268,6 +268,7 @@ def init_vcpu(vcpu, td, cmd):
     vcpu.arch.initialized = True
     vcpu.arch.rcx = cmd.data
     st.mp_state = K.KVM_MP_STATE_RUNNABLE
+    vcpu.set_stopped(False)  # an AP created UNINITIALIZED (kvm_arch_vcpu_create) runs now
     return 0
 
 

@@ -1918,6 +1918,17 @@ REFERENCE.update({
 })
 
 
+# x86.c kvm_arch_vcpu_create: "if (!irqchip_in_kernel(vcpu->kvm) || kvm_vcpu_is_reset_bsp(vcpu))
+# mp_state = RUNNABLE else UNINITIALIZED"; kvm_vcpu_is_reset_bsp: vcpu_id == kvm->arch.bsp_vcpu_id
+REFERENCE.update({
+    "x86_vcpu_initial_mp_state": [
+        (f"{mode}: vCPU {i}: mp_state", ("ok", want))
+        for mode, wants in (("none", (0, 0, 0)), ("kernel", (0, 1, 1)), ("split", (0, 1, 1)),
+                            ("boot cpu 1", (1, 0, 1)))
+        for i, want in enumerate(wants)
+    ],
+})
+
 def test_reference_covers_every_scenario():
     missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
     assert not missing, f"scenarios without reference expectations: {sorted(missing)}"

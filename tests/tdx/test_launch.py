@@ -12,6 +12,7 @@ import pytest
 from kmock.testing.errnos import err, errno_or_0
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
+from kmock.uapi import x86 as X
 
 from ._td import GPA, NPAGES, P, Td, cmd, cpuid_entry, init_vm_arg
 
@@ -456,10 +457,21 @@ def test_capture_has_the_sept_table(tdx_kernel):
 
 
 def test_kvm_run_of_a_vcpu_without_init_vcpu_is_einval(tdx_kernel):
+    """An AP made without KVM_TDX_INIT_VCPU starts UNINITIALIZED (kvm_arch_vcpu_create: the
+    TD's LAPIC is in the kernel): KVM_RUN waits for INIT/SIPI, so with immediate_exit it is
+    EINTR; once the VMM makes it RUNNABLE, tdx_vcpu_pre_run refuses it (EINVAL)."""
     k = tdx_kernel()
     t = _td_for_region(k)
     v2 = k.ioctl(t.vm, K.KVM_CREATE_VCPU, 1)  # never KVM_TDX_INIT_VCPU'd
     t.finalize()
+    mp = X.kvm_mp_state()
+    k.ioctl(v2, X.KVM_GET_MP_STATE, mp)
+    assert mp.mp_state == K.KVM_MP_STATE_UNINITIALIZED
+    m = k.mmap(v2, 4096, 3, 1, 0)
+    K.kvm_run.from_address(m.address).immediate_exit = 1
+    assert err(k.ioctl, v2, K.KVM_RUN, 0) == errno.EINTR
+    K.kvm_run.from_address(m.address).immediate_exit = 0
+    k.ioctl(v2, X.KVM_SET_MP_STATE, X.kvm_mp_state(K.KVM_MP_STATE_RUNNABLE))
     assert err(k.ioctl, v2, K.KVM_RUN, 0) == errno.EINVAL
     assert t.run_to_stop() == K.KVM_EXIT_INTR
 
