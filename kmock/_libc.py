@@ -117,6 +117,24 @@ def reserve(length):
     return mmap(None, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
 
 
+#: arch/x86/include/uapi/asm/prctl.h; SYS_arch_prctl on x86-64
+ARCH_GET_XCOMP_GUEST_PERM = 0x1024
+_SYS_arch_prctl = 158
+
+
+def guest_xcomp_perm():
+    """The XSAVE features this process may give its guests (arch_prctl
+    ARCH_GET_XCOMP_GUEST_PERM: what ARCH_REQ_XCOMP_GUEST_PERM granted, plus the
+    always-permitted static ones); None where it cannot be asked (not x86-64, or a
+    kmock serve thread answering another process, whose permissions it cannot see)."""
+    if _task.pid is not None or os.uname().machine != "x86_64":
+        return None
+    mask = ctypes.c_uint64()
+    if _libc.syscall(_SYS_arch_prctl, ARCH_GET_XCOMP_GUEST_PERM, ctypes.byref(mask)) != 0:
+        return None
+    return mask.value
+
+
 class _Task(threading.local):
     pid = None
     tid = None

@@ -15,6 +15,7 @@ import errno
 import os
 import re
 
+from .. import _libc
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg, read_user_at, write_user_at
 from ..uapi import kvm as K
@@ -254,6 +255,18 @@ def nmi(f, arg):
     return 0
 
 
+def smi(f, arg):
+    """KVM_SMI -> kvm_inject_smi (arch/x86/kvm/smm.h): KVM_REQ_SMI, which the next
+    KVM_GET_VCPU_EVENTS (process_smi) or entry turns into smi.pending; kmock sets it at
+    once. Without CONFIG_KVM_SMM (profile setting ``kvm_smm`` False, probed: the PVM host)
+    kvm_inject_smi is -ENOTTY."""
+    st = state(vcpu_of(f))
+    if not st.kvm_smm:
+        raise oserror(errno.ENOTTY)
+    st.smi_pending = 1
+    return 0
+
+
 # --- GET/SET_FPU -----------------------------------------------------------------------------
 
 # struct fxregs_state offsets
@@ -479,6 +492,10 @@ def set_cpuid2(f, arg):
     return kvm_set_cpuid(vcpu, _read_entries(arg, head.nent))
 
 
+#: XFEATURE_MASK_USER_DYNAMIC (arch/x86/include/asm/fpu/xstate.h): XTILE_DATA
+XFEATURE_MASK_USER_DYNAMIC = 1 << 18
+
+
 def kvm_set_cpuid(vcpu, entries):
     """kvm_set_cpuid with the table as (function, index, flags, eax, ebx, ecx, edx)
     tuples: KVM_SET_CPUID2 and the legacy KVM_SET_CPUID (kmock.kvm.x86_vcpu_misc)."""
@@ -490,6 +507,15 @@ def kvm_set_cpuid(vcpu, entries):
     e = cpuid_entry(entries, 0x80000008)
     if e is not None and (e[3] >> 8 & 0xFF) not in (0, 48, 57):
         raise oserror(errno.EINVAL)
+    e = cpuid_entry(entries, 0xD, 0)
+    dynamic = (e[3] | e[6] << 32) & XFEATURE_MASK_USER_DYNAMIC if e is not None else 0
+    if dynamic:
+        # kvm_check_cpuid -> fpu_enable_guest_xfd_features: a dynamic feature (AMX tile
+        # data) needs the process's ARCH_REQ_XCOMP_GUEST_PERM, else EPERM (probed). A
+        # process kmock cannot ask (a kmock serve client) is taken as permitted [kmock].
+        perm = _libc.guest_xcomp_perm()
+        if perm is not None and dynamic & ~perm:
+            raise oserror(errno.EPERM)
     st.cpuid = entries
     st.cpuid_set = True
     return 0
@@ -777,7 +803,7 @@ def vcpu_ioctls():
         X.KVM_GET_LAPIC: get_lapic, X.KVM_SET_LAPIC: set_lapic,
         X.KVM_TPR_ACCESS_REPORTING: x86_lapic.tpr_access_reporting,
         X.KVM_SET_VAPIC_ADDR: x86_lapic.set_vapic_addr,
-        X.KVM_SET_GUEST_DEBUG: set_guest_debug, X.KVM_NMI: nmi,
+        X.KVM_SET_GUEST_DEBUG: set_guest_debug, X.KVM_NMI: nmi, X.KVM_SMI: smi,
         X.KVM_GET_FPU: get_fpu, X.KVM_SET_FPU: set_fpu,
         X.KVM_GET_MSRS: x86_msr.get_msrs, X.KVM_SET_MSRS: x86_msr.set_msrs,
         X.KVM_SET_CPUID2: set_cpuid2, X.KVM_GET_CPUID2: get_cpuid2,

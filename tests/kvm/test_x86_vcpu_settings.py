@@ -196,3 +196,46 @@ def test_tsc_adjust_sticks_only_with_the_cpuid_bit(k):
 def k():
     with kernel() as kernel_:
         yield kernel_
+
+
+# --- KVM_SMI and the dynamic XSAVE features of KVM_SET_CPUID2 -----------------------------------
+
+
+@pytest.mark.parametrize("smm", [True, False])
+def test_kvm_smi(smm):
+    """kvm_inject_smi (smm.h): KVM_REQ_SMI, seen as smi.pending by KVM_GET_VCPU_EVENTS
+    (process_smi); without CONFIG_KVM_SMM it is -ENOTTY (conformance: the probe host)."""
+    with kernel(kvm_smm=smm) as k:
+        cpu = vcpu(k)
+        if smm:
+            assert k.ioctl(cpu, X.KVM_SMI, 0) == 0
+            assert events(k, cpu).smi.pending == 1
+        else:
+            assert err(k.ioctl, cpu, X.KVM_SMI, 0) == errno.ENOTTY
+            assert events(k, cpu).smi.pending == 0
+
+
+def test_amx_tile_data_in_cpuid_needs_the_guest_permission(k, monkeypatch):
+    """kvm_check_cpuid -> fpu_enable_guest_xfd_features: leaf 0xD.0 with XTILE_DATA (bit
+    18) is EPERM unless the process holds ARCH_REQ_XCOMP_GUEST_PERM for it; nothing is
+    stored then."""
+    from kmock import _libc
+
+    leaf = [(0xD, 0, 1, 0x3 | 1 << 18, 0, 0, 0)]
+    monkeypatch.setattr(_libc, "guest_xcomp_perm", lambda: 0x3)
+    cpu = vcpu(k)
+    assert err(k.ioctl, cpu, X.KVM_SET_CPUID2, cpuid_table(leaf)) == errno.EPERM
+    monkeypatch.setattr(_libc, "guest_xcomp_perm", lambda: 0x3 | 1 << 18)
+    assert k.ioctl(cpu, X.KVM_SET_CPUID2, cpuid_table(leaf)) == 0
+    monkeypatch.setattr(_libc, "guest_xcomp_perm", lambda: None)  # a kmock serve client
+    assert k.ioctl(vcpu(k), X.KVM_SET_CPUID2, cpuid_table(leaf)) == 0
+
+
+def cpuid_table(entries):
+    buf = bytearray(8 + 40 * len(entries))
+    buf[0:4] = len(entries).to_bytes(4, "little")
+    for i, (fn, index, flags, *regs) in enumerate(entries):
+        e = K.kvm_cpuid_entry2(function=fn, index=index, flags=flags)
+        e.eax, e.ebx, e.ecx, e.edx = regs
+        buf[8 + 40 * i:48 + 40 * i] = bytes(e)
+    return buf
