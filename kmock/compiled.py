@@ -11,9 +11,10 @@ edited source never runs as its old compiled self, the finder installed here (by
 
 * ``KMOCK_PURE_PYTHON=1`` is set (the pure run: the interpreted modules and the
   pure-Python twin of the memory core, kmock.mm), or
-* the ``.py`` was modified after its compiled module was built (a stale build, e.g. after
-  an edit or a ``git checkout``): one RuntimeWarning names the modules; rebuild with
-  ``python3 -m pip install -e .``.
+* the ``.py`` was modified after Cython read it for the build (a stale build, e.g. after
+  an edit, also one made while the build ran, or a ``git checkout``; setup.py dates each
+  compiled module with its source's modification time as Cython read it): one
+  RuntimeWarning names the modules; rebuild with ``python3 -m pip install -e .``.
 
 It applies to the packages setup.py compiles (``kmock`` and the ``kmock_*`` plugins), and
 only to an extension module that has a ``.py`` of the same name beside it (the memory
