@@ -68,6 +68,9 @@ class Vcpu:
         self.arch = None  # owned by the architecture plugin
         #: vcpu->arch.mmu->root is valid (kvm_mmu_load succeeded once)
         self.mmu_root_loaded = False
+        #: KVM_RUN entered the guest once (x86 last_vmentry_cpu != -1: kvm_vcpu_has_run),
+        #: whether or not the guest then exited to userspace
+        self.entered = False
         self.refs = 0
         #: vcpu->stats_id and the counters kmock tracks (kmock.kvm.stats)
         self.stats_id = f"kvm-{task_pid_nr()}/vcpu-{vcpu_id}"
@@ -264,6 +267,7 @@ def vcpu_run(f, arg):
             r = vmtype.run_enter(vcpu)
             if r is not None:
                 return r  # the VM type wrote an exit (or raised) before the guest ran
+            vcpu.entered = True
             if vmtype.has_run_exit:
                 try:
                     r = guest_run(vcpu)
@@ -278,6 +282,7 @@ def vcpu_run(f, arg):
                 # caller's process, was checked on entry and cannot change in this call)
                 raise oserror(errno.EIO)
             return r
+        vcpu.entered = True
         return guest_run(vcpu)
 
 

@@ -285,8 +285,9 @@ def fpu_hidden(vcpu):
 
 
 def has_run(vcpu):
-    """kvm_vcpu_has_run: KVM_RUN entered the guest at least once (an exit was counted)."""
-    return vcpu.stat.counts["exits"] > 0
+    """kvm_vcpu_has_run (last_vmentry_cpu != -1): KVM_RUN entered the guest at least once,
+    also when the guest only halted in the kernel and the call ended on a signal."""
+    return vcpu.entered
 
 
 def canonical(v, bits=48):

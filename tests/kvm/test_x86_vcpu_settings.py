@@ -239,3 +239,24 @@ def cpuid_table(entries):
         e.eax, e.ebx, e.ecx, e.edx = regs
         buf[8 + 40 * i:48 + 40 * i] = bytes(e)
     return buf
+
+
+def test_cpuid_is_frozen_once_the_guest_was_entered_even_without_an_exit(k):
+    """kvm_set_cpuid after kvm_vcpu_has_run (last_vmentry_cpu != -1) takes only the same
+    table (EINVAL otherwise). A KVM_RUN that entered the guest counts even when it ended on
+    a signal (EINTR) rather than an exit to userspace; one refused before the guest ran
+    (immediate_exit) does not."""
+    kvm = k.open("/dev/kvm", os.O_RDWR)
+    vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+    cpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
+    run = K.kvm_run.from_address(k.mmap(cpu, 4096, 3, 1, 0).address)
+    table = cpuid_table([(1, 0, 0, 0, 0, 0, 0)])
+    run.immediate_exit = 1
+    assert err(k.ioctl, cpu, K.KVM_RUN, 0) == errno.EINTR
+    run.immediate_exit = 0
+    assert k.ioctl(cpu, X.KVM_SET_CPUID2, table) == 0  # not entered yet: any table
+    k.vm(vm).vcpus[0].guest.stop()  # a signal arrives while the guest runs
+    assert err(k.ioctl, cpu, K.KVM_RUN, 0) == errno.EINTR
+    assert k.ioctl(cpu, X.KVM_SET_CPUID2, table) == 0  # the same table: accepted
+    other = cpuid_table([(1, 0, 0, 1, 0, 0, 0)])
+    assert err(k.ioctl, cpu, X.KVM_SET_CPUID2, other) == errno.EINVAL
