@@ -185,10 +185,35 @@ class ReportFatalError(Action):
         return EXIT
 
 
-class GetQuote(Action):
+class _UserExitCall(Action):
+    """A TDG.VP.VMCALL that KVM forwards as KVM_EXIT_TDX (tdx_get_quote,
+    tdx_setup_event_notify_interrupt): the exit's struct zeroed, ``nr`` the leaf, its ``ret``
+    preset SUBFUNC_UNSUPPORTED; on re-entry R10 = run->tdx.unknown.ret (``result``)."""
+
+    def __init__(self):
+        super().__init__()
+        self._waiting = False
+
+    def _exit(self, vcpu, nr):
+        """Write the exit; returns the KVM_EXIT_TDX struct for the leaf's own fields."""
+        vcpu.run.exit_reason = K.KVM_EXIT_TDX
+        x = _tdx_exit(vcpu)
+        ctypes.memset(ctypes.addressof(x), 0, ctypes.sizeof(x))
+        x.nr = nr
+        x.unknown.ret = T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED
+        self._waiting = True
+        self.exits.append(K.KVM_EXIT_TDX)
+        return x
+
+    def complete(self, vcpu):
+        if self._waiting:
+            self._waiting = False
+            self.finish(_tdx_exit(vcpu).unknown.ret)
+
+
+class GetQuote(_UserExitCall):
     """TDG.VP.VMCALL<GetQuote>(gpa, size): the buffer must be shared (else INVALID_OPERAND,
-    no exit); KVM_EXIT_TDX with nr = the leaf, get_quote.ret preset SUBFUNC_UNSUPPORTED, the
-    gpa without the shared bit; on re-entry R10 = run->tdx.unknown.ret (``result``)."""
+    no exit); KVM_EXIT_TDX with nr = the leaf and the gpa without the shared bit."""
 
     kind = "tdx.get_quote"
 
@@ -196,60 +221,34 @@ class GetQuote(Action):
         super().__init__()
         self.gpa = gpa & U64
         self.size = size & U64
-        self._waiting = False
 
     def step(self, vcpu):
         td = vcpu.vm.arch
         if not self.gpa & td.shared_bit:
             return self.finish(T.TDVMCALL_STATUS_INVALID_OPERAND)
-        run = vcpu.run
-        run.exit_reason = K.KVM_EXIT_TDX
-        x = _tdx_exit(vcpu)
-        ctypes.memset(ctypes.addressof(x), 0, ctypes.sizeof(x))
-        x.nr = T.TDVMCALL_GET_QUOTE
-        x.get_quote.ret = T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED
+        x = self._exit(vcpu, T.TDVMCALL_GET_QUOTE)
         x.get_quote.gpa = self.gpa & ~td.shared_bit
         x.get_quote.size = self.size
-        self._waiting = True
-        self.exits.append(K.KVM_EXIT_TDX)
         return EXIT
 
-    def complete(self, vcpu):
-        if self._waiting:
-            self._waiting = False
-            self.finish(_tdx_exit(vcpu).unknown.ret)
 
-
-class SetupEventNotifyInterrupt(Action):
+class SetupEventNotifyInterrupt(_UserExitCall):
     """TDG.VP.VMCALL<SetupEventNotifyInterrupt>(vector) (tdx_setup_event_notify_interrupt,
     6.16-6.18): a vector outside 32..255 is INVALID_OPERAND, no exit; else KVM_EXIT_TDX with
-    nr = 0x10004, setup_event_notify.ret preset SUBFUNC_UNSUPPORTED and the vector; on
-    re-entry R10 = run->tdx.unknown.ret (``result``)."""
+    nr = 0x10004 and the vector."""
 
     kind = "tdx.setup_event_notify_interrupt"
 
     def __init__(self, vector):
         super().__init__()
         self.vector = vector & U64
-        self._waiting = False
 
     def step(self, vcpu):
         if not 32 <= self.vector <= 255:
             return self.finish(T.TDVMCALL_STATUS_INVALID_OPERAND)
-        vcpu.run.exit_reason = K.KVM_EXIT_TDX
-        x = _tdx_exit(vcpu)
-        ctypes.memset(ctypes.addressof(x), 0, ctypes.sizeof(x))
-        x.nr = T.TDVMCALL_SETUP_EVENT_NOTIFY_INTERRUPT
-        x.setup_event_notify.ret = T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED
+        x = self._exit(vcpu, T.TDVMCALL_SETUP_EVENT_NOTIFY_INTERRUPT)
         x.setup_event_notify.vector = self.vector
-        self._waiting = True
-        self.exits.append(K.KVM_EXIT_TDX)
         return EXIT
-
-    def complete(self, vcpu):
-        if self._waiting:
-            self._waiting = False
-            self.finish(_tdx_exit(vcpu).unknown.ret)
 
 
 class TdxGuest:

@@ -21,6 +21,8 @@ from kmock.kvm import x86_state
 from kmock.uapi import kvm as K
 from kmock.uapi import x86 as X
 
+from .test_x86_vcpu_settings import cpuid_table
+
 P, W, U, A, D, PS = 1, 2, 4, 1 << 5, 1 << 6, 1 << 7
 NX = 1 << 63
 INVALID = (1 << 64) - 1
@@ -46,14 +48,7 @@ class Guest:
         entries = [list(e) for e in k.profile.cpuid]
         if edit:
             edit(entries)
-        buf = bytearray(8 + len(entries) * ctypes.sizeof(K.kvm_cpuid_entry2))
-        buf[0:4] = len(entries).to_bytes(4, "little")
-        for i, (fn, index, flags, *regs) in enumerate(entries):
-            e = K.kvm_cpuid_entry2(function=fn, index=index, flags=flags)
-            e.eax, e.ebx, e.ecx, e.edx = regs
-            off = 8 + i * ctypes.sizeof(e)
-            buf[off:off + ctypes.sizeof(e)] = bytes(e)
-        k.ioctl(self.cpu, X.KVM_SET_CPUID2, buf)
+        k.ioctl(self.cpu, X.KVM_SET_CPUID2, cpuid_table(entries))
 
     def put(self, addr, value, size=8):
         self.mem[addr:addr + size] = value.to_bytes(size, "little")

@@ -46,14 +46,7 @@ def vcpu(k, cpuid=None, irqchip=False):
         k.ioctl(vm, K.KVM_CREATE_IRQCHIP, 0)
     cpu = k.ioctl(vm, K.KVM_CREATE_VCPU, 0)
     if cpuid is not None:
-        entries = list(cpuid)
-        buf = bytearray(8 + 40 * len(entries))
-        buf[0:4] = len(entries).to_bytes(4, "little")
-        for i, (fn, index, flags, *regs) in enumerate(entries):
-            e = K.kvm_cpuid_entry2(function=fn, index=index, flags=flags)
-            e.eax, e.ebx, e.ecx, e.edx = regs
-            buf[8 + 40 * i:48 + 40 * i] = bytes(e)
-        k.ioctl(cpu, X.KVM_SET_CPUID2, buf)
+        k.ioctl(cpu, X.KVM_SET_CPUID2, cpuid_table(cpuid))
     return cpu
 
 

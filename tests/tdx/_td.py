@@ -184,3 +184,12 @@ class Td:
     def state(self, page):
         """S-EPT state name of slot page ``page``."""
         return self.td.sept.lookup((GPA >> 12) + page)[0].name
+
+
+def err(fn, *a):
+    """The errno ``fn(*a)`` fails with, or 0 when it succeeds."""
+    try:
+        fn(*a)
+    except OSError as e:
+        return e.errno
+    return 0

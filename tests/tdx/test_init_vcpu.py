@@ -16,18 +16,11 @@ from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 from kmock.uapi import x86 as X
 
-from ._td import GPA, P, Td, cmd
+from ._td import GPA, P, Td, cmd, err
 
 ENC = K.KVM_MEMORY_ENCRYPT_OP
 MSR_IA32_APICBASE = 0x1B
 
-
-def err(fn, *a):
-    try:
-        fn(*a)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def _td(k, nvcpus=2):

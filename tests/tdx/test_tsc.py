@@ -23,18 +23,11 @@ from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 from kmock.uapi import x86 as X
 
-from ._td import Td, cmd, init_vm_arg
+from ._td import Td, cmd, init_vm_arg, err
 
 ENC = K.KVM_MEMORY_ENCRYPT_OP
 BAD_TSC = T.TDX_OPERAND_INVALID | 70
 
-
-def err(fn, *a):
-    try:
-        fn(*a)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def _td(k):

@@ -17,15 +17,8 @@ import pytest
 
 from kmock.uapi import x86 as X
 
-from ._td import Td
+from ._td import Td, err
 
-
-def err(fn, *a):
-    try:
-        fn(*a)
-    except OSError as e:
-        return e.errno
-    return 0
 
 
 def _events(k, fd):
