@@ -148,6 +148,9 @@ class IrqChips:
         self.lock = threading.Lock()  # pic_lock / ioapic->lock
         self.pics = (_Pic(ELCR_MASK[0]), _Pic(ELCR_MASK[1]))
         self.ioapic = _Ioapic()
+        #: gsi -> the level userspace's IRQ source (KVM_IRQ_LINE, irqfds) holds it at; the
+        #: PIT is the other source (irq_states: a line is the OR of its sources)
+        self.user_levels = {}
 
     @property
     def ioapic_irr(self):
@@ -355,26 +358,43 @@ def set_irq(vm, gsi, level, line_status=False):
     """kvm_set_irq: every route of ``gsi`` (kmock.kvm.eventfds.routes), -1 when none
     gives a non-negative result, else the sum of those. ``line_status``: the caller is
     KVM_IRQ_LINE_STATUS (the RTC's coalescing is reported)."""
-    ret = -1
     c = chips(vm)
     with c.lock:
-        for e in eventfds.routes(vm):
-            if e.gsi != gsi:
-                continue
-            if e.type == eventfds.KVM_IRQ_ROUTING_IRQCHIP:
-                chip, pin = e.fields
-                if chip == eventfds.KVM_IRQCHIP_IOAPIC:
-                    r = c.ioapic_set_irq(vm, pin, level, line_status)
-                else:
-                    r = c.pic_set_irq(pin + (8 if chip == eventfds.KVM_IRQCHIP_PIC_SLAVE else 0),
-                                      level)
-            elif e.type == eventfds.KVM_IRQ_ROUTING_MSI:
-                r = set_msi(vm, *e.fields[:3], level)
+        c.user_levels[gsi] = level
+        return _set_irq(vm, c, gsi, level, line_status)
+
+
+def _set_irq(vm, c, gsi, level, line_status=False):
+    """set_irq with ``c.lock`` held."""
+    ret = -1
+    for e in eventfds.routes(vm):
+        if e.gsi != gsi:
+            continue
+        if e.type == eventfds.KVM_IRQ_ROUTING_IRQCHIP:
+            chip, pin = e.fields
+            if chip == eventfds.KVM_IRQCHIP_IOAPIC:
+                r = c.ioapic_set_irq(vm, pin, level, line_status)
             else:
-                r = -1  # HV_SINT / Xen routes: not offered by the profiles kmock has
-            if r >= 0:
-                ret = r + max(ret, 0)
+                r = c.pic_set_irq(pin + (8 if chip == eventfds.KVM_IRQCHIP_PIC_SLAVE else 0),
+                                  level)
+        elif e.type == eventfds.KVM_IRQ_ROUTING_MSI:
+            r = set_msi(vm, *e.fields[:3], level)
+        else:
+            r = -1  # HV_SINT / Xen routes: not offered by the profiles kmock has
+        if r >= 0:
+            ret = r + max(ret, 0)
     return ret
+
+
+def pit_pulse(vm):
+    """pit_do_work's kvm_set_irq(kvm, pit->irq_source_id, 0, 1) then (.., 0): GSI 0 raised
+    and lowered by the PIT's own IRQ source. A line is the OR of its sources
+    (__kvm_irq_line_state): while userspace holds GSI 0 high the lowering is one more raise
+    (no new edge for the PIC; the I/O APIC's IRR is set again). Conformance x86_pit_tick."""
+    c = chips(vm)
+    with c.lock:
+        _set_irq(vm, c, 0, 1)
+        _set_irq(vm, c, 0, c.user_levels.get(0, 0))
 
 
 def _irq_line(f, arg, status):

@@ -1929,6 +1929,31 @@ REFERENCE.update({
     ],
 })
 
+# the PIT's channel-0 timer (kmock.kvm.x86_pit.Pit): i8254.c pit_load_count -> create_pit_timer
+# (modes 0, 1, 4 one-shot, 2, 3 periodic, else destroy_pit_timer; nothing with HPET_LEGACY;
+# kvm_pit_reset_reinject), pit_timer_fn, pit_do_work (reinject: only with irq_ack, which the
+# guest's EOI sets again), kvm_pit_set_reinject; irqchip.c kvm_set_irq with the PIT's own
+# irq_source_id: i8259.c pic_set_irq1 (edge memory), ioapic.c ioapic_set_irq (a lowered line
+# clears IRR; every raise sets it); __kvm_irq_line_state (a line is the OR of its sources)
+REFERENCE.update({
+    "x86_pit_tick": [
+        ("fresh: PIC IRR, I/O APIC IRR bit 0", ("ok", (0, 0))),
+        ("a fresh PIT (mode 0xff) after 30 ms: PIC IRR, I/O APIC IRR bit 0", ("ok", (0, 0))),
+        ("mode 2 after 30 ms: PIC IRR, I/O APIC IRR bit 0", ("ok", (1, 0))),
+        ("cleared, reinject on, 30 ms later: PIC IRR, I/O APIC IRR bit 0", ("ok", (0, 0))),
+        ("reinject off, 30 ms later: PIC IRR, I/O APIC IRR bit 0", ("ok", (1, 0))),
+        ("cleared again, reinject off, 30 ms later: PIC IRR, I/O APIC IRR bit 0", ("ok", (1, 0))),
+        ("reinject on again, cleared, 30 ms later: PIC IRR, I/O APIC IRR bit 0", ("ok", (1, 0))),
+        ("mode 0xff, cleared, 30 ms later: PIC IRR, I/O APIC IRR bit 0", ("ok", (0, 0))),
+        ("mode 0 after 30 ms: PIC IRR, I/O APIC IRR bit 0", ("ok", (1, 0))),
+        ("HPET legacy, 30 ms later: PIC IRR, I/O APIC IRR bit 0", ("ok", (0, 0))),
+        ("HPET legacy off, 30 ms later: PIC IRR, I/O APIC IRR bit 0", ("ok", (1, 0))),
+        ("mode 3, count 0, 110 ms later: PIC IRR, I/O APIC IRR bit 0", ("ok", (1, 0))),
+        ("userspace holds GSI 0 high, 30 ms later: PIC IRR, I/O APIC IRR bit 0", ("ok", (0, 1))),
+        ("mode 3, count 0: fired only once its period passed", ("ok", True)),
+    ],
+})
+
 def test_reference_covers_every_scenario():
     missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
     assert not missing, f"scenarios without reference expectations: {sorted(missing)}"
