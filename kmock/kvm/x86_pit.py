@@ -161,7 +161,7 @@ class Pit:
         injects; the timer rests once its ticks can change nothing more."""
         vm = self._vm()
         with self.lock:
-            if gen != self._gen or vm is None or vm.dead:
+            if gen != self._gen or vm is None or vm.dead or vm.destroyed:
                 return
             inject = not self.reinject or self.irq_ack
             if self.reinject:

@@ -180,3 +180,25 @@ def test_concurrent_set_and_get_see_whole_states(k):
     for t in ws:
         t.join()
     assert errors == []
+
+
+def _pit_timers():
+    return [t for t in threading.enumerate() if isinstance(t, threading.Timer)
+            and getattr(t.function, "__func__", None) is x86_pit.Pit._tick]
+
+
+def test_channel_0_timer_stops_with_its_vm(k):
+    """A periodic tick of a destroyed VM arms nothing more (its timer thread ends)."""
+    _, vm = create_vm(k)
+    k.ioctl(vm, K.KVM_CREATE_IRQCHIP, 0)
+    k.ioctl(vm, X86.KVM_CREATE_PIT2, X86.kvm_pit_config())
+    k.ioctl(vm, X86.KVM_REINJECT_CONTROL, X86.kvm_reinject_control(pit_reinject=0))
+    ps = X86.kvm_pit_state2()
+    k.ioctl(vm, X86.KVM_GET_PIT2, ps)
+    ps.channels[0].mode, ps.channels[0].count = 2, 1193
+    k.ioctl(vm, X86.KVM_SET_PIT2, ps)
+    time.sleep(0.02)
+    assert _pit_timers()  # ticking every millisecond, reinject off
+    k.close(vm)
+    time.sleep(0.05)
+    assert not _pit_timers()
