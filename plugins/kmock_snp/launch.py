@@ -77,7 +77,7 @@ def sev_init2(f, cmd, arg):
             raise oserror(errno.EINVAL)
         supported = supported_vmsa_features(kernel) if sev.es else 0
         if not sev.snp:  # SNP-only features (6.18: SECURE_TSC)
-            supported &= ~SVM_SEV_FEAT_SECURE_TSC
+            supported &= ~S.SVM_SEV_FEAT_SECURE_TSC
         if data.vmsa_features & ~supported:
             raise oserror(errno.EINVAL)
         if data.ghcb_version > S.GHCB_VERSION_MAX or (not sev.es and data.ghcb_version):
@@ -101,10 +101,6 @@ def sev_init2(f, cmd, arg):
     return 0
 
 
-#: SVM_SEV_FEAT_SECURE_TSC (arch/x86/include/asm/svm.h)
-SVM_SEV_FEAT_SECURE_TSC = 1 << 9
-
-
 def supported_vmsa_features(kernel):
     """sev_supported_vmsa_features (sev_hardware_setup, 6.18): DEBUG_SWAP when the host
     has DebugSwap and NO_NESTED_DATA_BP (setting ``snp_debug_swap``), SECURE_TSC when it
@@ -115,8 +111,18 @@ def supported_vmsa_features(kernel):
     if kernel.setting("snp_debug_swap"):
         v |= S.SVM_SEV_FEAT_DEBUG_SWAP
     if kernel.setting("snp_secure_tsc"):
-        v |= SVM_SEV_FEAT_SECURE_TSC
+        v |= S.SVM_SEV_FEAT_SECURE_TSC
     return v
+
+
+def sev_dev_get_attr(kernel, attr):
+    """/dev/kvm KVM_GET_DEVICE_ATTR / KVM_HAS_DEVICE_ATTR, group KVM_X86_GRP_SEV
+    (svm_x86_ops.dev_get_attr = sev_dev_get_attr, sev.c 6.18): KVM_X86_SEV_VMSA_FEATURES
+    is sev_supported_vmsa_features; any other attribute ENXIO (6.18 has no
+    KVM_X86_SNP_POLICY_BITS yet). QEMU reads it before KVM_SEV_INIT2."""
+    if attr != S.KVM_X86_SEV_VMSA_FEATURES:
+        raise oserror(errno.ENXIO)
+    return supported_vmsa_features(kernel)
 
 
 # --- KVM_SEV_SNP_LAUNCH_START ------------------------------------------------------------------

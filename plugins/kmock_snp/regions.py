@@ -17,30 +17,19 @@ sev_vm_destroy unpins what is left. kmock keeps the regions and the locked-page 
 writable), kmock's choice: nothing else in the model looks at these pins.
 """
 
-import ctypes
 import errno
 import resource
 
 from kmock.errors import oserror
 from kmock.kernel_util import copy_from_user
 from kmock.kvm.stage2 import probe_user
-from kmock.uapi.ioctl import _IOR
-from kmock.uapi.kvm import KVMIO
+from kmock.uapi.kvm import (KVM_MEMORY_ENCRYPT_REG_REGION, KVM_MEMORY_ENCRYPT_UNREG_REGION,
+                            kvm_enc_region)
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 U64 = (1 << 64) - 1
 CAP_IPC_LOCK = 14
-
-
-class kvm_enc_region(ctypes.Structure):
-    """struct kvm_enc_region (include/uapi/linux/kvm.h)."""
-
-    _fields_ = [("addr", ctypes.c_uint64), ("size", ctypes.c_uint64)]
-
-
-KVM_MEMORY_ENCRYPT_REG_REGION = _IOR(KVMIO, 0xBB, kvm_enc_region)
-KVM_MEMORY_ENCRYPT_UNREG_REGION = _IOR(KVMIO, 0xBC, kvm_enc_region)
 
 
 def _capable_ipc_lock():
