@@ -17,7 +17,7 @@ from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
 from .sevdev import open_sev
-from .launch import supported_vmsa_features
+from .launch import sev_dev_get_attr, supported_vmsa_features
 from .state import machine  # the plugin's public face for tests
 from .vmtypes import vm_types
 
@@ -74,6 +74,15 @@ def kmock_profiles():
 @hookimpl
 def kmock_vm_types(kernel):
     return vm_types(kernel)
+
+
+@hookimpl
+def kmock_dev_attr_groups(kernel):
+    """/dev/kvm's KVM_X86_GRP_SEV (sev_dev_get_attr) exists only where SVM has SEV; on
+    other platforms the group stays ENXIO, as for a kernel without SEV."""
+    if kernel.profile.platform != "snp":
+        return {}
+    return {S.KVM_X86_GRP_SEV: sev_dev_get_attr}
 
 
 @hookimpl
