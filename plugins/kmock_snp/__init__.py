@@ -16,6 +16,7 @@ from kmock.platforms import Platform
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
+from . import svm_ops
 from .sevdev import open_sev
 from .launch import sev_dev_get_attr, supported_vmsa_features
 from .state import machine  # the plugin's public face for tests
@@ -74,6 +75,15 @@ def kmock_profiles():
 @hookimpl
 def kmock_vm_types(kernel):
     return vm_types(kernel)
+
+
+@hookimpl
+def kmock_ioctls(kernel, file_type):
+    """sev_mem_enc_ioctl and the region ioctls reach every VM of an SEV host, also the
+    DEFAULT ones (kmock_snp.svm_ops); the SEV-family types carry the same table."""
+    if kernel.profile.platform != "snp" or file_type != "vm":
+        return {}
+    return svm_ops.vm_ioctls()
 
 
 @hookimpl

@@ -20,7 +20,7 @@ from kmock.kvm.vmtype import VmType
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
-from . import launch, regions
+from . import launch, svm_ops
 from .guest import SnpGuest, terminate_exit
 from .msrs import sev_es_prevent_msr_access
 from .state import SevInfo, VcpuInfo
@@ -79,12 +79,8 @@ class SevFamilyVm(VmType):
         vcpu.arch = VcpuInfo()
 
     def ioctls(self, kernel, file_type):
-        from kmock.kvm.mem_enc import mem_enc_ioctl
-
         if file_type == "vm":
-            handler = mem_enc_ioctl(self, self.mem_enc_ops(kernel, "vm"))
-            return {K.KVM_MEMORY_ENCRYPT_OP: launch.null_arg_wrapper(handler),
-                    **regions.IOCTLS}
+            return svm_ops.vm_ioctls()  # the table every VM of the platform has
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: _vcpu_mem_enc}  # SVM has no vcpu_mem_enc_ioctl
         return {}
