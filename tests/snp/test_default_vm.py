@@ -218,3 +218,19 @@ def test_snp_vm_unhandled_ids():
     s.init2()
     assert s.op(S.KVM_SEV_CERT_EXPORT)[1] == errno.EPERM
     assert s.op(S.KVM_SEV_INIT)[1] == errno.EPERM
+
+
+def test_sev_types_as_the_host_reports_them():
+    """sev_hardware_setup: KVM_X86_SEV_VM / KVM_X86_SEV_ES_VM are offered (KVM_CAP_VM_TYPES,
+    KVM_CREATE_VM) only when the host has SEV / SEV-ES; a DEFAULT VM's ES_INIT follows
+    sev_es_enabled."""
+    k = kernel(sev_vm_types=())
+    kvm = k.open("/dev/kvm", os.O_RDWR)
+    types = k.ioctl(kvm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_VM_TYPES)
+    assert types & (1 << K.KVM_X86_SNP_VM)
+    for t in (K.KVM_X86_SEV_VM, K.KVM_X86_SEV_ES_VM):
+        assert not types & (1 << t)
+        with pytest.raises(OSError) as e:
+            k.ioctl(kvm, K.KVM_CREATE_VM, t)
+        assert e.value.errno == errno.EINVAL
+    assert _op(k, _vm(k), S.KVM_SEV_ES_INIT) == errno.ENOTTY
