@@ -17,8 +17,8 @@ from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
 from . import svm_ops
+from .launch import sev_dev_get_attr, supported_vmsa_features  # noqa: F401 (public face)
 from .sevdev import open_sev
-from .launch import sev_dev_get_attr, supported_vmsa_features
 from .state import machine  # the plugin's public face for tests
 from .vmtypes import vm_types
 
