@@ -87,6 +87,21 @@ def kmock_ioctls(kernel, file_type):
 
 
 @hookspec
+def kmock_dev_attr_groups(kernel):
+    """Return ``{group: get(kernel, attr)}``: attribute groups of /dev/kvm's
+    KVM_GET_DEVICE_ATTR / KVM_HAS_DEVICE_ATTR (x86 profiles) that the platform answers.
+
+    x86.c __kvm_x86_dev_get_attr keeps group 0 (KVM_X86_XCOMP_GUEST_SUPP) for itself and
+    hands every other group to the vendor module's dev_get_attr (SVM: sev_dev_get_attr for
+    KVM_X86_GRP_SEV); a group nobody answers is ENXIO. ``get`` returns the attribute's u64
+    value or raises OSError (ENXIO for an attribute the group lacks); KVM_HAS_DEVICE_ATTR
+    calls it too and discards the value. Group 0 or a group two plugins declare is a
+    PluginError. Called once when the Kernel is created; return nothing when your
+    platform is not active.
+    """
+
+
+@hookspec
 def kmock_devices(kernel):
     """Return ``{path: opener}``: device nodes this plugin adds (e.g. "/dev/sev").
 

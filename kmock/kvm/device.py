@@ -4,9 +4,10 @@ import ctypes
 import errno
 import stat
 
-from ..errors import oserror
+from ..errors import PluginError, oserror
 from ..file import File, make_stat
 from ..kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
+from ..pluginmanager import plugin_name
 from ..uapi import kvm as K
 from ..uapi import x86 as X
 from . import x86_mce, x86_msr
@@ -170,35 +171,65 @@ def dev_get_emulated_cpuid(f, arg):
     return _get_cpuid(f, arg, _emulated_table)
 
 
-def _x86_dev_attr_value(f, attr):
+def _x86_dev_attr_value(f, attr, groups):
     """__kvm_x86_dev_get_attr: group 0 attribute KVM_X86_XCOMP_GUEST_SUPP is
     kvm_caps.supported_xcr0 (probed: settings ``xcomp_guest_supp``; else the XCR0 bits
     of the profile's KVM_GET_SUPPORTED_CPUID leaf 0xD, which equal it unless the host
-    filters dynamic features such as AMX there); another group goes to the vendor's
-    dev_get_attr (VMX and the PVM probe host have none, SVM answers for SEV only):
-    ENXIO; any other attribute ENXIO. ``flags`` is not checked."""
-    if attr.group or attr.attr != X.KVM_X86_XCOMP_GUEST_SUPP:
+    filters dynamic features such as AMX there); any other group 0 attribute ENXIO.
+    Another group goes to the vendor's dev_get_attr: ``groups`` (the platform's
+    ``kmock_dev_attr_groups``; SVM answers KVM_X86_GRP_SEV with sev_dev_get_attr),
+    ENXIO when no platform answers it (VMX and the PVM probe host have no
+    dev_get_attr). ``flags`` is not checked."""
+    if attr.group:
+        get = groups.get(attr.group)
+        if get is None:
+            raise oserror(errno.ENXIO)
+        return get(f.kernel, attr.attr)
+    if attr.attr != X.KVM_X86_XCOMP_GUEST_SUPP:
         raise oserror(errno.ENXIO)
     s = x86_settings(f.kernel.profile)
     v = s.get("xcomp_guest_supp")
     return supported_xcr0(f.kernel.profile.cpuid) if v is None else v
 
 
-def dev_get_device_attr(f, arg):
-    """KVM_GET_DEVICE_ATTR on /dev/kvm (kvm_arch_dev_ioctl -> kvm_x86_dev_get_attr): the
-    struct copied in (EFAULT), the attribute's errno, then the u64 put to ``addr``
-    (EFAULT)."""
-    attr = copy_from_user(arg, X.kvm_device_attr)
-    value = _x86_dev_attr_value(f, attr)
-    copy_to_user(attr.addr, ctypes.c_uint64(value))
-    return 0
+def dev_attr_groups(kernel):
+    """{group: get(kernel, attr)} from the plugins' ``kmock_dev_attr_groups`` (read once
+    per Kernel): group 0 is the core's, and a group has one owner (PluginError)."""
+    groups = {}
+    for impl in kernel.pm.hook.kmock_dev_attr_groups.get_hookimpls():
+        who = plugin_name(kernel.pm, impl.plugin)
+        for group, get in (impl.function(kernel=kernel) or {}).items():
+            if type(group) is not int or not 0 < group < 1 << 32 or not callable(get):
+                raise PluginError(f"plugin {who}: kmock_dev_attr_groups needs {{group: get}} "
+                                  f"with a u32 group other than 0 (the core's) and a "
+                                  f"callable; got {group!r}: {get!r}")
+            if group in groups:
+                raise PluginError(f"plugin {who}: /dev/kvm attribute group {group} is "
+                                  f"already answered by another plugin")
+            groups[group] = get
+    return groups
 
 
-def dev_has_device_attr(f, arg):
-    """KVM_HAS_DEVICE_ATTR on /dev/kvm (kvm_x86_dev_has_attr): 0 or the attribute's
-    errno; ``addr`` is not touched."""
-    _x86_dev_attr_value(f, copy_from_user(arg, X.kvm_device_attr))
-    return 0
+def dev_device_attr_ioctls(kernel):
+    """KVM_GET_DEVICE_ATTR and KVM_HAS_DEVICE_ATTR on /dev/kvm (kvm_arch_dev_ioctl ->
+    kvm_x86_dev_get_attr / kvm_x86_dev_has_attr), with the platform's groups."""
+    groups = dev_attr_groups(kernel)
+
+    def dev_get_device_attr(f, arg):
+        """The struct copied in (EFAULT), the attribute's errno, then the u64 put to
+        ``addr`` (EFAULT)."""
+        attr = copy_from_user(arg, X.kvm_device_attr)
+        value = _x86_dev_attr_value(f, attr, groups)
+        copy_to_user(attr.addr, ctypes.c_uint64(value))
+        return 0
+
+    def dev_has_device_attr(f, arg):
+        """0 or the attribute's errno; ``addr`` is not touched."""
+        _x86_dev_attr_value(f, copy_from_user(arg, X.kvm_device_attr), groups)
+        return 0
+
+    return {X.KVM_GET_DEVICE_ATTR: dev_get_device_attr,
+            X.KVM_HAS_DEVICE_ATTR: dev_has_device_attr}
 
 
 def dev_ioctls(kernel):
@@ -217,6 +248,5 @@ def dev_ioctls(kernel):
         table[X.KVM_GET_MSR_FEATURE_INDEX_LIST] = x86_msr.dev_get_msr_feature_index_list
         table[X.KVM_GET_MSRS] = x86_msr.dev_get_msrs  # the feature MSRs' values
         table[X.KVM_X86_GET_MCE_CAP_SUPPORTED] = x86_mce.dev_get_mce_cap_supported
-        table[X.KVM_GET_DEVICE_ATTR] = dev_get_device_attr
-        table[X.KVM_HAS_DEVICE_ATTR] = dev_has_device_attr
+        table.update(dev_device_attr_ioctls(kernel))
     return table

@@ -120,9 +120,16 @@ class kvm_run_system_event(ctypes.Structure):
     _fields_ = [("type", u32), ("ndata", u32), ("data", u64 * 16)]
 
 
+class kvm_run_fail_entry(ctypes.Structure):
+    """KVM_EXIT_FAIL_ENTRY: the vendor's entry failure reason (SVM: the exit code, e.g.
+    SVM_EXIT_ERR; VMX: the VM-exit reason) and the host CPU (include/uapi/linux/kvm.h)."""
+    _fields_ = [("hardware_entry_failure_reason", u64), ("cpu", u32)]
+
+
 class kvm_run_exit(ctypes.Union):
     _fields_ = [
         ("memory_fault", kvm_run_memory_fault),
+        ("fail_entry", kvm_run_fail_entry),
         ("hypercall", kvm_run_hypercall),
         ("io", kvm_run_io),
         ("mmio", kvm_run_mmio),
@@ -200,6 +207,16 @@ KVM_GET_SREGS = _IOR(KVMIO, 0x83, 312)
 KVM_SET_SREGS = _IOW(KVMIO, 0x84, 312)
 KVM_ENABLE_CAP = _IOW(KVMIO, 0xA3, kvm_enable_cap)
 KVM_MEMORY_ENCRYPT_OP = _IOWR(KVMIO, 0xBA, ctypes.c_ulong)
+
+
+class kvm_enc_region(ctypes.Structure):
+    """KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION's argument: a user address range
+    (SEV's sev_mem_enc_register_region pins it)."""
+    _fields_ = [("addr", ctypes.c_uint64), ("size", ctypes.c_uint64)]
+
+
+KVM_MEMORY_ENCRYPT_REG_REGION = _IOR(KVMIO, 0xBB, kvm_enc_region)
+KVM_MEMORY_ENCRYPT_UNREG_REGION = _IOR(KVMIO, 0xBC, kvm_enc_region)
 KVM_SET_MEMORY_ATTRIBUTES = _IOW(KVMIO, 0xD2, kvm_memory_attributes)
 KVM_CREATE_GUEST_MEMFD = _IOWR(KVMIO, 0xD4, kvm_create_guest_memfd)
 KVM_PRE_FAULT_MEMORY = _IOWR(KVMIO, 0xD5, kvm_pre_fault_memory)
@@ -391,6 +408,8 @@ KVM_EXIT_FAIL_ENTRY = 9
 KVM_EXIT_INTR = 10
 KVM_EXIT_INTERNAL_ERROR = 17
 KVM_EXIT_SYSTEM_EVENT = 24
+#: an SEV-ES/SNP AP parked in AP reset hold (sev_snp_ap_creation / GHCB AP_HLT_LOOP)
+KVM_EXIT_AP_RESET_HOLD = 32
 KVM_EXIT_MEMORY_FAULT = 39
 KVM_EXIT_TDX = 40
 

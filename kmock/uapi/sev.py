@@ -19,9 +19,12 @@ import ctypes
 from .ioctl import _IOWR
 from .kvm import (  # noqa: F401  (re-exported: the SEV-family VM types live in asm/kvm.h)
     KVM_MEMORY_ENCRYPT_OP,
+    KVM_MEMORY_ENCRYPT_REG_REGION,
+    KVM_MEMORY_ENCRYPT_UNREG_REGION,
     KVM_X86_SEV_ES_VM,
     KVM_X86_SEV_VM,
     KVM_X86_SNP_VM,
+    kvm_enc_region,
 )
 
 u8 = ctypes.c_uint8
@@ -146,6 +149,15 @@ SNP_POLICY_MASK_VALID = (
 # SNP_ACTIVE is set by KVM itself for SNP VMs and is never accepted from userspace.
 SVM_SEV_FEAT_SNP_ACTIVE = 1 << 0
 SVM_SEV_FEAT_DEBUG_SWAP = 1 << 5
+SVM_SEV_FEAT_SECURE_TSC = 1 << 9
+
+# --- /dev/kvm attributes (arch/x86/include/uapi/asm/kvm.h "attributes for system fd") ---
+# KVM_GET_DEVICE_ATTR / KVM_HAS_DEVICE_ATTR on /dev/kvm, group KVM_X86_GRP_SEV: answered by
+# sev_dev_get_attr (arch/x86/kvm/svm/sev.c). 6.18 has one attribute; KVM_X86_SNP_POLICY_BITS
+# (1) came later ("KVM: SEV: Publish supported SNP policy bits").
+KVM_X86_GRP_SEV = 1
+KVM_X86_SEV_VMSA_FEATURES = 0
+
 # arch/x86/kvm/svm/sev.c: the highest GHCB protocol version KVM speaks (GHCB_VERSION_MAX).
 GHCB_VERSION_MAX = 2
 # arch/x86/kvm/svm/sev.c: the GPA firmware records for every initial VMSA (INITIAL_VMSA_GPA).

@@ -16,8 +16,9 @@ from kmock.platforms import Platform
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
+from . import svm_ops
+from .launch import sev_dev_get_attr, supported_vmsa_features  # noqa: F401 (public face)
 from .sevdev import open_sev
-from .launch import supported_vmsa_features
 from .state import machine  # the plugin's public face for tests
 from .vmtypes import vm_types
 
@@ -74,6 +75,24 @@ def kmock_profiles():
 @hookimpl
 def kmock_vm_types(kernel):
     return vm_types(kernel)
+
+
+@hookimpl
+def kmock_ioctls(kernel, file_type):
+    """sev_mem_enc_ioctl and the region ioctls reach every VM of an SEV host, also the
+    DEFAULT ones (kmock_snp.svm_ops); the SEV-family types carry the same table."""
+    if kernel.profile.platform != "snp" or file_type != "vm":
+        return {}
+    return svm_ops.vm_ioctls()
+
+
+@hookimpl
+def kmock_dev_attr_groups(kernel):
+    """/dev/kvm's KVM_X86_GRP_SEV (sev_dev_get_attr) exists only where SVM has SEV; on
+    other platforms the group stays ENXIO, as for a kernel without SEV."""
+    if kernel.profile.platform != "snp":
+        return {}
+    return {S.KVM_X86_GRP_SEV: sev_dev_get_attr}
 
 
 @hookimpl

@@ -208,8 +208,6 @@ GHCB_MSR_CPUID_REQ = 0x004
 GHCB_MSR_CPUID_RESP = 0x005
 GHCB_MSR_AP_RESET_HOLD_REQ = 0x006
 GHCB_MSR_AP_RESET_HOLD_RESP = 0x007
-#: KVM_EXIT_AP_RESET_HOLD (include/uapi/linux/kvm.h)
-KVM_EXIT_AP_RESET_HOLD = 32
 GHCB_MSR_PREF_GPA_REQ = 0x010
 GHCB_MSR_PREF_GPA_RESP = 0x011
 GHCB_MSR_PREF_GPA_NONE = (1 << 52) - 1
@@ -295,8 +293,8 @@ class GhcbMsr(PscMsr):
         if halts_in_kernel(vcpu):
             raise NotImplementedError("GHCB MSR AP reset hold with an in-kernel LAPIC "
                                       "(the wait for SIPI) is not modelled")
-        vcpu.run.exit_reason = KVM_EXIT_AP_RESET_HOLD
-        self.exits.append(KVM_EXIT_AP_RESET_HOLD)
+        vcpu.run.exit_reason = K.KVM_EXIT_AP_RESET_HOLD
+        self.exits.append(K.KVM_EXIT_AP_RESET_HOLD)
         self.finish(GHCB_MSR_AP_RESET_HOLD_RESP)
         return EXIT
 

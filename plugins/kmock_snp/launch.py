@@ -8,6 +8,7 @@ copies the whole kvm_sev_cmd back whatever its result, as sev_mem_enc_ioctl does
 """
 
 import errno
+import weakref
 
 from kmock.errors import oserror
 from kmock.kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
@@ -18,6 +19,7 @@ from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
 from .sevdev import is_sev_file
+from .state import SevInfo, sev_of
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -65,7 +67,7 @@ def _data(cmd, ctype):
 
 def sev_init2(f, cmd, arg):
     vm = f.vm
-    sev = vm.arch
+    sev = sev_of(vm)
     kernel = vm.kernel
     if not sev.need_init:
         raise oserror(errno.EINVAL)
@@ -77,7 +79,7 @@ def sev_init2(f, cmd, arg):
             raise oserror(errno.EINVAL)
         supported = supported_vmsa_features(kernel) if sev.es else 0
         if not sev.snp:  # SNP-only features (6.18: SECURE_TSC)
-            supported &= ~SVM_SEV_FEAT_SECURE_TSC
+            supported &= ~S.SVM_SEV_FEAT_SECURE_TSC
         if data.vmsa_features & ~supported:
             raise oserror(errno.EINVAL)
         if data.ghcb_version > S.GHCB_VERSION_MAX or (not sev.es and data.ghcb_version):
@@ -101,10 +103,6 @@ def sev_init2(f, cmd, arg):
     return 0
 
 
-#: SVM_SEV_FEAT_SECURE_TSC (arch/x86/include/asm/svm.h)
-SVM_SEV_FEAT_SECURE_TSC = 1 << 9
-
-
 def supported_vmsa_features(kernel):
     """sev_supported_vmsa_features (sev_hardware_setup, 6.18): DEBUG_SWAP when the host
     has DebugSwap and NO_NESTED_DATA_BP (setting ``snp_debug_swap``), SECURE_TSC when it
@@ -115,8 +113,18 @@ def supported_vmsa_features(kernel):
     if kernel.setting("snp_debug_swap"):
         v |= S.SVM_SEV_FEAT_DEBUG_SWAP
     if kernel.setting("snp_secure_tsc"):
-        v |= SVM_SEV_FEAT_SECURE_TSC
+        v |= S.SVM_SEV_FEAT_SECURE_TSC
     return v
+
+
+def sev_dev_get_attr(kernel, attr):
+    """/dev/kvm KVM_GET_DEVICE_ATTR / KVM_HAS_DEVICE_ATTR, group KVM_X86_GRP_SEV
+    (svm_x86_ops.dev_get_attr = sev_dev_get_attr, sev.c 6.18): KVM_X86_SEV_VMSA_FEATURES
+    is sev_supported_vmsa_features; any other attribute ENXIO (6.18 has no
+    KVM_X86_SNP_POLICY_BITS yet). QEMU reads it before KVM_SEV_INIT2."""
+    if attr != S.KVM_X86_SEV_VMSA_FEATURES:
+        raise oserror(errno.ENXIO)
+    return supported_vmsa_features(kernel)
 
 
 # --- KVM_SEV_SNP_LAUNCH_START ------------------------------------------------------------------
@@ -124,7 +132,7 @@ def supported_vmsa_features(kernel):
 
 def snp_launch_start(f, cmd, arg):
     vm = f.vm
-    sev = vm.arch
+    sev = sev_of(vm)
     kernel = vm.kernel
     if not sev.snp_active:
         raise oserror(errno.ENOTTY)
@@ -184,7 +192,7 @@ def fw_policy_failure(kernel, policy, command):
 
 def snp_launch_update(f, cmd, arg):
     vm = f.vm
-    sev = vm.arch
+    sev = sev_of(vm)
     kernel = vm.kernel
     if not sev.snp_active or not sev.snp_context:
         raise oserror(errno.EINVAL)
@@ -330,7 +338,7 @@ def leak(vm, pfn, npages, why, kill):
 
 def snp_launch_finish(f, cmd, arg):
     vm = f.vm
-    sev = vm.arch
+    sev = sev_of(vm)
     kernel = vm.kernel
     if not sev.snp_active:
         raise oserror(errno.ENOTTY)
@@ -417,20 +425,73 @@ def psp_copy_user_blob(uaddr, length):
 
 
 def sev_legacy(f, cmd, arg):
-    """Ids 0..21 on a VM whose INIT2 has not made it an SNP guest (after INIT2 an SNP VM
-    answers EPERM before this). KVM_SEV_INIT / KVM_SEV_ES_INIT refuse every VM type but
-    DEFAULT (EINVAL); the other handlers start with ``!sev_guest(kvm)`` -> ENOTTY, except
-    sev_receive_update_data's EINVAL (and LAUNCH_UPDATE_VMSA's !sev_es_guest, ENOTTY too).
-    The legacy SEV launch flow itself is not modelled (ENOTTY after INIT2 as well)."""
+    """The legacy ids sev_mem_enc_ioctl's switch has (0..21 but 10, 14, 19) on a VM that
+    is not an SNP guest (an SNP guest answers EPERM before this). KVM_SEV_INIT /
+    KVM_SEV_ES_INIT are sev_guest_init; the other handlers start with
+    ``!sev_guest(kvm)`` -> ENOTTY, except sev_receive_update_data's EINVAL (and
+    LAUNCH_UPDATE_VMSA's !sev_es_guest, ENOTTY too). The legacy SEV launch flow itself
+    is not modelled (ENOTTY on an SEV guest as well: docs/arch/snp.md)."""
     if cmd.id in (S.KVM_SEV_INIT, S.KVM_SEV_ES_INIT):
-        raise oserror(errno.EINVAL)
-    if cmd.id == S.KVM_SEV_RECEIVE_UPDATE_DATA and not f.vm.arch.active:
+        return sev_guest_init(f.vm, cmd.id == S.KVM_SEV_ES_INIT)
+    if cmd.id == S.KVM_SEV_RECEIVE_UPDATE_DATA and not sev_of(f.vm).active:
         raise oserror(errno.EINVAL)
     raise oserror(errno.ENOTTY)
 
 
+def sev_guest_init(vm, es):
+    """sev_guest_init (KVM_SEV_INIT, KVM_SEV_ES_INIT): only a KVM_X86_DEFAULT_VM (EINVAL),
+    then __sev_guest_init with vmsa_features 0 and, for SEV-ES, GHCB version 1: vCPUs
+    created -> EINVAL, already active -> EINVAL, no ASID -> ENOTTY (an empty range) or
+    EBUSY. The VM becomes an SEV (SEV-ES) guest: the VM's SevInfo. kmock models what the
+    VM ioctls see of that (KVM_MEMORY_ENCRYPT_REG_REGION, a second INIT); the vCPU side of
+    a legacy SEV-ES guest is not modelled. The ASID goes back when the VM object does
+    (the core has no VM-destroy callback for a type the plugin does not own)."""
+    kernel = vm.kernel
+    if vm.type != K.KVM_X86_DEFAULT_VM:
+        raise oserror(errno.EINVAL)
+    with vm.slots_lock:
+        if vm.vcpus:
+            raise oserror(errno.EINVAL)  # kvm->created_vcpus
+        if sev_of(vm).active:
+            raise oserror(errno.EINVAL)
+        sev = SevInfo(vm, es, False)
+        size = kernel.setting("snp_asids" if es else "sev_asids")
+        asid = sev.machine.take_asid(es)
+        if not asid:
+            raise oserror(errno.ENOTTY if not size else errno.EBUSY)
+        weakref.finalize(vm, sev.machine.put_asid, asid, es)
+        sev.asid = asid
+        sev.active = True
+        sev.need_init = False
+        sev.ghcb_version = 1 if es else 0  # GHCB_VERSION_MIN for KVM_SEV_ES_INIT
+        vm.arch = sev
+    return 0
+
+
+def sev_es_enabled(kernel):
+    """sev_es_enabled: the host has SEV-ES (the KVM_X86_SEV_ES_VM type is offered)."""
+    return K.KVM_X86_SEV_ES_VM in kernel.setting("sev_vm_types")
+
+
+def _es_init(f, cmd, arg):
+    """sev_mem_enc_ioctl: KVM_SEV_ES_INIT without SEV-ES is ENOTTY, and ``goto out``
+    skips the copy back."""
+    if not sev_es_enabled(f.vm.kernel):
+        raise oserror(errno.ENOTTY)
+    return _copy_back(sev_legacy)(f, cmd, arg)
+
+
+#: enum sev_cmd_id values below SEND_CANCEL that sev_mem_enc_ioctl's switch lacks: its
+#: default, EINVAL without the copy back (kmock.kvm.mem_enc's unknown id)
+UNHANDLED_LEGACY_IDS = (S.KVM_SEV_SEND_UPDATE_VMSA, S.KVM_SEV_RECEIVE_UPDATE_VMSA,
+                        S.KVM_SEV_CERT_EXPORT)
+
+
 def mem_enc_ops():
-    ops = {i: _copy_back(sev_legacy) for i in range(S.KVM_SEV_SEND_CANCEL + 1)}
+    """sev_mem_enc_ioctl's switch, for every VM on the snp platform (SEV-family or not)."""
+    ops = {i: _copy_back(sev_legacy) for i in range(S.KVM_SEV_SEND_CANCEL + 1)
+           if i not in UNHANDLED_LEGACY_IDS}
+    ops[S.KVM_SEV_ES_INIT] = _es_init
     ops[S.KVM_SEV_INIT2] = _copy_back(sev_init2)
     ops[S.KVM_SEV_SNP_LAUNCH_START] = _copy_back(snp_launch_start)
     ops[S.KVM_SEV_SNP_LAUNCH_UPDATE] = _copy_back(snp_launch_update)
@@ -440,7 +501,7 @@ def mem_enc_ops():
 
 def mem_enc_check(f, cmd):
     """sev_mem_enc_ioctl before the switch: legacy ids on an SNP guest are EPERM."""
-    if f.vm.arch.snp_active and cmd.id < SNP_FIRST_ID:
+    if sev_of(f.vm).snp_active and cmd.id < SNP_FIRST_ID:
         raise oserror(errno.EPERM)
 
 

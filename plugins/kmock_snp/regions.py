@@ -1,4 +1,5 @@
-"""KVM_MEMORY_ENCRYPT_REG_REGION / KVM_MEMORY_ENCRYPT_UNREG_REGION on SEV-family VMs.
+"""KVM_MEMORY_ENCRYPT_REG_REGION / KVM_MEMORY_ENCRYPT_UNREG_REGION on every VM of the snp
+platform (kmock_snp.svm_ops): a VM that is not an SEV guest answers ENOTTY.
 
 x86.c kvm_arch_vm_ioctl copies the struct kvm_enc_region in (EFAULT) and calls
 svm's sev_mem_enc_register_region / sev_mem_enc_unregister_region (sev.c, 6.18):
@@ -8,7 +9,8 @@ register     ``!sev_guest`` (INIT2 not done) -> ENOTTY; then sev_pin_memory: siz
              without CAP_IPC_LOCK -> ENOMEM; pin_user_pages_fast(FOLL_WRITE |
              FOLL_LONGTERM) pinning fewer pages than asked -> ENOMEM (not EFAULT). The
              region is appended; the same range may be registered twice. An SNP guest is
-             a sev_guest: the call works there too.
+             a sev_guest: the call works there too, and so does a DEFAULT VM after the legacy
+             KVM_SEV_INIT / KVM_SEV_ES_INIT.
 unregister   ``!sev_guest`` -> ENOTTY; no region with exactly that addr and size ->
              EINVAL; else unpinned and forgotten.
 
@@ -17,30 +19,20 @@ sev_vm_destroy unpins what is left. kmock keeps the regions and the locked-page 
 writable), kmock's choice: nothing else in the model looks at these pins.
 """
 
-import ctypes
 import errno
 import resource
 
 from kmock.errors import oserror
 from kmock.kernel_util import copy_from_user
 from kmock.kvm.stage2 import probe_user
-from kmock.uapi.ioctl import _IOR
-from kmock.uapi.kvm import KVMIO
+from kmock.uapi.kvm import kvm_enc_region
+
+from .state import sev_of
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 U64 = (1 << 64) - 1
 CAP_IPC_LOCK = 14
-
-
-class kvm_enc_region(ctypes.Structure):
-    """struct kvm_enc_region (include/uapi/linux/kvm.h)."""
-
-    _fields_ = [("addr", ctypes.c_uint64), ("size", ctypes.c_uint64)]
-
-
-KVM_MEMORY_ENCRYPT_REG_REGION = _IOR(KVMIO, 0xBB, kvm_enc_region)
-KVM_MEMORY_ENCRYPT_UNREG_REGION = _IOR(KVMIO, 0xBC, kvm_enc_region)
 
 
 def _capable_ipc_lock():
@@ -84,7 +76,7 @@ def register(f, arg):
     vm = f.vm
     vm.check_caller()
     r = copy_from_user(arg, kvm_enc_region)
-    sev = vm.arch
+    sev = sev_of(vm)
     if not sev.active:
         raise oserror(errno.ENOTTY)
     addr, size = r.addr, r.size
@@ -112,10 +104,10 @@ def unregister(f, arg):
     vm = f.vm
     vm.check_caller()
     r = copy_from_user(arg, kvm_enc_region)
-    sev = vm.arch
+    sev = sev_of(vm)
+    if not sev.active:
+        raise oserror(errno.ENOTTY)
     with sev.machine.lock:  # (kvm->lock)
-        if not sev.active:
-            raise oserror(errno.ENOTTY)
         for i, (addr, size, npages) in enumerate(sev.regions):
             if addr == r.addr and size == r.size:
                 del sev.regions[i]
@@ -123,5 +115,3 @@ def unregister(f, arg):
                 return 0
     raise oserror(errno.EINVAL)
 
-
-IOCTLS = {KVM_MEMORY_ENCRYPT_REG_REGION: register, KVM_MEMORY_ENCRYPT_UNREG_REGION: unregister}

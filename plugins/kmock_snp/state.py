@@ -193,6 +193,31 @@ class SevInfo:
         return self.snp and self.active
 
 
+class NotSev:
+    """The kvm_sev_info of a VM that is not an SEV guest: a DEFAULT (or SW_PROTECTED) VM
+    on an SEV host, whose KVM_MEMORY_ENCRYPT_OP still reaches sev_mem_enc_ioctl. Its
+    struct is zeroed (svm_vm_init sets need_init only for the SEV-family types):
+    sev_guest(), sev_es_guest(), sev_snp_guest() and need_init are all false."""
+
+    need_init = False
+    active = False
+    es = False
+    snp = False
+    snp_active = False
+    snp_context = False
+    asid = 0
+
+
+NOT_SEV = NotSev()
+
+
+def sev_of(vm):
+    """``to_kvm_sev_info(vm)``: the VM's SevInfo (an SEV-family VM, or a DEFAULT VM that
+    the legacy KVM_SEV_INIT / KVM_SEV_ES_INIT made an SEV guest), else NOT_SEV."""
+    arch = vm.arch
+    return arch if isinstance(arch, SevInfo) else NOT_SEV
+
+
 class VcpuInfo:
     """Per-vCPU SNP state (``vcpu.arch``)."""
 

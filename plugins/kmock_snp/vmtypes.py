@@ -11,7 +11,6 @@ C=1 accesses (``guest_access``: #VC PAGE_NOT_VALIDATED -> the guest terminates) 
 C=0 writes (NPF). Conversions keep IOMMU entries: each DMA is checked against the RMP.
 """
 
-import ctypes
 import errno
 
 from kmock.errors import oserror
@@ -21,7 +20,7 @@ from kmock.kvm.vmtype import VmType
 from kmock.uapi import kvm as K
 from kmock.uapi import sev as S
 
-from . import launch, regions
+from . import launch, svm_ops
 from .guest import SnpGuest, terminate_exit
 from .msrs import sev_es_prevent_msr_access
 from .state import SevInfo, VcpuInfo
@@ -48,7 +47,7 @@ class SevFamilyVm(VmType):
     def guest_tsc_protected(self, vcpu):
         """sev_vcpu_create: guest_tsc_protected = snp_is_secure_tsc_enabled (SECURE_TSC in
         the VM's vmsa_features, 6.18)."""
-        return self.snp and bool(vcpu.vm.arch.vmsa_features & launch.SVM_SEV_FEAT_SECURE_TSC)
+        return self.snp and bool(vcpu.vm.arch.vmsa_features & S.SVM_SEV_FEAT_SECURE_TSC)
 
     def fpu_confidential(self, vcpu):
         """Only SEV-ES's __sev_launch_update_vmsa marks the fpstate confidential; SNP's
@@ -80,12 +79,8 @@ class SevFamilyVm(VmType):
         vcpu.arch = VcpuInfo()
 
     def ioctls(self, kernel, file_type):
-        from kmock.kvm.mem_enc import mem_enc_ioctl
-
         if file_type == "vm":
-            handler = mem_enc_ioctl(self, self.mem_enc_ops(kernel, "vm"))
-            return {K.KVM_MEMORY_ENCRYPT_OP: launch.null_arg_wrapper(handler),
-                    **regions.IOCTLS}
+            return svm_ops.vm_ioctls()  # the table every VM of the platform has
         if file_type == "vcpu":
             return {K.KVM_MEMORY_ENCRYPT_OP: _vcpu_mem_enc}  # SVM has no vcpu_mem_enc_ioctl
         return {}
@@ -108,12 +103,6 @@ class SevFamilyVm(VmType):
         return None
 
 
-class kvm_run_fail_entry(ctypes.Structure):
-    """kvm_run's ``fail_entry`` (include/uapi/linux/kvm.h, KVM_EXIT_FAIL_ENTRY)."""
-
-    _fields_ = [("hardware_entry_failure_reason", ctypes.c_uint64), ("cpu", ctypes.c_uint32)]
-
-
 #: SVM_EXIT_ERR (-1) as svm_handle_exit copies it from the u32 vmcb exit_code
 SVM_EXIT_ERR = 0xFFFFFFFF
 
@@ -131,7 +120,7 @@ def _vmrun_invalid_vmsa(vcpu):
         f"KVM_EXIT_FAIL_ENTRY", vm=vm, vcpu=vcpu.id)
     run = vcpu.run
     run.exit_reason = K.KVM_EXIT_FAIL_ENTRY
-    fe = kvm_run_fail_entry.from_address(ctypes.addressof(run) + K.kvm_run.exit.offset)
+    fe = run.fail_entry
     fe.hardware_entry_failure_reason = SVM_EXIT_ERR
     fe.cpu = 0
     return 0

@@ -495,10 +495,8 @@ def test_punch_inside_a_2m_entry_psmashes_and_keeps_the_rest_validated():
 
 
 def _region(s, req, addr, size):
-    from kmock_snp.regions import kvm_enc_region
-
     try:
-        return s.k.ioctl(s.vm, req, kvm_enc_region(addr=addr, size=size))
+        return s.k.ioctl(s.vm, req, K.kvm_enc_region(addr=addr, size=size))
     except OSError as e:
         return e.errno
 
@@ -508,9 +506,7 @@ def test_enc_regions_on_an_snp_vm():
     (!sev_guest), then sev_pin_memory's EINVAL (size 0, wrap) and ENOMEM (pages it cannot
     pin); unregister needs the exact (addr, size): EINVAL otherwise; an SNP VM may
     register (it is a sev_guest)."""
-    from kmock_snp.regions import KVM_MEMORY_ENCRYPT_REG_REGION as REG
-    from kmock_snp.regions import KVM_MEMORY_ENCRYPT_UNREG_REGION as UNREG
-
+    REG, UNREG = K.KVM_MEMORY_ENCRYPT_REG_REGION, K.KVM_MEMORY_ENCRYPT_UNREG_REGION
     s = Snp(npages=4)
     assert _region(s, REG, s.src_addr, P) == errno.ENOTTY
     assert _region(s, UNREG, s.src_addr, P) == errno.ENOTTY
@@ -545,7 +541,7 @@ def test_run_needs_a_measured_vmsa():
     turns into KVM_EXIT_FAIL_ENTRY (KVM_RUN returns 0): before SNP_LAUNCH_FINISH, and for
     a vCPU created after it (the "vCPUs created after SNP_LAUNCH_FINISH won't have a guest
     VMSA" case of Jethro Beekman's 2026 patch)."""
-    from kmock_snp.vmtypes import SVM_EXIT_ERR, kvm_run_fail_entry
+    from kmock_snp.vmtypes import SVM_EXIT_ERR
 
     s = Snp(npages=4)
     s.init2()
@@ -553,8 +549,7 @@ def test_run_needs_a_measured_vmsa():
     s.start()
     e, run = s.run()
     assert (e, run.exit_reason) == (0, K.KVM_EXIT_FAIL_ENTRY)
-    fe = kvm_run_fail_entry.from_address(ctypes.addressof(run) + K.kvm_run.exit.offset)
-    assert fe.hardware_entry_failure_reason == SVM_EXIT_ERR
+    assert run.fail_entry.hardware_entry_failure_reason == SVM_EXIT_ERR
     assert s.k.violations.of_kind("vmrun_failed")[-1].vcpu == 0
     assert s.finish()[1] == 0
     s.vcpu().guest.hlt()
