@@ -526,13 +526,13 @@ def deliver_irqfds(vm):
     s = _STATES.get(vm)
     if s is None or not s.irqfds:
         return []
-    out = []
     with s.lock:
-        for i in list(s.irqfds):
-            if i.eventfd.consume():
-                model.irqfd_inject(vm, i)
-                out.append(i.gsi)
-    return out
+        fired = [i for i in s.irqfds if i.eventfd.consume()]
+    # injected outside the lock: the irqchip's own lock is taken first where the irqchip
+    # installs a routing table (arm64 vgic_init under the vGIC's lock)
+    for i in fired:
+        model.irqfd_inject(vm, i)
+    return [i.gsi for i in fired]
 
 
 def vm_irqfd(f, arg):

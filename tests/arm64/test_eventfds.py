@@ -15,7 +15,9 @@ import ctypes
 import errno
 import os
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import kmock
 import kmock_arm64
@@ -244,6 +246,54 @@ def test_routing_entry_checks(v):
         assert err(v.routing, bad) == errno.EINVAL, bad
     assert E.routes(v.vm) == kept
     assert v.routing([]) == 0 and E.routes(v.vm) == ()
+
+
+_entry = st.one_of(
+    st.tuples(st.sampled_from([0, 1, 4095, 4096]), st.just(IRQCHIP), st.sampled_from([0, 1]),
+              st.sampled_from([0, 1]), st.sampled_from([0, 5, 987, 988])),
+    st.tuples(st.sampled_from([0, 1, 2]), st.just(MSI), st.sampled_from([0, 1, 2]),
+              st.integers(0, 2 ** 32 - 1), st.just(0), st.integers(0, 9)),
+    st.tuples(st.sampled_from([0, 3]), st.sampled_from([0, 3, 4, 5, 6]), st.just(0)))
+
+
+def _model_accepts(entries):
+    """kvm_set_irq_routing's rules on arm64, written from the source: every gsi < 4096
+    first; then per entry: flags (MSI: VALID_DEVID only; others none), no second route
+    for a gsi (one chip), kvm_set_routing_entry (IRQCHIP chip < 1, pin < 988; MSI; no
+    other type)."""
+    if any(e[0] >= 4096 for e in entries):
+        return False
+    seen = set()
+    for gsi, typ, flags, *u in entries:
+        if flags & ~(K.KVM_MSI_VALID_DEVID if typ == MSI else 0):
+            return False
+        if gsi in seen:
+            return False
+        seen.add(gsi)
+        if typ == IRQCHIP and (u[0] >= 1 or u[1] >= 988) or typ not in (IRQCHIP, MSI):
+            return False
+    return True
+
+
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(tables=st.lists(st.lists(_entry, max_size=4), min_size=1, max_size=4))
+def test_routing_tables_against_a_model(tables):
+    """Random KVM_SET_GSI_ROUTING tables: accepted exactly when the model says so; an
+    accepted table is what the VM routes by, a refused one (EINVAL) changes nothing."""
+    v = Vm()
+    try:
+        want = ()
+        for t in tables:
+            if _model_accepts(t):
+                assert v.routing(t) == 0
+                want = tuple((g, typ, f, tuple(u[:2]) if typ == IRQCHIP else (*u, 0))
+                             for g, typ, f, *u in t)
+            else:
+                assert err(v.routing, t) == errno.EINVAL
+            assert tuple(tuple(e) for e in E.routes(v.vm)) == want
+    finally:
+        v.close()
 
 
 def test_vgic_init_installs_the_default_routing(v):
