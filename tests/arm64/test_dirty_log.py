@@ -205,3 +205,39 @@ def test_ring_with_bitmap(v):
     entries = [(int.from_bytes(ring[16 * i:16 * i + 4], "little"),
                 int.from_bytes(ring[16 * i + 8:16 * i + 16], "little")) for i in range(3)]
     assert entries == [(K.KVM_DIRTY_GFN_F_DIRTY, 5), (K.KVM_DIRTY_GFN_F_DIRTY, 6), (0, 0)]
+
+
+
+def test_ring_soft_full_exit_and_reset(v):
+    """kvm_dirty_ring_push sets KVM_REQ_DIRTY_RING_SOFT_FULL at the soft limit (256 entries
+    of a 4096-byte ring - 64 reserved = 192); arm64's check_vcpu_requests ->
+    kvm_dirty_ring_check_request exits with KVM_EXIT_DIRTY_RING_FULL while the ring stays
+    soft-full; KVM_RESET_DIRTY_RINGS resets the harvested entries and the guest goes on."""
+    n = 256
+    mem = _libc.mmap(None, n * P, RW, _libc.MAP_SHARED | _libc.MAP_ANONYMOUS, -1, 0)
+    try:
+        v.enable(ACQ_REL, P)
+        v.k.ioctl(v.fd, K.KVM_SET_USER_MEMORY_REGION, K.kvm_userspace_memory_region(
+            slot=1, flags=LOG, guest_phys_addr=RAM, memory_size=n * P, userspace_addr=mem))
+        cpu = v.vcpu()
+        ring = v.k.mmap(cpu, P, RW, _libc.MAP_SHARED, K.KVM_DIRTY_LOG_PAGE_OFFSET * P)
+        g = v.vm.vcpus[0].guest
+        for page in range(200):
+            g.write(RAM + page * P, b"\x01")
+        g.stop()
+        run = v.vm.vcpus[0].run
+        assert v.k.ioctl(cpu, K.KVM_RUN, 0) == 0 and run.exit_reason == K.KVM_EXIT_DIRTY_RING_FULL
+        assert v.k.ioctl(cpu, K.KVM_RUN, 0) == 0 and run.exit_reason == K.KVM_EXIT_DIRTY_RING_FULL
+        flags = [int.from_bytes(ring[16 * i:16 * i + 4], "little") for i in range(256)]
+        assert flags == [K.KVM_DIRTY_GFN_F_DIRTY] * 192 + [0] * 64
+        for i in range(192):  # harvest
+            ring[16 * i:16 * i + 4] = K.KVM_DIRTY_GFN_F_RESET.to_bytes(4, "little")
+        assert v.k.ioctl(v.fd, K.KVM_RESET_DIRTY_RINGS, 0) == 192
+        assert run_exit(v.k, cpu) == K.KVM_EXIT_INTR  # the other 8 pages, then stop
+        # page 191's write made the ring soft-full and did not retire; its entry's reset
+        # write-protected it again, so the retried write pushes it a second time
+        offs = [int.from_bytes(ring[16 * i + 8:16 * i + 16], "little") for i in range(202)]
+        assert offs[190:] == [190, 191, 191, 192, 193, 194, 195, 196, 197, 198, 199, 0]
+    finally:
+        v.k.close_all()
+        _libc.munmap(mem, n * P)
