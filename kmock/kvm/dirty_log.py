@@ -10,6 +10,12 @@ A page becomes dirty when the scripted guest writes it through the slot's usersp
 memory (kmock.kvm.stage2.faultin calls :func:`mark`, once per run of pages).
 Errnos and the alignment rules were confirmed on a 6.18.44 host (conformance scenario
 ``dirty_log``); docs/dirty-log.md.
+
+With a dirty ring (kmock.kvm.dirty_ring) the slot's RangeMap is the ring's "written since
+its entry was pushed" state and no dirty bitmap (kvm_use_dirty_bitmap() false), unless
+KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP was enabled (arm64): then each logged slot has both, a
+dirty bitmap for writes made without a running vCPU (mark_page_dirty_in_slot) and the
+ring state beside it (:func:`ring_state`).
 """
 
 import errno
@@ -17,13 +23,18 @@ import threading
 import weakref
 
 from ..errors import oserror
-from ..kernel_util import read_user_at, write_user_at
+from ..kernel_util import copy_from_user, read_user_at, write_user_at
 from ..mm import RangeMap
 from ..uapi import kvm as K
 from . import dirty_ring
 
 BITS_PER_LONG = 64
+#: KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET: what
+#: KVM_CHECK_EXTENSION(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) answers (include/linux/kvm_host.h)
+KVM_DIRTY_LOG_MANUAL_CAPS = 0x3
 _LOGS = weakref.WeakKeyDictionary()  # vm -> {memslot: RangeMap}
+#: vm -> {memslot: RangeMap}: the ring state of VMs with KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP
+_RING = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -36,9 +47,15 @@ def _logs(vm):
 
 
 def _manual_protect(vm):
-    """kvm->manual_dirty_log_protect: KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2)'s args[0]."""
-    from . import x86_vm
-    return x86_vm.state(vm).enabled.get(K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, 0)
+    """kvm->manual_dirty_log_protect: KVM_ENABLE_CAP(MANUAL_DIRTY_LOG_PROTECT2)'s args[0]
+    (kmock.kvm.vm.enable_cap_generic)."""
+    from .vm import enabled_caps
+    return enabled_caps(vm).get(K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, 0)
+
+
+def use_dirty_bitmap(vm):
+    """kvm_use_dirty_bitmap: no dirty ring, or a ring with the bitmap beside it."""
+    return not vm.dirty_ring_size or vm.dirty_ring_with_bitmap
 
 
 def commit(vm, old, new, change):
@@ -47,13 +64,20 @@ def commit(vm, old, new, change):
     logs = _logs(vm)
     with _LOCK:
         bitmap = logs.pop(old, None) if old is not None else None
+        ring = None
+        if vm.dirty_ring_with_bitmap:
+            rings = _RING.setdefault(vm, {})
+            ring = rings.pop(old, None) if old is not None else None
         if new is None or not new.flags & K.KVM_MEM_LOG_DIRTY_PAGES:
             return
         if bitmap is None:
             bitmap = RangeMap(new.npages, 0)
-            if _manual_protect(vm) & K.KVM_DIRTY_LOG_INITIALLY_SET and not vm.dirty_ring_size:
+            if (_manual_protect(vm) & K.KVM_DIRTY_LOG_INITIALLY_SET
+                    and use_dirty_bitmap(vm)):  # kvm_dirty_log_manual_protect_and_init_set
                 bitmap.set(0, new.npages, 1)
         logs[new] = bitmap
+        if vm.dirty_ring_with_bitmap:
+            rings[new] = ring if ring is not None else RangeMap(new.npages, 0)
 
 
 def bitmap(slot):
@@ -62,23 +86,46 @@ def bitmap(slot):
     return logs.get(slot) if logs else None
 
 
+def ring_state(slot):
+    """The ring's per-page state of a logged slot in ring mode (1: written since its
+    entry was pushed): the slot's own RangeMap, or with WITH_BITMAP the one beside the
+    dirty bitmap. None when the slot is not logged."""
+    vm = slot.vm
+    if vm.dirty_ring_with_bitmap:
+        rings = _RING.get(vm)
+        return rings.get(slot) if rings else None
+    return bitmap(slot)
+
+
 def mark(slot, gfn, npages):
-    """mark_page_dirty_in_slot for the pages [gfn, gfn + npages) of ``slot``."""
+    """mark_page_dirty_in_slot for the pages [gfn, gfn + npages) of ``slot``: the running
+    vCPU's ring in ring mode; else the dirty bitmap, if the slot has one."""
     if not slot.flags & K.KVM_MEM_LOG_DIRTY_PAGES:
         return
     bm = bitmap(slot)
     if bm is not None:
-        if slot.vm.dirty_ring_size:
-            return dirty_ring.mark(slot, gfn, npages, bm)  # the running vCPU's ring
+        vm = slot.vm
+        if vm.dirty_ring_size:
+            if not vm.dirty_ring_with_bitmap or dirty_ring.running_vcpu(vm) is not None:
+                return dirty_ring.mark(slot, gfn, npages, ring_state(slot))
         start = gfn - slot.base_gfn
         bm.set(start, start + npages, 1)
 
 
 def _check_bitmap_mode(vm):
-    """kvm_use_dirty_bitmap: a VM with a dirty ring (and no WITH_BITMAP, which x86 lacks)
-    has no bitmaps: ENXIO, before anything else is checked (probed)."""
-    if vm.dirty_ring_size:
+    """kvm_use_dirty_bitmap: a VM with a dirty ring and no WITH_BITMAP (x86 has none) has
+    no bitmaps: ENXIO, before anything else is checked (probed)."""
+    if not use_dirty_bitmap(vm):
         raise oserror(errno.ENXIO)
+
+
+def _reprotect_ring(slot, start, end):
+    """With WITH_BITMAP, the pages a bitmap ioctl write-protects again
+    (kvm_arch_mmu_enable_log_dirty_pt_masked) are pushed to the ring at their next write."""
+    if slot.vm.dirty_ring_with_bitmap:
+        rs = ring_state(slot)
+        if rs is not None:
+            rs.set(start, end, 0)
 
 
 def _bitmap_bytes(npages):
@@ -114,6 +161,10 @@ def get_dirty_log(vm, log):
                 if v:
                     bits |= ((1 << (e - s)) - 1) << s
             if not _manual_protect(vm) & K.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE:
+                if vm.dirty_ring_with_bitmap:
+                    for s, e, v in bm.ranges():
+                        if v:
+                            _reprotect_ring(slot, s, e)
                 bm.set(0, slot.npages, 0)
         write_user_at(log.dirty_bitmap, 0, bits.to_bytes(_bitmap_bytes(slot.npages), "little"))
     return 0
@@ -143,5 +194,23 @@ def clear_dirty_log(vm, log):
                 y = x >> lo
                 run = (~y & (y + 1)).bit_length() - 1
                 bm.set(first + lo, first + lo + run, 0)
+                _reprotect_ring(slot, first + lo, first + lo + run)
                 x &= ~(((1 << run) - 1) << lo)
     return 0
+
+
+# --- ioctl handlers (generic kvm_vm_ioctl; registered by kmock.kvm.vm for every architecture)
+
+
+def vm_get_dirty_log(f, arg):
+    """KVM_GET_DIRTY_LOG: the struct (EFAULT), then :func:`get_dirty_log`."""
+    vm = f.vm
+    vm.check_caller()
+    return get_dirty_log(vm, copy_from_user(arg, K.kvm_dirty_log))
+
+
+def vm_clear_dirty_log(f, arg):
+    """KVM_CLEAR_DIRTY_LOG: the struct (EFAULT), then :func:`clear_dirty_log`."""
+    vm = f.vm
+    vm.check_caller()
+    return clear_dirty_log(vm, copy_from_user(arg, K.kvm_clear_dirty_log))

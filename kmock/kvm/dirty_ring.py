@@ -11,7 +11,9 @@ when the running vCPU first writes it (the write fault on the write-protected pa
 is not pushed again until a reset of its entry write-protects it again. kmock keeps that
 state in the memslot's RangeMap of kmock.kvm.dirty_log (1 = written since its entry was
 pushed), which is no dirty bitmap in ring mode (kvm_use_dirty_bitmap() is false: the
-bitmap ioctls are ENXIO). docs/dirty-log.md; conformance scenarios ``dirty_ring_*``.
+bitmap ioctls are ENXIO), unless KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP (arm64) put a bitmap
+beside it (kmock.kvm.dirty_log.ring_state). docs/dirty-log.md; conformance scenarios
+``dirty_ring_*``.
 """
 
 import array
@@ -83,6 +85,28 @@ def enable_cap(vm, cap):
                 if bm is not None:
                     bm.set(0, slot.npages, 0)
     return 0
+
+
+def enable_with_bitmap(vm, cap):
+    """kvm_vm_ioctl_enable_cap_generic KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP (6.18): the
+    capability not built (CONFIG_NEED_KVM_DIRTY_RING_WITH_BITMAP, selected by arm64, not
+    x86: KVM_CHECK_EXTENSION reads 0), no ring size yet, or flags -> EINVAL; then under
+    slots_lock, a memslot in any address space -> EINVAL (kvm_are_all_memslots_empty);
+    else kvm->dirty_ring_with_bitmap (again: 0)."""
+    if not vm.caps.get(K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP) or not vm.dirty_ring_size \
+            or cap.flags:
+        raise oserror(errno.EINVAL)
+    with vm.slots_lock:
+        if any(vm.memslots(as_id) for as_id in range(vm.kernel.profile.nr_memslot_as_ids)):
+            raise oserror(errno.EINVAL)
+        vm.dirty_ring_with_bitmap = True
+    return 0
+
+
+def running_vcpu(vm):
+    """kvm_get_running_vcpu() if it is one of ``vm``'s, else None."""
+    vcpu = getattr(_RUNNING, "vcpu", None)
+    return vcpu if vcpu is not None and vcpu.vm is vm else None
 
 
 class DirtyRing:
@@ -177,7 +201,7 @@ class DirtyRing:
             slot = vm.address_space(as_id).by_id.get(id)
             if slot is None or offset >= slot.npages:
                 continue
-            bm = dirty_log.bitmap(slot)
+            bm = dirty_log.ring_state(slot)
             if bm is not None:
                 bm.set(offset, offset + 1, 0)
 

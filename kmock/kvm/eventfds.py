@@ -1,5 +1,5 @@
 """KVM_IOEVENTFD, KVM_IRQFD and KVM_SET_GSI_ROUTING: the VM's eventfd bindings and its
-GSI routing table (x86).
+GSI routing table (generic; the architecture's part is an :class:`IrqchipModel`).
 
 Sources, Linux 6.18: virt/kvm/eventfd.c (kvm_ioeventfd, kvm_assign_ioeventfd,
 kvm_assign_ioeventfd_idx, kvm_deassign_ioeventfd_idx, ioeventfd_check_collision,
@@ -22,6 +22,14 @@ What is modelled (docs/eventfds.md):
   (probed); kmock reads it only when a test calls :func:`signalled_irqfds`;
 * the routing table is validated and kept (it replaces the previous one);
   KVM_CREATE_IRQCHIP's default routing is represented by ``routes is None``.
+
+The code here is virt/kvm's, for every architecture; what the kernel leaves to the
+architecture (kvm_arch_intc_initialized, kvm_arch_irqfd_allowed,
+kvm_arch_can_set_irq_routing, kvm_set_routing_entry, the default routing, the injection)
+is an :class:`IrqchipModel`: x86's is :class:`X86Irqchip` (arch/x86/kvm/irq.c); another
+architecture's VM type names its own as ``irqchip_model`` (kmock_arm64: the vGIC's,
+arch/arm64/kvm/vgic/vgic-irqfd.c). A model whose ``delivers`` is true gets the irqfds'
+signals as injections (:func:`deliver_irqfds`); x86's stays bookkeeping.
 
 An eventfd is named by a real fd of this process (the native tier's server substitutes
 its own copy of the VMM's fd). The kernel holds a reference on the eventfd context: a
@@ -113,6 +121,12 @@ class EventfdRef:
             return os.eventfd_read(self.fd)
         except BlockingIOError:
             return 0
+
+    def pending(self):
+        """Whether the counter is non-zero (EPOLLIN), without reading it."""
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        return bool(p.poll(0))
 
     def put(self):
         if self.fd >= 0:
@@ -391,20 +405,21 @@ def ioeventfds(vm):
 # --- KVM_IRQFD -----------------------------------------------------------------------------
 
 def irqfd_allowed(vm, flags):
-    """kvm_arch_irqfd_allowed (x86): RESAMPLE needs the full in-kernel irqchip, any other
-    irqfd an in-kernel LAPIC (full or split irqchip)."""
-    mode = x86_vm.state(vm).irqchip_mode
-    if flags & KVM_IRQFD_FLAG_RESAMPLE:
-        return mode == "kernel"
-    return mode != "none"
+    """kvm_arch_irqfd_allowed of the VM's architecture (:class:`IrqchipModel`)."""
+    return irqchip_model(vm).irqfd_allowed(vm, flags)
 
 
 def assign_irqfd(vm, args):
-    """kvm_irqfd_assign: not allowed -> EINVAL; the fd (EBADF), an eventfd (EINVAL); with
-    RESAMPLE the resamplefd likewise; an eventfd already bound to an irqfd (of any VM,
-    whatever the gsi) -> EBUSY. A count pending in the eventfd stays (the kernel's
-    initial poll schedules an injection without reading the counter; probed)."""
-    if not irqfd_allowed(vm, args.flags):
+    """kvm_irqfd_assign: the irqchip not initialised (kvm_arch_intc_initialized) ->
+    EAGAIN; not allowed -> EINVAL; the fd (EBADF), an eventfd (EINVAL); with RESAMPLE the
+    resamplefd likewise; an eventfd already bound to an irqfd (of any VM, whatever the
+    gsi) -> EBUSY. A count pending in the eventfd stays (the kernel's initial poll
+    schedules an injection without reading the counter; probed): a delivering model
+    injects once for it here, and reads the counter only at the next delivery."""
+    model = irqchip_model(vm)
+    if not model.intc_initialized(vm):
+        raise oserror(errno.EAGAIN)
+    if not model.irqfd_allowed(vm, args.flags):
         raise oserror(errno.EINVAL)
     kernel = vm.kernel
     eventfd = eventfd_ctx_fdget(kernel, args.fd)
@@ -425,6 +440,8 @@ def assign_irqfd(vm, args):
         if resamplefd is not None:
             resamplefd.put()
         raise
+    if model.delivers and eventfd.pending():
+        model.irqfd_inject(vm, irqfd, initial=True)  # vfs_poll: EPOLLIN -> schedule_work
     return 0
 
 
@@ -481,7 +498,10 @@ def signalled_irqfds(vm):
     """What irqfd_wakeup would have injected since the last call: reads the counter of
     every irqfd of ``vm`` that was signalled (as the kernel does at the signal) and
     returns their gsis, in binding order. The kernel reads at once, from the writer's
-    eventfd_write; kmock reads only here (a test's look at "the interrupts raised")."""
+    eventfd_write; kmock reads only here (a test's look at "the interrupts raised").
+    With a delivering model (arm64) this is :func:`deliver_irqfds`: the gsis are injected."""
+    if irqchip_model(vm).delivers:
+        return deliver_irqfds(vm)
     s = _STATES.get(vm)
     if s is None:
         return []
@@ -491,6 +511,28 @@ def signalled_irqfds(vm):
             if i.eventfd.consume():
                 out.append(i.gsi)
     return out
+
+
+def deliver_irqfds(vm):
+    """irqfd_wakeup for a delivering model (``IrqchipModel.delivers``): every irqfd of
+    ``vm`` whose eventfd was signalled has its counter read and its gsi injected
+    (:meth:`IrqchipModel.irqfd_inject`). The kernel does it at the eventfd_write; kmock
+    at its delivery points: each KVM_RUN of the VM's vCPUs before the guest runs (the
+    guest can see no interrupt earlier), and :func:`signalled_irqfds`. Returns the gsis
+    injected, in binding order. A model that does not deliver (x86) is left alone."""
+    model = irqchip_model(vm)
+    if not model.delivers:
+        return []
+    s = _STATES.get(vm)
+    if s is None or not s.irqfds:
+        return []
+    with s.lock:
+        fired = [i for i in s.irqfds if i.eventfd.consume()]
+    # injected outside the lock: the irqchip's own lock is taken first where the irqchip
+    # installs a routing table (arm64 vgic_init under the vGIC's lock)
+    for i in fired:
+        model.irqfd_inject(vm, i)
+    return [i.gsi for i in fired]
 
 
 def vm_irqfd(f, arg):
@@ -526,40 +568,6 @@ class RoutingEntry(tuple):
     fields = property(lambda self: self[3])
 
 
-def _routing_entry(vm, ue):
-    """kvm_set_routing_entry (x86) after the flags check of kvm_set_irq_routing."""
-    t = ue.type
-    if t == KVM_IRQ_ROUTING_IRQCHIP:
-        if x86_vm.state(vm).irqchip_mode == "split":
-            raise oserror(errno.EINVAL)
-        chip, pin = ue.u.irqchip.irqchip, ue.u.irqchip.pin
-        if chip in (KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE):
-            if pin >= PIC_NUM_PINS // 2:
-                raise oserror(errno.EINVAL)
-        elif chip == KVM_IRQCHIP_IOAPIC:
-            if pin >= KVM_IOAPIC_NUM_PINS:
-                raise oserror(errno.EINVAL)
-        else:
-            raise oserror(errno.EINVAL)
-        return (chip, pin)
-    if t == KVM_IRQ_ROUTING_MSI:
-        m = ue.u.msi
-        # kvm_msi_route_invalid: with 32-bit x2APIC ids, address_hi bits 7:0 must be 0
-        if x86_vm.state(vm).x2apic_api & X2APIC_API_USE_32BIT_IDS and m.address_hi & 0xFF:
-            raise oserror(errno.EINVAL)
-        return (m.address_lo, m.address_hi, m.data, m.devid)
-    if t == KVM_IRQ_ROUTING_HV_SINT and vm.caps.get(KVM_CAP_HYPERV_SYNIC):
-        return (ue.u.hv_sint.vcpu, ue.u.hv_sint.sint)
-    if t == KVM_IRQ_ROUTING_XEN_EVTCHN and vm.caps.get(KVM_CAP_XEN_HVM):
-        x = ue.u.xen_evtchn
-        if x.port >= XEN_COMPAT_EVTCHN_2L_NR_CHANNELS:
-            raise oserror(errno.EINVAL)
-        if x.priority != KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL:
-            raise oserror(errno.EINVAL)
-        return (x.port, x.vcpu, x.priority)
-    raise oserror(errno.EINVAL)  # S390_ADAPTER and unknown types
-
-
 def set_irq_routing(vm, entries):
     """kvm_set_irq_routing: every gsi < KVM_MAX_IRQ_ROUTES first; then per entry: flags
     (MSI: only KVM_MSI_VALID_DEVID; others: none), one route per gsi except irqchip
@@ -568,6 +576,7 @@ def set_irq_routing(vm, entries):
     for ue in entries:
         if ue.gsi >= KVM_MAX_IRQ_ROUTES:
             raise oserror(errno.EINVAL)
+    model = irqchip_model(vm)
     table = []
     by_gsi = {}
     for ue in entries:
@@ -580,7 +589,7 @@ def set_irq_routing(vm, entries):
             if (e.type != KVM_IRQ_ROUTING_IRQCHIP or ue.type != KVM_IRQ_ROUTING_IRQCHIP
                     or ue.u.irqchip.irqchip == e.fields[0]):
                 raise oserror(errno.EINVAL)
-        e = RoutingEntry((ue.gsi, ue.type, ue.flags, _routing_entry(vm, ue)))
+        e = RoutingEntry((ue.gsi, ue.type, ue.flags, model.routing_entry(vm, ue)))
         by_gsi.setdefault(ue.gsi, []).append(e)
         table.append(e)
     s = state(vm)
@@ -590,13 +599,13 @@ def set_irq_routing(vm, entries):
 
 
 def vm_set_gsi_routing(f, arg):
-    """kvm_vm_ioctl KVM_SET_GSI_ROUTING: the header (EFAULT); no in-kernel irqchip
-    (kvm_arch_can_set_irq_routing), nr > KVM_MAX_IRQ_ROUTES, flags != 0: EINVAL; then the
+    """kvm_vm_ioctl KVM_SET_GSI_ROUTING: the header (EFAULT); kvm_arch_can_set_irq_routing
+    false (x86: no in-kernel irqchip), nr > KVM_MAX_IRQ_ROUTES, flags != 0: EINVAL; then the
     entries are read (EFAULT) and set."""
     vm = f.vm
     vm.check_caller()
     head = copy_from_user(arg, kvm_irq_routing)
-    if not x86_vm.state(vm).irqchip_in_kernel:
+    if not irqchip_model(vm).can_set_irq_routing(vm):
         raise oserror(errno.EINVAL)
     if head.nr > KVM_MAX_IRQ_ROUTES or head.flags:
         raise oserror(errno.EINVAL)
@@ -610,24 +619,132 @@ def vm_set_gsi_routing(f, arg):
 
 def routes(vm):
     """The VM's routing table as a tuple of RoutingEntry: the last KVM_SET_GSI_ROUTING,
-    else the irqchip's default (kvm_setup_default_irq_routing: GSIs 0-15 to the PIC and
-    0-23 to the I/O APIC, with KVM_CREATE_IRQCHIP; none with a split irqchip)."""
+    else the irqchip's default (:meth:`IrqchipModel.default_routes`)."""
     s = _STATES.get(vm)
     if s is not None and s.routing is not None:
         return s.routing
-    if x86_vm.state(vm).irqchip_mode != "kernel":
+    return irqchip_model(vm).default_routes(vm)
+
+
+def install_routing(vm, table):
+    """kvm_set_irq_routing from inside the kernel: ``table`` (RoutingEntry tuples, already
+    valid) replaces the routing, whatever KVM_SET_GSI_ROUTING set (arm64 vgic_init:
+    kvm_vgic_setup_default_irq_routing)."""
+    s = state(vm)
+    with s.lock:
+        s.routing = tuple(table)
+
+
+# --- the architecture's part ------------------------------------------------------------------
+
+class IrqchipModel:
+    """What virt/kvm leaves to the architecture, with the kernel's __weak defaults."""
+
+    #: irqfd signals are injected (:func:`deliver_irqfds`); False: bookkeeping only
+    delivers = False
+
+    def intc_initialized(self, vm):
+        """kvm_arch_intc_initialized (__weak: true): false -> KVM_IRQFD EAGAIN."""
+        return True
+
+    def irqfd_allowed(self, vm, flags):
+        """kvm_arch_irqfd_allowed (__weak: true)."""
+        return True
+
+    def can_set_irq_routing(self, vm):
+        """kvm_arch_can_set_irq_routing (__weak: true)."""
+        return True
+
+    def routing_entry(self, vm, ue):
+        """kvm_set_routing_entry: the entry's kept fields, or OSError."""
+        raise oserror(errno.EINVAL)
+
+    def default_routes(self, vm):
+        """The routing in force before any KVM_SET_GSI_ROUTING."""
         return ()
-    out = []
-    for gsi in range(KVM_IOAPIC_NUM_PINS):
-        if gsi < PIC_NUM_PINS:
-            chip = KVM_IRQCHIP_PIC_MASTER if gsi < 8 else KVM_IRQCHIP_PIC_SLAVE
-            out.append(RoutingEntry((gsi, KVM_IRQ_ROUTING_IRQCHIP, 0, (chip, gsi % 8))))
-        out.append(RoutingEntry((gsi, KVM_IRQ_ROUTING_IRQCHIP, 0, (KVM_IRQCHIP_IOAPIC, gsi))))
-    return tuple(out)
+
+    def irqfd_inject(self, vm, irqfd, initial=False):
+        """irqfd_wakeup / irqfd_inject for a signal of ``irqfd`` (``initial``: the one
+        kvm_irqfd_assign schedules for a count already pending)."""
+
+
+class X86Irqchip(IrqchipModel):
+    """arch/x86/kvm/irq.c and irq_comm.c: the PIC / I/O APIC / LAPIC of kmock.kvm.x86_vm."""
+
+    def irqfd_allowed(self, vm, flags):
+        """kvm_arch_irqfd_allowed (x86): RESAMPLE needs the full in-kernel irqchip, any
+        other irqfd an in-kernel LAPIC (full or split irqchip)."""
+        mode = x86_vm.state(vm).irqchip_mode
+        if flags & KVM_IRQFD_FLAG_RESAMPLE:
+            return mode == "kernel"
+        return mode != "none"
+
+    def can_set_irq_routing(self, vm):
+        return x86_vm.state(vm).irqchip_in_kernel
+
+    def routing_entry(self, vm, ue):
+        """kvm_set_routing_entry (x86) after the flags check of kvm_set_irq_routing."""
+        t = ue.type
+        if t == KVM_IRQ_ROUTING_IRQCHIP:
+            if x86_vm.state(vm).irqchip_mode == "split":
+                raise oserror(errno.EINVAL)
+            chip, pin = ue.u.irqchip.irqchip, ue.u.irqchip.pin
+            if chip in (KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE):
+                if pin >= PIC_NUM_PINS // 2:
+                    raise oserror(errno.EINVAL)
+            elif chip == KVM_IRQCHIP_IOAPIC:
+                if pin >= KVM_IOAPIC_NUM_PINS:
+                    raise oserror(errno.EINVAL)
+            else:
+                raise oserror(errno.EINVAL)
+            return (chip, pin)
+        if t == KVM_IRQ_ROUTING_MSI:
+            m = ue.u.msi
+            # kvm_msi_route_invalid: with 32-bit x2APIC ids, address_hi bits 7:0 must be 0
+            if x86_vm.state(vm).x2apic_api & X2APIC_API_USE_32BIT_IDS and m.address_hi & 0xFF:
+                raise oserror(errno.EINVAL)
+            return (m.address_lo, m.address_hi, m.data, m.devid)
+        if t == KVM_IRQ_ROUTING_HV_SINT and vm.caps.get(KVM_CAP_HYPERV_SYNIC):
+            return (ue.u.hv_sint.vcpu, ue.u.hv_sint.sint)
+        if t == KVM_IRQ_ROUTING_XEN_EVTCHN and vm.caps.get(KVM_CAP_XEN_HVM):
+            x = ue.u.xen_evtchn
+            if x.port >= XEN_COMPAT_EVTCHN_2L_NR_CHANNELS:
+                raise oserror(errno.EINVAL)
+            if x.priority != KVM_IRQ_ROUTING_XEN_EVTCHN_PRIO_2LEVEL:
+                raise oserror(errno.EINVAL)
+            return (x.port, x.vcpu, x.priority)
+        raise oserror(errno.EINVAL)  # S390_ADAPTER and unknown types
+
+    def default_routes(self, vm):
+        """kvm_setup_default_irq_routing: GSIs 0-15 to the PIC and 0-23 to the I/O APIC,
+        with KVM_CREATE_IRQCHIP; none with a split irqchip or no irqchip."""
+        if x86_vm.state(vm).irqchip_mode != "kernel":
+            return ()
+        out = []
+        for gsi in range(KVM_IOAPIC_NUM_PINS):
+            if gsi < PIC_NUM_PINS:
+                chip = KVM_IRQCHIP_PIC_MASTER if gsi < 8 else KVM_IRQCHIP_PIC_SLAVE
+                out.append(RoutingEntry((gsi, KVM_IRQ_ROUTING_IRQCHIP, 0, (chip, gsi % 8))))
+            out.append(RoutingEntry((gsi, KVM_IRQ_ROUTING_IRQCHIP, 0,
+                                     (KVM_IRQCHIP_IOAPIC, gsi))))
+        return tuple(out)
+
+
+X86_IRQCHIP = X86Irqchip()
+GENERIC_IRQCHIP = IrqchipModel()
+
+
+def irqchip_model(vm):
+    """The VM type's ``irqchip_model``; else x86's on x86 profiles, the __weak defaults
+    elsewhere."""
+    m = getattr(vm.vmtype, "irqchip_model", None)
+    if m is not None:
+        return m
+    return X86_IRQCHIP if vm.kernel.profile.arch == "x86" else GENERIC_IRQCHIP
 
 
 def eventfd_vm_ioctls():
-    """The entries of the VM ioctl table (x86)."""
+    """The entries of the VM ioctl table (generic kvm_vm_ioctl: every architecture)."""
     return {
         KVM_IOEVENTFD: vm_ioeventfd,
         KVM_IRQFD: vm_irqfd,

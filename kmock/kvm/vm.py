@@ -16,7 +16,8 @@ from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
 from ..notifier import InvalidateEvent
 from ..uapi import kvm as K
-from . import coalesced_mmio, dirty_ring, eventfds, x86_vm
+from . import coalesced_mmio, dirty_log, dirty_ring, eventfds, x86_vm
+from .attached import Attached
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
 from .memslot import Memslots, gmem_unbind, set_memory_region
 from .stage2 import Stage2, faultin
@@ -57,6 +58,8 @@ class VM:
 
     #: kvm->dirty_ring_size: bytes of each vCPU's dirty ring, 0 without (kmock.kvm.dirty_ring)
     dirty_ring_size = 0
+    #: kvm->dirty_ring_with_bitmap (KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP, kmock.kvm.dirty_ring)
+    dirty_ring_with_bitmap = False
 
     def __init__(self, kernel, vmtype, type_arg=None):
         self.kernel = kernel
@@ -439,13 +442,62 @@ def vm_set_user_memory_region2(f, arg):
     return set_memory_region(vm, copy_from_user(arg, K.kvm_userspace_memory_region2), v2=True)
 
 
+#: the capabilities kvm_vm_ioctl_enable_cap_generic stores (kvm->manual_dirty_log_protect,
+#: kvm->max_halt_poll_ns): capability -> args[0], per VM, for architectures other than x86
+_GENERIC_ENABLED = Attached(lambda vm: {})
+
+
+def enabled_caps(vm):
+    """capability -> args[0] of what KVM_ENABLE_CAP enabled on ``vm`` through
+    kvm_vm_ioctl_enable_cap_generic (MANUAL_DIRTY_LOG_PROTECT2, HALT_POLL). On x86 the
+    dict is kmock.kvm.x86_vm's ``enabled`` (which also holds the x86 bookkeeping caps)."""
+    if vm.kernel.profile.arch == "x86":
+        return x86_vm.state(vm).enabled
+    return _GENERIC_ENABLED(vm)
+
+
+def enable_cap_generic(vm, cap):
+    """kvm_vm_ioctl_enable_cap_generic (virt/kvm/kvm_main.c, Linux 6.18), for every
+    architecture; None when ``cap`` is not one of its capabilities (the architecture's
+    kvm_vm_ioctl_enable_cap decides then).
+
+    * MANUAL_DIRTY_LOG_PROTECT2 (CONFIG_KVM_GENERIC_DIRTYLOG_READ_PROTECT: x86 and arm64):
+      flags, or bits beyond MANUAL_PROTECT_ENABLE (INITIALLY_SET only with it) -> EINVAL;
+    * HALT_POLL: flags, or args[0] beyond an unsigned int -> EINVAL;
+    * DIRTY_LOG_RING(_ACQ_REL): kmock.kvm.dirty_ring.enable_cap (no flags check);
+    * DIRTY_LOG_RING_WITH_BITMAP: kmock.kvm.dirty_ring.enable_with_bitmap.
+    """
+    c = cap.cap
+    if c == K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2:
+        a0 = cap.args[0]
+        allowed = (dirty_log.KVM_DIRTY_LOG_MANUAL_CAPS
+                   if a0 & K.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE
+                   else K.KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)
+        if cap.flags or a0 & ~allowed:
+            raise oserror(errno.EINVAL)
+        enabled_caps(vm)[c] = a0
+        return 0
+    if c == K.KVM_CAP_HALT_POLL:
+        if cap.flags or cap.args[0] > 0xFFFFFFFF:
+            raise oserror(errno.EINVAL)
+        enabled_caps(vm)[c] = cap.args[0]
+        return 0
+    if c in dirty_ring.CAPS:
+        return dirty_ring.enable_cap(vm, cap)
+    if c == K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP:
+        return dirty_ring.enable_with_bitmap(vm, cap)
+    return None
+
+
 def vm_enable_cap(f, arg):
-    """kvm_vm_ioctl_enable_cap (x86): KVM_CAP_EXIT_HYPERCALL here, the other x86
-    capabilities in kmock.kvm.x86_vm."""
+    """KVM_ENABLE_CAP: :func:`enable_cap_generic`, then kvm_vm_ioctl_enable_cap (x86):
+    KVM_CAP_EXIT_HYPERCALL here, the other x86 capabilities in kmock.kvm.x86_vm. An
+    architecture plugin's own KVM_ENABLE_CAP calls :func:`enable_cap_generic` first."""
     vm = _check_vm(f)
     cap = copy_from_user(arg, K.kvm_enable_cap)
-    if cap.cap in dirty_ring.CAPS:  # generic, before (and without) the flags check
-        return dirty_ring.enable_cap(vm, cap)
+    r = enable_cap_generic(vm, cap)
+    if r is not None:
+        return r
     if cap.flags:
         raise oserror(errno.EINVAL)
     if cap.cap == K.KVM_CAP_EXIT_HYPERCALL:
@@ -500,12 +552,19 @@ def vm_ioctls(kernel):
         K.KVM_ENABLE_CAP: vm_enable_cap,
         K.KVM_GET_STATS_FD: vm_get_stats_fd,
         K.KVM_RESET_DIRTY_RINGS: vm_reset_dirty_rings,
+        # generic kvm_vm_ioctl: the dirty log (KVM_CLEAR_DIRTY_LOG under
+        # CONFIG_KVM_GENERIC_DIRTYLOG_READ_PROTECT: x86 and arm64)
+        K.KVM_GET_DIRTY_LOG: dirty_log.vm_get_dirty_log,
+        K.KVM_CLEAR_DIRTY_LOG: dirty_log.vm_clear_dirty_log,
     }
     table.update(coalesced_mmio.vm_ioctls())
+    # generic kvm_vm_ioctl: KVM_IRQFD, KVM_IOEVENTFD, KVM_SET_GSI_ROUTING
+    # (CONFIG_HAVE_KVM_IRQ_ROUTING: x86 and arm64); the architecture's part is
+    # kmock.kvm.eventfds.IrqchipModel
+    table.update(eventfds.eventfd_vm_ioctls())
     if kernel.profile.memory_attributes:
         table[K.KVM_SET_MEMORY_ATTRIBUTES] = vm_set_memory_attributes
     if kernel.profile.arch == "x86":
         table.update(x86_vm.x86_vm_ioctls(vm_create_vcpu, vm_check_extension))
-        table.update(eventfds.eventfd_vm_ioctls())
     return table
 

@@ -28,7 +28,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, int_arg
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import dirty_log, x86_state
+from . import x86_state
 from .attached import Attached
 from .x86_state import DEFAULTS_618, host_tsc, settings
 
@@ -54,8 +54,6 @@ X2APIC_ENABLE_SUPPRESS_EOI = 1 << 2
 X2APIC_DISABLE_SUPPRESS_EOI = 1 << 3
 #: KVM_MSR_EXIT_REASON_INVAL | UNKNOWN | FILTER
 KVM_MSR_EXIT_REASON_VALID_MASK = 0x7
-#: KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET
-KVM_DIRTY_LOG_MANUAL_CAPS = 0x3
 U32 = 0xFFFFFFFF
 U64 = (1 << 64) - 1
 #: KVM_CAP_X86_APIC_BUS_CYCLES_NS guards the timer's ns computation against u64 overflow:
@@ -371,21 +369,6 @@ def _masked(cap, valid):
     return enable
 
 
-def _cap_halt_poll(vm, s, a0):
-    """kvm_vm_ioctl_enable_cap_generic: max_halt_poll_ns is an unsigned int."""
-    if a0 > U32:
-        raise oserror(errno.EINVAL)
-    s.enabled[KVM_CAP_HALT_POLL] = a0
-
-
-def _cap_manual_dirty_log_protect2(vm, s, a0):
-    """kvm_vm_ioctl_enable_cap_generic: INITIALLY_SET (bit 1) only with MANUAL_PROTECT_ENABLE."""
-    allowed = KVM_DIRTY_LOG_MANUAL_CAPS if a0 & 1 else 1
-    if a0 & ~allowed:
-        raise oserror(errno.EINVAL)
-    s.enabled[KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2] = a0
-
-
 def _cap_apic_bus_cycles_ns(vm, s, a0):
     """0, or a value whose U32_MAX * 128 multiple overflows u64 -> EINVAL; then
     no in-kernel LAPIC (no irqchip, full or split) -> ENXIO; a vCPU created -> EINVAL."""
@@ -429,7 +412,8 @@ UNGATED_CAPS = frozenset({KVM_CAP_X86_BUS_LOCK_EXIT, KVM_CAP_X86_DISABLE_EXITS,
                           KVM_CAP_DISABLE_QUIRKS2})
 
 #: capability -> fn(vm, state, args[0]); every one is in the 6.18 host's advertised set,
-#: but for UNGATED_CAPS
+#: but for UNGATED_CAPS. The generic ones (MANUAL_DIRTY_LOG_PROTECT2, HALT_POLL, the dirty
+#: ring) are kmock.kvm.vm.enable_cap_generic's, which stores into ``enabled`` too
 ENABLE_CAPS = {
     K.KVM_CAP_MAX_VCPU_ID: _cap_max_vcpu_id,
     KVM_CAP_SPLIT_IRQCHIP: _cap_split_irqchip,
@@ -442,8 +426,6 @@ ENABLE_CAPS = {
     KVM_CAP_X86_TRIPLE_FAULT_EVENT: _store(KVM_CAP_X86_TRIPLE_FAULT_EVENT),
     KVM_CAP_X86_USER_SPACE_MSR: _masked(KVM_CAP_X86_USER_SPACE_MSR, KVM_MSR_EXIT_REASON_VALID_MASK),
     KVM_CAP_EXIT_ON_EMULATION_FAILURE: _masked(KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1),
-    KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: _cap_manual_dirty_log_protect2,
-    KVM_CAP_HALT_POLL: _cap_halt_poll,
     KVM_CAP_X86_APIC_BUS_CYCLES_NS: _cap_apic_bus_cycles_ns,
     KVM_CAP_VM_DISABLE_NX_HUGE_PAGES: _cap_disable_nx_huge_pages,
     KVM_CAP_X86_BUS_LOCK_EXIT: _cap_bus_lock_exit,
@@ -507,16 +489,6 @@ def vm_set_msr_filter(f, arg):
     with s.lock:
         s.msr_filter = MsrFilter(default_allow, tuple(ranges))
     return 0
-
-
-def vm_get_dirty_log(f, arg):
-    """KVM_GET_DIRTY_LOG (kmock.kvm.dirty_log; generic, registered with the x86 table)."""
-    return dirty_log.get_dirty_log(_vm(f), copy_from_user(arg, K.kvm_dirty_log))
-
-
-def vm_clear_dirty_log(f, arg):
-    """KVM_CLEAR_DIRTY_LOG (kmock.kvm.dirty_log)."""
-    return dirty_log.clear_dirty_log(_vm(f), copy_from_user(arg, K.kvm_clear_dirty_log))
 
 
 # --- the VM's default TSC rate: KVM_SET_TSC_KHZ / KVM_GET_TSC_KHZ on the VM fd ----------------
@@ -599,8 +571,6 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         X.KVM_SET_TSC_KHZ: vm_set_tsc_khz,
         X.KVM_GET_TSC_KHZ: vm_get_tsc_khz,
         K.KVM_SET_CLOCK: vm_set_clock,
-        K.KVM_GET_DIRTY_LOG: vm_get_dirty_log,
-        K.KVM_CLEAR_DIRTY_LOG: vm_clear_dirty_log,
         X.KVM_X86_SET_MSR_FILTER: vm_set_msr_filter,
         X.KVM_SET_PMU_EVENT_FILTER: x86_pmu.vm_set_pmu_event_filter,
         K.KVM_IRQ_LINE: x86_irq.vm_irq_line,

@@ -8,10 +8,18 @@ GICv3 limit; KVM_CAP_ARM_VM_IPA_SIZE = the IPA limit; PMU v3, SVE, pointer
 authentication present; no AArch32 EL1), plus the generic ones (USER_MEMORY2,
 MEMORY_FAULT_INFO, GUEST_MEMFD, BINARY_STATS_FD, DEVICE_CTRL).
 
+Eventfds and dirty logging (kmock.kvm.eventfds with kmock_arm64.irqfd, kmock.kvm.dirty_log,
+kmock.kvm.dirty_ring): IOEVENTFD and IRQFD_RESAMPLE (arm.c); IRQFD, IOEVENTFD_ANY_LENGTH,
+HALT_POLL, IRQ_ROUTING = KVM_MAX_IRQ_ROUTES, MANUAL_DIRTY_LOG_PROTECT2 =
+KVM_DIRTY_LOG_MANUAL_CAPS, DIRTY_LOG_RING_ACQ_REL = KVM_DIRTY_RING_MAX_ENTRIES *
+sizeof(struct kvm_dirty_gfn) and DIRTY_LOG_RING_WITH_BITMAP = 1
+(kvm_vm_ioctl_check_extension_generic, under what arch/arm64/kvm/Kconfig selects:
+HAVE_KVM_IRQCHIP, HAVE_KVM_IRQ_ROUTING, KVM_GENERIC_DIRTYLOG_READ_PROTECT,
+HAVE_KVM_DIRTY_RING_ACQ_REL, NEED_KVM_DIRTY_RING_WITH_BITMAP). DIRTY_LOG_RING is 0
+(no HAVE_KVM_DIRTY_RING_TSO on arm64); IOEVENTFD_NO_LENGTH is x86's.
+
 Left at 0 because kmock does not model them on arm64 (a VMM takes its fallback path):
-IOEVENTFD, IRQFD, IRQ_ROUTING, IRQFD_RESAMPLE (the core's eventfds are x86
-only), the dirty ring (arm64 needs ACQ_REL + WITH_BITMAP), COALESCED_MMIO (as on x86),
-HALT_POLL, MTE, SET_GUEST_DEBUG, PTP_KVM, COUNTER_OFFSET.
+COALESCED_MMIO (as on x86), MTE, SET_GUEST_DEBUG, PTP_KVM, COUNTER_OFFSET.
 
 KVM_GET_VCPU_MMAP_SIZE is two pages (kvm_dev_ioctl: kvm_run, and the coalesced-MMIO page
 under CONFIG_KVM_MMIO; no PIO page outside x86).
@@ -73,6 +81,17 @@ CAPS = {
     105: 1,  # KVM_CAP_CHECK_EXTENSION_VM
     215: 1,  # KVM_CAP_SYSTEM_EVENT_DATA (PSCI system events fill ndata/data)
     77: 1,  # KVM_CAP_SIGNAL_MSI (CONFIG_HAVE_KVM_MSI; no ITS here: ENODEV)
+    # eventfds and routing (arm.c: IOEVENTFD, IRQFD_RESAMPLE; the rest generic)
+    25: K.KVM_MAX_IRQ_ROUTES,  # KVM_CAP_IRQ_ROUTING (generic include/linux/kvm_host.h: 4096)
+    32: 1,  # KVM_CAP_IRQFD
+    36: 1,  # KVM_CAP_IOEVENTFD
+    82: 1,  # KVM_CAP_IRQFD_RESAMPLE
+    122: 1,  # KVM_CAP_IOEVENTFD_ANY_LENGTH
+    K.KVM_CAP_HALT_POLL: 1,
+    # dirty logging (generic)
+    K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: 3,  # KVM_DIRTY_LOG_MANUAL_CAPS
+    K.KVM_CAP_DIRTY_LOG_RING_ACQ_REL: 65536 * 16,  # KVM_DIRTY_RING_MAX_ENTRIES * 16
+    K.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP: 1,
 }
 
 LINUX_ARM64 = dataclasses.replace(

@@ -35,6 +35,7 @@ import threading
 from kmock.errors import oserror
 from kmock.file import File
 from kmock.kernel_util import copy_from_user, read_user_at, write_user_at
+from kmock.kvm import eventfds
 from kmock.uapi import arm64 as A
 
 VGIC_V2_MAX_CPUS = 8
@@ -69,13 +70,16 @@ def _overlap(a, a_size, b, b_size):
 
 class Vgic:
     """kvm->arch.vgic: the model, its addresses, its sizing, whether it is initialised
-    (vgic_initialized) and mapped (vgic_ready), and the lines KVM_IRQ_LINE drives."""
+    (vgic_initialized) and mapped (vgic_ready), and the lines KVM_IRQ_LINE and irqfds
+    drive: ``lines`` (vcpu id or None, intid) -> level, ``raised`` the same key -> the
+    number of level-1 injections (an edge the level alone would not show)."""
 
     def __init__(self, vm, model):
         self.vm = vm
         self.model = model
         self.lock = threading.Lock()
         self.lines = {}
+        self.raised = {}
         self._reset()
 
     def _reset(self):
@@ -167,11 +171,16 @@ class Vgic:
         return next((r for r in self.rd_regions if r.index == index), None)
 
     def init(self):
-        """vgic_init: idempotent; freezes nr_spis (256 IRQs unless set)."""
+        """vgic_init: idempotent; freezes nr_spis (256 IRQs unless set); installs the
+        default routing, one route per SPI, over any table KVM_SET_GSI_ROUTING set
+        (kvm_vgic_setup_default_irq_routing; kmock_arm64.irqfd)."""
         if self.initialized:
             return
         if not self.nr_spis:
             self.nr_spis = VGIC_NR_IRQS_LEGACY - VGIC_NR_PRIVATE_IRQS
+        from .irqfd import default_routing  # (irqfd imports this module)
+
+        eventfds.install_routing(self.vm, default_routing(self.nr_spis))
         self.initialized = True
 
     def lazy_init(self):
@@ -236,6 +245,8 @@ class Vgic:
         if vcpu_id is None and intid >= VGIC_NR_PRIVATE_IRQS + self.nr_spis:
             raise oserror(errno.EINVAL)
         self.lines[(vcpu_id, intid)] = bool(level)
+        if level:
+            self.raised[(vcpu_id, intid)] = self.raised.get((vcpu_id, intid), 0) + 1
 
 
 def create_vgic(vm, dev_type, allowed):

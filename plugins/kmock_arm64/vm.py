@@ -28,6 +28,7 @@ from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
 from . import irq as arm64_irq
+from . import irqfd as arm64_irqfd
 from . import regs as arm64_regs
 from . import vcpu as arm64_vcpu
 from . import vcpu_attr
@@ -89,6 +90,8 @@ class Arm64Vm(VmType):
     type_bits = 0
     #: ``vcpu.guest.psci``: the guest's PSCI calls (kmock_arm64.psci)
     guest_actions = {"psci": PsciGuest}
+    #: the vGIC's side of irqfd and GSI routing (kmock.kvm.eventfds; kmock_arm64.irqfd)
+    irqchip_model = arm64_irqfd.VGIC_IRQCHIP
 
     def __init__(self, kernel):
         #: the host's IPA limit: KVM_CAP_ARM_VM_IPA_SIZE of the profile
@@ -244,11 +247,16 @@ def vm_device_attr(f, arg):
 
 
 def vm_enable_cap(f, arg):
-    """kvm_vm_ioctl_enable_cap (arm64): flags -> EINVAL; KVM_CAP_ARM_SYSTEM_SUSPEND (PSCI
+    """KVM_ENABLE_CAP: kvm_vm_ioctl_enable_cap_generic first (kmock.kvm.vm.enable_cap_generic:
+    MANUAL_DIRTY_LOG_PROTECT2, HALT_POLL, the dirty ring caps, DIRTY_LOG_RING_WITH_BITMAP),
+    then kvm_vm_ioctl_enable_cap (arm64): flags -> EINVAL; KVM_CAP_ARM_SYSTEM_SUSPEND (PSCI
     SYSTEM_SUSPEND exits to the VMM) and KVM_CAP_ARM_NISV_TO_USER (kmock's guests make no
     ISV-less MMIO abort) -> 0; the others -> EINVAL."""
     vm = _vm(f)
     cap = copy_from_user(arg, K.kvm_enable_cap)  # EFAULT first
+    r = core_vm.enable_cap_generic(vm, cap)
+    if r is not None:
+        return r
     if cap.flags:
         raise oserror(errno.EINVAL)
     if cap.cap == A.KVM_CAP_ARM_SYSTEM_SUSPEND:
