@@ -737,7 +737,7 @@ GENERIC_IRQCHIP = IrqchipModel()
 def irqchip_model(vm):
     """The VM type's ``irqchip_model``; else x86's on x86 profiles, the __weak defaults
     elsewhere."""
-    m = getattr(vm.vmtype, "irqchip_model", None)
+    m = vm.vmtype.irqchip_model
     if m is not None:
         return m
     return X86_IRQCHIP if vm.kernel.profile.arch == "x86" else GENERIC_IRQCHIP

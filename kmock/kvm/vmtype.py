@@ -100,6 +100,11 @@ class VmType:
     #: state ioctls refuse with EINVAL instead of pretending to work (TDX: tdx_vm_init;
     #: SEV-ES and SNP VM types: svm_vm_init; not the legacy SEV_ES_INIT on a default VM)
     has_protected_state = False
+    #: the architecture's in-kernel irqchip as irqfds and GSI routing see it
+    #: (kmock.kvm.eventfds.IrqchipModel: kvm_arch_irqfd_allowed, kvm_set_routing_entry,
+    #: kvm_arch_set_irq_inatomic ...); None: x86's on x86 profiles, the kernel's __weak
+    #: defaults elsewhere (kmock_arm64 names the vGIC's)
+    irqchip_model = None
 
     has_gmem_callbacks = False
     has_make_private = False
