@@ -24,7 +24,8 @@ from kmock.uapi import x86 as X
 SKIP_REASON = "no /dev/kvm on this machine: conformance against the real kernel skipped"
 pytestmark = [pytest.mark.conformance, pytest.mark.skipif(not kvm_available(), reason=SKIP_REASON)]
 
-EXAMPLES = int(os.environ.get("KMOCK_DIFF_EXAMPLES", 40))
+#: 40 examples a run; 1000 with KMOCK_HYPOTHESIS_PROFILE=thorough (conftest.py), as test_differential.py
+EXAMPLES = max(40, settings().max_examples) if os.environ.get("KMOCK_HYPOTHESIS_PROFILE") == "thorough" else 40
 U64 = (1 << 64) - 1
 CR0_BITS = (0, 1, 2, 3, 4, 5, 6, 16, 17, 18, 29, 30, 31)
 CR4_BITS = tuple(range(26)) + (28,)
