@@ -69,6 +69,15 @@ def cpuid_entry(entries, fn, index=0):
     return None
 
 
+def cpuid_entry_of(entries, fn):
+    """kvm_find_cpuid_entry (index KVM_CPUID_INDEX_NOT_SIGNIFICANT): the first entry of
+    function ``fn``, whatever its index and flags (cpuid_entry2_find)."""
+    for e in entries:
+        if e[0] == fn:
+            return e
+    return None
+
+
 def cpuid_has(entries, fn, index, reg, bit):
     e = cpuid_entry(entries, fn, index)
     return bool(e and e[3 + reg] >> bit & 1)
@@ -137,6 +146,13 @@ def guest_maxphyaddr(guest):
 def supported_xcr0(supported):
     e = cpuid_entry(supported, 0xD, 0)
     return (e[3] | e[6] << 32) if e else 1
+
+
+def guest_supported_xcr0(st):
+    """vcpu->arch.guest_supported_xcr0 (cpuid_get_supported_xcr0): the guest's CPUID leaf
+    0xD.0 within KVM's supported XCR0; 0 while the guest has no leaf 0xD."""
+    e = cpuid_entry(st.cpuid, 0xD, 0)
+    return (e[3] | e[6] << 32) & supported_xcr0(st.supported) if e else 0
 
 
 # --- the stored state ------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from ..uapi import kvm as K
 from ..uapi import x86 as X
 from . import x86_lapic, x86_mce, x86_msr, x86_paging, x86_state, x86_vcpu_misc, x86_vm
 from .x86_state import (apic_base_ok, cpuid_entry,
-                        cr4_reserved, fpu_hidden, guest_maxphyaddr,
+                        cpuid_entry_of, cr4_reserved, fpu_hidden, guest_maxphyaddr,
+                        guest_supported_xcr0,
                         has_run, protected, settings, state, supported_xcr0,
                         vcpu_of)
 
@@ -337,14 +338,17 @@ def _components(st):
 
 
 def _xsave_image(st):
-    """copy_xstate_to_uabi_buf: each part from the state if its XSTATE_BV bit is set,
-    else the init value; the header's XSTATE_BV, XCOMP_BV 0."""
-    init, fx, xf = st.xsave_init, st.fpstate, st.xfeatures
+    """fpu_copy_guest_fpstate_to_uabi -> __copy_xstate_to_uabi_buf: XSTATE_BV limited to
+    the guest's supported XCR0 plus FP and SSE (KVM_GET_XSAVE passes
+    guest_supported_xcr0: a part the guest's CPUID lacks reads as not in use, probed);
+    each part from the state if its bit is set, else the init value; XCOMP_BV 0."""
+    init, fx = st.xsave_init, st.fpstate
+    xf = st.xfeatures & (guest_supported_xcr0(st) | _FP | _SSE)
     out = bytearray(init)
     if xf & _FP:
         out[0:_FX_MXCSR] = fx[0:_FX_MXCSR]
         out[_FX_ST:_FX_XMM] = fx[_FX_ST:_FX_XMM]
-    if xf & (_SSE | _YMM):
+    if xf & (_SSE | _YMM):  # MXCSR and its mask: the state's, else the init values
         out[_FX_MXCSR:_FX_MXCSR + 8] = fx[_FX_MXCSR:_FX_MXCSR + 8]
     if xf & _SSE:
         out[_FX_XMM:_FX_XMM + 256] = fx[_FX_XMM:_FX_XMM + 256]
@@ -385,8 +389,10 @@ def get_xsave2(f, arg):
 def set_xsave(f, arg):
     """kvm_vcpu_ioctl_x86_set_xsave -> fpu_copy_uabi_to_guest_fpstate / copy_uabi_to_xstate
     (arch/x86/kernel/fpu): XSTATE_BV beyond the supported XCR0, XCOMP_BV or a reserved
-    header byte set, MXCSR outside mxcsr_feature_mask (only when SSE or YMM is set):
-    EINVAL; then each part whose bit is set is copied, and XSTATE_BV is replaced. A
+    header byte set, MXCSR outside mxcsr_feature_mask (when FP, SSE or YMM is set):
+    EINVAL; then each part whose bit is set is copied (FP: the legacy area up to the XMM
+    registers, MXCSR and its mask included; SSE or YMM without FP: MXCSR and its mask), and
+    XSTATE_BV is replaced. A
     confidential fpstate first: EINVAL (protected-state VM) or nothing written."""
     vcpu = vcpu_of(f)
     st = state(vcpu)
@@ -396,17 +402,16 @@ def set_xsave(f, arg):
     xf = int.from_bytes(buf[_HDR:_HDR + 8], "little")
     if xf & ~supported_xcr0(st.supported) or any(buf[_HDR + 8:_HDR + 64]):
         raise oserror(errno.EINVAL)
-    if xf & (_SSE | _YMM):
+    fx = st.fpstate
+    if xf & (_FP | _SSE | _YMM):
         mxcsr = int.from_bytes(buf[_FX_MXCSR:_FX_MXCSR + 4], "little")
         mask = int.from_bytes(st.xsave_init[28:32], "little") or 0xFFBF
         if mxcsr & ~mask:
             raise oserror(errno.EINVAL)
-    fx = st.fpstate
-    if xf & _FP:
-        fx[0:_FX_MXCSR] = buf[0:_FX_MXCSR]
-        fx[_FX_ST:_FX_XMM] = buf[_FX_ST:_FX_XMM]
-    if xf & (_SSE | _YMM):
-        fx[_FX_MXCSR:_FX_MXCSR + 4] = buf[_FX_MXCSR:_FX_MXCSR + 4]
+        if not xf & _FP:  # SSE and YMM need MXCSR (and its mask) even without FP
+            fx[_FX_MXCSR:_FX_MXCSR + 8] = buf[_FX_MXCSR:_FX_MXCSR + 8]
+    if xf & _FP:  # the FP component is the whole legacy area before the XMM registers
+        fx[0:_FX_XMM] = buf[0:_FX_XMM]
     if xf & _SSE:
         fx[_FX_XMM:_FX_XMM + 256] = buf[_FX_XMM:_FX_XMM + 256]
     for bit, off, size in _components(st):
@@ -436,9 +441,7 @@ def _xcr0_ok(st, xcr0):
     together."""
     if not xcr0 & _FP or xcr0 & _YMM and not xcr0 & _SSE:
         return False
-    e = cpuid_entry(st.cpuid, 0xD, 0)
-    guest = (e[3] | e[6] << 32) & supported_xcr0(st.supported) if e else 0
-    if xcr0 & ~(guest | _FP):
+    if xcr0 & ~(guest_supported_xcr0(st) | _FP):
         return False
     if bool(xcr0 & 0x8) != bool(xcr0 & 0x10):
         return False
@@ -504,7 +507,7 @@ def kvm_set_cpuid(vcpu, entries):
         if entries != st.cpuid:
             raise oserror(errno.EINVAL)
         return 0
-    e = cpuid_entry(entries, 0x80000008)
+    e = cpuid_entry_of(entries, 0x80000008)  # kvm_check_cpuid: the first such entry
     if e is not None and (e[3] >> 8 & 0xFF) not in (0, 48, 57):
         raise oserror(errno.EINVAL)
     e = cpuid_entry(entries, 0xD, 0)

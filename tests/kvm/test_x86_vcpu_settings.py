@@ -253,3 +253,44 @@ def test_cpuid_is_frozen_once_the_guest_was_entered_even_without_an_exit(k):
     assert k.ioctl(cpu, X.KVM_SET_CPUID2, table) == 0  # the same table: accepted
     other = cpuid_table([(1, 0, 0, 1, 0, 0, 0)])
     assert err(k.ioctl, cpu, X.KVM_SET_CPUID2, other) == errno.EINVAL
+
+
+# --- KVM_SET/GET_XSAVE (fpu_copy_uabi_to_guest_fpstate, __copy_xstate_to_uabi_buf) ------------
+
+
+def xsave(k, cpu, edits=()):
+    buf = bytearray(4096)
+    k.ioctl(cpu, X.KVM_GET_XSAVE, buf)
+    for off, value in edits:
+        buf[off:off + 4] = value.to_bytes(4, "little")
+    return buf
+
+
+def test_get_xsave_reports_only_what_the_guest_cpuid_supports(k):
+    """KVM_GET_XSAVE passes guest_supported_xcr0: XSTATE_BV keeps FP and SSE and the
+    components of the guest's CPUID leaf 0xD (none before KVM_SET_CPUID2); probed."""
+    cpu = vcpu(k)
+    k.ioctl(cpu, X.KVM_SET_XSAVE, xsave(k, cpu, [(512, 0x7)]))  # FP | SSE | YMM
+    assert xsave(k, cpu)[512] == 0x3
+    cpu2 = vcpu(k, [(0xD, 0, 1, 0x7, 0, 0, 0)])
+    k.ioctl(cpu2, X.KVM_SET_XSAVE, xsave(k, cpu2, [(512, 0x7)]))
+    assert xsave(k, cpu2)[512] == 0x7
+
+
+def test_set_xsave_mxcsr_rules(k):
+    """copy_uabi_to_xstate: MXCSR is checked when FP, SSE or YMM is in XSTATE_BV; SSE
+    without FP takes MXCSR and MXCSR_MASK from the buffer; FP takes the whole legacy area."""
+    cpu = vcpu(k)
+    assert err(k.ioctl, cpu, X.KVM_SET_XSAVE, xsave(k, cpu, [(512, 1), (24, 1 << 20)])) \
+        == errno.EINVAL
+    k.ioctl(cpu, X.KVM_SET_XSAVE, xsave(k, cpu, [(512, 2), (24, 0x1F00), (28, 0x1234)]))
+    got = xsave(k, cpu)
+    assert got[24:32] == (0x1F00).to_bytes(4, "little") + (0x1234).to_bytes(4, "little")
+
+
+def test_cpuid_address_width_check_takes_the_first_0x80000008_entry(k):
+    """kvm_check_cpuid looks 0x80000008 up with kvm_find_cpuid_entry: the first entry of
+    the function whatever its index, so a virtual-address width of 1 is EINVAL there too."""
+    cpu = vcpu(k)
+    bad = cpuid_table([(0x80000008, 1, 1, 0x100, 0, 0, 0)])
+    assert err(k.ioctl, cpu, X.KVM_SET_CPUID2, bad) == errno.EINVAL
