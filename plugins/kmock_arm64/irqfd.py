@@ -87,7 +87,8 @@ class VgicIrqchip(eventfds.IrqchipModel):
                 and entries[0].type == K.KVM_IRQ_ROUTING_IRQCHIP and self.intc_initialized(vm)):
             _vgic_irqfd_set_irq(vm, entries[0], 1)  # kvm_arch_set_irq_inatomic
             return
-        levels = (1,) if irqfd.resamplefd is not None else (1, 0)
+        # irqfd_inject: raised and lowered, or only raised when a resampler lowers it
+        levels = [1] if irqfd.resamplefd is not None else [1, 0]
         for level in levels:  # irqfd_inject: kvm_set_irq over every route of the gsi
             for e in entries:
                 if e.type == K.KVM_IRQ_ROUTING_IRQCHIP:
