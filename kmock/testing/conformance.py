@@ -1649,3 +1649,4 @@ from . import conformance_dirty_ring  # noqa: E402,F401
 from . import conformance_x86_paging  # noqa: E402,F401
 from . import conformance_x86_lapic  # noqa: E402,F401
 from . import conformance_gmem_fops  # noqa: E402,F401
+from . import conformance_fd_syscalls  # noqa: E402,F401
