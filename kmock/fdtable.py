@@ -17,9 +17,9 @@ what the kernel gives for the file it stands for (measured on Linux 6.18):
   guest_memfds of one Kernel (one open file description).
 * another anonymous-inode file (a stats fd: O_RDONLY): /dev/null opened with its
   access mode (F_GETFL then also has O_LARGEFILE).
-* a device opened by path (/dev/kvm, /dev/iommu, VFIO cdevs, /dev/sev): ``/dev/null``
-  opened with the caller's access mode and status flags (build_open_flags adds
-  O_LARGEFILE on 64-bit, as for the real node).
+* a character device opened by path (/dev/kvm, /dev/iommu, VFIO cdevs): ``/dev/null``
+  opened with the caller's access mode and status flags (``File.f_flags``, which
+  Kernel.open sets; build_open_flags adds O_LARGEFILE on 64-bit, as for the real node).
 
 What a raw call still answers differently from the kernel is listed in
 docs/api-errors.md ("Raw syscalls on a kmock fd").
@@ -50,16 +50,15 @@ class FdTable:
 
     # --- installing and removing ----------------------------------------------------------
 
-    def install(self, file, cloexec=None, open_flags=None):
-        """Give ``file`` a new real, unique fd (taking a reference) and return it.
-
-        ``open_flags``: the flags of the open(2) that made ``file`` (a device opened by
-        path): its placeholder is /dev/null opened with them, so F_GETFL agrees."""
+    def install(self, file, cloexec=None):
+        """Give ``file`` a new real, unique fd (taking a reference) and return it; its
+        placeholder follows ``file.i_mode`` and ``file.f_flags`` (see above)."""
         if cloexec is None:
             cloexec = file.cloexec
-        if open_flags is not None:
-            fd = _open_null(open_flags & OPEN_FLAGS_KEPT, cloexec)
-        elif stat.S_IFMT(file.i_mode) == stat.S_IFREG:
+        fmt = stat.S_IFMT(file.i_mode)
+        if fmt == stat.S_IFCHR:
+            fd = _open_null(file.f_flags & OPEN_FLAGS_KEPT, cloexec)
+        elif fmt == stat.S_IFREG:
             fd = fcntl.fcntl(self.placeholder, fcntl.F_DUPFD_CLOEXEC if cloexec else fcntl.F_DUPFD, 0)
         elif file.f_flags & os.O_ACCMODE == os.O_RDWR:
             fd = anon_placeholder(cloexec)

@@ -310,8 +310,9 @@ class Kernel(IommufdSupport, SyscallAPI):
             # Not a device kmock emulates: the real OS serves it (as umockdev passes
             # host devices through), so a VMM may open /dev/null or a file as usual.
             return self.host.open(path, flags, mode)
-        return self.fdtable.install(opener(self, flags), cloexec=bool(flags & os.O_CLOEXEC),
-                                    open_flags=flags)
+        f = opener(self, flags)
+        f.f_flags = flags  # (the fd's placeholder is opened with them: F_GETFL agrees)
+        return self.fdtable.install(f, cloexec=bool(flags & os.O_CLOEXEC))
 
     def memfd_create(self, name, flags=0):
         """os.memfd_create through kmock: a real memfd whose truncation kmock sees, so
