@@ -398,8 +398,7 @@ class Kernel(IommufdSupport, SyscallAPI):
         if type(flags) is int and flags & MAP_ANONYMOUS:
             # ksys_mmap_pgoff never looks the fd up: anonymous memory, whatever fd (a
             # kmock fd, a closed one); the real OS makes it
-            if not isinstance(fd, int):
-                raise TypeError("an integer file descriptor is required")
+            _check_anon_mmap_args(fd, length, prot, flags, offset)
             return self.host.mmap(-1, length, prot, flags, offset)
         if self._host_fd(fd):
             return self._host.mmap(fd, length, prot, flags, offset)
@@ -630,6 +629,21 @@ class Kernel(IommufdSupport, SyscallAPI):
                 self._host.close_all()
         except Exception:
             pass
+
+
+def _check_anon_mmap_args(fd, length, prot, flags, offset):
+    """What a C caller could pass to mmap(2) (TypeError / OverflowError otherwise), so
+    the libc call never truncates an argument."""
+    for name, v in (("fd", fd), ("length", length), ("prot", prot), ("flags", flags),
+                    ("offset", offset)):
+        if not isinstance(v, int):
+            raise TypeError(f"mmap {name} must be an integer, not {type(v).__name__}")
+    if not all(-(1 << 31) <= v < (1 << 31) for v in (fd, prot, flags)):
+        raise OverflowError("mmap fd, prot or flags out of range for a C int")
+    if not -(1 << 63) <= length < (1 << 64):
+        raise OverflowError("mmap length out of range for size_t")
+    if not -(1 << 63) <= offset < (1 << 63):
+        raise OverflowError("mmap offset out of range for off_t")
 
 
 def _checked_setting(name, value, annotation):

@@ -79,6 +79,12 @@ def test_map_anonymous_never_looks_the_fd_up(k):
     assert _errno(k.mmap, BAD_FD, 0, RW, PRIVATE | ANON) == errno.EINVAL  # do_mmap: len 0
     with pytest.raises(TypeError):
         k.mmap(None, P, RW, PRIVATE | ANON)
+    with pytest.raises(TypeError):
+        k.mmap(-1, "4096", RW, PRIVATE | ANON)
+    with pytest.raises(OverflowError):
+        k.mmap(-1, P, RW, PRIVATE | ANON, 1 << 70)  # never truncated to 0
+    with pytest.raises(OverflowError):
+        k.mmap(-1, P, 1 << 40, PRIVATE | ANON)
 
 
 def test_f_getfl_is_the_kernels(k):
