@@ -398,7 +398,7 @@ class Kernel(IommufdSupport, SyscallAPI):
         if type(flags) is int and flags & MAP_ANONYMOUS:
             # ksys_mmap_pgoff never looks the fd up: anonymous memory, whatever fd (a
             # kmock fd, a closed one); the real OS makes it
-            _check_anon_mmap_args(fd, length, prot, flags, offset)
+            offset = _check_anon_mmap_args(fd, length, prot, flags, offset)
             return self.host.mmap(-1, length, prot, flags, offset)
         if self._host_fd(fd):
             return self._host.mmap(fd, length, prot, flags, offset)
@@ -632,8 +632,10 @@ class Kernel(IommufdSupport, SyscallAPI):
 
 
 def _check_anon_mmap_args(fd, length, prot, flags, offset):
-    """What a C caller could pass to mmap(2) (TypeError / OverflowError otherwise), so
-    the libc call never truncates an argument."""
+    """The arguments of an anonymous mmap as the kernel sees them, so the libc call never
+    truncates one: TypeError for a non-int, OverflowError for an fd/prot/flags that is
+    no C int; a length past size_t is ENOMEM (as check_mmap_args: PAGE_ALIGN wraps);
+    returns the offset as the kernel's unsigned long, passed as an off_t."""
     for name, v in (("fd", fd), ("length", length), ("prot", prot), ("flags", flags),
                     ("offset", offset)):
         if not isinstance(v, int):
@@ -641,9 +643,9 @@ def _check_anon_mmap_args(fd, length, prot, flags, offset):
     if not all(-(1 << 31) <= v < (1 << 31) for v in (fd, prot, flags)):
         raise OverflowError("mmap fd, prot or flags out of range for a C int")
     if not -(1 << 63) <= length < (1 << 64):
-        raise OverflowError("mmap length out of range for size_t")
-    if not -(1 << 63) <= offset < (1 << 63):
-        raise OverflowError("mmap offset out of range for off_t")
+        raise oserror(errno.ENOMEM)
+    offset &= (1 << 64) - 1
+    return offset - (1 << 64) if offset >> 63 else offset
 
 
 def _checked_setting(name, value, annotation):
