@@ -6,10 +6,15 @@
  * /dev/vfio/devices/vfioN and plugin devices (/dev/sev ...) and on the fds they produce.
  * Every other call goes straight to libc after one byte-load from an fd bitmap.
  *
- * - A kmock fd is a real fd of this process: a dup of /dev/null, so that a raw
- *   syscall on it fails harmlessly. The server keeps (client fd -> its own fd).
+ * - A kmock fd is a real fd of this process, a placeholder chosen as kmock/fdtable.py
+ *   does so that fcntl(F_GETFL) gives the kernel's answer and a raw syscall on it fails
+ *   harmlessly: /dev/null opened with the open's flags for a device, a dup of one
+ *   /dev/null opened O_RDWR for a guest_memfd (O_RDWR|O_LARGEFILE), /dev/null O_RDONLY
+ *   for a stats fd, a new epoll fd (an anon_inode file, O_RDWR) for VM, vCPU and other
+ *   fds. The server keeps (client fd -> its own fd).
  * - Pointer arguments are not marshalled here: the server reads and writes this
  *   process's memory with process_vm_readv/writev, as the kernel's copy_from_user.
+ * - mmap with MAP_ANONYMOUS never looks at the fd (ksys_mmap_pgoff): libc's, always.
  * - mmap of a kmock fd maps the real memfd the server passes (SCM_RIGHTS): guest_memfd
  *   backing or kvm_run. Pages a host access must not reach are mapped onto a
  *   zero-length memfd, so they SIGBUS in this process as in the real kernel.
@@ -30,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -308,7 +314,7 @@ static int connect_server(void)
         /* Yama: let the server's process_vm_readv reach us, as ptrace would */
         prctl(PR_SET_PTRACER, (unsigned long)server_pid, 0, 0, 0);
         if (placeholder < 0)
-            placeholder = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC);
+            placeholder = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC);
         if (sigbus_fd < 0)
             sigbus_fd = (int)syscall(SYS_memfd_create, "kmock-sigbus", MFD_CLOEXEC);
         hello_done = 1;
@@ -379,10 +385,32 @@ static int announce(struct req *q, int fd)
     return fd;
 }
 
-/* a new local fd standing for the server's fd ``sfd`` */
-static int bind_new(int64_t sfd, int cloexec, int minfd)
+/* the placeholder kinds (kmock/fdtable.py) */
+enum { PH_ANON, PH_GMEM, PH_RDONLY };
+#define KVM_CREATE_GUEST_MEMFD_REQ 0xc040aed4ul /* _IOWR(KVMIO, 0xd4, 64 bytes) */
+#define KVM_GET_STATS_FD_REQ 0xaeceul           /* _IO(KVMIO, 0xce) */
+
+static int ph_kind(unsigned long request)
 {
-    int n = REAL(fcntl)(placeholder, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, minfd);
+    return request == KVM_CREATE_GUEST_MEMFD_REQ ? PH_GMEM
+           : request == KVM_GET_STATS_FD_REQ     ? PH_RDONLY
+                                                 : PH_ANON;
+}
+
+/* a new placeholder fd of ``kind`` */
+static int new_placeholder(int kind, int cloexec)
+{
+    if (kind == PH_GMEM)
+        return REAL(fcntl)(placeholder, cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
+    if (kind == PH_RDONLY)
+        return (int)syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY | (cloexec ? O_CLOEXEC : 0));
+    return (int)syscall(SYS_epoll_create1, cloexec ? EPOLL_CLOEXEC : 0);
+}
+
+/* a new local fd standing for the server's fd ``sfd`` */
+static int bind_new(int64_t sfd, int cloexec, int kind)
+{
+    int n = new_placeholder(kind, cloexec);
     if (n < 0)
         return -1;
     struct req q = {.op = OP_BIND, .fd = n, .a = sfd};
@@ -401,7 +429,9 @@ static int kopen(const char *path, int flags, mode_t mode, int *handled)
         *handled = 1;
         return fail(ENOENT);
     }
-    int n = REAL(fcntl)(placeholder, (flags & O_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
+    /* the open's access mode and status flags: F_GETFL as for the real node */
+    int n = (int)syscall(SYS_openat, AT_FDCWD, "/dev/null",
+                         flags & (O_ACCMODE | O_NONBLOCK | O_APPEND | O_SYNC | O_DSYNC | O_CLOEXEC));
     if (n < 0) {
         *handled = 1;
         return -1;
@@ -560,7 +590,7 @@ int ioctl(int fd, unsigned long request, ...)
     if (r->err)
         return fail(r->err);
     if (r->flags & RF_NEWFD)
-        return bind_new(r->x, (int)r->y, 0);
+        return bind_new(r->x, (int)r->y, ph_kind(request));
     return (int)r->ret;
 }
 
@@ -638,14 +668,14 @@ static void *fixed_over(void *p, size_t len, int flags)
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-    if (!is_kfd(fd))
+    if (!is_kfd(fd) || (flags & MAP_ANONYMOUS))
         return fixed_over(REAL(mmap)(addr, len, prot, flags, fd, off), len, flags);
     return kmmap(addr, len, prot, flags, fd, off);
 }
 
 void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off64_t off)
 {
-    if (!is_kfd(fd))
+    if (!is_kfd(fd) || (flags & MAP_ANONYMOUS))
         return fixed_over(REAL(mmap64)(addr, len, prot, flags, fd, off), len, flags);
     return kmmap(addr, len, prot, flags, fd, off);
 }

@@ -1,15 +1,35 @@
 """The mock's fd table: real, unique descriptors mapped to open file objects.
 
-Every fd kmock hands out is a real descriptor of this process (a duplicate of a
-placeholder), so it never collides with the process's own fds. The placeholder is
-an fd of ``/dev/null`` opened read-only: an ``os``/``fcntl``/``mmap`` call that
-reaches it behind kmock's back fails (ENOTTY, ENODEV, EBADF ...) instead of
-touching memory kmock owns (a guest_memfd's backing memfd is never handed out).
+Every fd kmock hands out is a real descriptor of this process (a placeholder), so it
+never collides with the process's own fds, and a raw ``os``/``fcntl``/``mmap`` call that
+reaches it behind kmock's back never touches memory kmock owns (a guest_memfd's backing
+memfd is never handed out). The placeholder is chosen so that ``fcntl(F_GETFL)`` gives
+what the kernel gives for the file it stands for (measured on Linux 6.18):
+
+* an anonymous-inode file opened O_RDWR (``File.f_flags``: VM, vCPU, device, iommufd
+  objects): a fresh epoll fd.
+  It is itself an anon_inode file (anon_inode_getfile: f_flags O_RDWR, no O_LARGEFILE,
+  as kvm_dev_ioctl_create_vm / create_vcpu_fd give), with no read/write/mmap: a raw
+  read/write is EINVAL, pread ESPIPE, mmap ENODEV, ftruncate/fsync EINVAL, as on a VM fd.
+* a guest_memfd (an S_IFREG inode; __kvm_gmem_create sets O_LARGEFILE): a dup of one
+  ``/dev/null`` opened O_RDWR (F_GETFL O_RDWR|O_LARGEFILE). A raw read gives b"" and
+  a raw write succeeds (the kernel: EINVAL); F_SETFL flags are shared between the
+  guest_memfds of one Kernel (one open file description).
+* another anonymous-inode file (a stats fd: O_RDONLY): /dev/null opened with its
+  access mode (F_GETFL then also has O_LARGEFILE).
+* a character device opened by path (/dev/kvm, /dev/iommu, VFIO cdevs): ``/dev/null``
+  opened with the caller's access mode and status flags (``File.f_flags``, which
+  Kernel.open sets; build_open_flags adds O_LARGEFILE on 64-bit, as for the real node).
+
+What a raw call still answers differently from the kernel is listed in
+docs/api-errors.md ("Raw syscalls on a kmock fd").
 """
 
+import ctypes
 import errno
 import fcntl
 import os
+import stat
 import threading
 
 from .errors import oserror
@@ -21,7 +41,8 @@ class FdTable:
 
     def __init__(self):
         self._files = {}
-        self.placeholder = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        #: the guest_memfd placeholder (O_RDWR: F_GETFL O_RDWR|O_LARGEFILE)
+        self.placeholder = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         self._lock = threading.Lock()
         #: ``get(fd, default=None)``: the file behind ``fd`` or ``default`` (the dict's
         #: own method: the ioctl fast path makes no Python call for it)
@@ -30,11 +51,19 @@ class FdTable:
     # --- installing and removing ----------------------------------------------------------
 
     def install(self, file, cloexec=None):
-        """Give ``file`` a new real, unique fd (taking a reference) and return it."""
+        """Give ``file`` a new real, unique fd (taking a reference) and return it; its
+        placeholder follows ``file.i_mode`` and ``file.f_flags`` (see above)."""
         if cloexec is None:
             cloexec = file.cloexec
-        cmd = fcntl.F_DUPFD_CLOEXEC if cloexec else fcntl.F_DUPFD
-        fd = fcntl.fcntl(self.placeholder, cmd, 0)
+        fmt = stat.S_IFMT(file.i_mode)
+        if fmt == stat.S_IFCHR:
+            fd = _open_null(file.f_flags & OPEN_FLAGS_KEPT, cloexec)
+        elif fmt == stat.S_IFREG:
+            fd = fcntl.fcntl(self.placeholder, fcntl.F_DUPFD_CLOEXEC if cloexec else fcntl.F_DUPFD, 0)
+        elif file.f_flags & os.O_ACCMODE == os.O_RDWR:
+            fd = anon_placeholder(cloexec)
+        else:  # (e.g. a stats fd, O_RDONLY: F_GETFL has the right access mode)
+            fd = _open_null(file.f_flags & os.O_ACCMODE, cloexec)
         file.get()
         self._files[fd] = file
         return fd
@@ -107,6 +136,31 @@ class FdTable:
         if self.placeholder >= 0:
             os.close(self.placeholder)
             self.placeholder = -1
+
+
+#: the open(2) flags a device placeholder keeps: the access mode and the status flags
+#: F_GETFL reports (O_CREAT, O_TRUNC, O_EXCL, O_NOCTTY are not kept by do_dentry_open)
+OPEN_FLAGS_KEPT = os.O_ACCMODE | os.O_NONBLOCK | os.O_APPEND | os.O_SYNC | os.O_DSYNC
+_epoll_create1 = ctypes.CDLL(None, use_errno=True).epoll_create1
+_epoll_create1.argtypes = (ctypes.c_int,)
+_EPOLL_CLOEXEC = os.O_CLOEXEC
+
+
+def _open_null(flags, cloexec):
+    fd = os.open("/dev/null", flags | os.O_CLOEXEC)
+    if not cloexec:
+        os.set_inheritable(fd, True)  # (os.open makes every fd O_CLOEXEC: PEP 446)
+    return fd
+
+
+def anon_placeholder(cloexec):
+    """A new epoll fd: an anon_inode file with f_flags O_RDWR and no file operations a
+    raw call could reach (the placeholder of VM, vCPU and other anonymous-inode fds)."""
+    fd = _epoll_create1(_EPOLL_CLOEXEC if cloexec else 0)
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return fd
 
 
 def is_open_fd(fd):

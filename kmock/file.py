@@ -43,6 +43,10 @@ class File:
     #: whether the file has an llseek operation (noop_llseek counts)
     has_llseek = False
     cloexec = True
+    #: the access mode the kernel opens the file with (anon_inode_getfd's flags:
+    #: O_RDWR for VM, vCPU, device and guest_memfd files); the fd's placeholder gets it
+    #: so F_GETFL agrees (kmock.fdtable)
+    f_flags = os.O_RDWR
 
     def __init__(self, kernel, vmtype=None):
         self.kernel = kernel
@@ -137,8 +141,8 @@ class File:
         raise oserror(errno.EOPNOTSUPP)
 
     def mmap(self, length, prot, flags, offset):
-        if flags & MAP_ANONYMOUS:
-            return anonymous_mmap(self.kernel, length, prot, flags, offset)
+        """->mmap; Kernel.mmap has taken MAP_ANONYMOUS and the unaligned offset before
+        the fd was looked up (ksys_mmap_pgoff, sys_mmap)."""
         check_mmap_args(length, prot, flags, offset, self.i_mode, has_mmap=False)
         raise oserror(errno.ENODEV)  # (check_mmap_args raised it: no ->mmap)
 
@@ -211,12 +215,6 @@ def check_mmap_args(length, prot, flags, offset, i_mode=0, has_mmap=True, mmap_s
         raise oserror(errno.ENODEV)
     if flags & MAP_GROWSDOWN:
         raise oserror(errno.EINVAL)  # VM_GROWSDOWN on a file mapping
-
-
-def anonymous_mmap(kernel, length, prot, flags, offset):
-    """mmap with MAP_ANONYMOUS: ksys_mmap_pgoff does not look at the fd, so the
-    mapping is the real OS's anonymous one (a kmock.host.HostMapping)."""
-    return kernel.host.mmap(-1, length, prot, flags, offset)
 
 
 #: st_dev of the anon_inode mount: every anonymous-inode file (VM, vCPU, guest_memfd,

@@ -13,6 +13,7 @@ Kept deliberately thin: it is the baseline of ``kmock bench``.
 """
 
 import fcntl
+import operator
 import os
 
 from . import _libc
@@ -22,6 +23,14 @@ from .uapi import kvm as _kvm
 
 _read_user = _libc.read_user
 _write_user = _libc.write_user
+
+
+def _index(index, message):
+    """``index`` as an int, or TypeError as mmap.mmap raises for any other key."""
+    try:
+        return operator.index(index)
+    except TypeError:
+        raise TypeError(message) from None
 
 
 def _closed():
@@ -83,7 +92,7 @@ class HostMapping(Mapping):
             lo, hi = min(idx[0], idx[-1]), max(idx[0], idx[-1])
             chunk = self._read(lo, hi - lo + 1)
             return bytes(chunk[i - lo] for i in idx)
-        i = index.__index__()
+        i = _index(index, "mmap indices must be integers")
         if i < 0:
             i += self._len
         if not 0 <= i < self._len:
@@ -115,7 +124,7 @@ class HostMapping(Mapping):
                 if _write_user(self.address + i, bytes((b,))) != 1:
                     raise self._sigbus(i, "write")
             return
-        i = index.__index__()
+        i = _index(index, "mmap indices must be integer")  # (CPython's two messages)
         if i < 0:
             i += self._len
         if not 0 <= i < self._len:

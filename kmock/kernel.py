@@ -31,7 +31,7 @@ from ctypes import Structure as _Structure
 from types import MappingProxyType
 
 from . import profiles
-from ._libc import check_fallocate_args
+from ._libc import MAP_ANONYMOUS, check_fallocate_args
 from .consequences import BoundedLog, ViolationLog
 from .snapshot import ArchSection
 from .errors import KmockUsageError, check_int, oserror
@@ -57,6 +57,7 @@ VM_FILE_TYPES = ("vm", "vcpu", "gmem")
 
 
 _SEEK_MAX = 4  # SEEK_HOLE (include/uapi/linux/fs.h)
+_PAGE_MASK_LOW = 0xFFF  # ~PAGE_MASK
 
 
 class _InSyscall(threading.local):
@@ -309,7 +310,9 @@ class Kernel(IommufdSupport, SyscallAPI):
             # Not a device kmock emulates: the real OS serves it (as umockdev passes
             # host devices through), so a VMM may open /dev/null or a file as usual.
             return self.host.open(path, flags, mode)
-        return self.fdtable.install(opener(self, flags), cloexec=bool(flags & os.O_CLOEXEC))
+        f = opener(self, flags)
+        f.f_flags = flags  # (the fd's placeholder is opened with them: F_GETFL agrees)
+        return self.fdtable.install(f, cloexec=bool(flags & os.O_CLOEXEC))
 
     def memfd_create(self, name, flags=0):
         """os.memfd_create through kmock: a real memfd whose truncation kmock sees, so
@@ -390,6 +393,13 @@ class Kernel(IommufdSupport, SyscallAPI):
     def mmap(self, fd, length, prot, flags, offset=0):
         if self._traced and not self._syscall.active:
             return self._call_traced("mmap", (fd, length, prot, flags, offset))
+        if type(offset) is int and offset & _PAGE_MASK_LOW:
+            raise oserror(errno.EINVAL)  # sys_mmap (arch/x86/kernel/sys_x86_64.c): first
+        if type(flags) is int and flags & MAP_ANONYMOUS:
+            # ksys_mmap_pgoff never looks the fd up: anonymous memory, whatever fd (a
+            # kmock fd, a closed one); the real OS makes it
+            offset = _check_anon_mmap_args(fd, length, prot, flags, offset)
+            return self.host.mmap(-1, length, prot, flags, offset)
         if self._host_fd(fd):
             return self._host.mmap(fd, length, prot, flags, offset)
         f = self.fdtable.fdget(fd)  # a concurrent close must not release the file mid-mmap
@@ -443,6 +453,10 @@ class Kernel(IommufdSupport, SyscallAPI):
         return self._simple("fstat", fd)
 
     def ftruncate(self, fd, length):
+        if self._traced and not self._syscall.active:
+            return self._call_traced("ftruncate", (fd, length))
+        if type(length) is int and length < 0:
+            raise oserror(errno.EINVAL)  # do_sys_ftruncate: before the fd is looked up
         return self._simple("ftruncate", fd, length)
 
     def fchmod(self, fd, mode):
@@ -615,6 +629,23 @@ class Kernel(IommufdSupport, SyscallAPI):
                 self._host.close_all()
         except Exception:
             pass
+
+
+def _check_anon_mmap_args(fd, length, prot, flags, offset):
+    """The arguments of an anonymous mmap as the kernel sees them, so the libc call never
+    truncates one: TypeError for a non-int, OverflowError for an fd/prot/flags that is
+    no C int; a length past size_t is ENOMEM (as check_mmap_args: PAGE_ALIGN wraps);
+    returns the offset as the kernel's unsigned long, passed as an off_t."""
+    for name, v in (("fd", fd), ("length", length), ("prot", prot), ("flags", flags),
+                    ("offset", offset)):
+        if not isinstance(v, int):
+            raise TypeError(f"mmap {name} must be an integer, not {type(v).__name__}")
+    if not all(-(1 << 31) <= v < (1 << 31) for v in (fd, prot, flags)):
+        raise OverflowError("mmap fd, prot or flags out of range for a C int")
+    if not -(1 << 63) <= length < (1 << 64):
+        raise oserror(errno.ENOMEM)
+    offset &= (1 << 64) - 1
+    return offset - (1 << 64) if offset >> 63 else offset
 
 
 def _checked_setting(name, value, annotation):

@@ -87,6 +87,21 @@ def test_mapping_index_errors_like_mmap(h, memfd):
         m[0] = b"a"
 
 
+@pytest.mark.parametrize("key", ["a", 1.0, None, (0, 1)])
+def test_mapping_key_that_is_not_an_index_is_typeerror_like_mmap(h, memfd, key):
+    """mmap.mmap's subscript (Modules/mmapmodule.c): TypeError with its own messages."""
+    import mmap
+
+    m = h.mmap(memfd, P, 3, _libc.MAP_SHARED)
+    real = mmap.mmap(-1, P)
+    for target in (real, m):
+        with pytest.raises(TypeError, match="mmap indices must be integers"):
+            target[key]
+        with pytest.raises(TypeError, match="mmap indices must be integer"):
+            target[key] = 1
+    real.close()
+
+
 def test_mapping_readonly_write_is_typeerror(h, memfd):
     m = h.mmap(memfd, P, _libc.PROT_READ, _libc.MAP_SHARED)
     assert m[0] == 0

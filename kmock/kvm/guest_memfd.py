@@ -25,12 +25,10 @@ from ..file import (
     ANON_INODE_DEV,
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
-    MAP_ANONYMOUS,
     MAP_LOCKED,
     MAP_NONBLOCK,
     MAP_POPULATE,
     File,
-    anonymous_mmap,
     check_mmap_args,
     make_stat,
 )
@@ -733,8 +731,6 @@ class GmemFile(File):
         """do_mmap's checks (an S_IFREG inode on the SB_I_NOEXEC anon_inode mount, no
         FOP_MMAP_SYNC), then kvm_gmem_mmap: ENODEV without GUEST_MEMFD_FLAG_MMAP, EINVAL
         unless MAP_SHARED."""
-        if flags & MAP_ANONYMOUS:
-            return anonymous_mmap(self.kernel, length, prot, flags, offset)
         check_mmap_args(length, prot, flags, offset, self.i_mode)
         inode = self.inode
         if not self.kernel.gmem_model.mmap_allowed(inode):

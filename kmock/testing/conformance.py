@@ -1650,3 +1650,4 @@ from . import conformance_x86_paging  # noqa: E402,F401
 from . import conformance_x86_lapic  # noqa: E402,F401
 from . import conformance_gmem_fops  # noqa: E402,F401
 from . import conformance_x86_pit  # noqa: E402,F401
+from . import conformance_fd_syscalls  # noqa: E402,F401

@@ -1954,6 +1954,26 @@ REFERENCE.update({
     ],
 })
 
+# fs/open.c do_sys_ftruncate: length < 0 EINVAL before fdget; arch/x86/kernel/sys_x86_64.c
+# sys_mmap: off & ~PAGE_MASK EINVAL before ksys_mmap_pgoff; mm/mmap.c ksys_mmap_pgoff: fget
+# only without MAP_ANONYMOUS (EBADF), so with it any fd gives anonymous memory (no file:
+# no noexec mount, no ->mmap, no size limit); do_mmap: len 0 EINVAL
+_FDS = ("/dev/kvm", "VM", "vCPU", "gmem")
+REFERENCE.update({
+    "fd_checks_before_fdget": [
+        ("bad fd: ftruncate -1", E("EINVAL")), ("bad fd: ftruncate 0", E("EBADF")),
+        ("bad fd: mmap offset 1", E("EINVAL")),
+        ("bad fd: mmap offset P/2 ANONYMOUS", E("EINVAL")), ("bad fd: mmap", E("EBADF")),
+        ("bad fd: mmap length 0 ANONYMOUS", E("EINVAL")),
+        ("bad fd: anonymous: read", ("ok", b"ok"))] + [
+        (f"{n}: ftruncate -1", E("EINVAL")) for n in _FDS] + [
+        (f"{n}: mmap offset P+8", E("EINVAL")) for n in _FDS] + [
+        (f"{n}: anonymous: read page 63", ("ok", b"hi")) for n in _FDS] + [
+        (f"{n}: mmap P PRIVATE|ANONYMOUS offset -P", ("ok", ("mapping", P))) for n in _FDS] + [
+        ("gmem: its page is still zero", ("ok", b"\0\0"))],
+})
+
+
 def test_reference_covers_every_scenario():
     missing = set(SCENARIOS) - set(REFERENCE) - set(HOST_SPECIFIC)
     assert not missing, f"scenarios without reference expectations: {sorted(missing)}"

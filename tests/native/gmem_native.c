@@ -337,6 +337,22 @@ int main(void)
         } else {
             printf("\n");
         }
+        /* F_GETFL: /dev/kvm as opened (O_LARGEFILE on 64-bit), VM and vCPU O_RDWR
+         * (anon_inode_getfd), guest_memfd O_RDWR|O_LARGEFILE (__kvm_gmem_create) */
+        printf("up F_GETFL kvm %#x vm %#x vcpu %#x gmem %#x\n", fcntl(kvm, F_GETFL),
+               fcntl(vm, F_GETFL), fcntl(vcpu, F_GETFL), fcntl(g, F_GETFL));
+        /* MAP_ANONYMOUS never looks at the fd (ksys_mmap_pgoff): anonymous memory, not
+         * kvm_run (64 pages, PROT_EXEC: neither would map the vCPU file) */
+        char *an = mmap(NULL, 64 * PG, PROT_READ | PROT_WRITE | PROT_EXEC,
+                        MAP_SHARED | MAP_ANONYMOUS, vcpu, 0);
+        printf("up mmap anonymous with a vcpu fd: %s", an == MAP_FAILED ? res(-1) : "ok");
+        if (an != MAP_FAILED) {
+            an[63 * PG] = 7;
+            printf(" page 63 %d sigbus %d\n", an[63 * PG], sigbus_read(an + 62 * PG));
+            munmap(an, 64 * PG);
+        } else {
+            printf("\n");
+        }
     }
 
     /* SW_PROTECTED VM: private memory attributes */
