@@ -37,6 +37,7 @@ or arm64's exits, mmio_exit_user, hvc_exit_stat); every other counter reads 0.
 
 import collections
 import errno
+import os
 import struct
 import threading
 
@@ -251,6 +252,9 @@ class StatsFile(File):
 
     file_type = "kvm-stats"
     has_llseek = True
+    #: kvm_vm_ioctl_get_stats_fd / kvm_vcpu_ioctl_get_stats_fd: anon_inode_getfile(...,
+    #: O_RDONLY)
+    f_flags = os.O_RDONLY
 
     def __init__(self, kernel, vm, ident, descs, values, name):
         super().__init__(kernel)

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import itertools
 import json
+import mmap
 import os
 import select
 import socket
@@ -536,6 +537,10 @@ class Server:
         return r
 
     def _mmap(self, client, fd, length, prot, flags, offset, payload):
+        if flags & mmap.MAP_ANONYMOUS:
+            # the library maps anonymous memory itself (ksys_mmap_pgoff never looks the fd
+            # up); memory of this process would mean nothing to the client
+            raise OSError(errno.EINVAL, "MAP_ANONYMOUS is the client's own mapping")
         m = self.kernel.mmap(client.fds[fd], length, prot & U32, flags & U32, offset)
         f = m.file
         inode = getattr(m, "inode", None)

@@ -425,12 +425,11 @@ def gmem_fops_mmap_other_files(sys, rec):
             if m is not None:
                 rec.call(f"{name}: munmap {what}", m.close)
         rec.call(f"{name}: mmap P offset -P", sys.mmap, fd, P, PROT_RW, MAP_SHARED, -P)
-        if fd != vcpu:  # (kvm_vcpu_mmap's side is kmock.kvm.vcpu's)
-            a = rec.call(f"{name}: mmap P SHARED|ANONYMOUS", sys.mmap, fd, P, PROT_RW,
-                         MAP_SHARED | MAP_ANONYMOUS)
-            if a is not None:
-                rec.access(f"{name}: anonymous: write and read", a, slice(0, 2), b"ok")
-                rec.access(f"{name}: anonymous: read", a, slice(0, 2))
+        a = rec.call(f"{name}: mmap P SHARED|ANONYMOUS", sys.mmap, fd, P, PROT_RW,
+                     MAP_SHARED | MAP_ANONYMOUS)
+        if a is not None:
+            rec.access(f"{name}: anonymous: write and read", a, slice(0, 2), b"ok")
+            rec.access(f"{name}: anonymous: read", a, slice(0, 2))
 
 
 def _times(st):

@@ -10,6 +10,7 @@ PEK_GEN ...) are not modelled: EOPNOTSUPP (kmock's choice, docs/arch/snp.md).
 """
 
 import errno
+import stat
 
 from kmock.errors import oserror
 from kmock.file import File
@@ -18,7 +19,10 @@ from kmock.uapi import sev as S
 
 
 class SevFile(File):
+    """An open /dev/sev (drivers/crypto/ccp/sev-dev.c, a misc character device)."""
+
     file_type = "sev"
+    i_mode = stat.S_IFCHR | stat.S_IRUSR | stat.S_IWUSR
 
     def unknown_ioctl(self, request, arg):
         if request != S.SEV_ISSUE_CMD:
