@@ -15,7 +15,7 @@ import errno
 import itertools
 import os
 import stat
-import time
+from time import time as _now  # (the wall clock of st_atime/st_mtime)
 from _thread import RLock as _RLock
 from functools import partial
 
@@ -201,7 +201,7 @@ class GmemInode:
         #: physical frame of page 0 (kmock.physmem: one frame space for every table)
         self.pfn_base = kernel.physmem.alloc_range(npages)
         #: st_atime (the creation) and st_mtime = st_ctime (the last file_modified)
-        self.atime = self.mtime = time.time()
+        self.atime = self.mtime = _now()
 
     @property
     def ino(self):
@@ -222,7 +222,7 @@ class GmemInode:
     def modified(self):
         """file_modified: a successful fallocate (or the first write fault of a page
         through a mapping: fault_dirty_shared_page) sets mtime and ctime to now."""
-        self.mtime = time.time()
+        self.mtime = _now()
 
     # --- users ------------------------------------------------------------------------------
 
@@ -719,12 +719,12 @@ class GmemFile(File):
             end = min((offset + length) >> PAGE_SHIFT, inode.npages)
             if start < end:
                 inode.punch_hole(start, end)
-            inode.modified()  # (also for a punch past EOF: it returns 0)
+            inode.mtime = _now()  # file_modified (also for a punch past EOF: it returns 0)
             return None
         if offset + length > inode.size:
             raise oserror(errno.EINVAL)  # "Dedicated guest is immutable by default"
         inode.allocate(start, (offset + length) >> PAGE_SHIFT)
-        inode.modified()
+        inode.mtime = _now()  # file_modified
         return None
 
     def mmap(self, length, prot, flags, offset):
