@@ -72,13 +72,20 @@ def _writable(addr, size):
     return at >= end
 
 
-def register(f, arg):
+def _region(f, arg):
+    """kvm_arch_vm_ioctl's part of both region ioctls: the struct (EFAULT), then
+    sev_guest(kvm) (ENOTTY). Returns (the VM's SEV state, the region)."""
     vm = f.vm
     vm.check_caller()
     r = copy_from_user(arg, kvm_enc_region)
     sev = sev_of(vm)
     if not sev.active:
         raise oserror(errno.ENOTTY)
+    return sev, r
+
+
+def register(f, arg):
+    sev, r = _region(f, arg)
     addr, size = r.addr, r.size
     if size == 0 or addr + size > U64:  # sev_pin_memory
         raise oserror(errno.EINVAL)
@@ -101,12 +108,7 @@ def register(f, arg):
 
 
 def unregister(f, arg):
-    vm = f.vm
-    vm.check_caller()
-    r = copy_from_user(arg, kvm_enc_region)
-    sev = sev_of(vm)
-    if not sev.active:
-        raise oserror(errno.ENOTTY)
+    sev, r = _region(f, arg)
     with sev.machine.lock:  # (kvm->lock)
         for i, (addr, size, npages) in enumerate(sev.regions):
             if addr == r.addr and size == r.size:
