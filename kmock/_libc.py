@@ -67,6 +67,21 @@ def _raise():
     raise OSError(e, os.strerror(e))
 
 
+_ioctl = _libc.ioctl
+_ioctl.restype = ctypes.c_int
+_ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def ioctl_value(fd, request, value):
+    """ioctl(2) whose argument is an integer of any unsigned long value (fcntl.ioctl takes
+    only a C int, so KVM_SET_TSS_ADDR 0xfffbd000, QEMU's, cannot go through it); returns
+    the result or raises OSError like the os module."""
+    r = _ioctl(fd, request & 0xFFFFFFFFFFFFFFFF, value & 0xFFFFFFFFFFFFFFFF)
+    if r < 0:
+        _raise()
+    return r
+
+
 def mmap(addr, length, prot, flags, fd, offset):
     """libc mmap; returns the address or raises OSError."""
     r = _mmap(addr, length, prot, flags, fd, offset)

@@ -186,7 +186,10 @@ class HostKernel(SyscallAPI):
         return new
 
     def ioctl(self, fd, request, arg=0, mutate_flag=True):
-        r = fcntl.ioctl(fd, request, arg, mutate_flag)
+        if type(arg) is int and not -(1 << 31) <= arg < 1 << 31:
+            r = _libc.ioctl_value(fd, request, arg)  # (beyond fcntl.ioctl's C int)
+        else:
+            r = fcntl.ioctl(fd, request, arg, mutate_flag)
         if request in self.FD_IOCTLS and type(r) is int and r >= 0:
             self._fds.add(r)
         return r

@@ -274,3 +274,15 @@ def test_close_errors_like_os(h):
     with pytest.raises(OSError) as ei:
         h.open("/nonexistent/kmock", os.O_RDONLY)
     assert ei.value.errno == errno.ENOENT
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="no /dev/kvm on this machine")
+def test_ioctl_passes_integer_arguments_beyond_a_c_int():
+    """fcntl.ioctl takes only a C int: HostKernel passes larger values through libc's
+    ioctl, as a C VMM does (QEMU's KVM_SET_TSS_ADDR 0xfffbd000)."""
+    with HostKernel() as k:
+        vm = k.ioctl(k.open("/dev/kvm", os.O_RDWR), K.KVM_CREATE_VM, 0)
+        assert k.ioctl(vm, K.KVM_SET_TSS_ADDR, 0xFFFBD000) == 0
+        with pytest.raises(OSError) as e:
+            k.ioctl(vm, K.KVM_SET_TSS_ADDR, 1 << 32)
+        assert e.value.errno == errno.EINVAL

@@ -192,7 +192,7 @@ def x86_vm_tss_identity_map(sys, rec):
     kvm = open_kvm(sys, rec)
     rec.call("SET_TSS_ADDR 0 on /dev/kvm", sys.ioctl, kvm, X.KVM_SET_TSS_ADDR, 0)
     vm = create_vm(sys, rec, kvm)
-    for a in (0, 0x1000, 0x7FFFF000):
+    for a in (0, 0x1000, 0x7FFFF000, 0xFFFBD000, 0xFFFFD000, 0xFFFFE000, 1 << 32, (1 << 64) - 1):
         rec.call(f"SET_TSS_ADDR {a:#x}", sys.ioctl, vm, X.KVM_SET_TSS_ADDR, a)
     for a in (0, 0xFEFFC000, 1 << 63, (1 << 64) - 1):
         rec.call(f"SET_IDENTITY_MAP_ADDR {a:#x}", sys.ioctl, vm, X.KVM_SET_IDENTITY_MAP_ADDR,

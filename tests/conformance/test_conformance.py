@@ -472,6 +472,11 @@ REFERENCE = {
     "x86_vm_tss_identity_map": [
         ("SET_TSS_ADDR 0 on /dev/kvm", E("EINVAL")),
         ("SET_TSS_ADDR 0x7ffff000", ("ok", 0)),
+        # kvm_vm_ioctl_set_tss_addr: addr > (unsigned int)(-3 * PAGE_SIZE) is EINVAL
+        ("SET_TSS_ADDR 0xfffbd000", ("ok", 0)),
+        ("SET_TSS_ADDR 0xffffd000", ("ok", 0)),
+        ("SET_TSS_ADDR 0xffffe000", E("EINVAL")),
+        ("SET_TSS_ADDR 0x100000000", E("EINVAL")),
         ("SET_IDENTITY_MAP_ADDR 0xffffffffffffffff", ("ok", 0)),
         ("SET_IDENTITY_MAP_ADDR NULL", E("EFAULT")),
         ("SET_TSS_ADDR 0x2000 after a vCPU", ("ok", 0)),
