@@ -83,6 +83,20 @@ def cpuid_buf(nent, entries=b""):
     return buf
 
 
+def cpuid_entries(entries):
+    """The kvm_cpuid_entry2 array of (function, index, flags, eax, ebx, ecx, edx) tuples."""
+    out = bytearray()
+    for fn, index, flags, eax, ebx, ecx, edx in entries:
+        out += bytes(K.kvm_cpuid_entry2(function=fn, index=index, flags=flags, eax=eax,
+                                        ebx=ebx, ecx=ecx, edx=edx))
+    return bytes(out)
+
+
+def cpuid_table(entries):
+    """A struct kvm_cpuid2 holding ``entries`` (tuples, see cpuid_entries)."""
+    return cpuid_buf(len(entries), cpuid_entries(entries))
+
+
 @scenario("fact_x86_vcpu_initial_state",
           "the registers of a new vCPU 0 and vCPU 1 (no in-kernel LAPIC): REGS, SREGS, FPU, "
           "MP_STATE, VCPU_EVENTS, DEBUGREGS, XCRS, XSAVE, TSC_KHZ, CPUID2 and the MSRs of "

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kmock
+from kmock.testing import conformance_vcpu
 from kmock.testing.conformance import kvm_available
 from kmock.uapi import kvm as K
 from kmock.uapi import x86 as X
@@ -37,23 +38,18 @@ def outcome(fn, *args):
 
 
 def cpuid_buf(entries, nent=None):
-    buf = bytearray(8 + 40 * max(1, len(entries)))
-    buf[0:4] = (len(entries) if nent is None else nent).to_bytes(4, "little")
-    for i, (fn, idx, fl, a, b, c, d) in enumerate(entries):
-        e = K.kvm_cpuid_entry2(function=fn, index=idx, flags=fl)
-        e.eax, e.ebx, e.ecx, e.edx = a, b, c, d
-        buf[8 + 40 * i : 48 + 40 * i] = bytes(e)
-    return buf
+    """KVM_SET_CPUID2's argument for ``entries``, its nent field ``nent`` if given."""
+    return conformance_vcpu.cpuid_buf(len(entries) if nent is None else nent,
+                                      conformance_vcpu.cpuid_entries(entries))
 
 
 def supported_cpuid():
+    """The host's KVM_GET_SUPPORTED_CPUID as entry tuples."""
     with kmock.HostKernel() as h:
-        b = bytearray(8 + 40 * 256)
-        b[0:4] = (256).to_bytes(4, "little")
-        h.ioctl(h.open("/dev/kvm", os.O_RDWR), K.KVM_GET_SUPPORTED_CPUID, b)
+        buf, n = conformance_vcpu.supported_cpuid(h, h.open("/dev/kvm", os.O_RDWR))
     out = []
-    for i in range(int.from_bytes(b[0:4], "little")):
-        e = K.kvm_cpuid_entry2.from_buffer_copy(b, 8 + 40 * i)
+    for i in range(n):
+        e = K.kvm_cpuid_entry2.from_buffer_copy(buf, 8 + 40 * i)
         out.append((e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx))
     return out
 

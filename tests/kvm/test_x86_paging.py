@@ -18,10 +18,9 @@ from hypothesis import strategies as st
 
 import kmock
 from kmock.kvm import x86_state
+from kmock.testing.conformance_vcpu import cpuid_table
 from kmock.uapi import kvm as K
 from kmock.uapi import x86 as X
-
-from .test_x86_vcpu_settings import cpuid_table
 
 P, W, U, A, D, PS = 1, 2, 4, 1 << 5, 1 << 6, 1 << 7
 NX = 1 << 63

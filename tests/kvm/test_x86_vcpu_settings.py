@@ -19,6 +19,7 @@ import pytest
 import kmock
 from kmock.kvm.x86_state import DEFAULTS_618
 from kmock.profiles import get as get_profile
+from kmock.testing.conformance_vcpu import cpuid_table
 from kmock.uapi import kvm as K
 from kmock.uapi import x86 as X
 
@@ -222,16 +223,6 @@ def test_amx_tile_data_in_cpuid_needs_the_guest_permission(k, monkeypatch):
     assert k.ioctl(cpu, X.KVM_SET_CPUID2, cpuid_table(leaf)) == 0
     monkeypatch.setattr(_libc, "guest_xcomp_perm", lambda: None)  # a kmock serve client
     assert k.ioctl(vcpu(k), X.KVM_SET_CPUID2, cpuid_table(leaf)) == 0
-
-
-def cpuid_table(entries):
-    buf = bytearray(8 + 40 * len(entries))
-    buf[0:4] = len(entries).to_bytes(4, "little")
-    for i, (fn, index, flags, *regs) in enumerate(entries):
-        e = K.kvm_cpuid_entry2(function=fn, index=index, flags=flags)
-        e.eax, e.ebx, e.ecx, e.edx = regs
-        buf[8 + 40 * i:48 + 40 * i] = bytes(e)
-    return buf
 
 
 def test_cpuid_is_frozen_once_the_guest_was_entered_even_without_an_exit(k):
