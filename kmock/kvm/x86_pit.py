@@ -40,7 +40,7 @@ import weakref
 from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user
 from ..uapi import x86 as X
-from . import x86_vm
+from . import x86_irq, x86_vm
 
 
 def ktime_get():
@@ -170,8 +170,6 @@ class Pit:
             if self._period and not self.reinject:
                 self._arm(when + self._period)
         if inject:
-            from . import x86_irq
-
             x86_irq.pit_pulse(vm)
 
 

@@ -34,8 +34,8 @@ from .x86_state import DEFAULTS_618, host_tsc, settings
 
 from ..uapi.kvm import (  # noqa: E402  (include/uapi/linux/kvm.h, x86)
     KVM_CAP_DISABLE_QUIRKS, KVM_CAP_DISABLE_QUIRKS2, KVM_CAP_EXCEPTION_PAYLOAD,
-    KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_HALT_POLL, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
-    KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_VM_DISABLE_NX_HUGE_PAGES,
+    KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_MSR_PLATFORM_INFO, KVM_CAP_SPLIT_IRQCHIP,
+    KVM_CAP_VM_DISABLE_NX_HUGE_PAGES,
     KVM_CAP_X2APIC_API, KVM_CAP_X86_APIC_BUS_CYCLES_NS, KVM_CAP_X86_DISABLE_EXITS,
     KVM_CAP_X86_BUS_LOCK_EXIT, KVM_CAP_X86_TRIPLE_FAULT_EVENT, KVM_CAP_X86_USER_SPACE_MSR,
     KVM_CREATE_IRQCHIP,
@@ -541,8 +541,8 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         if state(vm).irqchip_in_kernel:
             # kvm_create_lapic's reset sets the APIC base: the map is rebuilt before the
             # new vCPU is visible to kvm_for_each_vcpu (probed: it is not in the map)
-            x86_lapic.recalculate_apic_map(vm, exclude=vm.vcpus[int_arg(arg)])
             vcpu = vm.vcpus[int_arg(arg)]
+            x86_lapic.recalculate_apic_map(vm, exclude=vcpu)
             if vcpu.id != state(vm).bsp_vcpu_id:
                 # kvm_arch_vcpu_create: with an in-kernel LAPIC only the BSP starts
                 # RUNNABLE; an AP waits for INIT/SIPI (conformance x86_vcpu_initial_mp_state)

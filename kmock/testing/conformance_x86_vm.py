@@ -175,13 +175,13 @@ def x86_vm_enable_cap_bookkeeping(sys, rec):
                       ("X86_TRIPLE_FAULT_EVENT", X.KVM_CAP_X86_TRIPLE_FAULT_EVENT),
                       ("X86_USER_SPACE_MSR", X.KVM_CAP_X86_USER_SPACE_MSR),
                       ("EXIT_ON_EMULATION_FAILURE", X.KVM_CAP_EXIT_ON_EMULATION_FAILURE),
-                      ("MANUAL_DIRTY_LOG_PROTECT2", X.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2),
-                      ("HALT_POLL", X.KVM_CAP_HALT_POLL)):
+                      ("MANUAL_DIRTY_LOG_PROTECT2", K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2),
+                      ("HALT_POLL", K.KVM_CAP_HALT_POLL)):
         _each(sys, rec, kvm, name, cap, (0, 1, 2, 3, 4, 7, 8, 0xFFFFFFFF, *wide))
     vm = create_vm(sys, rec, kvm, label="flags: KVM_CREATE_VM")
     enable(sys, rec, vm, "X86_DISABLE_EXITS 0 flags=1", X.KVM_CAP_X86_DISABLE_EXITS, 0, flags=1)
     enable(sys, rec, vm, "DISABLE_QUIRKS 0 flags=1", X.KVM_CAP_DISABLE_QUIRKS, 0, flags=1)
-    enable(sys, rec, vm, "HALT_POLL 0 flags=1", X.KVM_CAP_HALT_POLL, 0, flags=1)
+    enable(sys, rec, vm, "HALT_POLL 0 flags=1", K.KVM_CAP_HALT_POLL, 0, flags=1)
     enable(sys, rec, kvm, "X86_DISABLE_EXITS 0 on /dev/kvm", X.KVM_CAP_X86_DISABLE_EXITS, 0)
 
 

@@ -287,8 +287,8 @@ def test_disable_exits_not_advertised_on_linux_618(k):
     (X.KVM_CAP_X86_TRIPLE_FAULT_EVENT, [0, 1], []),
     (X.KVM_CAP_X86_USER_SPACE_MSR, [0, 7], [8, 1 << 40]),
     (X.KVM_CAP_EXIT_ON_EMULATION_FAILURE, [0, 1], [2, 3]),
-    (X.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, [0, 1, 3], [2, 4]),
-    (X.KVM_CAP_HALT_POLL, [0, 0xFFFFFFFF], [1 << 32]),
+    (K.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, [0, 1, 3], [2, 4]),
+    (K.KVM_CAP_HALT_POLL, [0, 0xFFFFFFFF], [1 << 32]),
     (X.KVM_CAP_DISABLE_QUIRKS, [0, 1 << 63], []),
 ])
 def test_bookkeeping_caps(k, cap, good, bad):
