@@ -37,18 +37,31 @@ class MsrPsc(NamedTuple):
     terminate: bool = False
 
 
+#: (a NamedTuple's own __new__ is interpreted Python: these are built without its frame)
+_tuple_new = tuple.__new__
+_GFN_SHIFT, _GFN_MASK = S.GHCB_MSR_PSC_GFN_SHIFT, S.GHCB_MSR_PSC_GFN_MASK
+_OP_SHIFT, _OP_MASK = S.GHCB_MSR_PSC_OP_SHIFT, S.GHCB_MSR_PSC_OP_MASK
+_TO_PRIVATE = K.KVM_MAP_GPA_RANGE_ENCRYPTED | K.KVM_MAP_GPA_RANGE_PAGE_SZ_4K
+_TO_SHARED = K.KVM_MAP_GPA_RANGE_DECRYPTED | K.KVM_MAP_GPA_RANGE_PAGE_SZ_4K
+
+
 def psc_msr(ghcb_msr, *, snp=True, hypercall_exit_enabled=True):
     """snp_begin_psc_msr(): one page, one exit. A bad operation or a VMM that did not enable
     KVM_CAP_EXIT_HYPERCALL for KVM_HC_MAP_GPA_RANGE gets GHCB_MSR_PSC_RESP_ERROR."""
     if not snp:
         return MsrPsc(None, None, True)
-    gfn = (ghcb_msr >> S.GHCB_MSR_PSC_GFN_SHIFT) & S.GHCB_MSR_PSC_GFN_MASK
-    op = (ghcb_msr >> S.GHCB_MSR_PSC_OP_SHIFT) & S.GHCB_MSR_PSC_OP_MASK
-    if op not in (S.SNP_PAGE_STATE_PRIVATE, S.SNP_PAGE_STATE_SHARED) or not hypercall_exit_enabled:
+    gfn = (ghcb_msr >> _GFN_SHIFT) & _GFN_MASK
+    op = (ghcb_msr >> _OP_SHIFT) & _OP_MASK
+    if op == S.SNP_PAGE_STATE_PRIVATE:
+        attrs = _TO_PRIVATE
+    elif op == S.SNP_PAGE_STATE_SHARED:
+        attrs = _TO_SHARED
+    else:
         return MsrPsc(None, S.GHCB_MSR_PSC_RESP_ERROR)
-    attrs = K.KVM_MAP_GPA_RANGE_ENCRYPTED if op == S.SNP_PAGE_STATE_PRIVATE else K.KVM_MAP_GPA_RANGE_DECRYPTED
-    attrs |= K.KVM_MAP_GPA_RANGE_PAGE_SZ_4K
-    return MsrPsc(HypercallExit(K.KVM_HC_MAP_GPA_RANGE, gfn << 12, 1, attrs), None)
+    if not hypercall_exit_enabled:
+        return MsrPsc(None, S.GHCB_MSR_PSC_RESP_ERROR)
+    return _tuple_new(MsrPsc, (_tuple_new(HypercallExit, (K.KVM_HC_MAP_GPA_RANGE, gfn << 12, 1,
+                                                          attrs)), None, False))
 
 
 def psc_msr_complete(ret):

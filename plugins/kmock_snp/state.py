@@ -133,10 +133,12 @@ class Machine:
         with self.lock:
             (self.es_asids if es else self.sev_asids).add(asid)
 
-    def note_lost(self, start, end, what):
-        """Remember that frames [start, end) lost Validated because of host call ``what``."""
+    def note_lost(self, start, end, what, first=None, last=None):
+        """Remember that frames [start, end) lost Validated because of host call ``what``
+        (of guest_memfd pages [first, last) when given: the text is made only when read,
+        since this runs on every punch and conversion to shared)."""
         self._last_key += 1
-        self.invalidations[self._last_key] = what
+        self.invalidations[self._last_key] = what if first is None else (what, first, last)
         self.lost.set(start, end, self._last_key)
         if self._keep is not None and len(self.invalidations) > self._keep:
             del self.invalidations[next(iter(self.invalidations))]  # the oldest
@@ -146,7 +148,13 @@ class Machine:
         key = self.lost.get(pfn)
         if not key:
             return None
-        return self.invalidations.get(key, "a host call whose record was dropped (log_limit)")
+        what = self.invalidations.get(key)
+        if isinstance(what, tuple):
+            what, first, last = what
+            return f"{what} of guest_memfd pages [{first:#x}, {last:#x})"
+        if what is None:
+            return "a host call whose record was dropped (log_limit)"
+        return what
 
 
 def machine(kernel):

@@ -194,7 +194,7 @@ class SnpVm(SevFamilyVm):
             if m.rmp.find_assigned(lo, hi - lo) == -1:
                 return
             failures = m.rmp.gmem_invalidate(lo, hi)
-            m.note_lost(lo, hi, f"{what} of guest_memfd pages [{start:#x}, {end:#x})")
+            m.note_lost(lo, hi, what, start, end)
         for s, e, op, code in failures:
             vm.kernel.violations.record(
                 "rmp_invalidate_failed",
