@@ -522,6 +522,16 @@ def vm_get_tsc_khz(f, arg):
     return state(f.vm).default_tsc_khz
 
 
+def vm_enc_region_no_vendor(f, arg):
+    """kvm_arch_vm_ioctl KVM_MEMORY_ENCRYPT_REG_REGION / _UNREG_REGION where the vendor
+    module has no mem_enc_(un)register_region (VMX's kvm_x86_ops): the struct
+    kvm_enc_region is copied in first (EFAULT), then ENOTTY (x86.c; conformance
+    x86_vm_enc_region). The snp platform replaces both with SEV's handlers."""
+    f.vm.check_caller()
+    copy_from_user(arg, K.kvm_enc_region)
+    raise oserror(errno.ENOTTY)
+
+
 def x86_vm_ioctls(create_vcpu, check_extension):
     """The x86 entries of the VM ioctl table; ``create_vcpu`` and ``check_extension`` are
     the core's handlers, which the x86 ones wrap."""
@@ -586,4 +596,6 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         X.KVM_SET_PIT2: x86_pit.vm_set_pit2,
         X.KVM_REINJECT_CONTROL: x86_pit.vm_reinject_control,
         K.KVM_CREATE_DEVICE: kvm_device.x86_vm_create_device,
+        K.KVM_MEMORY_ENCRYPT_REG_REGION: vm_enc_region_no_vendor,
+        K.KVM_MEMORY_ENCRYPT_UNREG_REGION: vm_enc_region_no_vendor,
     }

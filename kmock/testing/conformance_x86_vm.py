@@ -209,6 +209,25 @@ def x86_vm_tss_identity_map(sys, rec):
              X.KVM_SET_IDENTITY_MAP_ADDR, 0)
 
 
+@scenario("x86_vm_enc_region",
+          "KVM_MEMORY_ENCRYPT_REG_REGION / UNREG_REGION on a VM of a host without SEV: the "
+          "struct is copied in first (EFAULT), then ENOTTY; KVM_MEMORY_ENCRYPT_OP: ENOTTY "
+          "before anything is read")
+def x86_vm_enc_region(sys, rec):
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    region = K.kvm_enc_region(addr=0x7F0000000000, size=1 << 20)
+    for name, req in (("REG_REGION", K.KVM_MEMORY_ENCRYPT_REG_REGION),
+                      ("UNREG_REGION", K.KVM_MEMORY_ENCRYPT_UNREG_REGION)):
+        rec.call(f"{name} NULL", sys.ioctl, vm, req, 0)
+        rec.call(f"{name} unmapped pointer", sys.ioctl, vm, req, 0x1000)
+        rec.call(f"{name} a region", sys.ioctl, vm, req, region)
+        rec.call(f"{name} an empty region", sys.ioctl, vm, req, K.kvm_enc_region())
+    rec.call("MEMORY_ENCRYPT_OP NULL", sys.ioctl, vm, K.KVM_MEMORY_ENCRYPT_OP, 0)
+    rec.call("MEMORY_ENCRYPT_OP a command", sys.ioctl, vm, K.KVM_MEMORY_ENCRYPT_OP, bytes(16))
+    rec.call("REG_REGION on /dev/kvm", sys.ioctl, kvm, K.KVM_MEMORY_ENCRYPT_REG_REGION, region)
+
+
 @scenario("x86_vm_apic_bus_and_nx_huge_pages",
           "KVM_ENABLE_CAP(X86_APIC_BUS_CYCLES_NS): 0 or an overflowing value -> EINVAL, no irqchip "
           "-> ENXIO, after a vCPU -> EINVAL; (VM_DISABLE_NX_HUGE_PAGES): args[0] != 0 or a vCPU -> EINVAL")

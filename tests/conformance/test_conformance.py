@@ -469,6 +469,17 @@ REFERENCE = {
         ("VM 3: SPLIT_IRQCHIP 0 again", E("EEXIST")),
         ("VM 3: CREATE_IRQCHIP after SPLIT_IRQCHIP", E("EEXIST")),
     ],
+    # x86.c kvm_arch_vm_ioctl: copy_from_user of the struct kvm_enc_region (EFAULT), then
+    # ENOTTY when kvm_x86_ops has no mem_enc_register_region (VMX, this host)
+    "x86_vm_enc_region": [
+        ("REG_REGION NULL", E("EFAULT")),
+        ("REG_REGION unmapped pointer", E("EFAULT")),
+        ("REG_REGION a region", E("ENOTTY")),
+        ("UNREG_REGION NULL", E("EFAULT")),
+        ("UNREG_REGION an empty region", E("ENOTTY")),
+        ("MEMORY_ENCRYPT_OP NULL", E("ENOTTY")),
+        ("REG_REGION on /dev/kvm", E("EINVAL")),  # kvm_arch_dev_ioctl's default
+    ],
     "x86_vm_tss_identity_map": [
         ("SET_TSS_ADDR 0 on /dev/kvm", E("EINVAL")),
         ("SET_TSS_ADDR 0x7ffff000", ("ok", 0)),
