@@ -64,6 +64,16 @@ class _InSyscall(threading.local):
     active = False
 
 
+
+# (the slow paths of Kernel.ioctl, outside it: a lambda in its body would make the compiled
+# method allocate a closure on every call)
+def _unknown_ioctl(f, request, arg, mutate_flag):
+    return Kernel._ioctl_arg(lambda a: f.unknown_ioctl(request, a), arg, mutate_flag)
+
+
+def _buffer_ioctl(h, f, arg, mutate_flag):
+    return Kernel._ioctl_arg(lambda a: h(f, a), arg, mutate_flag)
+
 class Kernel(IommufdSupport, SyscallAPI):
     """A mock Linux kernel: KVM and guest_memfd as ``profile`` behaves.
 
@@ -359,11 +369,11 @@ class Kernel(IommufdSupport, SyscallAPI):
         if h is None:
             request &= U32  # the kernel's cmd is an unsigned int
             h = f.ioctls.get(request)
-            if h is None:  # (a bound method is a new object at each access: no `is` test)
-                return self._ioctl_arg(lambda a: f.unknown_ioctl(request, a), arg, mutate_flag)
+            if h is None:
+                return _unknown_ioctl(f, request, arg, mutate_flag)
         if type(arg) is int or (mutate_flag and isinstance(arg, _Structure)):
             return h(f, arg)
-        return self._ioctl_arg(lambda a: h(f, a), arg, mutate_flag)
+        return _buffer_ioctl(h, f, arg, mutate_flag)
 
     @staticmethod
     def _ioctl_arg(call, arg, mutate_flag):

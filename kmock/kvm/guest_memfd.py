@@ -276,7 +276,12 @@ class GmemInode:
                         with self.lock:
                             store()
                     return
-        with self.kernel.iommu_lock, self.invalidate_lock:
+        # (the locks' own acquire/release: a ``with`` of two locks costs four Python-level
+        # look-ups of __enter__/__exit__ on every invalidation)
+        iommu_lock, invalidate_lock = self.kernel.iommu_lock, self.invalidate_lock
+        iommu_lock.acquire()
+        invalidate_lock.acquire()
+        try:
             vetoes, begins, commits, ends = self._steps
             if vetoes and not vetoed:
                 self.veto_check(event)
@@ -291,8 +296,12 @@ class GmemInode:
                 for commit in commits:
                     commit(event)
                 if store is not None:
-                    with self.lock:
+                    lock = self.lock
+                    lock.acquire()
+                    try:
                         store()
+                    finally:
+                        lock.release()
             except BaseException as e:
                 event.failed = getattr(e, "errno", None) or errno.EIO
                 for end in ends:
@@ -300,6 +309,9 @@ class GmemInode:
                 raise
             for end in ends:
                 end(event)
+        finally:
+            invalidate_lock.release()
+            iommu_lock.release()
 
     def _elevated_refcount(self, event):
         """The first page of ``event`` with an elevated refcount, or None; the
@@ -512,8 +524,12 @@ class GmemInode:
         if self.poisoned is not None and self.poisoned.get(index):
             raise oserror(EHWPOISON)
         if not self.allocated.get(index):
-            with self.lock:
+            lock = self.lock
+            lock.acquire()
+            try:
                 self.allocated.set(index, index + 1, 1)
+            finally:
+                lock.release()
         return self.pfn_base + index
 
     def prepare_private(self, start, end):
@@ -522,7 +538,9 @@ class GmemInode:
         kvm_arch_gmem_make_private), once per run of not-yet-prepared pages.
         Forgotten on PUNCH_HOLE and to-shared conversion."""
         vm = self.vm
-        with self.lock:
+        lock = self.lock
+        lock.acquire()
+        try:
             prepared = self.prepared
             if prepared is None:
                 prepared = self.prepared = RangeMap(self.npages)
@@ -534,6 +552,8 @@ class GmemInode:
             else:
                 todo = [(s, e) for s, e, v in prepared.ranges(start, end) if not v]
             prepared.set(start, end, 1)
+        finally:
+            lock.release()
         if vm is None or not vm.vmtype.has_make_private:
             return
         for i, (s, e) in enumerate(todo):

@@ -14,12 +14,15 @@ import os
 import threading
 
 from .. import _libc
+from .._libc import current_pid
 from ..errors import oserror
 from ..file import File, check_mmap_args
 from ..kernel_util import copy_from_user, copy_to_user
 from ..mapping import FileMapping
 from ..uapi import kvm as K
 from . import guest as _guest
+from .guest import EXIT as _EXIT
+from .guest import run as _guest_run
 from . import dirty_ring, x86_vcpu, x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
 from .stage2 import MemoryFault
@@ -225,10 +228,12 @@ def vcpu_run(f, arg):
     """
     vm = f.vm
     # (vm.check_caller(), inlined: KVM_RUN is the hottest ioctl)
-    if vm.owner_pid != _libc.current_pid() or vm.dead:
+    if vm.owner_pid != current_pid() or vm.dead:
         raise oserror(errno.EIO)
     vcpu = f.vcpu
-    with vcpu.mutex:
+    mutex = vcpu.mutex
+    mutex.acquire()
+    try:
         run = vcpu.run
         if run is None:
             # the fd was closed by another thread while this call waited for the
@@ -245,7 +250,7 @@ def vcpu_run(f, arg):
         pending = vcpu.pending
         if pending is not None:
             vcpu.pending = None
-            if pending.complete(vcpu) is _guest.EXIT:
+            if pending.complete(vcpu) is _EXIT:
                 vcpu.pending = pending  # complete_userspace_io wrote the next exit (cui 0)
                 return 0
             if pending.done:
@@ -259,7 +264,7 @@ def vcpu_run(f, arg):
         ring = vcpu.dirty_ring
         if ring is not None and dirty_ring.full_exit(vcpu, ring):
             return 0  # vcpu_enter_guest's requests: KVM_EXIT_DIRTY_RING_FULL
-        guest_run = _guest.run if ring is None else dirty_ring.guest_run
+        guest_run = _guest_run if ring is None else dirty_ring.guest_run
         if not vcpu.mmu_root_loaded:
             mmu_reload(vcpu)  # vcpu_enter_guest, before the guest runs
         vmtype = vm.vmtype
@@ -284,6 +289,8 @@ def vcpu_run(f, arg):
             return r
         vcpu.entered = True
         return guest_run(vcpu)
+    finally:
+        mutex.release()
 
 
 def vcpu_pre_fault_memory(f, arg):

@@ -9,7 +9,7 @@ import threading
 import time
 from functools import partial
 
-from .. import _libc
+from .._libc import current_pid
 from ..errors import KmockUsageError, oserror
 from ..file import REFS_LOCK, File
 from ..kernel_util import copy_from_user, int_arg
@@ -67,7 +67,7 @@ class VM:
         self.type = vmtype.type
         #: the whole KVM_CREATE_VM argument (arm64 encodes the IPA size in bits 7:0)
         self.type_arg = vmtype.type if type_arg is None else type_arg
-        self.owner_pid = _libc.current_pid()
+        self.owner_pid = current_pid()
         #: CLOCK_BOOTTIME at KVM_CREATE_VM (kvm_arch_init_vm starts the kvmclock here)
         self.created_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         #: kvm->stats_id, the id string of the VM's stats fd (kmock.kvm.stats)
@@ -99,7 +99,7 @@ class VM:
     def check_caller(self):
         """Every VM and vCPU ioctl starts here: ``kvm->mm != current->mm || vm_dead``
         is EIO (a forked child, or a VM KVM_BUG_ON killed)."""
-        if self.owner_pid != _libc.current_pid() or self.dead:
+        if self.owner_pid != current_pid() or self.dead:
             raise oserror(EIO)
 
     def kill(self, reason):
@@ -261,7 +261,9 @@ class VM:
         guest_memfd are zapped and stored under this VM's own mmu_invalidate. Vetoes of
         every part are asked first, so a refused change changes nothing.
         """
-        with self.slots_lock:
+        slots_lock = self.slots_lock
+        slots_lock.acquire()
+        try:
             mem_attrs = self.mem_attrs
             if mem_attrs.find_not(start, end, attributes) == -1:
                 return  # the whole range already has these attributes
@@ -317,6 +319,8 @@ class VM:
                     mem_attrs.set(start, end, attributes)
             finally:
                 self.mmu_invalidate_end()
+        finally:
+            slots_lock.release()
 
     def supported_mem_attributes(self):
         """kvm_supported_mem_attributes(): PRIVATE for private-memory VMs, except when
@@ -517,7 +521,7 @@ def vm_set_memory_attributes(f, arg):
     """kvm_vm_ioctl_set_mem_attributes: flags, attributes, size/overflow, alignment."""
     vm = f.vm
     # (vm.check_caller(), inlined: this runs on every conversion)
-    if vm.owner_pid != _libc.current_pid() or vm.dead:
+    if vm.owner_pid != current_pid() or vm.dead:
         raise oserror(EIO)
     if type(arg) is not _MEM_ATTRS:  # the struct itself is read in place (no copy)
         arg = copy_from_user(arg, _MEM_ATTRS)

@@ -57,13 +57,18 @@ def terminate_msr(vcpu, msr):
     return msr
 
 
+_EXIT_HYPERCALL = K.KVM_EXIT_HYPERCALL
+_PSC_MSR, _PSC_MSR_COMPLETE = P.psc_msr, P.psc_msr_complete  # (no module look-up per call)
+_PG_SIZE_2M, _PG_SIZE_4K = S.RMP_PG_SIZE_2M, S.RMP_PG_SIZE_4K
+
+
 def _hypercall_exit(vcpu, hc):
     """snp_begin_psc_msr / snp_begin_psc write exit_reason, nr, ret = 0 and args[0..2]:
     ``hypercall.flags`` keeps whatever kvm_run held (sev.c; ret is zeroed since 9a1dfeff
     "KVM: x86: clear vcpu->run->hypercall.ret before exiting for KVM_EXIT_HYPERCALL",
     6.14, because QEMU <= 9.2 never set it)."""
     run = vcpu.run
-    run.exit_reason = K.KVM_EXIT_HYPERCALL
+    run.exit_reason = _EXIT_HYPERCALL
     h = run.hypercall
     h.nr = hc.nr
     h.ret = 0
@@ -100,7 +105,7 @@ class Pvalidate(Action):
         sev = vm.arch
         m = sev.machine
         gpa = self.gpa
-        size = S.RMP_PG_SIZE_2M if self.page_size == HUGE else S.RMP_PG_SIZE_4K
+        size = _PG_SIZE_2M if self.page_size == HUGE else _PG_SIZE_4K
         if gpa % self.page_size:
             return self.finish(S.PVALIDATE_FAIL_INPUT)
         gfn = gpa >> PAGE_SHIFT
@@ -115,7 +120,9 @@ class Pvalidate(Action):
                     raise MemoryFault(errno.EFAULT, gfn, True)
             pfn = mapped[0]
             rmp = m.rmp
-            with m.lock:
+            lock = m.lock
+            lock.acquire()
+            try:
                 for _ in range(2):
                     rc = rmp.pvalidate(pfn, gpa, sev.asid, self.validate, size)
                     if not isinstance(rc, tuple):
@@ -126,6 +133,8 @@ class Pvalidate(Action):
                     # sev_handle_rmp_fault: PSMASH the 2M entry and zap the 2M range; the
                     # retry faults the page back in at 4K (kmock's stage-2 leaf already)
                     rmp.psmash(pfn - pfn % 512)
+            finally:
+                lock.release()
         vm.kernel.violations.record(
             "rmp_npf", f"PVALIDATE: nested page fault (error code {rc.code:#x}): {rc.reason}; "
             f"{rc.entry}", vm=vm, vcpu=vcpu.id, gpa=gpa, entry=str(rc.entry),
@@ -150,18 +159,18 @@ class PscMsr(Action):
     def step(self, vcpu):
         # (_hypercall_enabled(vcpu.vm), inlined: one call less per page-state change)
         enabled = bool(vcpu.vm.hypercall_exit_enabled & _MAP_GPA_RANGE_BIT)
-        out = P.psc_msr(self.msr, hypercall_exit_enabled=enabled)
+        out = _PSC_MSR(self.msr, hypercall_exit_enabled=enabled)
         if out.exit is None:
             return self.finish(out.response)
         _hypercall_exit(vcpu, out.exit)
         self._waiting = True
-        self.exits.append(K.KVM_EXIT_HYPERCALL)
+        self.exits.append(_EXIT_HYPERCALL)
         return EXIT
 
     def complete(self, vcpu):
         if self._waiting:
             self._waiting = False
-            self.finish(P.psc_msr_complete(vcpu.run.hypercall.ret))
+            self.finish(_PSC_MSR_COMPLETE(vcpu.run.hypercall.ret))
 
 
 class Psc(Action):

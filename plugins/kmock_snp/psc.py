@@ -43,6 +43,9 @@ _GFN_SHIFT, _GFN_MASK = S.GHCB_MSR_PSC_GFN_SHIFT, S.GHCB_MSR_PSC_GFN_MASK
 _OP_SHIFT, _OP_MASK = S.GHCB_MSR_PSC_OP_SHIFT, S.GHCB_MSR_PSC_OP_MASK
 _TO_PRIVATE = K.KVM_MAP_GPA_RANGE_ENCRYPTED | K.KVM_MAP_GPA_RANGE_PAGE_SZ_4K
 _TO_SHARED = K.KVM_MAP_GPA_RANGE_DECRYPTED | K.KVM_MAP_GPA_RANGE_PAGE_SZ_4K
+_PRIVATE, _SHARED = S.SNP_PAGE_STATE_PRIVATE, S.SNP_PAGE_STATE_SHARED
+_MAP_GPA_RANGE = K.KVM_HC_MAP_GPA_RANGE
+_RESP, _RESP_ERROR = S.GHCB_MSR_PSC_RESP, S.GHCB_MSR_PSC_RESP_ERROR
 
 
 def psc_msr(ghcb_msr, *, snp=True, hypercall_exit_enabled=True):
@@ -52,21 +55,21 @@ def psc_msr(ghcb_msr, *, snp=True, hypercall_exit_enabled=True):
         return MsrPsc(None, None, True)
     gfn = (ghcb_msr >> _GFN_SHIFT) & _GFN_MASK
     op = (ghcb_msr >> _OP_SHIFT) & _OP_MASK
-    if op == S.SNP_PAGE_STATE_PRIVATE:
+    if op == _PRIVATE:
         attrs = _TO_PRIVATE
-    elif op == S.SNP_PAGE_STATE_SHARED:
+    elif op == _SHARED:
         attrs = _TO_SHARED
     else:
-        return MsrPsc(None, S.GHCB_MSR_PSC_RESP_ERROR)
+        return MsrPsc(None, _RESP_ERROR)
     if not hypercall_exit_enabled:
-        return MsrPsc(None, S.GHCB_MSR_PSC_RESP_ERROR)
-    return _tuple_new(MsrPsc, (_tuple_new(HypercallExit, (K.KVM_HC_MAP_GPA_RANGE, gfn << 12, 1,
-                                                          attrs)), None, False))
+        return MsrPsc(None, _RESP_ERROR)
+    return _tuple_new(MsrPsc, (_tuple_new(HypercallExit, (_MAP_GPA_RANGE, gfn << 12, 1, attrs)),
+                               None, False))
 
 
 def psc_msr_complete(ret):
     """snp_complete_psc_msr(): the GHCB MSR value after the VMM answered ``ret``."""
-    return S.GHCB_MSR_PSC_RESP_ERROR if ret else S.GHCB_MSR_PSC_RESP
+    return _RESP_ERROR if ret else _RESP
 
 
 def psc_desc(entries, cur_entry=0, end_entry=None):

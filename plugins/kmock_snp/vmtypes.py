@@ -167,12 +167,16 @@ class SnpVm(SevFamilyVm):
         gfn = slot.base_gfn + start - slot.gmem_pgoff
         max_order = 9 if inode.folio_pages >= 512 else 0
         m = vm.arch.machine
-        with m.lock:
+        lock = m.lock
+        lock.acquire()
+        try:
             # sev_gmem_prepare: an RMPUPDATE that fails is -EINVAL whatever the instruction
             # returned (arch/x86/kvm/svm/sev.c, 6.11-6.18); one failure point per call
             if m.faults.should_fail("snp.rmpupdate", errno.EINVAL):
                 raise oserror(errno.EINVAL)
             m.rmp.gmem_prepare_range(pfn, end - start, gfn, vm.arch.asid, max_order)
+        finally:
+            lock.release()
 
     def gmem_invalidate(self, vm, event):
         if event.reason in ("punch_hole", "release"):
@@ -190,11 +194,15 @@ class SnpVm(SevFamilyVm):
         m = vm.arch.machine
         base = inode.pfn_base  # (inode.pfn(i) is pfn_base + i: two calls less per punch)
         lo, hi = base + start, base + end
-        with m.lock:
+        lock = m.lock
+        lock.acquire()
+        try:
             if m.rmp.find_assigned(lo, hi - lo) == -1:
                 return
             failures = m.rmp.gmem_invalidate(lo, hi)
             m.note_lost(lo, hi, what, start, end)
+        finally:
+            lock.release()
         for s, e, op, code in failures:
             vm.kernel.violations.record(
                 "rmp_invalidate_failed",
