@@ -136,7 +136,8 @@ class GmemBinding(GmemNotifier):
     def invalidate_begin(self, event):
         slot = self.slot
         vm = slot.vm
-        if event.vm is not None and event.vm is not vm:
+        ev_vm = event.vm
+        if ev_vm is not None and ev_vm is not vm:
             return
         # ``with vm.mmu_lock`` through the Condition's own acquire/release (the RLock's
         # C methods): the Condition's __enter__/__exit__ are Python calls
@@ -145,15 +146,17 @@ class GmemBinding(GmemNotifier):
         try:
             vm.mmu_invalidate_in_progress += 1  # mmu_invalidate_begin
             pgoff = slot.gmem_pgoff
-            lo = event.start if event.start > pgoff else pgoff
+            start, end = event.start, event.end
+            lo = start if start > pgoff else pgoff
             hi = pgoff + slot.npages
-            if event.end < hi:
-                hi = event.end
+            if end < hi:
+                hi = end
             if lo < hi:
                 base = slot.base_gfn - pgoff
                 to_private = event.to_private  # (event.zap_kind, inlined)
+                # (positional: Stage2.zap(start, end, kind, entries=False))
                 vm.stage2.zap(base + lo, base + hi, None if to_private is None
-                              else "shared" if to_private else "private", entries=False)
+                              else "shared" if to_private else "private", False)
         finally:
             lock.release()
 

@@ -29,6 +29,9 @@ U64 = (1 << 64) - 1
 EIO = errno.EIO
 
 
+#: (a module constant: set_memory_attributes reads it on every conversion)
+_PRIVATE = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+
 class NoSuchVcpu(KmockUsageError, KeyError):
     """``vm.vcpus[i]`` for an id no vCPU has: a KmockUsageError (a ValueError) naming
     the id and the ids that exist; also a KeyError, for code that caught that."""
@@ -267,7 +270,7 @@ class VM:
             mem_attrs = self.mem_attrs
             if mem_attrs.find_not(start, end, attributes) == -1:
                 return  # the whole range already has these attributes
-            to_private = bool(attributes & K.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+            to_private = bool(attributes & _PRIVATE)
             # (inode, event, store) per part bound to a guest_memfd: the first part, then
             # the others (the usual change has one part: no list is built for it)
             first = None
