@@ -316,14 +316,14 @@ class Hypercall(Action):
         gfn = gpa >> PAGE_SHIFT
         if gpa & (PAGE_SIZE - 1) or not npages or ((gfn + npages) & U64) <= gfn:
             return self.finish(-K.KVM_EINVAL & U64)
-        run = vcpu.run
-        run.exit_reason = K.KVM_EXIT_HYPERCALL
-        hc = run.hypercall
+        vcpu.run.exit_reason = K.KVM_EXIT_HYPERCALL
+        hc = vcpu.run_hypercall
         hc.nr = K.KVM_HC_MAP_GPA_RANGE
         hc.ret = 0  # QEMU <= 9.2 compatibility
-        hc.args[0] = gpa
-        hc.args[1] = npages
-        hc.args[2] = attrs
+        args = vcpu.run_hypercall_args
+        args[0] = gpa
+        args[1] = npages
+        args[2] = attrs
         hc.flags = K.KVM_EXIT_HYPERCALL_LONG_MODE
         self._waiting = True
         self.exits.append(K.KVM_EXIT_HYPERCALL)
@@ -333,7 +333,7 @@ class Hypercall(Action):
         """complete_hypercall: RAX = run->hypercall.ret (64-bit guest: not truncated)."""
         if self._waiting:
             self._waiting = False
-            self.finish(vcpu.run.hypercall.ret)
+            self.finish(vcpu.run_hypercall.ret)
 
 
 class _Io(Action):

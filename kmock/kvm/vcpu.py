@@ -48,6 +48,11 @@ class Vcpu:
                                    _libc.MAP_SHARED, self.run_fd, 0)
         #: the kvm_run struct, living in the shared page
         self.run = K.kvm_run.from_address(self.run_addr)
+        #: views of run->hypercall and its args[] in the same page, made once: a ctypes
+        #: union member is a new object at each access, and every hypercall exit and
+        #: completion writes or reads them
+        self.run_hypercall = self.run.hypercall
+        self.run_hypercall_args = self.run_hypercall.args
         #: the guest code this vCPU runs (filled by tests)
         self.guest = _guest.GuestScript(vm.vmtype.guest_actions,
                                         history=vm.kernel.profile.guest_history)
@@ -110,7 +115,7 @@ class Vcpu:
         # kicked out (EINTR) rather than kept alive past the close
         self.kick()
         with self.mutex:  # a KVM_RUN still running in another thread finishes first
-            self.run = None
+            self.run = self.run_hypercall = self.run_hypercall_args = None
             if self.dirty_ring is not None:
                 self.dirty_ring.free()
             _libc.munmap(self.run_addr, self.mmap_size)

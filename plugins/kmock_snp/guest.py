@@ -67,12 +67,11 @@ def _hypercall_exit(vcpu, hc):
     ``hypercall.flags`` keeps whatever kvm_run held (sev.c; ret is zeroed since 9a1dfeff
     "KVM: x86: clear vcpu->run->hypercall.ret before exiting for KVM_EXIT_HYPERCALL",
     6.14, because QEMU <= 9.2 never set it)."""
-    run = vcpu.run
-    run.exit_reason = _EXIT_HYPERCALL
-    h = run.hypercall
+    vcpu.run.exit_reason = _EXIT_HYPERCALL
+    h = vcpu.run_hypercall
     h.nr = hc.nr
     h.ret = 0
-    args = h.args  # (one ctypes view of the array, not one per element)
+    args = vcpu.run_hypercall_args
     args[0] = hc.gpa
     args[1] = hc.npages
     args[2] = hc.attrs
@@ -170,7 +169,7 @@ class PscMsr(Action):
     def complete(self, vcpu):
         if self._waiting:
             self._waiting = False
-            self.finish(_PSC_MSR_COMPLETE(vcpu.run.hypercall.ret))
+            self.finish(_PSC_MSR_COMPLETE(vcpu.run_hypercall.ret))
 
 
 class Psc(Action):
@@ -205,7 +204,7 @@ class Psc(Action):
         """The VMM answered the exit; the next range (if any) exits on this KVM_RUN."""
         psc = self._psc
         if psc is not None and not psc.done:
-            psc.complete(vcpu.run.hypercall.ret)
+            psc.complete(vcpu.run_hypercall.ret)
             if psc.done:
                 self.finish(psc.result)
 

@@ -126,11 +126,10 @@ class MapGpaCall(Action):
         return f"gpa {self.gpa:#x} size {self.size:#x}"
 
     def _exit(self, vcpu, ex):
-        run = vcpu.run
-        run.exit_reason = _EXIT_HYPERCALL
-        hc = run.hypercall
+        vcpu.run.exit_reason = _EXIT_HYPERCALL
+        hc = vcpu.run_hypercall
         hc.nr = ex.nr
-        args = hc.args
+        args = vcpu.run_hypercall_args
         args[0], args[1], args[2] = ex.args
         hc.ret = ex.ret
         hc.flags = ex.flags
@@ -151,7 +150,7 @@ class MapGpaCall(Action):
         """tdx_complete_vmcall_map_gpa: the next chunk's exit ends KVM_RUN at once."""
         if self.call is None or self.done:
             return CONTINUE
-        ex = self.call.complete(vcpu.run.hypercall.ret, vcpu.arch.pending_event)
+        ex = self.call.complete(vcpu.run_hypercall.ret, vcpu.arch.pending_event)
         if ex is None:
             self.finish(self.call.result)
             return CONTINUE
