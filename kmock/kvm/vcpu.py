@@ -202,7 +202,7 @@ def create_vcpu(vm, vcpu_id):
     profile = vm.kernel.profile
     if vcpu_id >= profile.max_vcpu_ids:
         raise oserror(errno.EINVAL)
-    if len(vm.vcpus) >= profile.max_vcpus:
+    if len(vm.vcpus) >= vm.vmtype.max_vcpus(vm):  # kvm->created_vcpus >= kvm->max_vcpus
         raise oserror(errno.EINVAL)
     if vcpu_id in vm.vcpus:
         raise oserror(errno.EEXIST)

@@ -217,6 +217,12 @@ class VmType:
     def vcpu_create(self, vcpu):
         """KVM_CREATE_VCPU, before the fd exists: set ``vcpu.arch``; raise OSError to refuse."""
 
+    def max_vcpus(self, vm):
+        """kvm->max_vcpus: how many vCPUs KVM_CREATE_VCPU creates before EINVAL, and what
+        KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPUS) on the VM fd answers. KVM_MAX_VCPUS (the
+        profile's) unless the VM type lowers it when the VM is created."""
+        return vm.kernel.profile.max_vcpus
+
     def memslot_prepare(self, vm, old, new, change):
         """kvm_arch_prepare_memory_region: ``change`` is "create", "move", "flags" or
         "delete" (``new`` is None); raise OSError to refuse. Runs under slots_lock."""

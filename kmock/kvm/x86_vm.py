@@ -278,7 +278,7 @@ def vcpu_precreate(vm, vcpu_id):
     beyond KVM_MAX_VCPU_IDS leaves max_vcpu_ids unset (probed).
     """
     profile = vm.kernel.profile
-    if vcpu_id >= profile.max_vcpu_ids or len(vm.vcpus) >= profile.max_vcpus:
+    if vcpu_id >= profile.max_vcpu_ids or len(vm.vcpus) >= vm.vmtype.max_vcpus(vm):
         return  # kvm_vm_ioctl_create_vcpu fails before precreate
     s = state(vm)
     with s.lock:
@@ -564,6 +564,8 @@ def x86_vm_ioctls(create_vcpu, check_extension):
         r = check_extension(f, arg)
         if arg == KVM_CAP_X2APIC_API and type(arg) is int:
             r = x2apic_api_check(f.vm, r)
+        elif arg == K.KVM_CAP_MAX_VCPUS and type(arg) is int:
+            r = f.vm.vmtype.max_vcpus(f.vm)  # kvm_vm_ioctl_check_extension: kvm->max_vcpus
         elif arg == K.KVM_CAP_READONLY_MEM and type(arg) is int and r:
             # kvm_arch_has_readonly_mem(kvm) = !has_protected_state (TDX, SEV-ES, SNP)
             r = 0 if f.vm.vmtype.has_protected_state else r

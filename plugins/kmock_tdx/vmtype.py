@@ -66,6 +66,14 @@ class TdxVm(VmType):
     def vm_init(self, vm):
         vm.arch = Td(vm)
 
+    def max_vcpus(self, vm):
+        """tdx_vm_init: kvm->max_vcpus = min(KVM_MAX_VCPUS, num_present_cpus()), so that the
+        TD's MAX_VCPUS (TD_PARAMS, at INIT_VM) fits the machine. The mocked machine's
+        present CPUs are its online CPUs: the profile's KVM_CAP_NR_VCPUS [kmock]."""
+        nr = vm.kernel.caps.get(K.KVM_CAP_NR_VCPUS)
+        limit = vm.kernel.profile.max_vcpus
+        return limit if nr is None else min(limit, nr)
+
     def vcpu_create(self, vcpu):
         """tdx_vcpu_create: after INIT_VM and before FINALIZE (-EIO), split irqchip (-EINVAL)."""
         td = vcpu.vm.arch

@@ -521,3 +521,31 @@ def test_init_vm_cpuid_entries_are_matched_as_kvm_find_cpuid_entry2_does(tdx_ker
     assert err(k.ioctl, t.vm, ENC, cmd(T.KVM_TDX_INIT_VM, ctypes.addressof(arg))) == errno.EINVAL
     loose = [gpaw, cpuid_entry(0xD, index=5)]  # not significant: taken for 0xD.1
     t.init_vm(entries=loose)
+
+
+def test_a_td_has_at_most_one_vcpu_per_present_cpu(tdx_kernel):
+    """tdx_vm_init: kvm->max_vcpus = min(KVM_MAX_VCPUS, num_present_cpus()); the VM fd's
+    KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPUS) answers it and KVM_CREATE_VCPU past it is
+    EINVAL. The mocked machine's present CPUs: the profile's KVM_CAP_NR_VCPUS."""
+    import types
+
+    base = tdx_kernel().profile
+    caps = types.MappingProxyType({**base.caps, K.KVM_CAP_NR_VCPUS: 3})
+    k = tdx_kernel(caps=caps)
+    kvm = k.open("/dev/kvm", os.O_RDWR)
+    assert k.ioctl(kvm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_MAX_VCPUS) == base.max_vcpus
+    t = Td(k, nvcpus=3)
+    assert k.ioctl(t.vm, K.KVM_CHECK_EXTENSION, K.KVM_CAP_MAX_VCPUS) == 3
+    default = k.ioctl(kvm, K.KVM_CREATE_VM, K.KVM_X86_DEFAULT_VM)
+    assert k.ioctl(default, K.KVM_CHECK_EXTENSION, K.KVM_CAP_MAX_VCPUS) == base.max_vcpus
+    t.split_irqchip()
+    t.init_vm()
+    t.create_vcpus()
+    assert err(k.ioctl, t.vm, K.KVM_CREATE_VCPU, 3) == errno.EINVAL
+    assert len(k.vm(t.vm).vcpus) == 3
+    # the profile's own TD: as many as its machine has online
+    k2 = tdx_kernel()
+    assert k2.profile.caps[K.KVM_CAP_NR_VCPUS] < base.max_vcpus
+    vm2 = k2.ioctl(k2.open("/dev/kvm", os.O_RDWR), K.KVM_CREATE_VM, K.KVM_X86_TDX_VM)
+    assert k2.ioctl(vm2, K.KVM_CHECK_EXTENSION, K.KVM_CAP_MAX_VCPUS) == min(
+        base.max_vcpus, base.caps[K.KVM_CAP_NR_VCPUS])
