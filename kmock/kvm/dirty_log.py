@@ -97,9 +97,11 @@ def ring_state(slot):
     return bitmap(slot)
 
 
-def mark(slot, gfn, npages):
+def mark(slot, gfn, npages, by_kernel=False):
     """mark_page_dirty_in_slot for the pages [gfn, gfn + npages) of ``slot``: the running
-    vCPU's ring in ring mode; else the dirty bitmap, if the slot has one."""
+    vCPU's ring in ring mode; else the dirty bitmap, if the slot has one. ``by_kernel``:
+    KVM wrote the pages itself (not a guest write through a write-protected SPTE), so a
+    ring push is not deduplicated."""
     if not slot.flags & K.KVM_MEM_LOG_DIRTY_PAGES:
         return
     bm = bitmap(slot)
@@ -107,6 +109,8 @@ def mark(slot, gfn, npages):
         vm = slot.vm
         if vm.dirty_ring_size:
             if not vm.dirty_ring_with_bitmap or dirty_ring.running_vcpu(vm) is not None:
+                if by_kernel:
+                    return dirty_ring.push_kernel_write(slot, gfn, npages)
                 return dirty_ring.mark(slot, gfn, npages, ring_state(slot))
         start = gfn - slot.base_gfn
         bm.set(start, start + npages, 1)

@@ -260,6 +260,35 @@ def full_exit(vcpu, ring):
     return False
 
 
+class vcpu_loaded:
+    """``with vcpu_loaded(vcpu):`` vcpu_load .. vcpu_put around a vCPU ioctl that makes KVM
+    write guest memory itself (KVM_TRANSLATE's Accessed bits): kvm_get_running_vcpu() is
+    ``vcpu`` meanwhile, so mark_page_dirty_in_slot pushes to its ring."""
+
+    def __init__(self, vcpu):
+        self.vcpu = vcpu
+
+    def __enter__(self):
+        self.saved = getattr(_RUNNING, "vcpu", None)
+        _RUNNING.vcpu = self.vcpu
+        return self.vcpu
+
+    def __exit__(self, *exc):
+        _RUNNING.vcpu = self.saved
+
+
+def push_kernel_write(slot, gfn, npages):
+    """mark_page_dirty_in_slot in ring mode for a write KVM makes itself with a vCPU loaded:
+    every call pushes (kvm_dirty_ring_push; no write protection stands between KVM and the
+    page to dedup it, conformance x86_vcpu_translate_dirty_ring). A push that reaches the
+    soft limit raises the ring's request: the next KVM_RUN exits DIRTY_RING_FULL. Without
+    a loaded vCPU of the slot's VM nothing is recorded."""
+    vcpu = getattr(_RUNNING, "vcpu", None)
+    if vcpu is None or vcpu.vm is not slot.vm or vcpu.dirty_ring is None:
+        return
+    vcpu.dirty_ring.push(slot.as_id << 16 | slot.id, gfn - slot.base_gfn, npages)
+
+
 def guest_run(vcpu):
     """kmock.kvm.guest.run with ``vcpu`` as the running vCPU; a push that fills the ring
     to its soft limit exits with K.KVM_EXIT_DIRTY_RING_FULL (the access not retired)."""

@@ -205,7 +205,7 @@ def _set_accessed(used, size):
             _libc.copy_to_user(hva, (pte | _A).to_bytes(size, "little"))
         except OSError:
             return True  # __try_cmpxchg_user faulted: the walk fails in KVM; seen as done
-        dirty_log.mark(slot, table_gfn, 1)
+        dirty_log.mark(slot, table_gfn, 1, by_kernel=True)
     return True
 
 

@@ -12,7 +12,7 @@ from ..errors import oserror
 from ..kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
 from ..uapi import kvm as K
 from ..uapi import x86 as X
-from . import x86_msr, x86_paging, x86_vcpu, x86_vm
+from . import dirty_ring, x86_msr, x86_paging, x86_vcpu, x86_vm
 from .x86_state import ECX, U64, cpuid_has, settings, state, vcpu_of
 
 #: KVM_MAX_CPUID_ENTRIES (arch/x86/include/asm/kvm_host.h)
@@ -98,7 +98,8 @@ def translate(f, arg):
     vcpu = vcpu_of(f)
     st = state(vcpu)
     tr = copy_from_user(arg, X.kvm_translation)
-    gpa = x86_paging.gva_to_gpa(vcpu, st, tr.linear_address)
+    with dirty_ring.vcpu_loaded(vcpu):  # the walk's Accessed bits go to this vCPU's ring
+        gpa = x86_paging.gva_to_gpa(vcpu, st, tr.linear_address)
     tr.physical_address = gpa
     tr.valid = 1 if gpa != x86_paging.INVALID_GPA else 0
     tr.writeable = 1

@@ -176,3 +176,107 @@ def x86_vcpu_translate_paging(sys, rec):
     sys.close(cpu)
     sys.close(vm)
     sys.close(kvm)
+
+
+@scenario("x86_vcpu_translate_dirty_ring",
+          "KVM_TRANSLATE on a VM with a dirty ring: each Accessed bit the walk writes marks "
+          "its table page dirty through mark_page_dirty_in_slot with the vCPU loaded, so it "
+          "is pushed to that vCPU's ring, once per write (no write protection dedups a "
+          "kernel write); a walk that writes nothing pushes nothing")
+def x86_vcpu_translate_dirty_ring(sys, rec):
+    from .conformance_dirty_ring import RING_PGOFF, _ring_entries, enable
+
+    mem = mmap.mmap(-1, MEM)
+    _tables(mem)
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    enable(sys, rec, vm, "DIRTY_LOG_RING 4096", K.KVM_CAP_DIRTY_LOG_RING, 4096)
+    region = K.kvm_userspace_memory_region(
+        slot=0, flags=K.KVM_MEM_LOG_DIRTY_PAGES, guest_phys_addr=0, memory_size=MEM,
+        userspace_addr=ctypes.addressof(ctypes.c_char.from_buffer(mem)))
+    rec.call("logged memslot", sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
+    cpu = vcpu(sys, rec, vm, 0, "KVM_CREATE_VCPU 0")
+    if cpu is None:
+        return
+    ring = rec.call("mmap the ring", sys.mmap, cpu, 4096, mmap.PROT_READ | mmap.PROT_WRITE,
+                    mmap.MAP_SHARED, RING_PGOFF * 4096)
+    if ring is None:
+        return
+    sup = cpuid_buf(256)
+    rec.call("GET_SUPPORTED_CPUID", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, sup)
+    rec.call("SET_CPUID2 (supported)", sys.ioctl, cpu, X.KVM_SET_CPUID2, sup)
+    s = X.kvm_sregs()
+    rec.call("GET_SREGS", sys.ioctl, cpu, X.KVM_GET_SREGS, s)
+    s.cr0 = X.X86_CR0_PE | X.X86_CR0_PG | 1 << 16
+    s.cr4 = X.X86_CR4_PAE
+    s.efer = X.EFER_LME | X.EFER_LMA
+    s.cr3 = PML4
+    s.cs.l, s.cs.db = 1, 0
+    rec.call("SET_SREGS long mode", sys.ioctl, cpu, X.KVM_SET_SREGS, s)
+    rec.record("ring before any walk", _ring_entries(ring, 6))
+    _translate(sys, rec, cpu, "4K page", 0x405ABC)
+    rec.record("ring after the first walk (flags, slot, gfn)", _ring_entries(ring, 6))
+    _translate(sys, rec, cpu, "4K page again (every A bit set)", 0x405ABC)
+    _translate(sys, rec, cpu, "2M page (PD[3] gets its A bit)", 0x600000 + 0x1234)
+    rec.record("ring after the second and third walks", _ring_entries(ring, 8))
+    _translate(sys, rec, cpu, "a not-present PTE (PT[6])", 0x406000)
+    rec.record("ring after a walk that failed", _ring_entries(ring, 8))
+    ring.close()
+    sys.close(cpu)
+    sys.close(vm)
+    sys.close(kvm)
+
+
+@scenario("x86_vcpu_translate_dirty_ring_full",
+          "KVM_TRANSLATE's Accessed-bit pushes count toward the dirty ring's soft limit: "
+          "1008 walks of four fresh table entries (4032 pushes into a 4096-entry ring) raise "
+          "KVM_REQ_DIRTY_RING_SOFT_FULL, and the next KVM_RUN exits with "
+          "KVM_EXIT_DIRTY_RING_FULL before entering the guest")
+def x86_vcpu_translate_dirty_ring_full(sys, rec):
+    from .conformance_dirty_ring import RING_PGOFF, enable
+
+    mem = mmap.mmap(-1, MEM)
+    _tables(mem)
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    enable(sys, rec, vm, "DIRTY_LOG_RING 64K", K.KVM_CAP_DIRTY_LOG_RING, 65536)
+    region = K.kvm_userspace_memory_region(
+        slot=0, flags=K.KVM_MEM_LOG_DIRTY_PAGES, guest_phys_addr=0, memory_size=MEM,
+        userspace_addr=ctypes.addressof(ctypes.c_char.from_buffer(mem)))
+    rec.call("logged memslot", sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
+    cpu = vcpu(sys, rec, vm, 0, "KVM_CREATE_VCPU 0")
+    if cpu is None:
+        return
+    ring = rec.call("mmap the ring", sys.mmap, cpu, 65536, mmap.PROT_READ | mmap.PROT_WRITE,
+                    mmap.MAP_SHARED, RING_PGOFF * 4096)
+    run = rec.call("mmap kvm_run", sys.mmap, cpu, 4096, mmap.PROT_READ | mmap.PROT_WRITE,
+                   mmap.MAP_SHARED, 0)
+    if ring is None or run is None:
+        return
+    sup = cpuid_buf(256)
+    rec.call("GET_SUPPORTED_CPUID", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, sup)
+    rec.call("SET_CPUID2 (supported)", sys.ioctl, cpu, X.KVM_SET_CPUID2, sup)
+    s = X.kvm_sregs()
+    rec.call("GET_SREGS", sys.ioctl, cpu, X.KVM_GET_SREGS, s)
+    s.cr0 = X.X86_CR0_PE | X.X86_CR0_PG | 1 << 16
+    s.cr4 = X.X86_CR4_PAE
+    s.efer = X.EFER_LME | X.EFER_LMA
+    s.cr3 = PML4
+    s.cs.l, s.cs.db = 1, 0
+    rec.call("SET_SREGS long mode", sys.ioctl, cpu, X.KVM_SET_SREGS, s)
+    valid = 0
+    for _ in range(1008):
+        _tables(mem)  # the four entries of the walk lose their A bits again
+        tr = X.kvm_translation(linear_address=0x405ABC)
+        sys.ioctl(cpu, X.KVM_TRANSLATE, tr)
+        valid += tr.valid
+    rec.record("walks that translated", valid)
+    dirty = sum(1 for i in range(4096) if ring[16 * i] & K.KVM_DIRTY_GFN_F_DIRTY)
+    rec.record("ring entries pushed", dirty)
+    rec.call("KVM_RUN", sys.ioctl, cpu, K.KVM_RUN, 0)
+    rec.record("exit_reason", int.from_bytes(run[8:12], "little"))
+    ring.close()
+    run.close()
+    sys.close(cpu)
+    sys.close(vm)
+    sys.close(kvm)

@@ -469,6 +469,27 @@ REFERENCE = {
         ("VM 3: SPLIT_IRQCHIP 0 again", E("EEXIST")),
         ("VM 3: CREATE_IRQCHIP after SPLIT_IRQCHIP", E("EEXIST")),
     ],
+    # paging_tmpl.h update_accessed_dirty_bits -> kvm_vcpu_mark_page_dirty with the vCPU
+    # loaded (kvm_arch_vcpu_ioctl_translate's vcpu_load): kvm_dirty_ring_push per table page
+    # whose entry got its A bit, again for a page already pushed; nothing for a failed walk
+    "x86_vcpu_translate_dirty_ring": [
+        ("ring after the first walk (flags, slot, gfn)",
+         ("ok", ((1, 0, 1), (1, 0, 2), (1, 0, 3), (1, 0, 4), (0, 0, 0), (0, 0, 0)))),
+        ("ring after the second and third walks",
+         ("ok", ((1, 0, 1), (1, 0, 2), (1, 0, 3), (1, 0, 4), (1, 0, 3), (0, 0, 0), (0, 0, 0),
+                 (0, 0, 0)))),
+        ("ring after a walk that failed",
+         ("ok", ((1, 0, 1), (1, 0, 2), (1, 0, 3), (1, 0, 4), (1, 0, 3), (0, 0, 0), (0, 0, 0),
+                 (0, 0, 0)))),
+    ],
+    # kvm_dirty_ring_push raises KVM_REQ_DIRTY_RING_SOFT_FULL at the soft limit (4096 - 64
+    # reserved entries); vcpu_enter_guest's kvm_dirty_ring_check_request exits at once
+    "x86_vcpu_translate_dirty_ring_full": [
+        ("walks that translated", ("ok", 1008)),
+        ("ring entries pushed", ("ok", 4032)),
+        ("KVM_RUN", ("ok", 0)),
+        ("exit_reason", ("ok", K.KVM_EXIT_DIRTY_RING_FULL)),
+    ],
     # x86.c kvm_arch_vm_ioctl: copy_from_user of the struct kvm_enc_region (EFAULT), then
     # ENOTTY when kvm_x86_ops has no mem_enc_register_region (VMX, this host)
     "x86_vm_enc_region": [
