@@ -79,6 +79,48 @@ def _translate(sys, rec, cpu, label, la):
     rec.record(f"{label}: gpa, valid", (hex(tr.physical_address), tr.valid))
 
 
+def _long_mode(sys, rec, kvm, cpu, label="SET_SREGS long mode"):
+    """The supported CPUID (long mode needs CPUID.LM) and 4-level long-mode control
+    registers with CR3 at PML4; returns (the supported CPUID buffer, the sregs set)."""
+    sup = cpuid_buf(256)
+    rec.call("GET_SUPPORTED_CPUID", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, sup)
+    rec.call("SET_CPUID2 (supported)", sys.ioctl, cpu, X.KVM_SET_CPUID2, sup)
+    s = X.kvm_sregs()
+    rec.call("GET_SREGS", sys.ioctl, cpu, X.KVM_GET_SREGS, s)
+    s.cr0 = X.X86_CR0_PE | X.X86_CR0_PG | 1 << 16  # WP
+    s.cr4 = X.X86_CR4_PAE
+    s.efer = X.EFER_LME | X.EFER_LMA
+    s.cr3 = PML4
+    s.cs.l, s.cs.db = 1, 0
+    rec.call(label, sys.ioctl, cpu, X.KVM_SET_SREGS, s)
+    return sup, s
+
+
+def _ring_vm(sys, rec, ring_bytes):
+    """A VM with a dirty ring of ``ring_bytes``, the tables of ``_tables`` in a dirty-logged
+    memslot at gpa 0, one vCPU in long mode and its ring mapped: (mem, kvm, vm, cpu, ring),
+    cpu and ring None when refused."""
+    from .conformance_dirty_ring import RING_PGOFF, enable
+
+    mem = mmap.mmap(-1, MEM)
+    _tables(mem)
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    enable(sys, rec, vm, f"DIRTY_LOG_RING {ring_bytes:#x}", K.KVM_CAP_DIRTY_LOG_RING, ring_bytes)
+    region = K.kvm_userspace_memory_region(
+        slot=0, flags=K.KVM_MEM_LOG_DIRTY_PAGES, guest_phys_addr=0, memory_size=MEM,
+        userspace_addr=ctypes.addressof(ctypes.c_char.from_buffer(mem)))
+    rec.call("logged memslot", sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
+    cpu = vcpu(sys, rec, vm, 0, "KVM_CREATE_VCPU 0")
+    ring = None
+    if cpu is not None:
+        ring = rec.call("mmap the ring", sys.mmap, cpu, ring_bytes,
+                        mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, RING_PGOFF * 4096)
+        if ring is not None:
+            _long_mode(sys, rec, kvm, cpu)
+    return mem, kvm, vm, cpu, ring
+
+
 @scenario("x86_vcpu_translate_paging",
           "KVM_TRANSLATE with 4-level paging (walk_addr_generic): 4K, 2M and 1G (when the CPUID "
           "has it) pages, the non-canonical bits ignored, a not-present entry, NX reserved "
@@ -101,23 +143,13 @@ def x86_vcpu_translate_paging(sys, rec):
     cpu = vcpu(sys, rec, vm, 0, "KVM_CREATE_VCPU 0")
     if cpu is None:
         return
-    sup = cpuid_buf(256)
-    rec.call("GET_SUPPORTED_CPUID", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, sup)
-    rec.call("SET_CPUID2 (supported)", sys.ioctl, cpu, X.KVM_SET_CPUID2, sup)
+    sup, s = _long_mode(sys, rec, kvm, cpu, "SET_SREGS long mode, no NXE")
     gbpages = _cpuid_has(sup, 0x80000001, 0, 3, 26)
     smap = _cpuid_has(sup, 7, 0, 1, 20)
     la57 = _cpuid_has(sup, 7, 0, 2, 16)
     rec.record("CPUID has 1G pages", gbpages)
     rec.record("CPUID has SMAP", smap)
     rec.record("CPUID has LA57", la57)
-    s = X.kvm_sregs()
-    rec.call("GET_SREGS", sys.ioctl, cpu, X.KVM_GET_SREGS, s)
-    s.cr0 = X.X86_CR0_PE | X.X86_CR0_PG | 1 << 16  # WP
-    s.cr4 = X.X86_CR4_PAE
-    s.efer = X.EFER_LME | X.EFER_LMA
-    s.cr3 = PML4
-    s.cs.l, s.cs.db = 1, 0
-    rec.call("SET_SREGS long mode, no NXE", sys.ioctl, cpu, X.KVM_SET_SREGS, s)
     for label, la in ADDRESSES[:4]:
         _translate(sys, rec, cpu, label, la)
     rec.record("A bits after the 4K walk (PML4[0], PDPT[0], PD[2], PT[5])",
@@ -184,35 +216,11 @@ def x86_vcpu_translate_paging(sys, rec):
           "is pushed to that vCPU's ring, once per write (no write protection dedups a "
           "kernel write); a walk that writes nothing pushes nothing")
 def x86_vcpu_translate_dirty_ring(sys, rec):
-    from .conformance_dirty_ring import RING_PGOFF, _ring_entries, enable
+    from .conformance_dirty_ring import _ring_entries
 
-    mem = mmap.mmap(-1, MEM)
-    _tables(mem)
-    kvm = open_kvm(sys, rec)
-    vm = create_vm(sys, rec, kvm)
-    enable(sys, rec, vm, "DIRTY_LOG_RING 4096", K.KVM_CAP_DIRTY_LOG_RING, 4096)
-    region = K.kvm_userspace_memory_region(
-        slot=0, flags=K.KVM_MEM_LOG_DIRTY_PAGES, guest_phys_addr=0, memory_size=MEM,
-        userspace_addr=ctypes.addressof(ctypes.c_char.from_buffer(mem)))
-    rec.call("logged memslot", sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
-    cpu = vcpu(sys, rec, vm, 0, "KVM_CREATE_VCPU 0")
-    if cpu is None:
-        return
-    ring = rec.call("mmap the ring", sys.mmap, cpu, 4096, mmap.PROT_READ | mmap.PROT_WRITE,
-                    mmap.MAP_SHARED, RING_PGOFF * 4096)
+    mem, kvm, vm, cpu, ring = _ring_vm(sys, rec, 4096)
     if ring is None:
         return
-    sup = cpuid_buf(256)
-    rec.call("GET_SUPPORTED_CPUID", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, sup)
-    rec.call("SET_CPUID2 (supported)", sys.ioctl, cpu, X.KVM_SET_CPUID2, sup)
-    s = X.kvm_sregs()
-    rec.call("GET_SREGS", sys.ioctl, cpu, X.KVM_GET_SREGS, s)
-    s.cr0 = X.X86_CR0_PE | X.X86_CR0_PG | 1 << 16
-    s.cr4 = X.X86_CR4_PAE
-    s.efer = X.EFER_LME | X.EFER_LMA
-    s.cr3 = PML4
-    s.cs.l, s.cs.db = 1, 0
-    rec.call("SET_SREGS long mode", sys.ioctl, cpu, X.KVM_SET_SREGS, s)
     rec.record("ring before any walk", _ring_entries(ring, 6))
     _translate(sys, rec, cpu, "4K page", 0x405ABC)
     rec.record("ring after the first walk (flags, slot, gfn)", _ring_entries(ring, 6))
@@ -233,37 +241,13 @@ def x86_vcpu_translate_dirty_ring(sys, rec):
           "KVM_REQ_DIRTY_RING_SOFT_FULL, and the next KVM_RUN exits with "
           "KVM_EXIT_DIRTY_RING_FULL before entering the guest")
 def x86_vcpu_translate_dirty_ring_full(sys, rec):
-    from .conformance_dirty_ring import RING_PGOFF, enable
-
-    mem = mmap.mmap(-1, MEM)
-    _tables(mem)
-    kvm = open_kvm(sys, rec)
-    vm = create_vm(sys, rec, kvm)
-    enable(sys, rec, vm, "DIRTY_LOG_RING 64K", K.KVM_CAP_DIRTY_LOG_RING, 65536)
-    region = K.kvm_userspace_memory_region(
-        slot=0, flags=K.KVM_MEM_LOG_DIRTY_PAGES, guest_phys_addr=0, memory_size=MEM,
-        userspace_addr=ctypes.addressof(ctypes.c_char.from_buffer(mem)))
-    rec.call("logged memslot", sys.ioctl, vm, K.KVM_SET_USER_MEMORY_REGION, region)
-    cpu = vcpu(sys, rec, vm, 0, "KVM_CREATE_VCPU 0")
-    if cpu is None:
+    mem, kvm, vm, cpu, ring = _ring_vm(sys, rec, 65536)
+    if ring is None:
         return
-    ring = rec.call("mmap the ring", sys.mmap, cpu, 65536, mmap.PROT_READ | mmap.PROT_WRITE,
-                    mmap.MAP_SHARED, RING_PGOFF * 4096)
     run = rec.call("mmap kvm_run", sys.mmap, cpu, 4096, mmap.PROT_READ | mmap.PROT_WRITE,
                    mmap.MAP_SHARED, 0)
-    if ring is None or run is None:
+    if run is None:
         return
-    sup = cpuid_buf(256)
-    rec.call("GET_SUPPORTED_CPUID", sys.ioctl, kvm, K.KVM_GET_SUPPORTED_CPUID, sup)
-    rec.call("SET_CPUID2 (supported)", sys.ioctl, cpu, X.KVM_SET_CPUID2, sup)
-    s = X.kvm_sregs()
-    rec.call("GET_SREGS", sys.ioctl, cpu, X.KVM_GET_SREGS, s)
-    s.cr0 = X.X86_CR0_PE | X.X86_CR0_PG | 1 << 16
-    s.cr4 = X.X86_CR4_PAE
-    s.efer = X.EFER_LME | X.EFER_LMA
-    s.cr3 = PML4
-    s.cs.l, s.cs.db = 1, 0
-    rec.call("SET_SREGS long mode", sys.ioctl, cpu, X.KVM_SET_SREGS, s)
     valid = 0
     for _ in range(1008):
         _tables(mem)  # the four entries of the walk lose their A bits again
