@@ -242,8 +242,16 @@ class Td:
             return
         bad, state = hit
         code = self.pulled.get(bad)
+        if self.attributes & T.TDX_TD_ATTR_SEPT_VE_DISABLE:
+            ve = "SEPT_VE_DISABLE"
+        else:
+            # without the attribute the TDX module would inject #VE(PENDING); a Linux guest
+            # turns those off itself (TDCS.TD_CTLS.PENDING_VE_DISABLE, "x86/tdx: Dynamically
+            # disable SEPT violations from causing #VEs") or panics at boot without it
+            ve = ("the TD lacks SEPT_VE_DISABLE, but the guest disabled pending #VEs "
+                  "through TD_CTLS, as a Linux guest does")
         why = (f"guest access to gpa {bad << PAGE_SHIFT:#x} before accepting it: the S-EPT "
-               f"entry is {state.name}, a pending EPT violation (SEPT_VE_DISABLE); KVM "
+               f"entry is {state.name}, a pending EPT violation ({ve}); KVM "
                f"logs 'Guest access before accepting', calls kvm_vm_dead() and KVM_RUN "
                f"returns EIO")
         if code:

@@ -130,12 +130,13 @@ class Td:
         self.k.ioctl(self.vm, K.KVM_MEMORY_ENCRYPT_OP, c)
         return c
 
-    def launch(self, image_pages=2):
-        """The whole launch; pages [0, image_pages) of the slot hold the image."""
+    def launch(self, image_pages=2, **init_vm):
+        """The whole launch; pages [0, image_pages) of the slot hold the image; ``init_vm``:
+        KVM_TDX_INIT_VM's arguments (init_vm_arg)."""
         self.capabilities()
         self.split_irqchip()
         self.enable_map_gpa_exit()
-        self.init_vm()
+        self.init_vm(**init_vm)
         self.create_vcpus()
         self.memslot()
         self.set_private()

@@ -69,6 +69,22 @@ def test_guest_access_to_a_never_accepted_private_page_kills(tdx_kernel):
     assert t.k.violations[-1]["pulled_by"] is None
 
 
+def test_without_sept_ve_disable_the_explanation_says_why_it_still_exits(tdx_kernel):
+    """A TD without SEPT_VE_DISABLE would get #VE(PENDING) from the TDX module; a Linux guest
+    disables pending #VEs itself (TD_CTLS), so the access exits to KVM as with the attribute,
+    and the explanation says so instead of naming an attribute the TD does not have."""
+    t = Td(tdx_kernel()).launch(attributes=0)
+    assert t.td.attributes == 0
+    t.guest().write(GPA + 6 * P, b"x")
+    assert err(t.run) == errno.EIO
+    v = t.k.violations[-1]
+    assert v.kind == "td_killed" and "lacks SEPT_VE_DISABLE" in v.explanation
+    t2 = Td(tdx_kernel()).launch()
+    t2.guest().write(GPA + 6 * P, b"x")
+    err(t2.run)
+    assert "(SEPT_VE_DISABLE)" in t2.k.violations[-1].explanation
+
+
 def test_pre_faulted_but_unaccepted_page_kills_on_access(tdx_kernel):
     t = Td(tdx_kernel()).launch()
     t.k.ioctl(t.vcpu, K.KVM_PRE_FAULT_MEMORY, K.kvm_pre_fault_memory(gpa=GPA + 7 * P, size=P))
