@@ -280,37 +280,39 @@ class GmemInode:
         # look-ups of __enter__/__exit__ on every invalidation)
         iommu_lock, invalidate_lock = self.kernel.iommu_lock, self.invalidate_lock
         iommu_lock.acquire()
-        invalidate_lock.acquire()
         try:
-            vetoes, begins, commits, ends = self._steps
-            if vetoes and not vetoed:
-                self.veto_check(event)
-            for begin in begins:
-                begin(event)
+            invalidate_lock.acquire()
             try:
-                if check_refcount and event.to_private:
-                    index = self._elevated_refcount(event)
-                    if index is not None:
-                        raise ConversionError(
-                            errno.EAGAIN, max(event.start, index) if clamp_error_index else index)
-                for commit in commits:
-                    commit(event)
-                if store is not None:
-                    lock = self.lock
-                    lock.acquire()
-                    try:
-                        store()
-                    finally:
-                        lock.release()
-            except BaseException as e:
-                event.failed = getattr(e, "errno", None) or errno.EIO
+                vetoes, begins, commits, ends = self._steps
+                if vetoes and not vetoed:
+                    self.veto_check(event)
+                for begin in begins:
+                    begin(event)
+                try:
+                    if check_refcount and event.to_private:
+                        index = self._elevated_refcount(event)
+                        if index is not None:
+                            raise ConversionError(errno.EAGAIN, max(event.start, index)
+                                                  if clamp_error_index else index)
+                    for commit in commits:
+                        commit(event)
+                    if store is not None:
+                        lock = self.lock
+                        lock.acquire()
+                        try:
+                            store()
+                        finally:
+                            lock.release()
+                except BaseException as e:
+                    event.failed = getattr(e, "errno", None) or errno.EIO
+                    for end in ends:
+                        end(event)
+                    raise
                 for end in ends:
                     end(event)
-                raise
-            for end in ends:
-                end(event)
+            finally:
+                invalidate_lock.release()
         finally:
-            invalidate_lock.release()
             iommu_lock.release()
 
     def _elevated_refcount(self, event):
