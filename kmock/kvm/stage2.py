@@ -274,11 +274,7 @@ def private_runs(vm, slot, start, end):
 
     The range form of ``kvm_mem_is_private``: the guest_memfd's own attribute where an
     in-place-conversion profile makes it authoritative, else the VM attribute array.
-    Uses ``vm.private_ranges`` if the VM offers one.
     """
-    ranges = getattr(vm, "private_ranges", None)
-    if ranges is not None:
-        return ranges(start, end, slot)
     priv = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
     if slot is not None and slot.gmem_file is not None and \
             vm.kernel.profile.conversion != "none" and slot.gmem_file.inode.in_place:
@@ -309,11 +305,8 @@ def gmem_get_pfns(inode, index, n):
     """kvm_gmem_get_pfn for pages [index, index + n): the first frame (they are contiguous).
 
     Allocates the pages. Raises OSError at the first page that cannot be had; its
-    ``index`` attribute names that page. Uses ``inode.get_pfns`` when it exists.
+    ``index`` attribute names that page.
     """
-    get_range = getattr(inode, "get_pfns", None)
-    if get_range is not None:
-        return get_range(index, n)
     if index + n > inode.npages:
         e = OSError(errno.EIO, "guest_memfd index beyond the file")
         e.index = max(index, inode.npages)
