@@ -294,14 +294,12 @@ def guest_run(vcpu):
     to its soft limit exits with K.KVM_EXIT_DIRTY_RING_FULL (the access not retired)."""
     from . import guest
 
-    _RUNNING.vcpu = vcpu
-    try:
-        return guest.run(vcpu)
-    except DirtyRingFull:
-        vcpu.run.exit_reason = K.KVM_EXIT_DIRTY_RING_FULL
-        return 0
-    finally:
-        _RUNNING.vcpu = None
+    with vcpu_loaded(vcpu):
+        try:
+            return guest.run(vcpu)
+        except DirtyRingFull:
+            vcpu.run.exit_reason = K.KVM_EXIT_DIRTY_RING_FULL
+            return 0
 
 
 def reset_rings(vm):
