@@ -62,8 +62,12 @@ class Accept(Action):
         sept = td.sept
         with vm.guest_access():
             for _ in range(3):
-                with td.lock:
+                lock = td.lock
+                lock.acquire()
+                try:
                     r = sept.accept(gfn, npages, level)
+                finally:
+                    lock.release()
                 if not r.td_exit:
                     break
                 # EPT violation at the faulting gfn: KVM's private fault maps (AUGs) it

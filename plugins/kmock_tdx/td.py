@@ -218,7 +218,9 @@ class Td:
         sept = self.sept
         if sept is None or self.state != RUNNABLE or gfn + npages > sept.npages:
             return
-        with self.lock:
+        lock = self.lock
+        lock.acquire()
+        try:
             if npages == 1 and not self.kernel.faults.armed and sept.aug_page(gfn, pfn):
                 return  # one 4K page (a fault): AUGed, or already mapped
             pos = gfn
@@ -229,6 +231,8 @@ class Td:
                 pos = e
             if pos < end:  # the FREE tail
                 self._aug(pos, end - pos, pfn + (pos - gfn))
+        finally:
+            lock.release()
 
     def guest_access(self, vcpu_id, gfn, npages):
         """A guest's private access reached gfns [gfn, gfn + npages): a page it did not
@@ -236,8 +240,12 @@ class Td:
         sept = self.sept
         if self.vm.dead:  # a SEAMCALL of the fault failed (KVM_BUG_ON): KVM_RUN -EIO
             raise TdKilled(self.vm.dead_reason)
-        with self.lock:
+        lock = self.lock
+        lock.acquire()
+        try:
             hit = sept.first_inaccessible(gfn, npages)
+        finally:
+            lock.release()
         if hit is None:
             return
         bad, state = hit
@@ -298,7 +306,9 @@ class Td:
         end = min(end, sept.npages)
         if gfn >= end:
             return
-        with self.lock:
+        lock = self.lock
+        lock.acquire()
+        try:
             if end - gfn == 1 and not self.kernel.faults.armed and \
                     not (sept.connect and (reason or self.reason) in _UNREFUSABLE):
                 # one 4K page (a 4K conversion): BLOCK, TRACK, REMOVE in one call when they
@@ -353,6 +363,8 @@ class Td:
                     self.pulled.set(s, e, code)
             if self.nr_premapped:
                 self._unpremap(gfn, end)
+        finally:
+            lock.release()
 
     def _split_huge(self, leaves, gfn, end):
         """Leaves at 2M that the range covers only in part are demoted first (BLOCK,
