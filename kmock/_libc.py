@@ -162,10 +162,19 @@ _self = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _self.__setitem__(0, os.getpid()))
 
 
+#: how many user_task contexts are open, in any thread (a list: changed under _SERVING_LOCK).
+#: While none is, no thread serves a client and current_pid skips the thread-local read,
+#: which costs as much as the rest of a VM ioctl's caller check
+_serving = [0]
+_SERVING_LOCK = threading.Lock()
+
+
 def current_pid():
     """The process whose syscall this thread runs ("current"): this one, or the client
     process a ``kmock serve`` thread serves (user_task). After fork the child has a new
     pid; process_vm_* must name ourselves, or the process this thread serves."""
+    if not _serving[0]:
+        return _self[0]
     pid = _task.pid
     return _self[0] if pid is None else pid
 
@@ -194,12 +203,16 @@ class user_task:
         self.tid = tid or None
 
     def __enter__(self):
+        with _SERVING_LOCK:
+            _serving[0] += 1
         self.saved = _task.pid, _task.tid
         _task.pid, _task.tid = self.pid, self.tid
         return self
 
     def __exit__(self, *exc):
         _task.pid, _task.tid = self.saved
+        with _SERVING_LOCK:
+            _serving[0] -= 1
         return False
 
 

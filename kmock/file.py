@@ -29,6 +29,8 @@ FALLOC_FL_MODE_MASK = (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_
 MAX_LFS_FILESIZE = (1 << 63) - 1
 
 EBADF = oserror(errno.EBADF)
+#: (a module constant: File.fallocate tests it on every call)
+_S_IFREG = stat.S_IFREG
 #: makes reference counts (File.refs, VM.refs) atomic: two threads that drop the last
 #: two references at once must not both see 0 and release twice (a double munmap)
 REFS_LOCK = threading.Lock()
@@ -126,7 +128,7 @@ class File:
         elif m not in (0, FALLOC_FL_UNSHARE_RANGE, FALLOC_FL_ZERO_RANGE):
             raise oserror(errno.EOPNOTSUPP)
         fmt = self.i_mode & 0o170000  # S_IFMT
-        if fmt != stat.S_IFREG:  # (a regular file: the common case, one test)
+        if fmt != _S_IFREG:  # (a regular file: the common case, one test)
             if fmt == stat.S_IFIFO:
                 raise oserror(errno.ESPIPE)
             if fmt == stat.S_IFDIR:
