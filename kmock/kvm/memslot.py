@@ -4,8 +4,8 @@ The checks run in the kernel's order (reference/kvm-guest-memfd-6.18.md §4.5); 
 first failing rule decides the errno. A failed call changes nothing.
 """
 
-import bisect
 import errno
+from bisect import bisect_left, bisect_right  # (no module look-up per memslot look-up)
 
 from ..errors import oserror
 from ..fdtable import is_open_fd
@@ -69,7 +69,7 @@ class Memslots:
         (or the one before it, when that is the slot being moved) can overlap.
         """
         starts, slots = self._sorted
-        i = bisect.bisect_left(starts, end)
+        i = bisect_left(starts, end)
         for j in (i - 1, i - 2):
             if j < 0:
                 return False
@@ -83,14 +83,14 @@ class Memslots:
         starts, slots = self._sorted
         if not slots:
             return slots  # (an address space without memslots, e.g. x86 SMM's)
-        i = bisect.bisect_right(starts, start) - 1
+        i = bisect_right(starts, start) - 1
         if end == start + 1:  # one page (a 4K conversion): one bisection
             if i >= 0:
                 s = slots[i]
                 if start < s.base_gfn + s.npages:
                     return slots[i:i + 1]
             return ()
-        j = bisect.bisect_left(starts, end)
+        j = bisect_left(starts, end)
         if i < 0:
             return slots[:j]
         # slots are disjoint and sorted: only the first may end before ``start``
@@ -99,7 +99,7 @@ class Memslots:
 
     def lookup(self, gfn):
         starts, slots = self._sorted
-        i = bisect.bisect_right(starts, gfn) - 1
+        i = bisect_right(starts, gfn) - 1
         if i >= 0:
             s = slots[i]
             if gfn < s.base_gfn + s.npages:  # (end_gfn, without the property call)
@@ -109,7 +109,7 @@ class Memslots:
     def insert(self, slot):
         self.by_id[slot.id] = slot
         starts, slots = self._sorted
-        i = bisect.bisect_left(starts, slot.base_gfn)
+        i = bisect_left(starts, slot.base_gfn)
         self._sorted = (starts[:i] + (slot.base_gfn,) + starts[i:], slots[:i] + (slot,) + slots[i:])
 
     def remove(self, slot):

@@ -269,13 +269,16 @@ def _entry(r):
 # --- attribute runs ----------------------------------------------------------------------
 
 
+_PRIVATE = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+
+
 def private_runs(vm, slot, start, end):
     """Runs (s, e, private) over gfns [start, end) of ``slot``, as vm.gfn_is_private says.
 
     The range form of ``kvm_mem_is_private``: the guest_memfd's own attribute where an
     in-place-conversion profile makes it authoritative, else the VM attribute array.
     """
-    priv = K.KVM_MEMORY_ATTRIBUTE_PRIVATE
+    priv = _PRIVATE
     if slot is not None and slot.gmem_file is not None and \
             vm.kernel.profile.conversion != "none" and slot.gmem_file.inode.in_place:
         delta = slot.gmem_pgoff - slot.base_gfn

@@ -70,6 +70,11 @@ def _gfn(value, pfn):
     return pfn + delta
 
 
+#: (module constants: PVALIDATE reads them on every call)
+_PG_4K, _PG_2M = S.RMP_PG_SIZE_4K, S.RMP_PG_SIZE_2M
+_SUCCESS, _NOUPDATE = S.PVALIDATE_SUCCESS, S.PVALIDATE_FAIL_NOUPDATE
+
+
 class RmpEntry(NamedTuple):
     """One frame's RMP entry, as RMPREAD would show it (plus kernel's leak bookkeeping)."""
 
@@ -306,9 +311,9 @@ class Rmp:
         PVALIDATE_FAIL_SIZEMISMATCH (2M request on 4K entries) or PVALIDATE_FAIL_INPUT,
         or a Fault("npf") for an entry the guest does not own, or for a 4K request on a 2M
         entry (PFERR_GUEST_SIZEM: KVM PSMASHes and the guest retries)."""
-        npages = PAGES_PER_2M if pagesize == S.RMP_PG_SIZE_2M else 1
+        npages = PAGES_PER_2M if pagesize == _PG_2M else 1
         if (
-            pagesize not in (S.RMP_PG_SIZE_4K, S.RMP_PG_SIZE_2M)
+            (pagesize != _PG_4K and pagesize != _PG_2M)
             or pfn < 0 or pfn + npages > self._n  # (not self._in_table(pfn, npages), inlined)
             or gpa % (npages << PAGE_SHIFT)
             or pfn % npages
@@ -325,9 +330,9 @@ class Rmp:
             code = S.PFERR_GUEST_RMP_MASK | S.PFERR_GUEST_ENC_MASK | S.PFERR_GUEST_SIZEM_MASK
             return self._npf(pfn, value, code, "PVALIDATE 4K on a 2M RMP entry (size mismatch)")
         if bool(value & _VALIDATED) == bool(validate):
-            return S.PVALIDATE_FAIL_NOUPDATE
+            return _NOUPDATE
         self._map.set(pfn, pfn + npages, (value | _VALIDATED) if validate else (value & ~_VALIDATED))
-        return S.PVALIDATE_SUCCESS
+        return _SUCCESS
 
     def _npf(self, pfn, value, code, reason):
         return Fault("npf", code, pfn, self._entry(pfn, value), reason)
