@@ -21,6 +21,15 @@ from .errors import SigBus
 from .syscall_api import Mapping, SyscallAPI
 from .uapi import kvm as _kvm
 
+# The real functions, taken when kmock is imported: HostKernel is the real kernel, and a
+# test that patches os/fcntl to reach a mock (kmock.testing, the pytest plugin) must not
+# turn HostKernel's calls into calls on that mock (an fd number the mock once owned may be
+# the real kernel's now).
+_open, _close, _dup = os.open, os.close, os.dup
+_read, _write, _pread, _pwrite = os.read, os.write, os.pread, os.pwrite
+_lseek, _fstat, _ftruncate = os.lseek, os.fstat, os.ftruncate
+_ioctl = fcntl.ioctl
+
 _read_user = _libc.read_user
 _write_user = _libc.write_user
 
@@ -172,16 +181,16 @@ class HostKernel(SyscallAPI):
     # --- file descriptors ------------------------------------------------------------
 
     def open(self, path, flags, mode=0o777):
-        fd = os.open(path, flags, mode)
+        fd = _open(path, flags, mode)
         self._fds.add(fd)
         return fd
 
     def close(self, fd):
-        os.close(fd)
+        _close(fd)
         self._fds.discard(fd)
 
     def dup(self, fd):
-        new = os.dup(fd)
+        new = _dup(fd)
         self._fds.add(new)
         return new
 
@@ -189,7 +198,7 @@ class HostKernel(SyscallAPI):
         if type(arg) is int and not -(1 << 31) <= arg < 1 << 31:
             r = _libc.ioctl_value(fd, request, arg)  # (beyond fcntl.ioctl's C int)
         else:
-            r = fcntl.ioctl(fd, request, arg, mutate_flag)
+            r = _ioctl(fd, request, arg, mutate_flag)
         if request in self.FD_IOCTLS and type(r) is int and r >= 0:
             self._fds.add(r)
         return r
@@ -208,25 +217,25 @@ class HostKernel(SyscallAPI):
     # --- plain file operations -------------------------------------------------------
 
     def read(self, fd, n):
-        return os.read(fd, n)
+        return _read(fd, n)
 
     def write(self, fd, data):
-        return os.write(fd, data)
+        return _write(fd, data)
 
     def pread(self, fd, n, offset):
-        return os.pread(fd, n, offset)
+        return _pread(fd, n, offset)
 
     def pwrite(self, fd, data, offset):
-        return os.pwrite(fd, data, offset)
+        return _pwrite(fd, data, offset)
 
     def lseek(self, fd, pos, how):
-        return os.lseek(fd, pos, how)
+        return _lseek(fd, pos, how)
 
     def fstat(self, fd):
-        return os.fstat(fd)
+        return _fstat(fd)
 
     def ftruncate(self, fd, length):
-        os.ftruncate(fd, length)
+        _ftruncate(fd, length)
 
     def fchmod(self, fd, mode):
         os.fchmod(fd, mode)
@@ -255,7 +264,7 @@ class HostKernel(SyscallAPI):
         self._maps.clear()
         for fd in sorted(self._fds, reverse=True):
             try:
-                os.close(fd)
+                _close(fd)
             except OSError:
                 pass
         self._fds.clear()
