@@ -275,6 +275,23 @@ class Write(_Access):
         return self.finish(None)
 
 
+def hypercall_exit(vcpu, nr, a0, a1, a2, ret=0, flags=None):
+    """Write a KVM_EXIT_HYPERCALL into kvm_run: exit_reason, nr, args[0..2] and ret (0 since
+    6.14's "clear vcpu->run->hypercall.ret before exiting", because QEMU <= 9.2 never set
+    it); ``flags`` when the exit sets them (None: kvm_run keeps what it held, as SEV's
+    page-state-change exits do). For the core, SNP and TDX alike."""
+    vcpu.run.exit_reason = K.KVM_EXIT_HYPERCALL
+    hc = vcpu.run_hypercall
+    hc.nr = nr
+    hc.ret = ret
+    args = vcpu.run_hypercall_args
+    args[0] = a0
+    args[1] = a1
+    args[2] = a2
+    if flags is not None:
+        hc.flags = flags
+
+
 class Hypercall(Action):
     """VMCALL/VMMCALL with nr in RAX and a0..a3 in RBX, RCX, RDX, RSI (64-bit guest)."""
 
@@ -316,15 +333,8 @@ class Hypercall(Action):
         gfn = gpa >> PAGE_SHIFT
         if gpa & (PAGE_SIZE - 1) or not npages or ((gfn + npages) & U64) <= gfn:
             return self.finish(-K.KVM_EINVAL & U64)
-        vcpu.run.exit_reason = K.KVM_EXIT_HYPERCALL
-        hc = vcpu.run_hypercall
-        hc.nr = K.KVM_HC_MAP_GPA_RANGE
-        hc.ret = 0  # QEMU <= 9.2 compatibility
-        args = vcpu.run_hypercall_args
-        args[0] = gpa
-        args[1] = npages
-        args[2] = attrs
-        hc.flags = K.KVM_EXIT_HYPERCALL_LONG_MODE
+        hypercall_exit(vcpu, K.KVM_HC_MAP_GPA_RANGE, gpa, npages, attrs,
+                       flags=K.KVM_EXIT_HYPERCALL_LONG_MODE)
         self._waiting = True
         self.exits.append(K.KVM_EXIT_HYPERCALL)
         return EXIT

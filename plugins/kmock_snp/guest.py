@@ -24,7 +24,7 @@ C-bit accesses are the core's ``vcpu.guest.read/write(gpa, ..., private=True)``.
 
 import errno
 
-from kmock.kvm.guest import EXIT, Action, halts_in_kernel
+from kmock.kvm.guest import EXIT, Action, halts_in_kernel, hypercall_exit
 from kmock.kvm.stage2 import MemoryFault, faultin
 from kmock.kvm.x86_state import cpuid_entry
 from kmock.kvm.x86_state import state as x86_state
@@ -67,14 +67,7 @@ def _hypercall_exit(vcpu, hc):
     ``hypercall.flags`` keeps whatever kvm_run held (sev.c; ret is zeroed since 9a1dfeff
     "KVM: x86: clear vcpu->run->hypercall.ret before exiting for KVM_EXIT_HYPERCALL",
     6.14, because QEMU <= 9.2 never set it)."""
-    vcpu.run.exit_reason = _EXIT_HYPERCALL
-    h = vcpu.run_hypercall
-    h.nr = hc.nr
-    h.ret = 0
-    args = vcpu.run_hypercall_args
-    args[0] = hc.gpa
-    args[1] = hc.npages
-    args[2] = hc.attrs
+    hypercall_exit(vcpu, hc.nr, hc.gpa, hc.npages, hc.attrs)
 
 
 _MAP_GPA_RANGE_BIT = 1 << K.KVM_HC_MAP_GPA_RANGE

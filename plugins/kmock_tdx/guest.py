@@ -13,7 +13,7 @@ are the core's ``vcpu.guest.read/write``: with ``private=None`` the shared bit d
 
 import ctypes
 
-from kmock.kvm.guest import CONTINUE, EXIT, Action
+from kmock.kvm.guest import CONTINUE, EXIT, Action, hypercall_exit
 from kmock.kvm.stage2 import faultin
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
@@ -130,13 +130,8 @@ class MapGpaCall(Action):
         return f"gpa {self.gpa:#x} size {self.size:#x}"
 
     def _exit(self, vcpu, ex):
-        vcpu.run.exit_reason = _EXIT_HYPERCALL
-        hc = vcpu.run_hypercall
-        hc.nr = ex.nr
-        args = vcpu.run_hypercall_args
-        args[0], args[1], args[2] = ex.args
-        hc.ret = ex.ret
-        hc.flags = ex.flags
+        a0, a1, a2 = ex.args
+        hypercall_exit(vcpu, ex.nr, a0, a1, a2, ex.ret, ex.flags)
         self.exits.append(_EXIT_HYPERCALL)
         return EXIT
 
