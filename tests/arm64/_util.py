@@ -3,7 +3,17 @@
 import errno
 import threading
 
+from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
+
+
+def psci_vcpu(k, vm_fd, vcpu_id=0):
+    """KVM_CREATE_VCPU then KVM_ARM_VCPU_INIT (generic v8 target, PSCI 0.2): the vCPU fd."""
+    fd = k.ioctl(vm_fd, K.KVM_CREATE_VCPU, vcpu_id)
+    init = A.kvm_vcpu_init(target=A.KVM_ARM_TARGET_GENERIC_V8)
+    init.features[0] = 1 << A.KVM_ARM_VCPU_PSCI_0_2
+    k.ioctl(fd, A.KVM_ARM_VCPU_INIT, init)
+    return fd
 
 
 def run_exit(k, fd):

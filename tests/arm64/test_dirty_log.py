@@ -25,7 +25,7 @@ from kmock.testing.errnos import err
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
-from ._util import run_exit
+from ._util import psci_vcpu, run_exit
 
 P = 4096
 RW = _libc.PROT_READ | _libc.PROT_WRITE
@@ -60,11 +60,7 @@ class Vm:
             userspace_addr=self.mem))
 
     def vcpu(self, i=0):
-        fd = self.k.ioctl(self.fd, K.KVM_CREATE_VCPU, i)
-        init = A.kvm_vcpu_init(target=A.KVM_ARM_TARGET_GENERIC_V8)
-        init.features[0] = 1 << A.KVM_ARM_VCPU_PSCI_0_2
-        self.k.ioctl(fd, A.KVM_ARM_VCPU_INIT, init)
-        return fd
+        return psci_vcpu(self.k, self.fd, i)
 
     def write(self, cpu, *pages):
         """The guest writes one byte to each page, then KVM_RUN returns (EINTR)."""

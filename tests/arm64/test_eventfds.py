@@ -26,9 +26,8 @@ from kmock.testing.errnos import err
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
-from ._util import run_exit
+from ._util import psci_vcpu, run_exit
 
-PSCI = 1 << A.KVM_ARM_VCPU_PSCI_0_2
 G_ADDR, G_CTRL = A.KVM_DEV_ARM_VGIC_GRP_ADDR, A.KVM_DEV_ARM_VGIC_GRP_CTRL
 IRQCHIP, MSI = K.KVM_IRQ_ROUTING_IRQCHIP, K.KVM_IRQ_ROUTING_MSI
 DEASSIGN, RESAMPLE = K.KVM_IRQFD_FLAG_DEASSIGN, K.KVM_IRQFD_FLAG_RESAMPLE
@@ -69,11 +68,7 @@ class Vm:
         return self
 
     def vcpu(self, i=0):
-        fd = self.k.ioctl(self.fd, K.KVM_CREATE_VCPU, i)
-        init = A.kvm_vcpu_init(target=A.KVM_ARM_TARGET_GENERIC_V8)
-        init.features[0] = PSCI
-        self.k.ioctl(fd, A.KVM_ARM_VCPU_INIT, init)
-        return fd
+        return psci_vcpu(self.k, self.fd, i)
 
     def efd(self):
         fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)

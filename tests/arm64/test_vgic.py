@@ -16,14 +16,13 @@ from kmock.testing.errnos import err
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
-from ._util import run_exit
+from ._util import psci_vcpu, run_exit
 
 G_ADDR, G_NR, G_CTRL = (A.KVM_DEV_ARM_VGIC_GRP_ADDR, A.KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
                         A.KVM_DEV_ARM_VGIC_GRP_CTRL)
 INIT = A.KVM_DEV_ARM_VGIC_CTRL_INIT
 DIST, REDIST, REGION = (A.KVM_VGIC_V3_ADDR_TYPE_DIST, A.KVM_VGIC_V3_ADDR_TYPE_REDIST,
                         A.KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION)
-PSCI = 1 << A.KVM_ARM_VCPU_PSCI_0_2
 
 
 class Vm:
@@ -52,11 +51,7 @@ class Vm:
         return self.attr(group, a, 0, A.KVM_HAS_DEVICE_ATTR)
 
     def vcpu(self, i=0):
-        fd = self.k.ioctl(self.fd, K.KVM_CREATE_VCPU, i)
-        init = A.kvm_vcpu_init(target=A.KVM_ARM_TARGET_GENERIC_V8)
-        init.features[0] = PSCI
-        self.k.ioctl(fd, A.KVM_ARM_VCPU_INIT, init)
-        return fd
+        return psci_vcpu(self.k, self.fd, i)
 
     def run(self, fd, i=0):
         self.k.vm(self.fd).vcpus[i].guest.stop()
