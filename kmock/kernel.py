@@ -67,6 +67,19 @@ class _InSyscall(threading.local):
 
 # (the slow paths of Kernel.ioctl, outside it: a lambda in its body would make the compiled
 # method allocate a closure on every call)
+#: ctypes Structure subclasses seen as ioctl arguments: a set look-up instead of
+#: isinstance(), which asks the ctypes metaclass's __instancecheck__ (about 750
+#: instructions per call)
+_STRUCT_TYPES = set()
+
+
+def _is_structure(arg):
+    if isinstance(arg, _Structure):
+        _STRUCT_TYPES.add(type(arg))
+        return True
+    return False
+
+
 def _unknown_ioctl(f, request, arg, mutate_flag):
     return Kernel._ioctl_arg(lambda a: f.unknown_ioctl(request, a), arg, mutate_flag)
 
@@ -371,7 +384,8 @@ class Kernel(IommufdSupport, SyscallAPI):
             h = f.ioctls.get(request)
             if h is None:
                 return _unknown_ioctl(f, request, arg, mutate_flag)
-        if type(arg) is int or (mutate_flag and isinstance(arg, _Structure)):
+        if type(arg) is int or (mutate_flag and (type(arg) in _STRUCT_TYPES
+                                                 or _is_structure(arg))):
             return h(f, arg)
         return _buffer_ioctl(h, f, arg, mutate_flag)
 

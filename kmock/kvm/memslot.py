@@ -162,8 +162,19 @@ class GmemBinding(GmemNotifier):
 
     def invalidate_end(self, event):
         vm = self.slot.vm
-        if event.vm is None or event.vm is vm:
-            vm.mmu_invalidate_end()
+        ev_vm = event.vm
+        if ev_vm is not None and ev_vm is not vm:
+            return
+        # (VM.mmu_invalidate_end, inlined: one Python call less per invalidation)
+        lock = vm.mmu_lock
+        lock.acquire()
+        try:
+            vm.mmu_invalidate_in_progress -= 1
+            vm.mmu_invalidate_seq += 1
+            if vm.mmu_waiters:
+                lock.notify_all()
+        finally:
+            lock.release()
 
     def __repr__(self):
         return f"<GmemBinding {self.slot!r}>"

@@ -172,7 +172,8 @@ class SnpVm(SevFamilyVm):
         try:
             # sev_gmem_prepare: an RMPUPDATE that fails is -EINVAL whatever the instruction
             # returned (arch/x86/kvm/svm/sev.c, 6.11-6.18); one failure point per call
-            if m.faults.should_fail("snp.rmpupdate", errno.EINVAL):
+            faults = m.faults  # (armed first: no call while no fault is armed)
+            if faults.armed and faults.should_fail("snp.rmpupdate", errno.EINVAL):
                 raise oserror(errno.EINVAL)
             m.rmp.gmem_prepare_range(pfn, end - start, gfn, vm.arch.asid, max_order)
         finally:
