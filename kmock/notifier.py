@@ -42,8 +42,6 @@ class InvalidateEvent:
     before ``invalidate_end``).
     """
 
-    __slots__ = ("inode", "start", "end", "reason", "to_private", "vm", "failed")
-
     def __init__(self, inode, start, end, reason, to_private=None, vm=None):
         if reason not in REASONS:
             raise ValueError(f"invalidation reason must be one of {REASONS}, not {reason!r}")

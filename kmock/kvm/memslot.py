@@ -22,9 +22,6 @@ LOFF_MAX = (1 << 63) - 1
 
 
 class Memslot:
-    __slots__ = ("vm", "as_id", "id", "base_gfn", "npages", "flags", "userspace_addr",
-                 "gmem_file", "gmem_pgoff", "gmem_token", "gmem_notifier")
-
     def __init__(self, vm, as_id, id, base_gfn, npages, flags, userspace_addr):
         self.vm = vm
         self.as_id = as_id
@@ -127,8 +124,6 @@ class GmemBinding(GmemNotifier):
     (KVM_FILTER_SHARED / _PRIVATE; both when the pages go away). ``invalidate_end``
     ends the VM's invalidation (faults in flight retry until then).
     """
-
-    __slots__ = ("slot",)
 
     def __init__(self, slot):
         self.slot = slot

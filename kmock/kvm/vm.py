@@ -19,7 +19,9 @@ from ..uapi import kvm as K
 from . import coalesced_mmio, dirty_log, dirty_ring, eventfds, x86_vm
 from .attached import Attached
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
-from .memslot import Memslots, gmem_unbind, set_memory_region
+# (the module, not its names: kmock.kvm.memslot's compiled form imports this module's VM
+# type when it loads, so either may be imported first)
+from . import memslot as _memslot
 from .stage2 import Stage2, faultin
 from .stats import task_pid_nr, vm_get_stats_fd
 
@@ -87,7 +89,7 @@ class VM:
         #: guest accesses waiting for an invalidation to end
         self.mmu_waiters = 0
         self._guest_access = _GuestAccess(self.mmu_lock, self)  # stateless: one per VM
-        self._as = [Memslots() for _ in range(kernel.profile.nr_memslot_as_ids)]
+        self._as = [_memslot.Memslots() for _ in range(kernel.profile.nr_memslot_as_ids)]
         self.mem_attrs = RangeMap(GFN_SPACE)
         #: the TDP page table (kmock.kvm.stage2): gfn -> frame, R/W, private
         self.stage2 = Stage2(self)
@@ -181,7 +183,7 @@ class VM:
         self._as[slot.as_id].remove(slot)
         with self.mmu_lock:
             self.zap_gfn_range(slot.base_gfn, slot.end_gfn)
-        gmem_unbind(slot)
+        _memslot.gmem_unbind(slot)
 
     def lookup_memslot(self, gfn, as_id=0):
         return self._as[as_id].lookup(gfn)
@@ -441,12 +443,12 @@ def vm_create_guest_memfd(f, arg):
 
 def vm_set_user_memory_region(f, arg):
     vm = _check_vm(f)
-    return set_memory_region(vm, copy_from_user(arg, K.kvm_userspace_memory_region), v2=False)
+    return _memslot.set_memory_region(vm, copy_from_user(arg, K.kvm_userspace_memory_region), v2=False)
 
 
 def vm_set_user_memory_region2(f, arg):
     vm = _check_vm(f)
-    return set_memory_region(vm, copy_from_user(arg, K.kvm_userspace_memory_region2), v2=True)
+    return _memslot.set_memory_region(vm, copy_from_user(arg, K.kvm_userspace_memory_region2), v2=True)
 
 
 #: the capabilities kvm_vm_ioctl_enable_cap_generic stores (kvm->manual_dirty_log_protect,

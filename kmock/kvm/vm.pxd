@@ -1,0 +1,10 @@
+# Cython declarations of kmock/kvm/vm.py (an augmenting .pxd, see kmock/notifier.pxd):
+# the fields the conversion and KVM_RUN paths read, as typed members; every other
+# attribute lives in the instance __dict__ as before.
+
+cdef class VM:
+    cdef dict __dict__
+    cdef object __weakref__
+    cdef public object kernel, vmtype, owner_pid, dead, slots_lock, mmu_lock
+    cdef public object mmu_invalidate_in_progress, mmu_invalidate_seq, mmu_waiters
+    cdef public object stage2, mem_attrs, arch, hypercall_exit_enabled
