@@ -144,36 +144,17 @@ class GmemInode:
                          guest fault path (allocation, lazy make_private).
     """
 
-    # Attributes that start as None/False/1 are class defaults, set on the instance
-    # when first used: creating an inode is on the KVM_CREATE_GUEST_MEMFD fast path.
+    # Rarely used attributes that start as None/1 are class defaults, set on the
+    # instance when first used: creating an inode is on the KVM_CREATE_GUEST_MEMFD fast
+    # path. The hot ones are instance fields (see __init__).
     bindings = None  # RangeMap(BINDING_SPACE), created on first bind
     _next_token = 1
-    #: some page may hold non-zero bytes (a host mapping or a guest write touched
-    #: it), so PUNCH_HOLE must really punch the backing memfd
-    maybe_dirty = False
-    #: whether this guest_memfd decides shared/private itself (in-place conversion);
-    #: set by the conversion model of the profile
-    in_place = False
-    #: pages hit by memory failure (kernel memory_failure -> later get_pfn EHWPOISON)
-    poisoned = None
-    #: long-term pins and extra references per page (Kernel.gup_pin, IOMMU pins)
-    pins = None
     #: per page, how many times PUNCH_HOLE removed pinned folios from the file
     #: (pins taken before that no longer hold the page at that index)
     pin_gen = None
     _pin_gen_next = 1
-    #: pages per folio (1, or 512 / 262144 for hugetlb-backed guest_memfd) and, per
-    #: huge folio, whether it is split into 4K folios
-    folio_pages = 1
+    #: per huge folio, whether it is split into 4K folios
     split = None
-    #: pages whose make_private arch callback ran (see prepare_private)
-    prepared = None
-    vm = None
-    #: registered users (kmock.notifier.GmemNotifier), in registration order; a new
-    #: list replaces it at each (un)registration, never changed in place
-    notifiers = ()
-    #: (vetoes, begins, commits, ends): the steps the users implement
-    _steps = _NO_STEPS
 
     def __init__(self, kernel, size, flags, backing):
         """``backing`` is a BackingPool entry (fd, size, st_ino, st_dev, maps)."""
@@ -202,6 +183,28 @@ class GmemInode:
         self.pfn_base = kernel.physmem.alloc_range(npages)
         #: st_atime (the creation) and st_mtime = st_ctime (the last file_modified)
         self.atime = self.mtime = _now()
+        # (instance fields, not class defaults: compiled, these are typed members of the
+        # cdef class kmock/kvm/guest_memfd.pxd declares)
+        #: some page may hold non-zero bytes (a host mapping or a guest write touched
+        #: it), so PUNCH_HOLE must really punch the backing memfd
+        self.maybe_dirty = False
+        #: whether this guest_memfd decides shared/private itself (in-place conversion);
+        #: set by the conversion model of the profile
+        self.in_place = False
+        #: pages hit by memory failure (kernel memory_failure -> later get_pfn EHWPOISON)
+        self.poisoned = None
+        #: long-term pins and extra references per page (Kernel.gup_pin, IOMMU pins)
+        self.pins = None
+        #: pages per folio (1, or 512 / 262144 for hugetlb-backed guest_memfd)
+        self.folio_pages = 1
+        #: pages whose make_private arch callback ran (see prepare_private)
+        self.prepared = None
+        self.vm = None
+        #: registered users (kmock.notifier.GmemNotifier), in registration order; a new
+        #: list replaces it at each (un)registration, never changed in place
+        self.notifiers = ()
+        #: (vetoes, begins, commits, ends): the steps the users implement
+        self._steps = _NO_STEPS
 
     @property
     def ino(self):
