@@ -103,8 +103,6 @@ class Stage2:
     page. Changes are made under the VM's mmu_lock.
     """
 
-    __slots__ = ("pt", "vm")
-
     def __init__(self, vm=None):
         self.pt = PageTable(LEVELS)
         self.vm = vm
