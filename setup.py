@@ -7,6 +7,9 @@ because extensions need ext_modules).
   ioctl dispatch, KVM, guest_memfd, iommufd, the preload server and the architecture
   plugins. The .py stays the source; kmock.compiled runs it interpreted when it is newer
   than its build or with KMOCK_PURE_PYTHON=1. Their generated C goes to build/cython/.
+  A .pxd beside a .py (an augmenting declaration file) makes its hottest classes cdef
+  classes with typed fields when compiled, and may type a function's locals; the .py
+  runs unchanged when interpreted.
 * the native tier's preload library (csrc_preload/kmock_preload.c, plain C) as
   kmock/preload/_kmock_preload<EXT_SUFFIX>: an LD_PRELOAD library, built as an extension
   only so that ``pip install -e .`` compiles it (it has no PyInit and is never imported).
@@ -77,8 +80,14 @@ core = cythonize(
      Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"])],
     compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
 )
+def _source_mtime(path):
+    """The newer of the .py and of its augmenting .pxd (kmock.compiled reads both)."""
+    pxd = path[:-3] + ".pxd"
+    return max(os.stat(p).st_mtime_ns for p in (path, pxd) if os.path.exists(p))
+
+
 #: module name -> (source path, its mtime when Cython reads it): see ParallelBuildExt.run
-SOURCE_MTIMES = {e.name: (e.sources[0], os.stat(e.sources[0]).st_mtime_ns) for e in _hot_modules()}
+SOURCE_MTIMES = {e.name: (e.sources[0], _source_mtime(e.sources[0])) for e in _hot_modules()}
 # Python semantics unchanged: annotations stay annotations (no C typing from them)
 hot = cythonize(
     _hot_modules(), build_dir="build/cython", nthreads=os.cpu_count() or 1, quiet=True,

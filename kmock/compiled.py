@@ -16,6 +16,12 @@ edited source never runs as its old compiled self, the finder installed here (by
   compiled module with its source's modification time as Cython read it): one
   RuntimeWarning names the modules; rebuild with ``python3 -m pip install -e .``.
 
+Some modules have a ``.pxd`` beside the ``.py`` (an augmenting declaration file: their hot
+classes become cdef classes with typed fields when compiled). A compiled module whose
+``.pxd`` cimports another module's class needs that module compiled too (Cython checks
+the class's layout when the module loads). So a module also runs interpreted when its
+``.pxd`` changed after the build, or when a module it cimports runs interpreted.
+
 It applies to the packages setup.py compiles (``kmock`` and the ``kmock_*`` plugins), and
 only to an extension module that has a ``.py`` of the same name beside it (the memory
 core ``kmock.mm._core``, built from csrc_cython/, has none and is never replaced).
@@ -27,6 +33,7 @@ differ between the two.
 import importlib.machinery
 import importlib.util
 import os
+import re
 import sys
 import warnings
 
@@ -47,11 +54,44 @@ def source_of(extension_path):
 
 
 def is_stale(extension_path, source_path):
-    """Was the source modified after the compiled module was built?"""
+    """Was the source (or its .pxd) modified after the compiled module was built?"""
     try:
-        return os.stat(source_path).st_mtime_ns > os.stat(extension_path).st_mtime_ns
+        built = os.stat(extension_path).st_mtime_ns
+        if os.stat(source_path).st_mtime_ns > built:
+            return True
+        pxd = source_path[:-3] + ".pxd"
+        return os.path.exists(pxd) and os.stat(pxd).st_mtime_ns > built
     except OSError:
         return True  # unreadable: take the source, which is what would run without a build
+
+
+_CIMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+cimport|cimport\s+([\w.]+))", re.M)
+
+
+def cimported(source_path):
+    """The modules of this project that the .pxd beside ``source_path`` cimports."""
+    pxd = source_path[:-3] + ".pxd"
+    try:
+        with open(pxd) as f:
+            text = f.read()
+    except OSError:
+        return []
+    names = (a or b for a, b in _CIMPORT.findall(text))
+    return [n for n in names if n.startswith(_PACKAGES)]
+
+
+def _module_files(name):
+    """(compiled module path or None, .py path or None) of module ``name``, found from
+    its top-level package's directory (imported if needed)."""
+    top, _, rest = name.partition(".")
+    try:
+        package = sys.modules.get(top) or importlib.import_module(top)
+    except ImportError:
+        return None, None
+    base = os.path.join(os.path.dirname(package.__file__), *rest.split("."))
+    ext = next((base + sfx for sfx in importlib.machinery.EXTENSION_SUFFIXES
+                if os.path.exists(base + sfx)), None)
+    return ext, (base + ".py" if os.path.exists(base + ".py") else None)
 
 
 class _Finder:
@@ -62,6 +102,24 @@ class _Finder:
         self.compiled = set()  # module names imported compiled
         self.interpreted = {}  # module name -> "pure" or "stale"
         self._warned = False
+        self._usable_memo = {}
+
+    def _usable(self, name, extension_path, source):
+        """Whether the compiled module is current, and so is every module its .pxd
+        cimports (transitively)."""
+        memo = self._usable_memo
+        if name in memo:
+            return memo[name]
+        memo[name] = True  # (a cimport cycle: decided by its other members)
+        ok = not is_stale(extension_path, source)
+        for dep in cimported(source) if ok else ():
+            dep_ext, dep_source = _module_files(dep)
+            if dep_ext is None or (dep_source is not None
+                                   and not self._usable(dep, dep_ext, dep_source)):
+                ok = False
+                break
+        memo[name] = ok
+        return ok
 
     def find_spec(self, name, path=None, target=None):
         if not name.startswith(_PACKAGES):
@@ -74,7 +132,7 @@ class _Finder:
             return spec  # compiled only (the memory core): nothing to choose
         if pure_requested():
             reason = "pure"
-        elif is_stale(spec.origin, source):
+        elif not self._usable(name, spec.origin, source):
             reason = "stale"
         else:
             self.compiled.add(name)

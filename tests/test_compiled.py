@@ -108,6 +108,46 @@ def test_a_source_newer_than_its_build_runs_interpreted_with_a_warning(fake_pack
     assert "pip install -e ." in err
 
 
+def _old(path):
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+
+
+def test_a_pxd_newer_than_its_build_runs_interpreted(fake_package):
+    """A module's augmenting .pxd (its cdef class layout) is part of its build too."""
+    pxd = fake_package / "kmock_compiled_fake" / "mod.pxd"
+    pxd.write_text("cdef class C:\n    cdef public object x\n")
+    _old(pxd)
+    assert _import_fake(fake_package)[0] == ["compiled", "compiled"]
+    os.utime(pxd)  # edited after the build
+    assert _import_fake(fake_package)[0] == ["source", "stale"]
+
+
+def test_a_module_whose_cimported_module_runs_interpreted_runs_interpreted(fake_package):
+    """A compiled module checks the layout of the classes it cimports when it loads: with
+    the other module interpreted (stale), it would not load, so it runs interpreted too."""
+    pkg = fake_package / "kmock_compiled_fake"
+    (pkg / "mod.pxd").write_text("from kmock_compiled_fake.dep cimport D\n")
+    (pkg / "dep.py").write_text("class D:\n    pass\n")
+    (pkg / f"dep{EXT}").write_bytes(b"")  # (never imported: only its date is read)
+    for f in ("mod.pxd", "dep.py"):
+        _old(pkg / f)
+    assert _import_fake(fake_package)[0] == ["compiled", "compiled"]
+    os.utime(pkg / "dep.py")  # dep edited after the build
+    assert _import_fake(fake_package)[0] == ["source", "stale"]
+    _old(pkg / "dep.py")
+    (pkg / f"dep{EXT}").unlink()  # dep not built at all
+    assert _import_fake(fake_package)[0] == ["source", "stale"]
+
+
+def test_cimported_reads_the_pxd(tmp_path):
+    (tmp_path / "a.py").write_text("")
+    assert compiled.cimported(str(tmp_path / "a.py")) == []  # no .pxd
+    (tmp_path / "a.pxd").write_text(
+        "cimport cython\nfrom kmock.kvm.vm cimport VM\ncimport kmock_x.y\n"
+        "from libc.stdint cimport uint64_t\n")
+    assert compiled.cimported(str(tmp_path / "a.py")) == ["kmock.kvm.vm", "kmock_x.y"]
+
+
 def test_pure_python_runs_the_source(fake_package):
     (x, how), err = _import_fake(fake_package, pure=True)
     assert (x, how) == ("source", "pure") and "RuntimeWarning" not in err
