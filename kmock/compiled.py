@@ -65,6 +65,14 @@ def is_stale(extension_path, source_path):
         return True  # unreadable: take the source, which is what would run without a build
 
 
+def _newer(path, than):
+    """Whether ``path`` exists and was modified after ``than`` (or ``than`` is gone)."""
+    try:
+        return os.stat(path).st_mtime_ns > os.stat(than).st_mtime_ns
+    except FileNotFoundError:
+        return not os.path.exists(than)
+
+
 _CIMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+cimport|cimport\s+([\w.]+))", re.M)
 
 
@@ -114,8 +122,12 @@ class _Finder:
         ok = not is_stale(extension_path, source)
         for dep in cimported(source) if ok else ():
             dep_ext, dep_source = _module_files(dep)
-            if dep_ext is None or (dep_source is not None
-                                   and not self._usable(dep, dep_ext, dep_source)):
+            # the layout this module was built against is the dep's .pxd of that time:
+            # an edited .pxd changes it (and Cython's load-time check only refuses a
+            # smaller class, not one whose members moved)
+            if dep_ext is None or (dep_source is not None and (
+                    _newer(dep_source[:-3] + ".pxd", extension_path)
+                    or not self._usable(dep, dep_ext, dep_source))):
                 ok = False
                 break
         memo[name] = ok

@@ -135,6 +135,15 @@ def test_a_module_whose_cimported_module_runs_interpreted_runs_interpreted(fake_
     os.utime(pkg / "dep.py")  # dep edited after the build
     assert _import_fake(fake_package)[0] == ["source", "stale"]
     _old(pkg / "dep.py")
+    (pkg / "dep.pxd").write_text("cdef class D:\n    cdef public object x, y\n")
+    _old(pkg / "dep.pxd")
+    assert _import_fake(fake_package)[0] == ["compiled", "compiled"]
+    # dep's layout changed and dep was rebuilt, mod was not: mod was built against the
+    # old layout (its reads of D's members would land on the wrong fields)
+    os.utime(pkg / "dep.pxd")
+    os.utime(pkg / f"dep{EXT}")
+    assert _import_fake(fake_package)[0] == ["source", "stale"]
+    _old(pkg / "dep.pxd")
     (pkg / f"dep{EXT}").unlink()  # dep not built at all
     assert _import_fake(fake_package)[0] == ["source", "stale"]
 

@@ -1,10 +1,23 @@
 # Cython declarations of kmock/kvm/vm.py (an augmenting .pxd, see kmock/notifier.pxd):
 # the fields the conversion and KVM_RUN paths read, as typed members; every other
 # attribute lives in the instance __dict__ as before.
+cimport cython
+
+from kmock.kvm.guest_memfd cimport GmemInode
+from kmock.kvm.memslot cimport Memslot
+
 
 cdef class VM:
     cdef dict __dict__
     cdef object __weakref__
     cdef public object kernel, vmtype, owner_pid, dead, slots_lock, mmu_lock
     cdef public object mmu_invalidate_in_progress, mmu_invalidate_seq, mmu_waiters
-    cdef public object stage2, mem_attrs, arch, hypercall_exit_enabled
+    cdef public object stage2, mem_attrs, arch, hypercall_exit_enabled, mem_attrs_supported
+    cdef public object _as
+
+    @cython.locals(slot=Memslot, inode=GmemInode)
+    cpdef set_memory_attributes(self, start, end, attributes)
+
+
+@cython.locals(vm=VM)
+cpdef vm_set_memory_attributes(f, arg)

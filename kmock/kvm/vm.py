@@ -98,6 +98,8 @@ class VM:
         self.hypercall_exit_enabled = 0
         self.arch = None  # owned by the architecture plugin
         self.caps = kernel.vm_caps(vmtype)
+        #: kvm_supported_mem_attributes() (fixed by the profile and the VM type)
+        self.mem_attrs_supported = self.supported_mem_attributes()
         #: this VM type's dispatch tables, by file type ("vm", "vcpu", "gmem")
         self.ioctl_tables = kernel.vmtype_tables(vmtype)
 
@@ -534,7 +536,7 @@ def vm_set_memory_attributes(f, arg):
     flags, attributes, address, size = arg.flags, arg.attributes, arg.address, arg.size
     if flags:
         raise oserror(errno.EINVAL)
-    if attributes and attributes & ~vm.supported_mem_attributes():
+    if attributes and attributes & ~vm.mem_attrs_supported:
         raise oserror(errno.EINVAL)
     if size == 0 or address + size > U64:
         raise oserror(errno.EINVAL)
