@@ -1,4 +1,20 @@
-# Cython declarations of kmock/kvm/stage2.py (an augmenting .pxd, see kmock/notifier.pxd).
+# Cython declarations of kmock/kvm/stage2.py (an augmenting .pxd, see kmock/notifier.pxd):
+# the fault path's locals are typed, and stage-2's map/zap/lookup are C calls from
+# typed callers.
+cimport cython
+
+from kmock.kvm.guest_memfd cimport GmemInode
+from kmock.kvm.memslot cimport Memslot
+from kmock.kvm.vm cimport VM
+
 
 cdef class Stage2:
     cdef public object pt, vm
+
+    cpdef map(self, gfn, pfn, npages, private, writable=*, leaf_size=*)
+    cpdef zap(self, start, end, kind=*, entries=*)
+    cpdef lookup(self, gfn)
+
+
+@cython.locals(vm=VM, slot=Memslot, inode=GmemInode, stage2=Stage2)
+cpdef faultin(vm, gpa, end, requested, write, want_data=*)

@@ -5,6 +5,7 @@ cimport cython
 
 from kmock.kvm.guest_memfd cimport GmemInode
 from kmock.kvm.memslot cimport Memslot
+from kmock.kvm.stage2 cimport Stage2
 
 
 cdef class VM:
@@ -12,7 +13,8 @@ cdef class VM:
     cdef object __weakref__
     cdef public object kernel, vmtype, owner_pid, dead, slots_lock, mmu_lock
     cdef public object mmu_invalidate_in_progress, mmu_invalidate_seq, mmu_waiters
-    cdef public object stage2, mem_attrs, arch, hypercall_exit_enabled, mem_attrs_supported
+    cdef public Stage2 stage2
+    cdef public object mem_attrs, arch, hypercall_exit_enabled, mem_attrs_supported
     cdef public object _as
 
     @cython.locals(slot=Memslot, inode=GmemInode)

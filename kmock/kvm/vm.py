@@ -22,7 +22,7 @@ from .guest_memfd import PAGE_SHIFT, PAGE_SIZE, create_guest_memfd
 # (the module, not its names: kmock.kvm.memslot's compiled form imports this module's VM
 # type when it loads, so either may be imported first)
 from . import memslot as _memslot
-from .stage2 import Stage2, faultin
+from . import stage2 as _stage2  # (the module: its compiled form imports VM, see above)
 from .stats import task_pid_nr, vm_get_stats_fd
 
 GFN_SPACE = 1 << 52  # GPAs are 64-bit: gfns up to 2**52
@@ -92,7 +92,7 @@ class VM:
         self._as = [_memslot.Memslots() for _ in range(kernel.profile.nr_memslot_as_ids)]
         self.mem_attrs = RangeMap(GFN_SPACE)
         #: the TDP page table (kmock.kvm.stage2): gfn -> frame, R/W, private
-        self.stage2 = Stage2(self)
+        self.stage2 = _stage2.Stage2(self)
         #: vCPU id -> vCPU (a dict; a missing id raises NoSuchVcpu)
         self.vcpus = VcpuTable()
         self.hypercall_exit_enabled = 0
@@ -220,7 +220,7 @@ class VM:
         errno KVM returns, ``done`` = pages mapped before it) where KVM's fault fails.
         """
         end = gfn + npages
-        faultin(self, gfn << PAGE_SHIFT, end << PAGE_SHIFT, None, False, want_data=False)
+        _stage2.faultin(self, gfn << PAGE_SHIFT, end << PAGE_SHIFT, None, False, want_data=False)
         return npages
 
     def stage2_lookup(self, gfn):

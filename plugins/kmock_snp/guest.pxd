@@ -3,6 +3,7 @@
 cimport cython
 
 from kmock.kvm.guest cimport Action
+from kmock.kvm.stage2 cimport Stage2
 from kmock.kvm.vcpu cimport Vcpu
 from kmock.kvm.vm cimport VM
 
@@ -12,7 +13,7 @@ from kmock_snp.state cimport Machine, SevInfo
 cdef class Pvalidate(Action):
     cdef public object gpa, validate, page_size, npfs
 
-    @cython.locals(vcpu=Vcpu, vm=VM, sev=SevInfo, m=Machine)
+    @cython.locals(vcpu=Vcpu, vm=VM, sev=SevInfo, m=Machine, stage2=Stage2)
     cpdef step(self, vcpu)
 
 

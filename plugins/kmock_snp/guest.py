@@ -101,13 +101,13 @@ class Pvalidate(Action):
         if gpa % self.page_size:
             return self.finish(S.PVALIDATE_FAIL_INPUT)
         gfn = gpa >> PAGE_SHIFT
-        lookup = vm.stage2.lookup  # (what vm.stage2_lookup calls: one call less per lookup)
+        stage2 = vm.stage2  # (what vm.stage2_lookup calls: one call less per lookup)
         with vm.guest_access():
-            mapped = lookup(gfn)
+            mapped = stage2.lookup(gfn)
             if mapped is None or not mapped[1]:
                 # the NPF on the gpa: KVM maps its page (the RMP entry decides the size)
                 segs = faultin(vm, gpa, gpa + PAGE_SIZE, True, False, want_data=False)
-                mapped = lookup(gfn)
+                mapped = stage2.lookup(gfn)
                 if not segs or segs[0].kind != "gmem" or mapped is None:
                     raise MemoryFault(errno.EFAULT, gfn, True)
             pfn = mapped[0]
