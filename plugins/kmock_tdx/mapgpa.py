@@ -57,9 +57,6 @@ class MapGpa:
     address width (tdx_read_cpuid(), CPUID 0x80000008 EAX[23:16]).
     """
 
-    __slots__ = ("end", "exit", "exit_enabled", "gpa", "maxphyaddr", "next", "result",
-                 "shared_bit", "size")
-
     def __init__(self, gpa, size, *, gpaw, exit_enabled=True, maxphyaddr=None):
         if gpaw != 48 and gpaw != 52:
             raise ValueError(f"GPAW must be 48 or 52, got {gpaw}")
