@@ -138,7 +138,7 @@ _EXIT_COUNTERS = {
 }
 
 
-#: every name count_run increments (VcpuStat starts each at 0)
+#: every name VcpuStat.count_exit increments (VcpuStat starts each at 0)
 _COUNTED = ("exits",) + tuple(sorted({n for reasons in _EXIT_COUNTERS.values()
                                       for names in reasons.values() for n in names}))
 
@@ -185,38 +185,27 @@ def task_pid_nr():
 
 
 class VcpuStat:
-    """The counters of one vCPU that kmock tracks (struct kvm_vcpu_stat, in part)."""
+    """The counters of one vCPU that kmock tracks (struct kvm_vcpu_stat, in part), for a
+    vCPU of ``arch`` ("x86" or "arm64")."""
 
-    __slots__ = ("counts",)
-
-    def __init__(self):
+    def __init__(self, arch="x86"):
         # a plain dict with every counted name present: ``+= 1`` on a Counter goes through
         # its Python-level methods (about 1,000 instructions each, on every KVM_RUN)
         self.counts = dict.fromkeys(_COUNTED, 0)
+        self.per_reason = _EXIT_COUNTERS.get(arch, {})
 
-
-def count_run(run, arch="x86"):
-    """Wrap the KVM_RUN handler ``run``: count the returns to userspace by exit reason
-    (``exits`` and ``arch``'s per-reason counter), as vcpu_enter_guest and the exit
-    handlers (handle_io, __kvm_emulate_halt, ...) do for the exits that reach userspace."""
-    per_reason = _EXIT_COUNTERS.get(arch, {})
-
-    def counted(f, arg):
-        r = run(f, arg)
-        vcpu = f.vcpu
-        counts = vcpu.stat.counts
+    def count_exit(self, run):
+        """KVM_RUN returned to userspace with ``run`` (the vCPU's kvm_run, or None once the
+        fd is closed): count ``exits`` and the arch's counter of its exit reason, as
+        vcpu_enter_guest and the exit handlers (handle_io, __kvm_emulate_halt, ...) do for
+        the exits that reach userspace."""
+        counts = self.counts
         counts["exits"] += 1
-        kvm_run = vcpu.run
-        if kvm_run is not None:
-            reason = kvm_run.exit_reason
-            if reason in per_reason:
-                for name in per_reason[reason]:
+        if run is not None:
+            names = self.per_reason.get(run.exit_reason)
+            if names is not None:
+                for name in names:
                     counts[name] += 1
-        return r
-
-    counted.__doc__ = run.__doc__
-    counted.__name__ = getattr(run, "__name__", "vcpu_run")
-    return counted
 
 
 def _vm_values(vm):

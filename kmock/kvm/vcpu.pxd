@@ -1,6 +1,8 @@
 # Cython declarations of kmock/kvm/vcpu.py (an augmenting .pxd, see kmock/notifier.pxd).
 cimport cython
 
+from kmock.kvm.guest cimport Action, GuestScript
+from kmock.kvm.stats cimport VcpuStat
 from kmock.kvm.vm cimport VM
 
 
@@ -9,8 +11,12 @@ cdef class Vcpu:
     cdef object __weakref__
     cdef public object vm, id, mutex, run, run_hypercall, run_hypercall_args, guest
     cdef public object pending, stopped, halted, entered, mmu_root_loaded, signal_pending
-    cdef public object stat, arch
+    cdef public object arch
+    cdef public VcpuStat stat
 
 
-@cython.locals(vm=VM, vcpu=Vcpu)
+@cython.locals(vcpu=Vcpu)
 cpdef vcpu_run(f, arg)
+
+@cython.locals(vm=VM, vcpu=Vcpu, pending=Action, script=GuestScript)
+cdef _vcpu_run(f, vcpu, arg)

@@ -26,7 +26,7 @@ from .guest import run as _guest_run
 from . import dirty_ring, x86_vcpu, x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
 from .stage2 import MemoryFault
-from .stats import VcpuStat, count_run, task_pid_nr, vcpu_get_stats_fd
+from .stats import VcpuStat, task_pid_nr, vcpu_get_stats_fd
 
 U64 = (1 << 64) - 1
 
@@ -82,7 +82,7 @@ class Vcpu:
         self.refs = 0
         #: vcpu->stats_id and the counters kmock tracks (kmock.kvm.stats)
         self.stats_id = f"kvm-{task_pid_nr()}/vcpu-{vcpu_id}"
-        self.stat = VcpuStat()
+        self.stat = VcpuStat(kernel.profile.arch)
         vm.get()
 
     def system_event_exit(self, event_type, *data):
@@ -229,13 +229,20 @@ def vcpu_run(f, arg):
     immediate_exit so that a VMM can complete an exit without re-entering the guest;
     immediate_exit -> EINTR with exit_reason left as it was (conformance scenario
     fact_vcpu_ioctls: the real kernel does not write it); then the guest script runs until an
-    exit. A memory fault exit raises OSError(EFAULT / EHWPOISON ...).
+    exit. A memory fault exit raises OSError(EFAULT / EHWPOISON ...). A return to userspace
+    is counted in the vCPU's statistics (kmock.kvm.stats).
     """
+    vcpu = f.vcpu
+    r = _vcpu_run(f, vcpu, arg)
+    vcpu.stat.count_exit(vcpu.run)
+    return r
+
+
+def _vcpu_run(f, vcpu, arg):
     vm = f.vm
     # (vm.check_caller(), inlined: KVM_RUN is the hottest ioctl)
     if vm.owner_pid != current_pid() or vm.dead:
         raise oserror(errno.EIO)
-    vcpu = f.vcpu
     mutex = vcpu.mutex
     mutex.acquire()
     try:
@@ -359,7 +366,7 @@ def vcpu_enable_cap(f, arg):
 
 def vcpu_ioctls(kernel):
     table = {
-        K.KVM_RUN: count_run(vcpu_run, kernel.profile.arch),
+        K.KVM_RUN: vcpu_run,
         K.KVM_PRE_FAULT_MEMORY: vcpu_pre_fault_memory,
         K.KVM_ENABLE_CAP: vcpu_enable_cap,
         K.KVM_GET_STATS_FD: vcpu_get_stats_fd,
