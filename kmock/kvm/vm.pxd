@@ -17,6 +17,8 @@ cdef class VM:
     cdef public object mem_attrs, arch, hypercall_exit_enabled, mem_attrs_supported
     cdef public object _as
 
+    cpdef mmu_invalidate_end(self)
+
     @cython.locals(slot=Memslot, inode=GmemInode)
     cpdef set_memory_attributes(self, start, end, attributes)
 
