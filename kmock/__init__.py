@@ -9,6 +9,7 @@ The public face::
     env = kmock.subprocess_env(k)            # a native child (LD_PRELOAD) reaches k
 """
 
+from . import _real  # noqa: F401 (the real os/fcntl/mmap, before any patcher exists)
 from . import compiled as _compiled
 
 _compiled.install()  # before any compiled module loads (see kmock.compiled)

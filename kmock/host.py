@@ -12,19 +12,19 @@ beyond EOF of a shmem file) shows up as a short copy, which is reported as
 Kept deliberately thin: it is the baseline of ``kmock bench``.
 """
 
-import fcntl
 import operator
-import os
 
 from . import _libc
+from ._real import fcntl, os  # (not sys.modules': a patcher may be active at this import)
 from .errors import SigBus
 from .syscall_api import Mapping, SyscallAPI
 from .uapi import kvm as _kvm
 
-# The real functions, taken when kmock is imported: HostKernel is the real kernel, and a
-# test that patches os/fcntl to reach a mock (kmock.testing, the pytest plugin) must not
-# turn HostKernel's calls into calls on that mock (an fd number the mock once owned may be
-# the real kernel's now).
+# The real functions (kmock._real: the modules as they were when kmock was imported, even
+# when this module is first imported while a patcher is active): HostKernel is the real
+# kernel, and a test that patches os/fcntl to reach a mock (kmock.testing, the pytest plugin)
+# must not turn HostKernel's calls into calls on that mock (an fd number the mock once owned
+# may be the real kernel's now).
 _open, _close, _dup = os.open, os.close, os.dup
 _read, _write, _pread, _pwrite = os.read, os.write, os.pread, os.pwrite
 _lseek, _fstat, _ftruncate = os.lseek, os.fstat, os.ftruncate

@@ -286,3 +286,29 @@ def test_ioctl_passes_integer_arguments_beyond_a_c_int():
         with pytest.raises(OSError) as e:
             k.ioctl(vm, K.KVM_SET_TSS_ADDR, 1 << 32)
         assert e.value.errno == errno.EINVAL
+
+
+def test_host_first_imported_while_patched_still_calls_the_real_os():
+    """HostKernel is the real kernel even when kmock.host is first imported while a patcher
+    is active (the pytest plugin's fixture): the patcher's copies of os/fcntl are then in
+    sys.modules. It once bound them, and a later test's HostKernel ioctl on a real fd got
+    the mock's answer (EINVAL instead of EFAULT, in a suite run on 2 workers)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import fcntl, os, sys
+        import kmock
+        REAL = [fcntl.ioctl, os.open, os.read]  # (a list: the patcher rebinds plain names)
+        k = kmock.Kernel("linux-6.18")
+        with kmock.patched(k):
+            assert sys.modules["fcntl"].ioctl is not REAL[0]  # the copies are in place
+            from kmock import host
+        print(host._ioctl is REAL[0], host._open is REAL[1], host._read is REAL[2])
+        k.close_all()
+    """)
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
