@@ -258,6 +258,7 @@ def _vcpu_run(f, vcpu, arg):
             # exit_reason untouched, else it blocks until a signal (EINTR, KVM_EXIT_INTR)
             if run.immediate_exit:
                 raise oserror(errno.EINTR)
+            x86_vcpu.accept_events(vcpu)  # a pending SIPI starts it (vcpu_block)
             _guest.sleep_stopped(vcpu)
         pending = vcpu.pending
         if pending is not None:

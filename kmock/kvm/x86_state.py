@@ -226,6 +226,11 @@ class X86State:
         self.nmi_injected = self.nmi_pending = self.nmi_masked = 0
         self.smm = self.smi_pending = self.smm_inside_nmi = 0
         self.triple_fault_pending = 0  # KVM_REQ_TRIPLE_FAULT
+        #: apic->sipi_vector (KVM_SET_VCPU_EVENTS' VALID_SIPI_VECTOR) and the KVM_APIC_SIPI
+        #: bit of apic->pending_events (KVM_SET_MP_STATE SIPI_RECEIVED), which
+        #: kmock.kvm.x86_vcpu.accept_events consumes
+        self.sipi_vector = 0
+        self.sipi_pending = False
         #: vcpu->arch.pending_external_vector: the vector KVM_INTERRUPT queued on a split-
         #: irqchip VM (None: none); kmock's guest never acknowledges the ExtINT [kmock]
         self.pending_external_vector = None

@@ -545,9 +545,32 @@ def get_cpuid2(f, arg):
 
 
 def get_mp_state(f, arg):
-    st = state(vcpu_of(f))
-    copy_to_user(arg, X.kvm_mp_state(st.mp_state))
+    """kvm_arch_vcpu_ioctl_get_mpstate: the pending events are accepted first."""
+    vcpu = vcpu_of(f)
+    accept_events(vcpu)
+    copy_to_user(arg, X.kvm_mp_state(state(vcpu).mp_state))
     return 0
+
+
+def accept_events(vcpu):
+    """kvm_apic_accept_events (arch/x86/kvm/lapic.c) for the SIPI KVM_SET_MP_STATE
+    (SIPI_RECEIVED) left pending: it is consumed, and delivered only to a vCPU still
+    INIT_RECEIVED (kvm_vcpu_deliver_sipi_vector: CS selector = vector << 8, base =
+    vector << 12, RIP 0; then RUNNABLE); in SMM it is eaten. KVM_GET_MP_STATE and a KVM_RUN
+    that enters the vCPU accept it; KVM_SET_MP_STATE, KVM_GET_SREGS and a KVM_RUN refused
+    for immediate_exit do not (conformance ``x86_sipi_vector``)."""
+    st = state(vcpu)
+    if not st.sipi_pending:
+        return
+    st.sipi_pending = False
+    if st.smm or st.mp_state != X.KVM_MP_STATE_INIT_RECEIVED:
+        return
+    cs = st.sregs.cs
+    cs.selector = st.sipi_vector << 8
+    cs.base = st.sipi_vector << 12
+    st.regs.rip = 0
+    st.mp_state = X.KVM_MP_STATE_RUNNABLE
+    vcpu.set_stopped(False)
 
 
 #: the states KVM_SET_MP_STATE takes only with an in-kernel LAPIC (x86.c)
@@ -564,7 +587,7 @@ def set_mp_state(f, arg):
     AP_RESET_HOLD, INIT_RECEIVED and SIPI_RECEIVED only with an in-kernel LAPIC (split
     or full irqchip); INIT/SIPI also not while an SMI is pending; anything else EINVAL.
     SIPI_RECEIVED is stored as INIT_RECEIVED with the SIPI pending, which the next
-    KVM_GET_MP_STATE or KVM_RUN accepts (kvm_apic_accept_events): RUNNABLE, as
+    KVM_GET_MP_STATE or KVM_RUN accepts (:func:`accept_events`): RUNNABLE, as
     GET reads it right after on this machine (conformance ``x86_mp_state_lapic``).
     Waiting for INIT/SIPI (UNINITIALIZED, as QEMU puts its APs at reset), the vCPU's
     KVM_RUN blocks until a signal; HALTED halts it as a guest HLT does."""
@@ -580,7 +603,8 @@ def set_mp_state(f, arg):
             (st.smm or st.smi_pending):
         raise oserror(errno.EINVAL)  # !kvm_apic_init_sipi_allowed (SMM) or smi_pending
     if value == X.KVM_MP_STATE_SIPI_RECEIVED:
-        value = X.KVM_MP_STATE_RUNNABLE
+        value = X.KVM_MP_STATE_INIT_RECEIVED
+        st.sipi_pending = True  # set_bit(KVM_APIC_SIPI, &apic->pending_events)
     st.mp_state = value
     vcpu.halted = value == X.KVM_MP_STATE_HALTED
     vcpu.set_stopped(value in WAIT_FOR_SIPI)
@@ -693,6 +717,9 @@ def set_vcpu_events(f, arg):
         limit = 1 if ev.nmi.masked or ev.nmi.injected else 2
         st.nmi_pending = min(ev.nmi.pending, limit)
     st.nmi_masked = 1 if ev.nmi.masked else 0
+    if ev.flags & X.KVM_VCPUEVENT_VALID_SIPI_VECTOR and \
+            x86_vm.state(vcpu.vm).irqchip_in_kernel:
+        st.sipi_vector = ev.sipi_vector  # apic->sipi_vector (lapic_in_kernel only)
     if smm:
         if not st.kvm_smm:
             if ev.smi.smm or ev.smi.pending or ev.smi.smm_inside_nmi:

@@ -1116,6 +1116,81 @@ def x86_mp_state_lapic(sys, rec):
                 rec.record(f"{mode}: mp_state after the run", mp.mp_state)
 
 
+@scenario("x86_sipi_vector",
+          "The SIPI of KVM_SET_MP_STATE(SIPI_RECEIVED) with an in-kernel LAPIC: the vector "
+          "KVM_SET_VCPU_EVENTS gives (VALID_SIPI_VECTOR), accepted at the next "
+          "KVM_GET_MP_STATE (CS = vector << 8, base vector << 12, RIP 0), not at the SET; "
+          "a vector without the flag is ignored; a SIPI the vCPU is no longer "
+          "INIT_RECEIVED for is dropped; KVM_RUN with immediate_exit does not accept it")
+def x86_sipi_vector(sys, rec):
+    import mmap
+
+    from ..uapi import x86 as X86
+
+    kvm = open_kvm(sys, rec)
+    size = sys.ioctl(kvm, K.KVM_GET_VCPU_MMAP_SIZE, 0)
+    vm = create_vm(sys, rec, kvm)
+    rec.call("KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+    cpu = vcpu(sys, rec, vm, 1, label="KVM_CREATE_VCPU 1")
+    if cpu is None:
+        return
+
+    def cs_rip(label):
+        sregs, regs = X86.kvm_sregs(), X86.kvm_regs()
+        if rec.call(f"{label}: KVM_GET_SREGS", sys.ioctl, cpu, X86.KVM_GET_SREGS, sregs) \
+                is None or rec.call(f"{label}: KVM_GET_REGS", sys.ioctl, cpu,
+                                    X86.KVM_GET_REGS, regs) is None:
+            return
+        rec.record(f"{label}: cs selector, base, rip",
+                   (hex(sregs.cs.selector), hex(sregs.cs.base), hex(regs.rip)))
+
+    def set_vector(label, vector, flags=X86.KVM_VCPUEVENT_VALID_SIPI_VECTOR):
+        ev = X86.kvm_vcpu_events()
+        if rec.call(f"{label}: KVM_GET_VCPU_EVENTS", sys.ioctl, cpu,
+                    X86.KVM_GET_VCPU_EVENTS, ev) is None:
+            return
+        rec.record(f"{label}: sipi_vector read back", ev.sipi_vector)
+        ev.sipi_vector, ev.flags = vector, flags
+        rec.call(f"{label}: KVM_SET_VCPU_EVENTS", sys.ioctl, cpu, X86.KVM_SET_VCPU_EVENTS, ev)
+
+    def set_mp(label, value):
+        rec.call(f"{label}: KVM_SET_MP_STATE {value}", sys.ioctl, cpu, X86.KVM_SET_MP_STATE,
+                 X86.kvm_mp_state(value))
+
+    def get_mp(label):
+        mp = X86.kvm_mp_state()
+        if rec.call(f"{label}: KVM_GET_MP_STATE", sys.ioctl, cpu, X86.KVM_GET_MP_STATE, mp) \
+                is not None:
+            rec.record(f"{label}: mp_state", mp.mp_state)
+
+    cs_rip("at reset")
+    set_vector("vector 0x12", 0x12)
+    set_mp("vector 0x12", X86.KVM_MP_STATE_SIPI_RECEIVED)
+    cs_rip("vector 0x12, before GET_MP_STATE")
+    get_mp("vector 0x12")
+    cs_rip("vector 0x12, after GET_MP_STATE")
+    set_vector("vector 0x34 without VALID_SIPI_VECTOR", 0x34, flags=0)
+    set_mp("vector 0x34 without the flag", X86.KVM_MP_STATE_SIPI_RECEIVED)
+    get_mp("vector 0x34 without the flag")
+    cs_rip("vector 0x34 without the flag")
+    set_vector("vector 0x56", 0x56)
+    set_mp("vector 0x56, SIPI", X86.KVM_MP_STATE_SIPI_RECEIVED)
+    set_mp("vector 0x56, then RUNNABLE", X86.KVM_MP_STATE_RUNNABLE)
+    get_mp("vector 0x56, RUNNABLE before the accept")
+    cs_rip("vector 0x56, RUNNABLE before the accept")
+    set_vector("vector 0x78", 0x78)
+    set_mp("vector 0x78", X86.KVM_MP_STATE_SIPI_RECEIVED)
+    m = rec.call("mmap kvm_run", sys.mmap, cpu, size, mmap.PROT_READ | mmap.PROT_WRITE,
+                 mmap.MAP_SHARED)
+    if m is not None:
+        m[1] = 1  # immediate_exit
+        rec.call("vector 0x78: KVM_RUN with immediate_exit", sys.ioctl, cpu, K.KVM_RUN, 0)
+        m[1] = 0
+    cs_rip("vector 0x78, after KVM_RUN with immediate_exit")
+    get_mp("vector 0x78")
+    cs_rip("vector 0x78, after GET_MP_STATE")
+
+
 @scenario("x86_vm_tsc_khz",
           "KVM_GET/SET_TSC_KHZ on the VM fd (kvm->arch.default_tsc_khz, what QEMU sets for a "
           "TD and kvm_util reads): the default is the host's rate, 0 means the host's, new "

@@ -1000,6 +1000,27 @@ REFERENCE.update({
               ("KVM_RUN of an AP waiting for SIPI (kicked after 0.3 s)", E("EINTR")),
               ("exit_reason", ("ok", 10)), ("mp_state after the run", ("ok", 1)))],
     ],
+    # lapic.c kvm_apic_accept_events (a pending SIPI is consumed; delivered only to an
+    # INIT_RECEIVED vCPU) and x86.c kvm_vcpu_deliver_sipi_vector (CS = vector << 8, base
+    # vector << 12, RIP 0), reached from kvm_arch_vcpu_ioctl_get_mpstate, not from the SET
+    # or GET_SREGS; kvm_vcpu_ioctl_x86_set_vcpu_events stores apic->sipi_vector only with
+    # VALID_SIPI_VECTOR, and GET reports 0; KVM_RUN with immediate_exit returns -EINTR first
+    "x86_sipi_vector": [
+        ("at reset: cs selector, base, rip", ("ok", ("0xf000", "0xffff0000", "0xfff0"))),
+        ("vector 0x12: sipi_vector read back", ("ok", 0)),
+        ("vector 0x12, before GET_MP_STATE: cs selector, base, rip",
+         ("ok", ("0xf000", "0xffff0000", "0xfff0"))),
+        ("vector 0x12: mp_state", ("ok", 0)),
+        ("vector 0x12, after GET_MP_STATE: cs selector, base, rip", ("ok", ("0x1200", "0x12000", "0x0"))),
+        ("vector 0x34 without the flag: cs selector, base, rip", ("ok", ("0x1200", "0x12000", "0x0"))),
+        ("vector 0x56, RUNNABLE before the accept: mp_state", ("ok", 0)),
+        ("vector 0x56, RUNNABLE before the accept: cs selector, base, rip",
+         ("ok", ("0x1200", "0x12000", "0x0"))),
+        ("vector 0x78: KVM_RUN with immediate_exit", E("EINTR")),
+        ("vector 0x78, after KVM_RUN with immediate_exit: cs selector, base, rip",
+         ("ok", ("0x1200", "0x12000", "0x0"))),
+        ("vector 0x78, after GET_MP_STATE: cs selector, base, rip", ("ok", ("0x7800", "0x78000", "0x0"))),
+    ],
     # x86.c kvm_arch_vm_ioctl KVM_SET/GET_TSC_KHZ (kvm->created_vcpus check: EINVAL after
     # the first vCPU) and kvm_arch_vcpu_create (kvm_set_tsc_khz of the VM's default)
     "x86_vm_tsc_khz": [

@@ -40,7 +40,7 @@ def test_which_states_set_takes(irqchip):
             except OSError as e:
                 assert e.errno == errno.EINVAL
             k.ioctl(fd, X.KVM_SET_MP_STATE, X.kvm_mp_state(X.KVM_MP_STATE_RUNNABLE))
-        if irqchip:  # SIPI_RECEIVED (4) is accepted at once: RUNNABLE
+        if irqchip:  # SIPI_RECEIVED (4): the GET accepts the pending SIPI: RUNNABLE
             assert took == {0: 0, 1: 1, 2: 2, 3: 3, 4: 0, 9: 9}
         else:
             assert took == {0: 0}
@@ -80,5 +80,66 @@ def test_an_ap_waiting_for_sipi_blocks_in_kvm_run_until_signalled():
         k.ioctl(fd, X.KVM_SET_MP_STATE, X.kvm_mp_state(X.KVM_MP_STATE_RUNNABLE))
         k.ioctl(fd, K.KVM_RUN, 0)  # runnable again: the guest's outb exits
         assert vcpu.run.exit_reason == K.KVM_EXIT_IO and vcpu.run.io.port == 0x80
+    finally:
+        k.close_all()
+
+
+def _cs_rip(k, fd):
+    sregs, regs = X.kvm_sregs(), X.kvm_regs()
+    k.ioctl(fd, X.KVM_GET_SREGS, sregs)
+    k.ioctl(fd, X.KVM_GET_REGS, regs)
+    return sregs.cs.selector, sregs.cs.base, regs.rip
+
+
+def _set_sipi_vector(k, fd, vector):
+    ev = X.kvm_vcpu_events()
+    k.ioctl(fd, X.KVM_GET_VCPU_EVENTS, ev)
+    ev.sipi_vector, ev.flags = vector, X.KVM_VCPUEVENT_VALID_SIPI_VECTOR
+    k.ioctl(fd, X.KVM_SET_VCPU_EVENTS, ev)
+
+
+def test_a_pending_sipi_starts_the_vcpu_at_its_vector_in_kvm_run():
+    """KVM_SET_MP_STATE(SIPI_RECEIVED) leaves the SIPI pending (INIT_RECEIVED); the KVM_RUN
+    that enters the vCPU accepts it (kvm_vcpu_block -> kvm_apic_accept_events): CS =
+    vector << 8, base vector << 12, RIP 0, and the guest runs. immediate_exit is refused
+    before (EINTR, nothing accepted). The conformance scenario x86_sipi_vector compares the
+    GET_MP_STATE path with the real kernel."""
+    k, fd = _vcpu(True)
+    try:
+        vcpu = k.file(fd).vcpu
+        _set_sipi_vector(k, fd, 0x9A)
+        k.ioctl(fd, X.KVM_SET_MP_STATE, X.kvm_mp_state(X.KVM_MP_STATE_SIPI_RECEIVED))
+        vcpu.guest.outb(0x80, 1)
+        vcpu.run.immediate_exit = 1
+        with pytest.raises(OSError) as e:
+            k.ioctl(fd, K.KVM_RUN, 0)
+        assert e.value.errno == errno.EINTR
+        assert _cs_rip(k, fd) == (0xF000, 0xFFFF0000, 0xFFF0)  # not accepted
+        vcpu.run.immediate_exit = 0
+        k.ioctl(fd, K.KVM_RUN, 0)
+        assert vcpu.run.exit_reason == K.KVM_EXIT_IO and vcpu.run.io.port == 0x80
+        assert _cs_rip(k, fd)[:2] == (0x9A00, 0x9A000)
+        assert _get(k, fd) == X.KVM_MP_STATE_RUNNABLE
+    finally:
+        k.close_all()
+
+
+def test_a_sipi_vector_needs_its_flag_and_a_sipi_an_init_received_vcpu():
+    """The vector needs VALID_SIPI_VECTOR; a SIPI whose vCPU left INIT_RECEIVED before the
+    accept is dropped (CS and RIP stay)."""
+    k, fd = _vcpu(True)
+    try:
+        ev = X.kvm_vcpu_events()
+        k.ioctl(fd, X.KVM_GET_VCPU_EVENTS, ev)
+        ev.sipi_vector, ev.flags = 0x44, 0  # no VALID_SIPI_VECTOR: ignored
+        k.ioctl(fd, X.KVM_SET_VCPU_EVENTS, ev)
+        k.ioctl(fd, X.KVM_SET_MP_STATE, X.kvm_mp_state(X.KVM_MP_STATE_SIPI_RECEIVED))
+        assert _get(k, fd) == X.KVM_MP_STATE_RUNNABLE
+        assert _cs_rip(k, fd) == (0, 0, 0)  # vector 0
+        _set_sipi_vector(k, fd, 0x55)
+        k.ioctl(fd, X.KVM_SET_MP_STATE, X.kvm_mp_state(X.KVM_MP_STATE_SIPI_RECEIVED))
+        k.ioctl(fd, X.KVM_SET_MP_STATE, X.kvm_mp_state(X.KVM_MP_STATE_RUNNABLE))
+        assert _get(k, fd) == X.KVM_MP_STATE_RUNNABLE
+        assert _cs_rip(k, fd) == (0, 0, 0)  # the SIPI was dropped
     finally:
         k.close_all()
