@@ -196,6 +196,33 @@ def reset(vcpu, page):
     put(page, APIC_SPIV, 0xFF)
 
 
+def get_cr8(vcpu):
+    """kvm_lapic_get_cr8: CR8 is the TPR's priority class (TPR bits 7:4)."""
+    return (get(lapic(vcpu).regs, APIC_TASKPRI) & 0xF0) >> 4
+
+
+def set_cr8(vcpu, cr8):
+    """kvm_lapic_set_tpr from kvm_set_cr8: TPR = CR8 << 4 (its low bits cleared), then
+    apic_update_ppr. Probed on this project's 6.18 host (conformance ``x86_init_event``)."""
+    ap = lapic(vcpu)
+    put(ap.regs, APIC_TASKPRI, (cr8 & 0xF) << 4)
+    put(ap.regs, APIC_PROCPRI, _ppr(ap.regs, ap.isr_count))
+
+
+def init_reset(vcpu):
+    """kvm_lapic_reset(init_event=true), for an INIT the vCPU accepts: the register page as
+    :func:`reset` makes it, except that the xAPIC ID is kept (only RESET writes it); the APIC
+    base is untouched. A page never made yet is made reset at its first use anyway."""
+    ap = state(vcpu).lapic
+    if ap is None:
+        return
+    kept_id = get(ap.regs, APIC_ID)
+    ap.regs[:] = bytes(len(ap.regs))
+    ap.isr_count = 0
+    reset(vcpu, ap.regs)
+    put(ap.regs, APIC_ID, kept_id)
+
+
 def _fixup(vcpu, page, set_):
     """kvm_apic_state_fixup: in x2APIC mode the ID is the x2APIC ID. With
     KVM_X2APIC_API_USE_32BIT_IDS a SET with another ID is EINVAL; without it the ID is

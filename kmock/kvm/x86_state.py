@@ -183,20 +183,9 @@ class X86State:
         profile = vcpu.vm.kernel.profile
         s = settings(profile)
         self.supported = profile.cpuid
-        self.regs = K.kvm_regs()
-        # kvm_vcpu_reset: RDX = CPUID.1.EAX of the guest, 0x600 while there is none;
-        # vmx_vcpu_reset: RIP 0xfff0, RFLAGS bit 1, the real-mode segments
-        self.regs.rdx = 0x600
-        self.regs.rip = 0xFFF0
-        self.regs.rflags = 0x2
-        sr = self.sregs = X.kvm_sregs()
-        sr.cs = _seg(0xFFFF0000, 0xFFFF, 0xF000, 0xB, 1)
-        for name in ("ds", "es", "fs", "gs", "ss"):
-            setattr(sr, name, _seg(0, 0xFFFF, 0, 0x3, 1))
-        sr.tr = _seg(0, 0xFFFF, 0, 0xB, 0)
-        sr.ldt = _seg(0, 0xFFFF, 0, 0x2, 0)
-        sr.gdt.limit = sr.idt.limit = 0xFFFF
-        sr.cr0 = 0x60000010  # X86_CR0_NW | X86_CR0_CD | X86_CR0_ET
+        self.cpuid = ()
+        self._reset_registers(0x60000010)  # X86_CR0_NW | X86_CR0_CD | X86_CR0_ET
+        sr = self.sregs
         # APIC_DEFAULT_PHYS_BASE | MSR_IA32_APICBASE_ENABLE, BSP for kvm->arch.bsp_vcpu_id
         sr.apic_base = 0xFEE00000 | 0x800 | (0x100 if vcpu.id == 0 else 0)
         #: the base the LAPIC page (kmock.kvm.x86_lapic, made on first use) was reset with
@@ -207,7 +196,6 @@ class X86State:
         #: the MMU's PAE PDPTRs (KVM_GET/SET_SREGS2; kvm_pdptr_read / kvm_pdptr_write)
         self.pdptrs = [0, 0, 0, 0]
         self.legacy_paging = s.get("legacy_paging", True)
-        self.cpuid = ()
         self.cpuid_set = False  # kvm_vcpu_after_set_cpuid has run
         self.cr4_allowed = s.get("cr4_allowed") or cr4_features(profile.cpuid)
         self.cr4_guest_rsvd = s.get("cr4_guest_rsvd", True)
@@ -231,6 +219,8 @@ class X86State:
         #: kmock.kvm.x86_vcpu.accept_events consumes
         self.sipi_vector = 0
         self.sipi_pending = False
+        #: the KVM_APIC_INIT bit of apic->pending_events (KVM_SET_VCPU_EVENTS' latched_init)
+        self.init_pending = False
         #: vcpu->arch.pending_external_vector: the vector KVM_INTERRUPT queued on a split-
         #: irqchip VM (None: none); kmock's guest never acknowledges the ExtINT [kmock]
         self.pending_external_vector = None
@@ -266,6 +256,45 @@ class X86State:
         self.pvclock_stopped = False
 
     # TSC
+
+    def _reset_registers(self, cr0):
+        """kvm_vcpu_reset's registers: RDX = CPUID.1.EAX of the guest (0x600 while there is
+        none); vmx_vcpu_reset: RIP 0xfff0, RFLAGS bit 1, the real-mode segments; the other
+        GPRs, CR2-CR4, CR8, EFER and the descriptor tables 0. APIC_BASE is the caller's."""
+        self.regs = K.kvm_regs()
+        e = cpuid_entry(self.cpuid, 1, 0)
+        self.regs.rdx = e[3] if e else 0x600
+        self.regs.rip = 0xFFF0
+        self.regs.rflags = 0x2
+        apic_base = getattr(self, "sregs", None) and self.sregs.apic_base
+        sr = self.sregs = X.kvm_sregs()
+        sr.cs = _seg(0xFFFF0000, 0xFFFF, 0xF000, 0xB, 1)
+        for name in ("ds", "es", "fs", "gs", "ss"):
+            setattr(sr, name, _seg(0, 0xFFFF, 0, 0x3, 1))
+        sr.tr = _seg(0, 0xFFFF, 0, 0xB, 0)
+        sr.ldt = _seg(0, 0xFFFF, 0, 0x2, 0)
+        sr.gdt.limit = sr.idt.limit = 0xFFFF
+        sr.cr0 = cr0
+        if apic_base:
+            sr.apic_base = apic_base
+
+    def init_event(self):
+        """kvm_vcpu_reset(vcpu, init_event=true), for the state kmock keeps: the registers
+        as at creation except APIC_BASE (kept) and CR0's CD and NW (kept: CR0 = ET | the
+        old NW/CD); the debug registers reset; the queued exception, interrupt and NMIs and
+        the interrupt shadow cleared (their vector numbers stay); the MSRs, XCR0 and the
+        TSC kept. Probed on this project's 6.18 host (conformance ``x86_init_event``)."""
+        self._reset_registers(0x10 | (self.sregs.cr0 & 0x60000000))
+        self.db = [0, 0, 0, 0]
+        self.dr6 = 0xFFFF0FF0  # DR6_ACTIVE_LOW
+        self.dr7 = 0x400  # DR7_FIXED_1
+        self.exception = dict(self.exception, injected=0, pending=0, has_payload=0,
+                              payload=0)
+        self.interrupt = (0, self.interrupt[1], 0)
+        self.shadow = 0
+        self.nmi_injected = self.nmi_pending = 0
+        self.smi_pending = 0
+        self.triple_fault_pending = 0
     def tsc(self):
         return (host_tsc(self.tsc_khz) + self.tsc_offset) & U64
 

@@ -73,6 +73,8 @@ def get_sregs(f, arg):
     protected(vcpu)
     st = state(vcpu)
     out = X.kvm_sregs.from_buffer_copy(st.sregs)
+    if x86_lapic.in_kernel(vcpu):
+        out.cr8 = x86_lapic.get_cr8(vcpu)  # kvm_get_cr8: the LAPIC's TPR
     for i in range(4):
         out.interrupt_bitmap[i] = 0
     injected, nr, soft = st.interrupt
@@ -106,7 +108,8 @@ def _set_sregs_common(vcpu, st, s, update_pdptrs):
     """__set_sregs_common's checks and stores, shared by SET_SREGS and SET_SREGS2 (``s``
     is a kvm_sregs; its interrupt_bitmap is ignored here): EINVAL if kvm_is_valid_sregs
     fails or kvm_apic_set_base refuses apic_base; CR8 with reserved bits is not written
-    (kvm_set_cr8's error is ignored). With ``update_pdptrs`` and PAE paging in the new
+    (kvm_set_cr8's error is ignored); with an in-kernel LAPIC, CR8 is its TPR's class
+    (kvm_lapic_set_tpr; GET reads it back from the TPR). With ``update_pdptrs`` and PAE paging in the new
     state, load_pdptrs reads the PDPTEs at CR3 from guest memory
     (kmock.kvm.x86_paging.load_pdptrs; its failure is ignored: the PDPTRs keep their
     value). With the profile setting ``legacy_paging`` False (probed: the PVM host) CR0.PG
@@ -115,6 +118,8 @@ def _set_sregs_common(vcpu, st, s, update_pdptrs):
         raise oserror(errno.EINVAL)
     if s.cr8 & ~0xF:
         s.cr8 = st.sregs.cr8
+    elif x86_lapic.in_kernel(vcpu):
+        x86_lapic.set_cr8(vcpu, s.cr8)  # kvm_set_cr8 -> kvm_lapic_set_tpr
     if not st.legacy_paging and not s.efer & X.EFER_LMA:
         s.cr0 &= ~X.X86_CR0_PG  # the PVM probe host (settings "legacy_paging")
     for i in range(4):
@@ -158,6 +163,8 @@ def get_sregs2(f, arg):
     st = state(vcpu)
     out = X.kvm_sregs2()
     ctypes.memmove(ctypes.addressof(out), ctypes.addressof(st.sregs), _SREGS_COMMON)
+    if x86_lapic.in_kernel(vcpu):
+        out.cr8 = x86_lapic.get_cr8(vcpu)  # kvm_get_cr8: the LAPIC's TPR
     if _pae_paging(st.sregs):
         out.flags = X.KVM_SREGS2_FLAGS_PDPTRS_VALID
         for i, v in enumerate(st.pdptrs):
@@ -553,13 +560,23 @@ def get_mp_state(f, arg):
 
 
 def accept_events(vcpu):
-    """kvm_apic_accept_events (arch/x86/kvm/lapic.c) for the SIPI KVM_SET_MP_STATE
-    (SIPI_RECEIVED) left pending: it is consumed, and delivered only to a vCPU still
-    INIT_RECEIVED (kvm_vcpu_deliver_sipi_vector: CS selector = vector << 8, base =
+    """kvm_apic_accept_events (arch/x86/kvm/lapic.c): first a latched INIT
+    (KVM_SET_VCPU_EVENTS' smi.latched_init; kept while in SMM) resets the vCPU
+    (X86State.init_event) and makes it RUNNABLE if it is the BSP, else INIT_RECEIVED; then
+    the SIPI KVM_SET_MP_STATE (SIPI_RECEIVED) left pending is consumed, and delivered only
+    to a vCPU still INIT_RECEIVED (kvm_vcpu_deliver_sipi_vector: CS selector = vector << 8, base =
     vector << 12, RIP 0; then RUNNABLE); in SMM it is eaten. KVM_GET_MP_STATE and a KVM_RUN
     that enters the vCPU accept it; KVM_SET_MP_STATE, KVM_GET_SREGS and a KVM_RUN refused
     for immediate_exit do not (conformance ``x86_sipi_vector``)."""
     st = state(vcpu)
+    if st.init_pending and not st.smm:  # (INITs are latched while in SMM)
+        st.init_pending = False
+        st.init_event()
+        x86_lapic.init_reset(vcpu)
+        bsp = vcpu.id == x86_vm.state(vcpu.vm).bsp_vcpu_id
+        st.mp_state = X.KVM_MP_STATE_RUNNABLE if bsp else X.KVM_MP_STATE_INIT_RECEIVED
+        vcpu.halted = False
+        vcpu.set_stopped(not bsp)
     if not st.sipi_pending:
         return
     st.sipi_pending = False
@@ -656,6 +673,7 @@ def get_vcpu_events(f, arg):
     ev.smi.smm = st.smm
     ev.smi.pending = st.smi_pending
     ev.smi.smm_inside_nmi = st.smm_inside_nmi
+    ev.smi.latched_init = 1 if st.init_pending else 0  # kvm_lapic_latched_init
     ev.flags = (X.KVM_VCPUEVENT_VALID_NMI_PENDING | X.KVM_VCPUEVENT_VALID_SHADOW |
                 X.KVM_VCPUEVENT_VALID_SMM)
     if payload:
@@ -726,6 +744,12 @@ def set_vcpu_events(f, arg):
                 raise oserror(errno.EINVAL)  # no CONFIG_KVM_SMM: after the writes above
         else:
             st.smi_pending = ev.smi.pending
+        if x86_vm.state(vcpu.vm).irqchip_in_kernel:
+            # set_bit / clear_bit(KVM_APIC_INIT, &apic->pending_events): the INIT is taken
+            # at the next accept (KVM_GET_MP_STATE, or KVM_RUN: its slow path, below)
+            st.init_pending = bool(ev.smi.latched_init)
+            # (a latched INIT sends KVM_RUN through its stopped path, which accepts it)
+            vcpu.set_stopped(st.init_pending or st.mp_state in WAIT_FOR_SIPI)
     if ev.flags & X.KVM_VCPUEVENT_VALID_TRIPLE_FAULT:
         if not triple:
             # checked last, as x86.c does: the events above are written already (EINVAL

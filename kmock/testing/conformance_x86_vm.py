@@ -1191,6 +1191,117 @@ def x86_sipi_vector(sys, rec):
     cs_rip("vector 0x78, after GET_MP_STATE")
 
 
+@scenario("x86_init_event",
+          "An INIT latched through KVM_SET_VCPU_EVENTS (VALID_SMM, smi.latched_init) with an "
+          "in-kernel LAPIC: read back as latched until KVM_GET_MP_STATE accepts it; then the "
+          "BSP is RUNNABLE and an AP INIT_RECEIVED, with the registers, debug registers and "
+          "queued events reset (APIC_BASE, CR0.CD/NW, the MSRs kept); a latch cleared "
+          "before the accept does nothing")
+def x86_init_event(sys, rec):
+    import ctypes
+
+    from ..uapi import x86 as X86
+
+    class _Msr(ctypes.Structure):  # struct kvm_msrs with one entry
+        _fields_ = [("nmsrs", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                    ("entry", X86.kvm_msr_entry)]
+
+    kvm = open_kvm(sys, rec)
+    for vid in (0, 1):
+        who = "BSP" if vid == 0 else "AP"
+        vm = create_vm(sys, rec, kvm, label=f"{who}: KVM_CREATE_VM")
+        rec.call(f"{who}: KVM_CREATE_IRQCHIP", sys.ioctl, vm, X.KVM_CREATE_IRQCHIP, 0)
+        cpu = vcpu(sys, rec, vm, vid, label=f"{who}: KVM_CREATE_VCPU {vid}")
+        if cpu is None:
+            continue
+        rec.call(f"{who}: SET_MP_STATE RUNNABLE", sys.ioctl, cpu, X86.KVM_SET_MP_STATE,
+                 X86.kvm_mp_state(X86.KVM_MP_STATE_RUNNABLE))
+        regs, sregs, dregs = X86.kvm_regs(), X86.kvm_sregs(), X86.kvm_debugregs()
+        sys.ioctl(cpu, X86.KVM_GET_REGS, regs)
+        regs.rax, regs.rbx, regs.rsp, regs.rip, regs.rflags = 0x1234, 7, 0x9000, 0x55, 0x202
+        rec.call(f"{who}: SET_REGS", sys.ioctl, cpu, X86.KVM_SET_REGS, regs)
+        sys.ioctl(cpu, X86.KVM_GET_SREGS, sregs)
+        sregs.cs.selector, sregs.cs.base, sregs.ds.selector, sregs.cr2 = 0x800, 0x8000, 0x10, 0x11
+        sregs.gdt.base, sregs.gdt.limit = 0x5000, 0x7F
+        sregs.cr0, sregs.cr4, sregs.efer, sregs.cr8 = 0x11, 0x20, 0x100, 5
+        rec.call(f"{who}: SET_SREGS", sys.ioctl, cpu, X86.KVM_SET_SREGS, sregs)
+        sys.ioctl(cpu, X86.KVM_GET_DEBUGREGS, dregs)
+        dregs.db[0], dregs.dr7 = 0x4444, 0x401
+        rec.call(f"{who}: SET_DEBUGREGS", sys.ioctl, cpu, X86.KVM_SET_DEBUGREGS, dregs)
+        msr = _Msr(nmsrs=1)
+        msr.entry.index, msr.entry.data = 0xC0000081, 0x1234  # MSR_STAR
+        rec.call(f"{who}: SET_MSRS STAR", sys.ioctl, cpu, X86.KVM_SET_MSRS, msr)
+        ev = X86.kvm_vcpu_events()
+        sys.ioctl(cpu, X86.KVM_GET_VCPU_EVENTS, ev)
+        ev.flags = X86.KVM_VCPUEVENT_VALID_NMI_PENDING | X86.KVM_VCPUEVENT_VALID_SHADOW
+        ev.nmi.pending, ev.nmi.injected = 1, 1
+        ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.shadow = 1, 0x30, 1
+        ev.exception.injected, ev.exception.nr = 1, 13
+        ev.exception.has_error_code, ev.exception.error_code = 1, 8
+        rec.call(f"{who}: SET_VCPU_EVENTS (queued events)", sys.ioctl, cpu,
+                 X86.KVM_SET_VCPU_EVENTS, ev)
+        page = X86.kvm_lapic_state()
+        sys.ioctl(cpu, X86.KVM_GET_LAPIC, page)
+        raw = bytearray(bytes(page))
+        raw[0x80], raw[0xF0], raw[0xF1], raw[0x320], raw[0x322] = 0x20, 0xFF, 1, 0x40, 0
+        rec.call(f"{who}: SET_LAPIC (TPR, SVR enabled, LVTT unmasked)", sys.ioctl, cpu,
+                 X86.KVM_SET_LAPIC, X86.kvm_lapic_state.from_buffer_copy(bytes(raw)))
+
+        def events(label):
+            e = X86.kvm_vcpu_events()
+            if rec.call(f"{who}: {label}: GET_VCPU_EVENTS", sys.ioctl, cpu,
+                        X86.KVM_GET_VCPU_EVENTS, e) is not None:
+                rec.record(f"{who}: {label}: nmi, interrupt, shadow, exception, latched_init",
+                           (e.nmi.pending, e.nmi.injected, e.interrupt.injected,
+                            e.interrupt.nr, e.interrupt.shadow, e.exception.injected,
+                            e.exception.nr, e.exception.error_code, e.smi.latched_init))
+
+        def latch(label, value):
+            e = X86.kvm_vcpu_events()
+            sys.ioctl(cpu, X86.KVM_GET_VCPU_EVENTS, e)
+            e.flags = X86.KVM_VCPUEVENT_VALID_SMM
+            e.smi.latched_init = value
+            rec.call(f"{who}: {label}: SET_VCPU_EVENTS latched_init={value}", sys.ioctl, cpu,
+                     X86.KVM_SET_VCPU_EVENTS, e)
+
+        def state(label):
+            r, sr, dr = X86.kvm_regs(), X86.kvm_sregs(), X86.kvm_debugregs()
+            sys.ioctl(cpu, X86.KVM_GET_REGS, r)
+            sys.ioctl(cpu, X86.KVM_GET_SREGS, sr)
+            sys.ioctl(cpu, X86.KVM_GET_DEBUGREGS, dr)
+            rec.record(f"{who}: {label}: regs", bytes(r).hex())
+            rec.record(f"{who}: {label}: sregs", bytes(sr).hex())
+            rec.record(f"{who}: {label}: debugregs", (hex(dr.db[0]), hex(dr.dr6), hex(dr.dr7)))
+            lp = X86.kvm_lapic_state()
+            if rec.call(f"{who}: {label}: GET_LAPIC", sys.ioctl, cpu, X86.KVM_GET_LAPIC, lp) \
+                    is not None:
+                rec.record(f"{who}: {label}: LAPIC TPR, SVR, LVTT",
+                           (bytes(lp)[0x80:0x84].hex(), bytes(lp)[0xF0:0xF4].hex(),
+                            bytes(lp)[0x320:0x324].hex()))
+            m = _Msr(nmsrs=1)
+            m.entry.index = 0xC0000081
+            if rec.call(f"{who}: {label}: GET_MSRS STAR", sys.ioctl, cpu, X86.KVM_GET_MSRS, m) \
+                    is not None:
+                rec.record(f"{who}: {label}: STAR", hex(m.entry.data))
+
+        def mp(label):
+            m = X86.kvm_mp_state()
+            if rec.call(f"{who}: {label}: GET_MP_STATE", sys.ioctl, cpu, X86.KVM_GET_MP_STATE,
+                        m) is not None:
+                rec.record(f"{who}: {label}: mp_state", m.mp_state)
+
+        latch("latch then clear", 1)
+        latch("latch then clear", 0)
+        mp("latch cleared")
+        state("latch cleared")
+        latch("INIT", 1)
+        events("INIT latched")
+        state("INIT latched, not accepted")
+        mp("INIT")
+        events("INIT accepted")
+        state("INIT accepted")
+
+
 @scenario("x86_vm_tsc_khz",
           "KVM_GET/SET_TSC_KHZ on the VM fd (kvm->arch.default_tsc_khz, what QEMU sets for a "
           "TD and kvm_util reads): the default is the host's rate, 0 means the host's, new "

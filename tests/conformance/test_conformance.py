@@ -1000,6 +1000,23 @@ REFERENCE.update({
               ("KVM_RUN of an AP waiting for SIPI (kicked after 0.3 s)", E("EINTR")),
               ("exit_reason", ("ok", 10)), ("mp_state after the run", ("ok", 1)))],
     ],
+    # x86.c kvm_vcpu_ioctl_x86_set_vcpu_events (VALID_SMM: smi.latched_init sets or clears
+    # KVM_APIC_INIT; GET reads kvm_lapic_latched_init) and lapic.c kvm_apic_accept_events
+    # (from kvm_arch_vcpu_ioctl_get_mpstate): kvm_vcpu_reset(init_event) and
+    # kvm_lapic_reset(init_event), the BSP RUNNABLE, an AP INIT_RECEIVED; the MSRs kept
+    "x86_init_event": [
+        *[(f"{who}: {label}", want) for who, mp in (("BSP", 0), ("AP", 2)) for label, want in (
+            ("latch cleared: mp_state", ("ok", 0)),
+            ("INIT latched: nmi, interrupt, shadow, exception, latched_init",
+             ("ok", (1, 1, 1, 48, 1, 1, 13, 8, 1))),
+            ("INIT latched, not accepted: debugregs", ("ok", ("0x4444", "0xffff0ff0", "0x401"))),
+            ("INIT: mp_state", ("ok", mp)),
+            ("INIT accepted: nmi, interrupt, shadow, exception, latched_init",
+             ("ok", (0, 0, 0, 48, 0, 0, 13, 8, 0))),
+            ("INIT accepted: debugregs", ("ok", ("0x0", "0xffff0ff0", "0x400"))),
+            ("INIT accepted: LAPIC TPR, SVR, LVTT", ("ok", ("00000000", "ff000000", "00000100"))),
+            ("INIT accepted: STAR", ("ok", "0x1234")))],
+    ],
     # lapic.c kvm_apic_accept_events (a pending SIPI is consumed; delivered only to an
     # INIT_RECEIVED vCPU) and x86.c kvm_vcpu_deliver_sipi_vector (CS = vector << 8, base
     # vector << 12, RIP 0), reached from kvm_arch_vcpu_ioctl_get_mpstate, not from the SET

@@ -143,3 +143,45 @@ def test_a_sipi_vector_needs_its_flag_and_a_sipi_an_init_received_vcpu():
         assert _cs_rip(k, fd) == (0, 0, 0)  # the SIPI was dropped
     finally:
         k.close_all()
+
+
+def test_a_latched_init_resets_the_vcpu_at_kvm_run():
+    """KVM_SET_VCPU_EVENTS(VALID_SMM, smi.latched_init) latches an INIT; the next KVM_RUN
+    accepts it (vcpu_enter_guest's KVM_REQ_EVENT -> kvm_apic_accept_events): the BSP is
+    reset and runs from 0xf000:0xfff0; an AP is reset and waits for SIPI (KVM_RUN blocks
+    until signalled). The conformance scenario x86_init_event compares the
+    KVM_GET_MP_STATE path with the real kernel."""
+    for vid in (0, 1):
+        k = kmock.Kernel("linux-6.18")
+        try:
+            kvm = k.open("/dev/kvm", os.O_RDWR)
+            vm = k.ioctl(kvm, K.KVM_CREATE_VM, 0)
+            k.ioctl(vm, K.KVM_CREATE_IRQCHIP, 0)
+            fd = k.ioctl(vm, K.KVM_CREATE_VCPU, vid)
+            vcpu = k.file(fd).vcpu
+            k.ioctl(fd, X.KVM_SET_MP_STATE, X.kvm_mp_state(X.KVM_MP_STATE_RUNNABLE))
+            regs = X.kvm_regs()
+            k.ioctl(fd, X.KVM_GET_REGS, regs)
+            regs.rip, regs.rax = 0x1000, 5
+            k.ioctl(fd, X.KVM_SET_REGS, regs)
+            ev = X.kvm_vcpu_events()
+            k.ioctl(fd, X.KVM_GET_VCPU_EVENTS, ev)
+            ev.flags, ev.smi.latched_init = X.KVM_VCPUEVENT_VALID_SMM, 1
+            k.ioctl(fd, X.KVM_SET_VCPU_EVENTS, ev)
+            vcpu.guest.outb(0x80, 1)
+            if vid == 0:
+                k.ioctl(fd, K.KVM_RUN, 0)
+                assert vcpu.run.exit_reason == K.KVM_EXIT_IO
+                assert _get(k, fd) == X.KVM_MP_STATE_RUNNABLE
+            else:  # the AP waits for SIPI: immediate_exit gets EINTR, then a GET accepts
+                vcpu.run.immediate_exit = 1
+                with pytest.raises(OSError) as e:
+                    k.ioctl(fd, K.KVM_RUN, 0)
+                assert e.value.errno == errno.EINTR
+                assert _get(k, fd) == X.KVM_MP_STATE_INIT_RECEIVED
+            k.ioctl(fd, X.KVM_GET_REGS, regs)
+            assert (regs.rip, regs.rax) == (0xFFF0, 0)
+            k.ioctl(fd, X.KVM_GET_VCPU_EVENTS, ev)
+            assert ev.smi.latched_init == 0
+        finally:
+            k.close_all()
