@@ -40,6 +40,9 @@ FEATURE = "feature"      # a feature MSR: readable and writable only while the g
                          # ARCH_CAPABILITIES any value); otherwise as ZERO_ONLY
 GATED = "gated"          # stored while the guest's CPUID has the feature, else accepted and
                          # dropped; read back as stored
+CONSTANT = "constant"    # reads a fixed value (the rule's second item), every write refused
+SEGBASE = "segbase"      # MSR_FS_BASE / MSR_GS_BASE: the segment base KVM_GET/SET_SREGS
+                         # shows (the VMCS's GUEST_FS/GS_BASE), canonical values only
 
 #: where both system-time MSRs keep their value: MSR_KVM_SYSTEM_TIME_NEW
 SYSTEM_TIME_KEY = 0x4B564D01
@@ -106,7 +109,22 @@ MSR_RULES = {
     0x4B564D05: (STORE, U64 & ~1),  # MSR_KVM_POLL_CONTROL: bit 0 only
     0x4B564D06: (ASYNC_PF, U64 & ~0xFF),  # MSR_KVM_ASYNC_PF_INT: the vector only
     0x4B564D07: (IGNORED, 0),       # MSR_KVM_ASYNC_PF_ACK
+    # not in the index list, but served to a host-initiated access (probed on the 6.18 host,
+    # conformance x86_unlisted_msrs; x86.c kvm_get/set_msr_common, vmx_get/set_msr)
+    0x17: (REFUSED, 0),             # MSR_IA32_PLATFORM_ID: reads 0
+    0xC1: (IGNORED, 0),             # MSR_IA32_PERFCTR0 (no vPMU counters for the guest)
+    0xC2: (IGNORED, 0),             # MSR_IA32_PERFCTR1
+    0x186: (IGNORED, 0),            # MSR_P6_EVNTSEL0
+    0x187: (IGNORED, 0),            # MSR_P6_EVNTSEL1
+    0x198: (CONSTANT, 1000 | 4 << 40),  # MSR_IA32_PERF_STATUS: KVM's fixed answer
+    0x199: (REFUSED, 0),            # MSR_IA32_PERF_CTL: reads 0
+    0xC0000100: (SEGBASE, 0),       # MSR_FS_BASE
+    0xC0000101: (SEGBASE, 0),       # MSR_GS_BASE
+    0xC0000103: (STORE, U64 & ~0xFFFFFFFF),  # MSR_TSC_AUX: bits 63:32 reserved
 }
+
+#: SEGBASE MSRs -> the kvm_sregs segment whose base they are
+_SEGBASE = {0xC0000100: "fs", 0xC0000101: "gs"}
 
 # --- MSRs ------------------------------------------------------------------------------------
 
@@ -171,6 +189,10 @@ def get_msr(st, vcpu, index):
         return st.msrs.get(SYSTEM_TIME_KEY, 0)
     if kind == FEATURE and not cpuid_has(st.cpuid, *FEATURE_CPUID[index]):
         return 0  # host-initiated read of an advertised MSR the guest lacks
+    if kind == CONSTANT:
+        return rule[1]
+    if kind == SEGBASE:
+        return getattr(st.sregs, _SEGBASE[index]).base
     return st.msrs.get(index, 0)
 
 
@@ -203,8 +225,12 @@ def set_msr(st, vcpu, index, data):
         pass
     elif kind == ZERO_ONLY:
         return data == 0
-    elif kind == REFUSED:
+    elif kind == REFUSED or kind == CONSTANT:
         return False
+    elif kind == SEGBASE:
+        if not canonical(data, st.va_bits):
+            return False
+        getattr(st.sregs, _SEGBASE[index]).base = data
     elif kind == ASYNC_PF:
         if data & reserved:
             return False

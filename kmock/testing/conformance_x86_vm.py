@@ -1302,6 +1302,53 @@ def x86_init_event(sys, rec):
         state("INIT accepted")
 
 
+@scenario("x86_unlisted_msrs",
+          "Host-initiated KVM_GET/SET_MSRS of MSRs KVM serves without listing them in "
+          "KVM_GET_MSR_INDEX_LIST (PLATFORM_ID, the first PMU counters and event selects, "
+          "PERF_STATUS/CTL, FS/GS_BASE, TSC_AUX), on a vCPU with no CPUID: what a read "
+          "returns, which writes are taken and what reads back; FS/GS_BASE are the "
+          "segment bases of KVM_GET/SET_SREGS")
+def x86_unlisted_msrs(sys, rec):
+    import ctypes
+
+    from ..uapi import x86 as X86
+
+    class _Msr(ctypes.Structure):  # struct kvm_msrs with one entry
+        _fields_ = [("nmsrs", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                    ("entry", X86.kvm_msr_entry)]
+
+    kvm = open_kvm(sys, rec)
+    vm = create_vm(sys, rec, kvm)
+    cpu = vcpu(sys, rec, vm, 0)
+    if cpu is None:
+        return
+
+    def get(label, index):
+        m = _Msr(nmsrs=1)
+        m.entry.index = index
+        n = rec.call(f"{label}: GET_MSRS {index:#x}", sys.ioctl, cpu, X86.KVM_GET_MSRS, m)
+        if n:
+            rec.record(f"{label}: {index:#x} reads", hex(m.entry.data))
+
+    for index in (0x17, 0xC1, 0xC2, 0x186, 0x187, 0x198, 0x199, 0xC0000100, 0xC0000101,
+                  0xC0000103):
+        get("fresh", index)
+        for value in (0, 0x1234, 0x8000000000001000, 0xFFFF800000001000, 0x100000000):
+            m = _Msr(nmsrs=1)
+            m.entry.index, m.entry.data = index, value
+            rec.call(f"SET_MSRS {index:#x} = {value:#x}", sys.ioctl, cpu, X86.KVM_SET_MSRS, m)
+            get(f"after {value:#x}", index)
+    m = _Msr(nmsrs=1)
+    m.entry.index, m.entry.data = 0xC0000100, 0x1234
+    rec.call("SET_MSRS FS_BASE = 0x1234", sys.ioctl, cpu, X86.KVM_SET_MSRS, m)
+    sregs = X86.kvm_sregs()
+    if rec.call("GET_SREGS", sys.ioctl, cpu, X86.KVM_GET_SREGS, sregs) is not None:
+        rec.record("sregs fs.base", hex(sregs.fs.base))
+        sregs.gs.base = 0x5678
+        rec.call("SET_SREGS gs.base = 0x5678", sys.ioctl, cpu, X86.KVM_SET_SREGS, sregs)
+        get("after SET_SREGS", 0xC0000101)
+
+
 @scenario("x86_vm_tsc_khz",
           "KVM_GET/SET_TSC_KHZ on the VM fd (kvm->arch.default_tsc_khz, what QEMU sets for a "
           "TD and kvm_util reads): the default is the host's rate, 0 means the host's, new "

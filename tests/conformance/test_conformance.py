@@ -1000,6 +1000,24 @@ REFERENCE.update({
               ("KVM_RUN of an AP waiting for SIPI (kicked after 0.3 s)", E("EINTR")),
               ("exit_reason", ("ok", 10)), ("mp_state after the run", ("ok", 1)))],
     ],
+    # x86.c kvm_get_msr_common / kvm_set_msr_common (PLATFORM_ID and PERF_CTL read 0,
+    # PERF_STATUS reads 1000 | 4 << 40, writes refused; TSC_AUX bits 63:32 reserved), the
+    # vPMU's counters with no PMU in the guest (writes dropped), vmx_get/set_msr FS/GS_BASE
+    # (the segment bases, canonical only)
+    "x86_unlisted_msrs": [
+        ("fresh: 0x17 reads", ("ok", "0x0")), ("SET_MSRS 0x17 = 0x0", ("ok", 0)),
+        ("fresh: 0xc1 reads", ("ok", "0x0")), ("SET_MSRS 0xc1 = 0x1234", ("ok", 1)),
+        ("after 0x1234: 0xc1 reads", ("ok", "0x0")),
+        ("fresh: 0x198 reads", ("ok", "0x400000003e8")), ("SET_MSRS 0x198 = 0x0", ("ok", 0)),
+        ("SET_MSRS 0x199 = 0x0", ("ok", 0)),
+        ("SET_MSRS 0xc0000100 = 0x8000000000001000", ("ok", 0)),
+        ("after 0xffff800000001000: 0xc0000100 reads", ("ok", "0xffff800000001000")),
+        ("SET_MSRS 0xc0000103 = 0x1234", ("ok", 1)),
+        ("SET_MSRS 0xc0000103 = 0x100000000", ("ok", 0)),
+        ("after 0x100000000: 0xc0000103 reads", ("ok", "0x1234")),
+        ("sregs fs.base", ("ok", "0x1234")),
+        ("after SET_SREGS: 0xc0000101 reads", ("ok", "0x5678")),
+    ],
     # x86.c kvm_vcpu_ioctl_x86_set_vcpu_events (VALID_SMM: smi.latched_init sets or clears
     # KVM_APIC_INIT; GET reads kvm_lapic_latched_init) and lapic.c kvm_apic_accept_events
     # (from kvm_arch_vcpu_ioctl_get_mpstate): kvm_vcpu_reset(init_event) and
