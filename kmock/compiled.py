@@ -137,8 +137,20 @@ class _Finder:
         if not name.startswith(_PACKAGES):
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+        if spec is None:
+            return None
+        if _patcher_active() and name.partition(".")[0] == "kmock":
+            spec = self._choose(name, spec)
+            spec.loader = _RealOsLoader(spec.loader)
+            return spec
+        if not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
             return None  # a .py module or a package: the usual import
+        return self._choose(name, spec)
+
+    def _choose(self, name, spec):
+        """``spec`` of a compiled module, or of its .py (stale, or not wanted)."""
+        if not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            return spec
         source = source_of(spec.origin)
         if source is None:
             return spec  # compiled only (the memory core): nothing to choose
@@ -157,6 +169,31 @@ class _Finder:
                 "(and so does every other such module). Rebuild with "
                 "`python3 -m pip install -e .`", RuntimeWarning, stacklevel=2)
         return importlib.util.spec_from_file_location(name, source)
+
+
+def _patcher_active():
+    # (getattr: the patcher module itself may be importing, partly initialised)
+    active = getattr(sys.modules.get("kmock.testing.patcher"), "active_patchers", None)
+    return active is not None and bool(active())
+
+
+class _RealOsLoader:
+    """A kmock module imported while kmock.testing's patcher is active: its loader, then
+    kmock.testing.patcher.restore_real on the module, so that it keeps the real os, fcntl
+    and mmap rather than the patcher's copies then in ``sys.modules``."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        sys.modules["kmock.testing.patcher"].restore_real(module)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
 
 
 def install():

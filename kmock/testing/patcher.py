@@ -16,7 +16,9 @@ rebound, while active; ``sys.modules["os"]`` (and fcntl, mmap) is the copy too, 
 (pytest, pluggy, hypothesis, the standard library) keep the real modules, so the
 mock's own use of the OS is never intercepted. A module imported while patching is
 active keeps the copy after ``stop()``, which then passes every call to the OS; its
-``from os import open`` names are real unless ``rescan()`` runs.
+``from os import open`` names are real unless ``rescan()`` runs. One of kmock's own modules
+imported while active gets the real modules and functions back at once (kmock.compiled
+calls :func:`restore_real`).
 The result of a scan is cached per module while its namespace keeps its size.
 
 ``pause()``/``resume()`` undo and redo the patching without losing state (the pytest
@@ -274,6 +276,32 @@ class Patcher:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+def active_patchers():
+    """The patchers started and not stopped, innermost last."""
+    return tuple(_stack)
+
+
+def restore_real(module):
+    """Undo in ``module``'s namespace what importing it while a patcher is active bound: the
+    patchers' copies of os/fcntl/mmap (they are in ``sys.modules`` then) and their fake
+    functions become the real ones again. kmock.compiled calls this for kmock's own modules
+    (the patcher leaves them alone: the mock's own use of the OS is never intercepted) that
+    are first imported while a patcher is active."""
+    if not _stack:
+        return
+    keys = {}
+    for p in _stack:
+        for key, proxy in p._proxies.items():
+            keys[id(proxy)] = key
+        for key, fake in p._fakes.items():
+            keys[id(fake)] = key
+    ns = vars(module)
+    for attr, value in list(ns.items()):
+        key = keys.get(id(value))
+        if key is not None:
+            ns[attr] = _real(key)
 
 
 def _real(key):

@@ -182,3 +182,30 @@ def test_mmap_object_faults_like_the_kernel_on_private_pages():
             m.close()
     finally:
         k.close_all()
+
+
+def test_a_kmock_module_first_imported_while_patched_keeps_the_real_os():
+    """The patcher leaves kmock's own modules alone, but one imported for the first time
+    while it is active would bind its copies of os/fcntl/mmap (they are in sys.modules
+    then): kmock.compiled hands such a module to patcher.restore_real. Fresh interpreter:
+    kmock.trace is not imported by a Kernel."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, sys
+        import kmock
+        k = kmock.Kernel("linux-6.18")
+        REAL = [os]
+        assert "kmock.trace" not in sys.modules
+        with kmock.patched(k):
+            assert sys.modules["os"] is not REAL[0]  # the patcher's copy is in place
+            import kmock.trace as t
+            print(t.os is REAL[0], t.__spec__.loader.__class__.__name__)
+        k.close_all()
+    """)
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "_RealOsLoader"]
