@@ -1198,13 +1198,8 @@ def x86_sipi_vector(sys, rec):
           "queued events reset (APIC_BASE, CR0.CD/NW, the MSRs kept); a latch cleared "
           "before the accept does nothing")
 def x86_init_event(sys, rec):
-    import ctypes
-
     from ..uapi import x86 as X86
-
-    class _Msr(ctypes.Structure):  # struct kvm_msrs with one entry
-        _fields_ = [("nmsrs", ctypes.c_uint32), ("pad", ctypes.c_uint32),
-                    ("entry", X86.kvm_msr_entry)]
+    from .conformance_vcpu import msrs_buf, msrs_values
 
     kvm = open_kvm(sys, rec)
     for vid in (0, 1):
@@ -1228,9 +1223,8 @@ def x86_init_event(sys, rec):
         sys.ioctl(cpu, X86.KVM_GET_DEBUGREGS, dregs)
         dregs.db[0], dregs.dr7 = 0x4444, 0x401
         rec.call(f"{who}: SET_DEBUGREGS", sys.ioctl, cpu, X86.KVM_SET_DEBUGREGS, dregs)
-        msr = _Msr(nmsrs=1)
-        msr.entry.index, msr.entry.data = 0xC0000081, 0x1234  # MSR_STAR
-        rec.call(f"{who}: SET_MSRS STAR", sys.ioctl, cpu, X86.KVM_SET_MSRS, msr)
+        rec.call(f"{who}: SET_MSRS STAR", sys.ioctl, cpu, X86.KVM_SET_MSRS,
+                 msrs_buf([(0xC0000081, 0x1234)]))  # MSR_STAR
         ev = X86.kvm_vcpu_events()
         sys.ioctl(cpu, X86.KVM_GET_VCPU_EVENTS, ev)
         ev.flags = X86.KVM_VCPUEVENT_VALID_NMI_PENDING | X86.KVM_VCPUEVENT_VALID_SHADOW
@@ -1278,11 +1272,10 @@ def x86_init_event(sys, rec):
                 rec.record(f"{who}: {label}: LAPIC TPR, SVR, LVTT",
                            (bytes(lp)[0x80:0x84].hex(), bytes(lp)[0xF0:0xF4].hex(),
                             bytes(lp)[0x320:0x324].hex()))
-            m = _Msr(nmsrs=1)
-            m.entry.index = 0xC0000081
+            m = msrs_buf([(0xC0000081, 0)])
             if rec.call(f"{who}: {label}: GET_MSRS STAR", sys.ioctl, cpu, X86.KVM_GET_MSRS, m) \
                     is not None:
-                rec.record(f"{who}: {label}: STAR", hex(m.entry.data))
+                rec.record(f"{who}: {label}: STAR", hex(msrs_values(m, 1)[0]))
 
         def mp(label):
             m = X86.kvm_mp_state()
@@ -1309,13 +1302,8 @@ def x86_init_event(sys, rec):
           "returns, which writes are taken and what reads back; FS/GS_BASE are the "
           "segment bases of KVM_GET/SET_SREGS")
 def x86_unlisted_msrs(sys, rec):
-    import ctypes
-
     from ..uapi import x86 as X86
-
-    class _Msr(ctypes.Structure):  # struct kvm_msrs with one entry
-        _fields_ = [("nmsrs", ctypes.c_uint32), ("pad", ctypes.c_uint32),
-                    ("entry", X86.kvm_msr_entry)]
+    from .conformance_vcpu import msrs_buf, msrs_values
 
     kvm = open_kvm(sys, rec)
     vm = create_vm(sys, rec, kvm)
@@ -1324,23 +1312,20 @@ def x86_unlisted_msrs(sys, rec):
         return
 
     def get(label, index):
-        m = _Msr(nmsrs=1)
-        m.entry.index = index
+        m = msrs_buf([(index, 0)])
         n = rec.call(f"{label}: GET_MSRS {index:#x}", sys.ioctl, cpu, X86.KVM_GET_MSRS, m)
         if n:
-            rec.record(f"{label}: {index:#x} reads", hex(m.entry.data))
+            rec.record(f"{label}: {index:#x} reads", hex(msrs_values(m, 1)[0]))
 
     for index in (0x17, 0xC1, 0xC2, 0x186, 0x187, 0x198, 0x199, 0xC0000100, 0xC0000101,
                   0xC0000103):
         get("fresh", index)
         for value in (0, 0x1234, 0x8000000000001000, 0xFFFF800000001000, 0x100000000):
-            m = _Msr(nmsrs=1)
-            m.entry.index, m.entry.data = index, value
-            rec.call(f"SET_MSRS {index:#x} = {value:#x}", sys.ioctl, cpu, X86.KVM_SET_MSRS, m)
+            rec.call(f"SET_MSRS {index:#x} = {value:#x}", sys.ioctl, cpu, X86.KVM_SET_MSRS,
+                     msrs_buf([(index, value)]))
             get(f"after {value:#x}", index)
-    m = _Msr(nmsrs=1)
-    m.entry.index, m.entry.data = 0xC0000100, 0x1234
-    rec.call("SET_MSRS FS_BASE = 0x1234", sys.ioctl, cpu, X86.KVM_SET_MSRS, m)
+    rec.call("SET_MSRS FS_BASE = 0x1234", sys.ioctl, cpu, X86.KVM_SET_MSRS,
+             msrs_buf([(0xC0000100, 0x1234)]))
     sregs = X86.kvm_sregs()
     if rec.call("GET_SREGS", sys.ioctl, cpu, X86.KVM_GET_SREGS, sregs) is not None:
         rec.record("sregs fs.base", hex(sregs.fs.base))
