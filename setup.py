@@ -16,6 +16,7 @@ because extensions need ext_modules).
 """
 import glob
 import os
+import re
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -80,10 +81,32 @@ core = cythonize(
      Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"])],
     compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
 )
+_CIMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+cimport|cimport\s+([\w.]+))", re.M)
+
+
+def _pxd_of(module):
+    """The .pxd of a module of this project (kmock.x.y or a plugin's kmock_p.y), or None."""
+    parts = module.split(".")
+    root = () if parts[0] == "kmock" else ("plugins",)
+    path = os.path.join(*root, *parts) + ".pxd"
+    return path if os.path.exists(path) else None
+
+
 def _source_mtime(path):
-    """The newer of the .py and of its augmenting .pxd (kmock.compiled reads both)."""
-    pxd = path[:-3] + ".pxd"
-    return max(os.stat(p).st_mtime_ns for p in (path, pxd) if os.path.exists(p))
+    """The newest of the .py, its augmenting .pxd and every .pxd that one cimports
+    (transitively): the build is current with all of them, as kmock.compiled checks."""
+    files, todo = {path}, [path[:-3] + ".pxd"]
+    while todo:
+        pxd = todo.pop()
+        if pxd in files or not os.path.exists(pxd):
+            continue
+        files.add(pxd)
+        with open(pxd) as f:
+            for a, b in _CIMPORT.findall(f.read()):
+                dep = _pxd_of(a or b)
+                if dep is not None:
+                    todo.append(dep)
+    return max(os.stat(p).st_mtime_ns for p in files)
 
 
 #: module name -> (source path, its mtime when Cython reads it): see ParallelBuildExt.run

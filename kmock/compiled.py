@@ -114,24 +114,38 @@ class _Finder:
 
     def _usable(self, name, extension_path, source):
         """Whether the compiled module is current, and so is every module its .pxd
-        cimports (transitively)."""
+        cimports (transitively), each built after the .pxd files it cimports last changed.
+
+        Decided for the whole cimport closure at once (a fixed point: cimports form
+        cycles, e.g. kmock.kvm.vm and kmock.kvm.memslot), so that a compiled module never
+        loads beside an interpreted one it cimports: Cython's load-time check refuses only
+        a smaller class, and a stale build would read the wrong fields."""
         memo = self._usable_memo
         if name in memo:
             return memo[name]
-        memo[name] = True  # (a cimport cycle: decided by its other members)
-        ok = not is_stale(extension_path, source)
-        for dep in cimported(source) if ok else ():
-            dep_ext, dep_source = _module_files(dep)
-            # the layout this module was built against is the dep's .pxd of that time:
-            # an edited .pxd changes it (and Cython's load-time check only refuses a
-            # smaller class, not one whose members moved)
-            if dep_ext is None or (dep_source is not None and (
-                    _newer(dep_source[:-3] + ".pxd", extension_path)
-                    or not self._usable(dep, dep_ext, dep_source))):
-                ok = False
-                break
-        memo[name] = ok
-        return ok
+        files = {name: (extension_path, source)}  # the closure: name -> (build, source)
+        todo = [name]
+        while todo:
+            for dep in cimported(files[todo.pop()][1]):
+                if dep not in files:
+                    files[dep] = _module_files(dep)
+                    if None not in files[dep]:
+                        todo.append(dep)
+        deps = {n: cimported(src) if src else [] for n, (_, src) in files.items()}
+        ok = {}
+        for n, (ext, src) in files.items():
+            ok[n] = ext is not None and (src is None or not is_stale(ext, src) and not any(
+                files[d][1] and _newer(files[d][1][:-3] + ".pxd", ext) for d in deps[n]))
+        changed = True
+        while changed:
+            changed = False
+            for n in files:
+                if ok[n] and not all(ok[d] for d in deps[n]):
+                    ok[n] = False
+                    changed = True
+        for n in files:
+            memo.setdefault(n, ok[n])
+        return memo[name]
 
     def find_spec(self, name, path=None, target=None):
         if not name.startswith(_PACKAGES):

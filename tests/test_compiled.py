@@ -148,6 +148,34 @@ def test_a_module_whose_cimported_module_runs_interpreted_runs_interpreted(fake_
     assert _import_fake(fake_package)[0] == ["source", "stale"]
 
 
+def test_a_cimport_cycle_is_decided_as_a_whole(fake_package, monkeypatch):
+    """mod <-> b cimport each other and b cimports a stale c: neither mod nor b may run
+    compiled, whichever is asked first (a provisional answer inside the cycle once let the
+    first one through)."""
+    pkg = fake_package / "kmock_compiled_fake"
+    (pkg / "mod.pxd").write_text("from kmock_compiled_fake.b cimport B\n")
+    (pkg / "b.pxd").write_text("from kmock_compiled_fake.mod cimport M\n"
+                               "from kmock_compiled_fake.c cimport C\n")
+    (pkg / "c.pxd").write_text("cdef class C:\n    pass\n")
+    for name in ("b", "c"):
+        (pkg / f"{name}.py").write_text("")
+        (pkg / f"{name}{EXT}").write_bytes(b"")
+    for f in ("mod.pxd", "b.pxd", "c.pxd", "b.py", "c.py"):
+        _old(pkg / f)
+    os.utime(pkg / "c.py")  # c edited after its build
+    monkeypatch.syspath_prepend(str(fake_package))
+    monkeypatch.delitem(sys.modules, "kmock_compiled_fake", raising=False)  # (restored after)
+    paths = {n: (str(pkg / f"{n}{EXT}"), str(pkg / f"{n}.py")) for n in ("mod", "b", "c")}
+    for order in (("b", "mod"), ("mod", "b")):
+        finder = compiled._Finder()
+        got = {n: finder._usable(f"kmock_compiled_fake.{n}", *paths[n]) for n in order}
+        assert got == {"b": False, "mod": False}, order
+    os.utime(pkg / "c.py", ns=(1_000_000_000, 1_000_000_000))  # c current again
+    finder = compiled._Finder()
+    assert finder._usable("kmock_compiled_fake.b", *paths["b"])
+    assert finder._usable("kmock_compiled_fake.mod", *paths["mod"])
+
+
 def test_cimported_reads_the_pxd(tmp_path):
     (tmp_path / "a.py").write_text("")
     assert compiled.cimported(str(tmp_path / "a.py")) == []  # no .pxd
