@@ -33,6 +33,29 @@ def h():
         yield k
 
 
+def _errno_of(call, *args):
+    try:
+        call(*args)
+    except OSError as e:
+        return e.errno
+    return None
+
+
+def _process_state():
+    """What could make a NULL pointer valid or reroute a real fd in this process (seen once
+    in a few suite runs, cause not found yet): mappings below 64 KiB, patchers still
+    active, threads still running."""
+    import sys
+    import threading
+
+    with open("/proc/self/maps") as f:
+        low = [line.strip() for line in f if int(line.split("-", 1)[0], 16) < 0x10000]
+    patcher = sys.modules.get("kmock.testing.patcher")
+    active = patcher.active_patchers() if patcher is not None else ()
+    return (f"mappings below 64 KiB: {low}; active patchers: {active}; threads: "
+            f"{[t.name for t in threading.enumerate()]}")
+
+
 @pytest.fixture
 def memfd():
     fd = os.memfd_create("kmock-test-host")
@@ -211,9 +234,7 @@ def test_ioctl_argument_rules(h):
         out = h.ioctl(r, TIOCINQ, buf, False)
         assert struct.unpack("i", out)[0] == 5 and buf == bytearray(4)
         # an int is a user address: 0 -> EFAULT
-        with pytest.raises(OSError) as ei:
-            h.ioctl(r, TIOCINQ, 0)
-        assert ei.value.errno == errno.EFAULT
+        assert _errno_of(h.ioctl, r, TIOCINQ, 0) == errno.EFAULT, _process_state()
         with pytest.raises(OSError) as ei:
             h.ioctl(r, 0xAE00, 0)
         assert ei.value.errno == errno.ENOTTY
@@ -231,9 +252,7 @@ def test_ioctl_kvm_struct_and_int_args(h):
     g = h.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, arg)
     assert g >= 0 and {kvm, vm, g} <= h._fds
     # EFAULT for a NULL struct pointer
-    with pytest.raises(OSError) as ei:
-        h.ioctl(vm, K.KVM_CREATE_GUEST_MEMFD, 0)
-    assert ei.value.errno == errno.EFAULT
+    assert _errno_of(h.ioctl, vm, K.KVM_CREATE_GUEST_MEMFD, 0) == errno.EFAULT, _process_state()
     # a struct passed as bytes is copied; EINVAL on /dev/kvm
     with pytest.raises(OSError) as ei:
         h.ioctl(kvm, K.KVM_CREATE_GUEST_MEMFD, bytes(arg))
