@@ -15,8 +15,8 @@ because extensions need ext_modules).
   only so that ``pip install -e .`` compiles it (it has no PyInit and is never imported).
 """
 import glob
+import importlib.util
 import os
-import re
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -81,31 +81,35 @@ core = cythonize(
      Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"])],
     compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
 )
-_CIMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+cimport|cimport\s+([\w.]+))", re.M)
+def _compiled_rules():
+    """kmock/compiled.py (standard library only) loaded on its own: its ``cimported`` is the
+    one reading of the .pxd cimports, for this build and for the checks at import."""
+    spec = importlib.util.spec_from_file_location("_kmock_compiled_rules", "kmock/compiled.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _pxd_of(module):
-    """The .pxd of a module of this project (kmock.x.y or a plugin's kmock_p.y), or None."""
+_RULES = _compiled_rules()
+
+
+def _source_of(module):
+    """The .py of a module of this project (kmock.x.y, or a plugin's kmock_p.y)."""
     parts = module.split(".")
-    root = () if parts[0] == "kmock" else ("plugins",)
-    path = os.path.join(*root, *parts) + ".pxd"
-    return path if os.path.exists(path) else None
+    return os.path.join(*(() if parts[0] == "kmock" else ("plugins",)), *parts) + ".py"
 
 
 def _source_mtime(path):
     """The newest of the .py, its augmenting .pxd and every .pxd that one cimports
     (transitively): the build is current with all of them, as kmock.compiled checks."""
-    files, todo = {path}, [path[:-3] + ".pxd"]
+    files, todo = {path}, [path]
     while todo:
-        pxd = todo.pop()
+        source = todo.pop()
+        pxd = source[:-3] + ".pxd"
         if pxd in files or not os.path.exists(pxd):
             continue
         files.add(pxd)
-        with open(pxd) as f:
-            for a, b in _CIMPORT.findall(f.read()):
-                dep = _pxd_of(a or b)
-                if dep is not None:
-                    todo.append(dep)
+        todo.extend(_source_of(m) for m in _RULES.cimported(source))
     return max(os.stat(p).st_mtime_ns for p in files)
 
 

@@ -65,8 +65,6 @@ class _InSyscall(threading.local):
 
 
 
-# (the slow paths of Kernel.ioctl, outside it: a lambda in its body would make the compiled
-# method allocate a closure on every call)
 #: ctypes Structure subclasses seen as ioctl arguments: a set look-up instead of
 #: isinstance(), which asks the ctypes metaclass's __instancecheck__ (about 750
 #: instructions per call)
@@ -80,6 +78,8 @@ def _is_structure(arg):
     return False
 
 
+# (the slow paths of Kernel.ioctl, outside it: a lambda in its body would make the compiled
+# method allocate a closure on every call)
 def _unknown_ioctl(f, request, arg, mutate_flag):
     return Kernel._ioctl_arg(lambda a: f.unknown_ioctl(request, a), arg, mutate_flag)
 

@@ -157,8 +157,7 @@ class GmemBinding(GmemNotifier):
 
     def invalidate_end(self, event):
         vm = self.slot.vm
-        ev_vm = event.vm
-        if ev_vm is None or ev_vm is vm:
+        if event.vm is None or event.vm is vm:
             vm.mmu_invalidate_end()  # (compiled: a C call, VM.mmu_invalidate_end is cpdef)
 
     def __repr__(self):

@@ -184,10 +184,10 @@ class X86State:
         s = settings(profile)
         self.supported = profile.cpuid
         self.cpuid = ()
-        self._reset_registers(0x60000010)  # X86_CR0_NW | X86_CR0_CD | X86_CR0_ET
+        # CR0 = X86_CR0_NW | X86_CR0_CD | X86_CR0_ET; APIC_BASE = APIC_DEFAULT_PHYS_BASE |
+        # MSR_IA32_APICBASE_ENABLE, BSP for kvm->arch.bsp_vcpu_id
+        self._reset_registers(0x60000010, 0xFEE00000 | 0x800 | (0x100 if vcpu.id == 0 else 0))
         sr = self.sregs
-        # APIC_DEFAULT_PHYS_BASE | MSR_IA32_APICBASE_ENABLE, BSP for kvm->arch.bsp_vcpu_id
-        sr.apic_base = 0xFEE00000 | 0x800 | (0x100 if vcpu.id == 0 else 0)
         #: the base the LAPIC page (kmock.kvm.x86_lapic, made on first use) was reset with
         self.reset_apic_base = sr.apic_base
         self.lapic = None
@@ -255,18 +255,17 @@ class X86State:
         #: KVM_KVMCLOCK_CTRL raised PVCLOCK_GUEST_STOPPED for the next pvclock update
         self.pvclock_stopped = False
 
-    # TSC
+    # RESET and INIT
 
-    def _reset_registers(self, cr0):
+    def _reset_registers(self, cr0, apic_base):
         """kvm_vcpu_reset's registers: RDX = CPUID.1.EAX of the guest (0x600 while there is
         none); vmx_vcpu_reset: RIP 0xfff0, RFLAGS bit 1, the real-mode segments; the other
-        GPRs, CR2-CR4, CR8, EFER and the descriptor tables 0. APIC_BASE is the caller's."""
+        GPRs, CR2-CR4, CR8, EFER and the descriptor tables 0; CR0 and APIC_BASE given."""
         self.regs = K.kvm_regs()
         e = cpuid_entry(self.cpuid, 1, 0)
         self.regs.rdx = e[3] if e else 0x600
         self.regs.rip = 0xFFF0
         self.regs.rflags = 0x2
-        apic_base = getattr(self, "sregs", None) and self.sregs.apic_base
         sr = self.sregs = X.kvm_sregs()
         sr.cs = _seg(0xFFFF0000, 0xFFFF, 0xF000, 0xB, 1)
         for name in ("ds", "es", "fs", "gs", "ss"):
@@ -275,8 +274,7 @@ class X86State:
         sr.ldt = _seg(0, 0xFFFF, 0, 0x2, 0)
         sr.gdt.limit = sr.idt.limit = 0xFFFF
         sr.cr0 = cr0
-        if apic_base:
-            sr.apic_base = apic_base
+        sr.apic_base = apic_base
 
     def init_event(self):
         """kvm_vcpu_reset(vcpu, init_event=true), for the state kmock keeps: the registers
@@ -284,7 +282,7 @@ class X86State:
         old NW/CD); the debug registers reset; the queued exception, interrupt and NMIs and
         the interrupt shadow cleared (their vector numbers stay); the MSRs, XCR0 and the
         TSC kept. Probed on this project's 6.18 host (conformance ``x86_init_event``)."""
-        self._reset_registers(0x10 | (self.sregs.cr0 & 0x60000000))
+        self._reset_registers(0x10 | (self.sregs.cr0 & 0x60000000), self.sregs.apic_base)
         self.db = [0, 0, 0, 0]
         self.dr6 = 0xFFFF0FF0  # DR6_ACTIVE_LOW
         self.dr7 = 0x400  # DR7_FIXED_1
@@ -295,6 +293,9 @@ class X86State:
         self.nmi_injected = self.nmi_pending = 0
         self.smi_pending = 0
         self.triple_fault_pending = 0
+
+    # TSC
+
     def tsc(self):
         return (host_tsc(self.tsc_khz) + self.tsc_offset) & U64
 

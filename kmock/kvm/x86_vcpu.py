@@ -735,8 +735,7 @@ def set_vcpu_events(f, arg):
         limit = 1 if ev.nmi.masked or ev.nmi.injected else 2
         st.nmi_pending = min(ev.nmi.pending, limit)
     st.nmi_masked = 1 if ev.nmi.masked else 0
-    if ev.flags & X.KVM_VCPUEVENT_VALID_SIPI_VECTOR and \
-            x86_vm.state(vcpu.vm).irqchip_in_kernel:
+    if ev.flags & X.KVM_VCPUEVENT_VALID_SIPI_VECTOR and x86_lapic.in_kernel(vcpu):
         st.sipi_vector = ev.sipi_vector  # apic->sipi_vector (lapic_in_kernel only)
     if smm:
         if not st.kvm_smm:
@@ -744,7 +743,7 @@ def set_vcpu_events(f, arg):
                 raise oserror(errno.EINVAL)  # no CONFIG_KVM_SMM: after the writes above
         else:
             st.smi_pending = ev.smi.pending
-        if x86_vm.state(vcpu.vm).irqchip_in_kernel:
+        if x86_lapic.in_kernel(vcpu):
             # set_bit / clear_bit(KVM_APIC_INIT, &apic->pending_events): the INIT is taken
             # at the next accept (KVM_GET_MP_STATE, or KVM_RUN: its slow path, below)
             st.init_pending = bool(ev.smi.latched_init)
