@@ -12,6 +12,7 @@ beyond EOF of a shmem file) shows up as a short copy, which is reported as
 Kept deliberately thin: it is the baseline of ``kmock bench``.
 """
 
+import errno
 import operator
 
 from . import _libc
@@ -29,6 +30,9 @@ _open, _close, _dup = os.open, os.close, os.dup
 _read, _write, _pread, _pwrite = os.read, os.write, os.pread, os.pwrite
 _lseek, _fstat, _ftruncate = os.lseek, os.fstat, os.ftruncate
 _ioctl = fcntl.ioctl
+
+#: MAP_FIXED | MAP_FIXED_NOREPLACE (include/uapi/asm-generic/mman-common.h)
+_FIXED = _libc.MAP_FIXED | 0x100000
 
 _read_user = _libc.read_user
 _write_user = _libc.write_user
@@ -206,6 +210,11 @@ class HostKernel(SyscallAPI):
     # --- memory ----------------------------------------------------------------------
 
     def mmap(self, fd, length, prot, flags, offset=0):
+        if type(flags) is int and flags & _FIXED:
+            # The syscall API has no address: MAP_FIXED(_NOREPLACE) would map at NULL, which
+            # only CAP_SYS_RAWIO may do (mmap_min_addr). EPERM, as for an unprivileged VMM,
+            # instead of making page 0 (and so every NULL pointer) valid in this process.
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
         addr = _libc.mmap(None, length, prot, flags, fd, offset)
         m = HostMapping(self, addr, length, prot, flags, fd, offset)
         self._maps.add(m)

@@ -331,3 +331,18 @@ def test_host_first_imported_while_patched_still_calls_the_real_os():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "True"]
+
+
+@pytest.mark.parametrize("fixed", [0x10, 0x100000])  # MAP_FIXED, MAP_FIXED_NOREPLACE
+def test_mmap_fixed_is_eperm_and_never_maps_page_0(fixed):
+    """The syscall API's mmap has no address, so MAP_FIXED would map at NULL: as root the
+    real call succeeds and makes every NULL pointer in the process valid (test_fuzz's random
+    flags did exactly that, and later NULL ioctl arguments stopped failing). Both the mock
+    (anonymous memory is the real OS's) and HostKernel answer EPERM, as mmap_min_addr does
+    for an unprivileged VMM."""
+    for s in (kmock.Kernel("linux-6.18"), HostKernel()):
+        try:
+            assert _errno_of(s.mmap, -1, 4 * P, 1, 0x21 | fixed) == errno.EPERM  # SHARED|ANON
+        finally:
+            s.close_all()
+    assert "mappings below 64 KiB: []" in _process_state()
