@@ -55,15 +55,15 @@ class FdTable:
         placeholder follows ``file.i_mode`` and ``file.f_flags`` (see above)."""
         if cloexec is None:
             cloexec = file.cloexec
-        fmt = stat.S_IFMT(file.i_mode)
-        if fmt == stat.S_IFCHR:
+        fmt = file.i_mode & _S_IFMT
+        if fmt == _S_IFCHR:
             fd = _open_null(file.f_flags & OPEN_FLAGS_KEPT, cloexec)
-        elif fmt == stat.S_IFREG:
-            fd = fcntl.fcntl(self.placeholder, fcntl.F_DUPFD_CLOEXEC if cloexec else fcntl.F_DUPFD, 0)
-        elif file.f_flags & os.O_ACCMODE == os.O_RDWR:
+        elif fmt == _S_IFREG:
+            fd = _fcntl(self.placeholder, _F_DUPFD_CLOEXEC if cloexec else _F_DUPFD, 0)
+        elif file.f_flags & _O_ACCMODE == _O_RDWR:
             fd = anon_placeholder(cloexec)
         else:  # (e.g. a stats fd, O_RDONLY: F_GETFL has the right access mode)
-            fd = _open_null(file.f_flags & os.O_ACCMODE, cloexec)
+            fd = _open_null(file.f_flags & _O_ACCMODE, cloexec)
         file.get()
         self._files[fd] = file
         return fd
@@ -94,7 +94,7 @@ class FdTable:
         f = self._files.pop(fd, None)  # atomic: one thread of two closing an fd wins
         if f is None:
             raise oserror(errno.EBADF)
-        os.close(fd)
+        _close(fd)
         return f
 
     def forget(self, fd):
@@ -138,6 +138,17 @@ class FdTable:
             self.placeholder = -1
 
 
+# (module constants: install and remove run on every fd creation and close, and a
+# module attribute look-up from compiled code is a dict look-up of its own)
+_S_IFMT = 0o170000  # stat.S_IFMT's mask
+_S_IFCHR = stat.S_IFCHR
+_S_IFREG = stat.S_IFREG
+_O_ACCMODE = os.O_ACCMODE
+_O_RDWR = os.O_RDWR
+_F_DUPFD = fcntl.F_DUPFD
+_F_DUPFD_CLOEXEC = fcntl.F_DUPFD_CLOEXEC
+_fcntl = fcntl.fcntl
+_close = os.close
 #: the open(2) flags a device placeholder keeps: the access mode and the status flags
 #: F_GETFL reports (O_CREAT, O_TRUNC, O_EXCL, O_NOCTTY are not kept by do_dentry_open)
 OPEN_FLAGS_KEPT = os.O_ACCMODE | os.O_NONBLOCK | os.O_APPEND | os.O_SYNC | os.O_DSYNC

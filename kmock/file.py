@@ -34,6 +34,9 @@ _S_IFREG = stat.S_IFREG
 #: makes reference counts (File.refs, VM.refs) atomic: two threads that drop the last
 #: two references at once must not both see 0 and release twice (a double munmap)
 REFS_LOCK = threading.Lock()
+#: REFS_LOCK's methods, bound once: get and put run for every fd, dup and mapping, and a
+#: ``with`` block costs two method look-ups more than these two calls
+refs_lock, refs_unlock = REFS_LOCK.acquire, REFS_LOCK.release
 
 
 class File:
@@ -60,14 +63,20 @@ class File:
     # --- lifetime ------------------------------------------------------------------
 
     def get(self):
-        with REFS_LOCK:
+        refs_lock()
+        try:
             self.refs += 1
+        finally:
+            refs_unlock()
 
     def put(self):
-        with REFS_LOCK:
+        refs_lock()
+        try:
             self.refs -= 1
             if self.refs:
                 return
+        finally:
+            refs_unlock()
         self.release()  # once: only the put that took the count to 0 gets here
 
     def release(self):

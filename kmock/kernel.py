@@ -137,7 +137,9 @@ class Kernel(IommufdSupport, SyscallAPI):
         self.iommu_lock = threading.RLock()
         self._host = None
         self._pins = set()
-        self._gmem_pool = BackingPool()
+        #: the backing memfds of guest_memfds (kmock.kvm.guest_memfd.BackingPool: ``take``
+        #: one for a new inode, ``give`` it back at release)
+        self.gmem_backing = BackingPool()
         self._closed = False
         self._init_iommufd()
         #: (device, iova, reason) of the refused DMAs (the newest ``log_limit``)
@@ -290,15 +292,6 @@ class Kernel(IommufdSupport, SyscallAPI):
             caps = {c: v for c, v in caps.items() if v}
             self._vm_caps[vmtype.type] = caps
         return caps
-
-    # --- guest_memfd backing memory ------------------------------------------------------------
-
-    def take_gmem_backing(self, size):
-        """A backing memfd entry of ``size`` bytes for a new guest_memfd (kmock.kvm.guest_memfd)."""
-        return self._gmem_pool.take(size)
-
-    def release_gmem_backing(self, entry, dirty):
-        self._gmem_pool.give(entry, dirty)
 
     # --- the fd table -----------------------------------------------------------------------
 
@@ -624,7 +617,7 @@ class Kernel(IommufdSupport, SyscallAPI):
                 first = first or e
         if self._host is not None:
             self._host.close_all()
-        self._gmem_pool.close()
+        self.gmem_backing.close()
         if self.trace is not None:
             self.trace.flush()
         if first is not None:
@@ -647,8 +640,8 @@ class Kernel(IommufdSupport, SyscallAPI):
                     pass
             self.fdtable.close()
             os.close(self.sigbus_memfd)
-            self._gmem_pool.close()
-            self._gmem_pool.close_outstanding()
+            self.gmem_backing.close()
+            self.gmem_backing.close_outstanding()
             if self._host is not None:
                 self._host.close_all()
         except Exception:

@@ -7,4 +7,4 @@ cdef class GmemInode:
     cdef public object kernel, size, flags, npages, backing, invalidate_lock, lock
     cdef public object attrs, allocated, mappings, pfn_base
     cdef public object maybe_dirty, in_place, poisoned, pins, folio_pages, prepared, vm
-    cdef public object notifiers, _steps
+    cdef public object notifiers, _steps, _backing_entry, slots, orphans, atime, mtime

@@ -57,6 +57,12 @@ class ConversionError(OSError):
         self.index = index
 
 
+# (the os calls of BackingPool, bound once: it runs on every guest_memfd creation and
+# release, and a module attribute look-up from compiled code is a dict look-up of its own)
+_memfd_create, _ftruncate, _fstat, _close = os.memfd_create, os.ftruncate, os.fstat, os.close
+_MFD_CLOEXEC = os.MFD_CLOEXEC
+
+
 class BackingPool:
     """Recycled memfds: memfd_create alone costs as much as a real KVM_CREATE_GUEST_MEMFD.
 
@@ -76,28 +82,26 @@ class BackingPool:
         self.outstanding = set()
 
     def take(self, size):
-        entry = self._take(size)
-        self.outstanding.add(entry[0])
-        return entry
-
-    def _take(self, size):
         entries = self.by_size.get(size)
         if entries:
             self.count -= 1
-            return entries.pop()
-        entries = self.by_size.get(0)
-        if entries:
-            self.count -= 1
-            fd = entries.pop()[0]
+            entry = entries.pop()
         else:
-            fd = os.memfd_create("kmock-gmem", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(fd, size)
-        except OSError:
-            os.close(fd)
-            raise
-        st = os.fstat(fd)
-        return fd, size, st.st_ino, st.st_dev, None
+            entries = self.by_size.get(0)
+            if entries:
+                self.count -= 1
+                fd = entries.pop()[0]
+            else:
+                fd = _memfd_create("kmock-gmem", _MFD_CLOEXEC)
+            try:
+                _ftruncate(fd, size)
+            except OSError:
+                _close(fd)
+                raise
+            st = _fstat(fd)
+            entry = (fd, size, st.st_ino, st.st_dev, None)
+        self.outstanding.add(entry[0])
+        return entry
 
     def close_outstanding(self):
         """Close the memfds of guest_memfds never released (their Kernel is garbage)."""
@@ -109,16 +113,18 @@ class BackingPool:
         self.outstanding.clear()
 
     def give(self, entry, dirty):
-        self.outstanding.discard(entry[0])
+        fd = entry[0]
+        self.outstanding.discard(fd)
         if self.count >= self.limit:
-            os.close(entry[0])
+            _close(fd)
             return
         if dirty:
-            os.ftruncate(entry[0], 0)
-            entry = (entry[0], 0, entry[2], entry[3], None)
-        entries = self.by_size.get(entry[1])
+            _ftruncate(fd, 0)
+            entry = (fd, 0, entry[2], entry[3], None)
+        size = entry[1]
+        entries = self.by_size.get(size)
         if entries is None:
-            entries = self.by_size[entry[1]] = []
+            entries = self.by_size[size] = []
         entries.append(entry)
         self.count += 1
 
@@ -699,7 +705,7 @@ class GmemFile(File):
             e = inode._backing_entry
             # no user is registered (none holds a page state): the next inode of
             # this size reuses its maps
-            self.kernel.release_gmem_backing((e[0], e[1], e[2], e[3], (inode.attrs, inode.allocated)),
+            self.kernel.gmem_backing.give((e[0], e[1], e[2], e[3], (inode.attrs, inode.allocated)),
                                              inode.maybe_dirty)
             inode.backing = -1
             self.vm.put()
@@ -718,7 +724,7 @@ class GmemFile(File):
         inode.invalidate(InvalidateEvent(inode, 0, inode.npages, "release"), store)
         for n in list(inode.notifiers):
             inode.unregister_notifier(n)
-        self.kernel.release_gmem_backing(inode._backing_entry, inode.maybe_dirty)
+        self.kernel.gmem_backing.give(inode._backing_entry, inode.maybe_dirty)
         inode.backing = -1
         self.vm.put()
 
@@ -834,7 +840,7 @@ def create_guest_memfd(vm, size, flags):
     if vmtype.has_gmem_create:
         vmtype.gmem_create(vm, size, flags)
     kernel.faults.check("gmem.create", errno.ENOMEM)  # __kvm_gmem_create: kzalloc, inode
-    inode = GmemInode(kernel, size, flags, kernel.take_gmem_backing(size))
+    inode = GmemInode(kernel, size, flags, kernel.gmem_backing.take(size))
     inode.vm = vm
     model.init_inode(inode)
     if vmtype.has_gmem_callbacks:

@@ -11,7 +11,7 @@ from kmock.kvm.stage2 cimport Stage2
 cdef class VM:
     cdef dict __dict__
     cdef object __weakref__
-    cdef public object kernel, vmtype, owner_pid, dead, slots_lock, mmu_lock
+    cdef public object kernel, vmtype, owner_pid, dead, slots_lock, mmu_lock, refs
     cdef public object mmu_invalidate_in_progress, mmu_invalidate_seq, mmu_waiters
     cdef public Stage2 stage2
     cdef public object mem_attrs, arch, hypercall_exit_enabled, mem_attrs_supported

@@ -11,7 +11,7 @@ from functools import partial
 
 from .._libc import current_pid
 from ..errors import KmockUsageError, oserror
-from ..file import REFS_LOCK, File
+from ..file import File, refs_lock, refs_unlock
 from ..kernel_util import copy_from_user, int_arg
 from ..mm import RangeMap
 from ..notifier import InvalidateEvent
@@ -148,14 +148,20 @@ class VM:
     # --- lifetime --------------------------------------------------------------------
 
     def get(self):
-        with REFS_LOCK:
+        refs_lock()
+        try:
             self.refs += 1
+        finally:
+            refs_unlock()
 
     def put(self):
-        with REFS_LOCK:
+        refs_lock()
+        try:
             self.refs -= 1
             if self.refs:
                 return
+        finally:
+            refs_unlock()
         self.destroy()
 
     def destroy(self):
