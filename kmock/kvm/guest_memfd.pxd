@@ -8,3 +8,8 @@ cdef class GmemInode:
     cdef public object attrs, allocated, mappings, pfn_base
     cdef public object maybe_dirty, in_place, poisoned, pins, folio_pages, prepared, vm
     cdef public object notifiers, _steps, _backing_entry, slots, orphans, atime, mtime
+
+cdef class BackingPool:
+    cdef dict __dict__
+    cdef public dict by_size
+    cdef public object count, limit, outstanding
