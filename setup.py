@@ -10,6 +10,8 @@ because extensions need ext_modules).
   A .pxd beside a .py (an augmenting declaration file) makes its hottest classes cdef
   classes with typed fields when compiled, and may type a function's locals; the .py
   runs unchanged when interpreted.
+* the server's side of the native tier's shared channel (csrc_preload/_channel.pyx) as
+  kmock.preload._channel;
 * the native tier's preload library (csrc_preload/kmock_preload.c, plain C) as
   kmock/preload/_kmock_preload<EXT_SUFFIX>: an LD_PRELOAD library, built as an extension
   only so that ``pip install -e .`` compiles it (it has no PyInit and is never imported).
@@ -78,7 +80,8 @@ class ParallelBuildExt(build_ext):
 
 core = cythonize(
     [Extension("kmock.mm._core", ["csrc_cython/_core.pyx"]),
-     Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"])],
+     Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"]),
+     Extension("kmock.preload._channel", ["csrc_preload/_channel.pyx"])],
     compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
 )
 def _compiled_rules():

@@ -20,7 +20,10 @@
  *   zero-length memfd, so they SIGBUS in this process as in the real kernel.
  * - Replies carry remap orders (the server's guest_memfd notifier): this process
  *   applies them before the call returns, since only it can change its address space.
- * - One connection per thread (SOCK_SEQPACKET), so vCPU threads never wait on a lock.
+ * - One connection per thread (SOCK_SEQPACKET), so vCPU threads never wait on a lock;
+ *   once set up, its requests and replies go through a shared memory channel with a
+ *   bounded spin on each side (kmock_chan.h), so a call needs no context switch when
+ *   the server is awake on another CPU.
  *
  * The wire format is described in kmock/preload/protocol.py.
  */
@@ -34,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
@@ -45,6 +49,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kmock_chan.h"
+
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
@@ -55,10 +61,12 @@
 enum {
     OP_HELLO = 1, OP_OPEN, OP_CLOSE, OP_DUP, OP_IOCTL, OP_BIND, OP_MMAP, OP_MUNMAP,
     OP_FALLOCATE, OP_READ, OP_WRITE, OP_LSEEK, OP_FSTAT, OP_FTRUNCATE, OP_MADVISE,
+    OP_DUMP, OP_CHANNEL,
 };
 #define RF_NEWFD 1u /* reply: x = a new server fd, y = its FD_CLOEXEC */
 #define RF_PASS 2u  /* reply to OPEN: not a kmock device, open it for real */
 #define RF_FILE 4u  /* reply to OPEN: a file served by content (payload) */
+#define RF_SOCKFD 8u /* channel reply: its fd waits on the socket (a one-byte message) */
 
 struct req { uint32_t op; int32_t fd; int64_t a, b, c, d; uint32_t len, pad; }; /* pad: the thread's id */
 struct rep { int64_t ret; int32_t err; uint32_t nops; uint32_t len; uint32_t flags; int64_t x, y; };
@@ -69,9 +77,6 @@ _Static_assert(sizeof(struct remap_op) == 32, "op");
 
 #define MAXFD 65536
 #define MAXMAPS 1024
-#define MAXPAY (1u << 20)
-#define BUFSZ (MAXPAY + 4096)
-#define PG 4096
 
 /* ---- the real libc ---------------------------------------------------------------- */
 
@@ -143,7 +148,10 @@ static pthread_key_t conn_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static __thread int conn = -1;
 static __thread uint32_t conn_tid; /* this thread's id (gettid), sent in every request */
-static __thread char *rbuf;
+static __thread char *rbuf;      /* the reply: a malloc'd buffer, or chan->data */
+static __thread struct chan *chan; /* this thread's shared channel (NULL: the socket) */
+static __thread long chan_spin;    /* how long to spin for a reply, in ns (the server's) */
+static __thread uint32_t chan_skip, chan_backoff; /* adaptive spinning (spin_wait) */
 
 static inline int is_kfd(int fd)
 {
@@ -156,9 +164,21 @@ static inline void set_kfd(int fd, int v)
         __atomic_store_n(&kfd[fd], (unsigned char)v, __ATOMIC_RELEASE);
 }
 
+static void chan_drop(int closing)
+{
+    if (!chan)
+        return;
+    if (closing)
+        __atomic_store_n(&chan->state, CH_CLOSED, __ATOMIC_SEQ_CST);
+    syscall(SYS_munmap, chan, sizeof *chan);
+    chan = NULL;
+    rbuf = NULL;
+}
+
 static void conn_gone(void *p)
 {
     (void)p;
+    chan_drop(1);
     if (conn >= 0)
         syscall(SYS_close, conn);
     conn = -1;
@@ -170,6 +190,7 @@ static void after_fork_child(void)
 {
     /* the socket belongs to the parent's conversation; the child starts its own
      * (the server copies the parent's fd table for it, see HELLO) */
+    chan_drop(0);
     if (conn >= 0)
         syscall(SYS_close, conn);
     conn = -1;
@@ -226,6 +247,73 @@ static void apply_ops(const struct remap_op *ops, uint32_t n)
 static int connect_server(void);
 static void forget_range(uintptr_t s, size_t len, int64_t keep_id);
 
+/* Receive one message of at most ``size`` bytes from the socket into ``buf``; a passed fd
+ * goes to ``fd_out`` (or is closed). Returns the message's length or -1. */
+static ssize_t recv_reply(void *buf, size_t size, int *fd_out)
+{
+    union { char b[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } cm;
+    struct iovec riov = {buf, size};
+    struct msghdr rh = {.msg_iov = &riov, .msg_iovlen = 1, .msg_control = cm.b,
+                        .msg_controllen = sizeof cm.b};
+    ssize_t n;
+    do n = recvmsg(conn, &rh, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&rh); c; c = CMSG_NXTHDR(&rh, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int got;
+            memcpy(&got, CMSG_DATA(c), sizeof got);
+            if (fd_out)
+                *fd_out = got;
+            else
+                syscall(SYS_close, got);
+        }
+    }
+    return n;
+}
+
+/* whether the server closed this thread's connection (it died) */
+static int server_gone(void)
+{
+    struct pollfd p = {.fd = conn, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL));
+}
+
+/* One round trip through the shared channel (see struct chan); 0 or -1. */
+static int chan_call(const struct req *q, const void *pay, uint32_t len, int *fd_out)
+{
+    memcpy(chan->data, q, sizeof *q);
+    if (len)
+        memcpy(chan->data + sizeof *q, pay, len);
+    __atomic_store_n(&chan->cli_cpu, sched_getcpu(), __ATOMIC_RELAXED);
+    __atomic_store_n(&chan->state, CH_REQ, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&chan->srv_sleep, __ATOMIC_SEQ_CST)) {
+        char b = 0;
+        if (send(conn, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != EINTR)
+            return -1;
+    }
+    uint32_t x = spin_wait(&chan->state, CH_REQ, chan_spin, &chan->srv_cpu, &chan_skip,
+                           &chan_backoff);
+    while (x == CH_REQ) {
+        __atomic_store_n(&chan->cli_sleep, 1, __ATOMIC_SEQ_CST);
+        struct timespec to = {0, 200000000}; /* then look whether the server is still there */
+        long rc = futex(&chan->state, FUTEX_WAIT, CH_REQ, &to);
+        int e = errno;
+        __atomic_store_n(&chan->cli_sleep, 0, __ATOMIC_SEQ_CST);
+        x = __atomic_load_n(&chan->state, __ATOMIC_ACQUIRE);
+        if (x == CH_REQ && rc < 0 && e == ETIMEDOUT && server_gone())
+            return -1;
+    }
+    if (x != CH_REP)
+        return -1;
+    if (((struct rep *)chan->data)->flags & RF_SOCKFD) {
+        char b;
+        if (recv_reply(&b, 1, fd_out) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Send one request, wait for its reply. Returns the reply (in the thread's buffer) or
  * NULL with errno set. ``fd_out`` receives a passed fd (or -1). */
 static struct rep *call(struct req *q, const void *pay, uint32_t len, int *fd_out)
@@ -236,31 +324,19 @@ static struct rep *call(struct req *q, const void *pay, uint32_t len, int *fd_ou
         return NULL;
     q->len = len;
     q->pad = conn_tid;
-    struct iovec iov[2] = {{q, sizeof *q}, {(void *)pay, len}};
-    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
-    ssize_t n;
-    do n = sendmsg(conn, &mh, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        errno = EIO;
-        return NULL;
-    }
-    union { char b[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } cm;
-    struct iovec riov = {rbuf, BUFSZ};
-    struct msghdr rh = {.msg_iov = &riov, .msg_iovlen = 1, .msg_control = cm.b,
-                        .msg_controllen = sizeof cm.b};
-    do n = recvmsg(conn, &rh, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
-    if (n < (ssize_t)sizeof(struct rep)) {
-        errno = EIO;
-        return NULL;
-    }
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&rh); c; c = CMSG_NXTHDR(&rh, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int got;
-            memcpy(&got, CMSG_DATA(c), sizeof got);
-            if (fd_out)
-                *fd_out = got;
-            else
-                syscall(SYS_close, got);
+    if (chan) {
+        if (chan_call(q, pay, len, fd_out) < 0) {
+            errno = EIO;
+            return NULL;
+        }
+    } else {
+        struct iovec iov[2] = {{q, sizeof *q}, {(void *)pay, len}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+        ssize_t n;
+        do n = sendmsg(conn, &mh, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+        if (n < 0 || recv_reply(rbuf, BUFSZ, fd_out) < (ssize_t)sizeof(struct rep)) {
+            errno = EIO;
+            return NULL;
         }
     }
     struct rep *r = (struct rep *)rbuf;
@@ -272,6 +348,29 @@ static struct rep *call(struct req *q, const void *pay, uint32_t len, int *fd_ou
 static inline const char *payload(struct rep *r)
 {
     return rbuf + sizeof *r + (size_t)r->nops * sizeof(struct remap_op);
+}
+
+/* Ask for this connection's shared channel (struct chan); without one (an older
+ * server, no memory) the thread stays on the socket. */
+static void open_channel(void)
+{
+    struct req q = {.op = OP_CHANNEL};
+    int fd;
+    struct rep *r = call(&q, NULL, 0, &fd);
+    if (!r || r->err || fd < 0) {
+        if (fd >= 0)
+            syscall(SYS_close, fd);
+        return;
+    }
+    long spin = (long)r->x;
+    void *p = REAL(mmap)(NULL, sizeof(struct chan), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    syscall(SYS_close, fd);
+    if (p == MAP_FAILED)
+        return;
+    free(rbuf);
+    chan = p;
+    rbuf = chan->data;
+    chan_spin = spin;
 }
 
 static int connect_server(void)
@@ -321,6 +420,7 @@ static int connect_server(void)
         forked_from = 0;
     }
     pthread_mutex_unlock(&init_lock);
+    open_channel();
     return 0;
 }
 

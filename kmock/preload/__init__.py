@@ -10,18 +10,20 @@ import os
 import subprocess
 import tempfile
 
-from .server import Server
+from .server import SPIN_US, Server
 
 __all__ = ["RunResult", "Server", "dump_live", "run", "serve", "subprocess_env"]
 
 
-def serve(kernel, path=None, trace=None, keep_files=False, files=None):
+def serve(kernel, path=None, trace=None, keep_files=False, files=None, spin_us=SPIN_US):
     """Start serving ``kernel`` at Unix socket ``path`` (a fresh temporary path by default).
-    ``files``: path -> bytes served as file contents instead of server.default_files."""
+    ``files``: path -> bytes served as file contents instead of server.default_files.
+    ``spin_us``: how long each side of a connection spins for the other (Server)."""
     if path is None:
         d = tempfile.mkdtemp(prefix="kmock-")
         path = os.path.join(d, "socket")
-    return Server(kernel, path, trace=trace, keep_files=keep_files, files=files).start()
+    return Server(kernel, path, trace=trace, keep_files=keep_files, files=files,
+                  spin_us=spin_us).start()
 
 
 def dump_live(path, timeout=10.0):
@@ -90,7 +92,7 @@ class _Done:
 
 
 def run(argv, kernel=None, profile="linux-6.18", capture=True, timeout=None, trace=None,
-        env=None, files=None, **settings):
+        env=None, files=None, spin_us=SPIN_US, **settings):
     """Run ``argv`` under the preload library against ``kernel`` (or a new Kernel of
     ``profile`` and ``settings``); returns a RunResult once it exited and its files
     were released. ``trace``: a text file the server logs every request to."""
@@ -98,7 +100,7 @@ def run(argv, kernel=None, profile="linux-6.18", capture=True, timeout=None, tra
         from ..kernel import Kernel
 
         kernel = Kernel(profile, **settings)
-    srv = serve(kernel, trace=trace, files=files)
+    srv = serve(kernel, trace=trace, files=files, spin_us=spin_us)
     try:
         e = dict(os.environ if env is None else env)
         e.update(srv.env())

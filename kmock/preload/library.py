@@ -12,6 +12,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parent.parent / "csrc_preload" / "kmock_preload.c"
+#: the header it includes (the shared channel, also compiled into the server)
+HEADER = SOURCE.with_name("kmock_chan.h")
 
 
 class LibraryMissing(RuntimeError):
@@ -32,7 +34,8 @@ def library_path():
     if env:
         return env
     p = built_library()
-    if p is not None and (not SOURCE.exists() or p.stat().st_mtime >= SOURCE.stat().st_mtime):
+    if p is not None and (not SOURCE.exists() or p.stat().st_mtime >= max(
+            f.stat().st_mtime for f in (SOURCE, HEADER) if f.exists())):
         return str(p)
     return str(build())
 
@@ -44,7 +47,7 @@ def build(dest_dir=None):
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise LibraryMissing("the preload library is not built and there is no C compiler (cc)")
-    src = SOURCE.read_bytes()
+    src = SOURCE.read_bytes() + (HEADER.read_bytes() if HEADER.exists() else b"")
     tag = hashlib.sha256(src).hexdigest()[:16]
     if dest_dir is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

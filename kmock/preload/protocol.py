@@ -1,6 +1,13 @@
 """The wire format between the preload library (csrc_preload/kmock_preload.c) and ``kmock serve``.
 
-One SOCK_SEQPACKET connection per client thread; every request gets one reply.
+One SOCK_SEQPACKET connection per client thread; every request gets one reply. After
+the setup (HELLO on a process's first connection, then CHANNEL) the requests and replies
+of a connection go through its shared channel instead (csrc_preload/kmock_chan.h: a
+memfd both sides map, the same bytes as below at the start of its data area, a bounded
+spin then a sleep on each side); the socket then carries only wake-ups of a sleeping
+server (one byte, client to server) and the fd of a reply (one byte with SCM_RIGHTS,
+reply flag SOCKFD). A server without the compiled channel (kmock.preload._channel)
+answers CHANNEL with ENOSYS and the connection stays on the socket.
 
 Request (48 bytes, then ``len`` payload bytes)::
 
@@ -50,17 +57,19 @@ MADVISE    a = map id, b = offset in mapping,   err (MADV_REMOVE: the file's PUN
            c = length, d = advice
 DUMP       (first request of an observer        payload = Kernel.snapshot() as JSON; the
            connection, kmock dump --live)       connection is then closed
+CHANNEL    (after HELLO, on the socket)         x = the spin bound in ns; the channel's memfd
+                                                passed with SCM_RIGHTS; ENOSYS: no channel
 ========== ==================================== ===============================================
 """
 
 import struct
 
 (HELLO, OPEN, CLOSE, DUP, IOCTL, BIND, MMAP, MUNMAP, FALLOCATE, READ, WRITE, LSEEK, FSTAT,
- FTRUNCATE, MADVISE, DUMP) = range(1, 17)
+ FTRUNCATE, MADVISE, DUMP, CHANNEL) = range(1, 18)
 
 #: op number -> name (for traces)
 NAMES = dict(enumerate(("HELLO OPEN CLOSE DUP IOCTL BIND MMAP MUNMAP FALLOCATE READ WRITE LSEEK "
-                        "FSTAT FTRUNCATE MADVISE DUMP").split(), start=1))
+                        "FSTAT FTRUNCATE MADVISE DUMP CHANNEL").split(), start=1))
 
 REQ = struct.Struct("<Iiqqqq II")
 REP = struct.Struct("<qiIIIqq")
@@ -72,6 +81,7 @@ assert REQ.size == 48 and REP.size == 40 and OP.size == 32
 NEWFD = 1
 PASS = 2
 FILE = 4
+SOCKFD = 8  # (channel) the reply's fd follows on the socket
 
 #: the largest payload a client sends or receives (read/write are cut to it, a short count)
 MAXPAY = 1 << 20

@@ -34,6 +34,9 @@ PAGE_SHIFT = 12
 MADV_REMOVE = 9
 FALLOC_PUNCH_KEEP = 0x03
 U32 = 0xFFFFFFFF
+#: how long a channel's server thread spins for the next request after a reply, and a
+#: client thread for its reply, before sleeping (microseconds; Server(spin_us=...))
+SPIN_US = 50
 #: the guest_memfd invalidations after which a host mapping must fault, and those after
 #: which it is re-synced with the page state (as kmock.kvm.gmem_mapping.GmemMapping)
 ZAPPING = ("convert_private", "memory_failure")
@@ -147,14 +150,34 @@ class Client:
         return state not in (b"Z", b"X")
 
 
+def channel_type():
+    """The compiled shared channel (kmock.preload._channel.Channel), or None: not built,
+    or KMOCK_PURE_PYTHON=1; the server then answers OP_CHANNEL with ENOSYS and its
+    clients stay on the socket."""
+    from ..compiled import pure_requested
+
+    if pure_requested():
+        return None
+    try:
+        from ._channel import Channel
+    except ImportError:
+        return None
+    return Channel
+
+
 class Server:
     """Serve ``kernel`` at the Unix socket ``path``. ``trace``: a text file to log every
     request to. ``keep_files``: do not close a client's files at its exit (a test may
     then inspect the live objects). ``files``: path -> bytes served as read-only file
-    contents (default: default_files(kernel))."""
+    contents (default: default_files(kernel)). ``spin_us``: how long each side of a
+    connection's shared channel spins for the other before it sleeps (0: never spins)."""
 
-    def __init__(self, kernel, path, trace=None, keep_files=False, files=None):
+    def __init__(self, kernel, path, trace=None, keep_files=False, files=None, spin_us=SPIN_US):
         self.kernel = kernel
+        self.spin_ns = int(spin_us * 1000)
+        self._channel = channel_type()
+        #: how many connections switched to their shared channel
+        self.channels = 0
         self.path = path
         self.trace = trace
         self.keep_files = keep_files
@@ -254,55 +277,24 @@ class Server:
             self._dump(conn)  # an observer (kmock dump --live), not a client process
             return
         view = memoryview(buf)
-        handlers = self._handlers
-        kernel = self.kernel
-        rep = P.REP
         client = self._client(pid)
         # this thread serves one process: its copies reach that process's memory
         # (the library sends its gettid() with each request; one connection, one thread)
         task = _libc.user_task(pid, P.REQ.unpack_from(buf)[7] if n >= P.REQ.size else 0)
         task.__enter__()
+        # the fds this thread's calls install (see _watch_installs)
+        installed = self._installed.fds = []
+        chan = None
         try:
-            while True:
-                if n < P.REQ.size:
-                    break
-                op, fd, a, b, c, d, ln, _ = P.REQ.unpack_from(buf)
-                fds = client.fds
-                flags = x = y = 0
-                payload = b""
-                passfd = None
-                try:
-                    if op == P.IOCTL and fd in fds:  # the hot path
-                        ret, flags, x, y = self._ioctl(client, fds[fd], a, b)
-                    elif op == P.HELLO:
-                        ret, payload = self._hello(client, a)
-                    else:
-                        h = handlers.get(op)
-                        if h is None:
-                            raise OSError(errno.ENOSYS, "unknown request")
-                        if op not in (P.OPEN, P.BIND, P.DUP, P.MUNMAP, P.MADVISE):
-                            if fd not in fds:
-                                raise OSError(errno.EBADF, "not a kmock fd of this process")
-                        ret, flags, payload, passfd, *more = h(
-                            client, fd, a, b, c, d, view[P.REQ.size:P.REQ.size + ln])
-                        if more:
-                            x = more[0]
-                    err = 0
-                except OSError as e:
-                    ret, err = -1, e.errno or errno.EIO
-                except (OverflowError, ValueError, TypeError):
-                    ret, err = -1, errno.EINVAL
-                except Exception as e:  # a bug in the mock: the client sees EIO
-                    self.errors.append((P.NAMES.get(op, op), repr(e)))
-                    ret, err = -1, errno.EIO
-                if self.trace is not None:
-                    self._log(pid, op, fd, a, b, c, d, ret, err)
-                ops, nops = client.drain()
-                msg = rep.pack(ret if type(ret) is int else 0, err, nops, len(payload), flags, x, y)
-                if nops:
-                    msg += ops
-                if payload:
-                    msg += payload
+            # the socket until the client asks for its shared channel (OP_CHANNEL)
+            while n >= P.REQ.size:
+                if P.REQ.unpack_from(view)[0] == P.CHANNEL:
+                    chan = self._open_channel(conn)
+                    if chan is not None:
+                        break
+                    msg, passfd = P.REP.pack(-1, errno.ENOSYS, 0, 0, 0, 0, 0), None
+                else:
+                    msg, passfd = self._request(client, view, installed, 0)
                 try:
                     if passfd is None:
                         conn.send(msg)
@@ -311,11 +303,93 @@ class Server:
                     n = conn.recv_into(buf)
                 except OSError:
                     break
+            if chan is not None:
+                self._serve_channel(conn, chan, client, installed)
         finally:
+            if chan is not None:
+                chan.close()
             task.__exit__(None, None, None)
             conn.close()
             self._disconnect(client)
-        del kernel
+
+    def _open_channel(self, conn):
+        """The shared channel of a connection (csrc_preload/kmock_chan.h), its memfd sent
+        with the reply; None where the server has none (channel_type)."""
+        if self._channel is None:
+            return None
+        try:
+            chan = self._channel(conn.fileno(), self.spin_ns)
+        except OSError as e:
+            self.errors.append(("channel", repr(e)))
+            return None
+        try:
+            socket.send_fds(conn, [P.REP.pack(0, 0, 0, 0, 0, self.spin_ns, 0)], [chan.fd])
+        except OSError:
+            chan.close()
+            return None
+        finally:
+            chan.close_fd()
+        with self._lock:
+            self.channels += 1
+        return chan
+
+    def _serve_channel(self, conn, chan, client, installed):
+        view = chan.data
+        more = chan.wait()
+        while more:
+            msg, passfd = self._request(client, view, installed, P.SOCKFD)
+            if passfd is not None:
+                try:  # before the reply is posted: the client then reads it at once
+                    socket.send_fds(conn, [b"\0"], [passfd])
+                except OSError:
+                    break
+            more = chan.reply(msg)
+
+    def _request(self, client, view, installed, sockfd):
+        """Run the request in ``view``; returns the reply and the fd to pass with it.
+        ``sockfd``: the reply flag that says the fd goes separately over the socket."""
+        op, fd, a, b, c, d, ln, _ = P.REQ.unpack_from(view)
+        fds = client.fds
+        flags = x = y = 0
+        payload = b""
+        passfd = None
+        try:
+            if op == P.IOCTL and fd in fds:  # the hot path
+                if installed:
+                    installed.clear()
+                ret, flags, x, y = self._ioctl(client, fds[fd], a, b, installed)
+            elif op == P.HELLO:
+                ret, payload = self._hello(client, a)
+            else:
+                h = self._handlers.get(op)
+                if h is None:
+                    raise OSError(errno.ENOSYS, "unknown request")
+                if op not in (P.OPEN, P.BIND, P.DUP, P.MUNMAP, P.MADVISE):
+                    if fd not in fds:
+                        raise OSError(errno.EBADF, "not a kmock fd of this process")
+                ret, flags, payload, passfd, *more = h(
+                    client, fd, a, b, c, d, view[P.REQ.size:P.REQ.size + ln])
+                if more:
+                    x = more[0]
+            err = 0
+        except OSError as e:
+            ret, err = -1, e.errno or errno.EIO
+        except (OverflowError, ValueError, TypeError):
+            ret, err = -1, errno.EINVAL
+        except Exception as e:  # a bug in the mock: the client sees EIO
+            self.errors.append((P.NAMES.get(op, op), repr(e)))
+            ret, err = -1, errno.EIO
+        if self.trace is not None:
+            self._log(client.pid, op, fd, a, b, c, d, ret, err)
+        if passfd is not None:
+            flags |= sockfd
+        ops, nops = client.drain()
+        msg = P.REP.pack(ret if type(ret) is int else 0, err, nops, len(payload), flags, x, y)
+        if nops:
+            msg += ops
+        if payload:
+            msg += payload
+        return msg, passfd
 
     def _dump(self, conn):
         try:
@@ -490,9 +564,9 @@ class Server:
 
         table.install = watched
 
-    def _ioctl(self, client, sfd, request, arg):
+    def _ioctl(self, client, sfd, request, arg, installed):
+        """``installed``: this thread's list of the fds its calls install, empty here."""
         kernel = self.kernel
-        installed = self._installed.fds = []
         rule = self.rules.get(request & U32)
         if rule is not None and rule.when is not None and not rule.when(kernel.file(sfd)):
             rule = None

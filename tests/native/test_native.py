@@ -66,6 +66,24 @@ def test_in_place_conversion_sigbus_and_iommufd_under_kmock(program, lib):
     assert res.violations == []
 
 
+def test_shared_channel_spinning_sleeping_and_socket_answer_alike(program, lib, monkeypatch):
+    """A thread's calls go through its shared channel when the server is compiled: with
+    spinning, with spin 0 (each side sleeps at once) and on the socket (no channel), the
+    program prints the same lines, its threads and fork included."""
+    from kmock.preload import server
+
+    compiled = server.channel_type() is not None
+    outs = []
+    for spin, channel in ((server.SPIN_US, True), (0, True), (server.SPIN_US, False)):
+        if not channel:
+            monkeypatch.setattr(server, "channel_type", lambda: None)
+        res = run_mock(program, kmock.Kernel("linux-6.18"), spin_us=spin)
+        assert (res.server.channels > 0) == (channel and compiled)
+        outs.append(lines(res.stdout, "up ") + lines(res.stdout, "sel "))
+    assert "up threads: 200/200" in outs[0]
+    assert outs[0] == outs[1] == outs[2]
+
+
 def test_default_profile_without_real_kvm(program, lib):
     res = run_mock(program, kmock.Kernel("linux-6.18"))
     assert "up open /dev/kvm: ok" in res.stdout
