@@ -30,6 +30,15 @@ from ..notifier import GmemNotifier
 from . import protocol as P
 from .argrules import rules_for
 
+# the wire format's hot parts, bound once (a module global is a cached look-up when compiled)
+REQ = P.REQ
+REQ_SIZE = P.REQ.size
+REP = P.REP
+IOCTL = P.IOCTL
+HELLO = P.HELLO
+#: the requests whose fd need not be a kmock fd of the process
+ANY_FD = frozenset((P.OPEN, P.BIND, P.DUP, P.MUNMAP, P.MADVISE))
+
 PAGE_SHIFT = 12
 MADV_REMOVE = 9
 FALLOC_PUNCH_KEEP = 0x03
@@ -348,27 +357,26 @@ class Server:
     def _request(self, client, view, installed, sockfd):
         """Run the request in ``view``; returns the reply and the fd to pass with it.
         ``sockfd``: the reply flag that says the fd goes separately over the socket."""
-        op, fd, a, b, c, d, ln, _ = P.REQ.unpack_from(view)
+        op, fd, a, b, c, d, ln, _ = REQ.unpack_from(view)
         fds = client.fds
         flags = x = y = 0
         payload = b""
         passfd = None
         try:
-            if op == P.IOCTL and fd in fds:  # the hot path
+            if op == IOCTL and fd in fds:  # the hot path
                 if installed:
                     installed.clear()
                 ret, flags, x, y = self._ioctl(client, fds[fd], a, b, installed)
-            elif op == P.HELLO:
+            elif op == HELLO:
                 ret, payload = self._hello(client, a)
             else:
                 h = self._handlers.get(op)
                 if h is None:
                     raise OSError(errno.ENOSYS, "unknown request")
-                if op not in (P.OPEN, P.BIND, P.DUP, P.MUNMAP, P.MADVISE):
-                    if fd not in fds:
-                        raise OSError(errno.EBADF, "not a kmock fd of this process")
+                if op not in ANY_FD and fd not in fds:
+                    raise OSError(errno.EBADF, "not a kmock fd of this process")
                 ret, flags, payload, passfd, *more = h(
-                    client, fd, a, b, c, d, view[P.REQ.size:P.REQ.size + ln])
+                    client, fd, a, b, c, d, view[REQ_SIZE:REQ_SIZE + ln])
                 if more:
                     x = more[0]
             err = 0
@@ -383,8 +391,8 @@ class Server:
             self._log(client.pid, op, fd, a, b, c, d, ret, err)
         if passfd is not None:
             flags |= sockfd
-        ops, nops = client.drain()
-        msg = P.REP.pack(ret if type(ret) is int else 0, err, nops, len(payload), flags, x, y)
+        ops, nops = client.drain() if client.pending else (b"", 0)
+        msg = REP.pack(ret if type(ret) is int else 0, err, nops, len(payload), flags, x, y)
         if nops:
             msg += ops
         if payload:
