@@ -7,12 +7,12 @@
  * sizeof(struct chan)). The client writes the request at ``data`` and sets ``state`` to
  * CH_REQ; the server writes the reply over it and sets CH_REP. Each side spins a bounded
  * time for the other (the server's ``spin_ns``, sent in the OP_CHANNEL reply; adaptive,
- * see spin_wait), then sleeps: the client in futex_wait on ``state`` (the server wakes
- * it when ``cli_sleep``), the server in poll on the socket (the client sends a one-byte
- * wake-up when ``srv_sleep``), so that a connection closed by a dying thread or process
- * ends the server's wait at once. The socket still carries the setup (HELLO, OP_CHANNEL)
- * and the fd of a reply (RF_SOCKFD: a one-byte message with SCM_RIGHTS, sent before the
- * reply is posted). The wire format is kmock/preload/protocol.py's.
+ * see spin_wait), then sleeps in futex_wait on ``state``; the other side wakes it when
+ * its ``*_sleep`` flag is set. A thread that exits sets CH_CLOSED; a sleeper also looks
+ * every CHAN_CHECK_NS whether the socket was closed (a process that died). The socket
+ * still carries the setup (HELLO, OP_CHANNEL) and the fd of a reply (RF_SOCKFD: a
+ * one-byte message with SCM_RIGHTS, sent before the reply is posted). The wire format
+ * is kmock/preload/protocol.py's.
  */
 #ifndef KMOCK_CHAN_H
 #define KMOCK_CHAN_H
@@ -34,7 +34,7 @@
 enum { CH_IDLE, CH_REQ, CH_REP, CH_CLOSED };
 struct chan {
     uint32_t state;      /* CH_*: CH_REQ and CH_CLOSED are the client's, CH_REP the server's */
-    uint32_t srv_sleep;  /* 1: the server sleeps in poll on the socket */
+    uint32_t srv_sleep;  /* 1: the server sleeps in futex_wait on state */
     uint32_t cli_sleep;  /* 1: the client sleeps in futex_wait on state */
     int32_t cli_cpu;     /* the CPU the client last posted a request from */
     int32_t srv_cpu;     /* the CPU the server last took a request on */
@@ -125,17 +125,35 @@ static long futex(uint32_t *w, int op, uint32_t v, const struct timespec *to)
     return syscall(SYS_futex, w, op, v, to, NULL, 0);
 }
 
+/* whether the other end of the connection ``sock`` is closed (its thread or process is
+ * gone), without waiting */
+static int peer_gone(int sock)
+{
+    struct pollfd p = {.fd = sock, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL));
+}
+
+/* a sleeper looks at the connection this often (a process that died without closing its
+ * channel: the socket closes, the channel's state does not change) */
+#define CHAN_CHECK_NS 50000000L
+
+/* wake whichever side sleeps on ch->state */
+static void chan_wake(struct chan *ch)
+{
+    futex(&ch->state, FUTEX_WAKE, INT32_MAX, NULL);
+}
+
 /* The server's side: post the reply written at ch->data (``post``), then wait for the
  * next request. Returns 1 when one is posted, 0 when the client closed the connection.
  * Called by the server's thread of this connection without the GIL. */
 static inline int kmock_chan_serve(struct chan *ch, int sock, long spin_ns, int post)
 {
-    uint32_t seen = __atomic_load_n(&ch->state, __ATOMIC_ACQUIRE);
+    uint32_t seen = CH_IDLE; /* the first wait: nothing was posted yet */
     if (post) {
         seen = CH_REP;
         __atomic_store_n(&ch->state, CH_REP, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&ch->cli_sleep, __ATOMIC_SEQ_CST))
-            futex(&ch->state, FUTEX_WAKE, 1, NULL);
+            chan_wake(ch);
     }
     for (;;) {
         uint32_t x = spin_wait(&ch->state, seen, spin_ns, &ch->cli_cpu, &ch->srv_skip,
@@ -144,20 +162,15 @@ static inline int kmock_chan_serve(struct chan *ch, int sock, long spin_ns, int 
             __atomic_store_n(&ch->srv_cpu, sched_getcpu(), __ATOMIC_RELAXED);
             return 1;
         }
-        if (x == CH_CLOSED)
-            return 0;
+        if (x != seen)
+            return 0; /* CH_CLOSED */
         __atomic_store_n(&ch->srv_sleep, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&ch->state, __ATOMIC_SEQ_CST) == seen) {
-            struct pollfd p = {.fd = sock, .events = POLLIN};
-            while (poll(&p, 1, -1) < 0 && errno == EINTR)
-                ;
-        }
+        struct timespec to = {0, CHAN_CHECK_NS};
+        long rc = futex(&ch->state, FUTEX_WAIT, seen, &to);
+        int e = errno;
         __atomic_store_n(&ch->srv_sleep, 0, __ATOMIC_SEQ_CST);
-        char b[16];
-        ssize_t n;
-        while ((n = recv(sock, b, sizeof b, MSG_DONTWAIT)) > 0)
-            ; /* wake-ups */
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+        if (rc < 0 && e == ETIMEDOUT && __atomic_load_n(&ch->state, __ATOMIC_ACQUIRE) == seen &&
+            peer_gone(sock))
             return 0;
     }
 }

@@ -168,8 +168,10 @@ static void chan_drop(int closing)
 {
     if (!chan)
         return;
-    if (closing)
+    if (closing) {
         __atomic_store_n(&chan->state, CH_CLOSED, __ATOMIC_SEQ_CST);
+        chan_wake(chan);
+    }
     syscall(SYS_munmap, chan, sizeof *chan);
     chan = NULL;
     rbuf = NULL;
@@ -272,13 +274,6 @@ static ssize_t recv_reply(void *buf, size_t size, int *fd_out)
     return n;
 }
 
-/* whether the server closed this thread's connection (it died) */
-static int server_gone(void)
-{
-    struct pollfd p = {.fd = conn, .events = POLLRDHUP};
-    return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL));
-}
-
 /* One round trip through the shared channel (see struct chan); 0 or -1. */
 static int chan_call(const struct req *q, const void *pay, uint32_t len, int *fd_out)
 {
@@ -287,21 +282,18 @@ static int chan_call(const struct req *q, const void *pay, uint32_t len, int *fd
         memcpy(chan->data + sizeof *q, pay, len);
     __atomic_store_n(&chan->cli_cpu, sched_getcpu(), __ATOMIC_RELAXED);
     __atomic_store_n(&chan->state, CH_REQ, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&chan->srv_sleep, __ATOMIC_SEQ_CST)) {
-        char b = 0;
-        if (send(conn, &b, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != EINTR)
-            return -1;
-    }
+    if (__atomic_load_n(&chan->srv_sleep, __ATOMIC_SEQ_CST))
+        chan_wake(chan);
     uint32_t x = spin_wait(&chan->state, CH_REQ, chan_spin, &chan->srv_cpu, &chan_skip,
                            &chan_backoff);
     while (x == CH_REQ) {
         __atomic_store_n(&chan->cli_sleep, 1, __ATOMIC_SEQ_CST);
-        struct timespec to = {0, 200000000}; /* then look whether the server is still there */
+        struct timespec to = {0, CHAN_CHECK_NS};
         long rc = futex(&chan->state, FUTEX_WAIT, CH_REQ, &to);
         int e = errno;
         __atomic_store_n(&chan->cli_sleep, 0, __ATOMIC_SEQ_CST);
         x = __atomic_load_n(&chan->state, __ATOMIC_ACQUIRE);
-        if (x == CH_REQ && rc < 0 && e == ETIMEDOUT && server_gone())
+        if (x == CH_REQ && rc < 0 && e == ETIMEDOUT && peer_gone(conn))
             return -1;
     }
     if (x != CH_REP)
