@@ -9,6 +9,8 @@ import threading
 
 import typer
 
+from .protocol import SPIN_US
+
 
 def _kernel(profile, platform, setting):
     from ..errors import KmockUsageError
@@ -45,6 +47,7 @@ def serve(
     setting: list[str] = typer.Option(None, "--set", help="profile setting KEY=VALUE (JSON value)"),
     vfio: int = typer.Option(1, "--vfio", help="mock VFIO devices to create (/dev/vfio/devices/vfioN)"),
     trace: str = typer.Option(None, "--trace", help="log every request to this file"),
+    spin_us: float = typer.Option(SPIN_US, "--spin-us", help="how long each side of a connection spins for the other before it sleeps (0: never)"),
 ):
     """Serve a mock kernel to native programs. Prints the environment a client needs
     (LD_PRELOAD, KMOCK_SOCKET) and serves until interrupted; then prints the state."""
@@ -53,7 +56,7 @@ def serve(
     kernel = _kernel(profile, platform, setting)
     _add_vfio(kernel, vfio)
     tf = open(trace, "w") if trace else None
-    srv = start(kernel, path=socket_path, trace=tf)
+    srv = start(kernel, path=socket_path, trace=tf, spin_us=spin_us)
     for k, v in srv.env().items():
         typer.echo(f"export {k}={v}")
     sys.stdout.flush()
@@ -83,6 +86,7 @@ def run(
     setting: list[str] = typer.Option(None, "--set", help="profile setting KEY=VALUE (JSON value)"),
     vfio: int = typer.Option(1, "--vfio", help="mock VFIO devices to create (/dev/vfio/devices/vfioN)"),
     trace: str = typer.Option(None, "--trace", help="log every request to this file"),
+    spin_us: float = typer.Option(SPIN_US, "--spin-us", help="how long each side of a connection spins for the other before it sleeps (0: never)"),
     dump: str = typer.Option(None, "--dump", help="write the state at exit (JSON) to this file"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print no state at exit"),
 ):
@@ -94,7 +98,7 @@ def run(
     _add_vfio(kernel, vfio)
     tf = open(trace, "w") if trace else None
     try:
-        res = run_program(list(argv), kernel=kernel, capture=False, trace=tf)
+        res = run_program(list(argv), kernel=kernel, capture=False, trace=tf, spin_us=spin_us)
     except FileNotFoundError as e:
         typer.echo(f"kmock run: {e}", err=True)
         raise typer.Exit(127)

@@ -85,6 +85,10 @@ SOCKFD = 8  # (channel) the reply's fd follows on the socket
 
 #: the largest payload a client sends or receives (read/write are cut to it, a short count)
 MAXPAY = 1 << 20
+#: how long a channel's server thread spins for the next request after a reply, and a
+#: client thread for its reply, before sleeping (microseconds; Server(spin_us=...),
+#: ``kmock run/serve --spin-us``; sent to the client in the CHANNEL reply)
+SPIN_US = 50
 #: the largest DUMP reply an observer accepts
 MAXDUMP = 1 << 26
 

@@ -43,9 +43,7 @@ PAGE_SHIFT = 12
 MADV_REMOVE = 9
 FALLOC_PUNCH_KEEP = 0x03
 U32 = 0xFFFFFFFF
-#: how long a channel's server thread spins for the next request after a reply, and a
-#: client thread for its reply, before sleeping (microseconds; Server(spin_us=...))
-SPIN_US = 50
+SPIN_US = P.SPIN_US
 #: the guest_memfd invalidations after which a host mapping must fault, and those after
 #: which it is re-synced with the page state (as kmock.kvm.gmem_mapping.GmemMapping)
 ZAPPING = ("convert_private", "memory_failure")
