@@ -18,12 +18,10 @@ missing table, never per page.
 """
 
 import errno
-import functools
 import threading
 
 from kmock.errors import oserror
 
-from . import rtt
 from .rtt import GRANULE_SHIFT, GRANULE_SIZE, _RmiStatus
 
 POOL_PAGES = 1 << 18
@@ -124,13 +122,14 @@ def map_protected(realm, pool, ipa, pa, size):
     """A realm fault KVM resolves: the UNASSIGNED entries of [ipa, ipa + size) get the
     frames from ``pa`` (delegate + RTT_DATA_MAP); ASSIGNED ones are left alone."""
     ensure_tables(realm, pool, ipa, ipa + size)
+    g = realm.granules
     for s, e in realm.unassigned_runs(ipa, ipa + size):
         run_pa = pa + (s - ipa)
-        if not _delegate(realm.granules, run_pa, e - s):
+        if not _delegate(g, run_pa, e - s):
             continue  # "raced with another vCPU": return to the guest
         _r, done = realm.data_create_range(run_pa, s, None, e - s)
         if done != e - s:
-            realm.granules.undelegate_range(run_pa + done, (e - s) - done)
+            g.undelegate_range(run_pa + done, (e - s) - done)
 
 
 def unmap_protected(realm, ipa, end):
@@ -153,17 +152,19 @@ def map_unprotected(realm, pool, ipa, ns_pa, size):
     realm.map_unprotected_range(ipa, size, ns_pa)
 
 
-def _walk_ripas(realm, pool, base, top, call):
-    """Loop an RTT_*_RIPAS command from ``base`` to ``top``, creating a table where it
-    reports RMI_ERROR_RTT below level 3. Returns the address reached."""
+def _walk_ripas(realm, pool, base, top, rec):
+    """Loop RTT_SET_RIPAS for ``rec``'s request (RTT_INIT_RIPAS when ``rec`` is None) from
+    ``base`` to ``top``, creating a table where it reports RMI_ERROR_RTT below level 3.
+    Returns the address reached."""
     while base < top:
-        r = call(base, top)
-        if r.status == _RmiStatus.SUCCESS:
+        r = realm.rtt_init_ripas(base, top) if rec is None else realm.rtt_set_ripas(rec, base, top)
+        status = r.ret & 0xFF  # (r.status, RMI_RETURN_STATUS, without the property's call)
+        if status == _RmiStatus.SUCCESS:
             if r.x1 <= base:
                 break
             base = r.x1
             continue
-        if r.status == _RmiStatus.ERROR_RTT and r.index < 3:
+        if status == _RmiStatus.ERROR_RTT and r.index < 3:
             block = GRANULE_SIZE << (9 * (3 - r.index))
             ensure_tables(realm, pool, base & ~(block - 1), (base & ~(block - 1)) + block)
             continue
@@ -175,7 +176,7 @@ def init_ripas(realm, pool, base, top):
     """RTT_INIT_RIPAS over [base, top); returns the address reached."""
     if rmi_failed(pool.kernel, "rtt_init_ripas"):
         return base
-    return _walk_ripas(realm, pool, base, top, realm.rtt_init_ripas)
+    return _walk_ripas(realm, pool, base, top, None)
 
 
 def set_ripas(realm, rec, pool, base, top):
@@ -184,4 +185,4 @@ def set_ripas(realm, rec, pool, base, top):
     KVM's ``ripas_change`` would retry an entry the RMM refuses (a DESTROYED page without
     RSI_CHANGE_DESTROYED) forever [U]; kmock stops there and lets the realm see partial
     progress instead (a choice, docs/arch/cca.md)."""
-    return _walk_ripas(realm, pool, base, top, functools.partial(realm.rtt_set_ripas, rec))
+    return _walk_ripas(realm, pool, base, top, rec)

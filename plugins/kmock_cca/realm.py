@@ -225,32 +225,10 @@ class RealmVm(Arm64Vm):
     def run_enter(self, vcpu):
         """kvm_rec_pre_enter: a realm that is not ACTIVE -> EINVAL; complete a pending
         RIPAS change (kvm_complete_ripas_change, 23/44) before entering the REC."""
-        arch = vcpu.vm.arch
-        if arch.state != _RealmState.ACTIVE:
-            raise oserror(errno.EINVAL)
-        rec = vcpu.arch.rec
-        # (rec.ripas_pending, inlined: every KVM_RUN of a realm asks)
-        if rec is not None and rec.ripas_base != rec.ripas_top:
-            self.complete_ripas_change(vcpu, rec)
+        return _rec_pre_enter(self, vcpu)
 
     def complete_ripas_change(self, vcpu, rec):
-        vm = vcpu.vm
-        arch = vm.arch
-        realm = arch.realm
-        base, top, ripas = rec.ripas_addr, rec.ripas_top, rec.ripas_value
-        limit, flags = top, 0
-        if ripas == _Ripas.RAM and self.series.ripas_refusal == "attributes":
-            first_shared = _first_shared(vm, base >> PAGE_SHIFT, top >> PAGE_SHIFT)
-            if first_shared is not None:
-                limit = first_shared << PAGE_SHIFT
-                flags = rtt.REC_ENTER_FLAG_RIPAS_RESPONSE
-        with vm.mmu_lock, arch.lock:
-            reached = kvm_rmi.set_ripas(realm, rec, self.pool, base, limit) if limit > base else base
-            if ripas == _Ripas.EMPTY and reached > base:
-                # realm_unmap_private_range: the RTT's data and KVM's own stage-2 view
-                kvm_rmi.unmap_protected(realm, base, reached)
-                vm.zap_gfn_range(base >> PAGE_SHIFT, reached >> PAGE_SHIFT, "private")
-            vcpu.arch.rsi_result = rec.enter(flags)
+        _complete_ripas_change(self, vcpu, rec)
 
     def vm_destroy(self, vm):
         """kvm_destroy_realm: DYING, every DATA granule and RTT destroyed and undelegated,
@@ -295,35 +273,7 @@ class RealmVm(Arm64Vm):
     def guest_access_early(self, vcpu, start, end, private, write):
         if not private:
             return None
-        vm = vcpu.vm
-        arch = vm.arch
-        realm = arch.realm
-        if realm is None or end > realm.par_size:
-            return None
-        with arch.lock:
-            page_end = (end + rtt.GRANULE_SIZE - 1) & ~(rtt.GRANULE_SIZE - 1)
-            for s, e, ripas in realm.ripas_runs(start & ~(rtt.GRANULE_SIZE - 1), page_end):
-                if ripas == _Ripas.EMPTY:
-                    why = (f"realm access to IPA {max(s, start):#x}: RIPAS EMPTY; the RMM "
-                           "injects a synchronous external abort into the realm (the host "
-                           "sees nothing)")
-                    vm.kernel.violations.record("realm_sea", why, vm=vm, vcpu=vcpu.id,
-                                                gpa=max(s, start), ripas="EMPTY")
-                    return why
-                if ripas == _Ripas.DESTROYED:
-                    ipa = max(s, start)
-                    cause = _cause_at(arch.destroyed, ipa)
-                    why = (f"realm access to IPA {ipa:#x}: RIPAS DESTROYED ({cause}); every "
-                           "access aborts to the host and KVM cannot make it progress "
-                           "unless the realm re-requests RAM with RSI_CHANGE_DESTROYED. "
-                           "KVM_RUN returns -EINTR with KVM_EXIT_INTR (kmock: the signal "
-                           "that would end KVM's abort loop)")
-                    vm.kernel.violations.record("realm_access_destroyed", why, vm=vm,
-                                                vcpu=vcpu.id, gpa=ipa, ripas="DESTROYED",
-                                                cause=cause)
-                    vcpu.run.exit_reason = K.KVM_EXIT_INTR
-                    raise oserror(errno.EINTR)
-        return None
+        return _realm_access(vcpu, start, end)
 
     # --- memory callbacks -------------------------------------------------------------------
 
@@ -364,47 +314,13 @@ class RealmVm(Arm64Vm):
     def gmem_invalidate(self, vm, event):
         """Pages going away (punch, release, memory failure) or becoming shared: their
         protected data is destroyed (realm_unmap_private_range)."""
-        if event.to_private or vm.arch.realm is None:
-            return
-        for slot in event.inode.bound_slots(event.start, event.end):
-            if slot.vm is not vm:
-                continue
-            lo = max(event.start, slot.gmem_pgoff)
-            hi = min(event.end, slot.gmem_pgoff + slot.npages)
-            if lo < hi:
-                delta = slot.base_gfn - slot.gmem_pgoff
-                self.destroy_protected(vm, lo + delta, hi + delta, (event.reason, lo))
+        _gmem_invalidate(vm, event)
 
     def destroy_protected(self, vm, start_gfn, end_gfn, what):
         """RTT_DATA_UNMAP of gfns [start, end); RAM the realm did not release becomes
         DESTROYED and is recorded (kind "realm_data_destroyed"). ``what`` names the host
         call: a string, or (invalidation reason, guest_memfd page)."""
-        arch = vm.arch
-        realm = arch.realm
-        if realm is None:
-            return
-        ipa, end = start_gfn << PAGE_SHIFT, min(end_gfn << PAGE_SHIFT, realm.par_size)
-        if ipa >= end:
-            return
-        with arch.lock:
-            gone = kvm_rmi.unmap_protected(realm, ipa, end)
-            for s, e, ripas in gone:
-                if ripas != _Ripas.RAM or _released(vm, s, e):
-                    continue
-                call = what
-                if isinstance(what, tuple):
-                    reason, page = what
-                    page += (s >> PAGE_SHIFT) - start_gfn
-                    call = (f"{HOST_CALLS.get(reason, reason)}, guest_memfd offset "
-                            f"{page << PAGE_SHIFT:#x}")
-                arch.destroyed.append((s, e, call))
-                vm.kernel.violations.record(
-                    "realm_data_destroyed",
-                    f"{call} removed realm RAM at IPA {s:#x}-{e:#x} that the realm did not "
-                    "release: RTT_DATA_UNMAP made its RIPAS DESTROYED; later realm accesses "
-                    "abort without progress unless the realm asks for RAM with "
-                    "RSI_CHANGE_DESTROYED",
-                    vm=vm, gpa=s, size=e - s, host_call=call)
+        _destroy_protected(vm, start_gfn, end_gfn, what)
 
     # --- host and devices ------------------------------------------------------------------------
 
@@ -484,7 +400,9 @@ def _released(vm, start, end):
     gave the pages up and the VMM is converting them."""
     for vcpu in vm.vcpus.values():
         rec = getattr(vcpu.arch, "rec", None)
-        if rec is not None and rec.ripas_pending and rec.ripas_value == _Ripas.EMPTY \
+        # (rec.ripas_pending, inlined)
+        if rec is not None and rec.ripas_base != rec.ripas_top \
+                and rec.ripas_value == _Ripas.EMPTY \
                 and rec.ripas_addr <= start and end <= rec.ripas_top:
             return True
     return False
@@ -495,3 +413,128 @@ def _cause_at(destroyed, ipa):
         if s <= ipa < e:
             return f"destroyed by {what}"
     return "destroyed by the host"
+
+
+# --- the bodies of the callbacks every conversion runs -------------------------------------
+# Module functions rather than RealmVm methods so that, compiled, their vCPU, VM, realm and
+# REC are typed (realm.pxd): RealmVm is a plain class, as kmock_arm64's VM type it extends.
+
+def _rec_pre_enter(vmtype, vcpu):
+    """RealmVm.run_enter."""
+    vm = vcpu.vm
+    if vm.arch.state != _RealmState.ACTIVE:
+        raise oserror(errno.EINVAL)
+    rec = vcpu.arch.rec
+    # (rec.ripas_pending, inlined: every KVM_RUN of a realm asks)
+    if rec is not None and rec.ripas_base != rec.ripas_top:
+        _complete_ripas_change(vmtype, vcpu, rec)
+
+
+def _complete_ripas_change(vmtype, vcpu, rec):
+    """kvm_complete_ripas_change: RTT_SET_RIPAS over the REC's request (up to the first
+    page the VMM left shared, with the ``attributes`` refusal), the data of what became
+    EMPTY unmapped, then the RSI call's completion."""
+    vm = vcpu.vm
+    arch = vm.arch
+    realm = arch.realm
+    base, top, ripas = rec.ripas_addr, rec.ripas_top, rec.ripas_value
+    limit, flags = top, 0
+    if ripas == _Ripas.RAM and vmtype.series.ripas_refusal == "attributes":
+        first_shared = _first_shared(vm, base >> PAGE_SHIFT, top >> PAGE_SHIFT)
+        if first_shared is not None:
+            limit = first_shared << PAGE_SHIFT
+            flags = rtt.REC_ENTER_FLAG_RIPAS_RESPONSE
+    # ``with vm.mmu_lock, arch.lock``, the Condition taken through its own acquire/release
+    # (the RLock's C methods): the Condition's __enter__/__exit__ are Python calls
+    mmu_lock = vm.mmu_lock
+    mmu_lock.acquire()
+    try:
+        with arch.lock:
+            reached = kvm_rmi.set_ripas(realm, rec, vmtype.pool, base, limit) if limit > base else base
+            if ripas == _Ripas.EMPTY and reached > base:
+                # realm_unmap_private_range: the RTT's data and KVM's own stage-2 view
+                kvm_rmi.unmap_protected(realm, base, reached)
+                vm.zap_gfn_range(base >> PAGE_SHIFT, reached >> PAGE_SHIFT, "private")
+            vcpu.arch.rsi_result = rec.enter(flags)
+    finally:
+        mmu_lock.release()
+
+
+def _realm_access(vcpu, start, end):
+    """RealmVm.guest_access_early of a private access: the RTT's verdict (RIPAS EMPTY:
+    an SEA in the realm; DESTROYED: no progress, KVM_RUN ends with EINTR)."""
+    vm = vcpu.vm
+    arch = vm.arch
+    realm = arch.realm
+    if realm is None or end > realm.par_size:
+        return None
+    with arch.lock:
+        page_end = (end + rtt.GRANULE_SIZE - 1) & ~(rtt.GRANULE_SIZE - 1)
+        for s, e, ripas in realm.ripas_runs(start & ~(rtt.GRANULE_SIZE - 1), page_end):
+            if ripas == _Ripas.EMPTY:
+                why = (f"realm access to IPA {max(s, start):#x}: RIPAS EMPTY; the RMM "
+                       "injects a synchronous external abort into the realm (the host "
+                       "sees nothing)")
+                vm.kernel.violations.record("realm_sea", why, vm=vm, vcpu=vcpu.id,
+                                            gpa=max(s, start), ripas="EMPTY")
+                return why
+            if ripas == _Ripas.DESTROYED:
+                ipa = max(s, start)
+                cause = _cause_at(arch.destroyed, ipa)
+                why = (f"realm access to IPA {ipa:#x}: RIPAS DESTROYED ({cause}); every "
+                       "access aborts to the host and KVM cannot make it progress "
+                       "unless the realm re-requests RAM with RSI_CHANGE_DESTROYED. "
+                       "KVM_RUN returns -EINTR with KVM_EXIT_INTR (kmock: the signal "
+                       "that would end KVM's abort loop)")
+                vm.kernel.violations.record("realm_access_destroyed", why, vm=vm,
+                                            vcpu=vcpu.id, gpa=ipa, ripas="DESTROYED",
+                                            cause=cause)
+                vcpu.run.exit_reason = K.KVM_EXIT_INTR
+                raise oserror(errno.EINTR)
+    return None
+
+
+def _gmem_invalidate(vm, event):
+    """RealmVm.gmem_invalidate."""
+    if event.to_private or vm.arch.realm is None:
+        return
+    start, end = event.start, event.end
+    for slot in event.inode.bound_slots(start, end):
+        if slot.vm is not vm:
+            continue
+        pgoff = slot.gmem_pgoff
+        lo = max(start, pgoff)
+        hi = min(end, pgoff + slot.npages)
+        if lo < hi:
+            delta = slot.base_gfn - pgoff
+            _destroy_protected(vm, lo + delta, hi + delta, (event.reason, lo))
+
+
+def _destroy_protected(vm, start_gfn, end_gfn, what):
+    """RealmVm.destroy_protected."""
+    arch = vm.arch
+    realm = arch.realm
+    if realm is None:
+        return
+    ipa, end = start_gfn << PAGE_SHIFT, min(end_gfn << PAGE_SHIFT, realm.par_size)
+    if ipa >= end:
+        return
+    with arch.lock:
+        gone = kvm_rmi.unmap_protected(realm, ipa, end)
+        for s, e, ripas in gone:
+            if ripas != _Ripas.RAM or _released(vm, s, e):
+                continue
+            call = what
+            if isinstance(what, tuple):
+                reason, page = what
+                page += (s >> PAGE_SHIFT) - start_gfn
+                call = (f"{HOST_CALLS.get(reason, reason)}, guest_memfd offset "
+                        f"{page << PAGE_SHIFT:#x}")
+            arch.destroyed.append((s, e, call))
+            vm.kernel.violations.record(
+                "realm_data_destroyed",
+                f"{call} removed realm RAM at IPA {s:#x}-{e:#x} that the realm did not "
+                "release: RTT_DATA_UNMAP made its RIPAS DESTROYED; later realm accesses "
+                "abort without progress unless the realm asks for RAM with "
+                "RSI_CHANGE_DESTROYED",
+                vm=vm, gpa=s, size=e - s, host_call=call)

@@ -95,6 +95,14 @@ class RmiResult(NamedTuple):
 
 
 _STATUS = tuple({m.value: m for m in RmiStatus}.get(i, i) for i in range(256))
+
+
+def _rmi_result(ret, x1=0, x2=0):
+    """``RmiResult(ret, x1, x2)`` as the namedtuple's own __new__ builds it (tuple.__new__):
+    that __new__ is an interpreted function even when this module is compiled, a cost on
+    every command of a conversion."""
+    return tuple.__new__(RmiResult, (ret, x1, x2))
+
 _OK = RmiResult(rmi_return(RmiStatus.SUCCESS))
 _INPUT = RmiResult(rmi_return(RmiStatus.ERROR_INPUT))
 _REALM = RmiResult(rmi_return(RmiStatus.ERROR_REALM))
@@ -808,7 +816,7 @@ class Realm:
             self.granules.set_state(self.granules.index(_frame(v, s) << GRANULE_SHIFT), e - s, _GranuleState.DELEGATED)
         last_pa = _frame(runs[-1][2], page + k - 1) << GRANULE_SHIFT
         if k == n:
-            return RmiResult(_OK.ret, last_pa, (page + k) << GRANULE_SHIFT), k << GRANULE_SHIFT
+            return _rmi_result(_OK.ret, last_pa, (page + k) << GRANULE_SHIFT), k << GRANULE_SHIFT
         return self._destroy_check(page + k), k << GRANULE_SHIFT
 
     # -- RIPAS -------------------------------------------------------------------------------
@@ -842,7 +850,7 @@ class Realm:
         for s, e in empty_runs:
             self._entries.set(s, e, _U_RAM)
         self.rim.append(("RTT_INIT_RIPAS", base, end << GRANULE_SHIFT, True))
-        return RmiResult(_OK.ret, end << GRANULE_SHIFT)
+        return _rmi_result(_OK.ret, end << GRANULE_SHIFT)
 
     def _entry_window(self, base, top):
         """(level, stop page) for a command walking entries of one RTT from ``base``: stop is
@@ -887,7 +895,7 @@ class Realm:
         for s, e, new in changes:
             self._entries.set(s, e, new)
         rec.ripas_addr = end << GRANULE_SHIFT
-        return RmiResult(_OK.ret, rec.ripas_addr)
+        return _rmi_result(_OK.ret, rec.ripas_addr)
 
     # -- unprotected IPA -----------------------------------------------------------------------
     def rtt_map_unprotected(self, ipa, level, ns_pa):
@@ -936,7 +944,7 @@ class Realm:
         out = []
         for s, e, v in m.ranges(lo, hi):
             if not v:
-                out.extend(t << (sh + GRANULE_SHIFT) for t in range(s, e))
+                out.extend([t << (sh + GRANULE_SHIFT) for t in range(s, e)])
         return out
 
     def map_unprotected_range(self, ipa, size, ns_pa):
@@ -1087,7 +1095,8 @@ class Rec:
         self.ripas_value = value = _RIPAS_OF[ripas]
         # TF-RMM compares the whole X4 with RSI_CHANGE_DESTROYED (runtime/rsi/memory.c)
         self.change_destroyed = flags == RSI_CHANGE_DESTROYED
-        self.pending_exit = RipasChangeExit(base, top, value)
+        # (RipasChangeExit(base, top, value) without its interpreted __new__, see _rmi_result)
+        self.pending_exit = tuple.__new__(RipasChangeExit, (base, top, value))
         return self.pending_exit
 
     def enter(self, flags=0):
@@ -1100,7 +1109,8 @@ class Rec:
         response = RSI_ACCEPT
         if self.ripas_value == _Ripas.RAM and self.ripas_addr != self.ripas_top and reject:
             response = RSI_REJECT
-        out = RsiResult(_RsiStatus.SUCCESS, self.ripas_addr, response)
+        # (RsiResult(SUCCESS, ripas_addr, response), see _rmi_result)
+        out = tuple.__new__(RsiResult, (_RsiStatus.SUCCESS, self.ripas_addr, response))
         self.ripas_base = self.ripas_top = 0
         self.pending_exit = None
         return out
