@@ -20,6 +20,9 @@ cpdef _complete_ripas_change(vmtype, vcpu, rec)
 @cython.locals(vcpu=Vcpu, vm=VM, realm=Realm)
 cpdef _realm_access(vcpu, start, end)
 
+@cython.locals(realm=Realm)
+cpdef _rtt_map(realm, arch, pool, ipa, pfn, size, private)
+
 @cython.locals(vm=VM, event=InvalidateEvent, slot=Memslot)
 cpdef _gmem_invalidate(vm, event)
 

@@ -284,21 +284,12 @@ class RealmVm(Arm64Vm):
             return
         ipa, size = gfn << PAGE_SHIFT, npages << PAGE_SHIFT
         try:
-            self._rtt_map(realm, arch, ipa, pfn, size, private)
+            _rtt_map(realm, arch, self.pool, ipa, pfn, size, private)
         except OSError:
             # the fault fails (KVM_RUN returns the error) and KVM's stage-2 keeps nothing
             # of it: realm_map_protected / realm_map_non_secure fail before the mapping
             vm.zap_gfn_range(gfn, gfn + npages, "private" if private else "shared")
             raise
-
-    def _rtt_map(self, realm, arch, ipa, pfn, size, private):
-        with arch.lock:
-            if private:
-                if ipa + size <= realm.par_size:
-                    kvm_rmi.map_protected(realm, self.pool, ipa, pfn << PAGE_SHIFT, size)
-            elif ipa + size <= realm.par_size:
-                kvm_rmi.map_unprotected(realm, self.pool, ipa | realm.unprotected_bit,
-                                        pfn << PAGE_SHIFT, size)
 
     def stage2_zap(self, vm, runs):
         arch = vm.arch
@@ -494,12 +485,31 @@ def _realm_access(vcpu, start, end):
     return None
 
 
+def _rtt_map(realm, arch, pool, ipa, pfn, size, private):
+    """RealmVm.stage2_map's RMM side: RTT_DATA_MAP (protected) or RTT_UNPROT_MAP at the
+    alias (unprotected) of the IPAs in the realm's range."""
+    with arch.lock:
+        if private:
+            if ipa + size <= realm.par_size:
+                kvm_rmi.map_protected(realm, pool, ipa, pfn << PAGE_SHIFT, size)
+        elif ipa + size <= realm.par_size:
+            kvm_rmi.map_unprotected(realm, pool, ipa | realm.unprotected_bit,
+                                    pfn << PAGE_SHIFT, size)
+
+
 def _gmem_invalidate(vm, event):
     """RealmVm.gmem_invalidate."""
     if event.to_private or vm.arch.realm is None:
         return
     start, end = event.start, event.end
-    for slot in event.inode.bound_slots(start, end):
+    inode = event.inode
+    if end - start == 1:
+        # one page (a 4K conversion): bound to one memslot at most, slot_at's one look-up
+        slot = inode.slot_at(start)
+        slots = () if slot is None else (slot,)
+    else:
+        slots = inode.bound_slots(start, end)
+    for slot in slots:
         if slot.vm is not vm:
             continue
         pgoff = slot.gmem_pgoff

@@ -51,3 +51,4 @@ cdef class Rec:
 
 
 cpdef _rmi_result(ret, x1=*, x2=*)
+cpdef _update_ripas(v, ripas, change_destroyed)

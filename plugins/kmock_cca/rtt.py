@@ -97,11 +97,15 @@ class RmiResult(NamedTuple):
 _STATUS = tuple({m.value: m for m in RmiStatus}.get(i, i) for i in range(256))
 
 
+#: tuple.__new__, what a namedtuple's own __new__ calls: the results of the commands a
+#: conversion issues are built with it, as that __new__ is an interpreted function even
+#: when this module is compiled
+_tuple_new = tuple.__new__
+
+
 def _rmi_result(ret, x1=0, x2=0):
-    """``RmiResult(ret, x1, x2)`` as the namedtuple's own __new__ builds it (tuple.__new__):
-    that __new__ is an interpreted function even when this module is compiled, a cost on
-    every command of a conversion."""
-    return tuple.__new__(RmiResult, (ret, x1, x2))
+    """``RmiResult(ret, x1, x2)``, built without the namedtuple's __new__ (_tuple_new)."""
+    return _tuple_new(RmiResult, (ret, x1, x2))
 
 _OK = RmiResult(rmi_return(RmiStatus.SUCCESS))
 _INPUT = RmiResult(rmi_return(RmiStatus.ERROR_INPUT))
@@ -1095,8 +1099,8 @@ class Rec:
         self.ripas_value = value = _RIPAS_OF[ripas]
         # TF-RMM compares the whole X4 with RSI_CHANGE_DESTROYED (runtime/rsi/memory.c)
         self.change_destroyed = flags == RSI_CHANGE_DESTROYED
-        # (RipasChangeExit(base, top, value) without its interpreted __new__, see _rmi_result)
-        self.pending_exit = tuple.__new__(RipasChangeExit, (base, top, value))
+        # (RipasChangeExit(base, top, value), see _tuple_new)
+        self.pending_exit = _tuple_new(RipasChangeExit, (base, top, value))
         return self.pending_exit
 
     def enter(self, flags=0):
@@ -1109,8 +1113,8 @@ class Rec:
         response = RSI_ACCEPT
         if self.ripas_value == _Ripas.RAM and self.ripas_addr != self.ripas_top and reject:
             response = RSI_REJECT
-        # (RsiResult(SUCCESS, ripas_addr, response), see _rmi_result)
-        out = tuple.__new__(RsiResult, (_RsiStatus.SUCCESS, self.ripas_addr, response))
+        # (RsiResult(SUCCESS, ripas_addr, response), see _tuple_new)
+        out = _tuple_new(RsiResult, (_RsiStatus.SUCCESS, self.ripas_addr, response))
         self.ripas_base = self.ripas_top = 0
         self.pending_exit = None
         return out
