@@ -4,9 +4,6 @@
 # the DATA map/unmap, the granule transitions, the RSI calls) are cpdef: C calls from
 # typed callers (kvm_rmi, realm, guest).
 
-cdef class Rec
-
-
 cdef class GranuleTable:
     cdef dict __dict__
     cdef public object _map, base, nr_granules
@@ -29,7 +26,7 @@ cdef class Realm:
     cpdef _entry_runs(self, lo, hi)
     cpdef _first_table(self, child_level, page_lo, page_hi)
     cpdef _entry_window(self, base, top)
-    cpdef rtt_set_ripas(self, Rec rec, base, top)
+    cpdef rtt_set_ripas(self, rec, base, top)
     cpdef missing_tables(self, level, ipa, end)
     cpdef unassigned_runs(self, ipa, end)
     cpdef ripas_runs(self, ipa, end)
