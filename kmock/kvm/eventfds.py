@@ -48,6 +48,7 @@ import weakref
 from ..errors import oserror
 from ..kernel_util import copy_from_user, read_user_at
 from . import x86_vm
+from .attached import Attached
 
 # --- UAPI: include/uapi/linux/kvm.h, in kmock.uapi.kvm --------------------------------------
 
@@ -257,10 +258,15 @@ class EventfdState:
         self.irqfds = []
 
 
-_STATES = weakref.WeakKeyDictionary()
-#: reentrant: a VM's finalizer (EventfdState.release, run by the garbage collector in
-#: whatever this thread was doing) takes the waiters' lock, maybe inside state()
-_STATES_LOCK = threading.RLock()
+def _new_state(vm):
+    s = EventfdState()
+    weakref.finalize(vm, s.release)  # its eventfd references go with the VM object
+    return s
+
+
+#: vm -> its EventfdState (an Attached, not a WeakKeyDictionary: deliver_irqfds looks a
+#: VM up on every KVM_RUN of a delivering irqchip model, arm64's)
+_STATES = Attached(_new_state)
 _WAITERS_LOCK = threading.RLock()
 #: eventfd id -> the Irqfd bound to it, over every VM of this process: an irqfd is the
 #: eventfd wait queue's exclusive priority waiter (add_wait_queue_priority_exclusive in
@@ -272,14 +278,7 @@ _IRQFD_WAITERS = {}
 def state(vm):
     """The EventfdState of ``vm`` (made on first use; its eventfd references are dropped
     when the VM object goes away)."""
-    s = _STATES.get(vm)
-    if s is None:
-        with _STATES_LOCK:
-            s = _STATES.get(vm)
-            if s is None:
-                s = _STATES[vm] = EventfdState()
-                weakref.finalize(vm, s.release)
-    return s
+    return _STATES(vm)
 
 
 def _drop_waiter(irqfd):
