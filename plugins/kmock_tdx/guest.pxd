@@ -1,21 +1,33 @@
 # Cython declarations of guest.py (an augmenting .pxd, see td.pxd): the accept and MapGPA
-# actions each conversion runs.
+# actions each conversion runs, with typed locals and C calls to the S-EPT, the fault path
+# and MapGPA.
 cimport cython
 
 from kmock.kvm.guest cimport Action
+from kmock.kvm.stage2 cimport faultin
 from kmock.kvm.vcpu cimport Vcpu
 from kmock.kvm.vm cimport VM
 
 from kmock_tdx.mapgpa cimport MapGpa
-from kmock_tdx.td cimport Td
+from kmock_tdx.sept cimport Sept
+from kmock_tdx.td cimport Td, TdxVcpu, gmem_page_of, zero_pages
 
 
 cdef class Accept(Action):
     cdef public object gpa, level
 
-    @cython.locals(vcpu=Vcpu, vm=VM, td=Td)
+    @cython.locals(vcpu=Vcpu, vm=VM, td=Td, sept=Sept)
     cpdef step(self, vcpu)
 
 
 cdef class MapGpaCall(Action):
     cdef public object gpa, size, call
+
+    @cython.locals(vcpu=Vcpu)
+    cpdef _exit(self, vcpu, ex)
+
+    @cython.locals(vcpu=Vcpu, vm=VM, td=Td, call=MapGpa)
+    cpdef step(self, vcpu)
+
+    @cython.locals(vcpu=Vcpu, tv=TdxVcpu, call=MapGpa)
+    cpdef complete(self, vcpu)

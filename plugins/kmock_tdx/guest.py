@@ -147,11 +147,13 @@ class MapGpaCall(Action):
 
     def complete(self, vcpu):
         """tdx_complete_vmcall_map_gpa: the next chunk's exit ends KVM_RUN at once."""
-        if self.call is None or self.done:
+        call = self.call
+        if call is None or self.done:
             return CONTINUE
-        ex = self.call.complete(vcpu.run_hypercall.ret, vcpu.arch.pending_event)
+        tv = vcpu.arch
+        ex = call.complete(vcpu.run_hypercall.ret, tv.pending_event)
         if ex is None:
-            self.finish(self.call.result)
+            self.finish(call.result)
             return CONTINUE
         return self._exit(vcpu, ex)
 

@@ -110,6 +110,9 @@ class TdxVcpu:
         #: test knob: a signal becomes pending after this many INIT_MEM_REGION pages
         #: (None: no signal); the next page sees it and the call returns -EINTR
         self.signal_after_pages = None
+        #: the vCPU's x86 state (kmock.kvm.x86_state), looked up once at the first entry
+        #: (kmock_tdx.vcpu_events.inject_pending_nmi)
+        self.x86 = None
 
 
 class Td:

@@ -67,4 +67,8 @@ def nmi(f, arg):
 
 def inject_pending_nmi(vcpu):
     """tdx_inject_nmi at entry: the queued NMI goes to the TDX module (nmi_pending 0)."""
-    x86_state(vcpu).nmi_pending = 0
+    tv = vcpu.arch
+    st = tv.x86
+    if st is None:
+        st = tv.x86 = x86_state(vcpu)  # (the look-up by id, once per vCPU)
+    st.nmi_pending = 0

@@ -10,6 +10,7 @@ from kmock.uapi import tdx as T
 from kmock.uapi import x86 as X
 
 from . import launch, msr, vcpu_events
+from .vcpu_events import inject_pending_nmi
 from .guest import TdxGuest
 from .td import INITIALIZED, RUNNABLE, Td, TdxVcpu, zero_pages
 
@@ -121,12 +122,7 @@ class TdxVm(VmType):
     def run_enter(self, vcpu):
         """tdx_vcpu_pre_run: the vCPU must be initialised (KVM_TDX_INIT_VCPU) and the TD
         RUNNABLE, else -EINVAL. Pending events are injected as the guest enters."""
-        td = vcpu.vm.arch
-        if td.state != RUNNABLE or not vcpu.arch.initialized:
-            raise oserror(errno.EINVAL)
-        vcpu.arch.pending_event = False
-        vcpu_events.inject_pending_nmi(vcpu)
-        return None
+        return tdx_vcpu_pre_run(vcpu)
 
     def guest_access(self, vcpu, action, segments):
         """The TDX module's check of a guest access KVM resolved: a private access to a page
@@ -147,20 +143,7 @@ class TdxVm(VmType):
         """TDX Connect: a page the TD accepted and did not release is TD-DMA pinned; the
         module would refuse its RANGE.BLOCK, so the unmap is refused before anything is
         unmapped: (EAGAIN, that page). kmock's choice, see docs/arch/tdx.md."""
-        td = vm.arch
-        if event.reason == "vm_attributes" and event.vm is not vm:
-            return None
-        td.reason = event.reason
-        if not td.connect or not td.connect_precheck or td.state != RUNNABLE or \
-                event.to_private is True or \
-                event.reason not in _VETOABLE:
-            return None
-        for gs, ge, index in td.gfn_ranges(event.inode, event.start, event.end):
-            with td.lock:
-                g = td.first_pinned([(gs, ge)])
-            if g is not None:
-                return errno.EAGAIN, index + (g - gs)
-        return None
+        return tdx_gmem_veto(vm, event)
 
     def gmem_invalidate(self, vm, event):
         """The arch step of an invalidation: the S-EPT leaves of the range went with the
@@ -174,15 +157,10 @@ class TdxVm(VmType):
 
     def stage2_map(self, vm, gfn, pfn, npages, private):
         if private:
-            vm.arch.sept_map(gfn, pfn, npages)
+            tdx_sept_map(vm, gfn, pfn, npages)
 
     def stage2_zap(self, vm, runs):
-        td = vm.arch
-        if td.sept is None:
-            return
-        for gfn, _pfn, n, private, _w in runs:
-            if private:
-                td.sept_remove(gfn, gfn + n)
+        tdx_sept_zap(vm, runs)
 
     # --- addresses ----------------------------------------------------------------------------
 
@@ -238,6 +216,54 @@ class TdxVm(VmType):
     def judge_stale_dma(self, entry_private, page_private, write):
         return "machine_check" if page_private else "allow"
 
+
+# --- the hooks' bodies, as functions with typed locals when compiled (vmtype.pxd) ---------
+
+
+def tdx_vcpu_pre_run(vcpu):
+    """TdxVm.run_enter."""
+    vm = vcpu.vm
+    td = vm.arch
+    tv = vcpu.arch
+    if td.state != RUNNABLE or not tv.initialized:
+        raise oserror(errno.EINVAL)
+    tv.pending_event = False
+    inject_pending_nmi(vcpu)
+    return None
+
+
+def tdx_sept_map(vm, gfn, pfn, npages):
+    """TdxVm.stage2_map of a private run."""
+    td = vm.arch
+    td.sept_map(gfn, pfn, npages)
+
+
+def tdx_sept_zap(vm, runs):
+    """TdxVm.stage2_zap."""
+    td = vm.arch
+    if td.sept is None:
+        return
+    for gfn, _pfn, n, private, _w in runs:
+        if private:
+            td.sept_remove(gfn, gfn + n)
+
+
+def tdx_gmem_veto(vm, event):
+    """TdxVm.gmem_veto."""
+    td = vm.arch
+    if event.reason == "vm_attributes" and event.vm is not vm:
+        return None
+    td.reason = event.reason
+    if not td.connect or not td.connect_precheck or td.state != RUNNABLE or \
+            event.to_private is True or \
+            event.reason not in _VETOABLE:
+        return None
+    for gs, ge, index in td.gfn_ranges(event.inode, event.start, event.end):
+        with td.lock:
+            g = td.first_pinned([(gs, ge)])
+        if g is not None:
+            return errno.EAGAIN, index + (g - gs)
+    return None
 
 
 def _first_private_page(inode, start, end):
