@@ -18,7 +18,7 @@ cdef class TdxVcpu:
 cdef class Td:
     cdef dict __dict__
     cdef object __weakref__
-    cdef public object vm, kernel, lock, state, connect, connect_precheck, huge_pages, gpaw
+    cdef public object vm, kernel, faults, lock, state, connect, connect_precheck, huge_pages, gpaw
     cdef public object shared_bit, sept
     cdef public object nr_premapped, premapped, pulled, reason
 

@@ -122,6 +122,8 @@ class Td:
         kernel = vm.kernel
         self.vm = vm
         self.kernel = kernel
+        #: kernel.faults (the failure points: each S-EPT change asks whether they are armed)
+        self.faults = kernel.faults
         self.lock = threading.RLock()
         self.state = UNINITIALIZED
         #: TDX Connect with PAGE_RELEASE (profile setting tdx_connect)
@@ -165,10 +167,10 @@ class Td:
         ``seamcall_faults`` (consumed) first, then the failure point of kernel.faults
         (FAILURE_POINTS: the errno chosen selects the status that gives it)."""
         st = self.seamcall_faults.pop(leaf, T.TDX_SUCCESS)
-        if st or not self.kernel.faults.armed:
+        if st or not self.faults.armed:
             return st
         point, err = FAILURE_POINTS[leaf]
-        e = self.kernel.faults.should_fail(point, err)
+        e = self.faults.should_fail(point, err)
         return status_for(leaf, e) if e else T.TDX_SUCCESS
 
     def init_sept(self, gpaw):
@@ -204,10 +206,10 @@ class Td:
         """A failure point of a SEAMCALL whose failure is KVM_BUG_ON: when kernel.faults
         chooses it (a busy status is retried inside KVM and never seen), the VM is bugged
         before the module changed anything. Returns True when it failed."""
-        if not self.kernel.faults.armed:
+        if not self.faults.armed:
             return False
         point, err = FAILURE_POINTS[leaf]
-        e = self.kernel.faults.should_fail(point, err)
+        e = self.faults.should_fail(point, err)
         if not e:
             return False
         self.bug(leaf, status_for(leaf, e), gfn)
@@ -224,7 +226,7 @@ class Td:
         lock = self.lock
         lock.acquire()
         try:
-            if npages == 1 and not self.kernel.faults.armed and sept.aug_page(gfn, pfn):
+            if npages == 1 and not self.faults.armed and sept.aug_page(gfn, pfn):
                 return  # one 4K page (a fault): AUGed, or already mapped
             pos = gfn
             end = gfn + npages
@@ -286,7 +288,7 @@ class Td:
 
     def _aug_level(self, gfn, npages, pfn, level):
         sept = self.sept
-        armed = self.kernel.faults.armed  # (seamcall_failed is False when not armed)
+        armed = self.faults.armed  # (seamcall_failed is False when not armed)
         if armed and self.seamcall_failed("TDH.MEM.PAGE.AUG", gfn):
             return
         if armed and sept.walk_missing(gfn, npages, level) and \
@@ -312,7 +314,7 @@ class Td:
         lock = self.lock
         lock.acquire()
         try:
-            if end - gfn == 1 and not self.kernel.faults.armed and \
+            if end - gfn == 1 and not self.faults.armed and \
                     not (sept.connect and (reason or self.reason) in _UNREFUSABLE):
                 # one 4K page (a 4K conversion): BLOCK, TRACK, REMOVE in one call when they
                 # all succeed; else (None) the general path below, for the failing status
@@ -341,7 +343,7 @@ class Td:
                 leaves = self._split_huge(leaves, gfn, end)
                 if leaves is None:
                     return
-            armed = self.kernel.faults.armed  # (seamcall_failed is False when not armed)
+            armed = self.faults.armed  # (seamcall_failed is False when not armed)
             if armed and self.seamcall_failed("TDH.MEM.RANGE.BLOCK", leaves[0][0]):
                 return
             for s, e, _st, lv in leaves:
