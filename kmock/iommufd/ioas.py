@@ -74,6 +74,11 @@ class IOAS:
 
     @property
     def iova_alignment(self):
+        return self.calculate_iova_alignment()
+
+    def calculate_iova_alignment(self):
+        """iopt_calculate_iova_alignment: the largest page size of the domains, at least
+        PAGE_SIZE when an access exists."""
         align = 1
         for d in self.domains:
             align = max(align, d.page_size)
@@ -175,7 +180,7 @@ class IOAS:
     def map(self, pages, offset, length, iova, fixed, readable, writable):
         """iopt_map_pages: returns the IOVA. The pages are pinned at once when a domain
         or an access exists (lazily otherwise)."""
-        iova_alignment = self.iova_alignment
+        iova_alignment = self.calculate_iova_alignment()
         if length == 0 or length % iova_alignment:
             raise oserror(errno.EINVAL)
         if fixed:

@@ -96,6 +96,14 @@ class HwptPaging:
             return None
         return hit[0], hit[1]
 
+    def reserved_key(self):
+        """The aperture (lo, hi) the reserved ranges leave, or None."""
+        if not self.reserved:
+            return None
+        lo = self.reserved[0][1] + 1 if self.reserved[0][0] == 0 else 0
+        hi = self.reserved[-1][0] - 1 if self.reserved[-1][1] == ULONG_MAX else ULONG_MAX
+        return (lo, hi)
+
 
 def _kinds(area, inode, lo, hi, first):
     """Runs [s, e) of IOVA pages of ``area`` with the same private/shared kind."""
@@ -220,17 +228,6 @@ class IommuDevice:
             if pos < end:
                 kernel.dma_fault(self.dev, pos, "IOVA not mapped")
         return None if write else b"".join(out)
-
-
-def _reserved_key(self):
-    if not self.reserved:
-        return None
-    lo = self.reserved[0][1] + 1 if self.reserved[0][0] == 0 else 0
-    hi = self.reserved[-1][0] - 1 if self.reserved[-1][1] == ULONG_MAX else ULONG_MAX
-    return (lo, hi)
-
-
-HwptPaging.reserved_key = _reserved_key
 
 
 class Viommu:

@@ -51,6 +51,7 @@ class Pages:
         self.users = 0  # areas sharing these pages
         self.pin_users = 0  # domains that need them pinned (accesses pin on demand)
         self._pin = None
+        self._pin_runs = None  # the guest_memfd pin of a "user" kind over a gmem mapping
         if gmem_file is not None:
             gmem_file.get()
         self.file_key = file_key
@@ -144,7 +145,7 @@ class Pages:
     def _orphan(self, offset):
         """The bytes of our pinned guest_memfd page at ``offset`` if PUNCH_HOLE orphaned
         it (the pinner keeps the old folio), else None."""
-        runs = getattr(self, "_pin_runs", None)
+        runs = self._pin_runs
         if runs is None or not self.pinned:
             return None
         return self.inode.pinned_page_bytes(runs, self.first_page() + (offset >> PAGE_SHIFT))

@@ -1,0 +1,26 @@
+# Cython declarations of kmock/iommufd/pages.py (an augmenting .pxd, see kmock/notifier.pxd):
+# the memory behind IOAS areas, whose fields every map, unmap and DMA reads.
+
+cdef class Pages:
+    cdef dict __dict__
+    cdef public object kernel, kind, start, length, writable, fd, gmem_file, mapping
+    cdef public object users, pin_users, _pin, _pin_runs, file_key, file_pfn_base
+
+    cpdef first_page(self)
+    cpdef pfn_runs(self, offset, npages)
+    cpdef need_pins(self)
+    cpdef drop_pins(self)
+    cpdef release(self)
+    cpdef read(self, offset, n)
+    cpdef write(self, offset, data)
+
+
+cdef class IommuMemory:
+    cdef dict __dict__
+    cdef public object kernel, _bases, _next, orphans, _file_refs
+
+    cpdef file_ref(self, fd, key)
+    cpdef file_unref(self, key)
+    cpdef has_file_ref(self, key)
+    cpdef _base_for(self, key)
+    cpdef file_read(self, Pages pages, offset, n)
