@@ -8,8 +8,8 @@ in its kmock.mm PageTable; device DMA translates through that table.
 Errors and their order follow reference/conversion-and-iommufd.md §3.4.
 """
 
-import bisect
 import errno
+from bisect import bisect_left, bisect_right
 
 from ..errors import oserror
 from .pages import PAGE_SIZE
@@ -56,6 +56,7 @@ class IOAS:
     def __init__(self, ictx):
         self.ictx = ictx
         self.kernel = ictx.kernel
+        self.memory = ictx.kernel.iommu_memory
         self.id = 0
         self._starts = []
         self._areas = []
@@ -87,13 +88,13 @@ class IOAS:
         return align
 
     def area_at(self, iova):
-        i = bisect.bisect_right(self._starts, iova) - 1
+        i = bisect_right(self._starts, iova) - 1
         if i >= 0 and iova <= self._areas[i].last:
             return self._areas[i]
         return None
 
     def _overlaps(self, start, last):
-        i = bisect.bisect_right(self._starts, last) - 1
+        i = bisect_right(self._starts, last) - 1
         return i >= 0 and self._areas[i].last >= start
 
     def _reserved_hit(self, start, last):
@@ -203,16 +204,22 @@ class IOAS:
         except BaseException:
             pages.users -= 1
             raise
-        i = bisect.bisect_left(self._starts, iova)
+        i = bisect_left(self._starts, iova)
         self._starts.insert(i, iova)
         self._areas.insert(i, area)
-        self.kernel.iommu_area_added(area)
+        self.memory.area_added(area)
         return iova
 
     def remove_area(self, area):
-        i = bisect.bisect_left(self._starts, area.iova)  # starts are unique: areas never overlap
+        i = bisect_left(self._starts, area.iova)  # starts are unique: areas never overlap
         if i >= len(self._areas) or self._areas[i] is not area:
             i = self._areas.index(area)
+        self._remove_at(i)
+
+    def _remove_at(self, i):
+        """Remove the area at index ``i`` of the sorted list: out of the domains, its
+        pages unpinned and, when no other area shares them, released."""
+        area = self._areas[i]
         del self._starts[i]
         del self._areas[i]
         for d in self.domains:
@@ -222,7 +229,7 @@ class IOAS:
         area.pages.users -= 1
         # off guest_memfd's notifier list before release() drops the file (else a stale
         # area stays listed and a later PUNCH_HOLE revokes its IOVA range under new areas)
-        self.kernel.iommu_area_removed(area)
+        self.memory.area_removed(area)
         if area.pages.users == 0:
             area.pages.release()
 
@@ -235,10 +242,14 @@ class IOAS:
         last = iova + length - 1
         if last > ULONG_MAX:
             raise oserror(errno.EOVERFLOW)
-        inside = []
         areas = self._areas
-        i = max(0, bisect.bisect_right(self._starts, iova) - 1)  # the first area that may meet iova
-        for a in areas[i:bisect.bisect_right(self._starts, last)]:
+        i = bisect_left(self._starts, iova)
+        if i < len(areas) and self._starts[i] == iova and areas[i].last == last:
+            self._remove_at(i)  # exactly one area (areas never overlap): the common case
+            return length
+        inside = []
+        i = max(0, bisect_right(self._starts, iova) - 1)  # the first area that may meet iova
+        for a in areas[i:bisect_right(self._starts, last)]:
             if a.last < iova or a.iova > last:
                 continue
             if a.iova < iova or a.last > last:

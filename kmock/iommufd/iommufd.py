@@ -19,6 +19,8 @@ from ..faults import USERCOPY, check_usercopy
 from ..file import File, make_stat
 from ..kernel_util import read_user_at, write_user_at
 from ..uapi import iommufd as I
+from ..uapi.iommufd import (IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_FLAGS,
+                            IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE)
 from .ioas import IOAS, ULONG_MAX
 from .objects import HwptPaging, Vdevice, Viommu
 
@@ -301,23 +303,27 @@ def _map(ioas, pages, offset, cmd):
                     bool(cmd.flags & I.IOMMU_IOAS_MAP_WRITEABLE))
 
 
-@_command(I.iommu_ioas_map_file, I.IOMMUFD_CMD_IOAS_MAP_FILE, in_place=True)
+# The two hot commands, IOAS_MAP_FILE and IOAS_UNMAP, are cpdef functions when compiled
+# (iommufd.pxd types their locals); Cython ignores a decorator on such a function, so
+# they are wrapped by _command below them rather than decorated.
+
+
 def ioas_map_file(ictx, ucmd, cmd):
     """IOAS_MAP_FILE: a memfd (shmem) by fd + start; a guest_memfd per the profile's
     policy (upstream: EINVAL)."""
     flags, iova, length = cmd.flags, cmd.iova, cmd.length  # (ctypes fields are slow to read)
-    if flags & ~I.IOMMU_IOAS_MAP_FLAGS:
+    if flags & ~IOMMU_IOAS_MAP_FLAGS:
         raise oserror(errno.EOPNOTSUPP)
     if iova >= ULONG_MAX or length >= ULONG_MAX:
         raise oserror(errno.EOVERFLOW)
-    writable = bool(flags & I.IOMMU_IOAS_MAP_WRITEABLE)
-    readable = bool(flags & I.IOMMU_IOAS_MAP_READABLE)
+    writable = bool(flags & IOMMU_IOAS_MAP_WRITEABLE)
+    readable = bool(flags & IOMMU_IOAS_MAP_READABLE)
     if not (readable or writable):
         raise oserror(errno.EINVAL)
     ioas = ictx.lookup(cmd.ioas_id, "ioas")
-    pages = ictx.kernel.file_pages(cmd.fd, cmd.start, length, writable)
+    pages = ioas.memory.file_pages(cmd.fd, cmd.start, length, writable)
     try:
-        cmd.iova = ioas.map(pages, 0, length, iova, bool(flags & I.IOMMU_IOAS_MAP_FIXED_IOVA),
+        cmd.iova = ioas.map(pages, 0, length, iova, bool(flags & IOMMU_IOAS_MAP_FIXED_IOVA),
                             readable, writable)
     except BaseException:
         if pages.users == 0:
@@ -325,6 +331,10 @@ def ioas_map_file(ictx, ucmd, cmd):
         raise
     ucmd.respond(cmd)
     return 0
+
+
+ioas_map_file_handler = _command(I.iommu_ioas_map_file, I.IOMMUFD_CMD_IOAS_MAP_FILE,
+                                 in_place=True)(ioas_map_file)
 
 
 @_command(I.iommu_ioas_copy, I.IOMMUFD_CMD_IOAS_COPY)
@@ -363,7 +373,6 @@ def ioas_copy(ictx, ucmd, cmd):
     return 0
 
 
-@_command(I.iommu_ioas_unmap, I.IOMMUFD_CMD_IOAS_UNMAP, in_place=True)
 def ioas_unmap(ictx, ucmd, cmd):
     ioas = ictx.lookup(cmd.ioas_id, "ioas")
     iova, length = cmd.iova, cmd.length
@@ -375,6 +384,10 @@ def ioas_unmap(ictx, ucmd, cmd):
         cmd.length = ioas.unmap(iova, length)
     ucmd.respond(cmd)
     return 0
+
+
+ioas_unmap_handler = _command(I.iommu_ioas_unmap, I.IOMMUFD_CMD_IOAS_UNMAP,
+                              in_place=True)(ioas_unmap)
 
 
 @_command(I.iommu_option, I.IOMMUFD_CMD_OPTION)
@@ -488,10 +501,10 @@ def iommufd_ioctls(kernel):
         I.IOMMU_IOAS_COPY: ioas_copy,
         I.IOMMU_IOAS_IOVA_RANGES: ioas_iova_ranges,
         I.IOMMU_IOAS_MAP: ioas_map,
-        I.IOMMU_IOAS_UNMAP: ioas_unmap,
+        I.IOMMU_IOAS_UNMAP: ioas_unmap_handler,
         I.IOMMU_OPTION: iommu_option,
         I.IOMMU_HWPT_ALLOC: hwpt_alloc,
-        I.IOMMU_IOAS_MAP_FILE: ioas_map_file,
+        I.IOMMU_IOAS_MAP_FILE: ioas_map_file_handler,
         I.IOMMU_VIOMMU_ALLOC: viommu_alloc,
         I.IOMMU_VDEVICE_ALLOC: vdevice_alloc,
     }

@@ -24,10 +24,7 @@ reference/conversion-and-iommufd.md §4):
                   "keep" them (and judge DMA), or "split" (follow the new kind).
 """
 
-import errno
-import os
-
-from ..errors import DmaFault, oserror
+from ..errors import DmaFault
 from ..fdtable import is_open_fd  # noqa: F401 (used by vfio/selftest through this module)
 from ..notifier import GmemNotifier
 from .pages import PAGE_SHIFT, PAGE_SIZE, IommuMemory, Pages
@@ -46,7 +43,6 @@ class IommufdSupport:
         self.pci_iommu = MockIommu("kmock-pci")
         self.vfio_devices = {}
         self.dma_faults = []
-        self._iommu_pages = set()
         self._area_notifiers = {}
 
     def _iommu_devices(self):
@@ -86,30 +82,6 @@ class IommufdSupport:
             return Pages(self, "user", va, length, writable, gmem_file=m.file, mapping=m)
         return Pages(self, "user", va, length, writable)
 
-    def file_pages(self, fd, start, length, writable):
-        """MAP_FILE's file: a shmem memfd, or a guest_memfd under a policy that allows it."""
-        f = self.fdtable.get(fd)
-        if f is not None:
-            if f.file_type != "gmem" or self.profile.iommufd_gmem_policy == "upstream":
-                raise oserror(errno.EINVAL)  # neither shmem nor hugetlbfs
-            if start + length > f.inode.size or start & (PAGE_SIZE - 1):
-                raise oserror(errno.EINVAL)
-            return Pages(self, "gmem", start, length, writable, gmem_file=f)
-        if fd < 0 or fd > 0x7FFFFFFF:
-            raise oserror(errno.EBADF)
-        try:
-            st = os.fstat(fd)  # fget(): one look-up gives the inode and the size
-        except OSError:
-            raise oserror(errno.EBADF) from None
-        key = (st.st_dev, st.st_ino)
-        mem = self.iommu_memory
-        if not mem.has_file_ref(key) and not IommuMemory.is_shmem(fd):
-            raise oserror(errno.EINVAL)
-        if start + length > st.st_size:
-            raise oserror(errno.EINVAL)
-        return Pages(self, "file", start, length, writable, fd=mem.file_ref(fd, key),
-                     file_key=key)
-
     def user_pfn(self, va):
         """The frame GUP would find at ``va`` (for MD_CHECK_MAP / MD_CHECK_REFS)."""
         m = self._mapping_at(va, 1)
@@ -121,7 +93,7 @@ class IommufdSupport:
     def iommu_pin_count(self, pfn):
         """How many pinned Pages objects hold frame ``pfn``."""
         n = 0
-        for pages in self._iommu_pages:
+        for pages in self.iommu_memory.mapped:
             if not pages.pinned or pages.kind == "gmem":
                 continue
             for off, first, cnt in pages.pfn_runs(0, pages.npages):
@@ -131,19 +103,15 @@ class IommufdSupport:
         return n
 
     def iommu_pinned_file_pages(self, base):
-        return [p for p in self._iommu_pages if p.kind == "file" and p.file_pfn_base == base
+        return [p for p in self.iommu_memory.mapped if p.kind == "file" and p.file_pfn_base == base
                 and p.pinned]
 
-    def iommu_area_added(self, area):
-        self._iommu_pages.add(area.pages)
-        inode = area.pages.inode
-        if inode is not None:
-            n = self._area_notifiers[id(area)] = AreaNotifier(self, area)
-            inode.register_notifier(n)
+    def iommu_gmem_area_added(self, area):
+        """An IOAS area maps guest_memfd pages: it registers its notifier on the inode."""
+        n = self._area_notifiers[id(area)] = AreaNotifier(self, area)
+        area.pages.inode.register_notifier(n)
 
-    def iommu_area_removed(self, area):
-        if area.pages.users == 0:
-            self._iommu_pages.discard(area.pages)
+    def iommu_gmem_area_removed(self, area):
         n = self._area_notifiers.pop(id(area), None)
         if n is not None:
             area.pages.inode.unregister_notifier(n)

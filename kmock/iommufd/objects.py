@@ -45,35 +45,32 @@ class HwptPaging:
 
     # --- mirroring the IOAS ----------------------------------------------------------------
 
-    def _page_span(self, area):
-        first = area.iova >> PAGE_SHIFT
-        last = area.last >> PAGE_SHIFT
-        return first, last + 1 - first
-
     def map_area(self, area, start=None, end=None):
         """Map the area (or IOVA pages [start, end) of it) into the table, in runs of
         equal kind for guest memory."""
         if area.revoked:
             return
-        first, npages = self._page_span(area)
-        lo = first if start is None else max(first, start)
-        hi = first + npages if end is None else min(first + npages, end)
+        # the IOVA pages [first, top) the area touches
+        first = area.iova >> PAGE_SHIFT
+        top = (area.last >> PAGE_SHIFT) + 1
+        lo = first if start is None or start < first else start
+        hi = top if end is None or end > top else end
         if lo >= hi:
             return
         pages = area.pages
         perm = area.perm()
         base_off = area.offset - ((area.iova & (PAGE_SIZE - 1)))
-        inode = pages.inode
         # Entries can already be there only when re-mapping part of an area (a "split"
         # conversion) or when two sub-page areas share a 4 KiB IOVA page.
         replace = start is not None or (area.iova | (area.last + 1)) & (PAGE_SIZE - 1)
-        if inode is None:  # not guest memory: one run of one kind (what _kinds gives)
+        if pages.gmem_file is None:  # not guest memory: one run of one kind (what _kinds gives)
             table = self.table
             if replace:
                 table.unmap(lo << PAGE_SHIFT, hi - lo)
             for poff, pfn, n in pages.pfn_runs(base_off + ((lo - first) << PAGE_SHIFT), hi - lo):
                 table.map((lo + poff) << PAGE_SHIFT, pfn, n, perm)
             return
+        inode = pages.inode
         for s, e, private in _kinds(area, inode, lo, hi, first):
             off = base_off + ((s - first) << PAGE_SHIFT)
             bits = perm | (PERM_PRIVATE if private else 0)
@@ -83,9 +80,10 @@ class HwptPaging:
                 self.table.map((s + poff) << PAGE_SHIFT, pfn, n, bits)
 
     def unmap_area(self, area, start=None, end=None):
-        first, npages = self._page_span(area)
-        lo = first if start is None else max(first, start)
-        hi = first + npages if end is None else min(first + npages, end)
+        first = area.iova >> PAGE_SHIFT
+        top = (area.last >> PAGE_SHIFT) + 1
+        lo = first if start is None or start < first else start
+        hi = top if end is None or end > top else end
         if lo < hi:
             self.table.unmap(lo << PAGE_SHIFT, hi - lo)
 

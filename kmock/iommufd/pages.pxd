@@ -1,12 +1,18 @@
 # Cython declarations of kmock/iommufd/pages.py (an augmenting .pxd, see kmock/notifier.pxd):
 # the memory behind IOAS areas, whose fields every map, unmap and DMA reads.
+cimport cython
+
+cdef class IommuMemory
+
 
 cdef class Pages:
     cdef dict __dict__
+    cdef public IommuMemory memory
     cdef public object kernel, kind, start, length, writable, fd, gmem_file, mapping
     cdef public object users, pin_users, _pin, _pin_runs, file_key, file_pfn_base
 
     cpdef first_page(self)
+    cpdef _pin_pages(self)
     cpdef pfn_runs(self, offset, npages)
     cpdef need_pins(self)
     cpdef drop_pins(self)
@@ -17,10 +23,15 @@ cdef class Pages:
 
 cdef class IommuMemory:
     cdef dict __dict__
-    cdef public object kernel, _bases, _next, orphans, _file_refs
+    cdef public object kernel, _bases, _next, orphans, _file_refs, mapped
 
+    cpdef file_pages(self, fd, start, length, writable)
+    @cython.locals(pages=Pages)
+    cpdef area_added(self, area)
+    @cython.locals(pages=Pages)
+    cpdef area_removed(self, area)
     cpdef file_ref(self, fd, key)
     cpdef file_unref(self, key)
-    cpdef has_file_ref(self, key)
     cpdef _base_for(self, key)
     cpdef file_read(self, Pages pages, offset, n)
+    cpdef file_write(self, Pages pages, offset, data)

@@ -16,6 +16,7 @@ once per Pages object, as FOLL_PIN does per page.
 
 import errno
 import fcntl
+import functools
 import os
 
 from .. import _libc
@@ -41,6 +42,7 @@ class Pages:
     def __init__(self, kernel, kind, start, length, writable, *, fd=-1, gmem_file=None,
                  mapping=None, file_key=None):
         self.kernel = kernel
+        self.memory = kernel.iommu_memory
         self.kind = kind
         self.start = start  # user VA or byte offset in the file
         self.length = length
@@ -60,7 +62,7 @@ class Pages:
             if file_key is None:
                 st = os.fstat(fd)
                 self.file_key = (st.st_dev, st.st_ino)
-            self.file_pfn_base = kernel.iommu_memory._base_for(self.file_key)
+            self.file_pfn_base = self.memory._base_for(self.file_key)
 
     # --- frames ------------------------------------------------------------------------
 
@@ -89,7 +91,7 @@ class Pages:
         if self.kind == "file":
             return [(0, self.file_pfn_base + ((self.start + offset) >> PAGE_SHIFT), npages)]
         va = (self.start + offset) & ~(PAGE_SIZE - 1)
-        return self.kernel.iommu_memory.user_pfn_runs(va, npages)
+        return self.memory.user_pfn_runs(va, npages)
 
     # --- pins --------------------------------------------------------------------------
 
@@ -125,14 +127,14 @@ class Pages:
             lo = self.first_page()
             runs = self._pin_runs = inode.take_pin(lo, lo + npages)
             # drop_pin skips pages a PUNCH_HOLE orphaned meanwhile (their count was reset)
-            return lambda: inode.drop_pin(runs)
+            return functools.partial(inode.drop_pin, runs)
         check_user_range(self.start, self.length, self.writable)
         return _nothing
 
     def release(self):
         if self.fd >= 0:
             if self.file_key is not None:
-                self.kernel.iommu_memory.file_unref(self.file_key)
+                self.memory.file_unref(self.file_key)
             else:
                 os.close(self.fd)
             self.fd = -1
@@ -168,7 +170,7 @@ class Pages:
                 n -= k
             return b"".join(out)
         if self.kind == "file":
-            return self.kernel.iommu_memory.file_read(self, self.start + offset, n)
+            return self.memory.file_read(self, self.start + offset, n)
         data, got = _libc.read_user(self.start + offset, n)
         if got != n:
             raise oserror(errno.EFAULT)
@@ -178,7 +180,7 @@ class Pages:
         if self.gmem_file is not None:
             self.inode.write((self.first_page() << PAGE_SHIFT) + offset, data)
         elif self.kind == "file":
-            self.kernel.iommu_memory.file_write(self, self.start + offset, data)
+            self.memory.file_write(self, self.start + offset, data)
         elif _libc.write_user(self.start + offset, data) != len(data):
             raise oserror(errno.EFAULT)
 
@@ -228,6 +230,49 @@ class IommuMemory:
         #: by the Pages objects that map it; it keeps the inode alive, so its identity and
         #: its shmem-ness need no new look-up while Pages hold it
         self._file_refs = {}
+        #: the Pages objects IOAS areas map (MD_CHECK_REFS and truncates look for pins here)
+        self.mapped = set()
+
+    def file_pages(self, fd, start, length, writable):
+        """IOAS_MAP_FILE's file: a shmem memfd, or a guest_memfd under a policy that
+        allows it."""
+        kernel = self.kernel
+        f = kernel.fdtable.get(fd)
+        if f is not None:
+            if f.file_type != "gmem" or kernel.profile.iommufd_gmem_policy == "upstream":
+                raise oserror(errno.EINVAL)  # neither shmem nor hugetlbfs
+            if start + length > f.inode.size or start & (PAGE_SIZE - 1):
+                raise oserror(errno.EINVAL)
+            return Pages(kernel, "gmem", start, length, writable, gmem_file=f)
+        if fd < 0 or fd > 0x7FFFFFFF:
+            raise oserror(errno.EBADF)
+        try:
+            st = os.fstat(fd)  # fget(): one look-up gives the inode and the size
+        except OSError:
+            raise oserror(errno.EBADF) from None
+        key = (st.st_dev, st.st_ino)
+        if key not in self._file_refs and not self.is_shmem(fd):
+            raise oserror(errno.EINVAL)
+        if start + length > st.st_size:
+            raise oserror(errno.EINVAL)
+        return Pages(kernel, "file", start, length, writable, fd=self.file_ref(fd, key),
+                     file_key=key)
+
+    def area_added(self, area):
+        """An IOAS area maps ``area.pages`` now; over guest_memfd pages it becomes one of
+        the inode's users (Kernel.iommu_gmem_area_added)."""
+        pages = area.pages
+        self.mapped.add(pages)
+        if pages.gmem_file is not None:
+            self.kernel.iommu_gmem_area_added(area)
+
+    def area_removed(self, area):
+        """``area`` is gone (its Pages lost the area's use already)."""
+        pages = area.pages
+        if pages.users == 0:
+            self.mapped.discard(pages)
+        if pages.gmem_file is not None:
+            self.kernel.iommu_gmem_area_removed(area)
 
     def file_ref(self, fd, key):
         """A reference on the open file ``fd`` whose inode is ``key`` (already known to be
@@ -244,9 +289,6 @@ class IommuMemory:
         if ref[1] == 0:
             del self._file_refs[key]
             os.close(ref[0])
-
-    def has_file_ref(self, key):
-        return key in self._file_refs
 
     def user_pfn_runs(self, va, npages):
         """Frames of process memory [va, va + npages pages): a shared shmem mapping gives
