@@ -54,9 +54,10 @@ class IommufdCtx(File):
         if hook is not None:
             hook()
 
-    def lookup(self, id, *types):
+    def lookup(self, id, object_type=None):
+        """The object ``id`` (of ``object_type`` when given); ENOENT otherwise."""
         obj = self.objects.get(id)
-        if obj is None or (types and obj.object_type not in types):
+        if obj is None or (object_type is not None and obj.object_type != object_type):
             raise oserror(errno.ENOENT)
         return obj
 

@@ -5,11 +5,13 @@ cimport cython
 cdef class IommuMemory
 
 
+# (no instance __dict__: one Pages is made per map, and a cpdef method of an object with one
+# looks the method up in it on every call)
 cdef class Pages:
-    cdef dict __dict__
     cdef public IommuMemory memory
     cdef public object kernel, kind, start, length, writable, fd, gmem_file, mapping
-    cdef public object users, pin_users, _pin, _pin_runs, file_key, file_pfn_base
+    cdef public object _pin, _pin_runs, file_key, file_pfn_base
+    cdef public Py_ssize_t users, pin_users
 
     cpdef first_page(self)
     cpdef _pin_pages(self)
