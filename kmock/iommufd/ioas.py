@@ -47,6 +47,8 @@ class Area:
 
 
 def _roundup_pow2(x):
+    if x > 0 and x & (x - 1) == 0:
+        return x  # a power of two already (the usual length)
     return 1 << (x - 1).bit_length()
 
 

@@ -25,14 +25,16 @@ cdef class Pages:
 
 cdef class IommuMemory:
     cdef dict __dict__
-    cdef public object kernel, _bases, _next, orphans, _file_refs, mapped
+    cdef public object kernel, _next, orphans
+    cdef public dict _bases, _file_refs
+    cdef public set mapped
 
     cpdef file_pages(self, fd, start, length, writable)
     @cython.locals(pages=Pages)
     cpdef area_added(self, area)
     @cython.locals(pages=Pages)
     cpdef area_removed(self, area)
-    cpdef file_ref(self, fd, key)
+    cpdef file_ref(self, fd, key, ref=*)
     cpdef file_unref(self, key)
     cpdef _base_for(self, key)
     cpdef file_read(self, Pages pages, offset, n)

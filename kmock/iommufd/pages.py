@@ -251,11 +251,12 @@ class IommuMemory:
         except OSError:
             raise oserror(errno.EBADF) from None
         key = (st.st_dev, st.st_ino)
-        if key not in self._file_refs and not self.is_shmem(fd):
+        ref = self._file_refs.get(key)
+        if ref is None and not self.is_shmem(fd):
             raise oserror(errno.EINVAL)
         if start + length > st.st_size:
             raise oserror(errno.EINVAL)
-        return Pages(kernel, "file", start, length, writable, fd=self.file_ref(fd, key),
+        return Pages(kernel, "file", start, length, writable, fd=self.file_ref(fd, key, ref),
                      file_key=key)
 
     def area_added(self, area):
@@ -274,10 +275,12 @@ class IommuMemory:
         if pages.gmem_file is not None:
             self.kernel.iommu_gmem_area_removed(area)
 
-    def file_ref(self, fd, key):
+    def file_ref(self, fd, key, ref=None):
         """A reference on the open file ``fd`` whose inode is ``key`` (already known to be
-        shmem if a reference exists): returns our fd for it."""
-        ref = self._file_refs.get(key)
+        shmem if a reference exists; ``ref``: that reference, when the caller has looked it
+        up): returns our fd for it."""
+        if ref is None:
+            ref = self._file_refs.get(key)
         if ref is None:
             ref = self._file_refs[key] = [os.dup(fd), 0]
         ref[1] += 1
