@@ -15,6 +15,7 @@ from ..errors import oserror
 from .pages import PAGE_SIZE
 
 ULONG_MAX = (1 << 64) - 1
+_HALF_ULONG_MAX = ULONG_MAX // 2  # (the largest length iopt_alloc_iova takes, exclusive)
 PERM_READ = 1
 PERM_WRITE = 2
 PERM_PRIVATE = 0x10  # the page was private guest memory when the entry was made
@@ -132,7 +133,7 @@ class IOAS:
     def alloc_iova(self, length, addr, iova_alignment=None):
         """iopt_alloc_iova: the lowest suitably aligned hole (never IOVA 0).
         ``iova_alignment``: self.iova_alignment, when the caller has it already."""
-        if length == 0 or length >= ULONG_MAX // 2:
+        if length == 0 or length >= _HALF_ULONG_MAX:
             raise oserror(errno.EOVERFLOW)
         align = _roundup_pow2(length)
         if addr:

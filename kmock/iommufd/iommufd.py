@@ -330,7 +330,8 @@ def ioas_map_file(ictx, ucmd, cmd):
         if pages.users == 0:
             pages.release()
         raise
-    ucmd.respond(cmd)
+    if ucmd is not _IN_PLACE:  # (in place, the outputs are written already)
+        ucmd.respond(cmd)
     return 0
 
 
@@ -383,7 +384,8 @@ def ioas_unmap(ictx, ucmd, cmd):
         if iova >= ULONG_MAX or length >= ULONG_MAX:
             raise oserror(errno.EOVERFLOW)
         cmd.length = ioas.unmap(iova, length)
-    ucmd.respond(cmd)
+    if ucmd is not _IN_PLACE:  # (in place, the outputs are written already)
+        ucmd.respond(cmd)
     return 0
 
 
