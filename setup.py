@@ -2,7 +2,8 @@
 because extensions need ext_modules).
 
 * the memory core (csrc_cython/_core.pyx) as kmock.mm._core, and the patcher's hot fd
-  calls (csrc_cython/_patch.pyx) as kmock.testing._patch;
+  calls (csrc_cython/_patch.pyx) as kmock.testing._patch, and IOAS_MAP_FILE's fstat
+  (csrc_cython/_fstat.pyx) as kmock._fstat;
 * the hot Python modules, compiled by Cython from their own .py files (HOT below): the
   ioctl dispatch, KVM, guest_memfd, iommufd, the preload server and the architecture
   plugins. The .py stays the source; kmock.compiled runs it interpreted when it is newer
@@ -81,6 +82,7 @@ class ParallelBuildExt(build_ext):
 core = cythonize(
     [Extension("kmock.mm._core", ["csrc_cython/_core.pyx"]),
      Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"]),
+     Extension("kmock._fstat", ["csrc_cython/_fstat.pyx"]),
      Extension("kmock.preload._channel", ["csrc_preload/_channel.pyx"])],
     compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
 )

@@ -20,7 +20,16 @@ import functools
 import os
 
 from .. import _libc
+from ..compiled import pure_requested
 from ..errors import oserror
+
+if pure_requested():
+    def file_identity(fd):
+        """(st_dev, st_ino, st_size) of ``fd`` (kmock._fstat's interpreted twin)."""
+        st = os.fstat(fd)
+        return st.st_dev, st.st_ino, st.st_size
+else:
+    from .._fstat import identity as file_identity
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -247,14 +256,14 @@ class IommuMemory:
         if fd < 0 or fd > 0x7FFFFFFF:
             raise oserror(errno.EBADF)
         try:
-            st = os.fstat(fd)  # fget(): one look-up gives the inode and the size
+            dev, ino, size = file_identity(fd)  # fget(): one look-up gives the inode and the size
         except OSError:
             raise oserror(errno.EBADF) from None
-        key = (st.st_dev, st.st_ino)
+        key = (dev, ino)
         ref = self._file_refs.get(key)
         if ref is None and not self.is_shmem(fd):
             raise oserror(errno.EINVAL)
-        if start + length > st.st_size:
+        if start + length > size:
             raise oserror(errno.EINVAL)
         return Pages(kernel, "file", start, length, writable, fd=self.file_ref(fd, key, ref),
                      file_key=key)
