@@ -30,10 +30,11 @@ from ..notifier import GmemNotifier
 from . import protocol as P
 from .argrules import rules_for
 
-# the wire format's hot parts, bound once (a module global is a cached look-up when compiled)
-REQ = P.REQ
+# the wire format's hot parts, bound once (a module global is a cached look-up when compiled,
+# a method of a Struct a generic attribute look-up on every call)
 REQ_SIZE = P.REQ.size
-REP = P.REP
+_unpack_request = P.REQ.unpack_from
+_pack_reply = P.REP.pack
 IOCTL = P.IOCTL
 HELLO = P.HELLO
 #: the requests whose fd need not be a kmock fd of the process
@@ -355,7 +356,7 @@ class Server:
     def _request(self, client, view, installed, sockfd):
         """Run the request in ``view``; returns the reply and the fd to pass with it.
         ``sockfd``: the reply flag that says the fd goes separately over the socket."""
-        op, fd, a, b, c, d, ln, _ = REQ.unpack_from(view)
+        op, fd, a, b, c, d, ln, _ = _unpack_request(view)
         fds = client.fds
         flags = x = y = 0
         payload = b""
@@ -390,7 +391,7 @@ class Server:
         if passfd is not None:
             flags |= sockfd
         ops, nops = client.drain() if client.pending else (b"", 0)
-        msg = REP.pack(ret if type(ret) is int else 0, err, nops, len(payload), flags, x, y)
+        msg = _pack_reply(ret if type(ret) is int else 0, err, nops, len(payload), flags, x, y)
         if nops:
             msg += ops
         if payload:
