@@ -10,7 +10,7 @@ import os
 import subprocess
 import tempfile
 
-from .server import SPIN_US, Server
+from .server import SPIN_US, Server, spin_ns
 
 __all__ = ["RunResult", "Server", "dump_live", "run", "serve", "subprocess_env"]
 
@@ -19,6 +19,7 @@ def serve(kernel, path=None, trace=None, keep_files=False, files=None, spin_us=S
     """Start serving ``kernel`` at Unix socket ``path`` (a fresh temporary path by default).
     ``files``: path -> bytes served as file contents instead of server.default_files.
     ``spin_us``: how long each side of a connection spins for the other (Server)."""
+    spin_ns(spin_us)  # (checked before anything is made)
     if path is None:
         d = tempfile.mkdtemp(prefix="kmock-")
         path = os.path.join(d, "socket")

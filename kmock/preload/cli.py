@@ -10,6 +10,7 @@ import threading
 import typer
 
 from .protocol import SPIN_US
+from .server import MAX_SPIN_US
 
 
 def _kernel(profile, platform, setting):
@@ -47,7 +48,7 @@ def serve(
     setting: list[str] = typer.Option(None, "--set", help="profile setting KEY=VALUE (JSON value)"),
     vfio: int = typer.Option(1, "--vfio", help="mock VFIO devices to create (/dev/vfio/devices/vfioN)"),
     trace: str = typer.Option(None, "--trace", help="log every request to this file"),
-    spin_us: float = typer.Option(SPIN_US, "--spin-us", help="how long each side of a connection spins for the other before it sleeps (0: never)"),
+    spin_us: float = typer.Option(SPIN_US, "--spin-us", min=0, max=MAX_SPIN_US, help="how long each side of a connection spins for the other before it sleeps (0: never)"),
 ):
     """Serve a mock kernel to native programs. Prints the environment a client needs
     (LD_PRELOAD, KMOCK_SOCKET) and serves until interrupted; then prints the state."""
@@ -86,7 +87,7 @@ def run(
     setting: list[str] = typer.Option(None, "--set", help="profile setting KEY=VALUE (JSON value)"),
     vfio: int = typer.Option(1, "--vfio", help="mock VFIO devices to create (/dev/vfio/devices/vfioN)"),
     trace: str = typer.Option(None, "--trace", help="log every request to this file"),
-    spin_us: float = typer.Option(SPIN_US, "--spin-us", help="how long each side of a connection spins for the other before it sleeps (0: never)"),
+    spin_us: float = typer.Option(SPIN_US, "--spin-us", min=0, max=MAX_SPIN_US, help="how long each side of a connection spins for the other before it sleeps (0: never)"),
     dump: str = typer.Option(None, "--dump", help="write the state at exit (JSON) to this file"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print no state at exit"),
 ):

@@ -173,16 +173,30 @@ def channel_type():
     return Channel
 
 
+#: the longest spin a Server takes (one second: a longer one would only burn a CPU)
+MAX_SPIN_US = 1_000_000
+
+
+def spin_ns(spin_us):
+    """``spin_us`` (microseconds, a real number in [0, MAX_SPIN_US]) in nanoseconds."""
+    if isinstance(spin_us, bool) or not isinstance(spin_us, (int, float)):
+        raise TypeError(f"spin_us must be a number of microseconds, not {type(spin_us).__name__}")
+    if not 0 <= spin_us <= MAX_SPIN_US:  # (also refuses NaN)
+        raise ValueError(f"spin_us must be between 0 and {MAX_SPIN_US} microseconds, not {spin_us!r}")
+    return int(spin_us * 1000)
+
+
 class Server:
     """Serve ``kernel`` at the Unix socket ``path``. ``trace``: a text file to log every
     request to. ``keep_files``: do not close a client's files at its exit (a test may
     then inspect the live objects). ``files``: path -> bytes served as read-only file
     contents (default: default_files(kernel)). ``spin_us``: how long each side of a
-    connection's shared channel spins for the other before it sleeps (0: never spins)."""
+    connection's shared channel spins for the other before it sleeps (0: never spins; at
+    most MAX_SPIN_US; TypeError or ValueError naming it otherwise)."""
 
     def __init__(self, kernel, path, trace=None, keep_files=False, files=None, spin_us=SPIN_US):
         self.kernel = kernel
-        self.spin_ns = int(spin_us * 1000)
+        self.spin_ns = spin_ns(spin_us)
         self._channel = channel_type()
         #: how many connections switched to their shared channel
         self.channels = 0

@@ -273,3 +273,12 @@ def test_module_parameters_are_the_mock_kernels(program, lib):
     path = "/sys/module/kvm/parameters/force_emulation_prefix"
     res = run_mock(program, kmock.Kernel("linux-6.18"), files={path: b"7\n"})
     assert "up force_emulation_prefix: ok 7" in res.stdout
+
+
+@pytest.mark.parametrize("spin_us, exc", [("50", TypeError), (True, TypeError), (-1, ValueError),
+                                          (float("nan"), ValueError), (1e30, ValueError)])
+def test_a_bad_spin_bound_is_refused_naming_it(spin_us, exc):
+    """serve(spin_us=...) takes a number of microseconds in [0, MAX_SPIN_US]; anything else
+    is refused before a server starts, with a message that names the argument."""
+    with pytest.raises(exc, match="spin_us"):
+        preload.serve(kmock.Kernel(), spin_us=spin_us)
