@@ -83,6 +83,7 @@ core = cythonize(
     [Extension("kmock.mm._core", ["csrc_cython/_core.pyx"]),
      Extension("kmock.testing._patch", ["csrc_cython/_patch.pyx"]),
      Extension("kmock._fstat", ["csrc_cython/_fstat.pyx"]),
+     Extension("kmock._sync", ["csrc_cython/_sync.pyx"]),
      Extension("kmock.preload._channel", ["csrc_preload/_channel.pyx"])],
     compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
 )

@@ -37,6 +37,7 @@ from .snapshot import ArchSection
 from .errors import KmockUsageError, check_int, oserror
 from .faults import USERCOPY, Faults
 from .fdtable import FdTable
+from .locks import RLock
 from .core_plugin import CorePlugin
 from .file import File
 from .iommufd.kernel_side import IommufdSupport
@@ -134,7 +135,7 @@ class Kernel(IommufdSupport, SyscallAPI):
         self.sigbus_log = BoundedLog(limit)
         #: a zero-length memfd: mapped where a host access must SIGBUS
         self.sigbus_memfd = os.memfd_create("kmock-sigbus", os.MFD_CLOEXEC)
-        self.iommu_lock = threading.RLock()
+        self.iommu_lock = RLock()
         self._host = None
         self._pins = set()
         #: the backing memfds of guest_memfds (kmock.kvm.guest_memfd.BackingPool: ``take``

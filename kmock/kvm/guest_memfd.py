@@ -16,7 +16,6 @@ import itertools
 import os
 import stat
 from time import time as _now  # (the wall clock of st_atime/st_mtime)
-from _thread import RLock as _RLock
 from functools import partial
 
 from .. import _libc
@@ -32,6 +31,7 @@ from ..file import (
     check_mmap_args,
     make_stat,
 )
+from ..locks import RLock
 from ..mm import RangeMap
 from ..notifier import GmemNotifier, InvalidateEvent, check_veto, step_lists
 from ..uapi import kvm as K
@@ -170,8 +170,8 @@ class GmemInode:
         self.npages = npages = size >> PAGE_SHIFT
         self._backing_entry = backing
         self.backing = backing[0]
-        self.invalidate_lock = _RLock()
-        self.lock = _RLock()
+        self.invalidate_lock = RLock()
+        self.lock = RLock()
         maps = backing[4]
         if maps is None:
             #: PRIVATE = the host may not fault the page (the profile's model sets the start)

@@ -3,6 +3,8 @@
 # attribute lives in the instance __dict__ as before.
 cimport cython
 
+from kmock._sync cimport Condition as SyncCondition
+from kmock._sync cimport RLock as SyncRLock
 from kmock.kvm.guest_memfd cimport GmemInode
 from kmock.kvm.memslot cimport Memslot
 from kmock.kvm.stage2 cimport Stage2
@@ -11,7 +13,9 @@ from kmock.kvm.stage2 cimport Stage2
 cdef class VM:
     cdef dict __dict__
     cdef object __weakref__
-    cdef public object kernel, vmtype, owner_pid, dead, slots_lock, mmu_lock, refs
+    cdef public object kernel, vmtype, owner_pid, dead, refs
+    cdef public SyncCondition mmu_lock
+    cdef public SyncRLock slots_lock
     cdef public object mmu_invalidate_in_progress, mmu_invalidate_seq, mmu_waiters
     cdef public Stage2 stage2
     cdef public object mem_attrs, arch, hypercall_exit_enabled, mem_attrs_supported

@@ -5,7 +5,6 @@ Every VM-fd ioctl first checks that it comes from the process that created the V
 """
 
 import errno
-import threading
 import time
 from functools import partial
 
@@ -13,6 +12,7 @@ from .._libc import current_pid
 from ..errors import KmockUsageError, oserror
 from ..file import File, refs_lock, refs_unlock
 from ..kernel_util import copy_from_user, int_arg
+from ..locks import Condition, RLock
 from ..mm import RangeMap
 from ..notifier import InvalidateEvent
 from ..uapi import kvm as K
@@ -82,8 +82,8 @@ class VM:
         self.dead_reason = None
         self.refs = 0
         self.destroyed = False
-        self.slots_lock = threading.RLock()
-        self.mmu_lock = threading.Condition(threading.RLock())
+        self.slots_lock = RLock()
+        self.mmu_lock = Condition()
         self.mmu_invalidate_in_progress = 0
         self.mmu_invalidate_seq = 0
         #: guest accesses waiting for an invalidation to end
