@@ -6,4 +6,7 @@ cdef class InvalidateEvent:
     cdef public object inode, start, end, reason, to_private, vm, failed
 
 cdef class GmemNotifier:
-    pass
+    cpdef veto(self, InvalidateEvent event)
+    cpdef invalidate_begin(self, InvalidateEvent event)
+    cpdef invalidate_commit(self, InvalidateEvent event)
+    cpdef invalidate_end(self, InvalidateEvent event)

@@ -99,14 +99,14 @@ _STEPS = ("veto", "invalidate_begin", "invalidate_commit", "invalidate_end")
 
 
 def step_lists(notifiers):
-    """For each step, the bound methods of the notifiers that implement it (the base
-    class's no-ops are skipped), in registration order: computed when a notifier is
-    registered, so the sequence calls nothing that does nothing."""
+    """For each step, the notifiers that implement it (the base class's no-ops are
+    skipped), in registration order: computed when a notifier is registered, so the
+    sequence calls nothing that does nothing. (The steps are cpdef methods of the compiled
+    GmemNotifier: called on a notifier, a compiled user's are C calls.)"""
     out = []
     for step in _STEPS:
         base = getattr(GmemNotifier, step)
-        out.append(tuple(getattr(n, step) for n in notifiers
-                         if getattr(type(n), step, base) is not base))
+        out.append(tuple(n for n in notifiers if getattr(type(n), step, base) is not base))
     return tuple(out)
 
 

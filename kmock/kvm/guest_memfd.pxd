@@ -1,7 +1,10 @@
 # Cython declarations of kmock/kvm/guest_memfd.py (an augmenting .pxd, see
 # kmock/notifier.pxd): the inode's fields that every invalidation, fault and punch reads.
 
+cimport cython
+
 from kmock._sync cimport RLock as SyncRLock
+from kmock.notifier cimport GmemNotifier
 
 
 cdef class GmemInode:
@@ -12,6 +15,13 @@ cdef class GmemInode:
     cdef public object attrs, allocated, mappings, pfn_base
     cdef public object maybe_dirty, in_place, poisoned, pins, folio_pages, prepared, vm
     cdef public object notifiers, _steps, _backing_entry, slots, orphans, atime, mtime
+
+    @cython.locals(n=GmemNotifier, iommu_lock=SyncRLock, invalidate_lock=SyncRLock,
+                   lock=SyncRLock)
+    cpdef invalidate(self, event, store=*, check_refcount=*, clamp_error_index=*, vetoed=*)
+
+    @cython.locals(n=GmemNotifier)
+    cpdef veto_check(self, event)
 
 cdef class BackingPool:
     cdef dict __dict__

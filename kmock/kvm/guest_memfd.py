@@ -209,7 +209,7 @@ class GmemInode:
         #: registered users (kmock.notifier.GmemNotifier), in registration order; a new
         #: list replaces it at each (un)registration, never changed in place
         self.notifiers = ()
-        #: (vetoes, begins, commits, ends): the steps the users implement
+        #: (vetoes, begins, commits, ends): the users implementing each step
         self._steps = _NO_STEPS
 
     @property
@@ -251,11 +251,11 @@ class GmemInode:
     def veto_check(self, event):
         """Ask every notifier's veto; raise ConversionError on a refusal (its index is the
         page the veto names, else the start of the range)."""
-        for veto in self._steps[0]:
-            r = veto(event)
+        for n in self._steps[0]:
+            r = n.veto(event)
             if r is None:
                 continue  # (what check_veto reads as "allowed", without the call)
-            code, index = check_veto(veto.__self__, r)
+            code, index = check_veto(n, r)
             if code:
                 raise ConversionError(code, event.start if index is None else index)
 
@@ -295,16 +295,16 @@ class GmemInode:
                 vetoes, begins, commits, ends = self._steps
                 if vetoes and not vetoed:
                     self.veto_check(event)
-                for begin in begins:
-                    begin(event)
+                for n in begins:
+                    n.invalidate_begin(event)
                 try:
                     if check_refcount and event.to_private:
                         index = self._elevated_refcount(event)
                         if index is not None:
                             raise ConversionError(errno.EAGAIN, max(event.start, index)
                                                   if clamp_error_index else index)
-                    for commit in commits:
-                        commit(event)
+                    for n in commits:
+                        n.invalidate_commit(event)
                     if store is not None:
                         lock = self.lock
                         lock.acquire()
@@ -314,11 +314,11 @@ class GmemInode:
                             lock.release()
                 except BaseException as e:
                     event.failed = getattr(e, "errno", None) or errno.EIO
-                    for end in ends:
-                        end(event)
+                    for n in ends:
+                        n.invalidate_end(event)
                     raise
-                for end in ends:
-                    end(event)
+                for n in ends:
+                    n.invalidate_end(event)
             finally:
                 invalidate_lock.release()
         finally:
@@ -828,7 +828,9 @@ class ArchNotifier(GmemNotifier):
 class _ArchNotifierNoVeto(ArchNotifier):
     """An ArchNotifier of a VM type that does not implement gmem_veto."""
 
-    veto = GmemNotifier.veto
+    # the base's no-op, which step_lists skips (read from the class dict: compiled, the
+    # attribute itself is the C method)
+    veto = vars(GmemNotifier)["veto"]
 
 
 def create_guest_memfd(vm, size, flags):

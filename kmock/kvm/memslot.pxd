@@ -10,11 +10,22 @@ cdef class Memslot:
     cdef public object gmem_file, gmem_pgoff, gmem_token, gmem_notifier
 
 
+cdef class Memslots:
+    cdef public dict by_id
+    cdef public tuple _sorted
+
+    @cython.locals(starts=tuple, slots=tuple, s=Memslot, i=Py_ssize_t, j=Py_ssize_t)
+    cpdef overlapping(self, start, end)
+
+    @cython.locals(starts=tuple, slots=tuple, s=Memslot, i=Py_ssize_t)
+    cpdef lookup(self, gfn)
+
+
 cdef class GmemBinding(GmemNotifier):
     cdef public Memslot slot
 
-    @cython.locals(slot=Memslot, vm=VM, event=InvalidateEvent)
-    cpdef invalidate_begin(self, event)
+    @cython.locals(slot=Memslot, vm=VM)
+    cpdef invalidate_begin(self, InvalidateEvent event)
 
-    @cython.locals(vm=VM, event=InvalidateEvent)
-    cpdef invalidate_end(self, event)
+    @cython.locals(vm=VM)
+    cpdef invalidate_end(self, InvalidateEvent event)

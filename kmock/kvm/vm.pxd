@@ -6,7 +6,7 @@ cimport cython
 from kmock._sync cimport Condition as SyncCondition
 from kmock._sync cimport RLock as SyncRLock
 from kmock.kvm.guest_memfd cimport GmemInode
-from kmock.kvm.memslot cimport Memslot
+from kmock.kvm.memslot cimport Memslot, Memslots
 from kmock.kvm.stage2 cimport Stage2
 
 
@@ -23,7 +23,7 @@ cdef class VM:
 
     cpdef mmu_invalidate_end(self)
 
-    @cython.locals(slot=Memslot, inode=GmemInode)
+    @cython.locals(slot=Memslot, inode=GmemInode, slots=Memslots)
     cpdef set_memory_attributes(self, start, end, attributes)
 
 

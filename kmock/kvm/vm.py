@@ -320,7 +320,8 @@ class VM:
                     for inode, ev, _ in more:
                         inode.veto_check(ev)
                     for inode, ev, store in more:
-                        inode.invalidate(ev, store, vetoed=True)
+                        # (positional: store, check_refcount, clamp_error_index, vetoed)
+                        inode.invalidate(ev, store, False, True, True)
             if covered == end - start:
                 return  # every gfn was a guest_memfd part: zapped and stored above
             # what no guest_memfd holds: x86 kvm_arch_pre_set_memory_attributes zaps the
