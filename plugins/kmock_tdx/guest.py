@@ -25,6 +25,7 @@ from .td import PAGE_SHIFT, TdKilled, gmem_page_of, zero_pages
 U64 = (1 << 64) - 1
 _EXIT_HYPERCALL = K.KVM_EXIT_HYPERCALL
 _MAP_GPA_EXIT = 1 << K.KVM_HC_MAP_GPA_RANGE
+_SUCCESS = T.TDX_SUCCESS
 
 
 def _tdx_exit(vcpu):
@@ -60,31 +61,40 @@ class Accept(Action):
         gfn = gpa >> PAGE_SHIFT
         npages = LEVEL_PAGES[level]
         sept = td.sept
+        r = None
         with vm.guest_access():
             for _ in range(3):
                 lock = td.lock
                 lock.acquire()
                 try:
-                    r = sept.accept(gfn, npages, level)
+                    # a 4K page: True (accepted), False (no leaf yet), without a SeptResult
+                    accepted = sept.accept_page(gfn) if npages == 1 else None
+                    if accepted is None:
+                        r = sept.accept(gfn, npages, level)
                 finally:
                     lock.release()
-                if not r.td_exit:
+                if accepted is None:
+                    if not r.td_exit:
+                        break
+                    at = r.gfn
+                elif accepted:
                     break
+                else:
+                    at = gfn
                 # EPT violation at the faulting gfn: KVM's private fault maps (AUGs) it
-                at = r.gfn
                 size = LEVEL_PAGES[1] if td.huge_pages and level == 1 else 1
                 faultin(vm, at << PAGE_SHIFT, (at + size) << PAGE_SHIFT, True, False,
                         want_data=False)
                 if vm.dead:  # the fault's SEAMCALL failed: KVM_BUG_ON, KVM_RUN -EIO
                     raise TdKilled(vm.dead_reason)
-            if r.td_exit:
-                raise RuntimeError(f"TDX accept at gpa {r.gfn << PAGE_SHIFT:#x} keeps exiting")
-            if r is OK or r.ok:
+            else:
+                raise RuntimeError(f"TDX accept at gpa {at << PAGE_SHIFT:#x} keeps exiting")
+            if accepted or r is OK or r.ok:
                 page = gmem_page_of(vm, gfn)
                 if page is not None:
                     zero_pages(page[0], page[1], npages)
                 td.pulled.set(gfn, gfn + npages, 0)
-        return self.finish(r.status)
+        return self.finish(_SUCCESS if accepted else r.status)
 
 
 class Release(Action):

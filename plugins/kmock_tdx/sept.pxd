@@ -1,7 +1,11 @@
 # Cython declarations of sept.py (an augmenting .pxd, see td.pxd): the single-page fast
 # paths of a 4K conversion are C calls from typed callers, with the packed value of a gfn
-# (a RangeMap u64) as a C integer.
+# (a RangeMap u64) as a C integer, and the states and bits they compare it with as C
+# constants (module variables only the compiled module sees; nothing imports them).
 cimport cython
+
+cdef int _FREE, _PENDING, _MAPPED, _WALK
+cdef unsigned long long _NL_BLOCKED_ABOVE_4K
 
 cdef class Sept:
     cdef dict __dict__
@@ -15,5 +19,8 @@ cdef class Sept:
 
     @cython.locals(v=cython.ulonglong)
     cpdef accept(self, gfn, npages, level=*)
+
+    @cython.locals(v=cython.ulonglong, st=cython.int)
+    cpdef accept_page(self, gfn)
 
     cpdef leaves(self, gfn, npages)

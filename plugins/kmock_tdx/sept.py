@@ -94,6 +94,7 @@ _WALK = -1  # _entry(): the walk does not reach the level
 _NL_NONE, _NL_MAPPED, _NL_BLOCKED = 0, 1, 2
 #: bits of a value saying an entry above ``level`` is NL_BLOCKED (code 2 at bits 6-7 / 8-9)
 _NL_BLOCKED_ABOVE = (0x80 | 0x200, 0x200, 0)
+_NL_BLOCKED_ABOVE_4K = _NL_BLOCKED_ABOVE[0]
 _NL_STATE = {_NL_MAPPED: S.NL_MAPPED, _NL_BLOCKED: S.NL_BLOCKED}
 _NL_CODE = {S.NL_MAPPED: _NL_MAPPED, S.NL_BLOCKED: _NL_BLOCKED}
 _STATE_MEMBERS = {int(x): x for x in S}
@@ -541,16 +542,11 @@ class Sept:
     def accept(self, gfn, npages, level=0):
         """TDG.MEM.PAGE.ACCEPT (4K or 2M): PENDING -> MAPPED; the module zeroes the page
         (the caller clears the frames of the returned range)."""
-        if npages == 1 and level == 0 and 0 <= gfn < self.npages:
-            v = self._map.get(gfn)
-            st = _ENTRY_TABLE[0][v & 0x3FF]
-            if not v & _NL_BLOCKED_ABOVE[0]:  # single-page fast paths
-                if st == _PENDING:
-                    self._map.set(gfn, gfn + 1, (v & ~0xF) | _MAPPED)
-                    return OK
-                if st == _FREE:
-                    # == SeptResult(None, gfn, td_exit=True), without the frame of its __new__
-                    return _tuple_new(SeptResult, (None, gfn, True))
+        if npages == 1 and level == 0:
+            done = self.accept_page(gfn)
+            if done is not None:
+                # (== SeptResult(None, gfn, td_exit=True), without the frame of its __new__)
+                return OK if done else _tuple_new(SeptResult, (None, gfn, True))
         if level not in (0, 1):
             return SeptResult(OPERAND_INVALID, gfn)
         bad = self._range(gfn, npages, level)
@@ -579,6 +575,24 @@ class Sept:
         for s, e, v in segs:
             self._map.set(s, e, (v & ~0xF) | S.MAPPED)
         return OK
+
+    def accept_page(self, gfn):
+        """The single-page fast paths of accept() (4K, no blocked S-EPT page above gfn),
+        without a result object: True when gfn's 4K leaf was PENDING (now MAPPED:
+        TDX_SUCCESS), False when no leaf maps gfn and the walk reaches it (a TD exit: the
+        EPT violation at gfn), None for every other case (accept() decides)."""
+        if not 0 <= gfn < self.npages:
+            return None
+        v = self._map.get(gfn)
+        if v & _NL_BLOCKED_ABOVE_4K:
+            return None
+        st = _ENTRY_TABLE[0][v & 0x3FF]
+        if st == _PENDING:
+            self._map.set(gfn, gfn + 1, (v & ~0xF) | _MAPPED)
+            return True
+        if st == _FREE:
+            return False
+        return None
 
     def release(self, gfn, npages, level=0):
         """TDG.MEM.PAGE.RELEASE (TDX Connect PAGE_RELEASE): MAPPED -> PENDING, unpinning it."""
