@@ -27,6 +27,7 @@ from kmock.uapi import tdx as T
 
 _U64 = (1 << 64) - 1
 PAGE_SIZE = 4096
+_PAGE_SHIFT = 12
 _PAGE_MASK = PAGE_SIZE - 1
 _MAX_LEN = T.TDX_MAP_GPA_MAX_LEN
 _HC_MAP_GPA_RANGE = K.KVM_HC_MAP_GPA_RANGE
@@ -90,14 +91,16 @@ class MapGpa:
         gpa, size = self.gpa, self.size
         if not self.exit_enabled:
             return self._finish(T.TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED, gpa)
-        # the checks with few big-int operations (a GPA with the shared bit is a 2-digit
-        # int): (gpa + size) & U64 <= gpa is "empty or wraps past 2**64"; then gpa <= last,
-        # so last >> maxphyaddr covers gpa >> maxphyaddr (not kvm_vcpu_is_legal_gpa())
-        end = gpa + size
-        if not size or end > _U64:
+        # the checks with few operations (C integers when compiled: mapgpa.pxd): "empty or
+        # gpa + size wraps past 2**64" without computing a sum that could wrap; then
+        # gpa <= last, so last >> maxphyaddr covers gpa >> maxphyaddr (not
+        # kvm_vcpu_is_legal_gpa())
+        if not size or size > _U64 - gpa:
             return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, gpa)
+        end = gpa + size
         last = end - 1
-        if last >> self.maxphyaddr or (gpa ^ last) & self.shared_bit:  # is_private() differs
+        shared_bit = self.shared_bit
+        if last >> self.maxphyaddr or (gpa ^ last) & shared_bit:  # is_private() differs
             return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, gpa)
         if (gpa | size) & _PAGE_MASK:
             return self._finish(T.TDVMCALL_STATUS_ALIGN_ERROR, gpa)
@@ -106,15 +109,15 @@ class MapGpa:
 
     def _chunk(self):
         """__tdx_map_gpa(): the exit for [next, next + min(end - next, 2 MB))."""
-        nxt = self.next
-        size = self.end - nxt
+        nxt, end, shared_bit = self.next, self.end, self.shared_bit
+        size = end - nxt
         if size > _MAX_LEN:  # (not min(): the builtin call costs more than the compare)
             size = _MAX_LEN
-        shared = nxt & self.shared_bit  # (nxt - shared == nxt & ~bit)
+        shared = nxt & shared_bit  # (nxt - shared == nxt & ~bit)
         # == HypercallExit(nr, args, ret, flags), without the Python frame of its __new__
         self.exit = ex = _tuple_new(HypercallExit, (
             _HC_MAP_GPA_RANGE,
-            (nxt - shared, size // PAGE_SIZE, _DECRYPTED if shared else _ENCRYPTED),
+            (nxt - shared, size >> _PAGE_SHIFT, _DECRYPTED if shared else _ENCRYPTED),
             0,
             _LONG_MODE,
         ))
