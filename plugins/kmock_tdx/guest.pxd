@@ -13,10 +13,14 @@ from kmock_tdx.sept cimport Sept
 from kmock_tdx.td cimport Td, TdxVcpu, gmem_page_of, zero_pages
 
 
+cdef int PAGE_SHIFT
+
 cdef class Accept(Action):
     cdef public object gpa, level
 
-    @cython.locals(vcpu=Vcpu, vm=VM, td=Td, sept=Sept)
+    @cython.locals(vcpu=Vcpu, vm=VM, td=Td, sept=Sept, gpa=cython.ulonglong,
+                   shared_bit=cython.ulonglong, gpaw=cython.int, gfn=cython.ulonglong,
+                   npages=cython.longlong, at=cython.ulonglong, size=cython.longlong)
     cpdef step(self, vcpu)
 
 

@@ -55,11 +55,14 @@ class Accept(Action):
         vm = vcpu.vm
         td = vm.arch
         gpa, level = self.gpa, self.level
-        if level not in (0, 1) or gpa & td.shared_bit or gpa >> td.gpaw or \
-                (gpa >> PAGE_SHIFT) % LEVEL_PAGES[level] or gpa & 0xFFF:
+        if level not in (0, 1):
             return self.finish(OPERAND_INVALID)
+        # (C integers when compiled, guest.pxd: the GPA is a u64 and GPAW 48 or 52)
+        shared_bit, gpaw = td.shared_bit, td.gpaw
         gfn = gpa >> PAGE_SHIFT
         npages = LEVEL_PAGES[level]
+        if gpa & shared_bit or gpa >> gpaw or gfn % npages or gpa & 0xFFF:
+            return self.finish(OPERAND_INVALID)
         sept = td.sept
         r = None
         with vm.guest_access():

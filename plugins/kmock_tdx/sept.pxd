@@ -5,13 +5,13 @@
 cimport cython
 
 cdef int _FREE, _PENDING, _MAPPED, _WALK
-cdef unsigned long long _NL_BLOCKED_ABOVE_4K
+cdef unsigned long long _NL_BLOCKED_ABOVE_4K, _DMASK
 
 cdef class Sept:
     cdef dict __dict__
     cdef public object npages, connect, runnable, epoch, _map, _bepoch, _nl_bepoch
 
-    @cython.locals(v=cython.ulonglong)
+    @cython.locals(v=cython.ulonglong, delta=cython.longlong)
     cpdef aug_page(self, gfn, pfn)
 
     @cython.locals(v=cython.ulonglong)

@@ -352,7 +352,8 @@ class Sept:
         if _ENTRY_TABLE[0][v & 0x3FF] == _WALK:
             return False
         # == _pack(PENDING, 0, _nl(v, 1), _nl(v, 2), pfn - gfn), inlined for speed
-        self._map.set(gfn, gfn + 1, (v & 0x3C0) | _PENDING | ((pfn - gfn) & _DMASK) << 16)
+        delta = pfn - gfn
+        self._map.set(gfn, gfn + 1, (v & 0x3C0) | _PENDING | (delta & _DMASK) << 16)
         return True
 
     def aug(self, gfn, npages, level, pfn):

@@ -308,7 +308,8 @@ class Td:
         sept = self.sept
         if sept is None:
             return
-        end = min(end, sept.npages)
+        if end > sept.npages:  # (not min(): the builtin call costs more than the compare)
+            end = sept.npages
         if gfn >= end:
             return
         lock = self.lock
