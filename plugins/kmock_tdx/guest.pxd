@@ -27,8 +27,8 @@ cdef class Accept(Action):
 cdef class MapGpaCall(Action):
     cdef public object gpa, size, call
 
-    @cython.locals(vcpu=Vcpu)
-    cpdef _exit(self, vcpu, ex)
+    @cython.locals(vcpu=Vcpu, call=MapGpa)
+    cpdef _exit(self, vcpu)
 
     @cython.locals(vcpu=Vcpu, vm=VM, td=Td, call=MapGpa)
     cpdef step(self, vcpu)

@@ -18,7 +18,7 @@ from kmock.kvm.stage2 import faultin
 from kmock.uapi import kvm as K
 from kmock.uapi import tdx as T
 
-from .mapgpa import MapGpa
+from .mapgpa import EXIT_FLAGS, EXIT_NR, MapGpa
 from .sept import LEVEL_PAGES, OK, OPERAND_INVALID
 from .td import PAGE_SHIFT, TdKilled, gmem_page_of, zero_pages
 
@@ -142,9 +142,11 @@ class MapGpaCall(Action):
     def _describe(self):
         return f"gpa {self.gpa:#x} size {self.size:#x}"
 
-    def _exit(self, vcpu, ex):
-        a0, a1, a2 = ex.args
-        hypercall_exit(vcpu, ex.nr, a0, a1, a2, ex.ret, ex.flags)
+    def _exit(self, vcpu):
+        """Write the pending chunk's KVM_EXIT_HYPERCALL (MapGpa.exit) into kvm_run."""
+        call = self.call
+        a0, a1, a2 = call.args
+        hypercall_exit(vcpu, EXIT_NR, a0, a1, a2, 0, EXIT_FLAGS)
         self.exits.append(_EXIT_HYPERCALL)
         return EXIT
 
@@ -153,10 +155,9 @@ class MapGpaCall(Action):
         td = vm.arch
         enabled = bool(vm.hypercall_exit_enabled & _MAP_GPA_EXIT)
         self.call = call = MapGpa(self.gpa, self.size, gpaw=td.gpaw, exit_enabled=enabled)
-        ex = call.start()
-        if ex is None:
+        if not call.begin():
             return self.finish(call.result)
-        return self._exit(vcpu, ex)
+        return self._exit(vcpu)
 
     def complete(self, vcpu):
         """tdx_complete_vmcall_map_gpa: the next chunk's exit ends KVM_RUN at once."""
@@ -164,11 +165,10 @@ class MapGpaCall(Action):
         if call is None or self.done:
             return CONTINUE
         tv = vcpu.arch
-        ex = call.complete(vcpu.run_hypercall.ret, tv.pending_event)
-        if ex is None:
+        if not call.answer(vcpu.run_hypercall.ret, tv.pending_event):
             self.finish(call.result)
             return CONTINUE
-        return self._exit(vcpu, ex)
+        return self._exit(vcpu)
 
 
 class ReportFatalError(Action):

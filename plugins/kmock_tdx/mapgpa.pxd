@@ -8,16 +8,17 @@ cdef unsigned long long _U64, _PAGE_MASK, _MAX_LEN
 cdef int _PAGE_SHIFT
 
 cdef class MapGpa:
-    cdef public object end, exit, exit_enabled, gpa, maxphyaddr, next, result, shared_bit, size
+    cdef public object end, exit_enabled, gpa, maxphyaddr, next, result, shared_bit, size
+    cdef public tuple args
 
-    cpdef _finish(self, r10, r11)
+    cpdef bint _finish(self, r10, r11)
 
     @cython.locals(gpa=cython.ulonglong, size=cython.ulonglong, end=cython.ulonglong,
                    last=cython.ulonglong, shared_bit=cython.ulonglong)
-    cpdef start(self)
+    cpdef bint begin(self)
 
     @cython.locals(nxt=cython.ulonglong, end=cython.ulonglong, shared_bit=cython.ulonglong,
                    size=cython.ulonglong, shared=cython.ulonglong)
-    cpdef _chunk(self)
+    cpdef bint _chunk(self)
 
-    cpdef complete(self, ret, has_events=*)
+    cpdef bint answer(self, ret, has_events=*)

@@ -45,7 +45,8 @@ class HypercallExit(NamedTuple):
     flags: int
 
 
-_tuple_new = tuple.__new__
+#: the nr and flags of every MapGPA exit (its ret is 0)
+EXIT_NR, EXIT_FLAGS = _HC_MAP_GPA_RANGE, _LONG_MODE
 
 
 class MapGpa:
@@ -54,6 +55,10 @@ class MapGpa:
     ``start()`` returns the first exit (or None when the call fails its checks); after the
     VMM's answer, ``complete(ret, has_events)`` returns the next exit or None. ``result`` is
     then ``(r10, r11)``. ``run(vmm)`` drives the whole exchange with a callback.
+    ``begin()`` and ``answer(ret, has_events)`` are start() and complete() for KVM's own
+    loop (kmock_tdx.guest): True when a chunk's exit is pending, whose ``args`` (nr
+    EXIT_NR, ret 0, flags EXIT_FLAGS) are a plain tuple, without building its
+    HypercallExit (``exit``).
     ``maxphyaddr`` defaults to the GPAW: KVM reports the GPAW as the TD's guest physical
     address width (tdx_read_cpuid(), CPUID 0x80000008 EAX[23:16]).
     """
@@ -73,7 +78,15 @@ class MapGpa:
         self.next = gpa
         self.end = None
         self.result: Optional[Tuple[int, int]] = None
-        self.exit: Optional[HypercallExit] = None
+        #: the pending exit's args (chunk gpa without the shared bit, 4K pages,
+        #: ENCRYPTED/DECRYPTED), None when no exit is pending
+        self.args: Optional[Tuple[int, int, int]] = None
+
+    @property
+    def exit(self) -> Optional[HypercallExit]:
+        """The pending chunk's exit, or None."""
+        args = self.args
+        return None if args is None else HypercallExit(EXIT_NR, args, 0, EXIT_FLAGS)
 
     def is_private(self, gpa):
         """vt_is_tdx_private_gpa(): the shared bit is clear."""
@@ -81,12 +94,20 @@ class MapGpa:
 
     def _finish(self, r10, r11):
         self.result = (r10, r11)
-        self.exit = None
-        return None
+        self.args = None
+        return False
 
     def start(self):
         """tdx_map_gpa(): the checks, then the first chunk's exit (None if it failed)."""
-        if self.result is not None or self.exit is not None:
+        return self.exit if self.begin() else None
+
+    def complete(self, ret, has_events=False):
+        """tdx_complete_vmcall_map_gpa(): the VMM answered ``ret`` for the pending exit."""
+        return self.exit if self.answer(ret, has_events) else None
+
+    def begin(self):
+        """tdx_map_gpa(): the checks, then the first chunk; True when its exit is pending."""
+        if self.result is not None or self.args is not None:
             raise RuntimeError("MapGPA already started")
         gpa, size = self.gpa, self.size
         if not self.exit_enabled:
@@ -114,18 +135,13 @@ class MapGpa:
         if size > _MAX_LEN:  # (not min(): the builtin call costs more than the compare)
             size = _MAX_LEN
         shared = nxt & shared_bit  # (nxt - shared == nxt & ~bit)
-        # == HypercallExit(nr, args, ret, flags), without the Python frame of its __new__
-        self.exit = ex = _tuple_new(HypercallExit, (
-            _HC_MAP_GPA_RANGE,
-            (nxt - shared, size >> _PAGE_SHIFT, _DECRYPTED if shared else _ENCRYPTED),
-            0,
-            _LONG_MODE,
-        ))
-        return ex
+        self.args = (nxt - shared, size >> _PAGE_SHIFT, _DECRYPTED if shared else _ENCRYPTED)
+        return True
 
-    def complete(self, ret, has_events=False):
-        """tdx_complete_vmcall_map_gpa(): the VMM answered ``ret`` for the pending exit."""
-        if self.exit is None:
+    def answer(self, ret, has_events=False):
+        """tdx_complete_vmcall_map_gpa(): the VMM answered ``ret`` for the pending exit;
+        True when the next chunk's exit is pending."""
+        if self.args is None:
             raise RuntimeError("no MapGPA exit is pending")
         if ret and ret & _U64:  # (0, the common answer: no big-int operation)
             return self._finish(T.TDVMCALL_STATUS_INVALID_OPERAND, self.next)
