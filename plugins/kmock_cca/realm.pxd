@@ -8,6 +8,7 @@ from kmock.kvm.vcpu cimport Vcpu
 from kmock.kvm.vm cimport VM
 from kmock.notifier cimport InvalidateEvent
 
+cimport kmock_cca.kvm_rmi as kvm_rmi
 from kmock_cca.rtt cimport Realm, Rec
 
 

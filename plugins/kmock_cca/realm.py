@@ -35,7 +35,7 @@ from kmock_arm64.vcpu import Arm64VcpuState
 
 from . import kvm_rmi, rtt
 from .guest import CcaGuest
-from .rtt import GranuleTable, _RealmState, _Ripas, _RmiStatus
+from .rtt import GRANULE_SIZE, GranuleTable, _RealmState, _Ripas, _RmiStatus
 from .series import series_of
 
 #: the granule table spans every frame of the Kernel's frame space (kmock.physmem)
@@ -380,6 +380,9 @@ def granule_table_runs(granules):
 
 def _first_shared(vm, start, end):
     """The first gfn of [start, end) the VMM left shared, or None."""
+    if end - start == 1:
+        # one page (a 4K conversion): one get() instead of a ranges() generator
+        return None if vm.mem_attrs.get(start) & K.KVM_MEMORY_ATTRIBUTE_PRIVATE else start
     for s, e, v in vm.mem_attrs.ranges(start, end):
         if not v & K.KVM_MEMORY_ATTRIBUTE_PRIVATE:
             return s
@@ -460,8 +463,8 @@ def _realm_access(vcpu, start, end):
     if realm is None or end > realm.par_size:
         return None
     with arch.lock:
-        page_end = (end + rtt.GRANULE_SIZE - 1) & ~(rtt.GRANULE_SIZE - 1)
-        for s, e, ripas in realm.ripas_runs(start & ~(rtt.GRANULE_SIZE - 1), page_end):
+        page_end = (end + GRANULE_SIZE - 1) & ~(GRANULE_SIZE - 1)
+        for s, e, ripas in realm.ripas_runs(start & ~(GRANULE_SIZE - 1), page_end):
             if ripas == _Ripas.EMPTY:
                 why = (f"realm access to IPA {max(s, start):#x}: RIPAS EMPTY; the RMM "
                        "injects a synchronous external abort into the realm (the host "

@@ -536,9 +536,11 @@ class Realm:
     def level(self, ipa):
         """The level of the entry that maps ``ipa`` (1, 2 or 3)."""
         page = ipa >> GRANULE_SHIFT
-        if not self._l2.get(page >> _L1_PAGES_SHIFT):
-            return 1
-        return 3 if self._l3.get(page >> _L2_PAGES_SHIFT) else 2
+        # a level-3 RTT has its level-2 parent (RTT_CREATE needs it, RTT_DESTROY and
+        # RTT_FOLD refuse a table with children): one look-up where level-3 tables are
+        if self._l3.get(page >> _L2_PAGES_SHIFT):
+            return 3
+        return 2 if self._l2.get(page >> _L1_PAGES_SHIFT) else 1
 
     def entry(self, ipa):
         """The RTT entry for ``ipa`` (any byte address inside the IPA space)."""
@@ -862,10 +864,10 @@ class Realm:
         stop is None if ``base`` is not aligned to the level it is mapped at."""
         page = base >> GRANULE_SHIFT
         # self.level(base) and _map_pages(level), inlined (every RTT_*_RIPAS call)
-        if not self._l2.get(page >> _L1_PAGES_SHIFT):
-            level = 1
+        if self._l3.get(page >> _L2_PAGES_SHIFT):
+            level = 3
         else:
-            level = 3 if self._l3.get(page >> _L2_PAGES_SHIFT) else 2
+            level = 2 if self._l2.get(page >> _L1_PAGES_SHIFT) else 1
         n = 1 << (9 * (3 - level))
         if page % n:
             return level, None
