@@ -519,11 +519,11 @@ def deliver_irqfds(vm):
     at its delivery points: each KVM_RUN of the VM's vCPUs before the guest runs (the
     guest can see no interrupt earlier), and :func:`signalled_irqfds`. Returns the gsis
     injected, in binding order. A model that does not deliver (x86) is left alone."""
-    model = irqchip_model(vm)
-    if not model.delivers:
-        return []
     s = _STATES.get(vm)
     if s is None or not s.irqfds:
+        return []  # (looked at first: the common case, and cheaper than the model's look-up)
+    model = irqchip_model(vm)
+    if not model.delivers:
         return []
     with s.lock:
         fired = [i for i in s.irqfds if i.eventfd.consume()]
