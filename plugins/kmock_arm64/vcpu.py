@@ -26,8 +26,8 @@ import errno
 
 from kmock.errors import oserror
 from kmock.kernel_util import copy_from_user, copy_to_user, read_user_at, write_user_at
-from kmock.kvm import eventfds
-from kmock.kvm import vcpu as core_vcpu
+from kmock.kvm.eventfds import deliver_irqfds
+from kmock.kvm.vcpu import vcpu_run as core_vcpu_run
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 
@@ -175,8 +175,8 @@ def vcpu_run(f, arg):
         with f.vcpu.mutex:
             arch.apply_pending_reset()  # check_vcpu_requests: KVM_REQ_VCPU_RESET
     # the irqfds signalled since: injected before the guest can look (kmock.kvm.eventfds)
-    eventfds.deliver_irqfds(f.vm)
-    return core_vcpu.vcpu_run(f, arg)
+    deliver_irqfds(f.vm)
+    return core_vcpu_run(f, arg)
 
 
 def _initialized(f):
