@@ -23,11 +23,11 @@ Memory (the contract's callbacks, one call per run):
 """
 
 import errno
-import threading
 import weakref
 
 from kmock.errors import oserror
 from kmock.kvm.stage2 import PAGE_SHIFT
+from kmock.locks import RLock
 from kmock.uapi import arm64 as A
 from kmock.uapi import kvm as K
 from kmock_arm64 import Arm64Vm, Arm64VmState
@@ -60,7 +60,7 @@ class RealmVmState(Arm64VmState):
 
     def __init__(self, ipa_bits):
         super().__init__(ipa_bits)
-        self.lock = threading.RLock()
+        self.lock = RLock()  # (kmock.locks: threading.RLock's behaviour, cheaper to take)
         self.state = _RealmState.NONE
         #: the RMM's realm (rtt.Realm) once the RD exists
         self.realm = None

@@ -11,6 +11,7 @@ import errno
 import threading
 import weakref
 
+from kmock.locks import RLock
 from kmock.mm import RangeMap
 from kmock.uapi import sev as S
 
@@ -58,7 +59,7 @@ class Machine:
     """One SNP host: its RMP, ASIDs and PSP firmware."""
 
     def __init__(self, kernel):
-        self.lock = threading.RLock()
+        self.lock = RLock()  # (kmock.locks: threading.RLock's behaviour, cheaper to take)
         #: kernel.faults: the failure points of POINTS are asked there
         self.faults = kernel.faults
         self.rmp = Rmp(RMP_FRAMES, shared_read_checked=kernel.setting("snp_shared_read_checked"),

@@ -20,8 +20,8 @@ it held) and under ``Td.lock``; a conversion runs under the guest_memfd invalida
 
 import errno
 import hashlib
-import threading
 
+from kmock.locks import RLock
 from kmock.mm import RangeMap
 from kmock.uapi import tdx as T
 
@@ -124,7 +124,7 @@ class Td:
         self.kernel = kernel
         #: kernel.faults (the failure points: each S-EPT change asks whether they are armed)
         self.faults = kernel.faults
-        self.lock = threading.RLock()
+        self.lock = RLock()  # (kmock.locks: threading.RLock's behaviour, cheaper to take)
         self.state = UNINITIALIZED
         #: TDX Connect with PAGE_RELEASE (profile setting tdx_connect)
         self.connect = bool(kernel.setting("tdx_connect"))
