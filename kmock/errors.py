@@ -33,9 +33,17 @@ class DmaFault(Exception):
         super().__init__(f"DMA fault at IOVA {iova:#x}" + (f" ({reason})" if reason else ""))
 
 
+#: errno -> its strerror message, read once: os.strerror decodes the C library's message
+#: (through the locale) on every call, and every errno kmock returns builds one
+_STRERROR = {}
+
+
 def oserror(code):
     """The OSError the os module would raise for errno ``code``."""
-    return OSError(code, _os.strerror(code))
+    msg = _STRERROR.get(code)
+    if msg is None:
+        msg = _STRERROR[code] = _os.strerror(code)
+    return OSError(code, msg)
 
 
 EFAULT = _errno.EFAULT
