@@ -23,8 +23,16 @@ cdef class VM:
 
     cpdef mmu_invalidate_end(self)
 
+    @cython.locals(slots=Memslots)
+    cpdef lookup_memslot(self, gfn, as_id=*)
+
     @cython.locals(slot=Memslot, inode=GmemInode, slots=Memslots)
     cpdef set_memory_attributes(self, start, end, attributes)
+
+
+cdef class _GuestAccess:
+    cdef public SyncCondition cond
+    cdef public VM vm
 
 
 @cython.locals(vm=VM)

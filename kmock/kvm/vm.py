@@ -194,7 +194,8 @@ class VM:
         _memslot.gmem_unbind(slot)
 
     def lookup_memslot(self, gfn, as_id=0):
-        return self._as[as_id].lookup(gfn)
+        slots = self._as[as_id]
+        return slots.lookup(gfn)
 
     def gmem_invalidate(self, slot, start, end, kind=None):
         """guest_memfd pages [start, end) bound to ``slot`` are going away: zap stage-2.
@@ -368,9 +369,8 @@ class VM:
 
 
 class _GuestAccess:
-    """``with vm.guest_access():`` wait for invalidations in progress, hold mmu_lock."""
-
-    __slots__ = ("cond", "vm")
+    """``with vm.guest_access():`` wait for invalidations in progress, hold mmu_lock.
+    (A cdef class when compiled, vm.pxd: its lock calls are C calls.)"""
 
     def __init__(self, cond, vm):
         self.cond = cond
