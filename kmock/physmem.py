@@ -50,9 +50,13 @@ class PhysMem:
             span = _ALIGN
         else:
             span = (npages + _ALIGN - 1) & ~(_ALIGN - 1)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # (not a ``with``: two look-ups of __enter__/__exit__ less)
+        try:
             base = self._next
             if base < USER_PFN_BASE and base + span > USER_PFN_BASE:
                 base = HIGH_PFN_BASE
             self._next = base + span
-            return base
+        finally:
+            lock.release()
+        return base

@@ -52,7 +52,7 @@ class Upstream618:
 
     def check_create(self, vm, size, flags):
         """kvm_gmem_create: flags, then size; both EINVAL."""
-        if flags & ~self.supported_flags(vm):
+        if flags and flags & ~self.supported_flags(vm):  # (no flag: none to refuse)
             raise oserror(errno.EINVAL)
         if size > LOFF_MAX or size <= 0 or size & (PAGE_SIZE - 1):
             raise oserror(errno.EINVAL)

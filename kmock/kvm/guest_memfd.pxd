@@ -1,5 +1,10 @@
 # Cython declarations of kmock/kvm/guest_memfd.py (an augmenting .pxd, see
-# kmock/notifier.pxd): the inode's fields that every invalidation, fault and punch reads.
+# kmock/notifier.pxd): the inode's fields that every invalidation, fault and punch reads,
+# and the file's; creation and release call typed code.
+cimport cython
+
+from kmock.file cimport File
+
 
 cimport cython
 
@@ -24,6 +29,15 @@ cdef class GmemInode:
     cpdef veto_check(self, event)
 
 cdef class BackingPool:
-    cdef dict __dict__
     cdef public dict by_size
     cdef public object count, limit, outstanding
+
+    cpdef take(self, size)
+    cpdef give(self, entry, dirty)
+
+cdef class GmemFile(File):
+    cdef public object vm
+    cdef public GmemInode inode
+
+@cython.locals(inode=GmemInode, pool=BackingPool)
+cpdef create_guest_memfd(vm, size, flags)

@@ -47,6 +47,7 @@ BINDING_SPACE = 1 << 52
 _NO_STEPS = step_lists(())
 #: st_ino numbers of guest_memfd inodes (get_next_ino)
 _INODE_NUMBERS = itertools.count(0x1000000)
+_ENOMEM = errno.ENOMEM  # (a module attribute look-up from compiled code costs a dict look-up)
 
 
 class ConversionError(OSError):
@@ -690,7 +691,10 @@ class GmemFile(File):
     def __init__(self, kernel, vm, inode):
         self.kernel = kernel
         self.refs = 0
-        self.ioctls = kernel.ioctl_table("gmem", vm.vmtype)  # (File.__init__, inlined)
+        # (File.__init__, inlined; the VM holds its VM type's tables, which have "gmem"
+        # when the Kernel knows the VM type: kernel.ioctl_table without its look-ups)
+        tables = vm.ioctl_tables
+        self.ioctls = tables["gmem"] if "gmem" in tables else kernel.ioctl_table("gmem", vm.vmtype)
         self.vm = vm
         self.inode = inode
         vm.get()
@@ -699,32 +703,17 @@ class GmemFile(File):
         """kvm_gmem_release: invalidate everything, unbind every slot (the slots stay,
         pointing at nothing), give the memory back, drop the VM."""
         inode = self.inode
-        if not inode.notifiers:  # nothing bound, mapped or watching: nothing to invalidate
+        if inode.notifiers:
+            _release_users(inode)
+            entry = inode._backing_entry
+        else:  # nothing bound, mapped or watching: nothing to invalidate
             if inode.orphans:
                 inode.orphans.clear()
             e = inode._backing_entry
             # no user is registered (none holds a page state): the next inode of
             # this size reuses its maps
-            self.kernel.gmem_backing.give((e[0], e[1], e[2], e[3], (inode.attrs, inode.allocated)),
-                                             inode.maybe_dirty)
-            inode.backing = -1
-            self.vm.put()
-            return
-
-        def store():
-            for token, slot in list(inode.slots.items()):
-                slot.gmem_file = None
-                slot.gmem_token = 0
-                inode.unregister_notifier(slot.gmem_notifier)
-                slot.gmem_notifier = None
-            inode.slots.clear()
-            inode.bindings = None
-            inode.orphans.clear()
-
-        inode.invalidate(InvalidateEvent(inode, 0, inode.npages, "release"), store)
-        for n in list(inode.notifiers):
-            inode.unregister_notifier(n)
-        self.kernel.gmem_backing.give(inode._backing_entry, inode.maybe_dirty)
+            entry = (e[0], e[1], e[2], e[3], (inode.attrs, inode.allocated))
+        self.kernel.gmem_backing.give(entry, inode.maybe_dirty)
         inode.backing = -1
         self.vm.put()
 
@@ -833,6 +822,24 @@ class _ArchNotifierNoVeto(ArchNotifier):
     veto = vars(GmemNotifier)["veto"]
 
 
+def _release_users(inode):
+    """kvm_gmem_release with users registered: invalidate the whole file, unbind every
+    slot, unregister every notifier."""
+    def store():
+        for token, slot in list(inode.slots.items()):
+            slot.gmem_file = None
+            slot.gmem_token = 0
+            inode.unregister_notifier(slot.gmem_notifier)
+            slot.gmem_notifier = None
+        inode.slots.clear()
+        inode.bindings = None
+        inode.orphans.clear()
+
+    inode.invalidate(InvalidateEvent(inode, 0, inode.npages, "release"), store)
+    for n in list(inode.notifiers):
+        inode.unregister_notifier(n)
+
+
 def create_guest_memfd(vm, size, flags):
     """kvm_gmem_create: the profile's flag and size checks (EINVAL), then a new file."""
     kernel = vm.kernel
@@ -841,8 +848,11 @@ def create_guest_memfd(vm, size, flags):
     vmtype = vm.vmtype
     if vmtype.has_gmem_create:
         vmtype.gmem_create(vm, size, flags)
-    kernel.faults.check("gmem.create", errno.ENOMEM)  # __kvm_gmem_create: kzalloc, inode
-    inode = GmemInode(kernel, size, flags, kernel.gmem_backing.take(size))
+    faults = kernel.faults
+    if faults.armed:  # (Faults.check's own test, without the call when nothing is armed)
+        faults.check("gmem.create", _ENOMEM)  # __kvm_gmem_create: kzalloc, inode
+    pool = kernel.gmem_backing
+    inode = GmemInode(kernel, size, flags, pool.take(size))
     inode.vm = vm
     model.init_inode(inode)
     if vmtype.has_gmem_callbacks:
