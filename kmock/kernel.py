@@ -88,6 +88,22 @@ def _unknown_ioctl(f, request, arg, mutate_flag):
 def _buffer_ioctl(h, f, arg, mutate_flag):
     return Kernel._ioctl_arg(lambda a: h(f, a), arg, mutate_flag)
 
+
+def dispatch_ioctl(f, request, arg, mutate_flag):
+    """ioctl on the open file ``f`` (a kmock.file.File): its table's handler for
+    ``request``, called as fcntl.ioctl passes ``arg`` (typed when compiled: kernel.pxd)."""
+    ioctls = f.ioctls
+    h = ioctls.get(request)
+    if h is None:
+        request &= U32  # the kernel's cmd is an unsigned int
+        h = ioctls.get(request)
+        if h is None:
+            return _unknown_ioctl(f, request, arg, mutate_flag)
+    if type(arg) is int or (mutate_flag and (type(arg) in _STRUCT_TYPES
+                                             or _is_structure(arg))):
+        return h(f, arg)
+    return _buffer_ioctl(h, f, arg, mutate_flag)
+
 class Kernel(IommufdSupport, SyscallAPI):
     """A mock Linux kernel: KVM and guest_memfd as ``profile`` behaves.
 
@@ -372,16 +388,7 @@ class Kernel(IommufdSupport, SyscallAPI):
             if self._host_fd(fd):
                 return self._host.ioctl(fd, request, arg, mutate_flag)
             f = self.fdtable.lookup(fd)
-        h = f.ioctls.get(request)
-        if h is None:
-            request &= U32  # the kernel's cmd is an unsigned int
-            h = f.ioctls.get(request)
-            if h is None:
-                return _unknown_ioctl(f, request, arg, mutate_flag)
-        if type(arg) is int or (mutate_flag and (type(arg) in _STRUCT_TYPES
-                                                 or _is_structure(arg))):
-            return h(f, arg)
-        return _buffer_ioctl(h, f, arg, mutate_flag)
+        return dispatch_ioctl(f, request, arg, mutate_flag)
 
     @staticmethod
     def _ioctl_arg(call, arg, mutate_flag):
