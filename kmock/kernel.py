@@ -104,6 +104,7 @@ def dispatch_ioctl(f, request, arg, mutate_flag):
         return h(f, arg)
     return _buffer_ioctl(h, f, arg, mutate_flag)
 
+
 class Kernel(IommufdSupport, SyscallAPI):
     """A mock Linux kernel: KVM and guest_memfd as ``profile`` behaves.
 

@@ -3,12 +3,8 @@
 # and the file's; creation and release call typed code.
 cimport cython
 
-from kmock.file cimport File
-
-
-cimport cython
-
 from kmock._sync cimport RLock as SyncRLock
+from kmock.file cimport File
 from kmock.notifier cimport GmemNotifier
 
 
@@ -28,6 +24,7 @@ cdef class GmemInode:
     @cython.locals(n=GmemNotifier)
     cpdef veto_check(self, event)
 
+
 cdef class BackingPool:
     cdef public dict by_size
     cdef public object count, limit, outstanding
@@ -35,9 +32,11 @@ cdef class BackingPool:
     cpdef take(self, size)
     cpdef give(self, entry, dirty)
 
+
 cdef class GmemFile(File):
     cdef public object vm
     cdef public GmemInode inode
+
 
 @cython.locals(inode=GmemInode, pool=BackingPool)
 cpdef create_guest_memfd(vm, size, flags)
