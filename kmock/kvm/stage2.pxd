@@ -9,12 +9,25 @@ from kmock.kvm.vm cimport VM
 
 
 cdef class Stage2:
-    cdef public object pt, vm
+    cdef public object pt
+    cdef public VM vm
 
+    @cython.locals(vm=VM)
     cpdef map(self, gfn, pfn, npages, private, writable=*, leaf_size=*)
+    @cython.locals(vm=VM)
     cpdef zap(self, start, end, kind=*, entries=*)
     cpdef lookup(self, gfn)
 
 
+@cython.locals(inode=GmemInode)
+cpdef gmem_get_pfns(inode, index, n)
+
+@cython.locals(vm=VM, slot=Memslot, inode=GmemInode)
+cpdef private_runs(vm, slot, start, end)
+
 @cython.locals(vm=VM, slot=Memslot, inode=GmemInode, stage2=Stage2)
 cpdef faultin(vm, gpa, end, requested, write, want_data=*)
+
+
+cdef class Segment:
+    cdef public object kind, gpa, length, inode, offset, hva, data, gfn, npages

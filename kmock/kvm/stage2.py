@@ -282,13 +282,34 @@ def private_runs(vm, slot, start, end):
     in-place-conversion profile makes it authoritative, else the VM attribute array.
     """
     priv = _PRIVATE
-    if slot is not None and slot.gmem_file is not None and \
-            vm.kernel.profile.conversion != "none" and slot.gmem_file.inode.in_place:
-        delta = slot.gmem_pgoff - slot.base_gfn
-        rm = slot.gmem_file.inode.attrs
-        return [(s - delta, e - delta, bool(v & priv))
-                for s, e, v in rm.ranges(start + delta, end + delta)]
-    return [(s, e, bool(v & priv)) for s, e, v in vm.mem_attrs.ranges(start, end)]
+    if slot is not None:
+        f = slot.gmem_file
+        # (the inode's in_place first: it is False outside the in-place conversion
+        # profiles, and cheaper to read than the profile)
+        if f is not None:
+            inode = f.inode
+            if inode.in_place and vm.kernel.profile.conversion != "none":
+                delta = slot.gmem_pgoff - slot.base_gfn
+                rm = inode.attrs
+                if end - start == 1:
+                    try:
+                        v = rm.get(start + delta)
+                    except IndexError:
+                        pass  # (beyond the map: ranges below raises its own IndexError)
+                    else:
+                        return [(start, end, bool(v & priv))]
+                return [(s - delta, e - delta, bool(v & priv))
+                        for s, e, v in rm.ranges(start + delta, end + delta)]
+    rm = vm.mem_attrs
+    if end - start == 1:
+        # one page (every 4K access): its value, without the ranges generator
+        try:
+            v = rm.get(start)
+        except IndexError:
+            pass
+        else:
+            return [(start, end, bool(v & priv))]
+    return [(s, e, bool(v & priv)) for s, e, v in rm.ranges(start, end)]
 
 
 def _gmem_only(slot):
