@@ -72,6 +72,15 @@ SIGNAL = "signal"  # a signal is pending for the vCPU's thread: KVM_RUN fails wi
 #: how often a halted vCPU looks at run.immediate_exit and at its script (seconds)
 HALT_POLL_S = 0.005
 
+# (the exit reasons and hypercall numbers of every KVM_RUN, as module constants: an
+# attribute of the uapi module is a look-up in it on each use)
+_EXIT_HYPERCALL = K.KVM_EXIT_HYPERCALL
+_EXIT_MEMORY_FAULT = K.KVM_EXIT_MEMORY_FAULT
+_HC_MAP_GPA_RANGE = K.KVM_HC_MAP_GPA_RANGE
+_HC_LONG_MODE = K.KVM_EXIT_HYPERCALL_LONG_MODE
+_ENOSYS = -K.KVM_ENOSYS & U64
+_EINVAL = -K.KVM_EINVAL & U64
+
 _PAGE_SZ_ATTRS = {
     PAGE_SIZE: K.KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
     2 << 20: K.KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
@@ -153,11 +162,13 @@ class _Access(Action):
 
     def step(self, vcpu):
         vm = vcpu.vm
-        start = self.gpa + self.progress
-        end = self.gpa + self.size
+        gpa = self.gpa
+        start = gpa + self.progress
+        end = gpa + self.size
         if start >= end:
             return self._complete_access()
         private = self.private
+        write = self.write
         vmtype = vm.vmtype
         shift = 0  # canonical gpa minus the gpa the guest used
         if vmtype.has_gpa_alias:
@@ -171,14 +182,14 @@ class _Access(Action):
         if vmtype.has_guest_access_early:
             # a stage-2 the hardware owns decides first (CCA's RTT): an abort injected
             # into the guest completes the access; an OSError ends KVM_RUN
-            aborted = vmtype.guest_access_early(vcpu, start, end, private, self.write)
+            aborted = vmtype.guest_access_early(vcpu, start, end, private, write)
             if aborted is not None:
                 self.aborted = aborted
                 return self.finish(None)
         # Under mmu_lock, after any invalidation in progress: the fault, the mapping and
         # the copy happen as one access, as the hardware's access through stage-2 does.
         with vm.guest_access():
-            segs = faultin(vm, start, end, private, self.write, want_data=not self.write)
+            segs = faultin(vm, start, end, private, write, not write)
             if vmtype.has_guest_access:
                 refused = vmtype.guest_access(vcpu, self, segs)
                 if refused is not None:
@@ -189,6 +200,15 @@ class _Access(Action):
                 self._ram(vcpu, seg, shift)
                 self.progress += seg.length
         return self._complete_access()
+
+    def _ram(self, vcpu, seg, shift=0):
+        """Copy the bytes of a RAM segment (``seg``: a kmock.kvm.stage2.Segment of kind
+        "gmem" or "user"), one way or the other."""
+        raise NotImplementedError
+
+    def _complete_access(self):
+        """The whole access is done: finish the action."""
+        raise NotImplementedError
 
     def _mmio_exit(self, vcpu, seg, shift=0):
         """``shift``: canonical gpa minus the gpa the guest used (an alias)."""
@@ -242,7 +262,7 @@ class Read(_Access):
 
     def step(self, vcpu):
         del self._buf[self.progress:]  # a retried access redoes what followed ``progress``
-        return super().step(vcpu)
+        return _Access.step(self, vcpu)
 
 
 class Write(_Access):
@@ -280,7 +300,7 @@ def hypercall_exit(vcpu, nr, a0, a1, a2, ret=0, flags=None):
     6.14's "clear vcpu->run->hypercall.ret before exiting", because QEMU <= 9.2 never set
     it); ``flags`` when the exit sets them (None: kvm_run keeps what it held, as SEV's
     page-state-change exits do). For the core, SNP and TDX alike."""
-    vcpu.run.exit_reason = K.KVM_EXIT_HYPERCALL
+    vcpu.run.exit_reason = _EXIT_HYPERCALL
     hc = vcpu.run_hypercall
     hc.nr = nr
     hc.ret = ret
@@ -325,18 +345,20 @@ class Hypercall(Action):
     def step(self, vcpu):
         """____kvm_emulate_hypercall (x86, CPL 0, long mode)."""
         vm = vcpu.vm
-        if self.nr != K.KVM_HC_MAP_GPA_RANGE:
-            return self.finish(-K.KVM_ENOSYS & U64)
-        gpa, npages, attrs = self.args[:3]
-        if not vm.hypercall_exit_enabled & (1 << K.KVM_HC_MAP_GPA_RANGE):
-            return self.finish(-K.KVM_ENOSYS & U64)
+        if self.nr != _HC_MAP_GPA_RANGE:
+            return self.finish(_ENOSYS)
+        args = self.args
+        gpa = args[0]
+        npages = args[1]
+        attrs = args[2]
+        if not vm.hypercall_exit_enabled & (1 << _HC_MAP_GPA_RANGE):
+            return self.finish(_ENOSYS)
         gfn = gpa >> PAGE_SHIFT
         if gpa & (PAGE_SIZE - 1) or not npages or ((gfn + npages) & U64) <= gfn:
-            return self.finish(-K.KVM_EINVAL & U64)
-        hypercall_exit(vcpu, K.KVM_HC_MAP_GPA_RANGE, gpa, npages, attrs,
-                       flags=K.KVM_EXIT_HYPERCALL_LONG_MODE)
+            return self.finish(_EINVAL)
+        hypercall_exit(vcpu, _HC_MAP_GPA_RANGE, gpa, npages, attrs, 0, _HC_LONG_MODE)
         self._waiting = True
-        self.exits.append(K.KVM_EXIT_HYPERCALL)
+        self.exits.append(_EXIT_HYPERCALL)
         return EXIT
 
     def complete(self, vcpu):
@@ -649,18 +671,18 @@ def run(vcpu):
     while True:
         if vcpu.stopped:
             sleep_stopped(vcpu)
-        try:
-            action = actions[script.pc]  # (pc < len(actions), without the call)
-        except IndexError:
+        pc = script.pc
+        if pc >= len(actions):
             if halts_in_kernel(vcpu):
                 _halt(vcpu)  # nothing to run: the guest idles in HLT / WFI
                 continue
             break
+        action = actions[pc]
         try:
             r = action.step(vcpu)
         except MemoryFault as mf:
             mf.fill(vcpu.run)
-            action.exits.append(K.KVM_EXIT_MEMORY_FAULT)
+            action.exits.append(_EXIT_MEMORY_FAULT)
             raise
         if action.done:
             script.pc += 1

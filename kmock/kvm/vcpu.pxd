@@ -11,7 +11,7 @@ cdef class Vcpu:
     cdef object __weakref__
     cdef public object vm, id, mutex, run, run_hypercall, run_hypercall_args, guest
     cdef public object pending, stopped, halted, entered, mmu_root_loaded, signal_pending
-    cdef public object arch
+    cdef public object arch, dirty_ring, halts_in_kernel, run_addr, wake
     cdef public VcpuStat stat
 
 

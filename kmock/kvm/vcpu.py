@@ -20,9 +20,7 @@ from ..file import File, check_mmap_args
 from ..kernel_util import copy_from_user, copy_to_user
 from ..mapping import FileMapping
 from ..uapi import kvm as K
-from . import guest as _guest
-from .guest import EXIT as _EXIT
-from .guest import run as _guest_run
+from . import guest as _guest  # (a module import: guest's declarations cimport Vcpu)
 from . import dirty_ring, x86_vcpu, x86_vm
 from .guest_memfd import PAGE_SHIFT, PAGE_SIZE
 from .stage2 import MemoryFault
@@ -34,11 +32,10 @@ U64 = (1 << 64) - 1
 class Vcpu:
     """struct kvm_vcpu. Holds a reference on its VM."""
 
-    #: vcpu->dirty_ring (kmock.kvm.dirty_ring.DirtyRing) when the VM has a ring size
-    dirty_ring = None
-
     def __init__(self, vm, vcpu_id):
         self.vm = vm
+        #: vcpu->dirty_ring (kmock.kvm.dirty_ring.DirtyRing) when the VM has a ring size
+        self.dirty_ring = None
         self.id = vcpu_id
         kernel = vm.kernel
         self.mmap_size = kernel.profile.vcpu_mmap_size
@@ -263,7 +260,7 @@ def _vcpu_run(f, vcpu, arg):
         pending = vcpu.pending
         if pending is not None:
             vcpu.pending = None
-            if pending.complete(vcpu) is _EXIT:
+            if pending.complete(vcpu) is _guest.EXIT:
                 vcpu.pending = pending  # complete_userspace_io wrote the next exit (cui 0)
                 return 0
             if pending.done:
@@ -277,7 +274,7 @@ def _vcpu_run(f, vcpu, arg):
         ring = vcpu.dirty_ring
         if ring is not None and dirty_ring.full_exit(vcpu, ring):
             return 0  # vcpu_enter_guest's requests: KVM_EXIT_DIRTY_RING_FULL
-        guest_run = _guest_run if ring is None else dirty_ring.guest_run
+        guest_run = _guest.run if ring is None else dirty_ring.guest_run
         if not vcpu.mmu_root_loaded:
             mmu_reload(vcpu)  # vcpu_enter_guest, before the guest runs
         vmtype = vm.vmtype
