@@ -1,6 +1,6 @@
 # Cython declarations of kmock/kvm/stats.py (an augmenting .pxd, see kmock/notifier.pxd).
 
 cdef class VcpuStat:
-    cdef public object counts, per_reason
+    cdef public dict counts, per_reason
 
     cpdef count_exit(self, run)

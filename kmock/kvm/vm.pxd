@@ -21,6 +21,7 @@ cdef class VM:
     cdef public object mem_attrs, arch, hypercall_exit_enabled, mem_attrs_supported
     cdef public object _as
 
+    cpdef check_caller(self)
     cpdef mmu_invalidate_end(self)
 
     @cython.locals(slots=Memslots)
@@ -33,6 +34,10 @@ cdef class VM:
 cdef class _GuestAccess:
     cdef public SyncCondition cond
     cdef public VM vm
+
+
+@cython.locals(vm=VM)
+cpdef vm_create_guest_memfd(f, arg)
 
 
 @cython.locals(vm=VM)

@@ -2,7 +2,7 @@
 # actions each SNP conversion runs, as cdef classes with typed fields when compiled.
 cimport cython
 
-from kmock.kvm.guest cimport Action
+from kmock.kvm.guest cimport Action, hypercall_exit
 from kmock.kvm.stage2 cimport Stage2
 from kmock.kvm.vcpu cimport Vcpu
 from kmock.kvm.vm cimport VM

@@ -3,7 +3,7 @@
 # and MapGPA.
 cimport cython
 
-from kmock.kvm.guest cimport Action
+from kmock.kvm.guest cimport Action, hypercall_exit
 from kmock.kvm.stage2 cimport faultin
 from kmock.kvm.vcpu cimport Vcpu
 from kmock.kvm.vm cimport VM
