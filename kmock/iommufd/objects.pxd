@@ -20,6 +20,9 @@ cdef class HwptPaging:
     cpdef translate(self, iova)
 
 
+cpdef tuple _iova_pages(Area area, start, end)
+
+
 cdef class IommuDevice:
     cdef dict __dict__
     cdef public object ictx, id, dev, vdevice, user_destroyable

@@ -13,7 +13,6 @@ from .ioas import PERM_PRIVATE, PERM_WRITE, ULONG_MAX
 from .pages import PAGE_SHIFT, PAGE_SIZE
 
 
-
 class HwptPaging:
     """A paging domain attached to an IOAS (automatic, or from IOMMU_HWPT_ALLOC)."""
 
@@ -50,11 +49,7 @@ class HwptPaging:
         equal kind for guest memory."""
         if area.revoked:
             return
-        # the IOVA pages [first, top) the area touches
-        first = area.iova >> PAGE_SHIFT
-        top = (area.last >> PAGE_SHIFT) + 1
-        lo = first if start is None or start < first else start
-        hi = top if end is None or end > top else end
+        first, lo, hi = _iova_pages(area, start, end)
         if lo >= hi:
             return
         pages = area.pages
@@ -80,10 +75,7 @@ class HwptPaging:
                 self.table.map((s + poff) << PAGE_SHIFT, pfn, n, bits)
 
     def unmap_area(self, area, start=None, end=None):
-        first = area.iova >> PAGE_SHIFT
-        top = (area.last >> PAGE_SHIFT) + 1
-        lo = first if start is None or start < first else start
-        hi = top if end is None or end > top else end
+        _, lo, hi = _iova_pages(area, start, end)
         if lo < hi:
             self.table.unmap(lo << PAGE_SHIFT, hi - lo)
 
@@ -101,6 +93,16 @@ class HwptPaging:
         lo = self.reserved[0][1] + 1 if self.reserved[0][0] == 0 else 0
         hi = self.reserved[-1][0] - 1 if self.reserved[-1][1] == ULONG_MAX else ULONG_MAX
         return (lo, hi)
+
+
+def _iova_pages(area, start, end):
+    """(first, lo, hi): ``area`` touches IOVA pages [first, top); [lo, hi) is their part
+    inside [start, end) (a bound that is None does not limit)."""
+    first = area.iova >> PAGE_SHIFT
+    top = (area.last >> PAGE_SHIFT) + 1
+    lo = first if start is None or start < first else start
+    hi = top if end is None or end > top else end
+    return first, lo, hi
 
 
 def _kinds(area, inode, lo, hi, first):

@@ -282,6 +282,7 @@ def private_runs(vm, slot, start, end):
     in-place-conversion profile makes it authoritative, else the VM attribute array.
     """
     priv = _PRIVATE
+    rm, delta = vm.mem_attrs, 0
     if slot is not None:
         f = slot.gmem_file
         # (the inode's in_place first: it is False outside the in-place conversion
@@ -289,27 +290,17 @@ def private_runs(vm, slot, start, end):
         if f is not None:
             inode = f.inode
             if inode.in_place and vm.kernel.profile.conversion != "none":
-                delta = slot.gmem_pgoff - slot.base_gfn
-                rm = inode.attrs
-                if end - start == 1:
-                    try:
-                        v = rm.get(start + delta)
-                    except IndexError:
-                        pass  # (beyond the map: ranges below raises its own IndexError)
-                    else:
-                        return [(start, end, bool(v & priv))]
-                return [(s - delta, e - delta, bool(v & priv))
-                        for s, e, v in rm.ranges(start + delta, end + delta)]
-    rm = vm.mem_attrs
+                rm, delta = inode.attrs, slot.gmem_pgoff - slot.base_gfn
     if end - start == 1:
         # one page (every 4K access): its value, without the ranges generator
         try:
-            v = rm.get(start)
+            v = rm.get(start + delta)
         except IndexError:
-            pass
+            pass  # (beyond the map: ranges below raises its own IndexError)
         else:
             return [(start, end, bool(v & priv))]
-    return [(s, e, bool(v & priv)) for s, e, v in rm.ranges(start, end)]
+    return [(s - delta, e - delta, bool(v & priv))
+            for s, e, v in rm.ranges(start + delta, end + delta)]
 
 
 def _gmem_only(slot):

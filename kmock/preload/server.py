@@ -290,31 +290,31 @@ class Server:
     def _serve_conn(self, conn):
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid = struct.unpack("3i", creds)[0]
-        buf = bytearray(P.REQ.size + P.MAXPAY)
+        buf = bytearray(REQ_SIZE + P.MAXPAY)
         try:
             n = conn.recv_into(buf)
         except OSError:
             n = 0
-        if n >= P.REQ.size and P.REQ.unpack_from(buf)[0] == P.DUMP:
+        if n >= REQ_SIZE and _unpack_request(buf)[0] == P.DUMP:
             self._dump(conn)  # an observer (kmock dump --live), not a client process
             return
         view = memoryview(buf)
         client = self._client(pid)
         # this thread serves one process: its copies reach that process's memory
         # (the library sends its gettid() with each request; one connection, one thread)
-        task = _libc.user_task(pid, P.REQ.unpack_from(buf)[7] if n >= P.REQ.size else 0)
+        task = _libc.user_task(pid, _unpack_request(buf)[7] if n >= REQ_SIZE else 0)
         task.__enter__()
         # the fds this thread's calls install (see _watch_installs)
         installed = self._installed.fds = []
         chan = None
         try:
             # the socket until the client asks for its shared channel (OP_CHANNEL)
-            while n >= P.REQ.size:
-                if P.REQ.unpack_from(view)[0] == P.CHANNEL:
+            while n >= REQ_SIZE:
+                if _unpack_request(view)[0] == P.CHANNEL:
                     chan = self._open_channel(conn)
                     if chan is not None:
                         break
-                    msg, passfd = P.REP.pack(-1, errno.ENOSYS, 0, 0, 0, 0, 0), None
+                    msg, passfd = _pack_reply(-1, errno.ENOSYS, 0, 0, 0, 0, 0), None
                 else:
                     msg, passfd = self._request(client, view, installed, 0)
                 try:
@@ -345,7 +345,7 @@ class Server:
             self.errors.append(("channel", repr(e)))
             return None
         try:
-            socket.send_fds(conn, [P.REP.pack(0, 0, 0, 0, 0, self.spin_ns, 0)], [chan.fd])
+            socket.send_fds(conn, [_pack_reply(0, 0, 0, 0, 0, self.spin_ns, 0)], [chan.fd])
         except OSError:
             chan.close()
             return None
@@ -418,10 +418,10 @@ class Server:
                 from ..snapshot import capture
 
                 data = json.dumps(capture(self.kernel), default=repr, sort_keys=True).encode()
-                msg = P.REP.pack(0, 0, 0, len(data), 0, 0, 0) + data
+                msg = _pack_reply(0, 0, 0, len(data), 0, 0, 0) + data
             except Exception as e:
                 self.errors.append(("dump", repr(e)))
-                msg = P.REP.pack(-1, errno.EIO, 0, 0, 0, 0, 0)
+                msg = _pack_reply(-1, errno.EIO, 0, 0, 0, 0, 0)
             conn.send(msg)
         except OSError:
             pass
