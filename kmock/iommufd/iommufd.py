@@ -74,6 +74,9 @@ class IommufdCtx(File):
                 obj.destroy()
         self.objects.clear()
 
+    def unknown_ioctl(self, request, arg):
+        return unknown_iommufd_ioctl(self, request, arg)
+
     def fstat(self):
         return make_stat(self.i_mode, size=0, ino=0x1B0, dev=5, rdev=(10 << 8) | 123)
 
@@ -156,6 +159,24 @@ class _InPlace:
 _IN_PLACE = _InPlace()
 
 
+def run_command(ictx, arg, fn, ctype, ksize, min_size, in_place):
+    """Run the handler ``fn`` of a command whose struct is ``ctype`` (see _command).
+
+    Every command runs under the kernel's iommu lock: the kernel's per-object locks,
+    coarser (two threads mapping one file must not both take its reference). It is taken
+    with its own acquire/release: a ``with`` block costs two method look-ups more."""
+    lock = ictx.kernel.iommu_lock
+    lock.acquire()
+    try:
+        if in_place and type(arg) is ctype and arg.size == ksize:
+            return fn(ictx, _IN_PLACE, arg)
+        ucmd = Ucmd(ictx, arg, ctype)
+        cmd = ucmd.load(min_size)
+        return fn(ictx, ucmd, cmd)
+    finally:
+        lock.release()
+
+
 def _command(ctype, nr, in_place=False):
     """Wrap a command handler ``fn(ictx, ucmd, cmd)`` with the generic size checks.
 
@@ -168,20 +189,7 @@ def _command(ctype, nr, in_place=False):
 
     def wrap(fn):
         def handler(ictx, arg):
-            # every command under the kernel's iommu lock: the kernel's per-object locks,
-            # coarser (two threads mapping one file must not both take its reference);
-            # taken with its own acquire/release (a ``with`` block costs two method
-            # look-ups more, about 900 instructions compiled)
-            lock = ictx.kernel.iommu_lock
-            lock.acquire()
-            try:
-                if in_place and type(arg) is ctype and arg.size == ksize:
-                    return fn(ictx, _IN_PLACE, arg)
-                ucmd = Ucmd(ictx, arg, ctype)
-                cmd = ucmd.load(min_size)
-                return fn(ictx, ucmd, cmd)
-            finally:
-                lock.release()
+            return run_command(ictx, arg, fn, ctype, ksize, min_size, in_place)
 
         handler.__name__ = fn.__name__
         handler.__doc__ = fn.__doc__
@@ -552,6 +560,3 @@ def unknown_iommufd_ioctl(ictx, request, arg):
     if request == VFIO_GET_API_VERSION:
         return 0
     raise oserror(errno.ENOTTY)
-
-
-IommufdCtx.unknown_ioctl = lambda self, request, arg: unknown_iommufd_ioctl(self, request, arg)
