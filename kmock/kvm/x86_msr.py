@@ -41,6 +41,12 @@ FEATURE = "feature"      # a feature MSR: readable and writable only while the g
 GATED = "gated"          # stored while the guest's CPUID has the feature, else accepted and
                          # dropped; read back as stored
 CONSTANT = "constant"    # reads a fixed value (the rule's second item), every write refused
+TSC_RATIO = "tsc_ratio"  # MSR_AMD64_TSC_RATIO where the host serves it (the profile's
+                         # tsc_ratio_msr): reads that value; a write of 0 or of it is taken
+                         # and dropped, any other refused (svm_set_msr without TSC scaling
+                         # for the guest: "Due to bug in qemu 6.2.0, it would try to set
+                         # this msr to 0"; the PVM probe host does the same, conformance
+                         # x86_unlisted_msrs)
 SEGBASE = "segbase"      # MSR_FS_BASE / MSR_GS_BASE: the segment base KVM_GET/SET_SREGS
                          # shows (the VMCS's GUEST_FS/GS_BASE), canonical values only
 
@@ -123,6 +129,8 @@ MSR_RULES = {
     0xC0000103: (STORE, U64 & ~0xFFFFFFFF),  # MSR_TSC_AUX: bits 63:32 reserved
 }
 
+MSR_AMD64_TSC_RATIO = 0xC0000104
+
 #: SEGBASE MSRs -> the kvm_sregs segment whose base they are
 _SEGBASE = {0xC0000100: "fs", 0xC0000101: "gs"}
 
@@ -154,6 +162,9 @@ def _msr_kind(vcpu, index):
     rule = MSR_RULES.get(index)
     if rule is not None:
         return rule
+    if index == MSR_AMD64_TSC_RATIO:
+        ratio = settings(vcpu.vm.kernel.profile).get("tsc_ratio_msr")
+        return None if ratio is None else (TSC_RATIO, ratio)
     if index in settings(vcpu.vm.kernel.profile)["msr_index_list"]:
         return (STORE, 0)  # a probed MSR kmock has no rule for: stored
     return None
@@ -189,7 +200,7 @@ def get_msr(st, vcpu, index):
         return st.msrs.get(SYSTEM_TIME_KEY, 0)
     if kind == FEATURE and not cpuid_has(st.cpuid, *FEATURE_CPUID[index]):
         return 0  # host-initiated read of an advertised MSR the guest lacks
-    if kind == CONSTANT:
+    if kind == CONSTANT or kind == TSC_RATIO:
         return rule[1]
     if kind == SEGBASE:
         return getattr(st.sregs, _SEGBASE[index]).base
@@ -227,6 +238,8 @@ def set_msr(st, vcpu, index, data):
         return data == 0
     elif kind == REFUSED or kind == CONSTANT:
         return False
+    elif kind == TSC_RATIO:
+        return data == 0 or data == reserved  # (the rule's second item: the ratio)
     elif kind == SEGBASE:
         if not canonical(data, st.va_bits):
             return False

@@ -46,6 +46,10 @@ DEFAULTS_618 = {
     #: a host-initiated MSR_IA32_TSC write moves the guest TSC (kvm_synchronize_tsc);
     #: False on the PVM probe host, whose guests read the host TSC
     "tsc_writable": True,
+    #: what a host-initiated read of MSR_AMD64_TSC_RATIO gives, or None when it is not
+    #: served (a VMX host); the PVM probe host reads the default ratio 1 << 32, as an SVM
+    #: host does without TSC scaling for the guest (kmock.kvm.x86_msr, TSC_RATIO)
+    "tsc_ratio_msr": None,
     #: KVM_SET_SREGS(2) keeps CR0.PG outside long mode (32-bit and PAE paging); False on
     #: the PVM probe host, which drops it (its guests run in long mode only)
     "legacy_paging": True,

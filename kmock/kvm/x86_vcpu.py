@@ -889,6 +889,21 @@ def _probe_tsc_writable(vcpu_fd):
     return (1 << 40) <= int.from_bytes(buf[16:24], "little") < (1 << 41)
 
 
+def _probe_tsc_ratio(vcpu_fd):
+    """What a host-initiated KVM_GET_MSRS of MSR_AMD64_TSC_RATIO reads, or None when the
+    kernel does not serve it (VMX: vmx_get_msr has no case for it, and it is not
+    advertised). An SVM host without TSC scaling for the guest, and the PVM probe host,
+    read the default ratio (svm_get_msr: svm->tsc_ratio_msr)."""
+    import fcntl
+
+    buf = bytearray(24)
+    buf[0:4] = (1).to_bytes(4, "little")
+    buf[8:12] = x86_msr.MSR_AMD64_TSC_RATIO.to_bytes(4, "little")
+    if fcntl.ioctl(vcpu_fd, X.KVM_GET_MSRS, buf) != 1:
+        return None
+    return int.from_bytes(buf[16:24], "little")
+
+
 def _probe_legacy_paging(vcpu_fd):
     """Does KVM_SET_SREGS keep CR0.PG outside long mode (flat protected mode, CR4.PAE)?
     The vCPU's registers are restored."""
@@ -1117,6 +1132,7 @@ def probe_host(kvm_fd, vcpu_fd, caps):
         "tsc_khz": fcntl.ioctl(vcpu_fd, X.KVM_GET_TSC_KHZ, 0),
         "tsc_control": bool(caps.get(X.KVM_CAP_TSC_CONTROL, 0)),
         "tsc_writable": _probe_tsc_writable(vcpu_fd),
+        "tsc_ratio_msr": _probe_tsc_ratio(vcpu_fd),
         "legacy_paging": _probe_legacy_paging(vcpu_fd),
         "xsave_init": tuple(runs),
         "kvmclock_flags": _probe_kvmclock_flags(kvm_fd),

@@ -1298,7 +1298,8 @@ def x86_init_event(sys, rec):
 @scenario("x86_unlisted_msrs",
           "Host-initiated KVM_GET/SET_MSRS of MSRs KVM serves without listing them in "
           "KVM_GET_MSR_INDEX_LIST (PLATFORM_ID, the first PMU counters and event selects, "
-          "PERF_STATUS/CTL, FS/GS_BASE, TSC_AUX), on a vCPU with no CPUID: what a read "
+          "PERF_STATUS/CTL, FS/GS_BASE, TSC_AUX, AMD64_TSC_RATIO), on a vCPU with no CPUID: "
+          "what a read "
           "returns, which writes are taken and what reads back; FS/GS_BASE are the "
           "segment bases of KVM_GET/SET_SREGS")
 def x86_unlisted_msrs(sys, rec):
@@ -1318,7 +1319,7 @@ def x86_unlisted_msrs(sys, rec):
             rec.record(f"{label}: {index:#x} reads", hex(msrs_values(m, 1)[0]))
 
     for index in (0x17, 0xC1, 0xC2, 0x186, 0x187, 0x198, 0x199, 0xC0000100, 0xC0000101,
-                  0xC0000103):
+                  0xC0000103, 0xC0000104):
         get("fresh", index)
         for value in (0, 0x1234, 0x8000000000001000, 0xFFFF800000001000, 0x100000000):
             rec.call(f"SET_MSRS {index:#x} = {value:#x}", sys.ioctl, cpu, X86.KVM_SET_MSRS,

@@ -19,7 +19,7 @@ import pytest
 import kmock
 from kmock.kvm.x86_state import DEFAULTS_618
 from kmock.profiles import get as get_profile
-from kmock.testing.conformance_vcpu import cpuid_table
+from kmock.testing.conformance_vcpu import cpuid_table, msrs_buf, msrs_values
 from kmock.uapi import kvm as K
 from kmock.uapi import x86 as X
 
@@ -285,3 +285,30 @@ def test_cpuid_address_width_check_takes_the_first_0x80000008_entry(k):
     cpu = vcpu(k)
     bad = cpuid_table([(0x80000008, 1, 1, 0x100, 0, 0, 0)])
     assert err(k.ioctl, cpu, X.KVM_SET_CPUID2, bad) == errno.EINVAL
+
+
+# --- MSR_AMD64_TSC_RATIO ---------------------------------------------------------------------
+
+
+def test_tsc_ratio_is_not_served_on_a_vmx_host():
+    """vmx_get_msr / vmx_set_msr have no case for it and vmx_has_emulated_msr hides it:
+    a host-initiated access stops the loop there, as for any unknown MSR."""
+    with kernel() as k:
+        cpu = vcpu(k)
+        buf = msrs_buf([(0x174, 0), (0xC0000104, 5)])
+        assert k.ioctl(cpu, X.KVM_GET_MSRS, buf) == 1
+        assert msrs_values(buf, 2) == [0, 0]
+        assert k.ioctl(cpu, X.KVM_SET_MSRS, msrs_buf([(0xC0000104, 0)])) == 0
+
+
+@pytest.mark.parametrize("value,taken", [(0, True), (1 << 32, True), (1, False),
+                                         (2 << 32, False), ((1 << 32) | 1, False)])
+def test_tsc_ratio_where_served_reads_its_default_and_takes_only_0_or_it(value, taken):
+    """svm_get/set_msr without TSC scaling for the guest (the PVM probe host the same):
+    reads the default ratio; a host write of 0 or of that ratio is taken and dropped."""
+    with kernel(tsc_ratio_msr=1 << 32) as k:
+        cpu = vcpu(k)
+        assert k.ioctl(cpu, X.KVM_SET_MSRS, msrs_buf([(0xC0000104, value)])) == int(taken)
+        buf = msrs_buf([(0xC0000104, 7)])
+        assert k.ioctl(cpu, X.KVM_GET_MSRS, buf) == 1
+        assert msrs_values(buf, 1) == [1 << 32]
