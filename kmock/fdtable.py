@@ -33,11 +33,17 @@ import stat
 import threading
 
 from .errors import oserror
-from .file import REFS_LOCK
+from .file import REFS_LOCK, fput, get_file
 
 
 class FdTable:
-    """fd -> File. ``install`` gives a file a new fd, ``lookup`` finds it (EBADF otherwise)."""
+    """fd -> File. ``install`` gives a file a new fd, ``lookup`` finds it (EBADF otherwise).
+
+    ``on_install``: None, or a callable given each fd ``install`` hands out, once the
+    fd is in the table (the preload server learns which fds its calls install).
+    Compiled, a cdef class (kmock/fdtable.pxd) whose install, close_fd, fdget and lookup
+    are C calls from typed callers.
+    """
 
     def __init__(self):
         self._files = {}
@@ -47,6 +53,7 @@ class FdTable:
         #: ``get(fd, default=None)``: the file behind ``fd`` or ``default`` (the dict's
         #: own method: the ioctl fast path makes no Python call for it)
         self.get = self._files.get
+        self.on_install = None
 
     # --- installing and removing ----------------------------------------------------------
 
@@ -66,8 +73,10 @@ class FdTable:
             fd = anon_placeholder(cloexec)
         else:  # (e.g. a stats fd, O_RDONLY: F_GETFL has the right access mode)
             fd = _open_null(file.f_flags & _O_ACCMODE, cloexec)
-        file.get()
+        get_file(file)
         self._files[fd] = file
+        if self.on_install is not None:
+            self.on_install(fd)
         return fd
 
     def dup(self, fd):
@@ -86,18 +95,23 @@ class FdTable:
         of ``fd`` by another thread meanwhile does not release the file under the
         caller (the kernel's fdget when the fd table is shared). OSError EBADF if
         ``fd`` is not one of ours."""
-        with REFS_LOCK:  # no close can drop the last reference between look-up and get
+        lock = REFS_LOCK
+        lock.acquire()  # no close can drop the last reference between look-up and get
+        try:
             f = self.lookup(fd)
             f.refs += 1
+        finally:
+            lock.release()
         return f
 
-    def remove(self, fd):
-        """Close ``fd``; returns its file (the caller drops the reference)."""
+    def close_fd(self, fd):
+        """close(2) (the kernel's close_fd): remove ``fd`` and drop its reference on the
+        file (released if it was the last). OSError EBADF if ``fd`` is not one of ours."""
         f = self._files.pop(fd, None)  # atomic: one thread of two closing an fd wins
         if f is None:
             raise oserror(errno.EBADF)
         _close(fd)
-        return f
+        fput(f)
 
     def forget(self, fd):
         """``fd``'s number was closed behind kmock's back and now names another file:
@@ -140,7 +154,7 @@ class FdTable:
             self.placeholder = -1
 
 
-# (module constants: install and remove run on every fd creation and close, and a
+# (module constants: install and close_fd run on every fd creation and close, and a
 # module attribute look-up from compiled code is a dict look-up of its own)
 _S_IFMT = 0o170000  # stat.S_IFMT's mask
 _S_IFCHR = stat.S_IFCHR

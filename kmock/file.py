@@ -10,11 +10,11 @@ file_operations provide.
 import errno
 import os
 import stat
-import threading
 import time
 
 from . import _libc
 from .errors import oserror
+from .locks import RLock
 
 # fallocate(2) mode bits (include/uapi/linux/falloc.h)
 FALLOC_FL_KEEP_SIZE = _libc.FALLOC_FL_KEEP_SIZE
@@ -32,11 +32,10 @@ EBADF = oserror(errno.EBADF)
 #: (a module constant: File.fallocate tests it on every call)
 _S_IFREG = stat.S_IFREG
 #: makes reference counts (File.refs, VM.refs) atomic: two threads that drop the last
-#: two references at once must not both see 0 and release twice (a double munmap)
-REFS_LOCK = threading.Lock()
-#: REFS_LOCK's methods, bound once: get and put run for every fd, dup and mapping, and a
-#: ``with`` block costs two method look-ups more than these two calls
-refs_lock, refs_unlock = REFS_LOCK.acquire, REFS_LOCK.release
+#: two references at once must not both see 0 and release twice (a double munmap).
+#: A kmock.locks.RLock: get and put run for every fd, dup and mapping, and the compiled
+#: modules that type it (file.pxd, vm.pxd, fdtable.pxd) take and drop it with a C call
+REFS_LOCK = RLock()
 
 
 class File:
@@ -63,21 +62,10 @@ class File:
     # --- lifetime ------------------------------------------------------------------
 
     def get(self):
-        refs_lock()
-        try:
-            self.refs += 1
-        finally:
-            refs_unlock()
+        get_file(self)
 
     def put(self):
-        refs_lock()
-        try:
-            self.refs -= 1
-            if self.refs:
-                return
-        finally:
-            refs_unlock()
-        self.release()  # once: only the put that took the count to 0 gets here
+        fput(self)
 
     def release(self):
         """The last reference went away (the kernel's ->release)."""
@@ -156,6 +144,29 @@ class File:
         the fd was looked up (ksys_mmap_pgoff, sys_mmap)."""
         check_mmap_args(length, prot, flags, offset, self.i_mode, has_mmap=False)
         raise oserror(errno.ENODEV)  # (check_mmap_args raised it: no ->mmap)
+
+
+def get_file(f):
+    """get_file: take a reference on the open file ``f``."""
+    lock = REFS_LOCK
+    lock.acquire()
+    try:
+        f.refs += 1
+    finally:
+        lock.release()
+
+
+def fput(f):
+    """fput: drop a reference on the open file ``f``; the last one releases it."""
+    lock = REFS_LOCK
+    lock.acquire()
+    try:
+        f.refs -= 1
+        if f.refs:
+            return
+    finally:
+        lock.release()
+    f.release()  # once: only the fput that took the count to 0 gets here
 
 
 # mmap(2) flag bits (x86-64 numbers, include/uapi/asm-generic/mman*.h, arch/x86 mman.h)

@@ -372,7 +372,7 @@ class Kernel(IommufdSupport, SyscallAPI):
         host = self._host
         if host is not None and host.owns_fd(fd):
             return host.close(fd)
-        self.fdtable.remove(fd).put()
+        self.fdtable.close_fd(fd)
 
     def dup(self, fd):
         if self._traced and not self._syscall.active:

@@ -14,7 +14,7 @@ its frames here, from one space of 52-bit frame numbers:
   ``USER_PFN_BASE | (hva >> 12)``; hva < 2**47, so these never meet file ranges.
 """
 
-import threading
+from .locks import RLock
 
 PAGE_SHIFT = 12
 FILE_PFN_BASE = 1 << 18
@@ -40,7 +40,7 @@ class PhysMem:
 
     def __init__(self):
         self._next = FILE_PFN_BASE  # ranges are never reused: a frame names one page ever
-        self._lock = threading.Lock()
+        self._lock = RLock()  # (kmock.locks: compiled, a C call from alloc_range)
 
     def alloc_range(self, npages):
         """A 1 GiB-aligned range of ``npages`` frames for a file; returns its first frame."""

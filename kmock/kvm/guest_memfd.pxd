@@ -6,6 +6,7 @@ cimport cython
 from kmock._sync cimport RLock as SyncRLock
 from kmock.file cimport File
 from kmock.notifier cimport GmemNotifier
+from kmock.physmem cimport PhysMem
 
 
 cdef class GmemInode:
@@ -37,6 +38,9 @@ cdef class GmemFile(File):
     cdef public object vm
     cdef public GmemInode inode
 
+    @cython.locals(inode=GmemInode, pool=BackingPool)
+    cpdef release(self)
 
-@cython.locals(inode=GmemInode, pool=BackingPool)
+
+@cython.locals(inode=GmemInode, pool=BackingPool, physmem=PhysMem)
 cpdef create_guest_memfd(vm, size, flags)

@@ -163,8 +163,10 @@ class GmemInode:
     #: per huge folio, whether it is split into 4K folios
     split = None
 
-    def __init__(self, kernel, size, flags, backing):
-        """``backing`` is a BackingPool entry (fd, size, st_ino, st_dev, maps)."""
+    def __init__(self, kernel, size, flags, backing, pfn_base):
+        """``backing`` is a BackingPool entry (fd, size, st_ino, st_dev, maps);
+        ``pfn_base`` the physical frame of page 0 (kmock.physmem: one frame space for
+        every table)."""
         self.kernel = kernel
         self.size = size
         self.flags = flags
@@ -186,8 +188,7 @@ class GmemInode:
         self.mappings = set()
         #: bytes of pinned pages a PUNCH_HOLE orphaned, by (pin generation, index)
         self.orphans = {}
-        #: physical frame of page 0 (kmock.physmem: one frame space for every table)
-        self.pfn_base = kernel.physmem.alloc_range(npages)
+        self.pfn_base = pfn_base
         #: st_atime (the creation) and st_mtime = st_ctime (the last file_modified)
         self.atime = self.mtime = _now()
         # (instance fields, not class defaults: compiled, these are typed members of the
@@ -713,7 +714,8 @@ class GmemFile(File):
             # no user is registered (none holds a page state): the next inode of
             # this size reuses its maps
             entry = (e[0], e[1], e[2], e[3], (inode.attrs, inode.allocated))
-        self.kernel.gmem_backing.give(entry, inode.maybe_dirty)
+        pool = self.kernel.gmem_backing
+        pool.give(entry, inode.maybe_dirty)
         inode.backing = -1
         self.vm.put()
 
@@ -852,7 +854,9 @@ def create_guest_memfd(vm, size, flags):
     if faults.armed:  # (Faults.check's own test, without the call when nothing is armed)
         faults.check("gmem.create", _ENOMEM)  # __kvm_gmem_create: kzalloc, inode
     pool = kernel.gmem_backing
-    inode = GmemInode(kernel, size, flags, pool.take(size))
+    physmem = kernel.physmem
+    inode = GmemInode(kernel, size, flags, pool.take(size),
+                      physmem.alloc_range(size >> PAGE_SHIFT))
     inode.vm = vm
     model.init_inode(inode)
     if vmtype.has_gmem_callbacks:

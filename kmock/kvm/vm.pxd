@@ -5,6 +5,7 @@ cimport cython
 
 from kmock._sync cimport Condition as SyncCondition
 from kmock._sync cimport RLock as SyncRLock
+from kmock.fdtable cimport FdTable
 from kmock.kvm.guest_memfd cimport GmemInode
 from kmock.kvm.memslot cimport Memslot, Memslots
 from kmock.kvm.stage2 cimport Stage2
@@ -22,6 +23,12 @@ cdef class VM:
     cdef public object _as
 
     cpdef check_caller(self)
+
+    @cython.locals(lock=SyncRLock)
+    cpdef get(self)
+
+    @cython.locals(lock=SyncRLock)
+    cpdef put(self)
     cpdef mmu_invalidate_end(self)
 
     @cython.locals(slots=Memslots)
@@ -36,7 +43,7 @@ cdef class _GuestAccess:
     cdef public VM vm
 
 
-@cython.locals(vm=VM)
+@cython.locals(vm=VM, table=FdTable)
 cpdef vm_create_guest_memfd(f, arg)
 
 

@@ -10,7 +10,7 @@ from functools import partial
 
 from .._libc import current_pid
 from ..errors import KmockUsageError, oserror
-from ..file import File, refs_lock, refs_unlock
+from ..file import REFS_LOCK, File
 from ..kernel_util import copy_from_user, int_arg
 from ..locks import Condition, RLock
 from ..mm import RangeMap
@@ -148,20 +148,22 @@ class VM:
     # --- lifetime --------------------------------------------------------------------
 
     def get(self):
-        refs_lock()
+        lock = REFS_LOCK
+        lock.acquire()
         try:
             self.refs += 1
         finally:
-            refs_unlock()
+            lock.release()
 
     def put(self):
-        refs_lock()
+        lock = REFS_LOCK
+        lock.acquire()
         try:
             self.refs -= 1
             if self.refs:
                 return
         finally:
-            refs_unlock()
+            lock.release()
         self.destroy()
 
     def destroy(self):
@@ -447,7 +449,8 @@ def vm_create_guest_memfd(f, arg):
     else:
         args = copy_from_user(arg, _CREATE_GMEM)
         size, flags = args.size, args.flags
-    return vm.kernel.fdtable.install(create_guest_memfd(vm, size, flags))
+    table = vm.kernel.fdtable
+    return table.install(create_guest_memfd(vm, size, flags))
 
 
 def vm_set_user_memory_region(f, arg):

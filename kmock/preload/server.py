@@ -573,17 +573,17 @@ class Server:
         """Know exactly which fds a call installed (an ioctl's int result is a new fd only
         if this thread's call installed it, whatever other threads do meanwhile)."""
         table = self.kernel.fdtable
-        install = table.install
+        previous = table.on_install  # (another server's on the same Kernel: both see it)
         local = self._installed
 
-        def watched(file, cloexec=None):
-            fd = install(file, cloexec)
+        def installed(fd):
+            if previous is not None:
+                previous(fd)
             seen = getattr(local, "fds", None)
             if seen is not None:
                 seen.append(fd)
-            return fd
 
-        table.install = watched
+        table.on_install = installed
 
     def _ioctl(self, client, sfd, request, arg, installed):
         """``installed``: this thread's list of the fds its calls install, empty here."""
