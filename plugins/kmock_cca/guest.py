@@ -21,7 +21,9 @@ import errno
 from kmock.kvm.guest import Action
 from kmock.kvm.stage2 import MemoryFault
 
-from .rtt import RSI_NO_CHANGE_DESTROYED, Ripas, RsiResult, _Ripas
+from .rtt import RSI_NO_CHANGE_DESTROYED, _RAM, Ripas, RsiResult
+
+_EFAULT = errno.EFAULT
 
 
 class IpaStateSet(Action):
@@ -48,8 +50,9 @@ class IpaStateSet(Action):
         if isinstance(r, RsiResult):
             return self.finish((int(r.status), r.x1, r.x2))
         self._exited = True
-        mf = MemoryFault(errno.EFAULT, r.base >> 12, r.ripas == _Ripas.RAM)
-        mf.size = r.top - r.base
+        base, top, ripas = r  # (RipasChangeExit: unpacked, not three field look-ups)
+        mf = MemoryFault(_EFAULT, base >> 12, ripas == _RAM)
+        mf.size = top - base
         raise mf
 
 

@@ -35,8 +35,11 @@ from kmock_arm64.vcpu import Arm64VcpuState
 
 from . import kvm_rmi, rtt
 from .guest import CcaGuest
-from .rtt import GRANULE_SIZE, GranuleTable, _RealmState, _Ripas, _RmiStatus
+from .rtt import (GRANULE_SIZE, _DESTROYED, _EMPTY, _RAM, GranuleTable, _RealmState, _Ripas,
+                  _RmiStatus)
 from .series import series_of
+
+_ACTIVE = _RealmState.ACTIVE  # (every KVM_RUN compares with it: a module global)
 
 #: the granule table spans every frame of the Kernel's frame space (kmock.physmem)
 NR_GRANULES = 1 << 52
@@ -396,7 +399,7 @@ def _released(vm, start, end):
         rec = getattr(vcpu.arch, "rec", None)
         # (rec.ripas_pending, inlined)
         if rec is not None and rec.ripas_base != rec.ripas_top \
-                and rec.ripas_value == _Ripas.EMPTY \
+                and rec.ripas_value == _EMPTY \
                 and rec.ripas_addr <= start and end <= rec.ripas_top:
             return True
     return False
@@ -416,7 +419,7 @@ def _cause_at(destroyed, ipa):
 def _rec_pre_enter(vmtype, vcpu):
     """RealmVm.run_enter."""
     vm = vcpu.vm
-    if vm.arch.state != _RealmState.ACTIVE:
+    if vm.arch.state != _ACTIVE:
         raise oserror(errno.EINVAL)
     rec = vcpu.arch.rec
     # (rec.ripas_pending, inlined: every KVM_RUN of a realm asks)
@@ -433,7 +436,7 @@ def _complete_ripas_change(vmtype, vcpu, rec):
     realm = arch.realm
     base, top, ripas = rec.ripas_addr, rec.ripas_top, rec.ripas_value
     limit, flags = top, 0
-    if ripas == _Ripas.RAM and vmtype.series.ripas_refusal == "attributes":
+    if ripas == _RAM and vmtype.series.ripas_refusal == "attributes":
         first_shared = _first_shared(vm, base >> PAGE_SHIFT, top >> PAGE_SHIFT)
         if first_shared is not None:
             limit = first_shared << PAGE_SHIFT
@@ -445,7 +448,7 @@ def _complete_ripas_change(vmtype, vcpu, rec):
     try:
         with arch.lock:
             reached = kvm_rmi.set_ripas(realm, rec, vmtype.pool, base, limit) if limit > base else base
-            if ripas == _Ripas.EMPTY and reached > base:
+            if ripas == _EMPTY and reached > base:
                 # realm_unmap_private_range: the RTT's data and KVM's own stage-2 view
                 kvm_rmi.unmap_protected(realm, base, reached)
                 vm.zap_gfn_range(base >> PAGE_SHIFT, reached >> PAGE_SHIFT, "private")
@@ -465,14 +468,14 @@ def _realm_access(vcpu, start, end):
     with arch.lock:
         page_end = (end + GRANULE_SIZE - 1) & ~(GRANULE_SIZE - 1)
         for s, e, ripas in realm.ripas_runs(start & ~(GRANULE_SIZE - 1), page_end):
-            if ripas == _Ripas.EMPTY:
+            if ripas == _EMPTY:
                 why = (f"realm access to IPA {max(s, start):#x}: RIPAS EMPTY; the RMM "
                        "injects a synchronous external abort into the realm (the host "
                        "sees nothing)")
                 vm.kernel.violations.record("realm_sea", why, vm=vm, vcpu=vcpu.id,
                                             gpa=max(s, start), ripas="EMPTY")
                 return why
-            if ripas == _Ripas.DESTROYED:
+            if ripas == _DESTROYED:
                 ipa = max(s, start)
                 cause = _cause_at(arch.destroyed, ipa)
                 why = (f"realm access to IPA {ipa:#x}: RIPAS DESTROYED ({cause}); every "
@@ -535,7 +538,7 @@ def _destroy_protected(vm, start_gfn, end_gfn, what):
     with arch.lock:
         gone = kvm_rmi.unmap_protected(realm, ipa, end)
         for s, e, ripas in gone:
-            if ripas != _Ripas.RAM or _released(vm, s, e):
+            if ripas != _RAM or _released(vm, s, e):
                 continue
             call = what
             if isinstance(what, tuple):

@@ -3,6 +3,11 @@
 # compiled (see kmock/notifier.pxd). The commands a 4K conversion issues (RTT_SET_RIPAS,
 # the DATA map/unmap, the granule transitions, the RSI calls) are cpdef: C calls from
 # typed callers (kvm_rmi, realm, guest).
+cimport cython
+
+
+cdef class Rec
+
 
 cdef class GranuleTable:
     cdef dict __dict__
@@ -25,7 +30,10 @@ cdef class Realm:
     cpdef level(self, ipa)
     cpdef _entry_runs(self, lo, hi)
     cpdef _first_table(self, child_level, page_lo, page_hi)
+    @cython.locals(page=cython.longlong, level=cython.int, n=cython.longlong,
+                   table_end=cython.longlong, stop=cython.longlong)
     cpdef _entry_window(self, base, top)
+    @cython.locals(rec=Rec)
     cpdef rtt_set_ripas(self, rec, base, top)
     cpdef missing_tables(self, level, ipa, end)
     cpdef unassigned_runs(self, ipa, end)

@@ -108,6 +108,7 @@ def _rmi_result(ret, x1=0, x2=0):
     return _tuple_new(RmiResult, (ret, x1, x2))
 
 _OK = RmiResult(rmi_return(RmiStatus.SUCCESS))
+_SUCCESS = _OK.ret  # (X0 of a command that succeeded)
 _INPUT = RmiResult(rmi_return(RmiStatus.ERROR_INPUT))
 _REALM = RmiResult(rmi_return(RmiStatus.ERROR_REALM))
 _REC = RmiResult(rmi_return(RmiStatus.ERROR_REC))
@@ -315,6 +316,10 @@ def _pack(hipas, ripas=_Ripas.EMPTY, frame=None, page=0):
 _HIPAS = (_Hipas.UNASSIGNED, _Hipas.ASSIGNED, _Hipas.TABLE, None)
 _RIPAS = (_Ripas.EMPTY, _Ripas.RAM, _Ripas.DESTROYED, _Ripas.DEV)
 _RIPAS_OF = {r.value: r for r in Ripas}  # Ripas(value) without the enum call
+#: the members an RSI_IPA_STATE_SET and its completion compare with, as module globals (a
+#: member read through _Ripas / _RsiStatus is a class attribute look-up every time)
+_EMPTY, _RAM, _DESTROYED = _Ripas.EMPTY, _Ripas.RAM, _Ripas.DESTROYED
+_RSI_SUCCESS, _RSI_INPUT = _RsiStatus.SUCCESS, _RsiStatus.ERROR_INPUT
 
 
 def _hipas(v):
@@ -856,7 +861,7 @@ class Realm:
         for s, e in empty_runs:
             self._entries.set(s, e, _U_RAM)
         self.rim.append(("RTT_INIT_RIPAS", base, end << GRANULE_SHIFT, True))
-        return _rmi_result(_OK.ret, end << GRANULE_SHIFT)
+        return _rmi_result(_SUCCESS, end << GRANULE_SHIFT)
 
     def _entry_window(self, base, top):
         """(level, stop page) for a command walking entries of one RTT from ``base``: stop is
@@ -901,7 +906,7 @@ class Realm:
         for s, e, new in changes:
             self._entries.set(s, e, new)
         rec.ripas_addr = end << GRANULE_SHIFT
-        return _rmi_result(_OK.ret, rec.ripas_addr)
+        return _rmi_result(_SUCCESS, rec.ripas_addr)
 
     # -- unprotected IPA -----------------------------------------------------------------------
     def rtt_map_unprotected(self, ipa, level, ns_pa):
@@ -1088,13 +1093,13 @@ class Rec:
         """RSI_IPA_STATE_SET: RsiResult(ERROR_INPUT) back to the realm, or the REC exit."""
         r = self.realm
         if (
-            ripas not in (_Ripas.EMPTY, _Ripas.RAM)
+            (ripas != _EMPTY and ripas != _RAM)
             or base % GRANULE_SIZE
             or top % GRANULE_SIZE
             or top <= base
             or top > r.par_size
         ):
-            return RsiResult(_RsiStatus.ERROR_INPUT)
+            return RsiResult(_RSI_INPUT)
         self.ripas_base = self.ripas_addr = base
         self.ripas_top = top
         # Ripas(ripas), as a dict lookup (an enum call costs ~1 us; the value is EMPTY or RAM)
@@ -1113,10 +1118,10 @@ class Rec:
             return None
         reject = bool(flags & REC_ENTER_FLAG_RIPAS_RESPONSE)
         response = RSI_ACCEPT
-        if self.ripas_value == _Ripas.RAM and self.ripas_addr != self.ripas_top and reject:
+        if self.ripas_value == _RAM and self.ripas_addr != self.ripas_top and reject:
             response = RSI_REJECT
         # (RsiResult(SUCCESS, ripas_addr, response), see _tuple_new)
-        out = _tuple_new(RsiResult, (_RsiStatus.SUCCESS, self.ripas_addr, response))
+        out = _tuple_new(RsiResult, (_RSI_SUCCESS, self.ripas_addr, response))
         self.ripas_base = self.ripas_top = 0
         self.pending_exit = None
         return out
