@@ -97,7 +97,9 @@ class Accept(Action):
                 if page is not None:
                     zero_pages(page[0], page[1], npages)
                 td.pulled.set(gfn, gfn + npages, 0)
-        return self.finish(_SUCCESS if accepted else r.status)
+        # (Action.finish by name: compiled, a C call without the look-up for an override
+        # on the action's instance dict, as on every fresh action a cpdef call makes)
+        return Action.finish(self, _SUCCESS if accepted else r.status)
 
 
 class Release(Action):
@@ -156,7 +158,7 @@ class MapGpaCall(Action):
         enabled = bool(vm.hypercall_exit_enabled & _MAP_GPA_EXIT)
         self.call = call = MapGpa(self.gpa, self.size, gpaw=td.gpaw, exit_enabled=enabled)
         if not call.begin():
-            return self.finish(call.result)
+            return Action.finish(self, call.result)  # (by name: see Accept.step)
         return self._exit(vcpu)
 
     def complete(self, vcpu):
@@ -166,7 +168,7 @@ class MapGpaCall(Action):
             return CONTINUE
         tv = vcpu.arch
         if not call.answer(vcpu.run_hypercall.ret, tv.pending_event):
-            self.finish(call.result)
+            Action.finish(self, call.result)  # (by name: see Accept.step)
             return CONTINUE
         return self._exit(vcpu)
 

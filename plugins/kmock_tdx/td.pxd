@@ -4,6 +4,7 @@
 # calls with typed locals.
 cimport cython
 
+from kmock._sync cimport RLock as SyncRLock
 from kmock.kvm.memslot cimport Memslot
 from kmock.kvm.vm cimport VM
 
@@ -18,14 +19,15 @@ cdef class TdxVcpu:
 cdef class Td:
     cdef dict __dict__
     cdef object __weakref__
-    cdef public object vm, kernel, faults, lock, state, connect, connect_precheck, huge_pages, gpaw
+    cdef public object vm, kernel, faults, state, connect, connect_precheck, huge_pages, gpaw
+    cdef public SyncRLock lock
     cdef public object shared_bit, sept
     cdef public object nr_premapped, premapped, pulled, reason
 
-    @cython.locals(sept=Sept)
+    @cython.locals(sept=Sept, lock=SyncRLock)
     cpdef sept_map(self, gfn, pfn, npages)
 
-    @cython.locals(sept=Sept)
+    @cython.locals(sept=Sept, lock=SyncRLock)
     cpdef sept_remove(self, gfn, end, reason=*)
 
 
