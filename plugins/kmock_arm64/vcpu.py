@@ -156,7 +156,8 @@ def vcpu_set_mp_state(f, arg):
 def vcpu_run(f, arg):
     """KVM_RUN: kvm_arch_vcpu_run_pid_change's checks on the first run, then the core's
     run (pending completion, immediate_exit, the guest)."""
-    arch = f.vcpu.arch
+    vcpu = f.vcpu  # (a typed Vcpu when compiled, vcpu.pxd: its fields are member loads)
+    arch = vcpu.arch
     if arch is None or not arch.has_run:
         # the first run (the core's vcpu_run checks the caller again: after the first run
         # that check is its, one check_caller per KVM_RUN)
@@ -172,10 +173,10 @@ def vcpu_run(f, arg):
                 arch.has_run = True
                 vcpu.vm.arch.has_ran_once = True
     if arch.reset_pending:
-        with f.vcpu.mutex:
+        with vcpu.mutex:
             arch.apply_pending_reset()  # check_vcpu_requests: KVM_REQ_VCPU_RESET
     # the irqfds signalled since: injected before the guest can look (kmock.kvm.eventfds)
-    deliver_irqfds(f.vm)
+    deliver_irqfds(vcpu.vm)
     return core_vcpu_run(f, arg)
 
 

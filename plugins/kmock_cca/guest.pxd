@@ -8,6 +8,7 @@ from kmock.kvm.vcpu cimport Vcpu
 from kmock_cca.rtt cimport Rec
 
 
+@cython.final
 cdef class IpaStateSet(Action):
     cdef public object base, top, ripas, flags, _exited
 

@@ -43,7 +43,9 @@ class IpaStateSet(Action):
             res, va.rsi_result = va.rsi_result, None
             self._exited = False
             if res is not None:
-                return self.finish((int(res.status), res.x1, res.x2))
+                # (Action.finish by name: compiled, a C call without the look-up for an
+                # override on the action's instance dict)
+                return Action.finish(self, (int(res.status), res.x1, res.x2))
             # KVM_RUN re-entered without a completion (cannot happen: run_enter runs first)
         rec = va.rec
         r = rec.ipa_state_set(self.base, self.top, self.ripas, self.flags)
