@@ -3,6 +3,7 @@
 # typed members are loads and the RMM's commands C calls.
 cimport cython
 
+from kmock._sync cimport RLock as SyncRLock
 from kmock.kvm.memslot cimport Memslot
 from kmock.kvm.vcpu cimport Vcpu
 from kmock.kvm.vm cimport VM
@@ -15,19 +16,19 @@ from kmock_cca.rtt cimport Realm, Rec
 @cython.locals(vcpu=Vcpu, vm=VM, rec=Rec)
 cpdef _rec_pre_enter(vmtype, vcpu)
 
-@cython.locals(vcpu=Vcpu, vm=VM, realm=Realm, rec=Rec)
+@cython.locals(vcpu=Vcpu, vm=VM, realm=Realm, rec=Rec, lock=SyncRLock)
 cpdef _complete_ripas_change(vmtype, vcpu, rec)
 
-@cython.locals(vcpu=Vcpu, vm=VM, realm=Realm)
+@cython.locals(vcpu=Vcpu, vm=VM, realm=Realm, lock=SyncRLock)
 cpdef _realm_access(vcpu, start, end)
 
-@cython.locals(realm=Realm)
+@cython.locals(realm=Realm, lock=SyncRLock)
 cpdef _rtt_map(realm, arch, pool, ipa, pfn, size, private)
 
 @cython.locals(vm=VM, event=InvalidateEvent, slot=Memslot)
 cpdef _gmem_invalidate(vm, event)
 
-@cython.locals(vm=VM, realm=Realm)
+@cython.locals(vm=VM, realm=Realm, lock=SyncRLock)
 cpdef _destroy_protected(vm, start_gfn, end_gfn, what)
 
 @cython.locals(vm=VM, vcpu=Vcpu, rec=Rec)

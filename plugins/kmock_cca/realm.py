@@ -441,18 +441,22 @@ def _complete_ripas_change(vmtype, vcpu, rec):
         if first_shared is not None:
             limit = first_shared << PAGE_SHIFT
             flags = rtt.REC_ENTER_FLAG_RIPAS_RESPONSE
-    # ``with vm.mmu_lock, arch.lock``, the Condition taken through its own acquire/release
-    # (the RLock's C methods): the Condition's __enter__/__exit__ are Python calls
+    # ``with vm.mmu_lock, arch.lock``, each lock taken through its own acquire/release
+    # (the RLock's C methods when compiled, realm.pxd): __enter__/__exit__ are Python calls
     mmu_lock = vm.mmu_lock
     mmu_lock.acquire()
     try:
-        with arch.lock:
+        lock = arch.lock
+        lock.acquire()
+        try:
             reached = kvm_rmi.set_ripas(realm, rec, vmtype.pool, base, limit) if limit > base else base
             if ripas == _EMPTY and reached > base:
                 # realm_unmap_private_range: the RTT's data and KVM's own stage-2 view
                 kvm_rmi.unmap_protected(realm, base, reached)
                 vm.zap_gfn_range(base >> PAGE_SHIFT, reached >> PAGE_SHIFT, "private")
             vcpu.arch.rsi_result = rec.enter(flags)
+        finally:
+            lock.release()
     finally:
         mmu_lock.release()
 
@@ -465,7 +469,9 @@ def _realm_access(vcpu, start, end):
     realm = arch.realm
     if realm is None or end > realm.par_size:
         return None
-    with arch.lock:
+    lock = arch.lock  # (acquire/release: C calls when compiled, see _complete_ripas_change)
+    lock.acquire()
+    try:
         page_end = (end + GRANULE_SIZE - 1) & ~(GRANULE_SIZE - 1)
         for s, e, ripas in realm.ripas_runs(start & ~(GRANULE_SIZE - 1), page_end):
             if ripas == _EMPTY:
@@ -488,19 +494,25 @@ def _realm_access(vcpu, start, end):
                                             cause=cause)
                 vcpu.run.exit_reason = K.KVM_EXIT_INTR
                 raise oserror(errno.EINTR)
+    finally:
+        lock.release()
     return None
 
 
 def _rtt_map(realm, arch, pool, ipa, pfn, size, private):
     """RealmVm.stage2_map's RMM side: RTT_DATA_MAP (protected) or RTT_UNPROT_MAP at the
     alias (unprotected) of the IPAs in the realm's range."""
-    with arch.lock:
+    lock = arch.lock  # (acquire/release: C calls when compiled, see _complete_ripas_change)
+    lock.acquire()
+    try:
         if private:
             if ipa + size <= realm.par_size:
                 kvm_rmi.map_protected(realm, pool, ipa, pfn << PAGE_SHIFT, size)
         elif ipa + size <= realm.par_size:
             kvm_rmi.map_unprotected(realm, pool, ipa | realm.unprotected_bit,
                                     pfn << PAGE_SHIFT, size)
+    finally:
+        lock.release()
 
 
 def _gmem_invalidate(vm, event):
@@ -535,7 +547,9 @@ def _destroy_protected(vm, start_gfn, end_gfn, what):
     ipa, end = start_gfn << PAGE_SHIFT, min(end_gfn << PAGE_SHIFT, realm.par_size)
     if ipa >= end:
         return
-    with arch.lock:
+    lock = arch.lock  # (acquire/release: C calls when compiled, see _complete_ripas_change)
+    lock.acquire()
+    try:
         gone = kvm_rmi.unmap_protected(realm, ipa, end)
         for s, e, ripas in gone:
             if ripas != _RAM or _released(vm, s, e):
@@ -554,3 +568,5 @@ def _destroy_protected(vm, start_gfn, end_gfn, what):
                 "abort without progress unless the realm asks for RAM with "
                 "RSI_CHANGE_DESTROYED",
                 vm=vm, gpa=s, size=e - s, host_call=call)
+    finally:
+        lock.release()
