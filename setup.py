@@ -1,7 +1,8 @@
 """Build kmock's compiled parts; everything else is in pyproject.toml (this file exists only
 because extensions need ext_modules).
 
-* the memory core (csrc_cython/_core.pyx) as kmock.mm._core, and the patcher's hot fd
+* the memory core (csrc_cython/_core.pyx) as kmock.mm._core (its declarations, which the
+  hot modules' .pxd files cimport, are kmock/mm/_core.pxd), and the patcher's hot fd
   calls (csrc_cython/_patch.pyx) as kmock.testing._patch, and IOAS_MAP_FILE's fstat
   (csrc_cython/_fstat.pyx) as kmock._fstat;
 * the hot Python modules, compiled by Cython from their own .py files (HOT below): the

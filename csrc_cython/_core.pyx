@@ -2,7 +2,9 @@
 """Compiled memory core of kmock: RangeMap, PageTable, FrameAllocator.
 
 Built as ``kmock.mm._core``. The pure-Python twin ``kmock/mm/_pure.py`` has the same API,
-the same algorithms and the same exceptions; tests run on both.
+the same algorithms and the same exceptions; tests run on both. The classes' fields and
+methods are declared in ``kmock/mm/_core.pxd``: the public methods on the hot paths are
+cpdef, C calls from the compiled modules that type a field as RangeMap or PageTable.
 
 RangeMap stores breakpoints (start page, value) of coalesced segments in sorted chunks of
 up to CAP breakpoints, indexed by flat sorted arrays (the chunks' first keys, and a small
@@ -88,15 +90,8 @@ cdef extern from "stdlib.h":
 # prefetched: one round trip to the chunk's memory instead of one per binary-search step,
 # and no branches. A set also knows from the row which lines of the chunk its memmove
 # will touch, and prefetches them all at once.
-cdef enum:
-    CAP = 128
-    G = 16
-    NG = 8
-
-cdef struct Chunk:
-    uint64_t keys[CAP]
-    uint64_t vals[CAP]
-
+# (CAP = 128 breakpoints a chunk, G = 16 keys a group, NG = 8 row entries, and the Chunk
+# struct are declared in kmock/mm/_core.pxd, with the classes' fields)
 
 cdef object _U64 = 1 << 64
 cdef object _MAX_NPAGES = 1 << 63
@@ -196,23 +191,6 @@ cdef class RangeMap:
 
     Stored as coalesced segments: adjacent pages holding equal values share one segment.
     """
-
-    cdef uint64_t n
-    cdef Chunk** ch
-    cdef uint64_t* firsts
-    cdef uint32_t* slots
-    cdef Py_ssize_t nch
-    cdef Py_ssize_t cap
-    cdef uint32_t* dir
-    cdef Py_ssize_t nbk
-    cdef Py_ssize_t dcap
-    cdef int dshift
-    cdef uint64_t* rows
-    cdef uint32_t* freeslots
-    cdef Py_ssize_t nslots
-    cdef Py_ssize_t nfree
-    cdef Py_ssize_t scap
-    cdef uint64_t version
 
     def __cinit__(self, *args, **kwargs):
         self.ch = NULL
@@ -747,7 +725,7 @@ cdef class RangeMap:
         return <uint64_t>index
 
     # -- public API ------------------------------------------------------------------
-    def set(self, start, end, value):
+    cpdef set(self, start, end, value):
         """Set every page in [start, end) to value (end exclusive). Returns None."""
         cdef uint64_t s, e, v
         if (km_u64_fast(start, &s) and km_u64_fast(end, &e) and km_u64_fast(value, &v)
@@ -758,14 +736,14 @@ cdef class RangeMap:
         v = _u64(value, "value")
         self._set(s, e, v)
 
-    def get(self, index):
+    cpdef get(self, index):
         """Return the value of page index."""
         cdef uint64_t i
         if km_u64_fast(index, &i) and i < self.n:
             return self._get(i)
         return self._get(self._page(index))
 
-    def ranges(self, start=0, end=None):
+    cpdef ranges(self, start=0, end=None):
         """Iterate (start, end, value) segments clipped to the window [start, end)."""
         cdef uint64_t s, e
         self._window(start, end, &s, &e)
@@ -792,21 +770,21 @@ cdef class RangeMap:
             self._advance(&ci, &j)
             pos = nk
 
-    def find(self, start, end, value):
+    cpdef find(self, start, end, value):
         """First page index in [start, end) holding value, or -1."""
         cdef uint64_t s, e
         self._window(start, end, &s, &e)
         cdef uint64_t v = _u64(value, "value")
         return self._find(s, e, v, False)
 
-    def find_not(self, start, end, value):
+    cpdef find_not(self, start, end, value):
         """First page index in [start, end) NOT holding value, or -1."""
         cdef uint64_t s, e
         self._window(start, end, &s, &e)
         cdef uint64_t v = _u64(value, "value")
         return self._find(s, e, v, True)
 
-    def count(self, value, start=0, end=None):
+    cpdef count(self, value, start=0, end=None):
         """Number of pages in [start, end) holding value."""
         cdef uint64_t v = _u64(value, "value")
         cdef uint64_t s, e
@@ -863,7 +841,7 @@ cdef class RangeMap:
         new._dir_fill()
         return new
 
-    def copy(self):
+    cpdef copy(self):
         """An independent copy (e.g. to roll back a failed multi-step operation)."""
         return self._copy()
 
@@ -919,13 +897,6 @@ cdef class PageTable:
     Leaves come in the sizes of ``levels`` (smallest first); the smallest is the page, and
     pfns and npages are counted in smallest pages.
     """
-
-    cdef tuple _levels
-    cdef int shift
-    cdef int nl
-    cdef uint64_t lp[4]
-    cdef uint64_t space
-    cdef RangeMap rm
 
     def __cinit__(self, *args, **kwargs):
         # a harmless empty table until __init__ runs (e.g. PageTable.__new__(PageTable))
@@ -1000,7 +971,7 @@ cdef class PageTable:
         n[0] = <uint64_t>npages
         return 0
 
-    def map(self, iova, pfn, npages, perm, leaf_size=None):
+    cpdef map(self, iova, pfn, npages, perm, leaf_size=None):
         """Map npages pages at iova to frames pfn.., with the largest leaves alignment allows.
 
         A forced leaf_size must divide iova, pfn and the length. Raises ValueError if any
@@ -1108,7 +1079,7 @@ cdef class PageTable:
             out.append((rs << self.shift, pfn0, rn, pperm))
         return out
 
-    def unmap(self, iova, npages):
+    cpdef unmap(self, iova, npages):
         """Unmap npages pages at iova; returns the removed (iova, pfn, npages, perm) runs.
 
         Huge leaves straddling the range edges are split first; holes are fine.
@@ -1126,7 +1097,7 @@ cdef class PageTable:
             self.rm._set(p, e, 0)
         return out
 
-    def lookup(self, iova):
+    cpdef lookup(self, iova):
         """(pfn, perm, leaf_size) of the smallest page containing iova, or None if unmapped."""
         cdef uint64_t page = self._addr(iova, "iova") >> self.shift
         cdef uint64_t v = self.rm._get(page)
@@ -1189,7 +1160,7 @@ cdef class PageTable:
         self.rm._set(p, e, (v0 & ~_LVLMASK) | ((<uint64_t>t) << 61))
         return True
 
-    def runs(self, start=0, end=None):
+    cpdef runs(self, start=0, end=None):
         """Mapped runs (iova, pfn, npages, perm) in [start, end) bytes, coalesced where the
         frames are contiguous and the perm equal. Returns a list."""
         cdef uint64_t p = self._aligned_page(start, "start"), e
@@ -1273,11 +1244,6 @@ cdef object _OWNER_MAX = 1 << 57
 
 cdef class FrameAllocator:
     """Sparse physical memory: naturally aligned folios of 2**order 4K frames with owners."""
-
-    cdef uint64_t n
-    cdef tuple _orders
-    cdef RangeMap rm
-    cdef uint64_t hint
 
     def __cinit__(self, *args, **kwargs):
         self.n = 0

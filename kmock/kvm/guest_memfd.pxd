@@ -5,6 +5,7 @@ cimport cython
 
 from kmock._sync cimport RLock as SyncRLock
 from kmock.file cimport File
+from kmock.mm._core cimport RangeMap as CoreRangeMap
 from kmock.notifier cimport GmemNotifier
 from kmock.physmem cimport PhysMem
 
@@ -14,8 +15,8 @@ cdef class GmemInode:
     cdef object __weakref__
     cdef public object kernel, size, flags, npages, backing
     cdef public SyncRLock invalidate_lock, lock
-    cdef public object attrs, allocated, mappings, pfn_base
-    cdef public object maybe_dirty, in_place, poisoned, pins, folio_pages, prepared, vm
+    cdef public CoreRangeMap attrs, allocated, poisoned, pins, prepared
+    cdef public object mappings, pfn_base, maybe_dirty, in_place, folio_pages, vm
     cdef public object notifiers, _steps, _backing_entry, slots, orphans, atime, mtime
 
     @cython.locals(n=GmemNotifier, iommu_lock=SyncRLock, invalidate_lock=SyncRLock,

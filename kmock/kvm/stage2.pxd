@@ -6,10 +6,11 @@ cimport cython
 from kmock.kvm.guest_memfd cimport GmemInode
 from kmock.kvm.memslot cimport Memslot
 from kmock.kvm.vm cimport VM
+from kmock.mm._core cimport PageTable as CorePageTable
 
 
 cdef class Stage2:
-    cdef public object pt
+    cdef public CorePageTable pt
     cdef public VM vm
 
     @cython.locals(vm=VM)

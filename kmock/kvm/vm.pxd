@@ -9,6 +9,7 @@ from kmock.fdtable cimport FdTable
 from kmock.kvm.guest_memfd cimport GmemInode
 from kmock.kvm.memslot cimport Memslot, Memslots
 from kmock.kvm.stage2 cimport Stage2
+from kmock.mm._core cimport RangeMap as CoreRangeMap
 
 
 cdef class VM:
@@ -19,7 +20,8 @@ cdef class VM:
     cdef public SyncRLock slots_lock
     cdef public object mmu_invalidate_in_progress, mmu_invalidate_seq, mmu_waiters
     cdef public Stage2 stage2
-    cdef public object mem_attrs, arch, hypercall_exit_enabled, mem_attrs_supported
+    cdef public CoreRangeMap mem_attrs
+    cdef public object arch, hypercall_exit_enabled, mem_attrs_supported
     cdef public object _as
 
     cpdef check_caller(self)

@@ -303,10 +303,11 @@ class VM:
                         hi = end
                     off = slot.gmem_pgoff - base
                     inode = f.inode
-                    # (the store is a partial of the C method: no Python call)
+                    # (the store is a partial of the C method: no Python call; of the
+                    # class's, as the compiled module cannot take a typed map's bound one)
                     part = (inode, InvalidateEvent(inode, lo + off, hi + off, "vm_attributes",
                                                    to_private, self),
-                            partial(mem_attrs.set, lo, hi, attributes))
+                            partial(RangeMap.set, mem_attrs, lo, hi, attributes))
                     if first is None:
                         first = part
                     else:

@@ -9,9 +9,13 @@ cimport cython
 cdef class Rec
 
 
+from kmock.mm._core cimport RangeMap as CoreRangeMap
+
+
 cdef class GranuleTable:
     cdef dict __dict__
-    cdef public object _map, base, nr_granules
+    cdef public object base, nr_granules
+    cdef public CoreRangeMap _map
 
     cpdef index(self, pa)
     cpdef in_state(self, index, n, state)
@@ -24,7 +28,8 @@ cdef class GranuleTable:
 cdef class Realm:
     cdef dict __dict__
     cdef object __weakref__
-    cdef public object _entries, _l2, _l3, granules, ipa_bits, ipa_size, par_size, rd_pa, rim
+    cdef public object granules, ipa_bits, ipa_size, par_size, rd_pa, rim
+    cdef public CoreRangeMap _entries, _l2, _l3
     cdef public object rmm_state, unprotected_bit, init_ripas_skips_assigned_ram
 
     cpdef level(self, ipa)

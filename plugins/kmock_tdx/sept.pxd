@@ -4,12 +4,15 @@
 # constants (module variables only the compiled module sees; nothing imports them).
 cimport cython
 
+from kmock.mm._core cimport RangeMap as CoreRangeMap
+
 cdef int _FREE, _PENDING, _MAPPED, _WALK
 cdef unsigned long long _NL_BLOCKED_ABOVE_4K, _DMASK
 
 cdef class Sept:
     cdef dict __dict__
-    cdef public object npages, connect, runnable, epoch, _map, _bepoch, _nl_bepoch
+    cdef public object npages, connect, runnable, epoch, _nl_bepoch
+    cdef public CoreRangeMap _map, _bepoch
 
     @cython.locals(v=cython.ulonglong, delta=cython.longlong)
     cpdef aug_page(self, gfn, pfn)
