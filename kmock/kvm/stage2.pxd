@@ -1,6 +1,7 @@
 # Cython declarations of kmock/kvm/stage2.py (an augmenting .pxd, see kmock/notifier.pxd):
 # the fault path's locals are typed, and stage-2's map/zap/lookup are C calls from
-# typed callers.
+# typed callers (and _zapped from map and zap); its table is the core's PageTable, so
+# their table calls are C calls too.
 cimport cython
 
 from kmock.kvm.guest_memfd cimport GmemInode
@@ -18,6 +19,8 @@ cdef class Stage2:
     @cython.locals(vm=VM)
     cpdef zap(self, start, end, kind=*, entries=*)
     cpdef lookup(self, gfn)
+    @cython.locals(vm=VM)
+    cdef list _zapped(self, list removed)
 
 
 @cython.locals(inode=GmemInode)
