@@ -61,7 +61,7 @@ cdef class GuestScript:
     cdef public object pc, retired, history
 
 
-@cython.locals(vcpu=Vcpu)
+@cython.locals(vcpu=Vcpu, words='unsigned long long[::1]')
 cpdef hypercall_exit(vcpu, nr, a0, a1, a2, ret=*, flags=*)
 
 @cython.locals(vcpu=Vcpu, script=GuestScript, action=Action)

@@ -76,9 +76,19 @@ HALT_POLL_S = 0.005
 # attribute of the uapi module is a look-up in it on each use)
 _EXIT_HYPERCALL = K.KVM_EXIT_HYPERCALL
 _EXIT_MEMORY_FAULT = K.KVM_EXIT_MEMORY_FAULT
+_EXIT_INTR = K.KVM_EXIT_INTR
+_EINTR = errno.EINTR
 _HC_MAP_GPA_RANGE = K.KVM_HC_MAP_GPA_RANGE
 _HC_LONG_MODE = K.KVM_EXIT_HYPERCALL_LONG_MODE
 _ENOSYS = -K.KVM_ENOSYS & U64
+# kvm_run fields as indexes of the vCPU's word views (Vcpu.run_u32, Vcpu.run_u64)
+_EXIT_REASON_U32 = K.kvm_run.exit_reason.offset // 4
+_HC_NR_U64 = (K.kvm_run.hypercall.offset + K.kvm_run_hypercall.nr.offset) // 8
+_HC_A0_U64 = (K.kvm_run.hypercall.offset + K.kvm_run_hypercall.args.offset) // 8
+_HC_A1_U64 = _HC_A0_U64 + 1
+_HC_A2_U64 = _HC_A0_U64 + 2
+_HC_RET_U64 = (K.kvm_run.hypercall.offset + K.kvm_run_hypercall.ret.offset) // 8
+_HC_FLAGS_U64 = (K.kvm_run.hypercall.offset + K.kvm_run_hypercall._u.offset) // 8
 _EINVAL = -K.KVM_EINVAL & U64
 
 _PAGE_SZ_ATTRS = {
@@ -101,7 +111,8 @@ class Action:
 
     def step(self, vcpu):
         """Run (or resume) the action. Return CONTINUE when done, EXIT after writing an
-        exit into vcpu.run; raise MemoryFault for KVM_EXIT_MEMORY_FAULT."""
+        exit into vcpu.run; return (or raise) a MemoryFault for KVM_EXIT_MEMORY_FAULT
+        (returned costs less: see ``run``)."""
         raise NotImplementedError
 
     def complete(self, vcpu):
@@ -299,17 +310,26 @@ def hypercall_exit(vcpu, nr, a0, a1, a2, ret=0, flags=None):
     """Write a KVM_EXIT_HYPERCALL into kvm_run: exit_reason, nr, args[0..2] and ret (0 since
     6.14's "clear vcpu->run->hypercall.ret before exiting", because QEMU <= 9.2 never set
     it); ``flags`` when the exit sets them (None: kvm_run keeps what it held, as SEV's
-    page-state-change exits do). For the core, SNP and TDX alike."""
-    vcpu.run.exit_reason = _EXIT_HYPERCALL
-    hc = vcpu.run_hypercall
-    hc.nr = nr
-    hc.ret = ret
-    args = vcpu.run_hypercall_args
-    args[0] = a0
-    args[1] = a1
-    args[2] = a2
-    if flags is not None:
-        hc.flags = flags
+    page-state-change exits do). For the core, SNP and TDX alike.
+
+    Written through the vCPU's word views of kvm_run (typed when compiled: one C store
+    per field, where a ctypes field write is an attribute look-up and a descriptor
+    call). A value outside the u64 range is taken modulo 2**64, as a ctypes field
+    takes it."""
+    words = vcpu.run_u64
+    try:
+        words[_HC_NR_U64] = nr
+        words[_HC_A0_U64] = a0
+        words[_HC_A1_U64] = a1
+        words[_HC_A2_U64] = a2
+        words[_HC_RET_U64] = ret
+        if flags is not None:
+            words[_HC_FLAGS_U64] = flags
+    except (OverflowError, ValueError):  # (compiled / interpreted)
+        hypercall_exit(vcpu, nr & U64, a0 & U64, a1 & U64, a2 & U64, ret & U64,
+                       None if flags is None else flags & U64)
+        return
+    vcpu.run_u32[_EXIT_REASON_U32] = _EXIT_HYPERCALL
 
 
 class Hypercall(Action):
@@ -467,8 +487,8 @@ def halts_in_kernel(vcpu):
 
 def _signal_exit(vcpu):
     """kvm_handle_signal_exit: exit_reason KVM_EXIT_INTR, and -EINTR."""
-    vcpu.run.exit_reason = K.KVM_EXIT_INTR
-    return oserror(errno.EINTR)
+    vcpu.run.exit_reason = _EXIT_INTR
+    return oserror(_EINTR)
 
 
 def _take_signal(vcpu):
@@ -659,8 +679,12 @@ class GuestScript:
 def run(vcpu):
     """The guest part of KVM_RUN: run pending actions until one exits.
 
-    Returns 0 after writing an exit into vcpu.run; raises MemoryFault (an OSError)
-    after writing KVM_EXIT_MEMORY_FAULT; raises EINTR (KVM_EXIT_INTR) for a signal.
+    Returns 0 after writing an exit into vcpu.run, or the OSError KVM_RUN fails with
+    after writing its exit: the MemoryFault of a KVM_EXIT_MEMORY_FAULT, EINTR
+    (KVM_EXIT_INTR) for a signal met in the guest's code. The error is returned, not
+    raised: KVM_RUN's handler raises it once (kmock.kvm.vcpu.vcpu_run), where a raise
+    here would build a traceback entry in every frame on the way. A signal or a dead VM
+    met while the vCPU halts or sleeps still raises.
     """
     if vcpu.signal_pending:
         _take_signal(vcpu)
@@ -681,9 +705,12 @@ def run(vcpu):
         try:
             r = action.step(vcpu)
         except MemoryFault as mf:
-            mf.fill(vcpu.run)
+            r = mf  # (raised by the step: handled as one it returns)
+        if r is not CONTINUE and r is not EXIT and isinstance(r, MemoryFault):
+            # kvm_prepare_memory_fault_exit; the action does not retire
+            r.fill(vcpu.run)
             action.exits.append(_EXIT_MEMORY_FAULT)
-            raise
+            return r
         if action.done:
             script.pc += 1
         if r is EXIT:
@@ -693,6 +720,6 @@ def run(vcpu):
         if r is HALT:
             _halt(vcpu)
         elif r is SIGNAL:
-            raise _signal_exit(vcpu)
+            return _signal_exit(vcpu)
     vcpu.run.exit_reason = K.KVM_EXIT_HLT
     return 0

@@ -9,6 +9,7 @@ What the vCPU runs is ``vcpu.guest``, a kmock.kvm.guest.GuestScript that tests f
 KVM_RUN executes its pending actions and exits as KVM does (reference §4.10).
 """
 
+import ctypes
 import errno
 import os
 import threading
@@ -50,6 +51,12 @@ class Vcpu:
         #: completion writes or reads them
         self.run_hypercall = self.run.hypercall
         self.run_hypercall_args = self.run_hypercall.args
+        #: the same page as 32-bit and 64-bit words (memoryviews, typed when compiled):
+        #: an exit written by index (kmock.kvm.guest.hypercall_exit) is one store per field
+        raw = memoryview((ctypes.c_ubyte * ctypes.sizeof(K.kvm_run)).from_address(
+            self.run_addr)).cast("B")
+        self.run_u32 = raw.cast("I")
+        self.run_u64 = raw.cast("Q")
         #: the guest code this vCPU runs (filled by tests)
         self.guest = _guest.GuestScript(vm.vmtype.guest_actions,
                                         history=vm.kernel.profile.guest_history)
@@ -113,6 +120,7 @@ class Vcpu:
         self.kick()
         with self.mutex:  # a KVM_RUN still running in another thread finishes first
             self.run = self.run_hypercall = self.run_hypercall_args = None
+            self.run_u32 = self.run_u64 = None
             if self.dirty_ring is not None:
                 self.dirty_ring.free()
             _libc.munmap(self.run_addr, self.mmap_size)
@@ -228,14 +236,21 @@ def vcpu_run(f, arg):
     fact_vcpu_ioctls: the real kernel does not write it); then the guest script runs until an
     exit. A memory fault exit raises OSError(EFAULT / EHWPOISON ...). A return to userspace
     is counted in the vCPU's statistics (kmock.kvm.stats).
+
+    The run returns the error of an exit that fails KVM_RUN (kmock.kvm.guest.run): it is
+    raised here, once.
     """
     vcpu = f.vcpu
     r = _vcpu_run(f, vcpu, arg)
+    if isinstance(r, OSError):
+        raise r
     vcpu.stat.count_exit(vcpu.run)
     return r
 
 
 def _vcpu_run(f, vcpu, arg):
+    """vcpu_run's work: 0, or the OSError a guest exit fails KVM_RUN with (returned);
+    the errors of its own checks are raised."""
     vm = f.vm
     # (vm.check_caller(), inlined: KVM_RUN is the hottest ioctl)
     if vm.owner_pid != current_pid() or vm.dead:
@@ -292,7 +307,7 @@ def _vcpu_run(f, vcpu, arg):
                 vmtype.run_exit(vcpu, r)
             else:
                 r = guest_run(vcpu)
-            if vm.dead:
+            if vm.dead and not isinstance(r, OSError):
                 # the VM type killed the VM: EIO (check_caller's other half, the
                 # caller's process, was checked on entry and cannot change in this call)
                 raise oserror(errno.EIO)
