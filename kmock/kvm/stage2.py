@@ -51,6 +51,7 @@ the hva at access time regardless.
 import array
 import ctypes
 import errno
+import struct
 
 from .. import _libc
 from ..mm import PageTable
@@ -68,6 +69,11 @@ PERM_PRIVATE = 0x10
 
 _PROBE_CHUNK = 1 << 20
 
+_EXIT_MEMORY_FAULT = K.KVM_EXIT_MEMORY_FAULT
+#: kvm_run.memory_fault: flags, gpa, size
+_MEMORY_FAULT = struct.Struct("=QQQ")
+_MEMORY_FAULT_OFFSET = K.kvm_run.memory_fault.offset
+
 
 class MemoryFault(OSError):
     """A fault KVM turns into KVM_EXIT_MEMORY_FAULT; ``errno`` is KVM_RUN's errno.
@@ -76,23 +82,36 @@ class MemoryFault(OSError):
     access, ``done`` the pages of the faulting range handled before this one.
     """
 
+    # (slots: stored without a dict insertion each, at every memory-fault exit)
+    __slots__ = ("gfn", "gpa", "size", "private", "flags", "done")
+
     def __init__(self, err, gfn, private, done=0):
-        super().__init__(err, f"KVM_EXIT_MEMORY_FAULT at gpa {gfn << PAGE_SHIFT:#x}"
-                              f"{' (private)' if private else ''}")
+        gpa = gfn << PAGE_SHIFT
+        # (hex(gpa) is f"{gpa:#x}" for a gpa >= 0, at a fraction of the format's cost)
+        OSError.__init__(self, err, f"KVM_EXIT_MEMORY_FAULT at gpa "
+                                    f"{hex(gpa) if gpa >= 0 else format(gpa, '#x')}"
+                                    f"{' (private)' if private else ''}")
         self.gfn = gfn
-        self.gpa = gfn << PAGE_SHIFT
+        self.gpa = gpa
         self.size = PAGE_SIZE
         self.private = private
         self.flags = K.KVM_MEMORY_EXIT_FLAG_PRIVATE if private else 0
         self.done = done
 
     def fill(self, run):
-        """kvm_prepare_memory_fault_exit: write the exit into ``run`` (a kvm_run)."""
-        run.exit_reason = K.KVM_EXIT_MEMORY_FAULT
-        mf = run.memory_fault
-        mf.flags = self.flags
-        mf.gpa = self.gpa
-        mf.size = self.size
+        """kvm_prepare_memory_fault_exit: write the exit into ``run`` (a kvm_run).
+
+        run->memory_fault's three u64s are packed in one call (three ctypes field writes
+        cost three times as much); a value outside the u64 range is taken modulo 2**64,
+        as a ctypes field takes it."""
+        run.exit_reason = _EXIT_MEMORY_FAULT
+        try:
+            _MEMORY_FAULT.pack_into(run, _MEMORY_FAULT_OFFSET, self.flags, self.gpa, self.size)
+        except struct.error:
+            mf = run.memory_fault
+            mf.flags = self.flags
+            mf.gpa = self.gpa
+            mf.size = self.size
 
 
 class Stage2:
