@@ -81,7 +81,7 @@ _EINTR = errno.EINTR
 _HC_MAP_GPA_RANGE = K.KVM_HC_MAP_GPA_RANGE
 _HC_LONG_MODE = K.KVM_EXIT_HYPERCALL_LONG_MODE
 _ENOSYS = -K.KVM_ENOSYS & U64
-# kvm_run fields as indexes of the vCPU's word views (Vcpu.run_u32, Vcpu.run_u64)
+# kvm_run fields as indexes of the vCPU's views (Vcpu.run_u32, Vcpu.run_u64)
 _EXIT_REASON_U32 = K.kvm_run.exit_reason.offset // 4
 _HC_NR_U64 = (K.kvm_run.hypercall.offset + K.kvm_run_hypercall.nr.offset) // 8
 _HC_A0_U64 = (K.kvm_run.hypercall.offset + K.kvm_run_hypercall.args.offset) // 8
@@ -385,7 +385,7 @@ class Hypercall(Action):
         """complete_hypercall: RAX = run->hypercall.ret (64-bit guest: not truncated)."""
         if self._waiting:
             self._waiting = False
-            self.finish(vcpu.run_hypercall.ret)
+            self.finish(vcpu.run_u64[_HC_RET_U64])  # (run->hypercall.ret)
 
 
 class _Io(Action):

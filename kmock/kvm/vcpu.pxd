@@ -12,6 +12,7 @@ cdef class Vcpu:
     cdef public object vm, id, mutex, run, run_hypercall, run_hypercall_args, guest
     cdef public object pending, stopped, halted, entered, mmu_root_loaded, signal_pending
     cdef public object arch, dirty_ring, halts_in_kernel, run_addr, wake
+    cdef public unsigned char[::1] run_u8
     cdef public unsigned int[::1] run_u32
     cdef public unsigned long long[::1] run_u64
     cdef public VcpuStat stat

@@ -28,6 +28,8 @@ from .stage2 import MemoryFault
 from .stats import VcpuStat, task_pid_nr, vcpu_get_stats_fd
 
 U64 = (1 << 64) - 1
+#: kvm_run.immediate_exit as an index of Vcpu.run_u8
+_IMMEDIATE_EXIT_U8 = K.kvm_run.immediate_exit.offset
 
 
 class Vcpu:
@@ -51,10 +53,12 @@ class Vcpu:
         #: completion writes or reads them
         self.run_hypercall = self.run.hypercall
         self.run_hypercall_args = self.run_hypercall.args
-        #: the same page as 32-bit and 64-bit words (memoryviews, typed when compiled):
-        #: an exit written by index (kmock.kvm.guest.hypercall_exit) is one store per field
+        #: the same page as bytes, 32-bit and 64-bit words (memoryviews, typed when
+        #: compiled): a field read or written by index (KVM_RUN's immediate_exit,
+        #: kmock.kvm.guest.hypercall_exit) is one load or store
         raw = memoryview((ctypes.c_ubyte * ctypes.sizeof(K.kvm_run)).from_address(
             self.run_addr)).cast("B")
+        self.run_u8 = raw
         self.run_u32 = raw.cast("I")
         self.run_u64 = raw.cast("Q")
         #: the guest code this vCPU runs (filled by tests)
@@ -120,7 +124,7 @@ class Vcpu:
         self.kick()
         with self.mutex:  # a KVM_RUN still running in another thread finishes first
             self.run = self.run_hypercall = self.run_hypercall_args = None
-            self.run_u32 = self.run_u64 = None
+            self.run_u8 = self.run_u32 = self.run_u64 = None
             if self.dirty_ring is not None:
                 self.dirty_ring.free()
             _libc.munmap(self.run_addr, self.mmap_size)
@@ -268,7 +272,7 @@ def _vcpu_run(f, vcpu, arg):
             # an x86 vCPU waiting for INIT/SIPI (KVM_SET_MP_STATE UNINITIALIZED ...): the
             # first thing kvm_arch_vcpu_ioctl_run looks at; immediate_exit -> EINTR with
             # exit_reason untouched, else it blocks until a signal (EINTR, KVM_EXIT_INTR)
-            if run.immediate_exit:
+            if vcpu.run_u8[_IMMEDIATE_EXIT_U8]:
                 raise oserror(errno.EINTR)
             x86_vcpu.accept_events(vcpu)  # a pending SIPI starts it (vcpu_block)
             _guest.sleep_stopped(vcpu)
@@ -284,7 +288,7 @@ def _vcpu_run(f, vcpu, arg):
                 actions = script.actions
                 if pc < len(actions) and actions[pc] is pending:
                     script.pc = pc + 1
-        if run.immediate_exit:
+        if vcpu.run_u8[_IMMEDIATE_EXIT_U8]:  # (run.immediate_exit)
             raise oserror(errno.EINTR)
         ring = vcpu.dirty_ring
         if ring is not None and dirty_ring.full_exit(vcpu, ring):
