@@ -6,17 +6,73 @@ is a bug in one of them: RangeMap is a sorted list of chunks of breakpoints (a t
 B+tree), PageTable and FrameAllocator are encodings over a RangeMap.
 
 Selected with ``KMOCK_PURE_PYTHON=1``; always importable as ``kmock.mm.PyRangeMap`` etc.
+
+Each call is one atomic step, as a call into the compiled core is (it holds the GIL from
+entry to return): threads share these maps (a vCPU's fault reads a guest_memfd's
+allocation map while a PUNCH_HOLE in another thread rewrites it), and a reader must never
+see an update half done. One lock for the whole twin, as the GIL is one for the core.
 """
 
 from bisect import bisect_left, bisect_right
+import functools
 from operator import index as _index
 import sys
+import threading
 
 __all__ = ["RangeMap", "PageTable", "FrameAllocator"]
 
 _U64 = 1 << 64
 _MAX_NPAGES = 1 << 63
 _CAP = 512  # breakpoints per chunk (the compiled core uses 128)
+
+
+#: held for each call of a public method (see the module docstring); reentrant, since
+#: PageTable and FrameAllocator call their RangeMap's methods
+_LOCK = threading.RLock()
+_ATOMIC_DUNDERS = ("__len__", "__eq__", "__repr__")
+
+
+def _atomic(cls):
+    """Make each public method of ``cls`` (and its ``__len__``, ``__eq__``, ``__repr__``)
+    run under _LOCK."""
+    for name, fn in list(vars(cls).items()):
+        if callable(fn) and (not name.startswith("_") or name in _ATOMIC_DUNDERS):
+            setattr(cls, name, _locked(fn))
+    return cls
+
+
+def _locked(fn):
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with _LOCK:
+            r = fn(*args, **kwargs)
+        return _LockedIterator(r) if type(r) is _GENERATOR else r
+    return locked
+
+
+class _LockedIterator:
+    """An iterator the twin returns (``RangeMap.ranges``): each step atomic, as each step
+    of the compiled core's iterator is; a change between two steps is the same
+    RuntimeError in both."""
+
+    __slots__ = ("_it",)
+
+    def __init__(self, it):
+        self._it = it
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with _LOCK:
+            return next(self._it)
+
+
+def _generator():
+    yield
+
+
+_GENERATOR = type(_generator())
 
 
 def _int(x, what):
@@ -41,6 +97,7 @@ def _u64(x, what):
     return x
 
 
+@_atomic
 class RangeMap:
     """A total map from page index [0, npages) to an unsigned 64-bit value.
 
@@ -328,6 +385,7 @@ def _pt_dec(v):
     return d, (v >> 53) & 0xFF, (v >> 61) & 3
 
 
+@_atomic
 class PageTable:
     """A sparse translation table (stage-2 / IOMMU): iova (bytes) -> frame, perm, leaf size.
 
@@ -625,6 +683,7 @@ _ALLOC = 1 << 63
 _OWNER_MAX = 1 << 57
 
 
+@_atomic
 class FrameAllocator:
     """Sparse physical memory: naturally aligned folios of 2**order 4K frames with owners."""
 
