@@ -876,14 +876,18 @@ def vcpu_ioctls():
 # --- the host profile's probe -----------------------------------------------------------------
 
 
+def _one_msr(index, data=0):
+    """A struct kvm_msrs of one entry (``index``, ``data``), for the host probes; its data
+    is bytes 16:24."""
+    return bytearray((1).to_bytes(8, "little") + index.to_bytes(8, "little")
+                     + data.to_bytes(8, "little"))
+
+
 def _probe_tsc_writable(vcpu_fd):
     """Does a KVM_SET_MSRS of MSR_IA32_TSC = 1 << 40 move the guest TSC there?"""
     import fcntl
 
-    buf = bytearray(24)
-    buf[0:4] = (1).to_bytes(4, "little")
-    buf[8:12] = (0x10).to_bytes(4, "little")
-    buf[16:24] = (1 << 40).to_bytes(8, "little")
+    buf = _one_msr(0x10, 1 << 40)
     fcntl.ioctl(vcpu_fd, X.KVM_SET_MSRS, buf)
     fcntl.ioctl(vcpu_fd, X.KVM_GET_MSRS, buf)
     return (1 << 40) <= int.from_bytes(buf[16:24], "little") < (1 << 41)
@@ -896,9 +900,7 @@ def _probe_tsc_ratio(vcpu_fd):
     read the default ratio (svm_get_msr: svm->tsc_ratio_msr)."""
     import fcntl
 
-    buf = bytearray(24)
-    buf[0:4] = (1).to_bytes(4, "little")
-    buf[8:12] = x86_msr.MSR_AMD64_TSC_RATIO.to_bytes(4, "little")
+    buf = _one_msr(x86_msr.MSR_AMD64_TSC_RATIO)
     if fcntl.ioctl(vcpu_fd, X.KVM_GET_MSRS, buf) != 1:
         return None
     return int.from_bytes(buf[16:24], "little")
@@ -1055,11 +1057,9 @@ def _probe_mce_and_attrs(kvm_fd, vcpu_fd):
         out["mce_cap_supported"] = v.value
     except OSError:
         pass
-    buf = bytearray(24)
-    buf[0:4] = (1).to_bytes(4, "little")
-    buf[8:12] = x86_mce.MSR_IA32_MCG_EXT_CTL.to_bytes(4, "little")
     try:
-        out["mcg_ext_ctl"] = fcntl.ioctl(vcpu_fd, X.KVM_GET_MSRS, buf) == 1
+        out["mcg_ext_ctl"] = fcntl.ioctl(vcpu_fd, X.KVM_GET_MSRS,
+                                         _one_msr(x86_mce.MSR_IA32_MCG_EXT_CTL)) == 1
     except OSError:
         pass
     xcomp = ctypes.c_uint64()
